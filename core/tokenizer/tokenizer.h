@@ -1,0 +1,55 @@
+#pragma once
+// Tokenizers: byte-level BPE and SentencePiece-style BPE from tokenizer.json, tokenizer.model via
+// libsentencepiece, and llama2.c tokenizer.bin. Encode/decode match the reference libraries
+// (HF tokenizers, sentencepiece) exactly on the golden strings in tests/golden/.
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace kvscope {
+
+class Tokenizer {
+public:
+    virtual ~Tokenizer() = default;
+
+    // Text -> ids. Special tokens written in the text (e.g. "<|endoftext|>") are recognised as
+    // the reference does. `add_bos` prepends the BOS id when the tokenizer has one and the
+    // reference's post-processor would (HF: add_special_tokens=True).
+    virtual std::vector<int32_t> encode(std::string_view text, bool add_special) const = 0;
+
+    // Ids -> text. `skip_special` drops special / control tokens (HF skip_special_tokens).
+    virtual std::string decode(const std::vector<int32_t>& ids, bool skip_special) const = 0;
+
+    // The text of one token as it appears in the stream after `prev` (for streaming output:
+    // handles leading-space stripping and byte-fallback fragments). May return an empty string
+    // while a multi-byte UTF-8 sequence is incomplete; see StreamDecoder.
+    virtual std::string token_bytes(int32_t id) const = 0;
+
+    virtual int32_t vocab_size() const = 0;
+    virtual int32_t bos_id() const = 0;  // -1 if none
+    virtual int32_t eos_id() const = 0;  // -1 if none
+    virtual bool is_special(int32_t id) const = 0;
+    virtual std::string kind() const = 0;  // "bpe-bytelevel", "bpe-sentencepiece", "sentencepiece", "llama2c"
+};
+
+// Decodes a stream of ids incrementally and emits only complete UTF-8.
+class StreamDecoder {
+public:
+    explicit StreamDecoder(const Tokenizer& tok) : tok_(tok) {}
+    std::string push(int32_t id);  // text that became printable with this id
+    std::string flush();           // whatever is left (invalid bytes as U+FFFD)
+
+private:
+    const Tokenizer& tok_;
+    std::vector<int32_t> ids_;
+    size_t emitted_ = 0;  // bytes of decode(ids_) already returned
+};
+
+// Finds and loads the tokenizer for a model: `path` is a model directory (tokenizer.json, else
+// tokenizer.model), or a file (tokenizer.json, tokenizer.model, tokenizer.bin). Throws InputError.
+std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& path);
+
+}  // namespace kvscope
