@@ -19,7 +19,7 @@
 #include <string>
 #include <vector>
 
-#include "core/model/dtype.h"
+#include "kernels/dtype.h"
 
 namespace kvscope {
 

@@ -23,9 +23,8 @@ public:
     // Ids -> text. `skip_special` drops special / control tokens (HF skip_special_tokens).
     virtual std::string decode(const std::vector<int32_t>& ids, bool skip_special) const = 0;
 
-    // The text of one token as it appears in the stream after `prev` (for streaming output:
-    // handles leading-space stripping and byte-fallback fragments). May return an empty string
-    // while a multi-byte UTF-8 sequence is incomplete; see StreamDecoder.
+    // The raw bytes one token stands for (byte-level mapping undone, U+2581 as a space, <0xNN> as
+    // that byte). May be a fragment of a UTF-8 sequence. For display of single tokens.
     virtual std::string token_bytes(int32_t id) const = 0;
 
     virtual int32_t vocab_size() const = 0;

@@ -1,5 +1,6 @@
 #pragma once
-// Element types of weights and tensors, and scalar conversions (round-to-nearest-even for bf16).
+// Element types of weights and tensors, and scalar conversions (round-to-nearest-even).
+// Lives in kernels/ because kernels depend on nothing else of ours; core/ includes it.
 #include <cstdint>
 #include <cstring>
 #include <string>

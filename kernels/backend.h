@@ -1,0 +1,117 @@
+#pragma once
+// Backend: the compute interface the engine drives. Two implementations: kernels/cpu (fp32, the
+// oracle) and kernels/cuda (bf16/fp16, later). Every op of a device backend has a CPU twin here and
+// a case in the differential test (tests/kernels).
+//
+// Execution model: ops are enqueued in order and may run asynchronously on a device; results are
+// visible on the host only after to_host() (which synchronises). Tensors live where their backend
+// keeps them; weights are "uploaded" once (the CPU backend borrows the mmapped bytes, zero copy).
+//
+// Shapes are row-major and contiguous. Activations are f32 on the CPU backend; weights may be
+// f32, f16 or bf16 and are converted on the fly inside matmul / embedding / rmsnorm.
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/dtype.h"
+
+namespace kvscope {
+
+enum class DeviceKind { cpu, cuda };
+
+struct Tensor {
+    DType dtype = DType::f32;
+    std::array<int64_t, 4> shape{0, 0, 0, 0};
+    int ndim = 0;
+    void* data = nullptr;
+    DeviceKind device = DeviceKind::cpu;
+
+    int64_t numel() const {
+        int64_t n = ndim > 0 ? 1 : 0;
+        for (int i = 0; i < ndim; ++i) n *= shape[static_cast<size_t>(i)];
+        return n;
+    }
+    int64_t dim(int i) const { return shape[static_cast<size_t>(i)]; }
+    size_t bytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype); }
+    template <class T>
+    T* as() const { return static_cast<T*>(data); }
+};
+
+Tensor make_tensor_view(void* data, DType dtype, std::initializer_list<int64_t> shape,
+                        DeviceKind dev = DeviceKind::cpu);
+
+// The keys and values one KV head holds, as the attention op reads them.
+// k, v: [len, head_dim] f32 (dequantised where the cache holds quantised slots: attention over
+// quantised slots is dequantise-then-attend by construction). pos: original token positions [len],
+// used for the causal mask (slot j is visible to a query at position p iff pos[j] <= p).
+struct KVHeadView {
+    const float* k = nullptr;
+    const float* v = nullptr;
+    const int64_t* pos = nullptr;
+    int64_t len = 0;
+};
+
+// What the attention op should report besides its output, per query head h (KV head h / group).
+// All buffers are host memory owned by the caller, sized by the KV head's len (n_keys).
+struct AttentionStats {
+    // colsum[h]: [n_keys] += sum over this call's query rows of softmax probabilities.
+    std::vector<float*> colsum;
+    // rows[h]: [n_rows_tail, n_keys] softmax rows of the last n_rows_tail queries of this call.
+    std::vector<float*> rows;
+    int64_t n_rows_tail = 0;
+    // lse[h]: [n_queries] row log-sum-exp of the scaled logits (for two-pass statistics on devices).
+    std::vector<float*> lse;
+};
+
+struct AttentionArgs {
+    const Tensor* q = nullptr;          // [n, H, head_dim] f32, RoPE applied
+    const int64_t* q_pos = nullptr;     // [n] positions of the queries
+    const KVHeadView* kv = nullptr;     // [H_kv]
+    int64_t n_kv_heads = 0;
+    float scale = 1.0f;                 // usually 1/sqrt(head_dim)
+    Tensor* out = nullptr;              // [n, H, head_dim] f32
+    AttentionStats* stats = nullptr;    // optional
+};
+
+// RoPE: rotates each head's vector by angle pos * inv_freq[i]. inv_freq has head_dim/2 entries
+// (already scaled for llama3 / linear). half: pairs (i, i + d/2); interleaved: pairs (2i, 2i+1).
+enum class RopePairs { half, interleaved };
+
+class Backend {
+public:
+    virtual ~Backend() = default;
+    virtual std::string name() const = 0;
+    virtual DeviceKind device() const = 0;
+
+    // ---- memory ------------------------------------------------------------------------------
+    virtual Tensor alloc(DType dtype, std::initializer_list<int64_t> shape) = 0;
+    virtual void release(Tensor& t) = 0;
+    // Makes weights usable by ops. CPU: a view of the host bytes (which must outlive it).
+    virtual Tensor upload_weight(const void* host, DType dtype, std::initializer_list<int64_t> shape) = 0;
+    virtual void to_host(const Tensor& src, float* dst) = 0;            // src f32; synchronises
+    virtual void from_host(Tensor& dst, const float* src) = 0;          // dst f32
+    virtual void synchronize() = 0;
+
+    // ---- ops ---------------------------------------------------------------------------------
+    // out[i, :] = table[ids[i], :] (converted to f32). table [vocab, d], out [n, d].
+    virtual void embedding(const Tensor& table, const int32_t* ids, int64_t n, Tensor& out) = 0;
+    // out = x / rms(x) * w, row-wise over the last dim of x viewed as [rows, d]; w [d] any dtype.
+    virtual void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& out) = 0;
+    // out[n, m] = x[n, k] @ w[m, k]^T (+ bias[m]); w any dtype, bias may be null.
+    virtual void matmul(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) = 0;
+    // In place on x viewed as [n, heads, head_dim]; positions [n]; inv_freq [head_dim/2].
+    virtual void rope(Tensor& x, const int64_t* positions, const float* inv_freq, RopePairs pairs) = 0;
+    // out = silu(gate) * up, elementwise.
+    virtual void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
+    // x += y, elementwise.
+    virtual void add_inplace(Tensor& x, const Tensor& y) = 0;
+    // Causal (by position) softmax attention with GQA; see AttentionArgs.
+    virtual void attention(const AttentionArgs& args) = 0;
+};
+
+// The fp32 CPU reference backend. threads = 0: one per hardware core.
+std::unique_ptr<Backend> make_cpu_backend(int threads = 0);
+
+}  // namespace kvscope

@@ -1,0 +1,33 @@
+#pragma once
+// The CPU reference kernels (fp32 compute). Each function is the CPU twin of a device kernel and
+// the oracle of the differential test in tests/kernels. Shapes are given per function.
+#include <cstdint>
+
+#include "kernels/backend.h"
+#include "kernels/cpu/thread_pool.h"
+
+namespace kvscope::cpu {
+
+// dst[0..k) = src row converted to f32 (src is f32, f16 or bf16).
+void load_row_f32(const void* src, DType dtype, int64_t k, float* dst);
+float dot_f32(const float* a, const float* b, int64_t k);
+
+// out[n, m] = x[n, k] @ w[m, k]^T (+ bias[m]). FLOPs 2nmk; bytes ~ m*k*sizeof(w) + n*(k+m)*4.
+void matmul(ThreadPool& pool, const float* x, int64_t n, int64_t k, const void* w, DType wdt,
+            int64_t m, const void* bias, DType bdt, float* out);
+// Row-wise RMSNorm over [rows, d]; w [d] any float dtype. out may alias x.
+void rmsnorm(ThreadPool& pool, const float* x, int64_t rows, int64_t d, const void* w, DType wdt,
+             float eps, float* out);
+// In place on x [n, heads, head_dim].
+void rope(ThreadPool& pool, float* x, int64_t n, int64_t heads, int64_t head_dim,
+          const int64_t* positions, const float* inv_freq, RopePairs pairs);
+void embedding(const void* table, DType dt, int64_t vocab, int64_t d, const int32_t* ids, int64_t n,
+               float* out);
+void silu_mul(const float* gate, const float* up, int64_t n, float* out);
+void add_inplace(float* x, const float* y, int64_t n);
+// See AttentionArgs in kernels/backend.h. q/out [n, H, hd].
+void attention(ThreadPool& pool, const float* q, int64_t n, int64_t n_heads, int64_t head_dim,
+               const int64_t* q_pos, const KVHeadView* kv, int64_t n_kv_heads, float scale,
+               float* out, AttentionStats* stats);
+
+}  // namespace kvscope::cpu

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Builds KVScope and runs the whole test suite. KVSCOPE_SANITIZE=1 builds with ASan + UBSan in a
+# separate build folder. Usage: bash tools/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "${KVSCOPE_SANITIZE:-0}" = 1 ]; then
+  BUILD=build-asan; EXTRA=(-DKVSCOPE_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo)
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+else
+  BUILD=build; EXTRA=(-DCMAKE_BUILD_TYPE=RelWithDebInfo)
+fi
+cmake -S . -B "$BUILD" -G Ninja -DKVSCOPE_WERROR=ON "${EXTRA[@]}"
+cmake --build "$BUILD" -j "$(nproc)"
+ctest --test-dir "$BUILD" --output-on-failure -j "$(nproc)" --timeout 600
