@@ -64,11 +64,18 @@ public:
     void keep_alive(std::shared_ptr<MappedFile> f) { files_.push_back(std::move(f)); }
     // Owned storage (e.g. converted or permuted weights); returns a stable pointer.
     void* own(std::vector<uint8_t> bytes);
+    // The distinct files the tensors were read from (one per safetensors shard).
+    size_t file_count() const { return files_.size(); }
 
 private:
     std::map<std::string, WeightTensor> tensors_;
     std::vector<std::shared_ptr<MappedFile>> files_;
     std::vector<std::unique_ptr<std::vector<uint8_t>>> owned_;
 };
+
+// Decodes elements [first, first + count) of a F32/F16/BF16 tensor (flat, row-major) into `out`.
+// Reads through memcpy, so any alignment of t.data is fine. Throws InputError on another dtype or
+// a range outside the tensor.
+void copy_as_f32(const WeightTensor& t, int64_t first, int64_t count, float* out);
 
 }  // namespace kvscope

@@ -1,0 +1,74 @@
+#include "app/cli/cli_common.h"
+
+#include <cerrno>
+#include <cstdlib>
+#include <filesystem>
+
+#include "core/model/error.h"
+
+namespace kvscope::cli {
+
+namespace fs = std::filesystem;
+
+void add_model_options(CLI::App& sub, ModelArgs& args) {
+    sub.add_option("--model", args.model,
+                   "Model: an HF directory (config.json + safetensors) or a llama2.c .bin")
+        ->required();
+    sub.add_option("--tokenizer", args.tokenizer,
+                   "Tokenizer file or directory, when stored apart from the weights "
+                   "(tokenizer.json, tokenizer.model or llama2.c tokenizer.bin)");
+    sub.add_option("--threads", args.threads, "CPU threads (0 = all cores)")->check(CLI::NonNegativeNumber);
+}
+
+Loaded load_model_and_tokenizer(const ModelArgs& args, bool need_tokenizer) {
+    Loaded out;
+    out.model = load_model(args.model);
+    if (!need_tokenizer) return out;
+    fs::path tok_path = args.tokenizer;
+    if (tok_path.empty()) {
+        const fs::path m = args.model;
+        if (out.model->format == ModelFormat::llama2c) {
+            tok_path = m.parent_path() / "tokenizer.bin";
+            if (!fs::exists(tok_path))
+                throw InputError(m, "a llama2.c checkpoint carries no tokenizer: pass --tokenizer "
+                                    "(looked for " + tok_path.string() + ")");
+        } else {
+            tok_path = m;
+        }
+    }
+    out.tokenizer = load_tokenizer(tok_path);
+    if (out.tokenizer->vocab_size() > out.model->spec.vocab_size)
+        throw InputError(tok_path, "tokenizer has " + std::to_string(out.tokenizer->vocab_size()) +
+                                       " tokens but the model's vocabulary has only " +
+                                       std::to_string(out.model->spec.vocab_size));
+    return out;
+}
+
+std::vector<int32_t> parse_id_list(const std::string& text, const std::string& flag) {
+    std::vector<int32_t> ids;
+    size_t i = 0;
+    while (i <= text.size()) {
+        size_t j = text.find(',', i);
+        if (j == std::string::npos) j = text.size();
+        std::string item = text.substr(i, j - i);
+        while (!item.empty() && item.front() == ' ') item.erase(item.begin());
+        while (!item.empty() && item.back() == ' ') item.pop_back();
+        if (item.empty())
+            throw InputError(flag + ": empty item in id list '" + text + "'");
+        errno = 0;
+        char* end = nullptr;
+        const long v = std::strtol(item.c_str(), &end, 10);
+        if (*end != '\0' || errno != 0 || v < 0 || v > INT32_MAX)
+            throw InputError(flag + ": '" + item + "' is not a token id (a non-negative integer)");
+        ids.push_back(static_cast<int32_t>(v));
+        i = j + 1;
+    }
+    return ids;
+}
+
+std::vector<int32_t> encode_prompt(const Tokenizer& tok, const std::string& text) {
+    // Exactly what the reference tokenizer does with add_special_tokens=True (BOS templates).
+    return tok.encode(text, /*add_special=*/true);
+}
+
+}  // namespace kvscope::cli

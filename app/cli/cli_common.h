@@ -1,0 +1,37 @@
+#pragma once
+// Shared pieces of the kvscope subcommands: loading a model + tokenizer from --model/--tokenizer,
+// parsing id lists, and the policy flags (--policy, --budget, --ratio, --param) that every
+// command running the engine accepts.
+#include <CLI/CLI.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/model/model.h"
+#include "core/tokenizer/tokenizer.h"
+
+namespace kvscope::cli {
+
+struct ModelArgs {
+    std::string model;
+    std::string tokenizer;  // optional: a tokenizer stored apart from the weights
+    int threads = 0;
+};
+void add_model_options(CLI::App& sub, ModelArgs& args);
+
+struct Loaded {
+    std::unique_ptr<Model> model;
+    std::unique_ptr<Tokenizer> tokenizer;  // may be null when the caller does not need it
+};
+// Loads the model and (when `need_tokenizer`) its tokenizer. For a llama2.c .bin without
+// --tokenizer, looks for tokenizer.bin beside it. Throws InputError.
+Loaded load_model_and_tokenizer(const ModelArgs& args, bool need_tokenizer);
+
+// "1,2,3" -> {1,2,3}; throws InputError naming the flag on a malformed list.
+std::vector<int32_t> parse_id_list(const std::string& text, const std::string& flag);
+
+// Text -> prompt ids, with the special tokens the reference tokenizer adds (BOS templates).
+std::vector<int32_t> encode_prompt(const Tokenizer& tok, const std::string& text);
+
+}  // namespace kvscope::cli

@@ -1,0 +1,27 @@
+#include "app/cli/policy_flags.h"
+
+#include "core/policies/registry.h"
+
+namespace kvscope::cli {
+
+void add_policy_options(CLI::App& sub, PolicyArgs& args) {
+    sub.add_option("--policy", args.name, "Cache policy (kvscope policies lists them)")
+        ->capture_default_str();
+    auto* b = sub.add_option("--budget", args.budget,
+                             "Tokens per (layer, KV head), sinks and window included");
+    auto* r = sub.add_option("--ratio", args.ratio, "Budget as a fraction of the prompt length");
+    b->excludes(r);
+    sub.add_option("--param", args.params, "Policy parameter key=value (repeatable)");
+}
+
+std::unique_ptr<Policy> make_policy_from_args(const PolicyArgs& args, const ModelSpec& /*spec*/,
+                                              int64_t /*prompt_len*/, bool keep_full) {
+    Budget budget;
+    budget.tokens = args.budget;
+    budget.ratio = args.ratio;
+    auto policy = PolicyRegistry::global().create(args.name, budget, args.params);
+    if (args.name == "full" && !keep_full) return nullptr;
+    return policy;
+}
+
+}  // namespace kvscope::cli

@@ -1,0 +1,230 @@
+// The Llama-family forward pass. Shapes (n = tokens in this call, H = query heads, G = KV heads,
+// d = head_dim, D = hidden, F = intermediate, V = vocab):
+//   x [n, D] -> per layer: h = rmsnorm(x); q [n, H*d], k/v [n, G*d] (+bias); q/k-norm per head;
+//   RoPE; k/v appended to the cache per KV head; attention [n, H*d]; x += o_proj; MLP SwiGLU.
+//   Final norm; lm_head on the last row (or all rows when asked).
+#include "core/engine/engine.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "core/cache/kv_cache.h"
+#include "core/engine/engine_cache_bridge.h"
+#include "core/engine/engine_internal.h"
+#include "core/engine/rope_freqs.h"
+#include "core/model/error.h"
+#include "core/policies/plan.h"
+#include "core/policies/policy.h"
+
+namespace kvscope {
+
+namespace {
+
+Tensor upload(Backend& b, const WeightTensor& w) {
+    if (w.shape.size() == 1) return b.upload_weight(w.data, w.dtype, {w.shape[0]});
+    return b.upload_weight(w.data, w.dtype, {w.shape[0], w.shape[1]});
+}
+
+void free_all(Backend& b, std::initializer_list<Tensor*> ts) {
+    for (Tensor* t : ts)
+        if (t->data) b.release(*t);
+}
+
+}  // namespace
+
+Engine::Engine(const Model& model, Backend& backend, EngineOptions opts)
+    : model_(model), backend_(backend), opts_(opts), req_(opts.stats) {
+    const ModelSpec& sp = model.spec;
+    const WeightStore& ws = model.weights;
+    w_ = std::make_unique<Weights>();
+    w_->embed = upload(backend, ws.at("model.embed_tokens.weight"));
+    w_->final_norm = upload(backend, ws.at("model.norm.weight"));
+    w_->lm_head = sp.tied_embeddings ? w_->embed : upload(backend, ws.at("lm_head.weight"));
+    for (int64_t l = 0; l < sp.n_layers; ++l) {
+        const std::string p = "model.layers." + std::to_string(l) + ".";
+        Weights::Layer L;
+        L.attn_norm = upload(backend, ws.at(p + "input_layernorm.weight"));
+        L.wq = upload(backend, ws.at(p + "self_attn.q_proj.weight"));
+        L.wk = upload(backend, ws.at(p + "self_attn.k_proj.weight"));
+        L.wv = upload(backend, ws.at(p + "self_attn.v_proj.weight"));
+        L.wo = upload(backend, ws.at(p + "self_attn.o_proj.weight"));
+        L.ffn_norm = upload(backend, ws.at(p + "post_attention_layernorm.weight"));
+        L.w_gate = upload(backend, ws.at(p + "mlp.gate_proj.weight"));
+        L.w_up = upload(backend, ws.at(p + "mlp.up_proj.weight"));
+        L.w_down = upload(backend, ws.at(p + "mlp.down_proj.weight"));
+        if (sp.attention_bias) {
+            L.has_qkv_bias = true;
+            L.bq = upload(backend, ws.at(p + "self_attn.q_proj.bias"));
+            L.bk = upload(backend, ws.at(p + "self_attn.k_proj.bias"));
+            L.bv = upload(backend, ws.at(p + "self_attn.v_proj.bias"));
+        }
+        if (sp.o_bias) {
+            L.has_o_bias = true;
+            L.bo = upload(backend, ws.at(p + "self_attn.o_proj.bias"));
+        }
+        if (sp.qk_norm) {
+            L.has_qk_norm = true;
+            L.q_norm = upload(backend, ws.at(p + "self_attn.q_norm.weight"));
+            L.k_norm = upload(backend, ws.at(p + "self_attn.k_norm.weight"));
+        }
+        w_->layers.push_back(L);
+    }
+    s_ = std::make_unique<Scratch>();
+    inv_freq_ = rope_inv_freq(sp);
+    cache_ = make_engine_cache(sp);
+    install_rotate(*cache_, sp, inv_freq_);
+}
+
+Engine::~Engine() {
+    if (s_) {
+        Scratch& s = *s_;
+        free_all(backend_, {&s.x, &s.h, &s.q, &s.k, &s.v, &s.att, &s.o, &s.gate, &s.up, &s.act,
+                            &s.down, &s.last, &s.logits});
+    }
+}
+
+void Engine::set_policy(Policy* policy) {
+    policy_ = policy;
+    req_ = opts_.stats;
+    cache_->set_store_prerope(false);
+    if (policy_) {
+        const PolicyNeeds nd = policy_->needs();
+        req_.colsum = req_.colsum || nd.colsum;
+        req_.window = std::max<int64_t>({req_.window, nd.window, nd.last_row ? 1 : 0});
+        req_.key_norms = req_.key_norms || nd.key_norms;
+        req_.step_rows = req_.step_rows || nd.step_rows;
+        cache_->set_store_prerope(nd.prerope_keys);
+    }
+}
+
+std::vector<float> Engine::prefill(const std::vector<int32_t>& ids) {
+    if (ids.empty()) throw InputError("prompt is empty: nothing to prefill");
+    for (int32_t id : ids)
+        if (id < 0 || id >= spec().vocab_size)
+            throw InputError("token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                             std::to_string(spec().vocab_size) + ")");
+    cache_->clear();
+    pos_ = 0;
+    step_ = 0;
+    prompt_len_ = static_cast<int64_t>(ids.size());
+    prefill_stats_.assign(static_cast<size_t>(spec().n_layers), LayerPrefillStats{});
+    all_logits_.clear();
+    step_rows_.clear();
+    cache_->set_step(-1);
+    if (policy_) {
+        ModelDims dims{spec().n_layers, spec().n_heads, spec().n_kv_heads, spec().head_dim};
+        policy_->begin(dims, prompt_len_);
+    }
+    std::vector<float> logits = forward(ids.data(), prompt_len_, true);
+    if (policy_) policy_after_prefill();
+    if (on_layer_done) on_layer_done(-1);
+    return logits;
+}
+
+std::vector<float> Engine::decode(int32_t id) {
+    if (id < 0 || id >= spec().vocab_size)
+        throw InputError("token id " + std::to_string(id) + " is outside the vocabulary");
+    if (prompt_len_ == 0) throw InputError("decode() called before prefill()");
+    cache_->set_step(step_);
+    std::vector<float> logits = forward(&id, 1, false);
+    ++step_;
+    return logits;
+}
+
+std::vector<float> Engine::forward(const int32_t* ids, int64_t n, bool is_prefill) {
+    const ModelSpec& sp = spec();
+    Scratch& s = *s_;
+    if (n > s.cap) {
+        free_all(backend_, {&s.x, &s.h, &s.q, &s.k, &s.v, &s.att, &s.o, &s.gate, &s.up, &s.act,
+                            &s.down, &s.last, &s.logits});
+        s.cap = n;
+        s.x = backend_.alloc(DType::f32, {n, sp.hidden});
+        s.h = backend_.alloc(DType::f32, {n, sp.hidden});
+        s.q = backend_.alloc(DType::f32, {n, sp.n_heads, sp.head_dim});
+        s.k = backend_.alloc(DType::f32, {n, sp.n_kv_heads, sp.head_dim});
+        s.v = backend_.alloc(DType::f32, {n, sp.n_kv_heads, sp.head_dim});
+        s.att = backend_.alloc(DType::f32, {n, sp.n_heads, sp.head_dim});
+        s.o = backend_.alloc(DType::f32, {n, sp.hidden});
+        s.gate = backend_.alloc(DType::f32, {n, sp.intermediate});
+        s.up = backend_.alloc(DType::f32, {n, sp.intermediate});
+        s.act = backend_.alloc(DType::f32, {n, sp.intermediate});
+        s.down = backend_.alloc(DType::f32, {n, sp.hidden});
+        s.last = backend_.alloc(DType::f32, {1, sp.hidden});
+        s.logits = backend_.alloc(DType::f32, {1, sp.vocab_size});
+    }
+    // Views of exactly n rows over the scratch buffers.
+    auto rows = [&](const Tensor& t, int64_t cols) {
+        return make_tensor_view(t.data, DType::f32, {n, cols}, t.device);
+    };
+    Tensor x = rows(s.x, sp.hidden), h = rows(s.h, sp.hidden), o = rows(s.o, sp.hidden);
+    Tensor q2 = rows(s.q, sp.q_dim()), k2 = rows(s.k, sp.kv_dim()), v2 = rows(s.v, sp.kv_dim());
+    Tensor att2 = rows(s.att, sp.q_dim());
+    Tensor gate = rows(s.gate, sp.intermediate), up = rows(s.up, sp.intermediate);
+    Tensor act = rows(s.act, sp.intermediate), down = rows(s.down, sp.hidden);
+    Tensor q3 = make_tensor_view(s.q.data, DType::f32, {n, sp.n_heads, sp.head_dim});
+    Tensor k3 = make_tensor_view(s.k.data, DType::f32, {n, sp.n_kv_heads, sp.head_dim});
+    Tensor qh = make_tensor_view(s.q.data, DType::f32, {n * sp.n_heads, sp.head_dim});
+    Tensor kh = make_tensor_view(s.k.data, DType::f32, {n * sp.n_kv_heads, sp.head_dim});
+
+    s.positions.resize(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) s.positions[static_cast<size_t>(i)] = pos_ + i;
+    const RopePairs pairs = sp.rope.style == RopeStyle::half ? RopePairs::half : RopePairs::interleaved;
+    const float eps = static_cast<float>(sp.norm_eps);
+
+    backend_.embedding(w_->embed, ids, n, x);
+    for (int64_t l = 0; l < sp.n_layers; ++l) {
+        const Weights::Layer& L = w_->layers[static_cast<size_t>(l)];
+        backend_.rmsnorm(x, L.attn_norm, eps, h);
+        backend_.matmul(h, L.wq, L.has_qkv_bias ? &L.bq : nullptr, q2);
+        backend_.matmul(h, L.wk, L.has_qkv_bias ? &L.bk : nullptr, k2);
+        backend_.matmul(h, L.wv, L.has_qkv_bias ? &L.bv : nullptr, v2);
+        if (L.has_qk_norm) {
+            backend_.rmsnorm(qh, L.q_norm, eps, qh);
+            backend_.rmsnorm(kh, L.k_norm, eps, kh);
+        }
+        if (wants_prerope()) {
+            s.k_prerope.resize(static_cast<size_t>(n * sp.kv_dim()));
+            s.q_prerope.resize(static_cast<size_t>(n * sp.q_dim()));
+            backend_.to_host(k2, s.k_prerope.data());
+            backend_.to_host(q2, s.q_prerope.data());
+        }
+        backend_.rope(q3, s.positions.data(), inv_freq_.data(), pairs);
+        backend_.rope(k3, s.positions.data(), inv_freq_.data(), pairs);
+        attention_layer(l, n, is_prefill);
+        backend_.matmul(att2, L.wo, L.has_o_bias ? &L.bo : nullptr, o);
+        backend_.add_inplace(x, o);
+        backend_.rmsnorm(x, L.ffn_norm, eps, h);
+        backend_.matmul(h, L.w_gate, nullptr, gate);
+        backend_.matmul(h, L.w_up, nullptr, up);
+        backend_.silu_mul(gate, up, act);
+        backend_.matmul(act, L.w_down, nullptr, down);
+        backend_.add_inplace(x, down);
+        if (!is_prefill) {
+            if (policy_) policy_after_decode_layer(l);
+            if (on_layer_done) on_layer_done(l);
+        }
+    }
+    pos_ += n;
+
+    const int64_t V = sp.vocab_size;
+    if (is_prefill && req_.all_logits) {
+        Tensor hn = rows(s.h, sp.hidden);
+        backend_.rmsnorm(x, w_->final_norm, eps, hn);
+        Tensor all = backend_.alloc(DType::f32, {n, V});
+        backend_.matmul(hn, w_->lm_head, nullptr, all);
+        all_logits_.resize(static_cast<size_t>(n * V));
+        backend_.to_host(all, all_logits_.data());
+        backend_.release(all);
+        return std::vector<float>(all_logits_.end() - V, all_logits_.end());
+    }
+    Tensor xl = make_tensor_view(static_cast<float*>(s.x.data) + (n - 1) * sp.hidden, DType::f32,
+                                 {1, sp.hidden}, s.x.device);
+    backend_.rmsnorm(xl, w_->final_norm, eps, s.last);
+    backend_.matmul(s.last, w_->lm_head, nullptr, s.logits);
+    std::vector<float> logits(static_cast<size_t>(V));
+    backend_.to_host(s.logits, logits.data());
+    return logits;
+}
+
+}  // namespace kvscope

@@ -1,0 +1,114 @@
+#pragma once
+// STATUS: stable (additions only from here on)
+// Engine: the Llama-family forward pass (one implementation for every architecture; differences
+// are data in ModelSpec), driving a Backend, holding the KV cache, computing the statistics that
+// policies and probes need, and calling the policy's hooks.
+//
+// Flow:   Engine e(model, backend, opts);
+//         e.set_policy(policy);                 // optional; none = full cache
+//         auto logits = e.prefill(prompt_ids);  // stats in e.prefill_stats(); policy compresses
+//         for (...) logits = e.decode(next_id); // per-step rows in e.step_rows()
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "core/model/model.h"
+#include "kernels/backend.h"
+
+namespace kvscope {
+
+class KVCache;
+struct Plan;
+class Policy;
+
+// What prefill must compute besides logits. The policy's needs are OR-ed in by set_policy().
+struct StatsRequest {
+    bool colsum = false;        // column sums of the prompt attention, per query head
+    int64_t window = 0;         // last `window` query rows of the prompt attention, per query head
+    bool key_norms = false;     // L2 norm of every cached (post-RoPE) key, per KV head
+    bool step_rows = false;     // each decode step's attention row, per query head
+    bool all_logits = false;    // logits of every prompt position (kvscope logits)
+};
+
+struct EngineOptions {
+    int threads = 0;            // CPU threads (0 = all cores)
+    StatsRequest stats;         // what the caller (recorder, CLI) wants on top of the policy
+};
+
+// Prefill statistics of one layer. Index h is the query head, g the KV head; n = prompt length.
+struct LayerPrefillStats {
+    std::vector<std::vector<float>> colsum;    // [H][n]   sum over prompt rows of softmax probs
+    std::vector<std::vector<float>> window;    // [H][w*n] last w rows, row-major
+    int64_t window_rows = 0;                   // w actually computed (min(window, n))
+    std::vector<std::vector<float>> key_norm;  // [H_kv][n] ||k_j||_2 of post-RoPE keys
+};
+
+class Engine {
+public:
+    Engine(const Model& model, Backend& backend, EngineOptions opts = {});
+    ~Engine();
+    Engine(const Engine&) = delete;
+    Engine& operator=(const Engine&) = delete;
+
+    const ModelSpec& spec() const { return model_.spec; }
+    const Model& model() const { return model_; }
+    KVCache& cache() { return *cache_; }
+    const KVCache& cache() const { return *cache_; }
+
+    // nullptr = full cache. Must be called before prefill(). The engine does not own the policy.
+    void set_policy(Policy* policy);
+    Policy* policy() const { return policy_; }
+    // Decode step index (0 for the first generated token) and next position.
+    int64_t step() const { return step_; }
+    int64_t position() const { return pos_; }
+
+    // Runs the prompt from an empty cache. Returns the last position's logits [vocab]; with
+    // stats.all_logits, all_logits() holds [n, vocab]. Throws InputError on invalid ids.
+    std::vector<float> prefill(const std::vector<int32_t>& ids);
+    // Feeds one token at the next position and returns its logits [vocab].
+    std::vector<float> decode(int32_t id);
+
+    const std::vector<LayerPrefillStats>& prefill_stats() const { return prefill_stats_; }
+    const std::vector<float>& all_logits() const { return all_logits_; }
+    // The last decode step's attention rows: [L][H][len of that head's cache at that step].
+    const std::vector<std::vector<std::vector<float>>>& step_rows() const { return step_rows_; }
+
+    // Called after each layer's attention in decode (layer index) and after prefill (-1); lets a
+    // recorder observe without the engine knowing about traces.
+    std::function<void(int64_t layer)> on_layer_done;
+    // Called with every plan the policy returned (after it was applied): budgets and layer notes
+    // for the recorder.
+    std::function<void(const Plan&)> on_plan;
+
+private:
+    struct Weights;
+    struct Scratch;
+    std::vector<float> forward(const int32_t* ids, int64_t n, bool is_prefill);
+    void attention_layer(int64_t l, int64_t n, bool is_prefill);
+    // Policy hooks (engine_policy_hooks.cpp).
+    bool wants_prerope() const;
+    void policy_after_prefill();
+    bool policy_on_append(int64_t l, int64_t g, const float* k, const float* v, const float* k_pre,
+                          const float* q_pre, int64_t pos);
+    void policy_after_decode_layer(int64_t l);
+
+    const Model& model_;
+    Backend& backend_;
+    EngineOptions opts_;
+    StatsRequest req_;
+    Policy* policy_ = nullptr;
+    std::unique_ptr<Weights> w_;
+    std::unique_ptr<Scratch> s_;
+    std::unique_ptr<KVCache> cache_;
+    std::vector<float> inv_freq_;
+    int64_t pos_ = 0;
+    int64_t step_ = 0;
+    int64_t prompt_len_ = 0;
+    std::vector<LayerPrefillStats> prefill_stats_;
+    std::vector<float> all_logits_;
+    std::vector<std::vector<std::vector<float>>> step_rows_;
+    std::vector<float> norms_scratch_;  // key norms for decode-time views
+};
+
+}  // namespace kvscope

@@ -1,0 +1,97 @@
+// The engine's attention step and its meeting point with the KV cache and the policy:
+//   prefill: append the prompt's keys/values, attend (collecting column sums / window rows /
+//            key norms as requested), and after the last layer let the policy compress;
+//   decode:  ask the policy whether the new token is appended or merged (DMC), attend over the
+//            cache (collecting this step's rows), then let the policy evict / merge / quantise.
+#include <cmath>
+
+#include "core/cache/kv_cache.h"
+#include "core/engine/engine.h"
+#include "core/engine/engine_cache_bridge.h"
+#include "core/engine/engine_internal.h"
+#include "core/policies/policy.h"
+
+namespace kvscope {
+
+void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
+    const ModelSpec& sp = spec();
+    const int64_t G = sp.n_kv_heads, H = sp.n_heads, d = sp.head_dim;
+    Scratch& s = *s_;
+    const float* k = static_cast<const float*>(s.k.data);  // [n, G, d] post-RoPE
+    const float* v = static_cast<const float*>(s.v.data);
+    const bool have_prerope = wants_prerope();
+
+    // 1. New keys/values into the cache (the policy may merge a decode token instead: DMC).
+    for (int64_t g = 0; g < G; ++g) {
+        for (int64_t i = 0; i < n; ++i) {
+            const float* ki = k + (i * G + g) * d;
+            const float* vi = v + (i * G + g) * d;
+            const float* kp = have_prerope ? s.k_prerope.data() + (i * G + g) * d : nullptr;
+            const int64_t pos = s.positions[static_cast<size_t>(i)];
+            if (!is_prefill && policy_) {
+                const float* qp = have_prerope ? s.q_prerope.data() + (i * H + g * (H / G)) * d : nullptr;
+                policy_on_append(l, g, ki, vi, kp, qp, pos);  // appends or merges (DMC)
+                continue;
+            }
+            cache_->append(l, g, ki, vi, pos, cache_->store_prerope() ? kp : nullptr);
+        }
+    }
+
+    // 2. Attention over what the cache now holds, with the statistics asked for.
+    std::vector<KVHeadView> views(static_cast<size_t>(G));
+    for (int64_t g = 0; g < G; ++g) views[static_cast<size_t>(g)] = head_view(*cache_, l, g);
+    AttentionStats stats;
+    AttentionStats* pstats = nullptr;
+    if (is_prefill && (req_.colsum || req_.window > 0)) {
+        LayerPrefillStats& ps = prefill_stats_[static_cast<size_t>(l)];
+        pstats = &stats;
+        if (req_.colsum) {
+            ps.colsum.assign(static_cast<size_t>(H), std::vector<float>(static_cast<size_t>(n), 0.0f));
+            for (auto& c : ps.colsum) stats.colsum.push_back(c.data());
+        }
+        if (req_.window > 0) {
+            ps.window_rows = std::min<int64_t>(req_.window, n);
+            ps.window.assign(static_cast<size_t>(H),
+                             std::vector<float>(static_cast<size_t>(ps.window_rows * n), 0.0f));
+            for (auto& w : ps.window) stats.rows.push_back(w.data());
+            stats.n_rows_tail = ps.window_rows;
+        }
+    } else if (!is_prefill && req_.step_rows) {
+        if (step_rows_.size() != static_cast<size_t>(sp.n_layers))
+            step_rows_.assign(static_cast<size_t>(sp.n_layers), {});
+        auto& rows = step_rows_[static_cast<size_t>(l)];
+        rows.assign(static_cast<size_t>(H), {});
+        for (int64_t h = 0; h < H; ++h) {
+            rows[static_cast<size_t>(h)].assign(static_cast<size_t>(views[static_cast<size_t>(h / (H / G))].len), 0.0f);
+            stats.rows.push_back(rows[static_cast<size_t>(h)].data());
+        }
+        stats.n_rows_tail = 1;
+        pstats = &stats;
+    }
+    AttentionArgs args;
+    Tensor q3 = make_tensor_view(s.q.data, DType::f32, {n, H, d});
+    Tensor out = make_tensor_view(s.att.data, DType::f32, {n, H, d});
+    args.q = &q3;
+    args.q_pos = s.positions.data();
+    args.kv = views.data();
+    args.n_kv_heads = G;
+    args.scale = 1.0f / std::sqrt(static_cast<float>(d));
+    args.out = &out;
+    args.stats = pstats;
+    backend_.attention(args);
+
+    if (is_prefill && req_.key_norms) {
+        LayerPrefillStats& ps = prefill_stats_[static_cast<size_t>(l)];
+        ps.key_norm.assign(static_cast<size_t>(G), std::vector<float>(static_cast<size_t>(n), 0.0f));
+        for (int64_t g = 0; g < G; ++g) {
+            const KVHeadView& hv = views[static_cast<size_t>(g)];
+            for (int64_t j = 0; j < hv.len && j < n; ++j) {
+                double ss = 0;
+                for (int64_t c = 0; c < d; ++c) ss += static_cast<double>(hv.k[j * d + c]) * hv.k[j * d + c];
+                ps.key_norm[static_cast<size_t>(g)][static_cast<size_t>(j)] = static_cast<float>(std::sqrt(ss));
+            }
+        }
+    }
+}
+
+}  // namespace kvscope

@@ -1,0 +1,28 @@
+#pragma once
+// Engine internals shared by its implementation files (not part of the engine's API).
+#include <vector>
+
+#include "core/engine/engine.h"
+
+namespace kvscope {
+
+struct Engine::Weights {
+    struct Layer {
+        Tensor attn_norm, wq, wk, wv, wo, ffn_norm, w_gate, w_up, w_down;
+        Tensor bq, bk, bv, bo, q_norm, k_norm;
+        bool has_qkv_bias = false, has_o_bias = false, has_qk_norm = false;
+    };
+    Tensor embed, final_norm, lm_head;
+    std::vector<Layer> layers;
+};
+
+// Activations for up to `cap` tokens; regrown when a longer call comes.
+struct Engine::Scratch {
+    int64_t cap = 0;
+    Tensor x, h, q, k, v, att, o, gate, up, act, down, last, logits;
+    std::vector<int64_t> positions;
+    std::vector<float> k_prerope;  // [n, G, d] pre-RoPE keys (DMC)
+    std::vector<float> q_prerope;  // [n, H, d] pre-RoPE queries (DMC)
+};
+
+}  // namespace kvscope

@@ -1,0 +1,131 @@
+// Where the engine hands its statistics to the policy (as a ScoreView over its own buffers and
+// the cache's arrays) and applies the plans it gets back.
+#include <cmath>
+#include <span>
+
+#include "core/cache/kv_cache.h"
+#include "core/engine/engine.h"
+#include "core/policies/plan.h"
+#include "core/policies/policy.h"
+
+namespace kvscope {
+namespace {
+
+ScoreView base_view(const ModelSpec& sp, int64_t prompt_len, int64_t step) {
+    ScoreView view;
+    view.n_layers = sp.n_layers;
+    view.n_heads = sp.n_heads;
+    view.n_kv_heads = sp.n_kv_heads;
+    view.head_dim = sp.head_dim;
+    view.prompt_len = prompt_len;
+    view.step = step;
+    return view;
+}
+
+}  // namespace
+
+bool Engine::wants_prerope() const {
+    if (!policy_) return false;
+    const PolicyNeeds nd = policy_->needs();
+    return nd.prerope_keys || nd.queries;
+}
+
+void Engine::policy_after_prefill() {
+    const ModelSpec& sp = spec();
+    const PolicyNeeds nd = policy_->needs();
+    const int64_t G = sp.n_kv_heads, g = sp.group_size(), d = sp.head_dim;
+    ScoreView view = base_view(sp, prompt_len_, -1);
+    for (int64_t l = 0; l < sp.n_layers; ++l) {
+        const LayerPrefillStats& ps = prefill_stats_[static_cast<size_t>(l)];
+        LayerScores ls;
+        ls.layer = l;
+        for (int64_t kv = 0; kv < G; ++kv) {
+            HeadScores hs;
+            hs.layer = l;
+            hs.kv_head = kv;
+            hs.positions = cache_->positions(l, kv);
+            const size_t n = hs.positions.size();
+            for (int64_t q = 0; q < g; ++q) {
+                const size_t h = static_cast<size_t>(kv * g + q);
+                if (!ps.colsum.empty()) hs.colsum.emplace_back(ps.colsum[h]);
+                if (!ps.window.empty()) hs.window.emplace_back(ps.window[h]);
+            }
+            hs.window_rows = ps.window.empty() ? 0 : ps.window_rows;
+            if (!ps.key_norm.empty()) hs.key_norms = ps.key_norm[static_cast<size_t>(kv)];
+            if (nd.keys) hs.keys = std::span<const float>(cache_->k(l, kv), n * static_cast<size_t>(d));
+            if (nd.prerope_keys && cache_->k_prerope(l, kv))
+                hs.keys_prerope = std::span<const float>(cache_->k_prerope(l, kv), n * static_cast<size_t>(d));
+            ls.heads.push_back(std::move(hs));
+        }
+        view.layers.push_back(std::move(ls));
+    }
+    const Plan plan = policy_->after_prefill(view);
+    apply(plan, *cache_);
+    if (on_plan) on_plan(plan);
+}
+
+bool Engine::policy_on_append(int64_t l, int64_t g, const float* k, const float* v,
+                              const float* k_pre, const float* q_pre, int64_t pos) {
+    const ModelSpec& sp = spec();
+    const size_t d = static_cast<size_t>(sp.head_dim);
+    AppendContext ctx;
+    ctx.layer = l;
+    ctx.kv_head = g;
+    ctx.pos = pos;
+    ctx.step = step_;
+    ctx.k = std::span<const float>(k, d);
+    ctx.v = std::span<const float>(v, d);
+    if (k_pre) ctx.k_prerope = std::span<const float>(k_pre, d);
+    if (q_pre) ctx.queries = std::span<const float>(q_pre, d * static_cast<size_t>(sp.group_size()));
+    ctx.cache = cache_.get();
+    const AppendDecision dec = policy_->on_append(ctx);
+    apply_append(dec, *cache_, l, g, k, v, pos, cache_->store_prerope() ? k_pre : nullptr);
+    return dec.merge;
+}
+
+void Engine::policy_after_decode_layer(int64_t l) {
+    const ModelSpec& sp = spec();
+    const PolicyNeeds nd = policy_->needs();
+    const int64_t G = sp.n_kv_heads, g = sp.group_size(), d = sp.head_dim;
+    ScoreView view = base_view(sp, prompt_len_, step_);
+    LayerScores ls;
+    ls.layer = l;
+    // Key norms of the whole layer, computed on demand (one buffer, spans into it).
+    std::vector<size_t> offsets;
+    if (nd.key_norms) {
+        norms_scratch_.clear();
+        for (int64_t kv = 0; kv < G; ++kv) {
+            offsets.push_back(norms_scratch_.size());
+            const float* kk = cache_->k(l, kv);
+            for (int64_t j = 0; j < cache_->n_slots(l, kv); ++j) {
+                double ss = 0;
+                for (int64_t c = 0; c < d; ++c) ss += static_cast<double>(kk[j * d + c]) * kk[j * d + c];
+                norms_scratch_.push_back(static_cast<float>(std::sqrt(ss)));
+            }
+        }
+    }
+    for (int64_t kv = 0; kv < G; ++kv) {
+        HeadScores hs;
+        hs.layer = l;
+        hs.kv_head = kv;
+        hs.positions = cache_->positions(l, kv);
+        const size_t n = hs.positions.size();
+        if (!step_rows_.empty())
+            for (int64_t q = 0; q < g; ++q)
+                hs.step_row.emplace_back(step_rows_[static_cast<size_t>(l)][static_cast<size_t>(kv * g + q)]);
+        if (nd.key_norms)
+            hs.key_norms = std::span<const float>(norms_scratch_.data() + offsets[static_cast<size_t>(kv)], n);
+        if (nd.keys) hs.keys = std::span<const float>(cache_->k(l, kv), n * static_cast<size_t>(d));
+        if (nd.prerope_keys && cache_->k_prerope(l, kv))
+            hs.keys_prerope = std::span<const float>(cache_->k_prerope(l, kv), n * static_cast<size_t>(d));
+        ls.heads.push_back(std::move(hs));
+    }
+    view.layers.push_back(std::move(ls));
+    const Plan plan = policy_->after_decode_layer(view);
+    if (!plan.empty()) {
+        apply(plan, *cache_);
+        if (on_plan) on_plan(plan);
+    }
+}
+
+}  // namespace kvscope

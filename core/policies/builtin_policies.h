@@ -1,0 +1,17 @@
+#pragma once
+// The built-in policies' registry entries, one function per policy file (defined there).
+// builtin_policies.cpp adds them all to PolicyRegistry::global(). To add a policy: declare its
+// entry function here and add one line to builtin_policies.cpp.
+#include "core/policies/registry.h"
+
+namespace kvscope {
+
+PolicyEntry full_policy_entry();
+PolicyEntry streaming_llm_policy_entry();
+PolicyEntry h2o_policy_entry();
+PolicyEntry tova_policy_entry();
+PolicyEntry snapkv_policy_entry();
+PolicyEntry pyramidkv_policy_entry();
+PolicyEntry knorm_policy_entry();
+
+}  // namespace kvscope

@@ -1,0 +1,126 @@
+#pragma once
+// STATUS: stable (additions only from here on)
+// Policy: host logic over score arrays that decides what the KV cache keeps, merges or quantises.
+// No I/O, no kernels: the same code runs live (on scores the engine computed) and in what-if
+// replay (on scores read from a trace).
+//
+// Engine flow (one sequence):
+//   p->begin(dims, prompt_len);                       // resets per-sequence state
+//   prefill all layers (full attention, statistics p->needs() asked for)
+//   plan = p->after_prefill(view of ALL layers);  apply(plan, cache);
+//   per decode step t, per layer l:
+//       for each KV head: d = p->on_append(ctx);  apply_append(d, cache, ...)   // before attention
+//       attention over the cache (this step's rows if needs().step_rows)
+//       plan = p->after_decode_layer(view of layer l);  apply(plan, cache);
+// A policy keeps its own per-slot state (H2O cumulative scores...) and re-aligns it to the
+// positions the next view shows, so it stays right whatever the cache did in between.
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "core/cache/kv_cache.h"
+#include "core/policies/budget.h"
+#include "core/policies/param_schema.h"
+#include "core/policies/plan.h"
+#include "core/policies/score_view.h"
+
+namespace kvscope {
+
+// P: compress once after the prompt, the cache then grows by one per step.
+// D: evict / merge / quantise at every decode step, the cache stays bounded.
+enum class Regime : uint8_t { prefill_oneshot, decode_continuous };
+
+inline const char* regime_code(Regime r) { return r == Regime::prefill_oneshot ? "P" : "D"; }
+
+struct PolicyInfo {
+    std::string name;       // CLI name: "snapkv"
+    std::string full_name;  // "SnapKV"
+    std::string paper;      // paper title
+    std::string arxiv;      // "2404.14469" (empty for `full`)
+    std::string code;       // official code: "github.com/FasterDecoding/SnapKV"
+    Regime regime = Regime::prefill_oneshot;
+    bool needs_budget = true;  // false: --budget/--ratio are optional (full, kivi)
+};
+
+// The statistics a policy needs. (Named PolicyNeeds because the engine's own request struct is
+// StatsRequest; the engine ORs these into it.)
+struct PolicyNeeds {
+    bool colsum = false;        // prompt attention column sums, per query head
+    int64_t window = 0;         // last `window` prompt query rows, per query head
+    bool last_row = false;      // the last prompt query's row (a window of >= 1 row suffices)
+    bool key_norms = false;     // ||k|| of the cached keys, per KV head
+    bool keys = false;          // cached post-RoPE key vectors (cosine similarities)
+    bool step_rows = false;     // each decode step's attention row, per query head
+    bool prerope_keys = false;  // cache stores pre-RoPE keys (DMC)
+    bool queries = false;       // the decode token's pre-RoPE queries in on_append (DMC)
+};
+
+struct ModelDims {
+    int64_t n_layers = 0;
+    int64_t n_heads = 0;
+    int64_t n_kv_heads = 0;
+    int64_t head_dim = 0;
+
+    int64_t group() const { return n_kv_heads > 0 ? n_heads / n_kv_heads : 1; }
+};
+
+// What a policy is constructed from: a validated budget and a complete parameter set.
+struct PolicyConfig {
+    Budget budget;
+    ParamValues params;
+};
+
+// The decode token of one (layer, KV head), before it enters the cache.
+struct AppendContext {
+    int64_t layer = 0;
+    int64_t kv_head = 0;
+    int64_t pos = 0;
+    int64_t step = 0;
+    std::span<const float> k;          // [d] post-RoPE
+    std::span<const float> v;          // [d]
+    std::span<const float> k_prerope;  // [d] when needs().prerope_keys
+    std::span<const float> queries;    // [g * d] pre-RoPE, when needs().queries
+    const KVCache* cache = nullptr;    // the cache as it is now
+};
+
+class Policy {
+public:
+    explicit Policy(PolicyConfig cfg) : cfg_(std::move(cfg)) {}
+    virtual ~Policy() = default;
+    Policy(const Policy&) = delete;
+    Policy& operator=(const Policy&) = delete;
+
+    virtual const PolicyInfo& info() const = 0;
+    virtual PolicyNeeds needs() const = 0;
+
+    const PolicyConfig& config() const { return cfg_; }
+    const ParamValues& params() const { return cfg_.params; }
+    const Budget& budget() const { return cfg_.budget; }
+
+    // Starts a sequence: stores dims and prompt length, resolves the budget (budget_tokens(),
+    // -1 when none was given) and resets per-sequence state. Overrides must call Policy::begin.
+    virtual void begin(const ModelDims& dims, int64_t prompt_len);
+
+    // After the whole prompt: a plan for all layers (view.layers holds every layer).
+    virtual Plan after_prefill(const ScoreView& view) = 0;
+
+    // Decode token entering the cache of (layer, KV head): append (default) or merge (DMC).
+    virtual AppendDecision on_append(const AppendContext& ctx);
+
+    // After this step's attention in one layer (view.layers holds that layer only).
+    virtual Plan after_decode_layer(const ScoreView& view);
+
+protected:
+    const ModelDims& dims() const { return dims_; }
+    int64_t prompt_len() const { return prompt_len_; }
+    int64_t budget_tokens() const { return budget_tokens_; }
+
+private:
+    PolicyConfig cfg_;
+    ModelDims dims_;
+    int64_t prompt_len_ = 0;
+    int64_t budget_tokens_ = -1;
+};
+
+}  // namespace kvscope

@@ -1,0 +1,377 @@
+// HDF5 helpers shared by the trace writer and reader (see hdf5_io.h).
+#include "traces/hdf5_io.h"
+
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+
+namespace kvscope::trace::h5 {
+
+void silence_errors() {
+    thread_local bool done = false;
+    if (!done) {
+        H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+        done = true;
+    }
+}
+
+namespace {
+herr_t collect_error(unsigned /*n*/, const H5E_error2_t* err, void* data) {
+    auto* out = static_cast<std::vector<std::string>*>(data);
+    if (err->desc && *err->desc) out->emplace_back(err->desc);
+    return 0;
+}
+}  // namespace
+
+std::string error_message(const std::string& what) {
+    std::vector<std::string> descs;
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, collect_error, &descs);
+    H5Eclear2(H5E_DEFAULT);
+    std::string msg = what;
+    if (!descs.empty()) {
+        // Outermost and innermost messages carry the meaning; the middle ones are plumbing.
+        msg += " (" + descs.front();
+        if (descs.size() > 1) msg += ": " + descs.back();
+        msg += ")";
+    }
+    return msg;
+}
+
+void fail(const std::string& what) { throw Error(error_message(what)); }
+
+void Id::reset() {
+    if (id_ >= 0 && H5Iis_valid(id_) > 0) H5Idec_ref(id_);
+    id_ = H5I_INVALID_HID;
+}
+
+template <>
+hid_t native_type<int8_t>() {
+    return H5T_NATIVE_INT8;
+}
+template <>
+hid_t native_type<uint8_t>() {
+    return H5T_NATIVE_UINT8;
+}
+template <>
+hid_t native_type<int16_t>() {
+    return H5T_NATIVE_INT16;
+}
+template <>
+hid_t native_type<int32_t>() {
+    return H5T_NATIVE_INT32;
+}
+template <>
+hid_t native_type<int64_t>() {
+    return H5T_NATIVE_INT64;
+}
+template <>
+hid_t native_type<uint64_t>() {
+    return H5T_NATIVE_UINT64;
+}
+template <>
+hid_t native_type<float>() {
+    return H5T_NATIVE_FLOAT;
+}
+template <>
+hid_t native_type<double>() {
+    return H5T_NATIVE_DOUBLE;
+}
+
+hsize_t Dataset::row_elems() const {
+    hsize_t n = 1;
+    for (size_t i = 1; i < dims.size(); ++i) n *= dims[i];
+    return n;
+}
+
+namespace {
+Id intermediate_lcpl() {
+    Id lcpl(check(H5Pcreate(H5P_LINK_CREATE), "H5Pcreate(link)"));
+    check_status(H5Pset_create_intermediate_group(lcpl.get(), 1), "intermediate groups");
+    return lcpl;
+}
+
+Id make_space(const Dims& dims, const Dims& maxdims) {
+    return Id(check(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), maxdims.data()),
+                    "H5Screate_simple"));
+}
+}  // namespace
+
+Dataset create_dataset(hid_t file, const std::string& name, hid_t mem_type, const Dims& dims,
+                       const Dims& chunk, bool grows, int level, const void* fill) {
+    Dims maxdims = dims;
+    Dims ch = chunk;
+    for (size_t i = 0; i < dims.size(); ++i) {
+        if ((i == 0 && grows) || dims[i] == 0) maxdims[i] = H5S_UNLIMITED;
+        ch[i] = std::max<hsize_t>(1, ch[i]);
+        if (maxdims[i] != H5S_UNLIMITED) ch[i] = std::min(ch[i], dims[i]);
+    }
+    Id space = make_space(dims, maxdims);
+    Id dcpl(check(H5Pcreate(H5P_DATASET_CREATE), "H5Pcreate(dataset)"));
+    check_status(H5Pset_chunk(dcpl.get(), static_cast<int>(ch.size()), ch.data()), "H5Pset_chunk");
+    if (level > 0) {
+        check_status(H5Pset_shuffle(dcpl.get()), "H5Pset_shuffle");
+        check_status(H5Pset_deflate(dcpl.get(), static_cast<unsigned>(level)), "H5Pset_deflate");
+    }
+    if (fill) check_status(H5Pset_fill_value(dcpl.get(), mem_type, fill), "H5Pset_fill_value");
+    // Allocate on write so fixed-size datasets that are never written cost nothing.
+    check_status(H5Pset_alloc_time(dcpl.get(), H5D_ALLOC_TIME_INCR), "H5Pset_alloc_time");
+    Id lcpl = intermediate_lcpl();
+    Dataset ds;
+    ds.id = Id(H5Dcreate2(file, name.c_str(), mem_type, space.get(), lcpl.get(), dcpl.get(),
+                          H5P_DEFAULT));
+    if (!ds.id.valid()) fail("cannot create dataset " + name);
+    ds.dims = dims;
+    ds.mem_type = mem_type;
+    return ds;
+}
+
+Dataset create_scalar(hid_t file, const std::string& name, hid_t mem_type, const void* value) {
+    Id space(check(H5Screate(H5S_SCALAR), "H5Screate"));
+    Id lcpl = intermediate_lcpl();
+    Dataset ds;
+    ds.id = Id(H5Dcreate2(file, name.c_str(), mem_type, space.get(), lcpl.get(), H5P_DEFAULT,
+                          H5P_DEFAULT));
+    if (!ds.id.valid()) fail("cannot create dataset " + name);
+    ds.mem_type = mem_type;
+    write_scalar(ds, value);
+    return ds;
+}
+
+void write_scalar(const Dataset& ds, const void* value) {
+    check_status(H5Dwrite(ds.id.get(), ds.mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, value),
+                 "write scalar");
+}
+
+void write_slab(const Dataset& ds, const Dims& start, const Dims& count, const void* data) {
+    hsize_t total = 1;
+    for (hsize_t c : count) total *= c;
+    if (total == 0) return;
+    Id fspace(check(H5Dget_space(ds.id.get()), "H5Dget_space"));
+    check_status(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start.data(), nullptr,
+                                     count.data(), nullptr),
+                 "select hyperslab");
+    Id mspace(check(H5Screate_simple(1, &total, nullptr), "H5Screate_simple"));
+    check_status(H5Dwrite(ds.id.get(), ds.mem_type, mspace.get(), fspace.get(), H5P_DEFAULT, data),
+                 "H5Dwrite");
+}
+
+void append_rows(Dataset& ds, const void* data, hsize_t n) {
+    if (n == 0) return;
+    Dims start(ds.dims.size(), 0);
+    start[0] = ds.dims[0];
+    Dims count = ds.dims;
+    count[0] = n;
+    Dims new_dims = ds.dims;
+    new_dims[0] += n;
+    check_status(H5Dset_extent(ds.id.get(), new_dims.data()), "H5Dset_extent");
+    ds.dims = new_dims;
+    write_slab(ds, start, count, data);
+}
+
+bool link_exists(hid_t file, const std::string& name) {
+    // Walk the path so a missing parent group is "absent", not an error.
+    size_t pos = 0;
+    while ((pos = name.find('/', pos + 1)) != std::string::npos) {
+        if (H5Lexists(file, name.substr(0, pos).c_str(), H5P_DEFAULT) <= 0) return false;
+    }
+    return H5Lexists(file, name.c_str(), H5P_DEFAULT) > 0;
+}
+
+Dataset open_dataset(hid_t file, const std::string& name, hid_t mem_type) {
+    Dataset ds;
+    if (!link_exists(file, name)) return ds;
+    ds.id = Id(H5Dopen2(file, name.c_str(), H5P_DEFAULT));
+    if (!ds.id.valid()) fail("cannot open dataset " + name);
+    ds.mem_type = mem_type;
+    ds.dims = extent(ds.id.get());
+    return ds;
+}
+
+Dims extent(hid_t dataset) {
+    Id space(check(H5Dget_space(dataset), "H5Dget_space"));
+    int rank = H5Sget_simple_extent_ndims(space.get());
+    if (rank < 0) fail("H5Sget_simple_extent_ndims");
+    Dims dims(static_cast<size_t>(rank));
+    if (rank > 0 && H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr) < 0)
+        fail("H5Sget_simple_extent_dims");
+    return dims;
+}
+
+void read_slab(hid_t dataset, hid_t mem_type, const Dims& start, const Dims& count, void* out) {
+    hsize_t total = 1;
+    for (hsize_t c : count) total *= c;
+    if (total == 0) return;
+    Id fspace(check(H5Dget_space(dataset), "H5Dget_space"));
+    if (!start.empty()) {
+        check_status(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start.data(), nullptr,
+                                         count.data(), nullptr),
+                     "select hyperslab");
+    }
+    Id mspace(check(H5Screate_simple(1, &total, nullptr), "H5Screate_simple"));
+    check_status(H5Dread(dataset, mem_type, mspace.get(), fspace.get(), H5P_DEFAULT, out),
+                 "H5Dread");
+}
+
+void read_ranges(hid_t dataset, hid_t mem_type, const std::vector<hsize_t>& begins,
+                 const std::vector<hsize_t>& counts, void* out) {
+    hsize_t total = std::accumulate(counts.begin(), counts.end(), hsize_t{0});
+    if (total == 0) return;
+    Id fspace(check(H5Dget_space(dataset), "H5Dget_space"));
+    // A point list is linear in the number of elements; OR-ed hyperslabs can be quadratic in the
+    // number of blocks, so points are used whenever the total is modest.
+    if (total <= (hsize_t{1} << 20)) {
+        std::vector<hsize_t> coords;
+        coords.reserve(total);
+        for (size_t i = 0; i < begins.size(); ++i)
+            for (hsize_t k = 0; k < counts[i]; ++k) coords.push_back(begins[i] + k);
+        check_status(H5Sselect_elements(fspace.get(), H5S_SELECT_SET, total, coords.data()),
+                     "select elements");
+    } else {
+        bool first = true;
+        for (size_t i = 0; i < begins.size(); ++i) {
+            if (counts[i] == 0) continue;
+            check_status(H5Sselect_hyperslab(fspace.get(), first ? H5S_SELECT_SET : H5S_SELECT_OR,
+                                             &begins[i], nullptr, &counts[i], nullptr),
+                         "select hyperslab");
+            first = false;
+        }
+    }
+    Id mspace(check(H5Screate_simple(1, &total, nullptr), "H5Screate_simple"));
+    check_status(H5Dread(dataset, mem_type, mspace.get(), fspace.get(), H5P_DEFAULT, out),
+                 "H5Dread");
+}
+
+H5T_class_t type_class(hid_t dataset) {
+    Id type(check(H5Dget_type(dataset), "H5Dget_type"));
+    return H5Tget_class(type.get());
+}
+
+namespace {
+Id utf8_vlen_type() {
+    Id t(check(H5Tcopy(H5T_C_S1), "H5Tcopy"));
+    check_status(H5Tset_size(t.get(), H5T_VARIABLE), "H5Tset_size");
+    check_status(H5Tset_cset(t.get(), H5T_CSET_UTF8), "H5Tset_cset");
+    return t;
+}
+}  // namespace
+
+void write_attr_string(hid_t obj, const std::string& name, const std::string& value) {
+    Id type = utf8_vlen_type();
+    Id space(check(H5Screate(H5S_SCALAR), "H5Screate"));
+    Id attr(H5Acreate2(obj, name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT));
+    if (!attr.valid()) fail("cannot create attribute " + name);
+    const char* p = value.c_str();
+    check_status(H5Awrite(attr.get(), type.get(), &p), "H5Awrite");
+}
+
+template <typename T>
+void write_attr(hid_t obj, const std::string& name, T value) {
+    Id space(check(H5Screate(H5S_SCALAR), "H5Screate"));
+    Id attr(H5Acreate2(obj, name.c_str(), native_type<T>(), space.get(), H5P_DEFAULT,
+                       H5P_DEFAULT));
+    if (!attr.valid()) fail("cannot create attribute " + name);
+    check_status(H5Awrite(attr.get(), native_type<T>(), &value), "H5Awrite");
+}
+template void write_attr<int8_t>(hid_t, const std::string&, int8_t);
+template void write_attr<uint8_t>(hid_t, const std::string&, uint8_t);
+template void write_attr<int32_t>(hid_t, const std::string&, int32_t);
+template void write_attr<int64_t>(hid_t, const std::string&, int64_t);
+template void write_attr<double>(hid_t, const std::string&, double);
+
+bool attr_exists(hid_t obj, const std::string& name) {
+    return H5Aexists(obj, name.c_str()) > 0;
+}
+
+std::string read_attr_string(hid_t obj, const std::string& name) {
+    Id attr(H5Aopen(obj, name.c_str(), H5P_DEFAULT));
+    if (!attr.valid()) fail("cannot open attribute " + name);
+    Id ftype(check(H5Aget_type(attr.get()), "H5Aget_type"));
+    if (H5Tget_class(ftype.get()) != H5T_STRING) throw Error("attribute " + name + " is no string");
+    Id space(check(H5Aget_space(attr.get()), "H5Aget_space"));
+    if (H5Sget_simple_extent_npoints(space.get()) != 1)
+        throw Error("attribute " + name + " is not a single string");
+    if (H5Tis_variable_str(ftype.get()) > 0) {
+        Id type = utf8_vlen_type();
+        char* p = nullptr;
+        check_status(H5Aread(attr.get(), type.get(), &p), "H5Aread");
+        std::string s = p ? p : "";
+        H5free_memory(p);
+        return s;
+    }
+    size_t n = H5Tget_size(ftype.get());
+    std::string s(n, '\0');
+    check_status(H5Aread(attr.get(), ftype.get(), s.data()), "H5Aread");
+    s.resize(std::strlen(s.c_str()));
+    return s;
+}
+
+int64_t read_attr_int(hid_t obj, const std::string& name) {
+    Id attr(H5Aopen(obj, name.c_str(), H5P_DEFAULT));
+    if (!attr.valid()) fail("cannot open attribute " + name);
+    Id ftype(check(H5Aget_type(attr.get()), "H5Aget_type"));
+    if (H5Tget_class(ftype.get()) != H5T_INTEGER)
+        throw Error("attribute " + name + " is not an integer");
+    Id space(check(H5Aget_space(attr.get()), "H5Aget_space"));
+    if (H5Sget_simple_extent_npoints(space.get()) != 1)
+        throw Error("attribute " + name + " is not a single integer");
+    int64_t v = 0;
+    check_status(H5Aread(attr.get(), H5T_NATIVE_INT64, &v), "H5Aread");
+    return v;
+}
+
+void write_vlen_strings(hid_t file, const std::string& name, const std::vector<std::string>& v) {
+    Id type = utf8_vlen_type();
+    hsize_t n = v.size();
+    hsize_t maxn = H5S_UNLIMITED;
+    Id space(check(H5Screate_simple(1, &n, &maxn), "H5Screate_simple"));
+    Id dcpl(check(H5Pcreate(H5P_DATASET_CREATE), "H5Pcreate"));
+    hsize_t chunk = 64;
+    check_status(H5Pset_chunk(dcpl.get(), 1, &chunk), "H5Pset_chunk");
+    Id lcpl = intermediate_lcpl();
+    Id ds(H5Dcreate2(file, name.c_str(), type.get(), space.get(), lcpl.get(), dcpl.get(),
+                     H5P_DEFAULT));
+    if (!ds.valid()) fail("cannot create dataset " + name);
+    if (n == 0) return;
+    std::vector<const char*> ptrs;
+    for (const auto& s : v) ptrs.push_back(s.c_str());
+    check_status(H5Dwrite(ds.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()),
+                 "H5Dwrite");
+}
+
+void write_vlen_string_scalar(hid_t file, const std::string& name, const std::string& value) {
+    Id type = utf8_vlen_type();
+    Id space(check(H5Screate(H5S_SCALAR), "H5Screate"));
+    Id lcpl = intermediate_lcpl();
+    Id ds(H5Dcreate2(file, name.c_str(), type.get(), space.get(), lcpl.get(), H5P_DEFAULT,
+                     H5P_DEFAULT));
+    if (!ds.valid()) fail("cannot create dataset " + name);
+    const char* p = value.c_str();
+    check_status(H5Dwrite(ds.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, &p), "H5Dwrite");
+}
+
+std::vector<std::string> read_vlen_strings(hid_t dataset) {
+    if (type_class(dataset) != H5T_STRING) throw Error("dataset does not hold strings");
+    Id ftype(check(H5Dget_type(dataset), "H5Dget_type"));
+    if (H5Tis_variable_str(ftype.get()) <= 0) throw Error("dataset does not hold vlen strings");
+    Id space(check(H5Dget_space(dataset), "H5Dget_space"));
+    hssize_t n = H5Sget_simple_extent_npoints(space.get());
+    if (n < 0) fail("H5Sget_simple_extent_npoints");
+    std::vector<char*> ptrs(static_cast<size_t>(n), nullptr);
+    std::vector<std::string> out;
+    if (n == 0) return out;
+    Id type = utf8_vlen_type();
+    check_status(H5Dread(dataset, type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()),
+                 "H5Dread");
+    out.reserve(ptrs.size());
+    for (char* p : ptrs) out.emplace_back(p ? p : "");
+    H5Dvlen_reclaim(type.get(), space.get(), H5P_DEFAULT, ptrs.data());
+    return out;
+}
+
+std::string read_vlen_string_scalar(hid_t dataset) {
+    auto v = read_vlen_strings(dataset);
+    if (v.size() != 1) throw Error("dataset is not a single string");
+    return v[0];
+}
+
+}  // namespace kvscope::trace::h5

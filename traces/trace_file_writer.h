@@ -1,0 +1,59 @@
+#pragma once
+// Internal to traces/: the HDF5 side of TraceWriter. Runs on the writer thread only. Creating it
+// creates every dataset of the layout (SWMR needs all objects to exist before writing starts),
+// then switches the file to SWMR writing; each method writes and flushes one item.
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "traces/hdf5_io.h"
+#include "traces/trace_layout.h"
+#include "traces/trace_schema.h"
+
+namespace kvscope::trace {
+
+class TraceFileWriter {
+public:
+    struct Config {
+        bool record_attention_rows = false;
+        bool record_maps = false;  // already false when P > kMaxMapTokens
+        int compression_level = 4;
+    };
+    // Throws InputError when the file cannot be created.
+    TraceFileWriter(const std::filesystem::path& path, const RunMetadata& meta, Config config);
+    ~TraceFileWriter();
+
+    void write_tokens(const std::vector<TokenRecord>& tokens);
+    void write_prefill(const PrefillLayerStats& stats);
+    void write_map(int32_t layer, const std::vector<float>& attention);
+    void add_events(const std::vector<EventRecord>& events);
+    void write_step(StepData& data);
+    void flush();
+    // Writes the end record and state, then closes. close() alone leaves the state "running".
+    void end(const RunEnd& end);
+    void close();
+
+private:
+    h5::Dataset& d(const char* name);
+    template <typename T>
+    void append(const char* name, const std::vector<T>& v, hsize_t rows);
+    void append_text(const std::string& piece, int32_t id, TokenRole role);
+
+    std::filesystem::path path_;
+    RunMetadata meta_;
+    Config config_;
+    AxisSizes sizes_;
+    h5::Id file_;
+    std::map<std::string, h5::Dataset> ds_;
+    int64_t tokens_ = 0;
+    int64_t text_bytes_ = 0;
+    int64_t steps_ = 0;
+    int64_t events_ = 0;
+    int64_t row_entries_ = 0;
+    std::vector<EventRecord> pending_;
+    std::string generated_text_;  // for answer_found
+};
+
+}  // namespace kvscope::trace

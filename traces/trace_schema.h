@@ -1,0 +1,280 @@
+#pragma once
+// STATUS: stable (additions only from here on)
+// KVScope trace format, schema version 1: the record types the writer takes and the reader
+// returns, and the name, dtype, shape and meaning of every HDF5 dataset. traces/SCHEMA.md is the
+// same contract written for users of h5py / pandas.
+//
+// Axes used in the shapes below:
+//   L = n_layers        (model layers)
+//   H = n_heads         (cache heads per layer: KV heads, or query heads when the policy keeps a
+//                        cache per query head; attention statistics are aggregated to these heads
+//                        by the policy's GQA aggregation, recorded in the run metadata)
+//   P = n_prompt_tokens (tokens of the prompt; positions 0..P-1)
+//   T = tokens recorded = P + S (each step appends the token it generated)
+//   S = steps committed. Step 0 is the prefill forward (it ends with compression of the prompt
+//       cache and samples generated token 0); step s >= 1 feeds generated token s-1 at position
+//       P+s-1 and samples generated token s. Events of the prefill compression carry step 0.
+//   K = top_k           (logprobs kept per step)
+//   N = n_spans         (marked spans, e.g. needles)
+//   E = events recorded; V = attention-row entries recorded; B = bytes of text
+//
+// Growing datasets are chunked, deflate-compressed and extendible along their first axis.
+// Float "not recorded" values are NaN; integer ones are -1.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace kvscope::trace {
+
+inline constexpr int kSchemaVersion = 1;
+inline constexpr const char* kFormatName = "kvscope-trace";
+inline constexpr const char* kFileSuffix = ".kvtrace.h5";
+// Full prefill attention maps are recorded only for prompts up to this many tokens.
+inline constexpr int64_t kMaxMapTokens = 2048;
+
+// ---- Root attributes (written once, before the run starts) ----------------------------------
+// format              str    "kvscope-trace"
+// schema_version      int32  kSchemaVersion
+// software_version    str    kvscope version that wrote the file
+// created_utc         str    ISO 8601, e.g. "2025-01-31T12:00:00Z"
+// n_layers            int32  L
+// n_heads             int32  H
+// n_prompt_tokens     int64  P
+// top_k               int32  K
+// n_spans             int32  N
+// record_attention_rows uint8 1 when /attention_rows exists
+// record_maps         uint8  1 when /prefill/maps exists
+
+namespace ds {
+// ---- /meta -----------------------------------------------------------------------------------
+inline constexpr const char* kRunJson = "/meta/run_json";  // vlen UTF-8 str, scalar: RunMetadata
+inline constexpr const char* kEndJson = "/meta/end_json";  // uint8 [B], UTF-8 JSON of RunEnd;
+                                                           // empty until the run ends
+inline constexpr const char* kComplete = "/meta/complete";  // uint8 scalar, see RunState
+inline constexpr const char* kStepsCommitted = "/meta/steps_committed";  // int64 scalar: S
+
+// ---- /tokens: one row per token, prompt first, then one per step ----------------------------
+inline constexpr const char* kTokenIds = "/tokens/ids";                  // int32 [T]
+inline constexpr const char* kTokenRole = "/tokens/role";                // uint8 [T] TokenRole
+inline constexpr const char* kTokenTextOffset = "/tokens/text_offset";   // int64 [T] byte offset
+                                                                         // into text_bytes
+inline constexpr const char* kTokenTextLength = "/tokens/text_length";   // int32 [T] bytes
+inline constexpr const char* kTokenTextBytes = "/tokens/text_bytes";     // uint8 [B] UTF-8 text
+                                                                         // of all pieces, in order
+
+// ---- /spans: marked spans (needles), fixed at begin ------------------------------------------
+inline constexpr const char* kSpanBegin = "/spans/begin";            // int64 [N] first token
+inline constexpr const char* kSpanEnd = "/spans/end";                // int64 [N] one past last
+inline constexpr const char* kSpanLabel = "/spans/label";            // vlen str [N]
+inline constexpr const char* kSpanExpected = "/spans/expected_answer";  // vlen str [N], "" = none
+inline constexpr const char* kSpanAnswerFound = "/spans/answer_found";  // int8 [N]: 1 the output
+                                                   // contains expected_answer, 0 not, -1 unknown
+
+// ---- /prefill: statistics of the prompt forward, per layer ----------------------------------
+inline constexpr const char* kKeyNorm = "/prefill/key_norm";  // float32 [L,H,P] ||k_j||_2
+                                                              // (post-RoPE key of position j)
+inline constexpr const char* kAttnReceived = "/prefill/attn_received";  // float32 [L,H,P]
+                              // column sums: sum over prompt query rows of softmax probability
+inline constexpr const char* kWindowScores = "/prefill/window_scores";  // float32 [L,H,P]
+                              // sum over the last `window_rows` query rows (observation window)
+inline constexpr const char* kDensity = "/prefill/density";  // float32 [L,H] D2O variance of
+                                                             // the column sums of the head
+inline constexpr const char* kDensityLayer = "/prefill/density_layer";  // float32 [L]
+inline constexpr const char* kSpearman = "/prefill/spearman";  // float32 [L,H] Spearman rank
+                              // correlation of -key_norm vs attn_received, in [-1, 1]
+inline constexpr const char* kNormAttnArea = "/prefill/norm_attn_area";  // float32 [L,H] area
+                              // between the "drop by highest norm" and "drop by lowest
+                              // attention" attention-loss curves (L2-norm paper's ALR), >= 0
+inline constexpr const char* kWindowRows = "/prefill/window_rows";  // int64 [L] rows summed
+                                                                      // in window_scores
+inline constexpr const char* kLayerDone = "/prefill/layer_done";  // uint8 [L] 1 = layer written
+inline constexpr const char* kMaps = "/prefill/maps";  // float32 [L,H,P,P] softmax attention,
+                                  // row = query, col = key (only with record_maps, P <= 2048)
+
+// ---- /steps: one row per step ----------------------------------------------------------------
+inline constexpr const char* kStepTokenId = "/steps/token_id";        // int32 [S] sampled id
+inline constexpr const char* kStepTopkIds = "/steps/topk_ids";        // int32 [S,K], -1 pad
+inline constexpr const char* kStepTopkLogprobs = "/steps/topk_logprobs";  // float32 [S,K] nats
+inline constexpr const char* kStepEntropy = "/steps/entropy";         // float32 [S] nats
+inline constexpr const char* kStepBytesHeld = "/steps/bytes_held";    // int64 [S,L] KV bytes
+                                                                      // held after the step
+inline constexpr const char* kStepTimeMs = "/steps/time_ms";          // float32 [S] wall ms
+inline constexpr const char* kStepEventBegin = "/steps/event_begin";  // int64 [S] first row in
+                                                                      // /events of the step
+inline constexpr const char* kStepEventCount = "/steps/event_count";  // int64 [S]
+inline constexpr const char* kStepBudget = "/steps/budget";  // int32 [S,L,H] target tokens per
+                                                             // cache head after the step, -1 none
+inline constexpr const char* kStepNeedleSurvival = "/steps/needle_survival";  // float32
+                              // [S,N,L,H] fraction of the span's tokens still held (any
+                              // precision; merged-away tokens count 0). Only when N > 0.
+
+// ---- /events: one row per cache operation; step-major, (layer, head)-sorted within a step ---
+inline constexpr const char* kEvStep = "/events/step";                // int32 [E]
+inline constexpr const char* kEvLayer = "/events/layer";              // int16 [E]
+inline constexpr const char* kEvHead = "/events/head";                // int16 [E]
+inline constexpr const char* kEvOp = "/events/op";                    // uint8 [E] CacheOp
+inline constexpr const char* kEvPosition = "/events/position";        // int32 [E] token position
+inline constexpr const char* kEvDestination = "/events/destination";  // int32 [E] slot, -1 none
+inline constexpr const char* kEvWeight = "/events/weight";            // float32 [E] merge weight
+inline constexpr const char* kEvSimilarity = "/events/similarity";    // float32 [E]
+inline constexpr const char* kEvThreshold = "/events/threshold";      // float32 [E]
+inline constexpr const char* kEvBits = "/events/bits";                // int8 [E] bits after op
+inline constexpr const char* kEvLhBegin = "/events/lh_begin";  // int64 [S,L,H] first row of the
+                                                               // (step, layer, head) group
+inline constexpr const char* kEvLhCount = "/events/lh_count";  // int32 [S,L,H] rows in group
+
+// ---- /attention_rows: decode attention rows, sparse over positions (record_attention_rows) --
+inline constexpr const char* kRowPosition = "/attention_rows/position";  // int32 [V]
+inline constexpr const char* kRowValue = "/attention_rows/value";        // float32 [V] prob.
+inline constexpr const char* kRowBegin = "/attention_rows/begin";  // int64 [S,L,H] first entry
+inline constexpr const char* kRowCount = "/attention_rows/count";  // int32 [S,L,H] entries
+}  // namespace ds
+
+// ---- Enumerations stored as integers ---------------------------------------------------------
+enum class TokenRole : uint8_t { kPrompt = 0, kGenerated = 1 };
+
+// Mirrors the cache's event ops (core/cache/cache_event.h); the stored value is the enum value.
+enum class CacheOp : uint8_t { kAppend = 0, kEvict = 1, kMerge = 2, kQuantize = 3, kDemote = 4 };
+inline constexpr int kNumCacheOps = 5;
+const char* cache_op_name(CacheOp op);  // "append", "evict", "merge", "quantize", "demote"
+
+// /meta/complete
+enum class RunState : uint8_t {
+    kRunning = 0,   // still being written, or the writer was killed
+    kComplete = 1,  // ended cleanly
+    kAborted = 2,   // ended through end() with complete = false (error, user stop)
+};
+
+// ---- Records ---------------------------------------------------------------------------------
+struct MarkedSpan {
+    int64_t begin = 0;  // first token index
+    int64_t end = 0;    // one past the last token index
+    std::string label;  // e.g. "needle"
+    std::string expected_answer;  // "" = none; the writer checks the generated text for it
+};
+
+// Everything known before the run starts. Stored as JSON in /meta/run_json (keys = field names)
+// plus the typed root attributes listed above.
+struct RunMetadata {
+    // Trace axes.
+    int32_t n_layers = 0;
+    int32_t n_heads = 0;          // cache heads per layer (see H above)
+    int64_t n_prompt_tokens = 0;
+    int32_t top_k = 0;
+    std::vector<MarkedSpan> spans;
+
+    // Model: name and path plus the parsed config (ModelSpec fields or config.json).
+    std::string model_name;
+    std::string model_path;
+    std::string architecture;
+    std::string model_dtype;
+    int32_t n_query_heads = 0;
+    int32_t n_kv_heads = 0;
+    int32_t head_dim = 0;
+    nlohmann::json model_spec = nlohmann::json::object();
+
+    std::string tokenizer;        // kind and path, e.g. "tokenizer.json (byte-level BPE)"
+    std::string policy;           // policy name, "full" for none
+    nlohmann::json policy_params = nlohmann::json::object();  // every parameter, with defaults
+    std::string gqa_aggregation;  // "mean" | "max" | "per_query_head" | ...
+    // Normalised budget: tokens per cache head including sinks and window, or a ratio.
+    int64_t budget_tokens = -1;
+    double budget_ratio = -1.0;
+    int64_t window = 0;
+    int64_t sinks = 0;
+
+    std::string prompt;           // prompt text (UTF-8)
+    uint64_t seed = 0;
+    nlohmann::json sampling = nlohmann::json::object();  // temperature, top_p, max_new_tokens
+    std::string software_version;  // filled by the writer when empty
+    std::string device;            // GPU or CPU name
+    std::string backend;           // "cpu" | "cuda"
+    std::string created_utc;       // filled by the writer when empty
+    nlohmann::json extra = nlohmann::json::object();  // anything else worth keeping
+};
+
+// Written by end(): timings and outcome. Stored as JSON in /meta/end_json.
+struct RunEnd {
+    bool complete = true;
+    std::string reason;             // why the run stopped ("eos", "max_new_tokens", an error)
+    double load_ms = 0.0;
+    double prefill_ms = 0.0;
+    double decode_ms = 0.0;
+    nlohmann::json extra = nlohmann::json::object();
+};
+
+struct TokenRecord {
+    int32_t id = 0;
+    std::string piece;  // decoded text of this token alone (UTF-8 bytes, may be partial)
+    TokenRole role = TokenRole::kPrompt;
+    int64_t text_offset = 0;  // filled by the writer / reader: offset into the joined text
+};
+
+// One cache operation on one (layer, head). Fields as in the cache's CacheEvent.
+struct EventRecord {
+    int32_t step = 0;
+    int32_t layer = 0;
+    int32_t head = 0;
+    CacheOp op = CacheOp::kAppend;
+    int32_t position = 0;      // original token position the op applies to (merge: the source)
+    int32_t destination = -1;  // destination slot (append: slot written; merge: slot merged into)
+    float weight = 0.0f;       // merge weight of the source (NaN when not applicable)
+    float similarity = 0.0f;   // similarity that triggered a merge (NaN when not applicable)
+    float threshold = 0.0f;    // score threshold of the decision (NaN when not applicable)
+    int8_t bits = 16;          // precision of the entry after the op
+};
+
+// Prefill statistics of one layer. Vectors left empty are recorded as NaN.
+struct PrefillLayerStats {
+    int32_t layer = 0;
+    std::vector<float> key_norm;       // [H*P] row-major (head, position)
+    std::vector<float> attn_received;  // [H*P]
+    std::vector<float> window_scores;  // [H*P]
+    int64_t window_rows = 0;           // rows summed in window_scores
+    std::vector<float> density;        // [H]
+    float density_layer = 0.0f;
+    std::vector<float> spearman;        // [H]
+    std::vector<float> norm_attn_area;  // [H]
+};
+
+// Per-step scalars and vectors (the /steps row).
+struct StepRecord {
+    int64_t step = 0;
+    int32_t token_id = 0;
+    std::string piece;                 // decoded text of token_id
+    std::vector<int32_t> topk_ids;     // up to K, most probable first
+    std::vector<float> topk_logprobs;  // same length as topk_ids
+    float entropy = 0.0f;              // nats, of the full next-token distribution
+    std::vector<int64_t> bytes_held;   // [L]
+    float time_ms = 0.0f;
+    int64_t event_begin = 0;  // filled by the writer / reader
+    int64_t event_count = 0;
+};
+
+// One attention row of a decode step for one (layer, head), sparse over positions.
+struct AttentionRow {
+    int32_t layer = 0;
+    int32_t head = 0;
+    std::vector<int32_t> positions;
+    std::vector<float> values;  // same length as positions
+};
+
+// Everything recorded for one step. The writer stamps events with record.step and sorts them by
+// (layer, head), keeping the given order within a (layer, head).
+struct StepData {
+    StepRecord record;
+    std::vector<EventRecord> events;
+    std::vector<int32_t> budgets;         // [L*H] or empty (-1)
+    std::vector<float> needle_survival;   // [N*L*H] or empty (NaN)
+    std::vector<AttentionRow> attention;  // only kept with Options::record_attention_rows
+};
+
+// JSON forms used in /meta/run_json and /meta/end_json.
+nlohmann::json to_json(const RunMetadata& m);
+RunMetadata run_metadata_from_json(const nlohmann::json& j);  // throws nlohmann::json::exception
+nlohmann::json to_json(const RunEnd& e);
+RunEnd run_end_from_json(const nlohmann::json& j);
+
+}  // namespace kvscope::trace

@@ -1,0 +1,78 @@
+#pragma once
+// STATUS: stable (additions only from here on)
+// TraceWriter: records a run into a .kvtrace.h5 file (schema in traces/trace_schema.h).
+//
+//   TraceWriter w(path, {.record_attention_rows = false, .record_maps = false});
+//   w.begin(metadata);                 // creates every dataset, starts SWMR (synchronous)
+//   w.write_tokens(prompt_tokens);     // the P prompt tokens
+//   w.write_prefill(layer_stats);      // once per layer (any order)
+//   w.write_prefill_map(layer, attn);  // optional, with record_maps
+//   w.add_events(events);              // any number of times before write_step (optional)
+//   w.write_step(step_data);           // per step 0, 1, 2, ...: commits + flushes the step
+//   w.end(run_end);                    // marks the trace complete, closes the file
+//
+// All HDF5 work runs on the writer's own thread behind a bounded queue; calls return once the
+// item is queued (they block only when the queue is full). Every write_step is followed by a
+// flush, so a reader can follow the run live (SWMR) and a killed run leaves every committed step
+// readable. Argument shapes are checked on the caller's thread (std::invalid_argument); an I/O
+// error on the writer thread is rethrown by the next call and by end(). Destroying a writer
+// without end() closes the file as incomplete (RunState::kRunning).
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <vector>
+
+#include "traces/trace_schema.h"
+
+namespace kvscope::trace {
+
+class TraceWriter {
+public:
+    struct Options {
+        bool record_attention_rows = false;  // keep StepData::attention
+        bool record_maps = false;            // accept write_prefill_map (P <= kMaxMapTokens)
+        size_t queue_capacity = 64;          // items queued before callers block
+        int compression_level = 4;           // deflate 0..9
+    };
+
+    explicit TraceWriter(std::filesystem::path path, Options options = {});
+    ~TraceWriter();
+    TraceWriter(const TraceWriter&) = delete;
+    TraceWriter& operator=(const TraceWriter&) = delete;
+
+    // Creates the file (truncating an existing one). Throws InputError when the file cannot be
+    // created, std::invalid_argument on inconsistent metadata.
+    void begin(const RunMetadata& metadata);
+    // Appends tokens (normally the P prompt tokens; generated tokens come with write_step).
+    void write_tokens(std::vector<TokenRecord> tokens);
+    void write_prefill(PrefillLayerStats stats);
+    // attention: [H*P*P] row-major (head, query, key). Ignored unless maps are recorded.
+    void write_prefill_map(int32_t layer, std::vector<float> attention);
+    // Events of the step being built (stamped with the step of the next write_step).
+    void add_events(std::vector<EventRecord> events);
+    // Commits one step; data.record.step must be the number of steps committed so far.
+    void write_step(StepData data);
+    // Waits until everything queued so far is on disk (flushed).
+    void sync();
+    // Marks the trace complete (or aborted when end.complete is false), closes the file, joins
+    // the thread. Rethrows a pending writer-thread error.
+    void end(const RunEnd& end);
+
+    const std::filesystem::path& path() const { return path_; }
+    const Options& options() const { return options_; }
+    bool maps_recorded() const;  // record_maps and the prompt is short enough
+    int64_t steps_queued() const { return steps_queued_; }
+
+private:
+    struct Impl;
+    std::filesystem::path path_;
+    Options options_;
+    RunMetadata meta_;
+    bool begun_ = false;
+    bool ended_ = false;
+    int64_t steps_queued_ = 0;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kvscope::trace

@@ -1,0 +1,110 @@
+#pragma once
+// HeadHistory: the life of every token position in one (layer, head) cache over a whole run,
+// rebuilt from the trace's cache events (traces/trace_schema.h, /events) one step at a time, so
+// a trace that is still being written can be extended without re-reading what came before.
+//
+// Layout (tokens T, changes C, steps S):
+//   changes_ [C]   every state change, in event order; per token a singly linked list
+//                  (first_[t] -> next -> ...), in step order because steps are applied in order
+//   first_/last_   [T] index of the token's first / last change, -1 when none yet
+//   per-step       [S] counts after each step: appended, held, Σ bits held, merged, evicted
+// A token has ~2 changes (append, then evict / merge / quantise), so memory is ~50 bytes/token.
+//
+// Merge destinations are recorded as cache *slots*; the slot is resolved to a token position
+// assuming slots are ordered by position (append at the end, removals keep the order), after the
+// sources of a run of consecutive merge events are removed. Anything that does not resolve to a
+// held position is left unknown (-1).
+#include <cmath>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "traces/trace_reader.h"
+#include "traces/trace_schema.h"
+
+namespace kvscope::views {
+
+using trace::TokenCacheState;
+
+// One state change of one token (also the "state at a step" answer).
+struct CacheChange {
+    int32_t step = -1;                               // step whose events made the change
+    int32_t next = -1;                               // next change of the same token, -1 = last
+    int32_t into = -1;                               // kMerged: position merged into, -1 unknown
+    float weight = std::nanf("");                    // kMerged: weight of the source
+    TokenCacheState state = TokenCacheState::kAbsent;
+    int8_t bits = 0;                                 // precision while held, 0 when not held
+};
+
+// True for the states in which the token still occupies a slot.
+inline bool is_held(TokenCacheState s) {
+    return s == TokenCacheState::kHeld || s == TokenCacheState::kQuantized ||
+           s == TokenCacheState::kDemoted;
+}
+
+class HeadHistory {
+public:
+    HeadHistory(int32_t layer, int32_t head) : layer_(layer), head_(head) {}
+
+    // Applies the events of step `steps()` (all of them for this (layer, head), recorded order).
+    void apply_step(std::span<const trace::EventRecord> events);
+
+    int32_t layer() const { return layer_; }
+    int32_t head() const { return head_; }
+    int64_t steps() const { return static_cast<int64_t>(held_.size()); }
+    int64_t tokens() const { return static_cast<int64_t>(first_.size()); }
+
+    // State of `token` after `step`; kAbsent before its append (or for an unknown token).
+    // `step` beyond the last applied step answers for the last one.
+    CacheChange state_at(int64_t token, int64_t step) const;
+    // The token's changes in step order (empty for an unknown token).
+    std::vector<CacheChange> changes(int64_t token) const;
+    // Index-walk form for hot loops: first change index (-1 none), then changes()[i].next.
+    int32_t first_change(int64_t token) const {
+        return token >= 0 && token < tokens() ? first_[static_cast<size_t>(token)] : -1;
+    }
+    const CacheChange& change(int32_t index) const { return changes_[static_cast<size_t>(index)]; }
+
+    // Counts after `step` (clamped to the applied range; 0 before any step).
+    int64_t appended(int64_t step) const { return at(appended_, step); }
+    int64_t held(int64_t step) const { return at(held_, step); }
+    int64_t held_bits(int64_t step) const { return at(held_bits_, step); }
+    int64_t merged(int64_t step) const { return at(merged_, step); }
+    int64_t evicted(int64_t step) const { return at(evicted_, step); }
+
+    size_t memory_bytes() const;
+
+private:
+    template <typename T>
+    static int64_t at(const std::vector<T>& v, int64_t step) {
+        if (v.empty() || step < 0) return 0;
+        const size_t i = static_cast<size_t>(std::min<int64_t>(step, std::ssize(v) - 1));
+        return static_cast<int64_t>(v[i]);
+    }
+    void ensure_token(int64_t token);
+    void push_change(int64_t token, const CacheChange& c);
+    // Held-slot index over positions (Fenwick tree of 0/1), for slot -> position.
+    void slot_add(int64_t position, int delta);
+    int64_t slot_position(int64_t slot) const;  // -1 when out of range
+
+    int32_t layer_ = 0;
+    int32_t head_ = 0;
+    std::vector<int32_t> first_;
+    std::vector<int32_t> last_;
+    std::vector<CacheChange> changes_;
+    std::vector<int32_t> fenwick_;  // 1-based, size = capacity + 1
+    int64_t slots_held_ = 0;
+
+    int64_t cur_appended_ = 0;
+    int64_t cur_held_ = 0;
+    int64_t cur_bits_ = 0;
+    int64_t cur_merged_ = 0;
+    int64_t cur_evicted_ = 0;
+    std::vector<int64_t> appended_;
+    std::vector<int64_t> held_;
+    std::vector<int64_t> held_bits_;
+    std::vector<int64_t> merged_;
+    std::vector<int64_t> evicted_;
+};
+
+}  // namespace kvscope::views
