@@ -36,7 +36,9 @@ struct Tensor {
     int64_t dim(int i) const { return shape[static_cast<size_t>(i)]; }
     size_t bytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype); }
     template <class T>
-    T* as() const { return static_cast<T*>(data); }
+    T* as() const {
+        return static_cast<T*>(data);
+    }
 };
 
 Tensor make_tensor_view(void* data, DType dtype, std::initializer_list<int64_t> shape,
@@ -61,18 +63,19 @@ struct AttentionStats {
     // rows[h]: [n_rows_tail, n_keys] softmax rows of the last n_rows_tail queries of this call.
     std::vector<float*> rows;
     int64_t n_rows_tail = 0;
-    // lse[h]: [n_queries] row log-sum-exp of the scaled logits (for two-pass statistics on devices).
+    // lse[h]: [n_queries] row log-sum-exp of the scaled logits (for two-pass statistics on
+    // devices).
     std::vector<float*> lse;
 };
 
 struct AttentionArgs {
-    const Tensor* q = nullptr;          // [n, H, head_dim] f32, RoPE applied
-    const int64_t* q_pos = nullptr;     // [n] positions of the queries
-    const KVHeadView* kv = nullptr;     // [H_kv]
+    const Tensor* q = nullptr;       // [n, H, head_dim] f32, RoPE applied
+    const int64_t* q_pos = nullptr;  // [n] positions of the queries
+    const KVHeadView* kv = nullptr;  // [H_kv]
     int64_t n_kv_heads = 0;
-    float scale = 1.0f;                 // usually 1/sqrt(head_dim)
-    Tensor* out = nullptr;              // [n, H, head_dim] f32
-    AttentionStats* stats = nullptr;    // optional
+    float scale = 1.0f;               // usually 1/sqrt(head_dim)
+    Tensor* out = nullptr;            // [n, H, head_dim] f32
+    AttentionStats* stats = nullptr;  // optional
 };
 
 // RoPE: rotates each head's vector by angle pos * inv_freq[i]. inv_freq has head_dim/2 entries
@@ -80,7 +83,7 @@ struct AttentionArgs {
 enum class RopePairs { half, interleaved };
 
 class Backend {
-public:
+  public:
     virtual ~Backend() = default;
     virtual std::string name() const = 0;
     virtual DeviceKind device() const = 0;
@@ -89,9 +92,10 @@ public:
     virtual Tensor alloc(DType dtype, std::initializer_list<int64_t> shape) = 0;
     virtual void release(Tensor& t) = 0;
     // Makes weights usable by ops. CPU: a view of the host bytes (which must outlive it).
-    virtual Tensor upload_weight(const void* host, DType dtype, std::initializer_list<int64_t> shape) = 0;
-    virtual void to_host(const Tensor& src, float* dst) = 0;            // src f32; synchronises
-    virtual void from_host(Tensor& dst, const float* src) = 0;          // dst f32
+    virtual Tensor upload_weight(const void* host, DType dtype,
+                                 std::initializer_list<int64_t> shape) = 0;
+    virtual void to_host(const Tensor& src, float* dst) = 0;    // src f32; synchronises
+    virtual void from_host(Tensor& dst, const float* src) = 0;  // dst f32
     virtual void synchronize() = 0;
 
     // ---- ops ---------------------------------------------------------------------------------
@@ -102,7 +106,8 @@ public:
     // out[n, m] = x[n, k] @ w[m, k]^T (+ bias[m]); w any dtype, bias may be null.
     virtual void matmul(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) = 0;
     // In place on x viewed as [n, heads, head_dim]; positions [n]; inv_freq [head_dim/2].
-    virtual void rope(Tensor& x, const int64_t* positions, const float* inv_freq, RopePairs pairs) = 0;
+    virtual void rope(Tensor& x, const int64_t* positions, const float* inv_freq,
+                      RopePairs pairs) = 0;
     // out = silu(gate) * up, elementwise.
     virtual void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
     // x += y, elementwise.

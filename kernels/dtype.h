@@ -12,24 +12,36 @@ enum class DType : uint8_t { f32, f16, bf16, i32, i8, u8 };
 
 inline size_t dtype_size(DType t) {
     switch (t) {
-        case DType::f32: return 4;
-        case DType::i32: return 4;
-        case DType::f16: return 2;
-        case DType::bf16: return 2;
-        case DType::i8: return 1;
-        case DType::u8: return 1;
+        case DType::f32:
+            return 4;
+        case DType::i32:
+            return 4;
+        case DType::f16:
+            return 2;
+        case DType::bf16:
+            return 2;
+        case DType::i8:
+            return 1;
+        case DType::u8:
+            return 1;
     }
     return 0;
 }
 
 inline const char* dtype_name(DType t) {
     switch (t) {
-        case DType::f32: return "F32";
-        case DType::f16: return "F16";
-        case DType::bf16: return "BF16";
-        case DType::i32: return "I32";
-        case DType::i8: return "I8";
-        case DType::u8: return "U8";
+        case DType::f32:
+            return "F32";
+        case DType::f16:
+            return "F16";
+        case DType::bf16:
+            return "BF16";
+        case DType::i32:
+            return "I32";
+        case DType::i8:
+            return "I8";
+        case DType::u8:
+            return "U8";
     }
     return "?";
 }
@@ -82,7 +94,8 @@ inline uint16_t f32_to_f16(float f) {
     const uint32_t sign = (u >> 16) & 0x8000u;
     const int32_t exp = static_cast<int32_t>((u >> 23) & 0xffu) - 127 + 15;
     uint32_t mant = u & 0x7fffffu;
-    if (((u >> 23) & 0xffu) == 0xffu) return static_cast<uint16_t>(sign | 0x7c00u | (mant ? 0x200u : 0));
+    if (((u >> 23) & 0xffu) == 0xffu)
+        return static_cast<uint16_t>(sign | 0x7c00u | (mant ? 0x200u : 0));
     if (exp >= 31) return static_cast<uint16_t>(sign | 0x7c00u);
     if (exp <= 0) {
         if (exp < -10) return static_cast<uint16_t>(sign);

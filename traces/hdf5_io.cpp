@@ -37,7 +37,9 @@ std::string error_message(const std::string& what) {
     return msg;
 }
 
-void fail(const std::string& what) { throw Error(error_message(what)); }
+void fail(const std::string& what) {
+    throw Error(error_message(what));
+}
 
 void Id::reset() {
     if (id_ >= 0 && H5Iis_valid(id_) > 0) H5Idec_ref(id_);
@@ -117,8 +119,8 @@ Dataset create_dataset(hid_t file, const std::string& name, hid_t mem_type, cons
     check_status(H5Pset_alloc_time(dcpl.get(), H5D_ALLOC_TIME_INCR), "H5Pset_alloc_time");
     Id lcpl = intermediate_lcpl();
     Dataset ds;
-    ds.id = Id(H5Dcreate2(file, name.c_str(), mem_type, space.get(), lcpl.get(), dcpl.get(),
-                          H5P_DEFAULT));
+    ds.id = Id(
+        H5Dcreate2(file, name.c_str(), mem_type, space.get(), lcpl.get(), dcpl.get(), H5P_DEFAULT));
     if (!ds.id.valid()) fail("cannot create dataset " + name);
     ds.dims = dims;
     ds.mem_type = mem_type;
@@ -267,8 +269,7 @@ void write_attr_string(hid_t obj, const std::string& name, const std::string& va
 template <typename T>
 void write_attr(hid_t obj, const std::string& name, T value) {
     Id space(check(H5Screate(H5S_SCALAR), "H5Screate"));
-    Id attr(H5Acreate2(obj, name.c_str(), native_type<T>(), space.get(), H5P_DEFAULT,
-                       H5P_DEFAULT));
+    Id attr(H5Acreate2(obj, name.c_str(), native_type<T>(), space.get(), H5P_DEFAULT, H5P_DEFAULT));
     if (!attr.valid()) fail("cannot create attribute " + name);
     check_status(H5Awrite(attr.get(), native_type<T>(), &value), "H5Awrite");
 }

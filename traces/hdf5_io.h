@@ -14,7 +14,7 @@ namespace kvscope::trace::h5 {
 
 // An HDF5 failure, with the innermost messages of the HDF5 error stack.
 class Error : public std::runtime_error {
-public:
+  public:
     using std::runtime_error::runtime_error;
 };
 
@@ -33,7 +33,7 @@ inline void check_status(herr_t status, const char* what) {
 
 // Owns one hid_t and closes it with H5Idec_ref (works for every id kind).
 class Id {
-public:
+  public:
     Id() = default;
     explicit Id(hid_t id) : id_(id) {}
     ~Id() { reset(); }
@@ -57,7 +57,7 @@ public:
         return id;
     }
 
-private:
+  private:
     hid_t id_ = H5I_INVALID_HID;
 };
 

@@ -18,12 +18,23 @@ hsize_t growing_chunk_rows(Axis axis, hsize_t row_elems) {
     hsize_t target = 4096;  // elements
     hsize_t max_rows = 1 << 16;
     switch (axis) {
-        case Axis::S: max_rows = 256; break;
-        case Axis::T: target = 1024; break;
-        case Axis::E: target = 4096; break;
-        case Axis::V: target = 16384; break;
-        case Axis::B: target = 4096; break;
-        default: break;
+        case Axis::S:
+            max_rows = 256;
+            break;
+        case Axis::T:
+            target = 1024;
+            break;
+        case Axis::E:
+            target = 4096;
+            break;
+        case Axis::V:
+            target = 16384;
+            break;
+        case Axis::B:
+            target = 4096;
+            break;
+        default:
+            break;
     }
     return std::clamp<hsize_t>(target / std::max<hsize_t>(row_elems, 1), 1, max_rows);
 }
@@ -44,10 +55,14 @@ h5::Dims fixed_chunk(const std::vector<Axis>& shape, const h5::Dims& dims) {
 
 bool present(Presence p, const AxisSizes& sizes, bool rows, bool maps) {
     switch (p) {
-        case Presence::kAlways: return true;
-        case Presence::kWithSpans: return sizes.N > 0;
-        case Presence::kWithAttentionRows: return rows;
-        case Presence::kWithMaps: return maps;
+        case Presence::kAlways:
+            return true;
+        case Presence::kWithSpans:
+            return sizes.N > 0;
+        case Presence::kWithAttentionRows:
+            return rows;
+        case Presence::kWithMaps:
+            return maps;
     }
     return false;
 }
@@ -85,8 +100,7 @@ TraceFileWriter::TraceFileWriter(const std::filesystem::path& path, const RunMet
     h5::check_status(H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_LATEST, H5F_LIBVER_LATEST),
                      "H5Pset_libver_bounds");
     file_ = h5::Id(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()));
-    if (!file_.valid())
-        throw InputError(path, h5::error_message("cannot create the trace file"));
+    if (!file_.valid()) throw InputError(path, h5::error_message("cannot create the trace file"));
     hid_t f = file_.get();
 
     h5::write_attr_string(f, "format", kFormatName);
@@ -122,7 +136,8 @@ TraceFileWriter::TraceFileWriter(const std::filesystem::path& path, const RunMet
             h5::Dims dims, chunk;
             hsize_t row_elems = 1;
             for (size_t i = 0; i < spec.shape.size(); ++i) {
-                hsize_t n = (i == 0 && grows) ? 0 : static_cast<hsize_t>(sizes_.fixed(spec.shape[i]));
+                hsize_t n =
+                    (i == 0 && grows) ? 0 : static_cast<hsize_t>(sizes_.fixed(spec.shape[i]));
                 dims.push_back(n);
                 if (i > 0) row_elems *= n;
             }
@@ -278,15 +293,15 @@ void TraceFileWriter::write_step(StepData& data) {
     }
     hsize_t ne = ev.size();
     append(ds::kEvStep, column<int32_t>(ev, [](const EventRecord& e) { return e.step; }), ne);
-    append(ds::kEvLayer, column<int16_t>(ev, [](const EventRecord& e) {
-               return static_cast<int16_t>(e.layer);
-           }), ne);
-    append(ds::kEvHead, column<int16_t>(ev, [](const EventRecord& e) {
-               return static_cast<int16_t>(e.head);
-           }), ne);
-    append(ds::kEvOp, column<uint8_t>(ev, [](const EventRecord& e) {
-               return static_cast<uint8_t>(e.op);
-           }), ne);
+    append(ds::kEvLayer,
+           column<int16_t>(ev, [](const EventRecord& e) { return static_cast<int16_t>(e.layer); }),
+           ne);
+    append(ds::kEvHead,
+           column<int16_t>(ev, [](const EventRecord& e) { return static_cast<int16_t>(e.head); }),
+           ne);
+    append(ds::kEvOp,
+           column<uint8_t>(ev, [](const EventRecord& e) { return static_cast<uint8_t>(e.op); }),
+           ne);
     append(ds::kEvPosition, column<int32_t>(ev, [](const EventRecord& e) { return e.position; }),
            ne);
     append(ds::kEvDestination,

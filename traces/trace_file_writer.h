@@ -15,7 +15,7 @@
 namespace kvscope::trace {
 
 class TraceFileWriter {
-public:
+  public:
     struct Config {
         bool record_attention_rows = false;
         bool record_maps = false;  // already false when P > kMaxMapTokens
@@ -35,7 +35,7 @@ public:
     void end(const RunEnd& end);
     void close();
 
-private:
+  private:
     h5::Dataset& d(const char* name);
     template <typename T>
     void append(const char* name, const std::vector<T>& v, hsize_t rows);

@@ -13,48 +13,95 @@ const std::vector<DatasetSpec>& dataset_specs() {
     using D = Dtype;
     static const std::vector<DatasetSpec> specs = {
         // /meta
-        {ds::kRunJson, D::kString, {}, "JSON", "run metadata (model, tokenizer, policy, budget, "
-                                               "prompt, seed, software, device)"},
-        {ds::kEndJson, D::kUInt8, {A::B}, "UTF-8 JSON",
+        {ds::kRunJson,
+         D::kString,
+         {},
+         "JSON",
+         "run metadata (model, tokenizer, policy, budget, "
+         "prompt, seed, software, device)"},
+        {ds::kEndJson,
+         D::kUInt8,
+         {A::B},
+         "UTF-8 JSON",
          "end-of-run record (timings in ms, stop reason); empty until the run ends"},
-        {ds::kComplete, D::kUInt8, {}, "enum",
+        {ds::kComplete,
+         D::kUInt8,
+         {},
+         "enum",
          "0 running or killed, 1 ended cleanly, 2 ended early (aborted)"},
         {ds::kStepsCommitted, D::kInt64, {}, "steps", "number of steps fully written (S)"},
         // /tokens
         {ds::kTokenIds, D::kInt32, {A::T}, "token id", "token ids, prompt then generated"},
         {ds::kTokenRole, D::kUInt8, {A::T}, "enum", "0 prompt, 1 generated"},
-        {ds::kTokenTextOffset, D::kInt64, {A::T}, "bytes",
+        {ds::kTokenTextOffset,
+         D::kInt64,
+         {A::T},
+         "bytes",
          "offset of the token's text piece in /tokens/text_bytes"},
         {ds::kTokenTextLength, D::kInt32, {A::T}, "bytes", "length of the token's text piece"},
-        {ds::kTokenTextBytes, D::kUInt8, {A::B}, "UTF-8",
+        {ds::kTokenTextBytes,
+         D::kUInt8,
+         {A::B},
+         "UTF-8",
          "concatenated decoded text pieces of all tokens"},
         // /spans
         {ds::kSpanBegin, D::kInt64, {A::N}, "token index", "first token of the marked span"},
         {ds::kSpanEnd, D::kInt64, {A::N}, "token index", "one past the last token of the span"},
         {ds::kSpanLabel, D::kString, {A::N}, "text", "label of the span (e.g. needle)"},
         {ds::kSpanExpected, D::kString, {A::N}, "text", "expected answer, empty when none"},
-        {ds::kSpanAnswerFound, D::kInt8, {A::N}, "flag",
+        {ds::kSpanAnswerFound,
+         D::kInt8,
+         {A::N},
+         "flag",
          "1 the generated text contains the expected answer, 0 not, -1 unknown"},
         // /prefill
-        {ds::kKeyNorm, D::kFloat32, {A::L, A::H, A::P}, "L2 norm",
+        {ds::kKeyNorm,
+         D::kFloat32,
+         {A::L, A::H, A::P},
+         "L2 norm",
          "L2 norm of the post-RoPE key of each prompt position"},
-        {ds::kAttnReceived, D::kFloat32, {A::L, A::H, A::P}, "probability mass",
+        {ds::kAttnReceived,
+         D::kFloat32,
+         {A::L, A::H, A::P},
+         "probability mass",
          "attention received at prefill: column sums of the softmax attention over prompt rows"},
-        {ds::kWindowScores, D::kFloat32, {A::L, A::H, A::P}, "probability mass",
+        {ds::kWindowScores,
+         D::kFloat32,
+         {A::L, A::H, A::P},
+         "probability mass",
          "attention received from the last window_rows prompt rows (observation window)"},
-        {ds::kDensity, D::kFloat32, {A::L, A::H}, "variance",
+        {ds::kDensity,
+         D::kFloat32,
+         {A::L, A::H},
+         "variance",
          "D2O attention density: variance of the head's column sums"},
-        {ds::kDensityLayer, D::kFloat32, {A::L}, "variance",
+        {ds::kDensityLayer,
+         D::kFloat32,
+         {A::L},
+         "variance",
          "D2O attention density of the layer (variance statistic over its heads)"},
-        {ds::kSpearman, D::kFloat32, {A::L, A::H}, "correlation [-1,1]",
+        {ds::kSpearman,
+         D::kFloat32,
+         {A::L, A::H},
+         "correlation [-1,1]",
          "Spearman rank correlation of -key_norm and attn_received"},
-        {ds::kNormAttnArea, D::kFloat32, {A::L, A::H}, "attention mass x tokens",
+        {ds::kNormAttnArea,
+         D::kFloat32,
+         {A::L, A::H},
+         "attention mass x tokens",
          "area between the drop-by-highest-norm and drop-by-lowest-attention loss curves (ALR)"},
-        {ds::kWindowRows, D::kInt64, {A::L}, "rows",
+        {ds::kWindowRows,
+         D::kInt64,
+         {A::L},
+         "rows",
          "query rows summed in window_scores (observation window), 0 when not recorded"},
         {ds::kLayerDone, D::kUInt8, {A::L}, "flag", "1 once the layer's statistics are written"},
-        {ds::kMaps, D::kFloat32, {A::L, A::H, A::P, A::P}, "probability",
-         "full prefill attention maps [layer, head, query, key]", Presence::kWithMaps},
+        {ds::kMaps,
+         D::kFloat32,
+         {A::L, A::H, A::P, A::P},
+         "probability",
+         "full prefill attention maps [layer, head, query, key]",
+         Presence::kWithMaps},
         // /steps
         {ds::kStepTokenId, D::kInt32, {A::S}, "token id", "token sampled at the step"},
         {ds::kStepTopkIds, D::kInt32, {A::S, A::K}, "token id", "top-k token ids, -1 padding"},
@@ -64,38 +111,79 @@ const std::vector<DatasetSpec>& dataset_specs() {
         {ds::kStepTimeMs, D::kFloat32, {A::S}, "ms", "wall time of the step"},
         {ds::kStepEventBegin, D::kInt64, {A::S}, "row", "first /events row of the step"},
         {ds::kStepEventCount, D::kInt64, {A::S}, "rows", "number of /events rows of the step"},
-        {ds::kStepBudget, D::kInt32, {A::S, A::L, A::H}, "tokens",
+        {ds::kStepBudget,
+         D::kInt32,
+         {A::S, A::L, A::H},
+         "tokens",
          "budget (target tokens) per cache head after the step, -1 none"},
-        {ds::kStepNeedleSurvival, D::kFloat32, {A::S, A::N, A::L, A::H}, "fraction [0,1]",
-         "fraction of the span's tokens still held after the step", Presence::kWithSpans},
+        {ds::kStepNeedleSurvival,
+         D::kFloat32,
+         {A::S, A::N, A::L, A::H},
+         "fraction [0,1]",
+         "fraction of the span's tokens still held after the step",
+         Presence::kWithSpans},
         // /events
         {ds::kEvStep, D::kInt32, {A::E}, "step", "step of the event"},
         {ds::kEvLayer, D::kInt16, {A::E}, "layer", "layer"},
         {ds::kEvHead, D::kInt16, {A::E}, "head", "cache head"},
         {ds::kEvOp, D::kUInt8, {A::E}, "enum", "0 append, 1 evict, 2 merge, 3 quantize, 4 demote"},
-        {ds::kEvPosition, D::kInt32, {A::E}, "token position",
+        {ds::kEvPosition,
+         D::kInt32,
+         {A::E},
+         "token position",
          "original position of the token the op applies to (merge: the source)"},
-        {ds::kEvDestination, D::kInt32, {A::E}, "slot",
+        {ds::kEvDestination,
+         D::kInt32,
+         {A::E},
+         "slot",
          "destination slot (append: slot written, merge: slot merged into), -1 none"},
         {ds::kEvWeight, D::kFloat32, {A::E}, "weight", "merge weight, NaN when not applicable"},
-        {ds::kEvSimilarity, D::kFloat32, {A::E}, "similarity",
+        {ds::kEvSimilarity,
+         D::kFloat32,
+         {A::E},
+         "similarity",
          "similarity behind a merge, NaN when not applicable"},
-        {ds::kEvThreshold, D::kFloat32, {A::E}, "score",
+        {ds::kEvThreshold,
+         D::kFloat32,
+         {A::E},
+         "score",
          "score threshold of the decision, NaN when not applicable"},
         {ds::kEvBits, D::kInt8, {A::E}, "bits", "precision of the entry after the op"},
-        {ds::kEvLhBegin, D::kInt64, {A::S, A::L, A::H}, "row",
+        {ds::kEvLhBegin,
+         D::kInt64,
+         {A::S, A::L, A::H},
+         "row",
          "first /events row of (step, layer, head)"},
-        {ds::kEvLhCount, D::kInt32, {A::S, A::L, A::H}, "rows",
+        {ds::kEvLhCount,
+         D::kInt32,
+         {A::S, A::L, A::H},
+         "rows",
          "number of /events rows of (step, layer, head)"},
         // /attention_rows
-        {ds::kRowPosition, D::kInt32, {A::V}, "token position", "key position of the entry",
+        {ds::kRowPosition,
+         D::kInt32,
+         {A::V},
+         "token position",
+         "key position of the entry",
          Presence::kWithAttentionRows},
-        {ds::kRowValue, D::kFloat32, {A::V}, "probability", "attention probability",
+        {ds::kRowValue,
+         D::kFloat32,
+         {A::V},
+         "probability",
+         "attention probability",
          Presence::kWithAttentionRows},
-        {ds::kRowBegin, D::kInt64, {A::S, A::L, A::H}, "entry",
-         "first entry of the (step, layer, head) row", Presence::kWithAttentionRows},
-        {ds::kRowCount, D::kInt32, {A::S, A::L, A::H}, "entries",
-         "entries of the (step, layer, head) row", Presence::kWithAttentionRows},
+        {ds::kRowBegin,
+         D::kInt64,
+         {A::S, A::L, A::H},
+         "entry",
+         "first entry of the (step, layer, head) row",
+         Presence::kWithAttentionRows},
+        {ds::kRowCount,
+         D::kInt32,
+         {A::S, A::L, A::H},
+         "entries",
+         "entries of the (step, layer, head) row",
+         Presence::kWithAttentionRows},
     };
     return specs;
 }
@@ -108,26 +196,40 @@ const DatasetSpec& dataset_spec(const std::string& name) {
 
 hid_t native_hdf5_type(Dtype t) {
     switch (t) {
-        case Dtype::kInt8: return H5T_NATIVE_INT8;
-        case Dtype::kUInt8: return H5T_NATIVE_UINT8;
-        case Dtype::kInt16: return H5T_NATIVE_INT16;
-        case Dtype::kInt32: return H5T_NATIVE_INT32;
-        case Dtype::kInt64: return H5T_NATIVE_INT64;
-        case Dtype::kFloat32: return H5T_NATIVE_FLOAT;
-        case Dtype::kString: break;
+        case Dtype::kInt8:
+            return H5T_NATIVE_INT8;
+        case Dtype::kUInt8:
+            return H5T_NATIVE_UINT8;
+        case Dtype::kInt16:
+            return H5T_NATIVE_INT16;
+        case Dtype::kInt32:
+            return H5T_NATIVE_INT32;
+        case Dtype::kInt64:
+            return H5T_NATIVE_INT64;
+        case Dtype::kFloat32:
+            return H5T_NATIVE_FLOAT;
+        case Dtype::kString:
+            break;
     }
     throw std::invalid_argument("no native type for strings");
 }
 
 const char* dtype_name(Dtype t) {
     switch (t) {
-        case Dtype::kInt8: return "int8";
-        case Dtype::kUInt8: return "uint8";
-        case Dtype::kInt16: return "int16";
-        case Dtype::kInt32: return "int32";
-        case Dtype::kInt64: return "int64";
-        case Dtype::kFloat32: return "float32";
-        case Dtype::kString: return "str";
+        case Dtype::kInt8:
+            return "int8";
+        case Dtype::kUInt8:
+            return "uint8";
+        case Dtype::kInt16:
+            return "int16";
+        case Dtype::kInt32:
+            return "int32";
+        case Dtype::kInt64:
+            return "int64";
+        case Dtype::kFloat32:
+            return "float32";
+        case Dtype::kString:
+            return "str";
     }
     return "?";
 }
@@ -148,12 +250,18 @@ std::string shape_string(const std::vector<Axis>& shape) {
 
 int64_t AxisSizes::fixed(Axis a) const {
     switch (a) {
-        case Axis::L: return L;
-        case Axis::H: return H;
-        case Axis::P: return P;
-        case Axis::K: return K;
-        case Axis::N: return N;
-        default: break;
+        case Axis::L:
+            return L;
+        case Axis::H:
+            return H;
+        case Axis::P:
+            return P;
+        case Axis::K:
+            return K;
+        case Axis::N:
+            return N;
+        default:
+            break;
     }
     throw std::logic_error("axis is not fixed");
 }

@@ -11,16 +11,26 @@
 namespace kvscope::trace {
 
 // Axes of trace_schema.h. Growing axes (S, T, E, V, B) are always the first axis.
-enum class Axis : char { L = 'L', H = 'H', P = 'P', K = 'K', N = 'N', S = 'S', T = 'T',
-                         E = 'E', V = 'V', B = 'B' };
+enum class Axis : char {
+    L = 'L',
+    H = 'H',
+    P = 'P',
+    K = 'K',
+    N = 'N',
+    S = 'S',
+    T = 'T',
+    E = 'E',
+    V = 'V',
+    B = 'B'
+};
 
 enum class Dtype : uint8_t { kInt8, kUInt8, kInt16, kInt32, kInt64, kFloat32, kString };
 
 enum class Presence : uint8_t {
     kAlways,
-    kWithSpans,           // n_spans > 0
-    kWithAttentionRows,   // record_attention_rows
-    kWithMaps,            // record_maps
+    kWithSpans,          // n_spans > 0
+    kWithAttentionRows,  // record_attention_rows
+    kWithMaps,           // record_maps
 };
 
 struct DatasetSpec {
@@ -36,7 +46,7 @@ const std::vector<DatasetSpec>& dataset_specs();
 const DatasetSpec& dataset_spec(const std::string& name);  // throws std::out_of_range
 
 hid_t native_hdf5_type(Dtype t);  // predefined native type (not for kString)
-const char* dtype_name(Dtype t);   // "int32", "float32", "str", ...
+const char* dtype_name(Dtype t);  // "int32", "float32", "str", ...
 bool is_growing(Axis a);
 std::string shape_string(const std::vector<Axis>& shape);  // "[L,H,P]", "scalar"
 

@@ -52,14 +52,14 @@ const char* token_cache_state_name(TokenCacheState s);
 
 struct TokenState {
     TokenCacheState state = TokenCacheState::kAbsent;
-    int8_t bits = 0;          // precision while held, 0 when not held
-    int32_t destination = -1;  // slot of the last append / merge target
-    float weight = 0.0f;       // merge weight when merged
+    int8_t bits = 0;            // precision while held, 0 when not held
+    int32_t destination = -1;   // slot of the last append / merge target
+    float weight = 0.0f;        // merge weight when merged
     int32_t changed_step = -1;  // step of the last event that touched this position
 };
 
 class TraceReader {
-public:
+  public:
     explicit TraceReader(const std::filesystem::path& path);
     ~TraceReader();
     TraceReader(TraceReader&&) noexcept;
@@ -86,10 +86,10 @@ public:
     std::vector<float> key_norm(int32_t layer, int32_t head) const;
     std::vector<float> attn_received(int32_t layer, int32_t head) const;
     std::vector<float> window_scores(int32_t layer, int32_t head) const;
-    std::vector<float> density() const;         // [L*H]
-    std::vector<float> density_layer() const;   // [L]
-    std::vector<float> spearman() const;        // [L*H]
-    std::vector<float> norm_attn_area() const;  // [L*H]
+    std::vector<float> density() const;                                 // [L*H]
+    std::vector<float> density_layer() const;                           // [L]
+    std::vector<float> spearman() const;                                // [L*H]
+    std::vector<float> norm_attn_area() const;                          // [L*H]
     std::vector<float> prefill_map(int32_t layer, int32_t head) const;  // [P*P], needs has_maps
 
     // ---- Steps [begin, end) ----
@@ -107,6 +107,8 @@ public:
     std::vector<EventRecord> events(int64_t step_begin, int64_t step_end) const;
     std::vector<EventRecord> events(int32_t layer, int32_t head, int64_t step_begin,
                                     int64_t step_end) const;
+    // Rows [row_begin, row_end) of /events (0 <= row_begin <= row_end <= n_events).
+    std::vector<EventRecord> event_rows(int64_t row_begin, int64_t row_end) const;
     // State of positions 0..(P+step)-1 of the (layer, head) cache after `step`. The events of a
     // (layer, head) are read once and cached (a few (layer, head) pairs at a time).
     std::vector<TokenState> token_states(int32_t layer, int32_t head, int64_t step) const;
@@ -120,7 +122,7 @@ public:
 
     struct Impl;
 
-private:
+  private:
     std::unique_ptr<Impl> impl_;
 };
 

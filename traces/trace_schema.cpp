@@ -5,11 +5,16 @@ namespace kvscope::trace {
 
 const char* cache_op_name(CacheOp op) {
     switch (op) {
-        case CacheOp::kAppend: return "append";
-        case CacheOp::kEvict: return "evict";
-        case CacheOp::kMerge: return "merge";
-        case CacheOp::kQuantize: return "quantize";
-        case CacheOp::kDemote: return "demote";
+        case CacheOp::kAppend:
+            return "append";
+        case CacheOp::kEvict:
+            return "evict";
+        case CacheOp::kMerge:
+            return "merge";
+        case CacheOp::kQuantize:
+            return "quantize";
+        case CacheOp::kDemote:
+            return "demote";
     }
     return "unknown";
 }
@@ -108,9 +113,8 @@ RunMetadata run_metadata_from_json(const nlohmann::json& j) {
 }
 
 nlohmann::json to_json(const RunEnd& e) {
-    return {{"complete", e.complete},     {"reason", e.reason},
-            {"load_ms", e.load_ms},       {"prefill_ms", e.prefill_ms},
-            {"decode_ms", e.decode_ms},   {"extra", e.extra}};
+    return {{"complete", e.complete},     {"reason", e.reason},       {"load_ms", e.load_ms},
+            {"prefill_ms", e.prefill_ms}, {"decode_ms", e.decode_ms}, {"extra", e.extra}};
 }
 
 RunEnd run_end_from_json(const nlohmann::json& j) {

@@ -49,66 +49,73 @@ inline constexpr int64_t kMaxMapTokens = 2048;
 
 namespace ds {
 // ---- /meta -----------------------------------------------------------------------------------
-inline constexpr const char* kRunJson = "/meta/run_json";  // vlen UTF-8 str, scalar: RunMetadata
-inline constexpr const char* kEndJson = "/meta/end_json";  // uint8 [B], UTF-8 JSON of RunEnd;
-                                                           // empty until the run ends
+inline constexpr const char* kRunJson = "/meta/run_json";   // vlen UTF-8 str, scalar: RunMetadata
+inline constexpr const char* kEndJson = "/meta/end_json";   // uint8 [B], UTF-8 JSON of RunEnd;
+                                                            // empty until the run ends
 inline constexpr const char* kComplete = "/meta/complete";  // uint8 scalar, see RunState
 inline constexpr const char* kStepsCommitted = "/meta/steps_committed";  // int64 scalar: S
 
 // ---- /tokens: one row per token, prompt first, then one per step ----------------------------
-inline constexpr const char* kTokenIds = "/tokens/ids";                  // int32 [T]
-inline constexpr const char* kTokenRole = "/tokens/role";                // uint8 [T] TokenRole
-inline constexpr const char* kTokenTextOffset = "/tokens/text_offset";   // int64 [T] byte offset
-                                                                         // into text_bytes
-inline constexpr const char* kTokenTextLength = "/tokens/text_length";   // int32 [T] bytes
-inline constexpr const char* kTokenTextBytes = "/tokens/text_bytes";     // uint8 [B] UTF-8 text
-                                                                         // of all pieces, in order
+inline constexpr const char* kTokenIds = "/tokens/ids";                 // int32 [T]
+inline constexpr const char* kTokenRole = "/tokens/role";               // uint8 [T] TokenRole
+inline constexpr const char* kTokenTextOffset = "/tokens/text_offset";  // int64 [T] byte offset
+                                                                        // into text_bytes
+inline constexpr const char* kTokenTextLength = "/tokens/text_length";  // int32 [T] bytes
+inline constexpr const char* kTokenTextBytes = "/tokens/text_bytes";    // uint8 [B] UTF-8 text
+                                                                        // of all pieces, in order
 
 // ---- /spans: marked spans (needles), fixed at begin ------------------------------------------
-inline constexpr const char* kSpanBegin = "/spans/begin";            // int64 [N] first token
-inline constexpr const char* kSpanEnd = "/spans/end";                // int64 [N] one past last
-inline constexpr const char* kSpanLabel = "/spans/label";            // vlen str [N]
+inline constexpr const char* kSpanBegin = "/spans/begin";               // int64 [N] first token
+inline constexpr const char* kSpanEnd = "/spans/end";                   // int64 [N] one past last
+inline constexpr const char* kSpanLabel = "/spans/label";               // vlen str [N]
 inline constexpr const char* kSpanExpected = "/spans/expected_answer";  // vlen str [N], "" = none
-inline constexpr const char* kSpanAnswerFound = "/spans/answer_found";  // int8 [N]: 1 the output
-                                                   // contains expected_answer, 0 not, -1 unknown
+inline constexpr const char* kSpanAnswerFound =
+    "/spans/answer_found";  // int8 [N]: 1 the output
+                            // contains expected_answer, 0 not, -1 unknown
 
 // ---- /prefill: statistics of the prompt forward, per layer ----------------------------------
 inline constexpr const char* kKeyNorm = "/prefill/key_norm";  // float32 [L,H,P] ||k_j||_2
                                                               // (post-RoPE key of position j)
-inline constexpr const char* kAttnReceived = "/prefill/attn_received";  // float32 [L,H,P]
-                              // column sums: sum over prompt query rows of softmax probability
-inline constexpr const char* kWindowScores = "/prefill/window_scores";  // float32 [L,H,P]
-                              // sum over the last `window_rows` query rows (observation window)
+inline constexpr const char* kAttnReceived =
+    "/prefill/attn_received";  // float32 [L,H,P]
+                               // column sums: sum over prompt query rows of softmax probability
+inline constexpr const char* kWindowScores =
+    "/prefill/window_scores";  // float32 [L,H,P]
+                               // sum over the last `window_rows` query rows (observation window)
 inline constexpr const char* kDensity = "/prefill/density";  // float32 [L,H] D2O variance of
                                                              // the column sums of the head
 inline constexpr const char* kDensityLayer = "/prefill/density_layer";  // float32 [L]
-inline constexpr const char* kSpearman = "/prefill/spearman";  // float32 [L,H] Spearman rank
-                              // correlation of -key_norm vs attn_received, in [-1, 1]
-inline constexpr const char* kNormAttnArea = "/prefill/norm_attn_area";  // float32 [L,H] area
-                              // between the "drop by highest norm" and "drop by lowest
-                              // attention" attention-loss curves (L2-norm paper's ALR), >= 0
+inline constexpr const char* kSpearman =
+    "/prefill/spearman";  // float32 [L,H] Spearman rank
+                          // correlation of -key_norm vs attn_received, in [-1, 1]
+inline constexpr const char* kNormAttnArea =
+    "/prefill/norm_attn_area";  // float32 [L,H] area
+                                // between the "drop by highest norm" and "drop by lowest
+                                // attention" attention-loss curves (L2-norm paper's ALR), >= 0
 inline constexpr const char* kWindowRows = "/prefill/window_rows";  // int64 [L] rows summed
-                                                                      // in window_scores
-inline constexpr const char* kLayerDone = "/prefill/layer_done";  // uint8 [L] 1 = layer written
-inline constexpr const char* kMaps = "/prefill/maps";  // float32 [L,H,P,P] softmax attention,
-                                  // row = query, col = key (only with record_maps, P <= 2048)
+                                                                    // in window_scores
+inline constexpr const char* kLayerDone = "/prefill/layer_done";    // uint8 [L] 1 = layer written
+inline constexpr const char* kMaps =
+    "/prefill/maps";  // float32 [L,H,P,P] softmax attention,
+                      // row = query, col = key (only with record_maps, P <= 2048)
 
 // ---- /steps: one row per step ----------------------------------------------------------------
-inline constexpr const char* kStepTokenId = "/steps/token_id";        // int32 [S] sampled id
-inline constexpr const char* kStepTopkIds = "/steps/topk_ids";        // int32 [S,K], -1 pad
+inline constexpr const char* kStepTokenId = "/steps/token_id";            // int32 [S] sampled id
+inline constexpr const char* kStepTopkIds = "/steps/topk_ids";            // int32 [S,K], -1 pad
 inline constexpr const char* kStepTopkLogprobs = "/steps/topk_logprobs";  // float32 [S,K] nats
-inline constexpr const char* kStepEntropy = "/steps/entropy";         // float32 [S] nats
-inline constexpr const char* kStepBytesHeld = "/steps/bytes_held";    // int64 [S,L] KV bytes
-                                                                      // held after the step
-inline constexpr const char* kStepTimeMs = "/steps/time_ms";          // float32 [S] wall ms
-inline constexpr const char* kStepEventBegin = "/steps/event_begin";  // int64 [S] first row in
-                                                                      // /events of the step
-inline constexpr const char* kStepEventCount = "/steps/event_count";  // int64 [S]
+inline constexpr const char* kStepEntropy = "/steps/entropy";             // float32 [S] nats
+inline constexpr const char* kStepBytesHeld = "/steps/bytes_held";        // int64 [S,L] KV bytes
+                                                                          // held after the step
+inline constexpr const char* kStepTimeMs = "/steps/time_ms";              // float32 [S] wall ms
+inline constexpr const char* kStepEventBegin = "/steps/event_begin";      // int64 [S] first row in
+                                                                          // /events of the step
+inline constexpr const char* kStepEventCount = "/steps/event_count";      // int64 [S]
 inline constexpr const char* kStepBudget = "/steps/budget";  // int32 [S,L,H] target tokens per
                                                              // cache head after the step, -1 none
-inline constexpr const char* kStepNeedleSurvival = "/steps/needle_survival";  // float32
-                              // [S,N,L,H] fraction of the span's tokens still held (any
-                              // precision; merged-away tokens count 0). Only when N > 0.
+inline constexpr const char* kStepNeedleSurvival =
+    "/steps/needle_survival";  // float32
+                               // [S,N,L,H] fraction of the span's tokens still held (any
+                               // precision; merged-away tokens count 0). Only when N > 0.
 
 // ---- /events: one row per cache operation; step-major, (layer, head)-sorted within a step ---
 inline constexpr const char* kEvStep = "/events/step";                // int32 [E]
@@ -149,9 +156,9 @@ enum class RunState : uint8_t {
 
 // ---- Records ---------------------------------------------------------------------------------
 struct MarkedSpan {
-    int64_t begin = 0;  // first token index
-    int64_t end = 0;    // one past the last token index
-    std::string label;  // e.g. "needle"
+    int64_t begin = 0;            // first token index
+    int64_t end = 0;              // one past the last token index
+    std::string label;            // e.g. "needle"
     std::string expected_answer;  // "" = none; the writer checks the generated text for it
 };
 
@@ -160,7 +167,7 @@ struct MarkedSpan {
 struct RunMetadata {
     // Trace axes.
     int32_t n_layers = 0;
-    int32_t n_heads = 0;          // cache heads per layer (see H above)
+    int32_t n_heads = 0;  // cache heads per layer (see H above)
     int64_t n_prompt_tokens = 0;
     int32_t top_k = 0;
     std::vector<MarkedSpan> spans;
@@ -175,8 +182,8 @@ struct RunMetadata {
     int32_t head_dim = 0;
     nlohmann::json model_spec = nlohmann::json::object();
 
-    std::string tokenizer;        // kind and path, e.g. "tokenizer.json (byte-level BPE)"
-    std::string policy;           // policy name, "full" for none
+    std::string tokenizer;  // kind and path, e.g. "tokenizer.json (byte-level BPE)"
+    std::string policy;     // policy name, "full" for none
     nlohmann::json policy_params = nlohmann::json::object();  // every parameter, with defaults
     std::string gqa_aggregation;  // "mean" | "max" | "per_query_head" | ...
     // Normalised budget: tokens per cache head including sinks and window, or a ratio.
@@ -185,20 +192,20 @@ struct RunMetadata {
     int64_t window = 0;
     int64_t sinks = 0;
 
-    std::string prompt;           // prompt text (UTF-8)
+    std::string prompt;  // prompt text (UTF-8)
     uint64_t seed = 0;
     nlohmann::json sampling = nlohmann::json::object();  // temperature, top_p, max_new_tokens
-    std::string software_version;  // filled by the writer when empty
-    std::string device;            // GPU or CPU name
-    std::string backend;           // "cpu" | "cuda"
-    std::string created_utc;       // filled by the writer when empty
-    nlohmann::json extra = nlohmann::json::object();  // anything else worth keeping
+    std::string software_version;                        // filled by the writer when empty
+    std::string device;                                  // GPU or CPU name
+    std::string backend;                                 // "cpu" | "cuda"
+    std::string created_utc;                             // filled by the writer when empty
+    nlohmann::json extra = nlohmann::json::object();     // anything else worth keeping
 };
 
 // Written by end(): timings and outcome. Stored as JSON in /meta/end_json.
 struct RunEnd {
     bool complete = true;
-    std::string reason;             // why the run stopped ("eos", "max_new_tokens", an error)
+    std::string reason;  // why the run stopped ("eos", "max_new_tokens", an error)
     double load_ms = 0.0;
     double prefill_ms = 0.0;
     double decode_ms = 0.0;

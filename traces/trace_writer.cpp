@@ -167,8 +167,8 @@ struct TraceWriter::Impl {
                 queue.pop_front();
                 not_full.notify_one();
             }
-            bool last = std::holds_alternative<EndItem>(item) ||
-                        std::holds_alternative<CloseItem>(item);
+            bool last =
+                std::holds_alternative<EndItem>(item) || std::holds_alternative<CloseItem>(item);
             handle(item);
             if (last) return;
         }
@@ -206,8 +206,8 @@ void TraceWriter::begin(const RunMetadata& metadata) {
     require(metadata.top_k >= 0, "top_k must be >= 0");
     require(metadata.n_layers <= 32767 && metadata.n_heads <= 32767, "too many layers or heads");
     for (const auto& s : metadata.spans)
-        require(s.begin >= 0 && s.begin <= s.end, "span [" + std::to_string(s.begin) + ", " +
-                                                      std::to_string(s.end) + ") is invalid");
+        require(s.begin >= 0 && s.begin <= s.end,
+                "span [" + std::to_string(s.begin) + ", " + std::to_string(s.end) + ") is invalid");
     meta_ = metadata;
     if (meta_.software_version.empty()) meta_.software_version = KVSCOPE_VERSION;
     TraceFileWriter::Config config;
@@ -296,9 +296,9 @@ void TraceWriter::write_step(StepData data) {
     require(r.topk_ids.size() <= static_cast<size_t>(meta_.top_k), "more than top_k entries");
     require(r.bytes_held.size() == L, "bytes_held must hold n_layers values");
     require(data.budgets.empty() || data.budgets.size() == L * H, "budgets must hold L*H values");
-    require(data.needle_survival.empty() ||
-                data.needle_survival.size() == meta_.spans.size() * L * H,
-            "needle_survival must hold n_spans*L*H values");
+    require(
+        data.needle_survival.empty() || data.needle_survival.size() == meta_.spans.size() * L * H,
+        "needle_survival must hold n_spans*L*H values");
     check_events(data.events, meta_);
     if (options_.record_attention_rows) {
         for (const auto& row : data.attention) {

@@ -27,14 +27,16 @@
 
 namespace kvscope::trace {
 
+struct TraceWriterOptions {
+    bool record_attention_rows = false;  // keep StepData::attention
+    bool record_maps = false;            // accept write_prefill_map (P <= kMaxMapTokens)
+    size_t queue_capacity = 64;          // items queued before callers block
+    int compression_level = 4;           // deflate 0..9
+};
+
 class TraceWriter {
-public:
-    struct Options {
-        bool record_attention_rows = false;  // keep StepData::attention
-        bool record_maps = false;            // accept write_prefill_map (P <= kMaxMapTokens)
-        size_t queue_capacity = 64;          // items queued before callers block
-        int compression_level = 4;           // deflate 0..9
-    };
+  public:
+    using Options = TraceWriterOptions;
 
     explicit TraceWriter(std::filesystem::path path, Options options = {});
     ~TraceWriter();
@@ -64,7 +66,7 @@ public:
     bool maps_recorded() const;  // record_maps and the prompt is short enough
     int64_t steps_queued() const { return steps_queued_; }
 
-private:
+  private:
     struct Impl;
     std::filesystem::path path_;
     Options options_;

@@ -17,7 +17,8 @@ void add_model_options(CLI::App& sub, ModelArgs& args) {
     sub.add_option("--tokenizer", args.tokenizer,
                    "Tokenizer file or directory, when stored apart from the weights "
                    "(tokenizer.json, tokenizer.model or llama2.c tokenizer.bin)");
-    sub.add_option("--threads", args.threads, "CPU threads (0 = all cores)")->check(CLI::NonNegativeNumber);
+    sub.add_option("--threads", args.threads, "CPU threads (0 = all cores)")
+        ->check(CLI::NonNegativeNumber);
 }
 
 Loaded load_model_and_tokenizer(const ModelArgs& args, bool need_tokenizer) {
@@ -30,8 +31,10 @@ Loaded load_model_and_tokenizer(const ModelArgs& args, bool need_tokenizer) {
         if (out.model->format == ModelFormat::llama2c) {
             tok_path = m.parent_path() / "tokenizer.bin";
             if (!fs::exists(tok_path))
-                throw InputError(m, "a llama2.c checkpoint carries no tokenizer: pass --tokenizer "
-                                    "(looked for " + tok_path.string() + ")");
+                throw InputError(m,
+                                 "a llama2.c checkpoint carries no tokenizer: pass --tokenizer "
+                                 "(looked for " +
+                                     tok_path.string() + ")");
         } else {
             tok_path = m;
         }
@@ -53,8 +56,7 @@ std::vector<int32_t> parse_id_list(const std::string& text, const std::string& f
         std::string item = text.substr(i, j - i);
         while (!item.empty() && item.front() == ' ') item.erase(item.begin());
         while (!item.empty() && item.back() == ' ') item.pop_back();
-        if (item.empty())
-            throw InputError(flag + ": empty item in id list '" + text + "'");
+        if (item.empty()) throw InputError(flag + ": empty item in id list '" + text + "'");
         errno = 0;
         char* end = nullptr;
         const long v = std::strtol(item.c_str(), &end, 10);

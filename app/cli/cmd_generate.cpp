@@ -44,7 +44,8 @@ std::function<int()> setup(CLI::App& sub) {
         EngineOptions opts;
         opts.threads = a->m.threads;
         Engine engine(*L.model, *backend, opts);
-        auto policy = make_policy_from_args(a->policy, L.model->spec, static_cast<int64_t>(ids.size()));
+        auto policy =
+            make_policy_from_args(a->policy, L.model->spec, static_cast<int64_t>(ids.size()));
         engine.set_policy(policy.get());
         Sampler sampler({a->temperature, a->top_p, a->seed});
         StreamDecoder stream(*L.tokenizer);
@@ -75,15 +76,17 @@ std::function<int()> setup(CLI::App& sub) {
             std::fprintf(stderr,
                          "prompt %zu tokens in %.3f s (%.1f tok/s); generated %d tokens in %.3f s "
                          "(%.1f tok/s); cache %lld bytes\n",
-                         ids.size(), pre, static_cast<double>(ids.size()) / std::max(pre, 1e-9), produced,
-                         dec, produced / std::max(dec, 1e-9),
+                         ids.size(), pre, static_cast<double>(ids.size()) / std::max(pre, 1e-9),
+                         produced, dec, produced / std::max(dec, 1e-9),
                          static_cast<long long>(engine.cache().bytes_held()));
         }
         return 0;
     };
 }
 
-KVSCOPE_COMMAND("generate", "Generate text from a prompt, streaming it, optionally under a cache policy", setup);
+KVSCOPE_COMMAND("generate",
+                "Generate text from a prompt, streaming it, optionally under a cache policy",
+                setup);
 
 }  // namespace
 }  // namespace kvscope::cli

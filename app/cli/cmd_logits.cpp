@@ -22,13 +22,16 @@ struct LogitsArgs {
 std::function<int()> setup(CLI::App& sub) {
     auto a = std::make_shared<LogitsArgs>();
     add_model_options(sub, a->m);
-    auto* p = sub.add_option("--prompt", a->prompt, "Prompt text (tokenized with the model's tokenizer)");
+    auto* p =
+        sub.add_option("--prompt", a->prompt, "Prompt text (tokenized with the model's tokenizer)");
     auto* t = sub.add_option("--token-ids", a->token_ids, "Prompt as comma-separated token ids");
     p->excludes(t);
-    sub.add_option("--top", a->top, "How many candidates to print per position")->check(CLI::Range(1, 1000));
+    sub.add_option("--top", a->top, "How many candidates to print per position")
+        ->check(CLI::Range(1, 1000));
     sub.add_option("--out", a->out, "Write JSON {token_ids, logits_last, top} to this file");
     return [a, p, t]() {
-        if (p->count() == 0 && t->count() == 0) throw InputError("logits: pass --prompt or --token-ids");
+        if (p->count() == 0 && t->count() == 0)
+            throw InputError("logits: pass --prompt or --token-ids");
         // With --token-ids the tokenizer is only used to print pieces, so it may be absent.
         Loaded L = load_model_and_tokenizer(a->m, p->count() > 0);
         if (!L.tokenizer) {
@@ -37,9 +40,11 @@ std::function<int()> setup(CLI::App& sub) {
             } catch (const InputError&) {
             }
         }
-        auto piece = [&](int32_t id) { return L.tokenizer ? L.tokenizer->decode({id}, false) : std::string(); };
-        std::vector<int32_t> ids =
-            p->count() > 0 ? encode_prompt(*L.tokenizer, a->prompt) : parse_id_list(a->token_ids, "--token-ids");
+        auto piece = [&](int32_t id) {
+            return L.tokenizer ? L.tokenizer->decode({id}, false) : std::string();
+        };
+        std::vector<int32_t> ids = p->count() > 0 ? encode_prompt(*L.tokenizer, a->prompt)
+                                                  : parse_id_list(a->token_ids, "--token-ids");
         auto backend = make_cpu_backend(a->m.threads);
         EngineOptions opts;
         opts.threads = a->m.threads;
@@ -75,7 +80,8 @@ std::function<int()> setup(CLI::App& sub) {
     };
 }
 
-KVSCOPE_COMMAND("logits", "Print the top-K next-token probabilities at every prompt position", setup);
+KVSCOPE_COMMAND("logits", "Print the top-K next-token probabilities at every prompt position",
+                setup);
 
 }  // namespace
 }  // namespace kvscope::cli

@@ -24,8 +24,10 @@ std::function<int()> setup(CLI::App& sub) {
     sub.add_flag("--no-special", a->no_special, "Do not add BOS/EOS template tokens when encoding");
     sub.add_flag("--pieces", a->pieces, "Also print each token's text");
     return [a, text, dec]() {
-        if (text->count() == 0 && dec->count() == 0) throw InputError("tokenize: pass --text or --decode");
-        if (a->model.empty() && a->tokenizer.empty()) throw InputError("tokenize: pass --model or --tokenizer");
+        if (text->count() == 0 && dec->count() == 0)
+            throw InputError("tokenize: pass --text or --decode");
+        if (a->model.empty() && a->tokenizer.empty())
+            throw InputError("tokenize: pass --model or --tokenizer");
         std::unique_ptr<Tokenizer> tok;
         if (!a->tokenizer.empty()) {
             tok = load_tokenizer(a->tokenizer);
@@ -38,7 +40,8 @@ std::function<int()> setup(CLI::App& sub) {
             const auto ids = parse_id_list(a->decode, "--decode");
             for (int32_t id : ids)
                 if (id >= tok->vocab_size())
-                    throw InputError("--decode: id " + std::to_string(id) + " is outside the vocabulary (" +
+                    throw InputError("--decode: id " + std::to_string(id) +
+                                     " is outside the vocabulary (" +
                                      std::to_string(tok->vocab_size()) + " tokens)");
             std::printf("%s\n", tok->decode(ids, false).c_str());
             return 0;

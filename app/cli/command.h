@@ -32,6 +32,8 @@ struct CommandRegistrar {
 #define KVSCOPE_CLI_CONCAT2(a, b) a##b
 #define KVSCOPE_CLI_CONCAT(a, b) KVSCOPE_CLI_CONCAT2(a, b)
 // Usage (at namespace scope in a cmd_*.cpp):
-//   KVSCOPE_COMMAND("tokenize", "Encode text or decode ids", [](CLI::App& sub) { ...; return run; });
-#define KVSCOPE_COMMAND(name, help, setup) \
-    static const ::kvscope::cli::CommandRegistrar KVSCOPE_CLI_CONCAT(kvscope_cmd_, __LINE__)(name, help, setup)
+//   KVSCOPE_COMMAND("tokenize", "Encode text or decode ids", [](CLI::App& sub) { ...; return run;
+//   });
+#define KVSCOPE_COMMAND(name, help, setup)                                                    \
+    static const ::kvscope::cli::CommandRegistrar KVSCOPE_CLI_CONCAT(kvscope_cmd_, __LINE__)( \
+        name, help, setup)

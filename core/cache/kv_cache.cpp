@@ -1,6 +1,7 @@
 #include "core/cache/kv_cache.h"
 
 #include <algorithm>
+#include <cmath>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -332,11 +333,21 @@ void KVCache::quantize_part(Head& hd, std::span<const int64_t> slots, const Quan
     std::vector<int32_t>& blk = keys ? hd.k_block : hd.v_block;
     for (int64_t s : slots) hd.bits_held -= slot_bits(hd, s);
     if (spec.axis == QuantAxis::per_token) {
+        const bool scaled = keys && !spec.channel_scale.empty();
+        std::shared_ptr<const std::vector<float>> scale_ptr;
+        if (scaled && reuse_block < 0)
+            scale_ptr = std::make_shared<const std::vector<float>>(spec.channel_scale);
         for (int64_t s : slots) {
+            float* row = a.data() + s * d;
+            if (scaled)
+                for (int64_t c = 0; c < d; ++c) row[c] *= spec.channel_scale[sz(c)];
             for (int64_t c0 = 0; c0 < d; c0 += G)
-                fake_quantize_group(a.data() + s * d + c0, std::min(G, d - c0), 1, spec.bits);
+                fake_quantize_group(row + c0, std::min(G, d - c0), 1, spec.bits);
+            if (scaled)
+                for (int64_t c = 0; c < d; ++c) row[c] /= spec.channel_scale[sz(c)];
             if (reuse_block < 0) {
-                QuantBlock b{spec.bits, static_cast<int>(G), spec.axis, ceil_div(d, G), 1};
+                QuantBlock b{spec.bits, static_cast<int>(G), spec.axis, ceil_div(d, G), 1,
+                             scale_ptr};
                 hd.blocks.push_back(b);
                 hd.bits_held += b.n_groups * kScaleZeroBits;
                 blk[sz(s)] = static_cast<int32_t>(hd.blocks.size() - 1);
@@ -382,6 +393,12 @@ void KVCache::quantize(int64_t layer, int64_t head, std::span<const int64_t> slo
     const int64_t n = static_cast<int64_t>(hd.pos.size());
     if (spec.bits < 1 || spec.bits > 8) fail("quantize: bits must be in 1..8");
     if (spec.group_size < 1) fail("quantize: group_size must be >= 1");
+    if (!spec.channel_scale.empty()) {
+        if (spec.axis != QuantAxis::per_token || static_cast<int64_t>(spec.channel_scale.size()) != head_dim_)
+            fail("quantize: channel_scale needs per_token axis and head_dim entries");
+        for (float c : spec.channel_scale)
+            if (!(c > 0.0f) || !std::isfinite(c)) fail("quantize: channel_scale entries must be finite and > 0");
+    }
     if (slots.empty()) return;
     std::vector<char> seen(sz(n), 0);
     int64_t prev = -1;
@@ -429,6 +446,7 @@ void KVCache::demote(int64_t layer, int64_t head, std::span<const int64_t> slots
                      " bits, cannot demote to " + std::to_string(bits));
             const QuantBlock& qb = hd.blocks[sz(b)];
             QuantSpec spec{bits, qb.group_size, qb.axis, keys ? KVPart::keys : KVPart::values};
+            if (qb.channel_scale) spec.channel_scale = *qb.channel_scale;
             std::vector<int64_t> members;
             if (qb.axis == QuantAxis::per_token) {
                 members.push_back(s);

@@ -28,6 +28,7 @@
 // std::out_of_range: these are programming errors of the caller, not input errors.
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -46,6 +47,11 @@ struct QuantSpec {
     int group_size = 32;          // values per group (>= 1); a last partial group is allowed
     QuantAxis axis = QuantAxis::per_token;
     KVPart part = KVPart::both;
+    // Optional [head_dim], per_token keys only (MiKV key channel balancing): the cache quantises
+    // K[s, c] * channel_scale[c] and then holds dequant(...) / channel_scale[c]; the scale stays
+    // with the slot's block, so demote() re-quantises in the same scaled space. Values ignore it.
+    // Not counted in bytes_held (one fp16 vector per head, shared by all slots).
+    std::vector<float> channel_scale;
 };
 
 // Merge of cached slots into one cached slot (D2O): with w_dst = dst_weight, w_i = src_weights[i]
@@ -173,6 +179,7 @@ private:
         QuantAxis axis = QuantAxis::per_token;
         int64_t n_groups = 0;   // scale/zero pairs held
         int64_t live = 0;       // live slots referencing the block
+        std::shared_ptr<const std::vector<float>> channel_scale;  // QuantSpec::channel_scale
     };
     struct Head {
         std::vector<float> k, v, kpre;

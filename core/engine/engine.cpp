@@ -169,7 +169,8 @@ std::vector<float> Engine::forward(const int32_t* ids, int64_t n, bool is_prefil
 
     s.positions.resize(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) s.positions[static_cast<size_t>(i)] = pos_ + i;
-    const RopePairs pairs = sp.rope.style == RopeStyle::half ? RopePairs::half : RopePairs::interleaved;
+    const RopePairs pairs =
+        sp.rope.style == RopeStyle::half ? RopePairs::half : RopePairs::interleaved;
     const float eps = static_cast<float>(sp.norm_eps);
 
     backend_.embedding(w_->embed, ids, n, x);
@@ -201,8 +202,10 @@ std::vector<float> Engine::forward(const int32_t* ids, int64_t n, bool is_prefil
         backend_.matmul(act, L.w_down, nullptr, down);
         backend_.add_inplace(x, down);
         if (!is_prefill) {
-            if (policy_) policy_after_decode_layer(l);
+            // Observers see the step's attention rows against the cache they were computed on,
+            // before the policy changes it.
             if (on_layer_done) on_layer_done(l);
+            if (policy_) policy_after_decode_layer(l);
         }
     }
     pos_ += n;

@@ -24,16 +24,16 @@ class Policy;
 
 // What prefill must compute besides logits. The policy's needs are OR-ed in by set_policy().
 struct StatsRequest {
-    bool colsum = false;        // column sums of the prompt attention, per query head
-    int64_t window = 0;         // last `window` query rows of the prompt attention, per query head
-    bool key_norms = false;     // L2 norm of every cached (post-RoPE) key, per KV head
-    bool step_rows = false;     // each decode step's attention row, per query head
-    bool all_logits = false;    // logits of every prompt position (kvscope logits)
+    bool colsum = false;      // column sums of the prompt attention, per query head
+    int64_t window = 0;       // last `window` query rows of the prompt attention, per query head
+    bool key_norms = false;   // L2 norm of every cached (post-RoPE) key, per KV head
+    bool step_rows = false;   // each decode step's attention row, per query head
+    bool all_logits = false;  // logits of every prompt position (kvscope logits)
 };
 
 struct EngineOptions {
-    int threads = 0;            // CPU threads (0 = all cores)
-    StatsRequest stats;         // what the caller (recorder, CLI) wants on top of the policy
+    int threads = 0;     // CPU threads (0 = all cores)
+    StatsRequest stats;  // what the caller (recorder, CLI) wants on top of the policy
 };
 
 // Prefill statistics of one layer. Index h is the query head, g the KV head; n = prompt length.
@@ -45,7 +45,7 @@ struct LayerPrefillStats {
 };
 
 class Engine {
-public:
+  public:
     Engine(const Model& model, Backend& backend, EngineOptions opts = {});
     ~Engine();
     Engine(const Engine&) = delete;
@@ -74,14 +74,15 @@ public:
     // The last decode step's attention rows: [L][H][len of that head's cache at that step].
     const std::vector<std::vector<std::vector<float>>>& step_rows() const { return step_rows_; }
 
-    // Called after each layer's attention in decode (layer index) and after prefill (-1); lets a
-    // recorder observe without the engine knowing about traces.
+    // Called in decode after each layer's attention, before the policy's plan for that layer
+    // (layer index), and once after prefill and its compression (-1); lets a recorder observe
+    // without the engine knowing about traces.
     std::function<void(int64_t layer)> on_layer_done;
     // Called with every plan the policy returned (after it was applied): budgets and layer notes
     // for the recorder.
     std::function<void(const Plan&)> on_plan;
 
-private:
+  private:
     struct Weights;
     struct Scratch;
     std::vector<float> forward(const int32_t* ids, int64_t n, bool is_prefill);

@@ -29,7 +29,8 @@ void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
             const float* kp = have_prerope ? s.k_prerope.data() + (i * G + g) * d : nullptr;
             const int64_t pos = s.positions[static_cast<size_t>(i)];
             if (!is_prefill && policy_) {
-                const float* qp = have_prerope ? s.q_prerope.data() + (i * H + g * (H / G)) * d : nullptr;
+                const float* qp =
+                    have_prerope ? s.q_prerope.data() + (i * H + g * (H / G)) * d : nullptr;
                 policy_on_append(l, g, ki, vi, kp, qp, pos);  // appends or merges (DMC)
                 continue;
             }
@@ -46,7 +47,8 @@ void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
         LayerPrefillStats& ps = prefill_stats_[static_cast<size_t>(l)];
         pstats = &stats;
         if (req_.colsum) {
-            ps.colsum.assign(static_cast<size_t>(H), std::vector<float>(static_cast<size_t>(n), 0.0f));
+            ps.colsum.assign(static_cast<size_t>(H),
+                             std::vector<float>(static_cast<size_t>(n), 0.0f));
             for (auto& c : ps.colsum) stats.colsum.push_back(c.data());
         }
         if (req_.window > 0) {
@@ -62,7 +64,8 @@ void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
         auto& rows = step_rows_[static_cast<size_t>(l)];
         rows.assign(static_cast<size_t>(H), {});
         for (int64_t h = 0; h < H; ++h) {
-            rows[static_cast<size_t>(h)].assign(static_cast<size_t>(views[static_cast<size_t>(h / (H / G))].len), 0.0f);
+            rows[static_cast<size_t>(h)].assign(
+                static_cast<size_t>(views[static_cast<size_t>(h / (H / G))].len), 0.0f);
             stats.rows.push_back(rows[static_cast<size_t>(h)].data());
         }
         stats.n_rows_tail = 1;
@@ -82,13 +85,16 @@ void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
 
     if (is_prefill && req_.key_norms) {
         LayerPrefillStats& ps = prefill_stats_[static_cast<size_t>(l)];
-        ps.key_norm.assign(static_cast<size_t>(G), std::vector<float>(static_cast<size_t>(n), 0.0f));
+        ps.key_norm.assign(static_cast<size_t>(G),
+                           std::vector<float>(static_cast<size_t>(n), 0.0f));
         for (int64_t g = 0; g < G; ++g) {
             const KVHeadView& hv = views[static_cast<size_t>(g)];
             for (int64_t j = 0; j < hv.len && j < n; ++j) {
                 double ss = 0;
-                for (int64_t c = 0; c < d; ++c) ss += static_cast<double>(hv.k[j * d + c]) * hv.k[j * d + c];
-                ps.key_norm[static_cast<size_t>(g)][static_cast<size_t>(j)] = static_cast<float>(std::sqrt(ss));
+                for (int64_t c = 0; c < d; ++c)
+                    ss += static_cast<double>(hv.k[j * d + c]) * hv.k[j * d + c];
+                ps.key_norm[static_cast<size_t>(g)][static_cast<size_t>(j)] =
+                    static_cast<float>(std::sqrt(ss));
             }
         }
     }

@@ -1,5 +1,6 @@
 // Where the engine hands its statistics to the policy (as a ScoreView over its own buffers and
 // the cache's arrays) and applies the plans it gets back.
+#include <algorithm>
 #include <cmath>
 #include <span>
 
@@ -45,16 +46,26 @@ void Engine::policy_after_prefill() {
             hs.kv_head = kv;
             hs.positions = cache_->positions(l, kv);
             const size_t n = hs.positions.size();
+            // The engine may hold more window rows than the policy asked for (a recorder wants
+            // more): the policy sees only its own last w rows.
+            const int64_t want = std::max<int64_t>(nd.window, nd.last_row ? 1 : 0);
+            const int64_t w = std::min(want, ps.window_rows);
             for (int64_t q = 0; q < g; ++q) {
                 const size_t h = static_cast<size_t>(kv * g + q);
                 if (!ps.colsum.empty()) hs.colsum.emplace_back(ps.colsum[h]);
-                if (!ps.window.empty()) hs.window.emplace_back(ps.window[h]);
+                if (w > 0) {
+                    std::span<const float> all(ps.window[h]);
+                    hs.window.push_back(all.subspan(
+                        static_cast<size_t>((ps.window_rows - w) * static_cast<int64_t>(n))));
+                }
             }
-            hs.window_rows = ps.window.empty() ? 0 : ps.window_rows;
+            hs.window_rows = w;
             if (!ps.key_norm.empty()) hs.key_norms = ps.key_norm[static_cast<size_t>(kv)];
-            if (nd.keys) hs.keys = std::span<const float>(cache_->k(l, kv), n * static_cast<size_t>(d));
+            if (nd.keys)
+                hs.keys = std::span<const float>(cache_->k(l, kv), n * static_cast<size_t>(d));
             if (nd.prerope_keys && cache_->k_prerope(l, kv))
-                hs.keys_prerope = std::span<const float>(cache_->k_prerope(l, kv), n * static_cast<size_t>(d));
+                hs.keys_prerope =
+                    std::span<const float>(cache_->k_prerope(l, kv), n * static_cast<size_t>(d));
             ls.heads.push_back(std::move(hs));
         }
         view.layers.push_back(std::move(ls));
@@ -76,7 +87,8 @@ bool Engine::policy_on_append(int64_t l, int64_t g, const float* k, const float*
     ctx.k = std::span<const float>(k, d);
     ctx.v = std::span<const float>(v, d);
     if (k_pre) ctx.k_prerope = std::span<const float>(k_pre, d);
-    if (q_pre) ctx.queries = std::span<const float>(q_pre, d * static_cast<size_t>(sp.group_size()));
+    if (q_pre)
+        ctx.queries = std::span<const float>(q_pre, d * static_cast<size_t>(sp.group_size()));
     ctx.cache = cache_.get();
     const AppendDecision dec = policy_->on_append(ctx);
     apply_append(dec, *cache_, l, g, k, v, pos, cache_->store_prerope() ? k_pre : nullptr);
@@ -99,7 +111,8 @@ void Engine::policy_after_decode_layer(int64_t l) {
             const float* kk = cache_->k(l, kv);
             for (int64_t j = 0; j < cache_->n_slots(l, kv); ++j) {
                 double ss = 0;
-                for (int64_t c = 0; c < d; ++c) ss += static_cast<double>(kk[j * d + c]) * kk[j * d + c];
+                for (int64_t c = 0; c < d; ++c)
+                    ss += static_cast<double>(kk[j * d + c]) * kk[j * d + c];
                 norms_scratch_.push_back(static_cast<float>(std::sqrt(ss)));
             }
         }
@@ -112,12 +125,15 @@ void Engine::policy_after_decode_layer(int64_t l) {
         const size_t n = hs.positions.size();
         if (!step_rows_.empty())
             for (int64_t q = 0; q < g; ++q)
-                hs.step_row.emplace_back(step_rows_[static_cast<size_t>(l)][static_cast<size_t>(kv * g + q)]);
+                hs.step_row.emplace_back(
+                    step_rows_[static_cast<size_t>(l)][static_cast<size_t>(kv * g + q)]);
         if (nd.key_norms)
-            hs.key_norms = std::span<const float>(norms_scratch_.data() + offsets[static_cast<size_t>(kv)], n);
+            hs.key_norms =
+                std::span<const float>(norms_scratch_.data() + offsets[static_cast<size_t>(kv)], n);
         if (nd.keys) hs.keys = std::span<const float>(cache_->k(l, kv), n * static_cast<size_t>(d));
         if (nd.prerope_keys && cache_->k_prerope(l, kv))
-            hs.keys_prerope = std::span<const float>(cache_->k_prerope(l, kv), n * static_cast<size_t>(d));
+            hs.keys_prerope =
+                std::span<const float>(cache_->k_prerope(l, kv), n * static_cast<size_t>(d));
         ls.heads.push_back(std::move(hs));
     }
     view.layers.push_back(std::move(ls));

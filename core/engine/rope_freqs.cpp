@@ -11,8 +11,9 @@ std::vector<float> rope_inv_freq(const ModelSpec& spec) {
         // HF: 1.0 / (base ** (arange(0, d, 2).float() / d)) evaluated in fp32.
         const float expo = static_cast<float>(2 * i) / static_cast<float>(d);
         inv[static_cast<size_t>(i)] =
-            1.0f / static_cast<float>(std::pow(static_cast<double>(static_cast<float>(spec.rope.theta)),
-                                               static_cast<double>(expo)));
+            1.0f /
+            static_cast<float>(std::pow(static_cast<double>(static_cast<float>(spec.rope.theta)),
+                                        static_cast<double>(expo)));
     }
     const RopeSpec& r = spec.rope;
     if (r.scaling == RopeScaling::linear) {

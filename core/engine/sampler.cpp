@@ -64,7 +64,8 @@ float entropy_nats(const std::vector<float>& logprobs) {
 std::vector<std::pair<int32_t, float>> top_k(const std::vector<float>& logprobs, int k) {
     std::vector<std::pair<int32_t, float>> all;
     all.reserve(logprobs.size());
-    for (size_t i = 0; i < logprobs.size(); ++i) all.emplace_back(static_cast<int32_t>(i), logprobs[i]);
+    for (size_t i = 0; i < logprobs.size(); ++i)
+        all.emplace_back(static_cast<int32_t>(i), logprobs[i]);
     const size_t kk = std::min(all.size(), static_cast<size_t>(std::max(0, k)));
     std::partial_sort(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(kk), all.end(),
                       [](const auto& a, const auto& b) {

@@ -13,11 +13,11 @@ struct SamplerOptions {
 };
 
 class Sampler {
-public:
+  public:
     explicit Sampler(SamplerOptions opt) : opt_(opt), rng_(opt.seed) {}
     int32_t sample(const float* logits, int64_t vocab);
 
-private:
+  private:
     SamplerOptions opt_;
     std::mt19937_64 rng_;
     std::vector<std::pair<float, int32_t>> buf_;

@@ -1,5 +1,6 @@
 #include "core/policies/budget.h"
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 #include <stdexcept>

@@ -36,6 +36,12 @@ struct HeadScores {
     std::span<const float> keys;
     std::span<const float> keys_prerope;
     std::span<const float> queries;
+    // prefill, when needs().control_channel >= 0: [n * (1 + g)] per slot (token-major) the RAW
+    // value of that pre-RoPE channel of the token's key, then of its g queries (DMC)
+    std::span<const float> control;
+    // prefill, when needs().query_absmax: [d] max over the prompt tokens and the group's query
+    // heads of |q_c| of the post-RoPE queries (MiKV key/query channel balancing)
+    std::span<const float> query_absmax;
 
     int64_t n() const { return static_cast<int64_t>(positions.size()); }
     int64_t group() const;  // number of query heads with any per-query-head data

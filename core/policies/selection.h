@@ -58,6 +58,12 @@ std::vector<int64_t> bottom_k(const Scores& scores, int64_t k,
 std::vector<int64_t> select_top_k(const std::vector<Scores>& per_q, GqaAgg agg, int64_t k,
                                   std::span<const int64_t> candidates = {});
 
+// float span -> double scores.
+Scores to_scores(std::span<const float> s);
+
+// [b, e) as a list.
+std::vector<int64_t> index_range(int64_t b, int64_t e);
+
 // Sorted union of index lists (each ascending or not), without duplicates.
 std::vector<int64_t> sorted_union(std::vector<int64_t> a, const std::vector<int64_t>& b);
 

@@ -17,7 +17,8 @@ void attention(ThreadPool& pool, const float* q, int64_t n, int64_t n_heads, int
     const int64_t group = n_heads / n_kv_heads;
     const bool want_colsum = stats && !stats->colsum.empty();
     // Split rows into chunks so that small head counts still use every thread.
-    const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(n, (2 * pool.size() + n_heads - 1) / n_heads));
+    const int64_t chunks =
+        std::max<int64_t>(1, std::min<int64_t>(n, (2 * pool.size() + n_heads - 1) / n_heads));
     const int64_t tasks = n_heads * chunks;
     std::vector<std::vector<float>> partial(want_colsum ? static_cast<size_t>(tasks) : 0);
 
@@ -49,8 +50,9 @@ void attention(ThreadPool& pool, const float* q, int64_t n, int64_t n_heads, int
                 }
                 double sum = 0.0;
                 for (int64_t j = 0; j < len; ++j) {
-                    const float e = std::isinf(p[static_cast<size_t>(j)]) ? 0.0f
-                                                                          : std::exp(p[static_cast<size_t>(j)] - mx);
+                    const float e = std::isinf(p[static_cast<size_t>(j)])
+                                        ? 0.0f
+                                        : std::exp(p[static_cast<size_t>(j)] - mx);
                     p[static_cast<size_t>(j)] = e;
                     sum += e;
                 }
@@ -68,10 +70,12 @@ void attention(ThreadPool& pool, const float* q, int64_t n, int64_t n_heads, int
                     for (int64_t j = 0; j < len; ++j) colsum[j] += p[static_cast<size_t>(j)];
                 if (stats) {
                     if (!stats->lse.empty() && stats->lse[static_cast<size_t>(h)])
-                        stats->lse[static_cast<size_t>(h)][i] = mx + static_cast<float>(std::log(sum));
+                        stats->lse[static_cast<size_t>(h)][i] =
+                            mx + static_cast<float>(std::log(sum));
                     const int64_t tail0 = n - stats->n_rows_tail;
                     if (!stats->rows.empty() && stats->rows[static_cast<size_t>(h)] && i >= tail0)
-                        std::copy(p.begin(), p.end(), stats->rows[static_cast<size_t>(h)] + (i - tail0) * len);
+                        std::copy(p.begin(), p.end(),
+                                  stats->rows[static_cast<size_t>(h)] + (i - tail0) * len);
                 }
             }
         }

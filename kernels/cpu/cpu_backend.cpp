@@ -11,9 +11,11 @@ namespace kvscope {
 namespace {
 
 class CpuBackend final : public Backend {
-public:
+  public:
     explicit CpuBackend(int threads)
-        : pool_(threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))) {}
+        : pool_(threads > 0 ? threads
+                            : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))) {
+    }
 
     std::string name() const override { return "cpu"; }
     DeviceKind device() const override { return DeviceKind::cpu; }
@@ -29,15 +31,21 @@ public:
         std::free(t.data);
         t.data = nullptr;
     }
-    Tensor upload_weight(const void* host, DType dtype, std::initializer_list<int64_t> shape) override {
+    Tensor upload_weight(const void* host, DType dtype,
+                         std::initializer_list<int64_t> shape) override {
         return make_tensor_view(const_cast<void*>(host), dtype, shape);
     }
-    void to_host(const Tensor& src, float* dst) override { std::memcpy(dst, src.data, src.bytes()); }
-    void from_host(Tensor& dst, const float* src) override { std::memcpy(dst.data, src, dst.bytes()); }
+    void to_host(const Tensor& src, float* dst) override {
+        std::memcpy(dst, src.data, src.bytes());
+    }
+    void from_host(Tensor& dst, const float* src) override {
+        std::memcpy(dst.data, src, dst.bytes());
+    }
     void synchronize() override {}
 
     void embedding(const Tensor& table, const int32_t* ids, int64_t n, Tensor& out) override {
-        cpu::embedding(table.data, table.dtype, table.dim(0), table.dim(1), ids, n, out.as<float>());
+        cpu::embedding(table.data, table.dtype, table.dim(0), table.dim(1), ids, n,
+                       out.as<float>());
     }
     void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override {
         const int64_t d = w.numel();
@@ -49,7 +57,8 @@ public:
         cpu::matmul(pool_, x.as<float>(), n, k, w.data, w.dtype, m, bias ? bias->data : nullptr,
                     bias ? bias->dtype : DType::f32, out.as<float>());
     }
-    void rope(Tensor& x, const int64_t* positions, const float* inv_freq, RopePairs pairs) override {
+    void rope(Tensor& x, const int64_t* positions, const float* inv_freq,
+              RopePairs pairs) override {
         cpu::rope(pool_, x.as<float>(), x.dim(0), x.dim(1), x.dim(2), positions, inv_freq, pairs);
     }
     void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override {
@@ -59,16 +68,18 @@ public:
         cpu::add_inplace(x.as<float>(), y.as<float>(), x.numel());
     }
     void attention(const AttentionArgs& a) override {
-        cpu::attention(pool_, a.q->as<float>(), a.q->dim(0), a.q->dim(1), a.q->dim(2), a.q_pos, a.kv,
-                       a.n_kv_heads, a.scale, a.out->as<float>(), a.stats);
+        cpu::attention(pool_, a.q->as<float>(), a.q->dim(0), a.q->dim(1), a.q->dim(2), a.q_pos,
+                       a.kv, a.n_kv_heads, a.scale, a.out->as<float>(), a.stats);
     }
 
-private:
+  private:
     cpu::ThreadPool pool_;
 };
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend(int threads) { return std::make_unique<CpuBackend>(threads); }
+std::unique_ptr<Backend> make_cpu_backend(int threads) {
+    return std::make_unique<CpuBackend>(threads);
+}
 
 }  // namespace kvscope

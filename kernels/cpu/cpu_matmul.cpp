@@ -25,7 +25,8 @@ void load_row_f32(const void* src, DType dtype, int64_t k, float* dst) {
             for (int64_t i = 0; i < k; ++i) dst[i] = f16_to_f32(s[i]);
             return;
         }
-        default: break;
+        default:
+            break;
     }
     std::fill(dst, dst + k, 0.0f);
 }
@@ -69,8 +70,9 @@ void matmul(ThreadPool& pool, const float* x, int64_t n, int64_t k, const void* 
                 const float* xi = x + i * k;
                 float* oi = out + i * m + j0;
                 for (int64_t jj = 0; jj < nj; ++jj) {
-                    const float* wr = direct ? reinterpret_cast<const float*>(wbytes) + (j0 + jj) * k
-                                             : rows.data() + jj * k;
+                    const float* wr = direct
+                                          ? reinterpret_cast<const float*>(wbytes) + (j0 + jj) * k
+                                          : rows.data() + jj * k;
                     oi[jj] = dot_f32(xi, wr, k) + bias_row[jj];
                 }
             }

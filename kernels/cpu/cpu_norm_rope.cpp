@@ -17,7 +17,8 @@ void rmsnorm(ThreadPool& pool, const float* x, int64_t rows, int64_t d, const vo
             float* yr = out + r * d;
             double ss = 0.0;
             for (int64_t i = 0; i < d; ++i) ss += static_cast<double>(xr[i]) * xr[i];
-            const float inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(d) + eps));
+            const float inv =
+                static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(d) + eps));
             for (int64_t i = 0; i < d; ++i) yr[i] = wf[static_cast<size_t>(i)] * (xr[i] * inv);
         }
     });

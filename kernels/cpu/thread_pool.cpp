@@ -18,7 +18,8 @@ ThreadPool::~ThreadPool() {
     for (auto& t : workers_) t.join();
 }
 
-static void run_chunk(const std::function<void(int64_t, int64_t)>& fn, int64_t n, int index, int parts) {
+static void run_chunk(const std::function<void(int64_t, int64_t)>& fn, int64_t n, int index,
+                      int parts) {
     const int64_t begin = n * index / parts;
     const int64_t end = n * (index + 1) / parts;
     if (begin < end) fn(begin, end);

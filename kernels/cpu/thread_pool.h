@@ -11,7 +11,7 @@
 namespace kvscope::cpu {
 
 class ThreadPool {
-public:
+  public:
     explicit ThreadPool(int threads);
     ~ThreadPool();
     ThreadPool(const ThreadPool&) = delete;
@@ -21,7 +21,7 @@ public:
     // Calls fn(begin, end) on disjoint chunks covering [0, n); returns when all are done.
     void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn);
 
-private:
+  private:
     void worker_loop(int index);
 
     std::vector<std::thread> workers_;

@@ -1,0 +1,229 @@
+#include "app/cli/run_recorder.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/cache/kv_cache.h"
+#include "core/engine/sampler.h"
+#include "core/policies/plan.h"
+#include "core/probes/attention_density.h"
+#include "core/probes/norm_attention.h"
+
+namespace kvscope::cli {
+namespace {
+
+trace::CacheOp to_trace_op(CacheOp op) {
+    switch (op) {
+        case CacheOp::append:
+            return trace::CacheOp::kAppend;
+        case CacheOp::evict:
+            return trace::CacheOp::kEvict;
+        case CacheOp::merge:
+            return trace::CacheOp::kMerge;
+        case CacheOp::quantize:
+            return trace::CacheOp::kQuantize;
+        case CacheOp::demote:
+            return trace::CacheOp::kDemote;
+    }
+    return trace::CacheOp::kAppend;
+}
+
+// Mean over the g query heads of KV head kv: per-query-head arrays -> one cache-head array.
+std::vector<float> group_mean(const std::vector<std::vector<float>>& per_q, int64_t kv, int64_t g,
+                              size_t offset, size_t len) {
+    std::vector<float> out(len, 0.0f);
+    for (int64_t q = 0; q < g; ++q) {
+        const auto& src = per_q[static_cast<size_t>(kv * g + q)];
+        for (size_t j = 0; j < len; ++j) out[j] += src[offset + j];
+    }
+    for (auto& x : out) x /= static_cast<float>(g);
+    return out;
+}
+
+}  // namespace
+
+RunRecorder::RunRecorder(Engine& engine, const Tokenizer& tok, trace::TraceWriter& writer,
+                         RecorderOptions opt)
+    : engine_(engine), tok_(tok), writer_(writer), opt_(opt) {
+    observer_id_ = engine_.cache().add_observer([this](const CacheEvent& e) { on_cache_event(e); });
+    engine_.on_plan = [this](const Plan& p) { on_plan(p); };
+    engine_.on_layer_done = [this](int64_t l) { on_layer(l); };
+    const ModelSpec& sp = engine_.spec();
+    budgets_.assign(static_cast<size_t>(sp.n_layers * sp.n_kv_heads), -1);
+}
+
+RunRecorder::~RunRecorder() {
+    engine_.cache().remove_observer(observer_id_);
+    engine_.on_plan = nullptr;
+    engine_.on_layer_done = nullptr;
+}
+
+StatsRequest RunRecorder::stats_needed(const RecorderOptions& opt, int64_t prompt_len) {
+    StatsRequest r;
+    r.colsum = true;
+    r.key_norms = true;
+    r.window = std::min<int64_t>(opt.window, prompt_len);
+    if (opt.record_maps && prompt_len <= trace::kMaxMapTokens) r.window = prompt_len;
+    r.step_rows = opt.record_rows;
+    return r;
+}
+
+void RunRecorder::begin(trace::RunMetadata meta, const std::vector<int32_t>& prompt_ids) {
+    spans_ = meta.spans;
+    writer_.begin(meta);
+    std::vector<trace::TokenRecord> toks;
+    toks.reserve(prompt_ids.size());
+    for (int32_t id : prompt_ids) {
+        trace::TokenRecord t;
+        t.id = id;
+        t.piece = tok_.is_special(id) ? tok_.decode({id}, false) : tok_.token_bytes(id);
+        t.role = trace::TokenRole::kPrompt;
+        toks.push_back(std::move(t));
+    }
+    writer_.write_tokens(std::move(toks));
+}
+
+void RunRecorder::write_prefill() {
+    const ModelSpec& sp = engine_.spec();
+    const int64_t G = sp.n_kv_heads, g = sp.group_size();
+    const auto& stats = engine_.prefill_stats();
+    for (int64_t l = 0; l < sp.n_layers; ++l) {
+        const LayerPrefillStats& ps = stats[static_cast<size_t>(l)];
+        const size_t P = ps.colsum.empty() ? 0 : ps.colsum[0].size();
+        trace::PrefillLayerStats out;
+        out.layer = static_cast<int32_t>(l);
+        const int64_t w = std::min<int64_t>(opt_.window, ps.window_rows);
+        out.window_rows = w;
+        out.density.resize(static_cast<size_t>(G));
+        out.spearman.resize(static_cast<size_t>(G));
+        out.norm_attn_area.resize(static_cast<size_t>(G));
+        // D2O's density is defined over query heads; a cache head reports the mean of its group.
+        const LayerDensity dens = layer_attention_density(ps.colsum);
+        out.density_layer = static_cast<float>(dens.density);
+        for (int64_t kv = 0; kv < G; ++kv) {
+            std::vector<float> recv = group_mean(ps.colsum, kv, g, 0, P);
+            std::vector<float> win(P, 0.0f);
+            for (int64_t r = ps.window_rows - w; r < ps.window_rows; ++r) {
+                const auto row = group_mean(ps.window, kv, g, static_cast<size_t>(r) * P, P);
+                for (size_t j = 0; j < P; ++j) win[j] += row[j];
+            }
+            const auto& kn = ps.key_norm[static_cast<size_t>(kv)];
+            double dsum = 0;
+            for (int64_t q = 0; q < g; ++q)
+                dsum += dens.head_normalized[static_cast<size_t>(kv * g + q)];
+            out.density[static_cast<size_t>(kv)] =
+                static_cast<float>(dsum / static_cast<double>(g));
+            out.spearman[static_cast<size_t>(kv)] =
+                static_cast<float>(key_norm_attention_spearman(kn, recv));
+            out.norm_attn_area[static_cast<size_t>(kv)] =
+                static_cast<float>(norm_attention_drop_curves(kn, recv).area);
+            out.key_norm.insert(out.key_norm.end(), kn.begin(), kn.end());
+            out.attn_received.insert(out.attn_received.end(), recv.begin(), recv.end());
+            out.window_scores.insert(out.window_scores.end(), win.begin(), win.end());
+        }
+        if (writer_.maps_recorded() && ps.window_rows == static_cast<int64_t>(P)) {
+            std::vector<float> maps;
+            maps.reserve(static_cast<size_t>(G) * P * P);
+            for (int64_t kv = 0; kv < G; ++kv) {
+                const auto m = group_mean(ps.window, kv, g, 0, P * P);
+                maps.insert(maps.end(), m.begin(), m.end());
+            }
+            writer_.write_prefill_map(static_cast<int32_t>(l), std::move(maps));
+        }
+        writer_.write_prefill(std::move(out));
+    }
+}
+
+void RunRecorder::on_cache_event(const CacheEvent& e) {
+    // The prompt's appends are implied by /tokens (P x L x H rows of no information); every
+    // other operation, and every decode-time append, is recorded.
+    if (e.op == CacheOp::append && e.step < 0) return;
+    trace::EventRecord r;
+    r.layer = e.layer;
+    r.head = e.head;
+    r.op = to_trace_op(e.op);
+    r.position = static_cast<int32_t>(e.position);
+    r.destination = static_cast<int32_t>(e.op == CacheOp::merge ? e.dst_slot : e.slot);
+    r.weight = e.weight;
+    r.similarity = e.similarity;
+    r.threshold = e.threshold;
+    r.bits = static_cast<int8_t>(e.bits);
+    pending_.push_back(r);
+}
+
+void RunRecorder::on_plan(const Plan& plan) {
+    const int64_t G = engine_.spec().n_kv_heads;
+    for (const HeadPlan& hp : plan.heads)
+        if (hp.budget >= 0)
+            budgets_[static_cast<size_t>(hp.layer * G + hp.kv_head)] =
+                static_cast<int32_t>(hp.budget);
+}
+
+void RunRecorder::on_layer(int64_t l) {
+    if (l < 0 || !opt_.record_rows) return;
+    const ModelSpec& sp = engine_.spec();
+    const int64_t G = sp.n_kv_heads, g = sp.group_size();
+    const auto& rows = engine_.step_rows();
+    if (rows.size() <= static_cast<size_t>(l)) return;
+    for (int64_t kv = 0; kv < G; ++kv) {
+        const auto pos = engine_.cache().positions(l, kv);
+        trace::AttentionRow r;
+        r.layer = static_cast<int32_t>(l);
+        r.head = static_cast<int32_t>(kv);
+        const auto vals = group_mean(rows[static_cast<size_t>(l)], kv, g, 0, pos.size());
+        for (size_t j = 0; j < pos.size(); ++j) {
+            r.positions.push_back(static_cast<int32_t>(pos[j]));
+            r.values.push_back(vals[j]);
+        }
+        rows_.push_back(std::move(r));
+    }
+}
+
+void RunRecorder::commit_step(int32_t token, const std::vector<float>& logits, float time_ms) {
+    const ModelSpec& sp = engine_.spec();
+    const KVCache& cache = engine_.cache();
+    trace::StepData d;
+    d.record.step = step_;
+    d.record.token_id = token;
+    d.record.piece = tok_.is_special(token) ? tok_.decode({token}, false) : tok_.token_bytes(token);
+    const auto lp = log_softmax(logits.data(), static_cast<int64_t>(logits.size()));
+    for (const auto& [id, v] : top_k(lp, opt_.top_k)) {
+        d.record.topk_ids.push_back(id);
+        d.record.topk_logprobs.push_back(v);
+    }
+    d.record.entropy = entropy_nats(lp);
+    d.record.time_ms = time_ms;
+    for (int64_t l = 0; l < sp.n_layers; ++l) {
+        int64_t b = 0;
+        for (int64_t kv = 0; kv < sp.n_kv_heads; ++kv) b += cache.bytes_held(l, kv);
+        d.record.bytes_held.push_back(b);
+    }
+    d.events = std::move(pending_);
+    pending_.clear();
+    d.budgets = budgets_;
+    if (!spans_.empty()) {
+        for (const auto& span : spans_)
+            for (int64_t l = 0; l < sp.n_layers; ++l)
+                for (int64_t kv = 0; kv < sp.n_kv_heads; ++kv) {
+                    const auto pos = cache.positions(l, kv);
+                    int64_t held = 0;
+                    for (int64_t p = span.begin; p < span.end; ++p)
+                        held += std::binary_search(pos.begin(), pos.end(), p) ? 1 : 0;
+                    d.needle_survival.push_back(
+                        static_cast<float>(held) /
+                        static_cast<float>(std::max<int64_t>(1, span.end - span.begin)));
+                }
+    }
+    d.attention = std::move(rows_);
+    rows_.clear();
+    writer_.write_step(std::move(d));
+    generated_ids_.push_back(token);
+    ++step_;
+}
+
+void RunRecorder::end(const trace::RunEnd& e) {
+    generated_ = tok_.decode(generated_ids_, true);
+    writer_.end(e);
+}
+
+}  // namespace kvscope::cli

@@ -1,0 +1,68 @@
+#pragma once
+// RunRecorder: watches an Engine (cache events, plans, per-layer hooks) and writes what happened
+// into a trace through trace::TraceWriter. The engine knows nothing about traces; the trace
+// library knows nothing about the engine; this adapter is the only place where both meet.
+//
+// Trace steps (traces/trace_schema.h): step 0 = the prefill forward with the prompt's compression
+// and generated token 0; step s >= 1 = decode of generated token s-1, sampling token s.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/cache/cache_event.h"
+#include "core/engine/engine.h"
+#include "core/tokenizer/tokenizer.h"
+#include "traces/trace_writer.h"
+
+namespace kvscope::cli {
+
+struct RecorderOptions {
+    int top_k = 5;
+    bool record_rows = false;  // every decode attention row
+    bool record_maps = false;  // full prefill attention maps (prompts <= 2048 tokens)
+    int64_t window = 32;       // observation window summed into /prefill/window_scores
+};
+
+class RunRecorder {
+  public:
+    RunRecorder(Engine& engine, const Tokenizer& tok, trace::TraceWriter& writer,
+                RecorderOptions opt);
+    ~RunRecorder();
+    RunRecorder(const RunRecorder&) = delete;
+    RunRecorder& operator=(const RunRecorder&) = delete;
+
+    // What the engine must compute for the recorder (OR it into EngineOptions::stats).
+    static StatsRequest stats_needed(const RecorderOptions& opt, int64_t prompt_len);
+
+    // Writes the metadata and the prompt tokens. spans index prompt tokens.
+    void begin(trace::RunMetadata meta, const std::vector<int32_t>& prompt_ids);
+    // After engine.prefill(): prefill statistics of every layer (and maps when asked).
+    void write_prefill();
+    // Commits step s: the token sampled from `logits`, with its top-k, entropy, bytes held,
+    // budgets, needle survival and the cache events since the previous commit.
+    void commit_step(int32_t token, const std::vector<float>& logits, float time_ms);
+    void end(const trace::RunEnd& e);
+
+    int64_t steps() const { return step_; }
+    std::string generated_text() const { return generated_; }
+
+  private:
+    void on_cache_event(const CacheEvent& e);
+    void on_plan(const Plan& plan);
+    void on_layer(int64_t layer);
+
+    Engine& engine_;
+    const Tokenizer& tok_;
+    trace::TraceWriter& writer_;
+    RecorderOptions opt_;
+    int observer_id_ = 0;
+    int64_t step_ = 0;
+    std::vector<trace::MarkedSpan> spans_;
+    std::vector<trace::EventRecord> pending_;
+    std::vector<int32_t> budgets_;           // [L*H], -1 = none
+    std::vector<trace::AttentionRow> rows_;  // this step's rows (record_rows)
+    std::string generated_;
+    std::vector<int32_t> generated_ids_;
+};
+
+}  // namespace kvscope::cli

@@ -1,0 +1,135 @@
+// PyramidKV — pyramidal per-layer budgets, SnapKV selection inside each layer (prefill one-shot).
+// Paper: Z. Cai, Y. Zhang, B. Gao, Y. Liu, T. Liu, K. Lu, W. Xiong, Y. Dong, B. Chang, J. Hu,
+//        W. Xiao, "PyramidKV: Dynamic KV Cache Compression based on Pyramidal Information
+//        Funneling", arXiv 2406.02069 (COLM 2025).
+// Official code: github.com/Zefan-Cai/KVCache-Factory (pyramidkv/pyramidkv_utils.py,
+//                PyramidKVCluster).
+//
+// Budget rule (KVCache-Factory, integer arithmetic; C = average per-layer budget incl. window w,
+// N = prompt length, L = layers):
+//   k_top = (C - w) // beta ; k_bottom = 2 (C - w) - k_top
+//   if k_bottom >= N - w:  k_bottom = N - w ; k_top = 2 (C - w) - k_bottom
+//   steps = (k_bottom - k_top) // (L - 1) ;  k_l = k_bottom - l * steps
+//   N < C:            no compression
+//   N < 2 (C - w):    every layer keeps C - w (uniform SnapKV)
+//   otherwise:        layer l keeps TopK(pooled window votes, k_l) + the window.
+// Defaults: beta = 20, w = 8, kernel 7, max pooling (KVCache-Factory runner; kvpress: 20 / 64 /
+// kernel 5 / avg).
+//
+// Deviations / choices:
+//  * Integer division as in KVCache-Factory; hence sum_l k_l can fall short of L (C - w) by up to
+//    L - 2 tokens (kvpress uses float arithmetic). The paper's formula is the same pyramid without
+//    rounding.
+//  * L = 1: the single layer keeps C - w.
+//  * GQA: the reference repeats KV per query head (or, with --kv_cache_granularity kv_head,
+//    aggregates with mean/max/sum); KVScope aggregates per KV head with --param gqa (mean default).
+//  * Ties go to the lower position; kept tokens stay in positional order; pooling per query head
+//    before aggregation (see snapkv.cpp for the shared scoring, window_vote.cpp).
+//  * If C <= w, every layer keeps the last C tokens (the reference asserts C > w).
+#include <algorithm>
+#include <string>
+
+#include "core/model/error.h"
+#include "core/policies/builtin_policies.h"
+#include "core/policies/pyramid_budget.h"
+#include "core/policies/window_vote.h"
+
+namespace kvscope {
+
+std::vector<int64_t> pyramid_layer_budgets(int64_t C, int64_t w, int64_t N, int64_t L,
+                                           int64_t beta) {
+    std::vector<int64_t> k(static_cast<size_t>(L), C - w);
+    if (N < 2 * (C - w) || L <= 1) return k;
+    int64_t k_top = (C - w) / beta;
+    int64_t k_bottom = 2 * (C - w) - k_top;
+    if (k_bottom >= N - w) {
+        k_bottom = N - w;
+        k_top = 2 * (C - w) - k_bottom;
+    }
+    const int64_t steps = (k_bottom - k_top) / (L - 1);
+    for (int64_t l = 0; l < L; ++l) k[static_cast<size_t>(l)] = std::max<int64_t>(0, k_bottom - l * steps);
+    return k;
+}
+
+namespace {
+
+const PolicyInfo& pyramidkv_info() {
+    static const PolicyInfo info{
+        "pyramidkv",
+        "PyramidKV",
+        "PyramidKV: Dynamic KV Cache Compression based on Pyramidal Information Funneling",
+        "2406.02069",
+        "github.com/Zefan-Cai/KVCache-Factory",
+        Regime::prefill_oneshot,
+        true};
+    return info;
+}
+
+ParamSchema pyramidkv_schema() {
+    return {
+        ParamSpec{"beta", ParamType::int_, int64_t{20}, 1.0, std::nullopt, {},
+                  "pyramid steepness: the top layer keeps (C - w) / beta (paper, runner: 20)"},
+        ParamSpec{"window", ParamType::int_, int64_t{8}, 1.0, std::nullopt, {},
+                  "observation window w (KVCache-Factory runner: 8)"},
+        ParamSpec{"kernel", ParamType::int_, int64_t{7}, 1.0, 63.0, {},
+                  "pooling kernel size, odd (runner: 7)"},
+        ParamSpec{"pool", ParamType::enum_, std::string("max"), std::nullopt, std::nullopt,
+                  {"max", "avg", "none"}, "pooling of the votes (runner: max)"},
+        gqa_param_spec("mean"),
+    };
+}
+
+class PyramidKVPolicy final : public Policy {
+public:
+    explicit PyramidKVPolicy(PolicyConfig c)
+        : Policy(std::move(c)),
+          beta_(params().get_int("beta")),
+          window_(params().get_int("window")),
+          kernel_(params().get_int("kernel")),
+          pool_(parse_pool(params().get_enum("pool"))),
+          gqa_(parse_gqa(params().get_enum("gqa"))) {
+        if (kernel_ % 2 == 0)
+            throw InputError("policy 'pyramidkv', parameter 'kernel': must be odd, got " +
+                             std::to_string(kernel_));
+    }
+    const PolicyInfo& info() const override { return pyramidkv_info(); }
+    PolicyNeeds needs() const override {
+        PolicyNeeds n;
+        n.window = window_;
+        return n;
+    }
+    Plan after_prefill(const ScoreView& view) override {
+        view.check();
+        Plan plan;
+        const int64_t C = budget_tokens();
+        const int64_t N = view.prompt_len;
+        const int64_t w = std::min(window_, C);
+        const std::vector<int64_t> k = pyramid_layer_budgets(C, w, N, view.n_layers, beta_);
+        for (const LayerScores& ls : view.layers) {
+            const int64_t kl = k[static_cast<size_t>(ls.layer)];
+            for (const HeadScores& hs : ls.heads) {
+                HeadPlan& hp = plan.at(ls.layer, hs.kv_head);
+                hp.budget = N < C ? C : kl + w;
+                if (N < C || hs.n() <= kl + w) continue;
+                hp.keep = window_vote_keep(hs, w, kernel_, pool_, gqa_, kl);
+            }
+            plan.notes.push_back(LayerNote{ls.layer, "pyramid_budget", static_cast<double>(kl + w)});
+        }
+        return plan;
+    }
+
+private:
+    int64_t beta_, window_, kernel_;
+    PoolKind pool_;
+    GqaAgg gqa_;
+};
+
+}  // namespace
+
+PolicyEntry pyramidkv_policy_entry() {
+    return PolicyEntry{pyramidkv_info(), pyramidkv_schema(), [](const PolicyConfig& c) {
+                           return std::make_unique<PyramidKVPolicy>(c);
+                       }};
+}
+
+}  // namespace kvscope

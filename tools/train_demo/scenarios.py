@@ -1,0 +1,229 @@
+"""Passkey and needle-in-a-haystack prompts, built exactly as KVScope's C++ builders build them
+(core/scenarios/): same texts, same random draws (SplitMix64), same haystack sentence splitting,
+same filling and needle placement. Given the same tokenizer, seed, length and depth, both produce
+the same token ids, so the grid measured here with HF transformers on the GPU and the grid
+`kvscope eval` measures on the CPU are the same experiment.
+
+The tokenizer is passed as an object with `encode(text, add_special) -> list[int]`.
+
+Prompt layout (one string, encoded once):
+    INTRO "\\n\\n" haystack-with-needle(s) "\\n\\n" QUESTION
+and the expected continuation is " " + digits. Haystack pieces (whole sentences, then whole words
+of one more sentence to come close to the target length) are joined by single spaces; the needle
+is inserted between pieces where the haystack token count before it is closest to depth * total.
+"""
+import re
+
+MASK64 = (1 << 64) - 1
+
+PASSKEY_INTRO = ("There is a pass key hidden inside a lot of irrelevant text. "
+                 "Find it and remember it.")
+PASSKEY_NEEDLE = "The pass key is {v}. Remember it. {v} is the pass key."
+PASSKEY_QUESTION = "What is the pass key? The pass key is"
+# Repetitive filler of the passkey test (our own sentences).
+PASSKEY_FILLER = [
+    "The river runs to the sea.",
+    "The hills are green and quiet.",
+    "The birds sing in the trees.",
+    "The wind moves over the fields.",
+    "Here we go again.",
+    "Back and forth we go.",
+]
+NIAH_INTRO = "A special magic number is hidden in the text below. Remember it."
+NIAH_INTRO_MULTI = "Special magic numbers are hidden in the text below. Remember them."
+NIAH_NEEDLE = "The special magic number for {k} is {v}."
+NIAH_QUESTION = ("What is the special magic number for {k}? "
+                 "The special magic number for {k} is")
+
+KIND_IDS = {"passkey": 1, "niah": 2}
+
+
+def _splitmix_step(state):
+    state = (state + 0x9E3779B97F4A7C15) & MASK64
+    z = state
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return state, z ^ (z >> 31)
+
+
+class SplitMix64:
+    def __init__(self, seed):
+        self.state = seed & MASK64
+
+    def next(self):
+        self.state, out = _splitmix_step(self.state)
+        return out
+
+    def below(self, n):
+        return self.next() % n
+
+
+def mix_seed(*parts):
+    """Folds integers into one 64-bit seed (order matters)."""
+    s = 0x6B7673636F706521  # "kvscope!"
+    for p in parts:
+        _, s = _splitmix_step(s ^ (int(p) & MASK64))
+    return s
+
+
+def trial_seed(base_seed, kind, length, depth, trial):
+    """Seed of one cell trial of an accuracy grid (kvscope eval uses the same)."""
+    return mix_seed(base_seed, KIND_IDS[kind], length, round(depth * 1000), trial)
+
+
+_WS = re.compile(r"[ \t\n\r\f\v]+")
+
+
+def normalize_ws(text):
+    return _WS.sub(" ", text).strip(" ")
+
+
+def split_sentences(text):
+    """Whitespace-normalised text -> sentences. A sentence ends at '.', '!' or '?' followed by a
+    space (the space is dropped)."""
+    text = normalize_ws(text)
+    out, start = [], 0
+    for i in range(len(text) - 1):
+        if text[i] in ".!?" and text[i + 1] == " ":
+            if i + 1 > start:
+                out.append(text[start:i + 1])
+            start = i + 2
+    if start < len(text):
+        out.append(text[start:])
+    return out
+
+
+class TokenCounter:
+    """Caches token counts of " " + piece."""
+
+    def __init__(self, tok):
+        self.tok = tok
+        self.cache = {}
+
+    def __call__(self, piece):
+        n = self.cache.get(piece)
+        if n is None:
+            n = len(self.tok.encode(" " + piece, False))
+            self.cache[piece] = n
+        return n
+
+
+def _fill(sentences, start, budget, count):
+    pieces, costs, used = [], [], 0
+    i = start
+    while True:
+        s = sentences[i % len(sentences)]
+        c = count(s)
+        if used + c > budget:
+            break
+        pieces.append(s)
+        costs.append(c)
+        used += c
+        i += 1
+    for w in sentences[i % len(sentences)].split(" "):
+        c = count(w)
+        if used + c > budget:
+            break
+        pieces.append(w)
+        costs.append(c)
+        used += c
+    return pieces, costs
+
+
+def _insert_index(costs, depth):
+    total = sum(costs)
+    target = depth * total
+    best, best_err, acc = 0, abs(target), 0
+    for k, c in enumerate(costs):
+        acc += c
+        err = abs(acc - target)
+        if err < best_err:
+            best, best_err = k + 1, err
+    return best
+
+
+def assemble(tok, intro, question, needles, depths, sentences, start, length, count):
+    """Builds the prompt text and ids. needles[j] goes at depths[j]. Returns (text, ids,
+    needle_char_spans)."""
+    overhead = len(tok.encode(intro + "\n\n", True)) + len(tok.encode("\n\n" + question, False))
+    needle_cost = sum(len(tok.encode(" " + n, False)) for n in needles)
+    budget = max(0, length - overhead - needle_cost)
+    pieces, costs = _fill(sentences, start, budget, count)
+    while True:
+        where = [_insert_index(costs, d) for d in depths]
+        # Needles at the same index keep their order.
+        order = sorted(range(len(needles)), key=lambda j: (where[j], j))
+        parts = []  # (text, needle index or -1)
+        k = 0
+        for j in order:
+            while k < where[j]:
+                parts.append((pieces[k], -1))
+                k += 1
+            parts.append((needles[j], j))
+        parts.extend((p, -1) for p in pieces[k:])
+        text = intro + "\n\n"
+        spans = [None] * len(needles)
+        for i, (p, j) in enumerate(parts):
+            if i > 0:
+                text += " "
+            if j >= 0:
+                spans[j] = (len(text), len(text) + len(p))
+            text += p
+        text += "\n\n" + question
+        ids = tok.encode(text, True)
+        if len(ids) <= length or not pieces:
+            return text, ids, spans
+        pieces.pop()
+        costs.pop()
+
+
+def build_passkey(tok, length, depth, seed, count=None):
+    """-> dict(text, ids, answer, needle_spans (chars))."""
+    count = count or TokenCounter(tok)
+    rng = SplitMix64(seed)
+    value = str(10000 + rng.below(90000))
+    start = rng.below(len(PASSKEY_FILLER))
+    needle = PASSKEY_NEEDLE.format(v=value)
+    text, ids, spans = assemble(tok, PASSKEY_INTRO, PASSKEY_QUESTION, [needle], [depth],
+                                PASSKEY_FILLER, start, length, count)
+    return {"text": text, "ids": ids, "answer": value, "needle_spans": spans}
+
+
+def build_niah(tok, length, depth, seed, sentences, keys, num_needles=1, count=None):
+    """Single or multi-needle NIAH. The queried needle is at `depth`; the others at random depths.
+    -> dict(text, ids, answer, key, needle_spans (chars), query index)."""
+    count = count or TokenCounter(tok)
+    rng = SplitMix64(seed)
+    chosen, values = [], []
+    for _ in range(num_needles):
+        k = keys[rng.below(len(keys))]
+        while k in chosen:
+            k = keys[rng.below(len(keys))]
+        chosen.append(k)
+        values.append(str(1000000 + rng.below(9000000)))
+    query = rng.below(num_needles)
+    depths = []
+    for j in range(num_needles):
+        depths.append(depth if j == query else rng.below(1001) / 1000.0)
+    start = rng.below(len(sentences))
+    needles = [NIAH_NEEDLE.format(k=k, v=v) for k, v in zip(chosen, values)]
+    intro = NIAH_INTRO if num_needles == 1 else NIAH_INTRO_MULTI
+    question = NIAH_QUESTION.format(k=chosen[query])
+    text, ids, spans = assemble(tok, intro, question, needles, depths, sentences, start, length,
+                                count)
+    return {"text": text, "ids": ids, "answer": values[query], "key": chosen[query],
+            "needle_spans": spans, "query": query}
+
+
+def load_haystack_dir(path):
+    """All *.txt of a haystack folder in name order -> one list of sentences; and the needle keys
+    (needle_keys.list, one per line)."""
+    import os
+    sentences = []
+    for name in sorted(os.listdir(path)):
+        if name.endswith(".txt"):
+            with open(os.path.join(path, name), encoding="utf-8") as f:
+                sentences += split_sentences(f.read())
+    with open(os.path.join(path, "needle_keys.list"), encoding="utf-8") as f:
+        keys = [l.strip() for l in f if l.strip() and not l.startswith("#")]
+    return sentences, keys

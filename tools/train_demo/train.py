@@ -1,0 +1,507 @@
+#!/usr/bin/env python3
+"""Trains KVScope's bundled demo model: a small Llama (LlamaForCausalLM, grouped-query attention)
+that reads English and finds needles (passkey, NIAH) at every depth of a 4096-token context.
+
+Run on the GPU machine (python3 with torch, transformers, tokenizers, safetensors), from the
+repository root, after tools/train_demo/build_corpus.py:
+
+    python3 tools/train_demo/train.py --corpus .devcarry/demo/corpus --out OUT_DIR
+
+Stages: (1) byte-level BPE tokenizer (8192 tokens, Llama-3-style split, BOS template) trained on
+the training split; (2) token stream of the natural text and a sentence pool for haystacks;
+(3) training on rows of 4096 tokens: half natural text, half synthetic retrieval tasks (passkey,
+single- and multi-needle NIAH, key-value lookup; built by tools/train_demo/scenarios.py exactly as
+KVScope's C++ builders build them) followed by natural text; loss on every token, answer tokens
+weighted x8, needle tokens (unpredictable digits) weight 0; (4) accuracy grid with HF transformers
+on the saved bf16 weights (upcast to fp32) and held-out perplexity; (5) save (bf16 safetensors,
+tokenizer.json, generation_config.json, train_log.json).
+
+Training stops by wall clock (--train-seconds); the learning-rate schedule follows elapsed time,
+so the number of steps depends on the GPU (train_log.json records it).
+"""
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import tarfile
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import scenarios as S  # noqa: E402
+
+T0 = time.time()
+LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
+                r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|pad|>"]
+ANSWER_WEIGHT = 8.0
+EVAL_RESERVE = 8  # tokens kept free for the answer: a context of L holds a prompt of L - 8
+
+
+def log(*a):
+    print(f"[{time.time() - T0:7.1f}s]", *a, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# tokenizer
+
+
+class Tok:
+    """The HF tokenizer behind the encode(text, add_special) interface of scenarios.py."""
+
+    def __init__(self, hf):
+        self.hf = hf
+        self.bos = hf.token_to_id(SPECIALS[0])
+        self.eos = hf.token_to_id(SPECIALS[1])
+        self.pad = hf.token_to_id(SPECIALS[2])
+
+    def encode(self, text, add_special):
+        return self.hf.encode(text, add_special_tokens=add_special).ids
+
+    def decode(self, ids):
+        return self.hf.decode(ids, skip_special_tokens=True)
+
+
+def train_tokenizer(docs, vocab_size, path):
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator((d["text"] for d in docs), trainer=trainer)
+    bos = tok.token_to_id(SPECIALS[0])
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{SPECIALS[0]} $A", pair=f"{SPECIALS[0]} $A {SPECIALS[0]} $B",
+        special_tokens=[(SPECIALS[0], bos)])
+    tok.save(path)
+    return Tokenizer.from_file(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+def read_jsonl(path):
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(l) for l in f]
+
+
+def token_stream(tok, docs):
+    """Docs -> one int32 stream, each doc followed by <|end_of_text|>."""
+    encs = tok.hf.encode_batch([d["text"] for d in docs], add_special_tokens=False)
+    parts = []
+    for e in encs:
+        parts.append(np.asarray(e.ids, dtype=np.int32))
+        parts.append(np.asarray([tok.eos], dtype=np.int32))
+    return np.concatenate(parts)
+
+
+class TaskRows(torch.utils.data.IterableDataset):
+    """Endless rows of seq+1 tokens with per-target loss weights (see module doc)."""
+
+    def __init__(self, tok, stream, sentences, count, city_keys, word_keys, seq, seed,
+                 p_natural=0.5):
+        super().__init__()
+        self.tok, self.stream, self.sentences, self.count = tok, stream, sentences, count
+        self.city_keys, self.word_keys = city_keys, word_keys
+        self.seq, self.seed, self.p_natural = seq, seed, p_natural
+
+    def natural(self, rng, n):
+        off = rng.randrange(0, len(self.stream) - n - 1)
+        return self.stream[off:off + n]
+
+    def kv_records(self, rng, length):
+        """Dense key-value lookup: many "The code for KEY is N." records, one of them queried."""
+        intro = "Here is a list of codes. Remember them."
+        recs, budget = [], length - 40
+        for k in rng.sample(self.word_keys, min(400, len(self.word_keys))):
+            rec = (k, str(rng.randrange(1000, 1000000)))
+            cost = len(self.tok.encode(f" The code for {rec[0]} is {rec[1]}.", False))
+            if budget < cost:
+                break
+            budget -= cost
+            recs.append(rec)
+        q = rng.randrange(len(recs))
+        while True:
+            body = " ".join(f"The code for {k} is {v}." for k, v in recs)
+            question = f"What is the code for {recs[q][0]}? The code for {recs[q][0]} is"
+            text = intro + "\n\n" + body + "\n\n" + question
+            ids = self.tok.encode(text, True)
+            if len(ids) <= length or len(recs) == 1:
+                return text, ids, recs[q][1], []
+            j = len(recs) - 1 if len(recs) - 1 != q else len(recs) - 2
+            recs.pop(j)
+
+    def task(self, rng):
+        r = rng.random()
+        length = (rng.randint(self.seq - 512, self.seq - EVAL_RESERVE) if rng.random() < 0.35
+                  else rng.randint(160, self.seq - EVAL_RESERVE))
+        u = rng.random()
+        depth = 0.0 if u < 0.1 else 1.0 if u < 0.2 else rng.random()
+        seed = rng.getrandbits(64)
+        if r < 0.30:
+            b = S.build_passkey(self.tok, length, depth, seed)
+        elif r < 0.85:
+            keys = self.city_keys if rng.random() < 0.5 else self.word_keys
+            nn = 1 if r < 0.65 else rng.randint(2, 4)
+            b = S.build_niah(self.tok, length, depth, seed, self.sentences, keys, nn, self.count)
+        else:
+            text, ids, ans, spans = self.kv_records(rng, length)
+            b = {"text": text, "ids": ids, "answer": ans, "needle_spans": spans}
+        return b
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        wid = info.id if info is not None else 0
+        rng = random.Random(self.seed * 1000 + wid)
+        n = self.seq + 1
+        while True:
+            w = np.ones(self.seq, dtype=np.float32)
+            if rng.random() < self.p_natural:
+                ids = np.concatenate([[self.tok.bos], self.natural(rng, n - 1)]).astype(np.int64)
+                yield torch.from_numpy(ids), torch.from_numpy(w)
+                continue
+            b = self.task(rng)
+            prompt = list(b["ids"])
+            ans = self.tok.encode(" " + b["answer"], False)
+            dot = self.tok.encode(".", False)
+            full = prompt + ans + dot + [self.tok.eos]
+            if len(full) > n:
+                continue
+            if b["needle_spans"]:
+                enc = self.tok.hf.encode(b["text"], add_special_tokens=True)
+                for a, z in b["needle_spans"]:
+                    for t, (s0, s1) in enumerate(enc.offsets):
+                        # token t is predicted by target t-1
+                        if t > 0 and s1 > a and s0 < z and t - 1 < self.seq:
+                            w[t - 1] = 0.0
+            p = len(prompt)
+            w[p - 1:p - 1 + len(ans)] = ANSWER_WEIGHT
+            tail = self.natural(rng, n - len(full))
+            ids = np.concatenate([np.asarray(full, dtype=np.int64), tail.astype(np.int64)])
+            yield torch.from_numpy(ids), torch.from_numpy(w)
+
+
+# ---------------------------------------------------------------------------------------------
+# model
+
+
+def make_model(vocab, tok, args):
+    from transformers import LlamaConfig, LlamaForCausalLM
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=args.hidden, intermediate_size=args.ffn,
+                      num_hidden_layers=args.layers, num_attention_heads=args.heads,
+                      num_key_value_heads=args.kv_heads, max_position_embeddings=args.seq,
+                      rms_norm_eps=1e-5, rope_theta=args.rope_theta, tie_word_embeddings=True,
+                      bos_token_id=tok.bos, eos_token_id=tok.eos, pad_token_id=tok.pad,
+                      initializer_range=0.02)
+    try:
+        cfg._attn_implementation = "sdpa"
+    except (AttributeError, ValueError):
+        pass  # the default is SDPA where available
+    torch.manual_seed(args.seed)
+    return LlamaForCausalLM(cfg)
+
+
+def load_model(path, dtype):
+    from transformers import LlamaForCausalLM
+    try:
+        return LlamaForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
+    except TypeError:
+        return LlamaForCausalLM.from_pretrained(path, torch_dtype=dtype, attn_implementation="sdpa")
+
+
+def lr_at(progress, step, args):
+    if step < args.warmup:
+        return args.lr * (step + 1) / args.warmup
+    p = min(1.0, progress)
+    return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def train(model, loader, args, log_rows):
+    dev = "cuda"
+    model.to(dev).train()
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=args.lr, betas=(0.9, 0.95), eps=1e-8, fused=True)
+    fwd = torch.compile(model) if args.compile else model
+    it = iter(loader)
+    step, tokens = 0, 0
+    t_start = time.time()
+    t_last, tok_last = t_start, 0
+    zero = lambda: torch.zeros((), device=dev)  # noqa: E731
+    acc_n, acc_ok, run_loss, run_nat, run_cnt = zero(), zero(), zero(), zero(), 0
+    while True:
+        elapsed = time.time() - t_start
+        if elapsed >= args.train_seconds or (args.max_steps and step >= args.max_steps):
+            break
+        lr = lr_at(elapsed / args.train_seconds, step, args)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        for _ in range(args.accum):
+            ids, w = next(it)
+            ids = ids.to(dev, non_blocking=True)
+            w = w.to(dev, non_blocking=True)
+            x, y = ids[:, :-1], ids[:, 1:]
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                logits = fwd(input_ids=x).logits
+            ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1),
+                                 reduction="none").view_as(w)
+            loss = (ce * w).sum() / w.sum()
+            (loss / args.accum).backward()
+            with torch.no_grad():
+                ans = w == ANSWER_WEIGHT
+                acc_n += ans.sum()
+                acc_ok += ((logits.argmax(-1) == y) & ans).sum()
+                nat = w == 1.0
+                run_nat += (ce * nat).sum() / nat.sum().clamp(min=1)
+                run_loss += loss.detach()
+            run_cnt += 1
+            tokens += x.numel()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        if step % args.log_every == 0:
+            el = time.time() - t_start
+            row = {"step": step, "tokens": tokens, "seconds": round(el, 1), "lr": lr,
+                   "loss": float(run_loss) / run_cnt, "loss_text": float(run_nat) / run_cnt,
+                   "answer_token_acc": float(acc_ok) / max(1.0, float(acc_n)),
+                   "tok_per_s": tokens / el,
+                   "tok_per_s_recent": (tokens - tok_last) / (time.time() - t_last)}
+            t_last, tok_last = time.time(), tokens
+            log_rows.append(row)
+            log(f"step {step:5d} tok {tokens / 1e6:7.1f}M loss {row['loss']:.3f} "
+                f"text {row['loss_text']:.3f} ans-acc {row['answer_token_acc']:.3f} "
+                f"lr {lr:.2e} {row['tok_per_s_recent'] / 1e3:.0f}k tok/s")
+            acc_n, acc_ok, run_loss, run_nat, run_cnt = zero(), zero(), zero(), zero(), 0
+    return step, tokens, time.time() - t_start
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation
+
+
+@torch.no_grad()
+def greedy(model, ids, max_new):
+    x = torch.tensor([ids], device="cuda")
+    out = model(input_ids=x, use_cache=True)
+    past = out.past_key_values
+    nxt = out.logits[0, -1].argmax()
+    gen = [int(nxt)]
+    for _ in range(max_new - 1):
+        out = model(input_ids=nxt.view(1, 1), past_key_values=past, use_cache=True)
+        past = out.past_key_values
+        nxt = out.logits[0, -1].argmax()
+        gen.append(int(nxt))
+    return gen
+
+
+def eval_grid(model, tok, hay_sentences, hay_keys, lengths, depths, trials, seed, deadline):
+    """Cells cut short by the wall-clock deadline keep the trials they ran."""
+    model.eval()
+    count = S.TokenCounter(tok)
+    grid = []
+    for kind in ("passkey", "niah"):
+        for L in lengths:
+            for d in depths:
+                ok = done = 0
+                for t in range(trials):
+                    if time.time() - T0 > deadline:
+                        break
+                    s = S.trial_seed(seed, kind, L, d, t)
+                    if kind == "passkey":
+                        b = S.build_passkey(tok, L - EVAL_RESERVE, d, s, count)
+                    else:
+                        b = S.build_niah(tok, L - EVAL_RESERVE, d, s, hay_sentences, hay_keys,
+                                         1, count)
+                    gen = tok.decode(greedy(model, b["ids"], EVAL_RESERVE))
+                    ok += b["answer"] in gen
+                    done += 1
+                grid.append({"task": kind, "length": L, "depth": d, "trials": done,
+                             "correct": ok, "accuracy": ok / max(1, done)})
+    return grid
+
+
+@torch.no_grad()
+def perplexity(model, tok, stream, window=1024, max_tokens=400_000):
+    model.eval()
+    nll, n = 0.0, 0
+    for off in range(0, min(len(stream), max_tokens) - window, window):
+        ids = [tok.bos] + stream[off:off + window].tolist()
+        x = torch.tensor([ids], device="cuda")
+        logits = model(input_ids=x[:, :-1]).logits.float()
+        nll += float(F.cross_entropy(logits[0], x[0, 1:], reduction="sum"))
+        n += window
+    return math.exp(nll / max(1, n)), n
+
+
+def write_log(args, summary):
+    for folder in filter(None, (args.out, args.pack)):
+        with open(os.path.join(folder, "train_log.json"), "w") as f:
+            json.dump(summary, f, indent=1)
+
+
+def print_grid(grid, lengths, depths):
+    for kind in ("passkey", "niah"):
+        print(f"\n{kind} accuracy (rows: context length, columns: depth)")
+        print("length " + " ".join(f"{d:>6.2f}" for d in depths))
+        for L in lengths:
+            cells = [g for g in grid if g["task"] == kind and g["length"] == L]
+            print(f"{L:6d} " + " ".join(f"{c['accuracy'] * 100:5.0f}%" for c in cells))
+    sys.stdout.flush()
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--corpus", required=True, help="folder from build_corpus.py")
+    ap.add_argument("--haystacks", default="resources/haystacks")
+    ap.add_argument("--out", required=True, help="model folder to write")
+    ap.add_argument("--pack", help="also write the model as shards + meta.tar.gz here")
+    ap.add_argument("--tokenizer", help="reuse this tokenizer.json instead of training one")
+    ap.add_argument("--init", help="continue from this HF model folder")
+    ap.add_argument("--train-seconds", type=float, default=450)
+    ap.add_argument("--max-steps", type=int, default=0)
+    ap.add_argument("--vocab", type=int, default=8192)
+    ap.add_argument("--hidden", type=int, default=384)
+    ap.add_argument("--ffn", type=int, default=1024)
+    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--heads", type=int, default=8)
+    ap.add_argument("--kv-heads", type=int, default=2)
+    ap.add_argument("--rope-theta", type=float, default=50000.0)
+    ap.add_argument("--seq", type=int, default=4096)
+    ap.add_argument("--micro-batch", type=int, default=16)
+    ap.add_argument("--accum", type=int, default=1)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--warmup", type=int, default=150)
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--workers", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--log-every", type=int, default=25)
+    ap.add_argument("--eval-lengths", default="512,1024,2048,4096")
+    ap.add_argument("--eval-depths", default="0,0.25,0.5,0.75,1")
+    ap.add_argument("--eval-trials", type=int, default=10)
+    ap.add_argument("--eval-seed", type=int, default=1)
+    ap.add_argument("--deadline", type=float, default=570,
+                    help="seconds after start at which evaluation stops (results kept)")
+    args = ap.parse_args()
+
+    import tokenizers
+    import transformers
+    from tokenizers import Tokenizer
+    log("torch", torch.__version__, "transformers", transformers.__version__, "tokenizers",
+        tokenizers.__version__, "gpu", torch.cuda.get_device_name(0))
+    torch.backends.cuda.matmul.allow_tf32 = True
+    os.makedirs(args.out, exist_ok=True)
+    train_docs = read_jsonl(os.path.join(args.corpus, "train.jsonl"))
+    held_docs = read_jsonl(os.path.join(args.corpus, "heldout.jsonl"))
+    tok_path = os.path.join(args.out, "tokenizer.json")
+    if args.tokenizer:
+        hf = Tokenizer.from_file(args.tokenizer)
+        hf.save(tok_path)
+    else:
+        hf = train_tokenizer(train_docs, args.vocab, tok_path)
+    tok = Tok(hf)
+    log("tokenizer", hf.get_vocab_size(), "tokens; bos", tok.bos, "eos", tok.eos)
+
+    rnd = random.Random(args.seed)
+    rnd.shuffle(train_docs)
+    stream = token_stream(tok, train_docs)
+    sentences = []
+    for d in train_docs:
+        sentences += S.split_sentences(d["text"])
+    count = S.TokenCounter(tok)
+    encs = hf.encode_batch([" " + s for s in sentences], add_special_tokens=False)
+    count.cache = {s: len(e.ids) for s, e in zip(sentences, encs)}
+    from collections import Counter
+    words = Counter(w for s in sentences[::3] for w in s.split(" "))
+    word_keys = sorted(w for w, c in words.items()
+                       if c >= 3 and w.isalpha() and w.istitle() and 4 <= len(w) <= 10)
+    hay_sentences, hay_keys = S.load_haystack_dir(args.haystacks)
+    log(f"stream {len(stream) / 1e6:.2f}M tokens, {len(sentences)} sentences, "
+        f"{len(word_keys)} word keys, {len(hay_sentences)} haystack sentences")
+
+    ds = TaskRows(tok, stream, sentences, count, hay_keys, word_keys, args.seq, args.seed)
+    loader = torch.utils.data.DataLoader(ds, batch_size=args.micro_batch,
+                                         num_workers=args.workers, pin_memory=True,
+                                         prefetch_factor=4, persistent_workers=True)
+    if args.init:
+        model = load_model(args.init, torch.float32)
+    else:
+        model = make_model(hf.get_vocab_size(), tok, args)
+    nparams = sum(p.numel() for p in model.parameters())
+    log(f"model {nparams / 1e6:.2f}M parameters, attention {model.config._attn_implementation}")
+    log_rows = []
+    steps, tokens, secs = train(model, loader, args, log_rows)
+    del loader, ds  # stops the data workers
+    log(f"trained {steps} steps, {tokens / 1e6:.1f}M tokens in {secs:.0f}s")
+
+    model = model.to(torch.bfloat16)
+    model.generation_config.bos_token_id = tok.bos
+    model.generation_config.eos_token_id = tok.eos
+    model.generation_config.pad_token_id = tok.pad
+    model.save_pretrained(args.out, safe_serialization=True)
+    summary = {
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                     "tokenizers": tokenizers.__version__},
+        "gpu": torch.cuda.get_device_name(0), "args": vars(args), "parameters": nparams,
+        "steps": steps, "tokens": tokens, "train_seconds": secs, "log": log_rows,
+    }
+    write_log(args, summary)
+    if args.pack:
+        # Files that come back from the GPU machine must be < 16 MiB each: shards + a small tar.
+        os.makedirs(args.pack, exist_ok=True)
+        model.save_pretrained(os.path.join(args.out, "shards"), safe_serialization=True,
+                              max_shard_size="12MB")
+        with tarfile.open(os.path.join(args.pack, "meta.tar.gz"), "w:gz") as tf:
+            for name in ("config.json", "generation_config.json", "tokenizer.json"):
+                tf.add(os.path.join(args.out, name), arcname=name)
+            idx = os.path.join(args.out, "shards", "model.safetensors.index.json")
+            if os.path.exists(idx):
+                tf.add(idx, arcname="model.safetensors.index.json")
+        for name in sorted(os.listdir(os.path.join(args.out, "shards"))):
+            if name.endswith(".safetensors"):
+                os.replace(os.path.join(args.out, "shards", name), os.path.join(args.pack, name))
+        log("packed into", args.pack)
+    del model
+    torch.cuda.empty_cache()
+
+    # Evaluate what was saved: bf16 weights upcast to fp32, as KVScope's CPU engine runs them.
+    m = load_model(args.out, torch.bfloat16).to(torch.float32).cuda().eval()
+    held_stream = token_stream(tok, held_docs)
+    ppl_held, n_held = perplexity(m, tok, held_stream)
+    ppl_train, n_train = perplexity(m, tok, stream, max_tokens=200_000)
+    log(f"perplexity held-out {ppl_held:.2f} ({n_held} tokens), train sample {ppl_train:.2f}")
+    summary["perplexity"] = {"heldout": ppl_held, "heldout_tokens": n_held,
+                             "train_sample": ppl_train, "train_sample_tokens": n_train,
+                             "window": 1024}
+    write_log(args, summary)
+    if args.eval_trials > 0:
+        lengths = [int(x) for x in args.eval_lengths.split(",")]
+        depths = [float(x) for x in args.eval_depths.split(",")]
+        t_eval = time.time()
+        grid = eval_grid(m, tok, hay_sentences, hay_keys, lengths, depths, args.eval_trials,
+                         args.eval_seed, args.deadline)
+        summary["eval"] = {"seed": args.eval_seed, "reserve": EVAL_RESERVE, "grid": grid,
+                           "haystacks": args.haystacks, "seconds": time.time() - t_eval}
+        write_log(args, summary)
+        print_grid(grid, lengths, depths)
+    log("done")
+
+
+if __name__ == "__main__":
+    main()

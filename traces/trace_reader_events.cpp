@@ -1,0 +1,198 @@
+// TraceReader: events by step range or by (layer, head), and per-token cache state
+// reconstructed from events.
+//
+// Events are stored step-major and grouped by (layer, head) within a step; /events/lh_begin and
+// /events/lh_count [S,L,H] give each group's rows, so the events of one (layer, head) over a step
+// range are a list of row ranges read in one HDF5 call per column.
+#include <algorithm>
+#include <stdexcept>
+
+#include "traces/trace_reader_impl.h"
+
+namespace kvscope::trace {
+
+const char* token_cache_state_name(TokenCacheState s) {
+    switch (s) {
+        case TokenCacheState::kAbsent:
+            return "absent";
+        case TokenCacheState::kHeld:
+            return "held";
+        case TokenCacheState::kQuantized:
+            return "quantized";
+        case TokenCacheState::kDemoted:
+            return "demoted";
+        case TokenCacheState::kMerged:
+            return "merged";
+        case TokenCacheState::kEvicted:
+            return "evicted";
+    }
+    return "unknown";
+}
+
+void apply_events(const std::vector<EventRecord>& events, int64_t up_to_step,
+                  std::vector<TokenState>& states) {
+    const auto n = static_cast<int64_t>(states.size());
+    for (const EventRecord& e : events) {
+        if (e.step > up_to_step) continue;
+        if (e.position < 0 || e.position >= n) continue;
+        TokenState& t = states[static_cast<size_t>(e.position)];
+        t.changed_step = e.step;
+        switch (e.op) {
+            case CacheOp::kAppend:
+                t.state = TokenCacheState::kHeld;
+                t.bits = e.bits;
+                t.destination = e.destination;
+                t.weight = 0.0f;
+                break;
+            case CacheOp::kEvict:
+                t.state = TokenCacheState::kEvicted;
+                t.bits = 0;
+                break;
+            case CacheOp::kMerge:
+                t.state = TokenCacheState::kMerged;
+                t.bits = 0;
+                t.destination = e.destination;
+                t.weight = e.weight;
+                break;
+            case CacheOp::kQuantize:
+                t.state = TokenCacheState::kQuantized;
+                t.bits = e.bits;
+                break;
+            case CacheOp::kDemote:
+                t.state = TokenCacheState::kDemoted;
+                t.bits = e.bits;
+                break;
+        }
+    }
+}
+
+namespace {
+template <typename T>
+std::vector<T> read_column(const TraceReader::Impl& m, const char* name,
+                           const std::vector<hsize_t>& begins, const std::vector<hsize_t>& counts,
+                           size_t total) {
+    std::vector<T> out(total);
+    if (begins.size() == 1)
+        h5::read_slab(m.d(name), h5::native_type<T>(), {begins[0]}, {counts[0]}, out.data());
+    else
+        h5::read_ranges(m.d(name), h5::native_type<T>(), begins, counts, out.data());
+    return out;
+}
+}  // namespace
+
+std::vector<EventRecord> TraceReader::Impl::read_events(const std::vector<hsize_t>& begins,
+                                                        const std::vector<hsize_t>& counts) const {
+    size_t total = 0;
+    for (size_t i = 0; i < begins.size(); ++i) {
+        if (begins[i] + counts[i] > static_cast<hsize_t>(n_events))
+            fail("/events/lh_begin or /steps/event_begin points past the recorded events");
+        total += counts[i];
+    }
+    std::vector<EventRecord> out(total);
+    if (total == 0) return out;
+    auto step = read_column<int32_t>(*this, ds::kEvStep, begins, counts, total);
+    auto layer = read_column<int16_t>(*this, ds::kEvLayer, begins, counts, total);
+    auto head = read_column<int16_t>(*this, ds::kEvHead, begins, counts, total);
+    auto op = read_column<uint8_t>(*this, ds::kEvOp, begins, counts, total);
+    auto pos = read_column<int32_t>(*this, ds::kEvPosition, begins, counts, total);
+    auto dest = read_column<int32_t>(*this, ds::kEvDestination, begins, counts, total);
+    auto weight = read_column<float>(*this, ds::kEvWeight, begins, counts, total);
+    auto sim = read_column<float>(*this, ds::kEvSimilarity, begins, counts, total);
+    auto thr = read_column<float>(*this, ds::kEvThreshold, begins, counts, total);
+    auto bits = read_column<int8_t>(*this, ds::kEvBits, begins, counts, total);
+    for (size_t i = 0; i < total; ++i) {
+        if (op[i] >= kNumCacheOps)
+            fail("/events/op holds " + std::to_string(op[i]) + ", not a cache op");
+        out[i] = {step[i], layer[i], head[i],   static_cast<CacheOp>(op[i]),
+                  pos[i],  dest[i],  weight[i], sim[i],
+                  thr[i],  bits[i]};
+    }
+    return out;
+}
+
+std::vector<EventRecord> TraceReader::Impl::lh_events(int32_t layer, int32_t head,
+                                                      int64_t step_begin, int64_t step_end) const {
+    if (step_end <= step_begin) return {};
+    h5::Dims start{static_cast<hsize_t>(step_begin), static_cast<hsize_t>(layer),
+                   static_cast<hsize_t>(head)};
+    h5::Dims count{static_cast<hsize_t>(step_end - step_begin), 1, 1};
+    auto b = read<int64_t>(ds::kEvLhBegin, start, count);
+    auto c = read<int32_t>(ds::kEvLhCount, start, count);
+    std::vector<hsize_t> begins, counts;
+    for (size_t i = 0; i < b.size(); ++i) {
+        if (c[i] <= 0) continue;
+        if (b[i] < 0) fail("/events/lh_begin holds a negative row");
+        auto row = static_cast<hsize_t>(b[i]);
+        if (!begins.empty() && begins.back() + counts.back() == row)
+            counts.back() += static_cast<hsize_t>(c[i]);  // adjacent groups: one range
+        else {
+            begins.push_back(row);
+            counts.push_back(static_cast<hsize_t>(c[i]));
+        }
+    }
+    return read_events(begins, counts);
+}
+
+std::vector<EventRecord> TraceReader::events(int64_t step_begin, int64_t step_end) const {
+    return guarded(*impl_, [&] {
+        const Impl& m = *impl_;
+        m.check_steps(step_begin, step_end);
+        if (step_end == step_begin) return std::vector<EventRecord>{};
+        auto first = m.read_one<int64_t>(ds::kStepEventBegin, {static_cast<hsize_t>(step_begin)});
+        auto last_b =
+            m.read_one<int64_t>(ds::kStepEventBegin, {static_cast<hsize_t>(step_end - 1)});
+        auto last_c =
+            m.read_one<int64_t>(ds::kStepEventCount, {static_cast<hsize_t>(step_end - 1)});
+        if (first < 0 || last_b + last_c < first) m.fail("/steps/event_begin is not increasing");
+        return m.read_events({static_cast<hsize_t>(first)},
+                             {static_cast<hsize_t>(last_b + last_c - first)});
+    });
+}
+
+std::vector<EventRecord> TraceReader::event_rows(int64_t row_begin, int64_t row_end) const {
+    return guarded(*impl_, [&] {
+        if (row_begin < 0 || row_end < row_begin || row_end > impl_->n_events)
+            throw std::out_of_range("trace event rows [" + std::to_string(row_begin) + ", " +
+                                    std::to_string(row_end) + ") out of range");
+        return impl_->read_events({static_cast<hsize_t>(row_begin)},
+                                  {static_cast<hsize_t>(row_end - row_begin)});
+    });
+}
+
+std::vector<EventRecord> TraceReader::events(int32_t layer, int32_t head, int64_t step_begin,
+                                             int64_t step_end) const {
+    return guarded(*impl_, [&] {
+        impl_->check_layer_head(layer, head);
+        impl_->check_steps(step_begin, step_end);
+        return impl_->lh_events(layer, head, step_begin, step_end);
+    });
+}
+
+std::vector<TokenState> TraceReader::token_states(int32_t layer, int32_t head, int64_t step) const {
+    return guarded(*impl_, [&] {
+        Impl& m = *impl_;
+        m.check_layer_head(layer, head);
+        m.check_steps(step, step + 1);
+        const int64_t key = static_cast<int64_t>(layer) * m.sizes.H + head;
+        auto it = std::find_if(m.lh_cache.begin(), m.lh_cache.end(),
+                               [&](const auto& e) { return e.first == key; });
+        if (it == m.lh_cache.end()) {
+            m.lh_cache.emplace_front(key, Impl::LhEvents{});
+            if (m.lh_cache.size() > Impl::kLhCacheSize) m.lh_cache.pop_back();
+        } else {
+            m.lh_cache.splice(m.lh_cache.begin(), m.lh_cache, it);
+        }
+        Impl::LhEvents& cached = m.lh_cache.front().second;
+        if (cached.steps_covered < m.n_steps) {
+            // Live traces grow: read only the steps not cached yet.
+            auto more = m.lh_events(layer, head, cached.steps_covered, m.n_steps);
+            cached.events.insert(cached.events.end(), more.begin(), more.end());
+            cached.steps_covered = m.n_steps;
+        }
+        std::vector<TokenState> states(static_cast<size_t>(m.sizes.P + step));
+        apply_events(cached.events, step, states);
+        return states;
+    });
+}
+
+}  // namespace kvscope::trace

@@ -1,0 +1,310 @@
+#include "views/reader_trace_model.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+namespace kvscope::views {
+
+namespace {
+
+std::string compact_params(const nlohmann::json& params) {
+    if (!params.is_object()) return {};
+    std::string out;
+    for (const auto& [key, value] : params.items()) {
+        if (!out.empty()) out += ", ";
+        out += key + "=" + (value.is_string() ? value.get<std::string>() : value.dump());
+    }
+    return out;
+}
+
+const float kNaN = std::nanf("");
+
+}  // namespace
+
+ReaderTraceModel::ReaderTraceModel(const std::filesystem::path& path, size_t history_cache_bytes)
+    : reader_(path), history_cache_bytes_(history_cache_bytes) {
+    fill_summary();
+    load_tables();
+}
+
+void ReaderTraceModel::fill_summary() {
+    const trace::TraceInfo info = reader_.info();
+    const trace::RunMetadata& meta = reader_.metadata();
+    summary_.path = reader_.path().string();
+    summary_.model_name = meta.model_name;
+    summary_.architecture = meta.architecture;
+    summary_.policy = meta.policy.empty() ? "full" : meta.policy;
+    summary_.policy_params = compact_params(meta.policy_params);
+    summary_.gqa_aggregation = meta.gqa_aggregation;
+    summary_.notice = info.notice;
+    summary_.state = info.state;
+    summary_.live = info.swmr;
+    summary_.n_layers = info.n_layers;
+    summary_.n_heads = info.n_heads;
+    summary_.head_dim = meta.head_dim;
+    summary_.n_prompt_tokens = info.n_prompt_tokens;
+    summary_.n_tokens = info.n_tokens;
+    summary_.n_steps = info.n_steps;
+    summary_.budget_tokens = meta.budget_tokens;
+    summary_.budget_ratio = meta.budget_ratio;
+}
+
+void ReaderTraceModel::load_tables() {
+    spearman_ = reader_.spearman();
+    density_ = reader_.density();
+    density_layer_ = reader_.density_layer();
+    bytes_held_ = summary_.n_steps > 0 ? reader_.bytes_held(0, summary_.n_steps)
+                                       : std::vector<int64_t>{};
+    answer_found_ = summary_.n_layers > 0 && !reader_.spans().empty() ? reader_.answer_found()
+                                                                      : std::vector<int8_t>{};
+    budget_rows_.resize(static_cast<size_t>(summary_.n_steps));
+}
+
+// ---- Tokens ---------------------------------------------------------------------------------
+
+const trace::TokenRecord* ReaderTraceModel::token_record(int64_t token) const {
+    if (token < 0 || token >= summary_.n_tokens) return nullptr;
+    const int64_t page = token / kTokenPage;
+    auto it = token_pages_.find(page);
+    if (it == token_pages_.end()) {
+        const int64_t begin = page * kTokenPage;
+        const int64_t end = std::min(begin + kTokenPage, summary_.n_tokens);
+        it = token_pages_.emplace(page, TokenPage{reader_.tokens(begin, end)}).first;
+    }
+    const size_t i = static_cast<size_t>(token - page * kTokenPage);
+    return i < it->second.tokens.size() ? &it->second.tokens[i] : nullptr;
+}
+
+std::string_view ReaderTraceModel::token_text(int64_t token) const {
+    const trace::TokenRecord* r = token_record(token);
+    return r ? std::string_view(r->piece) : std::string_view();
+}
+
+trace::TokenRole ReaderTraceModel::token_role(int64_t token) const {
+    const trace::TokenRecord* r = token_record(token);
+    return r ? r->role : trace::TokenRole::kPrompt;
+}
+
+int32_t ReaderTraceModel::token_id(int64_t token) const {
+    const trace::TokenRecord* r = token_record(token);
+    return r ? r->id : -1;
+}
+
+StepInfo ReaderTraceModel::step_info(int64_t step) const {
+    if (step < 0 || step >= summary_.n_steps) return {};
+    auto it = step_infos_.find(step);
+    if (it == step_infos_.end()) {
+        const trace::StepRecord r = reader_.step(step);
+        StepInfo info;
+        info.step = step;
+        info.token_id = r.token_id;
+        info.piece = r.piece;
+        info.entropy = r.entropy;
+        info.topk_ids = r.topk_ids;
+        info.topk_logprobs = r.topk_logprobs;
+        if (step_infos_.size() > 256) step_infos_.clear();
+        it = step_infos_.emplace(step, std::move(info)).first;
+    }
+    return it->second;
+}
+
+// ---- Histories ------------------------------------------------------------------------------
+
+std::shared_ptr<HeadHistory> ReaderTraceModel::build_history(int32_t layer, int32_t head) const {
+    auto h = std::make_shared<HeadHistory>(layer, head);
+    extend_history(*h);
+    return h;
+}
+
+void ReaderTraceModel::extend_history(HeadHistory& h) const {
+    const int64_t from = h.steps();
+    const int64_t to = summary_.n_steps;
+    if (from >= to) return;
+    const std::vector<trace::EventRecord> events = reader_.events(h.layer(), h.head(), from, to);
+    // Events come step-major; hand each step's slice to the history (empty steps included).
+    size_t i = 0;
+    for (int64_t s = from; s < to; ++s) {
+        size_t j = i;
+        while (j < events.size() && events[j].step == s) ++j;
+        h.apply_step(std::span<const trace::EventRecord>(events.data() + i, j - i));
+        i = j;
+    }
+}
+
+void ReaderTraceModel::insert_history(int64_t key, std::shared_ptr<HeadHistory> h) const {
+    lru_.push_front(key);
+    const size_t bytes = h->memory_bytes();
+    histories_[key] = CachedHistory{std::move(h), lru_.begin(), bytes};
+    history_bytes_ += bytes;
+    // Keep at least the newest entry whatever its size.
+    while (history_bytes_ > history_cache_bytes_ && lru_.size() > 1) {
+        const int64_t victim = lru_.back();
+        lru_.pop_back();
+        auto it = histories_.find(victim);
+        history_bytes_ -= it->second.bytes;
+        histories_.erase(it);
+    }
+}
+
+std::shared_ptr<const HeadHistory> ReaderTraceModel::history(int32_t layer, int32_t head,
+                                                             Load load) const {
+    if (!valid_lh(layer, head)) return nullptr;
+    const int64_t key = lh_key(layer, head);
+    auto it = histories_.find(key);
+    if (it != histories_.end()) {
+        lru_.splice(lru_.begin(), lru_, it->second.lru);
+        return it->second.history;
+    }
+    if (load == Load::kLater) {
+        queued_.insert(key);
+        return nullptr;
+    }
+    queued_.erase(key);
+    std::shared_ptr<HeadHistory> h = build_history(layer, head);
+    insert_history(key, h);
+    return h;
+}
+
+bool ReaderTraceModel::load_pending(double budget_ms) {
+    const auto start = std::chrono::steady_clock::now();
+    while (!queued_.empty()) {
+        const int64_t key = *queued_.begin();
+        queued_.erase(queued_.begin());
+        if (!histories_.count(key)) {
+            const int32_t layer = static_cast<int32_t>(key / summary_.n_heads);
+            const int32_t head = static_cast<int32_t>(key % summary_.n_heads);
+            insert_history(key, build_history(layer, head));
+        }
+        const std::chrono::duration<double, std::milli> spent =
+            std::chrono::steady_clock::now() - start;
+        if (spent.count() >= budget_ms) break;
+    }
+    return !queued_.empty();
+}
+
+// ---- Tables ---------------------------------------------------------------------------------
+
+int32_t ReaderTraceModel::budget(int64_t step, int32_t layer, int32_t head) const {
+    if (step < 0 || step >= summary_.n_steps || !valid_lh(layer, head)) return -1;
+    std::vector<int32_t>& row = budget_rows_[static_cast<size_t>(step)];
+    if (row.empty()) row = reader_.budgets(step);
+    const size_t i = static_cast<size_t>(lh_key(layer, head));
+    return i < row.size() ? row[i] : -1;
+}
+
+bool ReaderTraceModel::has_budgets() const {
+    if (has_budgets_ < 0 && summary_.n_steps > 0) {
+        has_budgets_ = 0;
+        for (int64_t s : {int64_t{0}, summary_.n_steps - 1}) {
+            budget(s, 0, 0);
+            for (int32_t b : budget_rows_[static_cast<size_t>(s)]) {
+                if (b >= 0) has_budgets_ = 1;
+            }
+        }
+    }
+    return has_budgets_ == 1;
+}
+
+int64_t ReaderTraceModel::bytes_held(int64_t step, int32_t layer) const {
+    const int64_t i = step * summary_.n_layers + layer;
+    if (step < 0 || layer < 0 || layer >= summary_.n_layers || i >= std::ssize(bytes_held_)) {
+        return -1;
+    }
+    return bytes_held_[static_cast<size_t>(i)];
+}
+
+std::shared_ptr<const std::vector<float>> ReaderTraceModel::prefill_vector(bool norms,
+                                                                           int32_t layer,
+                                                                           int32_t head) const {
+    if (!valid_lh(layer, head)) return std::make_shared<const std::vector<float>>();
+    const auto key = std::make_pair(lh_key(layer, head), norms);
+    auto it = prefill_vectors_.find(key);
+    if (it != prefill_vectors_.end()) return it->second;
+    if (prefill_vectors_.size() >= 64) prefill_vectors_.clear();
+    auto v = std::make_shared<const std::vector<float>>(
+        norms ? reader_.key_norm(layer, head) : reader_.attn_received(layer, head));
+    prefill_vectors_.emplace(key, v);
+    return v;
+}
+
+std::shared_ptr<const std::vector<float>> ReaderTraceModel::key_norm(int32_t layer,
+                                                                     int32_t head) const {
+    return prefill_vector(true, layer, head);
+}
+
+std::shared_ptr<const std::vector<float>> ReaderTraceModel::attn_received(int32_t layer,
+                                                                          int32_t head) const {
+    return prefill_vector(false, layer, head);
+}
+
+float ReaderTraceModel::spearman(int32_t layer, int32_t head) const {
+    const size_t i = static_cast<size_t>(lh_key(layer, head));
+    return valid_lh(layer, head) && i < spearman_.size() ? spearman_[i] : kNaN;
+}
+
+float ReaderTraceModel::density(int32_t layer, int32_t head) const {
+    const size_t i = static_cast<size_t>(lh_key(layer, head));
+    return valid_lh(layer, head) && i < density_.size() ? density_[i] : kNaN;
+}
+
+float ReaderTraceModel::density_layer(int32_t layer) const {
+    return layer >= 0 && static_cast<size_t>(layer) < density_layer_.size()
+               ? density_layer_[static_cast<size_t>(layer)]
+               : kNaN;
+}
+
+int8_t ReaderTraceModel::answer_found(int32_t span) const {
+    return span >= 0 && static_cast<size_t>(span) < answer_found_.size()
+               ? answer_found_[static_cast<size_t>(span)]
+               : int8_t{-1};
+}
+
+float ReaderTraceModel::needle_survival(int32_t span, int64_t step, int32_t layer,
+                                        int32_t head) const {
+    if (span < 0 || static_cast<size_t>(span) >= spans().size() || step < 0 ||
+        step >= summary_.n_steps || !valid_lh(layer, head)) {
+        return kNaN;
+    }
+    std::vector<float>& series = needle_series_[span];
+    const int64_t per_step = static_cast<int64_t>(summary_.n_layers) * summary_.n_heads;
+    const int64_t have = std::ssize(series) / per_step;
+    if (have < summary_.n_steps) {
+        std::vector<float> more = reader_.needle_survival(span, have, summary_.n_steps);
+        series.insert(series.end(), more.begin(), more.end());
+    }
+    const int64_t i = step * per_step + lh_key(layer, head);
+    return i < std::ssize(series) ? series[static_cast<size_t>(i)] : kNaN;
+}
+
+// ---- Live follow ----------------------------------------------------------------------------
+
+bool ReaderTraceModel::refresh() {
+    if (!reader_.refresh()) return false;
+    const int64_t old_tokens = summary_.n_tokens;
+    fill_summary();
+    // The last token page may have been partial; budget rows grow with the steps.
+    if (old_tokens > 0) token_pages_.erase((old_tokens - 1) / kTokenPage);
+    step_infos_.clear();
+    spearman_ = reader_.spearman();
+    density_ = reader_.density();
+    density_layer_ = reader_.density_layer();
+    prefill_vectors_.clear();
+    const int64_t have_steps = std::ssize(bytes_held_) / std::max(summary_.n_layers, 1);
+    if (have_steps < summary_.n_steps) {
+        std::vector<int64_t> more = reader_.bytes_held(have_steps, summary_.n_steps);
+        bytes_held_.insert(bytes_held_.end(), more.begin(), more.end());
+    }
+    if (!reader_.spans().empty()) answer_found_ = reader_.answer_found();
+    budget_rows_.resize(static_cast<size_t>(summary_.n_steps));
+    has_budgets_ = -1;
+    for (auto& [key, cached] : histories_) {
+        history_bytes_ -= cached.bytes;
+        extend_history(*cached.history);
+        cached.bytes = cached.history->memory_bytes();
+        history_bytes_ += cached.bytes;
+    }
+    return true;
+}
+
+}  // namespace kvscope::views

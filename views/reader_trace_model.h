@@ -1,0 +1,111 @@
+#pragma once
+// ReaderTraceModel: TraceModel over traces/trace_reader.h. Opening reads the metadata and the
+// small [L], [L,H] and [S,L] tables; tokens are read in pages as they are shown; histories,
+// prefill vectors, budget rows and needle series are read on first use and cached (histories in
+// an LRU bounded by bytes). A trace still being written is followed with refresh(), which extends
+// the cached histories with the new steps' events instead of re-reading them.
+#include <cstdint>
+#include <filesystem>
+#include <list>
+#include <map>
+#include <memory>
+#include <set>
+#include <unordered_map>
+#include <vector>
+
+#include "traces/trace_reader.h"
+#include "views/trace_model.h"
+
+namespace kvscope::views {
+
+class ReaderTraceModel final : public TraceModel {
+public:
+    // Throws InputError (naming the file and the problem) when the trace cannot be opened.
+    explicit ReaderTraceModel(const std::filesystem::path& path,
+                              size_t history_cache_bytes = size_t{1} << 30);
+
+    const TraceSummary& summary() const override { return summary_; }
+
+    std::string_view token_text(int64_t token) const override;
+    trace::TokenRole token_role(int64_t token) const override;
+    int32_t token_id(int64_t token) const override;
+    StepInfo step_info(int64_t step) const override;
+
+    std::shared_ptr<const HeadHistory> history(int32_t layer, int32_t head,
+                                               Load load) const override;
+    bool load_pending(double budget_ms) override;
+    bool has_pending() const override { return !queued_.empty(); }
+
+    int32_t budget(int64_t step, int32_t layer, int32_t head) const override;
+    bool has_budgets() const override;
+    int64_t bytes_held(int64_t step, int32_t layer) const override;
+
+    std::shared_ptr<const std::vector<float>> key_norm(int32_t layer,
+                                                      int32_t head) const override;
+    std::shared_ptr<const std::vector<float>> attn_received(int32_t layer,
+                                                           int32_t head) const override;
+    float spearman(int32_t layer, int32_t head) const override;
+    float density(int32_t layer, int32_t head) const override;
+    float density_layer(int32_t layer) const override;
+
+    const std::vector<trace::MarkedSpan>& spans() const override { return reader_.spans(); }
+    int8_t answer_found(int32_t span) const override;
+    float needle_survival(int32_t span, int64_t step, int32_t layer,
+                          int32_t head) const override;
+
+    bool refresh() override;
+
+    const trace::TraceReader& reader() const { return reader_; }
+    size_t cached_history_bytes() const { return history_bytes_; }
+
+private:
+    static constexpr int64_t kTokenPage = 2048;
+    struct TokenPage {
+        std::vector<trace::TokenRecord> tokens;
+    };
+    struct CachedHistory {
+        std::shared_ptr<HeadHistory> history;
+        std::list<int64_t>::iterator lru;
+        size_t bytes = 0;
+    };
+
+    void fill_summary();
+    void load_tables();
+    const trace::TokenRecord* token_record(int64_t token) const;
+    int64_t lh_key(int32_t layer, int32_t head) const {
+        return static_cast<int64_t>(layer) * summary_.n_heads + head;
+    }
+    bool valid_lh(int32_t layer, int32_t head) const {
+        return layer >= 0 && layer < summary_.n_layers && head >= 0 && head < summary_.n_heads;
+    }
+    std::shared_ptr<HeadHistory> build_history(int32_t layer, int32_t head) const;
+    void extend_history(HeadHistory& h) const;
+    void insert_history(int64_t key, std::shared_ptr<HeadHistory> h) const;
+    std::shared_ptr<const std::vector<float>> prefill_vector(bool norms, int32_t layer,
+                                                            int32_t head) const;
+
+    trace::TraceReader reader_;
+    TraceSummary summary_;
+    size_t history_cache_bytes_;
+
+    std::vector<float> spearman_;       // [L*H]
+    std::vector<float> density_;        // [L*H]
+    std::vector<float> density_layer_;  // [L]
+    std::vector<int64_t> bytes_held_;   // [S*L]
+    std::vector<int8_t> answer_found_;  // [N]
+
+    mutable std::map<int64_t, TokenPage> token_pages_;
+    mutable std::map<int64_t, StepInfo> step_infos_;
+    mutable std::vector<std::vector<int32_t>> budget_rows_;  // [S][L*H], empty = not read
+    mutable int has_budgets_ = -1;
+    mutable std::map<std::pair<int64_t, bool>, std::shared_ptr<const std::vector<float>>>
+        prefill_vectors_;
+    mutable std::map<int32_t, std::vector<float>> needle_series_;  // span -> [S*L*H]
+
+    mutable std::unordered_map<int64_t, CachedHistory> histories_;
+    mutable std::list<int64_t> lru_;  // most recent first
+    mutable size_t history_bytes_ = 0;
+    mutable std::set<int64_t> queued_;
+};
+
+}  // namespace kvscope::views
