@@ -29,7 +29,11 @@ std::string sanitize_utf8(const std::string& s) {
     size_t i = 0;
     while (i < s.size()) {
         auto c = static_cast<unsigned char>(s[i]);
-        size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+        size_t len = c < 0x80           ? 1
+                     : (c >> 5) == 0x6  ? 2
+                     : (c >> 4) == 0xE  ? 3
+                     : (c >> 3) == 0x1E ? 4
+                                        : 0;
         bool ok = len > 0 && i + len <= s.size();
         for (size_t k = 1; ok && k < len; ++k)
             ok = (static_cast<unsigned char>(s[i + k]) >> 6) == 0x2;
@@ -54,7 +58,7 @@ std::string quote(const std::string& s) {
 }
 
 class CsvFile {
-public:
+  public:
     CsvFile(const std::filesystem::path& path, const std::string& header) : path_(path) {
         out_.open(path, std::ios::binary | std::ios::trunc);
         if (!out_) throw InputError(path, "cannot write the CSV file");
@@ -66,7 +70,7 @@ public:
         if (!out_) throw InputError(path_, "writing the CSV file failed");
     }
 
-private:
+  private:
     std::filesystem::path path_;
     std::ofstream out_;
 };
@@ -84,8 +88,8 @@ void export_tokens(const TraceReader& r, const TraceInfo& info, CsvFile& f) {
     }
 }
 
-void export_prefill(const TraceReader& r, const TraceInfo& info, CsvFile& layers,
-                    CsvFile& heads, CsvFile& tokens) {
+void export_prefill(const TraceReader& r, const TraceInfo& info, CsvFile& layers, CsvFile& heads,
+                    CsvFile& tokens) {
     auto density = r.density(), spearman = r.spearman(), area = r.norm_attn_area();
     auto dl = r.density_layer();
     for (int32_t l = 0; l < info.n_layers; ++l) {
@@ -118,7 +122,8 @@ void export_steps(const TraceReader& r, const TraceInfo& info, CsvFile& steps, C
                         << fmt_float(s.entropy) << ',' << fmt_float(s.time_ms) << ','
                         << s.event_begin << ',' << s.event_count;
             for (int32_t k = 0; k < info.top_k; ++k)
-                steps.out() << ',' << (k < static_cast<int32_t>(s.topk_ids.size()) ? s.topk_ids[k] : -1);
+                steps.out() << ','
+                            << (k < static_cast<int32_t>(s.topk_ids.size()) ? s.topk_ids[k] : -1);
             for (int32_t k = 0; k < info.top_k; ++k)
                 steps.out() << ','
                             << (k < static_cast<int32_t>(s.topk_logprobs.size())
@@ -144,9 +149,8 @@ void export_events(const TraceReader& r, const TraceInfo& info, CsvFile& f) {
             const auto& x = ev[i];
             f.out() << b + static_cast<int64_t>(i) << ',' << x.step << ',' << x.layer << ','
                     << x.head << ',' << cache_op_name(x.op) << ',' << x.position << ','
-                    << x.destination << ',' << fmt_float(x.weight) << ','
-                    << fmt_float(x.similarity) << ',' << fmt_float(x.threshold) << ','
-                    << static_cast<int>(x.bits) << '\n';
+                    << x.destination << ',' << fmt_float(x.weight) << ',' << fmt_float(x.similarity)
+                    << ',' << fmt_float(x.threshold) << ',' << static_cast<int>(x.bits) << '\n';
         }
     }
 }
@@ -183,8 +187,8 @@ std::vector<std::filesystem::path> export_csv(const TraceReader& r,
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
     if (ec || !std::filesystem::is_directory(dir))
-        throw InputError(dir, "cannot create the export folder" +
-                                  (ec ? ": " + ec.message() : std::string()));
+        throw InputError(
+            dir, "cannot create the export folder" + (ec ? ": " + ec.message() : std::string()));
     const TraceInfo info = r.info();
     std::vector<std::filesystem::path> written;
     auto file = [&](const char* name, const std::string& header) {

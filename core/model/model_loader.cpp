@@ -153,7 +153,14 @@ std::unique_ptr<Model> load_model(const fs::path& path) {
     if (path.filename() == "config.json") return load_hf(parent, {});
     if (fs::file_size(path, ec) == 0 && !ec) throw InputError(path, "file is empty (0 bytes)");
     if (is_pickle_name(path) || starts_like_pickle(path)) refuse_pickle(path);
-    return load_llama2c(path);
+    if (ext == ".bin") return load_llama2c(path);
+    try {
+        return load_llama2c(path);
+    } catch (const InputError& e) {
+        throw InputError(path, e.problem() +
+                                   " (a model is an HF directory, a .safetensors file inside one, "
+                                   "or a llama2.c .bin)");
+    }
 }
 
 }  // namespace kvscope

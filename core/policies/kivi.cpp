@@ -32,40 +32,60 @@
 
 #include "core/model/error.h"
 #include "core/policies/builtin_policies.h"
+#include "core/policies/selection.h"
 
 namespace kvscope {
 
 namespace {
 
 const PolicyInfo& kivi_info() {
-    static const PolicyInfo info{
-        "kivi",
-        "KIVI",
-        "KIVI: A Tuning-Free Asymmetric 2bit Quantization for KV Cache",
-        "2402.02750",
-        "github.com/jy-yuan/KIVI",
-        Regime::decode_continuous,
-        false};
+    static const PolicyInfo info{"kivi",
+                                 "KIVI",
+                                 "KIVI: A Tuning-Free Asymmetric 2bit Quantization for KV Cache",
+                                 "2402.02750",
+                                 "github.com/jy-yuan/KIVI",
+                                 Regime::decode_continuous,
+                                 false};
     return info;
 }
 
 ParamSchema kivi_schema() {
     return {
-        ParamSpec{"k_bits", ParamType::int_, int64_t{2}, 1.0, 8.0, {},
+        ParamSpec{"k_bits",
+                  ParamType::int_,
+                  int64_t{2},
+                  1.0,
+                  8.0,
+                  {},
                   "bits of the quantised keys (paper: 2 or 4)"},
-        ParamSpec{"v_bits", ParamType::int_, int64_t{2}, 1.0, 8.0, {},
+        ParamSpec{"v_bits",
+                  ParamType::int_,
+                  int64_t{2},
+                  1.0,
+                  8.0,
+                  {},
                   "bits of the quantised values (paper: 2 or 4)"},
-        ParamSpec{"group", ParamType::int_, int64_t{32}, 1.0, std::nullopt, {},
+        ParamSpec{"group",
+                  ParamType::int_,
+                  int64_t{32},
+                  1.0,
+                  std::nullopt,
+                  {},
                   "group size G: tokens per key group (per channel), channels per value group "
                   "(per token)"},
-        ParamSpec{"residual", ParamType::int_, int64_t{128}, 1.0, std::nullopt, {},
+        ParamSpec{"residual",
+                  ParamType::int_,
+                  int64_t{128},
+                  1.0,
+                  std::nullopt,
+                  {},
                   "residual R: full-precision keys flushed in blocks of R, last R values kept "
                   "full precision; must be a multiple of group"},
     };
 }
 
 class KiviPolicy final : public Policy {
-public:
+  public:
     explicit KiviPolicy(PolicyConfig c)
         : Policy(std::move(c)),
           k_bits_(static_cast<int>(params().get_int("k_bits"))),
@@ -124,7 +144,7 @@ public:
         return plan;
     }
 
-private:
+  private:
     struct HeadState {
         int64_t k_done_pos = -1;  // every slot at or before this position has quantised keys
         int64_t v_done_pos = -1;  // ... quantised values
@@ -145,8 +165,8 @@ private:
                        int64_t e) const {
         QuantizeOp op;
         op.slots = index_range(b, e);
-        op.spec = QuantSpec{k_bits_, static_cast<int>(group_), QuantAxis::per_channel,
-                            KVPart::keys};
+        op.spec =
+            QuantSpec{k_bits_, static_cast<int>(group_), QuantAxis::per_channel, KVPart::keys};
         hp.quantize.push_back(std::move(op));
         st.k_done_pos = hs.positions[static_cast<size_t>(e - 1)];
     }
@@ -155,16 +175,10 @@ private:
                          int64_t e) const {
         QuantizeOp op;
         op.slots = index_range(b, e);
-        op.spec = QuantSpec{v_bits_, static_cast<int>(group_), QuantAxis::per_token,
-                            KVPart::values};
+        op.spec =
+            QuantSpec{v_bits_, static_cast<int>(group_), QuantAxis::per_token, KVPart::values};
         hp.quantize.push_back(std::move(op));
         st.v_done_pos = hs.positions[static_cast<size_t>(e - 1)];
-    }
-
-    static std::vector<int64_t> index_range(int64_t b, int64_t e) {
-        std::vector<int64_t> r;
-        for (int64_t i = b; i < e; ++i) r.push_back(i);
-        return r;
     }
 
     int k_bits_, v_bits_;
@@ -175,9 +189,8 @@ private:
 }  // namespace
 
 PolicyEntry kivi_policy_entry() {
-    return PolicyEntry{kivi_info(), kivi_schema(), [](const PolicyConfig& c) {
-                           return std::make_unique<KiviPolicy>(c);
-                       }};
+    return PolicyEntry{kivi_info(), kivi_schema(),
+                       [](const PolicyConfig& c) { return std::make_unique<KiviPolicy>(c); }};
 }
 
 }  // namespace kvscope

@@ -54,10 +54,11 @@ struct PolicyNeeds {
     bool step_rows = false;     // each decode step's attention row, per query head
     bool prerope_keys = false;  // cache stores pre-RoPE keys (DMC)
     bool queries = false;       // the decode token's pre-RoPE queries in on_append (DMC)
-    // DMC checkpoints: pre-RoPE channel c of q and k carries the decisions (c = d-1). When >= 0
-    // the engine reports the RAW values of that channel (AppendContext::control,
-    // HeadScores::control) and zeroes it in q and k before RoPE, attention and caching.
-    int64_t control_channel = -1;
+    // DMC checkpoints: the last channel (d-1) of the pre-RoPE q and k carries the decisions. When
+    // set, the engine reports its RAW values (AppendContext::control, HeadScores::control) and
+    // zeroes that channel in q and k before RoPE and again after RoPE (also in the rotate
+    // function it gives the cache), as the reference's rotary kernel does.
+    bool control_neuron = false;
     bool query_absmax = false;  // per-channel max |q| over the prompt (HeadScores; MiKV)
 };
 
@@ -86,8 +87,8 @@ struct AppendContext {
     std::span<const float> v;          // [d]
     std::span<const float> k_prerope;  // [d] when needs().prerope_keys
     std::span<const float> queries;    // [g * d] pre-RoPE, when needs().queries
-    std::span<const float> control;    // [1 + g] raw channel needs().control_channel of the
-                                       // token's key, then of its g queries (DMC)
+    std::span<const float> control;    // [1 + g] when needs().control_neuron: raw channel d-1
+                                       // of the token's pre-RoPE key, then of its g queries
     const KVCache* cache = nullptr;    // the cache as it is now
 };
 

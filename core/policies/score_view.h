@@ -36,8 +36,8 @@ struct HeadScores {
     std::span<const float> keys;
     std::span<const float> keys_prerope;
     std::span<const float> queries;
-    // prefill, when needs().control_channel >= 0: [n * (1 + g)] per slot (token-major) the RAW
-    // value of that pre-RoPE channel of the token's key, then of its g queries (DMC)
+    // prefill, when needs().control_neuron: [n * (1 + g)] per slot (token-major) the RAW value of
+    // channel d-1 of the token's pre-RoPE key, then of its g pre-RoPE queries (DMC)
     std::span<const float> control;
     // prefill, when needs().query_absmax: [d] max over the prompt tokens and the group's query
     // heads of |q_c| of the post-RoPE queries (MiKV key/query channel balancing)

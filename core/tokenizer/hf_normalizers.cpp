@@ -1,5 +1,6 @@
-// tokenizer.json normalizers: Sequence, Prepend, Append, Replace, Lowercase, Strip, NFC, NFD,
-// NFKC, NFKD. Each rewrites one added-token-free segment of the input, as HF does.
+// tokenizer.json normalizers: Sequence, Prepend, Append, Replace, Lowercase, Strip, NFC, NFD
+// (NFKC/NFKD are refused: their tables are not bundled). Each rewrites one added-token-free
+// segment of the input, as HF does.
 #include <stdexcept>
 
 #include "core/tokenizer/hf_pipeline.h"
@@ -154,12 +155,12 @@ std::unique_ptr<Normalizer> make_normalizer(const json& j, const JsonWhere& wher
                                                  get_bool(j, "strip_right", where, true));
     if (type == "NFC") return std::make_unique<UnicodeNormalizer>(unicode::Form::nfc);
     if (type == "NFD") return std::make_unique<UnicodeNormalizer>(unicode::Form::nfd);
-    if (type == "NFKC") return std::make_unique<UnicodeNormalizer>(unicode::Form::nfkc);
-    if (type == "NFKD") return std::make_unique<UnicodeNormalizer>(unicode::Form::nfkd);
+    if (type == "NFKC" || type == "NFKD")
+        where.fail("unsupported normalizer type '" + type +
+                   "': compatibility decompositions are not bundled (NFC and NFD are)");
     if (type.empty()) where.fail("normalizer without a 'type'");
     where.fail("unsupported normalizer type '" + type +
-               "' (supported: Sequence, Prepend, Append, Replace, Lowercase, Strip, NFC, NFD, "
-               "NFKC, NFKD)");
+               "' (supported: Sequence, Prepend, Append, Replace, Lowercase, Strip, NFC, NFD)");
 }
 
 }  // namespace kvscope::hf

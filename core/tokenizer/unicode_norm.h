@@ -1,5 +1,5 @@
 #pragma once
-// Unicode normalization forms and lowercasing for tokenizer.json normalizers, from tables
+// Unicode normalization forms (canonical: NFC, NFD) and lowercasing for tokenizer.json normalizers, from tables
 // generated out of Python's unicodedata by tools/tokenizer/gen_unicode_data.py (see
 // unicode_data.cpp for the Unicode version). Invalid UTF-8 bytes pass through unchanged.
 #include <string>
@@ -7,7 +7,7 @@
 
 namespace kvscope::unicode {
 
-enum class Form { nfc, nfd, nfkc, nfkd };
+enum class Form { nfc, nfd };
 
 std::string normalize(std::string_view text, Form form);
 

@@ -77,7 +77,7 @@ TEST_P(FixtureLoads, SpecAndTensors) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Golden, FixtureLoads, ::testing::ValuesIn(kExpect),
-                         [](const auto& info) { return std::string(info.param.variant); });
+                         [](const auto& p) { return std::string(p.param.variant); });
 
 TEST(ModelLoader, ShardedLoadsTenShards) {
     const auto m = load_model(golden_model("llama_headdim_sharded"));

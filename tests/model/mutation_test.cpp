@@ -3,6 +3,7 @@
 // nothing crashes (the sanitizer build checks memory).
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <random>
 
 #include "core/model/error.h"
@@ -68,6 +69,8 @@ Outcome load_many(const fs::path& target, const fs::path& load_path, const std::
             ADD_FAILURE() << "mutation " << i << " (seed " << seed << "): " << e.what();
         }
     }
+    std::printf("%s: %d mutations loaded, %d gave InputError\n", target.filename().c_str(), o.ok,
+                o.input_errors);
     return o;
 }
 

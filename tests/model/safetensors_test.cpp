@@ -145,7 +145,9 @@ TEST(Safetensors, ParseFromMemoryAcceptsOverlapAndEmptyTensors) {
             std::memcpy(&v, t.data, 4);
             EXPECT_EQ(v, 3.0f);
         }
-        if (t.name == "e") EXPECT_EQ(t.numel(), 0);
+        if (t.name == "e") {
+            EXPECT_EQ(t.numel(), 0);
+        }
     }
 }
 

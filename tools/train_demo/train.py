@@ -110,7 +110,7 @@ class TaskRows(torch.utils.data.IterableDataset):
     """Endless rows of seq+1 tokens with per-target loss weights (see module doc)."""
 
     def __init__(self, tok, stream, sentences, count, city_keys, word_keys, seq, seed,
-                 p_natural=0.5):
+                 p_natural=0.35):
         super().__init__()
         self.tok, self.stream, self.sentences, self.count = tok, stream, sentences, count
         self.city_keys, self.word_keys = city_keys, word_keys
@@ -349,6 +349,7 @@ def perplexity(model, tok, stream, window=1024, max_tokens=400_000):
 
 def write_log(args, summary):
     for folder in filter(None, (args.out, args.pack)):
+        os.makedirs(folder, exist_ok=True)
         with open(os.path.join(folder, "train_log.json"), "w") as f:
             json.dump(summary, f, indent=1)
 

@@ -1,0 +1,303 @@
+// KVCache: every operation, the events it emits, exact memory accounting (codes, scales, zero
+// points), and the quantiser's error bound.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "core/cache/kv_cache.h"
+#include "core/cache/quantizer.h"
+#include "policy_test_util.h"
+
+namespace kvscope {
+namespace {
+
+using test::make_filled_cache;
+
+struct Recorder {
+    std::vector<CacheEvent> events;
+    int attach(KVCache& c) {
+        return c.add_observer([this](const CacheEvent& e) { events.push_back(e); });
+    }
+};
+
+TEST(KVCache, AppendStoresSlotsAndEmitsEvents) {
+    KVCache c(2, 2, 4, 2);
+    Recorder r;
+    r.attach(c);
+    const float k[4] = {1, 2, 3, 4}, v[4] = {5, 6, 7, 8};
+    EXPECT_EQ(c.append(1, 0, k, v, 10), 0);
+    EXPECT_EQ(c.append(1, 0, k, v, 12), 1);
+    EXPECT_EQ(c.n_slots(1, 0), 2);
+    EXPECT_EQ(c.n_slots(0, 0), 0);
+    EXPECT_EQ(c.positions(1, 0)[1], 12);
+    EXPECT_FLOAT_EQ(c.v(1, 0)[4 + 3], 8.0f);
+    ASSERT_EQ(r.events.size(), 2u);
+    EXPECT_EQ(r.events[1].op, CacheOp::append);
+    EXPECT_EQ(r.events[1].layer, 1);
+    EXPECT_EQ(r.events[1].position, 12);
+    EXPECT_EQ(r.events[1].slot, 1);
+    EXPECT_EQ(r.events[1].step, -1);
+    // Positions must increase.
+    EXPECT_THROW(c.append(1, 0, k, v, 12), std::invalid_argument);
+    EXPECT_THROW(c.append(2, 0, k, v, 0), std::out_of_range);
+    EXPECT_EQ(c.check_consistency(), "");
+}
+
+TEST(KVCache, FullPrecisionAccountingUsesElementBytes) {
+    // 2 slots x (K + V) x head_dim 4 x 2 bytes (bf16) = 32 bytes.
+    KVCache c = make_filled_cache(1, 1, 4, 2, 2);
+    EXPECT_EQ(c.bytes_held(0, 0), 2 * 2 * 4 * 2);
+    KVCache f = make_filled_cache(2, 3, 8, 5, 4);  // fp32
+    EXPECT_EQ(f.bytes_held(), 2 * 3 * 5 * 2 * 8 * 4);
+    EXPECT_EQ(f.bytes_full_precision(1, 2), 5 * 2 * 8 * 4);
+}
+
+TEST(KVCache, KeepEvictsOthersInOrderAndFreesMemory) {
+    KVCache c = make_filled_cache(1, 2, 4, 6, 2);
+    Recorder r;
+    r.attach(c);
+    c.set_step(3);
+    const std::vector<int64_t> keep = {4, 0, 2};  // any order; survivors keep relative order
+    c.keep(0, 1, keep);
+    ASSERT_EQ(c.n_slots(0, 1), 3);
+    EXPECT_EQ(c.positions(0, 1)[0], 0);
+    EXPECT_EQ(c.positions(0, 1)[1], 2);
+    EXPECT_EQ(c.positions(0, 1)[2], 4);
+    EXPECT_FLOAT_EQ(c.k(0, 1)[2 * 4 + 1], 4.01f);  // token 4's key moved to slot 2
+    EXPECT_EQ(c.n_slots(0, 0), 6);                  // other head untouched
+    ASSERT_EQ(r.events.size(), 3u);
+    const int64_t evicted[3] = {1, 3, 5};
+    for (int i = 0; i < 3; ++i) {
+        EXPECT_EQ(r.events[i].op, CacheOp::evict);
+        EXPECT_EQ(r.events[i].position, evicted[i]);
+        EXPECT_EQ(r.events[i].slot, evicted[i]);
+        EXPECT_EQ(r.events[i].step, 3);
+        EXPECT_EQ(r.events[i].head, 1);
+    }
+    EXPECT_EQ(c.bytes_held(0, 1), 3 * 2 * 4 * 2);
+    EXPECT_EQ(c.check_consistency(), "");
+    const std::vector<int64_t> dup = {0, 0};
+    EXPECT_THROW(c.keep(0, 1, dup), std::invalid_argument);
+    const std::vector<int64_t> out = {7};
+    EXPECT_THROW(c.keep(0, 1, out), std::invalid_argument);
+}
+
+TEST(KVCache, MergeWeightsSourcesIntoDestination) {
+    KVCache c = make_filled_cache(1, 1, 2, 5, 4);
+    Recorder r;
+    r.attach(c);
+    MergeSpec m;
+    m.src = {1, 4};
+    m.dst = 3;
+    m.dst_weight = 0.5f;
+    m.src_weights = {0.25f, 0.25f};
+    m.similarity = {0.9f, 0.8f};
+    m.threshold = 0.7f;
+    c.merge(0, 0, m);
+    ASSERT_EQ(c.n_slots(0, 0), 3);  // tokens 0, 2, 3
+    EXPECT_EQ(c.positions(0, 0)[2], 3);
+    // key channel 0: 0.5 * 3 + 0.25 * 1 + 0.25 * 4 = 2.75; value = -2.75
+    EXPECT_NEAR(c.k(0, 0)[2 * 2 + 0], 2.75f, 1e-6);
+    EXPECT_NEAR(c.v(0, 0)[2 * 2 + 0], -2.75f, 1e-6);
+    EXPECT_EQ(c.merge_count(0, 0)[2], 2);
+    EXPECT_FLOAT_EQ(c.merge_weight(0, 0)[2], 0.5f);
+    ASSERT_EQ(r.events.size(), 2u);
+    EXPECT_EQ(r.events[0].op, CacheOp::merge);
+    EXPECT_EQ(r.events[0].position, 1);
+    EXPECT_EQ(r.events[0].dst_position, 3);
+    EXPECT_EQ(r.events[0].dst_slot, 2);  // slot 3 becomes 2 after removing slot 1
+    EXPECT_FLOAT_EQ(r.events[1].similarity, 0.8f);
+    EXPECT_FLOAT_EQ(r.events[1].threshold, 0.7f);
+    EXPECT_FLOAT_EQ(r.events[1].weight, 0.25f);
+    EXPECT_EQ(c.bytes_held(0, 0), 3 * 2 * 2 * 4);
+    EXPECT_EQ(c.check_consistency(), "");
+    MergeSpec self;
+    self.src = {0};
+    self.dst = 0;
+    self.src_weights = {1};
+    EXPECT_THROW(c.merge(0, 0, self), std::invalid_argument);
+}
+
+TEST(KVCache, PreRopeMergeReRotatesAtTheDestinationPosition) {
+    KVCache c(1, 1, 2, 2);
+    c.set_store_prerope(true);
+    // "RoPE" for the test: add the position to channel 0.
+    c.set_rotate([](float* k, int64_t pos) { k[0] += static_cast<float>(pos); });
+    const float kp0[2] = {1, 1}, kp1[2] = {3, 5};
+    const float k0[2] = {1, 1}, k1[2] = {3 + 7, 5}, v[2] = {0, 0};
+    c.append(0, 0, k0, v, 0, kp0);
+    c.append(0, 0, k1, v, 7, kp1);
+    // DMC-style: a new token at position 9 merged into the last slot, which moves to position 9.
+    IncomingMerge m;
+    m.dst = 1;
+    m.dst_weight = 0.5f;
+    m.new_weight = 0.5f;
+    m.prerope = true;
+    const float kn[2] = {100, 100}, kpn[2] = {5, 7}, vn[2] = {2, 4};
+    Recorder r;
+    r.attach(c);
+    EXPECT_EQ(c.merge_incoming(0, 0, m, kn, vn, 9, kpn), 1);
+    EXPECT_EQ(c.n_slots(0, 0), 2);
+    EXPECT_EQ(c.positions(0, 0)[1], 9);
+    EXPECT_FLOAT_EQ(c.k_prerope(0, 0)[2], 4.0f);  // (3 + 5) / 2
+    EXPECT_FLOAT_EQ(c.k(0, 0)[2], 4.0f + 9.0f);    // rotated at position 9
+    EXPECT_FLOAT_EQ(c.k(0, 0)[3], 6.0f);
+    EXPECT_FLOAT_EQ(c.v(0, 0)[3], 2.0f);
+    ASSERT_EQ(r.events.size(), 1u);
+    EXPECT_EQ(r.events[0].position, 9);
+    EXPECT_EQ(r.events[0].slot, -1);
+    EXPECT_EQ(r.events[0].dst_position, 9);
+    // take_position on a slot that is not the last one would break the order.
+    m.dst = 0;
+    EXPECT_THROW(c.merge_incoming(0, 0, m, kn, vn, 10, kpn), std::invalid_argument);
+    EXPECT_EQ(c.check_consistency(), "");
+}
+
+TEST(Quantizer, ErrorBoundedByHalfScale) {
+    std::mt19937 rng(5);
+    std::normal_distribution<float> nd(0.0f, 3.0f);
+    for (int bits : {1, 2, 3, 4, 8}) {
+        for (int trial = 0; trial < 50; ++trial) {
+            std::vector<float> x(37), orig;
+            for (float& e : x) e = nd(rng);
+            orig = x;
+            const QuantGroupParams p = fake_quantize_group(x.data(), 37, 1, bits);
+            // scale and zero are fp16 numbers
+            EXPECT_EQ(f16_round_down(p.scale), p.scale);
+            EXPECT_EQ(f16_round_down(p.zero), p.zero);
+            const float levels = static_cast<float>((1 << bits) - 1);
+            for (size_t i = 0; i < x.size(); ++i) {
+                // Tolerance: scale/2 plus float rounding of code * scale + zero.
+                EXPECT_LE(std::fabs(x[i] - orig[i]), p.scale / 2 + 1e-5f * (1 + std::fabs(orig[i])))
+                    << "bits " << bits;
+                const float code = (x[i] - p.zero) / p.scale;
+                EXPECT_NEAR(code, std::nearbyint(code), 1e-3f);
+                EXPECT_GE(code, -1e-3f);
+                EXPECT_LE(code, levels + 1e-3f);
+            }
+        }
+    }
+    // Constant group: exact (zero rounded down to fp16 is 1.5 itself).
+    std::vector<float> c(5, 1.5f);
+    fake_quantize_group(c.data(), 5, 1, 2);
+    for (float e : c) EXPECT_EQ(e, 1.5f);
+}
+
+TEST(KVCache, PerTokenQuantizeAccountsCodesScalesAndZeros) {
+    const int64_t d = 8;
+    KVCache c = make_filled_cache(1, 1, d, 4, 2);
+    Recorder r;
+    r.attach(c);
+    std::vector<float> before(c.k(0, 0), c.k(0, 0) + 4 * d);
+    const std::vector<int64_t> slots = {1, 2};
+    QuantSpec q{2, 4, QuantAxis::per_token, KVPart::both};
+    c.quantize(0, 0, slots, q);
+    EXPECT_EQ(c.k_bits(0, 0)[1], 2);
+    EXPECT_EQ(c.v_bits(0, 0)[2], 2);
+    EXPECT_EQ(c.k_bits(0, 0)[0], 16);
+    // Full slots: 2 x (K+V) x 8 x 2 B = 64. Quantised: 2 slots x 2 tensors x (8 x 2 bits = 2 B
+    // codes + 2 groups x (2 B scale + 2 B zero) = 8 B) = 40.
+    EXPECT_EQ(c.bytes_held(0, 0), 64 + 2 * 2 * (2 + 8));
+    EXPECT_EQ(c.check_consistency(), "");
+    ASSERT_EQ(r.events.size(), 2u);
+    EXPECT_EQ(r.events[0].op, CacheOp::quantize);
+    EXPECT_EQ(r.events[0].bits, 2);
+    // Dequantised values stay within half a scale of the originals.
+    for (int64_t s : slots)
+        for (int64_t g0 = 0; g0 < d; g0 += 4) {
+            float lo = before[s * d + g0], hi = lo;
+            for (int64_t i = 0; i < 4; ++i) {
+                lo = std::min(lo, before[s * d + g0 + i]);
+                hi = std::max(hi, before[s * d + g0 + i]);
+            }
+            const QuantGroupParams p = quant_group_params(lo, hi, 2);
+            for (int64_t i = 0; i < 4; ++i)
+                EXPECT_LE(std::fabs(c.k(0, 0)[s * d + g0 + i] - before[s * d + g0 + i]),
+                          p.scale / 2 + 1e-5f);
+        }
+    // Already quantised -> demote, not quantize.
+    EXPECT_THROW(c.quantize(0, 0, slots, q), std::invalid_argument);
+    // Evicting a quantised slot frees its codes and its groups.
+    const std::vector<int64_t> keep = {0, 2, 3};
+    c.keep(0, 0, keep);
+    EXPECT_EQ(c.bytes_held(0, 0), 64 + 2 * (2 + 8));
+    EXPECT_EQ(c.check_consistency(), "");
+}
+
+TEST(KVCache, PerChannelBlockSharesGroupsAcrossSlots) {
+    const int64_t d = 4;
+    KVCache c = make_filled_cache(1, 1, d, 6, 2);
+    const std::vector<int64_t> block = {0, 1, 2, 3, 4};  // 5 tokens, groups of 2 tokens -> 3
+    c.quantize(0, 0, block, QuantSpec{2, 2, QuantAxis::per_channel, KVPart::keys});
+    // Keys of 5 slots: codes 5 x 4 x 2 bits = 40 bits = 5 B; groups: 4 channels x 3 = 12 x 4 B.
+    // Values (full) of 6 slots + key of slot 5: (6 + 1) x 4 x 2 B = 56 B.
+    EXPECT_EQ(c.bytes_held(0, 0), 5 + 48 + 56);
+    EXPECT_EQ(c.v_bits(0, 0)[0], 16);
+    EXPECT_EQ(c.k_bits(0, 0)[4], 2);
+    EXPECT_EQ(c.check_consistency(), "");
+    // Key channel c of token t is t + 0.01 c: a 2-token group {t, t+1} in one channel spans 1.0
+    // plus at most one fp16 ulp (0.004 near 4) from rounding the zero point down, so
+    // scale <= 1.004 / 3 rounded up to fp16 (< 0.3359) and the error is below 0.168.
+    for (int64_t t = 0; t < 5; ++t)
+        for (int64_t ch = 0; ch < d; ++ch)
+            EXPECT_NEAR(c.k(0, 0)[t * d + ch], static_cast<float>(t) + 0.01f * ch, 0.168f);
+    // The block's groups stay while any of its slots lives.
+    c.keep(0, 0, std::vector<int64_t>{4, 5});
+    EXPECT_EQ(c.bytes_held(0, 0), 1 + 48 + 3 * 4 * 2);  // 1 slot of codes (8 bits) + groups + full
+    EXPECT_EQ(c.check_consistency(), "");
+    c.keep(0, 0, std::vector<int64_t>{1});
+    EXPECT_EQ(c.bytes_held(0, 0), 2 * 4 * 2);  // block gone
+    EXPECT_EQ(c.check_consistency(), "");
+}
+
+TEST(KVCache, DemoteLowersBitsAndAccounting) {
+    const int64_t d = 8;
+    KVCache c = make_filled_cache(1, 1, d, 3, 2);
+    Recorder r;
+    r.attach(c);
+    c.quantize(0, 0, std::vector<int64_t>{0, 1}, QuantSpec{4, 8, QuantAxis::per_token, KVPart::both});
+    const int64_t at4 = c.bytes_held(0, 0);
+    c.demote(0, 0, std::vector<int64_t>{1}, 2, KVPart::values);
+    EXPECT_EQ(c.v_bits(0, 0)[1], 2);
+    EXPECT_EQ(c.k_bits(0, 0)[1], 4);
+    EXPECT_EQ(c.bytes_held(0, 0), at4 - d * 2 / 8);  // 8 values lose 2 bits each
+    EXPECT_EQ(r.events.back().op, CacheOp::demote);
+    EXPECT_EQ(r.events.back().part, KVPart::values);
+    EXPECT_EQ(c.check_consistency(), "");
+    EXPECT_THROW(c.demote(0, 0, std::vector<int64_t>{1}, 3, KVPart::values), std::invalid_argument);
+    EXPECT_THROW(c.demote(0, 0, std::vector<int64_t>{2}, 2), std::invalid_argument);
+}
+
+TEST(KVCache, MergeIntoQuantisedSlotMakesItFullPrecision) {
+    KVCache c = make_filled_cache(1, 1, 4, 3, 2);
+    c.quantize(0, 0, std::vector<int64_t>{0}, QuantSpec{2, 4, QuantAxis::per_token, KVPart::both});
+    MergeSpec m;
+    m.src = {1};
+    m.dst = 0;
+    m.src_weights = {0.0f};
+    c.merge(0, 0, m);
+    EXPECT_EQ(c.k_bits(0, 0)[0], 16);
+    EXPECT_EQ(c.bytes_held(0, 0), 2 * 2 * 4 * 2);
+    EXPECT_EQ(c.check_consistency(), "");
+}
+
+TEST(KVCache, ObserversCanBeRemovedAndClearResets) {
+    KVCache c(1, 1, 2, 2);
+    Recorder r;
+    const int id = r.attach(c);
+    const float k[2] = {0, 0};
+    c.append(0, 0, k, k, 0);
+    c.remove_observer(id);
+    c.append(0, 0, k, k, 1);
+    EXPECT_EQ(r.events.size(), 1u);
+    c.set_step(4);
+    c.clear();
+    EXPECT_EQ(c.total_slots(), 0);
+    EXPECT_EQ(c.step(), -1);
+    EXPECT_EQ(c.bytes_held(), 0);
+}
+
+}  // namespace
+}  // namespace kvscope
