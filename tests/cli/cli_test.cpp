@@ -1,0 +1,134 @@
+// End-to-end tests of the kvscope binary: the commands a user types, their exit codes, output
+// and files. Runs the real executable (built alongside) on the golden fixture models.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace {
+
+namespace fs = std::filesystem;
+const fs::path kSrc = KVSCOPE_SOURCE_DIR;
+const fs::path kBin = fs::path(KVSCOPE_BINARY_DIR) / "app" / "cli" / "kvscope";
+const std::string kModel = (kSrc / "tests" / "golden" / "models" / "llama_sp").string();
+
+struct Result {
+    int code = -1;
+    std::string out;  // stdout + stderr
+};
+
+Result run(const std::string& args) {
+    const std::string cmd = kBin.string() + " " + args + " 2>&1";
+    Result r;
+    FILE* p = popen(cmd.c_str(), "r");
+    if (!p) return r;
+    std::array<char, 4096> buf{};
+    size_t n;
+    while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+    const int st = pclose(p);
+    r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    return r;
+}
+
+fs::path tmp(const std::string& name) {
+    fs::path d = fs::temp_directory_path() / ("kvscope_cli_" + std::to_string(::getpid()));
+    fs::create_directories(d);
+    return d / name;
+}
+
+TEST(Cli, GenerateStreamsGreedyTextDeterministically) {
+    const auto a = run("generate --model " + kModel + " --prompt 'A gift of a flower' --max-new 24");
+    ASSERT_EQ(a.code, 0) << a.out;
+    EXPECT_EQ(a.out.rfind("A gift of a flower", 0), 0u) << a.out;
+    EXPECT_GT(a.out.size(), std::string("A gift of a flower").size() + 10) << a.out;
+    const auto b = run("generate --model " + kModel + " --prompt 'A gift of a flower' --max-new 24");
+    EXPECT_EQ(a.out, b.out);  // greedy is deterministic
+    const auto c = run("generate --model " + kModel + " --prompt 'A gift' --max-new 16 --temperature 0.9 --top-p 0.9 --seed 3");
+    const auto d = run("generate --model " + kModel + " --prompt 'A gift' --max-new 16 --temperature 0.9 --top-p 0.9 --seed 3");
+    ASSERT_EQ(c.code, 0) << c.out;
+    EXPECT_EQ(c.out, d.out);  // same seed, same sample
+}
+
+TEST(Cli, LogitsJsonMatchesHfReference) {
+    std::ifstream f(kSrc / "tests" / "golden" / "ref" / "llama2.json");
+    const auto ref = nlohmann::json::parse(f);
+    const auto& p = ref["prompts"][0];
+    std::string ids;
+    for (const auto& id : p["ids"]) ids += (ids.empty() ? "" : ",") + std::to_string(id.get<int>());
+    const fs::path out = tmp("logits.json");
+    const auto r = run("logits --model " + (kSrc / "tests/golden/models/llama2").string() + " --token-ids " + ids +
+                       " --top 3 --out " + out.string());
+    ASSERT_EQ(r.code, 0) << r.out;
+    std::ifstream jf(out);
+    const auto j = nlohmann::json::parse(jf);
+    const auto last = j["logits_last"].get<std::vector<double>>();
+    const auto want = p["logits"].back().get<std::vector<double>>();
+    ASSERT_EQ(last.size(), want.size());
+    double num = 0, den = 0;
+    for (size_t i = 0; i < want.size(); ++i) {
+        num = std::max(num, std::abs(last[i] - want[i]));
+        den = std::max(den, std::abs(want[i]));
+    }
+    EXPECT_LE(num / den, 1e-4);  // fp32 vs fp32: 1e-4 relative to the row's largest logit
+    EXPECT_EQ(j["top"].size(), p["ids"].size());
+    EXPECT_EQ(j["top"][0].size(), 3u);
+}
+
+TEST(Cli, TokenizeAndDecodeRoundTrip) {
+    const auto e = run("tokenize --model " + kModel + " --text 'Hello world' --no-special");
+    ASSERT_EQ(e.code, 0) << e.out;
+    std::string ids = e.out.substr(0, e.out.find('\n'));
+    const auto d = run("tokenize --model " + kModel + " --decode " + ids);
+    ASSERT_EQ(d.code, 0) << d.out;
+    EXPECT_EQ(d.out, "Hello world\n");
+}
+
+TEST(Cli, BadInputGivesClearErrorsNotCrashes) {
+    auto r = run("generate --model /nonexistent/model --prompt x");
+    EXPECT_EQ(r.code, 2) << r.out;
+    EXPECT_NE(r.out.find("/nonexistent/model"), std::string::npos) << r.out;
+    const fs::path pk = tmp("pickle");
+    fs::create_directories(pk);
+    std::ofstream(pk / "pytorch_model.bin") << "\x80\x02}q";
+    r = run("generate --model " + pk.string() + " --prompt x");
+    EXPECT_EQ(r.code, 2) << r.out;
+    EXPECT_NE(r.out.find("pickle"), std::string::npos) << r.out;
+    r = run("generate --model " + kModel + " --prompt x --policy nosuchpolicy --budget 8");
+    EXPECT_EQ(r.code, 2) << r.out;
+    EXPECT_NE(r.out.find("nosuchpolicy"), std::string::npos) << r.out;
+    r = run("generate --model " + kModel + " --prompt x --policy snapkv --budget 8 --param nosuch=1");
+    EXPECT_EQ(r.code, 2) << r.out;
+    EXPECT_NE(r.out.find("nosuch"), std::string::npos) << r.out;
+    r = run("logits --model " + kModel + " --token-ids 1,99999");
+    EXPECT_EQ(r.code, 2) << r.out;
+    EXPECT_NE(r.out.find("99999"), std::string::npos) << r.out;
+    r = run("generate --model " + kModel);  // missing --prompt: CLI11 usage error
+    EXPECT_NE(r.code, 0);
+    EXPECT_LT(r.code, 128) << "crashed: " << r.out;
+}
+
+TEST(Cli, EveryPolicyRunsAndRecordsAValidTrace) {
+    const std::string prompt =
+        "A day for firm decisions. The secret code is 4721. A few hours grace before the madness "
+        "begins again. A gift of a flower will soon be made to you. What is the secret code?";
+    for (const std::string policy : {"full", "streaming_llm", "h2o", "tova", "snapkv", "pyramidkv", "dynamickv",
+                                     "knorm", "d2o", "mikv", "dmc", "kivi"}) {
+        const fs::path trace = tmp(policy + ".kvtrace.h5");
+        std::string budget = (policy == "full" || policy == "kivi") ? "" : " --budget 24";
+        std::string extra = policy == "dmc" ? " --param mode=proxy" : "";
+        const auto r = run("run --quiet --model " + kModel + " --prompt '" + prompt + "' --policy " + policy + budget +
+                           extra + " --max-new 6 --needle 'secret code is 4721' --answer 4721 --trace " + trace.string());
+        ASSERT_EQ(r.code, 0) << policy << ": " << r.out;
+        const auto i = run("inspect " + trace.string());
+        EXPECT_EQ(i.code, 0) << policy << ": " << i.out;
+    }
+}
+
+}  // namespace
