@@ -57,7 +57,7 @@ std::string random_bytes(size_t n, unsigned seed) {
 
 // Opens a finished trace read-write to damage it (plain HDF5 calls, as any user could).
 class Edit {
-public:
+  public:
     explicit Edit(const std::filesystem::path& path) {
         H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
         file_ = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
@@ -66,7 +66,7 @@ public:
     ~Edit() { H5Fclose(file_); }
     hid_t file() const { return file_; }
 
-private:
+  private:
     hid_t file_;
 };
 

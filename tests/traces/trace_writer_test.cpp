@@ -159,9 +159,8 @@ TEST(TraceWriter, EventsAreStampedAndGroupedByLayerHead) {
     ASSERT_EQ(ev.size(), 6u);
     // Step 0 in (layer, head) order, order kept within (1, 1): append before evict.
     const std::vector<std::tuple<int, int, int, CacheOp>> want = {
-        {0, 0, 0, CacheOp::kAppend},   {0, 0, 1, CacheOp::kAppend},
-        {0, 0, 1, CacheOp::kQuantize}, {0, 1, 1, CacheOp::kAppend},
-        {0, 1, 1, CacheOp::kEvict},    {2, 1, 0, CacheOp::kMerge}};
+        {0, 0, 0, CacheOp::kAppend}, {0, 0, 1, CacheOp::kAppend}, {0, 0, 1, CacheOp::kQuantize},
+        {0, 1, 1, CacheOp::kAppend}, {0, 1, 1, CacheOp::kEvict},  {2, 1, 0, CacheOp::kMerge}};
     for (size_t i = 0; i < want.size(); ++i) {
         EXPECT_EQ(ev[i].step, std::get<0>(want[i])) << i;
         EXPECT_EQ(ev[i].layer, std::get<1>(want[i])) << i;

@@ -1,0 +1,73 @@
+// SCHEMA.md documents every dataset of the layout table with its dtype, shape and units, and
+// every root attribute; the JSON forms of the metadata records round-trip.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "traces/trace_layout.h"
+#include "traces/trace_schema.h"
+
+namespace kvscope::trace {
+namespace {
+
+std::vector<std::string> schema_lines() {
+    std::ifstream in(std::filesystem::path(KVSCOPE_SOURCE_DIR) / "traces" / "SCHEMA.md");
+    EXPECT_TRUE(in.good()) << "traces/SCHEMA.md not found";
+    std::vector<std::string> lines;
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    return lines;
+}
+
+TEST(TraceSchemaDoc, EveryDatasetIsDocumented) {
+    const auto lines = schema_lines();
+    for (const auto& spec : dataset_specs()) {
+        const std::string name = std::string("`") + spec.name + "`";
+        auto it = std::find_if(lines.begin(), lines.end(), [&](const std::string& l) {
+            return l.rfind("| " + name + " |", 0) == 0;
+        });
+        ASSERT_NE(it, lines.end()) << "SCHEMA.md has no table row for " << spec.name;
+        EXPECT_NE(it->find(std::string("| ") + dtype_name(spec.dtype) + " |"), std::string::npos)
+            << *it;
+        EXPECT_NE(it->find("| " + shape_string(spec.shape) + " |"), std::string::npos) << *it;
+        EXPECT_NE(it->find(std::string("| ") + spec.units + " |"), std::string::npos) << *it;
+    }
+    for (const char* attr :
+         {"format", "schema_version", "software_version", "created_utc", "n_layers", "n_heads",
+          "n_prompt_tokens", "top_k", "n_spans", "record_attention_rows", "record_maps"}) {
+        const std::string name = std::string("| `") + attr + "` |";
+        EXPECT_TRUE(std::any_of(lines.begin(), lines.end(),
+                                [&](const std::string& l) { return l.rfind(name, 0) == 0; }))
+            << "SCHEMA.md does not document the root attribute " << attr;
+    }
+}
+
+TEST(TraceSchemaDoc, MetadataJsonRoundTrips) {
+    RunMetadata m;
+    m.n_layers = 4;
+    m.n_heads = 2;
+    m.n_prompt_tokens = 9;
+    m.top_k = 5;
+    m.spans = {{1, 3, "needle", "42"}};
+    m.model_name = "m";
+    m.policy = "snapkv";
+    m.policy_params = {{"window", 32}, {"kernel", 7}};
+    m.budget_ratio = 0.25;
+    m.seed = 18446744073709551615ull;
+    m.prompt = "h\xC3\xA9llo \"x\"";
+    RunMetadata back = run_metadata_from_json(nlohmann::json::parse(to_json(m).dump()));
+    EXPECT_EQ(to_json(back), to_json(m));
+    EXPECT_EQ(back.seed, m.seed);
+    EXPECT_EQ(back.spans.at(0).expected_answer, "42");
+    // Unknown keys are ignored and missing keys keep defaults (older / newer writers).
+    RunMetadata partial = run_metadata_from_json({{"policy", "h2o"}, {"future_key", 1}});
+    EXPECT_EQ(partial.policy, "h2o");
+    EXPECT_EQ(partial.budget_tokens, -1);
+    RunEnd e;
+    e.reason = "eos";
+    e.decode_ms = 3.5;
+    EXPECT_EQ(to_json(run_end_from_json(to_json(e))), to_json(e));
+}
+
+}  // namespace
+}  // namespace kvscope::trace
