@@ -80,9 +80,11 @@ void check_prefill(const TraceReader::Impl& m, Problems& out) {
                 out.add("/prefill/spearman[" + std::to_string(l) + "," + std::to_string(h) +
                         "] = " + std::to_string(sp[h]) + " is outside [-1, 1]");
     }
-    if (m.state == RunState::kComplete && m.n_steps > 0 &&
-        std::count(done.begin(), done.end(), uint8_t{1}) != static_cast<long>(L))
-        out.add("complete trace with prefill statistics missing for some layers");
+    // No prefill statistics at all is fine (nothing asked for them); some but not all is not.
+    const auto n_done = std::count(done.begin(), done.end(), uint8_t{1});
+    if (m.state == RunState::kComplete && n_done > 0 && n_done != static_cast<long>(L))
+        out.add("complete trace with prefill statistics of only " + std::to_string(n_done) +
+                " of " + std::to_string(L) + " layers");
 }
 
 // Steps and the event index; returns nothing, adds problems.

@@ -65,7 +65,7 @@ void DensityView::draw(ViewContext& ctx) {
     const float top_h = std::max(60.0f, avail.y * 0.28f);
     density_ = PlotRect{ImVec2(o.x + left, o.y + font + 6),
                         ImVec2(o.x + avail.x - right_w - 20, o.y + top_h)};
-    scatter_ = PlotRect{ImVec2(o.x + left, o.y + top_h + font * 2.0f + 24),
+    scatter_ = PlotRect{ImVec2(o.x + left, o.y + top_h + font * 3.0f + 24),
                         ImVec2(o.x + avail.x - right_w - 20, o.y + avail.y - font * 2.0f - 12)};
     rho_ = PlotRect{ImVec2(o.x + avail.x - right_w + ImGui::CalcTextSize("L00").x, o.y + font + 6),
                     ImVec2(o.x + avail.x - 50, o.y + avail.y - font * 2.0f - 12)};
@@ -155,10 +155,15 @@ void DensityView::draw_scatter(ViewContext& ctx, Canvas& canvas) {
     draw_x_axis(canvas, theme, scatter_, x_lo_, x_hi_, "key L2 norm");
     draw_y_axis(canvas, theme, scatter_, y_lo_, y_hi_, "");
     char title[160];
-    std::snprintf(title, sizeof title, "layer %d head %d%s  ·  attention received (log10)  ·  rho = %.3f",
-                  layer, head, ctx.state.head < 0 ? " (pick a head)" : "",
-                  static_cast<double>(rho_value_));
-    canvas.text(ImVec2(scatter_.min.x, scatter_.min.y - ImGui::GetFontSize() - 4), theme.text, title);
+    std::snprintf(title, sizeof title, "layer %d head %d%s  ·  rho = %.3f", layer, head,
+                  ctx.state.head < 0 ? " (pick a head)" : "", static_cast<double>(rho_value_));
+    const float font = ImGui::GetFontSize();
+    canvas.push_clip(ImVec2(scatter_.min.x - 60, scatter_.min.y - 2 * font - 10),
+                     ImVec2(scatter_.max.x, scatter_.min.y));
+    canvas.text(ImVec2(scatter_.min.x, scatter_.min.y - 2 * font - 6), theme.text, title);
+    canvas.text(ImVec2(scatter_.min.x - 40, scatter_.min.y - font - 4), theme.text_dim,
+                "attention received (log10)");
+    canvas.pop_clip();
 
     const size_t n = std::min(norms_->size(), attn_->size());
     const auto to_screen = [&](float x, float y) {

@@ -186,9 +186,10 @@ void EvictionTimelineView::draw(ViewContext& ctx) {
     canvas.rect(plot_.min, plot_.max, theme.panel);
     raster_.draw(canvas, ctx.textures, plot_.min, plot_.max);
     draw_x_axis(canvas, theme, plot_, axis_.lo(), axis_.hi(), "token position");
-    draw_y_axis(canvas, theme, plot_, 0.0, static_cast<double>(steps_), "");
+    // Row r covers steps [r, r+1) scaled; ticks mark step starts, step 0 at the top.
+    draw_y_axis(canvas, theme, plot_, 0.0, static_cast<double>(steps_), "", true);
     canvas.text(ImVec2(origin.x, plot_.max.y + 6 + ImGui::GetFontSize()), theme.text_dim,
-                "step (down)");
+                "step");
 
     canvas.push_clip(plot_.min, plot_.max);
     const float step_y = point_of(0, ctx.state.step).y;

@@ -78,8 +78,8 @@ void LayerHeadView::draw(ViewContext& ctx) {
     const float font = ImGui::GetFontSize();
     const float label_w = ImGui::CalcTextSize("L000").x + 8.0f;
     const float header_h = font + 6.0f;
-    const float bar_w = std::clamp(avail.x * 0.18f, 40.0f, 140.0f);
-    const float legend_w = 70.0f;
+    const float bar_w = avail.x > 420.0f ? std::clamp(avail.x * 0.18f, 40.0f, 140.0f) : 0.0f;
+    const float legend_w = avail.x > 300.0f ? 70.0f : 0.0f;
     const float grid_w = avail.x - label_w - bar_w - legend_w - 24.0f;
     const float grid_h = avail.y - header_h - font - 12.0f;
     if (grid_w < 16 || grid_h < 16) return;
@@ -123,7 +123,7 @@ void LayerHeadView::draw(ViewContext& ctx) {
         }
         // Recorded bytes of the layer (exact, from /steps/bytes_held).
         const int64_t bytes = model.bytes_held(step, l);
-        if (bytes >= 0 && max_layer_bytes > 0) {
+        if (bytes >= 0 && max_layer_bytes > 0 && bar_w > 0.0f) {
             const float x0 = grid_.max.x + 10.0f;
             const float w = static_cast<float>(static_cast<double>(bytes) / max_layer_bytes) * bar_w;
             canvas.rect(ImVec2(x0, row.min.y + 1), ImVec2(x0 + w, row.max.y - 2),
@@ -138,12 +138,16 @@ void LayerHeadView::draw(ViewContext& ctx) {
         const PlotRect b = cell_rect(ctx.state.layer, heads_ - 1);
         canvas.rect_outline(ImVec2(a.min.x - 1, a.min.y - 1), b.max, theme.selection, 2.5f);
     }
-    canvas.text(ImVec2(grid_.max.x + 10.0f, grid_.max.y + 4), theme.text_dim, "layer bytes");
-    const PlotRect bar{ImVec2(grid_.max.x + bar_w + 24.0f, grid_.min.y),
-                       ImVec2(grid_.max.x + bar_w + 36.0f,
-                              grid_.min.y + std::min(grid_.height(), 200.0f))};
-    draw_colour_bar(canvas, theme, bar, 0.0, metric_ == Metric::kFractionKept ? 1.0 : max_bytes,
-                    false, nullptr);
+    if (bar_w > 0.0f) {
+        canvas.text(ImVec2(grid_.max.x + 10.0f, grid_.max.y + 4), theme.text_dim, "layer bytes");
+    }
+    if (legend_w > 0.0f) {
+        const PlotRect bar{ImVec2(grid_.max.x + bar_w + 24.0f, grid_.min.y),
+                           ImVec2(grid_.max.x + bar_w + 36.0f,
+                                  grid_.min.y + std::min(grid_.height(), 200.0f))};
+        draw_colour_bar(canvas, theme, bar, 0.0,
+                        metric_ == Metric::kFractionKept ? 1.0 : max_bytes, false, nullptr);
+    }
     if (loading > 0) {
         canvas.text(ImVec2(grid_.min.x, grid_.max.y + 4), theme.text_dim,
                     "loading " + std::to_string(loading) + " heads...");

@@ -234,7 +234,7 @@ void NeedleView::draw_curve(ViewContext& ctx, Canvas& canvas, int32_t span) {
         if (pts.size() == 1) canvas.circle(pts[0], 3.0f, colour);
         if (pts.size() > 1) canvas.polyline(pts.data(), static_cast<int>(pts.size()), colour, thickness);
     };
-    plot(min_pts, theme.evicted, 1.5f);
+    plot(min_pts, theme.bits_color(2), 1.5f);
     plot(mean_pts, theme.held, 2.0f);
     plot(sel_pts, theme.selection, 1.5f);
     const float sx = x_of(ctx.state.step);

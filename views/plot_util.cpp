@@ -128,13 +128,14 @@ void draw_x_axis(Canvas& canvas, const Theme& theme, const PlotRect& plot, doubl
 }
 
 void draw_y_axis(Canvas& canvas, const Theme& theme, const PlotRect& plot, double lo, double hi,
-                 const char* label) {
+                 const char* label, bool top_down) {
     const int max_ticks = std::max(2, static_cast<int>(plot.height() / 36.0f));
     const float x = plot.min.x;
     canvas.line(ImVec2(x, plot.min.y), ImVec2(x, plot.max.y), theme.grid);
     const float half = ImGui::GetFontSize() * 0.5f;
     for (double v : nice_ticks(lo, hi, max_ticks)) {
-        const float y = plot.max.y - static_cast<float>((v - lo) / (hi - lo)) * plot.height();
+        const float f = static_cast<float>((v - lo) / (hi - lo)) * plot.height();
+        const float y = top_down ? plot.min.y + f : plot.max.y - f;
         canvas.line(ImVec2(x - 4, y), ImVec2(x, y), theme.text_dim);
         const std::string s = format_number(v);
         const float w = ImGui::CalcTextSize(s.c_str()).x;

@@ -32,7 +32,7 @@ struct PlotRect {
 void draw_x_axis(Canvas& canvas, const Theme& theme, const PlotRect& plot, double lo, double hi,
                  const char* label);
 void draw_y_axis(Canvas& canvas, const Theme& theme, const PlotRect& plot, double lo, double hi,
-                 const char* label);
+                 const char* label, bool top_down = false);
 // Vertical colour bar with end labels, for heatmaps.
 void draw_colour_bar(Canvas& canvas, const Theme& theme, const PlotRect& bar, double lo,
                      double hi, bool diverging, const char* label);

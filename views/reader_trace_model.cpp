@@ -22,6 +22,22 @@ const float kNaN = std::nanf("");
 
 }  // namespace
 
+template <typename F, typename T>
+T ReaderTraceModel::guarded(F&& read, T fallback) const {
+    try {
+        return read();
+    } catch (const std::exception& e) {
+        if (error_.empty()) error_ = e.what();
+        return fallback;
+    }
+}
+
+std::string ReaderTraceModel::take_error() {
+    std::string e;
+    e.swap(error_);
+    return e;
+}
+
 ReaderTraceModel::ReaderTraceModel(const std::filesystem::path& path, size_t history_cache_bytes)
     : reader_(path), history_cache_bytes_(history_cache_bytes) {
     fill_summary();
@@ -51,14 +67,21 @@ void ReaderTraceModel::fill_summary() {
 }
 
 void ReaderTraceModel::load_tables() {
-    spearman_ = reader_.spearman();
-    density_ = reader_.density();
-    density_layer_ = reader_.density_layer();
-    bytes_held_ = summary_.n_steps > 0 ? reader_.bytes_held(0, summary_.n_steps)
-                                       : std::vector<int64_t>{};
-    answer_found_ = summary_.n_layers > 0 && !reader_.spans().empty() ? reader_.answer_found()
-                                                                      : std::vector<int8_t>{};
+    using F = std::vector<float>;
+    spearman_ = guarded([&] { return reader_.spearman(); }, F{});
+    density_ = guarded([&] { return reader_.density(); }, F{});
+    density_layer_ = guarded([&] { return reader_.density_layer(); }, F{});
+    const int64_t have = std::ssize(bytes_held_) / std::max(summary_.n_layers, 1);
+    if (have < summary_.n_steps) {
+        const std::vector<int64_t> more = guarded(
+            [&] { return reader_.bytes_held(have, summary_.n_steps); }, std::vector<int64_t>{});
+        bytes_held_.insert(bytes_held_.end(), more.begin(), more.end());
+    }
+    if (!reader_.spans().empty()) {
+        answer_found_ = guarded([&] { return reader_.answer_found(); }, std::vector<int8_t>{});
+    }
     budget_rows_.resize(static_cast<size_t>(summary_.n_steps));
+    has_budgets_ = -1;
 }
 
 // ---- Tokens ---------------------------------------------------------------------------------
@@ -70,7 +93,10 @@ const trace::TokenRecord* ReaderTraceModel::token_record(int64_t token) const {
     if (it == token_pages_.end()) {
         const int64_t begin = page * kTokenPage;
         const int64_t end = std::min(begin + kTokenPage, summary_.n_tokens);
-        it = token_pages_.emplace(page, TokenPage{reader_.tokens(begin, end)}).first;
+        it = token_pages_
+                 .emplace(page, TokenPage{guarded([&] { return reader_.tokens(begin, end); },
+                                                  std::vector<trace::TokenRecord>{})})
+                 .first;
     }
     const size_t i = static_cast<size_t>(token - page * kTokenPage);
     return i < it->second.tokens.size() ? &it->second.tokens[i] : nullptr;
@@ -95,7 +121,8 @@ StepInfo ReaderTraceModel::step_info(int64_t step) const {
     if (step < 0 || step >= summary_.n_steps) return {};
     auto it = step_infos_.find(step);
     if (it == step_infos_.end()) {
-        const trace::StepRecord r = reader_.step(step);
+        const trace::StepRecord r =
+            guarded([&] { return reader_.step(step); }, trace::StepRecord{});
         StepInfo info;
         info.step = step;
         info.token_id = r.token_id;
@@ -121,7 +148,9 @@ void ReaderTraceModel::extend_history(HeadHistory& h) const {
     const int64_t from = h.steps();
     const int64_t to = summary_.n_steps;
     if (from >= to) return;
-    const std::vector<trace::EventRecord> events = reader_.events(h.layer(), h.head(), from, to);
+    const std::vector<trace::EventRecord> events =
+        guarded([&] { return reader_.events(h.layer(), h.head(), from, to); },
+                std::vector<trace::EventRecord>{});
     // Events come step-major; hand each step's slice to the history (empty steps included).
     size_t i = 0;
     for (int64_t s = from; s < to; ++s) {
@@ -188,7 +217,10 @@ bool ReaderTraceModel::load_pending(double budget_ms) {
 int32_t ReaderTraceModel::budget(int64_t step, int32_t layer, int32_t head) const {
     if (step < 0 || step >= summary_.n_steps || !valid_lh(layer, head)) return -1;
     std::vector<int32_t>& row = budget_rows_[static_cast<size_t>(step)];
-    if (row.empty()) row = reader_.budgets(step);
+    if (row.empty()) {
+        row = guarded([&] { return reader_.budgets(step); }, std::vector<int32_t>{});
+        if (row.empty()) row.assign(static_cast<size_t>(summary_.n_layers) * summary_.n_heads, -1);
+    }
     const size_t i = static_cast<size_t>(lh_key(layer, head));
     return i < row.size() ? row[i] : -1;
 }
@@ -222,8 +254,9 @@ std::shared_ptr<const std::vector<float>> ReaderTraceModel::prefill_vector(bool 
     auto it = prefill_vectors_.find(key);
     if (it != prefill_vectors_.end()) return it->second;
     if (prefill_vectors_.size() >= 64) prefill_vectors_.clear();
-    auto v = std::make_shared<const std::vector<float>>(
-        norms ? reader_.key_norm(layer, head) : reader_.attn_received(layer, head));
+    auto v = std::make_shared<const std::vector<float>>(guarded(
+        [&] { return norms ? reader_.key_norm(layer, head) : reader_.attn_received(layer, head); },
+        std::vector<float>{}));
     prefill_vectors_.emplace(key, v);
     return v;
 }
@@ -270,7 +303,11 @@ float ReaderTraceModel::needle_survival(int32_t span, int64_t step, int32_t laye
     const int64_t per_step = static_cast<int64_t>(summary_.n_layers) * summary_.n_heads;
     const int64_t have = std::ssize(series) / per_step;
     if (have < summary_.n_steps) {
-        std::vector<float> more = reader_.needle_survival(span, have, summary_.n_steps);
+        std::vector<float> more =
+            guarded([&] { return reader_.needle_survival(span, have, summary_.n_steps); },
+                    std::vector<float>{});
+        if (more.empty()) more.assign(static_cast<size_t>((summary_.n_steps - have) * per_step),
+                                      kNaN);
         series.insert(series.end(), more.begin(), more.end());
     }
     const int64_t i = step * per_step + lh_key(layer, head);
@@ -280,24 +317,14 @@ float ReaderTraceModel::needle_survival(int32_t span, int64_t step, int32_t laye
 // ---- Live follow ----------------------------------------------------------------------------
 
 bool ReaderTraceModel::refresh() {
-    if (!reader_.refresh()) return false;
+    if (!guarded([&] { return reader_.refresh(); }, false)) return false;
     const int64_t old_tokens = summary_.n_tokens;
     fill_summary();
-    // The last token page may have been partial; budget rows grow with the steps.
+    // The last token page may have been partial; prefill statistics may have been completed.
     if (old_tokens > 0) token_pages_.erase((old_tokens - 1) / kTokenPage);
     step_infos_.clear();
-    spearman_ = reader_.spearman();
-    density_ = reader_.density();
-    density_layer_ = reader_.density_layer();
     prefill_vectors_.clear();
-    const int64_t have_steps = std::ssize(bytes_held_) / std::max(summary_.n_layers, 1);
-    if (have_steps < summary_.n_steps) {
-        std::vector<int64_t> more = reader_.bytes_held(have_steps, summary_.n_steps);
-        bytes_held_.insert(bytes_held_.end(), more.begin(), more.end());
-    }
-    if (!reader_.spans().empty()) answer_found_ = reader_.answer_found();
-    budget_rows_.resize(static_cast<size_t>(summary_.n_steps));
-    has_budgets_ = -1;
+    load_tables();
     for (auto& [key, cached] : histories_) {
         history_bytes_ -= cached.bytes;
         extend_history(*cached.history);

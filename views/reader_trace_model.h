@@ -54,6 +54,7 @@ public:
                           int32_t head) const override;
 
     bool refresh() override;
+    std::string take_error() override;
 
     const trace::TraceReader& reader() const { return reader_; }
     size_t cached_history_bytes() const { return history_bytes_; }
@@ -69,6 +70,9 @@ private:
         size_t bytes = 0;
     };
 
+    // Runs a reader call; on an exception records its message and returns `fallback`.
+    template <typename F, typename T>
+    T guarded(F&& read, T fallback) const;
     void fill_summary();
     void load_tables();
     const trace::TokenRecord* token_record(int64_t token) const;
@@ -106,6 +110,7 @@ private:
     mutable std::list<int64_t> lru_;  // most recent first
     mutable size_t history_bytes_ = 0;
     mutable std::set<int64_t> queued_;
+    mutable std::string error_;
 };
 
 }  // namespace kvscope::views

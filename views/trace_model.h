@@ -95,6 +95,11 @@ public:
     // ---- Live follow ----
     // Picks up steps committed since; true when the trace grew or ended.
     virtual bool refresh() = 0;
+
+    // ---- Errors ----
+    // Accessors never throw: a read that fails (a damaged dataset found late) answers "not
+    // recorded" and leaves its message here. Returns the first such message and clears it.
+    virtual std::string take_error() = 0;
 };
 
 }  // namespace kvscope::views

@@ -20,20 +20,20 @@ enum class KVPart : uint8_t { keys, values, both };
 struct CacheEvent {
     static constexpr float kNone = std::numeric_limits<float>::quiet_NaN();
 
-    int64_t step = -1;          // KVCache::step() at the time: -1 = prefill, 0.. = decode step
+    int64_t step = -1;  // KVCache::step() at the time: -1 = prefill, 0.. = decode step
     int32_t layer = 0;
-    int32_t head = 0;           // KV head
+    int32_t head = 0;  // KV head
     CacheOp op = CacheOp::append;
-    int64_t position = -1;      // original token position of the slot the event is about
-                                // (merge: the source token)
-    int64_t slot = -1;          // its slot index before the operation (append: the new index)
-    int64_t dst_position = -1;  // merge: position of the destination slot after the merge
-    int64_t dst_slot = -1;      // merge: destination slot index after the operation
-    float weight = kNone;       // merge: the source's weight
-    float similarity = kNone;   // merge: similarity the policy attached (D2O cosine), else NaN
-    float threshold = kNone;    // merge: threshold the policy compared against, else NaN
-    int bits = 16;              // quantize / demote: new bits; others: the slot's key bits
-    KVPart part = KVPart::both; // quantize / demote: which tensor
+    int64_t position = -1;       // original token position of the slot the event is about
+                                 // (merge: the source token)
+    int64_t slot = -1;           // its slot index before the operation (append: the new index)
+    int64_t dst_position = -1;   // merge: position of the destination slot after the merge
+    int64_t dst_slot = -1;       // merge: destination slot index after the operation
+    float weight = kNone;        // merge: the source's weight
+    float similarity = kNone;    // merge: similarity the policy attached (D2O cosine), else NaN
+    float threshold = kNone;     // merge: threshold the policy compared against, else NaN
+    int bits = 16;               // quantize / demote: new bits; others: the slot's key bits
+    KVPart part = KVPart::both;  // quantize / demote: which tensor
 };
 
 using CacheObserver = std::function<void(const CacheEvent&)>;

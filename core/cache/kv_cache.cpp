@@ -12,11 +12,16 @@ namespace kvscope {
 
 const char* cache_op_name(CacheOp op) {
     switch (op) {
-        case CacheOp::append: return "append";
-        case CacheOp::evict: return "evict";
-        case CacheOp::merge: return "merge";
-        case CacheOp::quantize: return "quantize";
-        case CacheOp::demote: return "demote";
+        case CacheOp::append:
+            return "append";
+        case CacheOp::evict:
+            return "evict";
+        case CacheOp::merge:
+            return "merge";
+        case CacheOp::quantize:
+            return "quantize";
+        case CacheOp::demote:
+            return "demote";
     }
     return "?";
 }
@@ -25,16 +30,25 @@ namespace {
 
 constexpr int64_t kScaleZeroBits = 2 * 16;  // one fp16 scale + one fp16 zero point per group
 
-[[noreturn]] void fail(const std::string& what) { throw std::invalid_argument("KVCache: " + what); }
+[[noreturn]] void fail(const std::string& what) {
+    throw std::invalid_argument("KVCache: " + what);
+}
 
-size_t sz(int64_t i) { return static_cast<size_t>(i); }
+size_t sz(int64_t i) {
+    return static_cast<size_t>(i);
+}
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t ceil_div(int64_t a, int64_t b) {
+    return (a + b - 1) / b;
+}
 
 }  // namespace
 
 KVCache::KVCache(int64_t n_layers, int64_t n_kv_heads, int64_t head_dim, int element_bytes)
-    : n_layers_(n_layers), n_kv_heads_(n_kv_heads), head_dim_(head_dim), element_bytes_(element_bytes) {
+    : n_layers_(n_layers),
+      n_kv_heads_(n_kv_heads),
+      head_dim_(head_dim),
+      element_bytes_(element_bytes) {
     if (n_layers <= 0 || n_kv_heads <= 0 || head_dim <= 0)
         fail("dimensions must be positive (layers " + std::to_string(n_layers) + ", kv heads " +
              std::to_string(n_kv_heads) + ", head_dim " + std::to_string(head_dim) + ")");
@@ -186,7 +200,8 @@ void KVCache::keep(int64_t layer, int64_t head, std::span<const int64_t> slots) 
     std::vector<char> remove(sz(n), 1);
     for (int64_t s : slots) {
         if (s < 0 || s >= n)
-            fail("keep: slot " + std::to_string(s) + " out of range [0, " + std::to_string(n) + ")");
+            fail("keep: slot " + std::to_string(s) + " out of range [0, " + std::to_string(n) +
+                 ")");
         if (!remove[sz(s)]) fail("keep: slot " + std::to_string(s) + " listed twice");
         remove[sz(s)] = 0;
     }
@@ -270,9 +285,8 @@ void KVCache::merge(int64_t layer, int64_t head, const MergeSpec& spec) {
     for (const CacheEvent& e : events) emit(e);
 }
 
-int64_t KVCache::merge_incoming(int64_t layer, int64_t head, const IncomingMerge& m,
-                                const float* k, const float* v, int64_t pos,
-                                const float* k_prerope) {
+int64_t KVCache::merge_incoming(int64_t layer, int64_t head, const IncomingMerge& m, const float* k,
+                                const float* v, int64_t pos, const float* k_prerope) {
     Head& hd = head_at(layer, head);
     const int64_t n = static_cast<int64_t>(hd.pos.size());
     const int64_t d = head_dim_;
@@ -289,8 +303,8 @@ int64_t KVCache::merge_incoming(int64_t layer, int64_t head, const IncomingMerge
     const size_t off = sz(m.dst * d);
     auto blend = [&](std::vector<float>& a, const float* x, const float* result) {
         for (int64_t c = 0; c < d; ++c)
-            a[off + sz(c)] = result ? result[c]
-                                    : m.dst_weight * a[off + sz(c)] + m.new_weight * x[c];
+            a[off + sz(c)] =
+                result ? result[c] : m.dst_weight * a[off + sz(c)] + m.new_weight * x[c];
     };
     if (m.take_position) hd.pos[sz(m.dst)] = pos;
     if (m.prerope) {
@@ -394,10 +408,12 @@ void KVCache::quantize(int64_t layer, int64_t head, std::span<const int64_t> slo
     if (spec.bits < 1 || spec.bits > 8) fail("quantize: bits must be in 1..8");
     if (spec.group_size < 1) fail("quantize: group_size must be >= 1");
     if (!spec.channel_scale.empty()) {
-        if (spec.axis != QuantAxis::per_token || static_cast<int64_t>(spec.channel_scale.size()) != head_dim_)
+        if (spec.axis != QuantAxis::per_token ||
+            static_cast<int64_t>(spec.channel_scale.size()) != head_dim_)
             fail("quantize: channel_scale needs per_token axis and head_dim entries");
         for (float c : spec.channel_scale)
-            if (!(c > 0.0f) || !std::isfinite(c)) fail("quantize: channel_scale entries must be finite and > 0");
+            if (!(c > 0.0f) || !std::isfinite(c))
+                fail("quantize: channel_scale entries must be finite and > 0");
     }
     if (slots.empty()) return;
     std::vector<char> seen(sz(n), 0);
@@ -483,8 +499,12 @@ int64_t KVCache::total_slots() const {
     return t;
 }
 
-const float* KVCache::k(int64_t layer, int64_t head) const { return head_at(layer, head).k.data(); }
-const float* KVCache::v(int64_t layer, int64_t head) const { return head_at(layer, head).v.data(); }
+const float* KVCache::k(int64_t layer, int64_t head) const {
+    return head_at(layer, head).k.data();
+}
+const float* KVCache::v(int64_t layer, int64_t head) const {
+    return head_at(layer, head).v.data();
+}
 const float* KVCache::k_prerope(int64_t layer, int64_t head) const {
     const Head& hd = head_at(layer, head);
     return store_prerope_ ? hd.kpre.data() : nullptr;
@@ -553,7 +573,8 @@ std::string KVCache::check_consistency() const {
     for (int64_t l = 0; l < n_layers_; ++l) {
         for (int64_t h = 0; h < n_kv_heads_; ++h) {
             const Head& hd = heads_[sz(l * n_kv_heads_ + h)];
-            const std::string where = "layer " + std::to_string(l) + " head " + std::to_string(h) + ": ";
+            const std::string where =
+                "layer " + std::to_string(l) + " head " + std::to_string(h) + ": ";
             const size_t n = hd.pos.size();
             if (hd.k.size() != n * sz(d) || hd.v.size() != n * sz(d))
                 return where + "key/value arrays do not match the slot count";
@@ -570,10 +591,12 @@ std::string KVCache::check_consistency() const {
                     const int b = part ? hd.v_bits[i] : hd.k_bits[i];
                     const int32_t blk = part ? hd.v_block[i] : hd.k_block[i];
                     if (b != 16 && (b < 1 || b > 8)) return where + "bits out of range";
-                    if ((b == 16) != (blk < 0)) return where + "bits and quantisation block disagree";
+                    if ((b == 16) != (blk < 0))
+                        return where + "bits and quantisation block disagree";
                     if (blk >= 0) {
                         if (sz(blk) >= hd.blocks.size()) return where + "bad block index";
-                        if (hd.blocks[sz(blk)].bits != b) return where + "slot bits differ from its block";
+                        if (hd.blocks[sz(blk)].bits != b)
+                            return where + "slot bits differ from its block";
                         ++live[sz(blk)];
                     }
                 }

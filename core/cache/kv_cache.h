@@ -43,8 +43,8 @@ namespace kvscope {
 enum class QuantAxis : uint8_t { per_token, per_channel };
 
 struct QuantSpec {
-    int bits = 4;                 // 1..8
-    int group_size = 32;          // values per group (>= 1); a last partial group is allowed
+    int bits = 4;         // 1..8
+    int group_size = 32;  // values per group (>= 1); a last partial group is allowed
     QuantAxis axis = QuantAxis::per_token;
     KVPart part = KVPart::both;
     // Optional [head_dim], per_token keys only (MiKV key channel balancing): the cache quantises
@@ -60,11 +60,11 @@ struct QuantSpec {
 // K[dst] = rotate(Kpre[dst], positions[dst]) (needs store_prerope() and a rotate function).
 // A quantised destination becomes full precision (its values are no longer codes).
 struct MergeSpec {
-    std::vector<int64_t> src;          // current slot indices, distinct, none equal to dst
+    std::vector<int64_t> src;  // current slot indices, distinct, none equal to dst
     int64_t dst = -1;
     float dst_weight = 1.0f;
-    std::vector<float> src_weights;    // [src.size()]
-    std::vector<float> similarity;     // optional [src.size()], reported in the events
+    std::vector<float> src_weights;  // [src.size()]
+    std::vector<float> similarity;   // optional [src.size()], reported in the events
     float threshold = CacheEvent::kNone;
     bool prerope = false;
 };
@@ -82,8 +82,8 @@ struct IncomingMerge {
     float new_weight = 1.0f;
     bool prerope = false;
     bool take_position = true;
-    const float* result_k = nullptr;   // optional [d]
-    const float* result_v = nullptr;   // optional [d]
+    const float* result_k = nullptr;  // optional [d]
+    const float* result_v = nullptr;  // optional [d]
     float similarity = CacheEvent::kNone;
     float threshold = CacheEvent::kNone;
 };
@@ -97,7 +97,7 @@ struct SlotInfo {
 };
 
 class KVCache {
-public:
+  public:
     // element_bytes: size of one element in the model's storage dtype (2 for bf16/fp16, 4 for
     // fp32); full-precision slots are accounted with it.
     KVCache(int64_t n_layers, int64_t n_kv_heads, int64_t head_dim, int element_bytes);
@@ -172,13 +172,13 @@ public:
     // Returns "" when consistent, else a description of the first problem.
     std::string check_consistency() const;
 
-private:
+  private:
     struct QuantBlock {
         int bits = 16;
         int group_size = 0;
         QuantAxis axis = QuantAxis::per_token;
-        int64_t n_groups = 0;   // scale/zero pairs held
-        int64_t live = 0;       // live slots referencing the block
+        int64_t n_groups = 0;  // scale/zero pairs held
+        int64_t live = 0;      // live slots referencing the block
         std::shared_ptr<const std::vector<float>> channel_scale;  // QuantSpec::channel_scale
     };
     struct Head {
@@ -200,8 +200,8 @@ private:
     void release_block(Head& hd, int32_t block);
     void drop_part_block(Head& hd, int64_t i, bool keys);
     void remove_slots(Head& hd, const std::vector<char>& remove);
-    void quantize_part(Head& hd, std::span<const int64_t> slots, const QuantSpec& spec,
-                       bool keys, int32_t reuse_block);
+    void quantize_part(Head& hd, std::span<const int64_t> slots, const QuantSpec& spec, bool keys,
+                       int32_t reuse_block);
     static int64_t recompute_bits(const Head& hd, int64_t head_dim, int element_bytes);
 
     int64_t n_layers_, n_kv_heads_, head_dim_;

@@ -62,7 +62,8 @@ QuantGroupParams fake_quantize_group(float* x, int64_t n, int64_t stride, int bi
     for (int64_t i = 0; i < n; ++i) {
         float& e = x[i * stride];
         float code = 0.0f;
-        if (p.scale > 0.0f) code = std::clamp(std::nearbyint((e - p.zero) / p.scale), 0.0f, max_code);
+        if (p.scale > 0.0f)
+            code = std::clamp(std::nearbyint((e - p.zero) / p.scale), 0.0f, max_code);
         e = code * p.scale + p.zero;
     }
     return p;

@@ -41,13 +41,14 @@ const ArchInfo& find_arch(const json& cfg, const fs::path& file) {
     auto it = cfg.find("architectures");
     if (it != cfg.end() && !it->is_null()) {
         if (!it->is_array() || it->empty() || !(*it)[0].is_string())
-            throw InputError(file, "field 'architectures' must be a non-empty list of strings, got " +
-                                       it->dump().substr(0, 80));
+            throw InputError(file,
+                             "field 'architectures' must be a non-empty list of strings, got " +
+                                 it->dump().substr(0, 80));
         const std::string name = (*it)[0].get<std::string>();
         for (const auto& a : kArchs)
             if (name == a.hf_class) return a;
-        throw InputError(file, "unsupported architecture '" + name +
-                                   "'; supported: " + supported_list());
+        throw InputError(file,
+                         "unsupported architecture '" + name + "'; supported: " + supported_list());
     }
     // Some configs carry only model_type; map it to its CausalLM class.
     if (auto mt = json_string(cfg, "model_type", file)) {
@@ -56,8 +57,8 @@ const ArchInfo& find_arch(const json& cfg, const fs::path& file) {
         throw InputError(file, "unsupported model_type '" + *mt +
                                    "' (no 'architectures' field); supported: " + supported_list());
     }
-    throw InputError(file, "missing required field 'architectures' (supported: " +
-                               supported_list() + ")");
+    throw InputError(
+        file, "missing required field 'architectures' (supported: " + supported_list() + ")");
 }
 
 // The rope scaling object: transformers 5 puts type, parameters and theta in `rope_parameters`;
@@ -68,8 +69,8 @@ void parse_rope(const json& cfg, const fs::path& file, RopeSpec& rope) {
     auto rp = cfg.find("rope_parameters");
     if (rp != cfg.end() && !rp->is_null()) {
         if (!rp->is_object())
-            throw InputError(file, "field 'rope_parameters' must be an object, got " +
-                                       json_type_name(*rp));
+            throw InputError(
+                file, "field 'rope_parameters' must be an object, got " + json_type_name(*rp));
         params = &*rp;
         where = "rope_parameters";
     }
@@ -103,8 +104,8 @@ void parse_rope(const json& cfg, const fs::path& file, RopeSpec& rope) {
     auto need = [&](const char* key) {
         auto v = json_number(*params, key, file, where + "." + key);
         if (!v)
-            throw InputError(file, "missing required field '" + where + "." + key + "' for rope type '" +
-                                       type + "'");
+            throw InputError(file, "missing required field '" + where + "." + key +
+                                       "' for rope type '" + type + "'");
         return *v;
     };
     if (type == "default") {
@@ -176,10 +177,14 @@ void parse_special_ids(const json& cfg, const fs::path& cfg_file, ModelSpec& spe
 
 const char* architecture_name(Architecture a) {
     switch (a) {
-        case Architecture::llama: return "llama";
-        case Architecture::mistral: return "mistral";
-        case Architecture::qwen2: return "qwen2";
-        case Architecture::qwen3: return "qwen3";
+        case Architecture::llama:
+            return "llama";
+        case Architecture::mistral:
+            return "mistral";
+        case Architecture::qwen2:
+            return "qwen2";
+        case Architecture::qwen3:
+            return "qwen3";
     }
     return "?";
 }
@@ -204,8 +209,8 @@ ModelSpec parse_hf_config(const fs::path& config_json) {
         s.head_dim = info.default_head_dim;
     } else {
         if (s.n_heads <= 0)
-            throw InputError(f, "num_attention_heads must be positive, got " +
-                                    std::to_string(s.n_heads));
+            throw InputError(
+                f, "num_attention_heads must be positive, got " + std::to_string(s.n_heads));
         s.head_dim = s.hidden / s.n_heads;
     }
     s.max_position =
@@ -216,8 +221,8 @@ ModelSpec parse_hf_config(const fs::path& config_json) {
     s.hidden_act = json_string(cfg, "hidden_act", f).value_or("silu");
     if (s.hidden_act == "swish") s.hidden_act = "silu";  // the same function in HF's ACT2FN
     if (s.hidden_act != "silu")
-        throw InputError(f, "unsupported hidden_act '" + s.hidden_act +
-                                "' (only silu is supported)");
+        throw InputError(f,
+                         "unsupported hidden_act '" + s.hidden_act + "' (only silu is supported)");
 
     // Biases, as HF's modeling code builds the projections for each architecture.
     switch (info.arch) {
@@ -264,9 +269,8 @@ void validate_spec(const ModelSpec& s, const fs::path& file) {
     // Upper bounds keep every size product far from int64 overflow (vocab * hidden < 2^45).
     auto in_range = [&](const char* name, int64_t v, int64_t lo, int64_t hi) {
         if (v < lo || v > hi)
-            throw InputError(file, std::string(name) + " is " + std::to_string(v) +
-                                       ", expected " + std::to_string(lo) + ".." +
-                                       std::to_string(hi));
+            throw InputError(file, std::string(name) + " is " + std::to_string(v) + ", expected " +
+                                       std::to_string(lo) + ".." + std::to_string(hi));
     };
     in_range("vocab_size", s.vocab_size, 1, int64_t{1} << 24);
     in_range("hidden_size", s.hidden, 1, int64_t{1} << 20);
@@ -284,19 +288,20 @@ void validate_spec(const ModelSpec& s, const fs::path& file) {
         throw InputError(file, "head_dim " + std::to_string(s.head_dim) +
                                    " is odd; RoPE rotates pairs of dimensions");
     if (!(s.norm_eps > 0.0) || !std::isfinite(s.norm_eps))
-        throw InputError(file, "rms_norm_eps must be positive, got " + std::to_string(s.norm_eps));
+        throw InputError(file, "rms_norm_eps must be positive, got " + format_number(s.norm_eps));
     const RopeSpec& r = s.rope;
     if (!(r.theta > 0.0) || !std::isfinite(r.theta))
-        throw InputError(file, "rope_theta must be positive, got " + std::to_string(r.theta));
+        throw InputError(file, "rope_theta must be positive, got " + format_number(r.theta));
     if (r.scaling != RopeScaling::none && (!(r.factor > 0.0) || !std::isfinite(r.factor)))
-        throw InputError(file, "rope scaling factor must be positive, got " +
-                                   std::to_string(r.factor));
+        throw InputError(file,
+                         "rope scaling factor must be positive, got " + format_number(r.factor));
     if (r.scaling == RopeScaling::llama3) {
         if (!(r.low_freq_factor > 0.0) || !(r.high_freq_factor > r.low_freq_factor))
-            throw InputError(file, "llama3 rope scaling needs 0 < low_freq_factor < "
-                                   "high_freq_factor, got " +
-                                       std::to_string(r.low_freq_factor) + " and " +
-                                       std::to_string(r.high_freq_factor));
+            throw InputError(file,
+                             "llama3 rope scaling needs 0 < low_freq_factor < "
+                             "high_freq_factor, got " +
+                                 format_number(r.low_freq_factor) + " and " +
+                                 format_number(r.high_freq_factor));
         if (r.original_max_position <= 0)
             throw InputError(file, "original_max_position_embeddings must be positive, got " +
                                        std::to_string(r.original_max_position));

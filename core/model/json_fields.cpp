@@ -1,6 +1,7 @@
 #include "core/model/json_fields.h"
 
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <iterator>
 #include <sstream>
@@ -41,18 +42,33 @@ nlohmann::json read_json_file(const fs::path& file, bool want_object) {
     return j;
 }
 
+std::string format_number(double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", v);
+    return buf;
+}
+
 std::string json_type_name(const json& v) {
     switch (v.type()) {
-        case json::value_t::null: return "null";
-        case json::value_t::object: return "object";
-        case json::value_t::array: return "array";
-        case json::value_t::string: return "string";
-        case json::value_t::boolean: return "boolean";
+        case json::value_t::null:
+            return "null";
+        case json::value_t::object:
+            return "object";
+        case json::value_t::array:
+            return "array";
+        case json::value_t::string:
+            return "string";
+        case json::value_t::boolean:
+            return "boolean";
         case json::value_t::number_integer:
-        case json::value_t::number_unsigned: return "integer";
-        case json::value_t::number_float: return "number";
-        case json::value_t::binary: return "binary";
-        case json::value_t::discarded: return "invalid";
+        case json::value_t::number_unsigned:
+            return "integer";
+        case json::value_t::number_float:
+            return "number";
+        case json::value_t::binary:
+            return "binary";
+        case json::value_t::discarded:
+            return "invalid";
     }
     return "unknown";
 }
@@ -112,8 +128,8 @@ std::optional<double> json_number(const json& obj, const std::string& key, const
     const json* v = field(obj, key);
     if (!v) return std::nullopt;
     if (!v->is_number())
-        throw InputError(file, "field " + name_of(key, path) + " must be a number, got " +
-                                   describe(*v));
+        throw InputError(file,
+                         "field " + name_of(key, path) + " must be a number, got " + describe(*v));
     const double d = v->get<double>();
     if (!std::isfinite(d))
         throw InputError(file, "field " + name_of(key, path) + " must be a finite number");
@@ -125,8 +141,8 @@ std::optional<bool> json_bool(const json& obj, const std::string& key, const fs:
     const json* v = field(obj, key);
     if (!v) return std::nullopt;
     if (!v->is_boolean())
-        throw InputError(file, "field " + name_of(key, path) + " must be true or false, got " +
-                                   describe(*v));
+        throw InputError(
+            file, "field " + name_of(key, path) + " must be true or false, got " + describe(*v));
     return v->get<bool>();
 }
 
@@ -135,8 +151,8 @@ std::optional<std::string> json_string(const json& obj, const std::string& key,
     const json* v = field(obj, key);
     if (!v) return std::nullopt;
     if (!v->is_string())
-        throw InputError(file, "field " + name_of(key, path) + " must be a string, got " +
-                                   describe(*v));
+        throw InputError(file,
+                         "field " + name_of(key, path) + " must be a string, got " + describe(*v));
     return v->get<std::string>();
 }
 

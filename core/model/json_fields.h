@@ -18,6 +18,9 @@ nlohmann::json read_json_file(const std::filesystem::path& file, bool want_objec
 nlohmann::json parse_json_text(const char* begin, const char* end,
                                const std::filesystem::path& file);
 
+// A number as %g prints it ("1e-05", "500000"), for messages.
+std::string format_number(double v);
+
 // A short description of a JSON value's type for messages ("string", "array", ...).
 std::string json_type_name(const nlohmann::json& v);
 

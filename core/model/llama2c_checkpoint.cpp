@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/model/error.h"
+#include "core/model/json_fields.h"
 #include "core/model/weight_layout.h"
 
 namespace kvscope {
@@ -59,15 +60,15 @@ int64_t llama2c_file_size(const Llama2cHeader& h) {
     const int64_t D = h.dim, F = h.hidden_dim, L = h.n_layers;
     const int64_t V = std::abs(static_cast<int64_t>(h.vocab_size));
     const int64_t hs = D / h.n_heads, KV = static_cast<int64_t>(h.n_kv_heads) * hs;
-    int64_t floats = V * D;                     // token_embedding
-    floats += L * D;                            // rms_att
-    floats += L * D * D + 2 * L * KV * D;       // wq, wk, wv
-    floats += L * D * D;                        // wo
-    floats += L * D;                            // rms_ffn
-    floats += 3 * L * F * D;                    // w1, w2, w3
-    floats += D;                                // rms_final
+    int64_t floats = V * D;                          // token_embedding
+    floats += L * D;                                 // rms_att
+    floats += L * D * D + 2 * L * KV * D;            // wq, wk, wv
+    floats += L * D * D;                             // wo
+    floats += L * D;                                 // rms_ffn
+    floats += 3 * L * F * D;                         // w1, w2, w3
+    floats += D;                                     // rms_final
     floats += static_cast<int64_t>(h.seq_len) * hs;  // freq_cis_real + freq_cis_imag
-    if (h.vocab_size < 0) floats += V * D;      // wcls
+    if (h.vocab_size < 0) floats += V * D;           // wcls
     return static_cast<int64_t>(kLlama2cHeaderBytes) + 4 * floats;
 }
 
@@ -102,8 +103,8 @@ std::unique_ptr<Model> load_llama2c(const fs::path& file) {
         throw InputError(file, "size is " + std::to_string(size) + " bytes but a llama2.c " +
                                    "checkpoint with header " + header_str(h) + " (" +
                                    (h.vocab_size > 0 ? "shared" : "separate") +
-                                   " classifier) must be " + std::to_string(expect) +
-                                   " bytes" + hint);
+                                   " classifier) must be " + std::to_string(expect) + " bytes" +
+                                   hint);
     }
 
     auto model = std::make_unique<Model>();
@@ -154,9 +155,11 @@ std::unique_ptr<Model> load_llama2c(const fs::path& file) {
     p += L * D;
     for (int64_t l = 0; l < L; ++l) add(layer(l, "self_attn.q_proj.weight"), {D, D}, p + l * D * D);
     p += L * D * D;
-    for (int64_t l = 0; l < L; ++l) add(layer(l, "self_attn.k_proj.weight"), {KV, D}, p + l * KV * D);
+    for (int64_t l = 0; l < L; ++l)
+        add(layer(l, "self_attn.k_proj.weight"), {KV, D}, p + l * KV * D);
     p += L * KV * D;
-    for (int64_t l = 0; l < L; ++l) add(layer(l, "self_attn.v_proj.weight"), {KV, D}, p + l * KV * D);
+    for (int64_t l = 0; l < L; ++l)
+        add(layer(l, "self_attn.v_proj.weight"), {KV, D}, p + l * KV * D);
     p += L * KV * D;
     for (int64_t l = 0; l < L; ++l) add(layer(l, "self_attn.o_proj.weight"), {D, D}, p + l * D * D);
     p += L * D * D;
@@ -182,8 +185,9 @@ namespace {
 
 // Writes float rows to `out`, throwing InputError naming `path` on failure.
 class F32Writer {
-public:
-    explicit F32Writer(const fs::path& path) : path_(path), out_(path, std::ios::binary | std::ios::trunc) {
+  public:
+    explicit F32Writer(const fs::path& path)
+        : path_(path), out_(path, std::ios::binary | std::ios::trunc) {
         if (!out_) throw InputError(path, std::string("cannot create: ") + std::strerror(errno));
     }
     void write(const void* data, size_t bytes) {
@@ -196,7 +200,7 @@ public:
         if (!out_) fail();
     }
 
-private:
+  private:
     [[noreturn]] void fail() {
         const std::string why = std::strerror(errno);
         out_.close();
@@ -241,16 +245,17 @@ void export_llama2c(const Model& model, const fs::path& out_bin) {
                       std::to_string(s.hidden) + " / " + std::to_string(s.n_heads) + ")");
     if (s.rope.scaling != RopeScaling::none) why.push_back("RoPE scaling");
     if (s.rope.theta != 10000.0)
-        why.push_back("rope_theta " + std::to_string(s.rope.theta) + " (llama2.c uses 10000)");
+        why.push_back("rope_theta " + format_number(s.rope.theta) + " (llama2.c uses 10000)");
     if (std::fabs(s.norm_eps - 1e-5) > 1e-12)
-        why.push_back("rms_norm_eps " + std::to_string(s.norm_eps) + " (llama2.c uses 1e-5)");
+        why.push_back("rms_norm_eps " + format_number(s.norm_eps) + " (llama2.c uses 1e-5)");
     if (s.max_position <= 0 || s.max_position > (1 << 22))
         why.push_back("max_position_embeddings " + std::to_string(s.max_position) +
                       " (the header's seq_len must be 1..4194304)");
     if (!why.empty()) {
         std::string list;
         for (const auto& w : why) list += (list.empty() ? "" : ", ") + w;
-        throw InputError(model.path, "cannot export to llama2.c: the format cannot express " + list);
+        throw InputError(model.path,
+                         "cannot export to llama2.c: the format cannot express " + list);
     }
 
     // Truncating a file that is mapped under the weights would crash the reads below (SIGBUS).
@@ -275,8 +280,8 @@ void export_llama2c(const Model& model, const fs::path& out_bin) {
     };
 
     F32Writer w(out_bin);
-    const int32_t raw[7] = {h.dim, h.hidden_dim, h.n_layers, h.n_heads, h.n_kv_heads,
-                            h.vocab_size, h.seq_len};
+    const int32_t raw[7] = {h.dim,        h.hidden_dim, h.n_layers, h.n_heads,
+                            h.n_kv_heads, h.vocab_size, h.seq_len};
     w.write(raw, sizeof raw);
     w.write_f32(as_f32(ws.at("model.embed_tokens.weight")));
     for (int64_t l = 0; l < L; ++l) w.write_f32(as_f32(ws.at(layer(l, "input_layernorm.weight"))));
@@ -288,9 +293,9 @@ void export_llama2c(const Model& model, const fs::path& out_bin) {
         auto k = as_f32(ws.at(layer(l, "self_attn.k_proj.weight")));
         w.write_f32(permute ? half_to_interleaved(k, s.n_kv_heads, hs, D) : k);
     }
-    for (const char* name : {"self_attn.v_proj.weight", "self_attn.o_proj.weight",
-                             "post_attention_layernorm.weight", "mlp.gate_proj.weight",
-                             "mlp.down_proj.weight", "mlp.up_proj.weight"})
+    for (const char* name :
+         {"self_attn.v_proj.weight", "self_attn.o_proj.weight", "post_attention_layernorm.weight",
+          "mlp.gate_proj.weight", "mlp.down_proj.weight", "mlp.up_proj.weight"})
         for (int64_t l = 0; l < L; ++l) w.write_f32(as_f32(ws.at(layer(l, name))));
     w.write_f32(as_f32(ws.at("model.norm.weight")));
     // Legacy RoPE tables, cos then sin of pos * theta^(-2i/hs): [seq_len, hs/2] each.
@@ -298,7 +303,8 @@ void export_llama2c(const Model& model, const fs::path& out_bin) {
     std::vector<float> cos_t(static_cast<size_t>(s.max_position * half)), sin_t(cos_t.size());
     for (int64_t pos = 0; pos < s.max_position; ++pos)
         for (int64_t i = 0; i < half; ++i) {
-            const double freq = std::pow(10000.0, -2.0 * static_cast<double>(i) / static_cast<double>(hs));
+            const double freq =
+                std::pow(10000.0, -2.0 * static_cast<double>(i) / static_cast<double>(hs));
             const double a = static_cast<double>(pos) * freq;
             cos_t[static_cast<size_t>(pos * half + i)] = static_cast<float>(std::cos(a));
             sin_t[static_cast<size_t>(pos * half + i)] = static_cast<float>(std::sin(a));

@@ -57,8 +57,8 @@ bool starts_like_pickle(const fs::path& file) {
 fs::path shard_path(const fs::path& dir, const std::string& name, const fs::path& index) {
     const fs::path p(name);
     if (name.empty() || p.is_absolute() || p.has_parent_path() || name == "." || name == "..")
-        throw InputError(index, "shard name '" + name + "' must be a plain file name in " +
-                                    dir.string());
+        throw InputError(index,
+                         "shard name '" + name + "' must be a plain file name in " + dir.string());
     return dir / p;
 }
 
@@ -66,7 +66,8 @@ fs::path shard_path(const fs::path& dir, const std::string& name, const fs::path
 void load_sharded(const fs::path& dir, const fs::path& index, WeightStore& store) {
     const json j = read_json_file(index);
     auto wm = j.find("weight_map");
-    if (wm == j.end() || wm->is_null()) throw InputError(index, "missing required field 'weight_map'");
+    if (wm == j.end() || wm->is_null())
+        throw InputError(index, "missing required field 'weight_map'");
     if (!wm->is_object())
         throw InputError(index, "field 'weight_map' must be an object, got " + json_type_name(*wm));
     if (wm->empty()) throw InputError(index, "'weight_map' lists no tensors");
@@ -90,7 +91,8 @@ void load_sharded(const fs::path& dir, const fs::path& index, WeightStore& store
             if (!have.count(t)) absent += (absent.empty() ? "" : ", ") + t;
         if (!absent.empty())
             throw InputError(file, "tensor(s) listed for this shard in " +
-                                       index.filename().string() + " are missing from it: " + absent);
+                                       index.filename().string() +
+                                       " are missing from it: " + absent);
     }
 }
 
@@ -114,9 +116,10 @@ std::unique_ptr<Model> load_hf(const fs::path& dir, const fs::path& single_file)
                     pickles.push_back(e.path());
             std::sort(pickles.begin(), pickles.end());
             if (!pickles.empty()) refuse_pickle(pickles.front());
-            throw InputError(dir, "no model weights found: expected model.safetensors or "
-                                  "model.safetensors.index.json (HF format) in this directory, or "
-                                  "pass a llama2.c .bin file");
+            throw InputError(dir,
+                             "no model weights found: expected model.safetensors or "
+                             "model.safetensors.index.json (HF format) in this directory, or "
+                             "pass a llama2.c .bin file");
         }
     }
     std::error_code ec2;

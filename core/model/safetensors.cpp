@@ -48,10 +48,11 @@ WeightTensor parse_entry(const std::string& name, const json& e, const uint8_t* 
     if (sh_it->size() > 8) throw InputError(file, what + ": shape has more than 8 dimensions");
     int64_t numel = 1;
     for (size_t i = 0; i < sh_it->size(); ++i) {
-        const int64_t d = json_value_int((*sh_it)[i], file, what + " shape[" + std::to_string(i) + "]");
-        if (d < 0)
-            throw InputError(file, what + " has a negative dimension " + std::to_string(d));
-        if (d > kMaxDim) throw InputError(file, what + " has an absurd dimension " + std::to_string(d));
+        const int64_t d =
+            json_value_int((*sh_it)[i], file, what + " shape[" + std::to_string(i) + "]");
+        if (d < 0) throw InputError(file, what + " has a negative dimension " + std::to_string(d));
+        if (d > kMaxDim)
+            throw InputError(file, what + " has an absurd dimension " + std::to_string(d));
         if (d != 0 && numel > (int64_t{1} << 56) / d)
             throw InputError(file, what + ": element count overflows");
         numel *= d;
@@ -63,11 +64,10 @@ WeightTensor parse_entry(const std::string& name, const json& e, const uint8_t* 
         throw InputError(file, what + ": 'data_offsets' must be a list [begin, end]");
     const int64_t begin = json_value_int((*off_it)[0], file, what + " data_offsets[0]");
     const int64_t end = json_value_int((*off_it)[1], file, what + " data_offsets[1]");
-    if (begin < 0 || end < 0)
-        throw InputError(file, what + " has negative data_offsets");
+    if (begin < 0 || end < 0) throw InputError(file, what + " has negative data_offsets");
     if (end < begin)
-        throw InputError(file, what + " has data_offsets end " + std::to_string(end) +
-                                   " < begin " + std::to_string(begin));
+        throw InputError(file, what + " has data_offsets end " + std::to_string(end) + " < begin " +
+                                   std::to_string(begin));
     if (static_cast<uint64_t>(end) > data_size)
         throw InputError(file, what + " has data_offsets [" + std::to_string(begin) + ", " +
                                    std::to_string(end) + "] beyond the end of the data (" +
@@ -127,8 +127,8 @@ std::vector<std::string> load_safetensors_into(const fs::path& file, WeightStore
         const size_t align = dtype_size(t.dtype);
         if (reinterpret_cast<uintptr_t>(t.data) % align != 0) {
             const auto* p = static_cast<const uint8_t*>(t.data);
-            t.data = store.own(std::vector<uint8_t>(
-                p, p + static_cast<size_t>(t.numel()) * dtype_size(t.dtype)));
+            t.data = store.own(
+                std::vector<uint8_t>(p, p + static_cast<size_t>(t.numel()) * dtype_size(t.dtype)));
         }
         names.push_back(t.name);
         store.add(std::move(t));

@@ -39,8 +39,8 @@ void copy_as_f32(const WeightTensor& t, int64_t first, int64_t count, float* out
             }
             return;
         default:
-            throw InputError(t.file, "tensor '" + t.name + "' has dtype " +
-                                         dtype_name(t.dtype) + ", expected F32, F16 or BF16");
+            throw InputError(t.file, "tensor '" + t.name + "' has dtype " + dtype_name(t.dtype) +
+                                         ", expected F32, F16 or BF16");
     }
 }
 

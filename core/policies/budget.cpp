@@ -21,9 +21,12 @@ int64_t Budget::resolve(int64_t prompt_len) const {
 
 std::string Budget::describe() const {
     std::ostringstream os;
-    if (tokens > 0) os << "budget " << tokens << " tokens";
-    else if (ratio > 0.0) os << "ratio " << ratio;
-    else os << "no budget";
+    if (tokens > 0)
+        os << "budget " << tokens << " tokens";
+    else if (ratio > 0.0)
+        os << "ratio " << ratio;
+    else
+        os << "no budget";
     return os.str();
 }
 
@@ -38,8 +41,9 @@ void validate_budget(const std::string& policy, const Budget& b, bool needs_budg
         throw InputError("policy '" + policy + "': --ratio must be in (0, 1], got " +
                          std::to_string(b.ratio));
     if (needs_budget && !has_tokens && !has_ratio)
-        throw InputError("policy '" + policy +
-                         "' needs a budget: --budget N (tokens per layer and KV head) or --ratio R");
+        throw InputError(
+            "policy '" + policy +
+            "' needs a budget: --budget N (tokens per layer and KV head) or --ratio R");
 }
 
 }  // namespace kvscope

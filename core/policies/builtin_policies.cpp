@@ -11,6 +11,11 @@ void register_builtin_policies(PolicyRegistry& r) {
     r.add(snapkv_policy_entry());
     r.add(pyramidkv_policy_entry());
     r.add(knorm_policy_entry());
+    r.add(d2o_policy_entry());
+    r.add(dmc_policy_entry());
+    r.add(dynamickv_policy_entry());
+    r.add(mikv_policy_entry());
+    r.add(kivi_policy_entry());
 }
 
 }  // namespace kvscope

@@ -33,8 +33,10 @@
 // layers {0, 1, L-1}, merge = code.
 //
 // Deviations / choices:
-//  * Budget: rho = --ratio when given; with --budget B (average tokens per layer and KV head)
-//    rho = B / n at the first decode step. The code floors hh and recent separately
+//  * Budget: with --ratio rho the code's rule above. With --budget B (average tokens per layer
+//    and KV head) C_l = floor(max(L * B * w_l, 0.01 n)): a budget in tokens is not capped at the
+//    current length (the layer's cache grows up to C_l); r_l is then reported as C_l / n.
+//    The code floors hh and recent separately
 //    (floor(n r hh/rho) + floor(n r recent/rho), which can lose a token); KVScope floors the layer
 //    total once and splits it, so a layer with r_l = 1 keeps everything.
 //  * C_l is at least 1 (the clamp 0.01 alone gives 0 tokens for prompts under 100 tokens).
@@ -234,9 +236,9 @@ class D2OPolicy final : public Policy {
     void compute_budgets(Plan& plan) {
         const int64_t L = static_cast<int64_t>(layers_.size());
         const int64_t n = prompt_len() + 1;
-        const double rho = budget().ratio > 0.0
-                               ? budget().ratio
-                               : static_cast<double>(budget_tokens()) / static_cast<double>(n);
+        const bool by_ratio = budget().ratio > 0.0;
+        const double rho = budget().ratio;
+        const double tokens = static_cast<double>(budget_tokens());
         double fmin = layers_.front().density;
         for (const LayerState& s : layers_) fmin = std::min(fmin, s.density);
         double z = 0.0;
@@ -244,9 +246,19 @@ class D2OPolicy final : public Policy {
         for (int64_t l = 0; l < L; ++l) {
             LayerState& s = layers_[static_cast<size_t>(l)];
             const double w = std::exp(-(s.density - fmin)) / z;
-            s.r = s.protect ? 1.0 : std::clamp(static_cast<double>(L) * rho * w, 0.01, 1.0);
-            s.C = std::max<int64_t>(
-                1, static_cast<int64_t>(std::floor(static_cast<double>(n) * s.r + 1e-9)));
+            const double nd = static_cast<double>(n);
+            if (s.protect) {
+                s.r = 1.0;
+                s.C = n;
+            } else if (by_ratio) {
+                s.r = std::clamp(static_cast<double>(L) * rho * w, 0.01, 1.0);
+                s.C = static_cast<int64_t>(std::floor(nd * s.r + 1e-9));
+            } else {
+                s.C = static_cast<int64_t>(
+                    std::floor(std::max(static_cast<double>(L) * tokens * w, 0.01 * nd) + 1e-9));
+                s.r = static_cast<double>(s.C) / nd;
+            }
+            s.C = std::max<int64_t>(1, s.C);
             s.R = static_cast<int64_t>(
                 std::floor(static_cast<double>(s.C) * (1.0 - hh_share_) + 1e-9));
             s.HH = s.C - s.R;

@@ -14,7 +14,7 @@
 //     if l % m == m - 1 (and, see below, at l = L - 1):
 //       global top-k over the scores of layers 0..l, all heads, k = b * H' * (l + 1)
 //       cnt_j = selected entries of layer j, integer-divided by (l + 1)     (as the code)
-//       at l = L - 1: cnt_l += floor(k / L) - sum(cnt)                       (as the code)
+//       at l = L - 1, if sum(cnt) != H' * (N - ws): cnt_l += floor(k / L) - sum(cnt)  (code)
 //       BL_j = int(bs * cnt_j / sum(cnt));  s = sum(BL) / (b * L);  BL_j = floor(BL_j / s);
 //       BL_l += b * L - sum(BL)                                               (remainder)
 //       list_j[h] = its first min(BL_j, N - ws, len(list_j)) entries, for every j <= l
@@ -43,6 +43,7 @@
 //    committed after the last layer. The kept slots stay in positional order in the cache.
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <numeric>
 #include <stdexcept>
 #include <string>
@@ -230,24 +231,33 @@ class DynamicKVPolicy final : public Policy {
                          std::vector<int64_t>& budget, Plan& plan) {
         const int64_t rows_per_layer = static_cast<int64_t>(rows.size()) / (l + 1);
         const int64_t k = b * rows_per_layer * (l + 1);
-        // Global top-k over (row, slot) entries; ties to the earlier entry.
-        std::vector<std::pair<double, int64_t>> entries;
-        entries.reserve(rows.size() * static_cast<size_t>(cols));
-        for (size_t r = 0; r < rows.size(); ++r)
-            for (int64_t j = 0; j < cols; ++j)
-                entries.emplace_back(rows[r].scores[static_cast<size_t>(j)],
-                                     static_cast<int64_t>(r) * cols + j);
-        const size_t take =
-            static_cast<size_t>(std::min<int64_t>(k, static_cast<int64_t>(entries.size())));
-        std::partial_sort(entries.begin(), entries.begin() + static_cast<std::ptrdiff_t>(take),
-                          entries.end(), [](const auto& x, const auto& y) {
-                              return x.first != y.first ? x.first > y.first : x.second < y.second;
-                          });
+        // Global top-k over (row, slot) entries, ties to the earlier entry: find the k-th
+        // largest value (O(entries)), count what is above it, fill up with ties in entry order.
+        const int64_t n_entries = static_cast<int64_t>(rows.size()) * cols;
+        const int64_t take = std::min(k, n_entries);
         std::vector<int64_t> cnt(static_cast<size_t>(l + 1), 0);
-        for (size_t e = 0; e < take; ++e)
-            ++cnt[static_cast<size_t>(rows[static_cast<size_t>(entries[e].second / cols)].layer)];
+        if (take > 0) {
+            std::vector<double> vals;
+            vals.reserve(static_cast<size_t>(n_entries));
+            for (const Row& r : rows) vals.insert(vals.end(), r.scores.begin(), r.scores.end());
+            auto kth = vals.begin() + (take - 1);
+            std::nth_element(vals.begin(), kth, vals.end(), std::greater<double>());
+            const double cut = *kth;
+            int64_t above = 0;
+            for (const Row& r : rows)
+                for (double v : r.scores) above += v > cut ? 1 : 0;
+            int64_t ties_left = take - above;
+            for (const Row& r : rows) {
+                for (double v : r.scores) {
+                    if (v > cut || (v == cut && ties_left-- > 0))
+                        ++cnt[static_cast<size_t>(r.layer)];
+                }
+            }
+        }
         for (int64_t& c : cnt) c /= (l + 1);
-        if (l == L - 1) cnt.back() += k / L - std::accumulate(cnt.begin(), cnt.end(), int64_t{0});
+        // The code's fix-up at the last layer, with its exact condition (sum != rows * cols).
+        const int64_t sum_cnt = std::accumulate(cnt.begin(), cnt.end(), int64_t{0});
+        if (l == L - 1 && sum_cnt != rows_per_layer * cols) cnt.back() += k / L - sum_cnt;
         const int64_t z = std::accumulate(cnt.begin(), cnt.end(), int64_t{0});
 
         const int64_t total = b * L;

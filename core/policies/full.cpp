@@ -7,13 +7,13 @@ namespace kvscope {
 namespace {
 
 const PolicyInfo& full_info() {
-    static const PolicyInfo info{"full", "Full cache", "(baseline: no compression)", "", "",
-                                 Regime::prefill_oneshot, false};
+    static const PolicyInfo info{
+        "full", "Full cache", "(baseline: no compression)", "", "", Regime::prefill_oneshot, false};
     return info;
 }
 
 class FullPolicy final : public Policy {
-public:
+  public:
     using Policy::Policy;
     const PolicyInfo& info() const override { return full_info(); }
     PolicyNeeds needs() const override { return {}; }
@@ -29,9 +29,8 @@ public:
 }  // namespace
 
 PolicyEntry full_policy_entry() {
-    return PolicyEntry{full_info(), {}, [](const PolicyConfig& c) {
-                           return std::make_unique<FullPolicy>(c);
-                       }};
+    return PolicyEntry{
+        full_info(), {}, [](const PolicyConfig& c) { return std::make_unique<FullPolicy>(c); }};
 }
 
 }  // namespace kvscope

@@ -1,5 +1,6 @@
-// H2O — Heavy-Hitter Oracle: cumulative attention heavy hitters + recent window (decode-continuous).
-// Paper: Z. Zhang, Y. Sheng, T. Zhou, T. Chen, L. Zheng, R. Cai, Z. Song, Y. Tian, C. Ré,
+// H2O — Heavy-Hitter Oracle: cumulative attention heavy hitters + recent window
+// (decode-continuous). Paper: Z. Zhang, Y. Sheng, T. Zhou, T. Chen, L. Zheng, R. Cai, Z. Song, Y.
+// Tian, C. Ré,
 //        C. Barrett, Z. Wang, B. Chen, "H2O: Heavy-Hitter Oracle for Efficient Generative
 //        Inference of Large Language Models", arXiv 2306.14048 (NeurIPS 2023).
 // Official code: github.com/FMInference/H2O.
@@ -49,7 +50,12 @@ const PolicyInfo& h2o_info() {
 
 ParamSchema h2o_schema() {
     return {
-        ParamSpec{"recent_ratio", ParamType::float_, 0.5, 0.0, 1.0, {},
+        ParamSpec{"recent_ratio",
+                  ParamType::float_,
+                  0.5,
+                  0.0,
+                  1.0,
+                  {},
                   "share of the budget given to the most recent tokens; the rest are heavy "
                   "hitters (paper: 10 % + 10 % -> 0.5)"},
         gqa_param_spec("mean"),
@@ -57,7 +63,7 @@ ParamSchema h2o_schema() {
 }
 
 class H2OPolicy final : public Policy {
-public:
+  public:
     explicit H2OPolicy(PolicyConfig c)
         : Policy(std::move(c)),
           recent_ratio_(params().get_float("recent_ratio")),
@@ -107,10 +113,10 @@ public:
         return plan;
     }
 
-private:
+  private:
     struct HeadState {
-        std::vector<int64_t> pos;   // [n] positions the scores belong to
-        std::vector<Scores> acc;    // [g][n] cumulative attention per query head
+        std::vector<int64_t> pos;  // [n] positions the scores belong to
+        std::vector<Scores> acc;   // [g][n] cumulative attention per query head
     };
 
     HeadState& state(int64_t layer, int64_t head) {
@@ -138,11 +144,12 @@ private:
         const int64_t n = static_cast<int64_t>(st.pos.size());
         hp.budget = C;
         if (n <= C) return;
-        const int64_t R = static_cast<int64_t>(std::floor(static_cast<double>(C) * recent_ratio_ + 1e-9));
+        const int64_t R =
+            static_cast<int64_t>(std::floor(static_cast<double>(C) * recent_ratio_ + 1e-9));
         const int64_t HH = C - R;
         const std::vector<int64_t> cand = index_range(0, n - R);
-        std::vector<int64_t> keep = sorted_union(select_top_k(st.acc, gqa_, HH, cand),
-                                                 index_range(n - R, n));
+        std::vector<int64_t> keep =
+            sorted_union(select_top_k(st.acc, gqa_, HH, cand), index_range(n - R, n));
         HeadState kept;
         for (int64_t s : keep) kept.pos.push_back(st.pos[static_cast<size_t>(s)]);
         for (const Scores& a : st.acc) {
@@ -162,9 +169,8 @@ private:
 }  // namespace
 
 PolicyEntry h2o_policy_entry() {
-    return PolicyEntry{h2o_info(), h2o_schema(), [](const PolicyConfig& c) {
-                           return std::make_unique<H2OPolicy>(c);
-                       }};
+    return PolicyEntry{h2o_info(), h2o_schema(),
+                       [](const PolicyConfig& c) { return std::make_unique<H2OPolicy>(c); }};
 }
 
 }  // namespace kvscope

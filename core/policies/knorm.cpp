@@ -28,24 +28,29 @@ namespace kvscope {
 namespace {
 
 const PolicyInfo& knorm_info() {
-    static const PolicyInfo info{"knorm",
-                                 "L2-norm (K-norm)",
-                                 "A Simple and Effective L2 Norm-Based Strategy for KV Cache Compression",
-                                 "2406.11430",
-                                 "github.com/alessiodevoto/l2compress",
-                                 Regime::prefill_oneshot,
-                                 true};
+    static const PolicyInfo info{
+        "knorm",
+        "L2-norm (K-norm)",
+        "A Simple and Effective L2 Norm-Based Strategy for KV Cache Compression",
+        "2406.11430",
+        "github.com/alessiodevoto/l2compress",
+        Regime::prefill_oneshot,
+        true};
     return info;
 }
 
 ParamSchema knorm_schema() {
-    return {ParamSpec{"skip_layers", ParamType::int_list, std::vector<int64_t>{0, 1}, 0.0,
-                      std::nullopt, {},
+    return {ParamSpec{"skip_layers",
+                      ParamType::int_list,
+                      std::vector<int64_t>{0, 1},
+                      0.0,
+                      std::nullopt,
+                      {},
                       "layers never compressed (paper: 0,1; some scripts add 12); empty = none"}};
 }
 
 class KnormPolicy final : public Policy {
-public:
+  public:
     explicit KnormPolicy(PolicyConfig c)
         : Policy(std::move(c)), skip_(params().get_int_list("skip_layers")) {}
     const PolicyInfo& info() const override { return knorm_info(); }
@@ -72,16 +77,15 @@ public:
         return plan;
     }
 
-private:
+  private:
     std::vector<int64_t> skip_;
 };
 
 }  // namespace
 
 PolicyEntry knorm_policy_entry() {
-    return PolicyEntry{knorm_info(), knorm_schema(), [](const PolicyConfig& c) {
-                           return std::make_unique<KnormPolicy>(c);
-                       }};
+    return PolicyEntry{knorm_info(), knorm_schema(),
+                       [](const PolicyConfig& c) { return std::make_unique<KnormPolicy>(c); }};
 }
 
 }  // namespace kvscope

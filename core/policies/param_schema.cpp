@@ -14,11 +14,16 @@ namespace kvscope {
 
 const char* param_type_name(ParamType t) {
     switch (t) {
-        case ParamType::int_: return "int";
-        case ParamType::float_: return "float";
-        case ParamType::bool_: return "bool";
-        case ParamType::enum_: return "enum";
-        case ParamType::int_list: return "int-list";
+        case ParamType::int_:
+            return "int";
+        case ParamType::float_:
+            return "float";
+        case ParamType::bool_:
+            return "bool";
+        case ParamType::enum_:
+            return "enum";
+        case ParamType::int_list:
+            return "int-list";
     }
     return "?";
 }
@@ -37,12 +42,14 @@ std::string join(const std::vector<std::string>& v, const char* sep) {
     return out;
 }
 
-[[noreturn]] void bad(const std::string& policy, const std::string& param, const std::string& what) {
+[[noreturn]] void bad(const std::string& policy, const std::string& param,
+                      const std::string& what) {
     throw InputError("policy '" + policy + "', parameter '" + param + "': " + what);
 }
 
 std::string range_text(const ParamSpec& spec) {
-    if (spec.min && spec.max) return " in [" + fmt_double(*spec.min) + ", " + fmt_double(*spec.max) + "]";
+    if (spec.min && spec.max)
+        return " in [" + fmt_double(*spec.min) + ", " + fmt_double(*spec.max) + "]";
     if (spec.min) return " >= " + fmt_double(*spec.min);
     if (spec.max) return " <= " + fmt_double(*spec.max);
     return "";
@@ -124,8 +131,9 @@ ParamValues default_params(const ParamSchema& schema) {
 void validate_param(const std::string& policy, const ParamSpec& spec, const ParamValue& v) {
     auto check_range = [&](double x, const std::string& shown) {
         if ((spec.min && x < *spec.min) || (spec.max && x > *spec.max))
-            bad(policy, spec.name, "value " + shown + " is out of range (expected " +
-                                       param_type_name(spec.type) + range_text(spec) + ")");
+            bad(policy, spec.name,
+                "value " + shown + " is out of range (expected " + param_type_name(spec.type) +
+                    range_text(spec) + ")");
     };
     switch (spec.type) {
         case ParamType::int_: {
@@ -148,7 +156,8 @@ void validate_param(const std::string& policy, const ParamSpec& spec, const Para
             const auto* s = std::get_if<std::string>(&v);
             if (!s || std::find(spec.choices.begin(), spec.choices.end(), *s) == spec.choices.end())
                 bad(policy, spec.name,
-                    "'" + (s ? *s : std::string("?")) + "' is not one of: " + join(spec.choices, ", "));
+                    "'" + (s ? *s : std::string("?")) +
+                        "' is not one of: " + join(spec.choices, ", "));
             break;
         }
         case ParamType::int_list: {
@@ -168,14 +177,16 @@ ParamValue parse_param_value(const std::string& policy, const ParamSpec& spec,
         case ParamType::int_: {
             int64_t i = 0;
             if (!parse_int(text, i))
-                bad(policy, spec.name, "'" + text + "' is not an integer (expected int" + range_text(spec) + ")");
+                bad(policy, spec.name,
+                    "'" + text + "' is not an integer (expected int" + range_text(spec) + ")");
             v = i;
             break;
         }
         case ParamType::float_: {
             double d = 0;
             if (!parse_float(text, d))
-                bad(policy, spec.name, "'" + text + "' is not a number (expected float" + range_text(spec) + ")");
+                bad(policy, spec.name,
+                    "'" + text + "' is not a number (expected float" + range_text(spec) + ")");
             v = d;
             break;
         }
@@ -183,9 +194,12 @@ ParamValue parse_param_value(const std::string& policy, const ParamSpec& spec,
             std::string t = text;
             std::transform(t.begin(), t.end(), t.begin(),
                            [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-            if (t == "true" || t == "1" || t == "yes" || t == "on") v = true;
-            else if (t == "false" || t == "0" || t == "no" || t == "off") v = false;
-            else bad(policy, spec.name, "'" + text + "' is not a boolean (expected true or false)");
+            if (t == "true" || t == "1" || t == "yes" || t == "on")
+                v = true;
+            else if (t == "false" || t == "0" || t == "no" || t == "off")
+                v = false;
+            else
+                bad(policy, spec.name, "'" + text + "' is not a boolean (expected true or false)");
             break;
         }
         case ParamType::enum_:
@@ -199,7 +213,8 @@ ParamValue parse_param_value(const std::string& policy, const ParamSpec& spec,
                 while (std::getline(ss, item, ',')) {
                     int64_t i = 0;
                     if (!parse_int(trim(item), i))
-                        bad(policy, spec.name, "'" + text + "' is not a comma-separated list of integers");
+                        bad(policy, spec.name,
+                            "'" + text + "' is not a comma-separated list of integers");
                     out.push_back(i);
                 }
                 if (text.back() == ',') bad(policy, spec.name, "'" + text + "' ends with a comma");
@@ -219,7 +234,8 @@ ParamValues parse_param_assignments(const std::string& policy, const ParamSchema
     for (const std::string& a : assignments) {
         const size_t eq = a.find('=');
         if (eq == std::string::npos || eq == 0)
-            throw InputError("policy '" + policy + "': --param '" + a + "' is not of the form key=value");
+            throw InputError("policy '" + policy + "': --param '" + a +
+                             "' is not of the form key=value");
         const std::string key = trim(a.substr(0, eq));
         const ParamSpec* spec = nullptr;
         for (const ParamSpec& s : schema)

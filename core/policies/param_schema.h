@@ -21,12 +21,12 @@ using ParamValue = std::variant<int64_t, double, bool, std::string, std::vector<
 std::string param_value_to_string(const ParamValue& v);
 
 struct ParamSpec {
-    std::string name;                 // [a-z0-9_]+
+    std::string name;  // [a-z0-9_]+
     ParamType type = ParamType::int_;
     ParamValue default_value;
-    std::optional<double> min;        // int_/float_: inclusive range; int_list: per element
+    std::optional<double> min;  // int_/float_: inclusive range; int_list: per element
     std::optional<double> max;
-    std::vector<std::string> choices; // enum_
+    std::vector<std::string> choices;  // enum_
     std::string help;
 };
 
@@ -35,7 +35,7 @@ using ParamSchema = std::vector<ParamSpec>;
 // Values by parameter name. A complete set (every schema entry present and valid) is what
 // policies receive.
 class ParamValues {
-public:
+  public:
     ParamValues() = default;
 
     bool has(const std::string& name) const { return values_.count(name) != 0; }
@@ -49,7 +49,7 @@ public:
     const std::string& get_enum(const std::string& name) const;
     const std::vector<int64_t>& get_int_list(const std::string& name) const;
 
-private:
+  private:
     std::map<std::string, ParamValue> values_;
 };
 

@@ -39,7 +39,8 @@ void apply(const Plan& plan, KVCache& cache) {
         const int64_t n0 = static_cast<int64_t>(pos0.size());
         auto to_pos = [&](int64_t s) {
             if (s < 0 || s >= n0)
-                fail(hp, "slot " + std::to_string(s) + " out of range [0, " + std::to_string(n0) + ")");
+                fail(hp,
+                     "slot " + std::to_string(s) + " out of range [0, " + std::to_string(n0) + ")");
             return pos0[static_cast<size_t>(s)];
         };
         auto to_slot = [&](int64_t p) {

@@ -24,8 +24,8 @@ struct MergeOp {
     std::vector<int64_t> src;
     int64_t dst = -1;
     float dst_weight = 1.0f;
-    std::vector<float> src_weights;   // [src.size()]
-    std::vector<float> similarity;    // optional [src.size()]
+    std::vector<float> src_weights;  // [src.size()]
+    std::vector<float> similarity;   // optional [src.size()]
     float threshold = CacheEvent::kNone;
     bool prerope = false;
 };
@@ -48,7 +48,7 @@ struct HeadPlan {
     std::vector<MergeOp> merges;
     std::vector<QuantizeOp> quantize;
     std::vector<DemoteOp> demote;
-    int64_t budget = -1;                       // tokens this head may hold (trace); -1 = unbounded
+    int64_t budget = -1;  // tokens this head may hold (trace); -1 = unbounded
 };
 
 // A per-layer scalar for the trace (D2O's F_l, r_l, tau_l; DynamicKV's shares...).
@@ -76,9 +76,9 @@ void apply(const Plan& plan, KVCache& cache);
 // (default), or merge it into an existing slot (DMC).
 struct AppendDecision {
     bool merge = false;
-    IncomingMerge spec;                 // when merge; result_k/result_v are ignored here...
-    std::vector<float> result_k;        // ...use these (empty = weighted sum) [d]
-    std::vector<float> result_v;        // [d]
+    IncomingMerge spec;           // when merge; result_k/result_v are ignored here...
+    std::vector<float> result_k;  // ...use these (empty = weighted sum) [d]
+    std::vector<float> result_v;  // [d]
 };
 
 // Appends the token or merges it as decided; returns the slot index it ended in.

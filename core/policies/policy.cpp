@@ -8,8 +8,12 @@ void Policy::begin(const ModelDims& dims, int64_t prompt_len) {
     budget_tokens_ = cfg_.budget.given() ? cfg_.budget.resolve(prompt_len) : -1;
 }
 
-AppendDecision Policy::on_append(const AppendContext&) { return {}; }
+AppendDecision Policy::on_append(const AppendContext&) {
+    return {};
+}
 
-Plan Policy::after_decode_layer(const ScoreView&) { return {}; }
+Plan Policy::after_decode_layer(const ScoreView&) {
+    return {};
+}
 
 }  // namespace kvscope

@@ -31,7 +31,9 @@ namespace kvscope {
 // D: evict / merge / quantise at every decode step, the cache stays bounded.
 enum class Regime : uint8_t { prefill_oneshot, decode_continuous };
 
-inline const char* regime_code(Regime r) { return r == Regime::prefill_oneshot ? "P" : "D"; }
+inline const char* regime_code(Regime r) {
+    return r == Regime::prefill_oneshot ? "P" : "D";
+}
 
 struct PolicyInfo {
     std::string name;       // CLI name: "snapkv"
@@ -93,7 +95,7 @@ struct AppendContext {
 };
 
 class Policy {
-public:
+  public:
     explicit Policy(PolicyConfig cfg) : cfg_(std::move(cfg)) {}
     virtual ~Policy() = default;
     Policy(const Policy&) = delete;
@@ -119,12 +121,12 @@ public:
     // After this step's attention in one layer (view.layers holds that layer only).
     virtual Plan after_decode_layer(const ScoreView& view);
 
-protected:
+  protected:
     const ModelDims& dims() const { return dims_; }
     int64_t prompt_len() const { return prompt_len_; }
     int64_t budget_tokens() const { return budget_tokens_; }
 
-private:
+  private:
     PolicyConfig cfg_;
     ModelDims dims_;
     int64_t prompt_len_ = 0;

@@ -47,7 +47,8 @@ std::vector<int64_t> pyramid_layer_budgets(int64_t C, int64_t w, int64_t N, int6
         k_top = 2 * (C - w) - k_bottom;
     }
     const int64_t steps = (k_bottom - k_top) / (L - 1);
-    for (int64_t l = 0; l < L; ++l) k[static_cast<size_t>(l)] = std::max<int64_t>(0, k_bottom - l * steps);
+    for (int64_t l = 0; l < L; ++l)
+        k[static_cast<size_t>(l)] = std::max<int64_t>(0, k_bottom - l * steps);
     return k;
 }
 
@@ -67,20 +68,40 @@ const PolicyInfo& pyramidkv_info() {
 
 ParamSchema pyramidkv_schema() {
     return {
-        ParamSpec{"beta", ParamType::int_, int64_t{20}, 1.0, std::nullopt, {},
+        ParamSpec{"beta",
+                  ParamType::int_,
+                  int64_t{20},
+                  1.0,
+                  std::nullopt,
+                  {},
                   "pyramid steepness: the top layer keeps (C - w) / beta (paper, runner: 20)"},
-        ParamSpec{"window", ParamType::int_, int64_t{8}, 1.0, std::nullopt, {},
+        ParamSpec{"window",
+                  ParamType::int_,
+                  int64_t{8},
+                  1.0,
+                  std::nullopt,
+                  {},
                   "observation window w (KVCache-Factory runner: 8)"},
-        ParamSpec{"kernel", ParamType::int_, int64_t{7}, 1.0, 63.0, {},
+        ParamSpec{"kernel",
+                  ParamType::int_,
+                  int64_t{7},
+                  1.0,
+                  63.0,
+                  {},
                   "pooling kernel size, odd (runner: 7)"},
-        ParamSpec{"pool", ParamType::enum_, std::string("max"), std::nullopt, std::nullopt,
-                  {"max", "avg", "none"}, "pooling of the votes (runner: max)"},
+        ParamSpec{"pool",
+                  ParamType::enum_,
+                  std::string("max"),
+                  std::nullopt,
+                  std::nullopt,
+                  {"max", "avg", "none"},
+                  "pooling of the votes (runner: max)"},
         gqa_param_spec("mean"),
     };
 }
 
 class PyramidKVPolicy final : public Policy {
-public:
+  public:
     explicit PyramidKVPolicy(PolicyConfig c)
         : Policy(std::move(c)),
           beta_(params().get_int("beta")),
@@ -113,12 +134,13 @@ public:
                 if (N < C || hs.n() <= kl + w) continue;
                 hp.keep = window_vote_keep(hs, w, kernel_, pool_, gqa_, kl);
             }
-            plan.notes.push_back(LayerNote{ls.layer, "pyramid_budget", static_cast<double>(kl + w)});
+            plan.notes.push_back(
+                LayerNote{ls.layer, "pyramid_budget", static_cast<double>(kl + w)});
         }
         return plan;
     }
 
-private:
+  private:
     int64_t beta_, window_, kernel_;
     PoolKind pool_;
     GqaAgg gqa_;
@@ -127,9 +149,8 @@ private:
 }  // namespace
 
 PolicyEntry pyramidkv_policy_entry() {
-    return PolicyEntry{pyramidkv_info(), pyramidkv_schema(), [](const PolicyConfig& c) {
-                           return std::make_unique<PyramidKVPolicy>(c);
-                       }};
+    return PolicyEntry{pyramidkv_info(), pyramidkv_schema(),
+                       [](const PolicyConfig& c) { return std::make_unique<PyramidKVPolicy>(c); }};
 }
 
 }  // namespace kvscope

@@ -39,8 +39,9 @@ std::vector<std::string> PolicyRegistry::names() const {
 std::vector<const PolicyEntry*> PolicyRegistry::list() const {
     std::vector<const PolicyEntry*> l;
     for (const PolicyEntry& e : entries_) l.push_back(&e);
-    std::sort(l.begin(), l.end(),
-              [](const PolicyEntry* a, const PolicyEntry* b) { return a->info.name < b->info.name; });
+    std::sort(l.begin(), l.end(), [](const PolicyEntry* a, const PolicyEntry* b) {
+        return a->info.name < b->info.name;
+    });
     return l;
 }
 

@@ -21,15 +21,15 @@ struct PolicyEntry {
 };
 
 class PolicyRegistry {
-public:
+  public:
     // The registry holding every built-in policy.
     static PolicyRegistry& global();
 
     // Adds an entry; throws std::invalid_argument on a duplicate name.
     void add(PolicyEntry entry);
     const PolicyEntry* find(const std::string& name) const;
-    std::vector<std::string> names() const;              // sorted
-    std::vector<const PolicyEntry*> list() const;         // sorted by name
+    std::vector<std::string> names() const;        // sorted
+    std::vector<const PolicyEntry*> list() const;  // sorted by name
 
     // Validates budget and parameters and builds the policy. Throws InputError for an unknown
     // name (listing the known ones), a missing/invalid budget or an invalid parameter.
@@ -38,7 +38,7 @@ public:
     std::unique_ptr<Policy> create(const std::string& name, const Budget& budget,
                                    const ParamValues& params) const;
 
-private:
+  private:
     std::vector<PolicyEntry> entries_;
 };
 

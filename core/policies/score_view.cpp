@@ -44,7 +44,8 @@ void ScoreView::check() const {
             auto per_q = [&](const std::vector<std::span<const float>>& v, size_t len,
                              const char* name) {
                 if (v.empty()) return;
-                if (v.size() != g) fail(where + name + " must have one entry per query head of the group");
+                if (v.size() != g)
+                    fail(where + name + " must have one entry per query head of the group");
                 for (const auto& s : v)
                     if (s.size() != len) fail(where + name + " has the wrong length");
             };
@@ -52,13 +53,16 @@ void ScoreView::check() const {
             per_q(hs.window, static_cast<size_t>(hs.window_rows) * n, "window");
             per_q(hs.last_row, n, "last_row");
             per_q(hs.step_row, n, "step_row");
-            if (!hs.key_norms.empty() && hs.key_norms.size() != n) fail(where + "key_norms has the wrong length");
+            if (!hs.key_norms.empty() && hs.key_norms.size() != n)
+                fail(where + "key_norms has the wrong length");
             if (!hs.keys.empty() && hs.keys.size() != n * static_cast<size_t>(head_dim))
                 fail(where + "keys has the wrong length");
-            if (!hs.keys_prerope.empty() && hs.keys_prerope.size() != n * static_cast<size_t>(head_dim))
+            if (!hs.keys_prerope.empty() &&
+                hs.keys_prerope.size() != n * static_cast<size_t>(head_dim))
                 fail(where + "keys_prerope has the wrong length");
             for (size_t i = 1; i < n; ++i)
-                if (hs.positions[i] <= hs.positions[i - 1]) fail(where + "positions not increasing");
+                if (hs.positions[i] <= hs.positions[i - 1])
+                    fail(where + "positions not increasing");
         }
     }
 }

@@ -56,12 +56,12 @@ struct LayerScores {
 };
 
 struct ScoreView {
-    int64_t n_layers = 0;    // of the model
-    int64_t n_heads = 0;     // query heads
+    int64_t n_layers = 0;  // of the model
+    int64_t n_heads = 0;   // query heads
     int64_t n_kv_heads = 0;
     int64_t head_dim = 0;
     int64_t prompt_len = 0;
-    int64_t step = -1;       // -1 = after prefill, 0.. = decode step
+    int64_t step = -1;                // -1 = after prefill, 0.. = decode step
     std::vector<LayerScores> layers;  // after prefill: every layer; in decode: the current one
 
     int64_t group() const { return n_kv_heads > 0 ? n_heads / n_kv_heads : 1; }

@@ -17,15 +17,22 @@ GqaAgg parse_gqa(const std::string& s) {
 
 const char* gqa_name(GqaAgg a) {
     switch (a) {
-        case GqaAgg::mean: return "mean";
-        case GqaAgg::max: return "max";
-        case GqaAgg::per_query_head: return "per_query_head";
+        case GqaAgg::mean:
+            return "mean";
+        case GqaAgg::max:
+            return "max";
+        case GqaAgg::per_query_head:
+            return "per_query_head";
     }
     return "?";
 }
 
 ParamSpec gqa_param_spec(const std::string& default_value) {
-    return ParamSpec{"gqa", ParamType::enum_, default_value, std::nullopt, std::nullopt,
+    return ParamSpec{"gqa",
+                     ParamType::enum_,
+                     default_value,
+                     std::nullopt,
+                     std::nullopt,
                      {"mean", "max", "per_query_head"},
                      "how the query heads sharing a KV head combine their scores: mean, max, or "
                      "per_query_head (round-robin union of each query head's own ranking)"};
@@ -58,7 +65,8 @@ Scores window_sum(std::span<const float> window, int64_t w, int64_t n, int64_t n
     Scores s(static_cast<size_t>(std::max<int64_t>(n_cols, 0)), 0.0);
     for (int64_t i = 0; i < w; ++i)
         for (int64_t j = 0; j < n_cols; ++j)
-            s[static_cast<size_t>(j)] += static_cast<double>(window[static_cast<size_t>(i * n + j)]);
+            s[static_cast<size_t>(j)] +=
+                static_cast<double>(window[static_cast<size_t>(i * n + j)]);
     return s;
 }
 
@@ -74,7 +82,8 @@ Scores pool1d(const Scores& s, int64_t kernel, PoolKind kind) {
             const double x = s[static_cast<size_t>(t)];
             acc = kind == PoolKind::max ? std::max(acc, x) : acc + x;
         }
-        out[static_cast<size_t>(j)] = kind == PoolKind::max ? acc : acc / static_cast<double>(kernel);
+        out[static_cast<size_t>(j)] =
+            kind == PoolKind::max ? acc : acc / static_cast<double>(kernel);
     }
     return out;
 }
@@ -82,7 +91,8 @@ Scores pool1d(const Scores& s, int64_t kernel, PoolKind kind) {
 namespace {
 
 // Candidates ranked best first (higher score; ties to the lower index). NaN ranks last.
-std::vector<int64_t> ranked(const Scores& scores, std::span<const int64_t> candidates, bool highest) {
+std::vector<int64_t> ranked(const Scores& scores, std::span<const int64_t> candidates,
+                            bool highest) {
     std::vector<int64_t> idx;
     if (candidates.empty()) {
         idx.resize(scores.size());
@@ -121,7 +131,8 @@ std::vector<int64_t> top_k(const Scores& scores, int64_t k, std::span<const int6
     return first_k_sorted(ranked(scores, candidates, true), k);
 }
 
-std::vector<int64_t> bottom_k(const Scores& scores, int64_t k, std::span<const int64_t> candidates) {
+std::vector<int64_t> bottom_k(const Scores& scores, int64_t k,
+                              std::span<const int64_t> candidates) {
     return first_k_sorted(ranked(scores, candidates, false), k);
 }
 
@@ -147,7 +158,9 @@ std::vector<int64_t> select_top_k(const std::vector<Scores>& per_q, GqaAgg agg, 
     return out;
 }
 
-Scores to_scores(std::span<const float> s) { return Scores(s.begin(), s.end()); }
+Scores to_scores(std::span<const float> s) {
+    return Scores(s.begin(), s.end());
+}
 
 std::vector<int64_t> index_range(int64_t b, int64_t e) {
     std::vector<int64_t> r;

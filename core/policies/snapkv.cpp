@@ -47,18 +47,33 @@ const PolicyInfo& snapkv_info() {
 
 ParamSchema snapkv_schema() {
     return {
-        ParamSpec{"window", ParamType::int_, int64_t{32}, 1.0, std::nullopt, {},
+        ParamSpec{"window",
+                  ParamType::int_,
+                  int64_t{32},
+                  1.0,
+                  std::nullopt,
+                  {},
                   "observation window w: the last w prompt queries vote (LongBench configs: 32)"},
-        ParamSpec{"kernel", ParamType::int_, int64_t{7}, 1.0, 63.0, {},
+        ParamSpec{"kernel",
+                  ParamType::int_,
+                  int64_t{7},
+                  1.0,
+                  63.0,
+                  {},
                   "pooling kernel size, odd (LongBench configs: 7)"},
-        ParamSpec{"pool", ParamType::enum_, std::string("max"), std::nullopt, std::nullopt,
-                  {"max", "avg", "none"}, "pooling of the votes (LongBench configs: max)"},
+        ParamSpec{"pool",
+                  ParamType::enum_,
+                  std::string("max"),
+                  std::nullopt,
+                  std::nullopt,
+                  {"max", "avg", "none"},
+                  "pooling of the votes (LongBench configs: max)"},
         gqa_param_spec("mean"),
     };
 }
 
 class SnapKVPolicy final : public Policy {
-public:
+  public:
     explicit SnapKVPolicy(PolicyConfig c)
         : Policy(std::move(c)),
           window_(params().get_int("window")),
@@ -91,7 +106,7 @@ public:
         return plan;
     }
 
-private:
+  private:
     int64_t window_, kernel_;
     PoolKind pool_;
     GqaAgg gqa_;
@@ -100,9 +115,8 @@ private:
 }  // namespace
 
 PolicyEntry snapkv_policy_entry() {
-    return PolicyEntry{snapkv_info(), snapkv_schema(), [](const PolicyConfig& c) {
-                           return std::make_unique<SnapKVPolicy>(c);
-                       }};
+    return PolicyEntry{snapkv_info(), snapkv_schema(),
+                       [](const PolicyConfig& c) { return std::make_unique<SnapKVPolicy>(c); }};
 }
 
 }  // namespace kvscope

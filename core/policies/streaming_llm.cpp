@@ -37,12 +37,18 @@ const PolicyInfo& streaming_info() {
 }
 
 ParamSchema streaming_schema() {
-    return {ParamSpec{"sinks", ParamType::int_, int64_t{4}, 0.0, std::nullopt, {},
-                      "number of initial tokens always kept (attention sinks); official scripts: 4"}};
+    return {
+        ParamSpec{"sinks",
+                  ParamType::int_,
+                  int64_t{4},
+                  0.0,
+                  std::nullopt,
+                  {},
+                  "number of initial tokens always kept (attention sinks); official scripts: 4"}};
 }
 
 class StreamingLLMPolicy final : public Policy {
-public:
+  public:
     explicit StreamingLLMPolicy(PolicyConfig c)
         : Policy(std::move(c)), sinks_(params().get_int("sinks")) {}
     const PolicyInfo& info() const override { return streaming_info(); }
@@ -50,7 +56,7 @@ public:
     Plan after_prefill(const ScoreView& view) override { return compress(view); }
     Plan after_decode_layer(const ScoreView& view) override { return compress(view); }
 
-private:
+  private:
     Plan compress(const ScoreView& view) const {
         view.check();
         Plan plan;

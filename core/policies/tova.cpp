@@ -39,7 +39,11 @@ const PolicyInfo& tova_info() {
 }
 
 ParamSchema tova_schema() {
-    return {ParamSpec{"gqa", ParamType::enum_, std::string("mean"), std::nullopt, std::nullopt,
+    return {ParamSpec{"gqa",
+                      ParamType::enum_,
+                      std::string("mean"),
+                      std::nullopt,
+                      std::nullopt,
                       {"mean", "max", "per_kv_head"},
                       "how the layer's query heads combine the last query's attention: mean "
                       "(paper) or max over all heads (one set per layer), or per_kv_head (each "
@@ -47,7 +51,7 @@ ParamSchema tova_schema() {
 }
 
 class TOVAPolicy final : public Policy {
-public:
+  public:
     explicit TOVAPolicy(PolicyConfig c) : Policy(std::move(c)), mode_(params().get_enum("gqa")) {}
     const PolicyInfo& info() const override { return tova_info(); }
     PolicyNeeds needs() const override {
@@ -60,7 +64,7 @@ public:
     Plan after_prefill(const ScoreView& view) override { return compress(view, false); }
     Plan after_decode_layer(const ScoreView& view) override { return compress(view, true); }
 
-private:
+  private:
     Plan compress(const ScoreView& view, bool decode) const {
         view.check();
         Plan plan;
@@ -71,11 +75,11 @@ private:
             for (const HeadScores& hs : ls.heads) {
                 std::vector<Scores> r;
                 for (int64_t q = 0; q < view.group(); ++q) {
-                    std::span<const float> row =
-                        decode ? (static_cast<size_t>(q) < hs.step_row.size()
-                                      ? hs.step_row[static_cast<size_t>(q)]
-                                      : std::span<const float>{})
-                               : hs.last_query_row(q);
+                    std::span<const float> row = decode
+                                                     ? (static_cast<size_t>(q) < hs.step_row.size()
+                                                            ? hs.step_row[static_cast<size_t>(q)]
+                                                            : std::span<const float>{})
+                                                     : hs.last_query_row(q);
                     if (row.empty())
                         throw std::invalid_argument("tova: layer " + std::to_string(ls.layer) +
                                                     " has no last-query attention row");
@@ -95,7 +99,8 @@ private:
             for (const HeadScores& hs : ls.heads)
                 if (!std::equal(hs.positions.begin(), hs.positions.end(),
                                 ls.heads[0].positions.begin(), ls.heads[0].positions.end()))
-                    throw std::invalid_argument("tova: KV heads of layer " + std::to_string(ls.layer) +
+                    throw std::invalid_argument("tova: KV heads of layer " +
+                                                std::to_string(ls.layer) +
                                                 " hold different tokens; use gqa=per_kv_head");
             std::vector<Scores> all;
             for (auto& r : rows)
@@ -118,9 +123,8 @@ private:
 }  // namespace
 
 PolicyEntry tova_policy_entry() {
-    return PolicyEntry{tova_info(), tova_schema(), [](const PolicyConfig& c) {
-                           return std::make_unique<TOVAPolicy>(c);
-                       }};
+    return PolicyEntry{tova_info(), tova_schema(),
+                       [](const PolicyConfig& c) { return std::make_unique<TOVAPolicy>(c); }};
 }
 
 }  // namespace kvscope

@@ -137,8 +137,8 @@ void AddedVocabulary::split_with(const Trie& trie, const std::string& s, bool at
         if (t.lstrip) start = std::max(whitespace_before(start), start_offset);
         if (t.rstrip) stop = whitespace_after(stop);
         if (start_offset < start)
-            out.push_back({s.substr(start_offset, start - start_offset), -1,
-                           at_start && start_offset == 0});
+            out.push_back(
+                {s.substr(start_offset, start - start_offset), -1, at_start && start_offset == 0});
         out.push_back({s.substr(start, stop - start), t.id, false});
         start_offset = pos = stop;
     }

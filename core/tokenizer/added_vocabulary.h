@@ -32,7 +32,7 @@ struct Segment {
 };
 
 class AddedVocabulary {
-public:
+  public:
     AddedVocabulary() = default;
     // `normalizer` (may be null) gives the normalized form of normalized == true tokens.
     AddedVocabulary(std::vector<AddedToken> tokens, const Normalizer* normalizer);
@@ -40,11 +40,11 @@ public:
     // Splits `text` on added tokens, normalizing the text segments with `normalizer`.
     std::vector<Segment> split(std::string_view text, const Normalizer* normalizer) const;
 
-    const AddedToken* by_id(int32_t id) const;        // nullptr if `id` is not an added token
+    const AddedToken* by_id(int32_t id) const;  // nullptr if `id` is not an added token
     const AddedToken* by_content(const std::string& content) const;
     const std::vector<AddedToken>& tokens() const { return tokens_; }
 
-private:
+  private:
     // Byte trie of token contents; terminal nodes name an index into tokens_.
     struct Trie {
         struct Node {

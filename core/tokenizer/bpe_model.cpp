@@ -162,8 +162,8 @@ void BpeModel::merge_word(std::string_view word, std::vector<int32_t>& out) cons
     auto consider = [&](int32_t left) {
         const int32_t right = syms[static_cast<size_t>(left)].next;
         if (right < 0) return;
-        const auto it = merges_.find(pair_key(syms[static_cast<size_t>(left)].id,
-                                              syms[static_cast<size_t>(right)].id));
+        const auto it = merges_.find(
+            pair_key(syms[static_cast<size_t>(left)].id, syms[static_cast<size_t>(right)].id));
         if (it != merges_.end()) queue.push({it->second.first, left, it->second.second});
     };
     for (size_t k = 0; k + 1 < syms.size(); ++k) consider(static_cast<int32_t>(k));

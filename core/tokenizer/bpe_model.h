@@ -27,7 +27,7 @@ struct BpeOptions {
 };
 
 class BpeModel {
-public:
+  public:
     // `vocab`: token -> id. `merges`: pairs in rank order. Throws InputError (at `where`) if a
     // merge names a token missing from the vocabulary or merges into one that is missing.
     BpeModel(std::unordered_map<std::string, int32_t> vocab,
@@ -40,7 +40,7 @@ public:
     const std::string* id_to_token(int32_t id) const;     // nullptr if absent
     int32_t max_id() const { return static_cast<int32_t>(vocab_r_.size()) - 1; }
 
-private:
+  private:
     void merge_word(std::string_view word, std::vector<int32_t>& out) const;
 
     std::unordered_map<std::string, int32_t> vocab_;

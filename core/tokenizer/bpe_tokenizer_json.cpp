@@ -41,7 +41,7 @@ int32_t read_id(const json& v, const hf::JsonWhere& where) {
 }
 
 class BpeJsonTokenizer : public Tokenizer {
-public:
+  public:
     explicit BpeJsonTokenizer(const fs::path& file);
 
     std::vector<int32_t> encode(std::string_view text, bool add_special) const override;
@@ -58,7 +58,7 @@ public:
         return byte_level_ ? "bpe-bytelevel" : "bpe-sentencepiece";
     }
 
-private:
+  private:
     int32_t id_of(const std::string& token) const {
         if (const hf::AddedToken* t = added_.by_content(token)) return t->id;
         return model_->token_to_id(token);
@@ -152,8 +152,7 @@ BpeJsonTokenizer::BpeJsonTokenizer(const fs::path& file) {
     model_ = read_bpe_model(hf::require(root, "model", w), w.at("model"));
     normalizer_ = hf::make_normalizer(field_or_null(root, "normalizer"), w.at("normalizer"));
     pre_ = hf::make_pre_tokenizer(field_or_null(root, "pre_tokenizer"), w.at("pre_tokenizer"));
-    post_ = hf::make_post_processor(field_or_null(root, "post_processor"),
-                                    w.at("post_processor"));
+    post_ = hf::make_post_processor(field_or_null(root, "post_processor"), w.at("post_processor"));
     decoder_ = hf::make_decoder(field_or_null(root, "decoder"), w.at("decoder"));
     added_ = hf::AddedVocabulary(
         read_added_tokens(field_or_null(root, "added_tokens"), w.at("added_tokens")),
@@ -190,8 +189,8 @@ void BpeJsonTokenizer::pick_bos_eos(const fs::path& file) {
     };
     if (bos_ < 0) bos_ = first_known({"<s>", "<|begin_of_text|>", "<bos>", "<|startoftext|>"});
     if (eos_ < 0)
-        eos_ = first_known({"</s>", "<|end_of_text|>", "<|endoftext|>", "<eos>", "<|eot_id|>",
-                            "<|im_end|>"});
+        eos_ = first_known(
+            {"</s>", "<|end_of_text|>", "<|endoftext|>", "<eos>", "<|eot_id|>", "<|im_end|>"});
     const fs::path cfg_path = file.parent_path() / "tokenizer_config.json";
     std::error_code ec;
     if (!fs::is_regular_file(cfg_path, ec)) return;

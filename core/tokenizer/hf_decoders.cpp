@@ -13,7 +13,7 @@ using nlohmann::json;
 namespace {
 
 class SequenceDecoder : public Decoder {
-public:
+  public:
     explicit SequenceDecoder(std::vector<std::unique_ptr<Decoder>> parts)
         : parts_(std::move(parts)) {}
     void decode(std::vector<std::string>& tokens) const override {
@@ -25,14 +25,14 @@ public:
         return false;
     }
 
-private:
+  private:
     std::vector<std::unique_ptr<Decoder>> parts_;
 };
 
 // Byte-level stand-ins back to bytes, all tokens fused; a token with any character outside the
 // alphabet (an added token such as "<|endoftext|>" written plainly) contributes its own UTF-8.
 class ByteLevelDecoder : public Decoder {
-public:
+  public:
     void decode(std::vector<std::string>& tokens) const override {
         std::string bytes;
         for (const auto& t : tokens) {
@@ -55,7 +55,7 @@ public:
 };
 
 class ReplaceDecoder : public Decoder {
-public:
+  public:
     ReplaceDecoder(std::unique_ptr<PcreRegex> re, std::string content)
         : re_(std::move(re)), content_(std::move(content)) {}
     void decode(std::vector<std::string>& tokens) const override {
@@ -74,14 +74,14 @@ public:
         }
     }
 
-private:
+  private:
     std::unique_ptr<PcreRegex> re_;
     std::string content_;
 };
 
 // Runs of <0xNN> tokens become the UTF-8 they spell, or one U+FFFD per byte if they do not.
 class ByteFallbackDecoder : public Decoder {
-public:
+  public:
     void decode(std::vector<std::string>& tokens) const override {
         std::vector<std::string> out;
         out.reserve(tokens.size());
@@ -92,7 +92,8 @@ public:
             if (utf8::is_valid(run)) {
                 out.push_back(run);
             } else {
-                for (size_t i = 0; i < run_len; ++i) out.push_back(utf8::encode(utf8::kReplacement));
+                for (size_t i = 0; i < run_len; ++i)
+                    out.push_back(utf8::encode(utf8::kReplacement));
             }
             run.clear();
             run_len = 0;
@@ -113,7 +114,7 @@ public:
 };
 
 class FuseDecoder : public Decoder {
-public:
+  public:
     void decode(std::vector<std::string>& tokens) const override {
         std::string all;
         for (const auto& t : tokens) all += t;
@@ -123,7 +124,7 @@ public:
 
 // Removes up to `start` leading and `stop` trailing copies of one character from every token.
 class StripDecoder : public Decoder {
-public:
+  public:
     StripDecoder(std::string c, size_t start, size_t stop)
         : c_(std::move(c)), start_(start), stop_(stop) {}
     void decode(std::vector<std::string>& tokens) const override {
@@ -131,15 +132,15 @@ public:
             size_t b = 0, e = t.size();
             for (size_t k = 0; k < start_ && t.compare(b, c_.size(), c_) == 0 && b < e; ++k)
                 b += c_.size();
-            for (size_t k = 0; k < stop_ && e >= b + c_.size() &&
-                               t.compare(e - c_.size(), c_.size(), c_) == 0;
+            for (size_t k = 0;
+                 k < stop_ && e >= b + c_.size() && t.compare(e - c_.size(), c_.size(), c_) == 0;
                  ++k)
                 e -= c_.size();
             t = t.substr(b, e - b);
         }
     }
 
-private:
+  private:
     std::string c_;
     size_t start_, stop_;
 };
@@ -147,7 +148,7 @@ private:
 // The replacement character back to spaces; in the first token it is dropped instead (it is the
 // prefix the pre-tokenizer added), unless the scheme never prepends.
 class MetaspaceDecoder : public Decoder {
-public:
+  public:
     MetaspaceDecoder(std::string repl, PrependScheme scheme)
         : repl_(std::move(repl)), scheme_(scheme) {}
     void decode(std::vector<std::string>& tokens) const override {
@@ -167,14 +168,14 @@ public:
         }
     }
 
-private:
+  private:
     std::string repl_;
     PrependScheme scheme_;
 };
 
 // Classic BPE end-of-word suffix ("</w>") back to a space (nothing after the last token).
 class BpeSuffixDecoder : public Decoder {
-public:
+  public:
     explicit BpeSuffixDecoder(std::string suffix) : suffix_(std::move(suffix)) {}
     void decode(std::vector<std::string>& tokens) const override {
         if (suffix_.empty()) return;
@@ -187,7 +188,7 @@ public:
         }
     }
 
-private:
+  private:
     std::string suffix_;
 };
 
@@ -235,26 +236,26 @@ std::unique_ptr<Decoder> make_decoder(const json& j, const JsonWhere& where) {
 namespace {
 
 class FramePost : public PostProcessor {
-public:
+  public:
     explicit FramePost(SpecialFrame f) : f_(std::move(f)) {}
     void frame(SpecialFrame& f) const override {
         f.before.insert(f.before.begin(), f_.before.begin(), f_.before.end());
         f.after.insert(f.after.end(), f_.after.begin(), f_.after.end());
     }
 
-private:
+  private:
     SpecialFrame f_;
 };
 
 class SequencePost : public PostProcessor {
-public:
+  public:
     explicit SequencePost(std::vector<std::unique_ptr<PostProcessor>> parts)
         : parts_(std::move(parts)) {}
     void frame(SpecialFrame& f) const override {
         for (const auto& p : parts_) p->frame(f);
     }
 
-private:
+  private:
     std::vector<std::unique_ptr<PostProcessor>> parts_;
 };
 
@@ -291,7 +292,8 @@ SpecialFrame template_frame(const json& j, const JsonWhere& where) {
         const json& ids = require(specials[name], "ids", sw);
         if (!ids.is_array()) sw.at("ids").fail("expected an array");
         auto& dst = seen_sequence ? f.after : f.before;
-        for (size_t k = 0; k < ids.size(); ++k) dst.push_back(token_id_value(ids[k], sw.at("ids").at(k)));
+        for (size_t k = 0; k < ids.size(); ++k)
+            dst.push_back(token_id_value(ids[k], sw.at("ids").at(k)));
     }
     if (!seen_sequence) where.at("single").fail("the single template has no $A sequence");
     return f;

@@ -24,15 +24,23 @@ void JsonWhere::fail(const std::string& problem) const {
 
 std::string json_type_of(const json& j) {
     switch (j.type()) {
-        case json::value_t::null: return "null";
-        case json::value_t::object: return "an object";
-        case json::value_t::array: return "an array";
-        case json::value_t::string: return "a string";
-        case json::value_t::boolean: return "a boolean";
+        case json::value_t::null:
+            return "null";
+        case json::value_t::object:
+            return "an object";
+        case json::value_t::array:
+            return "an array";
+        case json::value_t::string:
+            return "a string";
+        case json::value_t::boolean:
+            return "a boolean";
         case json::value_t::number_integer:
-        case json::value_t::number_unsigned: return "an integer";
-        case json::value_t::number_float: return "a number";
-        default: return "an unexpected JSON value";
+        case json::value_t::number_unsigned:
+            return "an integer";
+        case json::value_t::number_float:
+            return "a number";
+        default:
+            return "an unexpected JSON value";
     }
 }
 
@@ -68,8 +76,7 @@ bool get_bool(const json& obj, const std::string& key, const JsonWhere& where, b
     return v->get<bool>();
 }
 
-int64_t get_int(const json& obj, const std::string& key, const JsonWhere& where,
-                int64_t fallback) {
+int64_t get_int(const json& obj, const std::string& key, const JsonWhere& where, int64_t fallback) {
     const json* v = field(obj, key, where);
     if (!v) return fallback;
     if (v->is_number_unsigned()) {
@@ -77,8 +84,7 @@ int64_t get_int(const json& obj, const std::string& key, const JsonWhere& where,
         if (u > static_cast<uint64_t>(INT64_MAX)) where.at(key).fail("integer out of range");
         return static_cast<int64_t>(u);
     }
-    if (!v->is_number_integer())
-        where.at(key).fail("expected an integer, got " + json_type_of(*v));
+    if (!v->is_number_integer()) where.at(key).fail("expected an integer, got " + json_type_of(*v));
     return v->get<int64_t>();
 }
 
@@ -116,7 +122,9 @@ const ByteAlphabet& alphabet() {
 
 }  // namespace
 
-char32_t byte_to_char(uint8_t b) { return alphabet().to_char[b]; }
+char32_t byte_to_char(uint8_t b) {
+    return alphabet().to_char[b];
+}
 
 int char_to_byte(char32_t c) {
     return c < alphabet().to_byte.size() ? alphabet().to_byte[c] : -1;

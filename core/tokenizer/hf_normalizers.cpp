@@ -15,41 +15,41 @@ using nlohmann::json;
 namespace {
 
 class SequenceNormalizer : public Normalizer {
-public:
+  public:
     explicit SequenceNormalizer(std::vector<std::unique_ptr<Normalizer>> parts)
         : parts_(std::move(parts)) {}
     void normalize(std::string& text) const override {
         for (const auto& p : parts_) p->normalize(text);
     }
 
-private:
+  private:
     std::vector<std::unique_ptr<Normalizer>> parts_;
 };
 
 class PrependNormalizer : public Normalizer {
-public:
+  public:
     explicit PrependNormalizer(std::string s) : s_(std::move(s)) {}
     void normalize(std::string& text) const override {
         if (!text.empty()) text.insert(0, s_);
     }
 
-private:
+  private:
     std::string s_;
 };
 
 class AppendNormalizer : public Normalizer {
-public:
+  public:
     explicit AppendNormalizer(std::string s) : s_(std::move(s)) {}
     void normalize(std::string& text) const override {
         if (!text.empty()) text += s_;
     }
 
-private:
+  private:
     std::string s_;
 };
 
 class ReplaceNormalizer : public Normalizer {
-public:
+  public:
     ReplaceNormalizer(std::unique_ptr<PcreRegex> re, std::string content)
         : re_(std::move(re)), content_(std::move(content)) {}
     void normalize(std::string& text) const override {
@@ -67,27 +67,27 @@ public:
         text = std::move(out);
     }
 
-private:
+  private:
     std::unique_ptr<PcreRegex> re_;
     std::string content_;
 };
 
 class LowercaseNormalizer : public Normalizer {
-public:
+  public:
     void normalize(std::string& text) const override { text = unicode::to_lower(text); }
 };
 
 class UnicodeNormalizer : public Normalizer {
-public:
+  public:
     explicit UnicodeNormalizer(unicode::Form f) : form_(f) {}
     void normalize(std::string& text) const override { text = unicode::normalize(text, form_); }
 
-private:
+  private:
     unicode::Form form_;
 };
 
 class StripNormalizer : public Normalizer {
-public:
+  public:
     StripNormalizer(bool left, bool right) : left_(left), right_(right) {}
     void normalize(std::string& text) const override {
         size_t b = 0, e = text.size();
@@ -105,7 +105,7 @@ public:
         text = text.substr(b, e - b);
     }
 
-private:
+  private:
     bool left_, right_;
 };
 

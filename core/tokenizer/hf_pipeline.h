@@ -36,13 +36,13 @@ struct Piece {
 };
 
 class Normalizer {
-public:
+  public:
     virtual ~Normalizer() = default;
     virtual void normalize(std::string& text) const = 0;
 };
 
 class PreTokenizer {
-public:
+  public:
     virtual ~PreTokenizer() = default;
     // Replaces each piece by its sub-pieces (empty pieces are dropped by the caller).
     virtual void split(std::vector<Piece>& pieces) const = 0;
@@ -51,7 +51,7 @@ public:
 };
 
 class Decoder {
-public:
+  public:
     virtual ~Decoder() = default;
     virtual void decode(std::vector<std::string>& tokens) const = 0;
     virtual bool is_byte_level() const { return false; }
@@ -64,7 +64,7 @@ struct SpecialFrame {
 };
 
 class PostProcessor {
-public:
+  public:
     virtual ~PostProcessor() = default;
     virtual void frame(SpecialFrame& f) const = 0;
 };
@@ -73,8 +73,7 @@ public:
 std::unique_ptr<Normalizer> make_normalizer(const nlohmann::json& j, const JsonWhere& where);
 std::unique_ptr<PreTokenizer> make_pre_tokenizer(const nlohmann::json& j, const JsonWhere& where);
 std::unique_ptr<Decoder> make_decoder(const nlohmann::json& j, const JsonWhere& where);
-std::unique_ptr<PostProcessor> make_post_processor(const nlohmann::json& j,
-                                                   const JsonWhere& where);
+std::unique_ptr<PostProcessor> make_post_processor(const nlohmann::json& j, const JsonWhere& where);
 
 // Shared JSON readers (absent/null -> default; wrong type -> InputError).
 std::string json_type_of(const nlohmann::json& j);

@@ -121,7 +121,7 @@ Matcher regex_matcher(std::shared_ptr<const PcreRegex> re) {
 }
 
 class SequencePre : public PreTokenizer {
-public:
+  public:
     explicit SequencePre(std::vector<std::unique_ptr<PreTokenizer>> parts)
         : parts_(std::move(parts)) {}
     void split(std::vector<Piece>& pieces) const override {
@@ -133,7 +133,7 @@ public:
         return false;
     }
 
-private:
+  private:
     std::vector<std::unique_ptr<PreTokenizer>> parts_;
 };
 
@@ -141,7 +141,7 @@ constexpr const char* kGpt2Pattern =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 
 class ByteLevelPre : public PreTokenizer {
-public:
+  public:
     ByteLevelPre(bool add_prefix_space, bool use_regex)
         : add_prefix_space_(add_prefix_space),
           re_(use_regex ? std::make_shared<PcreRegex>(kGpt2Pattern, false) : nullptr) {}
@@ -159,26 +159,24 @@ public:
     }
     bool is_byte_level() const override { return true; }
 
-private:
+  private:
     bool add_prefix_space_;
     std::shared_ptr<const PcreRegex> re_;
 };
 
 class SplitPre : public PreTokenizer {
-public:
+  public:
     SplitPre(Matcher m, Behavior b, bool invert) : m_(std::move(m)), b_(b), invert_(invert) {}
-    void split(std::vector<Piece>& pieces) const override {
-        split_pieces(pieces, m_, b_, invert_);
-    }
+    void split(std::vector<Piece>& pieces) const override { split_pieces(pieces, m_, b_, invert_); }
 
-private:
+  private:
     Matcher m_;
     Behavior b_;
     bool invert_;
 };
 
 class MetaspacePre : public PreTokenizer {
-public:
+  public:
     MetaspacePre(std::string repl, PrependScheme scheme, bool split)
         : repl_(std::move(repl)), scheme_(scheme), split_(split) {}
     void split(std::vector<Piece>& pieces) const override {
@@ -193,7 +191,8 @@ public:
             }
             const bool starts = t.compare(0, repl_.size(), repl_) == 0;
             if (!t.empty() && !starts &&
-                (scheme_ == PrependScheme::always || (scheme_ == PrependScheme::first && p.at_start)))
+                (scheme_ == PrependScheme::always ||
+                 (scheme_ == PrependScheme::first && p.at_start)))
                 t.insert(0, repl_);
             p.text = std::move(t);
         }
@@ -210,7 +209,7 @@ public:
         }
     }
 
-private:
+  private:
     std::string repl_;
     PrependScheme scheme_;
     bool split_;
@@ -254,16 +253,15 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& j, const JsonWhere&
     if (type == "Split") {
         std::shared_ptr<const PcreRegex> re =
             make_pattern(require(j, "pattern", where), where.at("pattern"));
-        const Behavior b = parse_behavior(get_string(j, "behavior", where, "Isolated"),
-                                          where.at("behavior"));
+        const Behavior b =
+            parse_behavior(get_string(j, "behavior", where, "Isolated"), where.at("behavior"));
         return std::make_unique<SplitPre>(regex_matcher(std::move(re)), b,
                                           get_bool(j, "invert", where, false));
     }
     if (type == "Digits") {
         const bool each = get_bool(j, "individual_digits", where, false);
         return std::make_unique<SplitPre>(regex_matcher(compile(R"(\p{N})")),
-                                          each ? Behavior::isolated : Behavior::contiguous,
-                                          false);
+                                          each ? Behavior::isolated : Behavior::contiguous, false);
     }
     if (type == "Metaspace") {
         const std::string repl = get_char(j, "replacement", where, "\u2581");
@@ -291,13 +289,14 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& j, const JsonWhere&
 // Metaspace's "prepend_scheme" (first | always | never); older files carry add_prefix_space.
 PrependScheme parse_prepend_scheme(const json& j, const JsonWhere& where) {
     const std::string s = get_string(j, "prepend_scheme", where, "");
-    if (s.empty()) return get_bool(j, "add_prefix_space", where, true) ? PrependScheme::always
-                                                                        : PrependScheme::never;
+    if (s.empty())
+        return get_bool(j, "add_prefix_space", where, true) ? PrependScheme::always
+                                                            : PrependScheme::never;
     if (s == "first") return PrependScheme::first;
     if (s == "always") return PrependScheme::always;
     if (s == "never") return PrependScheme::never;
-    where.at("prepend_scheme").fail("unknown prepend_scheme '" + s +
-                                    "' (expected first, always or never)");
+    where.at("prepend_scheme")
+        .fail("unknown prepend_scheme '" + s + "' (expected first, always or never)");
 }
 
 }  // namespace kvscope::hf

@@ -45,9 +45,9 @@ PcreRegex::PcreRegex(const std::string& pattern, bool literal)
     if (literal) return;
     int err = 0;
     PCRE2_SIZE err_off = 0;
-    impl_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
-                                PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &err, &err_off,
-                                nullptr);
+    impl_->code =
+        pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+                      PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &err, &err_off, nullptr);
     if (!impl_->code)
         throw std::invalid_argument("invalid regex /" + pattern + "/ at offset " +
                                     std::to_string(err_off) + ": " + pcre_message(err));

@@ -13,7 +13,7 @@
 namespace kvscope {
 
 class PcreRegex {
-public:
+  public:
     // Throws std::invalid_argument with PCRE2's message (the caller adds the file name).
     // `literal` matches the pattern text as a plain string.
     PcreRegex(const std::string& pattern, bool literal);
@@ -28,7 +28,7 @@ public:
 
     const std::string& pattern() const { return pattern_; }
 
-private:
+  private:
     std::string pattern_;
     struct Impl;
     std::unique_ptr<Impl> impl_;

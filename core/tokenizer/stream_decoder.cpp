@@ -34,8 +34,7 @@ std::string StreamDecoder::push(int32_t id) {
     ids_.push_back(id);
     const std::vector<int32_t> done(ids_.begin() + static_cast<std::ptrdiff_t>(prefix_),
                                     ids_.begin() + static_cast<std::ptrdiff_t>(read_));
-    const std::vector<int32_t> all(ids_.begin() + static_cast<std::ptrdiff_t>(prefix_),
-                                   ids_.end());
+    const std::vector<int32_t> all(ids_.begin() + static_cast<std::ptrdiff_t>(prefix_), ids_.end());
     const std::string before = tok_.decode(done, skip_special_);
     const std::string after = tok_.decode(all, skip_special_);
     // Hold back while the text ends inside a UTF-8 sequence: as raw bytes, or as the U+FFFD a
@@ -53,8 +52,7 @@ std::string StreamDecoder::push(int32_t id) {
 std::string StreamDecoder::flush() {
     const std::vector<int32_t> done(ids_.begin() + static_cast<std::ptrdiff_t>(prefix_),
                                     ids_.begin() + static_cast<std::ptrdiff_t>(read_));
-    const std::vector<int32_t> all(ids_.begin() + static_cast<std::ptrdiff_t>(prefix_),
-                                   ids_.end());
+    const std::vector<int32_t> all(ids_.begin() + static_cast<std::ptrdiff_t>(prefix_), ids_.end());
     const std::string before = tok_.decode(done, skip_special_);
     const std::string after = tok_.decode(all, skip_special_);
     std::string out;

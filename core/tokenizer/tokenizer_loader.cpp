@@ -1,11 +1,11 @@
 // load_tokenizer(): finds the tokenizer of a model directory or names the format of a file, and
 // hands it to that format's loader.
+#include <fstream>
+
 #include "core/model/error.h"
 #include "core/tokenizer/bpe_tokenizer_json.h"
 #include "core/tokenizer/tokenizer.h"
 #include "core/tokenizer/tokenizer_factories.h"
-
-#include <fstream>
 
 namespace kvscope {
 
@@ -35,16 +35,18 @@ std::unique_ptr<Tokenizer> load_tokenizer(const fs::path& path) {
             return load_sentencepiece_model(path / "tokenizer.model");
         if (fs::is_regular_file(path / "tokenizer.bin", ec))
             return load_llama2c_tokenizer(path / "tokenizer.bin");
-        throw InputError(path, "no tokenizer.json, tokenizer.model or tokenizer.bin in this "
-                               "directory");
+        throw InputError(path,
+                         "no tokenizer.json, tokenizer.model or tokenizer.bin in this "
+                         "directory");
     }
     const std::string ext = path.extension().string();
     if (ext == ".json") return load_hf_tokenizer_json(path);
     if (ext == ".model") return load_sentencepiece_model(path);
     if (ext == ".bin") return load_llama2c_tokenizer(path);
     if (first_non_blank(path) == '{') return load_hf_tokenizer_json(path);
-    throw InputError(path, "unknown tokenizer file type (expected tokenizer.json, "
-                           "tokenizer.model or llama2.c tokenizer.bin)");
+    throw InputError(path,
+                     "unknown tokenizer file type (expected tokenizer.json, "
+                     "tokenizer.model or llama2.c tokenizer.bin)");
 }
 
 }  // namespace kvscope

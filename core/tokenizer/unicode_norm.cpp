@@ -97,9 +97,9 @@ void normalize_run(std::vector<char32_t>& cps, Form form) {
         }
         size_t j = i;
         while (j < d.size() && combining_class(d[j]) != 0) ++j;
-        std::stable_sort(d.begin() + static_cast<std::ptrdiff_t>(i),
-                         d.begin() + static_cast<std::ptrdiff_t>(j),
-                         [](char32_t a, char32_t b) { return combining_class(a) < combining_class(b); });
+        std::stable_sort(
+            d.begin() + static_cast<std::ptrdiff_t>(i), d.begin() + static_cast<std::ptrdiff_t>(j),
+            [](char32_t a, char32_t b) { return combining_class(a) < combining_class(b); });
         i = j;
     }
     if (form == Form::nfd) {

@@ -1,6 +1,6 @@
 #pragma once
-// Unicode normalization forms (canonical: NFC, NFD) and lowercasing for tokenizer.json normalizers, from tables
-// generated out of Python's unicodedata by tools/tokenizer/gen_unicode_data.py (see
+// Unicode normalization forms (canonical: NFC, NFD) and lowercasing for tokenizer.json normalizers,
+// from tables generated out of Python's unicodedata by tools/tokenizer/gen_unicode_data.py (see
 // unicode_data.cpp for the Unicode version). Invalid UTF-8 bytes pass through unchanged.
 #include <string>
 #include <string_view>

@@ -121,8 +121,7 @@ size_t incomplete_tail(std::string_view s) {
         size_t matched = 0;
         const Unit u = scan(s, start, matched);
         // An invalid unit whose matched prefix runs to the end is a sequence cut short.
-        if (!u.valid && start + matched == s.size() &&
-            static_cast<unsigned char>(s[start]) >= 0xC2)
+        if (!u.valid && start + matched == s.size() && static_cast<unsigned char>(s[start]) >= 0xC2)
             return s.size() - start;
     }
     return 0;

@@ -32,7 +32,8 @@ const char kConfig[] = R"({
 struct FuzzDir {
     fs::path path;
     FuzzDir() {
-        path = fs::temp_directory_path() / ("kvscope_fuzz_safetensors_" + std::to_string(::getpid()));
+        path =
+            fs::temp_directory_path() / ("kvscope_fuzz_safetensors_" + std::to_string(::getpid()));
         fs::create_directories(path);
         std::ofstream(path / "config.json") << kConfig;
     }

@@ -131,7 +131,8 @@ TEST_P(V4Layout, SameSpecAsV5) {
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, V4Layout, ::testing::ValuesIn(kVariants));
+INSTANTIATE_TEST_SUITE_P(Fixtures, V4Layout, ::testing::ValuesIn(kVariants),
+                         [](const auto& p) { return std::string(p.param); });
 
 // Writes `cfg` as config.json (no generation_config.json) into a temp dir and parses it.
 ModelSpec parse(const TempDir& tmp, const json& cfg) {
@@ -139,7 +140,9 @@ ModelSpec parse(const TempDir& tmp, const json& cfg) {
     return parse_hf_config(tmp / "config.json");
 }
 
-json llama2_config() { return test::read_json(golden_model("llama2") / "config.json"); }
+json llama2_config() {
+    return test::read_json(golden_model("llama2") / "config.json");
+}
 
 TEST(HfConfig, LinearScalingV4AndV5) {
     TempDir tmp;
@@ -172,7 +175,7 @@ TEST(HfConfig, DefaultsWhenKeysAbsentOrNull) {
     EXPECT_FALSE(s.tied_embeddings);
     EXPECT_DOUBLE_EQ(s.rope.theta, 10000.0);
     EXPECT_EQ(s.rope.scaling, RopeScaling::none);
-    EXPECT_EQ(s.max_position, 2048);   // LlamaConfig default
+    EXPECT_EQ(s.max_position, 2048);     // LlamaConfig default
     EXPECT_DOUBLE_EQ(s.norm_eps, 1e-6);  // LlamaConfig default
     EXPECT_EQ(s.hidden_act, "silu");
     cfg["head_dim"] = nullptr;
@@ -237,8 +240,8 @@ TEST(HfConfigErrors, UnknownArchitecture) {
     const std::string m = test::input_error_message([&] { parse(tmp, cfg); });
     EXPECT_NE(m.find("config.json"), std::string::npos) << m;
     EXPECT_NE(m.find("unsupported architecture 'GPT2LMHeadModel'"), std::string::npos) << m;
-    for (const char* a : {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM",
-                          "Qwen3ForCausalLM"})
+    for (const char* a :
+         {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"})
         EXPECT_NE(m.find(a), std::string::npos) << m;
 }
 
@@ -269,7 +272,8 @@ TEST(HfConfigErrors, WrongTypes) {
     EXPECT_INPUT_ERROR(parse(tmp, cfg), "config.json", "'rms_norm_eps' must be a number");
     cfg = llama2_config();
     cfg["tie_word_embeddings"] = 1;
-    EXPECT_INPUT_ERROR(parse(tmp, cfg), "config.json", "'tie_word_embeddings' must be true or false");
+    EXPECT_INPUT_ERROR(parse(tmp, cfg), "config.json",
+                       "'tie_word_embeddings' must be true or false");
     cfg = llama2_config();
     cfg["architectures"] = "LlamaForCausalLM";
     EXPECT_INPUT_ERROR(parse(tmp, cfg), "config.json", "'architectures' must be a non-empty list");

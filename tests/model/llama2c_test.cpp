@@ -104,7 +104,9 @@ TEST(Llama2c, LayoutMapsToHfNames) {
 }
 
 // HF q/k row (within a head of size hs) that llama2.c row r came from.
-int64_t hf_row(int64_t r, int64_t hs) { return r % 2 == 0 ? r / 2 : hs / 2 + r / 2; }
+int64_t hf_row(int64_t r, int64_t hs) {
+    return r % 2 == 0 ? r / 2 : hs / 2 + r / 2;
+}
 
 class ExportRoundTrip : public ::testing::TestWithParam<const char*> {};
 
@@ -138,8 +140,10 @@ TEST_P(ExportRoundTrip, WeightsSurviveWithQkPermuted) {
     EXPECT_EQ(b.rope.style, RopeStyle::interleaved);
 
     const int64_t hs = a.head_dim, H = a.hidden;
-    Llama2cHeader h{static_cast<int32_t>(H), static_cast<int32_t>(a.intermediate),
-                    static_cast<int32_t>(a.n_layers), static_cast<int32_t>(a.n_heads),
+    Llama2cHeader h{static_cast<int32_t>(H),
+                    static_cast<int32_t>(a.intermediate),
+                    static_cast<int32_t>(a.n_layers),
+                    static_cast<int32_t>(a.n_heads),
                     static_cast<int32_t>(a.n_kv_heads),
                     static_cast<int32_t>(a.tied_embeddings ? a.vocab_size : -a.vocab_size),
                     static_cast<int32_t>(a.max_position)};
@@ -174,7 +178,8 @@ TEST_P(ExportRoundTrip, WeightsSurviveWithQkPermuted) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, ExportRoundTrip,
-                         ::testing::Values("llama2", "llama_sp", "mistral_gqa4", "llama3_tied"));
+                         ::testing::Values("llama2", "llama_sp", "mistral_gqa4", "llama3_tied"),
+                         [](const auto& p) { return std::string(p.param); });
 
 TEST(Llama2cExport, RefusesWhatTheFormatCannotExpress) {
     TempDir tmp;
@@ -184,7 +189,7 @@ TEST(Llama2cExport, RefusesWhatTheFormatCannotExpress) {
     } cases[] = {
         {"qwen2_bias", "attention biases"},
         {"qwen3_qknorm", "q/k RMSNorm"},
-        {"llama3_tied", "RoPE scaling, rope_theta 500000"},
+        {"llama3_tied", "RoPE scaling, rope_theta 500000 (llama2.c uses 10000)"},
         {"llama_headdim_sharded", "head_dim 16 != hidden_size / heads (96 / 4)"},
     };
     for (const auto& c : cases) {
@@ -197,12 +202,11 @@ TEST(Llama2cExport, RefusesWhatTheFormatCannotExpress) {
     export_llama2c(*m, tmp / "a.bin");
     const auto lc = load_model(tmp / "a.bin");
     EXPECT_INPUT_ERROR(export_llama2c(*lc, tmp / "a.bin"), "a.bin", "model's own weight file");
-    EXPECT_INPUT_ERROR(export_llama2c(*m, tmp / "no_such_dir" / "x.bin"), "x.bin",
-                       "cannot create");
+    EXPECT_INPUT_ERROR(export_llama2c(*m, tmp / "no_such_dir" / "x.bin"), "x.bin", "cannot create");
 }
 
 class Llama2cErrors : public ::testing::Test {
-protected:
+  protected:
     void SetUp() override {
         int64_t n = 0;
         good_ = indexed_checkpoint(8, 12, 2, 2, 1, -10, 4, &n);

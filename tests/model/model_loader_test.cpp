@@ -29,7 +29,8 @@ struct Expect {
 };
 
 const Expect kExpect[] = {
-    {"llama2", Architecture::llama, 512, 64, 160, 4, 4, 16, 1e4, false, false, false, DType::f32, 21},
+    {"llama2", Architecture::llama, 512, 64, 160, 4, 4, 16, 1e4, false, false, false, DType::f32,
+     21},
     {"llama3_tied", Architecture::llama, 512, 64, 160, 4, 2, 16, 5e5, true, false, false,
      DType::bf16, 20},
     {"mistral_gqa4", Architecture::mistral, 512, 64, 160, 8, 2, 8, 1e4, false, false, false,
@@ -38,8 +39,8 @@ const Expect kExpect[] = {
      DType::bf16, 27},
     {"qwen3_qknorm", Architecture::qwen3, 512, 64, 160, 4, 2, 32, 1e6, false, false, true,
      DType::bf16, 25},
-    {"llama_headdim_sharded", Architecture::llama, 512, 96, 192, 4, 1, 16, 1e4, false, false,
-     false, DType::f32, 21},
+    {"llama_headdim_sharded", Architecture::llama, 512, 96, 192, 4, 1, 16, 1e4, false, false, false,
+     DType::f32, 21},
     {"llama_sp", Architecture::llama, 700, 64, 160, 4, 4, 16, 1e4, false, false, false, DType::f32,
      21},
 };
@@ -86,7 +87,8 @@ TEST(ModelLoader, ShardedLoadsTenShards) {
     for (const auto& [name, t] : m->weights.all()) files.insert(t.file.filename());
     EXPECT_EQ(files.size(), 10u);
     EXPECT_EQ(m->weights.at("lm_head.weight").file.filename(), "model-00009-of-00010.safetensors");
-    EXPECT_EQ(m->weights.at("model.norm.weight").file.filename(), "model-00010-of-00010.safetensors");
+    EXPECT_EQ(m->weights.at("model.norm.weight").file.filename(),
+              "model-00010-of-00010.safetensors");
 }
 
 TEST(ModelLoader, FileOrConfigPathLoadsTheDirectory) {
@@ -136,7 +138,7 @@ TEST(ModelLoader, ShardErrors) {
 
 // A copy of the llama2 fixture whose header or config the test edits.
 class WeightMismatch : public ::testing::Test {
-protected:
+  protected:
     void SetUp() override { test::copy_dir_files(golden_model("llama2"), tmp_.path()); }
     void edit(const std::function<void(json&)>& f) {
         test::rewrite_safetensors_header(golden_model("llama2") / "model.safetensors",

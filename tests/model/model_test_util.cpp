@@ -24,9 +24,8 @@ TempDir::TempDir() {
     std::string name = info ? std::string(info->test_suite_name()) + "_" + info->name() : "x";
     for (char& c : name)
         if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
-    path_ = fs::temp_directory_path() /
-            ("kvscope_model_" + std::to_string(::getpid()) + "_" + std::to_string(counter++) + "_" +
-             name);
+    path_ = fs::temp_directory_path() / ("kvscope_model_" + std::to_string(::getpid()) + "_" +
+                                         std::to_string(counter++) + "_" + name);
     fs::remove_all(path_);
     fs::create_directories(path_);
 }
@@ -50,9 +49,13 @@ void write_bytes(const fs::path& p, const std::string& bytes) {
     if (!out) throw std::runtime_error("test: cannot write " + p.string());
 }
 
-json read_json(const fs::path& p) { return json::parse(read_bytes(p)); }
+json read_json(const fs::path& p) {
+    return json::parse(read_bytes(p));
+}
 
-void write_json(const fs::path& p, const json& j) { write_bytes(p, j.dump(2)); }
+void write_json(const fs::path& p, const json& j) {
+    write_bytes(p, j.dump(2));
+}
 
 void copy_dir_files(const fs::path& src, const fs::path& dst) {
     fs::create_directories(dst);
@@ -148,9 +151,8 @@ void write_tiny_model(const fs::path& dir) {
                 st.data.push_back(static_cast<char>(h >> 8));
             }
         }
-        st.header[name] = {{"dtype", dt},
-                           {"shape", shape},
-                           {"data_offsets", {begin, st.data.size()}}};
+        st.header[name] = {
+            {"dtype", dt}, {"shape", shape}, {"data_offsets", {begin, st.data.size()}}};
     }
     write_safetensors_raw(dir / "model.safetensors", st);
 }

@@ -22,7 +22,7 @@ fs::path golden_model(const std::string& variant);
 
 // A fresh directory under the system temp dir, removed with everything in it on destruction.
 class TempDir {
-public:
+  public:
     TempDir();
     ~TempDir();
     TempDir(const TempDir&) = delete;
@@ -30,7 +30,7 @@ public:
     const fs::path& path() const { return path_; }
     fs::path operator/(const std::string& name) const { return path_ / name; }
 
-private:
+  private:
     fs::path path_;
 };
 
@@ -68,11 +68,11 @@ void expect_same_spec(const ModelSpec& a, const ModelSpec& b);
 }  // namespace kvscope::test
 
 // Expects `stmt` to throw kvscope::InputError whose message contains both substrings.
-#define EXPECT_INPUT_ERROR(stmt, file_part, msg_part)                                   \
-    do {                                                                                \
+#define EXPECT_INPUT_ERROR(stmt, file_part, msg_part)                                    \
+    do {                                                                                 \
         const std::string kv_msg_ = ::kvscope::test::input_error_message([&] { stmt; }); \
-        EXPECT_NE(kv_msg_.find(file_part), std::string::npos)                           \
-            << "message lacks \"" << (file_part) << "\": " << kv_msg_;                  \
-        EXPECT_NE(kv_msg_.find(msg_part), std::string::npos)                            \
-            << "message lacks \"" << (msg_part) << "\": " << kv_msg_;                   \
+        EXPECT_NE(kv_msg_.find(file_part), std::string::npos)                            \
+            << "message lacks \"" << (file_part) << "\": " << kv_msg_;                   \
+        EXPECT_NE(kv_msg_.find(msg_part), std::string::npos)                             \
+            << "message lacks \"" << (msg_part) << "\": " << kv_msg_;                    \
     } while (0)

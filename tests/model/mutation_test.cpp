@@ -29,12 +29,24 @@ std::string mutate(std::string b, std::mt19937& rng, size_t focus) {
         const size_t pos = pick(region);
         static const char kInteresting[] = "{}[]\":,-019eE.\\ \x00\xff";
         switch (rng() % 7) {
-            case 0: b[pos] = static_cast<char>(b[pos] ^ (1 << (rng() % 8))); break;
-            case 1: b[pos] = kInteresting[pick(sizeof kInteresting - 1)]; break;
-            case 2: b[pos] = static_cast<char>(rng()); break;
-            case 3: b.insert(pos, 1, kInteresting[pick(sizeof kInteresting - 1)]); break;
-            case 4: b.erase(pos, 1 + pick(8)); break;
-            case 5: b.resize(pick(b.size())); break;
+            case 0:
+                b[pos] = static_cast<char>(b[pos] ^ (1 << (rng() % 8)));
+                break;
+            case 1:
+                b[pos] = kInteresting[pick(sizeof kInteresting - 1)];
+                break;
+            case 2:
+                b[pos] = static_cast<char>(rng());
+                break;
+            case 3:
+                b.insert(pos, 1, kInteresting[pick(sizeof kInteresting - 1)]);
+                break;
+            case 4:
+                b.erase(pos, 1 + pick(8));
+                break;
+            case 5:
+                b.resize(pick(b.size()));
+                break;
             case 6:
                 if (b.size() >= 8) b[pick(8)] = static_cast<char>(rng());
                 break;

@@ -66,9 +66,10 @@ TEST_P(FixtureValues, ElementsEqualFileBytes) {
         for (int64_t i : {int64_t{0}, int64_t{1}, n / 3, n / 2, n - 1}) {
             const auto* want = reinterpret_cast<const unsigned char*>(raw.data.data()) + begin +
                                static_cast<size_t>(i) * esz;
-            const auto* got = static_cast<const unsigned char*>(t.data) + static_cast<size_t>(i) * esz;
+            const auto* got =
+                static_cast<const unsigned char*>(t.data) + static_cast<size_t>(i) * esz;
             EXPECT_EQ(std::memcmp(want, got, esz), 0) << name << "[" << i << "]";
-            const float expect = esz == 4 ? decode_f32(want)
+            const float expect = esz == 4                         ? decode_f32(want)
                                  : std::string(c.dtype) == "BF16" ? decode_bf16(want)
                                                                   : decode_f16(want);
             float v = 0;
@@ -84,7 +85,8 @@ TEST_P(FixtureValues, ElementsEqualFileBytes) {
 INSTANTIATE_TEST_SUITE_P(Dtypes, FixtureValues,
                          ::testing::Values(SpotCase{"llama2", "F32"},
                                            SpotCase{"llama3_tied", "BF16"},
-                                           SpotCase{"mistral_gqa4", "F16"}));
+                                           SpotCase{"mistral_gqa4", "F16"}),
+                         [](const auto& p) { return std::string(p.param.variant); });
 
 TEST(Safetensors, TensorsAreViewsIntoOneMapping) {
     const fs::path file = golden_model("llama2") / "model.safetensors";
@@ -110,7 +112,8 @@ TEST(Safetensors, MisalignedDataIsCopiedAndStillCorrect) {
     // Header of 8k+1 bytes: the data region starts at an odd address.
     const float vals[3] = {1.5f, -2.25f, 3.0f};
     std::string data(reinterpret_cast<const char*>(vals), sizeof vals);
-    std::string h = json{{"x", {{"dtype", "F32"}, {"shape", {3}}, {"data_offsets", {0, 12}}}}}.dump();
+    std::string h =
+        json{{"x", {{"dtype", "F32"}, {"shape", {3}}, {"data_offsets", {0, 12}}}}}.dump();
     while (h.size() % 8 != 1) h += ' ';
     std::string bytes(8, '\0');
     bytes[0] = static_cast<char>(h.size());
@@ -153,7 +156,7 @@ TEST(Safetensors, ParseFromMemoryAcceptsOverlapAndEmptyTensors) {
 
 // Each malformation of a copy of the llama2 fixture must give an InputError naming the file.
 class SafetensorsErrors : public ::testing::Test {
-protected:
+  protected:
     void SetUp() override {
         test::copy_dir_files(golden_model("llama2"), tmp_.path());
         original_ = test::read_bytes(st());
@@ -170,7 +173,8 @@ protected:
     std::string original_;
 };
 
-#define EXPECT_LOAD_ERROR(msg_part) EXPECT_INPUT_ERROR(load_model(tmp_.path()), "model.safetensors", msg_part)
+#define EXPECT_LOAD_ERROR(msg_part) \
+    EXPECT_INPUT_ERROR(load_model(tmp_.path()), "model.safetensors", msg_part)
 
 TEST_F(SafetensorsErrors, TooShort) {
     for (size_t n : {0, 3, 7}) {
@@ -232,7 +236,8 @@ TEST_F(SafetensorsErrors, EndBeforeBegin) {
 
 TEST_F(SafetensorsErrors, SizeShapeMismatch) {
     edit([](json& h) { h["model.norm.weight"]["shape"] = {63}; });
-    EXPECT_LOAD_ERROR("'model.norm.weight': data_offsets span 256 bytes but shape and dtype F32 need 252");
+    EXPECT_LOAD_ERROR(
+        "'model.norm.weight': data_offsets span 256 bytes but shape and dtype F32 need 252");
 }
 
 TEST_F(SafetensorsErrors, NegativeShape) {

@@ -66,7 +66,7 @@ TEST(KVCache, KeepEvictsOthersInOrderAndFreesMemory) {
     EXPECT_EQ(c.positions(0, 1)[1], 2);
     EXPECT_EQ(c.positions(0, 1)[2], 4);
     EXPECT_FLOAT_EQ(c.k(0, 1)[2 * 4 + 1], 4.01f);  // token 4's key moved to slot 2
-    EXPECT_EQ(c.n_slots(0, 0), 6);                  // other head untouched
+    EXPECT_EQ(c.n_slots(0, 0), 6);                 // other head untouched
     ASSERT_EQ(r.events.size(), 3u);
     const int64_t evicted[3] = {1, 3, 5};
     for (int i = 0; i < 3; ++i) {
@@ -142,7 +142,7 @@ TEST(KVCache, PreRopeMergeReRotatesAtTheDestinationPosition) {
     EXPECT_EQ(c.n_slots(0, 0), 2);
     EXPECT_EQ(c.positions(0, 0)[1], 9);
     EXPECT_FLOAT_EQ(c.k_prerope(0, 0)[2], 4.0f);  // (3 + 5) / 2
-    EXPECT_FLOAT_EQ(c.k(0, 0)[2], 4.0f + 9.0f);    // rotated at position 9
+    EXPECT_FLOAT_EQ(c.k(0, 0)[2], 4.0f + 9.0f);   // rotated at position 9
     EXPECT_FLOAT_EQ(c.k(0, 0)[3], 6.0f);
     EXPECT_FLOAT_EQ(c.v(0, 0)[3], 2.0f);
     ASSERT_EQ(r.events.size(), 1u);
@@ -257,7 +257,8 @@ TEST(KVCache, DemoteLowersBitsAndAccounting) {
     KVCache c = make_filled_cache(1, 1, d, 3, 2);
     Recorder r;
     r.attach(c);
-    c.quantize(0, 0, std::vector<int64_t>{0, 1}, QuantSpec{4, 8, QuantAxis::per_token, KVPart::both});
+    c.quantize(0, 0, std::vector<int64_t>{0, 1},
+               QuantSpec{4, 8, QuantAxis::per_token, KVPart::both});
     const int64_t at4 = c.bytes_held(0, 0);
     c.demote(0, 0, std::vector<int64_t>{1}, 2, KVPart::values);
     EXPECT_EQ(c.v_bits(0, 0)[1], 2);

@@ -16,9 +16,15 @@ ParamSchema schema() {
         ParamSpec{"window", ParamType::int_, int64_t{8}, 1.0, 64.0, {}, "w"},
         ParamSpec{"ratio", ParamType::float_, 0.5, 0.0, 1.0, {}, "r"},
         ParamSpec{"flag", ParamType::bool_, false, std::nullopt, std::nullopt, {}, "f"},
-        ParamSpec{"pool", ParamType::enum_, std::string("max"), std::nullopt, std::nullopt,
-                  {"max", "avg"}, "p"},
-        ParamSpec{"layers", ParamType::int_list, std::vector<int64_t>{0, 1}, 0.0, std::nullopt, {}, "l"},
+        ParamSpec{"pool",
+                  ParamType::enum_,
+                  std::string("max"),
+                  std::nullopt,
+                  std::nullopt,
+                  {"max", "avg"},
+                  "p"},
+        ParamSpec{
+            "layers", ParamType::int_list, std::vector<int64_t>{0, 1}, 0.0, std::nullopt, {}, "l"},
     };
 }
 
@@ -64,8 +70,8 @@ TEST(ParamSchema, ErrorsNameThePolicyAndParameter) {
 TEST(Budget, ResolveAndValidate) {
     Budget b;
     b.ratio = 0.3;
-    EXPECT_EQ(b.resolve(10), 3);   // 0.3 * 10 is 3.0000000000000004 in double
-    EXPECT_EQ(b.resolve(11), 4);   // ceil(3.3)
+    EXPECT_EQ(b.resolve(10), 3);  // 0.3 * 10 is 3.0000000000000004 in double
+    EXPECT_EQ(b.resolve(11), 4);  // ceil(3.3)
     EXPECT_EQ(b.resolve(1), 1);
     Budget t;
     t.tokens = 64;

@@ -101,7 +101,8 @@ TEST(H2O, DecodeAccumulatesRowsAndEvictsOnePerStep) {
     p->begin(st.dims(), st.N);
     KVCache cache = test::make_filled_cache(2, 2, 4, 12, 2);
     apply(p->after_prefill(st.view()), cache);
-    ASSERT_EQ(V(cache.positions(0, 0).begin(), cache.positions(0, 0).end()), (V{0, 3, 7, 9, 10, 11}));
+    ASSERT_EQ(V(cache.positions(0, 0).begin(), cache.positions(0, 0).end()),
+              (V{0, 3, 7, 9, 10, 11}));
     // Decode step 0: token 12 enters layer 0. Rows over [0 3 7 9 10 11 12] for both query heads:
     //   [0.1 0.5 0 0 0 0 0.4] -> S = [4.1 6.0 3.9 1 1 1 0.4]; n = 7 > 6, recent = slots 4..6,
     //   top 3 of slots 0..3: 6.0 (pos 3), 4.1 (pos 0), 3.9 (pos 7) -> pos 9 is evicted.
@@ -174,7 +175,8 @@ TEST(TOVA, DecodeUsesTheStepRow) {
     OwnedStats st(1, 2, 1, 12, 1);
     auto p = make("tova", 3);
     p->begin(st.dims(), st.N);
-    // Cache [0 5 9 12]; rows h0 [.1 .2 .3 .4], h1 [.3 .0 .3 .4] -> mean [.2 .1 .3 .4] -> drop pos 5.
+    // Cache [0 5 9 12]; rows h0 [.1 .2 .3 .4], h1 [.3 .0 .3 .4] -> mean [.2 .1 .3 .4] -> drop
+    // pos 5.
     const std::vector<int64_t> pos = {0, 5, 9, 12};
     const std::vector<float> r0 = {0.1f, 0.2f, 0.3f, 0.4f}, r1 = {0.3f, 0.0f, 0.3f, 0.4f};
     ScoreView v;
@@ -226,7 +228,8 @@ TEST(SnapKV, WindowVotesWithPooling) {
         EXPECT_EQ(p->needs().window, 3);
         const Plan plan = p->after_prefill(st.view());
         for (int64_t l = 0; l < 2; ++l)
-            for (int64_t h = 0; h < 2; ++h) EXPECT_EQ(kept_of(plan, l, h, 12), c.kept) << c.params[2];
+            for (int64_t h = 0; h < 2; ++h)
+                EXPECT_EQ(kept_of(plan, l, h, 12), c.kept) << c.params[2];
     }
     // N <= C: nothing happens.
     auto p = make("snapkv", 12, {"window=3"});
@@ -274,8 +277,7 @@ TEST(PyramidKV, KeptSetsUseLayerBudgets) {
 TEST(Knorm, KeepsLowestNormsOutsideSkippedLayers) {
     OwnedStats st(3, 4, 2, 12, 0);
     for (int64_t l = 0; l < 3; ++l)
-        for (int64_t h = 0; h < 2; ++h)
-            st.key_norm[l][h] = {5, 1, 7, 0.5f, 9, 2, 2, 8, 3, 6, 4, 1};
+        for (int64_t h = 0; h < 2; ++h) st.key_norm[l][h] = {5, 1, 7, 0.5f, 9, 2, 2, 8, 3, 6, 4, 1};
     // Lowest 4: 0.5 (3), 1 (1), 1 (11), then 2 at 5 and 6 -> 5 (tie to the lower index).
     auto p = make("knorm", 4);
     p->begin(st.dims(), st.N);

@@ -72,7 +72,8 @@ void check_prefill(const std::string& name, const Shape& s, int64_t C, uint32_t 
                 for (int64_t t = 0; t < std::min<int64_t>(4, C); ++t) EXPECT_TRUE(kept.count(t));
             }
             if (name == "snapkv" || name == "pyramidkv") {
-                for (int64_t t = s.N - std::min<int64_t>(4, C); t < s.N; ++t) EXPECT_TRUE(kept.count(t));
+                for (int64_t t = s.N - std::min<int64_t>(4, C); t < s.N; ++t)
+                    EXPECT_TRUE(kept.count(t));
             }
             if (name == "h2o") {
                 for (int64_t t = s.N - C / 2; t < s.N; ++t) EXPECT_TRUE(kept.count(t));
@@ -140,7 +141,8 @@ TEST(PolicyProperties, DecodeContinuousStaysWithinBudget) {
                         auto& r = rows[static_cast<size_t>(h * (s.H / s.Hkv) + q)];
                         r.resize(hs.positions.size());
                         float sum = 0;
-                        for (float& x : r) sum += x = std::uniform_real_distribution<float>(0, 1)(rng);
+                        for (float& x : r)
+                            sum += x = std::uniform_real_distribution<float>(0, 1)(rng);
                         for (float& x : r) x /= sum;
                         hs.step_row.push_back(r);
                     }

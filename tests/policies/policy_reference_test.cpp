@@ -26,9 +26,8 @@ fs::path ref_dir() {
     return fs::path(KVSCOPE_SOURCE_DIR) / "tests" / "golden" / "policy_ref";
 }
 
-const std::vector<std::string> kVariants = {"llama2",       "llama3_tied",
-                                            "mistral_gqa4", "qwen2_bias",
-                                            "qwen3_qknorm", "llama_headdim_sharded",
+const std::vector<std::string> kVariants = {"llama2",     "llama3_tied",  "mistral_gqa4",
+                                            "qwen2_bias", "qwen3_qknorm", "llama_headdim_sharded",
                                             "llama_sp"};
 
 json load(const fs::path& p) {
@@ -37,14 +36,16 @@ json load(const fs::path& p) {
     return json::parse(f);
 }
 
-std::vector<float> floats(const json& a) { return a.get<std::vector<float>>(); }
+std::vector<float> floats(const json& a) {
+    return a.get<std::vector<float>>();
+}
 
 // Runs one case and compares every (layer, KV head). Returns the number of mismatching heads.
 int run_case(const json& c, const test::OwnedStats& st, const std::string& label) {
     Budget b;
     b.tokens = c["budget"].get<int64_t>();
-    auto p = make_policy(c["policy"].get<std::string>(), b,
-                         c["params"].get<std::vector<std::string>>());
+    auto p =
+        make_policy(c["policy"].get<std::string>(), b, c["params"].get<std::vector<std::string>>());
     p->begin(st.dims(), st.N);
     const Plan plan = p->after_prefill(st.view());
     int bad = 0;
@@ -87,7 +88,8 @@ TEST(PolicyReference, KeptSetsMatchThePyTorchReference) {
         }
 
         // The fixture prompt, with the statistics recorded by tools/golden/make_fixtures.py.
-        const json fx = load(fs::path(KVSCOPE_SOURCE_DIR) / "tests" / "golden" / "ref" / (variant + ".json"));
+        const json fx =
+            load(fs::path(KVSCOPE_SOURCE_DIR) / "tests" / "golden" / "ref" / (variant + ".json"));
         for (const json& c : r["ref_prompt_cases"]) {
             const json& pr = fx["prompts"][c["prompt_index"].get<size_t>()];
             const int64_t n = static_cast<int64_t>(pr["ids"].size());

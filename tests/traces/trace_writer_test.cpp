@@ -176,7 +176,8 @@ TEST(TraceWriter, EventsAreStampedAndGroupedByLayerHead) {
     EXPECT_TRUE(r.events(1, 0, 0, 2).empty());
     // Steps with no budgets or survival given read as -1.
     EXPECT_EQ(r.budgets(1), (std::vector<int32_t>{-1, -1, -1, -1}));
-    EXPECT_TRUE(r.validate().empty());
+    auto problems = r.validate();
+    EXPECT_TRUE(problems.empty()) << problems.front();
 }
 
 TEST(TraceWriter, StepBeforePromptSurfacesAsAnError) {

@@ -12,6 +12,7 @@ and the expected continuation is " " + digits. Haystack pieces (whole sentences,
 of one more sentence to come close to the target length) are joined by single spaces; the needle
 is inserted between pieces where the haystack token count before it is closest to depth * total.
 """
+import math
 import re
 
 MASK64 = (1 << 64) - 1
@@ -68,7 +69,7 @@ def mix_seed(*parts):
 
 def trial_seed(base_seed, kind, length, depth, trial):
     """Seed of one cell trial of an accuracy grid (kvscope eval uses the same)."""
-    return mix_seed(base_seed, KIND_IDS[kind], length, round(depth * 1000), trial)
+    return mix_seed(base_seed, KIND_IDS[kind], length, math.floor(depth * 1000 + 0.5), trial)
 
 
 _WS = re.compile(r"[ \t\n\r\f\v]+")
@@ -212,7 +213,7 @@ def build_niah(tok, length, depth, seed, sentences, keys, num_needles=1, count=N
     text, ids, spans = assemble(tok, intro, question, needles, depths, sentences, start, length,
                                 count)
     return {"text": text, "ids": ids, "answer": values[query], "key": chosen[query],
-            "needle_spans": spans, "query": query}
+            "needle_spans": spans, "query": query, "keys": chosen, "values": values}
 
 
 def load_haystack_dir(path):

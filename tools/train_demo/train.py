@@ -8,13 +8,15 @@ repository root, after tools/train_demo/build_corpus.py:
     python3 tools/train_demo/train.py --corpus .devcarry/demo/corpus --out OUT_DIR
 
 Stages: (1) byte-level BPE tokenizer (8192 tokens, Llama-3-style split, BOS template) trained on
-the training split; (2) token stream of the natural text and a sentence pool for haystacks;
-(3) training on rows of 4096 tokens: half natural text, half synthetic retrieval tasks (passkey,
-single- and multi-needle NIAH, key-value lookup; built by tools/train_demo/scenarios.py exactly as
-KVScope's C++ builders build them) followed by natural text; loss on every token, answer tokens
-weighted x8, needle tokens (unpredictable digits) weight 0; (4) accuracy grid with HF transformers
-on the saved bf16 weights (upcast to fp32) and held-out perplexity; (5) save (bf16 safetensors,
-tokenizer.json, generation_config.json, train_log.json).
+the training split; (2) token stream of the natural text and sentence pools for haystacks (as
+written, and with each sentence's words shuffled); (3) training on rows of 4096 tokens (shares in
+ROW_KINDS): natural text; a random token sequence shown twice (dense copy targets); passkey;
+single- and multi-needle NIAH with every needle queried; key-value lookup with several queries.
+The tasks are built by tools/train_demo/scenarios.py exactly as KVScope's C++ builders build them,
+and rows are filled up with natural text. Loss on every token; answer digits weighted x5; needle
+digits and the first copy of a random sequence weight 0 (unpredictable); (4) save (bf16
+safetensors, tokenizer.json, generation_config.json); (5) held-out perplexity and the accuracy grid
+with HF transformers on the saved bf16 weights upcast to fp32, logged to train_log.json.
 
 Training stops by wall clock (--train-seconds); the learning-rate schedule follows elapsed time,
 so the number of steps depends on the GPU (train_log.json records it).
@@ -39,8 +41,8 @@ T0 = time.time()
 LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
                 r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|pad|>"]
-ANSWER_WEIGHT = 8.0
-EVAL_RESERVE = 8  # tokens kept free for the answer: a context of L holds a prompt of L - 8
+ANSWER_WEIGHT = 5.0
+EVAL_RESERVE = 10  # tokens kept free for the answer: a context of L holds a prompt of L - 10
 
 
 def log(*a):
@@ -106,87 +108,146 @@ def token_stream(tok, docs):
     return np.concatenate(parts)
 
 
+def shuffled_sentences(sentences, seed):
+    """Each sentence with its words in random order: text no model can have memorised, so NIAH
+    also trains on haystacks as unfamiliar as the held-out ones used for evaluation."""
+    rng = random.Random(seed)
+    out = []
+    for s in sentences:
+        w = s.split(" ")
+        rng.shuffle(w)
+        out.append(" ".join(w))
+    return out
+
+
+# Row kinds and their shares. "repeat" (a random token sequence shown twice) gives dense copy
+# targets, the signal that grows induction heads; the needle tasks alone give ~10 answer tokens
+# per step, too few (a first run without it memorised the text and never learned to retrieve).
+ROW_KINDS = [("natural", 0.20), ("repeat", 0.20), ("passkey", 0.15), ("niah", 0.20),
+             ("niah_multi", 0.10), ("kv", 0.15)]
+
+
 class TaskRows(torch.utils.data.IterableDataset):
     """Endless rows of seq+1 tokens with per-target loss weights (see module doc)."""
 
-    def __init__(self, tok, stream, sentences, count, city_keys, word_keys, seq, seed,
-                 p_natural=0.35):
+    def __init__(self, tok, stream, pools, city_keys, word_keys, seq, seed):
         super().__init__()
-        self.tok, self.stream, self.sentences, self.count = tok, stream, sentences, count
+        self.tok, self.stream, self.pools = tok, stream, pools  # pools: [(sentences, counter)]
         self.city_keys, self.word_keys = city_keys, word_keys
-        self.seq, self.seed, self.p_natural = seq, seed, p_natural
+        self.seq, self.seed = seq, seed
+        self.n_vocab = tok.hf.get_vocab_size()
 
     def natural(self, rng, n):
         off = rng.randrange(0, len(self.stream) - n - 1)
         return self.stream[off:off + n]
 
-    def kv_records(self, rng, length):
-        """Dense key-value lookup: many "The code for KEY is N." records, one of them queried."""
+    def prompt_length(self, rng, reserve):
+        if rng.random() < 0.35:
+            return rng.randint(self.seq - 512, self.seq - reserve)
+        return rng.randint(160, self.seq - reserve)
+
+    def depth(self, rng):
+        u = rng.random()
+        return 0.0 if u < 0.1 else 1.0 if u < 0.2 else rng.random()
+
+    def task_text(self, kind, rng):
+        """-> (text, [(char_begin, char_end, weight)]): the prompt with its answer(s) appended;
+        spans weight the answer digits and zero the needles' unpredictable digits."""
+        spans = []
+        if kind == "passkey":
+            b = S.build_passkey(self.tok, self.prompt_length(rng, EVAL_RESERVE), self.depth(rng),
+                                rng.getrandbits(64))
+            qas = []
+        elif kind in ("niah", "niah_multi"):
+            nn = 1 if kind == "niah" else rng.randint(2, 6)
+            keys = self.city_keys if rng.random() < 0.5 else self.word_keys
+            sentences, count = self.pools[0] if rng.random() < 0.7 else self.pools[1]
+            b = S.build_niah(self.tok, self.prompt_length(rng, EVAL_RESERVE + 32 * (nn - 1)),
+                             self.depth(rng), rng.getrandbits(64), sentences, keys, nn, count)
+            others = [j for j in range(nn) if j != b["query"]]
+            rng.shuffle(others)
+            qas = [(S.NIAH_QUESTION.format(k=b["keys"][j]), b["values"][j]) for j in others]
+        else:
+            return self.kv_text(rng)
+        text = b["text"]
+        spans += [(a, z, 0.0) for a, z in b["needle_spans"]]
+        text += " "
+        spans.append((len(text), len(text) + len(b["answer"]), ANSWER_WEIGHT))
+        text += b["answer"] + "."
+        for q, v in qas:
+            text += "\n\n" + q + " "
+            spans.append((len(text), len(text) + len(v), ANSWER_WEIGHT))
+            text += v + "."
+        return text, spans
+
+    def kv_text(self, rng):
+        """Dense key-value lookup: many "The code for KEY is N." records, then several queries."""
+        nq = rng.randint(1, 12)
+        length = self.prompt_length(rng, EVAL_RESERVE + 24 * nq)
         intro = "Here is a list of codes. Remember them."
         recs, budget = [], length - 40
         for k in rng.sample(self.word_keys, min(400, len(self.word_keys))):
-            rec = (k, str(rng.randrange(1000, 1000000)))
+            rec = (k, str(rng.randrange(1000, 10000000)))
             cost = len(self.tok.encode(f" The code for {rec[0]} is {rec[1]}.", False))
             if budget < cost:
                 break
             budget -= cost
             recs.append(rec)
-        q = rng.randrange(len(recs))
-        while True:
-            body = " ".join(f"The code for {k} is {v}." for k, v in recs)
-            question = f"What is the code for {recs[q][0]}? The code for {recs[q][0]} is"
-            text = intro + "\n\n" + body + "\n\n" + question
-            ids = self.tok.encode(text, True)
-            if len(ids) <= length or len(recs) == 1:
-                return text, ids, recs[q][1], []
-            j = len(recs) - 1 if len(recs) - 1 != q else len(recs) - 2
-            recs.pop(j)
+        if not recs:
+            recs.append((self.word_keys[0], "1234"))
+        text = intro + "\n\n" + " ".join(f"The code for {k} is {v}." for k, v in recs)
+        spans = []
+        for k, v in rng.sample(recs, min(nq, len(recs))):
+            text += f"\n\nWhat is the code for {k}? The code for {k} is "
+            spans.append((len(text), len(text) + len(v), ANSWER_WEIGHT))
+            text += v + "."
+        return text, spans
 
-    def task(self, rng):
-        r = rng.random()
-        length = (rng.randint(self.seq - 512, self.seq - EVAL_RESERVE) if rng.random() < 0.35
-                  else rng.randint(160, self.seq - EVAL_RESERVE))
-        u = rng.random()
-        depth = 0.0 if u < 0.1 else 1.0 if u < 0.2 else rng.random()
-        seed = rng.getrandbits(64)
-        if r < 0.30:
-            b = S.build_passkey(self.tok, length, depth, seed)
-        elif r < 0.85:
-            keys = self.city_keys if rng.random() < 0.5 else self.word_keys
-            nn = 1 if r < 0.65 else rng.randint(2, 4)
-            b = S.build_niah(self.tok, length, depth, seed, self.sentences, keys, nn, self.count)
-        else:
-            text, ids, ans, spans = self.kv_records(rng, length)
-            b = {"text": text, "ids": ids, "answer": ans, "needle_spans": spans}
-        return b
+    def repeat_row(self, rng, n):
+        """BOS, text, X, text, X, text: X is m random tokens; its second copy is the target."""
+        m = rng.randint(16, 512)
+        x = np.asarray([rng.randrange(3, self.n_vocab) for _ in range(m)], dtype=np.int64)
+        gap = rng.randint(0, n - 1 - 2 * m)
+        lead = rng.randint(0, n - 1 - 2 * m - gap)
+        tail = n - 1 - 2 * m - gap - lead
+        ids = np.concatenate([[self.tok.bos], self.natural(rng, lead), x, self.natural(rng, gap),
+                              x, self.natural(rng, tail)]).astype(np.int64)
+        w = np.ones(self.seq, dtype=np.float32)
+        first = 1 + lead  # token index of X's first copy
+        second = first + m + gap
+        w[first - 1:first - 1 + m] = 0.0  # random tokens: unpredictable
+        w[second - 1] = 0.0  # the second copy's first token cannot be known either
+        return ids, w
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         wid = info.id if info is not None else 0
         rng = random.Random(self.seed * 1000 + wid)
         n = self.seq + 1
+        kinds = [k for k, _ in ROW_KINDS]
+        shares = [p for _, p in ROW_KINDS]
         while True:
-            w = np.ones(self.seq, dtype=np.float32)
-            if rng.random() < self.p_natural:
+            kind = rng.choices(kinds, shares)[0]
+            if kind == "natural":
                 ids = np.concatenate([[self.tok.bos], self.natural(rng, n - 1)]).astype(np.int64)
+                yield torch.from_numpy(ids), torch.from_numpy(np.ones(self.seq, np.float32))
+                continue
+            if kind == "repeat":
+                ids, w = self.repeat_row(rng, n)
                 yield torch.from_numpy(ids), torch.from_numpy(w)
                 continue
-            b = self.task(rng)
-            prompt = list(b["ids"])
-            ans = self.tok.encode(" " + b["answer"], False)
-            dot = self.tok.encode(".", False)
-            full = prompt + ans + dot + [self.tok.eos]
+            text, spans = self.task_text(kind, rng)
+            enc = self.tok.hf.encode(text, add_special_tokens=True)
+            full = list(enc.ids) + [self.tok.eos]
             if len(full) > n:
                 continue
-            if b["needle_spans"]:
-                enc = self.tok.hf.encode(b["text"], add_special_tokens=True)
-                for a, z in b["needle_spans"]:
-                    for t, (s0, s1) in enumerate(enc.offsets):
-                        # token t is predicted by target t-1
-                        if t > 0 and s1 > a and s0 < z and t - 1 < self.seq:
-                            w[t - 1] = 0.0
-            p = len(prompt)
-            w[p - 1:p - 1 + len(ans)] = ANSWER_WEIGHT
+            starts = np.asarray([o[0] for o in enc.offsets])
+            ends = np.asarray([o[1] for o in enc.offsets])
+            w = np.ones(self.seq, dtype=np.float32)
+            for a, z, wt in spans:
+                hit = np.nonzero((ends > a) & (starts < z))[0]
+                hit = hit[hit > 0]  # token t is the target of position t - 1
+                w[hit - 1] = wt
             tail = self.natural(rng, n - len(full))
             ids = np.concatenate([np.asarray(full, dtype=np.int64), tail.astype(np.int64)])
             yield torch.from_numpy(ids), torch.from_numpy(w)
@@ -375,7 +436,7 @@ def main():
     ap.add_argument("--pack", help="also write the model as shards + meta.tar.gz here")
     ap.add_argument("--tokenizer", help="reuse this tokenizer.json instead of training one")
     ap.add_argument("--init", help="continue from this HF model folder")
-    ap.add_argument("--train-seconds", type=float, default=450)
+    ap.add_argument("--train-seconds", type=float, default=505)
     ap.add_argument("--max-steps", type=int, default=0)
     ap.add_argument("--vocab", type=int, default=8192)
     ap.add_argument("--hidden", type=int, default=384)
@@ -390,14 +451,14 @@ def main():
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=150)
     ap.add_argument("--compile", action="store_true")
-    ap.add_argument("--workers", type=int, default=10)
+    ap.add_argument("--workers", type=int, default=12)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--log-every", type=int, default=25)
     ap.add_argument("--eval-lengths", default="512,1024,2048,4096")
     ap.add_argument("--eval-depths", default="0,0.25,0.5,0.75,1")
     ap.add_argument("--eval-trials", type=int, default=10)
     ap.add_argument("--eval-seed", type=int, default=1)
-    ap.add_argument("--deadline", type=float, default=570,
+    ap.add_argument("--deadline", type=float, default=585,
                     help="seconds after start at which evaluation stops (results kept)")
     args = ap.parse_args()
 
@@ -436,7 +497,12 @@ def main():
     log(f"stream {len(stream) / 1e6:.2f}M tokens, {len(sentences)} sentences, "
         f"{len(word_keys)} word keys, {len(hay_sentences)} haystack sentences")
 
-    ds = TaskRows(tok, stream, sentences, count, hay_keys, word_keys, args.seq, args.seed)
+    mixed = shuffled_sentences(sentences, args.seed)
+    count_mixed = S.TokenCounter(tok)
+    encs = hf.encode_batch([" " + s for s in mixed], add_special_tokens=False)
+    count_mixed.cache = {s: len(e.ids) for s, e in zip(mixed, encs)}
+    pools = [(sentences, count), (mixed, count_mixed)]
+    ds = TaskRows(tok, stream, pools, hay_keys, word_keys, args.seq, args.seed)
     loader = torch.utils.data.DataLoader(ds, batch_size=args.micro_batch,
                                          num_workers=args.workers, pin_memory=True,
                                          prefetch_factor=4, persistent_workers=True)

@@ -1,0 +1,83 @@
+// `kvscope policies`: lists every registered KV-cache policy with its paper, regime and
+// parameters (type, default, range / choices, help), as generated from the policy schemas.
+#include <cstdio>
+#include <sstream>
+#include <string>
+
+#include "app/cli/command.h"
+#include "core/model/error.h"
+#include "core/policies/registry.h"
+
+namespace kvscope::cli {
+namespace {
+
+std::string number(double x) {
+    std::ostringstream os;
+    os << x;
+    return os.str();
+}
+
+std::string range_of(const ParamSpec& p) {
+    if (p.type == ParamType::enum_) {
+        std::string s;
+        for (const std::string& c : p.choices) s += (s.empty() ? "" : "|") + c;
+        return s;
+    }
+    if (p.type == ParamType::bool_) return "true|false";
+    if (!p.min && !p.max) return "";
+    const std::string lo = p.min ? number(*p.min) : "-inf";
+    const std::string hi = p.max ? number(*p.max) : "inf";
+    return (p.type == ParamType::int_list ? "each in [" : "[") + lo + ", " + hi + "]";
+}
+
+void print_entry(const PolicyEntry& e) {
+    const PolicyInfo& i = e.info;
+    std::printf("%s  (%s)  regime %s%s\n", i.name.c_str(), i.full_name.c_str(),
+                regime_code(i.regime), i.needs_budget ? "" : ", budget optional");
+    std::printf("    paper: %s", i.paper.c_str());
+    if (!i.arxiv.empty()) std::printf("  [arXiv %s]", i.arxiv.c_str());
+    std::printf("\n");
+    if (!i.code.empty()) std::printf("    code:  %s\n", i.code.c_str());
+    if (e.schema.empty()) std::printf("    (no parameters)\n");
+    for (const ParamSpec& p : e.schema) {
+        std::printf("    --param %s=%s   %s", p.name.c_str(),
+                    param_value_to_string(p.default_value).c_str(), param_type_name(p.type));
+        const std::string r = range_of(p);
+        if (!r.empty()) std::printf(" %s", r.c_str());
+        std::printf("\n        %s\n", p.help.c_str());
+    }
+}
+
+}  // namespace
+
+KVSCOPE_COMMAND("policies", "List the KV-cache policies, their papers and parameters",
+                [](CLI::App& sub) {
+                    auto name = std::make_shared<std::string>();
+                    sub.add_option("name", *name, "Show only this policy");
+                    return [name]() {
+                        const PolicyRegistry& reg = PolicyRegistry::global();
+                        if (!name->empty()) {
+                            const PolicyEntry* e = reg.find(*name);
+                            if (!e) {
+                                // Reuse the registry's message listing the known names.
+                                Budget b;
+                                b.tokens = 1;
+                                reg.create(*name, b, std::vector<std::string>{});
+                            }
+                            print_entry(*e);
+                            return 0;
+                        }
+                        std::printf(
+                            "KV-cache policies. Budget: --budget N tokens per (layer, KV head), "
+                            "sinks and window included, or --ratio R of the prompt length.\n"
+                            "Regime P = compress once after the prompt; D = at every decode "
+                            "step.\n\n");
+                        for (const PolicyEntry* e : reg.list()) {
+                            print_entry(*e);
+                            std::printf("\n");
+                        }
+                        return 0;
+                    };
+                });
+
+}  // namespace kvscope::cli

@@ -1,0 +1,85 @@
+// kvscope-studio: replays a KVScope trace. Usage:
+//   kvscope-studio [run.kvtrace.h5]
+//   kvscope-studio run.kvtrace.h5 --export-views DIR [--scale 1] [--step N] [--layer L]
+//                  [--head H] [--token T] [--theme light] [--size 1400x900]
+// The second form writes DIR/<view>.png for every view and exits (used for docs screenshots).
+#include <QApplication>
+#include <QCommandLineParser>
+#include <QTimer>
+
+#include <cstdio>
+
+#include "app/studio/main_window.h"
+#include "app/studio/step_scrubber.h"
+#include "kvscope_version.h"
+
+int main(int argc, char** argv) {
+    QCoreApplication::setAttribute(Qt::AA_ShareOpenGLContexts);
+    QApplication app(argc, argv);
+    QApplication::setOrganizationName("KVScope");
+    QApplication::setApplicationName("KVScope Studio");
+    QApplication::setApplicationVersion(KVSCOPE_VERSION);
+
+    QCommandLineParser parser;
+    parser.setApplicationDescription("KVScope Studio: replay a KV-cache trace.");
+    parser.addHelpOption();
+    parser.addVersionOption();
+    parser.addPositionalArgument("trace", "Trace to open (.kvtrace.h5).", "[trace]");
+    const QCommandLineOption export_opt("export-views", "Write every view as DIR/<view>.png and exit.", "DIR");
+    const QCommandLineOption scale_opt("scale", "Export scale (default 2).", "k", "2");
+    const QCommandLineOption step_opt("step", "Step to show.", "N");
+    const QCommandLineOption layer_opt("layer", "Layer to select.", "L");
+    const QCommandLineOption head_opt("head", "Head to select (-1 = all).", "H");
+    const QCommandLineOption token_opt("token", "Token to select.", "T");
+    const QCommandLineOption theme_opt("theme", "dark or light.", "name");
+    const QCommandLineOption size_opt("size", "Window size, e.g. 1400x900.", "WxH");
+    const QCommandLineOption window_opt("window-shot", "With --export-views: also write the whole window to FILE.", "FILE");
+    parser.addOptions({export_opt, scale_opt, step_opt, layer_opt, head_opt, token_opt, theme_opt, size_opt,
+                       window_opt});
+    parser.process(app);
+
+    kvscope::studio::MainWindow window;
+    const bool exporting = parser.isSet(export_opt);
+    if (exporting) window.setProperty("quiet", true);
+    if (parser.isSet(theme_opt)) {
+        window.set_theme(parser.value(theme_opt) == "light" ? kvscope::views::ThemeKind::kLight
+                                                            : kvscope::views::ThemeKind::kDark);
+    }
+    if (parser.isSet(size_opt)) {
+        const QStringList wh = parser.value(size_opt).split('x');
+        if (wh.size() == 2) window.resize(wh[0].toInt(), wh[1].toInt());
+    }
+    window.show();
+    const QStringList args = parser.positionalArguments();
+    if (!args.isEmpty() && !window.open_trace(args.first()) && exporting) {
+        std::fprintf(stderr, "kvscope-studio: %s\n", window.last_error().toLocal8Bit().constData());
+        return 1;
+    }
+    kvscope::views::ViewState& state = window.view_state();
+    if (parser.isSet(layer_opt)) state.select_layer(parser.value(layer_opt).toInt());
+    if (parser.isSet(head_opt)) state.select_head(parser.value(head_opt).toInt());
+    if (parser.isSet(token_opt)) state.select_token(parser.value(token_opt).toLongLong());
+    if (parser.isSet(step_opt)) window.set_step(parser.value(step_opt).toLongLong());
+    if (window.model()) state.clamp_to(window.model()->summary());
+    window.repaint_views();
+    if (!exporting) return QApplication::exec();
+
+    if (args.isEmpty()) {
+        std::fprintf(stderr, "kvscope-studio: --export-views needs a trace\n");
+        return 2;
+    }
+    int rc = 0;
+    QTimer::singleShot(300, &app, [&] {
+        if (!window.export_all_views(parser.value(export_opt), parser.value(scale_opt).toDouble())) {
+            std::fprintf(stderr, "kvscope-studio: %s\n", window.last_error().toLocal8Bit().constData());
+            rc = 1;
+        }
+        if (parser.isSet(window_opt) && !window.grab().save(parser.value(window_opt), "PNG")) {
+            std::fprintf(stderr, "kvscope-studio: cannot write %s\n", parser.value(window_opt).toLocal8Bit().constData());
+            rc = 1;
+        }
+        QApplication::quit();
+    });
+    QApplication::exec();
+    return rc;
+}

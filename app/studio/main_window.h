@@ -1,0 +1,121 @@
+#pragma once
+// MainWindow: the Studio shell. Qt owns the window, menus, docks (one ImGuiHostWidget per view),
+// dialogs, settings (QSettings: geometry, dock layout, theme, recent files, playback speed),
+// drag-and-drop, shortcuts, the status bar with the trace summary and the step scrubber; the
+// views draw inside the docks. All views share one TraceModel and one ViewState, so a selection
+// made in one view shows in every view.
+#include <QMainWindow>
+#include <QString>
+#include <QStringList>
+#include <QTimer>
+
+#include <memory>
+#include <vector>
+
+#include "views/trace_model.h"
+#include "views/view.h"
+#include "views/view_state.h"
+
+class QAction;
+class QDockWidget;
+class QLabel;
+class QMenu;
+
+namespace kvscope::studio {
+
+class ImGuiHostWidget;
+class StepScrubber;
+
+class MainWindow : public QMainWindow {
+    Q_OBJECT
+
+public:
+    explicit MainWindow(QWidget* parent = nullptr);
+    ~MainWindow() override;
+
+    // Opens a trace; on failure keeps the current one, shows a (non-modal) message naming the
+    // file and the problem, and returns false (the message is also in last_error()).
+    bool open_trace(const QString& path);
+    void close_trace();
+    const QString& last_error() const { return last_error_; }
+    const QString& trace_path() const { return path_; }
+    const views::TraceModel* model() const { return model_.get(); }
+    views::ViewState& view_state() { return state_; }
+
+    int view_count() const { return static_cast<int>(views_.size()); }
+    views::View* view(int i) const { return views_[static_cast<size_t>(i)].get(); }
+    ImGuiHostWidget* host(int i) const { return hosts_[static_cast<size_t>(i)]; }
+    QDockWidget* dock(int i) const { return docks_[static_cast<size_t>(i)]; }
+    int view_index(const QString& id) const;  // -1 when unknown
+    // Shows and raises a view's dock and gives it the keyboard focus.
+    void show_view(int i);
+    int current_view() const;
+
+    // Export at `scale` x the dock's size (2 = presentation resolution). False + last_error().
+    bool export_view_png(int i, const QString& path, double scale = 2.0);
+    bool export_view_svg(int i, const QString& path);
+    // Writes <view id>.png of every view into `dir`.
+    bool export_all_views(const QString& dir, double scale = 2.0);
+
+    void set_theme(views::ThemeKind kind);
+    views::ThemeKind theme_kind() const { return theme_kind_; }
+    void set_step(int64_t step);
+    StepScrubber* scrubber() const { return scrubber_; }
+    void set_follow_live(bool follow);
+    bool follow_live() const { return follow_live_; }
+    QStringList recent_files() const;
+    QString summary_text() const;
+    // Repaints every view (after the shared state changed outside a view).
+    void repaint_views();
+
+protected:
+    void dragEnterEvent(QDragEnterEvent* e) override;
+    void dropEvent(QDropEvent* e) override;
+    void closeEvent(QCloseEvent* e) override;
+    void showEvent(QShowEvent* e) override;
+
+private:
+    void build_views();
+    void apply_default_sizes();
+    void build_menus();
+    void draw_view(int i, ImGuiHostWidget& host);
+    void after_state_change(int source);
+    void update_status();
+    void update_recent_menu();
+    void add_recent(const QString& path);
+    void show_error(const QString& title, const QString& message);
+    void poll_live();
+    void open_dialog();
+    void export_current_png();
+    void export_current_svg();
+    void export_all_dialog();
+    void go_to_step_dialog();
+    void step_layer(int delta);
+    void step_head(int delta);
+
+    std::shared_ptr<views::TraceModel> model_;
+    views::ViewState state_;
+    views::ThemeKind theme_kind_ = views::ThemeKind::kDark;
+    QString path_;
+    QString last_error_;
+    bool follow_live_ = true;
+    uint64_t painted_revision_ = 0;
+    int last_focused_view_ = 0;
+    bool layout_restored_ = false;
+    bool shown_once_ = false;
+
+    std::vector<std::unique_ptr<views::View>> views_;
+    std::vector<ImGuiHostWidget*> hosts_;
+    std::vector<QDockWidget*> docks_;
+    StepScrubber* scrubber_ = nullptr;
+    QLabel* summary_label_ = nullptr;
+    QLabel* selection_label_ = nullptr;
+    QLabel* notice_label_ = nullptr;
+    QMenu* recent_menu_ = nullptr;
+    QAction* follow_action_ = nullptr;
+    QAction* dark_action_ = nullptr;
+    QAction* light_action_ = nullptr;
+    QTimer live_timer_;
+};
+
+}  // namespace kvscope::studio

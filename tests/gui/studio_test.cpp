@@ -1,0 +1,453 @@
+// KVScope Studio under Xvfb (Qt Test): open the sample trace, switch views, click, scrub, export;
+// screenshots of every view (grabFramebuffer) checked for real content and for the expected
+// colours at known places, the expected colours computed from the trace reader, independently of
+// the views' own data layer.
+#include <QApplication>
+#include <QCursor>
+#include <QDockWidget>
+#include <QFile>
+#include <QImage>
+#include <QMimeData>
+#include <QProcess>
+#include <QSettings>
+#include <QStatusBar>
+#include <QTemporaryDir>
+#include <QtTest/QtTest>
+
+#include <cmath>
+#include <filesystem>
+#include <set>
+
+#include "app/studio/imgui_host_widget.h"
+#include "app/studio/main_window.h"
+#include "app/studio/step_scrubber.h"
+#include "traces/trace_reader.h"
+#include "views/budget_view.h"
+#include "views/eviction_timeline_view.h"
+#include "views/layer_head_view.h"
+#include "views/needle_view.h"
+#include "views/precision_view.h"
+#include "views/token_strip_view.h"
+
+using namespace kvscope;
+using studio::ImGuiHostWidget;
+using studio::MainWindow;
+
+namespace {
+
+const QString kSample = QStringLiteral(KVSCOPE_SOURCE_DIR "/resources/sample/sample.kvtrace.h5");
+
+QColor to_qcolor(ImU32 c) {
+    return QColor((c >> IM_COL32_R_SHIFT) & 0xFF, (c >> IM_COL32_G_SHIFT) & 0xFF,
+                  (c >> IM_COL32_B_SHIFT) & 0xFF);
+}
+
+int colour_distance(QColor a, QColor b) {
+    return std::max({std::abs(a.red() - b.red()), std::abs(a.green() - b.green()),
+                     std::abs(a.blue() - b.blue())});
+}
+
+ImU32 expected_state_colour(const views::Theme& theme, const trace::TokenState& s) {
+    return theme.state_color(s.state, s.bits);
+}
+
+}  // namespace
+
+class StudioTest : public QObject {
+    Q_OBJECT
+
+private:
+    MainWindow* window_ = nullptr;
+    QTemporaryDir out_;
+    std::unique_ptr<trace::TraceReader> reader_;
+
+    ImGuiHostWidget* host(const char* id) { return window_->host(window_->view_index(id)); }
+    template <typename V>
+    V* view(const char* id) {
+        return dynamic_cast<V*>(window_->view(window_->view_index(id)));
+    }
+    // Shows a view and draws it until its data has loaded; returns its screenshot (null image
+    // when it never drew).
+    QImage show_and_grab(const char* id) {
+        const int i = window_->view_index(id);
+        window_->show_view(i);
+        ImGuiHostWidget* h = window_->host(i);
+        if (!QTest::qWaitFor([&] { return h->isVisible() && h->gl_ready(); }, 5000)) return {};
+        for (int k = 0; k < 40; ++k) {
+            const int before = h->frame_count();
+            h->update();
+            if (!QTest::qWaitFor([&] { return h->frame_count() > before; }, 5000)) return {};
+            if (k >= 2 && (!window_->model() || !window_->model()->has_pending())) break;
+        }
+        const QImage img = h->grabFramebuffer();
+        if (!qEnvironmentVariableIsEmpty("KVSCOPE_GUI_SHOTS")) {
+            img.save(qEnvironmentVariable("KVSCOPE_GUI_SHOTS") + "/" + id + ".png");
+        }
+        return img;
+    }
+    QColor pixel(const QImage& img, const ImGuiHostWidget* h, ImVec2 p) {
+        const double sx = static_cast<double>(img.width()) / h->width();
+        const double sy = static_cast<double>(img.height()) / h->height();
+        return img.pixelColor(static_cast<int>(p.x * sx), static_cast<int>(p.y * sy));
+    }
+    const views::Theme& theme() { return views::theme(window_->theme_kind()); }
+    void expect_colour(const QImage& img, const ImGuiHostWidget* h, ImVec2 p, ImU32 expected,
+                       int tolerance, const QString& what) {
+        const QColor got = pixel(img, h, p);
+        QVERIFY2(colour_distance(got, to_qcolor(expected)) <= tolerance,
+                 qPrintable(QString("%1 at (%2,%3): got %4, expected %5")
+                                .arg(what)
+                                .arg(p.x)
+                                .arg(p.y)
+                                .arg(got.name(), to_qcolor(expected).name())));
+    }
+    // Real content: many colours and a good share of pixels unlike the background.
+    void expect_content(const QImage& img, const char* id) {
+        const QColor bg = to_qcolor(theme().background);
+        std::set<QRgb> colours;
+        int64_t differ = 0;
+        for (int y = 0; y < img.height(); y += 2) {
+            for (int x = 0; x < img.width(); x += 2) {
+                const QColor c = img.pixelColor(x, y);
+                colours.insert(c.rgb());
+                differ += colour_distance(c, bg) > 12 ? 1 : 0;
+            }
+        }
+        const double share = static_cast<double>(differ) / ((img.width() / 2) * (img.height() / 2));
+        QVERIFY2(colours.size() >= 24, qPrintable(QString("%1: only %2 colours").arg(id).arg(colours.size())));
+        QVERIFY2(share >= 0.08, qPrintable(QString("%1: only %2 of pixels differ from the background").arg(id).arg(share)));
+    }
+    void select(int64_t step, int32_t layer, int32_t head) {
+        views::ViewState& s = window_->view_state();
+        s.select_layer_head(layer, head);
+        window_->set_step(step);
+        s.set_hover_token(-1);
+        window_->repaint_views();
+    }
+
+private slots:
+    void initTestCase() {
+        QVERIFY(out_.isValid());
+        QVERIFY2(QFile::exists(kSample), qPrintable(kSample));
+        QCursor::setPos(0, 0);  // keep the pointer (and its tooltips) off the views
+        window_ = new MainWindow();
+        window_->setProperty("quiet", true);
+        window_->resize(1260, 780);
+        window_->show();
+        QVERIFY(QTest::qWaitForWindowExposed(window_));
+        reader_ = std::make_unique<trace::TraceReader>(kSample.toStdString());
+    }
+
+    void cleanupTestCase() {
+        delete window_;
+        window_ = nullptr;
+    }
+
+    void opensTheSampleTrace() {
+        QVERIFY2(window_->open_trace(kSample), qPrintable(window_->last_error()));
+        const views::TraceSummary& s = window_->model()->summary();
+        QCOMPARE(s.n_layers, reader_->info().n_layers);
+        QCOMPARE(s.n_steps, reader_->info().n_steps);
+        QCOMPARE(window_->scrubber()->step_count(), s.n_steps);
+        QCOMPARE(window_->view_state().step, s.n_steps - 1);  // opens on the last step
+        QVERIFY(window_->summary_text().contains("synthetic-demo"));
+        QVERIFY(window_->summary_text().contains(QString("%1 layers").arg(s.n_layers)));
+        QVERIFY(window_->windowTitle().contains("sample.kvtrace.h5"));
+        QVERIFY(window_->recent_files().contains(QFileInfo(kSample).absoluteFilePath()));
+    }
+
+    void everyViewShowsRealContent() {
+        select(reader_->info().n_steps - 1, 3, 0);
+        for (int i = 0; i < window_->view_count(); ++i) {
+            const char* id = window_->view(i)->id();
+            const QImage img = show_and_grab(id);
+            QVERIFY2(!img.isNull(), id);
+            expect_content(img, id);
+        }
+    }
+
+    void layerHeadCellsHaveTheExpectedColours() {
+        const int64_t step = reader_->info().n_steps - 1;
+        select(step, 3, 0);
+        const QImage img = show_and_grab("layer_head");
+        auto* v = view<views::LayerHeadView>("layer_head");
+        for (int32_t l = 0; l < reader_->info().n_layers; ++l) {
+            for (int32_t h = 0; h < reader_->info().n_heads; h += 3) {
+                const auto states = reader_->token_states(l, h, step);
+                int held = 0, seen = 0;
+                for (const auto& s : states) {
+                    seen += s.state != trace::TokenCacheState::kAbsent;
+                    held += views::is_held(s.state);
+                }
+                const views::PlotRect r = v->cell_rect(l, h);
+                expect_colour(img, host("layer_head"), ImVec2(r.min.x + 3, r.min.y + 3),
+                              theme().heat(static_cast<float>(held) / seen), 4,
+                              QString("cell L%1 H%2").arg(l).arg(h));
+            }
+        }
+    }
+
+    void tokenStripColoursTokensByState() {
+        const int64_t step = reader_->info().n_steps - 1;
+        select(step, 3, 1);
+        const QImage img = show_and_grab("token_strip");
+        auto* v = view<views::TokenStripView>("token_strip");
+        const auto states = reader_->token_states(3, 1, step);
+        std::set<int> kinds;
+        int checked = 0;
+        for (size_t t = 0; t < states.size(); ++t) {
+            const auto rect = v->token_rect(static_cast<int64_t>(t));
+            if (!rect) continue;
+            kinds.insert(static_cast<int>(states[t].state));
+            expect_colour(img, host("token_strip"), ImVec2(rect->min.x + 1, rect->min.y + 1),
+                          expected_state_colour(theme(), states[t]), 4, QString("token %1").arg(t));
+            ++checked;
+        }
+        QVERIFY(checked > 50);
+        QVERIFY2(kinds.size() >= 4, "the sample should show kept, quantised, merged and evicted tokens");
+    }
+
+    void timelineAndPrecisionShowStatesWhereExpected() {
+        select(reader_->info().n_steps - 1, 4, 2);
+        const QImage tl = show_and_grab("eviction_timeline");
+        auto* timeline = view<views::EvictionTimelineView>("eviction_timeline");
+        // Not the current (last) step: its row carries the step marker line.
+        for (int64_t step : {int64_t{0}, int64_t{9}, reader_->info().n_steps - 3}) {
+            const auto states = reader_->token_states(4, 2, step);
+            for (size_t t = 5; t < states.size(); t += 23) {
+                expect_colour(tl, host("eviction_timeline"), timeline->point_of(static_cast<int64_t>(t), step),
+                              expected_state_colour(theme(), states[t]), 4,
+                              QString("timeline token %1 step %2").arg(t).arg(step));
+            }
+        }
+        const QImage pm = show_and_grab("precision");
+        auto* precision = view<views::PrecisionView>("precision");
+        const int64_t step = reader_->info().n_steps - 1;
+        for (int32_t l = 0; l < reader_->info().n_layers; l += 2) {
+            const auto states = reader_->token_states(l, 2, step);
+            for (size_t t = 3; t < states.size(); t += 31) {
+                expect_colour(pm, host("precision"), precision->point_of(l, static_cast<int64_t>(t)),
+                              expected_state_colour(theme(), states[t]), 4,
+                              QString("precision L%1 token %2").arg(l).arg(t));
+            }
+        }
+    }
+
+    void needleMatrixShowsSurvival() {
+        const int64_t step = reader_->info().n_steps - 1;
+        select(step, 3, 0);
+        const QImage img = show_and_grab("needle");
+        auto* v = view<views::NeedleView>("needle");
+        const auto survival = reader_->needle_survival(0, step, step + 1);
+        const int32_t H = reader_->info().n_heads;
+        for (int32_t l = 0; l < reader_->info().n_layers; ++l) {
+            for (int32_t h = 0; h < H; ++h) {
+                const float s = survival[static_cast<size_t>(l * H + h)];
+                const views::PlotRect r = v->cell_rect(l, h);
+                expect_colour(img, host("needle"), ImVec2(r.min.x + 2, r.min.y + 2),
+                              views::mix(theme().evicted, theme().held, s), 4,
+                              QString("needle L%1 H%2").arg(l).arg(h));
+            }
+        }
+    }
+
+    void clickingSelectsEverywhere() {
+        select(reader_->info().n_steps - 1, 3, 0);
+        show_and_grab("layer_head");
+        auto* lh = view<views::LayerHeadView>("layer_head");
+        const views::PlotRect cell = lh->cell_rect(5, 2);
+        QTest::mouseClick(host("layer_head"), Qt::LeftButton, {},
+                          QPoint(static_cast<int>(cell.min.x + 5), static_cast<int>(cell.min.y + 5)));
+        QTRY_COMPARE(window_->view_state().layer, 5);
+        QTRY_COMPARE(window_->view_state().head, 2);
+        QTRY_VERIFY(window_->statusBar()->findChildren<QLabel*>().size() > 0);
+        // The strip now colours by layer 5 head 2; click a token there.
+        show_and_grab("token_strip");
+        auto* strip = view<views::TokenStripView>("token_strip");
+        const auto rect = strip->token_rect(40);
+        QVERIFY(rect.has_value());
+        QTest::mouseClick(host("token_strip"), Qt::LeftButton, {},
+                          QPoint(static_cast<int>(rect->min.x + 4), static_cast<int>(rect->min.y + 4)));
+        QTRY_COMPARE(window_->view_state().token, int64_t{40});
+        // The timeline draws the selected token as a line in the selection colour.
+        window_->view_state().set_hover_token(-1);
+        const QImage tl = show_and_grab("eviction_timeline");
+        auto* timeline = view<views::EvictionTimelineView>("eviction_timeline");
+        const ImVec2 p = timeline->point_of(40, 3);
+        int best = 255;
+        for (int dx = -2; dx <= 2; ++dx) {
+            best = std::min(best, colour_distance(pixel(tl, host("eviction_timeline"), ImVec2(p.x + dx, p.y)),
+                                                  to_qcolor(theme().selection)));
+        }
+        QVERIFY2(best <= 40, qPrintable(QString("no selection line near token 40 (closest %1)").arg(best)));
+        // And the budgets view marks the selected layer (5): its bar is outlined.
+        QCOMPARE(window_->view_state().layer, 5);
+    }
+
+    void scrubbingDrivesEveryView() {
+        select(reader_->info().n_steps - 1, 3, 0);
+        window_->scrubber()->first();
+        QCOMPARE(window_->view_state().step, int64_t{0});
+        window_->scrubber()->step_by(1);
+        QCOMPARE(window_->view_state().step, int64_t{1});
+        // Keyboard shortcuts work while a view has the focus.
+        window_->activateWindow();
+        QTRY_VERIFY(window_->isActiveWindow());
+        ImGuiHostWidget* budgets = host("budgets");
+        window_->show_view(window_->view_index("budgets"));
+        QTRY_VERIFY(budgets->hasFocus());
+        QTest::keyClick(budgets, Qt::Key_Right);
+        QTRY_COMPARE(window_->view_state().step, int64_t{2});
+        QTest::keyClick(budgets, Qt::Key_End);
+        QTRY_COMPARE(window_->view_state().step, reader_->info().n_steps - 1);
+        QTest::keyClick(budgets, Qt::Key_Home);
+        QTRY_COMPARE(window_->view_state().step, int64_t{0});
+        // The layer x head view shows step 0 now.
+        const QImage img = show_and_grab("layer_head");
+        const auto states = reader_->token_states(4, 1, 0);
+        int held = 0, seen = 0;
+        for (const auto& s : states) {
+            seen += s.state != trace::TokenCacheState::kAbsent;
+            held += views::is_held(s.state);
+        }
+        const views::PlotRect r = view<views::LayerHeadView>("layer_head")->cell_rect(4, 1);
+        expect_colour(img, host("layer_head"), ImVec2(r.min.x + 3, r.min.y + 3),
+                      theme().heat(static_cast<float>(held) / seen), 4, "cell L4 H1 at step 0");
+        // Playback advances on its own and stops at the end.
+        window_->scrubber()->set_steps_per_second(60);
+        window_->scrubber()->play();
+        QVERIFY(window_->scrubber()->playing());
+        QTRY_VERIFY_WITH_TIMEOUT(window_->view_state().step >= 3, 5000);
+        QTRY_VERIFY_WITH_TIMEOUT(!window_->scrubber()->playing(), 10000);
+        QCOMPARE(window_->view_state().step, reader_->info().n_steps - 1);
+    }
+
+    void exportsPngAndSvg() {
+        const int i = window_->view_index("budgets");
+        const QString png = out_.filePath("budgets.png");
+        QVERIFY2(window_->export_view_png(i, png, 2.0), qPrintable(window_->last_error()));
+        QImage img(png);
+        QVERIFY(!img.isNull());
+        QCOMPARE(img.width(), window_->host(i)->width() * 2);
+        QCOMPARE(img.height(), window_->host(i)->height() * 2);
+        expect_content(img, "budgets export");
+        const QString svg = out_.filePath("budgets.svg");
+        QVERIFY(window_->export_view_svg(i, svg));
+        QFile f(svg);
+        QVERIFY(f.open(QIODevice::ReadOnly));
+        const QByteArray doc = f.readAll();
+        QVERIFY(doc.startsWith("<?xml"));
+        QVERIFY(doc.count("<rect") > 10);
+        QVERIFY(doc.contains("tokens per cache head"));
+        const QString dir = out_.filePath("all");
+        QVERIFY(window_->export_all_views(dir, 1.0));
+        for (int k = 0; k < window_->view_count(); ++k) {
+            QVERIFY(QFile::exists(dir + "/" + window_->view(k)->id() + ".png"));
+        }
+    }
+
+    void themeSwitches() {
+        window_->set_theme(views::ThemeKind::kLight);
+        QImage img = show_and_grab("budgets");
+        expect_colour(img, host("budgets"), ImVec2(2, img.height() - 3.0f), views::theme(views::ThemeKind::kLight).background, 3,
+                      "light background");
+        window_->set_theme(views::ThemeKind::kDark);
+        img = show_and_grab("budgets");
+        expect_colour(img, host("budgets"), ImVec2(2, img.height() - 3.0f), views::theme(views::ThemeKind::kDark).background, 3,
+                      "dark background");
+        QCOMPARE(QSettings().value("theme").toString(), QString("dark"));
+    }
+
+    void invalidTracesGiveAMessageNotACrash() {
+        const QString before = window_->trace_path();
+        QVERIFY(!window_->open_trace(out_.filePath("missing.kvtrace.h5")));
+        QVERIFY(window_->last_error().contains("missing.kvtrace.h5"));
+        QFile garbage(out_.filePath("garbage.kvtrace.h5"));
+        QVERIFY(garbage.open(QIODevice::WriteOnly));
+        garbage.write("definitely not HDF5");
+        garbage.close();
+        QVERIFY(!window_->open_trace(garbage.fileName()));
+        QVERIFY(window_->last_error().contains("garbage.kvtrace.h5"));
+        QCOMPARE(window_->trace_path(), before);  // the open trace stays
+        // A truncated copy either opens (with what is readable) or is refused; never a crash.
+        const QString cut = out_.filePath("truncated.kvtrace.h5");
+        QVERIFY(QFile::copy(kSample, cut));
+        QFile c(cut);
+        QVERIFY(c.resize(QFileInfo(kSample).size() / 2));
+        if (window_->open_trace(cut)) {
+            for (int i = 0; i < window_->view_count(); ++i) show_and_grab(window_->view(i)->id());
+        } else {
+            QVERIFY(window_->last_error().contains("truncated.kvtrace.h5"));
+        }
+        QVERIFY(window_->open_trace(kSample));
+    }
+
+    void dropsOpenATrace() {
+        window_->close_trace();
+        QVERIFY(window_->model() == nullptr);
+        show_and_grab("token_strip");  // the empty placeholder draws
+        QMimeData mime;
+        mime.setUrls({QUrl::fromLocalFile(kSample)});
+        QDragEnterEvent enter(QPoint(10, 10), Qt::CopyAction, &mime, Qt::LeftButton, Qt::NoModifier);
+        QApplication::sendEvent(window_, &enter);
+        QVERIFY(enter.isAccepted());
+        QDropEvent drop(QPointF(10, 10), Qt::CopyAction, &mime, Qt::LeftButton, Qt::NoModifier);
+        QApplication::sendEvent(window_, &drop);
+        QVERIFY(window_->model() != nullptr);
+        QCOMPARE(window_->trace_path(), QFileInfo(kSample).absoluteFilePath());
+    }
+
+    void followsATraceWhileItIsWritten() {
+        const QString live = out_.filePath("live.kvtrace.h5");
+        QProcess writer;
+        writer.start(QStringLiteral(KVSCOPE_SYNTHETIC_TOOL),
+                     {"--out", live, "--layers", "4", "--heads", "2", "--steps", "16", "--delay-ms", "250"});
+        QVERIFY(writer.waitForStarted());
+        // Open as soon as the first steps are readable (the writer may still be creating it).
+        QTRY_VERIFY_WITH_TIMEOUT(QFile::exists(live) && window_->open_trace(live), 10000);
+        const int64_t first = window_->model()->summary().n_steps;
+        QVERIFY(window_->model()->summary().live || first == 16);
+        window_->set_follow_live(true);
+        window_->set_step(std::max<int64_t>(first - 1, 0));
+        QTRY_VERIFY_WITH_TIMEOUT(window_->model()->summary().n_steps == 16, 20000);
+        QTRY_COMPARE_WITH_TIMEOUT(window_->model()->summary().state, trace::RunState::kComplete, 10000);
+        QTRY_COMPARE(window_->scrubber()->step_count(), int64_t{16});
+        QTRY_COMPARE(window_->view_state().step, int64_t{15});  // followed to the end
+        QVERIFY(writer.waitForFinished(20000));
+        QCOMPARE(writer.exitCode(), 0);
+        for (int i = 0; i < window_->view_count(); ++i) show_and_grab(window_->view(i)->id());
+        QVERIFY(window_->open_trace(kSample));
+    }
+
+    void commandLineOpensAndExports() {
+        QProcess studio;
+        const QString dir = out_.filePath("cli");
+        studio.start(QStringLiteral(KVSCOPE_STUDIO_EXE),
+                     {kSample, "--export-views", dir, "--scale", "1", "--layer", "4", "--head", "1"});
+        QVERIFY(studio.waitForFinished(60000));
+        QVERIFY2(studio.exitCode() == 0, studio.readAllStandardError().constData());
+        for (int k = 0; k < window_->view_count(); ++k) {
+            QImage img(dir + "/" + window_->view(k)->id() + ".png");
+            QVERIFY2(!img.isNull(), window_->view(k)->id());
+        }
+        QProcess bad;
+        bad.start(QStringLiteral(KVSCOPE_STUDIO_EXE), {out_.filePath("nope.kvtrace.h5"), "--export-views", dir});
+        QVERIFY(bad.waitForFinished(60000));
+        QCOMPARE(bad.exitCode(), 1);
+        QVERIFY(bad.readAllStandardError().contains("nope.kvtrace.h5"));
+    }
+};
+
+int main(int argc, char** argv) {
+    // Settings of the test run go to a throw-away folder, not the user's.
+    QTemporaryDir config;
+    qputenv("XDG_CONFIG_HOME", config.path().toLocal8Bit());
+    QCoreApplication::setAttribute(Qt::AA_ShareOpenGLContexts);
+    QApplication app(argc, argv);
+    QApplication::setOrganizationName("KVScope");
+    QApplication::setApplicationName("KVScope Studio Test");
+    StudioTest test;
+    return QTest::qExec(&test, argc, argv);
+}
+
+#include "studio_test.moc"
