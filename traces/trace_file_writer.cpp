@@ -365,12 +365,17 @@ void TraceFileWriter::write_step(StepData& data) {
     generated_text_ += r.piece;
     events_ += static_cast<int64_t>(ne);
 
+    ++steps_;
+}
+
+void TraceFileWriter::commit() {
+    if (!file_.valid() || committed_ == steps_) return;
     // Data first, then the commit counter: a reader (or a killed run) never sees a committed
     // step whose rows are not on disk.
     flush();
-    ++steps_;
     h5::write_scalar(d(ds::kStepsCommitted), &steps_);
     flush();
+    committed_ = steps_;
 }
 
 void TraceFileWriter::flush() {
@@ -378,6 +383,7 @@ void TraceFileWriter::flush() {
 }
 
 void TraceFileWriter::end(const RunEnd& end) {
+    commit();
     std::vector<int8_t> found;
     for (const auto& s : meta_.spans) {
         if (s.expected_answer.empty())
@@ -398,6 +404,7 @@ void TraceFileWriter::end(const RunEnd& end) {
 
 void TraceFileWriter::close() {
     if (!file_.valid()) return;
+    commit();
     ds_.clear();
     if (H5Fclose(file_.release()) < 0) h5::fail("H5Fclose");
 }

@@ -1,7 +1,7 @@
 #pragma once
 // Internal to traces/: the HDF5 side of TraceWriter. Runs on the writer thread only. Creating it
 // creates every dataset of the layout (SWMR needs all objects to exist before writing starts),
-// then switches the file to SWMR writing; each method writes and flushes one item.
+// then switches the file to SWMR writing; each method writes one item.
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -29,7 +29,14 @@ class TraceFileWriter {
     void write_prefill(const PrefillLayerStats& stats);
     void write_map(int32_t layer, const std::vector<float>& attention);
     void add_events(const std::vector<EventRecord>& events);
+    // Writes the step's rows without flushing; commit() makes written steps durable and
+    // visible. The writer thread commits whenever its queue runs empty (and at least every
+    // kMaxUncommittedSteps), so a slow producer gets a flush per step and a fast one a flush per
+    // batch of queued steps.
     void write_step(StepData& data);
+    void commit();
+    int64_t uncommitted_steps() const { return steps_ - committed_; }
+    static constexpr int64_t kMaxUncommittedSteps = 16;
     void flush();
     // Writes the end record and state, then closes. close() alone leaves the state "running".
     void end(const RunEnd& end);
@@ -49,7 +56,8 @@ class TraceFileWriter {
     std::map<std::string, h5::Dataset> ds_;
     int64_t tokens_ = 0;
     int64_t text_bytes_ = 0;
-    int64_t steps_ = 0;
+    int64_t steps_ = 0;      // steps written
+    int64_t committed_ = 0;  // steps flushed and counted in /meta/steps_committed
     int64_t events_ = 0;
     int64_t row_entries_ = 0;
     std::vector<EventRecord> pending_;

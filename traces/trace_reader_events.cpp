@@ -5,6 +5,7 @@
 // /events/lh_count [S,L,H] give each group's rows, so the events of one (layer, head) over a step
 // range are a list of row ranges read in one HDF5 call per column.
 #include <algorithm>
+#include <limits>
 #include <stdexcept>
 
 #include "traces/trace_reader_impl.h"
@@ -81,7 +82,9 @@ std::vector<T> read_column(const TraceReader::Impl& m, const char* name,
 }  // namespace
 
 std::vector<EventRecord> TraceReader::Impl::read_events(const std::vector<hsize_t>& begins,
-                                                        const std::vector<hsize_t>& counts) const {
+                                                        const std::vector<hsize_t>& counts,
+                                                        int32_t layer, int32_t head,
+                                                        bool scores) const {
     size_t total = 0;
     for (size_t i = 0; i < begins.size(); ++i) {
         if (begins[i] + counts[i] > static_cast<hsize_t>(n_events))
@@ -90,28 +93,36 @@ std::vector<EventRecord> TraceReader::Impl::read_events(const std::vector<hsize_
     }
     std::vector<EventRecord> out(total);
     if (total == 0) return out;
+    // Every chunk a range touches is decompressed whole, so columns not needed are skipped.
+    const bool known_lh = layer >= 0;
     auto step = read_column<int32_t>(*this, ds::kEvStep, begins, counts, total);
-    auto layer = read_column<int16_t>(*this, ds::kEvLayer, begins, counts, total);
-    auto head = read_column<int16_t>(*this, ds::kEvHead, begins, counts, total);
+    auto layers = known_lh ? std::vector<int16_t>(total, static_cast<int16_t>(layer))
+                           : read_column<int16_t>(*this, ds::kEvLayer, begins, counts, total);
+    auto heads = known_lh ? std::vector<int16_t>(total, static_cast<int16_t>(head))
+                          : read_column<int16_t>(*this, ds::kEvHead, begins, counts, total);
     auto op = read_column<uint8_t>(*this, ds::kEvOp, begins, counts, total);
     auto pos = read_column<int32_t>(*this, ds::kEvPosition, begins, counts, total);
     auto dest = read_column<int32_t>(*this, ds::kEvDestination, begins, counts, total);
     auto weight = read_column<float>(*this, ds::kEvWeight, begins, counts, total);
-    auto sim = read_column<float>(*this, ds::kEvSimilarity, begins, counts, total);
-    auto thr = read_column<float>(*this, ds::kEvThreshold, begins, counts, total);
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    auto sim = scores ? read_column<float>(*this, ds::kEvSimilarity, begins, counts, total)
+                      : std::vector<float>(total, nan);
+    auto thr = scores ? read_column<float>(*this, ds::kEvThreshold, begins, counts, total)
+                      : std::vector<float>(total, nan);
     auto bits = read_column<int8_t>(*this, ds::kEvBits, begins, counts, total);
     for (size_t i = 0; i < total; ++i) {
         if (op[i] >= kNumCacheOps)
             fail("/events/op holds " + std::to_string(op[i]) + ", not a cache op");
-        out[i] = {step[i], layer[i], head[i],   static_cast<CacheOp>(op[i]),
-                  pos[i],  dest[i],  weight[i], sim[i],
+        out[i] = {step[i], layers[i], heads[i],  static_cast<CacheOp>(op[i]),
+                  pos[i],  dest[i],   weight[i], sim[i],
                   thr[i],  bits[i]};
     }
     return out;
 }
 
 std::vector<EventRecord> TraceReader::Impl::lh_events(int32_t layer, int32_t head,
-                                                      int64_t step_begin, int64_t step_end) const {
+                                                      int64_t step_begin, int64_t step_end,
+                                                      bool scores) const {
     if (step_end <= step_begin) return {};
     h5::Dims start{static_cast<hsize_t>(step_begin), static_cast<hsize_t>(layer),
                    static_cast<hsize_t>(head)};
@@ -130,7 +141,7 @@ std::vector<EventRecord> TraceReader::Impl::lh_events(int32_t layer, int32_t hea
             counts.push_back(static_cast<hsize_t>(c[i]));
         }
     }
-    return read_events(begins, counts);
+    return read_events(begins, counts, layer, head, scores);
 }
 
 std::vector<EventRecord> TraceReader::events(int64_t step_begin, int64_t step_end) const {
@@ -185,7 +196,7 @@ std::vector<TokenState> TraceReader::token_states(int32_t layer, int32_t head, i
         Impl::LhEvents& cached = m.lh_cache.front().second;
         if (cached.steps_covered < m.n_steps) {
             // Live traces grow: read only the steps not cached yet.
-            auto more = m.lh_events(layer, head, cached.steps_covered, m.n_steps);
+            auto more = m.lh_events(layer, head, cached.steps_covered, m.n_steps, /*scores=*/false);
             cached.events.insert(cached.events.end(), more.begin(), more.end());
             cached.steps_covered = m.n_steps;
         }

@@ -73,10 +73,13 @@ struct TraceReader::Impl {
     }
 
     // Rows [begin, begin+count) of the /events columns (several ranges in one read each).
+    // With layer >= 0 all rows belong to (layer, head) and those columns are not read; without
+    // scores, similarity and threshold are not read (NaN).
     std::vector<EventRecord> read_events(const std::vector<hsize_t>& begins,
-                                         const std::vector<hsize_t>& counts) const;
+                                         const std::vector<hsize_t>& counts, int32_t layer = -1,
+                                         int32_t head = -1, bool scores = true) const;
     std::vector<EventRecord> lh_events(int32_t layer, int32_t head, int64_t step_begin,
-                                       int64_t step_end) const;
+                                       int64_t step_end, bool scores = true) const;
 
     [[noreturn]] void fail(const std::string& problem) const { throw InputError(path, problem); }
     void check_layer_head(int32_t layer, int32_t head) const;

@@ -114,6 +114,7 @@ struct TraceWriter::Impl {
                     } else if constexpr (std::is_same_v<T, StepItem>) {
                         file->write_step(it.data);
                     } else if constexpr (std::is_same_v<T, SyncItem>) {
+                        file->commit();
                         file->flush();
                     } else if constexpr (std::is_same_v<T, EndItem>) {
                         file->end(it.end);
@@ -133,6 +134,25 @@ struct TraceWriter::Impl {
                 }
             },
             item);
+    }
+
+    // Group commit: flush once the queue is drained (every step when the producer is slower
+    // than the disk), or after kMaxUncommittedSteps steps when it is not.
+    void commit_if_idle() {
+        bool idle;
+        {
+            std::lock_guard lock(mu);
+            idle = queue.empty();
+            if (error) return;
+        }
+        if (!file) return;
+        if (!idle && file->uncommitted_steps() < TraceFileWriter::kMaxUncommittedSteps) return;
+        try {
+            file->commit();
+        } catch (...) {
+            std::lock_guard lock(mu);
+            if (!error) error = wrap(std::current_exception());
+        }
     }
 
     void close_quietly() {
@@ -171,6 +191,7 @@ struct TraceWriter::Impl {
                 std::holds_alternative<EndItem>(item) || std::holds_alternative<CloseItem>(item);
             handle(item);
             if (last) return;
+            commit_if_idle();
         }
     }
 };

@@ -12,11 +12,14 @@
 //   w.end(run_end);                    // marks the trace complete, closes the file
 //
 // All HDF5 work runs on the writer's own thread behind a bounded queue; calls return once the
-// item is queued (they block only when the queue is full). Every write_step is followed by a
-// flush, so a reader can follow the run live (SWMR) and a killed run leaves every committed step
-// readable. Argument shapes are checked on the caller's thread (std::invalid_argument); an I/O
-// error on the writer thread is rethrown by the next call and by end(). Destroying a writer
-// without end() closes the file as incomplete (RunState::kRunning).
+// item is queued (they block only when the queue is full). Steps are committed (flushed, then
+// counted in /meta/steps_committed) as soon as the writer thread's queue is empty, so with a
+// producer slower than the disk every step is flushed on its own; a faster producer gets one
+// flush per batch of at most 16 queued steps. A reader can follow the run live (SWMR) and a
+// killed run leaves every committed step readable; sync() commits everything queued. Argument
+// shapes are checked on the caller's thread (std::invalid_argument); an I/O error on the writer
+// thread is rethrown by the next call and by end(). Destroying a writer without end() closes the
+// file as incomplete (RunState::kRunning).
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>

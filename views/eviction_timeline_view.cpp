@@ -65,14 +65,8 @@ void EvictionTimelineView::rebuild(const ViewContext& ctx, const HeadSet& heads,
     std::vector<std::array<float, kNumCls>> diff(static_cast<size_t>(rows) + 1);
     std::vector<float> bits_diff(static_cast<size_t>(rows) + 1);
     const int64_t n_tokens = ctx.model.summary().n_tokens;
-    const double span = axis_.hi() - axis_.lo();
-
     for (int x = 0; x < width; ++x) {
-        int64_t t0 = static_cast<int64_t>(std::floor(axis_.lo() + span * x / width));
-        int64_t t1 = static_cast<int64_t>(std::floor(axis_.lo() + span * (x + 1) / width));
-        t1 = std::max(t1, t0 + 1);
-        t0 = std::clamp<int64_t>(t0, 0, n_tokens);
-        t1 = std::clamp<int64_t>(t1, 0, n_tokens);
+        const auto [t0, t1] = axis_.column_tokens(x, width, n_tokens);
         if (t1 <= t0 || loaded == 0) {
             for (int r = 0; r < rows; ++r) {
                 raster_.row(r)[x] = loaded == 0 && t1 > t0 ? theme.missing : theme.panel;

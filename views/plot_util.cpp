@@ -369,6 +369,20 @@ void TokenAxis::zoom_to(double lo, double hi) {
     clamp();
 }
 
+std::pair<int64_t, int64_t> TokenAxis::column_tokens(int x, int columns, int64_t n) const {
+    const double per = (hi_ - lo_) / columns;
+    int64_t t0 = 0;
+    int64_t t1 = 0;
+    if (per <= 1.0) {
+        t0 = static_cast<int64_t>(std::floor(lo_ + per * (x + 0.5)));
+        t1 = t0 + 1;
+    } else {
+        t0 = static_cast<int64_t>(std::ceil(lo_ + per * x));
+        t1 = static_cast<int64_t>(std::ceil(lo_ + per * (x + 1)));
+    }
+    return {std::clamp<int64_t>(t0, 0, n), std::clamp<int64_t>(t1, 0, n)};
+}
+
 void TokenAxis::clamp() {
     const double min_span = std::min(8.0, n_);
     double span = std::clamp(hi_ - lo_, min_span, n_);

@@ -96,6 +96,10 @@ public:
     double to_token(const PlotRect& plot, float x) const {
         return lo_ + (x - plot.min.x) / plot.width() * (hi_ - lo_);
     }
+    // Tokens [first, second) that raster column x of `columns` shows: zoomed in (a token spans
+    // several columns), the token under the column's centre; zoomed out, the tokens whose start
+    // falls inside the column. Clamped to [0, n).
+    std::pair<int64_t, int64_t> column_tokens(int x, int columns, int64_t n) const;
 
 private:
     void clamp();

@@ -22,7 +22,6 @@ void PrecisionView::rebuild(const ViewContext& ctx, int width) {
     const Theme& theme = ctx.theme;
     const int64_t step = ctx.state.step;
     raster_.resize(width, layers_);
-    const double span = axis_.hi() - axis_.lo();
     for (int32_t l = 0; l < layers_; ++l) {
         HeadSet heads;
         if (ctx.state.head >= 0) {
@@ -32,9 +31,7 @@ void PrecisionView::rebuild(const ViewContext& ctx, int width) {
         }
         uint32_t* row = raster_.row(l);
         for (int x = 0; x < width; ++x) {
-            int64_t t0 = static_cast<int64_t>(std::floor(axis_.lo() + span * x / width));
-            int64_t t1 = static_cast<int64_t>(std::floor(axis_.lo() + span * (x + 1) / width));
-            t1 = std::min(std::max(t1, t0 + 1), s.n_tokens);
+            const auto [t0, t1] = axis_.column_tokens(x, width, s.n_tokens);
             if (t0 >= t1) {
                 row[x] = theme.panel;
                 continue;

@@ -133,6 +133,8 @@ void TokenStripView::draw(ViewContext& ctx) {
     const bool window_hovered = ImGui::IsWindowHovered();
     int64_t hovered = -1;
 
+    const float clip_min_y = ImGui::GetWindowPos().y;
+    const float clip_max_y = clip_min_y + ImGui::GetWindowSize().y;
     ImGuiListClipper clipper;
     clipper.Begin(static_cast<int>(lines), line_h);
     while (clipper.Step()) {
@@ -171,7 +173,7 @@ void TokenStripView::draw(ViewContext& ctx) {
                     mouse.y >= a.y - 1 && mouse.y < b.y + 2) {
                     hovered = t;
                 }
-                visible_[t] = PlotRect{a, b};
+                if (b.y <= clip_max_y && a.y >= clip_min_y) visible_[t] = PlotRect{a, b};
             }
             ImGui::Dummy(ImVec2(width, line_h));
         }

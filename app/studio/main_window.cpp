@@ -306,7 +306,8 @@ bool MainWindow::open_trace(const QString& path) {
     scrubber_->set_step(state_.step);
     add_recent(path_);
     setWindowTitle(tr("KVScope Studio - %1").arg(QFileInfo(path_).fileName()));
-    if (s.live) {
+    // A running trace is followed; one caught before its writer switched to SWMR is re-opened.
+    if (s.live || s.state == trace::RunState::kRunning) {
         live_timer_.start();
     } else {
         live_timer_.stop();
@@ -331,7 +332,22 @@ void MainWindow::close_trace() {
 void MainWindow::poll_live() {
     if (!model_) return;
     const int64_t old_steps = model_->summary().n_steps;
-    if (!model_->refresh()) return;
+    if (!model_->summary().live) {
+        // Opened in plain read mode while its writer was still setting the file up (before
+        // SWMR), so refresh() cannot see new steps: open it again.
+        std::shared_ptr<views::TraceModel> again;
+        try {
+            again = std::make_shared<views::ReaderTraceModel>(QFile::encodeName(path_).toStdString());
+        } catch (const std::exception&) {
+            return;  // still being created; try at the next tick
+        }
+        const views::TraceSummary& n = again->summary();
+        if (!n.live && n.state == trace::RunState::kRunning && n.n_steps == old_steps) return;
+        model_ = std::move(again);
+        for (auto& v : views_) v->reset();
+    } else if (!model_->refresh()) {
+        return;
+    }
     const views::TraceSummary& s = model_->summary();
     const bool at_end = state_.step >= old_steps - 1;
     scrubber_->set_step_count(s.n_steps);

@@ -85,11 +85,19 @@ TEST(Haystack, MissingFolderOrKeysIsAClearError) {
 }
 
 TEST(Haystack, DefaultFolderIsFoundBesideTheBundledModelLayout) {
-    const fs::path model = kSrc / "resources" / "models" / "kvscope-demo";
-    const fs::path want = (kSrc / "resources" / "haystacks").lexically_normal();
-    fs::create_directories(kSrc / "resources" / "models");  // the layout, even before the weights
-    EXPECT_EQ(find_default_haystack_dir(model / "").lexically_normal(), want);
+    // resources/models/<model>/ -> resources/haystacks/, with or without a trailing slash, and
+    // for a model file inside that folder.
+    const fs::path root = fs::temp_directory_path() / "kvscope_layout_test";
+    fs::remove_all(root);
+    const fs::path model = root / "resources" / "models" / "demo";
+    fs::create_directories(model);
+    fs::create_directories(root / "resources" / "haystacks");
+    std::ofstream(model / "config.json") << "{}";
+    const fs::path want = (root / "resources" / "haystacks").lexically_normal();
     EXPECT_EQ(find_default_haystack_dir(model).lexically_normal(), want);
+    EXPECT_EQ(find_default_haystack_dir(model / "").lexically_normal(), want);
+    EXPECT_EQ(find_default_haystack_dir(model / "config.json").lexically_normal(), want);
+    fs::remove_all(root);
 }
 
 void check_scenario(const Tokenizer& tok, const Scenario& sc, int64_t length, double depth,
@@ -193,8 +201,11 @@ TEST(ScenarioBuilder, MultiNeedleHasDistinctKeysOneQueriedAndOrderedSpans) {
               1);
     std::vector<std::pair<int64_t, int64_t>> spans;
     for (const Needle& n : sc.needles) {
-        for (const Needle& m : sc.needles)
-            if (&n != &m) EXPECT_NE(n.key, m.key);
+        for (const Needle& m : sc.needles) {
+            if (&n != &m) {
+                EXPECT_NE(n.key, m.key);
+            }
+        }
         const std::vector<int32_t> ids(sc.ids.begin() + n.token_begin, sc.ids.begin() + n.token_end);
         EXPECT_NE(tok.decode(ids, false).find(n.value), std::string::npos);
         spans.emplace_back(n.token_begin, n.token_end);

@@ -34,8 +34,8 @@ int main(int argc, char** argv) {
     }
     try {
         const SampleTrace sample = make_sample_trace(spec);
-        TraceWriter writer(argv[1], {.record_attention_rows = spec.attention_rows,
-                                     .record_maps = spec.maps});
+        TraceWriter writer(
+            argv[1], {.record_attention_rows = spec.attention_rows, .record_maps = spec.maps});
         if (kill_after >= 0) {
             write_sample_trace(writer, sample, kill_after, /*finish=*/false);
             writer.sync();

@@ -113,8 +113,9 @@ TEST(TraceKill, KillWithoutSyncLeavesAConsistentPrefix) {
         const int64_t n = r.info().n_steps;
         EXPECT_GE(n, 0);
         EXPECT_LE(n, 25);
-        // With a queue of 4 items, at least 25 - 4 - 1 steps were committed before the last push.
-        EXPECT_GE(n, 20);
+        // At the last push at most 4 steps were queued, 1 in hand and 16 written but not yet
+        // committed (group commit), so at least 25 - 21 steps were committed.
+        EXPECT_GE(n, 4);
         expect_steps_match(r, sample, n);
         auto problems = r.validate();
         EXPECT_TRUE(problems.empty()) << problems.front();
