@@ -116,8 +116,22 @@ SampleTrace make_sample_trace(const SampleTraceSpec& spec) {
                 std::vector<EventRecord> ev;
                 auto add = [&](CacheOp op, int64_t pos, int32_t dest, float w, float sim, float thr,
                                int8_t bits) {
-                    ev.push_back({static_cast<int32_t>(s), l, h, op, static_cast<int32_t>(pos),
-                                  dest, w, sim, thr, bits});
+                    EventRecord e{static_cast<int32_t>(s),
+                                  l,
+                                  h,
+                                  op,
+                                  static_cast<int32_t>(pos),
+                                  dest,
+                                  w,
+                                  sim,
+                                  thr,
+                                  bits};
+                    // Slots equal positions in this toy (no compaction); merges name the
+                    // destination token, quantisation touches keys only.
+                    e.slot = op == CacheOp::kAppend ? dest : static_cast<int32_t>(pos);
+                    e.dst_position = op == CacheOp::kMerge ? dest : -1;
+                    e.part = op == CacheOp::kQuantize ? 0 : 2;
+                    ev.push_back(e);
                 };
                 if (s == 0) {
                     for (int64_t j = 0; j < P; ++j)

@@ -14,9 +14,10 @@
 //   topk_logprobs[s,k] = -0.1 (k + 1) - 0.01 s
 // Toy policy per (l, h): step 0 appends every prompt position, then for positions j in
 // [2, P - 8) with c = (j + l + h) mod 4: c = 0 evict, c = 1 merge into slot j - 1 (weight 0.5),
-// c = 2 quantize to 4 bits. Step s >= 1 appends position P + s - 1, evicts the held position
-// (3 s + l + h) mod (P + s - 1) if it is held, and every 5th step demotes position
-// (s + 2 l + h) mod P to 2 bits. needle_survival is the held fraction of each span.
+// c = 2 quantize keys to 4 bits (slot = position throughout; a merge's dst_position is j - 1). Step
+// s >= 1 appends position P + s - 1, evicts the held position (3 s + l + h) mod (P + s - 1) if it
+// is held, and every 5th step demotes position (s + 2 l + h) mod P to 2 bits. needle_survival is
+// the held fraction of each span.
 #include <cstdint>
 #include <vector>
 

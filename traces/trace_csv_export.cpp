@@ -150,7 +150,8 @@ void export_events(const TraceReader& r, const TraceInfo& info, CsvFile& f) {
             f.out() << b + static_cast<int64_t>(i) << ',' << x.step << ',' << x.layer << ','
                     << x.head << ',' << cache_op_name(x.op) << ',' << x.position << ','
                     << x.destination << ',' << fmt_float(x.weight) << ',' << fmt_float(x.similarity)
-                    << ',' << fmt_float(x.threshold) << ',' << static_cast<int>(x.bits) << '\n';
+                    << ',' << fmt_float(x.threshold) << ',' << static_cast<int>(x.bits) << ','
+                    << x.slot << ',' << x.dst_position << ',' << static_cast<int>(x.part) << '\n';
         }
     }
 }
@@ -248,7 +249,7 @@ std::vector<std::filesystem::path> export_csv(const TraceReader& r,
 
     auto events = file("events.csv",
                        "row,step,layer,head,op,position,destination,weight,similarity,threshold,"
-                       "bits");
+                       "bits,slot,dst_position,part");
     export_events(r, info, events);
     events.close();
 

@@ -312,6 +312,10 @@ void TraceFileWriter::write_step(StepData& data) {
     append(ds::kEvThreshold, column<float>(ev, [](const EventRecord& e) { return e.threshold; }),
            ne);
     append(ds::kEvBits, column<int8_t>(ev, [](const EventRecord& e) { return e.bits; }), ne);
+    append(ds::kEvSlot, column<int32_t>(ev, [](const EventRecord& e) { return e.slot; }), ne);
+    append(ds::kEvDstPosition,
+           column<int32_t>(ev, [](const EventRecord& e) { return e.dst_position; }), ne);
+    append(ds::kEvPart, column<uint8_t>(ev, [](const EventRecord& e) { return e.part; }), ne);
     append(ds::kEvLhBegin, lh_begin, 1);
     append(ds::kEvLhCount, lh_count, 1);
 

@@ -56,6 +56,7 @@ struct TokenState {
     int32_t destination = -1;   // slot of the last append / merge target
     float weight = 0.0f;        // merge weight when merged
     int32_t changed_step = -1;  // step of the last event that touched this position
+    int32_t merged_into = -1;   // merged: token position of the destination (-1 unknown)
 };
 
 class TraceReader {

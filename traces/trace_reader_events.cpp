@@ -54,6 +54,7 @@ void apply_events(const std::vector<EventRecord>& events, int64_t up_to_step,
                 t.bits = 0;
                 t.destination = e.destination;
                 t.weight = e.weight;
+                t.merged_into = e.dst_position;
                 break;
             case CacheOp::kQuantize:
                 t.state = TokenCacheState::kQuantized;
@@ -110,12 +111,18 @@ std::vector<EventRecord> TraceReader::Impl::read_events(const std::vector<hsize_
     auto thr = scores ? read_column<float>(*this, ds::kEvThreshold, begins, counts, total)
                       : std::vector<float>(total, nan);
     auto bits = read_column<int8_t>(*this, ds::kEvBits, begins, counts, total);
+    auto dst_pos = read_column<int32_t>(*this, ds::kEvDstPosition, begins, counts, total);
+    auto slot = scores ? read_column<int32_t>(*this, ds::kEvSlot, begins, counts, total)
+                       : std::vector<int32_t>(total, -1);
+    auto part = scores ? read_column<uint8_t>(*this, ds::kEvPart, begins, counts, total)
+                       : std::vector<uint8_t>(total, 2);
     for (size_t i = 0; i < total; ++i) {
         if (op[i] >= kNumCacheOps)
             fail("/events/op holds " + std::to_string(op[i]) + ", not a cache op");
         out[i] = {step[i], layers[i], heads[i],  static_cast<CacheOp>(op[i]),
                   pos[i],  dest[i],   weight[i], sim[i],
-                  thr[i],  bits[i]};
+                  thr[i],  bits[i],   slot[i],   dst_pos[i],
+                  part[i]};
     }
     return out;
 }

@@ -128,6 +128,12 @@ inline constexpr const char* kEvWeight = "/events/weight";            // float32
 inline constexpr const char* kEvSimilarity = "/events/similarity";    // float32 [E]
 inline constexpr const char* kEvThreshold = "/events/threshold";      // float32 [E]
 inline constexpr const char* kEvBits = "/events/bits";                // int8 [E] bits after op
+inline constexpr const char* kEvSlot = "/events/slot";  // int32 [E] slot before the op (append:
+                                                        // the new slot), -1 unknown
+inline constexpr const char* kEvDstPosition =
+    "/events/dst_position";                             // int32 [E] merge: token
+                                                        // position of the destination, else -1
+inline constexpr const char* kEvPart = "/events/part";  // uint8 [E] 0 keys, 1 values, 2 both
 inline constexpr const char* kEvLhBegin = "/events/lh_begin";  // int64 [S,L,H] first row of the
                                                                // (step, layer, head) group
 inline constexpr const char* kEvLhCount = "/events/lh_count";  // int32 [S,L,H] rows in group
@@ -225,12 +231,15 @@ struct EventRecord {
     int32_t layer = 0;
     int32_t head = 0;
     CacheOp op = CacheOp::kAppend;
-    int32_t position = 0;      // original token position the op applies to (merge: the source)
-    int32_t destination = -1;  // destination slot (append: slot written; merge: slot merged into)
-    float weight = 0.0f;       // merge weight of the source (NaN when not applicable)
-    float similarity = 0.0f;   // similarity that triggered a merge (NaN when not applicable)
-    float threshold = 0.0f;    // score threshold of the decision (NaN when not applicable)
-    int8_t bits = 16;          // precision of the entry after the op
+    int32_t position = 0;       // original token position the op applies to (merge: the source)
+    int32_t destination = -1;   // destination slot (append: slot written; merge: slot merged into)
+    float weight = 0.0f;        // merge weight of the source (NaN when not applicable)
+    float similarity = 0.0f;    // similarity that triggered a merge (NaN when not applicable)
+    float threshold = 0.0f;     // score threshold of the decision (NaN when not applicable)
+    int8_t bits = 16;           // precision of the entry after the op
+    int32_t slot = -1;          // slot before the op (append: the new slot); -1 unknown
+    int32_t dst_position = -1;  // merge: token position held by the destination slot
+    uint8_t part = 2;           // quantize / demote: 0 keys, 1 values, 2 both
 };
 
 // Prefill statistics of one layer. Vectors left empty are recorded as NaN.

@@ -155,7 +155,8 @@ void EvictionTimelineView::draw(ViewContext& ctx) {
     const float left = ImGui::CalcTextSize("00000").x + 10.0f;
     const float bottom = ImGui::GetFontSize() * 2.0f + 10.0f;
     plot_ = PlotRect{ImVec2(origin.x + left, origin.y + 4),
-                     ImVec2(origin.x + avail.x - 8, origin.y + avail.y - bottom)};
+                     ImVec2(origin.x + avail.x - 8, origin.y + avail.y - bottom)}
+                .snapped();
     if (plot_.width() < 16 || plot_.height() < 16) return;
 
     const HeadSet heads = ctx.state.head < 0
@@ -166,7 +167,7 @@ void EvictionTimelineView::draw(ViewContext& ctx) {
     key.head = ctx.state.head;
     key.lo = axis_.lo();
     key.hi = axis_.hi();
-    key.width = std::min(static_cast<int>(plot_.width()), 4096);
+    key.width = std::clamp(static_cast<int>(plot_.width()), 1, 4096);
     key.rows = static_cast<int>(std::min<int64_t>(steps_, static_cast<int64_t>(plot_.height())));
     key.steps = steps_;
     for (const auto& h : heads) key.loaded += h ? 1 : 0;
@@ -199,8 +200,8 @@ void EvictionTimelineView::draw(ViewContext& ctx) {
         canvas.rect(ImVec2(a, plot_.min.y), ImVec2(b, plot_.min.y + 4), theme.needle);
     }
     if (ctx.state.token >= 0) {
-        const float x = axis_.to_x(plot_, static_cast<double>(ctx.state.token) + 0.5);
-        canvas.line(ImVec2(x, plot_.min.y), ImVec2(x, plot_.max.y), theme.selection, 1.5f);
+        draw_marker_x(canvas, axis_.to_x(plot_, static_cast<double>(ctx.state.token) + 0.5),
+                      plot_.min.y, plot_.max.y, theme.selection);
     }
     if (ctx.state.hover_token >= 0) {
         const float x = axis_.to_x(plot_, static_cast<double>(ctx.state.hover_token) + 0.5);

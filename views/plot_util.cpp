@@ -194,6 +194,11 @@ void draw_state_legend(const ViewContext& ctx, bool with_bits) {
     ImGui::NewLine();
 }
 
+void draw_marker_x(Canvas& canvas, float x, float y0, float y1, ImU32 colour) {
+    const float px = std::floor(x);
+    canvas.line(ImVec2(px, y0), ImVec2(px, y1), colour, 2.0f);
+}
+
 // ---- Selection widgets ----------------------------------------------------------------------
 
 void layer_head_selector(ViewContext& ctx, bool allow_all_heads) {

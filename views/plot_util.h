@@ -1,6 +1,7 @@
 #pragma once
 // Helpers shared by the views: axes and ticks, legends, the token-fate tooltip, the layer/head
 // selector, a zoomable token axis, and how a token piece is shown.
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -21,6 +22,11 @@ std::string format_bytes(double bytes);
 struct PlotRect {
     ImVec2 min;
     ImVec2 max;
+    // Corners on whole pixels, so a raster of width() x height() maps 1:1 onto screen pixels.
+    PlotRect snapped() const {
+        return PlotRect{ImVec2(std::floor(min.x), std::floor(min.y)),
+                        ImVec2(std::floor(max.x), std::floor(max.y))};
+    }
     float width() const { return max.x - min.x; }
     float height() const { return max.y - min.y; }
     bool contains(ImVec2 p) const {
@@ -42,6 +48,8 @@ void draw_state_legend(const ViewContext& ctx, bool with_bits);
 // Layer / head combo boxes bound to the shared selection ("all heads" when allowed).
 void layer_head_selector(ViewContext& ctx, bool allow_all_heads);
 
+// A vertical marker line on whole pixels (a 2 px line there is drawn without blending).
+void draw_marker_x(Canvas& canvas, float x, float y0, float y1, ImU32 colour);
 // Tooltip: a token's text and its state at the current step in every layer and head.
 void token_fate_tooltip(const ViewContext& ctx, int64_t token);
 

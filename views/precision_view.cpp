@@ -90,7 +90,8 @@ void PrecisionView::draw(ViewContext& ctx) {
     const float left = ImGui::CalcTextSize("L000").x + 8;
     const float bar_w = std::clamp(avail.x * 0.12f, 40.0f, 110.0f);
     plot_ = PlotRect{ImVec2(o.x + left, o.y + 4),
-                     ImVec2(o.x + avail.x - bar_w - 20, o.y + avail.y - font * 2 - 10)};
+                     ImVec2(o.x + avail.x - bar_w - 20, o.y + avail.y - font * 2 - 10)}
+                .snapped();
     if (plot_.width() < 20 || plot_.height() < 10) return;
 
     int loaded = 0;
@@ -106,7 +107,7 @@ void PrecisionView::draw(ViewContext& ctx) {
     key.step = step;
     key.lo = axis_.lo();
     key.hi = axis_.hi();
-    key.width = std::min(static_cast<int>(plot_.width()), 4096);
+    key.width = std::clamp(static_cast<int>(plot_.width()), 1, 4096);
     key.loaded = loaded;
     key.steps = s.n_steps;
     key.theme = theme.kind;
@@ -152,8 +153,8 @@ void PrecisionView::draw(ViewContext& ctx) {
     canvas.rect_outline(ImVec2(plot_.min.x - 1, sel_y), ImVec2(plot_.max.x + 1, sel_y + rh), theme.selection, 1.5f);
     canvas.push_clip(plot_.min, plot_.max);
     if (ctx.state.token >= 0) {
-        const float x = axis_.to_x(plot_, static_cast<double>(ctx.state.token) + 0.5);
-        canvas.line(ImVec2(x, plot_.min.y), ImVec2(x, plot_.max.y), theme.selection, 1.5f);
+        draw_marker_x(canvas, axis_.to_x(plot_, static_cast<double>(ctx.state.token) + 0.5),
+                      plot_.min.y, plot_.max.y, theme.selection);
     }
     canvas.pop_clip();
 

@@ -94,6 +94,7 @@ void Engine::set_policy(Policy* policy) {
         req_.window = std::max<int64_t>({req_.window, nd.window, nd.last_row ? 1 : 0});
         req_.key_norms = req_.key_norms || nd.key_norms;
         req_.step_rows = req_.step_rows || nd.step_rows;
+        req_.query_absmax = req_.query_absmax || nd.query_absmax;
         cache_->set_store_prerope(nd.prerope_keys);
     }
 }

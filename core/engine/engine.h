@@ -29,6 +29,8 @@ struct StatsRequest {
     bool key_norms = false;   // L2 norm of every cached (post-RoPE) key, per KV head
     bool step_rows = false;   // each decode step's attention row, per query head
     bool all_logits = false;  // logits of every prompt position (kvscope logits)
+    bool query_absmax = false;  // per KV head and channel: max |q| over the prompt rows and the
+                                // group's query heads, post-RoPE (MiKV channel balancing)
 };
 
 struct EngineOptions {
@@ -42,6 +44,7 @@ struct LayerPrefillStats {
     std::vector<std::vector<float>> window;    // [H][w*n] last w rows, row-major
     int64_t window_rows = 0;                   // w actually computed (min(window, n))
     std::vector<std::vector<float>> key_norm;  // [H_kv][n] ||k_j||_2 of post-RoPE keys
+    std::vector<std::vector<float>> query_absmax;  // [H_kv][d] see StatsRequest::query_absmax
 };
 
 class Engine {

@@ -3,7 +3,9 @@
 //            key norms as requested), and after the last layer let the policy compress;
 //   decode:  ask the policy whether the new token is appended or merged (DMC), attend over the
 //            cache (collecting this step's rows), then let the policy evict / merge / quantise.
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "core/cache/kv_cache.h"
 #include "core/engine/engine.h"
@@ -82,6 +84,20 @@ void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
     args.out = &out;
     args.stats = pstats;
     backend_.attention(args);
+
+    if (is_prefill && req_.query_absmax) {
+        LayerPrefillStats& ps = prefill_stats_[static_cast<size_t>(l)];
+        std::vector<float> qh(static_cast<size_t>(n * H * d));
+        backend_.to_host(q3, qh.data());  // [n, H, d] post-RoPE
+        ps.query_absmax.assign(static_cast<size_t>(G),
+                               std::vector<float>(static_cast<size_t>(d), 0.0f));
+        for (int64_t i = 0; i < n; ++i)
+            for (int64_t h = 0; h < H; ++h) {
+                float* m = ps.query_absmax[static_cast<size_t>(h / (H / G))].data();
+                const float* q = qh.data() + (i * H + h) * d;
+                for (int64_t c = 0; c < d; ++c) m[c] = std::max(m[c], std::fabs(q[c]));
+            }
+    }
 
     if (is_prefill && req_.key_norms) {
         LayerPrefillStats& ps = prefill_stats_[static_cast<size_t>(l)];

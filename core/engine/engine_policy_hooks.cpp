@@ -61,6 +61,8 @@ void Engine::policy_after_prefill() {
             }
             hs.window_rows = w;
             if (!ps.key_norm.empty()) hs.key_norms = ps.key_norm[static_cast<size_t>(kv)];
+            if (!ps.query_absmax.empty())
+                hs.query_absmax = ps.query_absmax[static_cast<size_t>(kv)];
             if (nd.keys)
                 hs.keys = std::span<const float>(cache_->k(l, kv), n * static_cast<size_t>(d));
             if (nd.prerope_keys && cache_->k_prerope(l, kv))

@@ -62,7 +62,8 @@ std::vector<std::string> split_sentences(std::string_view text) {
 Haystack load_haystack(const fs::path& dir) {
     std::error_code ec;
     if (!fs::is_directory(dir, ec))
-        throw InputError(dir, "haystack folder not found (it holds *.txt texts and needle_keys.list)");
+        throw InputError(dir,
+                         "haystack folder not found (it holds *.txt texts and needle_keys.list)");
     std::vector<fs::path> files;
     for (const auto& entry : fs::directory_iterator(dir, ec)) {
         if (entry.is_regular_file() && entry.path().extension() == ".txt")

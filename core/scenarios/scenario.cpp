@@ -16,9 +16,12 @@ constexpr const char* kPasskeyIntro =
     "There is a pass key hidden inside a lot of irrelevant text. Find it and remember it.";
 constexpr const char* kPasskeyQuestion = "What is the pass key? The pass key is";
 const std::vector<std::string> kPasskeyFiller = {
-    "The river runs to the sea.",      "The hills are green and quiet.",
-    "The birds sing in the trees.",    "The wind moves over the fields.",
-    "Here we go again.",               "Back and forth we go.",
+    "The river runs to the sea.",
+    "The hills are green and quiet.",
+    "The birds sing in the trees.",
+    "The wind moves over the fields.",
+    "Here we go again.",
+    "Back and forth we go.",
 };
 constexpr const char* kNiahIntro =
     "A special magic number is hidden in the text below. Remember it.";
@@ -60,8 +63,8 @@ std::vector<std::string> split_words(const std::string& sentence) {
     size_t start = 0;
     while (true) {
         const size_t sp = sentence.find(' ', start);
-        out.push_back(sentence.substr(start, sp == std::string::npos ? std::string::npos
-                                                                      : sp - start));
+        out.push_back(
+            sentence.substr(start, sp == std::string::npos ? std::string::npos : sp - start));
         if (sp == std::string::npos) break;
         start = sp + 1;
     }
@@ -149,7 +152,8 @@ Scenario ScenarioBuilder::build(const ScenarioOptions& opts) {
         const auto query = static_cast<size_t>(rng.below(static_cast<uint64_t>(opts.num_needles)));
         sc.needles[query].queried = true;
         for (size_t j = 0; j < sc.needles.size(); ++j)
-            depths.push_back(j == query ? opts.depth : static_cast<double>(rng.below(1001)) / 1000.0);
+            depths.push_back(j == query ? opts.depth
+                                        : static_cast<double>(rng.below(1001)) / 1000.0);
         intro = opts.num_needles == 1 ? kNiahIntro : kNiahIntroMulti;
         question = niah_question(sc.needles[query].key);
         sentences = &haystack_->sentences;
@@ -159,7 +163,8 @@ Scenario ScenarioBuilder::build(const ScenarioOptions& opts) {
         if (n.queried) sc.answer = n.value;
 
     // Fill the haystack budget with whole sentences, then whole words of the next one.
-    const int64_t overhead = encoded_size(intro + "\n\n", true) + encoded_size("\n\n" + question, false);
+    const int64_t overhead =
+        encoded_size(intro + "\n\n", true) + encoded_size("\n\n" + question, false);
     int64_t needle_cost = 0;
     for (const Needle& n : sc.needles) needle_cost += encoded_size(" " + n.text, false);
     const int64_t budget = std::max<int64_t>(0, opts.length - overhead - needle_cost);

@@ -33,14 +33,14 @@ struct ScenarioOptions {
     int64_t length = 1024;  // target prompt length in tokens, BOS included; the prompt is <= it
     double depth = 0.5;     // where the (queried) needle sits in the haystack, 0 = first, 1 = last
     uint64_t seed = 0;
-    int num_needles = 1;    // NIAH: needles with distinct keys; one (at `depth`) is asked for,
-                            // the others sit at seeded random depths
+    int num_needles = 1;  // NIAH: needles with distinct keys; one (at `depth`) is asked for,
+                          // the others sit at seeded random depths
 };
 
 struct Needle {
-    std::string text;    // the needle sentence
-    std::string key;     // NIAH key ("" for passkey)
-    std::string value;   // the digits
+    std::string text;   // the needle sentence
+    std::string key;    // NIAH key ("" for passkey)
+    std::string value;  // the digits
     bool queried = false;
     int64_t token_begin = 0;  // [token_begin, token_end) in Scenario::ids
     int64_t token_end = 0;
@@ -48,9 +48,9 @@ struct Needle {
 
 struct Scenario {
     ScenarioOptions options;
-    std::string text;           // the whole prompt
-    std::vector<int32_t> ids;   // tokenizer.encode(text, add_special = true)
-    std::string answer;         // expected digits (the queried needle's value)
+    std::string text;          // the whole prompt
+    std::vector<int32_t> ids;  // tokenizer.encode(text, add_special = true)
+    std::string answer;        // expected digits (the queried needle's value)
     std::vector<Needle> needles;
 };
 
@@ -63,7 +63,7 @@ uint64_t trial_seed(uint64_t base_seed, ScenarioKind kind, int64_t length, doubl
 bool answer_found(const std::string& generated, const std::string& answer);
 
 class ScenarioBuilder {
-public:
+  public:
     // `haystack` is needed for NIAH only (may be null for passkey). Both must outlive the builder.
     ScenarioBuilder(const Tokenizer& tok, const Haystack* haystack);
 
@@ -71,7 +71,7 @@ public:
     // depth outside [0, 1], NIAH without a haystack or with more needles than keys).
     Scenario build(const ScenarioOptions& opts);
 
-private:
+  private:
     int64_t count(const std::string& piece);  // tokens of " " + piece, cached
     int64_t encoded_size(const std::string& text, bool add_special) const;
 

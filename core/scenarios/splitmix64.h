@@ -8,7 +8,7 @@
 namespace kvscope {
 
 class SplitMix64 {
-public:
+  public:
     explicit SplitMix64(uint64_t seed) : state_(seed) {}
     uint64_t next() {
         state_ += 0x9E3779B97F4A7C15ull;
@@ -23,7 +23,7 @@ public:
         return z ^ (z >> 31);
     }
 
-private:
+  private:
     uint64_t state_;
 };
 

@@ -212,20 +212,34 @@ private slots:
         const QImage tl = show_and_grab("eviction_timeline");
         auto* timeline = view<views::EvictionTimelineView>("eviction_timeline");
         // Not the current (last) step: its row carries the step marker line.
+        // Tokens whose neighbours share their state: a one-pixel offset cannot change the answer.
+        auto uniform = [&](const std::vector<trace::TokenState>& st, size_t t) {
+            const ImU32 c = expected_state_colour(theme(), st[t]);
+            return t > 0 && t + 1 < st.size() && expected_state_colour(theme(), st[t - 1]) == c &&
+                   expected_state_colour(theme(), st[t + 1]) == c;
+        };
+        std::set<ImU32> seen;
+        int checked = 0;
         for (int64_t step : {int64_t{0}, int64_t{9}, reader_->info().n_steps - 3}) {
             const auto states = reader_->token_states(4, 2, step);
-            for (size_t t = 5; t < states.size(); t += 23) {
+            for (size_t t = 1; t + 1 < states.size(); t += 7) {
+                if (!uniform(states, t)) continue;
+                seen.insert(expected_state_colour(theme(), states[t]));
+                ++checked;
                 expect_colour(tl, host("eviction_timeline"), timeline->point_of(static_cast<int64_t>(t), step),
                               expected_state_colour(theme(), states[t]), 4,
                               QString("timeline token %1 step %2").arg(t).arg(step));
             }
         }
+        QVERIFY(checked >= 10);
+        QVERIFY(seen.size() >= 3);
         const QImage pm = show_and_grab("precision");
         auto* precision = view<views::PrecisionView>("precision");
         const int64_t step = reader_->info().n_steps - 1;
         for (int32_t l = 0; l < reader_->info().n_layers; l += 2) {
             const auto states = reader_->token_states(l, 2, step);
-            for (size_t t = 3; t < states.size(); t += 31) {
+            for (size_t t = 1; t + 1 < states.size(); t += 11) {
+                if (!uniform(states, t)) continue;
                 expect_colour(pm, host("precision"), precision->point_of(l, static_cast<int64_t>(t)),
                               expected_state_colour(theme(), states[t]), 4,
                               QString("precision L%1 token %2").arg(l).arg(t));
@@ -406,7 +420,15 @@ private slots:
         QTRY_VERIFY_WITH_TIMEOUT(QFile::exists(live) && window_->open_trace(live), 10000);
         window_->set_follow_live(true);
         window_->set_step(std::max<int64_t>(window_->model()->summary().n_steps - 1, 0));
-        QTRY_VERIFY_WITH_TIMEOUT(window_->model()->summary().n_steps == 16, 20000);
+        auto diag = [&] {
+            const auto& s = window_->model()->summary();
+            return QString("steps %1 live %2 state %3 error '%4' notice '%5'")
+                .arg(s.n_steps)
+                .arg(s.live)
+                .arg(static_cast<int>(s.state))
+                .arg(window_->last_error(), QString::fromStdString(s.notice));
+        };
+        QTRY_VERIFY2_WITH_TIMEOUT(window_->model()->summary().n_steps == 16, qPrintable(diag()), 20000);
         QTRY_COMPARE_WITH_TIMEOUT(window_->model()->summary().state, trace::RunState::kComplete, 10000);
         QTRY_COMPARE(window_->scrubber()->step_count(), int64_t{16});
         QTRY_COMPARE(window_->view_state().step, int64_t{15});  // followed to the end

@@ -37,7 +37,8 @@ int64_t max_piece_cost(const Tokenizer& tok, const std::vector<std::string>& sen
                        size_t limit) {
     int64_t m = 0;
     for (size_t i = 0; i < std::min(limit, sentences.size()); ++i)
-        m = std::max<int64_t>(m, static_cast<int64_t>(tok.encode(" " + sentences[i], false).size()));
+        m = std::max<int64_t>(m,
+                              static_cast<int64_t>(tok.encode(" " + sentences[i], false).size()));
     return m;
 }
 
@@ -125,8 +126,7 @@ void check_scenario(const Tokenizer& tok, const Scenario& sc, int64_t length, do
     const auto intro_tokens =
         static_cast<int64_t>(tok.encode(sc.text.substr(0, intro_end), true).size());
     const size_t q = sc.text.rfind("\n\n");
-    const auto question_tokens =
-        static_cast<int64_t>(tok.encode(sc.text.substr(q), false).size());
+    const auto question_tokens = static_cast<int64_t>(tok.encode(sc.text.substr(q), false).size());
     const int64_t needle_tokens = nd.token_end - nd.token_begin;
     const int64_t hay = n - intro_tokens - question_tokens - needle_tokens;
     const double want = static_cast<double>(intro_tokens) + depth * static_cast<double>(hay);
@@ -143,11 +143,13 @@ TEST(ScenarioBuilder, PasskeyHitsLengthAndDepth) {
                                              "The hills are green and quiet.",
                                              "The birds sing in the trees.",
                                              "The wind moves over the fields.",
-                                             "Here we go again.", "Back and forth we go."};
+                                             "Here we go again.",
+                                             "Back and forth we go."};
     const int64_t tol = max_piece_cost(tok, filler, filler.size());
     for (int64_t len : {256, 1024, 3000}) {
         for (double d : {0.0, 0.25, 0.5, 0.75, 1.0}) {
-            ScenarioOptions o{ScenarioKind::passkey, len, d, trial_seed(3, ScenarioKind::passkey, len, d, 0), 1};
+            ScenarioOptions o{ScenarioKind::passkey, len, d,
+                              trial_seed(3, ScenarioKind::passkey, len, d, 0), 1};
             const Scenario sc = b.build(o);
             check_scenario(tok, sc, len, d, tol);
             EXPECT_EQ(sc.answer.size(), 5u);
@@ -164,7 +166,8 @@ TEST(ScenarioBuilder, NiahHitsLengthAndDepthInRealText) {
     const int64_t tol = max_piece_cost(tok, h.sentences, h.sentences.size());
     for (int64_t len : {512, 2048}) {
         for (double d : {0.0, 0.5, 1.0}) {
-            ScenarioOptions o{ScenarioKind::niah, len, d, trial_seed(5, ScenarioKind::niah, len, d, 1), 1};
+            ScenarioOptions o{ScenarioKind::niah, len, d,
+                              trial_seed(5, ScenarioKind::niah, len, d, 1), 1};
             const Scenario sc = b.build(o);
             check_scenario(tok, sc, len, d, tol);
             EXPECT_EQ(sc.answer.size(), 7u);
@@ -206,7 +209,8 @@ TEST(ScenarioBuilder, MultiNeedleHasDistinctKeysOneQueriedAndOrderedSpans) {
                 EXPECT_NE(n.key, m.key);
             }
         }
-        const std::vector<int32_t> ids(sc.ids.begin() + n.token_begin, sc.ids.begin() + n.token_end);
+        const std::vector<int32_t> ids(sc.ids.begin() + n.token_begin,
+                                       sc.ids.begin() + n.token_end);
         EXPECT_NE(tok.decode(ids, false).find(n.value), std::string::npos);
         spans.emplace_back(n.token_begin, n.token_end);
         if (n.queried) {
@@ -253,7 +257,8 @@ TEST(ScenarioBuilder, BundledTokenizerFillsLongContexts) {
     const auto tok = load_tokenizer(demo);
     ScenarioBuilder b(*tok, &bundled_haystack());
     for (double d : {0.0, 1.0}) {
-        const Scenario sc = b.build({ScenarioKind::niah, 4086, d, trial_seed(1, ScenarioKind::niah, 4096, d, 0), 1});
+        const Scenario sc = b.build(
+            {ScenarioKind::niah, 4086, d, trial_seed(1, ScenarioKind::niah, 4096, d, 0), 1});
         EXPECT_LE(sc.ids.size(), 4086u);
         EXPECT_GE(sc.ids.size(), 4086u - 40u);
         EXPECT_EQ(sc.ids.front(), tok->bos_id());

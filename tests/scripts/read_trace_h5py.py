@@ -181,7 +181,12 @@ def check_complete(t):
     assert (t.ds("/events/lh_count")[:S].sum(axis=(1, 2)) == ev_count).all()
     steps_col = t.ds("/events/step")[:E]
     assert (np.diff(steps_col) >= 0).all()
-    counts = np.bincount(t.ds("/events/op")[:E], minlength=len(t.ops))
+    ops_col = t.ds("/events/op")[:E]
+    merge = [k for k, v in t.ops.items() if v == "merge"][0]
+    merges = ops_col == merge
+    dst = t.ds("/events/dst_position")[:E][merges]
+    assert (dst == t.ds("/events/position")[:E][merges] - 1).all()
+    counts = np.bincount(ops_col, minlength=len(t.ops))
     assert (counts > 0).all(), counts  # the sample exercises every op
 
     spans = list(zip(t.ds("/spans/begin")[:], t.ds("/spans/end")[:]))

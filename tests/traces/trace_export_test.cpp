@@ -84,6 +84,8 @@ TEST(TraceExport, WritesEveryTable) {
         EXPECT_EQ(events[i + 1][1], std::to_string(ev[i].step));
         EXPECT_EQ(events[i + 1][4], cache_op_name(ev[i].op));
         EXPECT_EQ(events[i + 1][5], std::to_string(ev[i].position));
+        EXPECT_EQ(events[i + 1][12], std::to_string(ev[i].dst_position));
+        EXPECT_EQ(events[i + 1][13], std::to_string(ev[i].part));
     }
 
     auto steps = read_csv(dir / "csv" / "steps.csv");

@@ -256,6 +256,7 @@ TEST_F(RoundTrip, TokenStatesMatchTheSimulation) {
                     ASSERT_EQ(got[p].bits, want[p].bits);
                     ASSERT_EQ(got[p].destination, want[p].destination);
                     ASSERT_EQ(got[p].changed_step, want[p].changed_step);
+                    ASSERT_EQ(got[p].merged_into, want[p].merged_into);
                 }
             }
         }
@@ -267,6 +268,7 @@ TEST_F(RoundTrip, TokenStatesMatchTheSimulation) {
     EXPECT_EQ(st[4].state, TokenCacheState::kEvicted);
     EXPECT_EQ(st[5].state, TokenCacheState::kMerged);
     EXPECT_EQ(st[5].destination, 4);
+    EXPECT_EQ(st[5].merged_into, 4);
     EXPECT_FLOAT_EQ(st[5].weight, 0.5f);
     EXPECT_EQ(st[6].state, TokenCacheState::kQuantized);
     EXPECT_EQ(st[6].bits, 4);

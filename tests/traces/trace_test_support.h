@@ -52,7 +52,8 @@ inline bool same_event(const EventRecord& a, const EventRecord& b) {
     return a.step == b.step && a.layer == b.layer && a.head == b.head && a.op == b.op &&
            a.position == b.position && a.destination == b.destination &&
            same_float(a.weight, b.weight) && same_float(a.similarity, b.similarity) &&
-           same_float(a.threshold, b.threshold) && a.bits == b.bits;
+           same_float(a.threshold, b.threshold) && a.bits == b.bits && a.slot == b.slot &&
+           a.dst_position == b.dst_position && a.part == b.part;
 }
 
 // The writer's storage order: stable-sorted by (layer, head) within the step.

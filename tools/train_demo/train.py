@@ -9,17 +9,21 @@ repository root, after tools/train_demo/build_corpus.py:
 
 Stages: (1) byte-level BPE tokenizer (8192 tokens, Llama-3-style split, BOS template) trained on
 the training split; (2) token stream of the natural text and sentence pools for haystacks (as
-written, and with each sentence's words shuffled); (3) training on rows of 4096 tokens (shares in
-ROW_KINDS): natural text; a random token sequence shown twice (dense copy targets); passkey;
-single- and multi-needle NIAH with every needle queried; key-value lookup with several queries.
-The tasks are built by tools/train_demo/scenarios.py exactly as KVScope's C++ builders build them,
-and rows are filled up with natural text. Loss on every token; answer digits weighted x5; needle
-digits and the first copy of a random sequence weight 0 (unpredictable); (4) save (bf16
-safetensors, tokenizer.json, generation_config.json); (5) held-out perplexity and the accuracy grid
-with HF transformers on the saved bf16 weights upcast to fp32, logged to train_log.json.
+written, and with each sentence's words shuffled); (3) a check that SDPA's attention gradients
+agree with eager attention (else a slower SDPA backend is used); (4) training, 64k tokens a step,
+on rows whose length follows --curriculum (512 tokens first, 4096 at the end: copying is learned
+at short range first). Row kinds (shares in ROW_KINDS): natural text; a random token sequence
+shown twice (dense copy targets); passkey; single- and multi-needle NIAH with every needle
+queried; key-value lookup with several queries. The tasks are built by
+tools/train_demo/scenarios.py exactly as KVScope's C++ builders build them, and rows are filled up
+with natural text. Loss on every token; answer digits weighted x5; needle digits and the first
+copy of a random sequence weight 0 (unpredictable). A quick retrieval probe is logged every
+--probe-every seconds; (5) save (bf16 safetensors, tokenizer.json, generation_config.json); (6)
+held-out perplexity and the accuracy grid with HF transformers on the saved bf16 weights upcast
+to fp32, logged to train_log.json.
 
-Training stops by wall clock (--train-seconds); the learning-rate schedule follows elapsed time,
-so the number of steps depends on the GPU (train_log.json records it).
+Training stops by wall clock (--train-seconds); the learning-rate schedule and the curriculum
+follow elapsed time, so the number of steps depends on the GPU (train_log.json records it).
 """
 import argparse
 import json
@@ -125,16 +129,22 @@ def shuffled_sentences(sentences, seed):
 # per step, too few (a first run without it memorised the text and never learned to retrieve).
 ROW_KINDS = [("natural", 0.20), ("repeat", 0.20), ("passkey", 0.15), ("niah", 0.20),
              ("niah_multi", 0.10), ("kv", 0.15)]
+# While rows are at most 512 tokens (the curriculum's start): little natural text, so copying is
+# learned before the model starts memorising the (small) corpus.
+EARLY_ROW_KINDS = [("natural", 0.05), ("repeat", 0.35), ("passkey", 0.15), ("niah", 0.20),
+                   ("niah_multi", 0.10), ("kv", 0.15)]
 
 
 class TaskRows(torch.utils.data.IterableDataset):
-    """Endless rows of seq+1 tokens with per-target loss weights (see module doc)."""
+    """Endless micro-batches (ids [rows, seq+1], weights [rows, seq]) of batch_tokens tokens; the
+    row length `seq` is read from a shared value the training loop moves along the curriculum."""
 
-    def __init__(self, tok, stream, pools, city_keys, word_keys, seq, seed):
+    def __init__(self, tok, stream, pools, city_keys, word_keys, shared_seq, batch_tokens, seed):
         super().__init__()
         self.tok, self.stream, self.pools = tok, stream, pools  # pools: [(sentences, counter)]
         self.city_keys, self.word_keys = city_keys, word_keys
-        self.seq, self.seed = seq, seed
+        self.shared_seq, self.batch_tokens, self.seed = shared_seq, batch_tokens, seed
+        self.seq = shared_seq.value
         self.n_vocab = tok.hf.get_vocab_size()
 
     def natural(self, rng, n):
@@ -142,9 +152,9 @@ class TaskRows(torch.utils.data.IterableDataset):
         return self.stream[off:off + n]
 
     def prompt_length(self, rng, reserve):
-        if rng.random() < 0.35:
-            return rng.randint(self.seq - 512, self.seq - reserve)
-        return rng.randint(160, self.seq - reserve)
+        hi = self.seq - reserve
+        lo = max(160, self.seq - 512) if rng.random() < 0.35 else 160
+        return rng.randint(min(lo, hi), hi)
 
     def depth(self, rng):
         u = rng.random()
@@ -205,9 +215,10 @@ class TaskRows(torch.utils.data.IterableDataset):
 
     def repeat_row(self, rng, n):
         """BOS, text, X, text, X, text: X is m random tokens; its second copy is the target."""
-        m = rng.randint(16, 512)
+        # Log-uniform sizes: mostly short copies at short distances, where induction forms first.
+        m = int(math.exp(rng.uniform(math.log(8), math.log(min(512, (n - 1) // 4)))))
         x = np.asarray([rng.randrange(3, self.n_vocab) for _ in range(m)], dtype=np.int64)
-        gap = rng.randint(0, n - 1 - 2 * m)
+        gap = int(math.exp(rng.uniform(0, math.log(n - 2 * m)))) - 1
         lead = rng.randint(0, n - 1 - 2 * m - gap)
         tail = n - 1 - 2 * m - gap - lead
         ids = np.concatenate([[self.tok.bos], self.natural(rng, lead), x, self.natural(rng, gap),
@@ -219,23 +230,15 @@ class TaskRows(torch.utils.data.IterableDataset):
         w[second - 1] = 0.0  # the second copy's first token cannot be known either
         return ids, w
 
-    def __iter__(self):
-        info = torch.utils.data.get_worker_info()
-        wid = info.id if info is not None else 0
-        rng = random.Random(self.seed * 1000 + wid)
+    def row(self, rng, kinds, shares):
         n = self.seq + 1
-        kinds = [k for k, _ in ROW_KINDS]
-        shares = [p for _, p in ROW_KINDS]
         while True:
             kind = rng.choices(kinds, shares)[0]
             if kind == "natural":
                 ids = np.concatenate([[self.tok.bos], self.natural(rng, n - 1)]).astype(np.int64)
-                yield torch.from_numpy(ids), torch.from_numpy(np.ones(self.seq, np.float32))
-                continue
+                return ids, np.ones(self.seq, np.float32)
             if kind == "repeat":
-                ids, w = self.repeat_row(rng, n)
-                yield torch.from_numpy(ids), torch.from_numpy(w)
-                continue
+                return self.repeat_row(rng, n)
             text, spans = self.task_text(kind, rng)
             enc = self.tok.hf.encode(text, add_special_tokens=True)
             full = list(enc.ids) + [self.tok.eos]
@@ -250,7 +253,19 @@ class TaskRows(torch.utils.data.IterableDataset):
                 w[hit - 1] = wt
             tail = self.natural(rng, n - len(full))
             ids = np.concatenate([np.asarray(full, dtype=np.int64), tail.astype(np.int64)])
-            yield torch.from_numpy(ids), torch.from_numpy(w)
+            return ids, w
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        wid = info.id if info is not None else 0
+        rng = random.Random(self.seed * 1000 + wid)
+        while True:
+            self.seq = self.shared_seq.value
+            mix = EARLY_ROW_KINDS if self.seq <= 512 else ROW_KINDS
+            kinds, shares = [k for k, _ in mix], [p for _, p in mix]
+            rows = [self.row(rng, kinds, shares) for _ in range(self.batch_tokens // self.seq)]
+            yield (torch.from_numpy(np.stack([r[0] for r in rows])),
+                   torch.from_numpy(np.stack([r[1] for r in rows])))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,6 +288,31 @@ def make_model(vocab, tok, args):
     return LlamaForCausalLM(cfg)
 
 
+def attention_self_check(model, seq=512):
+    """Gradients through SDPA (flash, GQA) against eager attention on one random batch, bf16
+    autocast both: a wrong attention backward would leave the model unable to learn retrieval.
+    Returns the cosine similarity of the k_proj gradients of every layer (worst layer)."""
+    import copy
+    from transformers import LlamaForCausalLM
+    cfg = copy.deepcopy(model.config)  # the twin's attention setting must not leak into the model
+    cfg._attn_implementation = "eager"
+    twin = LlamaForCausalLM(cfg)
+    twin.load_state_dict(model.state_dict())
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(3, cfg.vocab_size, (2, seq), generator=g).cuda()
+    grads = []
+    for m in (model, twin):
+        m.cuda().train().zero_grad()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            logits = m(input_ids=x[:, :-1]).logits
+        F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1)).backward()
+        grads.append([m.model.layers[i].self_attn.k_proj.weight.grad.float().flatten().clone()
+                      for i in range(cfg.num_hidden_layers)])
+        m.zero_grad()
+    del twin
+    return min(float(F.cosine_similarity(a, b, dim=0)) for a, b in zip(*grads))
+
+
 def load_model(path, dtype):
     from transformers import LlamaForCausalLM
     try:
@@ -288,7 +328,24 @@ def lr_at(progress, step, args):
     return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
 
 
-def train(model, loader, args, log_rows):
+def parse_curriculum(text):
+    """"512:0.15,1024:0.3,4096:1" -> [(512, 0.15), (1024, 0.3), (4096, 1.0)]: row length until
+    that fraction of the training time."""
+    out = []
+    for item in text.split(","):
+        seq, until = item.split(":")
+        out.append((int(seq), float(until)))
+    return out
+
+
+def seq_at(curriculum, progress):
+    for seq, until in curriculum:
+        if progress < until:
+            return seq
+    return curriculum[-1][0]
+
+
+def train(model, loader, shared_seq, args, log_rows, probe):
     dev = "cuda"
     model.to(dev).train()
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
@@ -296,40 +353,43 @@ def train(model, loader, args, log_rows):
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=args.lr, betas=(0.9, 0.95), eps=1e-8, fused=True)
-    fwd = torch.compile(model) if args.compile else model
+    fwd = torch.compile(model, dynamic=True) if args.compile else model
+    curriculum = parse_curriculum(args.curriculum)
     it = iter(loader)
     step, tokens = 0, 0
     t_start = time.time()
-    t_last, tok_last = t_start, 0
+    t_last, tok_last, t_probe = t_start, 0, t_start
     zero = lambda: torch.zeros((), device=dev)  # noqa: E731
     acc_n, acc_ok, run_loss, run_nat, run_cnt = zero(), zero(), zero(), zero(), 0
     while True:
         elapsed = time.time() - t_start
         if elapsed >= args.train_seconds or (args.max_steps and step >= args.max_steps):
             break
-        lr = lr_at(elapsed / args.train_seconds, step, args)
+        progress = elapsed / args.train_seconds
+        shared_seq.value = seq_at(curriculum, progress)
+        lr = lr_at(progress, step, args)
         for g in opt.param_groups:
             g["lr"] = lr
-        for _ in range(args.accum):
-            ids, w = next(it)
-            ids = ids.to(dev, non_blocking=True)
-            w = w.to(dev, non_blocking=True)
-            x, y = ids[:, :-1], ids[:, 1:]
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                logits = fwd(input_ids=x).logits
-            ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1),
-                                 reduction="none").view_as(w)
-            loss = (ce * w).sum() / w.sum()
-            (loss / args.accum).backward()
-            with torch.no_grad():
-                ans = w == ANSWER_WEIGHT
-                acc_n += ans.sum()
-                acc_ok += ((logits.argmax(-1) == y) & ans).sum()
-                nat = w == 1.0
-                run_nat += (ce * nat).sum() / nat.sum().clamp(min=1)
-                run_loss += loss.detach()
-            run_cnt += 1
-            tokens += x.numel()
+        ids, w = next(it)
+        ids = ids.to(dev, non_blocking=True)
+        w = w.to(dev, non_blocking=True)
+        x, y = ids[:, :-1], ids[:, 1:]
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            logits = fwd(input_ids=x).logits
+        ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1),
+                             reduction="none").view_as(w)
+        loss = (ce * w).sum() / w.sum()
+        loss.backward()
+        with torch.no_grad():
+            ans = w == ANSWER_WEIGHT
+            acc_n += ans.sum()
+            acc_ok += ((logits.argmax(-1) == y) & ans).sum()
+            nat = w == 1.0
+            run_nat += (ce * nat).sum() / nat.sum().clamp(min=1)
+            run_loss += loss.detach()
+        run_cnt += 1
+        tokens += x.numel()
+        del logits, ce, loss
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -337,15 +397,23 @@ def train(model, loader, args, log_rows):
         if step % args.log_every == 0:
             el = time.time() - t_start
             row = {"step": step, "tokens": tokens, "seconds": round(el, 1), "lr": lr,
-                   "loss": float(run_loss) / run_cnt, "loss_text": float(run_nat) / run_cnt,
+                   "seq": x.shape[1], "loss": float(run_loss) / run_cnt,
+                   "loss_text": float(run_nat) / run_cnt,
                    "answer_token_acc": float(acc_ok) / max(1.0, float(acc_n)),
                    "tok_per_s": tokens / el,
                    "tok_per_s_recent": (tokens - tok_last) / (time.time() - t_last)}
+            if time.time() - t_probe >= args.probe_every:
+                model.eval()
+                row["probe"] = probe(model, x.shape[1])
+                model.train()
+                t_probe = time.time()
             t_last, tok_last = time.time(), tokens
             log_rows.append(row)
-            log(f"step {step:5d} tok {tokens / 1e6:7.1f}M loss {row['loss']:.3f} "
-                f"text {row['loss_text']:.3f} ans-acc {row['answer_token_acc']:.3f} "
-                f"lr {lr:.2e} {row['tok_per_s_recent'] / 1e3:.0f}k tok/s")
+            log(f"step {step:5d} seq {x.shape[1]:4d} tok {tokens / 1e6:7.1f}M "
+                f"loss {row['loss']:.3f} text {row['loss_text']:.3f} "
+                f"ans-acc {row['answer_token_acc']:.3f} lr {lr:.2e} "
+                f"{row['tok_per_s_recent'] / 1e3:.0f}k tok/s"
+                + (f" probe {row['probe']}" if "probe" in row else ""))
             acc_n, acc_ok, run_loss, run_nat, run_cnt = zero(), zero(), zero(), zero(), 0
     return step, tokens, time.time() - t_start
 
@@ -446,8 +514,11 @@ def main():
     ap.add_argument("--kv-heads", type=int, default=2)
     ap.add_argument("--rope-theta", type=float, default=50000.0)
     ap.add_argument("--seq", type=int, default=4096)
-    ap.add_argument("--micro-batch", type=int, default=16)
-    ap.add_argument("--accum", type=int, default=1)
+    ap.add_argument("--batch-tokens", type=int, default=65536, help="tokens per step")
+    ap.add_argument("--curriculum", default="512:0.12,1024:0.25,2048:0.45,4096:1",
+                    help="row length SEQ until that fraction of the training time, ...")
+    ap.add_argument("--probe-every", type=float, default=45,
+                    help="seconds between quick retrieval probes in the log")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=150)
     ap.add_argument("--compile", action="store_true")
@@ -502,18 +573,61 @@ def main():
     encs = hf.encode_batch([" " + s for s in mixed], add_special_tokens=False)
     count_mixed.cache = {s: len(e.ids) for s, e in zip(mixed, encs)}
     pools = [(sentences, count), (mixed, count_mixed)]
-    ds = TaskRows(tok, stream, pools, hay_keys, word_keys, args.seq, args.seed)
-    loader = torch.utils.data.DataLoader(ds, batch_size=args.micro_batch,
-                                         num_workers=args.workers, pin_memory=True,
-                                         prefetch_factor=4, persistent_workers=True)
+    import multiprocessing
+    curriculum = parse_curriculum(args.curriculum)
+    if max(c[0] for c in curriculum) > args.seq:
+        sys.exit(f"--curriculum goes beyond --seq {args.seq}")
+    shared_seq = multiprocessing.Value("i", curriculum[0][0])
+    ds = TaskRows(tok, stream, pools, hay_keys, word_keys, shared_seq, args.batch_tokens,
+                  args.seed)
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=args.workers,
+                                         pin_memory=True, prefetch_factor=2,
+                                         persistent_workers=True)
     if args.init:
         model = load_model(args.init, torch.float32)
     else:
         model = make_model(hf.get_vocab_size(), tok, args)
     nparams = sum(p.numel() for p in model.parameters())
     log(f"model {nparams / 1e6:.2f}M parameters, attention {model.config._attn_implementation}")
+    for backend in ("default", "no-flash", "math"):
+        if backend == "no-flash":
+            torch.backends.cuda.enable_flash_sdp(False)
+        elif backend == "math":
+            torch.backends.cuda.enable_mem_efficient_sdp(False)
+            torch.backends.cuda.enable_cudnn_sdp(False)
+        try:
+            cos = attention_self_check(model)
+        except Exception as e:  # a hedge, not a requirement: train on with the default backend
+            log(f"attention self-check failed to run ({e!r}); training with default SDPA")
+            torch.backends.cuda.enable_flash_sdp(True)
+            torch.backends.cuda.enable_mem_efficient_sdp(True)
+            break
+        log(f"attention self-check ({backend} SDPA vs eager): k_proj gradient cosine {cos:.4f}")
+        if cos > 0.9:
+            break
+    else:
+        sys.exit("SDPA gradients disagree with eager attention on every backend")
     log_rows = []
-    steps, tokens, secs = train(model, loader, args, log_rows)
+    probe_count = S.TokenCounter(tok)
+
+    def probe(m, seq):
+        """Retrieval at the current row length: passkey and NIAH at depths 0, 0.5, 1."""
+        ok, n = 0, 0
+        for kind in ("passkey", "niah"):
+            for d in (0.0, 0.5, 1.0):
+                s = S.trial_seed(99, kind, seq, d, 0)
+                if kind == "passkey":
+                    b = S.build_passkey(tok, seq - EVAL_RESERVE, d, s, probe_count)
+                else:
+                    b = S.build_niah(tok, seq - EVAL_RESERVE, d, s, hay_sentences, hay_keys, 1,
+                                     probe_count)
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    gen = tok.decode(greedy(m, b["ids"], EVAL_RESERVE))
+                ok += b["answer"] in gen
+                n += 1
+        return f"{ok}/{n}"
+
+    steps, tokens, secs = train(model, loader, shared_seq, args, log_rows, probe)
     del loader, ds  # stops the data workers
     log(f"trained {steps} steps, {tokens / 1e6:.1f}M tokens in {secs:.0f}s")
 

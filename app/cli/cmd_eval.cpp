@@ -1,0 +1,247 @@
+// kvscope eval passkey|niah: needle-retrieval accuracy over a grid of context lengths x needle
+// depths, on our engine, under a cache policy. Prints the grid and writes it as CSV.
+//
+// Each trial builds a prompt with core/scenarios (seeded per cell and trial exactly as
+// tools/train_demo/train.py seeds its HF evaluation), prefills it, decodes greedily up to
+// --max-new tokens, and counts the trial correct when the needle's digits appear in the output.
+// A context length L holds a prompt of L - max_new tokens, so prompt and answer fit in L.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iomanip>
+#include <sstream>
+
+#include "app/cli/cli_common.h"
+#include "app/cli/command.h"
+#include "app/cli/policy_flags.h"
+#include "core/engine/engine.h"
+#include "core/engine/sampler.h"
+#include "core/model/error.h"
+#include "core/scenarios/haystack.h"
+#include "core/scenarios/scenario.h"
+
+namespace kvscope::cli {
+namespace {
+
+struct EvalArgs {
+    ModelArgs m;
+    PolicyArgs policy;
+    std::string task;
+    std::string lengths = "1024,2048,4096";
+    std::string depths = "0,0.25,0.5,0.75,1";
+    int trials = 5;
+    uint64_t seed = 1;
+    int needles = 1;
+    int max_new = 10;
+    std::string haystack;
+    std::string csv;
+    std::string details;
+    bool quiet = false;
+};
+
+std::vector<double> parse_depths(const std::string& text) {
+    std::vector<double> out;
+    std::stringstream ss(text);
+    std::string item;
+    while (std::getline(ss, item, ',')) {
+        char* end = nullptr;
+        const double v = std::strtod(item.c_str(), &end);
+        if (item.empty() || end == item.c_str() || *end != '\0' || !(v >= 0.0 && v <= 1.0))
+            throw InputError("--depths: '" + item + "' is not a depth in [0, 1]");
+        out.push_back(v);
+    }
+    if (out.empty()) throw InputError("--depths: no depth given");
+    return out;
+}
+
+std::string csv_quote(const std::string& s) {
+    std::string out = "\"";
+    for (char c : s) {
+        if (c == '"') out += '"';
+        out += (c == '\n' || c == '\r') ? ' ' : c;
+    }
+    return out + "\"";
+}
+
+struct Cell {
+    int64_t length = 0;
+    double depth = 0;
+    int correct = 0;
+    int trials = 0;
+};
+
+std::function<int()> setup(CLI::App& sub) {
+    auto a = std::make_shared<EvalArgs>();
+    sub.add_option("task", a->task, "passkey or niah")
+        ->required()
+        ->check(CLI::IsMember({"passkey", "niah"}));
+    add_model_options(sub, a->m);
+    sub.add_option("--lengths", a->lengths, "Context lengths in tokens (prompt + answer)")
+        ->capture_default_str();
+    sub.add_option("--depths", a->depths, "Needle depths in [0, 1]")->capture_default_str();
+    sub.add_option("--trials", a->trials, "Prompts per cell")
+        ->check(CLI::Range(1, 100000))
+        ->capture_default_str();
+    sub.add_option("--seed", a->seed, "Base seed of the prompts")->capture_default_str();
+    sub.add_option("--needles", a->needles, "niah: needles per prompt (one is asked for)")
+        ->check(CLI::Range(1, 64));
+    sub.add_option("--max-new", a->max_new, "Tokens generated for the answer")
+        ->check(CLI::Range(1, 256))
+        ->capture_default_str();
+    sub.add_option("--haystack", a->haystack,
+                   "Haystack folder (*.txt + needle_keys.list); default: resources/haystacks "
+                   "beside the model's resources/models/, else ./resources/haystacks");
+    sub.add_option("--csv", a->csv, "Grid CSV to write (default eval_<task>_<policy>.csv)");
+    sub.add_option("--details", a->details, "Also write every trial (prompt size, output) as CSV");
+    sub.add_flag("--quiet", a->quiet, "No progress on stderr");
+    add_policy_options(sub, a->policy);
+    return [a]() {
+        const ScenarioKind kind = parse_scenario_kind(a->task);
+        std::vector<int64_t> lengths;
+        for (int32_t v : parse_id_list(a->lengths, "--lengths")) lengths.push_back(v);
+        const std::vector<double> depths = parse_depths(a->depths);
+        if (kind == ScenarioKind::passkey && a->needles != 1)
+            throw InputError("--needles applies to niah only");
+
+        Loaded L = load_model_and_tokenizer(a->m, true);
+        const ModelSpec& spec = L.model->spec;
+        Haystack hay;
+        if (kind == ScenarioKind::niah) {
+            std::filesystem::path dir = a->haystack;
+            if (dir.empty()) dir = find_default_haystack_dir(a->m.model);
+            if (dir.empty())
+                throw InputError(
+                    "niah needs haystack texts: pass --haystack DIR (resources/haystacks)");
+            hay = load_haystack(dir);
+        }
+        for (int64_t len : lengths) {
+            if (len <= a->max_new)
+                throw InputError("--lengths: " + std::to_string(len) +
+                                 " leaves no room for a prompt "
+                                 "before the " +
+                                 std::to_string(a->max_new) + " answer tokens");
+            if (spec.max_position > 0 && len > spec.max_position && !a->quiet)
+                std::fprintf(stderr,
+                             "warning: length %lld is beyond the model's "
+                             "max_position_embeddings (%lld)\n",
+                             static_cast<long long>(len),
+                             static_cast<long long>(spec.max_position));
+        }
+        ScenarioBuilder builder(*L.tokenizer, kind == ScenarioKind::niah ? &hay : nullptr);
+        auto backend = make_cpu_backend(a->m.threads);
+        EngineOptions opts;
+        opts.threads = a->m.threads;
+        Engine engine(*L.model, *backend, opts);
+        const auto& eos = spec.eos_ids;
+
+        std::ofstream details;
+        if (!a->details.empty()) {
+            details.open(a->details);
+            if (!details) throw InputError(a->details, "cannot open for writing");
+            details << "task,policy,length,depth,trial,seed,prompt_tokens,needle_begin,needle_end,"
+                       "answer,output,correct\n";
+        }
+        std::vector<Cell> cells;
+        const auto t_all = std::chrono::steady_clock::now();
+        for (int64_t len : lengths) {
+            for (double d : depths) {
+                Cell c{len, d, 0, 0};
+                const auto t0 = std::chrono::steady_clock::now();
+                for (int t = 0; t < a->trials; ++t) {
+                    ScenarioOptions so;
+                    so.kind = kind;
+                    so.length = len - a->max_new;
+                    so.depth = d;
+                    so.seed = trial_seed(a->seed, kind, len, d, t);
+                    so.num_needles = a->needles;
+                    const Scenario sc = builder.build(so);
+                    auto policy =
+                        make_policy_from_args(a->policy, spec, static_cast<int64_t>(sc.ids.size()));
+                    engine.set_policy(policy.get());
+                    std::vector<float> logits = engine.prefill(sc.ids);
+                    Sampler greedy({0.0f, 1.0f, 0});
+                    std::vector<int32_t> out;
+                    for (int i = 0; i < a->max_new; ++i) {
+                        const int32_t next = greedy.sample(logits.data(), spec.vocab_size);
+                        if (std::find(eos.begin(), eos.end(), next) != eos.end() ||
+                            next == L.tokenizer->eos_id())
+                            break;
+                        out.push_back(next);
+                        if (i + 1 < a->max_new) logits = engine.decode(next);
+                    }
+                    const std::string text = L.tokenizer->decode(out, true);
+                    const bool ok = answer_found(text, sc.answer);
+                    c.correct += ok;
+                    ++c.trials;
+                    if (details.is_open()) {
+                        const Needle* q = nullptr;
+                        for (const Needle& n : sc.needles)
+                            if (n.queried) q = &n;
+                        details << a->task << ',' << a->policy.name << ',' << len << ',' << d << ','
+                                << t << ',' << so.seed << ',' << sc.ids.size() << ','
+                                << (q ? q->token_begin : -1) << ',' << (q ? q->token_end : -1)
+                                << ',' << sc.answer << ',' << csv_quote(text) << ',' << ok << '\n';
+                    }
+                }
+                cells.push_back(c);
+                if (!a->quiet) {
+                    const double s =
+                        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+                            .count();
+                    std::fprintf(stderr, "  length %lld depth %.2f: %d/%d correct (%.1f s)\n",
+                                 static_cast<long long>(len), d, c.correct, c.trials, s);
+                }
+            }
+        }
+
+        // Grid: rows are lengths, columns depths.
+        std::printf("%s accuracy, policy %s", a->task.c_str(), a->policy.name.c_str());
+        if (a->policy.budget >= 0)
+            std::printf(" (budget %lld)", static_cast<long long>(a->policy.budget));
+        if (a->policy.ratio >= 0) std::printf(" (ratio %g)", a->policy.ratio);
+        std::printf(", %d trial(s) per cell, seed %llu\n", a->trials,
+                    static_cast<unsigned long long>(a->seed));
+        std::printf("length ");
+        for (double d : depths) std::printf(" %6.2f", d);
+        std::printf("   mean\n");
+        int total_ok = 0, total = 0;
+        for (int64_t len : lengths) {
+            std::printf("%6lld ", static_cast<long long>(len));
+            int ok = 0, n = 0;
+            for (const Cell& c : cells) {
+                if (c.length != len) continue;
+                std::printf(" %5.0f%%", 100.0 * c.correct / c.trials);
+                ok += c.correct;
+                n += c.trials;
+            }
+            std::printf("  %5.1f%%\n", 100.0 * ok / n);
+            total_ok += ok;
+            total += n;
+        }
+        const double secs =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t_all).count();
+        std::printf("overall %d/%d (%.1f%%) in %.1f s\n", total_ok, total, 100.0 * total_ok / total,
+                    secs);
+
+        const std::string csv_path =
+            a->csv.empty() ? "eval_" + a->task + "_" + a->policy.name + ".csv" : a->csv;
+        std::ofstream csv(csv_path);
+        if (!csv) throw InputError(csv_path, "cannot open for writing");
+        csv << "task,policy,budget,ratio,length,depth,trials,correct,accuracy\n";
+        for (const Cell& c : cells)
+            csv << a->task << ',' << a->policy.name << ',' << a->policy.budget << ','
+                << a->policy.ratio << ',' << c.length << ',' << c.depth << ',' << c.trials << ','
+                << c.correct << ',' << static_cast<double>(c.correct) / c.trials << '\n';
+        if (!csv) throw InputError(csv_path, "write error");
+        if (!a->quiet) std::fprintf(stderr, "wrote %s\n", csv_path.c_str());
+        return 0;
+    };
+}
+
+KVSCOPE_COMMAND("eval", "Needle retrieval accuracy (passkey | niah) over context lengths x depths",
+                setup);
+
+}  // namespace
+}  // namespace kvscope::cli
