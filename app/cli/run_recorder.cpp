@@ -148,6 +148,9 @@ void RunRecorder::on_cache_event(const CacheEvent& e) {
     r.similarity = e.similarity;
     r.threshold = e.threshold;
     r.bits = static_cast<int8_t>(e.bits);
+    r.slot = static_cast<int32_t>(e.slot);
+    r.dst_position = static_cast<int32_t>(e.dst_position);
+    r.part = static_cast<uint8_t>(e.part);
     pending_.push_back(r);
 }
 
