@@ -69,14 +69,19 @@ void print_summary(const TraceReader& r, bool per_layer) {
     // Op counts, read in blocks.
     std::array<int64_t, kNumCacheOps> ops{};
     constexpr int64_t kBlock = 1 << 18;
-    for (int64_t b = 0; b < info.n_events; b += kBlock)
-        for (const auto& e : r.event_rows(b, std::min(info.n_events, b + kBlock)))
-            ++ops[static_cast<size_t>(e.op)];
-    std::printf("events:   ");
-    for (int k = 0; k < kNumCacheOps; ++k)
-        std::printf(" %s %lld", cache_op_name(static_cast<CacheOp>(k)),
-                    static_cast<long long>(ops[static_cast<size_t>(k)]));
-    std::printf("\n");
+    try {
+        for (int64_t b = 0; b < info.n_events; b += kBlock)
+            for (const auto& e : r.event_rows(b, std::min(info.n_events, b + kBlock)))
+                ++ops[static_cast<size_t>(e.op)];
+        std::printf("events:   ");
+        for (int k = 0; k < kNumCacheOps; ++k)
+            std::printf(" %s %lld", cache_op_name(static_cast<CacheOp>(k)),
+                        static_cast<long long>(ops[static_cast<size_t>(k)]));
+        std::printf("\n");
+    } catch (const InputError& e) {
+        // Damaged contents: say so here; the validation below lists every problem.
+        std::printf("events:    unreadable (%s)\n", e.problem().c_str());
+    }
     if (info.n_steps > 0) {
         int64_t n = std::min<int64_t>(info.n_steps, 16);
         auto toks = r.tokens(info.n_prompt_tokens, info.n_prompt_tokens + n);

@@ -73,7 +73,7 @@ Engine::Engine(const Model& model, Backend& backend, EngineOptions opts)
     s_ = std::make_unique<Scratch>();
     inv_freq_ = rope_inv_freq(sp);
     cache_ = make_engine_cache(sp);
-    install_rotate(*cache_, sp, inv_freq_);
+    install_rotate(*cache_, sp, inv_freq_, false);
 }
 
 Engine::~Engine() {
@@ -97,6 +97,7 @@ void Engine::set_policy(Policy* policy) {
         req_.query_absmax = req_.query_absmax || nd.query_absmax;
         cache_->set_store_prerope(nd.prerope_keys);
     }
+    install_rotate(*cache_, spec(), inv_freq_, wants_control());
 }
 
 std::vector<float> Engine::prefill(const std::vector<int32_t>& ids) {
@@ -185,6 +186,7 @@ std::vector<float> Engine::forward(const int32_t* ids, int64_t n, bool is_prefil
             backend_.rmsnorm(qh, L.q_norm, eps, qh);
             backend_.rmsnorm(kh, L.k_norm, eps, kh);
         }
+        if (wants_control()) extract_control(n);
         if (wants_prerope()) {
             s.k_prerope.resize(static_cast<size_t>(n * sp.kv_dim()));
             s.q_prerope.resize(static_cast<size_t>(n * sp.q_dim()));
@@ -193,6 +195,7 @@ std::vector<float> Engine::forward(const int32_t* ids, int64_t n, bool is_prefil
         }
         backend_.rope(q3, s.positions.data(), inv_freq_.data(), pairs);
         backend_.rope(k3, s.positions.data(), inv_freq_.data(), pairs);
+        if (wants_control()) zero_control(n);
         attention_layer(l, n, is_prefill);
         backend_.matmul(att2, L.wo, L.has_o_bias ? &L.bo : nullptr, o);
         backend_.add_inplace(x, o);

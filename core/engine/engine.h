@@ -24,11 +24,11 @@ class Policy;
 
 // What prefill must compute besides logits. The policy's needs are OR-ed in by set_policy().
 struct StatsRequest {
-    bool colsum = false;      // column sums of the prompt attention, per query head
-    int64_t window = 0;       // last `window` query rows of the prompt attention, per query head
-    bool key_norms = false;   // L2 norm of every cached (post-RoPE) key, per KV head
-    bool step_rows = false;   // each decode step's attention row, per query head
-    bool all_logits = false;  // logits of every prompt position (kvscope logits)
+    bool colsum = false;        // column sums of the prompt attention, per query head
+    int64_t window = 0;         // last `window` query rows of the prompt attention, per query head
+    bool key_norms = false;     // L2 norm of every cached (post-RoPE) key, per KV head
+    bool step_rows = false;     // each decode step's attention row, per query head
+    bool all_logits = false;    // logits of every prompt position (kvscope logits)
     bool query_absmax = false;  // per KV head and channel: max |q| over the prompt rows and the
                                 // group's query heads, post-RoPE (MiKV channel balancing)
 };
@@ -40,10 +40,11 @@ struct EngineOptions {
 
 // Prefill statistics of one layer. Index h is the query head, g the KV head; n = prompt length.
 struct LayerPrefillStats {
-    std::vector<std::vector<float>> colsum;    // [H][n]   sum over prompt rows of softmax probs
-    std::vector<std::vector<float>> window;    // [H][w*n] last w rows, row-major
-    int64_t window_rows = 0;                   // w actually computed (min(window, n))
-    std::vector<std::vector<float>> key_norm;  // [H_kv][n] ||k_j||_2 of post-RoPE keys
+    std::vector<std::vector<float>> colsum;        // [H][n]   sum over prompt rows of softmax probs
+    std::vector<std::vector<float>> window;        // [H][w*n] last w rows, row-major
+    int64_t window_rows = 0;                       // w actually computed (min(window, n))
+    std::vector<std::vector<float>> key_norm;      // [H_kv][n] ||k_j||_2 of post-RoPE keys
+    std::vector<std::vector<float>> control;       // [H_kv][n*(1+g)] raw k[d-1], q_0..q_{g-1}[d-1]
     std::vector<std::vector<float>> query_absmax;  // [H_kv][d] see StatsRequest::query_absmax
 };
 
@@ -92,6 +93,9 @@ class Engine {
     void attention_layer(int64_t l, int64_t n, bool is_prefill);
     // Policy hooks (engine_policy_hooks.cpp).
     bool wants_prerope() const;
+    bool wants_control() const;
+    void extract_control(int64_t n);  // DMC decision neuron: record raw values, zero channel d-1
+    void zero_control(int64_t n);     // zero channel d-1 of q and k again after RoPE
     void policy_after_prefill();
     bool policy_on_append(int64_t l, int64_t g, const float* k, const float* v, const float* k_pre,
                           const float* q_pre, int64_t pos);

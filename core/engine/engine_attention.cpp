@@ -85,6 +85,16 @@ void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
     args.stats = pstats;
     backend_.attention(args);
 
+    if (is_prefill && wants_control()) {
+        // Per KV head, token-major [n, 1 + g] of the raw decision-neuron values (HeadScores).
+        LayerPrefillStats& ps = prefill_stats_[static_cast<size_t>(l)];
+        const int64_t c = 1 + H / G;
+        ps.control.assign(static_cast<size_t>(G), std::vector<float>(static_cast<size_t>(n * c)));
+        for (int64_t i = 0; i < n; ++i)
+            for (int64_t g = 0; g < G; ++g)
+                std::copy_n(s.control.data() + (i * G + g) * c, c,
+                            ps.control[static_cast<size_t>(g)].data() + i * c);
+    }
     if (is_prefill && req_.query_absmax) {
         LayerPrefillStats& ps = prefill_stats_[static_cast<size_t>(l)];
         std::vector<float> qh(static_cast<size_t>(n * H * d));

@@ -9,10 +9,11 @@ std::unique_ptr<KVCache> make_engine_cache(const ModelSpec& spec) {
     return std::make_unique<KVCache>(spec.n_layers, spec.n_kv_heads, spec.head_dim, elem);
 }
 
-void install_rotate(KVCache& cache, const ModelSpec& spec, const std::vector<float>& inv_freq) {
+void install_rotate(KVCache& cache, const ModelSpec& spec, const std::vector<float>& inv_freq,
+                    bool zero_last) {
     const bool half = spec.rope.style == RopeStyle::half;
     const int64_t d = spec.head_dim;
-    cache.set_rotate([half, d, inv_freq](float* k, int64_t pos) {
+    cache.set_rotate([half, d, inv_freq, zero_last](float* k, int64_t pos) {
         // Same arithmetic as kernels/cpu rope(): fp32 angle, pairs by style.
         for (int64_t i = 0; i < d / 2; ++i) {
             const float ang = static_cast<float>(pos) * inv_freq[static_cast<size_t>(i)];
@@ -22,6 +23,7 @@ void install_rotate(KVCache& cache, const ModelSpec& spec, const std::vector<flo
             k[a] = x0 * c - x1 * s;
             k[b] = x1 * c + x0 * s;
         }
+        if (zero_last) k[d - 1] = 0.0f;
     });
 }
 

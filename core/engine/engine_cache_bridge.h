@@ -15,7 +15,9 @@ namespace kvscope {
 // byte accounting.
 std::unique_ptr<KVCache> make_engine_cache(const ModelSpec& spec);
 // Gives the cache the model's RoPE, for merges that re-rotate pre-RoPE keys (DMC).
-void install_rotate(KVCache& cache, const ModelSpec& spec, const std::vector<float>& inv_freq);
+// zero_last: DMC checkpoints zero the decision channel d-1 after rotation too.
+void install_rotate(KVCache& cache, const ModelSpec& spec, const std::vector<float>& inv_freq,
+                    bool zero_last);
 // The attention op's view of one (layer, KV head).
 KVHeadView head_view(const KVCache& cache, int64_t layer, int64_t head);
 

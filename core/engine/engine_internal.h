@@ -23,6 +23,7 @@ struct Engine::Scratch {
     std::vector<int64_t> positions;
     std::vector<float> k_prerope;  // [n, G, d] pre-RoPE keys (DMC)
     std::vector<float> q_prerope;  // [n, H, d] pre-RoPE queries (DMC)
+    std::vector<float> control;    // [n, G, 1 + g] raw channel d-1 of k, then of the group's q
 };
 
 }  // namespace kvscope

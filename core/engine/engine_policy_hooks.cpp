@@ -6,6 +6,7 @@
 
 #include "core/cache/kv_cache.h"
 #include "core/engine/engine.h"
+#include "core/engine/engine_internal.h"
 #include "core/policies/plan.h"
 #include "core/policies/policy.h"
 
@@ -29,6 +30,43 @@ bool Engine::wants_prerope() const {
     if (!policy_) return false;
     const PolicyNeeds nd = policy_->needs();
     return nd.prerope_keys || nd.queries;
+}
+
+bool Engine::wants_control() const {
+    return policy_ && policy_->needs().control_neuron;
+}
+
+void Engine::extract_control(int64_t n) {
+    // DMC: channel d-1 of the pre-RoPE k (and of the group's q) is the decision neuron. Record
+    // its raw value per token and KV head, then zero it so attention never sees it.
+    const ModelSpec& sp = spec();
+    const int64_t G = sp.n_kv_heads, H = sp.n_heads, g = sp.group_size(), d = sp.head_dim;
+    float* k = static_cast<float*>(s_->k.data);  // [n, G, d]
+    float* q = static_cast<float*>(s_->q.data);  // [n, H, d]
+    s_->control.assign(static_cast<size_t>(n * G * (1 + g)), 0.0f);
+    for (int64_t i = 0; i < n; ++i)
+        for (int64_t kv = 0; kv < G; ++kv) {
+            float* c = s_->control.data() + (i * G + kv) * (1 + g);
+            float& kl = k[(i * G + kv) * d + d - 1];
+            c[0] = kl;
+            kl = 0.0f;
+            for (int64_t j = 0; j < g; ++j) {
+                float& ql = q[(i * H + kv * g + j) * d + d - 1];
+                c[1 + j] = ql;
+                ql = 0.0f;
+            }
+        }
+}
+
+void Engine::zero_control(int64_t n) {
+    const ModelSpec& sp = spec();
+    const int64_t G = sp.n_kv_heads, H = sp.n_heads, d = sp.head_dim;
+    float* k = static_cast<float*>(s_->k.data);
+    float* q = static_cast<float*>(s_->q.data);
+    for (int64_t i = 0; i < n; ++i) {
+        for (int64_t kv = 0; kv < G; ++kv) k[(i * G + kv) * d + d - 1] = 0.0f;
+        for (int64_t h = 0; h < H; ++h) q[(i * H + h) * d + d - 1] = 0.0f;
+    }
 }
 
 void Engine::policy_after_prefill() {
@@ -61,6 +99,7 @@ void Engine::policy_after_prefill() {
             }
             hs.window_rows = w;
             if (!ps.key_norm.empty()) hs.key_norms = ps.key_norm[static_cast<size_t>(kv)];
+            if (!ps.control.empty()) hs.control = ps.control[static_cast<size_t>(kv)];
             if (!ps.query_absmax.empty())
                 hs.query_absmax = ps.query_absmax[static_cast<size_t>(kv)];
             if (nd.keys)
@@ -91,6 +130,10 @@ bool Engine::policy_on_append(int64_t l, int64_t g, const float* k, const float*
     if (k_pre) ctx.k_prerope = std::span<const float>(k_pre, d);
     if (q_pre)
         ctx.queries = std::span<const float>(q_pre, d * static_cast<size_t>(sp.group_size()));
+    if (wants_control() && !s_->control.empty()) {  // decode: one token, so index kv head only
+        const size_t c = static_cast<size_t>(1 + sp.group_size());
+        ctx.control = std::span<const float>(s_->control.data() + static_cast<size_t>(g) * c, c);
+    }
     ctx.cache = cache_.get();
     const AppendDecision dec = policy_->on_append(ctx);
     apply_append(dec, *cache_, l, g, k, v, pos, cache_->store_prerope() ? k_pre : nullptr);

@@ -98,9 +98,8 @@ TEST_P(GoldenVariant, GreedyContinuationMatchesHf) {
         }
         EXPECT_EQ(got, want) << name;
         // The full cache holds every token: prompt + generated.
-        EXPECT_EQ(engine.cache().total_slots(),
-                  static_cast<int64_t>(ids.size() + want.size()) * model->spec.n_layers *
-                      model->spec.n_kv_heads);
+        EXPECT_EQ(engine.cache().total_slots(), static_cast<int64_t>(ids.size() + want.size()) *
+                                                    model->spec.n_layers * model->spec.n_kv_heads);
     }
 }
 

@@ -21,7 +21,8 @@ namespace fs = std::filesystem;
 TEST(Llama2cRoundTrip, ConvertedCheckpointGivesHfGreedyTokens) {
     const fs::path golden = fs::path(KVSCOPE_SOURCE_DIR) / "tests" / "golden";
     auto hf = load_model(golden / "models" / "llama2");
-    const fs::path out = fs::temp_directory_path() / ("kvscope_l2c_" + std::to_string(::getpid()) + ".bin");
+    const fs::path out =
+        fs::temp_directory_path() / ("kvscope_l2c_" + std::to_string(::getpid()) + ".bin");
     export_llama2c(*hf, out);
     auto l2c = load_model(out);
     EXPECT_EQ(l2c->format, ModelFormat::llama2c);

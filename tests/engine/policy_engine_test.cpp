@@ -44,8 +44,8 @@ TEST(PolicyEngine, GenerousBudgetEqualsFullCache) {
     const auto ids = prompt_ids(40, static_cast<int>(model->spec.vocab_size));
     Engine full(*model, *be);
     const auto ref = run_steps(full, ids, 5);
-    for (const std::string name : {"streaming_llm", "h2o", "tova", "snapkv", "pyramidkv", "knorm", "d2o",
-                                   "dynamickv", "mikv"}) {
+    for (const std::string name : {"streaming_llm", "h2o", "tova", "snapkv", "pyramidkv", "knorm",
+                                   "d2o", "dynamickv", "mikv"}) {
         Budget b;
         b.tokens = 1000;  // more than prompt + generated
         auto policy = make_policy(name, b);
@@ -54,7 +54,8 @@ TEST(PolicyEngine, GenerousBudgetEqualsFullCache) {
         const auto got = run_steps(e, ids, 5);
         for (size_t s = 0; s < ref.size(); ++s)
             for (size_t i = 0; i < ref[s].size(); ++i)
-                ASSERT_NEAR(got[s][i], ref[s][i], 1e-5f) << name << " step " << s;  // identical math
+                ASSERT_NEAR(got[s][i], ref[s][i], 1e-5f)
+                    << name << " step " << s;  // identical math
         EXPECT_EQ(e.cache().total_slots(), full.cache().total_slots()) << name;
     }
 }
@@ -79,7 +80,8 @@ TEST(PolicyEngine, TightBudgetsBoundTheCache) {
                 // knorm skips layers 0 and 1 by default (full cache there).
                 if (name == "knorm" && l < 2) continue;
                 const int64_t limit = oneshot ? B + steps : B;
-                EXPECT_LE(e.cache().n_slots(l, h), limit) << name << " layer " << l << " head " << h;
+                EXPECT_LE(e.cache().n_slots(l, h), limit)
+                    << name << " layer " << l << " head " << h;
                 EXPECT_GE(e.cache().n_slots(l, h), std::min<int64_t>(B, 1)) << name;
             }
         EXPECT_EQ(e.cache().check_consistency(), "") << name;
@@ -103,6 +105,48 @@ TEST(PolicyEngine, EveryRegisteredPolicyRuns) {
         for (const auto& row : out)
             for (float x : row) ASSERT_TRUE(std::isfinite(x)) << name;
         EXPECT_EQ(e.cache().check_consistency(), "") << name;
+    }
+}
+
+}  // namespace
+}  // namespace kvscope
+
+namespace kvscope {
+namespace {
+
+// DMC checkpoint mode through the engine: the decision neuron (channel d-1 of pre-RoPE k) is read
+// raw. With init_val far below every value, alpha = 1 everywhere: each head's prompt collapses
+// into one slot, and every decode token joins the slot the first decode token opened. With
+// init_val far above, alpha = 0: no merge, every token keeps its slot (but the channel is still
+// zeroed, so logits differ from the unmodified model).
+TEST(PolicyEngine, DmcCheckpointReadsTheDecisionNeuron) {
+    auto model = fixture();
+    auto be = make_cpu_backend(2);
+    const auto ids = prompt_ids(30, static_cast<int>(model->spec.vocab_size));
+    const int steps = 5;
+    {
+        auto policy = make_policy("dmc", Budget{}, {"mode=checkpoint", "init_val=-1000"});
+        Engine e(*model, *be);
+        e.set_policy(policy.get());
+        run_steps(e, ids, steps);
+        for (int64_t l = 0; l < model->spec.n_layers; ++l)
+            for (int64_t h = 0; h < model->spec.n_kv_heads; ++h)
+                EXPECT_EQ(e.cache().n_slots(l, h), 2) << "layer " << l << " head " << h;
+        EXPECT_EQ(e.cache().check_consistency(), "");
+    }
+    {
+        auto policy = make_policy("dmc", Budget{}, {"mode=checkpoint", "init_val=1000"});
+        Engine e(*model, *be);
+        e.set_policy(policy.get());
+        const auto got = run_steps(e, ids, steps);
+        EXPECT_EQ(e.cache().total_slots(),
+                  (30 + steps) * model->spec.n_layers * model->spec.n_kv_heads);
+        Engine full(*model, *be);
+        const auto ref = run_steps(full, ids, 0);
+        double diff = 0;
+        for (size_t i = 0; i < ref[0].size(); ++i)
+            diff = std::max(diff, double(std::abs(ref[0][i] - got[0][i])));
+        EXPECT_GT(diff, 1e-6);  // channel d-1 zeroed: the model is not the unmodified one
     }
 }
 
