@@ -106,7 +106,10 @@ void HeadHistory::apply_step(std::span<const trace::EventRecord> events) {
                 c.step = step;
                 c.state = TokenCacheState::kMerged;
                 c.weight = events[k].weight;
-                const int64_t into = slot_position(events[k].destination);
+                // Prefer the recorded destination position; older traces only have the slot.
+                const int64_t into = events[k].dst_position >= 0
+                                         ? events[k].dst_position
+                                         : slot_position(events[k].destination);
                 c.into = into >= 0 && into != events[k].position ? static_cast<int32_t>(into) : -1;
                 push_change(events[k].position, c);
             }

@@ -10,10 +10,10 @@
 //   per-step       [S] counts after each step: appended, held, Σ bits held, merged, evicted
 // A token has ~2 changes (append, then evict / merge / quantise), so memory is ~50 bytes/token.
 //
-// Merge destinations are recorded as cache *slots*; the slot is resolved to a token position
-// assuming slots are ordered by position (append at the end, removals keep the order), after the
-// sources of a run of consecutive merge events are removed. Anything that does not resolve to a
-// held position is left unknown (-1).
+// Merge destinations: the event's dst_position when recorded; otherwise (traces without it) the
+// destination *slot* is resolved to a position assuming slots are ordered by position (append at
+// the end, removals keep the order), after the sources of a run of consecutive merge events are
+// removed. Anything that does not resolve is left unknown (-1).
 #include <cmath>
 #include <cstdint>
 #include <span>

@@ -273,7 +273,9 @@ void write_synthetic_trace(trace::TraceWriter& writer, const SyntheticSpec& spec
     const float kNaN = std::nanf("");
     auto event = [&](int32_t step, int32_t l, int32_t h, CacheOp op, int64_t pos, int64_t dest, float weight,
                      float sim, float thr, int8_t bits) {
-        return EventRecord{step, l, h, op, static_cast<int32_t>(pos), static_cast<int32_t>(dest), weight, sim, thr, bits};
+        EventRecord e{step, l, h, op, static_cast<int32_t>(pos), static_cast<int32_t>(dest), weight, sim, thr, bits};
+        if (op == CacheOp::kAppend) e.slot = static_cast<int32_t>(dest);
+        return e;
     };
     // Rank of `pos` among held positions (its slot), skipping `excluded` (sorted).
     auto slot_of = [](const HeadCache& hc, int64_t pos) {
@@ -360,6 +362,7 @@ void write_synthetic_trace(trace::TraceWriter& writer, const SyntheticSpec& spec
                         const float w = sims[i];
                         ev.push_back(event(st, l, h, CacheOp::kMerge, targets[i].first, dst, w, sims[i],
                                            static_cast<float>(hc.threshold), 0));
+                        ev.back().dst_position = static_cast<int32_t>(targets[i].second);
                     }
                     for (int64_t e : evict) {
                         if (hc.bits[static_cast<size_t>(e)] == 0) continue;
@@ -413,6 +416,7 @@ void write_synthetic_trace(trace::TraceWriter& writer, const SyntheticSpec& spec
                         if (target >= 0 && sim >= hc.threshold) {
                             ev.push_back(event(st, l, h, CacheOp::kMerge, victim, slot_of(hc, target), sim, sim,
                                                static_cast<float>(hc.threshold), 0));
+                            ev.back().dst_position = static_cast<int32_t>(target);
                         } else {
                             ev.push_back(event(st, l, h, CacheOp::kEvict, victim, -1, kNaN, kNaN,
                                                static_cast<float>(hc.threshold), 0));

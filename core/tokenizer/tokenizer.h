@@ -1,8 +1,4 @@
 #pragma once
-// >>> NOTE FROM THE LEAD (delete this note when done) <<<
-// 06:40: the lead wrote core/tokenizer/sentencepiece_tokenizer.cpp and llama2c_tokenizer.cpp
-// (implementing tokenizer_factories.h) to unblock the kvscope link. The tokenizer helper may
-// improve them and owns their tests (tests/tokenizer/).
 // Tokenizers: byte-level BPE and SentencePiece-style BPE from tokenizer.json, tokenizer.model via
 // libsentencepiece, and llama2.c tokenizer.bin. Encode/decode match the reference libraries
 // (HF tokenizers, sentencepiece) exactly on the golden strings in tests/golden/.

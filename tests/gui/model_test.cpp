@@ -92,6 +92,15 @@ TEST(HeadHistory, MergeDestinationsResolveSlotsToPositions) {
     EXPECT_FLOAT_EQ(m4.weight, 0.25f);
 }
 
+TEST(HeadHistory, RecordedDestinationPositionWinsOverTheSlot) {
+    HeadHistory h(0, 0);
+    std::vector<EventRecord> s0 = {ev(0, CacheOp::kAppend, 0, 0), ev(0, CacheOp::kAppend, 1, 1),
+                                   ev(0, CacheOp::kAppend, 2, 2), ev(0, CacheOp::kMerge, 1, 0, 0.5f, 0)};
+    s0.back().dst_position = 2;  // the slot (0) would say position 0
+    h.apply_step(s0);
+    EXPECT_EQ(h.state_at(1, 0).into, 2);
+}
+
 TEST(HeadHistory, CountsPerStep) {
     const HeadHistory h = hand_made_history();
     // After step 0: held 0 (16), 1 (16), 3 (4) -> 3 tokens, 36 bits; 6 seen, 2 merged, 1 evicted.
@@ -180,6 +189,7 @@ TEST_F(SampleTraceTest, HistoriesAgreeWithReaderTokenStates) {
                     }
                     if (c.state == TokenCacheState::kMerged) {
                         EXPECT_FLOAT_EQ(c.weight, states[t].weight);
+                        EXPECT_EQ(c.into, states[t].merged_into);
                     }
                     ++compared;
                 }
