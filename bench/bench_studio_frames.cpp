@@ -101,6 +101,7 @@ int main(int argc, char** argv) {
         const views::TraceSummary& s = model.summary();
         std::printf("open: %.1f ms (%d layers x %d heads, %lld tokens, %lld steps)\n\n", open_ms, s.n_layers,
                     s.n_heads, static_cast<long long>(s.n_tokens), static_cast<long long>(s.n_steps));
+        std::fflush(stdout);
         std::printf("%-20s %-10s %10s %10s %10s %10s %10s %10s\n", "view", "heads", "load ms", "first ms",
                     "steady med", "steady p95", "scrub med", "scrub p95");
         CopyTextureHost textures;
@@ -132,8 +133,10 @@ int main(int argc, char** argv) {
                 const Stats a = stats(steady);
                 const Stats b = stats(scrub);
                 all_within = all_within && a.p95 <= 8.0 && b.p95 <= 8.0;
-                std::printf("%-20s %-10s %10.1f %10.2f %10.2f %10.2f %10.2f %10.2f\n", view->id(),
+                std::fflush(stdout);
+        std::printf("%-20s %-10s %10.1f %10.2f %10.2f %10.2f %10.2f %10.2f\n", view->id(),
                             head < 0 ? "all" : "one", load, first, a.median, a.p95, b.median, b.p95);
+                std::fflush(stdout);
             }
         }
         std::printf("\nhistory cache: %.1f MB; frame target 8 ms (p95): %s\n",

@@ -150,7 +150,7 @@ void Canvas::circle(ImVec2 centre, float radius, ImU32 fill) {
 }
 
 void Canvas::bezier(ImVec2 p0, ImVec2 p1, ImVec2 p2, ImVec2 p3, ImU32 stroke, float thickness) {
-    dl_->AddBezierCubic(p0, p1, p2, p3, stroke, thickness, 16);
+    dl_->AddBezierCubic(p0, p1, p2, p3, stroke, thickness, 10);
     if (svg_) svg_->bezier(p0, p1, p2, p3, stroke, thickness);
 }
 

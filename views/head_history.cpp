@@ -59,6 +59,7 @@ void HeadHistory::push_change(int64_t token, const CacheChange& c) {
     const int32_t index = static_cast<int32_t>(changes_.size());
     changes_.push_back(c);
     changes_.back().next = -1;
+    changes_.back().token = static_cast<int32_t>(token);
     const size_t t = static_cast<size_t>(token);
     if (last_[t] >= 0) {
         changes_[static_cast<size_t>(last_[t])].next = index;
@@ -71,6 +72,7 @@ void HeadHistory::push_change(int64_t token, const CacheChange& c) {
 
 void HeadHistory::apply_step(std::span<const trace::EventRecord> events) {
     const int32_t step = static_cast<int32_t>(steps());
+    step_begin_.push_back(static_cast<int32_t>(changes_.size()));
     auto current = [&](int64_t token) -> CacheChange {
         const int32_t li = last_[static_cast<size_t>(token)];
         return li >= 0 ? changes_[static_cast<size_t>(li)] : CacheChange{};
@@ -185,7 +187,8 @@ std::vector<CacheChange> HeadHistory::changes(int64_t token) const {
 
 size_t HeadHistory::memory_bytes() const {
     return sizeof(*this) + changes_.capacity() * sizeof(CacheChange) +
-           (first_.capacity() + last_.capacity() + fenwick_.capacity()) * sizeof(int32_t) +
+           (first_.capacity() + last_.capacity() + fenwick_.capacity() + step_begin_.capacity()) *
+               sizeof(int32_t) +
            (appended_.capacity() + held_.capacity() + held_bits_.capacity() +
             merged_.capacity() + evicted_.capacity()) *
                sizeof(int64_t);

@@ -5,7 +5,8 @@
 //
 // Layout (tokens T, changes C, steps S):
 //   changes_ [C]   every state change, in event order; per token a singly linked list
-//                  (first_[t] -> next -> ...), in step order because steps are applied in order
+//                  (first_[t] -> next -> ...), in step order because steps are applied in order;
+//                  the changes of step s are the range [step_begin_[s], step_begin_[s+1])
 //   first_/last_   [T] index of the token's first / last change, -1 when none yet
 //   per-step       [S] counts after each step: appended, held, Σ bits held, merged, evicted
 // A token has ~2 changes (append, then evict / merge / quantise), so memory is ~50 bytes/token.
@@ -17,6 +18,7 @@
 #include <cmath>
 #include <cstdint>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "traces/trace_reader.h"
@@ -31,6 +33,7 @@ struct CacheChange {
     int32_t step = -1;                               // step whose events made the change
     int32_t next = -1;                               // next change of the same token, -1 = last
     int32_t into = -1;                               // kMerged: position merged into, -1 unknown
+    int32_t token = -1;                              // the token that changed
     float weight = std::nanf("");                    // kMerged: weight of the source
     TokenCacheState state = TokenCacheState::kAbsent;
     int8_t bits = 0;                                 // precision while held, 0 when not held
@@ -64,6 +67,14 @@ public:
         return token >= 0 && token < tokens() ? first_[static_cast<size_t>(token)] : -1;
     }
     const CacheChange& change(int32_t index) const { return changes_[static_cast<size_t>(index)]; }
+    // Indices [first, second) into change() of the changes made by `step` (empty out of range):
+    // what a view showing step a must redraw to show step b.
+    std::pair<int32_t, int32_t> step_changes(int64_t step) const {
+        if (step < 0 || step >= steps()) return {0, 0};
+        const size_t s = static_cast<size_t>(step);
+        return {step_begin_[s], s + 1 < step_begin_.size() ? step_begin_[s + 1]
+                                                           : static_cast<int32_t>(changes_.size())};
+    }
 
     // Counts after `step` (clamped to the applied range; 0 before any step).
     int64_t appended(int64_t step) const { return at(appended_, step); }
@@ -92,6 +103,7 @@ private:
     std::vector<int32_t> first_;
     std::vector<int32_t> last_;
     std::vector<CacheChange> changes_;
+    std::vector<int32_t> step_begin_;  // [S] first change of each step
     std::vector<int32_t> fenwick_;  // 1-based, size = capacity + 1
     int64_t slots_held_ = 0;
 

@@ -13,6 +13,9 @@ HeadlessImGui::HeadlessImGui(float width, float height) : size_(width, height) {
     io.LogFilename = nullptr;
     io.DisplaySize = size_;
     io.DeltaTime = 1.0f / 60.0f;
+    // As the OpenGL 3 backend does: big draw lists are split instead of overflowing 16-bit
+    // indices.
+    io.BackendFlags |= ImGuiBackendFlags_RendererHasVtxOffset;
     unsigned char* pixels = nullptr;
     int w = 0, h = 0;
     io.Fonts->AddFontDefault();

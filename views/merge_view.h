@@ -18,7 +18,7 @@ public:
         int32_t target = -1;  // -1 = destination unknown
         float weight = 0.0f;
     };
-    static constexpr size_t kMaxArcs = 4000;
+    static constexpr size_t kMaxArcs = 1500;
 
     const char* id() const override { return "merges"; }
     const char* title() const override { return "Merges"; }

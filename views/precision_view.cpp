@@ -8,6 +8,8 @@ namespace kvscope::views {
 void PrecisionView::reset() {
     axis_ = TokenAxis();
     key_ = Key();
+    built_step_ = -1;
+    histories_.clear();
 }
 
 ImVec2 PrecisionView::point_of(int32_t layer, int64_t token) const {
@@ -16,52 +18,114 @@ ImVec2 PrecisionView::point_of(int32_t layer, int64_t token) const {
                   plot_.min.y + rh * (static_cast<float>(layer) + 0.5f));
 }
 
+void PrecisionView::compose(int32_t layer, int x, const Theme& theme) {
+    float rgb[3] = {0, 0, 0};
+    int count = 0;
+    bool missing = false;
+    for (int hi = 0; hi < heads_used_; ++hi) {
+        const size_t base = ((static_cast<size_t>(layer) * heads_used_ + hi) * columns_ + x) * samples_;
+        for (int k = 0; k < samples_; ++k) {
+            const uint32_t c = sample_colour_[base + static_cast<size_t>(k)];
+            if (c == kNoSample) continue;
+            if (c == kMissing) {
+                missing = true;
+                continue;
+            }
+            rgb[0] += static_cast<float>((c >> IM_COL32_R_SHIFT) & 0xFF);
+            rgb[1] += static_cast<float>((c >> IM_COL32_G_SHIFT) & 0xFF);
+            rgb[2] += static_cast<float>((c >> IM_COL32_B_SHIFT) & 0xFF);
+            ++count;
+        }
+    }
+    raster_.row(layer)[x] =
+        count == 0 ? (missing ? theme.missing : theme.panel)
+                   : IM_COL32(static_cast<int>(rgb[0] / static_cast<float>(count)),
+                              static_cast<int>(rgb[1] / static_cast<float>(count)),
+                              static_cast<int>(rgb[2] / static_cast<float>(count)), 255);
+}
+
 void PrecisionView::rebuild(const ViewContext& ctx, int width) {
     const TraceModel& model = ctx.model;
     const TraceSummary& s = model.summary();
     const Theme& theme = ctx.theme;
     const int64_t step = ctx.state.step;
-    raster_.resize(width, layers_);
+    heads_used_ = ctx.state.head >= 0 ? 1 : std::max(s.n_heads, 1);
+    const int64_t per_column = static_cast<int64_t>(layers_) * heads_used_;
+    columns_ = static_cast<int>(std::min<int64_t>(width, std::max<int64_t>(kMaxLookups / per_column, 64)));
+    samples_ = static_cast<int>(std::clamp<int64_t>(kMaxLookups / (per_column * columns_), 1,
+                                                   kSamplesPerColumn));
+    raster_.resize(columns_, layers_);
+    histories_.assign(static_cast<size_t>(per_column), nullptr);
     for (int32_t l = 0; l < layers_; ++l) {
-        HeadSet heads;
-        if (ctx.state.head >= 0) {
-            heads.push_back(model.history(l, ctx.state.head, Load::kLater));
-        } else {
-            heads = layer_heads(model, l, Load::kLater);
-        }
-        uint32_t* row = raster_.row(l);
-        for (int x = 0; x < width; ++x) {
-            const auto [t0, t1] = axis_.column_tokens(x, width, s.n_tokens);
-            if (t0 >= t1) {
-                row[x] = theme.panel;
-                continue;
-            }
-            // Mean colour over up to kSamplesPerColumn evenly spread tokens and the heads.
-            const int64_t n = t1 - t0;
-            const int samples = static_cast<int>(std::min<int64_t>(n, kSamplesPerColumn));
-            float rgb[3] = {0, 0, 0};
-            int count = 0;
-            bool missing = false;
-            for (int k = 0; k < samples; ++k) {
-                const int64_t t = t0 + (n * k) / samples;
-                for (const auto& h : heads) {
-                    if (!h) {
-                        missing = true;
-                        continue;
-                    }
-                    const ImU32 c = theme.state_color(h->state_at(t, step));
-                    rgb[0] += static_cast<float>((c >> IM_COL32_R_SHIFT) & 0xFF);
-                    rgb[1] += static_cast<float>((c >> IM_COL32_G_SHIFT) & 0xFF);
-                    rgb[2] += static_cast<float>((c >> IM_COL32_B_SHIFT) & 0xFF);
-                    ++count;
-                }
-            }
-            row[x] = count == 0 ? (missing ? theme.missing : theme.panel)
-                                : IM_COL32(static_cast<int>(rgb[0] / static_cast<float>(count)),
-                                           static_cast<int>(rgb[1] / static_cast<float>(count)),
-                                           static_cast<int>(rgb[2] / static_cast<float>(count)), 255);
+        for (int hi = 0; hi < heads_used_; ++hi) {
+            const int32_t h = ctx.state.head >= 0 ? ctx.state.head : hi;
+            histories_[static_cast<size_t>(l) * heads_used_ + hi] = model.history(l, h, Load::kLater);
         }
     }
+    // Sampled tokens: up to samples_ evenly spread over the tokens of each column.
+    sample_token_.assign(static_cast<size_t>(columns_) * samples_, -1);
+    int64_t first = -1, last = -1;
+    for (int x = 0; x < columns_; ++x) {
+        const auto [t0, t1] = axis_.column_tokens(x, columns_, s.n_tokens);
+        const int64_t n = t1 - t0;
+        const int k_max = static_cast<int>(std::min<int64_t>(n, samples_));
+        for (int k = 0; k < k_max; ++k) {
+            const int64_t t = t0 + (n * k) / k_max;
+            sample_token_[static_cast<size_t>(x) * samples_ + k] = t;
+            first = first < 0 ? t : std::min(first, t);
+            last = std::max(last, t);
+        }
+    }
+    slot_base_ = std::max<int64_t>(first, 0);
+    token_slot_.assign(static_cast<size_t>(std::max<int64_t>(last - slot_base_ + 1, 0)), -1);
+    for (size_t i = 0; i < sample_token_.size(); ++i) {
+        if (sample_token_[i] >= 0) token_slot_[static_cast<size_t>(sample_token_[i] - slot_base_)] = static_cast<int32_t>(i);
+    }
+    sample_colour_.assign(static_cast<size_t>(per_column) * sample_token_.size(), kNoSample);
+    for (int32_t l = 0; l < layers_; ++l) {
+        for (int hi = 0; hi < heads_used_; ++hi) {
+            const HeadHistory* h = histories_[static_cast<size_t>(l) * heads_used_ + hi].get();
+            const size_t base = (static_cast<size_t>(l) * heads_used_ + hi) * sample_token_.size();
+            for (size_t i = 0; i < sample_token_.size(); ++i) {
+                if (sample_token_[i] < 0) continue;
+                sample_colour_[base + i] = h ? theme.state_color(h->state_at(sample_token_[i], step)) : kMissing;
+            }
+        }
+        for (int x = 0; x < columns_; ++x) compose(l, x, theme);
+    }
+    dirty_.assign(static_cast<size_t>(layers_) * columns_, 0);
+    built_step_ = step;
+    raster_.mark_dirty();
+}
+
+void PrecisionView::update_step(const ViewContext& ctx, int64_t from, int64_t to) {
+    const Theme& theme = ctx.theme;
+    const int64_t lo = std::min(from, to) + 1;
+    const int64_t hi_step = std::max(from, to);
+    for (int32_t l = 0; l < layers_; ++l) {
+        for (int hi = 0; hi < heads_used_; ++hi) {
+            const HeadHistory* h = histories_[static_cast<size_t>(l) * heads_used_ + hi].get();
+            if (!h) continue;
+            const size_t base = (static_cast<size_t>(l) * heads_used_ + hi) * sample_token_.size();
+            for (int64_t st = lo; st <= hi_step; ++st) {
+                const auto [b, e] = h->step_changes(st);
+                for (int32_t i = b; i < e; ++i) {
+                    const int64_t t = h->change(i).token - slot_base_;
+                    if (t < 0 || t >= std::ssize(token_slot_) || token_slot_[static_cast<size_t>(t)] < 0) continue;
+                    const int32_t slot = token_slot_[static_cast<size_t>(t)];
+                    sample_colour_[base + static_cast<size_t>(slot)] =
+                        theme.state_color(h->state_at(h->change(i).token, to));
+                    dirty_[static_cast<size_t>(l) * columns_ + slot / samples_] = 1;
+                }
+            }
+        }
+        for (int x = 0; x < columns_; ++x) {
+            uint8_t& d = dirty_[static_cast<size_t>(l) * columns_ + x];
+            if (d) compose(l, x, theme);
+            d = 0;
+        }
+    }
+    built_step_ = to;
     raster_.mark_dirty();
 }
 
@@ -104,7 +168,6 @@ void PrecisionView::draw(ViewContext& ctx) {
     }
     Key key;
     key.head = ctx.state.head;
-    key.step = step;
     key.lo = axis_.lo();
     key.hi = axis_.hi();
     key.width = std::clamp(static_cast<int>(plot_.width()), 1, 4096);
@@ -114,6 +177,8 @@ void PrecisionView::draw(ViewContext& ctx) {
     if (!(key == key_)) {
         key_ = key;
         rebuild(ctx, key.width);
+    } else if (step != built_step_) {
+        update_step(ctx, built_step_, step);
     }
 
     Canvas canvas = ctx.canvas();

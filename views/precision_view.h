@@ -3,8 +3,11 @@
 // x = token position (zoom and pan as in the timeline), colour = the precision a token is held
 // at in the selected head (or the mix over the layer's heads), evicted / merged tokens in their
 // state colours. A bar at the right of each row gives the mean bits of the tokens it holds.
-// Raster columns sample at most kSamplesPerColumn tokens, so a rebuild is bounded by pixels.
+// Raster columns sample at most kSamplesPerColumn tokens, so a rebuild is bounded by pixels; a
+// step change redraws only the tokens whose state changed in between (scrubbing stays cheap).
 #include <cstdint>
+#include <memory>
+#include <vector>
 
 #include "views/plot_util.h"
 
@@ -27,7 +30,6 @@ public:
 private:
     struct Key {
         int32_t head = -2;
-        int64_t step = -1;
         double lo = 0, hi = 0;
         int width = 0;
         int loaded = 0;
@@ -35,13 +37,33 @@ private:
         ThemeKind theme = ThemeKind::kDark;
         bool operator==(const Key&) const = default;
     };
+    // Full rebuild (zoom, pan, resize, head, data loaded): samples the tokens of every column and
+    // looks up their state in every layer (and head). Bounded to kMaxLookups lookups by sampling
+    // fewer tokens per column, then by a narrower raster.
     void rebuild(const ViewContext& ctx, int width);
+    // Step change: only the tokens that changed in the steps between are looked up again.
+    void update_step(const ViewContext& ctx, int64_t from, int64_t to);
+    void compose(int32_t layer, int x, const Theme& theme);
+
+    static constexpr int64_t kMaxLookups = 250000;
+    static constexpr uint32_t kNoSample = 0;
+    static constexpr uint32_t kMissing = 1;  // history not loaded yet
 
     TokenAxis axis_;
     Raster raster_;
     Key key_;
+    int64_t built_step_ = -1;
     PlotRect plot_;
     int32_t layers_ = 0;
+    int heads_used_ = 0;
+    int samples_ = 1;
+    int columns_ = 0;
+    std::vector<std::shared_ptr<const HeadHistory>> histories_;  // [L * heads_used]
+    std::vector<int64_t> sample_token_;   // [columns * samples], -1 = none
+    int64_t slot_base_ = 0;               // first token of token_slot_
+    std::vector<int32_t> token_slot_;     // token - slot_base_ -> index into sample_token_
+    std::vector<uint32_t> sample_colour_;  // [L * heads_used * columns * samples]
+    std::vector<uint8_t> dirty_;           // [L * columns]
     HoverLink hover_;
 };
 

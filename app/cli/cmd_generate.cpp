@@ -48,7 +48,7 @@ std::function<int()> setup(CLI::App& sub) {
             make_policy_from_args(a->policy, L.model->spec, static_cast<int64_t>(ids.size()));
         engine.set_policy(policy.get());
         Sampler sampler({a->temperature, a->top_p, a->seed});
-        StreamDecoder stream(*L.tokenizer);
+        StreamDecoder stream(*L.tokenizer, ids);
         std::fputs(a->prompt.c_str(), stdout);
         std::fflush(stdout);
 

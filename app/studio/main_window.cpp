@@ -330,20 +330,20 @@ void MainWindow::close_trace() {
 }
 
 void MainWindow::poll_live() {
-    if (!model_) return;
-    const int64_t old_steps = model_->summary().n_steps;
-    if (!model_->summary().live) {
-        // Opened in plain read mode while its writer was still setting the file up (before
-        // SWMR), so refresh() cannot see new steps: open it again.
-        std::shared_ptr<views::TraceModel> again;
+    if (path_.isEmpty()) return;
+    const int64_t old_steps = model_ ? model_->summary().n_steps : 0;
+    if (!model_ || !model_->summary().live) {
+        // Opened while its writer was still setting the file up (before SWMR): plain read mode
+        // cannot see new steps, and HDF5 hands a second open of a file this process holds the
+        // same plain handle, so close it and open it again.
+        model_.reset();
         try {
-            again = std::make_shared<views::ReaderTraceModel>(QFile::encodeName(path_).toStdString());
-        } catch (const std::exception&) {
-            return;  // still being created; try at the next tick
+            model_ = std::make_shared<views::ReaderTraceModel>(QFile::encodeName(path_).toStdString());
+        } catch (const std::exception& e) {
+            notice_label_->setText(tr("re-opening %1: %2").arg(path_, QString::fromUtf8(e.what())));
+            repaint_views();
+            return;  // try again at the next tick
         }
-        const views::TraceSummary& n = again->summary();
-        if (!n.live && n.state == trace::RunState::kRunning && n.n_steps == old_steps) return;
-        model_ = std::move(again);
         for (auto& v : views_) v->reset();
     } else if (!model_->refresh()) {
         return;

@@ -12,7 +12,7 @@
 namespace kvscope {
 
 class Tokenizer {
-public:
+  public:
     virtual ~Tokenizer() = default;
 
     // Text -> ids. Special tokens written in the text (e.g. "<|endoftext|>") are recognised as
@@ -31,7 +31,8 @@ public:
     virtual int32_t bos_id() const = 0;  // -1 if none
     virtual int32_t eos_id() const = 0;  // -1 if none
     virtual bool is_special(int32_t id) const = 0;
-    virtual std::string kind() const = 0;  // "bpe-bytelevel", "bpe-sentencepiece", "sentencepiece", "llama2c"
+    virtual std::string kind()
+        const = 0;  // "bpe-bytelevel", "bpe-sentencepiece", "sentencepiece", "llama2c"
 };
 
 // Decodes a stream of ids incrementally and emits only complete UTF-8. The concatenated output
@@ -39,7 +40,7 @@ public:
 // until complete). Each push re-decodes only the ids since the last emitted text, so a long
 // generation costs linear time.
 class StreamDecoder {
-public:
+  public:
     explicit StreamDecoder(const Tokenizer& tok) : tok_(tok) {}
     // `context`: ids already shown before the stream (the prompt). Its last few ids are decoded
     // with the stream so that SentencePiece-style tokenizers keep the leading space of the first
@@ -49,7 +50,7 @@ public:
     std::string push(int32_t id);  // text that became printable with this id
     std::string flush();           // whatever is left (invalid bytes as U+FFFD)
 
-private:
+  private:
     const Tokenizer& tok_;
     bool skip_special_ = false;
     std::vector<int32_t> ids_;  // ids from the last emission point on

@@ -3,7 +3,11 @@
 // sample generator.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
+#include <cstdlib>
+#include <memory>
+#include <thread>
 #include <filesystem>
 #include <fstream>
 
@@ -344,6 +348,47 @@ TEST(SyntheticTrace, WritesAValidTraceWithConsistentStatistics) {
     trace::TraceReader reader2(again);
     EXPECT_EQ(reader2.events(0, 10).size(), reader.events(0, 10).size());
     EXPECT_EQ(reader2.key_norm(3, 1), reader.key_norm(3, 1));
+}
+
+}  // namespace
+}  // namespace kvscope::views
+
+namespace kvscope::views {
+namespace {
+
+// A trace written by another process while the model follows it (SWMR): refresh() picks up
+// every step until the run ends.
+TEST(ReaderTraceModelLive, FollowsATraceWhileItIsWritten) {
+    const fs::path path = temp_path("live_model.kvtrace.h5");
+    fs::remove(path);
+    const std::string cmd = std::string("\"") + KVSCOPE_SYNTHETIC_TOOL + "\" --out \"" + path.string() +
+                            "\" --layers 3 --heads 2 --steps 12 --delay-ms 150 &";
+    ASSERT_EQ(std::system(cmd.c_str()), 0);
+    std::unique_ptr<ReaderTraceModel> model;
+    std::string last_error;
+    const auto start = std::chrono::steady_clock::now();
+    auto elapsed = [&] { return std::chrono::steady_clock::now() - start; };
+    while (!model && elapsed() < std::chrono::seconds(15)) {
+        try {
+            model = std::make_unique<ReaderTraceModel>(path);
+        } catch (const std::exception& e) {
+            last_error = e.what();
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
+    }
+    ASSERT_NE(model, nullptr) << last_error;
+    const bool opened_live = model->summary().live;
+    const int64_t first_steps = model->summary().n_steps;
+    while (model->summary().state == trace::RunState::kRunning && elapsed() < std::chrono::seconds(20)) {
+        model->refresh();
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    EXPECT_EQ(model->summary().n_steps, 12) << "opened live " << opened_live << " with " << first_steps
+                                            << " steps; " << model->take_error();
+    EXPECT_EQ(model->summary().state, trace::RunState::kComplete);
+    const auto h = model->history(2, 1, Load::kNow);
+    ASSERT_NE(h, nullptr);
+    EXPECT_EQ(h->steps(), 12);
 }
 
 }  // namespace

@@ -404,7 +404,10 @@ def train(model, loader, shared_seq, args, log_rows, probe):
                    "tok_per_s_recent": (tokens - tok_last) / (time.time() - t_last)}
             if time.time() - t_probe >= args.probe_every:
                 model.eval()
-                row["probe"] = probe(model, x.shape[1])
+                try:  # a probe failure must not end the run
+                    row["probe"] = probe(model, x.shape[1])
+                except Exception as e:
+                    row["probe"] = f"failed: {e!r}"[:200]
                 model.train()
                 t_probe = time.time()
             t_last, tok_last = time.time(), tokens
