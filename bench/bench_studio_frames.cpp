@@ -30,14 +30,14 @@ double ms_since(Clock::time_point t) {
 
 // Stands in for the GPU upload: copies the pixels, which is the CPU side of glTexImage2D.
 class CopyTextureHost : public views::TextureHost {
-public:
+  public:
     ImTextureID upload(ImTextureID existing, int w, int h, const uint32_t* rgba) override {
         buffer_.assign(rgba, rgba + static_cast<size_t>(w) * static_cast<size_t>(h));
         return existing ? existing : reinterpret_cast<ImTextureID>(static_cast<intptr_t>(++next_));
     }
     uint64_t generation() const override { return 1; }
 
-private:
+  private:
     std::vector<uint32_t> buffer_;
     intptr_t next_ = 100;
 };
@@ -71,12 +71,18 @@ int main(int argc, char** argv) {
     for (int i = 1; i + 1 < argc; i += 2) {
         const std::string k = argv[i];
         const char* v = argv[i + 1];
-        if (k == "--layers") spec.n_layers = std::atoi(v);
-        else if (k == "--heads") spec.n_heads = std::atoi(v);
-        else if (k == "--tokens") spec.n_prompt_tokens = std::atoll(v);
-        else if (k == "--steps") spec.n_steps = std::atoll(v);
-        else if (k == "--frames") frames = std::max(1, std::atoi(v));
-        else if (k == "--trace") trace_path = v;
+        if (k == "--layers")
+            spec.n_layers = std::atoi(v);
+        else if (k == "--heads")
+            spec.n_heads = std::atoi(v);
+        else if (k == "--tokens")
+            spec.n_prompt_tokens = std::atoll(v);
+        else if (k == "--steps")
+            spec.n_steps = std::atoll(v);
+        else if (k == "--frames")
+            frames = std::max(1, std::atoi(v));
+        else if (k == "--trace")
+            trace_path = v;
         else {
             std::fprintf(stderr, "unknown option %s\n", k.c_str());
             return 2;
@@ -90,20 +96,23 @@ int main(int argc, char** argv) {
         if (!keep || !std::filesystem::exists(path)) {
             const auto t = Clock::now();
             studio::write_synthetic_trace(path, spec);
-            std::printf("wrote %s: %d layers x %d heads, %lld prompt tokens, %lld steps, %.1f MB in %.0f ms\n",
-                        path.c_str(), spec.n_layers, spec.n_heads, static_cast<long long>(spec.n_prompt_tokens),
-                        static_cast<long long>(spec.n_steps),
-                        static_cast<double>(std::filesystem::file_size(path)) / 1e6, ms_since(t));
+            std::printf(
+                "wrote %s: %d layers x %d heads, %lld prompt tokens, %lld steps, %.1f MB in %.0f "
+                "ms\n",
+                path.c_str(), spec.n_layers, spec.n_heads,
+                static_cast<long long>(spec.n_prompt_tokens), static_cast<long long>(spec.n_steps),
+                static_cast<double>(std::filesystem::file_size(path)) / 1e6, ms_since(t));
         }
         auto t = Clock::now();
         views::ReaderTraceModel model(path);
         const double open_ms = ms_since(t);
         const views::TraceSummary& s = model.summary();
-        std::printf("open: %.1f ms (%d layers x %d heads, %lld tokens, %lld steps)\n\n", open_ms, s.n_layers,
-                    s.n_heads, static_cast<long long>(s.n_tokens), static_cast<long long>(s.n_steps));
+        std::printf("open: %.1f ms (%d layers x %d heads, %lld tokens, %lld steps)\n\n", open_ms,
+                    s.n_layers, s.n_heads, static_cast<long long>(s.n_tokens),
+                    static_cast<long long>(s.n_steps));
         std::fflush(stdout);
-        std::printf("%-20s %-10s %10s %10s %10s %10s %10s %10s\n", "view", "heads", "load ms", "first ms",
-                    "steady med", "steady p95", "scrub med", "scrub p95");
+        std::printf("%-18s %-6s %9s %9s %10s %10s %10s %10s %9s\n", "view", "heads", "load ms",
+                    "first ms", "steady med", "steady p95", "scrub med", "scrub p95", "vertices");
         CopyTextureHost textures;
         const views::Theme& theme = views::theme(views::ThemeKind::kDark);
         bool all_within = true;
@@ -125,7 +134,8 @@ int main(int argc, char** argv) {
                 }
                 im.frame(*view, model, state, theme, &textures);
                 std::vector<double> steady, scrub;
-                for (int f = 0; f < frames; ++f) steady.push_back(im.frame(*view, model, state, theme, &textures));
+                for (int f = 0; f < frames; ++f)
+                    steady.push_back(im.frame(*view, model, state, theme, &textures));
                 for (int f = 0; f < frames; ++f) {
                     state.set_step(f % s.n_steps);
                     scrub.push_back(im.frame(*view, model, state, theme, &textures));
@@ -134,13 +144,15 @@ int main(int argc, char** argv) {
                 const Stats b = stats(scrub);
                 all_within = all_within && a.p95 <= 8.0 && b.p95 <= 8.0;
                 std::fflush(stdout);
-        std::printf("%-20s %-10s %10.1f %10.2f %10.2f %10.2f %10.2f %10.2f\n", view->id(),
-                            head < 0 ? "all" : "one", load, first, a.median, a.p95, b.median, b.p95);
+                std::printf("%-18s %-6s %9.1f %9.2f %10.2f %10.2f %10.2f %10.2f %9lld\n",
+                            view->id(), head < 0 ? "all" : "one", load, first, a.median, a.p95,
+                            b.median, b.p95, static_cast<long long>(im.vertices()));
                 std::fflush(stdout);
             }
         }
         std::printf("\nhistory cache: %.1f MB; frame target 8 ms (p95): %s\n",
-                    static_cast<double>(model.cached_history_bytes()) / 1e6, all_within ? "met" : "NOT met");
+                    static_cast<double>(model.cached_history_bytes()) / 1e6,
+                    all_within ? "met" : "NOT met");
         if (!keep) std::filesystem::remove(path);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "bench_studio_frames: %s\n", e.what());

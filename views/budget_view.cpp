@@ -60,9 +60,10 @@ void BudgetView::draw(ViewContext& ctx) {
             "quantisation policy).");
         return;
     }
-    ImGui::TextDisabled("policy %s  ·  after step %lld  ·  bar = mean over heads, whiskers = "
-                        "min..max, tick = held",
-                        s.policy.c_str(), static_cast<long long>(step));
+    ImGui::TextDisabled(
+        "policy %s  ·  after step %lld  ·  bar = mean over heads, whiskers = "
+        "min..max, tick = held",
+        s.policy.c_str(), static_cast<long long>(step));
 
     const ImVec2 avail = ImGui::GetContentRegionAvail();
     const ImVec2 origin = ImGui::GetCursorScreenPos();
@@ -87,16 +88,17 @@ void BudgetView::draw(ViewContext& ctx) {
     // Lines over steps, sampled at one step per pixel column at most.
     const bool per_head = ctx.state.head >= 0;
     const int n_series = per_head ? s.n_heads : L;
-    const int columns = static_cast<int>(std::min<int64_t>(S, static_cast<int64_t>(lines_.width())));
-    std::vector<std::vector<double>> series(static_cast<size_t>(n_series),
-                                            std::vector<double>(static_cast<size_t>(columns), -1.0));
+    const int columns =
+        static_cast<int>(std::min<int64_t>(S, static_cast<int64_t>(lines_.width())));
+    std::vector<std::vector<double>> series(
+        static_cast<size_t>(n_series), std::vector<double>(static_cast<size_t>(columns), -1.0));
     std::vector<int64_t> column_step(static_cast<size_t>(columns));
     for (int c = 0; c < columns; ++c) {
         const int64_t st = columns > 1 ? c * (S - 1) / (columns - 1) : 0;
         column_step[static_cast<size_t>(c)] = st;
         for (int i = 0; i < n_series; ++i) {
-            const double v = per_head ? model.budget(st, ctx.state.layer, i)
-                                      : layer_budget(model, st, i).mean;
+            const double v =
+                per_head ? model.budget(st, ctx.state.layer, i) : layer_budget(model, st, i).mean;
             series[static_cast<size_t>(i)][static_cast<size_t>(c)] = v;
             y_max = std::max(y_max, v);
         }
@@ -107,7 +109,8 @@ void BudgetView::draw(ViewContext& ctx) {
     canvas.rect(bars_.min, bars_.max, theme.panel);
     canvas.rect(lines_.min, lines_.max, theme.panel);
     draw_y_axis(canvas, theme, bars_, 0.0, y_max, "tokens per cache head");
-    draw_y_axis(canvas, theme, lines_, 0.0, y_max, per_head ? "per head of the layer" : "per layer");
+    draw_y_axis(canvas, theme, lines_, 0.0, y_max,
+                per_head ? "per head of the layer" : "per layer");
     draw_x_axis(canvas, theme, lines_, 0.0, static_cast<double>(S - 1), "step");
     canvas.text(ImVec2(bars_.max.x - ImGui::CalcTextSize("layer").x, bars_.max.y + 6 + font),
                 theme.text_dim, "layer");
@@ -122,13 +125,14 @@ void BudgetView::draw(ViewContext& ctx) {
         const float x0 = bars_.min.x + slot * static_cast<float>(l) + slot * 0.15f;
         const float x1 = bars_.min.x + slot * static_cast<float>(l + 1) - slot * 0.15f;
         const float xm = (x0 + x1) * 0.5f;
-        bar_rects_[static_cast<size_t>(l)] =
-            PlotRect{ImVec2(x0, b.mean >= 0 ? y_of(bars_, b.mean) : bars_.max.y), ImVec2(x1, bars_.max.y)};
+        bar_rects_[static_cast<size_t>(l)] = PlotRect{
+            ImVec2(x0, b.mean >= 0 ? y_of(bars_, b.mean) : bars_.max.y), ImVec2(x1, bars_.max.y)};
         if (b.mean < 0) continue;
         canvas.rect(ImVec2(x0, y_of(bars_, b.mean)), ImVec2(x1, bars_.max.y),
                     series_colour(theme, l, L));
         if (b.max > b.min) {
-            canvas.line(ImVec2(xm, y_of(bars_, b.min)), ImVec2(xm, y_of(bars_, b.max)), theme.text, 1.0f);
+            canvas.line(ImVec2(xm, y_of(bars_, b.min)), ImVec2(xm, y_of(bars_, b.max)), theme.text,
+                        1.0f);
         }
         // Tokens actually held (mean over the loaded heads).
         double held = 0.0;
@@ -144,8 +148,8 @@ void BudgetView::draw(ViewContext& ctx) {
             canvas.line(ImVec2(x0 - 2, y), ImVec2(x1 + 2, y), theme.text, 2.0f);
         }
         if (l == ctx.state.layer) {
-            canvas.rect_outline(ImVec2(x0 - 2, y_of(bars_, b.mean) - 2), ImVec2(x1 + 2, bars_.max.y),
-                                theme.selection, 2.0f);
+            canvas.rect_outline(ImVec2(x0 - 2, y_of(bars_, b.mean) - 2),
+                                ImVec2(x1 + 2, bars_.max.y), theme.selection, 2.0f);
         }
         if (slot >= ImGui::CalcTextSize("00").x + 2 || l % 4 == 0) {
             canvas.text_centred(ImVec2(xm, bars_.max.y + 4 + font * 0.5f), theme.text_dim,
@@ -174,9 +178,9 @@ void BudgetView::draw(ViewContext& ctx) {
                             selected ? 3.0f : 1.3f);
         }
     }
-    const float step_x = S > 1 ? lines_.min.x + lines_.width() * static_cast<float>(step) /
-                                                    static_cast<float>(S - 1)
-                               : (lines_.min.x + lines_.max.x) * 0.5f;
+    const float step_x =
+        S > 1 ? lines_.min.x + lines_.width() * static_cast<float>(step) / static_cast<float>(S - 1)
+              : (lines_.min.x + lines_.max.x) * 0.5f;
     canvas.line(ImVec2(step_x, lines_.min.y), ImVec2(step_x, lines_.max.y),
                 with_alpha(theme.step_marker, 0.85f), 1.5f);
 
@@ -199,7 +203,8 @@ void BudgetView::draw(ViewContext& ctx) {
     ImGui::InvisibleButton("##lines", ImVec2(lines_.width(), lines_.height()));
     if (ImGui::IsItemHovered() && S > 1) {
         const float fx = (ImGui::GetIO().MousePos.x - lines_.min.x) / lines_.width();
-        const int64_t st = std::clamp<int64_t>(std::llround(fx * static_cast<float>(S - 1)), 0, S - 1);
+        const int64_t st =
+            std::clamp<int64_t>(std::llround(fx * static_cast<float>(S - 1)), 0, S - 1);
         ImGui::SetTooltip("step %lld (click to go there)", static_cast<long long>(st));
         if (ImGui::IsMouseClicked(ImGuiMouseButton_Left)) ctx.state.set_step(st);
     }

@@ -12,7 +12,7 @@
 namespace kvscope::views {
 
 class BudgetView final : public View {
-public:
+  public:
     const char* id() const override { return "budgets"; }
     const char* title() const override { return "Budgets"; }
     void draw(ViewContext& ctx) override;
@@ -22,7 +22,7 @@ public:
     // Screen rectangle of layer l's bar in the last frame.
     PlotRect bar_rect(int32_t layer) const;
 
-private:
+  private:
     PlotRect bars_;
     PlotRect lines_;
     std::vector<PlotRect> bar_rects_;

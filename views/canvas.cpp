@@ -32,10 +32,18 @@ std::string xml_escape(std::string_view s) {
     out.reserve(s.size());
     for (char ch : s) {
         switch (ch) {
-            case '&': out += "&amp;"; break;
-            case '<': out += "&lt;"; break;
-            case '>': out += "&gt;"; break;
-            case '"': out += "&quot;"; break;
+            case '&':
+                out += "&amp;";
+                break;
+            case '<':
+                out += "&lt;";
+                break;
+            case '>':
+                out += "&gt;";
+                break;
+            case '"':
+                out += "&quot;";
+                break;
             default:
                 // Control characters are not allowed in XML 1.0 text.
                 if (static_cast<unsigned char>(ch) >= 0x20 || ch == '\t') out += ch;
@@ -64,15 +72,14 @@ void SvgRecorder::rect(ImVec2 a, ImVec2 b, ImU32 fill) {
 
 void SvgRecorder::rect_outline(ImVec2 a, ImVec2 b, ImU32 stroke, float thickness) {
     body_ += "<rect x=\"" + num(a.x - origin_.x) + "\" y=\"" + num(a.y - origin_.y) +
-             "\" width=\"" + num(b.x - a.x) + "\" height=\"" + num(b.y - a.y) +
-             "\" fill=\"none\"" + colour_attr("stroke", stroke) + " stroke-width=\"" +
-             num(thickness) + "\"/>\n";
+             "\" width=\"" + num(b.x - a.x) + "\" height=\"" + num(b.y - a.y) + "\" fill=\"none\"" +
+             colour_attr("stroke", stroke) + " stroke-width=\"" + num(thickness) + "\"/>\n";
     ++elements_;
 }
 
 void SvgRecorder::line(ImVec2 a, ImVec2 b, ImU32 stroke, float thickness) {
-    body_ += "<line x1=\"" + num(a.x - origin_.x) + "\" y1=\"" + num(a.y - origin_.y) +
-             "\" x2=\"" + num(b.x - origin_.x) + "\" y2=\"" + num(b.y - origin_.y) + "\"" +
+    body_ += "<line x1=\"" + num(a.x - origin_.x) + "\" y1=\"" + num(a.y - origin_.y) + "\" x2=\"" +
+             num(b.x - origin_.x) + "\" y2=\"" + num(b.y - origin_.y) + "\"" +
              colour_attr("stroke", stroke) + " stroke-width=\"" + num(thickness) + "\"/>\n";
     ++elements_;
 }
@@ -164,9 +171,13 @@ void Canvas::text_centred(ImVec2 centre, ImU32 fill, std::string_view utf8) {
     text(ImVec2(centre.x - size.x * 0.5f, centre.y - size.y * 0.5f), fill, utf8);
 }
 
-void Canvas::push_clip(ImVec2 a, ImVec2 b) { dl_->PushClipRect(a, b, true); }
+void Canvas::push_clip(ImVec2 a, ImVec2 b) {
+    dl_->PushClipRect(a, b, true);
+}
 
-void Canvas::pop_clip() { dl_->PopClipRect(); }
+void Canvas::pop_clip() {
+    dl_->PopClipRect();
+}
 
 // ---- Raster ---------------------------------------------------------------------------------
 
@@ -216,10 +227,10 @@ void Raster::draw_as_rects(Canvas& canvas, ImVec2 a, ImVec2 b) const {
             int e = x + 1;
             while (e < w_ && r[e] == r[x]) ++e;
             if ((r[x] >> IM_COL32_A_SHIFT) != 0) {
-                canvas.rect(ImVec2(a.x + static_cast<float>(x) * sx, a.y + static_cast<float>(y) * sy),
-                            ImVec2(a.x + static_cast<float>(e) * sx,
-                                   a.y + static_cast<float>(y + 1) * sy),
-                            r[x]);
+                canvas.rect(
+                    ImVec2(a.x + static_cast<float>(x) * sx, a.y + static_cast<float>(y) * sy),
+                    ImVec2(a.x + static_cast<float>(e) * sx, a.y + static_cast<float>(y + 1) * sy),
+                    r[x]);
             }
             x = e;
         }

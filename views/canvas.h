@@ -16,7 +16,7 @@ namespace kvscope::views {
 // Creates GPU textures for rasters. The Studio implements it with OpenGL; generation() changes
 // when every texture was lost (GL context re-created), so rasters upload again.
 class TextureHost {
-public:
+  public:
     virtual ~TextureHost() = default;
     // Creates (existing == nullptr) or replaces an RGBA8 texture; nullptr when unavailable.
     virtual ImTextureID upload(ImTextureID existing, int width, int height,
@@ -25,7 +25,7 @@ public:
 };
 
 class SvgRecorder {
-public:
+  public:
     // The exported picture covers [origin, origin + size) in ImGui coordinates.
     SvgRecorder(ImVec2 origin, ImVec2 size, ImU32 background);
 
@@ -40,7 +40,7 @@ public:
     std::string finish() const;  // the complete SVG document
     size_t elements() const { return elements_; }
 
-private:
+  private:
     std::string point(ImVec2 p) const;
     ImVec2 origin_;
     ImVec2 size_;
@@ -50,7 +50,7 @@ private:
 };
 
 class Canvas {
-public:
+  public:
     Canvas(ImDrawList* draw_list, SvgRecorder* svg) : dl_(draw_list), svg_(svg) {}
 
     ImDrawList* draw_list() const { return dl_; }
@@ -68,13 +68,13 @@ public:
     void push_clip(ImVec2 a, ImVec2 b);
     void pop_clip();
 
-private:
+  private:
     ImDrawList* dl_;
     SvgRecorder* svg_;
 };
 
 class Raster {
-public:
+  public:
     void resize(int width, int height);
     int width() const { return w_; }
     int height() const { return h_; }
@@ -87,7 +87,7 @@ public:
     // Draws the image stretched over [a, b].
     void draw(Canvas& canvas, TextureHost* textures, ImVec2 a, ImVec2 b);
 
-private:
+  private:
     void draw_as_rects(Canvas& canvas, ImVec2 a, ImVec2 b) const;
     int w_ = 0;
     int h_ = 0;

@@ -13,7 +13,9 @@ namespace {
 constexpr size_t kMaxPoints = 3000;  // above this the scatter is a 2-D histogram
 constexpr float kAttnFloor = 1e-9f;  // log scale: zeros are drawn at this value
 
-float log_attn(float a) { return std::log10(std::max(a, kAttnFloor)); }
+float log_attn(float a) {
+    return std::log10(std::max(a, kAttnFloor));
+}
 
 }  // namespace
 
@@ -28,7 +30,8 @@ void DensityView::reset() {
 PlotRect DensityView::rho_cell_rect(int32_t layer, int32_t head) const {
     const float cw = rho_.width() / static_cast<float>(std::max(heads_, 1));
     const float ch = rho_.height() / static_cast<float>(std::max(layers_, 1));
-    const ImVec2 a(rho_.min.x + cw * static_cast<float>(head), rho_.min.y + ch * static_cast<float>(layer));
+    const ImVec2 a(rho_.min.x + cw * static_cast<float>(head),
+                   rho_.min.y + ch * static_cast<float>(layer));
     return PlotRect{a, ImVec2(a.x + cw, a.y + ch)};
 }
 
@@ -40,8 +43,9 @@ bool DensityView::point_of(int64_t token, ImVec2* out) const {
     const float x = (*norms_)[static_cast<size_t>(token)];
     const float y = log_attn((*attn_)[static_cast<size_t>(token)]);
     if (!std::isfinite(x) || !std::isfinite(y)) return false;
-    *out = ImVec2(scatter_.min.x + static_cast<float>((x - x_lo_) / (x_hi_ - x_lo_)) * scatter_.width(),
-                  scatter_.max.y - static_cast<float>((y - y_lo_) / (y_hi_ - y_lo_)) * scatter_.height());
+    *out = ImVec2(
+        scatter_.min.x + static_cast<float>((x - x_lo_) / (x_hi_ - x_lo_)) * scatter_.width(),
+        scatter_.max.y - static_cast<float>((y - y_lo_) / (y_hi_ - y_lo_)) * scatter_.height());
     return true;
 }
 
@@ -98,18 +102,21 @@ void DensityView::draw_density(ViewContext& ctx, Canvas& canvas) {
             continue;
         }
         const float y = density_.max.y - static_cast<float>(d / y_max) * density_.height();
-        canvas.rect(ImVec2(x0, y), ImVec2(x1, density_.max.y),
-                    l == ctx.state.layer ? theme.selection : theme.heat(static_cast<float>(d / y_max)));
+        canvas.rect(
+            ImVec2(x0, y), ImVec2(x1, density_.max.y),
+            l == ctx.state.layer ? theme.selection : theme.heat(static_cast<float>(d / y_max)));
         if (slot >= ImGui::CalcTextSize("00").x + 2 || l % 4 == 0) {
-            canvas.text_centred(ImVec2((x0 + x1) * 0.5f, density_.max.y + 3 + ImGui::GetFontSize() * 0.5f),
-                                theme.text_dim, std::to_string(l));
+            canvas.text_centred(
+                ImVec2((x0 + x1) * 0.5f, density_.max.y + 3 + ImGui::GetFontSize() * 0.5f),
+                theme.text_dim, std::to_string(l));
         }
     }
     ImGui::SetCursorScreenPos(density_.min);
     ImGui::InvisibleButton("##density", ImVec2(density_.width(), density_.height()));
     if (ImGui::IsItemHovered()) {
-        const int32_t l = std::clamp(
-            static_cast<int32_t>((ImGui::GetIO().MousePos.x - density_.min.x) / slot), 0, layers_ - 1);
+        const int32_t l =
+            std::clamp(static_cast<int32_t>((ImGui::GetIO().MousePos.x - density_.min.x) / slot), 0,
+                       layers_ - 1);
         ImGui::SetTooltip("layer %d: density F = %.4f (lower = denser attention)", l,
                           static_cast<double>(model.density_layer(l)));
         if (ImGui::IsMouseClicked(ImGuiMouseButton_Left)) ctx.state.select_layer(l);
@@ -147,8 +154,9 @@ void DensityView::draw_scatter(ViewContext& ctx, Canvas& canvas) {
         x_lo_ -= px, x_hi_ += px, y_lo_ -= py, y_hi_ += py;
         rho_value_ = model.spearman(layer, head);
         if (std::isnan(rho_value_) && n >= 2) {
-            rho_value_ = static_cast<float>(key_norm_attention_spearman(
-                std::span<const float>(norms_->data(), n), std::span<const float>(attn_->data(), n)));
+            rho_value_ = static_cast<float>(
+                key_norm_attention_spearman(std::span<const float>(norms_->data(), n),
+                                            std::span<const float>(attn_->data(), n)));
         }
     }
     canvas.rect(scatter_.min, scatter_.max, theme.panel);
@@ -167,8 +175,9 @@ void DensityView::draw_scatter(ViewContext& ctx, Canvas& canvas) {
 
     const size_t n = std::min(norms_->size(), attn_->size());
     const auto to_screen = [&](float x, float y) {
-        return ImVec2(scatter_.min.x + static_cast<float>((x - x_lo_) / (x_hi_ - x_lo_)) * scatter_.width(),
-                      scatter_.max.y - static_cast<float>((y - y_lo_) / (y_hi_ - y_lo_)) * scatter_.height());
+        return ImVec2(
+            scatter_.min.x + static_cast<float>((x - x_lo_) / (x_hi_ - x_lo_)) * scatter_.width(),
+            scatter_.max.y - static_cast<float>((y - y_lo_) / (y_hi_ - y_lo_)) * scatter_.height());
     };
     if (n <= kMaxPoints || canvas.svg() != nullptr) {
         const ImU32 c = with_alpha(theme.heat(0.55f), 0.8f);
@@ -191,9 +200,12 @@ void DensityView::draw_scatter(ViewContext& ctx, Canvas& canvas) {
                 const float x = (*norms_)[i];
                 const float y = log_attn((*attn_)[i]);
                 if (!std::isfinite(x) || !std::isfinite(y)) continue;
-                const int bx = std::clamp(static_cast<int>((x - x_lo_) / (x_hi_ - x_lo_) * w), 0, w - 1);
-                const int by = std::clamp(static_cast<int>((y_hi_ - y) / (y_hi_ - y_lo_) * h), 0, h - 1);
-                int& cnt = counts[static_cast<size_t>(by) * static_cast<size_t>(w) + static_cast<size_t>(bx)];
+                const int bx =
+                    std::clamp(static_cast<int>((x - x_lo_) / (x_hi_ - x_lo_) * w), 0, w - 1);
+                const int by =
+                    std::clamp(static_cast<int>((y_hi_ - y) / (y_hi_ - y_lo_) * h), 0, h - 1);
+                int& cnt = counts[static_cast<size_t>(by) * static_cast<size_t>(w) +
+                                  static_cast<size_t>(bx)];
                 max_count = std::max(max_count, ++cnt);
             }
             histogram_.resize(w, h);
@@ -201,9 +213,12 @@ void DensityView::draw_scatter(ViewContext& ctx, Canvas& canvas) {
             for (int y = 0; y < h; ++y) {
                 uint32_t* row = histogram_.row(y);
                 for (int x = 0; x < w; ++x) {
-                    const int cnt = counts[static_cast<size_t>(y) * static_cast<size_t>(w) + static_cast<size_t>(x)];
-                    row[x] = cnt == 0 ? theme.panel
-                                      : theme.heat(0.15f + 0.85f * std::log1p(static_cast<float>(cnt)) / denom);
+                    const int cnt = counts[static_cast<size_t>(y) * static_cast<size_t>(w) +
+                                           static_cast<size_t>(x)];
+                    row[x] = cnt == 0
+                                 ? theme.panel
+                                 : theme.heat(0.15f +
+                                              0.85f * std::log1p(static_cast<float>(cnt)) / denom);
                 }
             }
             histogram_.mark_dirty();
@@ -238,7 +253,8 @@ void DensityView::draw_scatter(ViewContext& ctx, Canvas& canvas) {
             }
         }
         if (best >= 0) {
-            ImGui::SetTooltip("token %lld \"%s\"\nkey norm %.3f, attention %.3g", static_cast<long long>(best),
+            ImGui::SetTooltip("token %lld \"%s\"\nkey norm %.3f, attention %.3g",
+                              static_cast<long long>(best),
                               display_piece(model.token_text(best)).c_str(),
                               static_cast<double>((*norms_)[static_cast<size_t>(best)]),
                               static_cast<double>((*attn_)[static_cast<size_t>(best)]));
@@ -256,16 +272,19 @@ void DensityView::draw_rho(ViewContext& ctx, Canvas& canvas) {
     for (int32_t l = 0; l < layers_; ++l) {
         for (int32_t h = 0; h < heads_; ++h) {
             const PlotRect r = rho_cell_rect(l, h);
-            canvas.rect(r.min, ImVec2(r.max.x - 1, r.max.y - 1), theme.diverging(ctx.model.spearman(l, h)));
+            canvas.rect(r.min, ImVec2(r.max.x - 1, r.max.y - 1),
+                        theme.diverging(ctx.model.spearman(l, h)));
         }
         if (l % label_every == 0) {
             const PlotRect r = rho_cell_rect(l, 0);
-            canvas.text(ImVec2(r.min.x - ImGui::CalcTextSize("L00").x - 2, r.min.y + (ch - font) * 0.5f),
-                        l == ctx.state.layer ? theme.selection : theme.text_dim, "L" + std::to_string(l));
+            canvas.text(
+                ImVec2(r.min.x - ImGui::CalcTextSize("L00").x - 2, r.min.y + (ch - font) * 0.5f),
+                l == ctx.state.layer ? theme.selection : theme.text_dim, "L" + std::to_string(l));
         }
     }
     const PlotRect sel = rho_cell_rect(ctx.state.layer, std::max(ctx.state.head, 0));
-    const PlotRect sel_end = rho_cell_rect(ctx.state.layer, ctx.state.head < 0 ? heads_ - 1 : ctx.state.head);
+    const PlotRect sel_end =
+        rho_cell_rect(ctx.state.layer, ctx.state.head < 0 ? heads_ - 1 : ctx.state.head);
     canvas.rect_outline(ImVec2(sel.min.x - 1, sel.min.y - 1), sel_end.max, theme.selection, 2.0f);
     draw_colour_bar(canvas, theme,
                     PlotRect{ImVec2(rho_.max.x + 8, rho_.min.y),
@@ -277,7 +296,8 @@ void DensityView::draw_rho(ViewContext& ctx, Canvas& canvas) {
         const ImVec2 m = ImGui::GetIO().MousePos;
         const int32_t l = std::clamp(static_cast<int32_t>((m.y - rho_.min.y) / ch), 0, layers_ - 1);
         const int32_t h = std::clamp(
-            static_cast<int32_t>((m.x - rho_.min.x) / (rho_.width() / static_cast<float>(heads_))), 0, heads_ - 1);
+            static_cast<int32_t>((m.x - rho_.min.x) / (rho_.width() / static_cast<float>(heads_))),
+            0, heads_ - 1);
         ImGui::SetTooltip("layer %d head %d: rho = %.3f, density %.4f", l, h,
                           static_cast<double>(ctx.model.spearman(l, h)),
                           static_cast<double>(ctx.model.density(l, h)));

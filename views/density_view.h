@@ -13,7 +13,7 @@
 namespace kvscope::views {
 
 class DensityView final : public View {
-public:
+  public:
     const char* id() const override { return "density"; }
     const char* title() const override { return "Density & key norms"; }
     void draw(ViewContext& ctx) override;
@@ -25,7 +25,7 @@ public:
     // Screen position of a prompt token's point in the last frame's scatter (nullopt if none).
     bool point_of(int64_t token, ImVec2* out) const;
 
-private:
+  private:
     void draw_density(ViewContext& ctx, Canvas& canvas);
     void draw_scatter(ViewContext& ctx, Canvas& canvas);
     void draw_rho(ViewContext& ctx, Canvas& canvas);

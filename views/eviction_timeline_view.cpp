@@ -60,8 +60,8 @@ void EvictionTimelineView::rebuild(const ViewContext& ctx, const HeadSet& heads,
     int loaded = 0;
     for (const auto& h : heads) loaded += h ? 1 : 0;
 
-    const std::array<ImU32, kNumCls> colours = {theme.held, theme.held, theme.demoted,
-                                                theme.merged, theme.evicted};
+    const std::array<ImU32, kNumCls> colours = {theme.held, theme.held, theme.demoted, theme.merged,
+                                                theme.evicted};
     std::vector<std::array<float, kNumCls>> diff(static_cast<size_t>(rows) + 1);
     std::vector<float> bits_diff(static_cast<size_t>(rows) + 1);
     const int64_t n_tokens = ctx.model.summary().n_tokens;
@@ -124,10 +124,9 @@ void EvictionTimelineView::rebuild(const ViewContext& ctx, const HeadSet& heads,
             rgb[1] += rest * static_cast<float>((theme.panel >> IM_COL32_G_SHIFT) & 0xFF);
             rgb[2] += rest * static_cast<float>((theme.panel >> IM_COL32_B_SHIFT) & 0xFF);
             const float norm = covered + rest;
-            raster_.row(r)[x] =
-                IM_COL32(static_cast<int>(std::lround(rgb[0] / norm)),
-                         static_cast<int>(std::lround(rgb[1] / norm)),
-                         static_cast<int>(std::lround(rgb[2] / norm)), 255);
+            raster_.row(r)[x] = IM_COL32(static_cast<int>(std::lround(rgb[0] / norm)),
+                                         static_cast<int>(std::lround(rgb[1] / norm)),
+                                         static_cast<int>(std::lround(rgb[2] / norm)), 255);
         }
     }
     raster_.mark_dirty();
@@ -183,8 +182,7 @@ void EvictionTimelineView::draw(ViewContext& ctx) {
     draw_x_axis(canvas, theme, plot_, axis_.lo(), axis_.hi(), "token position");
     // Row r covers steps [r, r+1) scaled; ticks mark step starts, step 0 at the top.
     draw_y_axis(canvas, theme, plot_, 0.0, static_cast<double>(steps_), "", true);
-    canvas.text(ImVec2(origin.x, plot_.max.y + 6 + ImGui::GetFontSize()), theme.text_dim,
-                "step");
+    canvas.text(ImVec2(origin.x, plot_.max.y + 6 + ImGui::GetFontSize()), theme.text_dim, "step");
 
     canvas.push_clip(plot_.min, plot_.max);
     const float step_y = point_of(0, ctx.state.step).y;
@@ -232,10 +230,10 @@ void EvictionTimelineView::draw(ViewContext& ctx) {
                         display_piece(model.token_text(t)).c_str(), static_cast<long long>(step));
             if (ctx.state.head >= 0 && heads[0]) {
                 const CacheChange c = heads[0]->state_at(t, step);
-                ImGui::Text("layer %d head %d: %s%s", ctx.state.layer, ctx.state.head,
-                            trace::token_cache_state_name(c.state),
-                            is_held(c.state) ? (", " + std::to_string(c.bits) + " bits").c_str()
-                                             : "");
+                ImGui::Text(
+                    "layer %d head %d: %s%s", ctx.state.layer, ctx.state.head,
+                    trace::token_cache_state_name(c.state),
+                    is_held(c.state) ? (", " + std::to_string(c.bits) + " bits").c_str() : "");
             } else {
                 const HeadsState hs = heads_state(heads, t, step);
                 ImGui::Text("layer %d: %d kept, %d low precision, %d merged, %d evicted",

@@ -13,7 +13,7 @@
 namespace kvscope::views {
 
 class EvictionTimelineView final : public View {
-public:
+  public:
     const char* id() const override { return "eviction_timeline"; }
     const char* title() const override { return "Eviction timeline"; }
     void draw(ViewContext& ctx) override;
@@ -24,7 +24,7 @@ public:
     ImVec2 point_of(int64_t token, int64_t step) const;
     TokenAxis& axis() { return axis_; }
 
-private:
+  private:
     struct Key {
         int32_t layer = -1;
         int32_t head = -2;

@@ -9,7 +9,9 @@ namespace {
 
 using trace::CacheOp;
 
-int8_t held_bits_of(const CacheChange& c) { return is_held(c.state) ? c.bits : int8_t{0}; }
+int8_t held_bits_of(const CacheChange& c) {
+    return is_held(c.state) ? c.bits : int8_t{0};
+}
 
 }  // namespace
 
@@ -26,7 +28,8 @@ void HeadHistory::ensure_token(int64_t token) {
     for (int64_t p = 0; p < tokens(); ++p) {
         const int32_t li = last_[static_cast<size_t>(p)];
         if (li >= 0 && is_held(changes_[static_cast<size_t>(li)].state)) {
-            for (int64_t i = p + 1; i <= new_capacity; i += i & -i) ++fenwick_[static_cast<size_t>(i)];
+            for (int64_t i = p + 1; i <= new_capacity; i += i & -i)
+                ++fenwick_[static_cast<size_t>(i)];
         }
     }
 }
@@ -189,8 +192,8 @@ size_t HeadHistory::memory_bytes() const {
     return sizeof(*this) + changes_.capacity() * sizeof(CacheChange) +
            (first_.capacity() + last_.capacity() + fenwick_.capacity() + step_begin_.capacity()) *
                sizeof(int32_t) +
-           (appended_.capacity() + held_.capacity() + held_bits_.capacity() +
-            merged_.capacity() + evicted_.capacity()) *
+           (appended_.capacity() + held_.capacity() + held_bits_.capacity() + merged_.capacity() +
+            evicted_.capacity()) *
                sizeof(int64_t);
 }
 

@@ -30,13 +30,13 @@ using trace::TokenCacheState;
 
 // One state change of one token (also the "state at a step" answer).
 struct CacheChange {
-    int32_t step = -1;                               // step whose events made the change
-    int32_t next = -1;                               // next change of the same token, -1 = last
-    int32_t into = -1;                               // kMerged: position merged into, -1 unknown
-    int32_t token = -1;                              // the token that changed
-    float weight = std::nanf("");                    // kMerged: weight of the source
+    int32_t step = -1;             // step whose events made the change
+    int32_t next = -1;             // next change of the same token, -1 = last
+    int32_t into = -1;             // kMerged: position merged into, -1 unknown
+    int32_t token = -1;            // the token that changed
+    float weight = std::nanf("");  // kMerged: weight of the source
     TokenCacheState state = TokenCacheState::kAbsent;
-    int8_t bits = 0;                                 // precision while held, 0 when not held
+    int8_t bits = 0;  // precision while held, 0 when not held
 };
 
 // True for the states in which the token still occupies a slot.
@@ -46,7 +46,7 @@ inline bool is_held(TokenCacheState s) {
 }
 
 class HeadHistory {
-public:
+  public:
     HeadHistory(int32_t layer, int32_t head) : layer_(layer), head_(head) {}
 
     // Applies the events of step `steps()` (all of them for this (layer, head), recorded order).
@@ -85,7 +85,7 @@ public:
 
     size_t memory_bytes() const;
 
-private:
+  private:
     template <typename T>
     static int64_t at(const std::vector<T>& v, int64_t step) {
         if (v.empty() || step < 0) return 0;
@@ -104,7 +104,7 @@ private:
     std::vector<int32_t> last_;
     std::vector<CacheChange> changes_;
     std::vector<int32_t> step_begin_;  // [S] first change of each step
-    std::vector<int32_t> fenwick_;  // 1-based, size = capacity + 1
+    std::vector<int32_t> fenwick_;     // 1-based, size = capacity + 1
     int64_t slots_held_ = 0;
 
     int64_t cur_appended_ = 0;

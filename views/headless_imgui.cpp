@@ -24,7 +24,9 @@ HeadlessImGui::HeadlessImGui(float width, float height) : size_(width, height) {
     ImGui::SetCurrentContext(previous);
 }
 
-HeadlessImGui::~HeadlessImGui() { ImGui::DestroyContext(ctx_); }
+HeadlessImGui::~HeadlessImGui() {
+    ImGui::DestroyContext(ctx_);
+}
 
 void HeadlessImGui::set_mouse(ImVec2 pos, bool left_down) {
     ImGuiContext* previous = ImGui::GetCurrentContext();
@@ -57,7 +59,8 @@ double HeadlessImGui::frame(View& view, const TraceModel& model, ViewState& stat
     view.draw(ctx);
     ImGui::End();
     ImGui::Render();
-    const std::chrono::duration<double, std::milli> spent = std::chrono::steady_clock::now() - start;
+    const std::chrono::duration<double, std::milli> spent =
+        std::chrono::steady_clock::now() - start;
     const ImDrawData* dd = ImGui::GetDrawData();
     vertices_ = dd ? dd->TotalVtxCount : 0;
     commands_ = 0;

@@ -11,7 +11,7 @@
 namespace kvscope::views {
 
 class HeadlessImGui {
-public:
+  public:
     HeadlessImGui(float width, float height);
     ~HeadlessImGui();
     HeadlessImGui(const HeadlessImGui&) = delete;
@@ -28,7 +28,7 @@ public:
     int64_t commands() const { return commands_; }
     ImGuiContext* context() const { return ctx_; }
 
-private:
+  private:
     ImGuiContext* ctx_ = nullptr;
     ImVec2 size_;
     int64_t vertices_ = 0;

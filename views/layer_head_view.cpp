@@ -15,8 +15,8 @@ double head_bytes(const HeadHistory& h, int64_t step, int32_t head_dim) {
 
 }  // namespace
 
-float LayerHeadView::cell_value(const TraceModel& model, Metric metric, int32_t layer,
-                                int32_t head, int64_t step, double max_bytes) {
+float LayerHeadView::cell_value(const TraceModel& model, Metric metric, int32_t layer, int32_t head,
+                                int64_t step, double max_bytes) {
     const auto h = model.history(layer, head, Load::kLater);
     if (!h) return std::nanf("");
     if (metric == Metric::kFractionKept) {
@@ -115,17 +115,17 @@ void LayerHeadView::draw(ViewContext& ctx) {
             if (show_values && !std::isnan(v)) {
                 char buf[16];
                 std::snprintf(buf, sizeof buf, "%.2f", static_cast<double>(v));
-                canvas.text_centred(ImVec2((r.min.x + r.max.x) * 0.5f, (r.min.y + r.max.y) * 0.5f),
-                                    v > 0.6f ? IM_COL32(20, 20, 24, 255)
-                                             : IM_COL32(240, 240, 244, 255),
-                                    buf);
+                canvas.text_centred(
+                    ImVec2((r.min.x + r.max.x) * 0.5f, (r.min.y + r.max.y) * 0.5f),
+                    v > 0.6f ? IM_COL32(20, 20, 24, 255) : IM_COL32(240, 240, 244, 255), buf);
             }
         }
         // Recorded bytes of the layer (exact, from /steps/bytes_held).
         const int64_t bytes = model.bytes_held(step, l);
         if (bytes >= 0 && max_layer_bytes > 0 && bar_w > 0.0f) {
             const float x0 = grid_.max.x + 10.0f;
-            const float w = static_cast<float>(static_cast<double>(bytes) / max_layer_bytes) * bar_w;
+            const float w =
+                static_cast<float>(static_cast<double>(bytes) / max_layer_bytes) * bar_w;
             canvas.rect(ImVec2(x0, row.min.y + 1), ImVec2(x0 + w, row.max.y - 2),
                         with_alpha(theme.text_dim, 0.7f));
         }
@@ -142,11 +142,11 @@ void LayerHeadView::draw(ViewContext& ctx) {
         canvas.text(ImVec2(grid_.max.x + 10.0f, grid_.max.y + 4), theme.text_dim, "layer bytes");
     }
     if (legend_w > 0.0f) {
-        const PlotRect bar{ImVec2(grid_.max.x + bar_w + 24.0f, grid_.min.y),
-                           ImVec2(grid_.max.x + bar_w + 36.0f,
-                                  grid_.min.y + std::min(grid_.height(), 200.0f))};
-        draw_colour_bar(canvas, theme, bar, 0.0,
-                        metric_ == Metric::kFractionKept ? 1.0 : max_bytes, false, nullptr);
+        const PlotRect bar{
+            ImVec2(grid_.max.x + bar_w + 24.0f, grid_.min.y),
+            ImVec2(grid_.max.x + bar_w + 36.0f, grid_.min.y + std::min(grid_.height(), 200.0f))};
+        draw_colour_bar(canvas, theme, bar, 0.0, metric_ == Metric::kFractionKept ? 1.0 : max_bytes,
+                        false, nullptr);
     }
     if (loading > 0) {
         canvas.text(ImVec2(grid_.min.x, grid_.max.y + 4), theme.text_dim,
@@ -158,9 +158,11 @@ void LayerHeadView::draw(ViewContext& ctx) {
     ImGui::InvisibleButton("##grid", ImVec2(grid_.max.x - origin.x, grid_.height()));
     if (ImGui::IsItemHovered()) {
         const ImVec2 mp = ImGui::GetIO().MousePos;
-        const int32_t l = std::clamp(static_cast<int32_t>((mp.y - grid_.min.y) / ch), 0, layers_ - 1);
+        const int32_t l =
+            std::clamp(static_cast<int32_t>((mp.y - grid_.min.y) / ch), 0, layers_ - 1);
         const bool on_label = mp.x < grid_.min.x;
-        const int32_t h = std::clamp(static_cast<int32_t>((mp.x - grid_.min.x) / cw), 0, heads_ - 1);
+        const int32_t h =
+            std::clamp(static_cast<int32_t>((mp.x - grid_.min.x) / cw), 0, heads_ - 1);
         ImGui::BeginTooltip();
         if (on_label) {
             ImGui::Text("layer %d, all heads", l);
@@ -174,13 +176,16 @@ void LayerHeadView::draw(ViewContext& ctx) {
                             static_cast<double>(frac) * 100.0);
                 ImGui::Text("merged %lld, evicted %lld", static_cast<long long>(hist->merged(step)),
                             static_cast<long long>(hist->evicted(step)));
-                ImGui::Text("bytes held ~%s", format_bytes(head_bytes(*hist, step, s.head_dim)).c_str());
+                ImGui::Text("bytes held ~%s",
+                            format_bytes(head_bytes(*hist, step, s.head_dim)).c_str());
             }
             const int32_t budget = model.budget(step, l, h);
             if (budget >= 0) ImGui::Text("budget %d tokens", budget);
         }
         const int64_t bytes = model.bytes_held(step, l);
-        if (bytes >= 0) ImGui::TextDisabled("layer %d holds %s (recorded)", l, format_bytes(static_cast<double>(bytes)).c_str());
+        if (bytes >= 0)
+            ImGui::TextDisabled("layer %d holds %s (recorded)", l,
+                                format_bytes(static_cast<double>(bytes)).c_str());
         ImGui::EndTooltip();
         if (ImGui::IsMouseClicked(ImGuiMouseButton_Left)) {
             ctx.state.select_layer_head(l, on_label ? -1 : h);

@@ -10,7 +10,7 @@
 namespace kvscope::views {
 
 class LayerHeadView final : public View {
-public:
+  public:
     enum class Metric { kFractionKept, kBytesHeld };
 
     const char* id() const override { return "layer_head"; }
@@ -25,7 +25,7 @@ public:
     void set_metric(Metric m) { metric_ = m; }
     Metric metric() const { return metric_; }
 
-private:
+  private:
     Metric metric_ = Metric::kFractionKept;
     PlotRect grid_;
     int32_t layers_ = 0;

@@ -31,9 +31,8 @@ void MergeView::collect(const HeadHistory& h) {
                      [](const Merge& a, const Merge& b) { return a.step < b.step; });
     by_weight_.resize(merges_.size());
     std::iota(by_weight_.begin(), by_weight_.end(), 0u);
-    std::stable_sort(by_weight_.begin(), by_weight_.end(), [&](uint32_t a, uint32_t b) {
-        return merges_[a].weight > merges_[b].weight;
-    });
+    std::stable_sort(by_weight_.begin(), by_weight_.end(),
+                     [&](uint32_t a, uint32_t b) { return merges_[a].weight > merges_[b].weight; });
 }
 
 void MergeView::draw(ViewContext& ctx) {
@@ -77,7 +76,8 @@ void MergeView::draw(ViewContext& ctx) {
     const ImVec2 o = ImGui::GetCursorScreenPos();
     const float font = ImGui::GetFontSize();
     const float table_h = std::clamp(avail.y * 0.32f, font * 4.0f, font * 14.0f);
-    plot_ = PlotRect{ImVec2(o.x + 8, o.y + 4), ImVec2(o.x + avail.x - 8, o.y + avail.y - table_h - font * 2.5f)};
+    plot_ = PlotRect{ImVec2(o.x + 8, o.y + 4),
+                     ImVec2(o.x + avail.x - 8, o.y + avail.y - table_h - font * 2.5f)};
     if (plot_.width() < 20 || plot_.height() < 30) return;
     baseline_ = plot_.max.y - font - 6;
 
@@ -91,12 +91,14 @@ void MergeView::draw(ViewContext& ctx) {
     const float px_per_token = plot_.width() / static_cast<float>(axis_.hi() - axis_.lo());
     if (px_per_token >= 4.0f) {
         const int64_t t0 = std::max<int64_t>(0, static_cast<int64_t>(axis_.lo()));
-        const int64_t t1 = std::min<int64_t>(s.n_tokens, static_cast<int64_t>(std::ceil(axis_.hi())));
+        const int64_t t1 =
+            std::min<int64_t>(s.n_tokens, static_cast<int64_t>(std::ceil(axis_.hi())));
         for (int64_t t = t0; t < t1; ++t) {
             const float x0 = axis_.to_x(plot_, static_cast<double>(t));
             const float x1 = axis_.to_x(plot_, static_cast<double>(t + 1));
             const ImU32 c = theme.state_color(history->state_at(t, step));
-            canvas.rect(ImVec2(x0 + 0.5f, baseline_ + 1), ImVec2(x1 - 0.5f, baseline_ + font * 0.6f), c);
+            canvas.rect(ImVec2(x0 + 0.5f, baseline_ + 1),
+                        ImVec2(x1 - 0.5f, baseline_ + font * 0.6f), c);
         }
     }
     // Arcs (heaviest first, only those reaching into the visible range).
@@ -130,7 +132,8 @@ void MergeView::draw(ViewContext& ctx) {
     axis_.handle_input(plot_, hovered, ImGui::IsItemActive());
     int64_t hover_token = -1;
     if (hovered) {
-        const int64_t t = static_cast<int64_t>(std::floor(axis_.to_token(plot_, ImGui::GetIO().MousePos.x)));
+        const int64_t t =
+            static_cast<int64_t>(std::floor(axis_.to_token(plot_, ImGui::GetIO().MousePos.x)));
         if (t >= 0 && t < s.n_tokens) {
             hover_token = t;
             token_fate_tooltip(ctx, t);
@@ -170,10 +173,12 @@ void MergeView::draw(ViewContext& ctx) {
                 }
                 ImGui::PopID();
                 ImGui::TableNextColumn();
-                ImGui::Text("%d \"%s\"", m.source, display_piece(model.token_text(m.source)).c_str());
+                ImGui::Text("%d \"%s\"", m.source,
+                            display_piece(model.token_text(m.source)).c_str());
                 ImGui::TableNextColumn();
                 if (m.target >= 0) {
-                    ImGui::Text("%d \"%s\"", m.target, display_piece(model.token_text(m.target)).c_str());
+                    ImGui::Text("%d \"%s\"", m.target,
+                                display_piece(model.token_text(m.target)).c_str());
                 } else {
                     ImGui::TextDisabled("unknown");
                 }

@@ -11,7 +11,7 @@
 namespace kvscope::views {
 
 class MergeView final : public View {
-public:
+  public:
     struct Merge {
         int32_t step = 0;
         int32_t source = 0;
@@ -31,7 +31,7 @@ public:
     float baseline() const { return baseline_; }
     TokenAxis& axis() { return axis_; }
 
-private:
+  private:
     void collect(const HeadHistory& h);
 
     TokenAxis axis_;

@@ -26,7 +26,8 @@ void NeedleView::reset() {
 PlotRect NeedleView::cell_rect(int32_t layer, int32_t head) const {
     const float cw = matrix_.width() / static_cast<float>(std::max(heads_, 1));
     const float ch = matrix_.height() / static_cast<float>(std::max(layers_, 1));
-    const ImVec2 a(matrix_.min.x + cw * static_cast<float>(head), matrix_.min.y + ch * static_cast<float>(layer));
+    const ImVec2 a(matrix_.min.x + cw * static_cast<float>(head),
+                   matrix_.min.y + ch * static_cast<float>(layer));
     return PlotRect{a, ImVec2(a.x + cw, a.y + ch)};
 }
 
@@ -77,14 +78,17 @@ void NeedleView::draw(ViewContext& ctx) {
     heads_ = s.n_heads;
     if (spans.empty()) {
         ImGui::TextWrapped(
-            "This trace marks no spans. Needle-in-a-haystack runs (kvscope niah) mark the needle so "
+            "This trace marks no spans. Needle-in-a-haystack runs (kvscope niah) mark the needle "
+            "so "
             "this panel can show where it survived.");
         return;
     }
-    const int32_t span = std::clamp<int32_t>(ctx.state.span, 0, static_cast<int32_t>(spans.size()) - 1);
+    const int32_t span =
+        std::clamp<int32_t>(ctx.state.span, 0, static_cast<int32_t>(spans.size()) - 1);
     const trace::MarkedSpan& ms = spans[static_cast<size_t>(span)];
     ImGui::SetNextItemWidth(ImGui::GetFontSize() * 14);
-    const std::string name = ms.label + " [" + std::to_string(ms.begin) + ", " + std::to_string(ms.end) + ")";
+    const std::string name =
+        ms.label + " [" + std::to_string(ms.begin) + ", " + std::to_string(ms.end) + ")";
     if (ImGui::BeginCombo("##span", name.c_str())) {
         for (size_t i = 0; i < spans.size(); ++i) {
             const std::string n = spans[i].label + " [" + std::to_string(spans[i].begin) + ", " +
@@ -102,8 +106,8 @@ void NeedleView::draw(ViewContext& ctx) {
     if (ms.expected_answer.empty()) {
         ImGui::TextDisabled("no expected answer");
     } else if (found == 1) {
-        ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(theme.held), "answer RIGHT: output contains \"%s\"",
-                           ms.expected_answer.c_str());
+        ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(theme.held),
+                           "answer RIGHT: output contains \"%s\"", ms.expected_answer.c_str());
     } else if (found == 0) {
         ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(IM_COL32(226, 72, 58, 255)),
                            "answer WRONG: output lacks \"%s\"", ms.expected_answer.c_str());
@@ -114,7 +118,8 @@ void NeedleView::draw(ViewContext& ctx) {
     for (int64_t t = ms.begin; t < ms.end && t < s.n_tokens; ++t) text += model.token_text(t);
     ImGui::TextDisabled("needle text:");
     ImGui::SameLine();
-    ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(theme.needle), "%s", display_piece(text).c_str());
+    ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(theme.needle), "%s",
+                       display_piece(text).c_str());
 
     const Loss& lost = loss(model, span);
     if (lost.step < 0) {
@@ -126,7 +131,8 @@ void NeedleView::draw(ViewContext& ctx) {
                     static_cast<double>(lost.survival) * 100.0);
         if (lost.all_lost_step >= 0) {
             ImGui::SameLine();
-            ImGui::Text("Gone from every head at step %lld.", static_cast<long long>(lost.all_lost_step));
+            ImGui::Text("Gone from every head at step %lld.",
+                        static_cast<long long>(lost.all_lost_step));
         }
     }
 
@@ -135,17 +141,19 @@ void NeedleView::draw(ViewContext& ctx) {
     const float font = ImGui::GetFontSize();
     const float label_w = ImGui::CalcTextSize("L000").x + 6;
     const float mat_w = std::min(avail.x * 0.42f, static_cast<float>(heads_) * 48.0f + label_w);
-    matrix_ = PlotRect{ImVec2(o.x + label_w, o.y + font + 8),
-                       ImVec2(o.x + mat_w, o.y + avail.y - 8)};
-    curve_ = PlotRect{ImVec2(o.x + mat_w + 60, o.y + font + 8),
-                      ImVec2(o.x + avail.x - 10, o.y + font + 8 + std::max(50.0f, avail.y * 0.38f))};
+    matrix_ =
+        PlotRect{ImVec2(o.x + label_w, o.y + font + 8), ImVec2(o.x + mat_w, o.y + avail.y - 8)};
+    curve_ =
+        PlotRect{ImVec2(o.x + mat_w + 60, o.y + font + 8),
+                 ImVec2(o.x + avail.x - 10, o.y + font + 8 + std::max(50.0f, avail.y * 0.38f))};
     if (matrix_.width() < 10 || matrix_.height() < 10) return;
     Canvas canvas = ctx.canvas();
     draw_matrix(ctx, canvas, span);
     if (curve_.width() > 40) {
         draw_curve(ctx, canvas, span);
         ImGui::SetCursorScreenPos(ImVec2(curve_.min.x - 50, curve_.max.y + font * 2 + 8));
-        ImGui::BeginChild("##outscored", ImVec2(o.x + avail.x - (curve_.min.x - 50), o.y + avail.y - (curve_.max.y + font * 2 + 8)));
+        ImGui::BeginChild("##outscored", ImVec2(o.x + avail.x - (curve_.min.x - 50),
+                                                o.y + avail.y - (curve_.max.y + font * 2 + 8)));
         draw_outscored(ctx, span);
         ImGui::EndChild();
     }
@@ -175,8 +183,10 @@ void NeedleView::draw_matrix(ViewContext& ctx, Canvas& canvas, int32_t span) {
         }
         if (l % label_every == 0 || l == ctx.state.layer) {
             const PlotRect r = cell_rect(l, 0);
-            canvas.text(ImVec2(matrix_.min.x - ImGui::CalcTextSize("L000").x - 4, r.min.y + (ch - font) * 0.5f),
-                        l == ctx.state.layer ? theme.selection : theme.text_dim, "L" + std::to_string(l));
+            canvas.text(ImVec2(matrix_.min.x - ImGui::CalcTextSize("L000").x - 4,
+                               r.min.y + (ch - font) * 0.5f),
+                        l == ctx.state.layer ? theme.selection : theme.text_dim,
+                        "L" + std::to_string(l));
         }
     }
     const PlotRect sel = cell_rect(ctx.state.layer, std::max(ctx.state.head, 0));
@@ -185,8 +195,10 @@ void NeedleView::draw_matrix(ViewContext& ctx, Canvas& canvas, int32_t span) {
     ImGui::InvisibleButton("##survival", ImVec2(matrix_.width(), matrix_.height()));
     if (ImGui::IsItemHovered()) {
         const ImVec2 m = ImGui::GetIO().MousePos;
-        const int32_t l = std::clamp(static_cast<int32_t>((m.y - matrix_.min.y) / ch), 0, layers_ - 1);
-        const int32_t h = std::clamp(static_cast<int32_t>((m.x - matrix_.min.x) / cw), 0, heads_ - 1);
+        const int32_t l =
+            std::clamp(static_cast<int32_t>((m.y - matrix_.min.y) / ch), 0, layers_ - 1);
+        const int32_t h =
+            std::clamp(static_cast<int32_t>((m.x - matrix_.min.x) / cw), 0, heads_ - 1);
         // Step at which this (layer, head) first held less than the whole needle.
         int64_t first = -1;
         for (int64_t st = 0; st < ctx.model.summary().n_steps && first < 0; ++st) {
@@ -197,13 +209,15 @@ void NeedleView::draw_matrix(ViewContext& ctx, Canvas& canvas, int32_t span) {
                     static_cast<double>(ctx.model.needle_survival(span, step, l, h)) * 100.0,
                     static_cast<long long>(step));
         if (first >= 0) {
-            ImGui::Text("first lost at step %lld (double-click to go there)", static_cast<long long>(first));
+            ImGui::Text("first lost at step %lld (double-click to go there)",
+                        static_cast<long long>(first));
         } else {
             ImGui::Text("never lost");
         }
         ImGui::EndTooltip();
         if (ImGui::IsMouseClicked(ImGuiMouseButton_Left)) ctx.state.select_layer_head(l, h);
-        if (ImGui::IsMouseDoubleClicked(ImGuiMouseButton_Left) && first >= 0) ctx.state.set_step(first);
+        if (ImGui::IsMouseDoubleClicked(ImGuiMouseButton_Left) && first >= 0)
+            ctx.state.set_step(first);
     }
 }
 
@@ -213,9 +227,11 @@ void NeedleView::draw_curve(ViewContext& ctx, Canvas& canvas, int32_t span) {
     canvas.rect(curve_.min, curve_.max, theme.panel);
     draw_y_axis(canvas, theme, curve_, 0.0, 1.0, "needle held over steps: mean, min, selected");
     draw_x_axis(canvas, theme, curve_, 0.0, static_cast<double>(S - 1), "step");
-    const int columns = static_cast<int>(std::min<int64_t>(S, static_cast<int64_t>(curve_.width())));
+    const int columns =
+        static_cast<int>(std::min<int64_t>(S, static_cast<int64_t>(curve_.width())));
     auto x_of = [&](int64_t st) {
-        return S > 1 ? curve_.min.x + curve_.width() * static_cast<float>(st) / static_cast<float>(S - 1)
+        return S > 1 ? curve_.min.x +
+                           curve_.width() * static_cast<float>(st) / static_cast<float>(S - 1)
                      : (curve_.min.x + curve_.max.x) * 0.5f;
     };
     auto y_of = [&](float v) { return curve_.max.y - std::clamp(v, 0.0f, 1.0f) * curve_.height(); };
@@ -223,7 +239,8 @@ void NeedleView::draw_curve(ViewContext& ctx, Canvas& canvas, int32_t span) {
     const int32_t head = std::max(ctx.state.head, 0);
     for (int c = 0; c < columns; ++c) {
         const int64_t st = columns > 1 ? c * (S - 1) / (columns - 1) : 0;
-        const float mean = mean_curve_.empty() ? std::nanf("") : mean_curve_[static_cast<size_t>(st)];
+        const float mean =
+            mean_curve_.empty() ? std::nanf("") : mean_curve_[static_cast<size_t>(st)];
         const float lo = min_curve_.empty() ? std::nanf("") : min_curve_[static_cast<size_t>(st)];
         const float sel = ctx.model.needle_survival(span, st, ctx.state.layer, head);
         if (!std::isnan(mean)) mean_pts.emplace_back(x_of(st), y_of(mean));
@@ -232,19 +249,23 @@ void NeedleView::draw_curve(ViewContext& ctx, Canvas& canvas, int32_t span) {
     }
     auto plot = [&](const std::vector<ImVec2>& pts, ImU32 colour, float thickness) {
         if (pts.size() == 1) canvas.circle(pts[0], 3.0f, colour);
-        if (pts.size() > 1) canvas.polyline(pts.data(), static_cast<int>(pts.size()), colour, thickness);
+        if (pts.size() > 1)
+            canvas.polyline(pts.data(), static_cast<int>(pts.size()), colour, thickness);
     };
     plot(min_pts, theme.bits_color(2), 1.5f);
     plot(mean_pts, theme.held, 2.0f);
     plot(sel_pts, theme.selection, 1.5f);
     const float sx = x_of(ctx.state.step);
-    canvas.line(ImVec2(sx, curve_.min.y), ImVec2(sx, curve_.max.y), with_alpha(theme.step_marker, 0.8f), 1.5f);
+    canvas.line(ImVec2(sx, curve_.min.y), ImVec2(sx, curve_.max.y),
+                with_alpha(theme.step_marker, 0.8f), 1.5f);
     ImGui::SetCursorScreenPos(curve_.min);
     ImGui::InvisibleButton("##curve", ImVec2(curve_.width(), curve_.height()));
     if (ImGui::IsItemHovered() && S > 1) {
         const float fx = (ImGui::GetIO().MousePos.x - curve_.min.x) / curve_.width();
-        const int64_t st = std::clamp<int64_t>(std::llround(fx * static_cast<float>(S - 1)), 0, S - 1);
-        ImGui::SetTooltip("step %lld: mean %.2f, min %.2f (click to go there)", static_cast<long long>(st),
+        const int64_t st =
+            std::clamp<int64_t>(std::llround(fx * static_cast<float>(S - 1)), 0, S - 1);
+        ImGui::SetTooltip("step %lld: mean %.2f, min %.2f (click to go there)",
+                          static_cast<long long>(st),
                           static_cast<double>(mean_curve_[static_cast<size_t>(st)]),
                           static_cast<double>(min_curve_[static_cast<size_t>(st)]));
         if (ImGui::IsMouseClicked(ImGuiMouseButton_Left)) ctx.state.set_step(st);
@@ -280,12 +301,14 @@ void NeedleView::draw_outscored(ViewContext& ctx, int32_t span) {
     }
     const size_t top = std::min<size_t>(held.size(), 6);
     std::partial_sort(held.begin(), held.begin() + static_cast<std::ptrdiff_t>(top), held.end(),
-                      [&](int64_t a, int64_t b) { return (*attn)[static_cast<size_t>(a)] > (*attn)[static_cast<size_t>(b)]; });
+                      [&](int64_t a, int64_t b) {
+                          return (*attn)[static_cast<size_t>(a)] > (*attn)[static_cast<size_t>(b)];
+                      });
     size_t above = 0;
     for (int64_t t : held) above += (*attn)[static_cast<size_t>(t)] > needle_score ? 1 : 0;
     ImGui::Text("What outscored it in layer %d head %d (prefill attention received):", layer, head);
-    ImGui::TextDisabled("needle mean %.4g; %zu of %zu held prompt tokens score higher", needle_score, above,
-                        held.size());
+    ImGui::TextDisabled("needle mean %.4g; %zu of %zu held prompt tokens score higher",
+                        needle_score, above, held.size());
     for (size_t i = 0; i < top; ++i) {
         const int64_t t = held[i];
         ImGui::PushID(static_cast<int>(i));

@@ -12,7 +12,7 @@
 namespace kvscope::views {
 
 class NeedleView final : public View {
-public:
+  public:
     struct Loss {
         int64_t step = -1;  // first step at which some (layer, head) held less than all of it
         int32_t layer = -1;
@@ -31,7 +31,7 @@ public:
     // First loss of a span (computed from /steps/needle_survival; cached per span and steps).
     const Loss& loss(const TraceModel& model, int32_t span);
 
-private:
+  private:
     void draw_matrix(ViewContext& ctx, Canvas& canvas, int32_t span);
     void draw_curve(ViewContext& ctx, Canvas& canvas, int32_t span);
     void draw_outscored(ViewContext& ctx, int32_t span);

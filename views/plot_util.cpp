@@ -147,8 +147,8 @@ void draw_y_axis(Canvas& canvas, const Theme& theme, const PlotRect& plot, doubl
     }
 }
 
-void draw_colour_bar(Canvas& canvas, const Theme& theme, const PlotRect& bar, double lo,
-                     double hi, bool diverging, const char* label) {
+void draw_colour_bar(Canvas& canvas, const Theme& theme, const PlotRect& bar, double lo, double hi,
+                     bool diverging, const char* label) {
     const int steps = std::max(8, static_cast<int>(bar.height() / 3.0f));
     for (int i = 0; i < steps; ++i) {
         const float t0 = static_cast<float>(i) / static_cast<float>(steps);

@@ -40,8 +40,8 @@ void draw_x_axis(Canvas& canvas, const Theme& theme, const PlotRect& plot, doubl
 void draw_y_axis(Canvas& canvas, const Theme& theme, const PlotRect& plot, double lo, double hi,
                  const char* label, bool top_down = false);
 // Vertical colour bar with end labels, for heatmaps.
-void draw_colour_bar(Canvas& canvas, const Theme& theme, const PlotRect& bar, double lo,
-                     double hi, bool diverging, const char* label);
+void draw_colour_bar(Canvas& canvas, const Theme& theme, const PlotRect& bar, double lo, double hi,
+                     bool diverging, const char* label);
 // One line of coloured squares naming the token states (and bits when `with_bits`).
 void draw_state_legend(const ViewContext& ctx, bool with_bits);
 
@@ -72,7 +72,7 @@ ImU32 heads_state_color(const Theme& theme, const HeadsState& s);
 // Publishes the token under the mouse to the shared state without views fighting over it: only
 // the view the mouse is in sets it, and a view clears it only if it set it.
 class HoverLink {
-public:
+  public:
     void update(ViewState& state, int64_t token_here) {
         if (token_here >= 0) {
             state.set_hover_token(token_here);
@@ -83,14 +83,14 @@ public:
         }
     }
 
-private:
+  private:
     bool owner_ = false;
 };
 
 // A zoomable, pannable range over token positions [0, n): wheel zooms around the mouse,
 // dragging (left button on empty space or middle button) pans.
 class TokenAxis {
-public:
+  public:
     void set_extent(double n);
     // Handles input over `plot` (call after an InvisibleButton covering it).
     void handle_input(const PlotRect& plot, bool hovered, bool active);
@@ -109,7 +109,7 @@ public:
     // falls inside the column. Clamped to [0, n).
     std::pair<int64_t, int64_t> column_tokens(int x, int columns, int64_t n) const;
 
-private:
+  private:
     void clamp();
     double n_ = 1.0;
     double lo_ = 0.0;

@@ -23,7 +23,8 @@ void PrecisionView::compose(int32_t layer, int x, const Theme& theme) {
     int count = 0;
     bool missing = false;
     for (int hi = 0; hi < heads_used_; ++hi) {
-        const size_t base = ((static_cast<size_t>(layer) * heads_used_ + hi) * columns_ + x) * samples_;
+        const size_t base =
+            ((static_cast<size_t>(layer) * heads_used_ + hi) * columns_ + x) * samples_;
         for (int k = 0; k < samples_; ++k) {
             const uint32_t c = sample_colour_[base + static_cast<size_t>(k)];
             if (c == kNoSample) continue;
@@ -51,15 +52,17 @@ void PrecisionView::rebuild(const ViewContext& ctx, int width) {
     const int64_t step = ctx.state.step;
     heads_used_ = ctx.state.head >= 0 ? 1 : std::max(s.n_heads, 1);
     const int64_t per_column = static_cast<int64_t>(layers_) * heads_used_;
-    columns_ = static_cast<int>(std::min<int64_t>(width, std::max<int64_t>(kMaxLookups / per_column, 64)));
-    samples_ = static_cast<int>(std::clamp<int64_t>(kMaxLookups / (per_column * columns_), 1,
-                                                   kSamplesPerColumn));
+    columns_ =
+        static_cast<int>(std::min<int64_t>(width, std::max<int64_t>(kMaxLookups / per_column, 64)));
+    samples_ = static_cast<int>(
+        std::clamp<int64_t>(kMaxLookups / (per_column * columns_), 1, kSamplesPerColumn));
     raster_.resize(columns_, layers_);
     histories_.assign(static_cast<size_t>(per_column), nullptr);
     for (int32_t l = 0; l < layers_; ++l) {
         for (int hi = 0; hi < heads_used_; ++hi) {
             const int32_t h = ctx.state.head >= 0 ? ctx.state.head : hi;
-            histories_[static_cast<size_t>(l) * heads_used_ + hi] = model.history(l, h, Load::kLater);
+            histories_[static_cast<size_t>(l) * heads_used_ + hi] =
+                model.history(l, h, Load::kLater);
         }
     }
     // Sampled tokens: up to samples_ evenly spread over the tokens of each column.
@@ -79,7 +82,9 @@ void PrecisionView::rebuild(const ViewContext& ctx, int width) {
     slot_base_ = std::max<int64_t>(first, 0);
     token_slot_.assign(static_cast<size_t>(std::max<int64_t>(last - slot_base_ + 1, 0)), -1);
     for (size_t i = 0; i < sample_token_.size(); ++i) {
-        if (sample_token_[i] >= 0) token_slot_[static_cast<size_t>(sample_token_[i] - slot_base_)] = static_cast<int32_t>(i);
+        if (sample_token_[i] >= 0)
+            token_slot_[static_cast<size_t>(sample_token_[i] - slot_base_)] =
+                static_cast<int32_t>(i);
     }
     sample_colour_.assign(static_cast<size_t>(per_column) * sample_token_.size(), kNoSample);
     for (int32_t l = 0; l < layers_; ++l) {
@@ -88,7 +93,8 @@ void PrecisionView::rebuild(const ViewContext& ctx, int width) {
             const size_t base = (static_cast<size_t>(l) * heads_used_ + hi) * sample_token_.size();
             for (size_t i = 0; i < sample_token_.size(); ++i) {
                 if (sample_token_[i] < 0) continue;
-                sample_colour_[base + i] = h ? theme.state_color(h->state_at(sample_token_[i], step)) : kMissing;
+                sample_colour_[base + i] =
+                    h ? theme.state_color(h->state_at(sample_token_[i], step)) : kMissing;
             }
         }
         for (int x = 0; x < columns_; ++x) compose(l, x, theme);
@@ -111,7 +117,9 @@ void PrecisionView::update_step(const ViewContext& ctx, int64_t from, int64_t to
                 const auto [b, e] = h->step_changes(st);
                 for (int32_t i = b; i < e; ++i) {
                     const int64_t t = h->change(i).token - slot_base_;
-                    if (t < 0 || t >= std::ssize(token_slot_) || token_slot_[static_cast<size_t>(t)] < 0) continue;
+                    if (t < 0 || t >= std::ssize(token_slot_) ||
+                        token_slot_[static_cast<size_t>(t)] < 0)
+                        continue;
                     const int32_t slot = token_slot_[static_cast<size_t>(t)];
                     sample_colour_[base + static_cast<size_t>(slot)] =
                         theme.state_color(h->state_at(h->change(i).token, to));
@@ -163,7 +171,8 @@ void PrecisionView::draw(ViewContext& ctx) {
         if (ctx.state.head >= 0) {
             loaded += model.history(l, ctx.state.head, Load::kLater) ? 1 : 0;
         } else {
-            for (int32_t h = 0; h < s.n_heads; ++h) loaded += model.history(l, h, Load::kLater) ? 1 : 0;
+            for (int32_t h = 0; h < s.n_heads; ++h)
+                loaded += model.history(l, h, Load::kLater) ? 1 : 0;
         }
     }
     Key key;
@@ -191,10 +200,12 @@ void PrecisionView::draw(ViewContext& ctx) {
         const float y0 = plot_.min.y + rh * static_cast<float>(l);
         if (l % label_every == 0 || l == ctx.state.layer) {
             canvas.text(ImVec2(o.x, y0 + (rh - font) * 0.5f),
-                        l == ctx.state.layer ? theme.selection : theme.text_dim, "L" + std::to_string(l));
+                        l == ctx.state.layer ? theme.selection : theme.text_dim,
+                        "L" + std::to_string(l));
         }
         if (rh >= 3 && l > 0) {
-            canvas.line(ImVec2(plot_.min.x, y0), ImVec2(plot_.max.x, y0), with_alpha(theme.background, 0.6f));
+            canvas.line(ImVec2(plot_.min.x, y0), ImVec2(plot_.max.x, y0),
+                        with_alpha(theme.background, 0.6f));
         }
         // Mean bits of the held tokens (over the selected head or every loaded head).
         int64_t bits = 0;
@@ -209,13 +220,15 @@ void PrecisionView::draw(ViewContext& ctx) {
         if (held > 0) {
             const double mean = static_cast<double>(bits) / static_cast<double>(held);
             const float x0 = plot_.max.x + 10;
-            canvas.rect(ImVec2(x0, y0 + 1), ImVec2(x0 + static_cast<float>(mean / 16.0) * bar_w, y0 + rh - 1),
+            canvas.rect(ImVec2(x0, y0 + 1),
+                        ImVec2(x0 + static_cast<float>(mean / 16.0) * bar_w, y0 + rh - 1),
                         theme.bits_color(static_cast<int>(std::lround(mean))));
         }
     }
     canvas.text(ImVec2(plot_.max.x + 10, plot_.max.y + 4), theme.text_dim, "mean bits");
     const float sel_y = plot_.min.y + rh * static_cast<float>(ctx.state.layer);
-    canvas.rect_outline(ImVec2(plot_.min.x - 1, sel_y), ImVec2(plot_.max.x + 1, sel_y + rh), theme.selection, 1.5f);
+    canvas.rect_outline(ImVec2(plot_.min.x - 1, sel_y), ImVec2(plot_.max.x + 1, sel_y + rh),
+                        theme.selection, 1.5f);
     canvas.push_clip(plot_.min, plot_.max);
     if (ctx.state.token >= 0) {
         draw_marker_x(canvas, axis_.to_x(plot_, static_cast<double>(ctx.state.token) + 0.5),
@@ -231,7 +244,8 @@ void PrecisionView::draw(ViewContext& ctx) {
     if (hovered) {
         const ImVec2 m = ImGui::GetIO().MousePos;
         const int64_t t = static_cast<int64_t>(std::floor(axis_.to_token(plot_, m.x)));
-        const int32_t l = std::clamp(static_cast<int32_t>((m.y - plot_.min.y) / rh), 0, layers_ - 1);
+        const int32_t l =
+            std::clamp(static_cast<int32_t>((m.y - plot_.min.y) / rh), 0, layers_ - 1);
         if (t >= 0 && t < s.n_tokens) {
             hover_token = t;
             token_fate_tooltip(ctx, t);

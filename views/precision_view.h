@@ -14,7 +14,7 @@
 namespace kvscope::views {
 
 class PrecisionView final : public View {
-public:
+  public:
     static constexpr int kSamplesPerColumn = 8;
 
     const char* id() const override { return "precision"; }
@@ -27,7 +27,7 @@ public:
     ImVec2 point_of(int32_t layer, int64_t token) const;
     TokenAxis& axis() { return axis_; }
 
-private:
+  private:
     struct Key {
         int32_t head = -2;
         double lo = 0, hi = 0;
@@ -59,9 +59,9 @@ private:
     int samples_ = 1;
     int columns_ = 0;
     std::vector<std::shared_ptr<const HeadHistory>> histories_;  // [L * heads_used]
-    std::vector<int64_t> sample_token_;   // [columns * samples], -1 = none
-    int64_t slot_base_ = 0;               // first token of token_slot_
-    std::vector<int32_t> token_slot_;     // token - slot_base_ -> index into sample_token_
+    std::vector<int64_t> sample_token_;                          // [columns * samples], -1 = none
+    int64_t slot_base_ = 0;                                      // first token of token_slot_
+    std::vector<int32_t> token_slot_;      // token - slot_base_ -> index into sample_token_
     std::vector<uint32_t> sample_colour_;  // [L * heads_used * columns * samples]
     std::vector<uint8_t> dirty_;           // [L * columns]
     HoverLink hover_;

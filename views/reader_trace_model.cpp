@@ -306,8 +306,8 @@ float ReaderTraceModel::needle_survival(int32_t span, int64_t step, int32_t laye
         std::vector<float> more =
             guarded([&] { return reader_.needle_survival(span, have, summary_.n_steps); },
                     std::vector<float>{});
-        if (more.empty()) more.assign(static_cast<size_t>((summary_.n_steps - have) * per_step),
-                                      kNaN);
+        if (more.empty())
+            more.assign(static_cast<size_t>((summary_.n_steps - have) * per_step), kNaN);
         series.insert(series.end(), more.begin(), more.end());
     }
     const int64_t i = step * per_step + lh_key(layer, head);

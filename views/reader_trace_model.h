@@ -19,7 +19,7 @@
 namespace kvscope::views {
 
 class ReaderTraceModel final : public TraceModel {
-public:
+  public:
     // Throws InputError (naming the file and the problem) when the trace cannot be opened.
     explicit ReaderTraceModel(const std::filesystem::path& path,
                               size_t history_cache_bytes = size_t{1} << 30);
@@ -40,18 +40,16 @@ public:
     bool has_budgets() const override;
     int64_t bytes_held(int64_t step, int32_t layer) const override;
 
-    std::shared_ptr<const std::vector<float>> key_norm(int32_t layer,
-                                                      int32_t head) const override;
+    std::shared_ptr<const std::vector<float>> key_norm(int32_t layer, int32_t head) const override;
     std::shared_ptr<const std::vector<float>> attn_received(int32_t layer,
-                                                           int32_t head) const override;
+                                                            int32_t head) const override;
     float spearman(int32_t layer, int32_t head) const override;
     float density(int32_t layer, int32_t head) const override;
     float density_layer(int32_t layer) const override;
 
     const std::vector<trace::MarkedSpan>& spans() const override { return reader_.spans(); }
     int8_t answer_found(int32_t span) const override;
-    float needle_survival(int32_t span, int64_t step, int32_t layer,
-                          int32_t head) const override;
+    float needle_survival(int32_t span, int64_t step, int32_t layer, int32_t head) const override;
 
     bool refresh() override;
     std::string take_error() override;
@@ -59,7 +57,7 @@ public:
     const trace::TraceReader& reader() const { return reader_; }
     size_t cached_history_bytes() const { return history_bytes_; }
 
-private:
+  private:
     static constexpr int64_t kTokenPage = 2048;
     struct TokenPage {
         std::vector<trace::TokenRecord> tokens;
@@ -86,7 +84,7 @@ private:
     void extend_history(HeadHistory& h) const;
     void insert_history(int64_t key, std::shared_ptr<HeadHistory> h) const;
     std::shared_ptr<const std::vector<float>> prefill_vector(bool norms, int32_t layer,
-                                                            int32_t head) const;
+                                                             int32_t head) const;
 
     trace::TraceReader reader_;
     TraceSummary summary_;

@@ -8,7 +8,9 @@ namespace kvscope::views {
 
 namespace {
 
-constexpr ImU32 rgb(int r, int g, int b) { return IM_COL32(r, g, b, 255); }
+constexpr ImU32 rgb(int r, int g, int b) {
+    return IM_COL32(r, g, b, 255);
+}
 
 struct Rgb {
     float r, g, b;
@@ -34,9 +36,8 @@ ImU32 ramp(const std::array<ImU32, N>& stops, float t) {
 }
 
 // Sequential: deep blue -> teal -> green -> pale yellow (monotone in lightness).
-constexpr std::array<ImU32, 5> kHeatStops = {rgb(28, 36, 96), rgb(38, 104, 160),
-                                             rgb(48, 164, 146), rgb(150, 206, 84),
-                                             rgb(248, 236, 120)};
+constexpr std::array<ImU32, 5> kHeatStops = {rgb(28, 36, 96), rgb(38, 104, 160), rgb(48, 164, 146),
+                                             rgb(150, 206, 84), rgb(248, 236, 120)};
 
 Theme make_dark() {
     Theme t;

@@ -15,20 +15,20 @@ enum class ThemeKind { kDark, kLight };
 struct Theme {
     ThemeKind kind = ThemeKind::kDark;
     ImU32 background = 0;
-    ImU32 panel = 0;       // plot area background
+    ImU32 panel = 0;  // plot area background
     ImU32 text = 0;
     ImU32 text_dim = 0;
     ImU32 grid = 0;
-    ImU32 selection = 0;   // outline of the selected token / layer / head
-    ImU32 hover = 0;       // outline of the hovered item
-    ImU32 step_marker = 0; // the current step line in step-axis plots
+    ImU32 selection = 0;    // outline of the selected token / layer / head
+    ImU32 hover = 0;        // outline of the hovered item
+    ImU32 step_marker = 0;  // the current step line in step-axis plots
     // Token states.
     ImU32 held = 0;
     ImU32 demoted = 0;
     ImU32 merged = 0;
     ImU32 evicted = 0;
-    ImU32 missing = 0;     // not recorded / not loaded yet
-    ImU32 needle = 0;      // marked spans
+    ImU32 missing = 0;  // not recorded / not loaded yet
+    ImU32 needle = 0;   // marked spans
 
     // Colour of a held token at `bits` (16 or more = full precision = `held`).
     ImU32 bits_color(int bits) const;

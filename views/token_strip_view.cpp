@@ -122,11 +122,10 @@ void TokenStripView::draw(ViewContext& ctx) {
         }
     }
 
-    const HeadSet heads = ctx.state.head < 0 ? layer_heads(model, ctx.state.layer, Load::kLater)
-                                             : HeadSet{};
-    const auto head = ctx.state.head >= 0
-                          ? model.history(ctx.state.layer, ctx.state.head, Load::kNow)
-                          : nullptr;
+    const HeadSet heads =
+        ctx.state.head < 0 ? layer_heads(model, ctx.state.layer, Load::kLater) : HeadSet{};
+    const auto head =
+        ctx.state.head >= 0 ? model.history(ctx.state.layer, ctx.state.head, Load::kNow) : nullptr;
     const auto& spans = model.spans();
     Canvas canvas = ctx.canvas();
     const ImVec2 mouse = ImGui::GetIO().MousePos;
@@ -159,8 +158,7 @@ void TokenStripView::draw(ViewContext& ctx) {
                 }
                 for (const trace::MarkedSpan& span : spans) {
                     if (t >= span.begin && t < span.end) {
-                        canvas.line(ImVec2(a.x, b.y + 1), ImVec2(b.x, b.y + 1), theme.needle,
-                                    2.0f);
+                        canvas.line(ImVec2(a.x, b.y + 1), ImVec2(b.x, b.y + 1), theme.needle, 2.0f);
                     }
                 }
                 if (t == ctx.state.token) {

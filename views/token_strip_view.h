@@ -14,7 +14,7 @@
 namespace kvscope::views {
 
 class TokenStripView final : public View {
-public:
+  public:
     const char* id() const override { return "token_strip"; }
     const char* title() const override { return "Token strip"; }
     void draw(ViewContext& ctx) override;
@@ -23,18 +23,18 @@ public:
     // Screen rectangle of a token in the last frame (nullopt when it was not visible).
     std::optional<PlotRect> token_rect(int64_t token) const;
 
-private:
+  private:
     void update_widths(const TraceModel& model);
     void update_layout(float width);
     ImU32 token_colour(const ViewContext& ctx, const HeadHistory* head, const HeadSet& heads,
                        int64_t token) const;
 
-    std::vector<float> widths_;         // [T] box width (text + padding)
-    std::vector<uint8_t> line_break_;   // [T] 1 = a new line starts after this token
-    std::vector<int64_t> line_start_;   // [lines + 1] first token of each line
+    std::vector<float> widths_;        // [T] box width (text + padding)
+    std::vector<uint8_t> line_break_;  // [T] 1 = a new line starts after this token
+    std::vector<int64_t> line_start_;  // [lines + 1] first token of each line
     float font_size_ = 0.0f;
     float layout_width_ = -1.0f;
-    int64_t scrolled_to_ = -1;          // last selected token the view scrolled to
+    int64_t scrolled_to_ = -1;  // last selected token the view scrolled to
     std::unordered_map<int64_t, PlotRect> visible_;
     HoverLink hover_;
 };

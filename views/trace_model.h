@@ -53,7 +53,7 @@ struct StepInfo {
 enum class Load { kNow, kLater };
 
 class TraceModel {
-public:
+  public:
     virtual ~TraceModel() = default;
 
     virtual const TraceSummary& summary() const = 0;
@@ -78,9 +78,9 @@ public:
 
     // ---- Prefill statistics, vectors of P floats (NaN = not recorded) ----
     virtual std::shared_ptr<const std::vector<float>> key_norm(int32_t layer,
-                                                              int32_t head) const = 0;
+                                                               int32_t head) const = 0;
     virtual std::shared_ptr<const std::vector<float>> attn_received(int32_t layer,
-                                                                   int32_t head) const = 0;
+                                                                    int32_t head) const = 0;
     virtual float spearman(int32_t layer, int32_t head) const = 0;  // NaN when unknown
     virtual float density(int32_t layer, int32_t head) const = 0;
     virtual float density_layer(int32_t layer) const = 0;

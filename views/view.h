@@ -26,7 +26,7 @@ struct ViewContext {
 };
 
 class View {
-public:
+  public:
     virtual ~View() = default;
     virtual const char* id() const = 0;     // stable name: "token_strip", used in files/settings
     virtual const char* title() const = 0;  // "Token strip"

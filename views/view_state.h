@@ -9,11 +9,11 @@
 namespace kvscope::views {
 
 struct ViewState {
-    int64_t step = 0;     // the step every view shows ("after step")
-    int32_t layer = 0;    // selected layer
-    int32_t head = -1;    // selected cache head; -1 = all heads of the layer (aggregated)
-    int64_t token = -1;   // selected token position, -1 = none
-    int32_t span = 0;     // selected marked span (needle)
+    int64_t step = 0;          // the step every view shows ("after step")
+    int32_t layer = 0;         // selected layer
+    int32_t head = -1;         // selected cache head; -1 = all heads of the layer (aggregated)
+    int64_t token = -1;        // selected token position, -1 = none
+    int32_t span = 0;          // selected marked span (needle)
     int64_t hover_token = -1;  // token under the mouse in any view (transient highlight)
     uint64_t revision = 0;
 
@@ -36,7 +36,7 @@ struct ViewState {
         if (token >= s.n_tokens) assign(token, int64_t{-1});
     }
 
-private:
+  private:
     template <typename T, typename U>
     void assign(T& field, U value) {
         if (field != static_cast<T>(value)) {

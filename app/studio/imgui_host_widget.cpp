@@ -10,8 +10,8 @@
 #include <cfloat>
 #include <cmath>
 
-#include <imgui.h>
 #include <backends/imgui_impl_opengl3.h>
+#include <imgui.h>
 
 #include "app/studio/studio_fonts.h"
 
@@ -21,44 +21,71 @@ namespace {
 
 int imgui_key(int qt_key) {
     switch (qt_key) {
-        case Qt::Key_Tab: return ImGuiKey_Tab;
-        case Qt::Key_Left: return ImGuiKey_LeftArrow;
-        case Qt::Key_Right: return ImGuiKey_RightArrow;
-        case Qt::Key_Up: return ImGuiKey_UpArrow;
-        case Qt::Key_Down: return ImGuiKey_DownArrow;
-        case Qt::Key_PageUp: return ImGuiKey_PageUp;
-        case Qt::Key_PageDown: return ImGuiKey_PageDown;
-        case Qt::Key_Home: return ImGuiKey_Home;
-        case Qt::Key_End: return ImGuiKey_End;
-        case Qt::Key_Insert: return ImGuiKey_Insert;
-        case Qt::Key_Delete: return ImGuiKey_Delete;
-        case Qt::Key_Backspace: return ImGuiKey_Backspace;
-        case Qt::Key_Space: return ImGuiKey_Space;
-        case Qt::Key_Return: return ImGuiKey_Enter;
-        case Qt::Key_Enter: return ImGuiKey_KeyPadEnter;
-        case Qt::Key_Escape: return ImGuiKey_Escape;
-        case Qt::Key_A: return ImGuiKey_A;
-        case Qt::Key_C: return ImGuiKey_C;
-        case Qt::Key_V: return ImGuiKey_V;
-        case Qt::Key_X: return ImGuiKey_X;
-        case Qt::Key_Y: return ImGuiKey_Y;
-        case Qt::Key_Z: return ImGuiKey_Z;
-        default: return -1;
+        case Qt::Key_Tab:
+            return ImGuiKey_Tab;
+        case Qt::Key_Left:
+            return ImGuiKey_LeftArrow;
+        case Qt::Key_Right:
+            return ImGuiKey_RightArrow;
+        case Qt::Key_Up:
+            return ImGuiKey_UpArrow;
+        case Qt::Key_Down:
+            return ImGuiKey_DownArrow;
+        case Qt::Key_PageUp:
+            return ImGuiKey_PageUp;
+        case Qt::Key_PageDown:
+            return ImGuiKey_PageDown;
+        case Qt::Key_Home:
+            return ImGuiKey_Home;
+        case Qt::Key_End:
+            return ImGuiKey_End;
+        case Qt::Key_Insert:
+            return ImGuiKey_Insert;
+        case Qt::Key_Delete:
+            return ImGuiKey_Delete;
+        case Qt::Key_Backspace:
+            return ImGuiKey_Backspace;
+        case Qt::Key_Space:
+            return ImGuiKey_Space;
+        case Qt::Key_Return:
+            return ImGuiKey_Enter;
+        case Qt::Key_Enter:
+            return ImGuiKey_KeyPadEnter;
+        case Qt::Key_Escape:
+            return ImGuiKey_Escape;
+        case Qt::Key_A:
+            return ImGuiKey_A;
+        case Qt::Key_C:
+            return ImGuiKey_C;
+        case Qt::Key_V:
+            return ImGuiKey_V;
+        case Qt::Key_X:
+            return ImGuiKey_X;
+        case Qt::Key_Y:
+            return ImGuiKey_Y;
+        case Qt::Key_Z:
+            return ImGuiKey_Z;
+        default:
+            return -1;
     }
 }
 
 int imgui_button(Qt::MouseButton b) {
     switch (b) {
-        case Qt::LeftButton: return 0;
-        case Qt::RightButton: return 1;
-        case Qt::MiddleButton: return 2;
-        default: return -1;
+        case Qt::LeftButton:
+            return 0;
+        case Qt::RightButton:
+            return 1;
+        case Qt::MiddleButton:
+            return 2;
+        default:
+            return -1;
     }
 }
 
 // Restores the previously current ImGui context on scope exit (several widgets share a thread).
 class ContextScope {
-public:
+  public:
     explicit ContextScope(ImGuiContext* ctx) : previous_(ImGui::GetCurrentContext()) {
         ImGui::SetCurrentContext(ctx);
     }
@@ -66,7 +93,7 @@ public:
     ContextScope(const ContextScope&) = delete;
     ContextScope& operator=(const ContextScope&) = delete;
 
-private:
+  private:
     ImGuiContext* previous_;
 };
 
@@ -143,7 +170,8 @@ void ImGuiHostWidget::cleanup_gl() {
     ContextScope scope(ctx_);
     ImGui::GetIO().Fonts = atlas_for(1.0f);
     ImGui_ImplOpenGL3_Shutdown();
-    if (!textures_.empty()) glDeleteTextures(static_cast<GLsizei>(textures_.size()), textures_.data());
+    if (!textures_.empty())
+        glDeleteTextures(static_cast<GLsizei>(textures_.size()), textures_.data());
     if (!font_textures_.empty()) {
         glDeleteTextures(static_cast<GLsizei>(font_textures_.size()), font_textures_.data());
     }
@@ -202,7 +230,8 @@ void ImGuiHostWidget::render_frame(QSize logical, float framebuffer_scale) {
     }
     io.Fonts = atlas;
     io.FontGlobalScale = 1.0f / framebuffer_scale;
-    io.DisplaySize = ImVec2(static_cast<float>(logical.width()), static_cast<float>(logical.height()));
+    io.DisplaySize =
+        ImVec2(static_cast<float>(logical.width()), static_cast<float>(logical.height()));
     io.DisplayFramebufferScale = ImVec2(framebuffer_scale, framebuffer_scale);
     const double now = static_cast<double>(clock_.nsecsElapsed()) * 1e-9;
     io.DeltaTime = static_cast<float>(std::clamp(now - last_time_, 1e-4, 0.5));
@@ -219,9 +248,9 @@ void ImGuiHostWidget::render_frame(QSize logical, float framebuffer_scale) {
     ImGui::NewFrame();
     ImGui::SetNextWindowPos(ImVec2(0, 0));
     ImGui::SetNextWindowSize(io.DisplaySize);
-    const ImGuiWindowFlags flags = ImGuiWindowFlags_NoDecoration | ImGuiWindowFlags_NoMove |
-                                   ImGuiWindowFlags_NoSavedSettings | ImGuiWindowFlags_NoScrollWithMouse |
-                                   ImGuiWindowFlags_NoBringToFrontOnFocus;
+    const ImGuiWindowFlags flags =
+        ImGuiWindowFlags_NoDecoration | ImGuiWindowFlags_NoMove | ImGuiWindowFlags_NoSavedSettings |
+        ImGuiWindowFlags_NoScrollWithMouse | ImGuiWindowFlags_NoBringToFrontOnFocus;
     ImGui::Begin("##host", nullptr, flags);
     if (draw_) draw_(*this);
     ImGui::End();
@@ -257,7 +286,8 @@ QImage ImGuiHostWidget::render_image(double scale) {
 }
 
 std::string ImGuiHostWidget::render_svg() {
-    views::SvgRecorder recorder(ImVec2(0, 0), ImVec2(static_cast<float>(width()), static_cast<float>(height())),
+    views::SvgRecorder recorder(ImVec2(0, 0),
+                                ImVec2(static_cast<float>(width()), static_cast<float>(height())),
                                 theme_->background);
     svg_ = &recorder;
     const QImage image = render_image(1.0);
@@ -290,7 +320,9 @@ void ImGuiHostWidget::mousePressEvent(QMouseEvent* e) {
     queue_mouse(e, true);
 }
 
-void ImGuiHostWidget::mouseReleaseEvent(QMouseEvent* e) { queue_mouse(e, false); }
+void ImGuiHostWidget::mouseReleaseEvent(QMouseEvent* e) {
+    queue_mouse(e, false);
+}
 
 void ImGuiHostWidget::mouseDoubleClickEvent(QMouseEvent* e) {
     // Qt sends press, release, double-click, release: the double-click is the second press, and
@@ -344,7 +376,9 @@ void ImGuiHostWidget::keyPressEvent(QKeyEvent* e) {
     QOpenGLWidget::keyPressEvent(e);  // unhandled keys reach the window (shortcuts, menus)
 }
 
-void ImGuiHostWidget::keyReleaseEvent(QKeyEvent* e) { key_event(e, false); }
+void ImGuiHostWidget::keyReleaseEvent(QKeyEvent* e) {
+    key_event(e, false);
+}
 
 void ImGuiHostWidget::leaveEvent(QEvent* e) {
     Input in;

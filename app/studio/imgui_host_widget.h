@@ -26,10 +26,12 @@ struct ImFontAtlas;
 
 namespace kvscope::studio {
 
-class ImGuiHostWidget : public QOpenGLWidget, protected QOpenGLFunctions, public views::TextureHost {
+class ImGuiHostWidget : public QOpenGLWidget,
+                        protected QOpenGLFunctions,
+                        public views::TextureHost {
     Q_OBJECT
 
-public:
+  public:
     // Called inside the frame, with this widget's ImGui context current and its window begun.
     using DrawFn = std::function<void(ImGuiHostWidget&)>;
 
@@ -57,10 +59,10 @@ public:
     ImTextureID upload(ImTextureID existing, int width, int height, const uint32_t* rgba) override;
     uint64_t generation() const override { return generation_; }
 
-signals:
+  signals:
     void frame_drawn();
 
-protected:
+  protected:
     void initializeGL() override;
     void paintGL() override;
     void mousePressEvent(QMouseEvent* e) override;
@@ -73,7 +75,7 @@ protected:
     void leaveEvent(QEvent* e) override;
     void focusOutEvent(QFocusEvent* e) override;
 
-private:
+  private:
     struct Input {
         enum Kind { kMove, kButton, kWheel, kKey, kText } kind = kMove;
         float x = 0, y = 0;  // logical pixels
@@ -96,8 +98,8 @@ private:
     const views::Theme* theme_;
     ImGuiContext* ctx_ = nullptr;
     std::map<int, std::unique_ptr<ImFontAtlas>> atlases_;  // key: scale x 100
-    std::vector<unsigned> textures_;                        // GL textures made by upload()
-    std::vector<unsigned> font_textures_;                   // of atlases other than the main one
+    std::vector<unsigned> textures_;                       // GL textures made by upload()
+    std::vector<unsigned> font_textures_;                  // of atlases other than the main one
     uint64_t generation_ = 1;
     bool gl_ready_ = false;
     std::deque<Input> inputs_;

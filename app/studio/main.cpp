@@ -25,7 +25,8 @@ int main(int argc, char** argv) {
     parser.addHelpOption();
     parser.addVersionOption();
     parser.addPositionalArgument("trace", "Trace to open (.kvtrace.h5).", "[trace]");
-    const QCommandLineOption export_opt("export-views", "Write every view as DIR/<view>.png and exit.", "DIR");
+    const QCommandLineOption export_opt("export-views",
+                                        "Write every view as DIR/<view>.png and exit.", "DIR");
     const QCommandLineOption scale_opt("scale", "Export scale (default 2).", "k", "2");
     const QCommandLineOption step_opt("step", "Step to show.", "N");
     const QCommandLineOption layer_opt("layer", "Layer to select.", "L");
@@ -33,9 +34,10 @@ int main(int argc, char** argv) {
     const QCommandLineOption token_opt("token", "Token to select.", "T");
     const QCommandLineOption theme_opt("theme", "dark or light.", "name");
     const QCommandLineOption size_opt("size", "Window size, e.g. 1400x900.", "WxH");
-    const QCommandLineOption window_opt("window-shot", "With --export-views: also write the whole window to FILE.", "FILE");
-    parser.addOptions({export_opt, scale_opt, step_opt, layer_opt, head_opt, token_opt, theme_opt, size_opt,
-                       window_opt});
+    const QCommandLineOption window_opt(
+        "window-shot", "With --export-views: also write the whole window to FILE.", "FILE");
+    parser.addOptions({export_opt, scale_opt, step_opt, layer_opt, head_opt, token_opt, theme_opt,
+                       size_opt, window_opt});
     parser.process(app);
 
     kvscope::studio::MainWindow window;
@@ -70,12 +72,15 @@ int main(int argc, char** argv) {
     }
     int rc = 0;
     QTimer::singleShot(300, &app, [&] {
-        if (!window.export_all_views(parser.value(export_opt), parser.value(scale_opt).toDouble())) {
-            std::fprintf(stderr, "kvscope-studio: %s\n", window.last_error().toLocal8Bit().constData());
+        if (!window.export_all_views(parser.value(export_opt),
+                                     parser.value(scale_opt).toDouble())) {
+            std::fprintf(stderr, "kvscope-studio: %s\n",
+                         window.last_error().toLocal8Bit().constData());
             rc = 1;
         }
         if (parser.isSet(window_opt) && !window.grab().save(parser.value(window_opt), "PNG")) {
-            std::fprintf(stderr, "kvscope-studio: cannot write %s\n", parser.value(window_opt).toLocal8Bit().constData());
+            std::fprintf(stderr, "kvscope-studio: cannot write %s\n",
+                         parser.value(window_opt).toLocal8Bit().constData());
             rc = 1;
         }
         QApplication::quit();

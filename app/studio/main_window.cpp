@@ -39,9 +39,12 @@ constexpr const char* kEmptyMessage =
 
 QString state_name(trace::RunState s) {
     switch (s) {
-        case trace::RunState::kComplete: return QObject::tr("complete");
-        case trace::RunState::kAborted: return QObject::tr("aborted");
-        case trace::RunState::kRunning: break;
+        case trace::RunState::kComplete:
+            return QObject::tr("complete");
+        case trace::RunState::kAborted:
+            return QObject::tr("aborted");
+        case trace::RunState::kRunning:
+            break;
     }
     return QObject::tr("still being written");
 }
@@ -57,7 +60,7 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
 
     QSettings settings;
     theme_kind_ = settings.value("theme", "dark").toString() == "light" ? views::ThemeKind::kLight
-                                                                       : views::ThemeKind::kDark;
+                                                                        : views::ThemeKind::kDark;
     follow_live_ = settings.value("live/follow", true).toBool();
 
     scrubber_ = new StepScrubber(this);
@@ -101,7 +104,8 @@ void MainWindow::build_views() {
     views_ = views::make_all_views();
     for (size_t i = 0; i < views_.size(); ++i) {
         // '&' would become a mnemonic in dock tabs.
-        auto* dock = new QDockWidget(QString::fromUtf8(views_[i]->title()).replace("&", "&&"), this);
+        auto* dock =
+            new QDockWidget(QString::fromUtf8(views_[i]->title()).replace("&", "&&"), this);
         dock->setObjectName(QString::fromUtf8(views_[i]->id()));
         dock->setFeatures(QDockWidget::DockWidgetMovable | QDockWidget::DockWidgetFloatable |
                           QDockWidget::DockWidgetClosable);
@@ -164,7 +168,8 @@ void MainWindow::build_menus() {
     QMenu* view = menuBar()->addMenu(tr("&View"));
     for (size_t i = 0; i < docks_.size(); ++i) {
         QAction* a = docks_[i]->toggleViewAction();
-        a->setShortcut(QKeySequence(Qt::CTRL | static_cast<Qt::Key>(Qt::Key_1 + static_cast<int>(i))));
+        a->setShortcut(
+            QKeySequence(Qt::CTRL | static_cast<Qt::Key>(Qt::Key_1 + static_cast<int>(i))));
         view->addAction(a);
         // The shortcut should bring the view forward, not hide it when it is already shown.
         disconnect(a, &QAction::triggered, nullptr, nullptr);
@@ -173,16 +178,22 @@ void MainWindow::build_menus() {
     }
     view->addSeparator();
     auto* themes = new QActionGroup(this);
-    dark_action_ = view->addAction(tr("&Dark theme"), this, [this] { set_theme(views::ThemeKind::kDark); });
-    light_action_ = view->addAction(tr("&Light theme"), this, [this] { set_theme(views::ThemeKind::kLight); });
+    dark_action_ =
+        view->addAction(tr("&Dark theme"), this, [this] { set_theme(views::ThemeKind::kDark); });
+    light_action_ =
+        view->addAction(tr("&Light theme"), this, [this] { set_theme(views::ThemeKind::kLight); });
     for (QAction* a : {dark_action_, light_action_}) {
         a->setCheckable(true);
         themes->addAction(a);
     }
-    view->addAction(tr("&Toggle theme"), this, [this] {
-        set_theme(theme_kind_ == views::ThemeKind::kDark ? views::ThemeKind::kLight : views::ThemeKind::kDark);
-    })->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_T));
-    follow_action_ = view->addAction(tr("&Follow a live trace"), this, [this](bool on) { set_follow_live(on); });
+    view->addAction(tr("&Toggle theme"), this,
+                    [this] {
+                        set_theme(theme_kind_ == views::ThemeKind::kDark ? views::ThemeKind::kLight
+                                                                         : views::ThemeKind::kDark);
+                    })
+        ->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_T));
+    follow_action_ =
+        view->addAction(tr("&Follow a live trace"), this, [this](bool on) { set_follow_live(on); });
     follow_action_->setCheckable(true);
     follow_action_->setChecked(follow_live_);
     follow_action_->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_L));
@@ -229,15 +240,19 @@ void MainWindow::draw_view(int i, ImGuiHostWidget& host) {
     if (model_->has_pending()) host.request_frame();
     if (state_.revision != painted_revision_) {
         painted_revision_ = state_.revision;
-        QMetaObject::invokeMethod(this, [this, i] { after_state_change(i); }, Qt::QueuedConnection);
+        QMetaObject::invokeMethod(
+            this, [this, i] { after_state_change(i); }, Qt::QueuedConnection);
     }
     const std::string error = model_->take_error();
     if (!error.empty()) {
         const QString message = QString::fromStdString(error);
-        QMetaObject::invokeMethod(this, [this, message] {
-            last_error_ = message;
-            notice_label_->setText(tr("read error: %1").arg(message));
-        }, Qt::QueuedConnection);
+        QMetaObject::invokeMethod(
+            this,
+            [this, message] {
+                last_error_ = message;
+                notice_label_->setText(tr("read error: %1").arg(message));
+            },
+            Qt::QueuedConnection);
     }
 }
 
@@ -253,7 +268,9 @@ void MainWindow::after_state_change(int source) {
     update_status();
 }
 
-void MainWindow::set_step(int64_t step) { scrubber_->go_to(step); }
+void MainWindow::set_step(int64_t step) {
+    scrubber_->go_to(step);
+}
 
 void MainWindow::step_layer(int delta) {
     if (!model_) return;
@@ -338,7 +355,8 @@ void MainWindow::poll_live() {
         // same plain handle, so close it and open it again.
         model_.reset();
         try {
-            model_ = std::make_shared<views::ReaderTraceModel>(QFile::encodeName(path_).toStdString());
+            model_ =
+                std::make_shared<views::ReaderTraceModel>(QFile::encodeName(path_).toStdString());
         } catch (const std::exception& e) {
             notice_label_->setText(tr("re-opening %1: %2").arg(path_, QString::fromUtf8(e.what())));
             repaint_views();
@@ -378,9 +396,9 @@ void MainWindow::show_error(const QString& title, const QString& message) {
 
 void MainWindow::open_dialog() {
     QSettings settings;
-    const QString path = QFileDialog::getOpenFileName(
-        this, tr("Open trace"), settings.value("last_dir").toString(),
-        tr("KVScope traces (*.kvtrace.h5 *.h5);;All files (*)"));
+    const QString path =
+        QFileDialog::getOpenFileName(this, tr("Open trace"), settings.value("last_dir").toString(),
+                                     tr("KVScope traces (*.kvtrace.h5 *.h5);;All files (*)"));
     if (path.isEmpty()) return;
     settings.setValue("last_dir", QFileInfo(path).absolutePath());
     open_trace(path);
@@ -388,7 +406,9 @@ void MainWindow::open_dialog() {
 
 // ---- Recent files ---------------------------------------------------------------------------
 
-QStringList MainWindow::recent_files() const { return QSettings().value("recent").toStringList(); }
+QStringList MainWindow::recent_files() const {
+    return QSettings().value("recent").toStringList();
+}
 
 void MainWindow::add_recent(const QString& path) {
     QStringList list = recent_files();
@@ -484,7 +504,9 @@ bool MainWindow::export_all_views(const QString& dir, double scale) {
     const int current = current_view();
     bool ok = true;
     for (int i = 0; i < view_count(); ++i) {
-        ok = export_view_png(i, QDir(dir).filePath(QString::fromUtf8(view(i)->id()) + ".png"), scale) && ok;
+        ok = export_view_png(i, QDir(dir).filePath(QString::fromUtf8(view(i)->id()) + ".png"),
+                             scale) &&
+             ok;
     }
     show_view(current);
     return ok;
@@ -492,19 +514,21 @@ bool MainWindow::export_all_views(const QString& dir, double scale) {
 
 void MainWindow::export_current_png() {
     const int i = current_view();
-    const QString path = QFileDialog::getSaveFileName(
-        this, tr("Export view as PNG"),
-        QDir(QSettings().value("last_dir").toString()).filePath(QString::fromUtf8(view(i)->id()) + ".png"),
-        tr("PNG images (*.png)"));
+    const QString path =
+        QFileDialog::getSaveFileName(this, tr("Export view as PNG"),
+                                     QDir(QSettings().value("last_dir").toString())
+                                         .filePath(QString::fromUtf8(view(i)->id()) + ".png"),
+                                     tr("PNG images (*.png)"));
     if (!path.isEmpty()) export_view_png(i, path, 2.0);
 }
 
 void MainWindow::export_current_svg() {
     const int i = current_view();
-    const QString path = QFileDialog::getSaveFileName(
-        this, tr("Export view as SVG"),
-        QDir(QSettings().value("last_dir").toString()).filePath(QString::fromUtf8(view(i)->id()) + ".svg"),
-        tr("SVG images (*.svg)"));
+    const QString path =
+        QFileDialog::getSaveFileName(this, tr("Export view as SVG"),
+                                     QDir(QSettings().value("last_dir").toString())
+                                         .filePath(QString::fromUtf8(view(i)->id()) + ".svg"),
+                                     tr("SVG images (*.svg)"));
     if (!path.isEmpty()) export_view_svg(i, path);
 }
 
@@ -517,8 +541,9 @@ void MainWindow::export_all_dialog() {
 void MainWindow::go_to_step_dialog() {
     if (!model_ || scrubber_->step_count() <= 0) return;
     bool ok = false;
-    const int s = QInputDialog::getInt(this, tr("Go to step"), tr("Step:"), static_cast<int>(state_.step), 0,
-                                       static_cast<int>(scrubber_->step_count() - 1), 1, &ok);
+    const int s =
+        QInputDialog::getInt(this, tr("Go to step"), tr("Step:"), static_cast<int>(state_.step), 0,
+                             static_cast<int>(scrubber_->step_count() - 1), 1, &ok);
     if (ok) set_step(s);
 }
 
@@ -537,8 +562,9 @@ void MainWindow::set_theme(views::ThemeKind kind) {
 QString MainWindow::summary_text() const {
     if (!model_) return tr("No trace open");
     const views::TraceSummary& s = model_->summary();
-    QString text = tr("%1  ·  %2").arg(QString::fromStdString(s.model_name.empty() ? "model ?" : s.model_name),
-                                       QString::fromStdString(s.policy));
+    QString text = tr("%1  ·  %2")
+                       .arg(QString::fromStdString(s.model_name.empty() ? "model ?" : s.model_name),
+                            QString::fromStdString(s.policy));
     text += tr("  ·  %1 layers × %2 heads  ·  %3 prompt tokens + %4 steps  ·  %5")
                 .arg(s.n_layers)
                 .arg(s.n_heads)
@@ -550,14 +576,17 @@ QString MainWindow::summary_text() const {
 
 void MainWindow::update_status() {
     summary_label_->setText(summary_text());
-    summary_label_->setToolTip(model_ ? QString::fromStdString(model_->summary().path + "\npolicy parameters: " +
-                                                               model_->summary().policy_params)
-                                      : QString());
+    summary_label_->setToolTip(
+        model_ ? QString::fromStdString(model_->summary().path +
+                                        "\npolicy parameters: " + model_->summary().policy_params)
+               : QString());
     if (model_) {
         const views::TraceSummary& s = model_->summary();
         if (last_error_.isEmpty()) notice_label_->setText(QString::fromStdString(s.notice));
-        QString sel = tr("step %1  ·  layer %2  ·  %3").arg(state_.step).arg(state_.layer).arg(
-            state_.head < 0 ? tr("all heads") : tr("head %1").arg(state_.head));
+        QString sel = tr("step %1  ·  layer %2  ·  %3")
+                          .arg(state_.step)
+                          .arg(state_.layer)
+                          .arg(state_.head < 0 ? tr("all heads") : tr("head %1").arg(state_.head));
         if (state_.token >= 0) sel += tr("  ·  token %1").arg(state_.token);
         selection_label_->setText(sel);
     } else {

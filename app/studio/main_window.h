@@ -29,7 +29,7 @@ class StepScrubber;
 class MainWindow : public QMainWindow {
     Q_OBJECT
 
-public:
+  public:
     explicit MainWindow(QWidget* parent = nullptr);
     ~MainWindow() override;
 
@@ -68,13 +68,13 @@ public:
     // Repaints every view (after the shared state changed outside a view).
     void repaint_views();
 
-protected:
+  protected:
     void dragEnterEvent(QDragEnterEvent* e) override;
     void dropEvent(QDropEvent* e) override;
     void closeEvent(QCloseEvent* e) override;
     void showEvent(QShowEvent* e) override;
 
-private:
+  private:
     void build_views();
     void apply_default_sizes();
     void build_menus();

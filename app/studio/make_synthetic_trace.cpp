@@ -18,8 +18,10 @@ int main(int argc, char** argv) {
     app.add_option("--head-dim", spec.head_dim, "Head dimension")->check(CLI::Range(1, 1024));
     app.add_option("--prompt-tokens", spec.n_prompt_tokens, "Prompt tokens (0 = haystack once)")
         ->check(CLI::Range(int64_t{0}, int64_t{1} << 22));
-    app.add_option("--steps", spec.n_steps, "Steps (prefill + decode)")->check(CLI::Range(1, 100000));
-    app.add_option("--budget-ratio", spec.budget_ratio, "Mean kept fraction")->check(CLI::Range(0.01, 1.0));
+    app.add_option("--steps", spec.n_steps, "Steps (prefill + decode)")
+        ->check(CLI::Range(1, 100000));
+    app.add_option("--budget-ratio", spec.budget_ratio, "Mean kept fraction")
+        ->check(CLI::Range(0.01, 1.0));
     app.add_option("--seed", spec.seed, "Seed");
     app.add_option("--delay-ms", spec.delay_ms, "Pause after each step (follow it live)")
         ->check(CLI::Range(0, 60000));

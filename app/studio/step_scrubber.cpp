@@ -72,7 +72,9 @@ StepScrubber::StepScrubber(QWidget* parent) : QWidget(parent) {
     sync_widgets();
 }
 
-double StepScrubber::steps_per_second() const { return speed_->currentData().toDouble(); }
+double StepScrubber::steps_per_second() const {
+    return speed_->currentData().toDouble();
+}
 
 void StepScrubber::set_steps_per_second(double v) {
     int best = 0;
@@ -102,10 +104,10 @@ void StepScrubber::sync_widgets() {
     box_->setValue(static_cast<int>(step_));
     of_->setText(tr("of %1").arg(max));
     const bool any = count_ > 1;
-    for (QWidget* w : {static_cast<QWidget*>(first_), static_cast<QWidget*>(prev_),
-                       static_cast<QWidget*>(play_), static_cast<QWidget*>(next_),
-                       static_cast<QWidget*>(last_), static_cast<QWidget*>(slider_),
-                       static_cast<QWidget*>(box_)}) {
+    for (QWidget* w :
+         {static_cast<QWidget*>(first_), static_cast<QWidget*>(prev_), static_cast<QWidget*>(play_),
+          static_cast<QWidget*>(next_), static_cast<QWidget*>(last_),
+          static_cast<QWidget*>(slider_), static_cast<QWidget*>(box_)}) {
         w->setEnabled(any);
     }
     play_->setIcon(style()->standardIcon(playing() ? QStyle::SP_MediaPause : QStyle::SP_MediaPlay));
@@ -122,9 +124,15 @@ void StepScrubber::go_to(int64_t step) {
     if (step_ != before) emit step_changed(step_);
 }
 
-void StepScrubber::step_by(int64_t delta) { go_to(step_ + delta); }
-void StepScrubber::first() { go_to(0); }
-void StepScrubber::last() { go_to(count_ - 1); }
+void StepScrubber::step_by(int64_t delta) {
+    go_to(step_ + delta);
+}
+void StepScrubber::first() {
+    go_to(0);
+}
+void StepScrubber::last() {
+    go_to(count_ - 1);
+}
 
 void StepScrubber::play() {
     if (count_ <= 1 || timer_.isActive()) return;
@@ -141,7 +149,9 @@ void StepScrubber::pause() {
     emit playing_changed(false);
 }
 
-void StepScrubber::toggle_play() { playing() ? pause() : play(); }
+void StepScrubber::toggle_play() {
+    playing() ? pause() : play();
+}
 
 void StepScrubber::tick() {
     if (step_ >= count_ - 1) {

@@ -17,7 +17,7 @@ namespace kvscope::studio {
 class StepScrubber : public QWidget {
     Q_OBJECT
 
-public:
+  public:
     explicit StepScrubber(QWidget* parent = nullptr);
 
     // Number of steps (0 = nothing to scrub). Keeps the current step when still in range.
@@ -28,7 +28,7 @@ public:
     double steps_per_second() const;
     void set_steps_per_second(double v);
 
-public slots:
+  public slots:
     void set_step(int64_t step);  // no signal
     void go_to(int64_t step);     // emits step_changed when it moves
     void step_by(int64_t delta);
@@ -38,11 +38,11 @@ public slots:
     void pause();
     void toggle_play();
 
-signals:
+  signals:
     void step_changed(int64_t step);
     void playing_changed(bool playing);
 
-private:
+  private:
     void sync_widgets();
     void tick();
 

@@ -61,7 +61,9 @@ const ImWchar kRanges[] = {0x0020, 0x00FF, 0x0370, 0x03FF, 0x2000, 0x206F, 0x219
 
 }  // namespace
 
-QString ui_font_path() { return font_data().path; }
+QString ui_font_path() {
+    return font_data().path;
+}
 
 void add_ui_font(ImFontAtlas* atlas, float size_px) {
     const FontData& d = font_data();

@@ -2,10 +2,10 @@
 
 #include <algorithm>
 #include <chrono>
-#include <thread>
 #include <cmath>
 #include <numeric>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/probes/attention_density.h"
@@ -20,7 +20,7 @@ using trace::EventRecord;
 
 // splitmix64: fixed output on every platform (std:: distributions are implementation-defined).
 class Rng {
-public:
+  public:
     explicit Rng(uint64_t seed) : state_(seed) {}
     uint64_t next() {
         uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
@@ -35,7 +35,7 @@ public:
         return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
     }
 
-private:
+  private:
     uint64_t state_;
 };
 
@@ -54,9 +54,9 @@ constexpr const char* kHaystack =
     "harbour is crowded with sails, and the evenings end with music on the green.\n";
 constexpr const char* kNeedle = " The secret passkey is 48213.";
 constexpr const char* kQuestion = "\nQuestion: What is the secret passkey?\nAnswer:";
-constexpr const char* kAnswer[] = {" The", " secret", " passkey", " is", " 482", "13", ".",
-                                   " It",  " was",    " hidden",  " in", " the", " text",
-                                   " about", " the",  " harbour", " town", ".", "\n"};
+constexpr const char* kAnswer[] = {" The", " secret",  " passkey", " is", " 482", "13",    ".",
+                                   " It",  " was",     " hidden",  " in", " the", " text", " about",
+                                   " the", " harbour", " town",    ".",   "\n"};
 
 bool is_word_char(char c) {
     return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '\'';
@@ -82,8 +82,9 @@ std::vector<std::string> split_pieces(const std::string& text) {
         } else if (is_word_char(c)) {
             const bool digit = std::isdigit(static_cast<unsigned char>(c)) != 0;
             const std::string core = cur.substr(cur.starts_with(' ') ? 1 : 0);
-            if (digit && core.size() >= 3 &&
-                std::all_of(core.begin(), core.end(), [](char d) { return std::isdigit(static_cast<unsigned char>(d)); })) {
+            if (digit && core.size() >= 3 && std::all_of(core.begin(), core.end(), [](char d) {
+                    return std::isdigit(static_cast<unsigned char>(d));
+                })) {
                 flush();
             }
             cur += c;
@@ -136,7 +137,9 @@ int32_t piece_id(const std::string& piece) {
     return static_cast<int32_t>(3 + h % 31997);
 }
 
-bool is_punct(const std::string& p) { return p == "." || p == "," || p == "\n" || p == "?"; }
+bool is_punct(const std::string& p) {
+    return p == "." || p == "," || p == "\n" || p == "?";
+}
 
 // One simulated (layer, head) cache: per position its score and bits (0 = not held).
 struct HeadCache {
@@ -174,12 +177,17 @@ void write_synthetic_trace(trace::TraceWriter& writer, const SyntheticSpec& spec
     meta.n_query_heads = 2 * H;
     meta.n_kv_heads = H;
     meta.head_dim = spec.head_dim;
-    meta.model_spec = {{"num_hidden_layers", L}, {"num_key_value_heads", H},
-                       {"num_attention_heads", 2 * H}, {"head_dim", spec.head_dim}};
+    meta.model_spec = {{"num_hidden_layers", L},
+                       {"num_key_value_heads", H},
+                       {"num_attention_heads", 2 * H},
+                       {"head_dim", spec.head_dim}};
     meta.tokenizer = "synthetic word pieces";
     meta.policy = "synthetic-demo";
-    meta.policy_params = {{"budget_ratio", spec.budget_ratio}, {"window", W}, {"sinks", sinks},
-                          {"merge", "D2O-style, EMA threshold"}, {"bits", "16 / 4 / 2 (MiKV-style)"},
+    meta.policy_params = {{"budget_ratio", spec.budget_ratio},
+                          {"window", W},
+                          {"sinks", sinks},
+                          {"merge", "D2O-style, EMA threshold"},
+                          {"bits", "16 / 4 / 2 (MiKV-style)"},
                           {"protected_layers", "0, 1, L-1"}};
     meta.gqa_aggregation = "mean";
     meta.budget_ratio = spec.budget_ratio;
@@ -205,7 +213,9 @@ void write_synthetic_trace(trace::TraceWriter& writer, const SyntheticSpec& spec
     const size_t HP = static_cast<size_t>(H) * static_cast<size_t>(P);
     std::vector<std::vector<float>> colsum(static_cast<size_t>(L), std::vector<float>(HP));
     std::vector<float> density_layer(static_cast<size_t>(L));
-    auto retrieval_head = [&](int32_t l, int32_t h) { return h % 2 == 1 && l >= L / 2 && l < L - 1; };
+    auto retrieval_head = [&](int32_t l, int32_t h) {
+        return h % 2 == 1 && l >= L / 2 && l < L - 1;
+    };
     for (int32_t l = 0; l < L; ++l) {
         const double depth = L > 1 ? static_cast<double>(l) / (L - 1) : 0.0;
         trace::PrefillLayerStats st;
@@ -214,8 +224,10 @@ void write_synthetic_trace(trace::TraceWriter& writer, const SyntheticSpec& spec
         for (int32_t h = 0; h < H; ++h) {
             // Deeper layers have more sharply peaked heads (sparser attention).
             const bool sharp = rng.uniform() < 0.15 + 0.7 * depth || (h == 0 && l > 1);
-            const double gamma = l < 2 ? 0.35 : (sharp ? 1.6 + rng.uniform() : 0.7 + 0.4 * rng.uniform());
-            float* c = &colsum[static_cast<size_t>(l)][static_cast<size_t>(h) * static_cast<size_t>(P)];
+            const double gamma =
+                l < 2 ? 0.35 : (sharp ? 1.6 + rng.uniform() : 0.7 + 0.4 * rng.uniform());
+            float* c =
+                &colsum[static_cast<size_t>(l)][static_cast<size_t>(h) * static_cast<size_t>(P)];
             double total = 0.0;
             for (int64_t j = 0; j < P; ++j) {
                 double v = std::exp(0.8 * rng.normal());
@@ -227,7 +239,8 @@ void write_synthetic_trace(trace::TraceWriter& writer, const SyntheticSpec& spec
                 c[j] = static_cast<float>(v);
                 total += v;
             }
-            for (int64_t j = 0; j < P; ++j) c[j] = static_cast<float>(c[j] / total * static_cast<double>(P));
+            for (int64_t j = 0; j < P; ++j)
+                c[j] = static_cast<float>(c[j] / total * static_cast<double>(P));
             // Key norms: low norm <-> high attention, strongly in deep layers.
             const double corr = l < 2 ? 0.05 : 0.25 + 0.45 * depth;
             for (int64_t j = 0; j < P; ++j) {
@@ -237,12 +250,16 @@ void write_synthetic_trace(trace::TraceWriter& writer, const SyntheticSpec& spec
                 st.key_norm.push_back(static_cast<float>(std::max(norm, 0.5)));
                 st.attn_received.push_back(c[j]);
                 const double recency = std::exp(-static_cast<double>(P - 1 - j) / 48.0);
-                st.window_scores.push_back(static_cast<float>(c[j] * recency * static_cast<double>(W) / static_cast<double>(P)));
+                st.window_scores.push_back(static_cast<float>(
+                    c[j] * recency * static_cast<double>(W) / static_cast<double>(P)));
             }
-            const std::span<const float> norms(st.key_norm.data() + static_cast<size_t>(h) * static_cast<size_t>(P), static_cast<size_t>(P));
+            const std::span<const float> norms(
+                st.key_norm.data() + static_cast<size_t>(h) * static_cast<size_t>(P),
+                static_cast<size_t>(P));
             const std::span<const float> attn(c, static_cast<size_t>(P));
             st.spearman.push_back(static_cast<float>(key_norm_attention_spearman(norms, attn)));
-            st.norm_attn_area.push_back(static_cast<float>(norm_attention_drop_curves(norms, attn).area));
+            st.norm_attn_area.push_back(
+                static_cast<float>(norm_attention_drop_curves(norms, attn).area));
         }
         const LayerDensity d = layer_attention_density(colsum[static_cast<size_t>(l)], H, P);
         for (double v : d.head_normalized) st.density.push_back(static_cast<float>(v));
@@ -259,8 +276,11 @@ void write_synthetic_trace(trace::TraceWriter& writer, const SyntheticSpec& spec
         for (float f : density_layer) z += std::exp(-4.0 * f);
         for (int32_t l = 0; l < L; ++l) {
             if (is_protected(l)) continue;
-            const double r = std::clamp(L * spec.budget_ratio * std::exp(-4.0 * density_layer[static_cast<size_t>(l)]) / z, 0.08, 1.0);
-            budget[static_cast<size_t>(l)] = std::max<int64_t>(sinks + W + 2, std::llround(r * static_cast<double>(P)));
+            const double r = std::clamp(
+                L * spec.budget_ratio * std::exp(-4.0 * density_layer[static_cast<size_t>(l)]) / z,
+                0.08, 1.0);
+            budget[static_cast<size_t>(l)] =
+                std::max<int64_t>(sinks + W + 2, std::llround(r * static_cast<double>(P)));
         }
     }
 
@@ -271,9 +291,10 @@ void write_synthetic_trace(trace::TraceWriter& writer, const SyntheticSpec& spec
         hc.bits.assign(static_cast<size_t>(T), 0);
     }
     const float kNaN = std::nanf("");
-    auto event = [&](int32_t step, int32_t l, int32_t h, CacheOp op, int64_t pos, int64_t dest, float weight,
-                     float sim, float thr, int8_t bits) {
-        EventRecord e{step, l, h, op, static_cast<int32_t>(pos), static_cast<int32_t>(dest), weight, sim, thr, bits};
+    auto event = [&](int32_t step, int32_t l, int32_t h, CacheOp op, int64_t pos, int64_t dest,
+                     float weight, float sim, float thr, int8_t bits) {
+        EventRecord e{step,   l,   h,   op,  static_cast<int32_t>(pos), static_cast<int32_t>(dest),
+                      weight, sim, thr, bits};
         if (op == CacheOp::kAppend) e.slot = static_cast<int32_t>(dest);
         return e;
     };
@@ -297,8 +318,10 @@ void write_synthetic_trace(trace::TraceWriter& writer, const SyntheticSpec& spec
         const int64_t n = s == 0 ? P : P + s;  // tokens in the cache context after this step
         for (int32_t l = 0; l < L; ++l) {
             for (int32_t h = 0; h < H; ++h) {
-                HeadCache& hc = caches[static_cast<size_t>(l) * static_cast<size_t>(H) + static_cast<size_t>(h)];
-                const float* c = &colsum[static_cast<size_t>(l)][static_cast<size_t>(h) * static_cast<size_t>(P)];
+                HeadCache& hc = caches[static_cast<size_t>(l) * static_cast<size_t>(H) +
+                                       static_cast<size_t>(h)];
+                const float* c = &colsum[static_cast<size_t>(l)]
+                                        [static_cast<size_t>(h) * static_cast<size_t>(P)];
                 std::vector<EventRecord>& ev = data.events;
                 const int64_t C = budget[static_cast<size_t>(l)];
                 if (s == 0) {
@@ -314,11 +337,17 @@ void write_synthetic_trace(trace::TraceWriter& writer, const SyntheticSpec& spec
                     std::vector<int64_t> middle;
                     for (int64_t j = sinks; j < P - W; ++j) middle.push_back(j);
                     const int64_t keep_mid = std::max<int64_t>(C - sinks - W, 0);
-                    std::stable_sort(middle.begin(), middle.end(), [&](int64_t a, int64_t b) { return c[a] > c[b]; });
-                    std::vector<int64_t> evict(middle.begin() + std::min<int64_t>(keep_mid, std::ssize(middle)), middle.end());
-                    std::vector<int64_t> kept_mid(middle.begin(), middle.begin() + std::min<int64_t>(keep_mid, std::ssize(middle)));
+                    std::stable_sort(middle.begin(), middle.end(),
+                                     [&](int64_t a, int64_t b) { return c[a] > c[b]; });
+                    std::vector<int64_t> evict(
+                        middle.begin() + std::min<int64_t>(keep_mid, std::ssize(middle)),
+                        middle.end());
+                    std::vector<int64_t> kept_mid(
+                        middle.begin(),
+                        middle.begin() + std::min<int64_t>(keep_mid, std::ssize(middle)));
                     std::sort(evict.begin(), evict.end());
-                    for (int64_t e : evict) hc.bits[static_cast<size_t>(e)] = -1;  // marked, still "held"
+                    for (int64_t e : evict)
+                        hc.bits[static_cast<size_t>(e)] = -1;  // marked, still "held"
                     // Merge candidates: similarity to the nearest kept token decays with distance.
                     std::vector<std::pair<int64_t, int64_t>> targets;  // (source, target)
                     std::vector<float> sims;
@@ -331,7 +360,8 @@ void write_synthetic_trace(trace::TraceWriter& writer, const SyntheticSpec& spec
                         const std::string& piece = prompt.pieces[static_cast<size_t>(e)];
                         for (int64_t d = 1; d < std::min<int64_t>(P, 1024) && t < 0; ++d) {
                             for (int64_t q : {e - d, e + d}) {
-                                if (t < 0 && q >= 0 && q < P && hc.bits[static_cast<size_t>(q)] > 0 &&
+                                if (t < 0 && q >= 0 && q < P &&
+                                    hc.bits[static_cast<size_t>(q)] > 0 &&
                                     prompt.pieces[static_cast<size_t>(q)] == piece) {
                                     t = q;
                                 }
@@ -341,10 +371,14 @@ void write_synthetic_trace(trace::TraceWriter& writer, const SyntheticSpec& spec
                             sim = static_cast<float>(0.7 + 0.28 * rng.uniform());
                         } else {
                             for (int64_t d = 1; d < P && t < 0; ++d) {
-                                if (e - d >= 0 && hc.bits[static_cast<size_t>(e - d)] > 0) t = e - d;
-                                else if (e + d < P && hc.bits[static_cast<size_t>(e + d)] > 0) t = e + d;
+                                if (e - d >= 0 && hc.bits[static_cast<size_t>(e - d)] > 0)
+                                    t = e - d;
+                                else if (e + d < P && hc.bits[static_cast<size_t>(e + d)] > 0)
+                                    t = e + d;
                             }
-                            sim = static_cast<float>(0.3 + 0.6 * rng.uniform() * std::exp(-std::abs(static_cast<double>(e - t)) / 30.0));
+                            sim = static_cast<float>(
+                                0.3 + 0.6 * rng.uniform() *
+                                          std::exp(-std::abs(static_cast<double>(e - t)) / 30.0));
                         }
                         targets.emplace_back(e, t);
                         sims.push_back(sim);
@@ -360,14 +394,15 @@ void write_synthetic_trace(trace::TraceWriter& writer, const SyntheticSpec& spec
                     for (size_t i : merged) {
                         const int64_t dst = slot_of(hc, targets[i].second);
                         const float w = sims[i];
-                        ev.push_back(event(st, l, h, CacheOp::kMerge, targets[i].first, dst, w, sims[i],
-                                           static_cast<float>(hc.threshold), 0));
+                        ev.push_back(event(st, l, h, CacheOp::kMerge, targets[i].first, dst, w,
+                                           sims[i], static_cast<float>(hc.threshold), 0));
                         ev.back().dst_position = static_cast<int32_t>(targets[i].second);
                     }
                     for (int64_t e : evict) {
                         if (hc.bits[static_cast<size_t>(e)] == 0) continue;
                         hc.bits[static_cast<size_t>(e)] = 0;
-                        ev.push_back(event(st, l, h, CacheOp::kEvict, e, -1, kNaN, kNaN, static_cast<float>(hc.threshold), 0));
+                        ev.push_back(event(st, l, h, CacheOp::kEvict, e, -1, kNaN, kNaN,
+                                           static_cast<float>(hc.threshold), 0));
                     }
                     hc.held = P - std::ssize(evict);
                     hc.held_bits = 16 * hc.held;
@@ -377,7 +412,8 @@ void write_synthetic_trace(trace::TraceWriter& writer, const SyntheticSpec& spec
                         const int8_t b = i < 2 * third ? 4 : 2;
                         hc.bits[static_cast<size_t>(kept_mid[i])] = b;
                         hc.held_bits -= 16 - b;
-                        ev.push_back(event(st, l, h, CacheOp::kQuantize, kept_mid[i], -1, kNaN, kNaN, kNaN, b));
+                        ev.push_back(event(st, l, h, CacheOp::kQuantize, kept_mid[i], -1, kNaN,
+                                           kNaN, kNaN, b));
                     }
                     continue;
                 }
@@ -391,17 +427,21 @@ void write_synthetic_trace(trace::TraceWriter& writer, const SyntheticSpec& spec
                 // needle only draws attention from the retrieval heads.
                 for (int64_t j = 0; j < pos; ++j) {
                     if (hc.bits[static_cast<size_t>(j)] == 0) continue;
-                    double a = j < P ? c[j] / static_cast<double>(P) : 0.6 / static_cast<double>(pos);
+                    double a =
+                        j < P ? c[j] / static_cast<double>(P) : 0.6 / static_cast<double>(pos);
                     if (j >= nb && j < ne && !retrieval_head(l, h)) a *= 0.05;
-                    hc.score[static_cast<size_t>(j)] += static_cast<float>(a * (0.5 + rng.uniform()));
+                    hc.score[static_cast<size_t>(j)] +=
+                        static_cast<float>(a * (0.5 + rng.uniform()));
                 }
-                hc.score[static_cast<size_t>(pos)] = static_cast<float>(0.8 / static_cast<double>(pos));
+                hc.score[static_cast<size_t>(pos)] =
+                    static_cast<float>(0.8 / static_cast<double>(pos));
                 if (C < 0) continue;
                 if (hc.held > C) {
                     int64_t victim = -1;
                     for (int64_t j = sinks; j < n - W; ++j) {
                         if (hc.bits[static_cast<size_t>(j)] != 0 &&
-                            (victim < 0 || hc.score[static_cast<size_t>(j)] < hc.score[static_cast<size_t>(victim)])) {
+                            (victim < 0 || hc.score[static_cast<size_t>(j)] <
+                                               hc.score[static_cast<size_t>(victim)])) {
                             victim = j;
                         }
                     }
@@ -414,7 +454,8 @@ void write_synthetic_trace(trace::TraceWriter& writer, const SyntheticSpec& spec
                         const float sim = static_cast<float>(0.35 + 0.6 * rng.uniform());
                         hc.threshold = 0.5 * hc.threshold + 0.5 * sim;
                         if (target >= 0 && sim >= hc.threshold) {
-                            ev.push_back(event(st, l, h, CacheOp::kMerge, victim, slot_of(hc, target), sim, sim,
+                            ev.push_back(event(st, l, h, CacheOp::kMerge, victim,
+                                               slot_of(hc, target), sim, sim,
                                                static_cast<float>(hc.threshold), 0));
                             ev.back().dst_position = static_cast<int32_t>(target);
                         } else {
@@ -429,7 +470,8 @@ void write_synthetic_trace(trace::TraceWriter& writer, const SyntheticSpec& spec
                         int64_t pick = -1;
                         for (int64_t j = sinks; j < n - W; ++j) {
                             if (hc.bits[static_cast<size_t>(j)] == from &&
-                                (pick < 0 || hc.score[static_cast<size_t>(j)] < hc.score[static_cast<size_t>(pick)])) {
+                                (pick < 0 || hc.score[static_cast<size_t>(j)] <
+                                                 hc.score[static_cast<size_t>(pick)])) {
                                 pick = j;
                             }
                         }
@@ -437,7 +479,8 @@ void write_synthetic_trace(trace::TraceWriter& writer, const SyntheticSpec& spec
                         const int8_t to = from == 16 ? 4 : 2;
                         hc.bits[static_cast<size_t>(pick)] = to;
                         hc.held_bits -= from - to;
-                        ev.push_back(event(st, l, h, CacheOp::kQuantize, pick, -1, kNaN, kNaN, kNaN, to));
+                        ev.push_back(
+                            event(st, l, h, CacheOp::kQuantize, pick, -1, kNaN, kNaN, kNaN, to));
                     }
                 }
             }
@@ -451,10 +494,13 @@ void write_synthetic_trace(trace::TraceWriter& writer, const SyntheticSpec& spec
         }
         for (int32_t l = 0; l < L; ++l) {
             for (int32_t h = 0; h < H; ++h) {
-                const HeadCache& hc = caches[static_cast<size_t>(l) * static_cast<size_t>(H) + static_cast<size_t>(h)];
+                const HeadCache& hc = caches[static_cast<size_t>(l) * static_cast<size_t>(H) +
+                                             static_cast<size_t>(h)];
                 int64_t kept = 0;
-                for (int64_t j = nb; j < ne; ++j) kept += hc.bits[static_cast<size_t>(j)] != 0 ? 1 : 0;
-                data.needle_survival.push_back(static_cast<float>(kept) / static_cast<float>(ne - nb));
+                for (int64_t j = nb; j < ne; ++j)
+                    kept += hc.bits[static_cast<size_t>(j)] != 0 ? 1 : 0;
+                data.needle_survival.push_back(static_cast<float>(kept) /
+                                               static_cast<float>(ne - nb));
             }
         }
         trace::StepRecord& r = data.record;
@@ -469,10 +515,14 @@ void write_synthetic_trace(trace::TraceWriter& writer, const SyntheticSpec& spec
         r.entropy = static_cast<float>(0.3 + 1.5 * rng.uniform());
         for (int32_t l = 0; l < L; ++l) {
             int64_t bits = 0;
-            for (int32_t h = 0; h < H; ++h) bits += caches[static_cast<size_t>(l) * static_cast<size_t>(H) + static_cast<size_t>(h)].held_bits;
+            for (int32_t h = 0; h < H; ++h)
+                bits +=
+                    caches[static_cast<size_t>(l) * static_cast<size_t>(H) + static_cast<size_t>(h)]
+                        .held_bits;
             r.bytes_held.push_back(bits * spec.head_dim * 2 / 8);
         }
-        r.time_ms = static_cast<float>(s == 0 ? 40.0 + 0.05 * static_cast<double>(P) : 18.0 + 4.0 * rng.uniform());
+        r.time_ms = static_cast<float>(s == 0 ? 40.0 + 0.05 * static_cast<double>(P)
+                                              : 18.0 + 4.0 * rng.uniform());
         writer.write_step(std::move(data));
         if (spec.delay_ms > 0) {
             writer.sync();

@@ -34,11 +34,11 @@ struct SyntheticSpec {
     int32_t head_dim = 64;
     int64_t n_prompt_tokens = 0;  // 0 = the haystack text once (~250 tokens); more repeats it
     int64_t n_steps = 24;
-    int64_t window = 8;           // recent tokens always kept
+    int64_t window = 8;  // recent tokens always kept
     int64_t sinks = 4;
-    double budget_ratio = 0.35;   // mean kept fraction of the compressed layers
+    double budget_ratio = 0.35;  // mean kept fraction of the compressed layers
     uint64_t seed = 7;
-    int delay_ms = 0;             // pause after each committed step (live-follow tests, demos)
+    int delay_ms = 0;  // pause after each committed step (live-follow tests, demos)
 };
 
 // Writes the whole trace through `writer` (begin ... end). Deterministic for a spec.

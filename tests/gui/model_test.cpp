@@ -6,10 +6,10 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
-#include <memory>
-#include <thread>
 #include <filesystem>
 #include <fstream>
+#include <memory>
+#include <thread>
 
 #include "app/studio/synthetic_trace.h"
 #include "core/model/error.h"
@@ -99,7 +99,8 @@ TEST(HeadHistory, MergeDestinationsResolveSlotsToPositions) {
 TEST(HeadHistory, RecordedDestinationPositionWinsOverTheSlot) {
     HeadHistory h(0, 0);
     std::vector<EventRecord> s0 = {ev(0, CacheOp::kAppend, 0, 0), ev(0, CacheOp::kAppend, 1, 1),
-                                   ev(0, CacheOp::kAppend, 2, 2), ev(0, CacheOp::kMerge, 1, 0, 0.5f, 0)};
+                                   ev(0, CacheOp::kAppend, 2, 2),
+                                   ev(0, CacheOp::kMerge, 1, 0, 0.5f, 0)};
     s0.back().dst_position = 2;  // the slot (0) would say position 0
     h.apply_step(s0);
     EXPECT_EQ(h.state_at(1, 0).into, 2);
@@ -134,9 +135,9 @@ TEST(HeadHistory, ChangesListInStepOrder) {
 
 TEST(HeadHistory, IgnoresEventsForTokensNotHeld) {
     HeadHistory h(0, 0);
-    const std::vector<EventRecord> s0 = {ev(0, CacheOp::kAppend, 0, 0), ev(0, CacheOp::kEvict, 0),
-                                         ev(0, CacheOp::kEvict, 0), ev(0, CacheOp::kQuantize, 3, -1, 0, 4),
-                                         ev(0, CacheOp::kAppend, -5, 0)};
+    const std::vector<EventRecord> s0 = {
+        ev(0, CacheOp::kAppend, 0, 0), ev(0, CacheOp::kEvict, 0), ev(0, CacheOp::kEvict, 0),
+        ev(0, CacheOp::kQuantize, 3, -1, 0, 4), ev(0, CacheOp::kAppend, -5, 0)};
     h.apply_step(s0);
     EXPECT_EQ(h.held(0), 0);
     EXPECT_EQ(h.evicted(0), 1);  // the second evict of an evicted token does not count
@@ -146,7 +147,7 @@ TEST(HeadHistory, IgnoresEventsForTokensNotHeld) {
 // ---- ReaderTraceModel on the bundled sample trace -------------------------------------------
 
 class SampleTraceTest : public ::testing::Test {
-protected:
+  protected:
     void SetUp() override { ASSERT_TRUE(fs::exists(kSample)) << kSample; }
 };
 
@@ -186,7 +187,8 @@ TEST_F(SampleTraceTest, HistoriesAgreeWithReaderTokenStates) {
                 int64_t held = 0;
                 for (size_t t = 0; t < states.size(); ++t) {
                     const CacheChange c = history->state_at(static_cast<int64_t>(t), step);
-                    ASSERT_EQ(c.state, states[t].state) << "l" << l << " h" << h << " s" << step << " t" << t;
+                    ASSERT_EQ(c.state, states[t].state)
+                        << "l" << l << " h" << h << " s" << step << " t" << t;
                     if (is_held(c.state)) {
                         EXPECT_EQ(c.bits, states[t].bits);
                         ++held;
@@ -237,9 +239,11 @@ TEST_F(SampleTraceTest, TablesMatchTheReader) {
         for (int32_t h = 0; h < s.n_heads; ++h) {
             EXPECT_FLOAT_EQ(model.spearman(l, h), spearman[static_cast<size_t>(l * s.n_heads + h)]);
             for (int64_t st = 0; st < s.n_steps; st += 5) {
-                EXPECT_EQ(model.budget(st, l, h), reader.budgets(st)[static_cast<size_t>(l * s.n_heads + h)]);
-                EXPECT_FLOAT_EQ(model.needle_survival(0, st, l, h),
-                                reader.needle_survival(0, st, st + 1)[static_cast<size_t>(l * s.n_heads + h)]);
+                EXPECT_EQ(model.budget(st, l, h),
+                          reader.budgets(st)[static_cast<size_t>(l * s.n_heads + h)]);
+                EXPECT_FLOAT_EQ(
+                    model.needle_survival(0, st, l, h),
+                    reader.needle_survival(0, st, st + 1)[static_cast<size_t>(l * s.n_heads + h)]);
             }
         }
         for (int64_t st = 0; st < s.n_steps; ++st) {
@@ -285,7 +289,8 @@ TEST(ReaderTraceModelErrors, MissingAndGarbageFilesNameTheFile) {
         ReaderTraceModel m(missing);
         FAIL() << "opened a missing file";
     } catch (const InputError& e) {
-        EXPECT_NE(std::string(e.what()).find("does_not_exist.kvtrace.h5"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("does_not_exist.kvtrace.h5"), std::string::npos)
+            << e.what();
     }
     const fs::path garbage = temp_path("garbage.kvtrace.h5");
     std::ofstream(garbage) << "this is not an HDF5 file at all";
@@ -310,7 +315,8 @@ TEST(ReaderTraceModelErrors, TruncatedTraceNeverCrashes) {
         }
         (void)m.take_error();
     } catch (const InputError& e) {
-        EXPECT_NE(std::string(e.what()).find("truncated.kvtrace.h5"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("truncated.kvtrace.h5"), std::string::npos)
+            << e.what();
     }
 }
 
@@ -335,7 +341,8 @@ TEST(SyntheticTrace, WritesAValidTraceWithConsistentStatistics) {
     const auto rho = reader.spearman();
     for (int32_t l = 0; l < 6; ++l) {
         for (int32_t h = 0; h < 2; ++h) {
-            const double expect = key_norm_attention_spearman(reader.key_norm(l, h), reader.attn_received(l, h));
+            const double expect =
+                key_norm_attention_spearman(reader.key_norm(l, h), reader.attn_received(l, h));
             EXPECT_NEAR(rho[static_cast<size_t>(l * 2 + h)], expect, 1e-6);
         }
     }
@@ -361,8 +368,8 @@ namespace {
 TEST(ReaderTraceModelLive, FollowsATraceWhileItIsWritten) {
     const fs::path path = temp_path("live_model.kvtrace.h5");
     fs::remove(path);
-    const std::string cmd = std::string("\"") + KVSCOPE_SYNTHETIC_TOOL + "\" --out \"" + path.string() +
-                            "\" --layers 3 --heads 2 --steps 12 --delay-ms 150 &";
+    const std::string cmd = std::string("\"") + KVSCOPE_SYNTHETIC_TOOL + "\" --out \"" +
+                            path.string() + "\" --layers 3 --heads 2 --steps 12 --delay-ms 150 &";
     ASSERT_EQ(std::system(cmd.c_str()), 0);
     std::unique_ptr<ReaderTraceModel> model;
     std::string last_error;
@@ -379,12 +386,13 @@ TEST(ReaderTraceModelLive, FollowsATraceWhileItIsWritten) {
     ASSERT_NE(model, nullptr) << last_error;
     const bool opened_live = model->summary().live;
     const int64_t first_steps = model->summary().n_steps;
-    while (model->summary().state == trace::RunState::kRunning && elapsed() < std::chrono::seconds(20)) {
+    while (model->summary().state == trace::RunState::kRunning &&
+           elapsed() < std::chrono::seconds(20)) {
         model->refresh();
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
-    EXPECT_EQ(model->summary().n_steps, 12) << "opened live " << opened_live << " with " << first_steps
-                                            << " steps; " << model->take_error();
+    EXPECT_EQ(model->summary().n_steps, 12) << "opened live " << opened_live << " with "
+                                            << first_steps << " steps; " << model->take_error();
     EXPECT_EQ(model->summary().state, trace::RunState::kComplete);
     const auto h = model->history(2, 1, Load::kNow);
     ASSERT_NE(h, nullptr);

@@ -56,7 +56,7 @@ ImU32 expected_state_colour(const views::Theme& theme, const trace::TokenState& 
 class StudioTest : public QObject {
     Q_OBJECT
 
-private:
+  private:
     MainWindow* window_ = nullptr;
     QTemporaryDir out_;
     std::unique_ptr<trace::TraceReader> reader_;
@@ -114,8 +114,12 @@ private:
             }
         }
         const double share = static_cast<double>(differ) / ((img.width() / 2) * (img.height() / 2));
-        QVERIFY2(colours.size() >= 24, qPrintable(QString("%1: only %2 colours").arg(id).arg(colours.size())));
-        QVERIFY2(share >= 0.08, qPrintable(QString("%1: only %2 of pixels differ from the background").arg(id).arg(share)));
+        QVERIFY2(colours.size() >= 24,
+                 qPrintable(QString("%1: only %2 colours").arg(id).arg(colours.size())));
+        QVERIFY2(
+            share >= 0.08,
+            qPrintable(
+                QString("%1: only %2 of pixels differ from the background").arg(id).arg(share)));
     }
     void select(int64_t step, int32_t layer, int32_t head) {
         views::ViewState& s = window_->view_state();
@@ -125,7 +129,7 @@ private:
         window_->repaint_views();
     }
 
-private slots:
+  private slots:
     void initTestCase() {
         QVERIFY(out_.isValid());
         QVERIFY2(QFile::exists(kSample), qPrintable(kSample));
@@ -204,7 +208,8 @@ private slots:
             ++checked;
         }
         QVERIFY(checked > 50);
-        QVERIFY2(kinds.size() >= 4, "the sample should show kept, quantised, merged and evicted tokens");
+        QVERIFY2(kinds.size() >= 4,
+                 "the sample should show kept, quantised, merged and evicted tokens");
     }
 
     void timelineAndPrecisionShowStatesWhereExpected() {
@@ -226,7 +231,8 @@ private slots:
                 if (!uniform(states, t)) continue;
                 seen.insert(expected_state_colour(theme(), states[t]));
                 ++checked;
-                expect_colour(tl, host("eviction_timeline"), timeline->point_of(static_cast<int64_t>(t), step),
+                expect_colour(tl, host("eviction_timeline"),
+                              timeline->point_of(static_cast<int64_t>(t), step),
                               expected_state_colour(theme(), states[t]), 4,
                               QString("timeline token %1 step %2").arg(t).arg(step));
             }
@@ -240,7 +246,8 @@ private slots:
             const auto states = reader_->token_states(l, 2, step);
             for (size_t t = 1; t + 1 < states.size(); t += 11) {
                 if (!uniform(states, t)) continue;
-                expect_colour(pm, host("precision"), precision->point_of(l, static_cast<int64_t>(t)),
+                expect_colour(pm, host("precision"),
+                              precision->point_of(l, static_cast<int64_t>(t)),
                               expected_state_colour(theme(), states[t]), 4,
                               QString("precision L%1 token %2").arg(l).arg(t));
             }
@@ -270,8 +277,9 @@ private slots:
         show_and_grab("layer_head");
         auto* lh = view<views::LayerHeadView>("layer_head");
         const views::PlotRect cell = lh->cell_rect(5, 2);
-        QTest::mouseClick(host("layer_head"), Qt::LeftButton, {},
-                          QPoint(static_cast<int>(cell.min.x + 5), static_cast<int>(cell.min.y + 5)));
+        QTest::mouseClick(
+            host("layer_head"), Qt::LeftButton, {},
+            QPoint(static_cast<int>(cell.min.x + 5), static_cast<int>(cell.min.y + 5)));
         QTRY_COMPARE(window_->view_state().layer, 5);
         QTRY_COMPARE(window_->view_state().head, 2);
         // The strip now colours by layer 5 head 2; click a token there.
@@ -279,8 +287,9 @@ private slots:
         auto* strip = view<views::TokenStripView>("token_strip");
         const auto rect = strip->token_rect(40);
         QVERIFY(rect.has_value());
-        QTest::mouseClick(host("token_strip"), Qt::LeftButton, {},
-                          QPoint(static_cast<int>(rect->min.x + 4), static_cast<int>(rect->min.y + 4)));
+        QTest::mouseClick(
+            host("token_strip"), Qt::LeftButton, {},
+            QPoint(static_cast<int>(rect->min.x + 4), static_cast<int>(rect->min.y + 4)));
         QTRY_COMPARE(window_->view_state().token, int64_t{40});
         // The timeline draws the selected token as a line in the selection colour.
         window_->view_state().set_hover_token(-1);
@@ -289,10 +298,12 @@ private slots:
         const ImVec2 p = timeline->point_of(40, 3);
         int best = 255;
         for (int dx = -2; dx <= 2; ++dx) {
-            best = std::min(best, colour_distance(pixel(tl, host("eviction_timeline"), ImVec2(p.x + dx, p.y)),
-                                                  to_qcolor(theme().selection)));
+            best = std::min(
+                best, colour_distance(pixel(tl, host("eviction_timeline"), ImVec2(p.x + dx, p.y)),
+                                      to_qcolor(theme().selection)));
         }
-        QVERIFY2(best <= 40, qPrintable(QString("no selection line near token 40 (closest %1)").arg(best)));
+        QVERIFY2(best <= 40,
+                 qPrintable(QString("no selection line near token 40 (closest %1)").arg(best)));
         // And the budgets view marks the selected layer (5): its bar is outlined.
         QCOMPARE(window_->view_state().layer, 5);
     }
@@ -362,12 +373,12 @@ private slots:
     void themeSwitches() {
         window_->set_theme(views::ThemeKind::kLight);
         QImage img = show_and_grab("budgets");
-        expect_colour(img, host("budgets"), ImVec2(2, img.height() - 3.0f), views::theme(views::ThemeKind::kLight).background, 3,
-                      "light background");
+        expect_colour(img, host("budgets"), ImVec2(2, img.height() - 3.0f),
+                      views::theme(views::ThemeKind::kLight).background, 3, "light background");
         window_->set_theme(views::ThemeKind::kDark);
         img = show_and_grab("budgets");
-        expect_colour(img, host("budgets"), ImVec2(2, img.height() - 3.0f), views::theme(views::ThemeKind::kDark).background, 3,
-                      "dark background");
+        expect_colour(img, host("budgets"), ImVec2(2, img.height() - 3.0f),
+                      views::theme(views::ThemeKind::kDark).background, 3, "dark background");
         QCOMPARE(QSettings().value("theme").toString(), QString("dark"));
     }
 
@@ -401,7 +412,8 @@ private slots:
         show_and_grab("token_strip");  // the empty placeholder draws
         QMimeData mime;
         mime.setUrls({QUrl::fromLocalFile(kSample)});
-        QDragEnterEvent enter(QPoint(10, 10), Qt::CopyAction, &mime, Qt::LeftButton, Qt::NoModifier);
+        QDragEnterEvent enter(QPoint(10, 10), Qt::CopyAction, &mime, Qt::LeftButton,
+                              Qt::NoModifier);
         QApplication::sendEvent(window_, &enter);
         QVERIFY(enter.isAccepted());
         QDropEvent drop(QPointF(10, 10), Qt::CopyAction, &mime, Qt::LeftButton, Qt::NoModifier);
@@ -413,8 +425,9 @@ private slots:
     void followsATraceWhileItIsWritten() {
         const QString live = out_.filePath("live.kvtrace.h5");
         QProcess writer;
-        writer.start(QStringLiteral(KVSCOPE_SYNTHETIC_TOOL),
-                     {"--out", live, "--layers", "4", "--heads", "2", "--steps", "16", "--delay-ms", "250"});
+        writer.start(
+            QStringLiteral(KVSCOPE_SYNTHETIC_TOOL),
+            {"--out", live, "--layers", "4", "--heads", "2", "--steps", "16", "--delay-ms", "250"});
         QVERIFY(writer.waitForStarted());
         // Open as soon as the first steps are readable (the writer may still be creating it).
         QTRY_VERIFY_WITH_TIMEOUT(QFile::exists(live) && window_->open_trace(live), 10000);
@@ -428,8 +441,10 @@ private slots:
                 .arg(static_cast<int>(s.state))
                 .arg(window_->last_error(), QString::fromStdString(s.notice));
         };
-        QTRY_VERIFY2_WITH_TIMEOUT(window_->model()->summary().n_steps == 16, qPrintable(diag()), 20000);
-        QTRY_COMPARE_WITH_TIMEOUT(window_->model()->summary().state, trace::RunState::kComplete, 10000);
+        QTRY_VERIFY2_WITH_TIMEOUT(window_->model()->summary().n_steps == 16, qPrintable(diag()),
+                                  20000);
+        QTRY_COMPARE_WITH_TIMEOUT(window_->model()->summary().state, trace::RunState::kComplete,
+                                  10000);
         QTRY_COMPARE(window_->scrubber()->step_count(), int64_t{16});
         QTRY_COMPARE(window_->view_state().step, int64_t{15});  // followed to the end
         QVERIFY(writer.state() == QProcess::NotRunning || writer.waitForFinished(20000));
@@ -441,8 +456,8 @@ private slots:
     void commandLineOpensAndExports() {
         QProcess studio;
         const QString dir = out_.filePath("cli");
-        studio.start(QStringLiteral(KVSCOPE_STUDIO_EXE),
-                     {kSample, "--export-views", dir, "--scale", "1", "--layer", "4", "--head", "1"});
+        studio.start(QStringLiteral(KVSCOPE_STUDIO_EXE), {kSample, "--export-views", dir, "--scale",
+                                                          "1", "--layer", "4", "--head", "1"});
         QVERIFY(studio.waitForFinished(60000));
         QVERIFY2(studio.exitCode() == 0, studio.readAllStandardError().constData());
         for (int k = 0; k < window_->view_count(); ++k) {
@@ -450,7 +465,8 @@ private slots:
             QVERIFY2(!img.isNull(), window_->view(k)->id());
         }
         QProcess bad;
-        bad.start(QStringLiteral(KVSCOPE_STUDIO_EXE), {out_.filePath("nope.kvtrace.h5"), "--export-views", dir});
+        bad.start(QStringLiteral(KVSCOPE_STUDIO_EXE),
+                  {out_.filePath("nope.kvtrace.h5"), "--export-views", dir});
         QVERIFY(bad.waitForFinished(60000));
         QCOMPARE(bad.exitCode(), 1);
         QVERIFY(bad.readAllStandardError().contains("nope.kvtrace.h5"));

@@ -22,7 +22,7 @@ namespace fs = std::filesystem;
 const fs::path kSample = fs::path(KVSCOPE_SOURCE_DIR) / "resources/sample/sample.kvtrace.h5";
 
 class ViewsHeadless : public ::testing::Test {
-protected:
+  protected:
     ViewsHeadless() : model_(kSample), im_(1200, 700) {
         state_.step = model_.summary().n_steps - 1;
         state_.layer = 3;
