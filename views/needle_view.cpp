@@ -225,7 +225,7 @@ void NeedleView::draw_curve(ViewContext& ctx, Canvas& canvas, int32_t span) {
     const Theme& theme = ctx.theme;
     const int64_t S = std::max<int64_t>(ctx.model.summary().n_steps, 1);
     canvas.rect(curve_.min, curve_.max, theme.panel);
-    draw_y_axis(canvas, theme, curve_, 0.0, 1.0, "needle held over steps: mean, min, selected");
+    draw_y_axis(canvas, theme, curve_, 0.0, 1.0, "needle held: mean, min, selected");
     draw_x_axis(canvas, theme, curve_, 0.0, static_cast<double>(S - 1), "step");
     const int columns =
         static_cast<int>(std::min<int64_t>(S, static_cast<int64_t>(curve_.width())));

@@ -19,6 +19,8 @@
 #include <QSettings>
 #include <QStatusBar>
 #include <QToolBar>
+#include <QPalette>
+#include <QStyle>
 #include <QUrl>
 
 #include <algorithm>
@@ -549,9 +551,45 @@ void MainWindow::go_to_step_dialog() {
 
 // ---- Theme, status, events ------------------------------------------------------------------
 
+namespace {
+
+// The Qt chrome (menus, docks, scrubber) follows the views' theme: Fusion with a matching palette.
+void apply_qt_palette(const views::Theme& t) {
+    static const QPalette system_palette = QApplication::palette();
+    if (QApplication::style()->name() != "fusion") QApplication::setStyle("Fusion");
+    if (t.kind == views::ThemeKind::kLight) {
+        QApplication::setPalette(system_palette);
+        return;
+    }
+    auto colour = [](ImU32 c) {
+        return QColor((c >> IM_COL32_R_SHIFT) & 0xFF, (c >> IM_COL32_G_SHIFT) & 0xFF,
+                      (c >> IM_COL32_B_SHIFT) & 0xFF);
+    };
+    QPalette p;
+    p.setColor(QPalette::Window, colour(t.background));
+    p.setColor(QPalette::WindowText, colour(t.text));
+    p.setColor(QPalette::Base, colour(t.panel));
+    p.setColor(QPalette::AlternateBase, colour(t.background));
+    p.setColor(QPalette::Text, colour(t.text));
+    p.setColor(QPalette::Button, colour(t.background).lighter(120));
+    p.setColor(QPalette::ButtonText, colour(t.text));
+    p.setColor(QPalette::ToolTipBase, colour(t.panel));
+    p.setColor(QPalette::ToolTipText, colour(t.text));
+    p.setColor(QPalette::Highlight, QColor(66, 133, 244));
+    p.setColor(QPalette::HighlightedText, Qt::white);
+    p.setColor(QPalette::PlaceholderText, colour(t.text_dim));
+    p.setColor(QPalette::Disabled, QPalette::Text, colour(t.text_dim));
+    p.setColor(QPalette::Disabled, QPalette::ButtonText, colour(t.text_dim));
+    p.setColor(QPalette::Disabled, QPalette::WindowText, colour(t.text_dim));
+    QApplication::setPalette(p);
+}
+
+}  // namespace
+
 void MainWindow::set_theme(views::ThemeKind kind) {
     theme_kind_ = kind;
     const views::Theme& theme = views::theme(kind);
+    apply_qt_palette(theme);
     for (ImGuiHostWidget* h : hosts_) h->set_theme(theme);
     if (dark_action_) dark_action_->setChecked(kind == views::ThemeKind::kDark);
     if (light_action_) light_action_->setChecked(kind == views::ThemeKind::kLight);
