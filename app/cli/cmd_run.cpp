@@ -15,6 +15,8 @@
 #include "core/engine/sampler.h"
 #include "core/model/error.h"
 #include "core/policies/registry.h"
+#include "core/scenarios/haystack.h"
+#include "core/scenarios/scenario.h"
 #include "kvscope_version.h"
 
 namespace kvscope::cli {
@@ -34,6 +36,12 @@ struct RunArgs {
     uint64_t seed = 0;
     int top_k = 5;
     bool record_maps = false, quiet = false, ignore_eos = false;
+    // --scenario: the prompt is built by core/scenarios (the format the demo model was trained on)
+    std::string scenario, haystack;
+    int64_t length = 1024;
+    double depth = 0.5;
+    uint64_t scenario_seed = 1;
+    int needles = 1;
 };
 
 // Token span [begin, end) of the first occurrence of `needle` in the prompt, found in the text the
@@ -89,6 +97,26 @@ std::function<int()> setup(CLI::App& sub) {
     auto* p = sub.add_option("--prompt", a->prompt, "Prompt text");
     auto* pf = sub.add_option("--prompt-file", a->prompt_file, "Read the prompt from a file");
     p->excludes(pf);
+    auto* sc = sub.add_option("--scenario", a->scenario,
+                              "Build the prompt instead: a passkey or needle-in-a-haystack test "
+                              "(the needle is marked and its answer checked)")
+                   ->check(CLI::IsMember({"passkey", "niah"}));
+    sc->excludes(p);
+    sc->excludes(pf);
+    sub.add_option("--length", a->length, "--scenario: prompt length in tokens, BOS included")
+        ->check(CLI::Range(int64_t{16}, int64_t{1} << 22))
+        ->capture_default_str();
+    sub.add_option("--depth", a->depth, "--scenario: needle depth, 0 = start, 1 = end")
+        ->check(CLI::Range(0.0, 1.0))
+        ->capture_default_str();
+    sub.add_option("--scenario-seed", a->scenario_seed,
+                   "--scenario: seed of the haystack and the needle's digits")
+        ->capture_default_str();
+    sub.add_option("--needles", a->needles,
+                   "--scenario niah: needles in the haystack (one is asked for)")
+        ->check(CLI::Range(1, 64));
+    sub.add_option("--haystack", a->haystack,
+                   "--scenario niah: haystack folder (default: resources/haystacks)");
     sub.add_option("--trace", a->trace, "Output trace file (.kvtrace.h5)")->required();
     sub.add_option("--max-new", a->max_new, "Tokens to generate")->check(CLI::Range(0, 1 << 20));
     sub.add_option("--needle", a->needle, "Mark this text of the prompt as a needle to follow");
@@ -107,10 +135,17 @@ std::function<int()> setup(CLI::App& sub) {
     sub.add_flag("--quiet", a->quiet, "No progress on stderr");
     sub.add_flag("--ignore-eos", a->ignore_eos, "Keep generating after an end-of-sequence token");
     add_policy_options(sub, a->policy);
-    return [a, p, pf]() {
+    return [a, p, pf, sc]() {
         using clock = std::chrono::steady_clock;
-        if (p->count() == 0 && pf->count() == 0)
-            throw InputError("run: pass --prompt or --prompt-file");
+        const bool scenario = sc->count() > 0;
+        if (p->count() == 0 && pf->count() == 0 && !scenario)
+            throw InputError("run: pass --prompt, --prompt-file or --scenario");
+        if (scenario && (!a->needle.empty() || !a->answer.empty()))
+            throw InputError("--scenario marks its own needle and answer; drop --needle/--answer");
+        if (!scenario && (a->needles != 1 || !a->haystack.empty()))
+            throw InputError("--needles and --haystack apply to --scenario only");
+        if (scenario && a->scenario == "passkey" && (a->needles != 1 || !a->haystack.empty()))
+            throw InputError("--needles and --haystack apply to --scenario niah only");
         if (!a->answer.empty() && a->needle.empty()) throw InputError("--answer needs --needle");
         std::string prompt = a->prompt;
         if (pf->count() > 0) {
@@ -124,7 +159,45 @@ std::function<int()> setup(CLI::App& sub) {
         const auto t_load = clock::now();
         Loaded L = load_model_and_tokenizer(a->m, true);
         const ModelSpec& sp = L.model->spec;
-        const std::vector<int32_t> ids = encode_prompt(*L.tokenizer, prompt);
+        std::vector<int32_t> ids;
+        std::vector<trace::MarkedSpan> spans;
+        std::string answer = a->answer;
+        if (scenario) {
+            const ScenarioKind kind = parse_scenario_kind(a->scenario);
+            Haystack hay;
+            if (kind == ScenarioKind::niah) {
+                std::filesystem::path dir = a->haystack;
+                if (dir.empty()) dir = find_default_haystack_dir(a->m.model);
+                if (dir.empty())
+                    throw InputError("--scenario niah needs haystack texts: pass --haystack DIR");
+                hay = load_haystack(dir);
+            }
+            ScenarioBuilder builder(*L.tokenizer, kind == ScenarioKind::niah ? &hay : nullptr);
+            ScenarioOptions so;
+            so.kind = kind;
+            so.length = a->length;
+            so.depth = a->depth;
+            so.seed = a->scenario_seed;
+            so.num_needles = a->needles;
+            Scenario built = builder.build(so);
+            prompt = built.text;
+            ids = std::move(built.ids);
+            answer = built.answer;
+            // The queried needle is "needle" (the Studio's needle panel follows it); the others
+            // are distractors "needle_2", "needle_3", ... in prompt order.
+            int other = 1;
+            for (const Needle& n : built.needles)
+                spans.push_back({n.token_begin, n.token_end,
+                                 n.queried ? std::string("needle")
+                                           : "needle_" + std::to_string(++other),
+                                 n.queried ? built.answer : std::string()});
+        } else {
+            ids = encode_prompt(*L.tokenizer, prompt);
+            if (!a->needle.empty()) {
+                const auto [b, e] = find_span(*L.tokenizer, ids, a->needle);
+                spans.push_back({b, e, "needle", a->answer});
+            }
+        }
         auto policy = make_policy_from_args(a->policy, sp, static_cast<int64_t>(ids.size()), true);
 
         RecorderOptions ro;
@@ -147,10 +220,7 @@ std::function<int()> setup(CLI::App& sub) {
         meta.n_heads = static_cast<int32_t>(sp.n_kv_heads);
         meta.n_prompt_tokens = static_cast<int64_t>(ids.size());
         meta.top_k = a->top_k;
-        if (!a->needle.empty()) {
-            const auto [b, e] = find_span(*L.tokenizer, ids, a->needle);
-            meta.spans.push_back({b, e, "needle", a->answer});
-        }
+        meta.spans = spans;
         meta.model_name = std::filesystem::path(a->m.model).filename().string();
         meta.model_path = a->m.model;
         meta.architecture = sp.arch_name;
@@ -182,6 +252,10 @@ std::function<int()> setup(CLI::App& sub) {
             {"prefill_appends_recorded", false},
             {"attention_aggregation_to_kv_heads", "mean over the query heads of the group"},
             {"spearman_attention", "prefill column sums"}};
+        if (scenario)
+            meta.extra["scenario"] = {{"kind", a->scenario},   {"length", a->length},
+                                      {"depth", a->depth},     {"seed", a->scenario_seed},
+                                      {"needles", a->needles}, {"answer", answer}};
 
         trace::TraceWriter::Options wo;
         wo.record_attention_rows = ro.record_rows;
@@ -262,10 +336,10 @@ std::function<int()> setup(CLI::App& sub) {
         std::printf("cache    %lld bytes held at the end\n",
                     static_cast<long long>(engine.cache().bytes_held()));
         std::printf("output   %s\n", rec.generated_text().c_str());
-        if (!a->answer.empty())
+        if (!answer.empty())
             std::printf(
-                "answer   '%s' %s\n", a->answer.c_str(),
-                rec.generated_text().find(a->answer) != std::string::npos ? "FOUND" : "not found");
+                "answer   '%s' %s\n", answer.c_str(),
+                rec.generated_text().find(answer) != std::string::npos ? "FOUND" : "not found");
         return reason == "interrupted" ? 130 : 0;
     };
 }
