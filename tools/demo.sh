@@ -1,31 +1,29 @@
 #!/usr/bin/env bash
-# The main job: build KVScope, record a needle-in-a-haystack run of the bundled demo model under
-# SnapKV into demo.kvtrace.h5, and print its summary. Usage: bash tools/demo.sh [policy] [ratio]
+# The main job: build KVScope, then record two needle-in-a-haystack runs of the bundled demo model
+# (a 2048-token prompt built by `kvscope run --scenario niah`, the needle in the middle): one with
+# the full cache, which finds the needle, and one under a compression policy (default SnapKV
+# keeping 25% of the prompt), which can lose it. Writes demo_full.kvtrace.h5 and demo.kvtrace.h5
+# and prints the summary of the compressed run.
+# Usage: bash tools/demo.sh [policy] [ratio] [length]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 POLICY=${1:-snapkv}
 RATIO=${2:-0.25}
+LENGTH=${3:-2048}
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j "$(nproc)" --target kvscope
 K=build/app/cli/kvscope
-
 MODEL=resources/models/kvscope-demo
-if [ ! -f "$MODEL/config.json" ]; then
-  echo "demo: $MODEL not found; using the small fixture model tests/golden/models/llama_sp" >&2
-  MODEL=tests/golden/models/llama_sp
-fi
+SCENARIO=(--scenario niah --length "$LENGTH" --depth 0.5 --scenario-seed 1 --max-new 12)
 
-# A haystack of ~1,500 words with a pass key in the middle, then the question.
-HAY=$(ls resources/haystacks/*.txt 2>/dev/null | head -n 1 || true)
-if [ -n "$HAY" ]; then TEXT=$(tr -s ' \n' ' ' < "$HAY" | cut -d' ' -f1-1500); else
-  TEXT=$(printf 'The grass is green. The sky is blue. The sun is yellow. Here we go. %.0s' $(seq 1 80)); fi
-HALF=$(( ${#TEXT} / 2 ))
-NEEDLE="The pass key is 71432. Remember it. 71432 is the pass key."
-PROMPT_FILE=$(mktemp)
-printf '%s %s %s\nWhat is the pass key? The pass key is' "${TEXT:0:$HALF}" "$NEEDLE" "${TEXT:$HALF}" > "$PROMPT_FILE"
-
-$K run --model "$MODEL" --prompt-file "$PROMPT_FILE" --policy "$POLICY" --ratio "$RATIO" \
-  --needle "The pass key is 71432" --answer 71432 --max-new 8 --trace demo.kvtrace.h5
-rm -f "$PROMPT_FILE"
+echo "== full cache =="
+$K run --model "$MODEL" "${SCENARIO[@]}" --policy full --trace demo_full.kvtrace.h5
+echo
+echo "== $POLICY, ratio $RATIO =="
+$K run --model "$MODEL" "${SCENARIO[@]}" --policy "$POLICY" --ratio "$RATIO" \
+  --trace demo.kvtrace.h5
+echo
 $K inspect demo.kvtrace.h5
-echo "Open it in the Studio: build/app/studio/kvscope-studio demo.kvtrace.h5"
+echo
+echo "Open them in the Studio: build/app/studio/kvscope-studio demo.kvtrace.h5"
+echo "                         (File > Open: demo_full.kvtrace.h5 to compare)"

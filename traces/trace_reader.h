@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -131,5 +132,12 @@ class TraceReader {
 // ignored. Exposed so what-if code and tests can reuse the exact reconstruction rules.
 void apply_events(const std::vector<EventRecord>& events, int64_t up_to_step,
                   std::vector<TokenState>& states);
+
+// The prompt is in the cache before step 0's events: `kvscope run` does not record the prefill's
+// appends (run_json extra.prefill_appends_recorded = false), other writers may. Returns step 0's
+// events of one (layer, head) preceded by an append (16 bits, slot = position) of every prompt
+// position 0..n_prompt-1 that `step0` does not append itself.
+std::vector<EventRecord> with_prompt_appends(std::span<const EventRecord> step0, int32_t layer,
+                                             int32_t head, int64_t n_prompt);
 
 }  // namespace kvscope::trace

@@ -30,6 +30,31 @@ const char* token_cache_state_name(TokenCacheState s) {
     return "unknown";
 }
 
+std::vector<EventRecord> with_prompt_appends(std::span<const EventRecord> step0, int32_t layer,
+                                             int32_t head, int64_t n_prompt) {
+    std::vector<uint8_t> recorded(static_cast<size_t>(std::max<int64_t>(n_prompt, 0)), 0);
+    for (const EventRecord& e : step0)
+        if (e.op == CacheOp::kAppend && e.position >= 0 && e.position < n_prompt)
+            recorded[static_cast<size_t>(e.position)] = 1;
+    std::vector<EventRecord> out;
+    out.reserve(recorded.size() + step0.size());
+    for (int64_t p = 0; p < n_prompt; ++p) {
+        if (recorded[static_cast<size_t>(p)]) continue;
+        EventRecord a;
+        a.step = 0;
+        a.layer = layer;
+        a.head = head;
+        a.op = CacheOp::kAppend;
+        a.position = static_cast<int32_t>(p);
+        a.destination = a.slot = static_cast<int32_t>(p);
+        a.weight = a.similarity = a.threshold = std::numeric_limits<float>::quiet_NaN();
+        a.bits = 16;
+        out.push_back(a);
+    }
+    out.insert(out.end(), step0.begin(), step0.end());
+    return out;
+}
+
 void apply_events(const std::vector<EventRecord>& events, int64_t up_to_step,
                   std::vector<TokenState>& states) {
     const auto n = static_cast<int64_t>(states.size());
@@ -208,6 +233,10 @@ std::vector<TokenState> TraceReader::token_states(int32_t layer, int32_t head, i
             cached.steps_covered = m.n_steps;
         }
         std::vector<TokenState> states(static_cast<size_t>(m.sizes.P + step));
+        // The prompt is held before step 0's events (see with_prompt_appends).
+        for (int64_t p = 0; p < m.sizes.P; ++p)
+            states[static_cast<size_t>(p)] = {
+                TokenCacheState::kHeld, 16, static_cast<int32_t>(p), 0.0f, 0, -1};
         apply_events(cached.events, step, states);
         return states;
     });

@@ -163,8 +163,11 @@ void NeedleView::draw_matrix(ViewContext& ctx, Canvas& canvas, int32_t span) {
     const Theme& theme = ctx.theme;
     const float font = ImGui::GetFontSize();
     const int64_t step = ctx.state.step;
-    canvas.text(ImVec2(matrix_.min.x, matrix_.min.y - font - 4), theme.text,
-                "needle held after step " + std::to_string(step) + " (layer x head)");
+    // The title must not run into the curve's title on its right (few heads: a narrow matrix).
+    std::string title = "needle held after step " + std::to_string(step) + " (layer x head)";
+    if (ImGui::CalcTextSize(title.c_str()).x > curve_.min.x - matrix_.min.x - 8.0f)
+        title = "held, step " + std::to_string(step);
+    canvas.text(ImVec2(matrix_.min.x, matrix_.min.y - font - 4), theme.text, title);
     const float ch = matrix_.height() / static_cast<float>(layers_);
     const float cw = matrix_.width() / static_cast<float>(heads_);
     const bool values = cw >= ImGui::CalcTextSize("100").x + 4 && ch >= font;

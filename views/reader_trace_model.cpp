@@ -156,7 +156,17 @@ void ReaderTraceModel::extend_history(HeadHistory& h) const {
     for (int64_t s = from; s < to; ++s) {
         size_t j = i;
         while (j < events.size() && events[j].step == s) ++j;
-        h.apply_step(std::span<const trace::EventRecord>(events.data() + i, j - i));
+        if (s == 0) {
+            // `kvscope run` does not record the prefill's appends (SCHEMA.md: the prompt is in the
+            // cache when step 0's compression runs). Put the prompt in first, at full precision,
+            // for every position whose append the trace does not carry itself.
+            const std::vector<trace::EventRecord> step0 =
+                with_prompt_appends(std::span<const trace::EventRecord>(events.data() + i, j - i),
+                                    h.layer(), h.head(), summary_.n_prompt_tokens);
+            h.apply_step(step0);
+        } else {
+            h.apply_step(std::span<const trace::EventRecord>(events.data() + i, j - i));
+        }
         i = j;
     }
 }

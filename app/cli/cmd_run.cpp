@@ -187,10 +187,10 @@ std::function<int()> setup(CLI::App& sub) {
             // are distractors "needle_2", "needle_3", ... in prompt order.
             int other = 1;
             for (const Needle& n : built.needles)
-                spans.push_back({n.token_begin, n.token_end,
-                                 n.queried ? std::string("needle")
-                                           : "needle_" + std::to_string(++other),
-                                 n.queried ? built.answer : std::string()});
+                spans.push_back(
+                    {n.token_begin, n.token_end,
+                     n.queried ? std::string("needle") : "needle_" + std::to_string(++other),
+                     n.queried ? built.answer : std::string()});
         } else {
             ids = encode_prompt(*L.tokenizer, prompt);
             if (!a->needle.empty()) {

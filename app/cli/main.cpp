@@ -1,5 +1,6 @@
 // kvscope — headless CLI. Subcommands live in cmd_*.cpp and register themselves (command.h).
-// Errors about input (InputError) print one line naming the file and problem and exit with 2.
+// Errors about input (InputError) print one line naming the file and problem and exit with 2;
+// so do wrong flags (CLI11's own messages; --help and --version exit with 0).
 #include <algorithm>
 #include <cstdio>
 #include <exception>
@@ -32,7 +33,7 @@ int main(int argc, char** argv) {
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
-        return app.exit(e);
+        return app.exit(e) == 0 ? 0 : 2;
     }
     try {
         for (auto& [sub, run] : runners)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates the KVScope Studio screenshots in docs/screenshots/ from the sample trace: one PNG
+# Regenerates the KVScope Studio screenshots in docs/screenshots/ from the D2O sample trace (precision.png from the MiKV one): one PNG
 # per view (<view id>.png) plus the whole window (studio.png), under Xvfb (no display needed).
 # Usage: bash docs/screenshots/make_screenshots.sh [build folder, default: build]
 set -euo pipefail
@@ -7,16 +7,21 @@ cd "$(dirname "$0")/../.."
 BUILD=${1:-build}
 cmake --build "$BUILD" --target kvscope-studio
 OUT=docs/screenshots
-# Layer 5 head 2 loses the needle during decoding; token 80 is inside the needle.
+# Layer 4 head 0 loses digits of the needle (token 252 is one); the last step is 15.
 xvfb-run -a -s "-screen 0 1600x1000x24" env QT_QPA_PLATFORM=xcb XDG_CONFIG_HOME="$(mktemp -d)" \
   "$BUILD/app/studio/kvscope-studio" resources/sample/sample.kvtrace.h5 \
-  --export-views "$OUT" --scale 1 --size 1500x950 --layer 5 --head 2 --token 80 --step 23 \
+  --export-views "$OUT" --scale 1 --size 1500x950 --layer 4 --head 0 --token 252 --step 15 \
   --window-shot "$OUT/studio.png"
 # The light theme, whole window only.
 TMP=$(mktemp -d)
 xvfb-run -a -s "-screen 0 1600x1000x24" env QT_QPA_PLATFORM=xcb XDG_CONFIG_HOME="$TMP/config" \
   "$BUILD/app/studio/kvscope-studio" resources/sample/sample.kvtrace.h5 \
-  --export-views "$TMP/views" --scale 1 --size 1500x950 --layer 5 --head 2 --token 80 --step 23 \
+  --export-views "$TMP/views" --scale 1 --size 1500x950 --layer 4 --head 0 --token 252 --step 15 \
   --theme light --window-shot "$OUT/studio_light.png"
+# The precision map of the MiKV sample (the D2O run has no quantised tokens).
+xvfb-run -a -s "-screen 0 1600x1000x24" env QT_QPA_PLATFORM=xcb XDG_CONFIG_HOME="$TMP/config2" \
+  "$BUILD/app/studio/kvscope-studio" resources/sample/sample_mikv.kvtrace.h5 \
+  --export-views "$TMP/mikv" --scale 1 --size 1500x950 --layer 4 --head 0 --token 252
+cp "$TMP/mikv/precision.png" "$OUT/precision.png"
 rm -rf "$TMP"
 ls -l "$OUT"/*.png

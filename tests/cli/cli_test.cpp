@@ -10,7 +10,10 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace {
 
@@ -44,14 +47,18 @@ fs::path tmp(const std::string& name) {
 }
 
 TEST(Cli, GenerateStreamsGreedyTextDeterministically) {
-    const auto a = run("generate --model " + kModel + " --prompt 'A gift of a flower' --max-new 24");
+    const auto a =
+        run("generate --model " + kModel + " --prompt 'A gift of a flower' --max-new 24");
     ASSERT_EQ(a.code, 0) << a.out;
     EXPECT_EQ(a.out.rfind("A gift of a flower", 0), 0u) << a.out;
     EXPECT_GT(a.out.size(), std::string("A gift of a flower").size() + 10) << a.out;
-    const auto b = run("generate --model " + kModel + " --prompt 'A gift of a flower' --max-new 24");
+    const auto b =
+        run("generate --model " + kModel + " --prompt 'A gift of a flower' --max-new 24");
     EXPECT_EQ(a.out, b.out);  // greedy is deterministic
-    const auto c = run("generate --model " + kModel + " --prompt 'A gift' --max-new 16 --temperature 0.9 --top-p 0.9 --seed 3");
-    const auto d = run("generate --model " + kModel + " --prompt 'A gift' --max-new 16 --temperature 0.9 --top-p 0.9 --seed 3");
+    const auto c = run("generate --model " + kModel +
+                       " --prompt 'A gift' --max-new 16 --temperature 0.9 --top-p 0.9 --seed 3");
+    const auto d = run("generate --model " + kModel +
+                       " --prompt 'A gift' --max-new 16 --temperature 0.9 --top-p 0.9 --seed 3");
     ASSERT_EQ(c.code, 0) << c.out;
     EXPECT_EQ(c.out, d.out);  // same seed, same sample
 }
@@ -63,8 +70,8 @@ TEST(Cli, LogitsJsonMatchesHfReference) {
     std::string ids;
     for (const auto& id : p["ids"]) ids += (ids.empty() ? "" : ",") + std::to_string(id.get<int>());
     const fs::path out = tmp("logits.json");
-    const auto r = run("logits --model " + (kSrc / "tests/golden/models/llama2").string() + " --token-ids " + ids +
-                       " --top 3 --out " + out.string());
+    const auto r = run("logits --model " + (kSrc / "tests/golden/models/llama2").string() +
+                       " --token-ids " + ids + " --top 3 --out " + out.string());
     ASSERT_EQ(r.code, 0) << r.out;
     std::ifstream jf(out);
     const auto j = nlohmann::json::parse(jf);
@@ -103,7 +110,8 @@ TEST(Cli, BadInputGivesClearErrorsNotCrashes) {
     r = run("generate --model " + kModel + " --prompt x --policy nosuchpolicy --budget 8");
     EXPECT_EQ(r.code, 2) << r.out;
     EXPECT_NE(r.out.find("nosuchpolicy"), std::string::npos) << r.out;
-    r = run("generate --model " + kModel + " --prompt x --policy snapkv --budget 8 --param nosuch=1");
+    r = run("generate --model " + kModel +
+            " --prompt x --policy snapkv --budget 8 --param nosuch=1");
     EXPECT_EQ(r.code, 2) << r.out;
     EXPECT_NE(r.out.find("nosuch"), std::string::npos) << r.out;
     r = run("logits --model " + kModel + " --token-ids 1,99999");
@@ -118,16 +126,57 @@ TEST(Cli, EveryPolicyRunsAndRecordsAValidTrace) {
     const std::string prompt =
         "A day for firm decisions. The secret code is 4721. A few hours grace before the madness "
         "begins again. A gift of a flower will soon be made to you. What is the secret code?";
-    for (const std::string policy : {"full", "streaming_llm", "h2o", "tova", "snapkv", "pyramidkv", "dynamickv",
-                                     "knorm", "d2o", "mikv", "dmc", "kivi"}) {
+    for (const std::string policy : {"full", "streaming_llm", "h2o", "tova", "snapkv", "pyramidkv",
+                                     "dynamickv", "knorm", "d2o", "mikv", "dmc", "kivi"}) {
         const fs::path trace = tmp(policy + ".kvtrace.h5");
         std::string budget = (policy == "full" || policy == "kivi") ? "" : " --budget 24";
         std::string extra = policy == "dmc" ? " --param mode=proxy" : "";
-        const auto r = run("run --quiet --model " + kModel + " --prompt '" + prompt + "' --policy " + policy + budget +
-                           extra + " --max-new 6 --needle 'secret code is 4721' --answer 4721 --trace " + trace.string());
+        const auto r = run("run --quiet --model " + kModel + " --prompt '" + prompt +
+                           "' --policy " + policy + budget + extra +
+                           " --max-new 6 --needle 'secret code is 4721' --answer 4721 --trace " +
+                           trace.string());
         ASSERT_EQ(r.code, 0) << policy << ": " << r.out;
         const auto i = run("inspect " + trace.string());
         EXPECT_EQ(i.code, 0) << policy << ": " << i.out;
+    }
+}
+
+// --scenario builds the prompt the demo model was trained on (core/scenarios) and marks the needle.
+TEST(Cli, RunScenarioMarksTheNeedleAndChecksTheAnswer) {
+    const std::string demo = (kSrc / "resources" / "models" / "kvscope-demo").string();
+    ASSERT_TRUE(fs::exists(fs::path(demo) / "config.json")) << demo;
+    const fs::path trace = tmp("scenario.kvtrace.h5");
+    const auto r = run("run --quiet --model " + demo +
+                       " --scenario niah --length 384 --depth 0.5 --scenario-seed 3 --max-new 10 "
+                       "--trace " +
+                       trace.string());
+    ASSERT_EQ(r.code, 0) << r.out;
+    // The demo model answers NIAH at every depth with the full cache (resources/models README).
+    EXPECT_NE(r.out.find("FOUND"), std::string::npos) << r.out;
+    const auto i = run("inspect " + trace.string());
+    ASSERT_EQ(i.code, 0) << i.out;
+    // The builder fills the prompt up to --length tokens without going over (whole words).
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(i.out, m, std::regex(R"(, (\d+) prompt tokens)"))) << i.out;
+    EXPECT_LE(std::stoi(m[1]), 384);
+    EXPECT_GE(std::stoi(m[1]), 374);
+    EXPECT_NE(i.out.find("\"needle\" tokens ["), std::string::npos) << i.out;
+    EXPECT_NE(i.out.find("answer found: yes"), std::string::npos) << i.out;
+
+    // Wrong combinations are refused with exit code 2 and a message naming the problem.
+    const std::string base =
+        "run --quiet --model " + demo + " --trace " + tmp("x.kvtrace.h5").string();
+    for (const auto& [args, says] : std::vector<std::pair<std::string, std::string>>{
+             {" --scenario niah --prompt hi", "excludes"},
+             {" --scenario niah --needle hi", "--scenario marks its own needle"},
+             {" --scenario haystack", "scenario"},
+             {" --scenario passkey --needles 3", "niah only"},
+             {" --scenario niah --depth 1.5", "depth"},
+             {" --scenario niah --haystack /nonexistent/kvscope_hay", "/nonexistent/kvscope_hay"},
+             {" --prompt hi --needles 2", "--scenario only"}}) {
+        const auto b = run(base + args);
+        EXPECT_EQ(b.code, 2) << args << ": " << b.out;
+        EXPECT_NE(b.out.find(says), std::string::npos) << args << ": " << b.out;
     }
 }
 

@@ -251,7 +251,7 @@ TEST_F(SampleTraceTest, TablesMatchTheReader) {
         }
     }
     EXPECT_TRUE(model.has_budgets());
-    EXPECT_EQ(model.answer_found(0), 1);
+    EXPECT_EQ(model.answer_found(0), 0);  // the D2O sample loses its needle (make_sample.sh)
     // Out of range answers "not recorded", never throws.
     EXPECT_EQ(model.budget(-1, 0, 0), -1);
     EXPECT_EQ(model.bytes_held(s.n_steps, 0), -1);

@@ -61,5 +61,27 @@ TEST(TokenStates, UntouchedPositionsAreAbsent) {
     EXPECT_EQ(s[2].state, TokenCacheState::kAbsent);
 }
 
+TEST(TokenStates, PromptAppendsAreImpliedWhenNotRecorded) {
+    // kvscope run records step 0's evictions but not the prefill's appends.
+    const std::vector<EventRecord> step0 = {ev(0, CacheOp::kAppend, 2, 2),
+                                            ev(0, CacheOp::kEvict, 1)};
+    const std::vector<EventRecord> all = with_prompt_appends(step0, 0, 0, 4);
+    ASSERT_EQ(all.size(), 5u);  // appends of 0, 1, 3 (2 is recorded), then the two events
+    EXPECT_EQ(all[0].position, 0);
+    EXPECT_EQ(all[1].position, 1);
+    EXPECT_EQ(all[2].position, 3);
+    EXPECT_EQ(all[2].destination, 3);
+    EXPECT_EQ(all[3].position, 2);
+    EXPECT_EQ(all[4].op, CacheOp::kEvict);
+    std::vector<TokenState> s(5);
+    apply_events(all, 0, s);
+    EXPECT_EQ(s[0].state, TokenCacheState::kHeld);
+    EXPECT_EQ(s[0].bits, 16);
+    EXPECT_EQ(s[1].state, TokenCacheState::kEvicted);
+    EXPECT_EQ(s[3].state, TokenCacheState::kHeld);
+    EXPECT_EQ(s[4].state, TokenCacheState::kAbsent);  // not a prompt token, not appended
+    EXPECT_TRUE(with_prompt_appends({}, 0, 0, 0).empty());
+}
+
 }  // namespace
 }  // namespace kvscope::trace
