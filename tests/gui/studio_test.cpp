@@ -503,6 +503,53 @@ class StudioTest : public QObject {
         QVERIFY(window_->open_trace(kSample));
     }
 
+    // Every policy's trace, as `kvscope run` writes it, opens and every view draws it without an
+    // error (read errors surface in last_error through the model).
+    void opensTheTraceOfEveryPolicy() {
+        const QString model = QStringLiteral(KVSCOPE_SOURCE_DIR "/tests/golden/models/llama_sp");
+        for (const char* policy : {"full", "streaming_llm", "h2o", "tova", "snapkv", "pyramidkv",
+                                   "dynamickv", "knorm", "d2o", "mikv", "dmc", "kivi"}) {
+            const QString trace = out_.filePath(QString(policy) + ".kvtrace.h5");
+            QStringList args = {"run",
+                                "--quiet",
+                                "--model",
+                                model,
+                                "--prompt",
+                                "A day for firm decisions. The secret code is 4721. A few hours "
+                                "grace before the madness begins again. What is the secret code?",
+                                "--needle",
+                                "secret code is 4721",
+                                "--answer",
+                                "4721",
+                                "--max-new",
+                                "6",
+                                "--policy",
+                                policy,
+                                "--trace",
+                                trace};
+            if (QString(policy) != "full" && QString(policy) != "kivi")
+                args << "--budget"
+                     << "16";
+            if (QString(policy) == "dmc")
+                args << "--param"
+                     << "mode=proxy";
+            QProcess run;
+            run.start(QStringLiteral(KVSCOPE_CLI_EXE), args);
+            QVERIFY2(run.waitForFinished(120000), policy);
+            QVERIFY2(run.exitCode() == 0,
+                     qPrintable(QString(policy) + ": " + run.readAllStandardError()));
+            QVERIFY2(window_->open_trace(trace), qPrintable(window_->last_error()));
+            QVERIFY(window_->summary_text().contains(policy));
+            for (int i = 0; i < window_->view_count(); ++i) {
+                const QImage img = show_and_grab(window_->view(i)->id());
+                QVERIFY2(!img.isNull(), qPrintable(QString(policy) + " " + window_->view(i)->id()));
+            }
+            QVERIFY2(window_->last_error().isEmpty(),
+                     qPrintable(QString(policy) + ": " + window_->last_error()));
+        }
+        QVERIFY(window_->open_trace(kSample));
+    }
+
     void commandLineOpensAndExports() {
         QProcess studio;
         const QString dir = out_.filePath("cli");
