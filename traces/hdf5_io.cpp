@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <numeric>
 
 namespace kvscope::trace::h5 {
@@ -216,31 +217,37 @@ void read_slab(hid_t dataset, hid_t mem_type, const Dims& start, const Dims& cou
 
 void read_ranges(hid_t dataset, hid_t mem_type, const std::vector<hsize_t>& begins,
                  const std::vector<hsize_t>& counts, void* out) {
-    hsize_t total = std::accumulate(counts.begin(), counts.end(), hsize_t{0});
+    const hsize_t total = std::accumulate(counts.begin(), counts.end(), hsize_t{0});
     if (total == 0) return;
-    Id fspace(check(H5Dget_space(dataset), "H5Dget_space"));
-    // A point list is linear in the number of elements; OR-ed hyperslabs can be quadratic in the
-    // number of blocks, so points are used whenever the total is modest.
-    if (total <= (hsize_t{1} << 20)) {
-        std::vector<hsize_t> coords;
-        coords.reserve(total);
-        for (size_t i = 0; i < begins.size(); ++i)
-            for (hsize_t k = 0; k < counts[i]; ++k) coords.push_back(begins[i] + k);
-        check_status(H5Sselect_elements(fspace.get(), H5S_SELECT_SET, total, coords.data()),
-                     "select elements");
-    } else {
-        bool first = true;
+    const size_t elem = H5Tget_size(mem_type);
+    if (elem == 0) fail("H5Tget_size");
+    hsize_t lo = std::numeric_limits<hsize_t>::max(), hi = 0;
+    for (size_t i = 0; i < begins.size(); ++i) {
+        if (counts[i] == 0) continue;
+        lo = std::min(lo, begins[i]);
+        hi = std::max(hi, begins[i] + counts[i]);
+    }
+    auto* dst = static_cast<unsigned char*>(out);
+    // Point selections and OR-ed hyperslabs cost HDF5 time per element or per block pair; plain
+    // slabs do not. When the ranges sit close together (the events of one (layer, head) over a
+    // few steps), read the enclosing slab once and copy the ranges out; otherwise read range by
+    // range, one contiguous slab each.
+    if (hi - lo <= 4 * total + (hsize_t{1} << 16)) {
+        std::vector<unsigned char> slab(static_cast<size_t>(hi - lo) * elem);
+        read_slab(dataset, mem_type, {lo}, {hi - lo}, slab.data());
         for (size_t i = 0; i < begins.size(); ++i) {
             if (counts[i] == 0) continue;
-            check_status(H5Sselect_hyperslab(fspace.get(), first ? H5S_SELECT_SET : H5S_SELECT_OR,
-                                             &begins[i], nullptr, &counts[i], nullptr),
-                         "select hyperslab");
-            first = false;
+            std::memcpy(dst, slab.data() + static_cast<size_t>(begins[i] - lo) * elem,
+                        static_cast<size_t>(counts[i]) * elem);
+            dst += static_cast<size_t>(counts[i]) * elem;
         }
+        return;
     }
-    Id mspace(check(H5Screate_simple(1, &total, nullptr), "H5Screate_simple"));
-    check_status(H5Dread(dataset, mem_type, mspace.get(), fspace.get(), H5P_DEFAULT, out),
-                 "H5Dread");
+    for (size_t i = 0; i < begins.size(); ++i) {
+        if (counts[i] == 0) continue;
+        read_slab(dataset, mem_type, {begins[i]}, {counts[i]}, dst);
+        dst += static_cast<size_t>(counts[i]) * elem;
+    }
 }
 
 H5T_class_t type_class(hid_t dataset) {

@@ -95,7 +95,8 @@ bool link_exists(hid_t file, const std::string& name);
 Dims extent(hid_t dataset);
 // Reads the hyperslab [start, start+count) into a contiguous buffer of mem_type.
 void read_slab(hid_t dataset, hid_t mem_type, const Dims& start, const Dims& count, void* out);
-// Reads sorted, non-overlapping 1-D row ranges [begin_i, begin_i+count_i) in one call.
+// Reads sorted, non-overlapping 1-D row ranges [begin_i, begin_i+count_i), concatenated, into out
+// (one enclosing slab when the ranges are close together, else one slab per range).
 void read_ranges(hid_t dataset, hid_t mem_type, const std::vector<hsize_t>& begins,
                  const std::vector<hsize_t>& counts, void* out);
 // H5T class of a dataset's stored type (H5T_INTEGER, H5T_FLOAT, H5T_STRING, ...).
