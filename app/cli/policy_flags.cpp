@@ -1,5 +1,7 @@
 #include "app/cli/policy_flags.h"
 
+#include <cstdio>
+
 #include "core/policies/registry.h"
 
 namespace kvscope::cli {
@@ -21,6 +23,18 @@ std::unique_ptr<Policy> make_policy_from_args(const PolicyArgs& args, const Mode
     budget.ratio = args.ratio;
     auto policy = PolicyRegistry::global().create(args.name, budget, args.params);
     if (args.name == "full" && !keep_full) return nullptr;
+    // DMC proper needs a DMC-retrofitted model; on a vanilla one the zeroed decision channel and
+    // the merges it triggers change the model's attention. Say so every time it is used.
+    if (args.name == "dmc" && policy->params().has("mode") &&
+        param_value_to_string(policy->params().all().at("mode")) == "checkpoint") {
+        static bool warned = false;
+        if (!warned)
+            std::fprintf(stderr,
+                         "warning: dmc mode=checkpoint reads merge decisions from (and zeroes) "
+                         "channel d-1 of every query and key: it is meant for DMC-retrofitted "
+                         "checkpoints. On a vanilla model use --param mode=proxy.\n");
+        warned = true;
+    }
     return policy;
 }
 
