@@ -260,7 +260,9 @@ TEST(PickleRefusal, PtPthAndSniffedBins) {
     // A .bin that is really a pickle or a torch zip archive, whatever its name.
     test::write_bytes(tmp / "weights.bin", kPickleStart);
     EXPECT_INPUT_ERROR(load_model(tmp / "weights.bin"), "weights.bin", "PyTorch pickle");
-    test::write_bytes(tmp / "zipped.bin", std::string("PK\x03\x04", 4) + std::string(60, 'z'));
+    std::string zip("PK\x03\x04", 4);  // built in place: GCC 12 misreads string + string here
+    zip.append(60, 'z');
+    test::write_bytes(tmp / "zipped.bin", zip);
     EXPECT_INPUT_ERROR(load_model(tmp / "zipped.bin"), "zipped.bin", "PyTorch pickle");
     // A directory holding only a .pth is refused with the file named.
     TempDir d2;
