@@ -9,7 +9,9 @@
 #include "app/cli/cli_common.h"
 #include "app/cli/command.h"
 #include "app/cli/policy_flags.h"
-#include "app/cli/run_recorder.h"
+#include "app/recorder/live_session.h"
+#include "app/recorder/run_recorder.h"
+#include "app/recorder/run_setup.h"
 #include "core/cache/kv_cache.h"
 #include "core/engine/engine.h"
 #include "core/engine/sampler.h"
@@ -17,7 +19,6 @@
 #include "core/policies/registry.h"
 #include "core/scenarios/haystack.h"
 #include "core/scenarios/scenario.h"
-#include "kvscope_version.h"
 
 namespace kvscope::cli {
 namespace {
@@ -42,54 +43,10 @@ struct RunArgs {
     double depth = 0.5;
     uint64_t scenario_seed = 1;
     int needles = 1;
+    // Equal memory: the budget is fitted so that the bytes held after the prompt match
+    double memory = -1.0;
+    int64_t budget_bytes = -1;
 };
-
-// Token span [begin, end) of the first occurrence of `needle` in the prompt, found in the text the
-// token pieces spell (special tokens spell nothing). Throws InputError when absent.
-std::pair<int64_t, int64_t> find_span(const Tokenizer& tok, const std::vector<int32_t>& ids,
-                                      const std::string& needle) {
-    std::string joined;
-    std::vector<size_t> start(ids.size());
-    for (size_t i = 0; i < ids.size(); ++i) {
-        start[i] = joined.size();
-        if (!tok.is_special(ids[i])) joined += tok.token_bytes(ids[i]);
-    }
-    const size_t at = joined.find(needle);
-    if (at == std::string::npos)
-        throw InputError("--needle: the text '" + needle + "' does not occur in the prompt");
-    const size_t stop = at + needle.size();
-    int64_t b = -1, e = -1;
-    for (size_t i = 0; i < ids.size(); ++i) {
-        const size_t s = start[i], t = i + 1 < ids.size() ? start[i + 1] : joined.size();
-        if (t > at && s < stop) {
-            if (b < 0) b = static_cast<int64_t>(i);
-            e = static_cast<int64_t>(i) + 1;
-        }
-    }
-    return {b, e};
-}
-
-nlohmann::json spec_json(const ModelSpec& s) {
-    return {{"architecture", s.arch_name},
-            {"vocab_size", s.vocab_size},
-            {"hidden", s.hidden},
-            {"intermediate", s.intermediate},
-            {"n_layers", s.n_layers},
-            {"n_heads", s.n_heads},
-            {"n_kv_heads", s.n_kv_heads},
-            {"head_dim", s.head_dim},
-            {"max_position", s.max_position},
-            {"norm_eps", s.norm_eps},
-            {"rope_theta", s.rope.theta},
-            {"rope_scaling", s.rope.scaling == RopeScaling::none     ? "none"
-                             : s.rope.scaling == RopeScaling::linear ? "linear"
-                                                                     : "llama3"},
-            {"rope_factor", s.rope.factor},
-            {"attention_bias", s.attention_bias},
-            {"qk_norm", s.qk_norm},
-            {"tied_embeddings", s.tied_embeddings},
-            {"weight_dtype", dtype_name(s.weight_dtype)}};
-}
 
 std::function<int()> setup(CLI::App& sub) {
     auto a = std::make_shared<RunArgs>();
@@ -135,7 +92,17 @@ std::function<int()> setup(CLI::App& sub) {
     sub.add_flag("--quiet", a->quiet, "No progress on stderr");
     sub.add_flag("--ignore-eos", a->ignore_eos, "Keep generating after an end-of-sequence token");
     add_policy_options(sub, a->policy);
-    return [a, p, pf, sc]() {
+    auto* mem = sub.add_option("--memory", a->memory,
+                               "Equal-memory budget: fit the policy's token budget so that its "
+                               "bytes held after the prompt are at most this fraction of the "
+                               "full cache's (one full-cache prefill, then the run decodes from "
+                               "it)")
+                    ->check(CLI::Range(1e-6, 1.0));
+    auto* bb = sub.add_option("--budget-bytes", a->budget_bytes,
+                              "Like --memory, with the target in bytes held (all layers, heads)")
+                   ->check(CLI::Range(int64_t{1}, int64_t{1} << 50));
+    mem->excludes(bb);
+    return [a, p, pf, sc, mem, bb]() {
         using clock = std::chrono::steady_clock;
         const bool scenario = sc->count() > 0;
         if (p->count() == 0 && pf->count() == 0 && !scenario)
@@ -156,51 +123,28 @@ std::function<int()> setup(CLI::App& sub) {
             prompt = ss.str();
             if (prompt.empty()) throw InputError(a->prompt_file, "the prompt file is empty");
         }
+        const bool fit_memory = mem->count() > 0 || bb->count() > 0;
+        if (fit_memory && (a->policy.budget > 0 || a->policy.ratio > 0))
+            throw InputError("--memory / --budget-bytes set the budget: drop --budget/--ratio");
         const auto t_load = clock::now();
         Loaded L = load_model_and_tokenizer(a->m, true);
         const ModelSpec& sp = L.model->spec;
-        std::vector<int32_t> ids;
-        std::vector<trace::MarkedSpan> spans;
-        std::string answer = a->answer;
+        record::RunInput input;
         if (scenario) {
-            const ScenarioKind kind = parse_scenario_kind(a->scenario);
-            Haystack hay;
-            if (kind == ScenarioKind::niah) {
-                std::filesystem::path dir = a->haystack;
-                if (dir.empty()) dir = find_default_haystack_dir(a->m.model);
-                if (dir.empty())
-                    throw InputError("--scenario niah needs haystack texts: pass --haystack DIR");
-                hay = load_haystack(dir);
-            }
-            ScenarioBuilder builder(*L.tokenizer, kind == ScenarioKind::niah ? &hay : nullptr);
-            ScenarioOptions so;
-            so.kind = kind;
-            so.length = a->length;
-            so.depth = a->depth;
-            so.seed = a->scenario_seed;
-            so.num_needles = a->needles;
-            Scenario built = builder.build(so);
-            prompt = built.text;
-            ids = std::move(built.ids);
-            answer = built.answer;
-            // The queried needle is "needle" (the Studio's needle panel follows it); the others
-            // are distractors "needle_2", "needle_3", ... in prompt order.
-            int other = 1;
-            for (const Needle& n : built.needles)
-                spans.push_back(
-                    {n.token_begin, n.token_end,
-                     n.queried ? std::string("needle") : "needle_" + std::to_string(++other),
-                     n.queried ? built.answer : std::string()});
+            record::ScenarioRequest req;
+            req.kind = a->scenario;
+            req.length = a->length;
+            req.depth = a->depth;
+            req.seed = a->scenario_seed;
+            req.needles = a->needles;
+            req.haystack = a->haystack;
+            input = record::build_scenario_input(*L.tokenizer, a->m.model, req);
         } else {
-            ids = encode_prompt(*L.tokenizer, prompt);
-            if (!a->needle.empty()) {
-                const auto [b, e] = find_span(*L.tokenizer, ids, a->needle);
-                spans.push_back({b, e, "needle", a->answer});
-            }
+            input = record::build_text_input(*L.tokenizer, prompt, a->needle, a->answer);
         }
-        auto policy = make_policy_from_args(a->policy, sp, static_cast<int64_t>(ids.size()), true);
-
-        RecorderOptions ro;
+        const std::vector<int32_t>& ids = input.ids;
+        const std::string answer = input.answer;
+        record::RecorderOptions ro;
         ro.top_k = a->top_k;
         ro.record_rows = a->record_attention == "rows";
         ro.record_maps = a->record_maps;
@@ -208,138 +152,125 @@ std::function<int()> setup(CLI::App& sub) {
             throw InputError("--record-maps: the prompt has " + std::to_string(ids.size()) +
                              " tokens; maps are recorded up to " +
                              std::to_string(trace::kMaxMapTokens));
-        EngineOptions eo;
-        eo.threads = a->m.threads;
-        eo.stats = RunRecorder::stats_needed(ro, static_cast<int64_t>(ids.size()));
-        auto backend = make_cpu_backend(a->m.threads);
-        Engine engine(*L.model, *backend, eo);
-        engine.set_policy(policy.get());
-
-        trace::RunMetadata meta;
-        meta.n_layers = static_cast<int32_t>(sp.n_layers);
-        meta.n_heads = static_cast<int32_t>(sp.n_kv_heads);
-        meta.n_prompt_tokens = static_cast<int64_t>(ids.size());
-        meta.top_k = a->top_k;
-        meta.spans = spans;
-        meta.model_name = std::filesystem::path(a->m.model).filename().string();
-        meta.model_path = a->m.model;
-        meta.architecture = sp.arch_name;
-        meta.model_dtype = dtype_name(sp.weight_dtype);
-        meta.n_query_heads = static_cast<int32_t>(sp.n_heads);
-        meta.n_kv_heads = static_cast<int32_t>(sp.n_kv_heads);
-        meta.head_dim = static_cast<int32_t>(sp.head_dim);
-        meta.model_spec = spec_json(sp);
-        meta.tokenizer = L.tokenizer->kind();
-        meta.policy = a->policy.name;
-        for (const auto& [k, v] : policy->params().all())
-            meta.policy_params[k] = param_value_to_string(v);
-        meta.gqa_aggregation = policy->params().has("gqa")
-                                   ? param_value_to_string(policy->params().all().at("gqa"))
-                                   : "mean";
-        meta.budget_tokens = policy->budget().given()
-                                 ? policy->budget().resolve(static_cast<int64_t>(ids.size()))
-                                 : -1;
-        meta.budget_ratio = a->policy.ratio;
-        if (policy->params().has("window")) meta.window = policy->params().get_int("window");
-        if (policy->params().has("sinks")) meta.sinks = policy->params().get_int("sinks");
-        meta.prompt = prompt;
-        meta.seed = a->seed;
-        meta.sampling = {
-            {"temperature", a->temperature}, {"top_p", a->top_p}, {"max_new_tokens", a->max_new}};
-        meta.device = "cpu";
-        meta.backend = backend->name();
-        meta.extra = {
-            {"prefill_appends_recorded", false},
-            {"attention_aggregation_to_kv_heads", "mean over the query heads of the group"},
-            {"spearman_attention", "prefill column sums"}};
-        if (scenario)
-            meta.extra["scenario"] = {{"kind", a->scenario},   {"length", a->length},
-                                      {"depth", a->depth},     {"seed", a->scenario_seed},
-                                      {"needles", a->needles}, {"answer", answer}};
-
-        trace::TraceWriter::Options wo;
-        wo.record_attention_rows = ro.record_rows;
-        wo.record_maps = ro.record_maps;
-        trace::TraceWriter writer(a->trace, wo);
-        RunRecorder rec(engine, *L.tokenizer, writer, ro);
-        rec.begin(meta, ids);
+        record::SamplingOptions so;
+        so.max_new = a->max_new;
+        so.temperature = a->temperature;
+        so.top_p = a->top_p;
+        so.seed = a->seed;
+        so.ignore_eos = a->ignore_eos;
+        const double load_ms =
+            std::chrono::duration<double, std::milli>(clock::now() - t_load).count();
 
         g_interrupted = false;
         auto old_handler = std::signal(SIGINT, on_sigint);
-        Sampler sampler({a->temperature, a->top_p, a->seed});
-        const double load_ms =
-            std::chrono::duration<double, std::milli>(clock::now() - t_load).count();
-        trace::RunEnd end;
-        end.load_ms = load_ms;
-        std::string reason = "max_new_tokens";
-        try {
+        struct RestoreSignal {
+            void (*h)(int);
+            ~RestoreSignal() { std::signal(SIGINT, h); }
+        } restore{old_handler};
+        auto show_progress = [&](int64_t done, int64_t total) {
             if (!a->quiet)
-                std::fprintf(stderr, "[prefill] %zu tokens, %lld layers ...", ids.size(),
-                             static_cast<long long>(sp.n_layers));
-            auto t0 = clock::now();
-            std::vector<float> logits = engine.prefill(ids);
-            rec.write_prefill();
-            auto t1 = clock::now();
-            end.prefill_ms = std::chrono::duration<double, std::milli>(t1 - t0).count();
-            if (!a->quiet)
-                std::fprintf(stderr, " %.2f s (%.0f tok/s)\n", end.prefill_ms / 1e3,
-                             ids.size() / std::max(1e-9, end.prefill_ms / 1e3));
-            const auto& eos = sp.eos_ids;
-            auto t_step = t1;
-            int32_t last = -1;
-            for (int s = 0; s < a->max_new; ++s) {
-                if (g_interrupted) {
-                    reason = "interrupted";
-                    break;
-                }
-                if (s > 0) logits = engine.decode(last);
-                const int32_t next = sampler.sample(logits.data(), sp.vocab_size);
-                last = next;
-                const auto now = clock::now();
-                rec.commit_step(
-                    next, logits,
-                    s == 0 ? static_cast<float>(end.prefill_ms)
-                           : std::chrono::duration<float, std::milli>(now - t_step).count());
-                t_step = now;
-                if (!a->quiet) {
-                    const double dec = std::chrono::duration<double>(now - t1).count();
-                    std::fprintf(stderr, "\r[decode] step %d/%d  %.1f tok/s  cache %.1f KiB   ",
-                                 s + 1, a->max_new, s / std::max(dec, 1e-9),
-                                 engine.cache().bytes_held() / 1024.0);
-                }
-                const bool is_eos = std::find(eos.begin(), eos.end(), next) != eos.end();
-                if (is_eos && !a->ignore_eos) {
-                    reason = "eos";
-                    break;
-                }
+                std::fprintf(stderr, "\r[decode] step %lld/%lld   ", static_cast<long long>(done),
+                             static_cast<long long>(total));
+        };
+
+        std::string policy_name = a->policy.name, policy_full, output, reason;
+        int64_t steps = 0, bytes_final = 0;
+        double prefill_ms = 0, decode_ms = 0;
+        if (fit_memory) {
+            // One full-cache prefill; the budget is fitted on it, then decoding resumes from it.
+            record::LiveSession session(*L.model, *L.tokenizer, a->m.model, input, a->m.threads);
+            if (!a->quiet) std::fprintf(stderr, "[prefill] %zu tokens (full cache) ...", ids.size());
+            session.prefill();
+            if (!a->quiet) std::fprintf(stderr, " %.2f s\n", session.prefill_ms() / 1e3);
+            record::PolicyChoice choice{a->policy.name, {}, a->policy.params};
+            const int64_t target = mem->count() > 0 ? session.bytes_for_fraction(a->memory)
+                                                    : a->budget_bytes;
+            const whatif::MemoryFit fit = session.fit_memory(choice, target);
+            choice.budget.tokens = fit.budget_tokens;
+            std::printf("memory   target %lld bytes (full prompt cache %lld): budget %lld tokens "
+                        "per head holds %lld bytes after the first decoded token\n",
+                        static_cast<long long>(target),
+                        static_cast<long long>(session.state().bytes_full()),
+                        static_cast<long long>(fit.budget_tokens),
+                        static_cast<long long>(fit.bytes));
+            record::RerunRequest rr;
+            rr.policy = choice;
+            rr.sampling = so;
+            rr.recorder = ro;
+            rr.trace = a->trace;
+            const record::RerunResult r = session.rerun(rr, &g_interrupted, show_progress);
+            policy_full = record::LiveSession::make(choice)->info().full_name;
+            output = r.text;
+            reason = r.reason;
+            steps = r.steps;
+            bytes_final = r.bytes_held_final;
+            prefill_ms = session.prefill_ms();
+            decode_ms = r.decode_ms;
+        } else {
+            auto policy =
+                make_policy_from_args(a->policy, sp, static_cast<int64_t>(ids.size()), true);
+            policy_full = policy->info().full_name;
+            EngineOptions eo;
+            eo.threads = a->m.threads;
+            eo.stats = record::RunRecorder::stats_needed(ro, static_cast<int64_t>(ids.size()));
+            auto backend = make_cpu_backend(a->m.threads);
+            Engine engine(*L.model, *backend, eo);
+            engine.set_policy(policy.get());
+            trace::RunMetadata meta =
+                record::make_run_metadata(*L.model, a->m.model, *L.tokenizer, policy.get(),
+                                          a->policy.name, a->policy.ratio, input, so,
+                                          backend->name(), a->top_k);
+            trace::TraceWriter::Options wo;
+            wo.record_attention_rows = ro.record_rows;
+            wo.record_maps = ro.record_maps;
+            trace::TraceWriter writer(a->trace, wo);
+            record::RunRecorder rec(engine, *L.tokenizer, writer, ro);
+            rec.begin(meta, ids);
+            trace::RunEnd end;
+            end.load_ms = load_ms;
+            try {
+                if (!a->quiet)
+                    std::fprintf(stderr, "[prefill] %zu tokens, %lld layers ...", ids.size(),
+                                 static_cast<long long>(sp.n_layers));
+                auto t0 = clock::now();
+                std::vector<float> logits = engine.prefill(ids);
+                rec.write_prefill();
+                end.prefill_ms = std::chrono::duration<double, std::milli>(clock::now() - t0).count();
+                if (!a->quiet)
+                    std::fprintf(stderr, " %.2f s (%.0f tok/s)\n", end.prefill_ms / 1e3,
+                                 ids.size() / std::max(1e-9, end.prefill_ms / 1e3));
+                const record::DecodeOutcome out = record::decode_and_record(
+                    engine, rec, std::move(logits), static_cast<float>(end.prefill_ms), so,
+                    &g_interrupted, show_progress);
+                end.decode_ms = out.decode_ms;
+                reason = out.reason;
+            } catch (const std::exception& e) {
+                end.complete = false;
+                end.reason = std::string("error: ") + e.what();
+                rec.end(end);  // everything committed so far stays readable
+                throw;
             }
-            end.decode_ms = std::chrono::duration<double, std::milli>(clock::now() - t1).count();
-        } catch (const std::exception& e) {
-            std::signal(SIGINT, old_handler);
-            end.complete = false;
-            end.reason = std::string("error: ") + e.what();
-            rec.end(end);  // everything committed so far stays readable
-            throw;
+            end.complete = reason != "interrupted";
+            end.reason = reason;
+            bytes_final = engine.cache().bytes_held();
+            end.extra = {{"bytes_held_final", bytes_final}};
+            rec.end(end);
+            output = rec.generated_text();
+            steps = rec.steps();
+            prefill_ms = end.prefill_ms;
+            decode_ms = end.decode_ms;
         }
-        std::signal(SIGINT, old_handler);
-        end.complete = reason != "interrupted";
-        end.reason = reason;
-        end.extra = {{"bytes_held_final", engine.cache().bytes_held()}};
-        rec.end(end);
         if (!a->quiet) std::fprintf(stderr, "\n");
         std::printf("trace    %s\n", a->trace.c_str());
-        std::printf("policy   %s  (%s)\n", a->policy.name.c_str(),
-                    policy->info().full_name.c_str());
-        std::printf("prompt   %zu tokens, prefill %.2f s\n", ids.size(), end.prefill_ms / 1e3);
-        std::printf("decode   %lld steps in %.2f s, stop: %s\n",
-                    static_cast<long long>(rec.steps()), end.decode_ms / 1e3, reason.c_str());
-        std::printf("cache    %lld bytes held at the end\n",
-                    static_cast<long long>(engine.cache().bytes_held()));
-        std::printf("output   %s\n", rec.generated_text().c_str());
+        std::printf("policy   %s  (%s)\n", policy_name.c_str(), policy_full.c_str());
+        std::printf("prompt   %zu tokens, prefill %.2f s\n", ids.size(), prefill_ms / 1e3);
+        std::printf("decode   %lld steps in %.2f s, stop: %s\n", static_cast<long long>(steps),
+                    decode_ms / 1e3, reason.c_str());
+        std::printf("cache    %lld bytes held at the end\n", static_cast<long long>(bytes_final));
+        std::printf("output   %s\n", output.c_str());
         if (!answer.empty())
-            std::printf(
-                "answer   '%s' %s\n", answer.c_str(),
-                rec.generated_text().find(answer) != std::string::npos ? "FOUND" : "not found");
+            std::printf("answer   '%s' %s\n", answer.c_str(),
+                        output.find(answer) != std::string::npos ? "FOUND" : "not found");
         return reason == "interrupted" ? 130 : 0;
     };
 }

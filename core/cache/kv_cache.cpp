@@ -62,6 +62,14 @@ void KVCache::clear() {
     step_ = -1;
 }
 
+void KVCache::copy_contents_from(const KVCache& other) {
+    if (other.n_layers_ != n_layers_ || other.n_kv_heads_ != n_kv_heads_ ||
+        other.head_dim_ != head_dim_ || other.element_bytes_ != element_bytes_)
+        fail("copy_contents_from: the caches differ in shape or element size");
+    heads_ = other.heads_;
+    store_prerope_ = other.store_prerope_;
+}
+
 void KVCache::set_store_prerope(bool on) {
     if (on != store_prerope_ && total_slots() > 0)
         fail("set_store_prerope() must be called on an empty cache");

@@ -110,6 +110,11 @@ class KVCache {
     // Removes every slot (no events) and resets step() to -1. Observers, rotate and
     // store_prerope stay.
     void clear();
+    // Replaces every slot (K/V, positions, bits, merge metadata, quantisation groups) with a copy
+    // of `other`'s, without events; store_prerope follows `other`. Observers, rotate and step
+    // stay. Throws std::invalid_argument when the dimensions or element bytes differ. Used to
+    // restart decoding from a saved full-cache state (core/whatif).
+    void copy_contents_from(const KVCache& other);
 
     // Step stamped on events: -1 = prefill, 0.. = decode step. Set by the engine.
     void set_step(int64_t step) { step_ = step; }

@@ -110,6 +110,7 @@ std::vector<float> Engine::prefill(const std::vector<int32_t>& ids) {
     pos_ = 0;
     step_ = 0;
     prompt_len_ = static_cast<int64_t>(ids.size());
+    prompt_ids_ = ids;
     prefill_stats_.assign(static_cast<size_t>(spec().n_layers), LayerPrefillStats{});
     all_logits_.clear();
     step_rows_.clear();

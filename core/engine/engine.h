@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "core/model/model.h"
@@ -21,6 +22,7 @@ namespace kvscope {
 class KVCache;
 struct Plan;
 class Policy;
+struct PrefillState;
 
 // What prefill must compute besides logits. The policy's needs are OR-ed in by set_policy().
 struct StatsRequest {
@@ -73,6 +75,19 @@ class Engine {
     // Feeds one token at the next position and returns its logits [vocab].
     std::vector<float> decode(int32_t id);
 
+    // After prefill() of the full cache (no policy, or one that compressed nothing): a copy of
+    // the cache, the statistics and `last_logits` (what prefill() returned), from which resume()
+    // decodes under any policy without a second prefill. Throws std::logic_error when the cache
+    // no longer holds every prompt token at full precision.
+    std::shared_ptr<const PrefillState> snapshot_prefill(std::vector<float> last_logits) const;
+    // Starts a sequence from a snapshot instead of prefill(state.prompt_ids): the cache becomes
+    // the snapshot's full cache, prefill_stats() its statistics, then the policy compresses as
+    // after a prefill (same ScoreView, same plan). Returns the snapshot's last logits. Throws
+    // InputError when the policy needs what the snapshot lacks (resume_blocker()).
+    std::vector<float> resume(const PrefillState& state);
+    // "" when resume(state) can serve `policy` exactly, else the reason it cannot.
+    static std::string resume_blocker(const PrefillState& state, const Policy* policy);
+
     const std::vector<LayerPrefillStats>& prefill_stats() const { return prefill_stats_; }
     const std::vector<float>& all_logits() const { return all_logits_; }
     // The last decode step's attention rows: [L][H][len of that head's cache at that step].
@@ -113,6 +128,7 @@ class Engine {
     int64_t pos_ = 0;
     int64_t step_ = 0;
     int64_t prompt_len_ = 0;
+    std::vector<int32_t> prompt_ids_;
     std::vector<LayerPrefillStats> prefill_stats_;
     std::vector<float> all_logits_;
     std::vector<std::vector<std::vector<float>>> step_rows_;

@@ -7,6 +7,7 @@
 #include "core/cache/kv_cache.h"
 #include "core/engine/engine.h"
 #include "core/engine/engine_internal.h"
+#include "core/engine/prefill_view.h"
 #include "core/policies/plan.h"
 #include "core/policies/policy.h"
 
@@ -69,23 +70,23 @@ void Engine::zero_control(int64_t n) {
     }
 }
 
-void Engine::policy_after_prefill() {
-    const ModelSpec& sp = spec();
-    const PolicyNeeds nd = policy_->needs();
+ScoreView make_prefill_view(const ModelSpec& sp, int64_t prompt_len,
+                            const std::vector<LayerPrefillStats>& stats, const KVCache& cache,
+                            const PolicyNeeds& nd) {
     const int64_t G = sp.n_kv_heads, g = sp.group_size(), d = sp.head_dim;
-    ScoreView view = base_view(sp, prompt_len_, -1);
+    ScoreView view = base_view(sp, prompt_len, -1);
     for (int64_t l = 0; l < sp.n_layers; ++l) {
-        const LayerPrefillStats& ps = prefill_stats_[static_cast<size_t>(l)];
+        const LayerPrefillStats& ps = stats[static_cast<size_t>(l)];
         LayerScores ls;
         ls.layer = l;
         for (int64_t kv = 0; kv < G; ++kv) {
             HeadScores hs;
             hs.layer = l;
             hs.kv_head = kv;
-            hs.positions = cache_->positions(l, kv);
+            hs.positions = cache.positions(l, kv);
             const size_t n = hs.positions.size();
-            // The engine may hold more window rows than the policy asked for (a recorder wants
-            // more): the policy sees only its own last w rows.
+            // The engine may hold more window rows than the policy asked for (a recorder or a
+            // what-if snapshot wants more): the policy sees only its own last w rows.
             const int64_t want = std::max<int64_t>(nd.window, nd.last_row ? 1 : 0);
             const int64_t w = std::min(want, ps.window_rows);
             for (int64_t q = 0; q < g; ++q) {
@@ -103,14 +104,20 @@ void Engine::policy_after_prefill() {
             if (!ps.query_absmax.empty())
                 hs.query_absmax = ps.query_absmax[static_cast<size_t>(kv)];
             if (nd.keys)
-                hs.keys = std::span<const float>(cache_->k(l, kv), n * static_cast<size_t>(d));
-            if (nd.prerope_keys && cache_->k_prerope(l, kv))
+                hs.keys = std::span<const float>(cache.k(l, kv), n * static_cast<size_t>(d));
+            if (nd.prerope_keys && cache.k_prerope(l, kv))
                 hs.keys_prerope =
-                    std::span<const float>(cache_->k_prerope(l, kv), n * static_cast<size_t>(d));
+                    std::span<const float>(cache.k_prerope(l, kv), n * static_cast<size_t>(d));
             ls.heads.push_back(std::move(hs));
         }
         view.layers.push_back(std::move(ls));
     }
+    return view;
+}
+
+void Engine::policy_after_prefill() {
+    const ScoreView view =
+        make_prefill_view(spec(), prompt_len_, prefill_stats_, *cache_, policy_->needs());
     const Plan plan = policy_->after_prefill(view);
     apply(plan, *cache_);
     if (on_plan) on_plan(plan);

@@ -14,7 +14,7 @@
 #include "core/tokenizer/tokenizer.h"
 #include "traces/trace_writer.h"
 
-namespace kvscope::cli {
+namespace kvscope::record {
 
 struct RecorderOptions {
     int top_k = 5;
@@ -65,4 +65,4 @@ class RunRecorder {
     std::vector<int32_t> generated_ids_;
 };
 
-}  // namespace kvscope::cli
+}  // namespace kvscope::record

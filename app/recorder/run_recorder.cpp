@@ -1,4 +1,4 @@
-#include "app/cli/run_recorder.h"
+#include "app/recorder/run_recorder.h"
 
 #include <algorithm>
 #include <cmath>
@@ -9,7 +9,7 @@
 #include "core/probes/attention_density.h"
 #include "core/probes/norm_attention.h"
 
-namespace kvscope::cli {
+namespace kvscope::record {
 namespace {
 
 trace::CacheOp to_trace_op(CacheOp op) {
@@ -229,4 +229,4 @@ void RunRecorder::end(const trace::RunEnd& e) {
     writer_.end(e);
 }
 
-}  // namespace kvscope::cli
+}  // namespace kvscope::record

@@ -1,0 +1,164 @@
+#include "app/recorder/live_session.h"
+
+#include <algorithm>
+#include <chrono>
+#include <sstream>
+
+#include "core/model/error.h"
+#include "core/policies/registry.h"
+#include "traces/trace_writer.h"
+
+namespace kvscope::record {
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+double ms_since(clock_type::time_point t0) {
+    return std::chrono::duration<double, std::milli>(clock_type::now() - t0).count();
+}
+
+}  // namespace
+
+std::string PolicyChoice::describe() const {
+    std::ostringstream os;
+    os << name;
+    if (budget.given()) os << " " << budget.describe();
+    for (const auto& p : params) os << " " << p;
+    return os.str();
+}
+
+LiveSession::LiveSession(const Model& model, const Tokenizer& tok, std::string model_path,
+                         RunInput input, int threads)
+    : model_(model),
+      tok_(tok),
+      model_path_(std::move(model_path)),
+      input_(std::move(input)),
+      threads_(threads),
+      backend_(make_cpu_backend(threads)) {
+    if (input_.ids.empty()) throw InputError("the prompt is empty: nothing to prefill");
+}
+
+LiveSession::~LiveSession() = default;
+
+void LiveSession::prefill() {
+    if (state_) return;
+    EngineOptions eo;
+    eo.threads = threads_;
+    eo.stats = snapshot_stats_request();
+    engine_ = std::make_unique<Engine>(model_, *backend_, eo);
+    const auto t0 = clock_type::now();
+    std::vector<float> logits = engine_->prefill(input_.ids);
+    prefill_ms_ = ms_since(t0);
+    state_ = engine_->snapshot_prefill(std::move(logits));
+}
+
+const PrefillState& LiveSession::state() const {
+    if (!state_) throw std::logic_error("LiveSession: prefill() first");
+    return *state_;
+}
+
+std::vector<whatif::TokenSpan> LiveSession::spans() const {
+    std::vector<whatif::TokenSpan> out;
+    for (const auto& s : input_.spans) out.push_back({s.begin, s.end});
+    return out;
+}
+
+std::unique_ptr<Policy> LiveSession::make(const PolicyChoice& choice) {
+    return PolicyRegistry::global().create(choice.name, choice.budget, choice.params);
+}
+
+std::string LiveSession::blocker(const PolicyChoice& choice) const {
+    const auto policy = make(choice);
+    return Engine::resume_blocker(state(), policy.get());
+}
+
+whatif::Preview LiveSession::preview(const PolicyChoice& choice) const {
+    const auto policy = make(choice);
+    return whatif::preview(state(), model_.spec, *policy, spans());
+}
+
+whatif::MemoryFit LiveSession::fit_memory(const PolicyChoice& choice, int64_t target_bytes) {
+    prefill();
+    whatif::check_fittable(choice.name, choice.params);
+    EngineOptions eo;
+    eo.threads = threads_;
+    Engine engine(model_, *backend_, eo);
+    const auto& lg = state_->last_logits;
+    const int32_t first =
+        static_cast<int32_t>(std::max_element(lg.begin(), lg.end()) - lg.begin());
+    return whatif::fit_budget(choice.name, state_->prompt_len(), target_bytes, [&](int64_t tokens) {
+        PolicyChoice c = choice;
+        c.budget = Budget{};
+        c.budget.tokens = tokens;
+        auto policy = make(c);
+        engine.set_policy(policy.get());
+        (void)engine.resume(*state_);
+        (void)engine.decode(first);
+        const int64_t bytes = engine.cache().bytes_held();
+        engine.set_policy(nullptr);
+        return bytes;
+    });
+}
+
+RerunResult LiveSession::rerun(const RerunRequest& req, const std::atomic<bool>* stop,
+                               const std::function<void(int64_t, int64_t)>& progress) {
+    prefill();
+    const int64_t P = static_cast<int64_t>(input_.ids.size());
+    auto policy = make(req.policy);
+    RecorderOptions ro = req.recorder;
+    EngineOptions eo;
+    eo.threads = threads_;
+    eo.stats = RunRecorder::stats_needed(ro, P);
+    Engine engine(model_, *backend_, eo);
+    engine.set_policy(policy.get());
+    // Full prefill maps need every query row, which the saved state does not hold.
+    const bool resumable =
+        Engine::resume_blocker(*state_, policy.get()).empty() && !ro.record_maps;
+
+    trace::RunMetadata meta =
+        make_run_metadata(model_, model_path_, tok_, policy.get(), req.policy.name,
+                          req.policy.budget.ratio, input_, req.sampling, backend_->name(),
+                          ro.top_k);
+    meta.extra["prefill"] = resumable ? "resumed from a saved full-cache prompt state"
+                                      : "own prefill";
+    trace::TraceWriter::Options wo;
+    wo.record_attention_rows = ro.record_rows;
+    wo.record_maps = ro.record_maps;
+    trace::TraceWriter writer(req.trace, wo);
+    RunRecorder rec(engine, tok_, writer, ro);
+    rec.begin(meta, input_.ids);
+
+    RerunResult res;
+    res.trace = req.trace;
+    res.resumed = resumable;
+    trace::RunEnd end;
+    try {
+        const auto t0 = clock_type::now();
+        std::vector<float> logits = resumable ? engine.resume(*state_) : engine.prefill(input_.ids);
+        res.resume_ms = ms_since(t0);
+        rec.write_prefill();
+        end.prefill_ms = resumable ? prefill_ms_ : res.resume_ms;
+        const DecodeOutcome out = decode_and_record(engine, rec, std::move(logits),
+                                                    static_cast<float>(res.resume_ms),
+                                                    req.sampling, stop, progress);
+        end.decode_ms = out.decode_ms;
+        end.complete = out.reason != "interrupted";
+        end.reason = out.reason;
+        res.reason = out.reason;
+        res.decode_ms = out.decode_ms;
+    } catch (const std::exception& e) {
+        end.complete = false;
+        end.reason = std::string("error: ") + e.what();
+        rec.end(end);  // everything committed so far stays readable
+        throw;
+    }
+    res.bytes_held_final = engine.cache().bytes_held();
+    end.extra = {{"bytes_held_final", res.bytes_held_final}};
+    rec.end(end);
+    res.steps = rec.steps();
+    res.text = rec.generated_text();
+    res.answer_found = answer_verdict(res.text, input_.answer);
+    return res;
+}
+
+}  // namespace kvscope::record

@@ -1,0 +1,78 @@
+#pragma once
+// What every recorded run needs besides the engine, shared by `kvscope run`, `kvscope whatif`
+// and the Studio's live runs: the prompt (text or a built scenario, with its marked needles), the
+// trace metadata, and the decode loop that samples, commits steps and stops.
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "app/recorder/run_recorder.h"
+#include "core/engine/engine.h"
+#include "core/model/model.h"
+#include "core/policies/policy.h"
+#include "core/tokenizer/tokenizer.h"
+#include "traces/trace_schema.h"
+
+namespace kvscope::record {
+
+struct RunInput {
+    std::string prompt;                   // the prompt text
+    std::vector<int32_t> ids;             // its tokens, BOS included
+    std::vector<trace::MarkedSpan> spans;  // "needle" = the queried one, then "needle_2", ...
+    std::string answer;                   // expected answer, "" when none
+    nlohmann::json scenario;              // what built the prompt (null for plain text)
+};
+
+struct ScenarioRequest {
+    std::string kind = "niah";  // "passkey" | "niah"
+    int64_t length = 1024;      // tokens, BOS included
+    double depth = 0.5;         // 0 = start, 1 = end
+    uint64_t seed = 1;
+    int needles = 1;
+    std::string haystack;  // folder; "" = resources/haystacks found from the model's path
+};
+
+// Builds a passkey / NIAH prompt in the bundled model's format. Throws InputError.
+RunInput build_scenario_input(const Tokenizer& tok, const std::string& model_path,
+                              const ScenarioRequest& req);
+// Plain text; `needle` (optional) is marked where it first occurs, with `answer` expected.
+RunInput build_text_input(const Tokenizer& tok, const std::string& prompt,
+                          const std::string& needle, const std::string& answer);
+
+struct SamplingOptions {
+    int max_new = 32;
+    float temperature = 0.0f;
+    float top_p = 1.0f;
+    uint64_t seed = 0;
+    bool ignore_eos = false;
+};
+
+// Trace metadata of a run (model, tokenizer, policy + parameters + budget, prompt, sampling).
+// `policy` may be null (full cache).
+trace::RunMetadata make_run_metadata(const Model& model, const std::string& model_path,
+                                     const Tokenizer& tok, const Policy* policy,
+                                     const std::string& policy_name, double ratio,
+                                     const RunInput& input, const SamplingOptions& sampling,
+                                     const std::string& backend, int top_k);
+
+struct DecodeOutcome {
+    std::string reason = "max_new_tokens";  // | "eos" | "interrupted" | "cancelled"
+    double decode_ms = 0.0;
+};
+
+// Samples from `logits` (the prefill's or resume's), commits step 0, then decodes step by step
+// until max_new tokens, EOS (unless ignore_eos) or `stop` turns true (checked before each step).
+// `progress(steps_done, max_new)` is called after every committed step.
+DecodeOutcome decode_and_record(Engine& engine, RunRecorder& rec, std::vector<float> logits,
+                                float prefill_ms, const SamplingOptions& opt,
+                                const std::atomic<bool>* stop,
+                                const std::function<void(int64_t, int64_t)>& progress);
+
+// True when `text` contains the expected answer (the trace's verdict); -1 when none expected.
+int8_t answer_verdict(const std::string& text, const std::string& answer);
+
+}  // namespace kvscope::record
