@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <utility>
+#include <vector>
 
 namespace kvscope::views {
 
@@ -29,11 +31,49 @@ int cls_of(const CacheChange& c) {
     return -1;
 }
 
+using Intervals = std::vector<std::pair<int64_t, int64_t>>;
+
+// Step ranges [first, last) during which `token` holds a slot, cut at `end_step`.
+void held_intervals(const HeadHistory& h, int64_t token, int64_t end_step, Intervals& out) {
+    out.clear();
+    for (int32_t i = h.first_change(token); i >= 0;) {
+        const CacheChange& c = h.change(i);
+        const int32_t next = c.next;
+        const int64_t end = std::min<int64_t>(next >= 0 ? h.change(next).step : end_step, end_step);
+        if (is_held(c.state) && end > c.step) {
+            if (!out.empty() && out.back().second == c.step) {
+                out.back().second = end;
+            } else {
+                out.emplace_back(c.step, end);
+            }
+        }
+        i = next;
+    }
+}
+
+// Calls emit(first, last) for every range of `a` not covered by `b` (both sorted, disjoint).
+template <typename Emit>
+void subtract_intervals(const Intervals& a, const Intervals& b, Emit&& emit) {
+    for (const auto& [a0, a1] : a) {
+        int64_t cur = a0;
+        for (const auto& [b0, b1] : b) {
+            if (b1 <= cur) continue;
+            if (b0 >= a1) break;
+            if (b0 > cur) emit(cur, b0);
+            cur = std::max(cur, b1);
+            if (cur >= a1) break;
+        }
+        if (cur < a1) emit(cur, a1);
+    }
+}
+
 }  // namespace
 
 void EvictionTimelineView::reset() {
     axis_ = TokenAxis();
     key_ = Key();
+    diff_cache_.reset();
+    shown_diff_.reset();
 }
 
 ImVec2 EvictionTimelineView::point_of(int64_t token, int64_t step) const {
@@ -44,8 +84,8 @@ ImVec2 EvictionTimelineView::point_of(int64_t token, int64_t step) const {
     return ImVec2(x, y);
 }
 
-void EvictionTimelineView::rebuild(const ViewContext& ctx, const HeadSet& heads, int width,
-                                   int rows) {
+void EvictionTimelineView::rebuild(const ViewContext& ctx, const HeadSet& heads,
+                                   const HeadSet& heads_b, int width, int rows) {
     const Theme& theme = ctx.theme;
     raster_.resize(width, rows);
     // Row r shows the state after step row_step_[r] (the last step of the rows's range).
@@ -65,6 +105,18 @@ void EvictionTimelineView::rebuild(const ViewContext& ctx, const HeadSet& heads,
     std::vector<std::array<float, kNumCls>> diff(static_cast<size_t>(rows) + 1);
     std::vector<float> bits_diff(static_cast<size_t>(rows) + 1);
     const int64_t n_tokens = ctx.model.summary().n_tokens;
+    // Diff overlay: per row, the share of the cell's (token, head) pairs held only in A / only in
+    // B, over the steps both traces have.
+    const bool diff_on = !heads_b.empty();
+    const int64_t diff_steps =
+        diff_on ? std::min(steps_, std::max<int64_t>(ctx.compare->summary().n_steps, 1)) : 0;
+    int pairs = 0;
+    for (size_t h = 0; h < heads.size() && h < heads_b.size(); ++h) {
+        pairs += heads[h] && heads_b[h] ? 1 : 0;
+    }
+    std::vector<std::array<float, 2>> only_diff(diff_on ? static_cast<size_t>(rows) + 1 : 0);
+    Intervals held_a;
+    Intervals held_b;
     for (int x = 0; x < width; ++x) {
         const auto [t0, t1] = axis_.column_tokens(x, width, n_tokens);
         if (t1 <= t0 || loaded == 0) {
@@ -75,7 +127,29 @@ void EvictionTimelineView::rebuild(const ViewContext& ctx, const HeadSet& heads,
         }
         std::fill(diff.begin(), diff.end(), std::array<float, kNumCls>{});
         std::fill(bits_diff.begin(), bits_diff.end(), 0.0f);
+        std::fill(only_diff.begin(), only_diff.end(), std::array<float, 2>{});
         const float weight = 1.0f / static_cast<float>((t1 - t0) * loaded);
+        if (diff_on && pairs > 0) {
+            const float pair_weight = 1.0f / static_cast<float>((t1 - t0) * pairs);
+            for (size_t h = 0; h < heads.size() && h < heads_b.size(); ++h) {
+                if (!heads[h] || !heads_b[h]) continue;
+                for (int64_t t = t0; t < t1; ++t) {
+                    held_intervals(*heads[h], t, diff_steps, held_a);
+                    held_intervals(*heads_b[h], t, diff_steps, held_b);
+                    auto add = [&](size_t k, int64_t first, int64_t last) {
+                        const int ra = first_row_at_or_after(first);
+                        const int rb = first_row_at_or_after(last);
+                        if (rb <= ra) return;
+                        only_diff[static_cast<size_t>(ra)][k] += pair_weight;
+                        only_diff[static_cast<size_t>(rb)][k] -= pair_weight;
+                    };
+                    subtract_intervals(held_a, held_b,
+                                       [&](int64_t first, int64_t last) { add(0, first, last); });
+                    subtract_intervals(held_b, held_a,
+                                       [&](int64_t first, int64_t last) { add(1, first, last); });
+                }
+            }
+        }
         for (const auto& history : heads) {
             if (!history) continue;
             for (int64_t t = t0; t < t1; ++t) {
@@ -102,6 +176,7 @@ void EvictionTimelineView::rebuild(const ViewContext& ctx, const HeadSet& heads,
         }
         std::array<float, kNumCls> acc{};
         float bits_acc = 0.0f;
+        std::array<float, 2> only_acc{};
         for (int r = 0; r < rows; ++r) {
             float covered = 0.0f;
             float rgb[3] = {0, 0, 0};
@@ -124,9 +199,22 @@ void EvictionTimelineView::rebuild(const ViewContext& ctx, const HeadSet& heads,
             rgb[1] += rest * static_cast<float>((theme.panel >> IM_COL32_G_SHIFT) & 0xFF);
             rgb[2] += rest * static_cast<float>((theme.panel >> IM_COL32_B_SHIFT) & 0xFF);
             const float norm = covered + rest;
-            raster_.row(r)[x] = IM_COL32(static_cast<int>(std::lround(rgb[0] / norm)),
-                                         static_cast<int>(std::lround(rgb[1] / norm)),
-                                         static_cast<int>(std::lround(rgb[2] / norm)), 255);
+            ImU32 cell = IM_COL32(static_cast<int>(std::lround(rgb[0] / norm)),
+                                  static_cast<int>(std::lround(rgb[1] / norm)),
+                                  static_cast<int>(std::lround(rgb[2] / norm)), 255);
+            if (diff_on) {
+                // The states dimmed (as the token strip's overlay does), then the diff shares
+                // blended in: a cell whose pairs all differ one way shows the pure diff colour.
+                only_acc[0] += only_diff[static_cast<size_t>(r)][0];
+                only_acc[1] += only_diff[static_cast<size_t>(r)][1];
+                const float wa = std::clamp(only_acc[0], 0.0f, 1.0f);
+                const float wb = std::clamp(only_acc[1], 0.0f, 1.0f - wa);
+                cell = mix(theme.panel, cell, 0.35f);
+                if (wa + wb > 1e-6f) {
+                    cell = mix(cell, mix(theme.only_a, theme.only_b, wb / (wa + wb)), wa + wb);
+                }
+            }
+            raster_.row(r)[x] = cell;
         }
     }
     raster_.mark_dirty();
@@ -148,6 +236,17 @@ void EvictionTimelineView::draw(ViewContext& ctx) {
                         format_number(std::ceil(axis_.hi())).c_str(),
                         static_cast<long long>(s.n_tokens));
     draw_state_legend(ctx, true);
+    shown_diff_.reset();
+    HeadSet heads_b;
+    if (diff_toggle(ctx)) {
+        ImGui::SameLine(0, 12);
+        const Load load = ctx.state.head < 0 ? Load::kLater : Load::kNow;
+        heads_b = compare_heads(*ctx.compare, ctx.state.layer, ctx.state.head, load);
+        shown_diff_ = diff_cache_.get(compare_heads(model, ctx.state.layer, ctx.state.head, load),
+                                      heads_b, ctx.state.layer, ctx.state.head, ctx.state.step,
+                                      std::max(s.n_tokens, ctx.compare->summary().n_tokens));
+        draw_diff_legend(ctx, *shown_diff_);
+    }
 
     const ImVec2 avail = ImGui::GetContentRegionAvail();
     const ImVec2 origin = ImGui::GetCursorScreenPos();
@@ -171,9 +270,14 @@ void EvictionTimelineView::draw(ViewContext& ctx) {
     key.steps = steps_;
     for (const auto& h : heads) key.loaded += h ? 1 : 0;
     key.theme = theme.kind;
+    if (!heads_b.empty()) {
+        key.compare = ctx.compare;
+        for (const auto& h : heads_b) key.loaded_b += h ? 1 : 0;
+        key.steps_b = ctx.compare->summary().n_steps;
+    }
     if (!(key == key_)) {
         key_ = key;
-        rebuild(ctx, heads, key.width, key.rows);
+        rebuild(ctx, heads, heads_b, key.width, key.rows);
     }
 
     Canvas canvas = ctx.canvas();

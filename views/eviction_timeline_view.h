@@ -5,9 +5,14 @@
 // Virtualised for 100k+ tokens: the raster has one column per pixel; each column accumulates the
 // state intervals of the tokens it covers through difference arrays over its rows, so a rebuild
 // costs O(visible tokens x changes + pixels) and happens only when its inputs change.
+// Compare mode (a trace B open, diff ticked): the cells where a token is held only in A or only in
+// B are drawn in the diff colours over the dimmed states, for every step both traces have, and the
+// legend counts them at the current step.
 #include <cstdint>
+#include <optional>
 #include <vector>
 
+#include "views/compare_diff.h"
 #include "views/plot_util.h"
 
 namespace kvscope::views {
@@ -23,6 +28,8 @@ class EvictionTimelineView final : public View {
     const PlotRect& plot_rect() const { return plot_; }
     ImVec2 point_of(int64_t token, int64_t step) const;
     TokenAxis& axis() { return axis_; }
+    // Compare mode: the counts the diff legend showed in the last frame; nullopt without overlay.
+    const std::optional<HeldDiff>& shown_diff() const { return shown_diff_; }
 
   private:
     struct Key {
@@ -35,9 +42,14 @@ class EvictionTimelineView final : public View {
         int64_t steps = 0;
         int loaded = 0;
         ThemeKind theme = ThemeKind::kDark;
+        const TraceModel* compare = nullptr;  // set while the diff overlay is drawn
+        int loaded_b = 0;
+        int64_t steps_b = 0;
         bool operator==(const Key&) const = default;
     };
-    void rebuild(const ViewContext& ctx, const HeadSet& heads, int width, int rows);
+    // `heads_b`: B's histories aligned with `heads` (empty without the diff overlay).
+    void rebuild(const ViewContext& ctx, const HeadSet& heads, const HeadSet& heads_b, int width,
+                 int rows);
 
     TokenAxis axis_;
     Raster raster_;
@@ -46,6 +58,8 @@ class EvictionTimelineView final : public View {
     int64_t steps_ = 1;
     std::vector<int64_t> row_step_;  // [rows] step each raster row shows
     HoverLink hover_;
+    HeldDiffCache diff_cache_;
+    std::optional<HeldDiff> shown_diff_;
 };
 
 }  // namespace kvscope::views

@@ -55,7 +55,7 @@ double HeadlessImGui::frame(View& view, const TraceModel& model, ViewState& stat
     ImGui::Begin("##headless", nullptr,
                  ImGuiWindowFlags_NoDecoration | ImGuiWindowFlags_NoMove |
                      ImGuiWindowFlags_NoSavedSettings | ImGuiWindowFlags_NoScrollWithMouse);
-    ViewContext ctx{model, state, theme, textures, svg, 0.0};
+    ViewContext ctx{model, state, theme, textures, svg, 0.0, compare_};
     view.draw(ctx);
     ImGui::End();
     ImGui::Render();

@@ -23,6 +23,8 @@ class HeadlessImGui {
     // Input for the next frame (at most one button change per frame, as with the Studio).
     void set_mouse(ImVec2 pos, bool left_down);
     void set_wheel(float wheel);
+    // Compare mode: every following frame draws with `b` as the second trace (nullptr: none).
+    void set_compare(const TraceModel* b) { compare_ = b; }
 
     int64_t vertices() const { return vertices_; }  // of the last frame
     int64_t commands() const { return commands_; }
@@ -31,6 +33,7 @@ class HeadlessImGui {
   private:
     ImGuiContext* ctx_ = nullptr;
     ImVec2 size_;
+    const TraceModel* compare_ = nullptr;
     int64_t vertices_ = 0;
     int64_t commands_ = 0;
 };

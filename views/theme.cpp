@@ -56,6 +56,8 @@ Theme make_dark() {
     t.evicted = rgb(110, 48, 52);
     t.missing = rgb(52, 54, 60);
     t.needle = rgb(255, 120, 200);
+    t.only_a = rgb(255, 146, 28);
+    t.only_b = rgb(40, 214, 236);
     return t;
 }
 
@@ -76,6 +78,8 @@ Theme make_light() {
     t.evicted = rgb(232, 188, 188);
     t.missing = rgb(228, 230, 234);
     t.needle = rgb(214, 60, 150);
+    t.only_a = rgb(232, 112, 0);
+    t.only_b = rgb(0, 150, 186);
     return t;
 }
 

@@ -29,6 +29,10 @@ struct Theme {
     ImU32 evicted = 0;
     ImU32 missing = 0;  // not recorded / not loaded yet
     ImU32 needle = 0;   // marked spans
+    // Compare mode: tokens held only in trace A / only in trace B. Hues no token state uses
+    // (orange, cyan), so the diff overlay reads apart from the state colours it sits on.
+    ImU32 only_a = 0;
+    ImU32 only_b = 0;
 
     // Colour of a held token at `bits` (16 or more = full precision = `held`).
     ImU32 bits_color(int bits) const;

@@ -26,6 +26,8 @@ void TokenStripView::reset() {
     layout_width_ = -1.0f;
     scrolled_to_ = -1;
     visible_.clear();
+    diff_cache_.reset();
+    shown_diff_.reset();
 }
 
 std::optional<PlotRect> TokenStripView::token_rect(int64_t token) const {
@@ -102,6 +104,21 @@ void TokenStripView::draw(ViewContext& ctx) {
                         static_cast<long long>(std::max<int64_t>(present - s.n_prompt_tokens, 0)));
     draw_state_legend(ctx, true);
 
+    // Compare mode: the A/B difference at the selection (A's histories are the ones below).
+    shown_diff_.reset();
+    HeadSet diff_a;
+    HeadSet diff_b;
+    if (diff_toggle(ctx)) {
+        ImGui::SameLine(0, 12);
+        const Load load = ctx.state.head < 0 ? Load::kLater : Load::kNow;
+        diff_a = compare_heads(model, ctx.state.layer, ctx.state.head, load);
+        diff_b = compare_heads(*ctx.compare, ctx.state.layer, ctx.state.head, load);
+        shown_diff_ =
+            diff_cache_.get(diff_a, diff_b, ctx.state.layer, ctx.state.head, ctx.state.step,
+                            std::max(s.n_tokens, ctx.compare->summary().n_tokens));
+        draw_diff_legend(ctx, *shown_diff_);
+    }
+
     update_widths(model);
     const ImVec2 avail = ImGui::GetContentRegionAvail();
     if (avail.x < 20 || avail.y < 20) return;
@@ -147,7 +164,11 @@ void TokenStripView::draw(ViewContext& ctx) {
                 const ImVec2 b(x + w, origin.y + line_h - 2);
                 x += w + kGapX;
                 const bool exists = t < present;
-                const ImU32 fill = exists ? token_colour(ctx, head.get(), heads, t) : theme.panel;
+                ImU32 fill = exists ? token_colour(ctx, head.get(), heads, t) : theme.panel;
+                if (exists && shown_diff_) {
+                    fill = diff_colour(theme, token_diff(diff_a, diff_b, t, ctx.state.step),
+                                       static_cast<int32_t>(diff_a.size()), fill);
+                }
                 canvas.rect(a, b, fill);
                 const std::string shown = display_piece(model.token_text(t));
                 canvas.text(ImVec2(a.x + kPadX, a.y + 2),

@@ -1,6 +1,7 @@
 #include "views/view.h"
 
 #include "views/budget_view.h"
+#include "views/compare_view.h"
 #include "views/density_view.h"
 #include "views/eviction_timeline_view.h"
 #include "views/layer_head_view.h"
@@ -21,6 +22,7 @@ std::vector<std::unique_ptr<View>> make_all_views() {
     v.push_back(std::make_unique<MergeView>());
     v.push_back(std::make_unique<PrecisionView>());
     v.push_back(std::make_unique<NeedleView>());
+    v.push_back(std::make_unique<CompareView>());
     return v;
 }
 

@@ -21,6 +21,10 @@ struct ViewContext {
     TextureHost* textures = nullptr;  // nullptr: rasters draw as rects
     SvgRecorder* svg = nullptr;       // set while an SVG export is recorded
     double time = 0.0;                // seconds, for hover effects only
+    // Compare mode: a second trace "B" of the same model shape and prompt (the Studio checks it,
+    // see views/compare_diff.h), drawn against `model` ("A") at the shared selection; nullptr
+    // when none is open.
+    const TraceModel* compare = nullptr;
 
     Canvas canvas() const { return Canvas(ImGui::GetWindowDrawList(), svg); }
 };
@@ -35,7 +39,7 @@ class View {
     virtual void reset() {}
 };
 
-// The eight views, in menu order.
+// The views, in menu order.
 std::vector<std::unique_ptr<View>> make_all_views();
 
 // Placeholder drawn by the Studio when no trace is open.

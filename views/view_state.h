@@ -15,6 +15,7 @@ struct ViewState {
     int64_t token = -1;        // selected token position, -1 = none
     int32_t span = 0;          // selected marked span (needle)
     int64_t hover_token = -1;  // token under the mouse in any view (transient highlight)
+    bool compare_diff = true;  // compare mode: overlay the A/B held-set difference
     uint64_t revision = 0;
 
     void set_step(int64_t s) { assign(step, s); }
@@ -27,6 +28,7 @@ struct ViewState {
     void select_token(int64_t t) { assign(token, t); }
     void select_span(int32_t s) { assign(span, s); }
     void set_hover_token(int64_t t) { assign(hover_token, t); }
+    void set_compare_diff(bool on) { assign(compare_diff, on); }
 
     // Keeps every index inside the trace's axes (after opening or refreshing a trace).
     void clamp_to(const TraceSummary& s) {

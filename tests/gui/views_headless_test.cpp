@@ -1,4 +1,4 @@
-// The eight views drawn without a window (HeadlessImGui) from the bundled sample trace: each
+// The nine views drawn without a window (HeadlessImGui) from the bundled sample trace: each
 // draws real content, exports SVG, and turns clicks / wheel into the shared selection.
 #include <gtest/gtest.h>
 
@@ -57,8 +57,15 @@ class ViewsHeadless : public ::testing::Test {
 
 TEST_F(ViewsHeadless, EveryViewDrawsContentAndExportsSvg) {
     std::set<std::string> ids;
+    // The compare view needs a trace B of the same prompt: the MiKV sample.
+    const ReaderTraceModel mikv(fs::path(KVSCOPE_SOURCE_DIR) /
+                                "resources/sample/sample_mikv.kvtrace.h5");
+    for (int32_t l = 0; l < mikv.summary().n_layers; ++l) {
+        for (int32_t h = 0; h < mikv.summary().n_heads; ++h) mikv.history(l, h, Load::kNow);
+    }
     for (auto& view : make_all_views()) {
         ids.insert(view->id());
+        im_.set_compare(std::string(view->id()) == "compare" ? &mikv : nullptr);
         settle(*view);
         // Vertex counts of an empty window are ~100; every view draws far more.
         EXPECT_GT(im_.vertices(), 1000) << view->id();
@@ -70,7 +77,7 @@ TEST_F(ViewsHeadless, EveryViewDrawsContentAndExportsSvg) {
         EXPECT_NE(doc.find("</svg>"), std::string::npos) << view->id();
         EXPECT_EQ(model_.take_error(), "") << view->id();
     }
-    EXPECT_EQ(ids.size(), 8u);
+    EXPECT_EQ(ids.size(), 9u);
 }
 
 TEST_F(ViewsHeadless, LayerHeadClickSelectsLayerAndHead) {
