@@ -1,0 +1,136 @@
+// End-to-end tests of `kvscope whatif` and `kvscope run --memory`: the real binary on the bundled
+// demo model (one prefill, many budgets; equal-memory budgets).
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace {
+
+namespace fs = std::filesystem;
+const fs::path kSrc = KVSCOPE_SOURCE_DIR;
+const std::string kKvscope = (fs::path(KVSCOPE_BINARY_DIR) / "app" / "cli" / "kvscope").string();
+const std::string kDemo = (kSrc / "resources" / "models" / "kvscope-demo").string();
+
+struct Output {
+    int code = -1;
+    std::string text;  // stdout + stderr
+};
+
+Output kvscope(const std::string& args) {
+    Output o;
+    FILE* p = popen((kKvscope + " " + args + " 2>&1").c_str(), "r");
+    if (!p) return o;
+    std::array<char, 4096> buf{};
+    size_t n;
+    while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) o.text.append(buf.data(), n);
+    const int st = pclose(p);
+    o.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    return o;
+}
+
+fs::path scratch(const std::string& name) {
+    const fs::path d = fs::temp_directory_path() / ("kvscope_whatif_" + std::to_string(::getpid()));
+    fs::create_directories(d);
+    return d / name;
+}
+
+TEST(WhatifCli, PreviewsManyBudgetsFromOnePrefill) {
+    const fs::path json = scratch("snap.json");
+    const auto r = kvscope("whatif --model " + kDemo +
+                           " --scenario niah --length 256 --policy snapkv --ratio 0.2,0.6 --json " +
+                           json.string());
+    ASSERT_EQ(r.code, 0) << r.text;
+    std::ifstream f(json);
+    const auto j = nlohmann::json::parse(f);
+    ASSERT_EQ(j.size(), 2u);
+    // SnapKV holds at most its budget per (layer, KV head), ceil(r * 256) tokens, x 8 layers x 2
+    // KV heads (tests/whatif checks the exact sets against real runs).
+    EXPECT_LE(j[0]["tokens_held"].get<int64_t>(), 16 * 52);
+    EXPECT_GE(j[0]["tokens_held"].get<int64_t>(), 16 * 50);
+    EXPECT_LE(j[1]["tokens_held"].get<int64_t>(), 16 * 154);
+    EXPECT_GE(j[1]["tokens_held"].get<int64_t>(), 16 * 150);
+    EXPECT_LT(j[0]["bytes_held"].get<int64_t>(), j[1]["bytes_held"].get<int64_t>());
+    EXPECT_EQ(j[0]["bytes_full"].get<int64_t>(), j[1]["bytes_full"].get<int64_t>());
+    const double s0 = j[0]["needle_survival_mean"].get<double>();
+    const double s1 = j[1]["needle_survival_mean"].get<double>();
+    EXPECT_GE(s0, 0.0);
+    EXPECT_LE(s1, 1.0);
+    EXPECT_LE(s0, s1 + 1e-9);  // SnapKV's kept sets are nested at one prompt (top-k grows)
+}
+
+TEST(WhatifCli, DecodeRecordsOneTraceABudgetFromTheSavedState) {
+    const fs::path dir = scratch("decoded");
+    const fs::path json = scratch("h2o.json");
+    const auto r = kvscope("whatif " + (kSrc / "resources" / "sample" / "sample.kvtrace.h5").string() +
+                           " --model " + kDemo + " --policy h2o --budget 64,200 --decode --max-new 4" +
+                           " --trace-dir " + dir.string() + " --json " + json.string());
+    ASSERT_EQ(r.code, 0) << r.text;
+    EXPECT_NE(r.text.find("prompt 512 tokens"), std::string::npos) << r.text;
+    EXPECT_NE(r.text.find("note: h2o keeps deciding while decoding"), std::string::npos) << r.text;
+    std::ifstream f(json);
+    const auto j = nlohmann::json::parse(f);
+    ASSERT_EQ(j.size(), 2u);
+    for (const auto& row : j) {
+        const fs::path t = row["trace"].get<std::string>();
+        ASSERT_TRUE(fs::exists(t)) << t;
+        const int8_t found = row["answer_found"].get<int8_t>();
+        EXPECT_TRUE(found == 0 || found == 1);
+        const auto ins = kvscope("inspect " + t.string());
+        EXPECT_EQ(ins.code, 0) << ins.text;
+        EXPECT_NE(ins.text.find("h2o"), std::string::npos) << ins.text;
+    }
+}
+
+TEST(WhatifCli, WrongFlagsAreUsageErrors) {
+    const std::string base = "whatif --model " + kDemo + " --scenario passkey --length 64 ";
+    auto r = kvscope(base + "--policy snapkv");
+    EXPECT_EQ(r.code, 2) << r.text;
+    EXPECT_NE(r.text.find("--ratio LIST"), std::string::npos) << r.text;
+    r = kvscope(base + "--policy snapkv --ratio 0.5 --budget 8");
+    EXPECT_EQ(r.code, 2) << r.text;
+    r = kvscope(base + "--policy snapkv --ratio 0.5,abc");
+    EXPECT_EQ(r.code, 2) << r.text;
+    EXPECT_NE(r.text.find("'abc'"), std::string::npos) << r.text;
+    r = kvscope(base + "--policy kivi --memory 0.5");
+    EXPECT_NE(r.code, 0) << r.text;
+    EXPECT_NE(r.text.find("takes no token budget"), std::string::npos) << r.text;
+    r = kvscope("whatif --policy snapkv --ratio 0.5 --prompt hi");
+    EXPECT_EQ(r.code, 2) << r.text;
+    EXPECT_NE(r.text.find("--model"), std::string::npos) << r.text;
+}
+
+TEST(RunCli, MemoryFitsTheBudgetToTheTarget) {
+    const fs::path t = scratch("mem.kvtrace.h5");
+    const auto r = kvscope("run --model " + kDemo +
+                           " --scenario niah --length 256 --policy snapkv --memory 0.3 --max-new 3 "
+                           "--quiet --trace " + t.string());
+    ASSERT_EQ(r.code, 0) << r.text;
+    long long target = 0, full = 0, budget = 0, held = 0;
+    const size_t at = r.text.find("memory   target");
+    ASSERT_NE(at, std::string::npos) << r.text;
+    ASSERT_EQ(std::sscanf(r.text.c_str() + at,
+                          "memory   target %lld bytes (full prompt cache %lld): budget %lld tokens "
+                          "per head holds %lld bytes",
+                          &target, &full, &budget, &held),
+              4)
+        << r.text;
+    EXPECT_EQ(target, static_cast<long long>(std::floor(0.3 * static_cast<double>(full))));
+    EXPECT_LE(held, target);
+    EXPECT_GT(held, target * 9 / 10);  // one token per head is ~1% of the prompt here
+    // The run was recorded with that budget.
+    const auto ins = kvscope("inspect " + t.string());
+    EXPECT_EQ(ins.code, 0) << ins.text;
+    const auto bad = kvscope("run --model " + kDemo + " --scenario passkey --length 64 --policy "
+                             "snapkv --memory 0.3 --ratio 0.5 --trace " + scratch("x.h5").string());
+    EXPECT_EQ(bad.code, 2) << bad.text;
+}
+
+}  // namespace
