@@ -124,20 +124,17 @@ void CompareView::draw_summaries(const ViewContext& ctx) {
                     k == 0 ? ctx.theme.only_a : ctx.theme.only_b);
         ImGui::Dummy(ImVec2(box, box));
         ImGui::SameLine(0, 4);
-        ImGui::Text("%s  %s", k == 0 ? "A" : "B", file_name(models[k]->summary().path).c_str());
+        ImGui::Text("%s  %s  (%lld steps)", k == 0 ? "A" : "B",
+                    file_name(models[k]->summary().path).c_str(),
+                    static_cast<long long>(models[k]->summary().n_steps));
     }
     row("policy", [](const TraceModel& m, int) {
         const TraceSummary& s = m.summary();
         return s.policy + (s.policy_params.empty() ? "" : "  (" + s.policy_params + ")");
     });
     row("budget", [](const TraceModel& m, int) { return budget_text(m.summary()); });
-    row("answer", [](const TraceModel& m, int) { return answer_text(m); });
-    row("output", [](const TraceModel& m, int) { return output_text(m, 60); });
-    row("steps", [](const TraceModel& m, int) {
-        const TraceSummary& s = m.summary();
-        return std::to_string(s.n_prompt_tokens) + " prompt tokens + " + std::to_string(s.n_steps) +
-               " steps";
-    });
+    row("answer",
+        [](const TraceModel& m, int) { return answer_text(m) + ": " + output_text(m, 60); });
     ImGui::EndTable();
 }
 
@@ -166,13 +163,15 @@ void CompareView::draw_bytes(ViewContext& ctx, const PlotRect& area, int64_t ste
     }
     canvas.text(area.min, theme.text, "bytes held per layer after step " + std::to_string(step));
     const float label_w = ImGui::CalcTextSize("L000").x + 6.0f;
-    const float value_w = ImGui::CalcTextSize("000.0 MB / 000.0 MB").x;
+    // Per-layer values at the right when there is room for them next to useful bars.
+    const float value_w =
+        area.width() > 360.0f ? ImGui::CalcTextSize("000.0 KiB / 000.0 KiB").x : 0.0f;
     rows_y0_ = area.min.y + font + 8.0f;
     const float rows_h = area.max.y - rows_y0_ - 2.0f * font - 10.0f;
     row_h_ = std::clamp(rows_h / static_cast<float>(std::max(layers_, 1)), 4.0f, 3.0f * font);
     bar_x0_ = area.min.x + label_w;
     bar_w_ = std::max(area.width() - label_w - value_w - 8.0f, 10.0f);
-    const bool show_values = row_h_ >= font;
+    const bool show_values = row_h_ >= font && value_w > 0.0f;
     for (int32_t l = 0; l < layers_; ++l) {
         const float y = rows_y0_ + row_h_ * static_cast<float>(l);
         if (row_h_ >= font * 0.9f || l % 4 == 0) {
@@ -234,7 +233,7 @@ void CompareView::draw_overlap(ViewContext& ctx, const PlotRect& area, int64_t s
     Canvas canvas = ctx.canvas();
     const float font = ImGui::GetFontSize();
     canvas.text(area.min, theme.text,
-                "held-set overlap |A∩B| / |A∪B| after step " + std::to_string(step));
+                "overlap of the held sets (Jaccard) after step " + std::to_string(step));
     const float label_w = ImGui::CalcTextSize("L000").x + 6.0f;
     const float header_h = font + 4.0f;
     const float legend_w = 60.0f;
@@ -359,7 +358,7 @@ void CompareView::draw(ViewContext& ctx) {
     const ImVec2 origin = ImGui::GetCursorScreenPos();
     if (avail.x < 40 || avail.y < 40) return;
     // Bytes on the left, overlap on the right; stacked when the dock is narrow.
-    const bool side = avail.x >= 560.0f;
+    const bool side = avail.x >= 420.0f;
     const PlotRect bytes_area =
         side ? PlotRect{origin, ImVec2(origin.x + avail.x * 0.48f, origin.y + avail.y)}
              : PlotRect{origin, ImVec2(origin.x + avail.x, origin.y + avail.y * 0.5f)};

@@ -1,12 +1,14 @@
 // kvscope-studio: replays a KVScope trace. Usage:
-//   kvscope-studio [run.kvtrace.h5]
+//   kvscope-studio [run.kvtrace.h5] [--compare other.kvtrace.h5]
 //   kvscope-studio run.kvtrace.h5 --export-views DIR [--scale 1] [--step N] [--layer L]
 //                  [--head H] [--token T] [--theme light] [--size 1400x900]
 // The second form writes DIR/<view>.png for every view and exits (used for docs screenshots).
+// --compare opens a second trace of the same model and prompt in compare mode (both forms).
 #include <QApplication>
 #include <QCommandLineParser>
 #include <QTimer>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "app/studio/main_window.h"
@@ -34,10 +36,12 @@ int main(int argc, char** argv) {
     const QCommandLineOption token_opt("token", "Token to select.", "T");
     const QCommandLineOption theme_opt("theme", "dark or light.", "name");
     const QCommandLineOption size_opt("size", "Window size, e.g. 1400x900.", "WxH");
+    const QCommandLineOption compare_opt(
+        "compare", "Compare with a second trace B (same model and prompt).", "B.kvtrace.h5");
     const QCommandLineOption window_opt(
         "window-shot", "With --export-views: also write the whole window to FILE.", "FILE");
     parser.addOptions({export_opt, scale_opt, step_opt, layer_opt, head_opt, token_opt, theme_opt,
-                       size_opt, window_opt});
+                       size_opt, compare_opt, window_opt});
     parser.process(app);
 
     kvscope::studio::MainWindow window;
@@ -57,12 +61,27 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "kvscope-studio: %s\n", window.last_error().toLocal8Bit().constData());
         return 1;
     }
+    if (parser.isSet(compare_opt)) {
+        if (args.isEmpty()) {
+            std::fprintf(stderr, "kvscope-studio: --compare needs a trace to compare with\n");
+            return 2;
+        }
+        if (window.model() && !window.open_compare(parser.value(compare_opt)) && exporting) {
+            std::fprintf(stderr, "kvscope-studio: %s\n",
+                         window.last_error().toLocal8Bit().constData());
+            return 1;
+        }
+    }
     kvscope::views::ViewState& state = window.view_state();
     if (parser.isSet(layer_opt)) state.select_layer(parser.value(layer_opt).toInt());
     if (parser.isSet(head_opt)) state.select_head(parser.value(head_opt).toInt());
     if (parser.isSet(token_opt)) state.select_token(parser.value(token_opt).toLongLong());
     if (parser.isSet(step_opt)) window.set_step(parser.value(step_opt).toLongLong());
-    if (window.model()) state.clamp_to(window.model()->summary());
+    if (window.model()) {
+        state.clamp_to(window.model()->summary());
+        // Compare mode: a step both traces have.
+        state.set_step(std::min(state.step, std::max<int64_t>(window.step_count() - 1, 0)));
+    }
     window.repaint_views();
     if (!exporting) return QApplication::exec();
 

@@ -28,6 +28,7 @@
 
 #include "app/studio/imgui_host_widget.h"
 #include "app/studio/step_scrubber.h"
+#include "views/compare_diff.h"
 #include "views/reader_trace_model.h"
 
 namespace kvscope::studio {
@@ -83,7 +84,9 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
     notice_label_ = new QLabel(this);
     notice_label_->setStyleSheet("color: #e0803a;");
     selection_label_ = new QLabel(this);
+    compare_label_ = new QLabel(this);
     statusBar()->addWidget(summary_label_, 1);
+    statusBar()->addWidget(compare_label_);
     statusBar()->addWidget(notice_label_);
     statusBar()->addPermanentWidget(selection_label_);
 
@@ -156,6 +159,11 @@ void MainWindow::build_menus() {
     reload->setShortcut(QKeySequence::Refresh);
     QAction* close = file->addAction(tr("&Close trace"), this, &MainWindow::close_trace);
     close->setShortcut(QKeySequence::Close);
+    file->addSeparator();
+    file->addAction(tr("Compare &with..."), this, &MainWindow::compare_dialog)
+        ->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_O));
+    close_compare_action_ = file->addAction(tr("Close co&mpare"), this, &MainWindow::close_compare);
+    close_compare_action_->setEnabled(false);
     file->addSeparator();
     file->addAction(tr("&Export view as PNG..."), this, &MainWindow::export_current_png)
         ->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_E));
@@ -237,15 +245,17 @@ void MainWindow::draw_view(int i, ImGuiHostWidget& host) {
         return;
     }
     model_->load_pending(4.0);
-    views::ViewContext ctx{*model_, state_, theme, &host, host.svg(), 0.0};
+    if (compare_) compare_->load_pending(2.0);
+    views::ViewContext ctx{*model_, state_, theme, &host, host.svg(), 0.0, compare_.get()};
     views_[static_cast<size_t>(i)]->draw(ctx);
-    if (model_->has_pending()) host.request_frame();
+    if (model_->has_pending() || (compare_ && compare_->has_pending())) host.request_frame();
     if (state_.revision != painted_revision_) {
         painted_revision_ = state_.revision;
         QMetaObject::invokeMethod(
             this, [this, i] { after_state_change(i); }, Qt::QueuedConnection);
     }
-    const std::string error = model_->take_error();
+    std::string error = model_->take_error();
+    if (error.empty() && compare_) error = compare_->take_error();
     if (!error.empty()) {
         const QString message = QString::fromStdString(error);
         QMetaObject::invokeMethod(
@@ -319,9 +329,19 @@ bool MainWindow::open_trace(const QString& path) {
             }
         }
     }
-    state_.clamp_to(s);
+    // Compare mode survives a new A only when B still matches it.
+    if (compare_ && !views::compare_mismatch(*model_, *compare_).empty()) {
+        statusBar()->showMessage(
+            tr("Compare closed: %1 does not match %2")
+                .arg(QFileInfo(compare_path_).fileName(), QFileInfo(path_).fileName()),
+            10000);
+        compare_.reset();
+        compare_path_.clear();
+        close_compare_action_->setEnabled(false);
+    }
+    clamp_state();
     painted_revision_ = state_.revision;
-    scrubber_->set_step_count(s.n_steps);
+    scrubber_->set_step_count(step_count());
     scrubber_->set_step(state_.step);
     add_recent(path_);
     setWindowTitle(tr("KVScope Studio - %1").arg(QFileInfo(path_).fileName()));
@@ -339,6 +359,9 @@ bool MainWindow::open_trace(const QString& path) {
 void MainWindow::close_trace() {
     model_.reset();
     path_.clear();
+    compare_.reset();
+    compare_path_.clear();
+    close_compare_action_->setEnabled(false);
     live_timer_.stop();
     for (auto& v : views_) v->reset();
     state_ = views::ViewState();
@@ -346,6 +369,87 @@ void MainWindow::close_trace() {
     setWindowTitle(tr("KVScope Studio"));
     update_status();
     repaint_views();
+}
+
+int64_t MainWindow::step_count() const {
+    if (!model_) return 0;
+    const int64_t a = model_->summary().n_steps;
+    return compare_ ? std::min(a, compare_->summary().n_steps) : a;
+}
+
+void MainWindow::clamp_state() {
+    if (!model_) return;
+    state_.clamp_to(model_->summary());
+    // Every view shows A and B at the same step: one both traces have.
+    if (compare_) state_.set_step(std::min(state_.step, std::max<int64_t>(step_count() - 1, 0)));
+}
+
+bool MainWindow::open_compare(const QString& path) {
+    const QString name = QFileInfo(path).fileName();
+    if (!model_) {
+        show_error(tr("Cannot compare"),
+                   tr("%1: open a trace first (File > Open), then compare it with another")
+                       .arg(name));
+        return false;
+    }
+    std::shared_ptr<views::TraceModel> b;
+    try {
+        b = std::make_shared<views::ReaderTraceModel>(QFile::encodeName(path).toStdString());
+    } catch (const std::exception& e) {
+        show_error(tr("Could not open the trace to compare"), QString::fromUtf8(e.what()));
+        return false;
+    }
+    const std::string mismatch = views::compare_mismatch(*model_, *b);
+    if (!mismatch.empty()) {
+        show_error(tr("Cannot compare"),
+                   tr("Cannot compare %1 (A) with %2 (B): %3. Compare mode needs two runs of the "
+                      "same model on the same prompt.")
+                       .arg(QFileInfo(path_).fileName(), name, QString::fromStdString(mismatch)));
+        return false;
+    }
+    compare_ = std::move(b);
+    compare_path_ = QFileInfo(path).absoluteFilePath();
+    last_error_.clear();
+    close_compare_action_->setEnabled(true);
+    for (auto& v : views_) v->reset();
+    clamp_state();
+    painted_revision_ = state_.revision;
+    scrubber_->set_step_count(step_count());
+    scrubber_->set_step(state_.step);
+    setWindowTitle(tr("KVScope Studio - %1 vs %2")
+                       .arg(QFileInfo(path_).fileName(), QFileInfo(compare_path_).fileName()));
+    update_status();
+    repaint_views();
+    show_view(view_index("compare"));
+    return true;
+}
+
+void MainWindow::close_compare() {
+    if (!compare_) return;
+    compare_.reset();
+    compare_path_.clear();
+    close_compare_action_->setEnabled(false);
+    for (auto& v : views_) v->reset();
+    scrubber_->set_step_count(step_count());
+    scrubber_->set_step(state_.step);
+    if (model_) setWindowTitle(tr("KVScope Studio - %1").arg(QFileInfo(path_).fileName()));
+    update_status();
+    repaint_views();
+}
+
+void MainWindow::compare_dialog() {
+    if (!model_) {
+        show_error(tr("Cannot compare"), tr("Open a trace first (File > Open)."));
+        return;
+    }
+    QSettings settings;
+    const QString path = QFileDialog::getOpenFileName(
+        this, tr("Compare with (trace B: same model and prompt)"),
+        settings.value("last_dir").toString(),
+        tr("KVScope traces (*.kvtrace.h5 *.h5);;All files (*)"));
+    if (path.isEmpty()) return;
+    settings.setValue("last_dir", QFileInfo(path).absolutePath());
+    open_compare(path);
 }
 
 void MainWindow::poll_live() {
@@ -370,9 +474,9 @@ void MainWindow::poll_live() {
     }
     const views::TraceSummary& s = model_->summary();
     const bool at_end = state_.step >= old_steps - 1;
-    scrubber_->set_step_count(s.n_steps);
+    scrubber_->set_step_count(step_count());
     if (follow_live_ && at_end) state_.set_step(std::max<int64_t>(s.n_steps - 1, 0));
-    state_.clamp_to(s);
+    clamp_state();
     painted_revision_ = state_.revision;
     scrubber_->set_step(state_.step);
     if (s.state != trace::RunState::kRunning) live_timer_.stop();
@@ -465,8 +569,11 @@ bool MainWindow::export_view_png(int i, const QString& path, double scale) {
     QImage image;
     for (int frame = 0; frame < 40; ++frame) {
         image = host->render_image(scale);
-        if (image.isNull() || (frame >= 1 && (!model_ || !model_->has_pending()))) break;
+        const bool pending =
+            model_ && (model_->has_pending() || (compare_ && compare_->has_pending()));
+        if (image.isNull() || (frame >= 1 && !pending)) break;
         if (model_) model_->load_pending(1000.0);
+        if (compare_) compare_->load_pending(1000.0);
     }
     if (image.isNull()) {
         show_error(tr("Export failed"), tr("%1: the view has not been drawn yet").arg(path));
@@ -485,8 +592,10 @@ bool MainWindow::export_view_svg(int i, const QString& path) {
     QApplication::processEvents();
     ImGuiHostWidget* host = hosts_[static_cast<size_t>(i)];
     for (int frame = 0; frame < 40 && model_; ++frame) {
-        if (host->render_image(1.0).isNull() || (frame >= 1 && !model_->has_pending())) break;
+        const bool pending = model_->has_pending() || (compare_ && compare_->has_pending());
+        if (host->render_image(1.0).isNull() || (frame >= 1 && !pending)) break;
         model_->load_pending(1000.0);
+        if (compare_) compare_->load_pending(1000.0);
     }
     const std::string svg = host->render_svg();
     QFile f(path);
@@ -618,6 +727,17 @@ void MainWindow::update_status() {
         model_ ? QString::fromStdString(model_->summary().path +
                                         "\npolicy parameters: " + model_->summary().policy_params)
                : QString());
+    if (compare_) {
+        const views::TraceSummary& b = compare_->summary();
+        compare_label_->setText(tr("compare B: %1  ·  %2")
+                                    .arg(QFileInfo(compare_path_).fileName(),
+                                         QString::fromStdString(b.policy)));
+        compare_label_->setToolTip(QString::fromStdString(b.path + "\npolicy parameters: " +
+                                                          b.policy_params));
+    } else {
+        compare_label_->clear();
+        compare_label_->setToolTip(QString());
+    }
     if (model_) {
         const views::TraceSummary& s = model_->summary();
         if (last_error_.isEmpty()) notice_label_->setText(QString::fromStdString(s.notice));

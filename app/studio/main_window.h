@@ -3,7 +3,8 @@
 // dialogs, settings (QSettings: geometry, dock layout, theme, recent files, playback speed),
 // drag-and-drop, shortcuts, the status bar with the trace summary and the step scrubber; the
 // views draw inside the docks. All views share one TraceModel and one ViewState, so a selection
-// made in one view shows in every view.
+// made in one view shows in every view. In compare mode a second trace (B) is shown against the
+// open one (A) with the same ViewState.
 #include <QMainWindow>
 #include <QString>
 #include <QStringList>
@@ -37,6 +38,16 @@ class MainWindow : public QMainWindow {
     // file and the problem, and returns false (the message is also in last_error()).
     bool open_trace(const QString& path);
     void close_trace();
+    // Compare mode: opens a second trace "B", drawn against the open one ("A") at the shared
+    // selection (views get it as ViewContext::compare). B must have A's model shape (layers x
+    // heads) and prompt tokens; otherwise, or when it cannot be read or no A is open, nothing
+    // changes, the error names both files and what differs, and false is returned.
+    bool open_compare(const QString& path);
+    void close_compare();
+    const views::TraceModel* compare_model() const { return compare_.get(); }
+    const QString& compare_path() const { return compare_path_; }
+    // Steps the scrubber offers: A's, or those both A and B have in compare mode.
+    int64_t step_count() const;
     const QString& last_error() const { return last_error_; }
     const QString& trace_path() const { return path_; }
     const views::TraceModel* model() const { return model_.get(); }
@@ -86,6 +97,8 @@ class MainWindow : public QMainWindow {
     void show_error(const QString& title, const QString& message);
     void poll_live();
     void open_dialog();
+    void compare_dialog();
+    void clamp_state();  // the selection inside A (and B's steps in compare mode)
     void export_current_png();
     void export_current_svg();
     void export_all_dialog();
@@ -94,6 +107,8 @@ class MainWindow : public QMainWindow {
     void step_head(int delta);
 
     std::shared_ptr<views::TraceModel> model_;
+    std::shared_ptr<views::TraceModel> compare_;  // trace B in compare mode
+    QString compare_path_;
     views::ViewState state_;
     views::ThemeKind theme_kind_ = views::ThemeKind::kDark;
     QString path_;
@@ -111,6 +126,8 @@ class MainWindow : public QMainWindow {
     QLabel* summary_label_ = nullptr;
     QLabel* selection_label_ = nullptr;
     QLabel* notice_label_ = nullptr;
+    QLabel* compare_label_ = nullptr;
+    QAction* close_compare_action_ = nullptr;
     QMenu* recent_menu_ = nullptr;
     QAction* follow_action_ = nullptr;
     QAction* dark_action_ = nullptr;

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Regenerates the KVScope Studio screenshots in docs/screenshots/ from the D2O sample trace (precision.png from the MiKV one): one PNG
-# per view (<view id>.png) plus the whole window (studio.png), under Xvfb (no display needed).
+# per view (<view id>.png) plus the whole window (studio.png), under Xvfb (no display needed), and
+# compare mode (compare.png) from two runs of the sample's prompt recorded with kvscope run.
 # Usage: bash docs/screenshots/make_screenshots.sh [build folder, default: build]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${1:-build}
-cmake --build "$BUILD" --target kvscope-studio
+cmake --build "$BUILD" --target kvscope-studio kvscope
 OUT=docs/screenshots
 # Layer 4 head 0 loses digits of the needle (token 252 is one); the last step is 15.
 xvfb-run -a -s "-screen 0 1600x1000x24" env QT_QPA_PLATFORM=xcb XDG_CONFIG_HOME="$(mktemp -d)" \
@@ -23,5 +24,16 @@ xvfb-run -a -s "-screen 0 1600x1000x24" env QT_QPA_PLATFORM=xcb XDG_CONFIG_HOME=
   "$BUILD/app/studio/kvscope-studio" resources/sample/sample_mikv.kvtrace.h5 \
   --export-views "$TMP/mikv" --scale 1 --size 1500x950 --layer 4 --head 0 --token 252
 cp "$TMP/mikv/precision.png" "$OUT/precision.png"
+# Compare mode (compare.png, whole window): the sample's prompt with the full cache (A) against
+# SnapKV keeping 25% (B), both recorded here by kvscope run.
+RUN=(--model resources/models/kvscope-demo --scenario niah --length 512 --depth 0.5
+     --scenario-seed 1 --max-new 16 --threads 2 --quiet)
+"$BUILD/app/cli/kvscope" run "${RUN[@]}" --policy full --trace "$TMP/full.kvtrace.h5" >/dev/null
+"$BUILD/app/cli/kvscope" run "${RUN[@]}" --policy snapkv --ratio 0.25 \
+  --trace "$TMP/snapkv.kvtrace.h5" >/dev/null
+xvfb-run -a -s "-screen 0 1600x1000x24" env QT_QPA_PLATFORM=xcb XDG_CONFIG_HOME="$TMP/config3" \
+  "$BUILD/app/studio/kvscope-studio" "$TMP/full.kvtrace.h5" --compare "$TMP/snapkv.kvtrace.h5" \
+  --export-views "$TMP/compare" --scale 1 --size 1500x950 --layer 4 --head 0 --token 252 \
+  --window-shot "$OUT/compare.png"
 rm -rf "$TMP"
 ls -l "$OUT"/*.png

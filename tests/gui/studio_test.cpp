@@ -7,6 +7,7 @@
 #include <QDockWidget>
 #include <QFile>
 #include <QImage>
+#include <QLabel>
 #include <QMimeData>
 #include <QProcess>
 #include <QSettings>
@@ -23,6 +24,7 @@
 #include "app/studio/step_scrubber.h"
 #include "traces/trace_reader.h"
 #include "views/budget_view.h"
+#include "views/compare_view.h"
 #include "views/eviction_timeline_view.h"
 #include "views/layer_head_view.h"
 #include "views/needle_view.h"
@@ -141,6 +143,41 @@ class StudioTest : public QObject {
         window_->repaint_views();
     }
 
+    // The sample's scenario (resources/sample/make_sample.sh) under another policy / seed.
+    QString record_sample_run(const QString& name, const QStringList& policy_args, int seed = 1,
+                              int max_new = 16) {
+        const QString trace = out_.filePath(name + ".kvtrace.h5");
+        if (QFile::exists(trace)) return trace;
+        QProcess run;
+        run.start(QStringLiteral(KVSCOPE_CLI_EXE),
+                  QStringList{"run", "--quiet", "--model",
+                              QStringLiteral(KVSCOPE_SOURCE_DIR "/resources/models/kvscope-demo"),
+                              "--scenario", "niah", "--length", "512", "--depth", "0.5",
+                              "--scenario-seed", QString::number(seed), "--max-new",
+                              QString::number(max_new), "--threads", "2", "--trace", trace} +
+                      policy_args);
+        if (!run.waitForFinished(120000) || run.exitCode() != 0) {
+            qWarning() << "kvscope run failed:" << run.readAllStandardError();
+            return {};
+        }
+        return trace;
+    }
+    // A trace of another model shape: the synthetic trace tool's 4 layers x 3 heads.
+    QString synthetic_shape_trace() {
+        const QString trace = out_.filePath("synthetic_shape.kvtrace.h5");
+        if (QFile::exists(trace)) return trace;
+        QProcess tool;
+        tool.start(QStringLiteral(KVSCOPE_SYNTHETIC_TOOL),
+                   {"--out", trace, "--layers", "4", "--heads", "3", "--steps", "4"});
+        if (!tool.waitForFinished(60000) || tool.exitCode() != 0) return {};
+        return trace;
+    }
+    QString status_bar_text() {
+        QString text;
+        for (QLabel* l : window_->statusBar()->findChildren<QLabel*>()) text += l->text() + "\n";
+        return text;
+    }
+
   private slots:
     void initTestCase() {
         QVERIFY(out_.isValid());
@@ -178,6 +215,9 @@ class StudioTest : public QObject {
             const char* id = window_->view(i)->id();
             const QImage img = show_and_grab(id);
             QVERIFY2(!img.isNull(), id);
+            // Without a trace B the compare view is a one-line hint (its content is checked in
+            // compareModeSharesTheSelection).
+            if (QString(id) == "compare" && !window_->compare_model()) continue;
             expect_content(img, id);
         }
     }
@@ -550,6 +590,153 @@ class StudioTest : public QObject {
         QVERIFY(window_->open_trace(kSample));
     }
 
+    // Compare mode: A = the D2O sample, B = SnapKV on the same prompt with fewer decode steps (so
+    // the shared step range is B's). One selection drives both; the diff overlay shows both
+    // colours.
+    void compareModeSharesTheSelection() {
+        const QString b =
+            record_sample_run("snapkv8", {"--policy", "snapkv", "--ratio", "0.25"}, 1, 8);
+        QVERIFY(!b.isEmpty());
+        const trace::TraceReader rb(b.toStdString());
+        QVERIFY(window_->open_trace(kSample));
+        QVERIFY2(window_->open_compare(b), qPrintable(window_->last_error()));
+        QVERIFY(window_->compare_model() != nullptr);
+        QCOMPARE(window_->compare_path(), QFileInfo(b).absoluteFilePath());
+        QVERIFY2(status_bar_text().contains("snapkv8.kvtrace.h5"), qPrintable(status_bar_text()));
+        QVERIFY(window_->windowTitle().contains("vs snapkv8.kvtrace.h5"));
+        const int64_t shared = std::min(reader_->info().n_steps, rb.info().n_steps);
+        QVERIFY(rb.info().n_steps < reader_->info().n_steps);  // the clamp below is tested
+        QCOMPARE(window_->scrubber()->step_count(), shared);
+        QCOMPARE(window_->view_state().step, shared - 1);
+        window_->scrubber()->last();
+        QCOMPARE(window_->view_state().step, shared - 1);
+
+        // A (layer, head, step) where each trace holds tokens the other does not (before the
+        // last shared step, so a step forward stays inside the range).
+        int64_t step = -1;
+        int32_t layer = -1, head = -1;
+        for (int64_t st = 0; st + 1 < shared && layer < 0; ++st) {
+            for (int32_t l = 0; l < reader_->info().n_layers && layer < 0; ++l) {
+                for (int32_t h = 0; h < reader_->info().n_heads && layer < 0; ++h) {
+                    const auto sa = reader_->token_states(l, h, st);
+                    const auto sb = rb.token_states(l, h, st);
+                    bool only_a = false, only_b = false;
+                    for (size_t t = 0; t < sa.size() && t < sb.size(); ++t) {
+                        only_a |= views::is_held(sa[t].state) && !views::is_held(sb[t].state);
+                        only_b |= views::is_held(sb[t].state) && !views::is_held(sa[t].state);
+                    }
+                    if (only_a && only_b) {
+                        step = st;
+                        layer = l;
+                        head = h;
+                    }
+                }
+            }
+        }
+        QVERIFY2(layer >= 0, "no (layer, head) where D2O and SnapKV differ both ways");
+        // The step from the scrubber, the layer and head from a click in the compare view.
+        park_pointer();
+        window_->set_step(step);
+        QCOMPARE(window_->view_state().step, step);
+        show_and_grab("compare");
+        auto* cmp = view<views::CompareView>("compare");
+        const views::PlotRect cell = cmp->cell_rect(layer, head);
+        QTest::mouseClick(host("compare"), Qt::LeftButton, {},
+                          QPoint(static_cast<int>((cell.min.x + cell.max.x) * 0.5f),
+                                 static_cast<int>((cell.min.y + cell.max.y) * 0.5f)));
+        QTRY_COMPARE(window_->view_state().layer, layer);
+        QTRY_COMPARE(window_->view_state().head, head);
+        QTest::mouseMove(host("compare"), QPoint(1, 1));
+        park_pointer();
+        window_->view_state().set_hover_token(-1);
+
+        // The token strip shows A and B at that selection: its counts are the readers' and its
+        // boxes carry the two diff colours where the held sets differ.
+        const QImage img = show_and_grab("token_strip");
+        auto* strip = view<views::TokenStripView>("token_strip");
+        QVERIFY(strip->shown_diff().has_value());
+        const auto sa = reader_->token_states(layer, head, step);
+        const auto sb = rb.token_states(layer, head, step);
+        int64_t only_a = 0, only_b = 0;
+        int seen_a = 0, seen_b = 0;
+        for (size_t t = 0; t < sa.size() && t < sb.size(); ++t) {
+            const bool in_a = views::is_held(sa[t].state);
+            const bool in_b = views::is_held(sb[t].state);
+            only_a += in_a && !in_b;
+            only_b += in_b && !in_a;
+            if (in_a == in_b) continue;
+            const auto rect = strip->token_rect(static_cast<int64_t>(t));
+            if (!rect || rect->max.y >= img.height()) continue;
+            // One head selected: a differing token is the pure diff colour.
+            expect_colour(img, host("token_strip"), ImVec2(rect->min.x + 1, rect->min.y + 1),
+                          in_a ? theme().only_a : theme().only_b, 4,
+                          QString("diff token %1").arg(t));
+            (in_a ? seen_a : seen_b) += 1;
+        }
+        QCOMPARE(strip->shown_diff()->only_a, only_a);
+        QCOMPARE(strip->shown_diff()->only_b, only_b);
+        QVERIFY2(seen_a > 0 && seen_b > 0,
+                 qPrintable(QString("diff colours on screen: A %1, B %2").arg(seen_a).arg(seen_b)));
+        // The compare view and the timeline show the same step and selection.
+        QCOMPARE(cmp->cell_diff(layer, head).only_a, only_a);
+        QCOMPARE(cmp->cell_diff(layer, head).only_b, only_b);
+        show_and_grab("eviction_timeline");
+        auto* timeline = view<views::EvictionTimelineView>("eviction_timeline");
+        QVERIFY(timeline->shown_diff().has_value());
+        QCOMPARE(timeline->shown_diff()->only_a, only_a);
+        QCOMPARE(timeline->shown_diff()->only_b, only_b);
+        // A keyboard step in any view moves both traces.
+        window_->set_step(step + 1);
+        show_and_grab("token_strip");
+        QCOMPARE(window_->view_state().step, step + 1);
+        int64_t next_a = 0;
+        const auto na = reader_->token_states(layer, head, step + 1);
+        const auto nb = rb.token_states(layer, head, step + 1);
+        for (size_t t = 0; t < na.size() && t < nb.size(); ++t)
+            next_a += views::is_held(na[t].state) && !views::is_held(nb[t].state);
+        QCOMPARE(strip->shown_diff()->only_a, next_a);
+        if (!qEnvironmentVariableIsEmpty("KVSCOPE_GUI_SHOTS")) {
+            window_->grab().save(qEnvironmentVariable("KVSCOPE_GUI_SHOTS") + "/compare_window.png");
+        }
+        window_->close_compare();
+        QVERIFY(window_->compare_model() == nullptr);
+        QCOMPARE(window_->scrubber()->step_count(), reader_->info().n_steps);
+        QVERIFY(!status_bar_text().contains("snapkv8.kvtrace.h5"));
+    }
+
+    void compareRefusesAnotherModelOrPrompt() {
+        QVERIFY(window_->open_trace(kSample));
+        const QString ok = record_sample_run("cmp_h2o", {"--policy", "h2o", "--ratio", "0.25"});
+        QVERIFY(window_->open_compare(ok));
+        // Another model shape: the synthetic trace tool's output (4 layers x 3 heads).
+        const QString synthetic = synthetic_shape_trace();
+        QVERIFY(!synthetic.isEmpty());
+        QVERIFY(!window_->open_compare(synthetic));
+        QVERIFY2(window_->last_error().contains("sample.kvtrace.h5") &&
+                     window_->last_error().contains("synthetic_shape.kvtrace.h5") &&
+                     window_->last_error().contains("model shape"),
+                 qPrintable(window_->last_error()));
+        // Another prompt (another haystack seed) of the same model.
+        const QString other = record_sample_run("cmp_seed2", {"--policy", "full"}, 2);
+        QVERIFY(!other.isEmpty());
+        QVERIFY(!window_->open_compare(other));
+        QVERIFY2(window_->last_error().contains("cmp_seed2.kvtrace.h5") &&
+                     window_->last_error().contains("prompt differs"),
+                 qPrintable(window_->last_error()));
+        // A and the compare that was open stay.
+        QCOMPARE(window_->trace_path(), QFileInfo(kSample).absoluteFilePath());
+        QVERIFY(window_->model() != nullptr);
+        QCOMPARE(window_->compare_path(), QFileInfo(ok).absoluteFilePath());
+        // Opening an A that B does not match closes compare mode.
+        QVERIFY(window_->open_trace(synthetic));
+        QVERIFY(window_->compare_model() == nullptr);
+        QVERIFY(window_->open_trace(kSample));
+        // Nothing to compare with: refused.
+        window_->close_trace();
+        QVERIFY(!window_->open_compare(ok));
+        QVERIFY(window_->open_trace(kSample));
+    }
+
     void commandLineOpensAndExports() {
         QProcess studio;
         const QString dir = out_.filePath("cli");
@@ -561,6 +748,23 @@ class StudioTest : public QObject {
             QImage img(dir + "/" + window_->view(k)->id() + ".png");
             QVERIFY2(!img.isNull(), window_->view(k)->id());
         }
+        // --compare: the compare view draws A and B (not the hint: more than a few colours).
+        const QString b = record_sample_run("cmp_h2o", {"--policy", "h2o", "--ratio", "0.25"});
+        QProcess cmp;
+        const QString cdir = out_.filePath("cli_compare");
+        cmp.start(QStringLiteral(KVSCOPE_STUDIO_EXE),
+                  {kSample, "--compare", b, "--export-views", cdir, "--scale", "1"});
+        QVERIFY(cmp.waitForFinished(60000));
+        QVERIFY2(cmp.exitCode() == 0, cmp.readAllStandardError().constData());
+        const QImage compare_png(cdir + "/compare.png");
+        QVERIFY(!compare_png.isNull());
+        expect_content(compare_png, "compare (command line)");
+        QProcess refused;
+        refused.start(QStringLiteral(KVSCOPE_STUDIO_EXE),
+                      {kSample, "--compare", synthetic_shape_trace(), "--export-views", cdir});
+        QVERIFY(refused.waitForFinished(60000));
+        QCOMPARE(refused.exitCode(), 1);
+        QVERIFY(refused.readAllStandardError().contains("model shape"));
         QProcess bad;
         bad.start(QStringLiteral(KVSCOPE_STUDIO_EXE),
                   {out_.filePath("nope.kvtrace.h5"), "--export-views", dir});
