@@ -387,9 +387,9 @@ void MainWindow::clamp_state() {
 bool MainWindow::open_compare(const QString& path) {
     const QString name = QFileInfo(path).fileName();
     if (!model_) {
-        show_error(tr("Cannot compare"),
-                   tr("%1: open a trace first (File > Open), then compare it with another")
-                       .arg(name));
+        show_error(
+            tr("Cannot compare"),
+            tr("%1: open a trace first (File > Open), then compare it with another").arg(name));
         return false;
     }
     std::shared_ptr<views::TraceModel> b;
@@ -443,10 +443,10 @@ void MainWindow::compare_dialog() {
         return;
     }
     QSettings settings;
-    const QString path = QFileDialog::getOpenFileName(
-        this, tr("Compare with (trace B: same model and prompt)"),
-        settings.value("last_dir").toString(),
-        tr("KVScope traces (*.kvtrace.h5 *.h5);;All files (*)"));
+    const QString path =
+        QFileDialog::getOpenFileName(this, tr("Compare with (trace B: same model and prompt)"),
+                                     settings.value("last_dir").toString(),
+                                     tr("KVScope traces (*.kvtrace.h5 *.h5);;All files (*)"));
     if (path.isEmpty()) return;
     settings.setValue("last_dir", QFileInfo(path).absolutePath());
     open_compare(path);
@@ -729,11 +729,11 @@ void MainWindow::update_status() {
                : QString());
     if (compare_) {
         const views::TraceSummary& b = compare_->summary();
-        compare_label_->setText(tr("compare B: %1  ·  %2")
-                                    .arg(QFileInfo(compare_path_).fileName(),
-                                         QString::fromStdString(b.policy)));
-        compare_label_->setToolTip(QString::fromStdString(b.path + "\npolicy parameters: " +
-                                                          b.policy_params));
+        compare_label_->setText(
+            tr("compare B: %1  ·  %2")
+                .arg(QFileInfo(compare_path_).fileName(), QString::fromStdString(b.policy)));
+        compare_label_->setToolTip(
+            QString::fromStdString(b.path + "\npolicy parameters: " + b.policy_params));
     } else {
         compare_label_->clear();
         compare_label_->setToolTip(QString());
