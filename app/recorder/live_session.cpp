@@ -50,6 +50,12 @@ void LiveSession::prefill() {
     std::vector<float> logits = engine_->prefill(input_.ids);
     prefill_ms_ = ms_since(t0);
     state_ = engine_->snapshot_prefill(std::move(logits));
+    // Warm the previewer: its first copy of the prompt's K/V faults in the scratch pages, so the
+    // first slider move costs what the next ones do.
+    std::lock_guard<std::mutex> lock(preview_mu_);
+    previewer_ = std::make_unique<whatif::Previewer>(*state_, model_.spec);
+    auto full = make(PolicyChoice{});
+    (void)previewer_->run(*full, spans());
 }
 
 const PrefillState& LiveSession::state() const {
@@ -74,7 +80,9 @@ std::string LiveSession::blocker(const PolicyChoice& choice) const {
 
 whatif::Preview LiveSession::preview(const PolicyChoice& choice) const {
     const auto policy = make(choice);
-    return whatif::preview(state(), model_.spec, *policy, spans());
+    std::lock_guard<std::mutex> lock(preview_mu_);
+    if (!previewer_) previewer_ = std::make_unique<whatif::Previewer>(state(), model_.spec);
+    return previewer_->run(*policy, spans());
 }
 
 whatif::MemoryFit LiveSession::fit_memory(const PolicyChoice& choice, int64_t target_bytes) {
@@ -113,7 +121,7 @@ RerunResult LiveSession::rerun(const RerunRequest& req, const std::atomic<bool>*
     engine.set_policy(policy.get());
     // Full prefill maps need every query row, which the saved state does not hold.
     const bool resumable =
-        Engine::resume_blocker(*state_, policy.get()).empty() && !ro.record_maps;
+        !req.own_prefill && Engine::resume_blocker(*state_, policy.get()).empty() && !ro.record_maps;
 
     trace::RunMetadata meta =
         make_run_metadata(model_, model_path_, tok_, policy.get(), req.policy.name,

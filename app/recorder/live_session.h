@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -40,7 +41,8 @@ struct RerunRequest {
     PolicyChoice policy;
     SamplingOptions sampling;
     RecorderOptions recorder;
-    std::filesystem::path trace;  // written to `trace`.part, renamed into place when complete
+    std::filesystem::path trace;  // the trace to record
+    bool own_prefill = false;     // prefill again even when the saved state could serve (checks)
 };
 
 struct RerunResult {
@@ -107,6 +109,9 @@ class LiveSession {
     std::unique_ptr<Engine> engine_;
     std::shared_ptr<const PrefillState> state_;
     double prefill_ms_ = 0.0;
+    // preview() reuses one scratch cache (whatif::Previewer); the mutex serialises previews.
+    mutable std::mutex preview_mu_;
+    mutable std::unique_ptr<whatif::Previewer> previewer_;
 };
 
 }  // namespace kvscope::record

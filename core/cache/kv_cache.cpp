@@ -66,7 +66,9 @@ void KVCache::copy_contents_from(const KVCache& other) {
     if (other.n_layers_ != n_layers_ || other.n_kv_heads_ != n_kv_heads_ ||
         other.head_dim_ != head_dim_ || other.element_bytes_ != element_bytes_)
         fail("copy_contents_from: the caches differ in shape or element size");
-    heads_ = other.heads_;
+    // Element-wise assignment: vectors reuse the capacity they have (a what-if previewer copies
+    // the same prompt into the same cache many times).
+    for (size_t i = 0; i < heads_.size(); ++i) heads_[i] = other.heads_[i];
     store_prerope_ = other.store_prerope_;
 }
 

@@ -29,18 +29,34 @@ std::string preview_blocker(const PrefillState& state, const Policy& policy) {
 
 Preview preview(const PrefillState& state, const ModelSpec& sp, Policy& policy,
                 const std::vector<TokenSpan>& spans) {
+    Previewer p(state, sp);
+    return p.run(policy, spans);
+}
+
+Previewer::Previewer(const PrefillState& state, const ModelSpec& spec)
+    : state_(state), spec_(spec) {
+    // A cache like the engine's (same element bytes, same RoPE for merges).
+    scratch_ = make_engine_cache(spec);
+    install_rotate(*scratch_, spec, rope_inv_freq(spec), false);
+}
+
+Previewer::~Previewer() = default;
+
+Preview Previewer::run(Policy& policy, const std::vector<TokenSpan>& spans) {
+    const PrefillState& state = state_;
+    const ModelSpec& sp = spec_;
     const auto t0 = std::chrono::steady_clock::now();
     const std::string why = preview_blocker(state, policy);
     if (!why.empty()) throw InputError("cannot preview " + policy.info().name + ": " + why);
     const int64_t L = sp.n_layers, G = sp.n_kv_heads, P = state.prompt_len();
 
-    // A cache like the engine's (same element bytes, same RoPE for merges), holding the prompt.
-    std::unique_ptr<KVCache> cache = make_engine_cache(sp);
-    install_rotate(*cache, sp, rope_inv_freq(sp), false);
+    // The prompt's full cache, copied into the scratch cache's existing buffers.
+    KVCache* cache = scratch_.get();
     cache->copy_contents_from(*state.cache);
     cache->set_step(-1);
 
     Preview out;
+    out.events.reserve(static_cast<size_t>(state.cache->total_slots()));
     out.policy = policy.info().name;
     out.budget = policy.budget();
     out.decode_time = policy.info().regime == Regime::decode_continuous;

@@ -185,11 +185,10 @@ TEST(Rerun, FromTheSavedStateRecordsTheSameRunAsAnOwnPrefill) {
         rr.trace = dir / (name + "-resumed.kvtrace.h5");
         const record::RerunResult resumed = s.rerun(rr);
         EXPECT_TRUE(resumed.resumed) << name;
-        // The same run with its own prefill, through a fresh session that cannot resume (maps
-        // need every query row) — the recorded maps aside, the runs must be identical.
+        // The same run with a prefill of its own (with the policy, as `kvscope run` does).
         record::LiveSession fresh(*d.model, *d.tok, kDemo.string(), d.input, 2);
         record::RerunRequest own = rr;
-        own.recorder.record_maps = true;
+        own.own_prefill = true;
         own.trace = dir / (name + "-own.kvtrace.h5");
         const record::RerunResult ref = fresh.rerun(own);
         EXPECT_FALSE(ref.resumed) << name;
