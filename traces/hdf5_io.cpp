@@ -2,6 +2,8 @@
 #include "traces/hdf5_io.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <numeric>
@@ -42,9 +44,42 @@ void fail(const std::string& what) {
     throw Error(error_message(what));
 }
 
-void Id::reset() {
-    if (id_ >= 0 && H5Iis_valid(id_) > 0) H5Idec_ref(id_);
+namespace {
+
+// HDF5 1.10 frees a file or dataset whose close fails half-way (a write error while flushing,
+// e.g. disk full) but, except through H5Dclose, leaves its id registered. The library's atexit
+// shutdown (H5_term_library) then closes that id a second time and crashes: the "run reports the
+// write error, then segfaults at exit inside H5D_close" bug. So the shutdown is registered here
+// instead of by HDF5 (H5dont_atexit, before the library initialises), and skipped once a close
+// has failed: the process is exiting, and the OS releases what HDF5 could not.
+std::atomic<bool> g_close_failed{false};
+
+void shutdown_hdf5() {
+    if (!g_close_failed.load()) H5close();
+}
+
+// Static initialisation runs before main(), so before any HDF5 call of this program. Where HDF5
+// was initialised earlier (another library's static initialiser), H5dont_atexit fails and HDF5's
+// own shutdown stays in place.
+const bool g_shutdown_registered = H5dont_atexit() >= 0 && std::atexit(shutdown_hdf5) == 0;
+
+}  // namespace
+
+bool close_id(hid_t id) {
+    if (id < 0 || H5Iis_valid(id) <= 0) return true;
+    // Datasets go through H5Dclose, which drops the id even when closing fails; H5Idec_ref would
+    // keep it pointing at the freed dataset.
+    const bool dataset = H5Iget_type(id) == H5I_DATASET;
+    const bool ok = (dataset ? H5Dclose(id) : H5Idec_ref(id)) >= 0;
+    if (!ok && !dataset) g_close_failed = true;
+    (void)g_shutdown_registered;
+    return ok;
+}
+
+bool Id::close() {
+    const hid_t id = id_;
     id_ = H5I_INVALID_HID;
+    return close_id(id);
 }
 
 template <>

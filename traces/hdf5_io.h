@@ -31,7 +31,10 @@ inline void check_status(herr_t status, const char* what) {
     if (status < 0) fail(what);
 }
 
-// Owns one hid_t and closes it with H5Idec_ref (works for every id kind).
+// Closes an id the way Id::close does; false on failure. Use it for ids that were release()d.
+bool close_id(hid_t id);
+
+// Owns one hid_t and closes it (see close_id).
 class Id {
   public:
     Id() = default;
@@ -50,7 +53,10 @@ class Id {
     Id& operator=(const Id&) = delete;
     hid_t get() const { return id_; }
     bool valid() const { return id_ >= 0; }
-    void reset();
+    void reset() { (void)close(); }
+    // Closes the id (H5Dclose for datasets, else H5Idec_ref); false when HDF5 reports a failure,
+    // e.g. a write error while flushing. The id is given up either way.
+    bool close();
     hid_t release() {
         hid_t id = id_;
         id_ = H5I_INVALID_HID;

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <ctime>
+#include <exception>
 #include <limits>
 
 #include "core/model/error.h"
@@ -85,10 +86,33 @@ std::vector<T> column(const std::vector<EventRecord>& ev, T (*get)(const EventRe
 
 }  // namespace
 
-TraceFileWriter::TraceFileWriter(const std::filesystem::path& path, const RunMetadata& meta,
+TraceFileWriter::TraceFileWriter(const std::filesystem::path& target, const RunMetadata& meta,
                                  Config config)
-    : path_(path), meta_(meta), config_(config) {
+    : path_(target), part_(recording_path_for(target)), meta_(meta), config_(config) {
     h5::silence_errors();
+    refuse_existing_output(path_, config.overwrite, "allow overwriting to replace it");
+    std::error_code ec;
+    if (std::filesystem::exists(std::filesystem::symlink_status(part_, ec))) {
+        // Never reuse a .part silently: it is either a live recording or the only copy of a
+        // killed run's steps.
+        if (recording_in_progress(part_))
+            throw InputError(part_, "another recording into " + path_.string() +
+                                        " is in progress (its writer holds this file); not "
+                                        "touched: wait for it or record to another path");
+        if (!config.overwrite)
+            throw InputError(part_,
+                             "left over from a recording that did not finish (killed?); its "
+                             "committed steps are readable (kvscope inspect, the Studio). Move "
+                             "it away, or allow overwriting to discard it");
+        if (!std::filesystem::remove(part_, ec) && ec)
+            throw InputError(part_, "cannot remove the stale recording: " + ec.message());
+    }
+    try {
+        lock_ = RecordingLock(part_);
+    } catch (const InputError& e) {
+        throw InputError(path_, "cannot create the trace file (recording into " +
+                                    part_.filename().string() + "): " + e.problem());
+    }
     sizes_.L = meta.n_layers;
     sizes_.H = meta.n_heads;
     sizes_.P = meta.n_prompt_tokens;
@@ -99,81 +123,103 @@ TraceFileWriter::TraceFileWriter(const std::filesystem::path& path, const RunMet
     h5::Id fapl(h5::check(H5Pcreate(H5P_FILE_ACCESS), "H5Pcreate(file access)"));
     h5::check_status(H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_LATEST, H5F_LIBVER_LATEST),
                      "H5Pset_libver_bounds");
-    file_ = h5::Id(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()));
-    if (!file_.valid()) throw InputError(path, h5::error_message("cannot create the trace file"));
-    hid_t f = file_.get();
+    // TRUNC on the empty file RecordingLock just created exclusively: nothing else is truncated.
+    file_ = h5::Id(H5Fcreate(part_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()));
+    if (!file_.valid()) {
+        const std::string why = h5::error_message("cannot create the trace file");
+        lock_.release();
+        std::filesystem::remove(part_, ec);  // empty, ours
+        throw InputError(path_, why + " (recording into " + part_.filename().string() + ")");
+    }
+    // A layout that fails half-way leaves no .part behind: it holds no step, and a stale .part
+    // would block the next recording.
+    try {
+        hid_t f = file_.get();
 
-    h5::write_attr_string(f, "format", kFormatName);
-    h5::write_attr<int32_t>(f, "schema_version", kSchemaVersion);
-    h5::write_attr_string(f, "software_version", meta_.software_version);
-    h5::write_attr_string(f, "created_utc", meta_.created_utc);
-    h5::write_attr<int32_t>(f, "n_layers", meta.n_layers);
-    h5::write_attr<int32_t>(f, "n_heads", meta.n_heads);
-    h5::write_attr<int64_t>(f, "n_prompt_tokens", meta.n_prompt_tokens);
-    h5::write_attr<int32_t>(f, "top_k", meta.top_k);
-    h5::write_attr<int32_t>(f, "n_spans", static_cast<int32_t>(sizes_.N));
-    h5::write_attr<uint8_t>(f, "record_attention_rows", config.record_attention_rows ? 1 : 0);
-    h5::write_attr<uint8_t>(f, "record_maps", config.record_maps ? 1 : 0);
+        h5::write_attr_string(f, "format", kFormatName);
+        h5::write_attr<int32_t>(f, "schema_version", kSchemaVersion);
+        h5::write_attr_string(f, "software_version", meta_.software_version);
+        h5::write_attr_string(f, "created_utc", meta_.created_utc);
+        h5::write_attr<int32_t>(f, "n_layers", meta.n_layers);
+        h5::write_attr<int32_t>(f, "n_heads", meta.n_heads);
+        h5::write_attr<int64_t>(f, "n_prompt_tokens", meta.n_prompt_tokens);
+        h5::write_attr<int32_t>(f, "top_k", meta.top_k);
+        h5::write_attr<int32_t>(f, "n_spans", static_cast<int32_t>(sizes_.N));
+        h5::write_attr<uint8_t>(f, "record_attention_rows", config.record_attention_rows ? 1 : 0);
+        h5::write_attr<uint8_t>(f, "record_maps", config.record_maps ? 1 : 0);
 
-    const float nan = std::numeric_limits<float>::quiet_NaN();
-    for (const auto& spec : dataset_specs()) {
-        if (!present(spec.presence, sizes_, config.record_attention_rows, config.record_maps))
-            continue;
-        std::string name = spec.name;
-        if (name == ds::kRunJson) {
-            h5::write_vlen_string_scalar(f, name, to_json(meta_).dump());
-        } else if (name == ds::kSpanLabel || name == ds::kSpanExpected) {
-            std::vector<std::string> v;
-            for (const auto& s : meta.spans)
-                v.push_back(name == ds::kSpanLabel ? s.label : s.expected_answer);
-            h5::write_vlen_strings(f, name, v);
-        } else if (spec.shape.empty()) {
-            int64_t zero = 0;
-            ds_[name] = h5::create_scalar(f, name, native_hdf5_type(spec.dtype), &zero);
-        } else {
-            hid_t type = native_hdf5_type(spec.dtype);
-            bool grows = is_growing(spec.shape[0]);
-            h5::Dims dims, chunk;
-            hsize_t row_elems = 1;
-            for (size_t i = 0; i < spec.shape.size(); ++i) {
-                hsize_t n =
-                    (i == 0 && grows) ? 0 : static_cast<hsize_t>(sizes_.fixed(spec.shape[i]));
-                dims.push_back(n);
-                if (i > 0) row_elems *= n;
-            }
-            if (grows) {
-                chunk = dims;
-                chunk[0] = growing_chunk_rows(spec.shape[0], row_elems);
+        const float nan = std::numeric_limits<float>::quiet_NaN();
+        for (const auto& spec : dataset_specs()) {
+            if (!present(spec.presence, sizes_, config.record_attention_rows, config.record_maps))
+                continue;
+            std::string name = spec.name;
+            if (name == ds::kRunJson) {
+                h5::write_vlen_string_scalar(f, name, to_json(meta_).dump());
+            } else if (name == ds::kSpanLabel || name == ds::kSpanExpected) {
+                std::vector<std::string> v;
+                for (const auto& s : meta.spans)
+                    v.push_back(name == ds::kSpanLabel ? s.label : s.expected_answer);
+                h5::write_vlen_strings(f, name, v);
+            } else if (spec.shape.empty()) {
+                int64_t zero = 0;
+                ds_[name] = h5::create_scalar(f, name, native_hdf5_type(spec.dtype), &zero);
             } else {
-                chunk = fixed_chunk(spec.shape, dims);
+                hid_t type = native_hdf5_type(spec.dtype);
+                bool grows = is_growing(spec.shape[0]);
+                h5::Dims dims, chunk;
+                hsize_t row_elems = 1;
+                for (size_t i = 0; i < spec.shape.size(); ++i) {
+                    hsize_t n =
+                        (i == 0 && grows) ? 0 : static_cast<hsize_t>(sizes_.fixed(spec.shape[i]));
+                    dims.push_back(n);
+                    if (i > 0) row_elems *= n;
+                }
+                if (grows) {
+                    chunk = dims;
+                    chunk[0] = growing_chunk_rows(spec.shape[0], row_elems);
+                } else {
+                    chunk = fixed_chunk(spec.shape, dims);
+                }
+                const void* fill = spec.dtype == Dtype::kFloat32 ? &nan : nullptr;
+                ds_[name] = h5::create_dataset(f, name, type, dims, chunk, grows,
+                                               config.compression_level, fill);
             }
-            const void* fill = spec.dtype == Dtype::kFloat32 ? &nan : nullptr;
-            ds_[name] = h5::create_dataset(f, name, type, dims, chunk, grows,
-                                           config.compression_level, fill);
+            if (h5::link_exists(f, name)) {
+                h5::Id obj(h5::check(H5Oopen(f, name.c_str(), H5P_DEFAULT), "H5Oopen"));
+                h5::write_attr_string(obj.get(), "units", spec.units);
+                h5::write_attr_string(obj.get(), "description", spec.description);
+                h5::write_attr_string(obj.get(), "shape", shape_string(spec.shape));
+            }
         }
-        if (h5::link_exists(f, name)) {
-            h5::Id obj(h5::check(H5Oopen(f, name.c_str(), H5P_DEFAULT), "H5Oopen"));
-            h5::write_attr_string(obj.get(), "units", spec.units);
-            h5::write_attr_string(obj.get(), "description", spec.description);
-            h5::write_attr_string(obj.get(), "shape", shape_string(spec.shape));
+        // Span bounds and "unknown" answers are known now.
+        std::vector<int64_t> begins, ends;
+        std::vector<int8_t> unknown(meta.spans.size(), -1);
+        for (const auto& s : meta.spans) {
+            begins.push_back(s.begin);
+            ends.push_back(s.end);
         }
+        if (!meta.spans.empty()) {
+            h5::write_slab(d(ds::kSpanBegin), {0}, {begins.size()}, begins.data());
+            h5::write_slab(d(ds::kSpanEnd), {0}, {ends.size()}, ends.data());
+            h5::write_slab(d(ds::kSpanAnswerFound), {0}, {unknown.size()}, unknown.data());
+        }
+        h5::check_status(H5Fstart_swmr_write(f), "H5Fstart_swmr_write");
+    } catch (...) {
+        ds_.clear();
+        file_.reset();
+        lock_.release();
+        std::filesystem::remove(part_, ec);
+        throw;
     }
-    // Span bounds and "unknown" answers are known now.
-    std::vector<int64_t> begins, ends;
-    std::vector<int8_t> unknown(meta.spans.size(), -1);
-    for (const auto& s : meta.spans) {
-        begins.push_back(s.begin);
-        ends.push_back(s.end);
-    }
-    if (!meta.spans.empty()) {
-        h5::write_slab(d(ds::kSpanBegin), {0}, {begins.size()}, begins.data());
-        h5::write_slab(d(ds::kSpanEnd), {0}, {ends.size()}, ends.data());
-        h5::write_slab(d(ds::kSpanAnswerFound), {0}, {unknown.size()}, unknown.data());
-    }
-    h5::check_status(H5Fstart_swmr_write(f), "H5Fstart_swmr_write");
 }
 
-TraceFileWriter::~TraceFileWriter() = default;
+TraceFileWriter::~TraceFileWriter() {
+    try {
+        close();
+    } catch (...) {
+        // Best effort, as for a writer dropped without end(): the committed steps stay readable.
+    }
+}
 
 h5::Dataset& TraceFileWriter::d(const char* name) {
     auto it = ds_.find(name);
@@ -387,30 +433,57 @@ void TraceFileWriter::flush() {
 }
 
 void TraceFileWriter::end(const RunEnd& end) {
-    commit();
-    std::vector<int8_t> found;
-    for (const auto& s : meta_.spans) {
-        if (s.expected_answer.empty())
-            found.push_back(-1);
-        else
-            found.push_back(generated_text_.find(s.expected_answer) != std::string::npos ? 1 : 0);
+    try {
+        commit();
+        std::vector<int8_t> found;
+        for (const auto& s : meta_.spans) {
+            if (s.expected_answer.empty())
+                found.push_back(-1);
+            else
+                found.push_back(generated_text_.find(s.expected_answer) != std::string::npos ? 1
+                                                                                             : 0);
+        }
+        if (!found.empty())
+            h5::write_slab(d(ds::kSpanAnswerFound), {0}, {found.size()}, found.data());
+        std::string json = to_json(end).dump();
+        std::vector<uint8_t> bytes(json.begin(), json.end());
+        append(ds::kEndJson, bytes, bytes.size());
+        flush();
+        uint8_t state =
+            static_cast<uint8_t>(end.complete ? RunState::kComplete : RunState::kAborted);
+        h5::write_scalar(d(ds::kComplete), &state);
+        flush();
+    } catch (...) {
+        // Close all the same (datasets first, see close()); the .part keeps the committed steps
+        // and the target is not touched.
+        try {
+            close();
+        } catch (...) {
+        }
+        throw;
     }
-    if (!found.empty()) h5::write_slab(d(ds::kSpanAnswerFound), {0}, {found.size()}, found.data());
-    std::string json = to_json(end).dump();
-    std::vector<uint8_t> bytes(json.begin(), json.end());
-    append(ds::kEndJson, bytes, bytes.size());
-    flush();
-    uint8_t state = static_cast<uint8_t>(end.complete ? RunState::kComplete : RunState::kAborted);
-    h5::write_scalar(d(ds::kComplete), &state);
-    flush();
     close();
+    // Only a complete, closed file replaces the target, in one rename: a reader of the old
+    // target keeps its file, and nobody ever sees a half-written target.
+    move_into_place(part_, path_, config_.overwrite);
+    lock_.release();
 }
 
 void TraceFileWriter::close() {
     if (!file_.valid()) return;
-    commit();
+    // commit() can fail (disk full, file size limit). The datasets and the file are closed all
+    // the same, datasets first, so nothing stays open for HDF5's shutdown to close twice (see
+    // close_id in hdf5_io.cpp).
+    std::exception_ptr failure;
+    try {
+        commit();
+    } catch (...) {
+        failure = std::current_exception();
+    }
     ds_.clear();
-    if (H5Fclose(file_.release()) < 0) h5::fail("H5Fclose");
+    const bool closed = file_.close();
+    if (failure) std::rethrow_exception(failure);
+    if (!closed) h5::fail("H5Fclose");
 }
 
 }  // namespace kvscope::trace

@@ -1,7 +1,8 @@
 #pragma once
 // Internal to traces/: the HDF5 side of TraceWriter. Runs on the writer thread only. Creating it
 // creates every dataset of the layout (SWMR needs all objects to exist before writing starts),
-// then switches the file to SWMR writing; each method writes one item.
+// then switches the file to SWMR writing; each method writes one item. The file is the
+// recording path (<target>.part, trace_output.h); end() closes it and renames it over the target.
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -10,6 +11,7 @@
 
 #include "traces/hdf5_io.h"
 #include "traces/trace_layout.h"
+#include "traces/trace_output.h"
 #include "traces/trace_schema.h"
 
 namespace kvscope::trace {
@@ -20,9 +22,12 @@ class TraceFileWriter {
         bool record_attention_rows = false;
         bool record_maps = false;  // already false when P > kMaxMapTokens
         int compression_level = 4;
+        bool overwrite = false;  // replace an existing target / discard a stale .part
     };
-    // Throws InputError when the file cannot be created.
-    TraceFileWriter(const std::filesystem::path& path, const RunMetadata& meta, Config config);
+    // Creates <target>.part. Throws InputError when the target exists (without overwrite), when a
+    // .part exists (being recorded, or stale without overwrite) or when it cannot be created.
+    TraceFileWriter(const std::filesystem::path& target, const RunMetadata& meta, Config config);
+    // Closes the file if still open (errors swallowed); the .part stays where it is.
     ~TraceFileWriter();
 
     void write_tokens(const std::vector<TokenRecord>& tokens);
@@ -38,9 +43,12 @@ class TraceFileWriter {
     int64_t uncommitted_steps() const { return steps_ - committed_; }
     static constexpr int64_t kMaxUncommittedSteps = 16;
     void flush();
-    // Writes the end record and state, then closes. close() alone leaves the state "running".
+    // Writes the end record and state, closes, then renames the .part over the target. On a
+    // failure the file is closed all the same and the .part (every committed step) is kept.
+    // close() alone leaves the state "running" and the .part in place.
     void end(const RunEnd& end);
     void close();
+    const std::filesystem::path& recording_path() const { return part_; }
 
   private:
     h5::Dataset& d(const char* name);
@@ -48,7 +56,9 @@ class TraceFileWriter {
     void append(const char* name, const std::vector<T>& v, hsize_t rows);
     void append_text(const std::string& piece, int32_t id, TokenRole role);
 
-    std::filesystem::path path_;
+    std::filesystem::path path_;  // the target
+    std::filesystem::path part_;  // what is written until end()
+    RecordingLock lock_;          // marks part_ as being recorded; dropped after the rename
     RunMetadata meta_;
     Config config_;
     AxisSizes sizes_;

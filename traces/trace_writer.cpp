@@ -15,6 +15,7 @@
 #include "core/model/error.h"
 #include "kvscope_version.h"
 #include "traces/trace_file_writer.h"
+#include "traces/trace_output.h"
 
 namespace kvscope::trace {
 
@@ -170,8 +171,11 @@ struct TraceWriter::Impl {
         } catch (const InputError&) {
             return e;
         } catch (const std::exception& x) {
-            return std::make_exception_ptr(
-                std::runtime_error(path.string() + ": writing the trace failed: " + x.what()));
+            const std::filesystem::path part = recording_path_for(path);
+            return std::make_exception_ptr(std::runtime_error(
+                part.string() + ": writing the trace failed: " + x.what() +
+                " (the steps committed so far stay readable in " + part.filename().string() + "; " +
+                path.filename().string() + " was not changed)"));
         } catch (...) {
             return e;
         }
@@ -197,7 +201,10 @@ struct TraceWriter::Impl {
 };
 
 TraceWriter::TraceWriter(std::filesystem::path path, Options options)
-    : path_(std::move(path)), options_(options), impl_(std::make_unique<Impl>()) {
+    : path_(std::move(path)),
+      recording_path_(recording_path_for(path_)),
+      options_(options),
+      impl_(std::make_unique<Impl>()) {
     impl_->path = path_;
     impl_->capacity = std::max<size_t>(options.queue_capacity, 1);
 }
@@ -235,6 +242,7 @@ void TraceWriter::begin(const RunMetadata& metadata) {
     config.record_attention_rows = options_.record_attention_rows;
     config.record_maps = maps_recorded();
     config.compression_level = std::clamp(options_.compression_level, 0, 9);
+    config.overwrite = options_.overwrite;
 
     impl_->thread = std::thread([impl = impl_.get()] { impl->run(); });
     begun_ = true;

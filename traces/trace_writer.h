@@ -18,8 +18,16 @@
 // flush per batch of at most 16 queued steps. A reader can follow the run live (SWMR) and a
 // killed run leaves every committed step readable; sync() commits everything queued. Argument
 // shapes are checked on the caller's thread (std::invalid_argument); an I/O error on the writer
-// thread is rethrown by the next call and by end(). Destroying a writer without end() closes the
-// file as incomplete (RunState::kRunning).
+// thread is rethrown by the next call and by end().
+//
+// Never lose a trace (trace_output.h): the run is recorded into recording_path() =
+// "<path>.part" in the same folder, and end() renames it over path() in one rename(2). Until then
+// path() is untouched, so a reader holding the previous trace open keeps reading it, and a live
+// reader follows the .part (which becomes path() under it). Destroying a writer without end(), a
+// kill, or a write error leaves path() as it was and the .part closed as incomplete
+// (RunState::kRunning) with every committed step readable. begin() refuses an existing path()
+// unless options.overwrite, and an existing .part always when another writer is recording into
+// it, else unless options.overwrite (a stale .part is then discarded).
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -35,6 +43,9 @@ struct TraceWriterOptions {
     bool record_maps = false;            // accept write_prefill_map (P <= kMaxMapTokens)
     size_t queue_capacity = 64;          // items queued before callers block
     int compression_level = 4;           // deflate 0..9
+    // Replace an existing trace at path() (by the rename at end()) and discard a stale .part.
+    // Without it begin() throws InputError naming the file that is in the way.
+    bool overwrite = false;
 };
 
 class TraceWriter {
@@ -46,8 +57,8 @@ class TraceWriter {
     TraceWriter(const TraceWriter&) = delete;
     TraceWriter& operator=(const TraceWriter&) = delete;
 
-    // Creates the file (truncating an existing one). Throws InputError when the file cannot be
-    // created, std::invalid_argument on inconsistent metadata.
+    // Creates recording_path(). Throws InputError when it cannot be created or something is in
+    // the way (see above), std::invalid_argument on inconsistent metadata.
     void begin(const RunMetadata& metadata);
     // Appends tokens (normally the P prompt tokens; generated tokens come with write_step).
     void write_tokens(std::vector<TokenRecord> tokens);
@@ -60,11 +71,15 @@ class TraceWriter {
     void write_step(StepData data);
     // Waits until everything queued so far is on disk (flushed).
     void sync();
-    // Marks the trace complete (or aborted when end.complete is false), closes the file, joins
-    // the thread. Rethrows a pending writer-thread error.
+    // Marks the trace complete (or aborted when end.complete is false), closes the file, renames
+    // it to path(), joins the thread. Rethrows a pending writer-thread error (then the file is
+    // closed all the same, stays at recording_path() and path() is untouched).
     void end(const RunEnd& end);
 
+    // The trace's final name (the target).
     const std::filesystem::path& path() const { return path_; }
+    // The file written until end(): "<path()>.part" (recording_path_for in trace_output.h).
+    const std::filesystem::path& recording_path() const { return recording_path_; }
     const Options& options() const { return options_; }
     bool maps_recorded() const;  // record_maps and the prompt is short enough
     int64_t steps_queued() const { return steps_queued_; }
@@ -72,6 +87,7 @@ class TraceWriter {
   private:
     struct Impl;
     std::filesystem::path path_;
+    std::filesystem::path recording_path_;
     Options options_;
     RunMetadata meta_;
     bool begun_ = false;

@@ -10,6 +10,7 @@
 
 #include "tests/traces/trace_test_support.h"
 #include "traces/sample_trace.h"
+#include "traces/trace_output.h"
 #include "traces/trace_reader.h"
 #include "traces/trace_writer.h"
 
@@ -78,7 +79,9 @@ TEST(TraceKill, FlushedStepsReadBackAfterSigkill) {
     ASSERT_TRUE(WIFSIGNALED(status)) << "child exit status " << status;
     ASSERT_EQ(WTERMSIG(status), SIGKILL);
 
-    TraceReader r(path);
+    // A killed run never reaches the rename: the target is absent, the .part holds the steps.
+    EXPECT_FALSE(std::filesystem::exists(path));
+    TraceReader r(recording_path_for(path));
     TraceInfo info = r.info();
     EXPECT_EQ(info.state, RunState::kRunning);
     EXPECT_TRUE(info.swmr);
@@ -109,7 +112,7 @@ TEST(TraceKill, KillWithoutSyncLeavesAConsistentPrefix) {
         int status = 0;
         ASSERT_EQ(waitpid(pid, &status, 0), pid);
         ASSERT_TRUE(WIFSIGNALED(status));
-        TraceReader r(path);
+        TraceReader r(recording_path_for(path));
         const int64_t n = r.info().n_steps;
         EXPECT_GE(n, 0);
         EXPECT_LE(n, 25);
@@ -151,7 +154,9 @@ TEST(TraceKill, ReaderFollowsARunLive) {
         w.end(sample.end);
     });
     await(to_parent[0], 'a');
-    TraceReader r(path);
+    // A live reader follows the .part; end() renames it to the target under the reader.
+    EXPECT_FALSE(std::filesystem::exists(path));
+    TraceReader r(recording_path_for(path));
     EXPECT_TRUE(r.info().swmr);
     EXPECT_EQ(r.info().n_steps, 4);
     EXPECT_EQ(r.info().state, RunState::kRunning);
@@ -182,6 +187,7 @@ TEST(TraceKill, ReaderFollowsARunLive) {
     ASSERT_EQ(WEXITSTATUS(status), 0);
     r.refresh();
     EXPECT_EQ(r.info().state, RunState::kComplete);
+    EXPECT_FALSE(std::filesystem::exists(recording_path_for(path)));
     // A fresh reader sees a normal, complete file.
     TraceReader again(path);
     EXPECT_FALSE(again.info().swmr);

@@ -8,6 +8,7 @@
 #include "core/model/error.h"
 #include "tests/traces/trace_test_support.h"
 #include "traces/sample_trace.h"
+#include "traces/trace_output.h"
 #include "traces/trace_reader.h"
 #include "traces/trace_writer.h"
 
@@ -100,8 +101,11 @@ TEST(TraceWriter, DroppedWithoutEndIsIncompleteButReadable) {
         w.write_prefill(sample.prefill[0]);
         w.write_prefill(sample.prefill[1]);  // layer 2 never written
         for (int s = 0; s < 6; ++s) w.write_step(sample.steps[static_cast<size_t>(s)]);
+        EXPECT_EQ(w.recording_path(), recording_path_for(path));
     }
-    TraceReader r(path);
+    // Never renamed into place: the target does not exist, the .part holds the run.
+    EXPECT_FALSE(std::filesystem::exists(path));
+    TraceReader r(recording_path_for(path));
     TraceInfo info = r.info();
     EXPECT_EQ(info.state, RunState::kRunning);
     EXPECT_FALSE(info.swmr);  // closed by the destructor: a normal file
