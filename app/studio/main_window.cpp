@@ -27,6 +27,7 @@
 #include <exception>
 
 #include "app/studio/imgui_host_widget.h"
+#include "app/studio/live_dock.h"
 #include "app/studio/step_scrubber.h"
 #include "views/compare_diff.h"
 #include "views/reader_trace_model.h"
@@ -91,6 +92,13 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
     statusBar()->addPermanentWidget(selection_label_);
 
     build_views();
+    live_dock_ = new LiveDock(this);
+    // The what-if dock is a full-height column on the right (the right area takes no room while
+    // it is empty, so the views' layout is unchanged until the dock is shown).
+    setCorner(Qt::TopRightCorner, Qt::RightDockWidgetArea);
+    setCorner(Qt::BottomRightCorner, Qt::RightDockWidgetArea);
+    addDockWidget(Qt::RightDockWidgetArea, live_dock_);
+    live_dock_->hide();
     build_menus();
     if (!restoreGeometry(settings.value("window/geometry").toByteArray())) resize(1440, 900);
     layout_restored_ = restoreState(settings.value("window/state").toByteArray());
@@ -207,6 +215,11 @@ void MainWindow::build_menus() {
     follow_action_->setCheckable(true);
     follow_action_->setChecked(follow_live_);
     follow_action_->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_L));
+    view->addSeparator();
+    QAction* live = live_dock_->toggleViewAction();
+    live->setText(tr("&What-if (live run)"));
+    live->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_W));
+    view->addAction(live);
 
     QMenu* play = menuBar()->addMenu(tr("&Playback"));
     auto add = [&](const QString& name, QKeySequence key, auto fn) {
@@ -240,21 +253,22 @@ void MainWindow::build_menus() {
 
 void MainWindow::draw_view(int i, ImGuiHostWidget& host) {
     const views::Theme& theme = views::theme(theme_kind_);
-    if (!model_) {
+    if (!model_ && !preview_) {
         views::draw_empty_view(theme, kEmptyMessage);
         return;
     }
-    model_->load_pending(4.0);
+    views::TraceModel& shown = preview_ ? *preview_ : *model_;
+    shown.load_pending(4.0);
     if (compare_) compare_->load_pending(2.0);
-    views::ViewContext ctx{*model_, state_, theme, &host, host.svg(), 0.0, compare_.get()};
+    views::ViewContext ctx{shown, state_, theme, &host, host.svg(), 0.0, compare_.get()};
     views_[static_cast<size_t>(i)]->draw(ctx);
-    if (model_->has_pending() || (compare_ && compare_->has_pending())) host.request_frame();
+    if (shown.has_pending() || (compare_ && compare_->has_pending())) host.request_frame();
     if (state_.revision != painted_revision_) {
         painted_revision_ = state_.revision;
         QMetaObject::invokeMethod(
             this, [this, i] { after_state_change(i); }, Qt::QueuedConnection);
     }
-    std::string error = model_->take_error();
+    std::string error = shown.take_error();
     if (error.empty() && compare_) error = compare_->take_error();
     if (!error.empty()) {
         const QString message = QString::fromStdString(error);
@@ -311,6 +325,7 @@ bool MainWindow::open_trace(const QString& path) {
         return false;
     }
     model_ = std::move(model);
+    preview_.reset();
     path_ = QFileInfo(path).absoluteFilePath();
     last_error_.clear();
     for (auto& v : views_) v->reset();
@@ -358,6 +373,7 @@ bool MainWindow::open_trace(const QString& path) {
 
 void MainWindow::close_trace() {
     model_.reset();
+    preview_.reset();
     path_.clear();
     compare_.reset();
     compare_path_.clear();
@@ -367,6 +383,31 @@ void MainWindow::close_trace() {
     state_ = views::ViewState();
     scrubber_->set_step_count(0);
     setWindowTitle(tr("KVScope Studio"));
+    update_status();
+    repaint_views();
+}
+
+void MainWindow::show_preview(std::shared_ptr<views::TraceModel> preview) {
+    if (!preview) return clear_preview();
+    preview_ = std::move(preview);
+    // Histories and rasters belong to the previous model.
+    for (auto& v : views_) v->reset();
+    state_.clamp_to(preview_->summary());  // one step: step 0
+    painted_revision_ = state_.revision;
+    scrubber_->set_step_count(1);
+    scrubber_->set_step(0);
+    update_status();
+    repaint_views();
+}
+
+void MainWindow::clear_preview() {
+    if (!preview_) return;
+    preview_.reset();
+    for (auto& v : views_) v->reset();
+    clamp_state();
+    painted_revision_ = state_.revision;
+    scrubber_->set_step_count(step_count());
+    scrubber_->set_step(state_.step);
     update_status();
     repaint_views();
 }
@@ -740,7 +781,9 @@ void MainWindow::update_status() {
     }
     if (model_) {
         const views::TraceSummary& s = model_->summary();
-        if (last_error_.isEmpty()) notice_label_->setText(QString::fromStdString(s.notice));
+        if (last_error_.isEmpty())
+            notice_label_->setText(
+                QString::fromStdString(preview_ ? preview_->summary().notice : s.notice));
         QString sel = tr("step %1  ·  layer %2  ·  %3")
                           .arg(state_.step)
                           .arg(state_.layer)

@@ -26,6 +26,7 @@ namespace kvscope::studio {
 
 class ImGuiHostWidget;
 class StepScrubber;
+class LiveDock;
 
 class MainWindow : public QMainWindow {
     Q_OBJECT
@@ -51,6 +52,12 @@ class MainWindow : public QMainWindow {
     const QString& last_error() const { return last_error_; }
     const QString& trace_path() const { return path_; }
     const views::TraceModel* model() const { return model_.get(); }
+    // What-if preview (the live run dock): the views draw `preview` (a one-step model of the
+    // same prompt) instead of the open trace until clear_preview() or another trace opens.
+    void show_preview(std::shared_ptr<views::TraceModel> preview);
+    void clear_preview();
+    const views::TraceModel* preview_model() const { return preview_.get(); }
+    LiveDock* live_dock() const { return live_dock_; }
     views::ViewState& view_state() { return state_; }
 
     int view_count() const { return static_cast<int>(views_.size()); }
@@ -108,6 +115,8 @@ class MainWindow : public QMainWindow {
 
     std::shared_ptr<views::TraceModel> model_;
     std::shared_ptr<views::TraceModel> compare_;  // trace B in compare mode
+    std::shared_ptr<views::TraceModel> preview_;  // what-if preview shown instead of model_
+    LiveDock* live_dock_ = nullptr;
     QString compare_path_;
     views::ViewState state_;
     views::ThemeKind theme_kind_ = views::ThemeKind::kDark;

@@ -10,6 +10,8 @@
 #include <QLabel>
 #include <QMimeData>
 #include <QProcess>
+#include <QProgressBar>
+#include <QSignalSpy>
 #include <QSettings>
 #include <QStatusBar>
 #include <QTemporaryDir>
@@ -17,9 +19,11 @@
 
 #include <cmath>
 #include <filesystem>
+#include <chrono>
 #include <set>
 
 #include "app/studio/imgui_host_widget.h"
+#include "app/studio/live_dock.h"
 #include "app/studio/main_window.h"
 #include "app/studio/step_scrubber.h"
 #include "traces/trace_reader.h"
@@ -33,6 +37,7 @@
 
 using namespace kvscope;
 using studio::ImGuiHostWidget;
+using studio::LiveDock;
 using studio::MainWindow;
 
 namespace {
@@ -771,6 +776,203 @@ class StudioTest : public QObject {
         QVERIFY(bad.waitForFinished(60000));
         QCOMPARE(bad.exitCode(), 1);
         QVERIFY(bad.readAllStandardError().contains("nope.kvtrace.h5"));
+    }
+
+    // ---- Live run dock ("What-if") --------------------------------------------------------
+
+    // The dock prefills the open trace's prompt on its worker; the GUI keeps painting meanwhile.
+    void liveDockPrefillsTheOpenTrace() {
+        QVERIFY2(window_->open_trace(kSample), qPrintable(window_->last_error()));
+        LiveDock* dock = window_->live_dock();
+        QVERIFY(dock);
+        dock->set_output_dir(out_.filePath("whatif"));
+        dock->set_threads(2);
+        QSignalSpy done(dock, &LiveDock::prefill_finished);
+        dock->show();
+        dock->raise();
+        // The model path defaults to the trace's, resolved from the trace's folder.
+        QVERIFY2(dock->model_dir().endsWith("resources/models/kvscope-demo"),
+                 qPrintable(dock->model_dir()));
+        // Not blocked: a view repaints while the worker prefills.
+        ImGuiHostWidget* h = host("token_strip");
+        const int before = h->frame_count();
+        h->update();
+        QVERIFY(QTest::qWaitFor([&] { return h->frame_count() > before; }, 5000));
+        QVERIFY(done.wait(60000) || done.count() > 0);
+        QCOMPARE(done.first().at(0).toBool(), true);
+        QVERIFY2(dock->prefilled(), qPrintable(dock->error_text()));
+        QVERIFY(dock->error_text().isEmpty());
+    }
+
+    // Slider moves preview on the GUI thread; the views' model answers exactly what an
+    // independent LiveSession previews for the same choice.
+    void liveDockPreviewMatchesAnIndependentSession() {
+        LiveDock* dock = window_->live_dock();
+        QVERIFY(dock->prefilled());
+        const std::string model_dir = KVSCOPE_SOURCE_DIR "/resources/models/kvscope-demo";
+        auto model = load_model(model_dir);
+        auto tok = load_tokenizer(model_dir);
+        record::RunInput in;
+        in.prompt = reader_->metadata().prompt;
+        in.ids = reader_->token_ids(0, reader_->metadata().n_prompt_tokens);
+        in.spans = reader_->spans();
+        record::LiveSession session(*model, *tok, model_dir, in, 2);
+        session.prefill();
+
+        dock->set_policy("snapkv");
+        for (double ratio : {0.1, 0.5}) {
+            QSignalSpy ready(dock, &LiveDock::preview_ready);
+            dock->set_budget_ratio(ratio);
+            QVERIFY(ready.wait(5000) || ready.count() > 0);
+            record::PolicyChoice c;
+            c.name = "snapkv";
+            c.budget.ratio = ratio;
+            const whatif::Preview want = session.preview(c);
+            QVERIFY(dock->last_preview());
+            QCOMPARE(dock->last_preview()->tokens_held, want.tokens_held);
+            const views::TraceModel* m = window_->preview_model();
+            QVERIFY2(m, "the views show the preview");
+            QCOMPARE(m->summary().n_steps, int64_t{1});
+            QCOMPARE(m->summary().policy, std::string("snapkv"));
+            QCOMPARE(window_->view_state().step, int64_t{0});
+            QCOMPARE(window_->scrubber()->step_count(), int64_t{1});
+            for (int32_t l = 0; l < m->summary().n_layers; ++l) {
+                for (int32_t hd = 0; hd < m->summary().n_heads; ++hd) {
+                    const auto hist = m->history(l, hd, views::Load::kNow);
+                    QVERIFY(hist);
+                    QCOMPARE(hist->held(0), static_cast<int64_t>(want.head(l, hd).positions.size()));
+                    // The same float computed twice from the same prefill: exact.
+                    QCOMPARE(m->needle_survival(0, 0, l, hd),
+                             want.survival[0][static_cast<size_t>(l * m->summary().n_heads + hd)]);
+                }
+            }
+            const QString summary = dock->summary_text();
+            QVERIFY2(summary.contains(QString("snapkv ratio %1").arg(ratio)), qPrintable(summary));
+            QVERIFY2(summary.contains("needle kept"), qPrintable(summary));
+            QVERIFY2(summary.contains("preview"), qPrintable(summary));
+        }
+        // Every view draws the preview unchanged.
+        for (const char* id : {"layer_head", "token_strip", "needle"}) {
+            if (window_->view_index(id) < 0) continue;
+            const QImage img = show_and_grab(id);
+            QVERIFY2(!img.isNull(), id);
+            expect_content(img, id);
+        }
+        if (!qEnvironmentVariableIsEmpty("KVSCOPE_GUI_SHOTS"))
+            window_->grab().save(qEnvironmentVariable("KVSCOPE_GUI_SHOTS") + "/whatif.png");
+    }
+
+    // Release: a new trace in the dock's folder, opened in the window, verdict = the trace's.
+    void liveDockReleaseRerunsAndOpensTheTrace() {
+        LiveDock* dock = window_->live_dock();
+        dock->set_max_new(12);
+        dock->set_budget_ratio(0.25);
+        QSignalSpy finished(dock, &LiveDock::rerun_finished);
+        QSignalSpy failed(dock, &LiveDock::rerun_failed);
+        const auto t0 = std::chrono::steady_clock::now();
+        dock->release_slider();
+        QVERIFY(QTest::qWaitFor([&] { return finished.count() + failed.count() > 0; }, 60000));
+        const double ms =
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                .count();
+        QVERIFY2(failed.isEmpty(), qPrintable(dock->error_text()));
+        const QString path = finished.first().at(0).toString();
+        const int verdict = finished.first().at(1).toInt();
+        qInfo("re-run snapkv ratio 0.25, 12 new tokens, %lld-token prompt: %.0f ms",
+              static_cast<long long>(reader_->metadata().n_prompt_tokens), ms);
+        QVERIFY2(QFile::exists(path), qPrintable(path));
+        QVERIFY(path.startsWith(out_.filePath("whatif")));
+        QVERIFY2(QFileInfo(path).fileName().startsWith("snapkv-ratio0.25-"), qPrintable(path));
+        QCOMPARE(window_->trace_path(), QFileInfo(path).absoluteFilePath());
+        QVERIFY(!window_->preview_model());  // the real run replaces the preview
+        trace::TraceReader run(path.toStdString());
+        QCOMPARE(run.info().state, trace::RunState::kComplete);
+        QCOMPARE(static_cast<int>(run.answer_found().at(0)), verdict);
+        QVERIFY2(dock->verdict_text().contains(verdict == 1 ? "FOUND" : "wrong"),
+                 qPrintable(dock->verdict_text()));
+        QCOMPARE(window_->model()->summary().policy, std::string("snapkv"));
+        // A second release never overwrites the first run.
+        finished.clear();
+        dock->release_slider();
+        QVERIFY(finished.wait(60000) || finished.count() > 0);
+        QVERIFY(finished.first().at(0).toString() != path);
+        QVERIFY(QFile::exists(path));
+    }
+
+    // Cancel stops a long re-run between steps; the trace ends early and the GUI stays usable.
+    void liveDockCancelStopsARerun() {
+        LiveDock* dock = window_->live_dock();
+        dock->set_max_new(2000);
+        QSignalSpy progress(dock, &LiveDock::rerun_progress);
+        QSignalSpy finished(dock, &LiveDock::rerun_finished);
+        QSignalSpy failed(dock, &LiveDock::rerun_failed);
+        dock->release_slider();
+        QVERIFY(progress.wait(30000) || progress.count() > 0);
+        QVERIFY(dock->progress_bar()->maximum() == 2000);
+        dock->cancel();
+        QVERIFY(QTest::qWaitFor([&] { return finished.count() + failed.count() > 0; }, 60000));
+        QVERIFY2(failed.isEmpty(), qPrintable(dock->error_text()));
+        trace::TraceReader run(finished.first().at(0).toString().toStdString());
+        QVERIFY2(run.info().n_steps < 2000, "the run stopped before max_new");
+        QVERIFY2(dock->verdict_text().contains("interrupted") ||
+                     dock->verdict_text().contains("eos"),
+                 qPrintable(dock->verdict_text()));
+        dock->set_max_new(12);
+    }
+
+    // Sweep: 25 budgets from the saved state, drawn progressively; each point is the preview of
+    // its budget; a click opens that budget's run against the full cache (compare mode).
+    void liveDockSweepsAndOpensAPoint() {
+        LiveDock* dock = window_->live_dock();
+        dock->set_policy("snapkv");
+        QSignalSpy points(dock, &LiveDock::sweep_point_ready);
+        QSignalSpy done(dock, &LiveDock::sweep_finished);
+        dock->sweep(false);
+        QVERIFY(done.wait(60000) || done.count() > 0);
+        QCOMPARE(done.first().at(0).toBool(), false);
+        QCOMPARE(static_cast<int>(dock->sweep_points().size()), 25);
+        QCOMPARE(points.count(), 25);
+        const studio::SweepPoint& p = dock->sweep_points()[9];
+        record::PolicyChoice c;
+        c.name = "snapkv";
+        c.budget.ratio = p.ratio;
+        const whatif::Preview want = dock->session()->preview(c);
+        QCOMPARE(p.tokens_held, want.tokens_held);
+        QCOMPARE(p.survival_mean, want.survival_mean(0));
+        // Memory grows with the budget.
+        QVERIFY(dock->sweep_points().front().memory_fraction <
+                dock->sweep_points().back().memory_fraction);
+        // Click on point 9 of the curve.
+        QSignalSpy finished(dock, &LiveDock::rerun_finished);
+        studio::SweepPlot* plot = dock->sweep_plot();
+        QVERIFY(QTest::qWaitFor([&] { return plot->isVisible(); }, 5000));
+        QTest::mouseClick(plot, Qt::LeftButton, {}, plot->point_pos(9).toPoint());
+        QVERIFY(finished.wait(120000) || finished.count() > 0);
+        QCOMPARE(window_->trace_path(), QFileInfo(finished.first().at(0).toString()).absoluteFilePath());
+        QVERIFY2(!window_->compare_path().isEmpty(), qPrintable(dock->error_text()));
+        QCOMPARE(window_->compare_model()->summary().policy, std::string("full"));
+        window_->close_compare();
+    }
+
+    // A model path that does not exist: the error is shown in the dock, nothing crashes, and the
+    // window still works.
+    void liveDockShowsABadModelPath() {
+        LiveDock* dock = window_->live_dock();
+        dock->set_model_dir("/nonexistent/kvscope-model");
+        QSignalSpy done(dock, &LiveDock::prefill_finished);
+        dock->prefill();
+        QVERIFY(done.wait(30000) || done.count() > 0);
+        QCOMPARE(done.first().at(0).toBool(), false);
+        QVERIFY(!dock->prefilled());
+        QVERIFY2(dock->error_text().contains("/nonexistent/kvscope-model"),
+                 qPrintable(dock->error_text()));
+        // Previews and runs without a session say so instead of failing.
+        dock->set_budget_ratio(0.3);
+        QSignalSpy failed(dock, &LiveDock::rerun_failed);
+        dock->release_slider();
+        QCOMPARE(failed.count(), 1);
+        QVERIFY(window_->open_trace(kSample));
+        dock->hide();
     }
 };
 

@@ -1,0 +1,107 @@
+#include "app/studio/live_worker.h"
+
+#include <QMetaObject>
+#include <QPointer>
+
+#include <filesystem>
+
+#include "core/model/error.h"
+#include "traces/trace_reader.h"
+
+namespace kvscope::studio {
+
+namespace fs = std::filesystem;
+
+std::string resolve_trace_model_path(const std::string& trace, const std::string& model_path) {
+    const fs::path m = model_path;
+    if (m.empty() || m.is_absolute() || fs::exists(m)) return m.string();
+    for (fs::path dir = fs::absolute(trace).parent_path(); !dir.empty(); dir = dir.parent_path()) {
+        if (fs::exists(dir / m)) return (dir / m).string();
+        if (dir == dir.root_path()) break;
+    }
+    return m.string();
+}
+
+namespace {
+
+// The run's input from a recorded trace: its prompt tokens and marked needles (as
+// app/cli/cmd_whatif.cpp input_from_trace).
+record::RunInput input_from_trace(const trace::TraceReader& r) {
+    const trace::RunMetadata& meta = r.metadata();
+    record::RunInput in;
+    in.prompt = meta.prompt;
+    in.ids = r.token_ids(0, meta.n_prompt_tokens);
+    in.spans = r.spans();
+    for (const auto& s : in.spans)
+        if (s.label == "needle") in.answer = s.expected_answer;
+    if (meta.extra.contains("scenario")) in.scenario = meta.extra["scenario"];
+    return in;
+}
+
+}  // namespace
+
+std::shared_ptr<LiveContext> load_live_context(const LiveSetup& setup) {
+    auto ctx = std::make_shared<LiveContext>();
+    ctx->setup = setup;
+    if (setup.model_dir.empty()) throw InputError("no model chosen: pick the model's folder");
+    const fs::path m = setup.model_dir;
+    if (!fs::exists(m)) throw InputError(m, "no such model file or folder");
+    ctx->model = load_model(m);
+    fs::path tok_path = m;
+    if (ctx->model->format == ModelFormat::llama2c) {
+        tok_path = m.parent_path() / "tokenizer.bin";
+        if (!fs::exists(tok_path))
+            throw InputError(m, "a llama2.c checkpoint carries no tokenizer (looked for " +
+                                    tok_path.string() + ")");
+    }
+    ctx->tokenizer = load_tokenizer(tok_path);
+    if (ctx->tokenizer->vocab_size() > ctx->model->spec.vocab_size)
+        throw InputError(tok_path, "the tokenizer has more tokens than the model's vocabulary");
+    record::RunInput input;
+    if (!setup.scenario) {
+        if (setup.trace.empty()) throw InputError("no trace open to take the prompt from");
+        trace::TraceReader reader(setup.trace);
+        input = input_from_trace(reader);
+        if (reader.metadata().n_layers != ctx->model->spec.n_layers ||
+            reader.metadata().n_heads != ctx->model->spec.n_kv_heads)
+            throw InputError(setup.trace, "was recorded from a model of another shape than " +
+                                              setup.model_dir);
+    } else {
+        input = record::build_scenario_input(*ctx->tokenizer, setup.model_dir, setup.request);
+    }
+    ctx->session = std::make_unique<record::LiveSession>(*ctx->model, *ctx->tokenizer,
+                                                         setup.model_dir, input, setup.threads);
+    ctx->session->prefill();
+    return ctx;
+}
+
+LiveWorker::LiveWorker() {
+    thread_.setObjectName("kvscope-live-worker");
+    runner_ = new QObject();
+    runner_->moveToThread(&thread_);
+    QObject::connect(&thread_, &QThread::finished, runner_, &QObject::deleteLater);
+    thread_.start();
+}
+
+LiveWorker::~LiveWorker() {
+    stop_ = true;
+    thread_.quit();
+    thread_.wait();
+}
+
+void LiveWorker::post(std::function<void()> job) {
+    ++pending_;
+    QMetaObject::invokeMethod(
+        runner_,
+        [this, job = std::move(job)] {
+            job();
+            --pending_;
+        },
+        Qt::QueuedConnection);
+}
+
+void LiveWorker::deliver(QObject* receiver, std::function<void()> fn) {
+    QMetaObject::invokeMethod(receiver, std::move(fn), Qt::QueuedConnection);
+}
+
+}  // namespace kvscope::studio
