@@ -10,6 +10,7 @@
 #include "app/cli/command.h"
 #include "app/cli/policy_flags.h"
 #include "app/recorder/live_session.h"
+#include "app/recorder/prefill_state_file.h"
 #include "app/recorder/run_recorder.h"
 #include "app/recorder/run_setup.h"
 #include "core/cache/kv_cache.h"
@@ -46,6 +47,7 @@ struct RunArgs {
     // Equal memory: the budget is fitted so that the bytes held after the prompt match
     double memory = -1.0;
     int64_t budget_bytes = -1;
+    std::string state;  // a prompt state saved by `kvscope whatif --save-state`
 };
 
 std::function<int()> setup(CLI::App& sub) {
@@ -102,11 +104,20 @@ std::function<int()> setup(CLI::App& sub) {
                               "Like --memory, with the target in bytes held (all layers, heads)")
                    ->check(CLI::Range(int64_t{1}, int64_t{1} << 50));
     mem->excludes(bb);
-    return [a, p, pf, sc, mem, bb]() {
+    auto* st = sub.add_option("--state", a->state,
+                              "Decode from a prompt state saved by `kvscope whatif --save-state` "
+                              "(its prompt and needles; no prefill)");
+    st->excludes(p);
+    st->excludes(pf);
+    st->excludes(sc);
+    return [a, p, pf, sc, mem, bb, st]() {
         using clock = std::chrono::steady_clock;
         const bool scenario = sc->count() > 0;
-        if (p->count() == 0 && pf->count() == 0 && !scenario)
-            throw InputError("run: pass --prompt, --prompt-file or --scenario");
+        const bool from_state = st->count() > 0;
+        if (p->count() == 0 && pf->count() == 0 && !scenario && !from_state)
+            throw InputError("run: pass --prompt, --prompt-file, --scenario or --state");
+        if (from_state && (!a->needle.empty() || !a->answer.empty()))
+            throw InputError("--state carries its own needle and answer; drop --needle/--answer");
         if (scenario && (!a->needle.empty() || !a->answer.empty()))
             throw InputError("--scenario marks its own needle and answer; drop --needle/--answer");
         if (!scenario && (a->needles != 1 || !a->haystack.empty()))
@@ -130,7 +141,12 @@ std::function<int()> setup(CLI::App& sub) {
         Loaded L = load_model_and_tokenizer(a->m, true);
         const ModelSpec& sp = L.model->spec;
         record::RunInput input;
-        if (scenario) {
+        std::shared_ptr<const PrefillState> saved;
+        if (from_state) {
+            record::SavedPrefill loaded = record::load_prefill_state(a->state, sp);
+            input = std::move(loaded.input);
+            saved = std::move(loaded.state);
+        } else if (scenario) {
             record::ScenarioRequest req;
             req.kind = a->scenario;
             req.length = a->length;
@@ -176,23 +192,36 @@ std::function<int()> setup(CLI::App& sub) {
         std::string policy_name = a->policy.name, policy_full, output, reason;
         int64_t steps = 0, bytes_final = 0;
         double prefill_ms = 0, decode_ms = 0;
-        if (fit_memory) {
-            // One full-cache prefill; the budget is fitted on it, then decoding resumes from it.
+        if (fit_memory || from_state) {
+            // One full-cache prefill (or a saved one); the budget may be fitted on it, then
+            // decoding resumes from it.
             record::LiveSession session(*L.model, *L.tokenizer, a->m.model, input, a->m.threads);
-            if (!a->quiet) std::fprintf(stderr, "[prefill] %zu tokens (full cache) ...", ids.size());
-            session.prefill();
-            if (!a->quiet) std::fprintf(stderr, " %.2f s\n", session.prefill_ms() / 1e3);
+            if (saved) {
+                session.adopt_state(saved);
+            } else {
+                if (!a->quiet)
+                    std::fprintf(stderr, "[prefill] %zu tokens (full cache) ...", ids.size());
+                session.prefill();
+                if (!a->quiet) std::fprintf(stderr, " %.2f s\n", session.prefill_ms() / 1e3);
+            }
             record::PolicyChoice choice{a->policy.name, {}, a->policy.params};
-            const int64_t target = mem->count() > 0 ? session.bytes_for_fraction(a->memory)
-                                                    : a->budget_bytes;
-            const whatif::MemoryFit fit = session.fit_memory(choice, target);
-            choice.budget.tokens = fit.budget_tokens;
-            std::printf("memory   target %lld bytes (full prompt cache %lld): budget %lld tokens "
-                        "per head holds %lld bytes after the first decoded token\n",
-                        static_cast<long long>(target),
-                        static_cast<long long>(session.state().bytes_full()),
-                        static_cast<long long>(fit.budget_tokens),
-                        static_cast<long long>(fit.bytes));
+            choice.budget.tokens = a->policy.budget;
+            choice.budget.ratio = a->policy.ratio;
+            if (!fit_memory)
+                (void)record::LiveSession::make(choice);  // validates name, budget, parameters
+            else {
+                const int64_t target = mem->count() > 0 ? session.bytes_for_fraction(a->memory)
+                                                        : a->budget_bytes;
+                const whatif::MemoryFit fit = session.fit_memory(choice, target);
+                choice.budget = Budget{};
+                choice.budget.tokens = fit.budget_tokens;
+                std::printf("memory   target %lld bytes (full prompt cache %lld): budget %lld "
+                            "tokens per head holds %lld bytes after the first decoded token\n",
+                            static_cast<long long>(target),
+                            static_cast<long long>(session.state().bytes_full()),
+                            static_cast<long long>(fit.budget_tokens),
+                            static_cast<long long>(fit.bytes));
+            }
             record::RerunRequest rr;
             rr.policy = choice;
             rr.sampling = so;

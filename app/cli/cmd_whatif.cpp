@@ -16,6 +16,7 @@
 #include "app/cli/cli_common.h"
 #include "app/cli/command.h"
 #include "app/recorder/live_session.h"
+#include "app/recorder/prefill_state_file.h"
 #include "core/model/error.h"
 #include "core/policies/registry.h"
 #include "traces/trace_reader.h"
@@ -40,6 +41,8 @@ struct WhatifArgs {
     std::string trace_dir = ".";
     int max_new = 16;
     std::string json_out;
+    std::string state, save_state;  // a saved prompt state to use / to write
+    bool force = false;
 };
 
 std::vector<double> parse_list(const std::string& text, const std::string& flag, double lo,
@@ -123,6 +126,11 @@ std::function<int()> setup(CLI::App& sub) {
         ->check(CLI::Range(1, 1 << 16))
         ->capture_default_str();
     sub.add_option("--json", a->json_out, "Also write the table as JSON to this file");
+    sub.add_option("--state", a->state,
+                   "Use a prompt state saved by --save-state (.kvstate.h5) instead of a prefill");
+    sub.add_option("--save-state", a->save_state,
+                   "Save the prompt state (full cache + statistics) for later --state runs");
+    sub.add_flag("--force", a->force, "Replace an existing --save-state / --json file");
     return [a, p, pf, sc, b, r, mm]() {
         const int lists = (b->count() > 0) + (r->count() > 0) + (mm->count() > 0);
         const auto* entry = PolicyRegistry::global().find(a->policy);
@@ -130,11 +138,19 @@ std::function<int()> setup(CLI::App& sub) {
         if (lists > 1) throw InputError("pass one of --budget, --ratio, --memory");
         if (lists == 0 && needs_budget)
             throw InputError("pass budgets: --budget LIST, --ratio LIST or --memory LIST");
-        const bool from_trace = !a->trace.empty();
-        const int sources = from_trace + (p->count() > 0) + (pf->count() > 0) + (sc->count() > 0);
+        const bool from_trace = !a->trace.empty(), from_state = !a->state.empty();
+        const int sources = from_trace + from_state + (p->count() > 0) + (pf->count() > 0) +
+                            (sc->count() > 0);
         if (sources != 1)
-            throw InputError("whatif: give exactly one of TRACE, --prompt, --prompt-file, --scenario");
-        if (!from_trace && a->m.model.empty()) throw InputError("whatif: --model is required");
+            throw InputError(
+                "whatif: give exactly one of TRACE, --state, --prompt, --prompt-file, --scenario");
+        if (!from_trace && !from_state && a->m.model.empty())
+            throw InputError("whatif: --model is required");
+        if (from_state && a->m.model.empty()) {
+            a->m.model = record::saved_state_model_path(a->state);
+            if (a->m.model.empty())
+                throw InputError(a->state, "the saved state does not name its model: pass --model");
+        }
 
         std::unique_ptr<trace::TraceReader> reader;
         if (from_trace) {
@@ -151,6 +167,14 @@ std::function<int()> setup(CLI::App& sub) {
                 reader->metadata().n_heads != L.model->spec.n_kv_heads)
                 throw InputError(a->trace, "was recorded from a model of another shape than " +
                                                a->m.model);
+        }
+        std::shared_ptr<const PrefillState> saved;
+        if (from_state) {
+            record::SavedPrefill sp = record::load_prefill_state(a->state, L.model->spec);
+            input = std::move(sp.input);
+            saved = std::move(sp.state);
+        } else if (reader) {
+            // input came from the trace above
         } else if (sc->count() > 0) {
             record::ScenarioRequest req{a->scenario, a->length,  a->depth,
                                         a->scenario_seed, a->needles, a->haystack};
@@ -167,10 +191,19 @@ std::function<int()> setup(CLI::App& sub) {
             input = record::build_text_input(*L.tokenizer, prompt, a->needle, a->answer);
         }
         record::LiveSession session(*L.model, *L.tokenizer, a->m.model, input, a->m.threads);
-        std::fprintf(stderr, "[prefill] %zu tokens, full cache and statistics ...",
-                     input.ids.size());
-        session.prefill();
-        std::fprintf(stderr, " %.2f s\n", session.prefill_ms() / 1e3);
+        if (saved) {
+            session.adopt_state(saved);
+        } else {
+            std::fprintf(stderr, "[prefill] %zu tokens, full cache and statistics ...",
+                         input.ids.size());
+            session.prefill();
+            std::fprintf(stderr, " %.2f s\n", session.prefill_ms() / 1e3);
+        }
+        if (!a->save_state.empty()) {
+            record::save_prefill_state(a->save_state, session.state(), L.model->spec, input,
+                                       a->m.model, a->force);
+            std::fprintf(stderr, "[state] saved to %s\n", a->save_state.c_str());
+        }
 
         // The budgets to evaluate, as policy choices.
         struct Row {
@@ -261,6 +294,8 @@ std::function<int()> setup(CLI::App& sub) {
                             a->policy.c_str());
         }
         if (!a->json_out.empty()) {
+            if (!a->force && fs::exists(a->json_out))
+                throw InputError(a->json_out, "already exists; pass --force to replace it");
             std::ofstream f(a->json_out);
             if (!f) throw InputError(a->json_out, "cannot write the JSON file");
             f << out.dump(2) << "\n";

@@ -49,7 +49,13 @@ void LiveSession::prefill() {
     const auto t0 = clock_type::now();
     std::vector<float> logits = engine_->prefill(input_.ids);
     prefill_ms_ = ms_since(t0);
-    state_ = engine_->snapshot_prefill(std::move(logits));
+    adopt_state(engine_->snapshot_prefill(std::move(logits)));
+}
+
+void LiveSession::adopt_state(std::shared_ptr<const PrefillState> state) {
+    if (!state || state->prompt_ids != input_.ids)
+        throw InputError("the saved prompt state is of another prompt than this session's");
+    state_ = std::move(state);
     // Warm the previewer: its first copy of the prompt's K/V faults in the scratch pages, so the
     // first slider move costs what the next ones do.
     std::lock_guard<std::mutex> lock(preview_mu_);

@@ -68,6 +68,9 @@ class LiveSession {
 
     // The full-cache prefill with every statistic (once; later calls return at once).
     void prefill();
+    // Uses a saved prompt state (prefill_state_file.h) instead of prefill(): it must be of this
+    // session's prompt (same token ids), else InputError.
+    void adopt_state(std::shared_ptr<const PrefillState> state);
     bool prefilled() const { return state_ != nullptr; }
     const PrefillState& state() const;
     std::shared_ptr<const PrefillState> shared_state() const { return state_; }
