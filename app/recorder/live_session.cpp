@@ -4,6 +4,7 @@
 #include <chrono>
 #include <sstream>
 
+#include "core/cache/kv_cache.h"
 #include "core/model/error.h"
 #include "core/policies/registry.h"
 #include "traces/trace_writer.h"
@@ -28,13 +29,13 @@ std::string PolicyChoice::describe() const {
 }
 
 LiveSession::LiveSession(const Model& model, const Tokenizer& tok, std::string model_path,
-                         RunInput input, int threads)
+                         RunInput input, int threads, const std::string& device)
     : model_(model),
       tok_(tok),
       model_path_(std::move(model_path)),
       input_(std::move(input)),
       threads_(threads),
-      backend_(make_cpu_backend(threads)) {
+      backend_(make_backend(device, threads)) {
     if (input_.ids.empty()) throw InputError("the prompt is empty: nothing to prefill");
 }
 
@@ -167,6 +168,26 @@ RerunResult LiveSession::rerun(const RerunRequest& req, const std::atomic<bool>*
         throw;
     }
     res.bytes_held_final = engine.cache().bytes_held();
+    if (!input_.spans.empty()) {
+        const trace::MarkedSpan* span = &input_.spans.front();
+        for (const auto& sp : input_.spans)
+            if (sp.label == "needle") span = &sp;
+        const KVCache& c = engine.cache();
+        double sum = 0, mn = 1;
+        int64_t heads = 0;
+        for (int64_t l = 0; l < c.n_layers(); ++l)
+            for (int64_t g = 0; g < c.n_kv_heads(); ++g) {
+                int64_t held = 0;
+                for (int64_t p = span->begin; p < span->end; ++p) held += c.find_position(l, g, p) >= 0;
+                const double f = static_cast<double>(held) /
+                                 static_cast<double>(std::max<int64_t>(1, span->end - span->begin));
+                sum += f;
+                mn = std::min(mn, f);
+                ++heads;
+            }
+        res.needle_final_mean = sum / static_cast<double>(std::max<int64_t>(1, heads));
+        res.needle_final_min = mn;
+    }
     end.extra = {{"bytes_held_final", res.bytes_held_final}};
     rec.end(end);
     res.steps = rec.steps();

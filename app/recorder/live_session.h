@@ -55,13 +55,18 @@ struct RerunResult {
     double decode_ms = 0.0;
     int64_t bytes_held_final = 0;
     bool resumed = true;       // false: the policy needed a prefill of its own
+    // Fraction of the queried needle's tokens ("needle" span, else the first) held after the last
+    // step: mean and minimum over (layer, KV head); -1 without a needle.
+    double needle_final_mean = -1.0;
+    double needle_final_min = -1.0;
 };
 
 class LiveSession {
   public:
     // The model and tokenizer must outlive the session. `model_path` is recorded in traces.
+    // `device`: auto | cpu | cuda (make_backend in kernels/backend.h).
     LiveSession(const Model& model, const Tokenizer& tok, std::string model_path, RunInput input,
-                int threads = 0);
+                int threads = 0, const std::string& device = "cpu");
     ~LiveSession();
     LiveSession(const LiveSession&) = delete;
     LiveSession& operator=(const LiveSession&) = delete;

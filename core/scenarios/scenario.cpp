@@ -131,7 +131,21 @@ Scenario ScenarioBuilder::build(const ScenarioOptions& opts) {
     std::vector<double> depths;
     std::string intro, question;
     const std::vector<std::string>* sentences = &kPasskeyFiller;
-    if (passkey) {
+    if (opts.custom) {
+        const CustomNeedle& c = *opts.custom;
+        if (passkey || opts.num_needles != 1)
+            throw InputError("a custom needle is hidden in a NIAH haystack, one needle at a time");
+        if (c.needle.empty() || c.question.empty() || c.answer.empty())
+            throw InputError("a custom needle needs needle, question and answer texts");
+        if (c.needle.find(c.answer) == std::string::npos)
+            throw InputError("custom needle '" + c.needle + "' does not contain its answer '" +
+                             c.answer + "'");
+        sc.needles.push_back({c.needle, "", c.answer, true, 0, 0});
+        depths.push_back(opts.depth);
+        intro = c.intro.empty() ? kNiahIntro : c.intro;
+        question = c.question;
+        sentences = &haystack_->sentences;
+    } else if (passkey) {
         const std::string v = std::to_string(10000 + rng.below(90000));
         sc.needles.push_back({passkey_needle(v), "", v, true, 0, 0});
         depths.push_back(opts.depth);

@@ -28,6 +28,16 @@ const char* scenario_kind_name(ScenarioKind k);
 // "passkey" | "niah"; throws InputError otherwise.
 ScenarioKind parse_scenario_kind(const std::string& name);
 
+// A user's own needle (NIAH): e.g. {"The courier's PIN is 30592.", "Question: what is the
+// courier's PIN? Answer:", "30592"}. The needle must contain the answer; it is hidden like the
+// built-in one (one needle, at `depth`), with `intro` (or the built-in intro) before the haystack.
+struct CustomNeedle {
+    std::string needle;
+    std::string question;
+    std::string answer;
+    std::string intro;  // "" = the built-in NIAH intro
+};
+
 struct ScenarioOptions {
     ScenarioKind kind = ScenarioKind::niah;
     int64_t length = 1024;  // target prompt length in tokens, BOS included; the prompt is <= it
@@ -35,6 +45,7 @@ struct ScenarioOptions {
     uint64_t seed = 0;
     int num_needles = 1;  // NIAH: needles with distinct keys; one (at `depth`) is asked for,
                           // the others sit at seeded random depths
+    const CustomNeedle* custom = nullptr;  // NIAH with one needle: a user's phrasing instead
 };
 
 struct Needle {
