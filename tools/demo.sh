@@ -14,7 +14,8 @@ cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j "$(nproc)" --target kvscope
 K=build/app/cli/kvscope
 MODEL=resources/models/kvscope-demo
-SCENARIO=(--scenario niah --length "$LENGTH" --depth 0.5 --scenario-seed 1 --max-new 12)
+# --force: running the demo again replaces its own two traces (kvscope never overwrites unasked).
+SCENARIO=(--scenario niah --length "$LENGTH" --depth 0.5 --scenario-seed 1 --max-new 12 --force)
 
 echo "== full cache =="
 $K run --model "$MODEL" "${SCENARIO[@]}" --policy full --trace demo_full.kvtrace.h5

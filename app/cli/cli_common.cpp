@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "core/model/error.h"
+#include "traces/trace_output.h"
 
 namespace kvscope::cli {
 
@@ -66,6 +67,28 @@ std::vector<int32_t> parse_id_list(const std::string& text, const std::string& f
         i = j + 1;
     }
     return ids;
+}
+
+const char* const kForceHelp =
+    "Replace an existing output file (a trace only once the new one is complete)";
+
+void check_output_path(const std::string& path, bool force) {
+    trace::refuse_existing_output(path, force, "pass --force to replace it");
+}
+
+void check_trace_output_path(const std::string& path, bool force) {
+    check_output_path(path, force);
+    const fs::path part = trace::recording_path_for(path);
+    std::error_code ec;
+    if (!fs::exists(fs::symlink_status(part, ec))) return;
+    if (trace::recording_in_progress(part))
+        throw InputError(part, "another recording into " + path +
+                                   " is in progress; pick another output path or wait for it");
+    if (!force)
+        throw InputError(part,
+                         "left over from a recording that did not finish (killed?); its "
+                         "committed steps are readable (kvscope inspect " +
+                             part.string() + "). Move it away, or pass --force to discard it");
 }
 
 std::vector<int32_t> encode_prompt(const Tokenizer& tok, const std::string& text) {

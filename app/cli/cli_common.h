@@ -31,6 +31,15 @@ Loaded load_model_and_tokenizer(const ModelArgs& args, bool need_tokenizer);
 // "1,2,3" -> {1,2,3}; throws InputError naming the flag on a malformed list.
 std::vector<int32_t> parse_id_list(const std::string& text, const std::string& flag);
 
+// Never clobber (traces/trace_output.h): throws InputError (exit 2) naming `path` when a file is
+// already there and `force` is false. Commands call it before any long work.
+void check_output_path(const std::string& path, bool force);
+// The same for a trace written by trace::TraceWriter, which also looks at "<path>.part": a live
+// recording into it is always refused, a stale one (killed run) unless `force`.
+void check_trace_output_path(const std::string& path, bool force);
+// The help text of every command's --force flag.
+extern const char* const kForceHelp;
+
 // Text -> prompt ids, with the special tokens the reference tokenizer adds (BOS templates).
 std::vector<int32_t> encode_prompt(const Tokenizer& tok, const std::string& text);
 

@@ -3,6 +3,7 @@
 #include <memory>
 #include <string>
 
+#include "app/cli/cli_common.h"
 #include "app/cli/command.h"
 #include "core/model/model.h"
 
@@ -12,6 +13,7 @@ namespace {
 struct ConvertArgs {
     std::string model;
     std::string to_llama2c;
+    bool force = false;
 };
 
 std::function<int()> setup(CLI::App& sub) {
@@ -19,7 +21,9 @@ std::function<int()> setup(CLI::App& sub) {
     sub.add_option("--model", a->model, "HF model directory (config.json + safetensors)")
         ->required();
     sub.add_option("--to-llama2c", a->to_llama2c, "Output llama2.c checkpoint (.bin)")->required();
+    sub.add_flag("--force", a->force, kForceHelp);
     return [a]() {
+        check_output_path(a->to_llama2c, a->force);
         const auto model = load_model(a->model);
         export_llama2c(*model, a->to_llama2c);
         std::printf("wrote %s: llama2.c checkpoint, %lld layers, dim %lld, vocab %lld (%s)\n",

@@ -39,6 +39,7 @@ struct EvalArgs {
     std::string csv;
     std::string details;
     bool quiet = false;
+    bool force = false;
 };
 
 std::vector<double> parse_depths(const std::string& text) {
@@ -96,9 +97,15 @@ std::function<int()> setup(CLI::App& sub) {
     sub.add_option("--csv", a->csv, "Grid CSV to write (default eval_<task>_<policy>.csv)");
     sub.add_option("--details", a->details, "Also write every trial (prompt size, output) as CSV");
     sub.add_flag("--quiet", a->quiet, "No progress on stderr");
+    sub.add_flag("--force", a->force, kForceHelp);
     add_policy_options(sub, a->policy);
     return [a]() {
         const ScenarioKind kind = parse_scenario_kind(a->task);
+        // Refused before the evaluation runs, not after it.
+        const std::string csv_path =
+            a->csv.empty() ? "eval_" + a->task + "_" + a->policy.name + ".csv" : a->csv;
+        check_output_path(csv_path, a->force);
+        if (!a->details.empty()) check_output_path(a->details, a->force);
         std::vector<int64_t> lengths;
         for (int32_t v : parse_id_list(a->lengths, "--lengths")) lengths.push_back(v);
         const std::vector<double> depths = parse_depths(a->depths);
@@ -225,8 +232,6 @@ std::function<int()> setup(CLI::App& sub) {
         std::printf("overall %d/%d (%.1f%%) in %.1f s\n", total_ok, total, 100.0 * total_ok / total,
                     secs);
 
-        const std::string csv_path =
-            a->csv.empty() ? "eval_" + a->task + "_" + a->policy.name + ".csv" : a->csv;
         std::ofstream csv(csv_path);
         if (!csv) throw InputError(csv_path, "cannot open for writing");
         csv << "task,policy,budget,ratio,length,depth,trials,correct,accuracy\n";

@@ -1,7 +1,9 @@
 // kvscope export FILE --csv DIR: writes the trace's tables as CSV files (+ metadata.json) for
 // pandas and spreadsheet users. Works on incomplete traces too (exports what was committed).
 #include <cstdio>
+#include <filesystem>
 
+#include "app/cli/cli_common.h"
 #include "app/cli/command.h"
 #include "core/model/error.h"
 #include "traces/trace_csv_export.h"
@@ -13,6 +15,7 @@ namespace {
 struct ExportArgs {
     std::string file;
     std::string csv_dir;
+    bool force = false;
 };
 
 std::function<int()> setup(CLI::App& sub) {
@@ -20,7 +23,16 @@ std::function<int()> setup(CLI::App& sub) {
     sub.add_option("file", a->file, "Trace file (.kvtrace.h5)")->required();
     sub.add_option("--csv", a->csv_dir, "Folder to write the CSV files into (created if missing)")
         ->required();
+    sub.add_flag("--force", a->force, "Overwrite CSV files already in the folder");
     return [a]() {
+        // Never clobber: a folder that already holds an export (metadata.json or any .csv) is
+        // refused unless --force.
+        std::error_code ec;
+        for (const auto& e : std::filesystem::directory_iterator(a->csv_dir, ec)) {
+            const auto name = e.path().filename().string();
+            if (name == "metadata.json" || e.path().extension() == ".csv")
+                check_output_path(e.path().string(), a->force);
+        }
         trace::TraceReader reader(a->file);
         auto info = reader.info();
         if (!info.notice.empty()) std::fprintf(stderr, "kvscope: note: %s\n", info.notice.c_str());

@@ -17,6 +17,7 @@ struct LogitsArgs {
     ModelArgs m;
     std::string prompt, token_ids, out;
     int top = 5;
+    bool force = false;
 };
 
 std::function<int()> setup(CLI::App& sub) {
@@ -29,9 +30,11 @@ std::function<int()> setup(CLI::App& sub) {
     sub.add_option("--top", a->top, "How many candidates to print per position")
         ->check(CLI::Range(1, 1000));
     sub.add_option("--out", a->out, "Write JSON {token_ids, logits_last, top} to this file");
+    sub.add_flag("--force", a->force, kForceHelp);
     return [a, p, t]() {
         if (p->count() == 0 && t->count() == 0)
             throw InputError("logits: pass --prompt or --token-ids");
+        if (!a->out.empty()) check_output_path(a->out, a->force);
         // With --token-ids the tokenizer is only used to print pieces, so it may be absent.
         Loaded L = load_model_and_tokenizer(a->m, p->count() > 0);
         if (!L.tokenizer) {

@@ -20,6 +20,7 @@
 #include "core/policies/registry.h"
 #include "core/scenarios/haystack.h"
 #include "core/scenarios/scenario.h"
+#include "traces/trace_output.h"
 
 namespace kvscope::cli {
 namespace {
@@ -37,7 +38,7 @@ struct RunArgs {
     float temperature = 0.0f, top_p = 1.0f;
     uint64_t seed = 0;
     int top_k = 5;
-    bool record_maps = false, quiet = false, ignore_eos = false;
+    bool record_maps = false, quiet = false, ignore_eos = false, force = false;
     // --scenario: the prompt is built by core/scenarios (the format the demo model was trained on)
     std::string scenario, haystack;
     int64_t length = 1024;
@@ -76,7 +77,11 @@ std::function<int()> setup(CLI::App& sub) {
         ->check(CLI::Range(1, 64));
     sub.add_option("--haystack", a->haystack,
                    "--scenario niah: haystack folder (default: resources/haystacks)");
-    sub.add_option("--trace", a->trace, "Output trace file (.kvtrace.h5)")->required();
+    sub.add_option("--trace", a->trace,
+                   "Output trace file (.kvtrace.h5); recorded into <trace>.part, renamed at the "
+                   "end")
+        ->required();
+    sub.add_flag("--force", a->force, kForceHelp);
     sub.add_option("--max-new", a->max_new, "Tokens to generate")->check(CLI::Range(0, 1 << 20));
     sub.add_option("--needle", a->needle, "Mark this text of the prompt as a needle to follow");
     sub.add_option("--answer", a->answer,
@@ -125,6 +130,8 @@ std::function<int()> setup(CLI::App& sub) {
         if (scenario && a->scenario == "passkey" && (a->needles != 1 || !a->haystack.empty()))
             throw InputError("--needles and --haystack apply to --scenario niah only");
         if (!a->answer.empty() && a->needle.empty()) throw InputError("--answer needs --needle");
+        // Before the model loads: an existing --trace (or a stale .part) is a usage error.
+        check_trace_output_path(a->trace, a->force);
         std::string prompt = a->prompt;
         if (pf->count() > 0) {
             std::ifstream f(a->prompt_file, std::ios::binary);
@@ -226,8 +233,15 @@ std::function<int()> setup(CLI::App& sub) {
             rr.policy = choice;
             rr.sampling = so;
             rr.recorder = ro;
-            rr.trace = a->trace;
+            // LiveSession's writer never overwrites: with --force over an existing trace, record
+            // beside it and replace it by one rename once the new trace is complete.
+            const std::filesystem::path target = a->trace;
+            rr.trace = a->force && std::filesystem::exists(target)
+                           ? trace::fresh_output_path(target.parent_path(),
+                                                      target.filename().string(), ".new")
+                           : target;
             const record::RerunResult r = session.rerun(rr, &g_interrupted, show_progress);
+            if (rr.trace != target) trace::move_into_place(rr.trace, target, true);
             policy_full = record::LiveSession::make(choice)->info().full_name;
             output = r.text;
             reason = r.reason;
@@ -252,6 +266,7 @@ std::function<int()> setup(CLI::App& sub) {
             trace::TraceWriter::Options wo;
             wo.record_attention_rows = ro.record_rows;
             wo.record_maps = ro.record_maps;
+            wo.overwrite = a->force;  // the old trace is replaced by the rename at the end
             trace::TraceWriter writer(a->trace, wo);
             record::RunRecorder rec(engine, *L.tokenizer, writer, ro);
             rec.begin(meta, ids);

@@ -29,6 +29,7 @@
 #include "app/studio/imgui_host_widget.h"
 #include "app/studio/live_dock.h"
 #include "app/studio/step_scrubber.h"
+#include "app/studio/trace_file_watch.h"
 #include "views/compare_diff.h"
 #include "views/reader_trace_model.h"
 
@@ -106,6 +107,14 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
 
     live_timer_.setInterval(500);
     connect(&live_timer_, &QTimer::timeout, this, &MainWindow::poll_live);
+    // Created after restoreState: the notice bar starts hidden whatever the saved layout says.
+    file_watch_ = new TraceFileWatch(this);
+    connect(file_watch_, &TraceFileWatch::reload_requested, this,
+            [this](const QString& target) { open_trace(target); });
+    connect(file_watch_, &TraceFileWatch::moved_into_place, this, [this](const QString& target) {
+        path_ = target;  // the followed .part, complete, under its final name
+        setWindowTitle(tr("KVScope Studio - %1").arg(QFileInfo(path_).fileName()));
+    });
     update_status();
 }
 
@@ -316,7 +325,9 @@ void MainWindow::step_head(int delta) {
 
 // ---- Opening --------------------------------------------------------------------------------
 
-bool MainWindow::open_trace(const QString& path) {
+bool MainWindow::open_trace(const QString& requested) {
+    // A trace being recorded lives in <trace>.part until it is complete: follow that.
+    const QString path = TraceFileWatch::file_to_open(requested);
     std::shared_ptr<views::TraceModel> model;
     try {
         model = std::make_shared<views::ReaderTraceModel>(QFile::encodeName(path).toStdString());
@@ -358,8 +369,9 @@ bool MainWindow::open_trace(const QString& path) {
     painted_revision_ = state_.revision;
     scrubber_->set_step_count(step_count());
     scrubber_->set_step(state_.step);
-    add_recent(path_);
+    add_recent(TraceFileWatch::target_of(path_));
     setWindowTitle(tr("KVScope Studio - %1").arg(QFileInfo(path_).fileName()));
+    file_watch_->watch(path_);
     // A running trace is followed; one caught before its writer switched to SWMR is re-opened.
     if (s.live || s.state == trace::RunState::kRunning) {
         live_timer_.start();
@@ -379,6 +391,7 @@ void MainWindow::close_trace() {
     compare_path_.clear();
     close_compare_action_->setEnabled(false);
     live_timer_.stop();
+    file_watch_->clear();
     for (auto& v : views_) v->reset();
     state_ = views::ViewState();
     scrubber_->set_step_count(0);

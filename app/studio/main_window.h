@@ -27,6 +27,7 @@ namespace kvscope::studio {
 class ImGuiHostWidget;
 class StepScrubber;
 class LiveDock;
+class TraceFileWatch;
 
 class MainWindow : public QMainWindow {
     Q_OBJECT
@@ -79,6 +80,8 @@ class MainWindow : public QMainWindow {
     views::ThemeKind theme_kind() const { return theme_kind_; }
     void set_step(int64_t step);
     StepScrubber* scrubber() const { return scrubber_; }
+    // Notices the open trace replaced on disk / its .part moved into place (trace_file_watch.h).
+    TraceFileWatch* file_watch() const { return file_watch_; }
     void set_follow_live(bool follow);
     bool follow_live() const { return follow_live_; }
     QStringList recent_files() const;
@@ -142,6 +145,7 @@ class MainWindow : public QMainWindow {
     QAction* dark_action_ = nullptr;
     QAction* light_action_ = nullptr;
     QTimer live_timer_;
+    TraceFileWatch* file_watch_ = nullptr;
 };
 
 }  // namespace kvscope::studio

@@ -9,10 +9,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "traces/trace_reader.h"
 
 namespace {
 
@@ -40,9 +43,20 @@ Result run(const std::string& args) {
 }
 
 fs::path tmp(const std::string& name) {
-    fs::path d = fs::temp_directory_path() / ("kvscope_cli_" + std::to_string(::getpid()));
-    fs::create_directories(d);
+    // Emptied on first use: the commands refuse to overwrite files, and a folder left by an
+    // earlier process with the same pid would hold them.
+    static const fs::path d = [] {
+        fs::path p = fs::temp_directory_path() / ("kvscope_cli_" + std::to_string(::getpid()));
+        fs::remove_all(p);
+        fs::create_directories(p);
+        return p;
+    }();
     return d / name;
+}
+
+std::string slurp(const fs::path& p) {
+    std::ifstream f(p, std::ios::binary);
+    return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
 }
 
 TEST(Cli, GenerateStreamsGreedyTextDeterministically) {
@@ -180,6 +194,65 @@ TEST(Cli, RunScenarioMarksTheNeedleAndChecksTheAnswer) {
         EXPECT_EQ(b.code, 2) << args << ": " << b.out;
         EXPECT_NE(b.out.find(says), std::string::npos) << args << ": " << b.out;
     }
+}
+
+// Never clobber, never lose a trace: an existing --trace is refused (exit 2, file untouched)
+// unless --force, and even then it is replaced only by the rename at the end of the run, so a
+// reader that has the old trace open keeps reading it whole.
+TEST(Cli, RunNeverClobbersAndReplacesATraceOnlyWhenComplete) {
+    const std::string base = "run --quiet --model " + kModel +
+                             " --prompt 'A gift of a flower will soon be made to you' --trace ";
+    const fs::path notes = tmp("notes.txt");
+    const std::string text = "my notes, not a trace\n";
+    std::ofstream(notes, std::ios::binary) << text;
+    auto r = run(base + notes.string() + " --max-new 4");
+    EXPECT_EQ(r.code, 2) << r.out;
+    EXPECT_NE(r.out.find(notes.string() + ": already exists"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("--force"), std::string::npos) << r.out;
+    EXPECT_EQ(slurp(notes), text);
+    EXPECT_FALSE(fs::exists(tmp("notes.txt.part")));
+    r = run(base + notes.string() + " --max-new 4 --force");
+    ASSERT_EQ(r.code, 0) << r.out;
+    EXPECT_EQ(run("inspect " + notes.string()).code, 0);
+    EXPECT_FALSE(fs::exists(tmp("notes.txt.part")));
+
+    // The "lost trace" scenario: the old trace is open in a reader (the Studio) while the same
+    // path is recorded again. It used to fail on HDF5's lock and leave an empty file.
+    const fs::path trace = tmp("again.kvtrace.h5");
+    ASSERT_EQ(run(base + trace.string() + " --max-new 6 --ignore-eos").code, 0);
+    kvscope::trace::TraceReader old_reader(trace);
+    ASSERT_EQ(old_reader.info().n_steps, 6);
+    r = run(base + trace.string() + " --max-new 3 --ignore-eos --force");
+    ASSERT_EQ(r.code, 0) << r.out;
+    EXPECT_EQ(old_reader.info().n_steps, 6);
+    EXPECT_EQ(old_reader.steps(0, 6).size(), 6u);
+    EXPECT_TRUE(old_reader.validate().empty());
+    kvscope::trace::TraceReader new_reader(trace);
+    EXPECT_EQ(new_reader.info().n_steps, 3);
+    EXPECT_EQ(new_reader.info().state, kvscope::trace::RunState::kComplete);
+
+    // A .part left by a killed run is refused without --force (named, untouched), discarded
+    // with it.
+    const fs::path stale = tmp("stale.kvtrace.h5.part");
+    std::ofstream(stale, std::ios::binary) << "half a recording";
+    r = run(base + tmp("stale.kvtrace.h5").string() + " --max-new 2");
+    EXPECT_EQ(r.code, 2) << r.out;
+    EXPECT_NE(r.out.find(stale.string()), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("did not finish"), std::string::npos) << r.out;
+    EXPECT_EQ(slurp(stale), "half a recording");
+    r = run(base + tmp("stale.kvtrace.h5").string() + " --max-new 2 --force");
+    ASSERT_EQ(r.code, 0) << r.out;
+    EXPECT_FALSE(fs::exists(stale));
+
+    // Other commands writing files follow the same rule.
+    const fs::path out = tmp("logits_exists.json");
+    std::ofstream(out) << "{}";
+    r = run("logits --model " + kModel + " --token-ids 1,2,3 --out " + out.string());
+    EXPECT_EQ(r.code, 2) << r.out;
+    EXPECT_EQ(slurp(out), "{}");
+    r = run("logits --model " + kModel + " --token-ids 1,2,3 --out " + out.string() + " --force");
+    EXPECT_EQ(r.code, 0) << r.out;
+    EXPECT_NE(slurp(out), "{}");
 }
 
 }  // namespace
