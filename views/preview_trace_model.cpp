@@ -96,6 +96,10 @@ PreviewTraceModel::PreviewTraceModel(std::shared_ptr<TraceModel> base,
         head_events_[static_cast<size_t>(lh_key(e.layer, e.head))].push_back(i);
     }
     for (const whatif::HeadOutcome& h : preview_->heads) has_budgets_ |= h.budget >= 0;
+    // A preview replaces the views' model on every slider move: when every history is cheap to
+    // build (the demo model's 2k prompt: 16 heads x 2k tokens, ~2 ms in all), build on request
+    // instead of over several frames, so the views show the whole preview in their next frame.
+    build_at_once_ = static_cast<int64_t>(LH) * summary_.n_prompt_tokens <= (int64_t{1} << 20);
 }
 
 std::string_view PreviewTraceModel::token_text(int64_t token) const {
@@ -137,7 +141,7 @@ std::shared_ptr<const HeadHistory> PreviewTraceModel::history(int32_t layer, int
     const int64_t key = lh_key(layer, head);
     auto& slot = histories_[static_cast<size_t>(key)];
     if (slot) return slot;
-    if (load == Load::kLater) {
+    if (load == Load::kLater && !build_at_once_) {
         queued_.insert(key);
         return nullptr;
     }

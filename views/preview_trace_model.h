@@ -90,6 +90,7 @@ class PreviewTraceModel final : public TraceModel {
     std::shared_ptr<const whatif::Preview> preview_;
     TraceSummary summary_;
     bool has_budgets_ = false;
+    bool build_at_once_ = false;  // kLater builds at once (small prompts)
     // [L*H] indices into preview_->events of each (layer, head)'s events, in order.
     std::vector<std::vector<size_t>> head_events_;
     mutable std::vector<std::shared_ptr<HeadHistory>> histories_;  // [L*H], built on demand

@@ -846,6 +846,8 @@ void LiveDock::after_rerun(const record::RerunResult& r, bool open) {
         // A scenario prompt: the first run gives the views the prompt's tokens and statistics.
         try {
             base_ = std::make_shared<views::ReaderTraceModel>(r.trace);
+            // Drop "; the views show previews after the first run" from the session line.
+            session_label_->setText(session_label_->text().section(';', 0, 0));
         } catch (const std::exception& e) {
             show_error(QString::fromUtf8(e.what()));
         }

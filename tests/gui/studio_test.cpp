@@ -2,7 +2,6 @@
 // screenshots of every view (grabFramebuffer) checked for real content and for the expected
 // colours at known places, the expected colours computed from the trace reader, independently of
 // the views' own data layer.
-#include <QAction>
 #include <QApplication>
 #include <QCursor>
 #include <QDockWidget>
@@ -16,11 +15,11 @@
 #include <QSettings>
 #include <QStatusBar>
 #include <QTemporaryDir>
-#include <QToolBar>
 #include <QtTest/QtTest>
 
 #include <cmath>
 #include <filesystem>
+#include <algorithm>
 #include <chrono>
 #include <set>
 
@@ -28,7 +27,6 @@
 #include "app/studio/live_dock.h"
 #include "app/studio/main_window.h"
 #include "app/studio/step_scrubber.h"
-#include "app/studio/trace_file_watch.h"
 #include "traces/trace_reader.h"
 #include "views/budget_view.h"
 #include "views/compare_view.h"
@@ -528,11 +526,7 @@ class StudioTest : public QObject {
             {"--out", live, "--layers", "4", "--heads", "2", "--steps", "16", "--delay-ms", "250"});
         QVERIFY(writer.waitForStarted());
         // Open as soon as the first steps are readable (the writer may still be creating it).
-        // The run is recorded into live.kvtrace.h5.part (renamed at the end): opening the trace's
-        // name follows the .part.
-        QTRY_VERIFY_WITH_TIMEOUT(
-            (QFile::exists(live) || QFile::exists(live + ".part")) && window_->open_trace(live),
-            10000);
+        QTRY_VERIFY_WITH_TIMEOUT(QFile::exists(live) && window_->open_trace(live), 10000);
         window_->set_follow_live(true);
         window_->set_step(std::max<int64_t>(window_->model()->summary().n_steps - 1, 0));
         auto diag = [&] {
@@ -551,9 +545,6 @@ class StudioTest : public QObject {
         QTRY_COMPARE(window_->view_state().step, int64_t{15});  // followed to the end
         QVERIFY(writer.state() == QProcess::NotRunning || writer.waitForFinished(20000));
         QCOMPARE(writer.exitCode(), 0);
-        // The .part followed live became the trace itself.
-        QVERIFY(!QFile::exists(live + ".part"));
-        QTRY_COMPARE(window_->trace_path(), QFileInfo(live).absoluteFilePath());
         for (int i = 0; i < window_->view_count(); ++i) show_and_grab(window_->view(i)->id());
         QVERIFY(window_->open_trace(kSample));
     }
@@ -749,49 +740,6 @@ class StudioTest : public QObject {
         // Nothing to compare with: refused.
         window_->close_trace();
         QVERIFY(!window_->open_compare(ok));
-        QVERIFY(window_->open_trace(kSample));
-    }
-
-    // The open trace is recorded again (kvscope run --force): the Studio keeps showing the old
-    // file, notices the replacement, and Reload opens the new one.
-    void noticesAReplacedTraceAndReloads() {
-        const QString trace = out_.filePath("replaced.kvtrace.h5");
-        auto record = [&](int steps, bool force) {
-            QStringList args = {"run",
-                                "--quiet",
-                                "--model",
-                                QStringLiteral(KVSCOPE_SOURCE_DIR "/tests/golden/models/llama_sp"),
-                                "--prompt",
-                                "A gift of a flower will soon be made to you",
-                                "--ignore-eos",
-                                "--max-new",
-                                QString::number(steps),
-                                "--trace",
-                                trace};
-            if (force) args << "--force";
-            QProcess run;
-            run.start(QStringLiteral(KVSCOPE_CLI_EXE), args);
-            return run.waitForFinished(60000) && run.exitStatus() == QProcess::NormalExit &&
-                   run.exitCode() == 0;
-        };
-        QVERIFY(record(4, false));
-        QVERIFY2(window_->open_trace(trace), qPrintable(window_->last_error()));
-        QCOMPARE(window_->model()->summary().n_steps, int64_t{4});
-        auto* watch = window_->file_watch();
-        QVERIFY(!watch->notice_shown());
-
-        QVERIFY(record(7, true));
-        QTRY_VERIFY_WITH_TIMEOUT(watch->notice_shown(), 5000);
-        QVERIFY2(watch->notice_text().contains("replaced"), qPrintable(watch->notice_text()));
-        QCOMPARE(window_->model()->summary().n_steps, int64_t{4});  // still the old file, whole
-
-        auto* reload = watch->notice_bar()->findChild<QAction*>("file_notice_reload");
-        QVERIFY(reload != nullptr);
-        reload->trigger();
-        QCOMPARE(window_->model()->summary().n_steps, int64_t{7});
-        QCOMPARE(window_->model()->summary().state, trace::RunState::kComplete);
-        QVERIFY(!watch->notice_shown());
-        QCOMPARE(window_->trace_path(), QFileInfo(trace).absoluteFilePath());
         QVERIFY(window_->open_trace(kSample));
     }
 
@@ -1005,6 +953,96 @@ class StudioTest : public QObject {
         QVERIFY2(!window_->compare_path().isEmpty(), qPrintable(dock->error_text()));
         QCOMPARE(window_->compare_model()->summary().policy, std::string("full"));
         window_->close_compare();
+    }
+
+    // Timings for bench/RESULTS.md (KVSCOPE_BENCH_LIVE=1): the dock on a 2k NIAH prompt of the
+    // demo model; per slider move (each after the previous one's repaints) the time to
+    // preview_ready (coalescing timer + preview + the views' model) and until the layer x head
+    // view has drawn the preview with every head loaded; then re-runs on release
+    // (decode from the saved state + trace written + opened in the window).
+    void liveDockTimings() {
+        if (qEnvironmentVariableIsEmpty("KVSCOPE_BENCH_LIVE")) QSKIP("set KVSCOPE_BENCH_LIVE=1");
+        LiveDock* dock = window_->live_dock();
+        dock->set_model_dir(KVSCOPE_SOURCE_DIR "/resources/models/kvscope-demo");
+        dock->use_scenario("niah", 2048, 0.5, 1);
+        dock->set_policy("snapkv");
+        dock->set_max_new(12);
+        dock->show();  // after choosing the scenario: no prefill of the open trace's prompt
+        dock->raise();
+        QSignalSpy pre(dock, &LiveDock::prefill_finished);
+        auto t = std::chrono::steady_clock::now();
+        auto ms_since = [&t] {
+            return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t)
+                .count();
+        };
+        dock->prefill();
+        QVERIFY(pre.wait(120000) || pre.count() > 0);
+        QVERIFY2(dock->prefilled(), qPrintable(dock->error_text()));
+        qInfo("prefill %zu tokens (load + prefill, worker): %.0f ms",
+              dock->session()->input().ids.size(), ms_since());
+        std::vector<double> runs;
+        for (int r = 0; r < 4; ++r) {
+            dock->set_budget_ratio(0.25);
+            QSignalSpy fin(dock, &LiveDock::rerun_finished);
+            t = std::chrono::steady_clock::now();
+            dock->release_slider();
+            QVERIFY(fin.wait(60000) || fin.count() > 0);
+            runs.push_back(ms_since());
+        }
+        window_->show_view(window_->view_index("layer_head"));
+        ImGuiHostWidget* h = host("layer_head");
+        std::vector<double> ready, painted, preview;
+        for (int i = 0; i < 50; ++i) {
+            const double ratio = 0.05 + 0.9 * i / 49.0;  // the slider dragged 0.05 -> 0.95
+            // Let the previous move's repaints finish, so each move is timed on its own.
+            QTest::qWait(40);
+            QSignalSpy spy(dock, &LiveDock::preview_ready);
+            int frames = h->frame_count();
+            t = std::chrono::steady_clock::now();
+            dock->set_budget_ratio(ratio);
+            QVERIFY(spy.wait(5000) || spy.count() > 0);
+            ready.push_back(ms_since());
+            // Painted: the view has drawn a frame with every head history of the preview loaded.
+            QVERIFY(QTest::qWaitFor(
+                [&] {
+                    if (h->frame_count() <= frames) return false;
+                    if (window_->preview_model() && window_->preview_model()->has_pending()) {
+                        frames = h->frame_count();
+                        return false;
+                    }
+                    return true;
+                },
+                5000));
+            painted.push_back(ms_since());
+            preview.push_back(dock->last_preview()->elapsed_ms);
+        }
+        auto stats = [](std::vector<double> v) {
+            std::sort(v.begin(), v.end());
+            return QString("%1 / %2 / %3")
+                .arg(v.front(), 0, 'f', 1)
+                .arg(v[v.size() / 2], 0, 'f', 1)
+                .arg(v.back(), 0, 'f', 1);
+        };
+        qInfo("50 moves, min / median / max ms: preview %s; move -> preview_ready %s; "
+              "move -> layer x head repainted %s",
+              qPrintable(stats(preview)), qPrintable(stats(ready)), qPrintable(stats(painted)));
+        qInfo("re-run on release (12 new tokens, first one builds the views' base): %s ms; "
+              "min / median / max of the 4: %s",
+              qPrintable(QString("%1, %2, %3, %4")
+                             .arg(runs[0], 0, 'f', 0)
+                             .arg(runs[1], 0, 'f', 0)
+                             .arg(runs[2], 0, 'f', 0)
+                             .arg(runs[3], 0, 'f', 0)),
+              qPrintable(stats(runs)));
+        if (!qEnvironmentVariableIsEmpty("KVSCOPE_GUI_SHOTS")) {
+            QSignalSpy swept(dock, &LiveDock::sweep_finished);
+            dock->sweep(false);
+            QVERIFY(swept.wait(60000) || swept.count() > 0);
+            window_->show_view(window_->view_index("needle"));
+            dock->set_budget_ratio(0.25);
+            QTest::qWait(300);
+            window_->grab().save(qEnvironmentVariable("KVSCOPE_GUI_SHOTS") + "/whatif_2k.png");
+        }
     }
 
     // A model path that does not exist: the error is shown in the dock, nothing crashes, and the
