@@ -2,6 +2,7 @@
 // screenshots of every view (grabFramebuffer) checked for real content and for the expected
 // colours at known places, the expected colours computed from the trace reader, independently of
 // the views' own data layer.
+#include <QAction>
 #include <QApplication>
 #include <QCursor>
 #include <QDockWidget>
@@ -15,6 +16,7 @@
 #include <QSettings>
 #include <QStatusBar>
 #include <QTemporaryDir>
+#include <QToolBar>
 #include <QtTest/QtTest>
 
 #include <cmath>
@@ -27,6 +29,7 @@
 #include "app/studio/live_dock.h"
 #include "app/studio/main_window.h"
 #include "app/studio/step_scrubber.h"
+#include "app/studio/trace_file_watch.h"
 #include "traces/trace_reader.h"
 #include "views/budget_view.h"
 #include "views/compare_view.h"
@@ -526,7 +529,11 @@ class StudioTest : public QObject {
             {"--out", live, "--layers", "4", "--heads", "2", "--steps", "16", "--delay-ms", "250"});
         QVERIFY(writer.waitForStarted());
         // Open as soon as the first steps are readable (the writer may still be creating it).
-        QTRY_VERIFY_WITH_TIMEOUT(QFile::exists(live) && window_->open_trace(live), 10000);
+        // The run is recorded into live.kvtrace.h5.part (renamed at the end): opening the trace's
+        // name follows the .part.
+        QTRY_VERIFY_WITH_TIMEOUT(
+            (QFile::exists(live) || QFile::exists(live + ".part")) && window_->open_trace(live),
+            10000);
         window_->set_follow_live(true);
         window_->set_step(std::max<int64_t>(window_->model()->summary().n_steps - 1, 0));
         auto diag = [&] {
@@ -545,6 +552,9 @@ class StudioTest : public QObject {
         QTRY_COMPARE(window_->view_state().step, int64_t{15});  // followed to the end
         QVERIFY(writer.state() == QProcess::NotRunning || writer.waitForFinished(20000));
         QCOMPARE(writer.exitCode(), 0);
+        // The .part followed live became the trace itself.
+        QVERIFY(!QFile::exists(live + ".part"));
+        QTRY_COMPARE(window_->trace_path(), QFileInfo(live).absoluteFilePath());
         for (int i = 0; i < window_->view_count(); ++i) show_and_grab(window_->view(i)->id());
         QVERIFY(window_->open_trace(kSample));
     }
@@ -740,6 +750,49 @@ class StudioTest : public QObject {
         // Nothing to compare with: refused.
         window_->close_trace();
         QVERIFY(!window_->open_compare(ok));
+        QVERIFY(window_->open_trace(kSample));
+    }
+
+    // The open trace is recorded again (kvscope run --force): the Studio keeps showing the old
+    // file, notices the replacement, and Reload opens the new one.
+    void noticesAReplacedTraceAndReloads() {
+        const QString trace = out_.filePath("replaced.kvtrace.h5");
+        auto record = [&](int steps, bool force) {
+            QStringList args = {"run",
+                                "--quiet",
+                                "--model",
+                                QStringLiteral(KVSCOPE_SOURCE_DIR "/tests/golden/models/llama_sp"),
+                                "--prompt",
+                                "A gift of a flower will soon be made to you",
+                                "--ignore-eos",
+                                "--max-new",
+                                QString::number(steps),
+                                "--trace",
+                                trace};
+            if (force) args << "--force";
+            QProcess run;
+            run.start(QStringLiteral(KVSCOPE_CLI_EXE), args);
+            return run.waitForFinished(60000) && run.exitStatus() == QProcess::NormalExit &&
+                   run.exitCode() == 0;
+        };
+        QVERIFY(record(4, false));
+        QVERIFY2(window_->open_trace(trace), qPrintable(window_->last_error()));
+        QCOMPARE(window_->model()->summary().n_steps, int64_t{4});
+        auto* watch = window_->file_watch();
+        QVERIFY(!watch->notice_shown());
+
+        QVERIFY(record(7, true));
+        QTRY_VERIFY_WITH_TIMEOUT(watch->notice_shown(), 5000);
+        QVERIFY2(watch->notice_text().contains("replaced"), qPrintable(watch->notice_text()));
+        QCOMPARE(window_->model()->summary().n_steps, int64_t{4});  // still the old file, whole
+
+        auto* reload = watch->notice_bar()->findChild<QAction*>("file_notice_reload");
+        QVERIFY(reload != nullptr);
+        reload->trigger();
+        QCOMPARE(window_->model()->summary().n_steps, int64_t{7});
+        QCOMPARE(window_->model()->summary().state, trace::RunState::kComplete);
+        QVERIFY(!watch->notice_shown());
+        QCOMPARE(window_->trace_path(), QFileInfo(trace).absoluteFilePath());
         QVERIFY(window_->open_trace(kSample));
     }
 
