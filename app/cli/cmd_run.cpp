@@ -202,7 +202,8 @@ std::function<int()> setup(CLI::App& sub) {
         if (fit_memory || from_state) {
             // One full-cache prefill (or a saved one); the budget may be fitted on it, then
             // decoding resumes from it.
-            record::LiveSession session(*L.model, *L.tokenizer, a->m.model, input, a->m.threads);
+            record::LiveSession session(*L.model, *L.tokenizer, a->m.model, input, a->m.threads,
+                                        a->m.device);
             if (saved) {
                 session.adopt_state(saved);
             } else {
@@ -233,15 +234,9 @@ std::function<int()> setup(CLI::App& sub) {
             rr.policy = choice;
             rr.sampling = so;
             rr.recorder = ro;
-            // LiveSession's writer never overwrites: with --force over an existing trace, record
-            // beside it and replace it by one rename once the new trace is complete.
-            const std::filesystem::path target = a->trace;
-            rr.trace = a->force && std::filesystem::exists(target)
-                           ? trace::fresh_output_path(target.parent_path(),
-                                                      target.filename().string(), ".new")
-                           : target;
+            rr.trace = a->trace;
+            rr.overwrite = a->force;  // the old trace is replaced by the rename at the end
             const record::RerunResult r = session.rerun(rr, &g_interrupted, show_progress);
-            if (rr.trace != target) trace::move_into_place(rr.trace, target, true);
             policy_full = record::LiveSession::make(choice)->info().full_name;
             output = r.text;
             reason = r.reason;
@@ -256,7 +251,7 @@ std::function<int()> setup(CLI::App& sub) {
             EngineOptions eo;
             eo.threads = a->m.threads;
             eo.stats = record::RunRecorder::stats_needed(ro, static_cast<int64_t>(ids.size()));
-            auto backend = make_cpu_backend(a->m.threads);
+            auto backend = make_backend(a->m.device, a->m.threads);
             Engine engine(*L.model, *backend, eo);
             engine.set_policy(policy.get());
             trace::RunMetadata meta =

@@ -62,32 +62,6 @@ std::vector<double> parse_list(const std::string& text, const std::string& flag,
     return out;
 }
 
-// The run's input from a recorded trace: its prompt tokens and marked needles.
-record::RunInput input_from_trace(const trace::TraceReader& r) {
-    const trace::RunMetadata& meta = r.metadata();
-    record::RunInput in;
-    in.prompt = meta.prompt;
-    in.ids = r.token_ids(0, meta.n_prompt_tokens);
-    in.spans = r.spans();
-    for (const auto& s : in.spans)
-        if (s.label == "needle") in.answer = s.expected_answer;
-    if (meta.extra.contains("scenario")) in.scenario = meta.extra["scenario"];
-    return in;
-}
-
-// The trace's model path as recorded; a relative one that does not exist from here is looked up
-// from the trace's folder and its parents (traces recorded inside a checkout name
-// "resources/models/...").
-std::string resolve_model_path(const fs::path& trace, const trace::RunMetadata& meta) {
-    const fs::path m = meta.model_path;
-    if (m.empty() || m.is_absolute() || fs::exists(m)) return m.string();
-    for (fs::path dir = fs::absolute(trace).parent_path(); !dir.empty(); dir = dir.parent_path()) {
-        if (fs::exists(dir / m)) return (dir / m).string();
-        if (dir == dir.root_path()) break;
-    }
-    return m.string();
-}
-
 std::function<int()> setup(CLI::App& sub) {
     auto a = std::make_shared<WhatifArgs>();
     sub.add_option("trace", a->trace,
@@ -98,6 +72,9 @@ std::function<int()> setup(CLI::App& sub) {
     sub.add_option("--tokenizer", a->m.tokenizer, "Tokenizer stored apart from the weights");
     sub.add_option("--threads", a->m.threads, "CPU threads (0 = all cores)")
         ->check(CLI::NonNegativeNumber);
+    sub.add_option("--device", a->m.device, "Where the model runs: cuda, cpu or auto")
+        ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
+        ->capture_default_str();
     auto* p = sub.add_option("--prompt", a->prompt, "Prompt text");
     auto* pf = sub.add_option("--prompt-file", a->prompt_file, "Read the prompt from a file");
     auto* sc = sub.add_option("--scenario", a->scenario, "Build a passkey or NIAH prompt")
@@ -130,7 +107,8 @@ std::function<int()> setup(CLI::App& sub) {
                    "Use a prompt state saved by --save-state (.kvstate.h5) instead of a prefill");
     sub.add_option("--save-state", a->save_state,
                    "Save the prompt state (full cache + statistics) for later --state runs");
-    sub.add_flag("--force", a->force, "Replace an existing --save-state / --json file");
+    sub.add_flag("--force", a->force,
+                 "Replace existing --save-state / --json / --decode trace files");
     return [a, p, pf, sc, b, r, mm]() {
         const int lists = (b->count() > 0) + (r->count() > 0) + (mm->count() > 0);
         const auto* entry = PolicyRegistry::global().find(a->policy);
@@ -155,14 +133,15 @@ std::function<int()> setup(CLI::App& sub) {
         std::unique_ptr<trace::TraceReader> reader;
         if (from_trace) {
             reader = std::make_unique<trace::TraceReader>(a->trace);
-            if (a->m.model.empty()) a->m.model = resolve_model_path(a->trace, reader->metadata());
+            if (a->m.model.empty())
+                a->m.model = record::resolve_model_path(a->trace, reader->metadata());
             if (a->m.model.empty())
                 throw InputError(a->trace, "the trace does not name its model: pass --model");
         }
         Loaded L = load_model_and_tokenizer(a->m, true);
         record::RunInput input;
         if (reader) {
-            input = input_from_trace(*reader);
+            input = record::input_from_trace(*reader);
             if (reader->metadata().n_layers != L.model->spec.n_layers ||
                 reader->metadata().n_heads != L.model->spec.n_kv_heads)
                 throw InputError(a->trace, "was recorded from a model of another shape than " +
@@ -190,7 +169,8 @@ std::function<int()> setup(CLI::App& sub) {
             }
             input = record::build_text_input(*L.tokenizer, prompt, a->needle, a->answer);
         }
-        record::LiveSession session(*L.model, *L.tokenizer, a->m.model, input, a->m.threads);
+        record::LiveSession session(*L.model, *L.tokenizer, a->m.model, input, a->m.threads,
+                                    a->m.device);
         if (saved) {
             session.adopt_state(saved);
         } else {
@@ -268,6 +248,7 @@ std::function<int()> setup(CLI::App& sub) {
                     if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '.' && ch != '-')
                         ch = '_';
                 rr.trace = fs::path(a->trace_dir) / (stem + ".kvtrace.h5");
+                rr.overwrite = a->force;
                 const record::RerunResult res = session.rerun(rr);
                 verdict = res.answer_found == 1   ? "FOUND"
                           : res.answer_found == 0 ? "wrong"

@@ -6,6 +6,7 @@
 
 #include "core/cache/kv_cache.h"
 #include "core/model/error.h"
+#include "core/whatif/force_keep.h"
 #include "core/policies/registry.h"
 #include "traces/trace_writer.h"
 
@@ -119,7 +120,10 @@ RerunResult LiveSession::rerun(const RerunRequest& req, const std::atomic<bool>*
                                const std::function<void(int64_t, int64_t)>& progress) {
     prefill();
     const int64_t P = static_cast<int64_t>(input_.ids.size());
-    auto policy = make(req.policy);
+    std::unique_ptr<Policy> policy = make(req.policy);
+    if (!req.force_keep_layers.empty())
+        policy = std::make_unique<whatif::ForceKeepPolicy>(
+            std::move(policy), req.force_keep_positions, req.force_keep_layers);
     RecorderOptions ro = req.recorder;
     EngineOptions eo;
     eo.threads = threads_;
@@ -136,9 +140,13 @@ RerunResult LiveSession::rerun(const RerunRequest& req, const std::atomic<bool>*
                           ro.top_k);
     meta.extra["prefill"] = resumable ? "resumed from a saved full-cache prompt state"
                                       : "own prefill";
+    if (!req.force_keep_layers.empty())
+        meta.extra["force_keep"] = {{"positions", req.force_keep_positions},
+                                    {"layers", req.force_keep_layers}};
     trace::TraceWriter::Options wo;
     wo.record_attention_rows = ro.record_rows;
     wo.record_maps = ro.record_maps;
+    wo.overwrite = req.overwrite;
     trace::TraceWriter writer(req.trace, wo);
     RunRecorder rec(engine, tok_, writer, ro);
     rec.begin(meta, input_.ids);

@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -41,8 +42,13 @@ struct RerunRequest {
     PolicyChoice policy;
     SamplingOptions sampling;
     RecorderOptions recorder;
-    std::filesystem::path trace;  // the trace to record
+    std::filesystem::path trace;  // the trace to record (refused when it exists, unless...)
+    bool overwrite = false;       // ...this: replaced by a rename when the run ends
     bool own_prefill = false;     // prefill again even when the saved state could serve (checks)
+    // Counterfactual (whatif::ForceKeepPolicy): keep these positions in these layers whatever the
+    // policy decides. Empty layers = the policy as it is.
+    std::vector<int64_t> force_keep_positions;
+    std::set<int64_t> force_keep_layers;
 };
 
 struct RerunResult {

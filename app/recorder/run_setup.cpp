@@ -96,6 +96,29 @@ RunInput build_scenario_input(const Tokenizer& tok, const std::string& model_pat
     return in;
 }
 
+RunInput input_from_trace(const trace::TraceReader& r) {
+    const trace::RunMetadata& meta = r.metadata();
+    RunInput in;
+    in.prompt = meta.prompt;
+    in.ids = r.token_ids(0, meta.n_prompt_tokens);
+    in.spans = r.spans();
+    for (const auto& s : in.spans)
+        if (s.label == "needle") in.answer = s.expected_answer;
+    if (meta.extra.contains("scenario")) in.scenario = meta.extra["scenario"];
+    return in;
+}
+
+std::string resolve_model_path(const std::filesystem::path& trace, const trace::RunMetadata& meta) {
+    namespace fs = std::filesystem;
+    const fs::path m = meta.model_path;
+    if (m.empty() || m.is_absolute() || fs::exists(m)) return m.string();
+    for (fs::path dir = fs::absolute(trace).parent_path(); !dir.empty(); dir = dir.parent_path()) {
+        if (fs::exists(dir / m)) return (dir / m).string();
+        if (dir == dir.root_path()) break;
+    }
+    return m.string();
+}
+
 RunInput build_text_input(const Tokenizer& tok, const std::string& prompt,
                           const std::string& needle, const std::string& answer) {
     if (!answer.empty() && needle.empty()) throw InputError("--answer needs --needle");
@@ -152,7 +175,7 @@ trace::RunMetadata make_run_metadata(const Model& model, const std::string& mode
     meta.sampling = {{"temperature", sampling.temperature},
                      {"top_p", sampling.top_p},
                      {"max_new_tokens", sampling.max_new}};
-    meta.device = "cpu";
+    meta.device = describe_device(backend);
     meta.backend = backend;
     meta.extra = {{"prefill_appends_recorded", false},
                   {"attention_aggregation_to_kv_heads", "mean over the query heads of the group"},

@@ -4,6 +4,7 @@
 // trace metadata, and the decode loop that samples, commits steps and stops.
 #include <atomic>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <string>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "core/model/model.h"
 #include "core/policies/policy.h"
 #include "core/tokenizer/tokenizer.h"
+#include "traces/trace_reader.h"
 #include "traces/trace_schema.h"
 
 namespace kvscope::record {
@@ -39,6 +41,12 @@ struct ScenarioRequest {
 // Builds a passkey / NIAH prompt in the bundled model's format. Throws InputError.
 RunInput build_scenario_input(const Tokenizer& tok, const std::string& model_path,
                               const ScenarioRequest& req);
+// A recorded trace's prompt tokens, needles and expected answer (its /meta/run_json prompt).
+RunInput input_from_trace(const trace::TraceReader& reader);
+// The trace's model path as recorded; a relative one that does not exist from here is looked up
+// from the trace's folder and its parents (traces recorded inside a checkout name
+// "resources/models/...").
+std::string resolve_model_path(const std::filesystem::path& trace, const trace::RunMetadata& meta);
 // Plain text; `needle` (optional) is marked where it first occurs, with `answer` expected.
 RunInput build_text_input(const Tokenizer& tok, const std::string& prompt,
                           const std::string& needle, const std::string& answer);

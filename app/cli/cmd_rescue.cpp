@@ -1,0 +1,129 @@
+// kvscope rescue: "which layers' loss of the needle caused the wrong answer?" for a recorded run.
+// Decodes the trace's prompt again under its policy from one full-cache prefill, with the needle
+// force-kept in chosen layers (--layers) or searching an irreducible set of layers that restores
+// the answer (app/recorder/rescue.h).
+//
+//   kvscope rescue run.kvtrace.h5 [--layers 2,5] [--out rescue/] [--max-runs 20]
+#include <cstdio>
+#include <sstream>
+
+#include "app/cli/cli_common.h"
+#include "app/cli/command.h"
+#include "app/recorder/rescue.h"
+#include "core/model/error.h"
+#include "core/policies/registry.h"
+#include "traces/trace_reader.h"
+
+namespace kvscope::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct RescueArgs {
+    std::string trace, layers, out = "rescue";
+    ModelArgs m;
+    int max_runs = 0, max_new = -1;
+};
+
+// The policy the trace was recorded with: name, parameters, and the budget as it was given.
+record::PolicyChoice recorded_policy(const trace::RunMetadata& meta) {
+    record::PolicyChoice c;
+    c.name = meta.policy.empty() ? "full" : meta.policy;
+    for (const auto& item : meta.policy_params.items())
+        c.params.push_back(item.key() + "=" +
+                           (item.value().is_string() ? item.value().get<std::string>()
+                                                     : item.value().dump()));
+    const PolicyEntry* e = PolicyRegistry::global().find(c.name);
+    if (e && e->info.needs_budget) {
+        if (meta.budget_ratio > 0)
+            c.budget.ratio = meta.budget_ratio;
+        else if (meta.budget_tokens > 0)
+            c.budget.tokens = meta.budget_tokens;
+    }
+    return c;
+}
+
+std::function<int()> setup(CLI::App& sub) {
+    auto a = std::make_shared<RescueArgs>();
+    sub.add_option("trace", a->trace, "A recorded run whose needle was lost")->required();
+    sub.add_option("--model", a->m.model, "Model (default: the trace's)");
+    sub.add_option("--tokenizer", a->m.tokenizer, "Tokenizer stored apart from the weights");
+    sub.add_option("--threads", a->m.threads, "CPU threads (0 = all cores)")
+        ->check(CLI::NonNegativeNumber);
+    sub.add_option("--layers", a->layers,
+                   "Keep the needle in these layers (0-based, comma-separated) and run once; "
+                   "default: search an irreducible set that restores the answer");
+    sub.add_option("--out", a->out, "Folder for the runs' traces")->capture_default_str();
+    sub.add_option("--max-runs", a->max_runs, "Search: at most this many runs (default 2 + layers)")
+        ->check(CLI::Range(2, 100000));
+    sub.add_option("--max-new", a->max_new, "Tokens to generate (default: as recorded)")
+        ->check(CLI::Range(1, 1 << 16));
+    return [a]() {
+        trace::TraceReader reader(a->trace);
+        const trace::RunMetadata& meta = reader.metadata();
+        if (a->m.model.empty()) a->m.model = record::resolve_model_path(a->trace, meta);
+        if (a->m.model.empty())
+            throw InputError(a->trace, "the trace does not name its model: pass --model");
+        Loaded L = load_model_and_tokenizer(a->m, true);
+        record::RunInput input = record::input_from_trace(reader);
+        const trace::MarkedSpan* needle = nullptr;
+        for (const auto& s : input.spans)
+            if (s.label == "needle") needle = &s;
+        if (!needle || input.answer.empty())
+            throw InputError(a->trace, "has no needle with an expected answer to rescue");
+        const record::PolicyChoice choice = recorded_policy(meta);
+        record::SamplingOptions so;
+        so.max_new = a->max_new > 0 ? a->max_new
+                                    : static_cast<int>(meta.sampling.value("max_new_tokens", 32));
+        so.temperature = meta.sampling.value("temperature", 0.0f);
+        so.top_p = meta.sampling.value("top_p", 1.0f);
+        so.seed = meta.seed;
+        record::LiveSession session(*L.model, *L.tokenizer, a->m.model, input, a->m.threads);
+        std::fprintf(stderr, "[prefill] %zu tokens (full cache, once) ...", input.ids.size());
+        session.prefill();
+        std::fprintf(stderr, " %.2f s\n", session.prefill_ms() / 1e3);
+        std::printf("policy   %s\nneedle   tokens [%lld, %lld), answer '%s'\n",
+                    choice.describe().c_str(), static_cast<long long>(needle->begin),
+                    static_cast<long long>(needle->end), input.answer.c_str());
+        const auto show = [](const record::RescueRun& r) {
+            std::printf("run      needle kept in layers %-24s %s  (%s)\n",
+                        record::layer_list(r.layers).c_str(),
+                        r.found == 1 ? "FOUND" : "wrong", r.trace.string().c_str());
+            std::fflush(stdout);
+        };
+        if (!a->layers.empty()) {
+            std::set<int64_t> layers;
+            std::stringstream ss(a->layers);
+            std::string item;
+            while (std::getline(ss, item, ',')) {
+                char* end = nullptr;
+                const long v = std::strtol(item.c_str(), &end, 10);
+                if (item.empty() || *end || v < 0 || v >= L.model->spec.n_layers)
+                    throw InputError("--layers: '" + item + "' is not a layer in [0, " +
+                                     std::to_string(L.model->spec.n_layers) + ")");
+                layers.insert(v);
+            }
+            fs::create_directories(a->out);
+            const fs::path t = fs::path(a->out) / "rescue-layers.kvtrace.h5";
+            std::error_code ec;
+            fs::remove(t, ec);
+            show(record::run_with_needle_kept(session, choice, so, needle->begin, needle->end,
+                                              layers, t));
+            return 0;
+        }
+        const int max_runs =
+            a->max_runs > 0 ? a->max_runs : static_cast<int>(2 + L.model->spec.n_layers);
+        const record::RescueResult r = record::rescue_needle(
+            session, choice, so, needle->begin, needle->end, a->out, max_runs, show);
+        std::printf("result   %s\n", r.summary.c_str());
+        return 0;
+    };
+}
+
+KVSCOPE_COMMAND("rescue",
+                "Which layers' loss of the needle broke the answer: re-run with the needle kept "
+                "in chosen layers, or search the smallest such set",
+                setup);
+
+}  // namespace
+}  // namespace kvscope::cli
