@@ -88,7 +88,22 @@ class Backend {
     virtual std::string name() const = 0;
     virtual DeviceKind device() const = 0;
 
+    // One line for logs and traces: "cpu (fp32, 2 threads)", "cuda: NVIDIA H200, sm_90, 140 GiB".
+    virtual std::string describe() const { return name(); }
+
     // ---- memory ------------------------------------------------------------------------------
+    // What this backend holds now and at most so far (bytes of alloc() + uploaded copies; the CPU
+    // backend's borrowed weights are not counted), and the device's total/free (-1: unknown).
+    struct MemoryInfo {
+        int64_t in_use = 0;
+        int64_t peak = 0;
+        int64_t device_total = -1;
+        int64_t device_free = -1;
+    };
+    virtual MemoryInfo memory() const { return {}; }
+    // The bandwidth floor measured on this device: a copy of `bytes` within its memory, median of
+    // `reps`, as GB/s of bytes read + written (device-to-device memcpy on CUDA, memcpy on CPU).
+    virtual double measure_copy_gbs(size_t bytes, int reps) = 0;
     virtual Tensor alloc(DType dtype, std::initializer_list<int64_t> shape) = 0;
     virtual void release(Tensor& t) = 0;
     // Makes weights usable by ops. CPU: a view of the host bytes (which must outlive it).
@@ -118,5 +133,23 @@ class Backend {
 
 // The fp32 CPU reference backend. threads = 0: one per hardware core.
 std::unique_ptr<Backend> make_cpu_backend(int threads = 0);
+
+// Whether this binary can run the CUDA backend here. `detail` names the device when available
+// ("NVIDIA H200, compute capability 9.0, 140.4 GiB") and otherwise what is missing, as a sentence.
+struct DeviceProbe {
+    bool available = false;
+    std::string detail;
+};
+DeviceProbe probe_cuda();
+
+// device: "cpu" | "cuda" | "auto" (CUDA when this binary has the CUDA backend and a supported GPU
+// is present, else CPU). threads: CPU threads (CPU backend only). Throws std::runtime_error naming
+// what was needed and what was found when "cuda" cannot be used (no CUDA build, no driver, no GPU,
+// compute capability below 9.0), std::invalid_argument for an unknown name.
+std::unique_ptr<Backend> make_backend(const std::string& device, int threads = 0);
+
+// The device behind a backend name, for trace metadata: "cuda: NVIDIA H200, compute capability
+// 9.0, 139.8 GiB" or "cpu: 16 hardware threads".
+std::string describe_device(const std::string& backend_name);
 
 }  // namespace kvscope

@@ -20,9 +20,18 @@ void add_model_options(CLI::App& sub, ModelArgs& args) {
                    "(tokenizer.json, tokenizer.model or llama2.c tokenizer.bin)");
     sub.add_option("--threads", args.threads, "CPU threads (0 = all cores)")
         ->check(CLI::NonNegativeNumber);
+    sub.add_option("--device", args.device,
+                   "Where the model runs: cuda, cpu, or auto (CUDA when this build has it and a "
+                   "GPU of compute capability 9.0+ is present, else the CPU)")
+        ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
+        ->capture_default_str();
 }
 
 Loaded load_model_and_tokenizer(const ModelArgs& args, bool need_tokenizer) {
+    if (args.device == "cuda") {  // before any long work
+        const DeviceProbe p = probe_cuda();
+        if (!p.available) (void)make_backend("cuda", args.threads);  // throws the full message
+    }
     Loaded out;
     out.model = load_model(args.model);
     if (!need_tokenizer) return out;

@@ -10,6 +10,7 @@
 
 #include "core/model/model.h"
 #include "core/tokenizer/tokenizer.h"
+#include "kernels/backend.h"
 
 namespace kvscope::cli {
 
@@ -17,6 +18,7 @@ struct ModelArgs {
     std::string model;
     std::string tokenizer;  // optional: a tokenizer stored apart from the weights
     int threads = 0;
+    std::string device = "auto";  // auto | cpu | cuda (kernels/backend.h make_backend)
 };
 void add_model_options(CLI::App& sub, ModelArgs& args);
 
@@ -26,6 +28,7 @@ struct Loaded {
 };
 // Loads the model and (when `need_tokenizer`) its tokenizer. For a llama2.c .bin without
 // --tokenizer, looks for tokenizer.bin beside it. Throws InputError.
+// --device is checked first (a clear error, exit 1, when CUDA is asked for and cannot be used).
 Loaded load_model_and_tokenizer(const ModelArgs& args, bool need_tokenizer);
 
 // "1,2,3" -> {1,2,3}; throws InputError naming the flag on a malformed list.

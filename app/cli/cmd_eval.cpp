@@ -137,7 +137,7 @@ std::function<int()> setup(CLI::App& sub) {
                              static_cast<long long>(spec.max_position));
         }
         ScenarioBuilder builder(*L.tokenizer, kind == ScenarioKind::niah ? &hay : nullptr);
-        auto backend = make_cpu_backend(a->m.threads);
+        auto backend = make_backend(a->m.device, a->m.threads);
         EngineOptions opts;
         opts.threads = a->m.threads;
         Engine engine(*L.model, *backend, opts);

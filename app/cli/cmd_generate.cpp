@@ -40,7 +40,7 @@ std::function<int()> setup(CLI::App& sub) {
     return [a]() {
         Loaded L = load_model_and_tokenizer(a->m, true);
         const std::vector<int32_t> ids = encode_prompt(*L.tokenizer, a->prompt);
-        auto backend = make_cpu_backend(a->m.threads);
+        auto backend = make_backend(a->m.device, a->m.threads);
         EngineOptions opts;
         opts.threads = a->m.threads;
         Engine engine(*L.model, *backend, opts);

@@ -48,7 +48,7 @@ std::function<int()> setup(CLI::App& sub) {
         };
         std::vector<int32_t> ids = p->count() > 0 ? encode_prompt(*L.tokenizer, a->prompt)
                                                   : parse_id_list(a->token_ids, "--token-ids");
-        auto backend = make_cpu_backend(a->m.threads);
+        auto backend = make_backend(a->m.device, a->m.threads);
         EngineOptions opts;
         opts.threads = a->m.threads;
         opts.stats.all_logits = true;

@@ -1,9 +1,14 @@
 // The CPU backend: host memory, synchronous execution, fp32 activations. Weights are borrowed
 // (zero copy) from the mmapped checkpoint.
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <stdexcept>
 #include <thread>
+#include <unordered_map>
+#include <vector>
 
 #include "kernels/cpu/cpu_ops.h"
 
@@ -18,16 +23,55 @@ class CpuBackend final : public Backend {
     }
 
     std::string name() const override { return "cpu"; }
+    std::string describe() const override {
+        return "cpu (fp32, " + std::to_string(pool_.size()) + " threads)";
+    }
     DeviceKind device() const override { return DeviceKind::cpu; }
+
+    MemoryInfo memory() const override {
+        std::lock_guard<std::mutex> lock(mu_);
+        MemoryInfo m;
+        m.in_use = in_use_;
+        m.peak = peak_;
+        return m;
+    }
+    double measure_copy_gbs(size_t bytes, int reps) override {
+        std::vector<char> a(bytes, 1), b(bytes, 0);
+        std::vector<double> secs;
+        for (int r = 0; r < std::max(1, reps); ++r) {
+            const auto t0 = std::chrono::steady_clock::now();
+            std::memcpy(b.data(), a.data(), bytes);
+            secs.push_back(
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+            a[static_cast<size_t>(r) % bytes] = b[(static_cast<size_t>(r) * 7) % bytes];
+        }
+        std::sort(secs.begin(), secs.end());
+        const double s = secs[secs.size() / 2];
+        return s > 0 ? 2.0 * static_cast<double>(bytes) / s / 1e9 : 0.0;
+    }
 
     Tensor alloc(DType dtype, std::initializer_list<int64_t> shape) override {
         Tensor t = make_tensor_view(nullptr, dtype, shape);
         const size_t bytes = t.bytes();
         t.data = bytes ? std::calloc(bytes, 1) : nullptr;
         if (bytes && !t.data) throw std::bad_alloc();
+        if (t.data) {
+            std::lock_guard<std::mutex> lock(mu_);
+            sizes_[t.data] = bytes;
+            in_use_ += static_cast<int64_t>(bytes);
+            peak_ = std::max(peak_, in_use_);
+        }
         return t;
     }
     void release(Tensor& t) override {
+        if (t.data) {
+            std::lock_guard<std::mutex> lock(mu_);
+            auto it = sizes_.find(t.data);
+            if (it != sizes_.end()) {
+                in_use_ -= static_cast<int64_t>(it->second);
+                sizes_.erase(it);
+            }
+        }
         std::free(t.data);
         t.data = nullptr;
     }
@@ -74,6 +118,9 @@ class CpuBackend final : public Backend {
 
   private:
     cpu::ThreadPool pool_;
+    mutable std::mutex mu_;
+    std::unordered_map<void*, size_t> sizes_;
+    int64_t in_use_ = 0, peak_ = 0;
 };
 
 }  // namespace

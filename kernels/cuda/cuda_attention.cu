@@ -1,0 +1,417 @@
+// Attention on the device: causal-by-position softmax attention with GQA over ragged per-KV-head
+// slot arrays, plus the statistics the policies read. CPU twin: cpu::attention
+// (kernels/cpu/cpu_attention.cpp), which forms every probability row explicitly.
+//
+// Kernels (all fp32 for now; tensor-core tiles are the next step, see bench/GPU_RUNBOOK.md):
+//   flash_fwd      prefill, one block per (16 queries, query head): loops over key tiles of 32
+//                  with an online softmax (never an n x n matrix), writes out and the row LSE.
+//                  Floor: FLOPs 4*n*L*d per query head (about half under the causal mask);
+//                  bytes Q + O + (n/16) passes over K and V of the head (L2-resident in practice).
+//   probs_pass     exact statistics from the saved LSE, parallel over KEY tiles (the layout of
+//                  flash attention's dK/dV pass): each block keeps 32 keys on chip, loops over the
+//                  query tiles, recomputes p = exp(q.k*scale - LSE) under the mask and sums over
+//                  the queries in a fixed order (no atomics: deterministic). The same pass writes
+//                  the last W query rows (SnapKV/PyramidKV window). Floor: +2*n*L*d FLOPs (~+50%).
+//   decode_*       n <= 8 query rows (decode): split-K over chunks of 256 keys per (split, head,
+//                  row), scores kept in a [n*H, L] buffer, partials combined per head in a fixed
+//                  order, then the probability row / column sums from the kept scores.
+//                  Floor: bytes 2*L*d*4 per KV head (K and V read once) + the score row.
+// Masking: slot j is visible to query i iff kpos[j] <= q_pos[i] (positions need not be sorted).
+// A row that sees no key gets out = 0 and LSE = -inf (as on the CPU).
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+#include "kernels/cuda/cuda_common.h"
+#include "kernels/cuda/cuda_device.cuh"
+
+namespace kvscope::cuda {
+namespace {
+
+constexpr int kBQ = 16;       // query rows per tile
+constexpr int kBK = 32;       // keys per tile (one per lane)
+constexpr int kThreads = 128; // 4 warps; warp w owns query rows 4w .. 4w+3 of a tile
+constexpr int kRowsPerWarp = kBQ / (kThreads / 32);
+constexpr int kChunk = 256;   // keys per decode split
+constexpr int64_t kNoPos = INT64_MAX;
+
+template <int DMAX>
+constexpr size_t tile_smem_bytes() {
+    return sizeof(int64_t) * (kBQ + kBK) +
+           sizeof(float) * (kBQ * DMAX + kBK * (DMAX + 1) + kBK * DMAX + kBQ);
+}
+
+// ---- prefill forward ------------------------------------------------------------------------
+template <int DMAX>
+__global__ void __launch_bounds__(kThreads) flash_fwd(AttentionDev a) {
+    constexpr int DPL = DMAX / 32;  // output dims per lane
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    int64_t* sQpos = reinterpret_cast<int64_t*>(smem_raw);
+    int64_t* sKpos = sQpos + kBQ;
+    float* sQ = reinterpret_cast<float*>(sKpos + kBK);  // [kBQ][DMAX]
+    float* sK = sQ + kBQ * DMAX;                         // [kBK][DMAX + 1] (padded: no conflicts)
+    float* sV = sK + kBK * (DMAX + 1);                   // [kBK][DMAX]
+
+    const int tid = static_cast<int>(threadIdx.x), lane = tid & 31, warp = tid >> 5;
+    const int64_t d = a.d, n = a.n, H = a.H;
+    const int64_t h = blockIdx.y, g = h / (H / a.G);
+    const int64_t q0 = static_cast<int64_t>(blockIdx.x) * kBQ;
+    const int64_t len = a.kv_len[g];
+    const float* K = a.k + a.kv_off[g] * d;
+    const float* V = a.v + a.kv_off[g] * d;
+    const int64_t* kpos = a.kpos + a.kv_off[g];
+
+    for (int e = tid; e < kBQ * DMAX; e += kThreads) {
+        const int r = e / DMAX, c = e % DMAX;
+        const int64_t qi = q0 + r;
+        sQ[e] = (qi < n && c < d) ? a.q[(qi * H + h) * d + c] : 0.0f;
+    }
+    if (tid < kBQ) sQpos[tid] = (q0 + tid < n) ? a.q_pos[q0 + tid] : INT64_MIN;
+    __syncthreads();
+    int64_t qmax = INT64_MIN;
+    for (int r = 0; r < kBQ; ++r) qmax = qmax > sQpos[r] ? qmax : sQpos[r];
+
+    float m[kRowsPerWarp], l[kRowsPerWarp], o[kRowsPerWarp][DPL];
+    for (int e = 0; e < kRowsPerWarp; ++e) {
+        m[e] = -INFINITY;
+        l[e] = 0.0f;
+        for (int t = 0; t < DPL; ++t) o[e][t] = 0.0f;
+    }
+
+    for (int64_t kt = 0; kt < len; kt += kBK) {
+        __syncthreads();  // the previous tile's readers are done
+        for (int e = tid; e < kBK * DMAX; e += kThreads) {
+            const int j = e / DMAX, c = e % DMAX;
+            const bool ok = kt + j < len && c < d;
+            sK[j * (DMAX + 1) + c] = ok ? K[(kt + j) * d + c] : 0.0f;
+            sV[j * DMAX + c] = ok ? V[(kt + j) * d + c] : 0.0f;
+        }
+        int any = 0;
+        if (tid < kBK) {
+            sKpos[tid] = (kt + tid < len) ? kpos[kt + tid] : kNoPos;
+            any = sKpos[tid] <= qmax;
+        }
+        if (!__syncthreads_or(any)) continue;  // no query of this tile sees these keys
+
+        float s[kRowsPerWarp], p[kRowsPerWarp];
+        for (int e = 0; e < kRowsPerWarp; ++e) {
+            const int r = warp * kRowsPerWarp + e;
+            float acc = 0.0f;
+            const float* qr = sQ + r * DMAX;
+            const float* kr = sK + lane * (DMAX + 1);
+            for (int64_t x = 0; x < d; ++x) acc += qr[x] * kr[x];
+            s[e] = sKpos[lane] <= sQpos[r] ? acc * a.scale : -INFINITY;
+        }
+        for (int e = 0; e < kRowsPerWarp; ++e) {
+            const float m_new = fmaxf(m[e], warp_max(s[e]));
+            float corr = 1.0f;
+            p[e] = 0.0f;
+            if (m_new != -INFINITY) {
+                corr = expf(m[e] - m_new);  // 0 when m was -inf
+                p[e] = expf(s[e] - m_new);  // 0 for masked keys
+            }
+            l[e] = l[e] * corr + warp_sum(p[e]);
+            m[e] = m_new;
+            for (int t = 0; t < DPL; ++t) o[e][t] *= corr;
+        }
+        for (int j = 0; j < kBK; ++j) {
+            float vj[DPL];
+            for (int t = 0; t < DPL; ++t) vj[t] = sV[j * DMAX + lane + 32 * t];
+            for (int e = 0; e < kRowsPerWarp; ++e) {
+                const float pj = __shfl_sync(0xffffffffu, p[e], j);
+                for (int t = 0; t < DPL; ++t) o[e][t] += pj * vj[t];
+            }
+        }
+    }
+
+    for (int e = 0; e < kRowsPerWarp; ++e) {
+        const int64_t qi = q0 + warp * kRowsPerWarp + e;
+        if (qi >= n) continue;
+        const float inv = l[e] > 0.0f ? 1.0f / l[e] : 0.0f;
+        for (int t = 0; t < DPL; ++t) {
+            const int64_t c = lane + 32 * t;
+            if (c < d) a.out[(qi * H + h) * d + c] = o[e][t] * inv;
+        }
+        if (lane == 0) a.lse[h * n + qi] = l[e] > 0.0f ? m[e] + logf(l[e]) : -INFINITY;
+    }
+}
+
+// ---- exact statistics pass (parallel over key tiles) -----------------------------------------
+template <int DMAX>
+__global__ void __launch_bounds__(kThreads)
+    probs_pass(AttentionDev a, int64_t q_begin, float* colsum, float* rows, int64_t n_tail) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    int64_t* sQpos = reinterpret_cast<int64_t*>(smem_raw);
+    int64_t* sKpos = sQpos + kBQ;
+    float* sQ = reinterpret_cast<float*>(sKpos + kBK);  // [kBQ][DMAX]
+    float* sK = sQ + kBQ * DMAX;                         // [kBK][DMAX + 1]
+    float* sLse = sK + kBK * (DMAX + 1) + kBK * DMAX;    // [kBQ] (sV's room is unused here)
+    __shared__ float red[kThreads / 32][32];
+
+    const int tid = static_cast<int>(threadIdx.x), lane = tid & 31, warp = tid >> 5;
+    const int64_t d = a.d, n = a.n, H = a.H, ld = a.max_len;
+    const int64_t h = blockIdx.y, g = h / (H / a.G);
+    const int64_t kt = static_cast<int64_t>(blockIdx.x) * kBK;
+    const int64_t len = a.kv_len[g];
+    if (kt >= len) return;  // whole block: this head holds fewer keys
+    const float* K = a.k + a.kv_off[g] * d;
+    const int64_t* kpos = a.kpos + a.kv_off[g];
+    const int64_t tail0 = n - n_tail;
+
+    for (int e = tid; e < kBK * DMAX; e += kThreads) {
+        const int j = e / DMAX, c = e % DMAX;
+        sK[j * (DMAX + 1) + c] = (kt + j < len && c < d) ? K[(kt + j) * d + c] : 0.0f;
+    }
+    if (tid < kBK) sKpos[tid] = (kt + tid < len) ? kpos[kt + tid] : kNoPos;
+    __syncthreads();
+    int64_t kmin = kNoPos;
+    for (int j = 0; j < kBK; ++j) kmin = kmin < sKpos[j] ? kmin : sKpos[j];
+
+    float acc = 0.0f;  // this lane's key, summed over the rows this warp scores
+    for (int64_t qt = q_begin; qt < n; qt += kBQ) {
+        __syncthreads();
+        for (int e = tid; e < kBQ * DMAX; e += kThreads) {
+            const int r = e / DMAX, c = e % DMAX;
+            const int64_t qi = qt + r;
+            sQ[e] = (qi < n && c < d) ? a.q[(qi * H + h) * d + c] : 0.0f;
+        }
+        int any = 0;
+        if (tid < kBQ) {
+            const int64_t qi = qt + tid;
+            sQpos[tid] = qi < n ? a.q_pos[qi] : INT64_MIN;
+            sLse[tid] = qi < n ? a.lse[h * n + qi] : -INFINITY;
+            any = sQpos[tid] >= kmin;
+        }
+        if (!__syncthreads_or(any)) continue;
+        for (int e = 0; e < kRowsPerWarp; ++e) {
+            const int r = warp * kRowsPerWarp + e;
+            const int64_t qi = qt + r;
+            float p = 0.0f;
+            if (sKpos[lane] <= sQpos[r]) {
+                float dot = 0.0f;
+                const float* qr = sQ + r * DMAX;
+                const float* kr = sK + lane * (DMAX + 1);
+                for (int64_t x = 0; x < d; ++x) dot += qr[x] * kr[x];
+                p = expf(dot * a.scale - sLse[r]);
+            }
+            acc += p;
+            if (rows && qi >= tail0 && qi < n && kt + lane < len)
+                rows[(h * n_tail + (qi - tail0)) * ld + kt + lane] = p;
+        }
+    }
+    __syncthreads();
+    red[warp][lane] = acc;
+    __syncthreads();
+    if (colsum && warp == 0 && kt + lane < len) {
+        float s = 0.0f;
+        for (int w = 0; w < kThreads / 32; ++w) s += red[w][lane];
+        colsum[h * ld + kt + lane] = s;
+    }
+}
+
+// ---- decode (split-K) -------------------------------------------------------------------------
+struct DecodeScratch {
+    float* scores;  // [n*H, ld]
+    float* pm;      // [n*H, S] split max
+    float* pl;      // [n*H, S] split sum of exp
+    float* po;      // [n*H, S, d] split unnormalised output
+    int64_t splits;
+};
+
+DecodeScratch carve(const AttentionDev& a, void* base) {
+    DecodeScratch s;
+    s.splits = a.max_len > 0 ? (a.max_len + kChunk - 1) / kChunk : 1;
+    const int64_t rows = a.n * a.H;
+    s.scores = static_cast<float*>(base);
+    s.pm = s.scores + rows * a.max_len;
+    s.pl = s.pm + rows * s.splits;
+    s.po = s.pl + rows * s.splits;
+    return s;
+}
+
+template <int DMAX>
+__global__ void __launch_bounds__(kThreads) decode_partial(AttentionDev a, DecodeScratch sc) {
+    __shared__ float sq[DMAX];
+    __shared__ float sp[kChunk];
+    __shared__ float red[kThreads / 32];
+    const int tid = static_cast<int>(threadIdx.x), lane = tid & 31, warp = tid >> 5;
+    const int64_t d = a.d, H = a.H, ld = a.max_len;
+    const int64_t split = blockIdx.x, h = blockIdx.y, i = blockIdx.z, g = h / (H / a.G);
+    const int64_t len = a.kv_len[g];
+    const float* K = a.k + a.kv_off[g] * d;
+    const float* V = a.v + a.kv_off[g] * d;
+    const int64_t* kpos = a.kpos + a.kv_off[g];
+    const int64_t j0 = split * kChunk;
+    const int64_t j1 = j0 + kChunk < len ? j0 + kChunk : len;  // may be <= j0: empty split
+    const int64_t qpos = a.q_pos[i];
+    const int64_t row = i * H + h;
+
+    for (int64_t c = tid; c < d; c += kThreads) sq[c] = a.q[row * d + c];
+    __syncthreads();
+    for (int64_t j = j0 + warp; j < j0 + kChunk; j += kThreads / 32) {
+        float s = -INFINITY;
+        if (j < j1 && kpos[j] <= qpos) {  // uniform over the warp
+            float part = 0.0f;
+            for (int64_t c = lane; c < d; c += 32) part += sq[c] * K[j * d + c];
+            s = warp_sum(part) * a.scale;
+        }
+        if (lane == 0) {
+            sp[j - j0] = s;
+            if (j < j1) sc.scores[row * ld + j] = s;
+        }
+    }
+    __syncthreads();
+    float mx = -INFINITY;
+    for (int t = tid; t < kChunk; t += kThreads) mx = fmaxf(mx, sp[t]);
+    mx = block_max<kThreads>(mx, red);
+    float sum = 0.0f;
+    for (int t = tid; t < kChunk; t += kThreads) {
+        const float p = mx == -INFINITY ? 0.0f : expf(sp[t] - mx);
+        sp[t] = p;
+        sum += p;
+    }
+    sum = block_sum<kThreads>(sum, red);  // its barriers also publish sp
+    const int64_t cnt = j1 > j0 ? j1 - j0 : 0;
+    const int64_t slot = row * sc.splits + split;
+    for (int64_t c = tid; c < d; c += kThreads) {
+        float o = 0.0f;
+        for (int64_t t = 0; t < cnt; ++t) o += sp[t] * V[(j0 + t) * d + c];
+        sc.po[slot * d + c] = o;
+    }
+    if (tid == 0) {
+        sc.pm[slot] = mx;
+        sc.pl[slot] = sum;
+    }
+}
+
+__global__ void __launch_bounds__(kThreads) decode_combine(AttentionDev a, DecodeScratch sc) {
+    const int64_t h = blockIdx.x, i = blockIdx.y, H = a.H, d = a.d;
+    const int64_t row = i * H + h;
+    const float* pm = sc.pm + row * sc.splits;
+    const float* pl = sc.pl + row * sc.splits;
+    float M = -INFINITY;
+    for (int64_t s = 0; s < sc.splits; ++s) M = fmaxf(M, pm[s]);
+    float L = 0.0f;
+    if (M != -INFINITY)
+        for (int64_t s = 0; s < sc.splits; ++s) L += pl[s] * expf(pm[s] - M);
+    const float inv = L > 0.0f ? 1.0f / L : 0.0f;
+    for (int64_t c = threadIdx.x; c < d; c += kThreads) {
+        float o = 0.0f;
+        if (M != -INFINITY)
+            for (int64_t s = 0; s < sc.splits; ++s)
+                o += sc.po[(row * sc.splits + s) * d + c] * expf(pm[s] - M);
+        a.out[row * d + c] = o * inv;
+    }
+    if (threadIdx.x == 0) a.lse[h * a.n + i] = L > 0.0f ? M + logf(L) : -INFINITY;
+}
+
+__global__ void decode_probs(AttentionDev a, DecodeScratch sc, float* colsum, float* rows,
+                             int64_t n_tail) {
+    const int64_t h = blockIdx.y, H = a.H, n = a.n, ld = a.max_len;
+    const int64_t len = a.kv_len[h / (H / a.G)];
+    const int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (j >= len) return;
+    const int64_t tail0 = n - n_tail;
+    float acc = 0.0f;
+    for (int64_t i = 0; i < n; ++i) {
+        const float s = sc.scores[(i * H + h) * ld + j];
+        const float lse = a.lse[h * n + i];
+        const float p = (s == -INFINITY || lse == -INFINITY) ? 0.0f : expf(s - lse);
+        acc += p;
+        if (rows && i >= tail0) rows[(h * n_tail + (i - tail0)) * ld + j] = p;
+    }
+    if (colsum) colsum[h * ld + j] = acc;
+}
+
+// ---- dispatch -------------------------------------------------------------------------------
+// Calls f(std::integral_constant<int, DMAX>) for the smallest instantiated DMAX >= d.
+template <class F>
+void with_dmax(int64_t d, F&& f) {
+    if (d <= 64)
+        f(std::integral_constant<int, 64>{});
+    else if (d <= 128)
+        f(std::integral_constant<int, 128>{});
+    else if (d <= kMaxHeadDim)
+        f(std::integral_constant<int, 256>{});
+    else
+        throw std::runtime_error("cuda attention: head_dim " + std::to_string(d) +
+                                 " is above the supported " + std::to_string(kMaxHeadDim));
+}
+
+void check_shape(const AttentionDev& a) {
+    if (a.G <= 0 || a.H % a.G != 0)
+        throw std::runtime_error("cuda attention: query heads must be a multiple of KV heads");
+    if (a.H > 65535 || a.n > 65535LL * 65535LL)
+        throw std::runtime_error("cuda attention: too many heads or rows for the grid");
+}
+
+}  // namespace
+
+size_t attention_decode_scratch_bytes(const AttentionDev& a) {
+    const int64_t splits = a.max_len > 0 ? (a.max_len + kChunk - 1) / kChunk : 1;
+    const int64_t rows = a.n * a.H;
+    return sizeof(float) *
+           static_cast<size_t>(rows * a.max_len + 2 * rows * splits + rows * splits * a.d);
+}
+
+void attention_prefill(const AttentionDev& a, cudaStream_t stream) {
+    check_shape(a);
+    if (a.n <= 0) return;
+    const dim3 grid(static_cast<unsigned int>((a.n + kBQ - 1) / kBQ),
+                    static_cast<unsigned int>(a.H));
+    with_dmax(a.d, [&](auto dm) {
+        constexpr int DMAX = decltype(dm)::value;
+        const size_t bytes = tile_smem_bytes<DMAX>();
+        KVS_CUDA_CHECK(cudaFuncSetAttribute(flash_fwd<DMAX>,
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            static_cast<int>(bytes)));
+        flash_fwd<DMAX><<<grid, kThreads, bytes, stream>>>(a);
+        KVS_CUDA_CHECK_LAUNCH();
+    });
+}
+
+void attention_probs(const AttentionDev& a, int64_t q_begin, float* colsum, float* rows,
+                     int64_t n_tail, cudaStream_t stream) {
+    check_shape(a);
+    if (a.n <= 0 || a.max_len <= 0 || (!colsum && !rows)) return;
+    const dim3 grid(static_cast<unsigned int>((a.max_len + kBK - 1) / kBK),
+                    static_cast<unsigned int>(a.H));
+    with_dmax(a.d, [&](auto dm) {
+        constexpr int DMAX = decltype(dm)::value;
+        const size_t bytes = tile_smem_bytes<DMAX>();
+        KVS_CUDA_CHECK(cudaFuncSetAttribute(probs_pass<DMAX>,
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            static_cast<int>(bytes)));
+        probs_pass<DMAX><<<grid, kThreads, bytes, stream>>>(a, q_begin, colsum, rows, n_tail);
+        KVS_CUDA_CHECK_LAUNCH();
+    });
+}
+
+void attention_decode(const AttentionDev& a, void* scratch, float* colsum, float* rows,
+                      int64_t n_tail, cudaStream_t stream) {
+    check_shape(a);
+    if (a.n <= 0) return;
+    if (a.n > kDecodeMaxRows)
+        throw std::runtime_error("cuda attention: the decode path takes at most " +
+                                 std::to_string(kDecodeMaxRows) + " rows");
+    const DecodeScratch sc = carve(a, scratch);
+    const dim3 grid(static_cast<unsigned int>(sc.splits), static_cast<unsigned int>(a.H),
+                    static_cast<unsigned int>(a.n));
+    with_dmax(a.d, [&](auto dm) {
+        constexpr int DMAX = decltype(dm)::value;
+        decode_partial<DMAX><<<grid, kThreads, 0, stream>>>(a, sc);
+        KVS_CUDA_CHECK_LAUNCH();
+    });
+    decode_combine<<<dim3(static_cast<unsigned int>(a.H), static_cast<unsigned int>(a.n)),
+                     kThreads, 0, stream>>>(a, sc);
+    KVS_CUDA_CHECK_LAUNCH();
+    if ((colsum || rows) && a.max_len > 0) {
+        decode_probs<<<dim3(static_cast<unsigned int>((a.max_len + 255) / 256),
+                            static_cast<unsigned int>(a.H)),
+                       256, 0, stream>>>(a, sc, colsum, rows, n_tail);
+        KVS_CUDA_CHECK_LAUNCH();
+    }
+}
+
+}  // namespace kvscope::cuda

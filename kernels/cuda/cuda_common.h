@@ -1,0 +1,109 @@
+#pragma once
+// Shared by the CUDA backend's files: error checking (every CUDA / cuBLAS call goes through
+// KVS_CUDA_CHECK / KVS_CUBLAS_CHECK and becomes a std::runtime_error naming the call, the error
+// and file:line), and the launchers each kernel file exports to cuda_backend.cpp.
+//
+// Conventions: all pointers given to a launcher are device-accessible (cudaMalloc'd weights and
+// scratch, or the backend's managed activations); dtype codes are kvscope::DType; every launcher
+// only enqueues on `stream` (cuda_backend.cpp decides when to synchronise).
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/backend.h"
+#include "kernels/dtype.h"
+
+namespace kvscope::cuda {
+
+[[noreturn]] void throw_cuda_error(const char* call, const char* what, int code, const char* file,
+                                   int line);
+
+}  // namespace kvscope::cuda
+
+#define KVS_CUDA_CHECK(call)                                                                   \
+    do {                                                                                       \
+        const cudaError_t kvs_err_ = (call);                                                   \
+        if (kvs_err_ != cudaSuccess)                                                           \
+            ::kvscope::cuda::throw_cuda_error(#call, cudaGetErrorString(kvs_err_),             \
+                                              static_cast<int>(kvs_err_), __FILE__, __LINE__); \
+    } while (0)
+
+#define KVS_CUBLAS_CHECK(call)                                                                  \
+    do {                                                                                        \
+        const cublasStatus_t kvs_st_ = (call);                                                  \
+        if (kvs_st_ != CUBLAS_STATUS_SUCCESS)                                                   \
+            ::kvscope::cuda::throw_cuda_error(#call, cublasGetStatusString(kvs_st_),            \
+                                              static_cast<int>(kvs_st_), __FILE__, __LINE__);   \
+    } while (0)
+
+// After a kernel launch: launch-configuration errors surface here, not at the next sync.
+#define KVS_CUDA_CHECK_LAUNCH() KVS_CUDA_CHECK(cudaGetLastError())
+
+namespace kvscope::cuda {
+
+// ---- cuda_embedding.cu ----------------------------------------------------------------------
+// out[i, :] = f32(table[ids[i], :]); ids out of [0, vocab) give a zero row (as on the CPU).
+void embedding(const void* table, DType dt, int64_t vocab, int64_t d, const int32_t* ids,
+               int64_t n, float* out, cudaStream_t stream);
+
+// ---- cuda_rmsnorm.cu ------------------------------------------------------------------------
+// Row-wise over [rows, d]; w [d] f32/f16/bf16; out may alias x.
+void rmsnorm(const float* x, int64_t rows, int64_t d, const void* w, DType wdt, float eps,
+             float* out, cudaStream_t stream);
+
+// ---- cuda_rope.cu ---------------------------------------------------------------------------
+// In place on x [n, heads, head_dim]; positions [n]; inv_freq [head_dim/2].
+void rope(float* x, int64_t n, int64_t heads, int64_t head_dim, const int64_t* positions,
+          const float* inv_freq, RopePairs pairs, cudaStream_t stream);
+
+// ---- cuda_elementwise.cu --------------------------------------------------------------------
+void silu_mul(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream);
+void add_inplace(float* x, const float* y, int64_t n, cudaStream_t stream);
+
+// ---- cuda_matmul.cu -------------------------------------------------------------------------
+// out[n, m] = x[n, k] @ w[m, k]^T (+ bias[m]) through cuBLAS with fp32 accumulation. f16/bf16
+// weights: x is rounded to the weight dtype into `xcast` (>= n*k*2 bytes) first.
+void matmul(cublasHandle_t handle, const float* x, int64_t n, int64_t k, const void* w, DType wdt,
+            int64_t m, const void* bias, DType bdt, float* out, void* xcast,
+            cudaStream_t stream);
+// dst[i] = f32(src[i]) on the device (weights uploaded in fp32 mode, tests).
+void convert_to_f32(const void* src, DType dt, int64_t n, float* dst, cudaStream_t stream);
+
+// ---- cuda_attention.cu ----------------------------------------------------------------------
+// One call's attention over ragged per-KV-head slot arrays. K/V/pos of every KV head are packed
+// one after another (rows kv_off[g] .. kv_off[g] + kv_len[g]); kv_off/kv_len are device arrays.
+struct AttentionDev {
+    const float* q = nullptr;        // [n, H, d]
+    const int64_t* q_pos = nullptr;  // [n]
+    const float* k = nullptr;        // [sum len, d]
+    const float* v = nullptr;        // [sum len, d]
+    const int64_t* kpos = nullptr;   // [sum len]
+    const int64_t* kv_off = nullptr; // [G]
+    const int64_t* kv_len = nullptr; // [G]
+    int64_t n = 0, H = 0, G = 0, d = 0;
+    int64_t max_len = 0;             // max over heads of kv_len (the stride of score buffers)
+    float scale = 1.0f;
+    float* out = nullptr;            // [n, H, d]
+    float* lse = nullptr;            // [H, n] row log-sum-exp (natural log), always written
+};
+// Largest head_dim the kernels are instantiated for.
+constexpr int64_t kMaxHeadDim = 256;
+// Bytes of scratch attention_decode needs (scores + split partials).
+size_t attention_decode_scratch_bytes(const AttentionDev& a);
+// Rows up to this count take the split-K decode path; longer calls the flash path.
+constexpr int64_t kDecodeMaxRows = 8;
+// Flash-style forward (tiles of queries x keys, online softmax, never an n x n matrix): out, lse.
+void attention_prefill(const AttentionDev& a, cudaStream_t stream);
+// Exact statistics from the saved LSE, parallel over key blocks (no atomics, deterministic):
+// for query rows [q_begin, n): colsum[h * max_len + j] = sum_i p_ij (when colsum != null) and
+// rows[(h * n_tail + (i - (n - n_tail))) * max_len + j] = p_ij for the last n_tail rows (when
+// rows != null). Entries past a head's length are left untouched.
+void attention_probs(const AttentionDev& a, int64_t q_begin, float* colsum, float* rows,
+                     int64_t n_tail, cudaStream_t stream);
+// Split-K decode for n <= kDecodeMaxRows: out, lse, and (from the same scores) colsum / rows as
+// attention_probs defines them. `scratch` holds attention_decode_scratch_bytes(a).
+void attention_decode(const AttentionDev& a, void* scratch, float* colsum, float* rows,
+                      int64_t n_tail, cudaStream_t stream);
+
+}  // namespace kvscope::cuda
