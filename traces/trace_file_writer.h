@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "traces/hdf5_io.h"
+#include "traces/head_counts.h"
 #include "traces/trace_layout.h"
 #include "traces/trace_output.h"
 #include "traces/trace_schema.h"
@@ -71,6 +72,7 @@ class TraceFileWriter {
     int64_t events_ = 0;
     int64_t row_entries_ = 0;
     std::vector<EventRecord> pending_;
+    HeadCounter head_counts_;     // /summary rows
     std::string generated_text_;  // for answer_found
 };
 

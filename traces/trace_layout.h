@@ -31,6 +31,7 @@ enum class Presence : uint8_t {
     kWithSpans,          // n_spans > 0
     kWithAttentionRows,  // record_attention_rows
     kWithMaps,           // record_maps
+    kOptional,           // written by current writers; older traces lack it (readers fall back)
 };
 
 struct DatasetSpec {

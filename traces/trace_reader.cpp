@@ -25,6 +25,8 @@ bool is_present(Presence p, const AxisSizes& sizes, bool rows, bool maps) {
             return rows;
         case Presence::kWithMaps:
             return maps;
+        case Presence::kOptional:
+            return true;  // opened when there
     }
     return false;
 }
@@ -111,6 +113,7 @@ void TraceReader::Impl::open() {
     for (const auto& spec : dataset_specs()) {
         if (!is_present(spec.presence, sizes, has_rows, has_maps)) continue;
         h5::Dataset dset = h5::open_dataset(f, spec.name, H5I_INVALID_HID);
+        if (!dset.id.valid() && spec.presence == Presence::kOptional) continue;
         if (!dset.id.valid())
             fail(std::string("missing dataset ") + spec.name + " (required by schema version " +
                  std::to_string(schema_version) + ")");
@@ -151,6 +154,8 @@ void TraceReader::Impl::open() {
     for (size_t i = 0; i < static_cast<size_t>(sizes.N); ++i)
         spans.push_back({begins[i], ends[i], labels[i], expected[i]});
     meta.spans = spans;
+    has_summary = has(ds::kSumAppended) && has(ds::kSumHeld) && has(ds::kSumHeldBits) &&
+                  has(ds::kSumMerged) && has(ds::kSumEvicted);
     read_counts();
 }
 
@@ -502,6 +507,27 @@ std::vector<float> TraceReader::needle_survival(int32_t span, int64_t begin, int
                              {static_cast<hsize_t>(begin), static_cast<hsize_t>(span), 0, 0},
                              {static_cast<hsize_t>(end - begin), 1, static_cast<hsize_t>(m.sizes.L),
                               static_cast<hsize_t>(m.sizes.H)});
+    });
+}
+
+bool TraceReader::has_head_counts() const {
+    return impl_->has_summary;
+}
+
+HeadCountRow TraceReader::head_counts(int64_t step) const {
+    return guarded(*impl_, [&] {
+        const Impl& m = *impl_;
+        if (!m.has_summary) throw std::out_of_range("the trace has no /summary counts");
+        m.check_steps(step, step + 1);
+        const h5::Dims at{static_cast<hsize_t>(step), 0, 0};
+        const h5::Dims count{1, static_cast<hsize_t>(m.sizes.L), static_cast<hsize_t>(m.sizes.H)};
+        HeadCountRow row;
+        row.appended = m.read<int32_t>(ds::kSumAppended, at, count);
+        row.held = m.read<int32_t>(ds::kSumHeld, at, count);
+        row.held_bits = m.read<int64_t>(ds::kSumHeldBits, at, count);
+        row.merged = m.read<int32_t>(ds::kSumMerged, at, count);
+        row.evicted = m.read<int32_t>(ds::kSumEvicted, at, count);
+        return row;
     });
 }
 

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "traces/head_counts.h"
 #include "traces/trace_schema.h"
 
 namespace kvscope::trace {
@@ -114,6 +115,11 @@ class TraceReader {
     // State of positions 0..(P+step)-1 of the (layer, head) cache after `step`. The events of a
     // (layer, head) are read once and cached (a few (layer, head) pairs at a time).
     std::vector<TokenState> token_states(int32_t layer, int32_t head, int64_t step) const;
+
+    // ---- Per-head counts after a step (/summary, optional: traces written before it lack it) ----
+    bool has_head_counts() const;
+    // Counts of every (layer, head) after `step` ([L*H] each); needs has_head_counts().
+    HeadCountRow head_counts(int64_t step) const;
 
     // ---- Heavy data (only when recorded) ----
     AttentionRow attention_row(int64_t step, int32_t layer, int32_t head) const;

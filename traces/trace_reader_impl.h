@@ -27,6 +27,7 @@ struct TraceReader::Impl {
     AxisSizes sizes;
     bool has_rows = false;
     bool has_maps = false;
+    bool has_summary = false;               // every /summary dataset is there
     std::map<std::string, h5::Dataset> ds;  // every dataset present, held open
     std::vector<MarkedSpan> spans;
 

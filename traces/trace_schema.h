@@ -143,6 +143,17 @@ inline constexpr const char* kRowPosition = "/attention_rows/position";  // int3
 inline constexpr const char* kRowValue = "/attention_rows/value";        // float32 [V] prob.
 inline constexpr const char* kRowBegin = "/attention_rows/begin";  // int64 [S,L,H] first entry
 inline constexpr const char* kRowCount = "/attention_rows/count";  // int32 [S,L,H] entries
+
+// ---- /summary: per-head counts after each step (optional: writers since issue 18) ----------
+// The counts the views rebuild from /events (traces/head_counts.h), so an overview of every
+// (layer, head) reads [L,H] numbers per step instead of every event. Readers use them when
+// present and replay events otherwise.
+inline constexpr const char* kSumAppended = "/summary/appended";   // int32 [S,L,H] tokens ever
+                                                                   // appended (or changed)
+inline constexpr const char* kSumHeld = "/summary/held";           // int32 [S,L,H] tokens held
+inline constexpr const char* kSumHeldBits = "/summary/held_bits";  // int64 [S,L,H] Σ bits held
+inline constexpr const char* kSumMerged = "/summary/merged";       // int32 [S,L,H] merges so far
+inline constexpr const char* kSumEvicted = "/summary/evicted";     // int32 [S,L,H] evictions
 }  // namespace ds
 
 // ---- Enumerations stored as integers ---------------------------------------------------------

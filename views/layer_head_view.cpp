@@ -9,23 +9,23 @@ namespace kvscope::views {
 namespace {
 
 // Bytes a cache head holds: Σ bits over held tokens x head_dim x 2 (keys and values) / 8.
-double head_bytes(const HeadHistory& h, int64_t step, int32_t head_dim) {
-    return static_cast<double>(h.held_bits(step)) * std::max(head_dim, 1) * 2.0 / 8.0;
+double head_bytes(const HeadCounts& c, int32_t head_dim) {
+    return static_cast<double>(c.held_bits) * std::max(head_dim, 1) * 2.0 / 8.0;
 }
 
 }  // namespace
 
 float LayerHeadView::cell_value(const TraceModel& model, Metric metric, int32_t layer, int32_t head,
                                 int64_t step, double max_bytes) {
-    const auto h = model.history(layer, head, Load::kLater);
-    if (!h) return std::nanf("");
+    // Counts only (the trace's /summary when it has one): never a head's whole history.
+    const auto c = model.head_counts(layer, head, step, Load::kLater);
+    if (!c) return std::nanf("");
     if (metric == Metric::kFractionKept) {
-        const int64_t seen = h->appended(step);
-        return seen > 0 ? static_cast<float>(h->held(step)) / static_cast<float>(seen) : 0.0f;
+        return c->appended > 0 ? static_cast<float>(c->held) / static_cast<float>(c->appended)
+                               : 0.0f;
     }
-    return max_bytes > 0
-               ? static_cast<float>(head_bytes(*h, step, model.summary().head_dim) / max_bytes)
-               : 0.0f;
+    return max_bytes > 0 ? static_cast<float>(head_bytes(*c, model.summary().head_dim) / max_bytes)
+                         : 0.0f;
 }
 
 PlotRect LayerHeadView::cell_rect(int32_t layer, int32_t head) const {
@@ -61,8 +61,8 @@ void LayerHeadView::draw(ViewContext& ctx) {
     int loading = 0;
     for (int32_t l = 0; l < layers_; ++l) {
         for (int32_t h = 0; h < heads_; ++h) {
-            if (const auto hist = model.history(l, h, Load::kLater)) {
-                max_bytes = std::max(max_bytes, head_bytes(*hist, step, s.head_dim));
+            if (const auto c = model.head_counts(l, h, step, Load::kLater)) {
+                max_bytes = std::max(max_bytes, head_bytes(*c, s.head_dim));
             } else {
                 ++loading;
             }
@@ -169,15 +169,12 @@ void LayerHeadView::draw(ViewContext& ctx) {
         } else {
             const float frac = cell_value(model, Metric::kFractionKept, l, h, step, max_bytes);
             ImGui::Text("layer %d head %d after step %lld", l, h, static_cast<long long>(step));
-            if (const auto hist = model.history(l, h, Load::kLater)) {
-                ImGui::Text("kept %lld of %lld tokens (%.1f%%)",
-                            static_cast<long long>(hist->held(step)),
-                            static_cast<long long>(hist->appended(step)),
-                            static_cast<double>(frac) * 100.0);
-                ImGui::Text("merged %lld, evicted %lld", static_cast<long long>(hist->merged(step)),
-                            static_cast<long long>(hist->evicted(step)));
-                ImGui::Text("bytes held ~%s",
-                            format_bytes(head_bytes(*hist, step, s.head_dim)).c_str());
+            if (const auto c = model.head_counts(l, h, step, Load::kLater)) {
+                ImGui::Text("kept %lld of %lld tokens (%.1f%%)", static_cast<long long>(c->held),
+                            static_cast<long long>(c->appended), static_cast<double>(frac) * 100.0);
+                ImGui::Text("merged %lld, evicted %lld", static_cast<long long>(c->merged),
+                            static_cast<long long>(c->evicted));
+                ImGui::Text("bytes held ~%s", format_bytes(head_bytes(*c, s.head_dim)).c_str());
             }
             const int32_t budget = model.budget(step, l, h);
             if (budget >= 0) ImGui::Text("budget %d tokens", budget);

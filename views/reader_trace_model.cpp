@@ -207,6 +207,12 @@ std::shared_ptr<const HeadHistory> ReaderTraceModel::history(int32_t layer, int3
 
 bool ReaderTraceModel::load_pending(double budget_ms) {
     const auto start = std::chrono::steady_clock::now();
+    auto over_budget = [&] {
+        const std::chrono::duration<double, std::milli> spent =
+            std::chrono::steady_clock::now() - start;
+        return spent.count() >= budget_ms;
+    };
+    // Histories first (a view waits on them), then counts-only loads.
     while (!queued_.empty()) {
         const int64_t key = *queued_.begin();
         queued_.erase(queued_.begin());
@@ -215,11 +221,81 @@ bool ReaderTraceModel::load_pending(double budget_ms) {
             const int32_t head = static_cast<int32_t>(key % summary_.n_heads);
             insert_history(key, build_history(layer, head));
         }
-        const std::chrono::duration<double, std::milli> spent =
-            std::chrono::steady_clock::now() - start;
-        if (spent.count() >= budget_ms) break;
+        if (over_budget()) return has_pending();
     }
-    return !queued_.empty();
+    while (!count_queued_.empty()) {
+        const int64_t key = *count_queued_.begin();
+        count_queued_.erase(count_queued_.begin());
+        const auto it = count_series_.find(key);
+        if (it == count_series_.end() || std::ssize(it->second) < summary_.n_steps) {
+            // The history is built, read for its counts and dropped: counts-only loads never
+            // evict what the views hold in the history cache.
+            const auto cached = histories_.find(key);
+            const auto h = cached != histories_.end()
+                               ? cached->second.history
+                               : build_history(static_cast<int32_t>(key / summary_.n_heads),
+                                               static_cast<int32_t>(key % summary_.n_heads));
+            count_series_[key] = count_series(*h);
+        }
+        if (over_budget()) break;
+    }
+    return has_pending();
+}
+
+ReaderTraceModel::CountSeries ReaderTraceModel::count_series(const HeadHistory& h) {
+    CountSeries out(static_cast<size_t>(h.steps()));
+    for (int64_t s = 0; s < h.steps(); ++s)
+        out[static_cast<size_t>(s)] = {h.appended(s), h.held(s), h.held_bits(s), h.merged(s),
+                                       h.evicted(s)};
+    return out;
+}
+
+const trace::HeadCountRow* ReaderTraceModel::count_row(int64_t step) const {
+    auto it = count_rows_.find(step);
+    if (it == count_rows_.end()) {
+        trace::HeadCountRow row =
+            guarded([&] { return reader_.head_counts(step); }, trace::HeadCountRow{});
+        const size_t lh = static_cast<size_t>(summary_.n_layers) * summary_.n_heads;
+        if (row.appended.size() != lh || row.held.size() != lh || row.held_bits.size() != lh ||
+            row.merged.size() != lh || row.evicted.size() != lh)
+            return nullptr;
+        if (count_rows_.size() >= 256) count_rows_.clear();  // a few KB per row
+        it = count_rows_.emplace(step, std::move(row)).first;
+    }
+    return &it->second;
+}
+
+std::optional<HeadCounts> ReaderTraceModel::head_counts(int32_t layer, int32_t head, int64_t step,
+                                                        Load load) const {
+    if (!valid_lh(layer, head)) return std::nullopt;
+    // As HeadHistory answers: nothing before step 0, the last step beyond the recorded ones.
+    if (step < 0 || summary_.n_steps <= 0) return HeadCounts{};
+    step = std::min(step, summary_.n_steps - 1);
+    const int64_t key = lh_key(layer, head);
+    if (reader_.has_head_counts()) {
+        if (const trace::HeadCountRow* row = count_row(step)) {
+            const size_t i = static_cast<size_t>(key);
+            return HeadCounts{row->appended[i], row->held[i], row->held_bits[i], row->merged[i],
+                              row->evicted[i]};
+        }
+        // An unreadable /summary row: replay the events instead.
+    }
+    const auto it = count_series_.find(key);
+    if (it != count_series_.end() && step < std::ssize(it->second))
+        return it->second[static_cast<size_t>(step)];
+    const auto cached = histories_.find(key);
+    if (cached != histories_.end() && step < cached->second.history->steps()) {
+        CountSeries& series = count_series_[key] = count_series(*cached->second.history);
+        return series[static_cast<size_t>(step)];
+    }
+    if (load == Load::kLater) {
+        count_queued_.insert(key);
+        return std::nullopt;
+    }
+    count_queued_.erase(key);
+    CountSeries& series = count_series_[key] = count_series(*build_history(layer, head));
+    if (step >= std::ssize(series)) return std::nullopt;
+    return series[static_cast<size_t>(step)];
 }
 
 // ---- Tables ---------------------------------------------------------------------------------

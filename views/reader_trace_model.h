@@ -34,7 +34,13 @@ class ReaderTraceModel final : public TraceModel {
     std::shared_ptr<const HeadHistory> history(int32_t layer, int32_t head,
                                                Load load) const override;
     bool load_pending(double budget_ms) override;
-    bool has_pending() const override { return !queued_.empty(); }
+    bool has_pending() const override { return !queued_.empty() || !count_queued_.empty(); }
+    // From the trace's /summary rows when it has them (one [L,H] row read per step shown, no
+    // events); else from a replay of the head's events whose counts are kept apart from the
+    // history LRU, so an overview of every (layer, head) completes in L*H loads whatever the
+    // history cache holds.
+    std::optional<HeadCounts> head_counts(int32_t layer, int32_t head, int64_t step,
+                                          Load load) const override;
 
     int32_t budget(int64_t step, int32_t layer, int32_t head) const override;
     bool has_budgets() const override;
@@ -83,6 +89,10 @@ class ReaderTraceModel final : public TraceModel {
     std::shared_ptr<HeadHistory> build_history(int32_t layer, int32_t head) const;
     void extend_history(HeadHistory& h) const;
     void insert_history(int64_t key, std::shared_ptr<HeadHistory> h) const;
+    // Per-step counts of one head, [S] (the fallback for traces without /summary).
+    using CountSeries = std::vector<HeadCounts>;
+    static CountSeries count_series(const HeadHistory& h);
+    const trace::HeadCountRow* count_row(int64_t step) const;
     std::shared_ptr<const std::vector<float>> prefill_vector(bool norms, int32_t layer,
                                                              int32_t head) const;
 
@@ -108,6 +118,10 @@ class ReaderTraceModel final : public TraceModel {
     mutable std::list<int64_t> lru_;  // most recent first
     mutable size_t history_bytes_ = 0;
     mutable std::set<int64_t> queued_;
+    // Head counts: /summary rows by step (a bounded cache), or replayed series by (layer, head).
+    mutable std::map<int64_t, trace::HeadCountRow> count_rows_;
+    mutable std::unordered_map<int64_t, CountSeries> count_series_;
+    mutable std::set<int64_t> count_queued_;
     mutable std::string error_;
 };
 

@@ -12,6 +12,7 @@
 // every (layer, head) fills in over a few frames instead of blocking the UI.
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -52,6 +53,15 @@ struct StepInfo {
 
 enum class Load { kNow, kLater };
 
+// Counts of one (layer, head) cache after a step (HeadHistory's per-step counts).
+struct HeadCounts {
+    int64_t appended = 0;   // tokens that ever changed
+    int64_t held = 0;       // tokens held (any precision)
+    int64_t held_bits = 0;  // Σ bits over held tokens
+    int64_t merged = 0;
+    int64_t evicted = 0;
+};
+
 class TraceModel {
   public:
     virtual ~TraceModel() = default;
@@ -70,6 +80,17 @@ class TraceModel {
     // Loads queued histories for at most `budget_ms`; returns true while some remain queued.
     virtual bool load_pending(double budget_ms) = 0;
     virtual bool has_pending() const = 0;
+    // Counts of (layer, head) after `step` (clamped to the recorded steps), for views that show
+    // every (layer, head) at once: nullopt while not loaded (kLater queues it like history()).
+    // This default answers from the history; a model that has the counts without the history
+    // (ReaderTraceModel over a trace with /summary) overrides it.
+    virtual std::optional<HeadCounts> head_counts(int32_t layer, int32_t head, int64_t step,
+                                                  Load load) const {
+        const auto h = history(layer, head, load);
+        if (!h) return std::nullopt;
+        return HeadCounts{h->appended(step), h->held(step), h->held_bits(step), h->merged(step),
+                          h->evicted(step)};
+    }
 
     // ---- Per-step tables ----
     virtual int32_t budget(int64_t step, int32_t layer, int32_t head) const = 0;  // -1 none

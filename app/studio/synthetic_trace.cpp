@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <map>
 #include <numeric>
 #include <string>
 #include <thread>
@@ -99,6 +100,8 @@ std::vector<std::string> split_pieces(const std::string& text) {
 
 struct Prompt {
     std::vector<std::string> pieces;
+    std::vector<int32_t> kind;  // [P] dense id of the piece text (equal pieces, equal ids)
+    int32_t n_kinds = 0;
     int64_t needle_begin = 0;
     int64_t needle_end = 0;
     std::string text;
@@ -127,6 +130,10 @@ Prompt build_prompt(int64_t target) {
     p.pieces.insert(p.pieces.end(), body.begin() + at, body.end());
     p.pieces.insert(p.pieces.end(), question.begin(), question.end());
     for (size_t i = 1; i < p.pieces.size(); ++i) p.text += p.pieces[i];
+    std::map<std::string, int32_t> kinds;
+    for (const std::string& piece : p.pieces)
+        p.kind.push_back(kinds.emplace(piece, static_cast<int32_t>(kinds.size())).first->second);
+    p.n_kinds = static_cast<int32_t>(kinds.size());
     return p;
 }
 
@@ -312,6 +319,8 @@ void write_synthetic_trace(trace::TraceWriter& writer, const SyntheticSpec& spec
         return int64_t{-1};
     };
 
+    std::vector<std::vector<int64_t>> kept_by_kind(static_cast<size_t>(prompt.n_kinds));
+    std::vector<int64_t> slots_before;
     for (int64_t s = 0; s < S; ++s) {
         trace::StepData data;
         const int32_t st = static_cast<int32_t>(s);
@@ -349,33 +358,44 @@ void write_synthetic_trace(trace::TraceWriter& writer, const SyntheticSpec& spec
                     for (int64_t e : evict)
                         hc.bits[static_cast<size_t>(e)] = -1;  // marked, still "held"
                     // Merge candidates: similarity to the nearest kept token decays with distance.
+                    // Kept positions, all and by piece, sorted: each search below is two binary
+                    // searches (a scan per evicted token made the prefill O(P^2) per head).
+                    std::vector<int64_t> kept;
+                    for (auto& v : kept_by_kind) v.clear();
+                    for (int64_t j = 0; j < P; ++j) {
+                        if (hc.bits[static_cast<size_t>(j)] > 0) {
+                            kept.push_back(j);
+                            kept_by_kind[static_cast<size_t>(prompt.kind[static_cast<size_t>(j)])]
+                                .push_back(j);
+                        }
+                    }
+                    // Nearest entry of `sorted` to e (not in it) at a distance < limit; ties go
+                    // to the lower position (the order of the original scan: e-d before e+d).
+                    auto nearest = [](const std::vector<int64_t>& sorted, int64_t e,
+                                      int64_t limit) {
+                        const auto it = std::lower_bound(sorted.begin(), sorted.end(), e);
+                        const int64_t below = it != sorted.begin() ? *(it - 1) : int64_t{-1};
+                        const int64_t above = it != sorted.end() ? *it : int64_t{-1};
+                        int64_t best = -1;
+                        if (below >= 0 && e - below < limit) best = below;
+                        if (above >= 0 && above - e < limit && (best < 0 || above - e < e - best))
+                            best = above;
+                        return best;
+                    };
                     std::vector<std::pair<int64_t, int64_t>> targets;  // (source, target)
                     std::vector<float> sims;
                     double sum = 0.0;
                     for (int64_t e : evict) {
                         // Keys of the same word are similar wherever it occurs (long arcs); else
                         // the nearest kept token, less similar the further away.
-                        int64_t t = -1;
+                        int64_t t = nearest(
+                            kept_by_kind[static_cast<size_t>(prompt.kind[static_cast<size_t>(e)])],
+                            e, std::min<int64_t>(P, 1024));
                         float sim = 0.0f;
-                        const std::string& piece = prompt.pieces[static_cast<size_t>(e)];
-                        for (int64_t d = 1; d < std::min<int64_t>(P, 1024) && t < 0; ++d) {
-                            for (int64_t q : {e - d, e + d}) {
-                                if (t < 0 && q >= 0 && q < P &&
-                                    hc.bits[static_cast<size_t>(q)] > 0 &&
-                                    prompt.pieces[static_cast<size_t>(q)] == piece) {
-                                    t = q;
-                                }
-                            }
-                        }
                         if (t >= 0) {
                             sim = static_cast<float>(0.7 + 0.28 * rng.uniform());
                         } else {
-                            for (int64_t d = 1; d < P && t < 0; ++d) {
-                                if (e - d >= 0 && hc.bits[static_cast<size_t>(e - d)] > 0)
-                                    t = e - d;
-                                else if (e + d < P && hc.bits[static_cast<size_t>(e + d)] > 0)
-                                    t = e + d;
-                            }
+                            t = nearest(kept, e, P);
                             sim = static_cast<float>(
                                 0.3 + 0.6 * rng.uniform() *
                                           std::exp(-std::abs(static_cast<double>(e - t)) / 30.0));
@@ -391,8 +411,16 @@ void write_synthetic_trace(trace::TraceWriter& writer, const SyntheticSpec& spec
                         if (sims[i] >= hc.threshold && targets[i].second >= 0) merged.push_back(i);
                     }
                     for (size_t i : merged) hc.bits[static_cast<size_t>(targets[i].first)] = 0;
+                    // Slot of a position = entries (bits != 0) before it, once the run's sources
+                    // have left: one prefix count instead of a scan per merge.
+                    slots_before.resize(static_cast<size_t>(P) + 1);
+                    slots_before[0] = 0;
+                    for (int64_t j = 0; j < P; ++j)
+                        slots_before[static_cast<size_t>(j) + 1] =
+                            slots_before[static_cast<size_t>(j)] +
+                            (hc.bits[static_cast<size_t>(j)] != 0 ? 1 : 0);
                     for (size_t i : merged) {
-                        const int64_t dst = slot_of(hc, targets[i].second);
+                        const int64_t dst = slots_before[static_cast<size_t>(targets[i].second)];
                         const float w = sims[i];
                         ev.push_back(event(st, l, h, CacheOp::kMerge, targets[i].first, dst, w,
                                            sims[i], static_cast<float>(hc.threshold), 0));

@@ -324,6 +324,7 @@ TEST(ReaderTraceModelErrors, TruncatedTraceNeverCrashes) {
 
 TEST(SyntheticTrace, WritesAValidTraceWithConsistentStatistics) {
     const fs::path path = temp_path("synthetic.kvtrace.h5");
+    fs::remove(path);  // the writer never overwrites (a previous run's file)
     studio::SyntheticSpec spec;
     spec.n_layers = 6;
     spec.n_heads = 2;
@@ -351,6 +352,7 @@ TEST(SyntheticTrace, WritesAValidTraceWithConsistentStatistics) {
     EXPECT_LT(std::abs(rho[0]), 0.3f);
     // Same spec, same file contents (deterministic generator).
     const fs::path again = temp_path("synthetic_again.kvtrace.h5");
+    fs::remove(again);
     studio::write_synthetic_trace(again, spec);
     trace::TraceReader reader2(again);
     EXPECT_EQ(reader2.events(0, 10).size(), reader.events(0, 10).size());
