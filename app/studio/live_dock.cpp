@@ -120,6 +120,9 @@ void SweepPlot::paintEvent(QPaintEvent*) {
         p.setPen(pen);
         p.drawPath(path);
     };
+    p.setPen(palette().text().color());
+    p.drawText(r.adjusted(6, 2, -4, 0), Qt::AlignLeft | Qt::AlignTop,
+               tr("needle kept: mean (solid), min (dashed); memory held (grey)"));
     curve([](const SweepPoint& s) { return s.memory_fraction; }, QPen(QColor(140, 140, 140), 1.5));
     curve([](const SweepPoint& s) { return s.survival_min; },
           QPen(QColor(70, 150, 230), 1.5, Qt::DashLine));
@@ -155,7 +158,9 @@ LiveDock::LiveDock(MainWindow* window)
 }
 
 LiveDock::~LiveDock() {
-    worker_.reset();  // stop flag set, the current job finishes, the thread joins
+    // Stop flag set, the current job finishes (it may still read worker_), the thread joins.
+    worker_->shutdown();
+    worker_.reset();
 }
 
 void LiveDock::build_ui() {
@@ -297,12 +302,16 @@ void LiveDock::build_ui() {
     progress_->setRange(0, 1);
     progress_->setValue(0);
     progress_->setFormat("%v / %m");
+    // Its text ("re-running snapkv ratio 0.25…") must not widen the dock.
+    progress_->setSizePolicy(QSizePolicy::Ignored, QSizePolicy::Fixed);
+    progress_->setMinimumWidth(60);
     run_row->addWidget(run_button_);
     run_row->addWidget(cancel_button_);
     run_row->addWidget(progress_, 1);
     outer->addLayout(run_row);
     verdict_label_ = new QLabel(content);
     verdict_label_->setObjectName("live_verdict");
+    verdict_label_->setWordWrap(true);
     output_label_ = new QLabel(content);
     output_label_->setWordWrap(true);
     output_label_->setTextInteractionFlags(Qt::TextSelectableByMouse);

@@ -83,7 +83,9 @@ LiveWorker::LiveWorker() {
     thread_.start();
 }
 
-LiveWorker::~LiveWorker() {
+LiveWorker::~LiveWorker() { shutdown(); }
+
+void LiveWorker::shutdown() {
     stop_ = true;
     thread_.quit();
     thread_.wait();

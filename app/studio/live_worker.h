@@ -59,7 +59,11 @@ std::string resolve_trace_model_path(const std::string& trace, const std::string
 class LiveWorker {
   public:
     LiveWorker();
-    ~LiveWorker();  // cancels (stop flag) and joins after the current job
+    ~LiveWorker();  // shutdown()
+    // Cancels (stop flag), drops the jobs not started and joins after the current one. Jobs may
+    // still reach the worker through its owner meanwhile, so owners call this before they reset
+    // their pointer to it.
+    void shutdown();
     LiveWorker(const LiveWorker&) = delete;
     LiveWorker& operator=(const LiveWorker&) = delete;
 

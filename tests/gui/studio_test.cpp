@@ -1006,6 +1006,21 @@ class StudioTest : public QObject {
         QVERIFY2(!window_->compare_path().isEmpty(), qPrintable(dock->error_text()));
         QCOMPARE(window_->compare_model()->summary().policy, std::string("full"));
         window_->close_compare();
+        // With answers each budget is decoded too; Cancel stops the sweep after the point running.
+        QSignalSpy points2(dock, &LiveDock::sweep_point_ready);
+        QSignalSpy done2(dock, &LiveDock::sweep_finished);
+        dock->sweep(true);
+        QVERIFY(points2.wait(60000) || points2.count() > 0);
+        dock->cancel();
+        QVERIFY(done2.wait(60000) || done2.count() > 0);
+        QCOMPARE(done2.first().at(0).toBool(), true);
+        QVERIFY(dock->sweep_points().size() < 25);
+        const studio::SweepPoint& first = dock->sweep_points().front();
+        QVERIFY(first.verdict == 0 || first.verdict == 1);
+        QVERIFY2(QFile::exists(first.trace), qPrintable(first.trace));
+        QCOMPARE(static_cast<int>(
+                     trace::TraceReader(first.trace.toStdString()).answer_found().at(0)),
+                 first.verdict);
     }
 
     // Timings for bench/RESULTS.md (KVSCOPE_BENCH_LIVE=1): the dock on a 2k NIAH prompt of the
@@ -1092,6 +1107,7 @@ class StudioTest : public QObject {
             dock->sweep(false);
             QVERIFY(swept.wait(60000) || swept.count() > 0);
             window_->show_view(window_->view_index("needle"));
+            window_->resizeDocks({dock}, {470}, Qt::Horizontal);
             dock->set_budget_ratio(0.25);
             QTest::qWait(300);
             window_->grab().save(qEnvironmentVariable("KVSCOPE_GUI_SHOTS") + "/whatif_2k.png");
