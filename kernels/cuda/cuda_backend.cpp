@@ -393,6 +393,11 @@ void CudaBackend::attention(const AttentionArgs& args) {
                                    static_cast<size_t>(H * n_tail * ld) * sizeof(float)))
                              : nullptr;
 
+    // Rows of keys a whole query tile cannot see are skipped by the kernels: they stay 0.
+    if (want_rows)
+        KVS_CUDA_CHECK(cudaMemsetAsync(drows, 0, static_cast<size_t>(H * n_tail * ld) * sizeof(float),
+                                       stream_));
+
     // 3. Kernels.
     if (n <= kDecodeMaxRows) {
         void* scratch = decode_.ensure(attention_decode_scratch_bytes(a));
