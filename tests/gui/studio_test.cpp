@@ -1023,6 +1023,27 @@ class StudioTest : public QObject {
                  first.verdict);
     }
 
+    // DMC cannot be previewed from the saved state (LiveSession::blocker): the dock says why and
+    // Run decodes it with a prefill of its own.
+    void liveDockBlockedPolicyGoesStraightToARun() {
+        LiveDock* dock = window_->live_dock();
+        QVERIFY(dock->prefilled());
+        QSignalSpy ready(dock, &LiveDock::preview_ready);
+        dock->set_policy("dmc");
+        QVERIFY(dock->set_param("mode", "proxy"));
+        QVERIFY(QTest::qWaitFor([&] { return dock->summary_text().contains("no preview"); }, 5000));
+        QVERIFY(!dock->last_preview());
+        QVERIFY(!window_->preview_model());
+        QSignalSpy finished(dock, &LiveDock::rerun_finished);
+        QSignalSpy failed(dock, &LiveDock::rerun_failed);
+        dock->run();
+        QVERIFY(QTest::qWaitFor([&] { return finished.count() + failed.count() > 0; }, 60000));
+        QVERIFY2(failed.isEmpty(), qPrintable(dock->error_text()));
+        QVERIFY2(dock->verdict_text().contains("own prefill"), qPrintable(dock->verdict_text()));
+        QCOMPARE(window_->model()->summary().policy, std::string("dmc"));
+        dock->set_policy("snapkv");
+    }
+
     // Timings for bench/RESULTS.md (KVSCOPE_BENCH_LIVE=1): the dock on a 2k NIAH prompt of the
     // demo model; per slider move (each after the previous one's repaints) the time to
     // preview_ready (coalescing timer + preview + the views' model) and until the layer x head
