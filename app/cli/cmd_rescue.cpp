@@ -11,7 +11,6 @@
 #include "app/cli/command.h"
 #include "app/recorder/rescue.h"
 #include "core/model/error.h"
-#include "core/policies/registry.h"
 #include "traces/trace_reader.h"
 
 namespace kvscope::cli {
@@ -24,24 +23,6 @@ struct RescueArgs {
     ModelArgs m;
     int max_runs = 0, max_new = -1;
 };
-
-// The policy the trace was recorded with: name, parameters, and the budget as it was given.
-record::PolicyChoice recorded_policy(const trace::RunMetadata& meta) {
-    record::PolicyChoice c;
-    c.name = meta.policy.empty() ? "full" : meta.policy;
-    for (const auto& item : meta.policy_params.items())
-        c.params.push_back(item.key() + "=" +
-                           (item.value().is_string() ? item.value().get<std::string>()
-                                                     : item.value().dump()));
-    const PolicyEntry* e = PolicyRegistry::global().find(c.name);
-    if (e && e->info.needs_budget) {
-        if (meta.budget_ratio > 0)
-            c.budget.ratio = meta.budget_ratio;
-        else if (meta.budget_tokens > 0)
-            c.budget.tokens = meta.budget_tokens;
-    }
-    return c;
-}
 
 std::function<int()> setup(CLI::App& sub) {
     auto a = std::make_shared<RescueArgs>();
@@ -71,13 +52,9 @@ std::function<int()> setup(CLI::App& sub) {
             if (s.label == "needle") needle = &s;
         if (!needle || input.answer.empty())
             throw InputError(a->trace, "has no needle with an expected answer to rescue");
-        const record::PolicyChoice choice = recorded_policy(meta);
-        record::SamplingOptions so;
-        so.max_new = a->max_new > 0 ? a->max_new
-                                    : static_cast<int>(meta.sampling.value("max_new_tokens", 32));
-        so.temperature = meta.sampling.value("temperature", 0.0f);
-        so.top_p = meta.sampling.value("top_p", 1.0f);
-        so.seed = meta.seed;
+        const record::PolicyChoice choice = record::policy_from_trace(meta);
+        record::SamplingOptions so = record::sampling_from_trace(meta);
+        if (a->max_new > 0) so.max_new = a->max_new;
         record::LiveSession session(*L.model, *L.tokenizer, a->m.model, input, a->m.threads);
         std::fprintf(stderr, "[prefill] %zu tokens (full cache, once) ...", input.ids.size());
         session.prefill();

@@ -29,6 +29,32 @@ std::string PolicyChoice::describe() const {
     return os.str();
 }
 
+PolicyChoice policy_from_trace(const trace::RunMetadata& meta) {
+    PolicyChoice c;
+    c.name = meta.policy.empty() ? "full" : meta.policy;
+    for (const auto& item : meta.policy_params.items())
+        c.params.push_back(item.key() + "=" +
+                           (item.value().is_string() ? item.value().get<std::string>()
+                                                     : item.value().dump()));
+    const PolicyEntry* e = PolicyRegistry::global().find(c.name);
+    if (e && e->info.needs_budget) {
+        if (meta.budget_ratio > 0)
+            c.budget.ratio = meta.budget_ratio;
+        else if (meta.budget_tokens > 0)
+            c.budget.tokens = meta.budget_tokens;
+    }
+    return c;
+}
+
+SamplingOptions sampling_from_trace(const trace::RunMetadata& meta) {
+    SamplingOptions so;
+    so.max_new = meta.sampling.value("max_new_tokens", 32);
+    so.temperature = meta.sampling.value("temperature", 0.0f);
+    so.top_p = meta.sampling.value("top_p", 1.0f);
+    so.seed = meta.seed;
+    return so;
+}
+
 LiveSession::LiveSession(const Model& model, const Tokenizer& tok, std::string model_path,
                          RunInput input, int threads, const std::string& device)
     : model_(model),
@@ -124,6 +150,7 @@ RerunResult LiveSession::rerun(const RerunRequest& req, const std::atomic<bool>*
     if (!req.force_keep_layers.empty())
         policy = std::make_unique<whatif::ForceKeepPolicy>(
             std::move(policy), req.force_keep_positions, req.force_keep_layers);
+    if (req.wrap_policy) policy = req.wrap_policy(std::move(policy));
     RecorderOptions ro = req.recorder;
     EngineOptions eo;
     eo.threads = threads_;

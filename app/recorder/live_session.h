@@ -38,6 +38,11 @@ struct PolicyChoice {
     std::string describe() const;  // "snapkv ratio 0.25 window=32"
 };
 
+// The policy a trace was recorded with (name, parameters, the budget as it was given) and its
+// sampling, so that a trace's run can be re-run.
+PolicyChoice policy_from_trace(const trace::RunMetadata& meta);
+SamplingOptions sampling_from_trace(const trace::RunMetadata& meta);
+
 struct RerunRequest {
     PolicyChoice policy;
     SamplingOptions sampling;
@@ -49,6 +54,9 @@ struct RerunRequest {
     // policy decides. Empty layers = the policy as it is.
     std::vector<int64_t> force_keep_positions;
     std::set<int64_t> force_keep_layers;
+    // Optional: wraps the policy before the run (e.g. whatif::ExplainPolicy); gets the built
+    // policy, returns the one to run.
+    std::function<std::unique_ptr<Policy>(std::unique_ptr<Policy>)> wrap_policy;
 };
 
 struct RerunResult {

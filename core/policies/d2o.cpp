@@ -50,6 +50,7 @@
 //    (index-wise head mean, policies.md §1.2 step 12); KVScope reproduces it as is.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numbers>
 #include <stdexcept>
 #include <string>
@@ -308,6 +309,18 @@ class D2OPolicy final : public Policy {
             const std::vector<int64_t> rest = index_range(s, ncand);
             keep = sorted_union(std::move(keep), select_top_k(h.acc, gqa_, st.HH - s, rest));
             wk.keep = sorted_union(std::move(keep), index_range(n - R, n));
+            if (explaining()) {
+                Scores sc = aggregate(h.acc, gqa_);
+                for (int64_t j = 0; j < n; ++j)
+                    if (j < s || j >= n - R)
+                        sc[static_cast<size_t>(j)] = std::numeric_limits<double>::infinity();
+                note_scores(ls.layer, hs.kv_head, view.step, hs.positions, std::move(sc),
+                            std::string("D2O: attention received, accumulated, ") +
+                                gqa_name(gqa_) + " over the group (layer budget " +
+                                std::to_string(st.HH + R) +
+                                "); sinks and recent tokens kept; dropped tokens merge into "
+                                "their most similar kept token");
+            }
             std::vector<char> kept(static_cast<size_t>(n), 0);
             for (int64_t k : wk.keep) kept[static_cast<size_t>(k)] = 1;
             for (int64_t j = 0; j < n; ++j)

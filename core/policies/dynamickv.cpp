@@ -186,6 +186,14 @@ class DynamicKVPolicy final : public Policy {
                 std::vector<int64_t> keep = lists[static_cast<size_t>(l)][h];
                 std::sort(keep.begin(), keep.end());
                 hp.keep = sorted_union(std::move(keep), index_range(N - w, N));
+                if (explaining() && b > 0)
+                    note_scores(ls.layer, ls.heads[h].kv_head, -1, ls.heads[h].positions,
+                                window_vote_explain(ls.heads[h], w, kernel_, pool_, gqa_),
+                                "DynamicKV vote: attention from the last " + std::to_string(w) +
+                                    " prompt queries, pooled, " + gqa_name(gqa_) +
+                                    " over the group; layer budget " +
+                                    std::to_string(budget[static_cast<size_t>(l)] + w) +
+                                    " set by the global competition; window kept");
             }
         }
         return plan;

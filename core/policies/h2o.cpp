@@ -26,6 +26,7 @@
 //    another policy's merge in what-if replay) keeps scores attached to the right tokens.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -81,6 +82,7 @@ class H2OPolicy final : public Policy {
     }
     Plan after_prefill(const ScoreView& view) override {
         view.check();
+        step_now_ = view.step;
         Plan plan;
         for (const LayerScores& ls : view.layers) {
             for (const HeadScores& hs : ls.heads) {
@@ -97,6 +99,7 @@ class H2OPolicy final : public Policy {
     }
     Plan after_decode_layer(const ScoreView& view) override {
         view.check();
+        step_now_ = view.step;
         Plan plan;
         for (const LayerScores& ls : view.layers) {
             for (const HeadScores& hs : ls.heads) {
@@ -150,6 +153,16 @@ class H2OPolicy final : public Policy {
         const std::vector<int64_t> cand = index_range(0, n - R);
         std::vector<int64_t> keep =
             sorted_union(select_top_k(st.acc, gqa_, HH, cand), index_range(n - R, n));
+        if (explaining()) {
+            Scores sc = aggregate(st.acc, gqa_);
+            for (int64_t j = n - R; j < n; ++j)
+                sc[static_cast<size_t>(j)] = std::numeric_limits<double>::infinity();
+            note_scores(hp.layer, hp.kv_head, step_now_, st.pos, std::move(sc),
+                        std::string("H2O: attention received, accumulated over the prompt and "
+                                    "every decode step, ") +
+                            gqa_name(gqa_) + " over the group; the " + std::to_string(R) +
+                            " most recent tokens kept");
+        }
         HeadState kept;
         for (int64_t s : keep) kept.pos.push_back(st.pos[static_cast<size_t>(s)]);
         for (const Scores& a : st.acc) {
@@ -164,6 +177,7 @@ class H2OPolicy final : public Policy {
     double recent_ratio_;
     GqaAgg gqa_;
     std::vector<HeadState> state_;  // [layer * n_kv_heads + head]
+    int64_t step_now_ = -1;         // the view's step (explanations)
 };
 
 }  // namespace

@@ -72,6 +72,12 @@ class KnormPolicy final : public Policy {
                 if (hs.key_norms.empty())
                     throw std::invalid_argument("knorm: the view has no key norms");
                 hp.keep = bottom_k(to_scores(hs.key_norms), C);
+                if (explaining()) {
+                    Scores neg = to_scores(hs.key_norms);
+                    for (double& x : neg) x = -x;
+                    note_scores(ls.layer, hs.kv_head, -1, hs.positions, std::move(neg),
+                                "minus the key's L2 norm (low-norm keys are kept)");
+                }
             }
         }
         return plan;

@@ -32,6 +32,7 @@
 //    with the query maximum over the group's heads.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -131,6 +132,7 @@ class MikvPolicy final : public Policy {
 
     Plan after_prefill(const ScoreView& view) override {
         view.check();
+        step_now_ = view.step;
         Plan plan;
         for (const LayerScores& ls : view.layers) {
             for (const HeadScores& hs : ls.heads) {
@@ -152,6 +154,7 @@ class MikvPolicy final : public Policy {
 
     Plan after_decode_layer(const ScoreView& view) override {
         view.check();
+        step_now_ = view.step;
         Plan plan;
         for (const LayerScores& ls : view.layers) {
             for (const HeadScores& hs : ls.heads) {
@@ -249,6 +252,22 @@ class MikvPolicy final : public Policy {
         const std::vector<int64_t> cand(hi_slots.begin(), hi_slots.end() - R);
         const std::vector<int64_t> important =
             sorted_union(select_top_k(st.acc, gqa_, C - R, cand), recent);
+        if (explaining()) {
+            // Over the slots still at high precision (the others were demoted earlier).
+            const Scores all = aggregate(st.acc, gqa_);
+            std::vector<int64_t> pos;
+            Scores sc;
+            for (int64_t j : hi_slots) {
+                pos.push_back(st.pos[static_cast<size_t>(j)]);
+                sc.push_back(std::binary_search(recent.begin(), recent.end(), j)
+                                 ? std::numeric_limits<double>::infinity()
+                                 : all[static_cast<size_t>(j)]);
+            }
+            note_scores(hp.layer, hp.kv_head, step_now_, pos, std::move(sc),
+                        std::string("MiKV importance: attention received, accumulated, ") +
+                            gqa_name(gqa_) + " over the group; below the cut a token is kept at " +
+                            std::to_string(lo_bits_) + " bits instead of evicted");
+        }
         std::vector<int64_t> demote;
         std::set_difference(hi_slots.begin(), hi_slots.end(), important.begin(), important.end(),
                             std::back_inserter(demote));
@@ -268,6 +287,7 @@ class MikvPolicy final : public Policy {
     bool balance_;
     GqaAgg gqa_;
     std::vector<HeadState> state_;  // [layer * n_kv_heads + head]
+    int64_t step_now_ = -1;         // the view's step (explanations)
 };
 
 }  // namespace

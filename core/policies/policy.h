@@ -15,9 +15,12 @@
 // A policy keeps its own per-slot state (H2O cumulative scores...) and re-aligns it to the
 // positions the next view shows, so it stays right whatever the cache did in between.
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "core/cache/kv_cache.h"
 #include "core/policies/budget.h"
@@ -94,6 +97,16 @@ struct AppendContext {
     const KVCache* cache = nullptr;    // the cache as it is now
 };
 
+// The per-slot score behind one decision of a ranking policy on one (layer, KV head): higher =
+// kept first; +inf for the slots the policy protects whatever their score (sinks, observation
+// window, recent tokens). `name` says what the score is, in the policy's own terms.
+struct SlotScores {
+    std::string name;
+    int64_t step = -1;               // -1 = the prompt's compression, else the decode step
+    std::vector<int64_t> positions;  // the slots decided on
+    std::vector<double> score;       // [positions]
+};
+
 class Policy {
   public:
     explicit Policy(PolicyConfig cfg) : cfg_(std::move(cfg)) {}
@@ -121,7 +134,29 @@ class Policy {
     // After this step's attention in one layer (view.layers holds that layer only).
     virtual Plan after_decode_layer(const ScoreView& view);
 
+    // Explanations (kvscope explain): while on, a ranking policy records the scores of each
+    // decision (note_scores) so that a caller can say why a token was dropped by the policy's own
+    // measure. Off by default: no cost. Policies that do not rank (kivi, dmc, full) record none.
+    void set_explaining(bool on) {
+        explaining_ = on;
+        explained_.clear();
+    }
+    bool explaining() const { return explaining_; }
+    // The scores of the last decision on (layer, kv_head); nullptr when none was recorded.
+    const SlotScores* explained(int64_t layer, int64_t kv_head) const {
+        const auto it = explained_.find({layer, kv_head});
+        return it == explained_.end() ? nullptr : &it->second;
+    }
+
   protected:
+    void note_scores(int64_t layer, int64_t kv_head, int64_t step,
+                     std::span<const int64_t> positions, std::vector<double> score,
+                     std::string name) const {
+        if (!explaining_) return;
+        explained_[{layer, kv_head}] = SlotScores{std::move(name), step,
+                                                  {positions.begin(), positions.end()},
+                                                  std::move(score)};
+    }
     const ModelDims& dims() const { return dims_; }
     int64_t prompt_len() const { return prompt_len_; }
     int64_t budget_tokens() const { return budget_tokens_; }
@@ -131,6 +166,9 @@ class Policy {
     ModelDims dims_;
     int64_t prompt_len_ = 0;
     int64_t budget_tokens_ = -1;
+    bool explaining_ = false;
+    // A side channel for explanations, not decision state: const deciders may record into it.
+    mutable std::map<std::pair<int64_t, int64_t>, SlotScores> explained_;
 };
 
 }  // namespace kvscope

@@ -133,6 +133,13 @@ class PyramidKVPolicy final : public Policy {
                 hp.budget = N < C ? C : kl + w;
                 if (N < C || hs.n() <= kl + w) continue;
                 hp.keep = window_vote_keep(hs, w, kernel_, pool_, gqa_, kl);
+                if (explaining())
+                    note_scores(ls.layer, hs.kv_head, -1, hs.positions,
+                                window_vote_explain(hs, w, kernel_, pool_, gqa_),
+                                "PyramidKV vote (layer budget " + std::to_string(kl + w) +
+                                    "): attention from the last " + std::to_string(w) +
+                                    " prompt queries, pooled, " + gqa_name(gqa_) +
+                                    " over the group; window kept");
             }
             plan.notes.push_back(
                 LayerNote{ls.layer, "pyramid_budget", static_cast<double>(kl + w)});

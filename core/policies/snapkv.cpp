@@ -101,6 +101,12 @@ class SnapKVPolicy final : public Policy {
                 if (hs.n() <= C) continue;
                 const int64_t w = std::min(window_, C);
                 hp.keep = window_vote_keep(hs, w, kernel_, pool_, gqa_, C - w);
+                if (explaining())
+                    note_scores(ls.layer, hs.kv_head, -1, hs.positions,
+                                window_vote_explain(hs, w, kernel_, pool_, gqa_),
+                                "SnapKV vote: attention from the last " + std::to_string(w) +
+                                    " prompt queries, pooled (kernel " + std::to_string(kernel_) +
+                                    "), " + gqa_name(gqa_) + " over the group; window kept");
             }
         }
         return plan;

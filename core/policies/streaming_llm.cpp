@@ -17,6 +17,7 @@
 //    sinks and window, recent = C - sinks. If C <= sinks, only the first C tokens are kept.
 //  * The sinks are the first slots of the cache, i.e. positions 0..sinks-1 (never evicted).
 #include <algorithm>
+#include <limits>
 
 #include "core/policies/builtin_policies.h"
 #include "core/policies/selection.h"
@@ -69,6 +70,16 @@ class StreamingLLMPolicy final : public Policy {
                 if (n <= C) continue;
                 const int64_t s = std::min(sinks_, C);
                 hp.keep = sorted_union(index_range(0, s), index_range(n - (C - s), n));
+                if (explaining()) {
+                    Scores sc(static_cast<size_t>(n));
+                    for (int64_t j = 0; j < n; ++j)
+                        sc[static_cast<size_t>(j)] =
+                            j < s ? std::numeric_limits<double>::infinity()
+                                  : static_cast<double>(hs.positions[static_cast<size_t>(j)]);
+                    note_scores(ls.layer, hs.kv_head, view.step, hs.positions, std::move(sc),
+                                "recency: the token's position (the " + std::to_string(s) +
+                                    " attention sinks are kept)");
+                }
             }
         }
         return plan;

@@ -91,7 +91,14 @@ class TOVAPolicy final : public Policy {
                 for (size_t h = 0; h < ls.heads.size(); ++h) {
                     HeadPlan& hp = plan.at(ls.layer, ls.heads[h].kv_head);
                     hp.budget = C;
-                    if (ls.heads[h].n() > C) hp.keep = top_k(aggregate(rows[h], GqaAgg::mean), C);
+                    if (ls.heads[h].n() > C) {
+                        Scores agg = aggregate(rows[h], GqaAgg::mean);
+                        hp.keep = top_k(agg, C);
+                        if (explaining())
+                            note_scores(ls.layer, ls.heads[h].kv_head, view.step,
+                                        ls.heads[h].positions, std::move(agg),
+                                        "TOVA: the newest query's attention, mean over the group");
+                    }
                 }
                 continue;
             }
@@ -107,7 +114,16 @@ class TOVAPolicy final : public Policy {
                 for (auto& s : r) all.push_back(std::move(s));
             const int64_t n = ls.heads[0].n();
             std::vector<int64_t> keep;
-            if (n > C) keep = top_k(aggregate(all, mode_ == "max" ? GqaAgg::max : GqaAgg::mean), C);
+            if (n > C) {
+                Scores agg = aggregate(all, mode_ == "max" ? GqaAgg::max : GqaAgg::mean);
+                keep = top_k(agg, C);
+                if (explaining())
+                    for (const HeadScores& hs : ls.heads)
+                        note_scores(ls.layer, hs.kv_head, view.step, hs.positions, agg,
+                                    std::string("TOVA: the newest query's attention, ") +
+                                        (mode_ == "max" ? "max" : "mean") +
+                                        " over every query head of the layer");
+            }
             for (const HeadScores& hs : ls.heads) {
                 HeadPlan& hp = plan.at(ls.layer, hs.kv_head);
                 hp.budget = C;

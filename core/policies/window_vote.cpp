@@ -1,5 +1,7 @@
 #include "core/policies/window_vote.h"
 
+#include <algorithm>
+#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -28,6 +30,16 @@ std::vector<int64_t> window_vote_keep(const HeadScores& hs, int64_t w, int64_t k
     std::vector<int64_t> keep;
     if (k > 0) keep = select_top_k(window_vote_scores(hs, w, kernel, pool), agg, k);
     return sorted_union(std::move(keep), index_range(n - w, n));
+}
+
+Scores window_vote_explain(const HeadScores& hs, int64_t w, int64_t kernel, PoolKind pool,
+                           GqaAgg agg) {
+    const int64_t n = hs.n();
+    Scores out(static_cast<size_t>(n), std::numeric_limits<double>::infinity());
+    if (w >= n) return out;
+    const Scores s = aggregate(window_vote_scores(hs, w, kernel, pool), agg);
+    std::copy(s.begin(), s.end(), out.begin());
+    return out;
 }
 
 }  // namespace kvscope

@@ -21,4 +21,10 @@ std::vector<Scores> window_vote_scores(const HeadScores& hs, int64_t w, int64_t 
 std::vector<int64_t> window_vote_keep(const HeadScores& hs, int64_t w, int64_t kernel,
                                       PoolKind pool, GqaAgg agg, int64_t k);
 
+// For explanations: the score window_vote_keep ranks by, over all n slots: the pooled window
+// scores aggregated over the group (mean for per_query_head, which ranks each head on its own),
+// +inf for the window [n - w, n).
+Scores window_vote_explain(const HeadScores& hs, int64_t w, int64_t kernel, PoolKind pool,
+                           GqaAgg agg);
+
 }  // namespace kvscope
