@@ -1023,6 +1023,33 @@ class StudioTest : public QObject {
                  first.verdict);
     }
 
+    // Budget as a memory fraction: the token budget is fitted on the worker
+    // (LiveSession::fit_memory, bytes after the first decoded token <= the target), then previewed.
+    void liveDockMemoryFractionFitsTheBudget() {
+        LiveDock* dock = window_->live_dock();
+        QVERIFY(dock->prefilled());
+        dock->set_policy("snapkv");
+        QSignalSpy ready(dock, &LiveDock::preview_ready);
+        dock->set_memory_fraction(0.3);
+        QVERIFY(ready.wait(30000) || ready.count() > 0);
+        const record::PolicyChoice c = dock->current_choice();
+        QVERIFY(c.budget.tokens > 0);
+        const whatif::Preview* pv = dock->last_preview();
+        QVERIFY(pv);
+        // Step 0 holds one token per head less than the fit's measure (after step 1): <= target.
+        QVERIFY2(pv->memory_fraction() <= 0.3, qPrintable(QString::number(pv->memory_fraction())));
+        // The fit is the largest budget: one more token per head, plus the decoded token that the
+        // fit's measure adds (bytes_full / P for all heads; x2 as slack), passes the target.
+        record::PolicyChoice more = c;
+        more.budget.tokens += 1;
+        const int64_t target = dock->session()->bytes_for_fraction(0.3);
+        QVERIFY(dock->session()->preview(more).bytes_total +
+                    2 * dock->session()->state().bytes_full() /
+                        static_cast<int64_t>(dock->session()->input().ids.size()) >
+                target);
+        dock->set_budget_mode(LiveDock::BudgetMode::kRatio);
+    }
+
     // DMC cannot be previewed from the saved state (LiveSession::blocker): the dock says why and
     // Run decodes it with a prefill of its own.
     void liveDockBlockedPolicyGoesStraightToARun() {
