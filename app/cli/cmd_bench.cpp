@@ -130,22 +130,25 @@ std::function<int()> setup(CLI::App& sub) {
 
         Loaded L = load_model_and_tokenizer(a->m, true);
         const ModelSpec& sp = L.model->spec;
-        auto backend = make_backend(a->m.device, a->m.threads);
-        std::printf("kvscope bench: %s on %s\n", a->m.model.c_str(), backend->describe().c_str());
-        const bool cuda = backend->device() == DeviceKind::cuda;
-        const int64_t floor_bytes =
-            (a->floor_mib > 0 ? a->floor_mib : (cuda ? 1024 : 128)) * (int64_t{1} << 20);
-        const double floor_gbs = backend->measure_copy_gbs(static_cast<size_t>(floor_bytes), 9);
+        // One backend per row: the engine uploads the weights when it is built and the backend
+        // frees them when it goes, so rows never hold two copies and each row's peak is its own.
+        double floor_gbs = 0;
+        bool cuda = false;
+        std::string device_desc, backend_name;
+        int64_t floor_bytes = 0;
+        {
+            auto backend = make_backend(a->m.device, a->m.threads);
+            device_desc = backend->describe();
+            backend_name = backend->name();
+            std::printf("kvscope bench: %s on %s\n", a->m.model.c_str(), device_desc.c_str());
+            cuda = backend->device() == DeviceKind::cuda;
+            floor_bytes = (a->floor_mib > 0 ? a->floor_mib : (cuda ? 1024 : 128)) * (int64_t{1} << 20);
+            floor_gbs = backend->measure_copy_gbs(static_cast<size_t>(floor_bytes), 9);
+        }
         const int64_t wbytes = weight_bytes(*L.model);
         std::printf("floor: %.1f GB/s (copy of %lld MiB, read + write, median of 9); weights %.3f GB\n",
                     floor_gbs, static_cast<long long>(floor_bytes >> 20), static_cast<double>(wbytes) / 1e9);
 
-        // Warm-up (first-call setup: cuBLAS handles, kernel loading, page faults) out of the rows.
-        {
-            Engine warm(*L.model, *backend, EngineOptions{});
-            std::vector<int32_t> w(static_cast<size_t>(std::min<int64_t>(lengths.front(), 64)), 3);
-            (void)warm.decode(argmax(warm.prefill(w)));
-        }
         const int32_t vocab = std::min<int32_t>(static_cast<int32_t>(sp.vocab_size),
                                                 static_cast<int32_t>(L.tokenizer->vocab_size()));
         std::vector<Row> rows;
@@ -168,8 +171,13 @@ std::function<int()> setup(CLI::App& sub) {
                     EngineOptions eo;
                     eo.threads = a->m.threads;
                     if (rec_on) eo.stats = record::RunRecorder::stats_needed(ro, len);
+                    auto backend = make_backend(a->m.device, a->m.threads);
                     Engine engine(*L.model, *backend, eo);
                     engine.set_policy(policy.get());
+                    {  // warm-up (cuBLAS, kernel loading, first-touch pages) out of the timing
+                        std::vector<int32_t> w(static_cast<size_t>(std::min<int64_t>(len, 64)), 3);
+                        (void)engine.decode(argmax(engine.prefill(w)));
+                    }
                     const int steps = a->decode_steps;
                     if (!rec_on) {
                         auto t0 = clock_type::now();
@@ -189,7 +197,7 @@ std::function<int()> setup(CLI::App& sub) {
                         so.ignore_eos = true;
                         trace::RunMetadata meta = record::make_run_metadata(
                             *L.model, a->m.model, *L.tokenizer, policy.get(), pa.name, pa.ratio,
-                            input, so, backend->name(), ro.top_k);
+                            input, so, backend_name, ro.top_k);
                         trace::TraceWriter::Options wo;
                         wo.overwrite = true;
                         {
@@ -240,8 +248,8 @@ std::function<int()> setup(CLI::App& sub) {
         if (!a->json.empty()) {
             nlohmann::json j;
             j["model"] = a->m.model;
-            j["device"] = backend->describe();
-            j["backend"] = backend->name();
+            j["device"] = device_desc;
+            j["backend"] = backend_name;
             j["floor_gbs"] = floor_gbs;
             j["floor_bytes"] = floor_bytes;
             j["weight_bytes"] = wbytes;

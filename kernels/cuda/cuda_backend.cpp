@@ -6,11 +6,15 @@
 // - Weights are uploaded once (cudaMalloc + cudaMemcpy) and freed in the destructor. They keep
 //   their dtype (bf16/fp16/fp32); KVSCOPE_CUDA_MATH=fp32 converts them to fp32 at upload (the
 //   "fp32 mode" the golden-logit check at 1e-4 uses).
-// - Activations (alloc()) are cudaMallocManaged and every op synchronises before it returns,
-//   because the engine still reads and writes some of them on the host (it appends the new K/V
-//   to the host KV cache, the DMC control neurons). Next step: backend-owned K/V slot arrays per
-//   (layer, KV head) so the engine never touches device memory; then ops stay asynchronous and
-//   activations move to cudaMalloc.
+// - Activations (alloc()) must be readable on the host, and every op synchronises before it
+//   returns, because the engine still reads and writes some of them there (it appends the new K/V
+//   to the host KV cache, the DMC control neurons). By default they are pinned host memory mapped
+//   into the device's address space (cudaHostAlloc, zero-copy: kernels reach them over PCIe --
+//   safe everywhere, slow for long prefills); KVSCOPE_CUDA_ACTIVATIONS=managed takes managed
+//   memory instead (pages migrate; never more than the device has free, which is checked: the
+//   GPU machines' notes warn that oversubscribed managed memory can hang the GPU). Next step:
+//   backend-owned K/V slot arrays per (layer, KV head) so the engine never touches device
+//   memory; then ops stay asynchronous and activations move to plain cudaMalloc.
 // - The KV cache is host memory (KVHeadView): attention() copies each KV head's K, V and
 //   positions into device scratch on every call (O(cache) PCIe traffic per layer and step). The
 //   backend-owned slot arrays above remove this copy.
@@ -101,11 +105,13 @@ class CudaBackend final : public Backend {
         KVS_CUBLAS_CHECK(cublasSetStream(blas_, stream_));
         const char* math = std::getenv("KVSCOPE_CUDA_MATH");
         fp32_weights_ = math && std::string(math) == "fp32";
+        const char* act = std::getenv("KVSCOPE_CUDA_ACTIVATIONS");
+        managed_activations_ = act && std::string(act) == "managed";
     }
     ~CudaBackend() override {
         // Never throws: report and go on freeing.
         (void)cudaStreamSynchronize(stream_);
-        for (auto& [ptr, bytes] : owned_) (void)cudaFree(ptr);
+        for (auto& [ptr, a] : owned_) free_alloc(ptr, a.kind);
         owned_.clear();
         for (DevBuf* b : {&ids_, &pos_, &invf_, &xcast_, &kv_k_, &kv_v_, &kv_pos_, &kv_meta_,
                           &qpos_, &lse_, &colsum_, &rows_, &decode_})
@@ -119,7 +125,8 @@ class CudaBackend final : public Backend {
         return "cuda: " + std::string(prop_.name) + ", compute capability " +
                std::to_string(prop_.major) + "." + std::to_string(prop_.minor) + ", " +
                gib(static_cast<double>(prop_.totalGlobalMem)) +
-               (fp32_weights_ ? ", fp32 weights" : ", weights in their stored dtype");
+               (fp32_weights_ ? ", fp32 weights" : ", weights in their stored dtype") +
+               (managed_activations_ ? ", managed activations" : ", pinned host activations");
     }
     DeviceKind device() const override { return DeviceKind::cuda; }
 
@@ -179,26 +186,40 @@ class CudaBackend final : public Backend {
         const size_t bytes = t.bytes();
         if (bytes == 0) return t;
         void* p = nullptr;
-        check_alloc(cudaMallocManaged(&p, bytes), bytes, "activations");
-        KVS_CUDA_CHECK(cudaMemset(p, 0, bytes));
-        track(p, bytes);
+        if (managed_activations_) {
+            size_t free_b = 0, total_b = 0;
+            KVS_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+            if (bytes + (size_t{1} << 30) > free_b)  // keep 1 GiB: never oversubscribe managed
+                check_alloc(cudaErrorMemoryAllocation, bytes, "activations (managed)");
+            check_alloc(cudaMallocManaged(&p, bytes), bytes, "activations (managed)");
+            track(p, bytes, Kind::managed);
+            KVS_CUDA_CHECK(cudaMemset(p, 0, bytes));
+        } else {
+            check_alloc(cudaHostAlloc(&p, bytes, cudaHostAllocMapped | cudaHostAllocPortable), bytes,
+                        "activations (pinned host)");
+            track(p, bytes, Kind::pinned);
+            std::memset(p, 0, bytes);
+        }
         t.data = p;
         return t;
     }
     void release(Tensor& t) override {
         if (!t.data) return;
-        size_t bytes = 0;
+        Alloc a;
         {
             std::lock_guard<std::mutex> lock(mu_);
             auto it = owned_.find(t.data);
             if (it == owned_.end())
                 throw std::runtime_error("cuda backend: release() of memory it does not own");
-            bytes = it->second;
+            a = it->second;
             owned_.erase(it);
-            in_use_ -= static_cast<int64_t>(bytes);
+            in_use_ -= static_cast<int64_t>(a.bytes);
         }
         KVS_CUDA_CHECK(cudaStreamSynchronize(stream_));
-        KVS_CUDA_CHECK(cudaFree(t.data));
+        if (a.kind == Kind::pinned)
+            KVS_CUDA_CHECK(cudaFreeHost(t.data));
+        else
+            KVS_CUDA_CHECK(cudaFree(t.data));
         t.data = nullptr;
     }
     Tensor upload_weight(const void* host, DType dtype,
@@ -215,7 +236,7 @@ class CudaBackend final : public Backend {
             throw;
         }
         if (!fp32_weights_ || dtype == DType::f32 || (dtype != DType::f16 && dtype != DType::bf16)) {
-            track(raw, bytes);
+            track(raw, bytes, Kind::device);
             t.data = raw;
             return t;
         }
@@ -231,7 +252,7 @@ class CudaBackend final : public Backend {
             throw;
         }
         KVS_CUDA_CHECK(cudaFree(raw));
-        track(conv, f.bytes());
+        track(conv, f.bytes(), Kind::device);
         f.data = conv;
         return f;
     }
@@ -301,9 +322,20 @@ class CudaBackend final : public Backend {
         throw_cuda_error("cudaMalloc", cudaGetErrorString(e), static_cast<int>(e), __FILE__,
                          __LINE__);
     }
-    void track(void* p, size_t bytes) {
+    enum class Kind { device, managed, pinned };
+    struct Alloc {
+        size_t bytes = 0;
+        Kind kind = Kind::device;
+    };
+    static void free_alloc(void* p, Kind k) noexcept {
+        if (k == Kind::pinned)
+            (void)cudaFreeHost(p);
+        else
+            (void)cudaFree(p);
+    }
+    void track(void* p, size_t bytes, Kind kind) {
         std::lock_guard<std::mutex> lock(mu_);
-        owned_[p] = bytes;
+        owned_[p] = Alloc{bytes, kind};
         in_use_ += static_cast<int64_t>(bytes);
         peak_ = std::max(peak_, in_use_);
     }
@@ -322,8 +354,9 @@ class CudaBackend final : public Backend {
     cudaStream_t stream_ = nullptr;
     cublasHandle_t blas_ = nullptr;
     bool fp32_weights_ = false;
+    bool managed_activations_ = false;
     mutable std::mutex mu_;
-    std::unordered_map<void*, size_t> owned_;
+    std::unordered_map<void*, Alloc> owned_;
     int64_t in_use_ = 0, peak_ = 0;
     DevBuf ids_, pos_, invf_, xcast_, kv_k_, kv_v_, kv_pos_, kv_meta_, qpos_, lse_, colsum_,
         rows_, decode_;
