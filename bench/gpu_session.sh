@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# One GPU session for issue 9, in stages (each `run` call of the device tool is limited to 10
+# minutes and a session to 30 minutes of device time: run a few stages per call, see
+# bench/GPU_RUNBOOK.md). Results go under $OUT: <stage>.log and <stage>*.json, flat (the device
+# tool brings back at most 8 files per call).
+#
+#   bash bench/gpu_session.sh pack                 # HERE, on the CPU machine, before the session
+#   OUT=... bash bench/gpu_session.sh check ops golden       # on the GPU machine (carry .devcarry/gpu)
+#   OUT=... bash bench/gpu_session.sh models bench8b
+#   OUT=... bash bench/gpu_session.sh peer8b
+#   OUT=... bash bench/gpu_session.sh bench1b peer1b bench8b-32k
+#
+# Stages:
+#   pack        (CPU machine) build kvscope + test_kernels with the CUDA backend (sm_90) and copy
+#               them with the shared libraries the GPU image lacks (HDF5, PCRE2, sentencepiece,
+#               ...; not cuBLAS, which the image has) into .devcarry/gpu/ (ignored by git)
+#   build       (GPU machine, fallback) configure and build there instead, if its image has the
+#               -dev packages (it normally does not: nothing can be installed there)
+#   check       nvidia-smi, nvcc, torch/transformers versions, libcublas, the carried binaries' ldd
+#   ops         op tests CUDA vs CPU (tests/kernels), weights native and KVSCOPE_CUDA_MATH=fp32,
+#               activations pinned and managed; KVSCOPE_OPS_PERF=1 prints per-case times
+#   golden      golden logits vs HF on CUDA (native 2e-2, fp32 mode 1e-4) and on the CPU
+#   models      random-weight bf16 checkpoints with Llama-3.2-1B / 3.1-8B shapes in build-models/
+#   bench1b     kvscope bench, 1B shape, lengths 1k,8k,32k
+#   bench8b     kvscope bench, 8B shape, lengths 1k,8k
+#   bench8b-32k kvscope bench, 8B shape, 32k
+#   peer1b      bench/hf_peer.py on the 1B shape
+#   peer8b      bench/hf_peer.py on the 8B shape
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+CARRY=$ROOT/.devcarry/gpu
+MODELS=${KVSCOPE_MODELS:-$ROOT/build-models}  # ignored by git; kept between calls on a warm machine
+M1B=$MODELS/llama-3.2-1b-shape
+M8B=$MODELS/llama-3.1-8b-shape
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+
+# The kvscope binaries: carried ones (pack) first, else a build made there (build).
+if [ -x "$CARRY/bin/kvscope" ]; then
+  KVSCOPE=$CARRY/bin/kvscope; TEST_KERNELS=$CARRY/bin/test_kernels
+  CUBLAS_DIRS=$(python3 - <<'PY' 2>/dev/null
+import glob, os, site
+dirs = set()
+for base in site.getsitepackages() + ["/usr/local/cuda/lib64", "/usr/local/cuda/lib", "/usr/lib/x86_64-linux-gnu"]:
+    for f in glob.glob(os.path.join(base, "**", "libcublas.so.13*"), recursive=True):
+        dirs.add(os.path.dirname(f))
+print(":".join(sorted(dirs)))
+PY
+)
+  export LD_LIBRARY_PATH="$CARRY/lib:${CUBLAS_DIRS}:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+else
+  KVSCOPE=$ROOT/build-gpu/app/cli/kvscope; TEST_KERNELS=$ROOT/build-gpu/tests/test_kernels
+fi
+
+status() { echo "$1 rc=$2" | tee -a "${OUT:-/tmp}/status.txt"; }
+need_out() { if [ -z "${OUT:-}" ]; then echo "set OUT to the results folder" >&2; exit 2; fi; mkdir -p "$OUT"; }
+
+stage_pack() {
+  flock /tmp/kvscope-build.lock cmake -S . -B build -G Ninja -DKVSCOPE_BUILD_CUDA=ON || return 1
+  grep -q "KVSCOPE_HAVE_CUDA" build/CMakeCache.txt 2>/dev/null || true
+  flock /tmp/kvscope-build.lock cmake --build build --target kvscope test_kernels -j"$(nproc)" || return 1
+  rm -rf "$CARRY"; mkdir -p "$CARRY/bin" "$CARRY/lib"
+  cp build/app/cli/kvscope build/tests/test_kernels "$CARRY/bin/"
+  strip --strip-debug "$CARRY/bin/"* 2>/dev/null || true
+  # Every shared library they load except the C runtime and CUDA's own (present on the GPU image).
+  for b in "$CARRY/bin/"*; do ldd "$b"; done | awk '/=> \//{print $3}' | sort -u | while read -r lib; do
+    case "$(basename "$lib")" in
+      libc.so*|libm.so*|libpthread.so*|libdl.so*|librt.so*|libresolv.so*|ld-linux*|libcublas*|libcudart*|libcuda.so*) ;;
+      *) cp -L "$lib" "$CARRY/lib/" ;;
+    esac
+  done
+  du -sh "$CARRY"
+  echo "carry .devcarry/gpu in the run call (64 MiB limit for the whole tree)"
+}
+
+stage_build() {
+  cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DKVSCOPE_BUILD_STUDIO=OFF \
+        -DKVSCOPE_BUILD_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="90-real;90-virtual" &&
+  cmake --build build-gpu --target kvscope test_kernels -j"$(nproc)"
+}
+
+stage_check() {
+  nvidia-smi; nvcc --version | tail -2
+  python3 -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0)); print("transformers", transformers.__version__)'
+  echo "kvscope: $KVSCOPE"; ldd "$KVSCOPE" | grep -E "not found|cublas" ; ldd "$TEST_KERNELS" | grep "not found"
+  "$KVSCOPE" --version && "$KVSCOPE" generate --model resources/models/kvscope-demo --prompt "Once upon a time" --max-new 8 --device cuda
+}
+
+stage_ops() {
+  KVSCOPE_OPS_PERF=1 "$TEST_KERNELS" --gtest_output=json:"$OUT/ops_native.json"; local r1=$?
+  KVSCOPE_CUDA_MATH=fp32 "$TEST_KERNELS" --gtest_filter='*Cuda*' --gtest_output=json:"$OUT/ops_fp32.json"; local r2=$?
+  KVSCOPE_CUDA_ACTIVATIONS=managed "$TEST_KERNELS" --gtest_filter='*Cuda*'; local r3=$?
+  return $((r1 || r2 || r3))
+}
+
+stage_golden() {
+  python3 bench/golden_cuda.py --kvscope "$KVSCOPE" --device cuda --mode native --json "$OUT/golden_cuda_native.json"; local r1=$?
+  python3 bench/golden_cuda.py --kvscope "$KVSCOPE" --device cuda --mode fp32 --json "$OUT/golden_cuda_fp32.json"; local r2=$?
+  python3 bench/golden_cuda.py --kvscope "$KVSCOPE" --device cpu --json "$OUT/golden_cpu.json"; local r3=$?
+  return $((r1 || r2 || r3))
+}
+
+stage_models() { python3 bench/make_random_models.py --out "$MODELS" --shapes 1b,8b; }
+
+bench() {  # model name lengths
+  KVSCOPE_CUDA_ACTIVATIONS=managed "$KVSCOPE" bench --model "$1" --device cuda --lengths "$3" \
+    --decode-steps 32 --policy snapkv --ratio 0.25 --json "$OUT/$2.json"
+}
+stage_bench1b() { bench "$M1B" bench1b 1024,8192,32768; }
+stage_bench8b() { bench "$M8B" bench8b 1024,8192; }
+stage_bench8b-32k() { bench "$M8B" bench8b_32k 32768; }
+stage_peer1b() { python3 bench/hf_peer.py --model "$M1B" --lengths 1024,8192,32768 --json "$OUT/peer1b.json"; }
+stage_peer8b() { python3 bench/hf_peer.py --model "$M8B" --lengths 1024,8192,32768 --json "$OUT/peer8b.json"; }
+
+[ $# -gt 0 ] || { sed -n '2,33p' "$0"; exit 2; }
+rc_all=0
+for s in "$@"; do
+  if ! declare -F "stage_$s" >/dev/null; then echo "unknown stage: $s" >&2; exit 2; fi
+  if [ "$s" = pack ]; then stage_pack; status pack $?; continue; fi
+  need_out
+  echo "=== $s ($(date -u +%H:%M:%S))"
+  "stage_$s" 2>&1 | tee "$OUT/$s.log"
+  r=${PIPESTATUS[0]}
+  status "$s" "$r"
+  [ "$r" = 0 ] || rc_all=1
+done
+exit $rc_all
