@@ -34,8 +34,12 @@ int main(int argc, char** argv) {
     }
     try {
         const SampleTrace sample = make_sample_trace(spec);
-        TraceWriter writer(
-            argv[1], {.record_attention_rows = spec.attention_rows, .record_maps = spec.maps});
+        // A test-only writer that regenerates its own files: replace an earlier run's.
+        TraceWriter::Options wo;
+        wo.record_attention_rows = spec.attention_rows;
+        wo.record_maps = spec.maps;
+        wo.overwrite = true;
+        TraceWriter writer(argv[1], wo);
         if (kill_after >= 0) {
             write_sample_trace(writer, sample, kill_after, /*finish=*/false);
             writer.sync();
