@@ -4,8 +4,11 @@
 //                  [--head H] [--token T] [--theme light] [--size 1400x900]
 // The second form writes DIR/<view>.png for every view and exits (used for docs screenshots).
 // --compare opens a second trace of the same model and prompt in compare mode (both forms).
+// --sweep DIR opens a `kvscope niah` sweep folder in the NIAH grid dock; with --export-views the
+// grid is written as DIR/niah_grid.png too (no trace needed then).
 #include <QApplication>
 #include <QCommandLineParser>
+#include <QDir>
 #include <QTimer>
 
 #include <algorithm>
@@ -13,6 +16,8 @@
 
 #include "app/studio/main_window.h"
 #include "app/studio/step_scrubber.h"
+#include "app/studio/imgui_host_widget.h"
+#include "app/studio/sweep_dock.h"
 #include "kvscope_version.h"
 
 int main(int argc, char** argv) {
@@ -40,8 +45,10 @@ int main(int argc, char** argv) {
         "compare", "Compare with a second trace B (same model and prompt).", "B.kvtrace.h5");
     const QCommandLineOption window_opt(
         "window-shot", "With --export-views: also write the whole window to FILE.", "FILE");
+    const QCommandLineOption sweep_opt(
+        "sweep", "Open a kvscope niah sweep folder in the NIAH grid dock.", "DIR");
     parser.addOptions({export_opt, scale_opt, step_opt, layer_opt, head_opt, token_opt, theme_opt,
-                       size_opt, compare_opt, window_opt});
+                       size_opt, compare_opt, window_opt, sweep_opt});
     parser.process(app);
 
     kvscope::studio::MainWindow window;
@@ -72,6 +79,10 @@ int main(int argc, char** argv) {
             return 1;
         }
     }
+    if (parser.isSet(sweep_opt) && !window.open_sweep(parser.value(sweep_opt)) && exporting) {
+        std::fprintf(stderr, "kvscope-studio: %s\n", window.last_error().toLocal8Bit().constData());
+        return 1;
+    }
     kvscope::views::ViewState& state = window.view_state();
     if (parser.isSet(layer_opt)) state.select_layer(parser.value(layer_opt).toInt());
     if (parser.isSet(head_opt)) state.select_head(parser.value(head_opt).toInt());
@@ -85,14 +96,27 @@ int main(int argc, char** argv) {
     window.repaint_views();
     if (!exporting) return QApplication::exec();
 
-    if (args.isEmpty()) {
-        std::fprintf(stderr, "kvscope-studio: --export-views needs a trace\n");
+    if (args.isEmpty() && !parser.isSet(sweep_opt)) {
+        std::fprintf(stderr, "kvscope-studio: --export-views needs a trace or --sweep\n");
         return 2;
     }
     int rc = 0;
     QTimer::singleShot(300, &app, [&] {
-        if (!window.export_all_views(parser.value(export_opt),
-                                     parser.value(scale_opt).toDouble())) {
+        if (parser.isSet(sweep_opt)) {
+            // Two frames: ImGui sizes combo boxes in the first.
+            kvscope::studio::ImGuiHostWidget* grid = window.sweep_dock()->host();
+            const double scale = parser.value(scale_opt).toDouble();
+            grid->render_image(scale);
+            const QString file = QDir(parser.value(export_opt)).filePath("niah_grid.png");
+            if (!QDir().mkpath(parser.value(export_opt)) ||
+                !grid->render_image(scale).save(file, "PNG")) {
+                std::fprintf(stderr, "kvscope-studio: cannot write %s\n",
+                             file.toLocal8Bit().constData());
+                rc = 1;
+            }
+        }
+        if (!args.isEmpty() && !window.export_all_views(parser.value(export_opt),
+                                                        parser.value(scale_opt).toDouble())) {
             std::fprintf(stderr, "kvscope-studio: %s\n",
                          window.last_error().toLocal8Bit().constData());
             rc = 1;

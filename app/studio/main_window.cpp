@@ -29,6 +29,7 @@
 #include "app/studio/imgui_host_widget.h"
 #include "app/studio/live_dock.h"
 #include "app/studio/step_scrubber.h"
+#include "app/studio/sweep_dock.h"
 #include "app/studio/trace_file_watch.h"
 #include "views/compare_diff.h"
 #include "views/reader_trace_model.h"
@@ -100,6 +101,13 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
     setCorner(Qt::BottomRightCorner, Qt::RightDockWidgetArea);
     addDockWidget(Qt::RightDockWidgetArea, live_dock_);
     live_dock_->hide();
+    // The NIAH grid shares the right column; hidden until a sweep is opened.
+    sweep_dock_ = new SweepDock(this);
+    addDockWidget(Qt::RightDockWidgetArea, sweep_dock_);
+    sweep_dock_->hide();
+    connect(sweep_dock_, &SweepDock::open_requested, this, &MainWindow::open_sweep_cell);
+    connect(sweep_dock_, &SweepDock::error_found, this,
+            [this](const QString& title, const QString& message) { show_error(title, message); });
     build_menus();
     if (!restoreGeometry(settings.value("window/geometry").toByteArray())) resize(1440, 900);
     layout_restored_ = restoreState(settings.value("window/state").toByteArray());
@@ -169,6 +177,8 @@ void MainWindow::build_menus() {
     QMenu* file = menuBar()->addMenu(tr("&File"));
     QAction* open = file->addAction(tr("&Open trace..."), this, &MainWindow::open_dialog);
     open->setShortcut(QKeySequence::Open);
+    file->addAction(tr("Open NIAH s&weep..."), this, &MainWindow::open_sweep_dialog)
+        ->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_N));
     recent_menu_ = file->addMenu(tr("Open &recent"));
     QAction* reload = file->addAction(tr("&Reload"), this, [this] {
         if (!path_.isEmpty()) open_trace(path_);
@@ -229,6 +239,9 @@ void MainWindow::build_menus() {
     live->setText(tr("&What-if (live run)"));
     live->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_W));
     view->addAction(live);
+    QAction* grid = sweep_dock_->toggleViewAction();
+    grid->setText(tr("&NIAH grid (sweep)"));
+    view->addAction(grid);
 
     QMenu* play = menuBar()->addMenu(tr("&Playback"));
     auto add = [&](const QString& name, QKeySequence key, auto fn) {
@@ -554,6 +567,42 @@ void MainWindow::show_error(const QString& title, const QString& message) {
     box->open();  // non-modal to the event loop: the window stays usable
 }
 
+bool MainWindow::open_sweep(const QString& dir) {
+    if (!sweep_dock_->open(dir)) {
+        show_error(tr("Could not open the NIAH sweep"), sweep_dock_->error());
+        return false;
+    }
+    last_error_.clear();
+    const bool was_hidden = sweep_dock_->isHidden();
+    sweep_dock_->show();
+    sweep_dock_->raise();
+    // After the dock has joined the layout (a resize in the same event is ignored).
+    if (was_hidden)
+        QTimer::singleShot(0, this, [this] {
+            resizeDocks({sweep_dock_}, {std::max(width() * 45 / 100, 420)}, Qt::Horizontal);
+        });
+    return true;
+}
+
+void MainWindow::open_sweep_cell(const QString& trace, const QString& baseline) {
+    if (!open_trace(trace)) return;
+    if (baseline.isEmpty()) {
+        close_compare();
+    } else {
+        open_compare(baseline);
+    }
+}
+
+void MainWindow::open_sweep_dialog() {
+    QSettings settings;
+    const QString dir = QFileDialog::getExistingDirectory(
+        this, tr("Open NIAH sweep (the folder kvscope niah --out wrote)"),
+        settings.value("last_dir").toString());
+    if (dir.isEmpty()) return;
+    settings.setValue("last_dir", dir);
+    open_sweep(dir);
+}
+
 void MainWindow::open_dialog() {
     QSettings settings;
     const QString path =
@@ -754,6 +803,7 @@ void MainWindow::set_theme(views::ThemeKind kind) {
     const views::Theme& theme = views::theme(kind);
     apply_qt_palette(theme);
     for (ImGuiHostWidget* h : hosts_) h->set_theme(theme);
+    if (sweep_dock_) sweep_dock_->set_theme(theme);
     if (dark_action_) dark_action_->setChecked(kind == views::ThemeKind::kDark);
     if (light_action_) light_action_->setChecked(kind == views::ThemeKind::kLight);
     QSettings().setValue("theme", kind == views::ThemeKind::kDark ? "dark" : "light");
@@ -823,7 +873,12 @@ void MainWindow::dragEnterEvent(QDragEnterEvent* e) {
 void MainWindow::dropEvent(QDropEvent* e) {
     for (const QUrl& url : e->mimeData()->urls()) {
         if (url.isLocalFile()) {
-            open_trace(url.toLocalFile());
+            // A folder is a NIAH sweep (sweep.json + summary.csv).
+            if (QFileInfo(url.toLocalFile()).isDir()) {
+                open_sweep(url.toLocalFile());
+            } else {
+                open_trace(url.toLocalFile());
+            }
             e->acceptProposedAction();
             return;
         }

@@ -27,6 +27,7 @@ namespace kvscope::studio {
 class ImGuiHostWidget;
 class StepScrubber;
 class LiveDock;
+class SweepDock;
 class TraceFileWatch;
 
 class MainWindow : public QMainWindow {
@@ -59,6 +60,11 @@ class MainWindow : public QMainWindow {
     void clear_preview();
     const views::TraceModel* preview_model() const { return preview_.get(); }
     LiveDock* live_dock() const { return live_dock_; }
+    // NIAH grid: opens a `kvscope niah` sweep folder in the grid dock (shown and raised). A click
+    // on a cell opens its run with open_trace and, when the cell has one, compare mode against
+    // its full-cache run. On failure: a message naming the file, last_error(), false.
+    bool open_sweep(const QString& dir);
+    SweepDock* sweep_dock() const { return sweep_dock_; }
     views::ViewState& view_state() { return state_; }
 
     int view_count() const { return static_cast<int>(views_.size()); }
@@ -107,6 +113,8 @@ class MainWindow : public QMainWindow {
     void show_error(const QString& title, const QString& message);
     void poll_live();
     void open_dialog();
+    void open_sweep_dialog();
+    void open_sweep_cell(const QString& trace, const QString& baseline);
     void compare_dialog();
     void clamp_state();  // the selection inside A (and B's steps in compare mode)
     void export_current_png();
@@ -120,6 +128,7 @@ class MainWindow : public QMainWindow {
     std::shared_ptr<views::TraceModel> compare_;  // trace B in compare mode
     std::shared_ptr<views::TraceModel> preview_;  // what-if preview shown instead of model_
     LiveDock* live_dock_ = nullptr;
+    SweepDock* sweep_dock_ = nullptr;
     QString compare_path_;
     views::ViewState state_;
     views::ThemeKind theme_kind_ = views::ThemeKind::kDark;

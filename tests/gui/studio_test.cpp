@@ -29,6 +29,7 @@
 #include "app/studio/live_dock.h"
 #include "app/studio/main_window.h"
 #include "app/studio/step_scrubber.h"
+#include "app/studio/sweep_dock.h"
 #include "app/studio/trace_file_watch.h"
 #include "traces/trace_reader.h"
 #include "views/budget_view.h"
@@ -794,6 +795,131 @@ class StudioTest : public QObject {
         QVERIFY(!watch->notice_shown());
         QCOMPARE(window_->trace_path(), QFileInfo(trace).absoluteFilePath());
         QVERIFY(window_->open_trace(kSample));
+    }
+
+    // The NIAH grid: a sweep recorded here (1 length x 2 depths x {full, snapkv 0.3}, one trial:
+    // 4 rows). A click on a cell opens that cell's run as A with the cell's full-cache run as B.
+    void niahGridClickOpensTheCellAgainstTheFullCache() {
+        const QString dir = out_.filePath("sweep");
+        QProcess run;
+        run.start(QStringLiteral(KVSCOPE_CLI_EXE),
+                  {"niah", "--model", QStringLiteral(KVSCOPE_SOURCE_DIR "/resources/models/kvscope-demo"),
+                   "--lengths", "192", "--depths", "0,1", "--policies", "snapkv", "--ratios", "0.3",
+                   "--max-new", "6", "--threads", "2", "--out", dir});
+        QVERIFY(run.waitForFinished(120000));
+        QVERIFY2(run.exitCode() == 0, run.readAllStandardError().constData());
+        QVERIFY2(window_->open_sweep(dir), qPrintable(window_->last_error()));
+        kvscope::studio::SweepDock* dock = window_->sweep_dock();
+        QVERIFY(dock->isVisible());
+        const views::NiahGrid* grid = dock->grid();
+        QVERIFY(grid);
+        QCOMPARE(grid->rows.size(), size_t{4});
+        ImGuiHostWidget* h = dock->host();
+        QVERIFY(QTest::qWaitFor([&] { return h->isVisible() && h->gl_ready(); }, 5000));
+        for (int k = 0; k < 3; ++k) {
+            const int before = h->frame_count();
+            h->update();
+            QVERIFY(QTest::qWaitFor([&] { return h->frame_count() > before; }, 5000));
+        }
+        // The snapkv heatmap, length 192, depth 1: its row and the same cell's full row.
+        QCOMPARE(dock->view().selected_job(*grid), grid->job_index("snapkv", "0.3"));
+        const views::NiahCellStats s = grid->stats(grid->job_index("snapkv", "0.3"), 0, 1);
+        QCOMPARE(s.row_indices.size(), size_t{1});
+        const views::NiahRow& row = grid->rows[static_cast<size_t>(s.row_indices[0])];
+        QCOMPARE(row.depth, 1.0);
+        const int b = grid->baseline_row(s.row_indices[0]);
+        QVERIFY(b >= 0);
+        const QString expect_a = QFileInfo(QDir(dir).filePath(QString::fromStdString(row.trace)))
+                                     .absoluteFilePath();
+        const QString expect_b = QFileInfo(QDir(dir).filePath(
+                                     QString::fromStdString(grid->rows[static_cast<size_t>(b)].trace)))
+                                     .absoluteFilePath();
+        QVERIFY(expect_a.endsWith("snapkv-0.3.kvtrace.h5"));
+        QVERIFY(expect_b.endsWith("full.kvtrace.h5"));
+        QCOMPARE(QFileInfo(expect_a).absolutePath(), QFileInfo(expect_b).absolutePath());
+        const views::PlotRect cell = dock->view().cell_rect(0, 1);
+        QVERIFY(cell.width() > 10);
+        const QPoint at(static_cast<int>((cell.min.x + cell.max.x) / 2),
+                        static_cast<int>((cell.min.y + cell.max.y) / 2));
+        QTest::mouseMove(h, at);
+        QTest::mouseClick(h, Qt::LeftButton, {}, at);
+        QTRY_COMPARE(window_->trace_path(), expect_a);
+        QVERIFY(window_->compare_model());
+        QTRY_COMPARE(window_->compare_path(), expect_b);
+        QCOMPARE(window_->model()->summary().policy, std::string("snapkv"));
+        QCOMPARE(window_->compare_model()->summary().policy, std::string("full"));
+        QTest::mouseMove(h, QPoint(1, 1));
+        if (!qEnvironmentVariableIsEmpty("KVSCOPE_GUI_SHOTS"))
+            h->grabFramebuffer().save(qEnvironmentVariable("KVSCOPE_GUI_SHOTS") + "/niah_grid.png");
+
+        // A row whose trace is gone: a message naming the file, nothing else changes.
+        const QString gone = QDir(dir).filePath("traces/c0000/snapkv-0.3.kvtrace.h5");
+        QVERIFY(QFile::rename(gone, gone + ".moved"));
+        const int row0 = grid->stats(grid->job_index("snapkv", "0.3"), 0, 0).row_indices.at(0);
+        QVERIFY(!dock->open_row(row0));
+        QVERIFY2(window_->last_error().contains("c0000/snapkv-0.3.kvtrace.h5") &&
+                     window_->last_error().contains("missing"),
+                 qPrintable(window_->last_error()));
+        QCOMPARE(window_->trace_path(), expect_a);
+        QVERIFY(QFile::rename(gone + ".moved", gone));
+        window_->close_compare();
+        QVERIFY(window_->open_trace(kSample));
+    }
+
+    // Not a sweep, a bad summary: a message naming the file, the sweep shown stays.
+    void niahGridRefusesBadFoldersAndFollowsARunningSweep() {
+        const QString dir = out_.filePath("sweep");
+        QVERIFY(window_->sweep_dock()->grid());
+        const QString none = out_.filePath("not_a_sweep");
+        QVERIFY(QDir().mkpath(none));
+        QVERIFY(!window_->open_sweep(none));
+        QVERIFY2(window_->last_error().contains(none + "/sweep.json"),
+                 qPrintable(window_->last_error()));
+        QVERIFY(!window_->open_sweep(out_.filePath("no_such_folder")));
+        QVERIFY(window_->last_error().contains("no_such_folder"));
+        const QString bad = out_.filePath("bad_sweep");
+        QVERIFY(QDir().mkpath(bad));
+        QVERIFY(QFile::copy(dir + "/sweep.json", bad + "/sweep.json"));
+        {
+            QFile f(bad + "/summary.csv");
+            QVERIFY(f.open(QIODevice::WriteOnly));
+            f.write("this,is,not,a,summary\n1,2,3,4,5\n");
+        }
+        QVERIFY(!window_->open_sweep(bad));
+        QVERIFY2(window_->last_error().contains(bad + "/summary.csv"),
+                 qPrintable(window_->last_error()));
+        QCOMPARE(window_->sweep_dock()->dir(), QFileInfo(dir).absoluteFilePath());
+        QCOMPARE(window_->sweep_dock()->grid()->rows.size(), size_t{4});
+
+        // A running sweep: rows appended to its summary show up without reopening.
+        QFile src(dir + "/summary.csv");
+        QVERIFY(src.open(QIODevice::ReadOnly));
+        // CSV records (a quoted output may hold newlines): split at newlines outside quotes.
+        QList<QByteArray> lines{QByteArray()};
+        bool quoted = false;
+        for (const char c : src.readAll()) {
+            if (c == '"') quoted = !quoted;
+            if (c == '\n' && !quoted) {
+                lines.append(QByteArray());
+            } else {
+                lines.back().append(c);
+            }
+        }
+        QVERIFY(lines.size() >= 5);
+        const QString live = out_.filePath("live_sweep");
+        QVERIFY(QDir().mkpath(live));
+        QVERIFY(QFile::copy(dir + "/sweep.json", live + "/sweep.json"));
+        QFile out(live + "/summary.csv");
+        QVERIFY(out.open(QIODevice::WriteOnly));
+        out.write(lines[0] + "\n" + lines[1] + "\n");
+        out.flush();
+        QVERIFY2(window_->open_sweep(live), qPrintable(window_->last_error()));
+        QCOMPARE(window_->sweep_dock()->grid()->rows.size(), size_t{1});
+        out.write(lines[2] + "\n" + lines[3] + "\n" + lines[4] + "\n");
+        out.close();
+        QTRY_COMPARE_WITH_TIMEOUT(window_->sweep_dock()->grid()->rows.size(), size_t{4}, 5000);
+        window_->sweep_dock()->close_sweep();
+        window_->sweep_dock()->hide();
     }
 
     void commandLineOpensAndExports() {
