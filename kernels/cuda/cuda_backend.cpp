@@ -71,6 +71,8 @@ DeviceProbe probe_device() {
     const std::string who = std::string(p.name) + ", compute capability " +
                             std::to_string(p.major) + "." + std::to_string(p.minor);
     if (p.major < kMinMajor) return {false, who + " (below 9.0)"};
+    std::string why;
+    if (!cublas_api(&why)) return {false, who + ", but " + why};
     return {true, who + ", " + gib(static_cast<double>(p.totalGlobalMem))};
 }
 
@@ -101,8 +103,11 @@ class CudaBackend final : public Backend {
         KVS_CUDA_CHECK(cudaSetDevice(0));
         KVS_CUDA_CHECK(cudaGetDeviceProperties(&prop_, 0));
         KVS_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-        KVS_CUBLAS_CHECK(cublasCreate(&blas_));
-        KVS_CUBLAS_CHECK(cublasSetStream(blas_, stream_));
+        std::string why;
+        api_ = cublas_api(&why);
+        if (!api_) throw std::runtime_error("the CUDA backend needs cuBLAS: " + why);
+        KVS_CUBLAS_CHECK(api_->create(&blas_));
+        KVS_CUBLAS_CHECK(api_->set_stream(blas_, stream_));
         const char* math = std::getenv("KVSCOPE_CUDA_MATH");
         fp32_weights_ = math && std::string(math) == "fp32";
         const char* act = std::getenv("KVSCOPE_CUDA_ACTIVATIONS");
@@ -116,7 +121,7 @@ class CudaBackend final : public Backend {
         for (DevBuf* b : {&ids_, &pos_, &invf_, &xcast_, &kv_k_, &kv_v_, &kv_pos_, &kv_meta_,
                           &qpos_, &lse_, &colsum_, &rows_, &decode_})
             b->free_now();
-        if (blas_) (void)cublasDestroy(blas_);
+        if (blas_) (void)api_->destroy(blas_);
         if (stream_) (void)cudaStreamDestroy(stream_);
     }
 
@@ -352,6 +357,7 @@ class CudaBackend final : public Backend {
 
     cudaDeviceProp prop_{};
     cudaStream_t stream_ = nullptr;
+    const CublasApi* api_ = nullptr;
     cublasHandle_t blas_ = nullptr;
     bool fp32_weights_ = false;
     bool managed_activations_ = false;

@@ -10,6 +10,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <string>
 
 #include "kernels/backend.h"
 #include "kernels/dtype.h"
@@ -18,6 +19,22 @@ namespace kvscope::cuda {
 
 [[noreturn]] void throw_cuda_error(const char* call, const char* what, int code, const char* file,
                                    int line);
+
+// cuBLAS entry points, loaded with dlopen on first use (cuda_cublas.cpp): programs that never make
+// a CUDA backend never load cuBLAS. Null (and *why_not set) when libcublas cannot be loaded.
+struct CublasApi {
+    bool loaded = false;
+    cublasStatus_t (*create)(cublasHandle_t*) = nullptr;
+    cublasStatus_t (*destroy)(cublasHandle_t) = nullptr;
+    cublasStatus_t (*set_stream)(cublasHandle_t, cudaStream_t) = nullptr;
+    cublasStatus_t (*gemm_ex)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int,
+                              const void*, const void*, cudaDataType, int, const void*,
+                              cudaDataType, int, const void*, void*, cudaDataType, int,
+                              cublasComputeType_t, cublasGemmAlgo_t) = nullptr;
+    const char* (*status_string)(cublasStatus_t) = nullptr;
+};
+const CublasApi* cublas_api(std::string* why_not);
+const char* cublas_status_string(cublasStatus_t st);
 
 }  // namespace kvscope::cuda
 
@@ -33,7 +50,7 @@ namespace kvscope::cuda {
     do {                                                                                        \
         const cublasStatus_t kvs_st_ = (call);                                                  \
         if (kvs_st_ != CUBLAS_STATUS_SUCCESS)                                                   \
-            ::kvscope::cuda::throw_cuda_error(#call, cublasGetStatusString(kvs_st_),            \
+            ::kvscope::cuda::throw_cuda_error(#call, ::kvscope::cuda::cublas_status_string(kvs_st_), \
                                               static_cast<int>(kvs_st_), __FILE__, __LINE__);   \
     } while (0)
 

@@ -79,8 +79,10 @@ void matmul(cublasHandle_t handle, const float* x, int64_t n, int64_t k, const v
         b = xcast;
     }
     const float alpha = 1.0f, beta = 0.0f;
-    KVS_CUBLAS_CHECK(cublasSetStream(handle, stream));
-    KVS_CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, as_int(m, "m"), as_int(n, "n"),
+    const CublasApi* blas = cublas_api(nullptr);
+    if (!blas) throw std::runtime_error("cuda matmul: cuBLAS is not loaded");
+    KVS_CUBLAS_CHECK(blas->set_stream(handle, stream));
+    KVS_CUBLAS_CHECK(blas->gemm_ex(handle, CUBLAS_OP_T, CUBLAS_OP_N, as_int(m, "m"), as_int(n, "n"),
                                   as_int(k, "k"), &alpha, w, wt, as_int(k, "k"), b, wt,
                                   as_int(k, "k"), &beta, out, CUDA_R_32F, as_int(m, "m"),
                                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));

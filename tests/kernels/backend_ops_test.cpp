@@ -600,6 +600,23 @@ TEST(MakeBackend, NamesAndRefusals) {
     EXPECT_EQ(describe_device("cpu").rfind("cpu: ", 0), 0u);
 }
 
+#ifdef KVSCOPE_HAVE_CUDA
+}  // namespace
+}  // namespace kvscope
+#include "kernels/cuda/cuda_common.h"
+namespace kvscope {
+namespace {
+// cuBLAS is dlopen'ed on first use; where the toolkit is installed (CI, dev machines) it must load
+// and resolve every entry point, GPU or not.
+TEST(MakeBackend, CublasLoadsAtRunTime) {
+    std::string why;
+    const cuda::CublasApi* api = cuda::cublas_api(&why);
+    ASSERT_NE(api, nullptr) << why;
+    EXPECT_NE(api->gemm_ex, nullptr);
+    EXPECT_STREQ(cuda::cublas_status_string(CUBLAS_STATUS_SUCCESS), "success");  // from libcublas
+}
+#endif
+
 TEST(MakeBackend, CpuBackendCountsItsMemory) {
     auto be = make_cpu_backend(1);
     Tensor t = be->alloc(DType::f32, {10, 10});
