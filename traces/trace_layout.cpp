@@ -64,7 +64,9 @@ const std::vector<DatasetSpec>& dataset_specs() {
          D::kFloat32,
          {A::L, A::H, A::P},
          "probability mass",
-         "attention received at prefill: column sums of the softmax attention over prompt rows"},
+         "attention received at prefill: raw column sums of the softmax attention over all "
+         "prompt rows (mean over the group's query heads); position-biased: key j is seen by "
+         "P - j queries"},
         {ds::kWindowScores,
          D::kFloat32,
          {A::L, A::H, A::P},
@@ -73,18 +75,21 @@ const std::vector<DatasetSpec>& dataset_specs() {
         {ds::kDensity,
          D::kFloat32,
          {A::L, A::H},
-         "variance",
-         "D2O attention density: variance of the head's column sums"},
+         "unitless [0,1)",
+         "D2O's density statistic: per query head, the unbiased variance of its column sums "
+         "min-max normalised across the layer's query heads; mean over the cache head's group"},
         {ds::kDensityLayer,
          D::kFloat32,
          {A::L},
-         "variance",
-         "D2O attention density of the layer (variance statistic over its heads)"},
+         "unitless [0,1)",
+         "D2O's layer density F_l: mean over all query heads of the layer of the min-max "
+         "normalised variance"},
         {ds::kSpearman,
          D::kFloat32,
          {A::L, A::H},
          "correlation [-1,1]",
-         "Spearman rank correlation of -key_norm and attn_received"},
+         "Spearman rank correlation of MINUS key_norm with attn_received: positive = low-norm "
+         "keys get more attention"},
         {ds::kNormAttnArea,
          D::kFloat32,
          {A::L, A::H},
@@ -115,12 +120,14 @@ const std::vector<DatasetSpec>& dataset_specs() {
          D::kInt32,
          {A::S, A::L, A::H},
          "tokens",
-         "budget (target tokens) per cache head after the step, -1 none"},
+         "budget (target tokens) per cache head after the step, -1 none (yet: D2O at step 0); "
+         "MiKV: the high-precision budget"},
         {ds::kStepNeedleSurvival,
          D::kFloat32,
          {A::S, A::N, A::L, A::H},
          "fraction [0,1]",
-         "fraction of the span's tokens still held after the step",
+         "fraction of the span's tokens still held after the step, at any precision "
+         "(quantised / demoted count as held)",
          Presence::kWithSpans},
         // /events
         {ds::kEvStep, D::kInt32, {A::E}, "step", "step of the event"},
@@ -131,12 +138,14 @@ const std::vector<DatasetSpec>& dataset_specs() {
          D::kInt32,
          {A::E},
          "token position",
-         "original position of the token the op applies to (merge: the source)"},
+         "original position of the token the op applies to (merge: the source); identifies "
+         "the token"},
         {ds::kEvDestination,
          D::kInt32,
          {A::E},
          "slot",
-         "destination slot (append: slot written, merge: slot merged into), -1 none"},
+         "merge: slot index of the destination after the op; other ops: the entry's slot "
+         "(= slot), -1 unknown"},
         {ds::kEvWeight, D::kFloat32, {A::E}, "weight", "merge weight, NaN when not applicable"},
         {ds::kEvSimilarity,
          D::kFloat32,
@@ -147,7 +156,8 @@ const std::vector<DatasetSpec>& dataset_specs() {
          D::kFloat32,
          {A::E},
          "score",
-         "score threshold of the decision, NaN when not applicable"},
+         "score threshold of the decision, NaN when not applicable (D2O merges: compared with "
+         "the head-averaged similarity)"},
         {ds::kEvBits, D::kInt8, {A::E}, "bits", "precision of the entry after the op"},
         {ds::kEvSlot,
          D::kInt32,

@@ -243,9 +243,13 @@ def main():
 
     complete = os.path.join(args.workdir, "complete.kvtrace.h5")
     killed = os.path.join(args.workdir, "killed.kvtrace.h5")
+    for p in (complete, killed, complete + ".part", killed + ".part"):  # a stale .part is refused
+        if os.path.exists(p):
+            os.remove(p)
     subprocess.run([args.writer, complete, "--rows", "--maps"], check=True)
     r = subprocess.run([args.writer, killed, "--kill-after", "9"])
     assert r.returncode == -signal.SIGKILL, r.returncode
+    killed += ".part"  # a killed writer never renames: its steps are in the .part
 
     t = Trace(complete, schema)
     check_layout(t)
