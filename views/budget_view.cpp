@@ -138,8 +138,9 @@ void BudgetView::draw(ViewContext& ctx) {
         double held = 0.0;
         int n = 0;
         for (int32_t h = 0; h < s.n_heads; ++h) {
-            if (const auto hist = model.history(l, h, Load::kLater)) {
-                held += static_cast<double>(hist->held(step));
+            // Counts only: every head of every layer, never their histories (issue 18).
+            if (const auto c = model.head_counts(l, h, step, Load::kLater)) {
+                held += static_cast<double>(c->held);
                 ++n;
             }
         }

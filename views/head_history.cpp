@@ -73,9 +73,19 @@ void HeadHistory::push_change(int64_t token, const CacheChange& c) {
     last_[t] = index;
 }
 
-void HeadHistory::apply_step(std::span<const trace::EventRecord> events) {
+void HeadHistory::apply_step(std::span<const trace::EventRecord> events, int64_t implicit_prompt) {
     const int32_t step = static_cast<int32_t>(steps());
     step_begin_.push_back(static_cast<int32_t>(changes_.size()));
+    // Size once for the whole step (the prefill's is ~2 changes per prompt token): growing per
+    // change cost more in page faults and copies than the replay itself (perf, 128k tokens).
+    int64_t max_position = -1;
+    for (const trace::EventRecord& e : events)
+        max_position = std::max<int64_t>(max_position, e.position);
+    max_position = std::max(max_position, implicit_prompt - 1);
+    if (max_position >= 0) ensure_token(max_position);
+    const size_t more = events.size() + static_cast<size_t>(std::max<int64_t>(implicit_prompt, 0));
+    if (changes_.capacity() < changes_.size() + more)
+        changes_.reserve(std::max(changes_.size() + more, changes_.capacity() * 3 / 2));
     auto current = [&](int64_t token) -> CacheChange {
         const int32_t li = last_[static_cast<size_t>(token)];
         return li >= 0 ? changes_[static_cast<size_t>(li)] : CacheChange{};
@@ -87,6 +97,25 @@ void HeadHistory::apply_step(std::span<const trace::EventRecord> events) {
         cur_bits_ -= held_bits_of(before);
     };
 
+    if (implicit_prompt > 0) {
+        std::vector<uint8_t> recorded(static_cast<size_t>(implicit_prompt), 0);
+        for (const trace::EventRecord& e : events)
+            if (e.op == CacheOp::kAppend && e.position >= 0 && e.position < implicit_prompt)
+                recorded[static_cast<size_t>(e.position)] = 1;
+        for (int64_t p = 0; p < implicit_prompt; ++p) {
+            if (recorded[static_cast<size_t>(p)]) continue;
+            // The append branch below, for an event (append, p, 16 bits).
+            CacheChange c;
+            c.step = step;
+            c.state = TokenCacheState::kHeld;
+            c.bits = 16;
+            drop(p, current(p));
+            slot_add(p, +1);
+            ++cur_held_;
+            cur_bits_ += c.bits;
+            push_change(p, c);
+        }
+    }
     for (size_t i = 0; i < events.size();) {
         const trace::EventRecord& ev = events[i];
         if (ev.position < 0) {
@@ -186,6 +215,12 @@ std::vector<CacheChange> HeadHistory::changes(int64_t token) const {
         out.push_back(changes_[static_cast<size_t>(i)]);
     }
     return out;
+}
+
+void HeadHistory::shrink_to_fit() {
+    changes_.shrink_to_fit();
+    first_.shrink_to_fit();
+    last_.shrink_to_fit();
 }
 
 size_t HeadHistory::memory_bytes() const {

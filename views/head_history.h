@@ -50,7 +50,11 @@ class HeadHistory {
     HeadHistory(int32_t layer, int32_t head) : layer_(layer), head_(head) {}
 
     // Applies the events of step `steps()` (all of them for this (layer, head), recorded order).
-    void apply_step(std::span<const trace::EventRecord> events);
+    // implicit_prompt > 0 (step 0 of a trace whose prefill appends are not recorded): first
+    // appends, at 16 bits, every position below it that `events` do not append themselves, as
+    // apply_step(trace::with_prompt_appends(events, ..., implicit_prompt)) does, without
+    // building those events.
+    void apply_step(std::span<const trace::EventRecord> events, int64_t implicit_prompt = 0);
 
     int32_t layer() const { return layer_; }
     int32_t head() const { return head_; }
@@ -84,6 +88,8 @@ class HeadHistory {
     int64_t evicted(int64_t step) const { return at(evicted_, step); }
 
     size_t memory_bytes() const;
+    // Drops the spare capacity kept for further steps (a history that will not grow soon).
+    void shrink_to_fit();
 
   private:
     template <typename T>

@@ -141,6 +141,7 @@ StepInfo ReaderTraceModel::step_info(int64_t step) const {
 std::shared_ptr<HeadHistory> ReaderTraceModel::build_history(int32_t layer, int32_t head) const {
     auto h = std::make_shared<HeadHistory>(layer, head);
     extend_history(*h);
+    h->shrink_to_fit();  // cached histories are the Studio's largest memory
     return h;
 }
 
@@ -160,10 +161,8 @@ void ReaderTraceModel::extend_history(HeadHistory& h) const {
             // `kvscope run` does not record the prefill's appends (SCHEMA.md: the prompt is in the
             // cache when step 0's compression runs). Put the prompt in first, at full precision,
             // for every position whose append the trace does not carry itself.
-            const std::vector<trace::EventRecord> step0 =
-                with_prompt_appends(std::span<const trace::EventRecord>(events.data() + i, j - i),
-                                    h.layer(), h.head(), summary_.n_prompt_tokens);
-            h.apply_step(step0);
+            h.apply_step(std::span<const trace::EventRecord>(events.data() + i, j - i),
+                         summary_.n_prompt_tokens);
         } else {
             h.apply_step(std::span<const trace::EventRecord>(events.data() + i, j - i));
         }
@@ -174,7 +173,8 @@ void ReaderTraceModel::extend_history(HeadHistory& h) const {
 void ReaderTraceModel::insert_history(int64_t key, std::shared_ptr<HeadHistory> h) const {
     lru_.push_front(key);
     const size_t bytes = h->memory_bytes();
-    histories_[key] = CachedHistory{std::move(h), lru_.begin(), bytes};
+    last_history_bytes_ = bytes;
+    histories_[key] = CachedHistory{std::move(h), lru_.begin(), bytes, frame_};
     history_bytes_ += bytes;
     // Keep at least the newest entry whatever its size.
     while (history_bytes_ > history_cache_bytes_ && lru_.size() > 1) {
@@ -193,12 +193,14 @@ std::shared_ptr<const HeadHistory> ReaderTraceModel::history(int32_t layer, int3
     auto it = histories_.find(key);
     if (it != histories_.end()) {
         lru_.splice(lru_.begin(), lru_, it->second.lru);
+        it->second.used_frame = frame_;
         return it->second.history;
     }
     if (load == Load::kLater) {
-        queued_.insert(key);
+        if (!deferred_.count(key)) queued_.insert(key);
         return nullptr;
     }
+    deferred_.erase(key);
     queued_.erase(key);
     std::shared_ptr<HeadHistory> h = build_history(layer, head);
     insert_history(key, h);
@@ -212,9 +214,18 @@ bool ReaderTraceModel::load_pending(double budget_ms) {
             std::chrono::steady_clock::now() - start;
         return spent.count() >= budget_ms;
     };
+    ++frame_;
+    if (!deferred_.empty() && room_for_history()) deferred_.clear();  // asked for again if shown
     // Histories first (a view waits on them), then counts-only loads.
     while (!queued_.empty()) {
         const int64_t key = *queued_.begin();
+        if (!histories_.count(key) && !room_for_history()) {
+            // Every cached history was shown in the last frame: loading more would evict what
+            // the same frame needs again (a load / evict cycle that never completes).
+            deferred_.insert(queued_.begin(), queued_.end());
+            queued_.clear();
+            break;
+        }
         queued_.erase(queued_.begin());
         if (!histories_.count(key)) {
             const int32_t layer = static_cast<int32_t>(key / summary_.n_heads);
@@ -240,6 +251,13 @@ bool ReaderTraceModel::load_pending(double budget_ms) {
         if (over_budget()) break;
     }
     return has_pending();
+}
+
+bool ReaderTraceModel::room_for_history() const {
+    if (history_bytes_ + last_history_bytes_ <= history_cache_bytes_ || lru_.empty()) return true;
+    // Evictable: the least recently used history was not asked for in the last frame.
+    const auto it = histories_.find(lru_.back());
+    return it == histories_.end() || it->second.used_frame < frame_ - 1;
 }
 
 ReaderTraceModel::CountSeries ReaderTraceModel::count_series(const HeadHistory& h) {

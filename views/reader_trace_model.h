@@ -62,6 +62,12 @@ class ReaderTraceModel final : public TraceModel {
 
     const trace::TraceReader& reader() const { return reader_; }
     size_t cached_history_bytes() const { return history_bytes_; }
+    // Heads whose later loads were held back: the views' working set outgrew the history cache
+    // (every cached history was asked for in the last frame). They answer nullptr, unqueued,
+    // until a cached history goes unused for a frame; memory stays within the cache budget and a
+    // view that asks for more than fits completes with those heads missing instead of loading
+    // and evicting forever.
+    size_t deferred_histories() const { return deferred_.size(); }
 
   private:
     static constexpr int64_t kTokenPage = 2048;
@@ -72,6 +78,7 @@ class ReaderTraceModel final : public TraceModel {
         std::shared_ptr<HeadHistory> history;
         std::list<int64_t>::iterator lru;
         size_t bytes = 0;
+        int64_t used_frame = 0;  // frame_ when last asked for
     };
 
     // Runs a reader call; on an exception records its message and returns `fallback`.
@@ -89,6 +96,7 @@ class ReaderTraceModel final : public TraceModel {
     std::shared_ptr<HeadHistory> build_history(int32_t layer, int32_t head) const;
     void extend_history(HeadHistory& h) const;
     void insert_history(int64_t key, std::shared_ptr<HeadHistory> h) const;
+    bool room_for_history() const;
     // Per-step counts of one head, [S] (the fallback for traces without /summary).
     using CountSeries = std::vector<HeadCounts>;
     static CountSeries count_series(const HeadHistory& h);
@@ -118,6 +126,9 @@ class ReaderTraceModel final : public TraceModel {
     mutable std::list<int64_t> lru_;  // most recent first
     mutable size_t history_bytes_ = 0;
     mutable std::set<int64_t> queued_;
+    mutable std::set<int64_t> deferred_;
+    int64_t frame_ = 1;                      // load_pending calls: one per frame in the Studio
+    mutable size_t last_history_bytes_ = 0;  // size estimate of the next history
     // Head counts: /summary rows by step (a bounded cache), or replayed series by (layer, head).
     mutable std::map<int64_t, trace::HeadCountRow> count_rows_;
     mutable std::unordered_map<int64_t, CountSeries> count_series_;

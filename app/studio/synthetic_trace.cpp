@@ -206,6 +206,7 @@ void write_synthetic_trace(trace::TraceWriter& writer, const SyntheticSpec& spec
     meta.device = "none (synthetic)";
     meta.backend = "cpu";
     meta.extra = {{"generator", "app/studio/synthetic_trace.cpp"},
+                  {"prefill_appends_recorded", false},
                   {"note", "synthetic stand-in until kvscope run records the sample"}};
     writer.begin(meta);
 
@@ -326,16 +327,19 @@ void write_synthetic_trace(trace::TraceWriter& writer, const SyntheticSpec& spec
         const int32_t st = static_cast<int32_t>(s);
         const int64_t n = s == 0 ? P : P + s;  // tokens in the cache context after this step
         for (int32_t l = 0; l < L; ++l) {
+            std::vector<EventRecord> layer_events;
             for (int32_t h = 0; h < H; ++h) {
                 HeadCache& hc = caches[static_cast<size_t>(l) * static_cast<size_t>(H) +
                                        static_cast<size_t>(h)];
                 const float* c = &colsum[static_cast<size_t>(l)]
                                         [static_cast<size_t>(h) * static_cast<size_t>(P)];
-                std::vector<EventRecord>& ev = data.events;
+                std::vector<EventRecord>& ev = layer_events;
                 const int64_t C = budget[static_cast<size_t>(l)];
                 if (s == 0) {
+                    // The prompt is in the cache before the prefill's compression; as with
+                    // `kvscope run`, its appends are not recorded (readers put them in:
+                    // trace::with_prompt_appends), which halves the prefill's events.
                     for (int64_t j = 0; j < P; ++j) {
-                        ev.push_back(event(st, l, h, CacheOp::kAppend, j, j, kNaN, kNaN, kNaN, 16));
                         hc.bits[static_cast<size_t>(j)] = 16;
                         hc.score[static_cast<size_t>(j)] = c[j];
                     }
@@ -512,6 +516,10 @@ void write_synthetic_trace(trace::TraceWriter& writer, const SyntheticSpec& spec
                     }
                 }
             }
+            // Handed over a layer at a time, already in (layer, head) order: the writer queues
+            // them without a sort, and neither side holds a second copy of the step's events.
+            writer.add_events(std::move(layer_events));
+            layer_events = {};
         }
         // Per-step tables.
         for (int32_t l = 0; l < L; ++l) {

@@ -17,6 +17,8 @@
 // (layer, head) keeps sinks + heavy hitters + a recent window, merges evicted tokens whose
 // (synthetic) key similarity passes a threshold into their nearest kept token and evicts the
 // rest; kept tokens outside the top third by score are quantised to 4 bits (the lowest to 2).
+// The prompt's appends are not recorded (as with `kvscope run`: run_json
+// extra.prefill_appends_recorded = false); step 0 holds the compression's events only.
 // Each decode step appends the fed token, evicts or merges the lowest cumulative score when over
 // budget, and every 4th step demotes one more token by a precision level.
 // Merge destinations are slot indices as the schema defines them: the rank of the target among

@@ -203,5 +203,45 @@ TEST(OverviewAtScale, CompleteWithinLayersTimesHeadsLoadsWithoutSummary) {
     expect_cells_match_histories(model);
 }
 
+TEST(HistoryCacheAtScale, AWorkingSetLargerThanTheCacheCompletesWithinItsBudget) {
+    // A view that needs every head's history each frame (the precision view over all heads)
+    // with a cache of about three histories: loads stop when every cached history was shown in
+    // the last frame, instead of evicting what the next frame asks for again.
+    ReaderTraceModel probe(kSample);
+    const size_t one = probe.history(2, 0, Load::kNow)->memory_bytes();
+    ReaderTraceModel model(kSample, 3 * one);
+    const TraceSummary& s = model.summary();
+    const int n = s.n_layers * s.n_heads;
+    auto frame = [&] {  // what the view asks for in one frame; returns the heads it got
+        int got = 0;
+        for (int32_t l = 0; l < s.n_layers; ++l)
+            for (int32_t h = 0; h < s.n_heads; ++h)
+                got += model.history(l, h, Load::kLater) ? 1 : 0;
+        return got;
+    };
+    int calls = 0;
+    int got = frame();
+    while (model.has_pending() && calls < 2 * n) {
+        model.load_pending(0.0);  // one history per call
+        ++calls;
+        got = frame();
+    }
+    EXPECT_FALSE(model.has_pending()) << "still loading after " << calls << " calls";
+    EXPECT_LE(calls, n);
+    EXPECT_GE(got, 2);  // what fits is shown
+    EXPECT_LT(got, n);
+    EXPECT_EQ(model.deferred_histories(), static_cast<size_t>(n - got));
+    EXPECT_LE(model.cached_history_bytes(), 4 * one + one / 2);  // the budget + one history
+    // The selection (kNow) is always loaded; once the view stops asking, deferred heads load.
+    EXPECT_NE(model.history(s.n_layers - 1, s.n_heads - 1, Load::kNow), nullptr);
+    model.load_pending(0.0);  // a frame in which nothing was shown
+    model.load_pending(0.0);
+    EXPECT_EQ(model.deferred_histories(), 0u);
+    EXPECT_EQ(model.history(0, 0, Load::kLater), nullptr);  // evicted or never loaded: queued
+    EXPECT_TRUE(model.has_pending());
+    model.load_pending(1e6);
+    EXPECT_NE(model.history(0, 0, Load::kLater), nullptr);
+}
+
 }  // namespace
 }  // namespace kvscope::views
