@@ -73,9 +73,11 @@ __global__ void __launch_bounds__(kThreads) flash_fwd(AttentionDev a) {
     for (int r = 0; r < kBQ; ++r) qmax = qmax > sQpos[r] ? qmax : sQpos[r];
 
     float m[kRowsPerWarp], l[kRowsPerWarp], o[kRowsPerWarp][DPL];
+    #pragma unroll
     for (int e = 0; e < kRowsPerWarp; ++e) {
         m[e] = -INFINITY;
         l[e] = 0.0f;
+        #pragma unroll
         for (int t = 0; t < DPL; ++t) o[e][t] = 0.0f;
     }
 
@@ -95,6 +97,7 @@ __global__ void __launch_bounds__(kThreads) flash_fwd(AttentionDev a) {
         if (!__syncthreads_or(any)) continue;  // no query of this tile sees these keys
 
         float s[kRowsPerWarp], p[kRowsPerWarp];
+        #pragma unroll
         for (int e = 0; e < kRowsPerWarp; ++e) {
             const int r = warp * kRowsPerWarp + e;
             float acc = 0.0f;
@@ -103,6 +106,7 @@ __global__ void __launch_bounds__(kThreads) flash_fwd(AttentionDev a) {
             for (int64_t x = 0; x < d; ++x) acc += qr[x] * kr[x];
             s[e] = sKpos[lane] <= sQpos[r] ? acc * a.scale : -INFINITY;
         }
+        #pragma unroll
         for (int e = 0; e < kRowsPerWarp; ++e) {
             const float m_new = fmaxf(m[e], warp_max(s[e]));
             float corr = 1.0f;
@@ -113,22 +117,30 @@ __global__ void __launch_bounds__(kThreads) flash_fwd(AttentionDev a) {
             }
             l[e] = l[e] * corr + warp_sum(p[e]);
             m[e] = m_new;
+            #pragma unroll
             for (int t = 0; t < DPL; ++t) o[e][t] *= corr;
         }
+        #pragma unroll
         for (int j = 0; j < kBK; ++j) {
             float vj[DPL];
+            #pragma unroll
             for (int t = 0; t < DPL; ++t) vj[t] = sV[j * DMAX + lane + 32 * t];
+            #pragma unroll
             for (int e = 0; e < kRowsPerWarp; ++e) {
                 const float pj = __shfl_sync(0xffffffffu, p[e], j);
+                #pragma unroll
                 for (int t = 0; t < DPL; ++t) o[e][t] += pj * vj[t];
             }
         }
     }
 
+    #pragma unroll
+
     for (int e = 0; e < kRowsPerWarp; ++e) {
         const int64_t qi = q0 + warp * kRowsPerWarp + e;
         if (qi >= n) continue;
         const float inv = l[e] > 0.0f ? 1.0f / l[e] : 0.0f;
+        #pragma unroll
         for (int t = 0; t < DPL; ++t) {
             const int64_t c = lane + 32 * t;
             if (c < d) a.out[(qi * H + h) * d + c] = o[e][t] * inv;
@@ -184,6 +196,7 @@ __global__ void __launch_bounds__(kThreads)
             any = sQpos[tid] >= kmin;
         }
         if (!__syncthreads_or(any)) continue;
+#pragma unroll
         for (int e = 0; e < kRowsPerWarp; ++e) {
             const int r = warp * kRowsPerWarp + e;
             const int64_t qi = qt + r;
