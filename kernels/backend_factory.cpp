@@ -17,7 +17,9 @@ BackendHooks& cuda_hooks() {
 
 }  // namespace
 
-void register_cuda_backend(const BackendHooks& hooks) { cuda_hooks() = hooks; }
+void register_cuda_backend(const BackendHooks& hooks) {
+    cuda_hooks() = hooks;
+}
 
 DeviceProbe probe_cuda() {
     const BackendHooks& h = cuda_hooks();

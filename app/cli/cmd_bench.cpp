@@ -101,8 +101,9 @@ std::function<int()> setup(CLI::App& sub) {
     sub.add_option("--decode-steps", a->decode_steps, "Decode steps timed after each prefill")
         ->check(CLI::Range(1, 100000))
         ->capture_default_str();
-    sub.add_option("--recording", a->recording, "off, on, or off,on (a trace written by the "
-                                                "recorder to a temporary file)")
+    sub.add_option("--recording", a->recording,
+                   "off, on, or off,on (a trace written by the "
+                   "recorder to a temporary file)")
         ->capture_default_str();
     sub.add_option("--json", a->json, "Also write the rows as JSON to this file");
     sub.add_option("--floor-mib", a->floor_mib,
@@ -115,13 +116,15 @@ std::function<int()> setup(CLI::App& sub) {
         std::vector<int64_t> lengths;
         for (const auto& s : split(a->lengths)) {
             const std::vector<int32_t> v = parse_id_list(s, "--lengths");
-            if (v.size() != 1 || v[0] < 2) throw InputError("--lengths: '" + s + "' is not a length >= 2");
+            if (v.size() != 1 || v[0] < 2)
+                throw InputError("--lengths: '" + s + "' is not a length >= 2");
             lengths.push_back(v[0]);
         }
         if (lengths.empty()) throw InputError("--lengths: no length given");
         std::vector<bool> recs;
         for (const auto& s : split(a->recording)) {
-            if (s != "off" && s != "on") throw InputError("--recording: expected off, on or off,on");
+            if (s != "off" && s != "on")
+                throw InputError("--recording: expected off, on or off,on");
             recs.push_back(s == "on");
         }
         if (recs.empty()) throw InputError("--recording: expected off, on or off,on");
@@ -142,12 +145,15 @@ std::function<int()> setup(CLI::App& sub) {
             backend_name = backend->name();
             std::printf("kvscope bench: %s on %s\n", a->m.model.c_str(), device_desc.c_str());
             cuda = backend->device() == DeviceKind::cuda;
-            floor_bytes = (a->floor_mib > 0 ? a->floor_mib : (cuda ? 1024 : 128)) * (int64_t{1} << 20);
+            floor_bytes =
+                (a->floor_mib > 0 ? a->floor_mib : (cuda ? 1024 : 128)) * (int64_t{1} << 20);
             floor_gbs = backend->measure_copy_gbs(static_cast<size_t>(floor_bytes), 9);
         }
         const int64_t wbytes = weight_bytes(*L.model);
-        std::printf("floor: %.1f GB/s (copy of %lld MiB, read + write, median of 9); weights %.3f GB\n",
-                    floor_gbs, static_cast<long long>(floor_bytes >> 20), static_cast<double>(wbytes) / 1e9);
+        std::printf(
+            "floor: %.1f GB/s (copy of %lld MiB, read + write, median of 9); weights %.3f GB\n",
+            floor_gbs, static_cast<long long>(floor_bytes >> 20),
+            static_cast<double>(wbytes) / 1e9);
 
         const int32_t vocab = std::min<int32_t>(static_cast<int32_t>(sp.vocab_size),
                                                 static_cast<int32_t>(L.tokenizer->vocab_size()));
@@ -158,7 +164,8 @@ std::function<int()> setup(CLI::App& sub) {
         for (const PolicyArgs& pa : policies) {
             for (int64_t len : lengths) {
                 std::mt19937_64 rng(a->seed + static_cast<uint64_t>(len));
-                std::uniform_int_distribution<int32_t> tok(std::min<int32_t>(3, vocab - 1), vocab - 1);
+                std::uniform_int_distribution<int32_t> tok(std::min<int32_t>(3, vocab - 1),
+                                                           vocab - 1);
                 std::vector<int32_t> ids(static_cast<size_t>(len));
                 for (auto& t : ids) t = tok(rng);
                 for (bool rec_on : recs) {
@@ -188,8 +195,9 @@ std::function<int()> setup(CLI::App& sub) {
                         for (int s = 0; s < steps; ++s) next = argmax(engine.decode(next));
                         r.decode_ms_per_token = ms_since(t0) / steps;
                     } else {
-                        const fs::path trace = fs::temp_directory_path() /
-                                               ("kvscope_bench_" + std::to_string(::getpid()) + ".kvtrace.h5");
+                        const fs::path trace =
+                            fs::temp_directory_path() /
+                            ("kvscope_bench_" + std::to_string(::getpid()) + ".kvtrace.h5");
                         record::RunInput input;
                         input.ids = ids;
                         record::SamplingOptions so;
@@ -224,27 +232,30 @@ std::function<int()> setup(CLI::App& sub) {
                     }
                     r.kv_bytes = engine.cache().bytes_held();
                     r.bytes_per_step = wbytes + r.kv_bytes;
-                    r.gbs = static_cast<double>(r.bytes_per_step) / (r.decode_ms_per_token / 1e3) / 1e9;
+                    r.gbs =
+                        static_cast<double>(r.bytes_per_step) / (r.decode_ms_per_token / 1e3) / 1e9;
                     r.pct_floor = floor_gbs > 0 ? 100.0 * r.gbs / floor_gbs : 0.0;
                     const Backend::MemoryInfo mem = backend->memory();
                     r.peak_backend = mem.peak;
                     if (mem.device_total >= 0) r.device_used = mem.device_total - mem.device_free;
                     r.max_rss = max_rss_bytes();
-                    std::printf("%-16s %7lld %4s %11.1f %10.0f %12.3f %11.3g %9.1f %6.1f%% %10.1f\n",
-                                r.policy.c_str(), static_cast<long long>(len), rec_on ? "on" : "off",
-                                r.prefill_ms, static_cast<double>(len) / (r.prefill_ms / 1e3),
-                                r.decode_ms_per_token, static_cast<double>(r.bytes_per_step), r.gbs,
-                                r.pct_floor,
-                                static_cast<double>(r.peak_backend + (cuda ? 0 : wbytes)) / (1 << 20));
+                    std::printf(
+                        "%-16s %7lld %4s %11.1f %10.0f %12.3f %11.3g %9.1f %6.1f%% %10.1f\n",
+                        r.policy.c_str(), static_cast<long long>(len), rec_on ? "on" : "off",
+                        r.prefill_ms, static_cast<double>(len) / (r.prefill_ms / 1e3),
+                        r.decode_ms_per_token, static_cast<double>(r.bytes_per_step), r.gbs,
+                        r.pct_floor,
+                        static_cast<double>(r.peak_backend + (cuda ? 0 : wbytes)) / (1 << 20));
                     std::fflush(stdout);
                     rows.push_back(r);
                 }
             }
         }
-        std::printf("\nbytes/step = weights as stored + KV bytes the cache holds after the run; "
-                    "GB/s = bytes/step / decode time; peak = %s\n",
-                    cuda ? "device memory the backend held (weights, activations, scratch)"
-                         : "activations the backend held + the mmapped weights");
+        std::printf(
+            "\nbytes/step = weights as stored + KV bytes the cache holds after the run; "
+            "GB/s = bytes/step / decode time; peak = %s\n",
+            cuda ? "device memory the backend held (weights, activations, scratch)"
+                 : "activations the backend held + the mmapped weights");
         if (!a->json.empty()) {
             nlohmann::json j;
             j["model"] = a->m.model;

@@ -29,11 +29,11 @@
 namespace kvscope::cuda {
 namespace {
 
-constexpr int kBQ = 16;       // query rows per tile
-constexpr int kBK = 32;       // keys per tile (one per lane)
-constexpr int kThreads = 128; // 4 warps; warp w owns query rows 4w .. 4w+3 of a tile
+constexpr int kBQ = 16;        // query rows per tile
+constexpr int kBK = 32;        // keys per tile (one per lane)
+constexpr int kThreads = 128;  // 4 warps; warp w owns query rows 4w .. 4w+3 of a tile
 constexpr int kRowsPerWarp = kBQ / (kThreads / 32);
-constexpr int kChunk = 256;   // keys per decode split
+constexpr int kChunk = 256;  // keys per decode split
 constexpr int64_t kNoPos = INT64_MAX;
 
 template <int DMAX>
@@ -50,8 +50,8 @@ __global__ void __launch_bounds__(kThreads) flash_fwd(AttentionDev a) {
     int64_t* sQpos = reinterpret_cast<int64_t*>(smem_raw);
     int64_t* sKpos = sQpos + kBQ;
     float* sQ = reinterpret_cast<float*>(sKpos + kBK);  // [kBQ][DMAX]
-    float* sK = sQ + kBQ * DMAX;                         // [kBK][DMAX + 1] (padded: no conflicts)
-    float* sV = sK + kBK * (DMAX + 1);                   // [kBK][DMAX]
+    float* sK = sQ + kBQ * DMAX;                        // [kBK][DMAX + 1] (padded: no conflicts)
+    float* sV = sK + kBK * (DMAX + 1);                  // [kBK][DMAX]
 
     const int tid = static_cast<int>(threadIdx.x), lane = tid & 31, warp = tid >> 5;
     const int64_t d = a.d, n = a.n, H = a.H;
@@ -73,11 +73,11 @@ __global__ void __launch_bounds__(kThreads) flash_fwd(AttentionDev a) {
     for (int r = 0; r < kBQ; ++r) qmax = qmax > sQpos[r] ? qmax : sQpos[r];
 
     float m[kRowsPerWarp], l[kRowsPerWarp], o[kRowsPerWarp][DPL];
-    #pragma unroll
+#pragma unroll
     for (int e = 0; e < kRowsPerWarp; ++e) {
         m[e] = -INFINITY;
         l[e] = 0.0f;
-        #pragma unroll
+#pragma unroll
         for (int t = 0; t < DPL; ++t) o[e][t] = 0.0f;
     }
 
@@ -97,7 +97,7 @@ __global__ void __launch_bounds__(kThreads) flash_fwd(AttentionDev a) {
         if (!__syncthreads_or(any)) continue;  // no query of this tile sees these keys
 
         float s[kRowsPerWarp], p[kRowsPerWarp];
-        #pragma unroll
+#pragma unroll
         for (int e = 0; e < kRowsPerWarp; ++e) {
             const int r = warp * kRowsPerWarp + e;
             float acc = 0.0f;
@@ -106,7 +106,7 @@ __global__ void __launch_bounds__(kThreads) flash_fwd(AttentionDev a) {
             for (int64_t x = 0; x < d; ++x) acc += qr[x] * kr[x];
             s[e] = sKpos[lane] <= sQpos[r] ? acc * a.scale : -INFINITY;
         }
-        #pragma unroll
+#pragma unroll
         for (int e = 0; e < kRowsPerWarp; ++e) {
             const float m_new = fmaxf(m[e], warp_max(s[e]));
             float corr = 1.0f;
@@ -117,30 +117,30 @@ __global__ void __launch_bounds__(kThreads) flash_fwd(AttentionDev a) {
             }
             l[e] = l[e] * corr + warp_sum(p[e]);
             m[e] = m_new;
-            #pragma unroll
+#pragma unroll
             for (int t = 0; t < DPL; ++t) o[e][t] *= corr;
         }
-        #pragma unroll
+#pragma unroll
         for (int j = 0; j < kBK; ++j) {
             float vj[DPL];
-            #pragma unroll
+#pragma unroll
             for (int t = 0; t < DPL; ++t) vj[t] = sV[j * DMAX + lane + 32 * t];
-            #pragma unroll
+#pragma unroll
             for (int e = 0; e < kRowsPerWarp; ++e) {
                 const float pj = __shfl_sync(0xffffffffu, p[e], j);
-                #pragma unroll
+#pragma unroll
                 for (int t = 0; t < DPL; ++t) o[e][t] += pj * vj[t];
             }
         }
     }
 
-    #pragma unroll
+#pragma unroll
 
     for (int e = 0; e < kRowsPerWarp; ++e) {
         const int64_t qi = q0 + warp * kRowsPerWarp + e;
         if (qi >= n) continue;
         const float inv = l[e] > 0.0f ? 1.0f / l[e] : 0.0f;
-        #pragma unroll
+#pragma unroll
         for (int t = 0; t < DPL; ++t) {
             const int64_t c = lane + 32 * t;
             if (c < d) a.out[(qi * H + h) * d + c] = o[e][t] * inv;
@@ -157,8 +157,8 @@ __global__ void __launch_bounds__(kThreads)
     int64_t* sQpos = reinterpret_cast<int64_t*>(smem_raw);
     int64_t* sKpos = sQpos + kBQ;
     float* sQ = reinterpret_cast<float*>(sKpos + kBK);  // [kBQ][DMAX]
-    float* sK = sQ + kBQ * DMAX;                         // [kBK][DMAX + 1]
-    float* sLse = sK + kBK * (DMAX + 1) + kBK * DMAX;    // [kBQ] (sV's room is unused here)
+    float* sK = sQ + kBQ * DMAX;                        // [kBK][DMAX + 1]
+    float* sLse = sK + kBK * (DMAX + 1) + kBK * DMAX;   // [kBQ] (sV's room is unused here)
     __shared__ float red[kThreads / 32][32];
 
     const int tid = static_cast<int>(threadIdx.x), lane = tid & 31, warp = tid >> 5;
@@ -376,9 +376,8 @@ void attention_prefill(const AttentionDev& a, cudaStream_t stream) {
     with_dmax(a.d, [&](auto dm) {
         constexpr int DMAX = decltype(dm)::value;
         const size_t bytes = tile_smem_bytes<DMAX>();
-        KVS_CUDA_CHECK(cudaFuncSetAttribute(flash_fwd<DMAX>,
-                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            static_cast<int>(bytes)));
+        KVS_CUDA_CHECK(cudaFuncSetAttribute(
+            flash_fwd<DMAX>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
         flash_fwd<DMAX><<<grid, kThreads, bytes, stream>>>(a);
         KVS_CUDA_CHECK_LAUNCH();
     });
@@ -416,8 +415,8 @@ void attention_decode(const AttentionDev& a, void* scratch, float* colsum, float
         decode_partial<DMAX><<<grid, kThreads, 0, stream>>>(a, sc);
         KVS_CUDA_CHECK_LAUNCH();
     });
-    decode_combine<<<dim3(static_cast<unsigned int>(a.H), static_cast<unsigned int>(a.n)),
-                     kThreads, 0, stream>>>(a, sc);
+    decode_combine<<<dim3(static_cast<unsigned int>(a.H), static_cast<unsigned int>(a.n)), kThreads,
+                     0, stream>>>(a, sc);
     KVS_CUDA_CHECK_LAUNCH();
     if ((colsum || rows) && a.max_len > 0) {
         decode_probs<<<dim3(static_cast<unsigned int>((a.max_len + 255) / 256),

@@ -37,9 +37,9 @@
 namespace kvscope::cuda {
 
 void throw_cuda_error(const char* call, const char* what, int code, const char* file, int line) {
-    throw std::runtime_error(std::string("CUDA error: ") + call + " failed: " +
-                             (what ? what : "?") + " (code " + std::to_string(code) + ") at " +
-                             file + ":" + std::to_string(line));
+    throw std::runtime_error(std::string("CUDA error: ") + call +
+                             " failed: " + (what ? what : "?") + " (code " + std::to_string(code) +
+                             ") at " + file + ":" + std::to_string(line));
 }
 
 namespace {
@@ -200,8 +200,8 @@ class CudaBackend final : public Backend {
             track(p, bytes, Kind::managed);
             KVS_CUDA_CHECK(cudaMemset(p, 0, bytes));
         } else {
-            check_alloc(cudaHostAlloc(&p, bytes, cudaHostAllocMapped | cudaHostAllocPortable), bytes,
-                        "activations (pinned host)");
+            check_alloc(cudaHostAlloc(&p, bytes, cudaHostAllocMapped | cudaHostAllocPortable),
+                        bytes, "activations (pinned host)");
             track(p, bytes, Kind::pinned);
             std::memset(p, 0, bytes);
         }
@@ -240,7 +240,8 @@ class CudaBackend final : public Backend {
             (void)cudaFree(raw);
             throw;
         }
-        if (!fp32_weights_ || dtype == DType::f32 || (dtype != DType::f16 && dtype != DType::bf16)) {
+        if (!fp32_weights_ || dtype == DType::f32 ||
+            (dtype != DType::f16 && dtype != DType::bf16)) {
             track(raw, bytes, Kind::device);
             t.data = raw;
             return t;
@@ -287,8 +288,7 @@ class CudaBackend final : public Backend {
     void matmul(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) override {
         const int64_t k = w.dim(1), m = w.dim(0);
         const int64_t n = x.numel() / k;
-        void* xc = w.dtype == DType::f32 ? nullptr
-                                         : xcast_.ensure(static_cast<size_t>(n * k) * 2);
+        void* xc = w.dtype == DType::f32 ? nullptr : xcast_.ensure(static_cast<size_t>(n * k) * 2);
         cuda::matmul(blas_, x.as<float>(), n, k, w.data, w.dtype, m, bias ? bias->data : nullptr,
                      bias ? bias->dtype : DType::f32, out.as<float>(), xc, stream_);
         done();
@@ -317,12 +317,12 @@ class CudaBackend final : public Backend {
         (void)cudaGetLastError();
         if (e == cudaErrorMemoryAllocation) {
             const MemoryInfo m = memory();
-            throw std::runtime_error(
-                std::string("the model does not fit in device memory: ") + what + " need " +
-                gib(static_cast<double>(bytes)) + " more; " + prop_.name + " has " +
-                gib(static_cast<double>(m.device_free)) + " free of " +
-                gib(static_cast<double>(m.device_total)) + " (kvscope holds " +
-                gib(static_cast<double>(m.in_use)) + ")");
+            throw std::runtime_error(std::string("the model does not fit in device memory: ") +
+                                     what + " need " + gib(static_cast<double>(bytes)) + " more; " +
+                                     prop_.name + " has " +
+                                     gib(static_cast<double>(m.device_free)) + " free of " +
+                                     gib(static_cast<double>(m.device_total)) + " (kvscope holds " +
+                                     gib(static_cast<double>(m.in_use)) + ")");
         }
         throw_cuda_error("cudaMalloc", cudaGetErrorString(e), static_cast<int>(e), __FILE__,
                          __LINE__);
@@ -348,8 +348,8 @@ class CudaBackend final : public Backend {
     template <class T>
     const T* stage(DevBuf& buf, const T* host, size_t count) {
         T* d = static_cast<T*>(buf.ensure(count * sizeof(T)));
-        if (count) KVS_CUDA_CHECK(cudaMemcpyAsync(d, host, count * sizeof(T), cudaMemcpyDefault,
-                                                  stream_));
+        if (count)
+            KVS_CUDA_CHECK(cudaMemcpyAsync(d, host, count * sizeof(T), cudaMemcpyDefault, stream_));
         return d;
     }
     // Step one: the engine reads activations on the host between ops (see the file comment).
@@ -364,8 +364,8 @@ class CudaBackend final : public Backend {
     mutable std::mutex mu_;
     std::unordered_map<void*, Alloc> owned_;
     int64_t in_use_ = 0, peak_ = 0;
-    DevBuf ids_, pos_, invf_, xcast_, kv_k_, kv_v_, kv_pos_, kv_meta_, qpos_, lse_, colsum_,
-        rows_, decode_;
+    DevBuf ids_, pos_, invf_, xcast_, kv_k_, kv_v_, kv_pos_, kv_meta_, qpos_, lse_, colsum_, rows_,
+        decode_;
 };
 
 void CudaBackend::attention(const AttentionArgs& args) {
@@ -425,17 +425,18 @@ void CudaBackend::attention(const AttentionArgs& args) {
     const bool want_rows = st && n_tail > 0 && any(st->rows);
     const bool want_lse = st && any(st->lse);
     const int64_t ld = std::max<int64_t>(max_len, 1);
-    float* dcol = want_colsum ? static_cast<float*>(colsum_.ensure(
-                                    static_cast<size_t>(H * ld) * sizeof(float)))
-                              : nullptr;
+    float* dcol =
+        want_colsum
+            ? static_cast<float*>(colsum_.ensure(static_cast<size_t>(H * ld) * sizeof(float)))
+            : nullptr;
     float* drows = want_rows ? static_cast<float*>(rows_.ensure(
                                    static_cast<size_t>(H * n_tail * ld) * sizeof(float)))
                              : nullptr;
 
     // Rows of keys a whole query tile cannot see are skipped by the kernels: they stay 0.
     if (want_rows)
-        KVS_CUDA_CHECK(cudaMemsetAsync(drows, 0, static_cast<size_t>(H * n_tail * ld) * sizeof(float),
-                                       stream_));
+        KVS_CUDA_CHECK(cudaMemsetAsync(
+            drows, 0, static_cast<size_t>(H * n_tail * ld) * sizeof(float), stream_));
 
     // 3. Kernels.
     if (n <= kDecodeMaxRows) {
@@ -454,8 +455,8 @@ void CudaBackend::attention(const AttentionArgs& args) {
     const int64_t group = H / G;
     if (want_colsum) {
         std::vector<float> h_col(static_cast<size_t>(H * ld));
-        KVS_CUDA_CHECK(cudaMemcpy(h_col.data(), dcol, h_col.size() * sizeof(float),
-                                  cudaMemcpyDeviceToHost));
+        KVS_CUDA_CHECK(
+            cudaMemcpy(h_col.data(), dcol, h_col.size() * sizeof(float), cudaMemcpyDeviceToHost));
         for (int64_t h = 0; h < H; ++h) {
             float* dst = st->colsum[static_cast<size_t>(h)];
             if (!dst) continue;
@@ -478,15 +479,17 @@ void CudaBackend::attention(const AttentionArgs& args) {
     }
     if (want_lse) {
         std::vector<float> h_lse(static_cast<size_t>(H * n));
-        KVS_CUDA_CHECK(cudaMemcpy(h_lse.data(), a.lse, h_lse.size() * sizeof(float),
-                                  cudaMemcpyDeviceToHost));
+        KVS_CUDA_CHECK(
+            cudaMemcpy(h_lse.data(), a.lse, h_lse.size() * sizeof(float), cudaMemcpyDeviceToHost));
         for (int64_t h = 0; h < H; ++h)
             if (float* dst = st->lse[static_cast<size_t>(h)])
                 std::memcpy(dst, h_lse.data() + h * n, static_cast<size_t>(n) * sizeof(float));
     }
 }
 
-std::unique_ptr<Backend> make() { return std::make_unique<CudaBackend>(); }
+std::unique_ptr<Backend> make() {
+    return std::make_unique<CudaBackend>();
+}
 
 const bool kRegistered = [] {
     register_cuda_backend(BackendHooks{&probe_device, &make});

@@ -46,12 +46,13 @@ const char* cublas_status_string(cublasStatus_t st);
                                               static_cast<int>(kvs_err_), __FILE__, __LINE__); \
     } while (0)
 
-#define KVS_CUBLAS_CHECK(call)                                                                  \
-    do {                                                                                        \
-        const cublasStatus_t kvs_st_ = (call);                                                  \
-        if (kvs_st_ != CUBLAS_STATUS_SUCCESS)                                                   \
-            ::kvscope::cuda::throw_cuda_error(#call, ::kvscope::cuda::cublas_status_string(kvs_st_), \
-                                              static_cast<int>(kvs_st_), __FILE__, __LINE__);   \
+#define KVS_CUBLAS_CHECK(call)                                                                \
+    do {                                                                                      \
+        const cublasStatus_t kvs_st_ = (call);                                                \
+        if (kvs_st_ != CUBLAS_STATUS_SUCCESS)                                                 \
+            ::kvscope::cuda::throw_cuda_error(#call,                                          \
+                                              ::kvscope::cuda::cublas_status_string(kvs_st_), \
+                                              static_cast<int>(kvs_st_), __FILE__, __LINE__); \
     } while (0)
 
 // After a kernel launch: launch-configuration errors surface here, not at the next sync.
@@ -61,8 +62,8 @@ namespace kvscope::cuda {
 
 // ---- cuda_embedding.cu ----------------------------------------------------------------------
 // out[i, :] = f32(table[ids[i], :]); ids out of [0, vocab) give a zero row (as on the CPU).
-void embedding(const void* table, DType dt, int64_t vocab, int64_t d, const int32_t* ids,
-               int64_t n, float* out, cudaStream_t stream);
+void embedding(const void* table, DType dt, int64_t vocab, int64_t d, const int32_t* ids, int64_t n,
+               float* out, cudaStream_t stream);
 
 // ---- cuda_rmsnorm.cu ------------------------------------------------------------------------
 // Row-wise over [rows, d]; w [d] f32/f16/bf16; out may alias x.
@@ -82,8 +83,7 @@ void add_inplace(float* x, const float* y, int64_t n, cudaStream_t stream);
 // out[n, m] = x[n, k] @ w[m, k]^T (+ bias[m]) through cuBLAS with fp32 accumulation. f16/bf16
 // weights: x is rounded to the weight dtype into `xcast` (>= n*k*2 bytes) first.
 void matmul(cublasHandle_t handle, const float* x, int64_t n, int64_t k, const void* w, DType wdt,
-            int64_t m, const void* bias, DType bdt, float* out, void* xcast,
-            cudaStream_t stream);
+            int64_t m, const void* bias, DType bdt, float* out, void* xcast, cudaStream_t stream);
 // dst[i] = f32(src[i]) on the device (weights uploaded in fp32 mode, tests).
 void convert_to_f32(const void* src, DType dt, int64_t n, float* dst, cudaStream_t stream);
 
@@ -91,18 +91,18 @@ void convert_to_f32(const void* src, DType dt, int64_t n, float* dst, cudaStream
 // One call's attention over ragged per-KV-head slot arrays. K/V/pos of every KV head are packed
 // one after another (rows kv_off[g] .. kv_off[g] + kv_len[g]); kv_off/kv_len are device arrays.
 struct AttentionDev {
-    const float* q = nullptr;        // [n, H, d]
-    const int64_t* q_pos = nullptr;  // [n]
-    const float* k = nullptr;        // [sum len, d]
-    const float* v = nullptr;        // [sum len, d]
-    const int64_t* kpos = nullptr;   // [sum len]
-    const int64_t* kv_off = nullptr; // [G]
-    const int64_t* kv_len = nullptr; // [G]
+    const float* q = nullptr;         // [n, H, d]
+    const int64_t* q_pos = nullptr;   // [n]
+    const float* k = nullptr;         // [sum len, d]
+    const float* v = nullptr;         // [sum len, d]
+    const int64_t* kpos = nullptr;    // [sum len]
+    const int64_t* kv_off = nullptr;  // [G]
+    const int64_t* kv_len = nullptr;  // [G]
     int64_t n = 0, H = 0, G = 0, d = 0;
-    int64_t max_len = 0;             // max over heads of kv_len (the stride of score buffers)
+    int64_t max_len = 0;  // max over heads of kv_len (the stride of score buffers)
     float scale = 1.0f;
-    float* out = nullptr;            // [n, H, d]
-    float* lse = nullptr;            // [H, n] row log-sum-exp (natural log), always written
+    float* out = nullptr;  // [n, H, d]
+    float* lse = nullptr;  // [H, n] row log-sum-exp (natural log), always written
 };
 // Largest head_dim the kernels are instantiated for.
 constexpr int64_t kMaxHeadDim = 256;

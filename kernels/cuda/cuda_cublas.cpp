@@ -33,7 +33,8 @@ const CublasApi* cublas_api(std::string* why_not) {
         const std::string soname = "libcublas.so." + std::to_string(CUBLAS_VER_MAJOR);
         void* lib = dlopen(soname.c_str(), RTLD_NOW | RTLD_LOCAL);
         std::string first_error = lib ? "" : dlerror();
-        if (!lib && std::string(KVSCOPE_CUBLAS_DIR).size()) {  // the toolkit found at configure time
+        if (!lib &&
+            std::string(KVSCOPE_CUBLAS_DIR).size()) {  // the toolkit found at configure time
             const std::string p = std::string(KVSCOPE_CUBLAS_DIR) + "/" + soname;
             lib = dlopen(p.c_str(), RTLD_NOW | RTLD_LOCAL);
         }

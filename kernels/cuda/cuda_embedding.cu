@@ -20,8 +20,8 @@ __global__ void embedding_kernel(const void* table, DType dt, int64_t vocab, int
 
 }  // namespace
 
-void embedding(const void* table, DType dt, int64_t vocab, int64_t d, const int32_t* ids,
-               int64_t n, float* out, cudaStream_t stream) {
+void embedding(const void* table, DType dt, int64_t vocab, int64_t d, const int32_t* ids, int64_t n,
+               float* out, cudaStream_t stream) {
     if (n <= 0 || d <= 0) return;
     embedding_kernel<<<grid_1d(n * d, 256), 256, 0, stream>>>(table, dt, vocab, d, ids, n, out);
     KVS_CUDA_CHECK_LAUNCH();

@@ -55,8 +55,7 @@ cudaDataType_t cuda_type(DType t) {
         default:
             break;
     }
-    throw std::runtime_error(std::string("cuda matmul: unsupported weight dtype ") +
-                             dtype_name(t));
+    throw std::runtime_error(std::string("cuda matmul: unsupported weight dtype ") + dtype_name(t));
 }
 
 int as_int(int64_t v, const char* what) {
@@ -68,8 +67,7 @@ int as_int(int64_t v, const char* what) {
 }  // namespace
 
 void matmul(cublasHandle_t handle, const float* x, int64_t n, int64_t k, const void* w, DType wdt,
-            int64_t m, const void* bias, DType bdt, float* out, void* xcast,
-            cudaStream_t stream) {
+            int64_t m, const void* bias, DType bdt, float* out, void* xcast, cudaStream_t stream) {
     if (n <= 0 || m <= 0) return;
     const cudaDataType_t wt = cuda_type(wdt);
     const void* b = x;
@@ -83,9 +81,9 @@ void matmul(cublasHandle_t handle, const float* x, int64_t n, int64_t k, const v
     if (!blas) throw std::runtime_error("cuda matmul: cuBLAS is not loaded");
     KVS_CUBLAS_CHECK(blas->set_stream(handle, stream));
     KVS_CUBLAS_CHECK(blas->gemm_ex(handle, CUBLAS_OP_T, CUBLAS_OP_N, as_int(m, "m"), as_int(n, "n"),
-                                  as_int(k, "k"), &alpha, w, wt, as_int(k, "k"), b, wt,
-                                  as_int(k, "k"), &beta, out, CUDA_R_32F, as_int(m, "m"),
-                                  CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                                   as_int(k, "k"), &alpha, w, wt, as_int(k, "k"), b, wt,
+                                   as_int(k, "k"), &beta, out, CUDA_R_32F, as_int(m, "m"),
+                                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     if (bias) {
         bias_kernel<<<grid_1d(n * m, 256), 256, 0, stream>>>(out, n, m, bias, bdt);
         KVS_CUDA_CHECK_LAUNCH();

@@ -77,9 +77,9 @@ TEST(DeviceFlag, CudaIsRefusedClearlyOrRuns) {
 
 TEST(DeviceFlag, TraceRecordsTheDevice) {
     const std::string trace = (scratch_dir() / "cpu.kvtrace.h5").string();
-    const Result r = run_kvscope("run --model " + kModel +
-                                 " --prompt 'A gift of a flower' --max-new 2 --device cpu --trace " +
-                                 trace);
+    const Result r =
+        run_kvscope("run --model " + kModel +
+                    " --prompt 'A gift of a flower' --max-new 2 --device cpu --trace " + trace);
     ASSERT_EQ(r.code, 0) << r.out;
     const Result i = run_kvscope("inspect " + trace);
     ASSERT_EQ(i.code, 0) << i.out;

@@ -57,7 +57,7 @@ Tol tolerance_for(const std::string& op, DType wdt) {
     // fp32 everywhere else: reduction order, expf/logf/sincosf vs libm (a few ulp).
     if (op == "attention") return {1e-9, 1e-4};
     if (op == "rope") return {1e-11, 1e-5};  // angles up to 1.3e5 rad: the fp32 angle is shared
-    return {1e-11, 1e-5};                     // embedding, rmsnorm, silu_mul, add
+    return {1e-11, 1e-5};                    // embedding, rmsnorm, silu_mul, add
 }
 // The CPU backend vs float64 loops: fp32 rounding only.
 constexpr Tol kCpuVsNaive{1e-10, 1e-4};
@@ -103,7 +103,9 @@ struct Scope {
     }
 };
 
-const char* dt_name(DType t) { return dtype_name(t); }
+const char* dt_name(DType t) {
+    return dtype_name(t);
+}
 
 // ---- embedding ----------------------------------------------------------------------------------
 void add_embedding(std::vector<OpCase>& cases) {
@@ -122,8 +124,8 @@ void add_embedding(std::vector<OpCase>& cases) {
             c.wdt = dt;
             c.run = [=](Backend& be) {
                 Scope s(be);
-                const void* w = dt == DType::f32 ? static_cast<const void*>(table->data())
-                                                 : stored->data();
+                const void* w =
+                    dt == DType::f32 ? static_cast<const void*>(table->data()) : stored->data();
                 Tensor T = be.upload_weight(w, dt, {vocab, d});
                 Tensor O = s.act({}, {n, d});
                 be.embedding(T, ids->data(), n, O);
@@ -135,7 +137,8 @@ void add_embedding(std::vector<OpCase>& cases) {
                     const int32_t id = (*ids)[static_cast<size_t>(i)];
                     if (id < 0 || id >= vocab) continue;
                     for (int64_t c2 = 0; c2 < d; ++c2)
-                        o[static_cast<size_t>(i * d + c2)] = (*table)[static_cast<size_t>(id * d + c2)];
+                        o[static_cast<size_t>(i * d + c2)] =
+                            (*table)[static_cast<size_t>(id * d + c2)];
                 }
                 return Outputs{{"out", o}};
             };
@@ -152,7 +155,8 @@ void add_rmsnorm(std::vector<OpCase>& cases) {
     for (DType dt : {DType::f32, DType::f16, DType::bf16})
         for (S sh : {S{5, 48, false}, S{33, 64, true}, S{3, 4096, false}}) {
             auto x = std::make_shared<std::vector<float>>(
-                randn(static_cast<uint32_t>(sh.rows * 7 + sh.d), static_cast<size_t>(sh.rows * sh.d), 3.0f));
+                randn(static_cast<uint32_t>(sh.rows * 7 + sh.d),
+                      static_cast<size_t>(sh.rows * sh.d), 3.0f));
             auto w = std::make_shared<std::vector<float>>(randn(11, static_cast<size_t>(sh.d)));
             auto stored = std::make_shared<std::vector<uint16_t>>(store_as(dt, *w));
             OpCase c;
@@ -180,8 +184,9 @@ void add_rmsnorm(std::vector<OpCase>& cases) {
                     }
                     const double inv = 1.0 / std::sqrt(ss / static_cast<double>(sh.d) + 1e-5);
                     for (int64_t i = 0; i < sh.d; ++i)
-                        y[static_cast<size_t>(r * sh.d + i)] = static_cast<float>(
-                            (*w)[static_cast<size_t>(i)] * (*x)[static_cast<size_t>(r * sh.d + i)] * inv);
+                        y[static_cast<size_t>(r * sh.d + i)] =
+                            static_cast<float>((*w)[static_cast<size_t>(i)] *
+                                               (*x)[static_cast<size_t>(r * sh.d + i)] * inv);
                 }
                 return Outputs{{"out", y}};
             };
@@ -200,11 +205,12 @@ void add_rope(std::vector<OpCase>& cases) {
                 std::vector<int64_t>{0, 1, 5, 17, 300, 4095, 131000});
             auto inv = std::make_shared<std::vector<float>>(static_cast<size_t>(hd / 2));
             for (int64_t i = 0; i < hd / 2; ++i)
-                (*inv)[static_cast<size_t>(i)] =
-                    static_cast<float>(std::pow(500000.0, -2.0 * static_cast<double>(i) / static_cast<double>(hd)));
+                (*inv)[static_cast<size_t>(i)] = static_cast<float>(
+                    std::pow(500000.0, -2.0 * static_cast<double>(i) / static_cast<double>(hd)));
             OpCase c;
             c.op = "rope";
-            c.name = "hd" + std::to_string(hd) + (pairs == RopePairs::half ? " half" : " interleaved");
+            c.name =
+                "hd" + std::to_string(hd) + (pairs == RopePairs::half ? " half" : " interleaved");
             c.run = [=](Backend& be) {
                 Scope s(be);
                 Tensor X = s.act(*x, {n, heads, hd});
@@ -221,11 +227,14 @@ void add_rope(std::vector<OpCase>& cases) {
                             const size_t base = static_cast<size_t>((t * heads + h) * hd);
                             // The fp32 angle, as HF and both backends form it.
                             const double ang = static_cast<double>(
-                                static_cast<float>((*pos)[static_cast<size_t>(t)]) * (*inv)[static_cast<size_t>(i)]);
+                                static_cast<float>((*pos)[static_cast<size_t>(t)]) *
+                                (*inv)[static_cast<size_t>(i)]);
                             const double x0 = (*x)[base + static_cast<size_t>(a)];
                             const double x1 = (*x)[base + static_cast<size_t>(b)];
-                            y[base + static_cast<size_t>(a)] = static_cast<float>(x0 * std::cos(ang) - x1 * std::sin(ang));
-                            y[base + static_cast<size_t>(b)] = static_cast<float>(x1 * std::cos(ang) + x0 * std::sin(ang));
+                            y[base + static_cast<size_t>(a)] =
+                                static_cast<float>(x0 * std::cos(ang) - x1 * std::sin(ang));
+                            y[base + static_cast<size_t>(b)] =
+                                static_cast<float>(x1 * std::cos(ang) + x0 * std::sin(ang));
                         }
                 return Outputs{{"out", y}};
             };
@@ -236,8 +245,10 @@ void add_rope(std::vector<OpCase>& cases) {
 // ---- silu_mul, add ------------------------------------------------------------------------------
 void add_elementwise(std::vector<OpCase>& cases) {
     for (int64_t n : {1, 1000, 65537}) {
-        auto g = std::make_shared<std::vector<float>>(randn(static_cast<uint32_t>(n), static_cast<size_t>(n), 4.0f));
-        auto u = std::make_shared<std::vector<float>>(randn(static_cast<uint32_t>(n + 1), static_cast<size_t>(n)));
+        auto g = std::make_shared<std::vector<float>>(
+            randn(static_cast<uint32_t>(n), static_cast<size_t>(n), 4.0f));
+        auto u = std::make_shared<std::vector<float>>(
+            randn(static_cast<uint32_t>(n + 1), static_cast<size_t>(n)));
         OpCase c;
         c.op = "silu_mul";
         c.name = "n" + std::to_string(n);
@@ -284,11 +295,14 @@ void add_matmul(std::vector<OpCase>& cases) {
         for (S sh : {S{1, 64, 33, true}, S{7, 19, 70, false}, S{33, 128, 17, true},
                      S{1, 2048, 384, false}, S{64, 512, 256, false}}) {
             const uint32_t seed = static_cast<uint32_t>(sh.n * 131 + sh.k * 7 + sh.m);
-            auto x = std::make_shared<std::vector<float>>(randn(seed, static_cast<size_t>(sh.n * sh.k)));
+            auto x =
+                std::make_shared<std::vector<float>>(randn(seed, static_cast<size_t>(sh.n * sh.k)));
             auto w = std::make_shared<std::vector<float>>(
-                randn(seed + 1, static_cast<size_t>(sh.m * sh.k), 1.0f / std::sqrt(static_cast<float>(sh.k))));
+                randn(seed + 1, static_cast<size_t>(sh.m * sh.k),
+                      1.0f / std::sqrt(static_cast<float>(sh.k))));
             auto stored = std::make_shared<std::vector<uint16_t>>(store_as(dt, *w));
-            auto bias = std::make_shared<std::vector<float>>(randn(seed + 2, static_cast<size_t>(sh.m)));
+            auto bias =
+                std::make_shared<std::vector<float>>(randn(seed + 2, static_cast<size_t>(sh.m)));
             OpCase c;
             c.op = "matmul";
             c.wdt = dt;
@@ -330,7 +344,7 @@ struct AttnShape {
     int64_t q_pos0;             // queries at q_pos0 .. q_pos0 + n - 1
     int64_t pos_stride;         // key j of a head sits at kpos0 + j * pos_stride
     int64_t kpos0;
-    int64_t tail;               // rows of the last `tail` queries
+    int64_t tail;  // rows of the last `tail` queries
 };
 
 void add_attention(std::vector<OpCase>& cases) {
@@ -349,22 +363,35 @@ void add_attention(std::vector<OpCase>& cases) {
         // some queries see no key (keys start after them): out 0, LSE -inf
         {"no visible key hd48", 12, 2, 1, 48, {12}, 0, 1, 6, 3},
         // decode over thousands of keys
-        {"decode hd128 gqa4 L3000", 1, 32, 8, 128, {3000, 3000, 2999, 3000, 1, 3000, 2048, 3000}, 3000, 1, 0, 1},
+        {"decode hd128 gqa4 L3000",
+         1,
+         32,
+         8,
+         128,
+         {3000, 3000, 2999, 3000, 1, 3000, 2048, 3000},
+         3000,
+         1,
+         0,
+         1},
         {"decode hd80 gqa8 L4096", 1, 8, 1, 80, {4096}, 4096, 1, 0, 1},
         {"decode hd256 L600", 2, 2, 1, 256, {600}, 599, 1, 0, 2},
     };
     for (const AttnShape& sh : shapes) {
         const uint32_t seed = static_cast<uint32_t>(sh.n * 1000 + sh.H * 10 + sh.d);
-        auto q = std::make_shared<std::vector<float>>(randn(seed, static_cast<size_t>(sh.n * sh.H * sh.d)));
+        auto q = std::make_shared<std::vector<float>>(
+            randn(seed, static_cast<size_t>(sh.n * sh.H * sh.d)));
         auto K = std::make_shared<std::vector<std::vector<float>>>();
         auto V = std::make_shared<std::vector<std::vector<float>>>();
         auto P = std::make_shared<std::vector<std::vector<int64_t>>>();
         for (int64_t g = 0; g < sh.G; ++g) {
             const int64_t len = sh.lens[static_cast<size_t>(g)];
-            K->push_back(randn(seed + 1 + static_cast<uint32_t>(g), static_cast<size_t>(len * sh.d)));
-            V->push_back(randn(seed + 100 + static_cast<uint32_t>(g), static_cast<size_t>(len * sh.d)));
+            K->push_back(
+                randn(seed + 1 + static_cast<uint32_t>(g), static_cast<size_t>(len * sh.d)));
+            V->push_back(
+                randn(seed + 100 + static_cast<uint32_t>(g), static_cast<size_t>(len * sh.d)));
             std::vector<int64_t> pos(static_cast<size_t>(len));
-            for (int64_t j = 0; j < len; ++j) pos[static_cast<size_t>(j)] = sh.kpos0 + j * sh.pos_stride;
+            for (int64_t j = 0; j < len; ++j)
+                pos[static_cast<size_t>(j)] = sh.kpos0 + j * sh.pos_stride;
             P->push_back(pos);
         }
         auto qpos = std::make_shared<std::vector<int64_t>>(static_cast<size_t>(sh.n));
@@ -378,11 +405,12 @@ void add_attention(std::vector<OpCase>& cases) {
             Scope sc(be);
             std::vector<KVHeadView> views;
             for (int64_t g = 0; g < s.G; ++g)
-                views.push_back({(*K)[static_cast<size_t>(g)].data(), (*V)[static_cast<size_t>(g)].data(),
-                                 (*P)[static_cast<size_t>(g)].data(), s.lens[static_cast<size_t>(g)]});
+                views.push_back(
+                    {(*K)[static_cast<size_t>(g)].data(), (*V)[static_cast<size_t>(g)].data(),
+                     (*P)[static_cast<size_t>(g)].data(), s.lens[static_cast<size_t>(g)]});
             const int64_t group = s.H / s.G;
-            std::vector<std::vector<float>> col(static_cast<size_t>(s.H)), rows(static_cast<size_t>(s.H)),
-                lse(static_cast<size_t>(s.H));
+            std::vector<std::vector<float>> col(static_cast<size_t>(s.H)),
+                rows(static_cast<size_t>(s.H)), lse(static_cast<size_t>(s.H));
             AttentionStats st;
             st.n_rows_tail = s.tail;
             for (int64_t h = 0; h < s.H; ++h) {
@@ -401,9 +429,12 @@ void add_attention(std::vector<OpCase>& cases) {
             Outputs out{{"out", sc.get(O)}};
             std::vector<float> c2, r2, l2;
             for (int64_t h = 0; h < s.H; ++h) {
-                c2.insert(c2.end(), col[static_cast<size_t>(h)].begin(), col[static_cast<size_t>(h)].end());
-                r2.insert(r2.end(), rows[static_cast<size_t>(h)].begin(), rows[static_cast<size_t>(h)].end());
-                l2.insert(l2.end(), lse[static_cast<size_t>(h)].begin(), lse[static_cast<size_t>(h)].end());
+                c2.insert(c2.end(), col[static_cast<size_t>(h)].begin(),
+                          col[static_cast<size_t>(h)].end());
+                r2.insert(r2.end(), rows[static_cast<size_t>(h)].begin(),
+                          rows[static_cast<size_t>(h)].end());
+                l2.insert(l2.end(), lse[static_cast<size_t>(h)].begin(),
+                          lse[static_cast<size_t>(h)].end());
             }
             out.push_back({"colsum", c2});
             out.push_back({"rows", r2});
@@ -422,30 +453,36 @@ void add_attention(std::vector<OpCase>& cases) {
                     std::vector<double> p(static_cast<size_t>(len), 0.0);
                     double mx = -std::numeric_limits<double>::infinity();
                     for (int64_t j = 0; j < len; ++j) {
-                        if ((*P)[g][static_cast<size_t>(j)] > (*qpos)[static_cast<size_t>(i)]) continue;
+                        if ((*P)[g][static_cast<size_t>(j)] > (*qpos)[static_cast<size_t>(i)])
+                            continue;
                         double dot = 0;
                         for (int64_t c3 = 0; c3 < s.d; ++c3)
-                            dot += static_cast<double>((*q)[static_cast<size_t>((i * s.H + h) * s.d + c3)]) *
+                            dot += static_cast<double>(
+                                       (*q)[static_cast<size_t>((i * s.H + h) * s.d + c3)]) *
                                    (*K)[g][static_cast<size_t>(j * s.d + c3)];
                         p[static_cast<size_t>(j)] = dot * scale;
                         mx = std::max(mx, p[static_cast<size_t>(j)]);
                     }
                     double sum = 0;
                     for (int64_t j = 0; j < len; ++j) {
-                        const bool vis = (*P)[g][static_cast<size_t>(j)] <= (*qpos)[static_cast<size_t>(i)];
-                        p[static_cast<size_t>(j)] = vis ? std::exp(p[static_cast<size_t>(j)] - mx) : 0.0;
+                        const bool vis =
+                            (*P)[g][static_cast<size_t>(j)] <= (*qpos)[static_cast<size_t>(i)];
+                        p[static_cast<size_t>(j)] =
+                            vis ? std::exp(p[static_cast<size_t>(j)] - mx) : 0.0;
                         sum += p[static_cast<size_t>(j)];
                     }
                     for (int64_t j = 0; j < len; ++j) {
                         if (sum > 0) p[static_cast<size_t>(j)] /= sum;
                         cs[static_cast<size_t>(j)] += p[static_cast<size_t>(j)];
                         if (i >= s.n - s.tail)
-                            rh[static_cast<size_t>((i - (s.n - s.tail)) * len + j)] = static_cast<float>(p[static_cast<size_t>(j)]);
+                            rh[static_cast<size_t>((i - (s.n - s.tail)) * len + j)] =
+                                static_cast<float>(p[static_cast<size_t>(j)]);
                     }
                     for (int64_t c3 = 0; c3 < s.d; ++c3) {
                         double acc = 0;
                         for (int64_t j = 0; j < len; ++j)
-                            acc += p[static_cast<size_t>(j)] * (*V)[g][static_cast<size_t>(j * s.d + c3)];
+                            acc += p[static_cast<size_t>(j)] *
+                                   (*V)[g][static_cast<size_t>(j * s.d + c3)];
                         o[static_cast<size_t>((i * s.H + h) * s.d + c3)] = static_cast<float>(acc);
                     }
                     l2.push_back(sum > 0 ? static_cast<float>(mx + std::log(sum))
@@ -475,7 +512,8 @@ const std::vector<OpCase>& all_cases() {
     return cases;
 }
 
-const std::vector<std::string> kOps = {"embedding", "rmsnorm", "rope", "silu_mul", "add", "matmul", "attention"};
+const std::vector<std::string> kOps = {"embedding", "rmsnorm", "rope",     "silu_mul",
+                                       "add",       "matmul",  "attention"};
 
 // Compares `got` with the reference `ref`, output by output.
 void expect_close(const Outputs& got, const Outputs& ref, Tol tol) {
@@ -520,7 +558,8 @@ auto timed(const std::string& what, F&& f) {
     auto r = f();
     if (perf_mode())
         std::printf("  %-60s %9.3f ms\n", what.c_str(),
-                    std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+                    std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                        .count());
     return r;
 }
 
@@ -594,7 +633,7 @@ TEST(MakeBackend, NamesAndRefusals) {
         } catch (const std::runtime_error& e) {
             const std::string m = e.what();
             EXPECT_NE(m.find("compute capability 9.0"), std::string::npos) << m;  // what is needed
-            EXPECT_NE(m.find("found: " + p.detail), std::string::npos) << m;       // what was found
+            EXPECT_NE(m.find("found: " + p.detail), std::string::npos) << m;      // what was found
         }
     }
     EXPECT_EQ(describe_device("cpu").rfind("cpu: ", 0), 0u);
