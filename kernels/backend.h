@@ -109,6 +109,9 @@ class Backend {
     // Makes weights usable by ops. CPU: a view of the host bytes (which must outlive it).
     virtual Tensor upload_weight(const void* host, DType dtype,
                                  std::initializer_list<int64_t> shape) = 0;
+    // Gives back what upload_weight() made (CPU: nothing to free, the bytes are borrowed). A
+    // backend also frees every weight still uploaded when it is destroyed.
+    virtual void release_weight(Tensor& t) = 0;
     virtual void to_host(const Tensor& src, float* dst) = 0;    // src f32; synchronises
     virtual void from_host(Tensor& dst, const float* src) = 0;  // dst f32
     virtual void synchronize() = 0;

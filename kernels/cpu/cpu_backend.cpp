@@ -79,6 +79,7 @@ class CpuBackend final : public Backend {
                          std::initializer_list<int64_t> shape) override {
         return make_tensor_view(const_cast<void*>(host), dtype, shape);
     }
+    void release_weight(Tensor& t) override { t.data = nullptr; }
     void to_host(const Tensor& src, float* dst) override {
         std::memcpy(dst, src.data, src.bytes());
     }

@@ -262,6 +262,7 @@ class CudaBackend final : public Backend {
         f.data = conv;
         return f;
     }
+    void release_weight(Tensor& t) override { release(t); }
     void to_host(const Tensor& src, float* dst) override {
         KVS_CUDA_CHECK(cudaStreamSynchronize(stream_));
         KVS_CUDA_CHECK(cudaMemcpy(dst, src.data, src.bytes(), cudaMemcpyDefault));

@@ -85,10 +85,16 @@ std::vector<uint16_t> store_as(DType dt, std::vector<float>& vals) {
 // Tensors made on a backend, released at scope exit.
 struct Scope {
     Backend& be;
-    std::vector<Tensor> owned;
+    std::vector<Tensor> owned, weights;
     explicit Scope(Backend& b) : be(b) {}
     ~Scope() {
         for (auto& t : owned) be.release(t);
+        for (auto& t : weights) be.release_weight(t);
+    }
+    Tensor weight(const void* host, DType dt, std::initializer_list<int64_t> shape) {
+        Tensor t = be.upload_weight(host, dt, shape);
+        weights.push_back(t);
+        return t;
     }
     Tensor act(const std::vector<float>& host, std::initializer_list<int64_t> shape) {
         Tensor t = be.alloc(DType::f32, shape);
@@ -126,7 +132,7 @@ void add_embedding(std::vector<OpCase>& cases) {
                 Scope s(be);
                 const void* w =
                     dt == DType::f32 ? static_cast<const void*>(table->data()) : stored->data();
-                Tensor T = be.upload_weight(w, dt, {vocab, d});
+                Tensor T = s.weight(w, dt, {vocab, d});
                 Tensor O = s.act({}, {n, d});
                 be.embedding(T, ids->data(), n, O);
                 return Outputs{{"out", s.get(O)}};
@@ -168,7 +174,7 @@ void add_rmsnorm(std::vector<OpCase>& cases) {
                 Scope s(be);
                 const void* wp =
                     dt == DType::f32 ? static_cast<const void*>(w->data()) : stored->data();
-                Tensor W = be.upload_weight(wp, dt, {sh.d});
+                Tensor W = s.weight(wp, dt, {sh.d});
                 Tensor X = s.act(*x, {sh.rows, sh.d});
                 Tensor Y = sh.alias ? X : s.act({}, {sh.rows, sh.d});
                 be.rmsnorm(X, W, 1e-5f, Y);
@@ -312,8 +318,8 @@ void add_matmul(std::vector<OpCase>& cases) {
                 Scope s(be);
                 const void* wp =
                     dt == DType::f32 ? static_cast<const void*>(w->data()) : stored->data();
-                Tensor W = be.upload_weight(wp, dt, {sh.m, sh.k});
-                Tensor B = be.upload_weight(bias->data(), DType::f32, {sh.m});
+                Tensor W = s.weight(wp, dt, {sh.m, sh.k});
+                Tensor B = s.weight(bias->data(), DType::f32, {sh.m});
                 Tensor X = s.act(*x, {sh.n, sh.k});
                 Tensor O = s.act({}, {sh.n, sh.m});
                 be.matmul(X, W, sh.bias ? &B : nullptr, O);
@@ -576,6 +582,7 @@ TEST_P(BackendOps, CpuVsNaive) {
         ++n;
     }
     EXPECT_GT(n, 0) << "no case for op " << GetParam();
+    EXPECT_EQ(cpu->memory().in_use, 0) << "a case leaked an activation";
 }
 
 TEST_P(BackendOps, CudaVsCpu) {
