@@ -280,8 +280,7 @@ void NiahGridView::draw(const NiahGrid* grid_ptr, const Theme& theme, SvgRecorde
     Canvas canvas(ImGui::GetWindowDrawList(), svg);
     const bool found_metric = metric_ == Metric::kFound;
     canvas.text(ImVec2(grid_.min.x, origin.y), theme.text,
-                grid.job_label(job) + (found_metric ? "  —  answer found (fraction of trials)"
-                                                    : "  —  needle kept after the last step"));
+                grid.job_label(job) + (found_metric ? "  —  answer found" : "  —  needle kept"));
     auto value_of = [&](const NiahCellStats& s) {
         return found_metric ? s.found_fraction() : s.needle_final;
     };

@@ -573,14 +573,8 @@ bool MainWindow::open_sweep(const QString& dir) {
         return false;
     }
     last_error_.clear();
-    const bool was_hidden = sweep_dock_->isHidden();
-    sweep_dock_->show();
+    sweep_dock_->show();  // sizes itself on its first show (SweepDock::showEvent)
     sweep_dock_->raise();
-    // After the dock has joined the layout (a resize in the same event is ignored).
-    if (was_hidden)
-        QTimer::singleShot(0, this, [this] {
-            resizeDocks({sweep_dock_}, {std::max(width() * 45 / 100, 420)}, Qt::Horizontal);
-        });
     return true;
 }
 

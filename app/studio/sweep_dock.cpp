@@ -3,7 +3,9 @@
 #include <QDir>
 #include <QFile>
 #include <QFileInfo>
+#include <QMainWindow>
 
+#include <algorithm>
 #include <exception>
 
 #include "app/studio/imgui_host_widget.h"
@@ -27,6 +29,20 @@ SweepDock::SweepDock(QWidget* parent) : QDockWidget(tr("NIAH grid"), parent) {
 }
 
 SweepDock::~SweepDock() = default;
+
+void SweepDock::showEvent(QShowEvent* e) {
+    QDockWidget::showEvent(e);
+    auto* window = qobject_cast<QMainWindow*>(parentWidget());
+    if (!sized_ && window && !isFloating()) {
+        sized_ = true;
+        // Room for a heatmap with readable cells next to the trace views; once the dock has
+        // joined the layout (a resize from its own show event is not applied).
+        QTimer::singleShot(0, this, [this, window] {
+            window->resizeDocks({this}, {std::max(window->width() * 45 / 100, 420)},
+                                Qt::Horizontal);
+        });
+    }
+}
 
 void SweepDock::set_theme(const views::Theme& theme) {
     host_->set_theme(theme);

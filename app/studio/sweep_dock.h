@@ -49,6 +49,9 @@ class SweepDock : public QDockWidget {
     void open_requested(const QString& trace, const QString& baseline);
     void error_found(const QString& title, const QString& message);
 
+  protected:
+    void showEvent(QShowEvent* e) override;
+
   private:
     void draw(ImGuiHostWidget& host);
 
@@ -60,6 +63,7 @@ class SweepDock : public QDockWidget {
     std::string message_;  // shown in the view: the last reload or open problem
     std::string stamp_;    // niah_summary_stamp of the loaded summary
     QTimer poll_;
+    bool sized_ = false;
 };
 
 }  // namespace kvscope::studio

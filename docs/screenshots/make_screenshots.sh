@@ -35,6 +35,15 @@ xvfb-run -a -s "-screen 0 1600x1000x24" env QT_QPA_PLATFORM=xcb XDG_CONFIG_HOME=
   "$BUILD/app/studio/kvscope-studio" "$TMP/full.kvtrace.h5" --compare "$TMP/snapkv.kvtrace.h5" \
   --export-views "$TMP/compare" --scale 1 --size 1500x950 --layer 4 --head 0 --token 252 \
   --window-shot "$OUT/compare.png"
+# The NIAH grid dock (niah_grid.png): a sweep of the demo model (3 lengths x 5 depths, SnapKV
+# keeping 50%, ~35 s on 2 threads) opened with --sweep.
+"$BUILD/app/cli/kvscope" niah --model resources/models/kvscope-demo --lengths 256,512,1024 \
+  --depths 0,0.25,0.5,0.75,1 --policies snapkv --ratios 0.5 --max-new 10 --threads 2 \
+  --out "$TMP/sweep" >/dev/null 2>&1
+xvfb-run -a -s "-screen 0 1600x1000x24" env QT_QPA_PLATFORM=xcb XDG_CONFIG_HOME="$TMP/config4" \
+  "$BUILD/app/studio/kvscope-studio" --sweep "$TMP/sweep" --export-views "$TMP/grid" --scale 1 \
+  --size 1500x950
+cp "$TMP/grid/niah_grid.png" "$OUT/niah_grid.png"
 # The What-if dock (whatif.png, whole window): made by the GUI test that times the dock on a 2k
 # NIAH prompt of the demo model (prefill, re-runs, 50 slider moves, a sweep, then SnapKV 0.25).
 cmake --build "$BUILD" --target test_gui_studio
