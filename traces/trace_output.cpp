@@ -81,7 +81,7 @@ void refuse_existing_output(const fs::path& path, bool overwrite,
 
 fs::path fresh_output_path(const fs::path& dir, const std::string& stem, const std::string& ext) {
     for (int i = 1; i <= 999; ++i) {
-        char num[8];
+        char num[16];  // room for any int: GCC checks the whole range at -O1
         std::snprintf(num, sizeof num, "-%03d", i);
         const fs::path p = dir / (stem + num + ext);
         if (!exists_no_follow(p) && !exists_no_follow(recording_path_for(p))) return p;
