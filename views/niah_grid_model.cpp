@@ -12,12 +12,29 @@ namespace kvscope::views {
 namespace {
 
 // The summary's columns, in order (app/recorder/niah_sweep.cpp kSummaryColumns).
-const std::vector<std::string> kColumns = {
-    "cell",   "haystack",          "needle_set",        "length",           "depth",
-    "trial",  "seed",              "prompt_tokens",     "policy",           "budget_kind",
-    "budget", "budget_tokens",     "bytes_full",        "bytes_prompt",     "bytes_final",
-    "needle_prompt_mean", "needle_prompt_min", "needle_final_mean", "needle_final_min", "found",
-    "output", "trace",             "decode_ms"};
+const std::vector<std::string> kColumns = {"cell",
+                                           "haystack",
+                                           "needle_set",
+                                           "length",
+                                           "depth",
+                                           "trial",
+                                           "seed",
+                                           "prompt_tokens",
+                                           "policy",
+                                           "budget_kind",
+                                           "budget",
+                                           "budget_tokens",
+                                           "bytes_full",
+                                           "bytes_prompt",
+                                           "bytes_final",
+                                           "needle_prompt_mean",
+                                           "needle_prompt_min",
+                                           "needle_final_mean",
+                                           "needle_final_min",
+                                           "found",
+                                           "output",
+                                           "trace",
+                                           "decode_ms"};
 
 int64_t to_int(const std::string& s, const char* column) {
     size_t used = 0;
@@ -138,8 +155,8 @@ NiahCellStats NiahGrid::stats(int job, int length_i, int depth_i, int haystack,
         }
         s.row_indices.push_back(r);
     }
-    s.needle_final = with_survival > 0 ? survival / with_survival
-                                       : std::numeric_limits<double>::quiet_NaN();
+    s.needle_final =
+        with_survival > 0 ? survival / with_survival : std::numeric_limits<double>::quiet_NaN();
     return s;
 }
 
@@ -176,8 +193,9 @@ NiahGrid build_niah_grid(const NiahSweepAxes& axes,
     NiahGrid g;
     g.axes = axes;
     if (table.empty() || table.front() != kColumns)
-        throw std::runtime_error(csv_name + ": not a kvscope niah summary (its header differs from "
-                                            "the columns in docs/niah_sweeps.md)");
+        throw std::runtime_error(csv_name +
+                                 ": not a kvscope niah summary (its header differs from "
+                                 "the columns in docs/niah_sweeps.md)");
     for (size_t i = 1; i < table.size(); ++i) {
         const auto& r = table[i];
         const std::string where = csv_name + " line " + std::to_string(i + 1);

@@ -74,8 +74,8 @@ struct NiahGrid {
     int64_t expected_rows = 0;  // cells × jobs, for a progress line on a running sweep
 
     int job_index(const std::string& policy, const std::string& budget) const;  // -1 unknown
-    int length_index(int64_t length) const;                                      // -1 unknown
-    int depth_index(double depth) const;                                         // -1 unknown
+    int length_index(int64_t length) const;                                     // -1 unknown
+    int depth_index(double depth) const;                                        // -1 unknown
     // The haystack / needle_set column values the rows hold, in order of first appearance (the
     // haystack column names the folder, the axes give its path).
     std::vector<std::string> haystack_names, needle_names;

@@ -94,21 +94,18 @@ void NiahGridView::header(const NiahGrid& grid) {
     const NiahSweepAxes& a = grid.axes;
     ImGui::Text("%s", grid.folder.c_str());
     ImGui::SameLine();
-    ImGui::TextDisabled("%zu of %lld rows%s", grid.rows.size(),
-                        static_cast<long long>(grid.expected_rows),
-                        static_cast<int64_t>(grid.rows.size()) < grid.expected_rows
-                            ? " (running or partial)"
-                            : "");
+    ImGui::TextDisabled(
+        "%zu of %lld rows%s", grid.rows.size(), static_cast<long long>(grid.expected_rows),
+        static_cast<int64_t>(grid.rows.size()) < grid.expected_rows ? " (running or partial)" : "");
     ImGui::PushTextWrapPos(0.0f);
     ImGui::TextDisabled(
         "model %s  ·  lengths %s  ·  depths %s  ·  %d trial%s  ·  budgets: %s  ·  max new %d",
         a.model.c_str(), join_lengths(a.lengths).c_str(), join_depths(a.depths).c_str(), a.trials,
         a.trials == 1 ? "" : "s",
         a.budget_kind == "memory" ? "equal memory" : a.budget_kind.c_str(), a.max_new);
-    ImGui::TextDisabled("needle sets: %s  ·  haystacks: %s%s",
-                        join(a.needle_sets, "builtin").c_str(),
-                        join(a.haystacks, "model default").c_str(),
-                        a.traces ? "" : "  ·  no traces (--no-traces)");
+    ImGui::TextDisabled(
+        "needle sets: %s  ·  haystacks: %s%s", join(a.needle_sets, "builtin").c_str(),
+        join(a.haystacks, "model default").c_str(), a.traces ? "" : "  ·  no traces (--no-traces)");
     ImGui::PopTextWrapPos();
     if (!grid.row_errors.empty()) {
         ImGui::TextColored(ImVec4(0.95f, 0.55f, 0.25f, 1.0f), "%zu row%s skipped: %s",
@@ -153,10 +150,9 @@ void NiahGridView::controls(const NiahGrid& grid) {
         if (names.size() < 2) return;
         ImGui::SameLine();
         ImGui::SetNextItemWidth(ImGui::GetFontSize() * 8);
-        const std::string shown =
-            chosen >= 0 && static_cast<size_t>(chosen) < names.size()
-                ? names[static_cast<size_t>(chosen)]
-                : std::string("all");
+        const std::string shown = chosen >= 0 && static_cast<size_t>(chosen) < names.size()
+                                      ? names[static_cast<size_t>(chosen)]
+                                      : std::string("all");
         if (ImGui::BeginCombo(label, shown.c_str())) {
             if (ImGui::Selectable("all", chosen < 0)) chosen = -1;
             for (size_t i = 0; i < names.size(); ++i)
@@ -193,15 +189,18 @@ void NiahGridView::rows_tooltip(const NiahGrid& grid, const NiahCellStats& s,
                            "%s", r.found ? "found" : "lost ");
         ImGui::SameLine();
         ImGui::Text("cell %lld  depth %g  trial %d%s%s  \"%s\"", static_cast<long long>(r.cell),
-                    r.depth, r.trial, grid.haystack_names.size() > 1 ? ("  " + r.haystack).c_str() : "",
+                    r.depth, r.trial,
+                    grid.haystack_names.size() > 1 ? ("  " + r.haystack).c_str() : "",
                     grid.needle_names.size() > 1 ? ("  " + r.needle_set).c_str() : "",
                     one_line(r.output, 60).c_str());
         std::string bytes = "bytes held " + format_bytes(static_cast<double>(r.bytes_final)) +
                             " of " + format_bytes(static_cast<double>(r.bytes_full)) + " full";
         if (r.bytes_prompt >= 0)
-            bytes += " (after the prompt " + format_bytes(static_cast<double>(r.bytes_prompt)) + ")";
+            bytes +=
+                " (after the prompt " + format_bytes(static_cast<double>(r.bytes_prompt)) + ")";
         if (r.budget_tokens >= 0) bytes += "  ·  " + std::to_string(r.budget_tokens) + " tok/head";
-        if (r.needle_final_mean >= 0) bytes += "  ·  needle kept " + fmt("%.2f", r.needle_final_mean);
+        if (r.needle_final_mean >= 0)
+            bytes += "  ·  needle kept " + fmt("%.2f", r.needle_final_mean);
         ImGui::TextDisabled("      %s", bytes.c_str());
     }
     if (s.row_indices.size() > kMaxShown)
@@ -249,7 +248,8 @@ void NiahGridView::draw(const NiahGrid* grid_ptr, const Theme& theme, SvgRecorde
     }
     const NiahGrid& grid = *grid_ptr;
     header(grid);
-    if (!message.empty()) ImGui::TextColored(ImVec4(0.95f, 0.55f, 0.25f, 1.0f), "%s", message.c_str());
+    if (!message.empty())
+        ImGui::TextColored(ImVec4(0.95f, 0.55f, 0.25f, 1.0f), "%s", message.c_str());
     if (grid.jobs.empty() || grid.axes.lengths.empty() || grid.axes.depths.empty()) {
         ImGui::TextDisabled("This sweep has no lengths or depths.");
         return;
@@ -366,8 +366,9 @@ void NiahGridView::draw(const NiahGrid* grid_ptr, const Theme& theme, SvgRecorde
     canvas.text(ImVec2(grid_.min.x, baseline_y_ + base_h + 4.0f + font + 2.0f), theme.text_dim,
                 "corner mark: the full cache failed there too");
     if (legend_w > 0.0f) {
-        const PlotRect bar{ImVec2(grid_.max.x + 16.0f, grid_.min.y),
-                           ImVec2(grid_.max.x + 28.0f, grid_.min.y + std::min(grid_.height(), 200.0f))};
+        const PlotRect bar{
+            ImVec2(grid_.max.x + 16.0f, grid_.min.y),
+            ImVec2(grid_.max.x + 28.0f, grid_.min.y + std::min(grid_.height(), 200.0f))};
         constexpr int kSteps = 32;
         for (int i = 0; i < kSteps; ++i) {
             const float y0 = bar.max.y - bar.height() * static_cast<float>(i + 1) / kSteps;
@@ -386,7 +387,8 @@ void NiahGridView::draw(const NiahGrid* grid_ptr, const Theme& theme, SvgRecorde
         rows_tooltip(grid, s,
                      grid.job_label(job) + "  ·  length " +
                          std::to_string(grid.axes.lengths[static_cast<size_t>(hovered_l)]) +
-                         "  ·  depth " + fmt("%g", grid.axes.depths[static_cast<size_t>(hovered_d)]));
+                         "  ·  depth " +
+                         fmt("%g", grid.axes.depths[static_cast<size_t>(hovered_d)]));
         if (ImGui::IsMouseClicked(ImGuiMouseButton_Left)) ask_open(s);
     }
     // Keeps the clicks on the plot from dragging the (undecorated) window.

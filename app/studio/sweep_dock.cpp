@@ -98,9 +98,10 @@ bool SweepDock::open_row(int row) {
     if (!grid_ || row < 0 || static_cast<size_t>(row) >= grid_->rows.size()) return false;
     const views::NiahRow& r = grid_->rows[static_cast<size_t>(row)];
     const QDir dir(dir_);
-    const QString what = tr("summary row: cell %1, %2 %3")
-                             .arg(r.cell)
-                             .arg(QString::fromStdString(r.policy), QString::fromStdString(r.budget));
+    const QString what =
+        tr("summary row: cell %1, %2 %3")
+            .arg(r.cell)
+            .arg(QString::fromStdString(r.policy), QString::fromStdString(r.budget));
     auto fail = [&](const QString& message) {
         error_ = message;
         message_ = message.toStdString();
@@ -131,7 +132,9 @@ void SweepDock::draw(ImGuiHostWidget& host) {
     view_.draw(grid_.get(), host.theme(), host.svg(), message.toStdString());
     const int row = view_.take_open_request();
     // Opening a trace rebuilds docks and repaints: not from inside this widget's frame.
-    if (row >= 0) QMetaObject::invokeMethod(this, [this, row] { open_row(row); }, Qt::QueuedConnection);
+    if (row >= 0)
+        QMetaObject::invokeMethod(
+            this, [this, row] { open_row(row); }, Qt::QueuedConnection);
 }
 
 }  // namespace kvscope::studio

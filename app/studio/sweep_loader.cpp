@@ -34,8 +34,9 @@ std::vector<fs::path> summary_files(const fs::path& dir) {
 views::NiahGrid load_niah_sweep(const fs::path& dir) {
     std::error_code ec;
     if (!fs::is_directory(dir, ec))
-        throw std::runtime_error(dir.string() + ": not a folder (open the folder kvscope niah "
-                                                "--out wrote)");
+        throw std::runtime_error(dir.string() +
+                                 ": not a folder (open the folder kvscope niah "
+                                 "--out wrote)");
     const fs::path spec_path = dir / "sweep.json";
     std::ifstream f(spec_path, std::ios::binary);
     if (!f)

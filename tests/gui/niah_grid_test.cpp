@@ -28,8 +28,7 @@ const fs::path kSource(KVSCOPE_SOURCE_DIR);
 class NiahGridTest : public ::testing::Test {
   protected:
     static void SetUpTestSuite() {
-        dir_ = fs::temp_directory_path() /
-               ("kvscope-niah-grid-test-" + std::to_string(::getpid()));
+        dir_ = fs::temp_directory_path() / ("kvscope-niah-grid-test-" + std::to_string(::getpid()));
         fs::remove_all(dir_);
         const std::string cmd = std::string(KVSCOPE_CLI_EXE) + " niah --model " +
                                 (kSource / "resources/models/kvscope-demo").string() +
@@ -75,8 +74,8 @@ TEST_F(NiahGridTest, CountsEqualThoseOfTheCsv) {
     int found_total = 0;
     for (size_t i = 1; i < table.size(); ++i) {
         const auto& r = table[i];
-        Count& c = expected[{r[c_policy], r[c_budget], std::stoll(r[c_length]),
-                             std::stod(r[c_depth])}];
+        Count& c =
+            expected[{r[c_policy], r[c_budget], std::stoll(r[c_length]), std::stod(r[c_depth])}];
         ++c.rows;
         c.found += r[c_found] == "1";
         c.kept += std::stod(r[c_kept]);
@@ -213,9 +212,39 @@ TEST_F(NiahGridTest, ViewDrawsHeadlessAndClicksAskToOpen) {
     SvgRecorder svg(ImVec2(0, 0), ImVec2(900, 700), th.background);
     im.frame(v, model, state, th, nullptr, &svg);
     EXPECT_GT(svg.elements(), 4u + 2u * 2u + 2u);  // cells, baseline row, labels
-    EXPECT_NE(svg.finish().find("snapkv · ratio 0.2"), std::string::npos);
+    const std::string doc = svg.finish();
+    EXPECT_NE(doc.find("snapkv · ratio 0.2"), std::string::npos);
 
-    // Cell colours follow the found fraction: the SVG holds the colour of each cell's value.
+    // Cell colours follow the found fraction: as many cells filled with the colour of 0, 1/2 and
+    // 1 as the grid has cells (job 1 and the baseline row) of that fraction. (The colour bar's
+    // 32 steps sit at (i + 0.5) / 32, never on these.)
+    auto count = [](const std::string& text, const std::string& what) {
+        size_t n = 0;
+        for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1))
+            ++n;
+        return n;
+    };
+    size_t total = 0;
+    for (const double f : {0.0, 0.5, 1.0}) {
+        SvgRecorder one(ImVec2(0, 0), ImVec2(1, 1), th.background);
+        one.rect(ImVec2(0, 0), ImVec2(1, 1), NiahGridView::score_colour(th, f));
+        const std::string one_doc = one.finish();
+        const size_t p0 = one_doc.rfind(" fill=\"#");
+        ASSERT_NE(p0, std::string::npos);
+        const std::string fill = one_doc.substr(p0, 15);  // ` fill="#rrggbb"`
+        size_t expected = 0;
+        for (int l = 0; l < 2; ++l) {
+            for (int d = 0; d < 2; ++d)
+                expected += std::abs(grid.stats(1, l, d).found_fraction() - f) < 1e-9;
+            const int found = grid.stats(0, l, 0).found + grid.stats(0, l, 1).found;
+            const int rows = grid.stats(0, l, 0).rows + grid.stats(0, l, 1).rows;
+            expected += std::abs(static_cast<double>(found) / rows - f) < 1e-9;
+        }
+        EXPECT_EQ(count(doc, fill + "/>"), expected) << "fraction " << f << " " << fill;
+        total += expected;
+    }
+    EXPECT_GE(total, 4u);  // job 1's four cells (two trials each) are all 0, 1/2 or 1
+
     v.view.select_job(grid, 2);
     EXPECT_EQ(v.view.selected_job(grid), 2);
     v.view.set_metric(NiahGridView::Metric::kNeedleKept);
