@@ -136,6 +136,8 @@ void NeedleView::draw(ViewContext& ctx) {
         }
     }
 
+    draw_forensics_bar();
+
     const ImVec2 avail = ImGui::GetContentRegionAvail();
     const ImVec2 o = ImGui::GetCursorScreenPos();
     const float font = ImGui::GetFontSize();
@@ -143,9 +145,11 @@ void NeedleView::draw(ViewContext& ctx) {
     const float mat_w = std::min(avail.x * 0.42f, static_cast<float>(heads_) * 48.0f + label_w);
     matrix_ =
         PlotRect{ImVec2(o.x + label_w, o.y + font + 8), ImVec2(o.x + mat_w, o.y + avail.y - 8)};
-    curve_ =
-        PlotRect{ImVec2(o.x + mat_w + 60, o.y + font + 8),
-                 ImVec2(o.x + avail.x - 10, o.y + font + 8 + std::max(50.0f, avail.y * 0.38f))};
+    // An explanation needs the room under the curve more than the curve needs its height.
+    const bool why = explanation_ && explanation_->trace == s.path;
+    curve_ = PlotRect{ImVec2(o.x + mat_w + 60, o.y + font + 8),
+                      ImVec2(o.x + avail.x - 10,
+                             o.y + font + 8 + std::max(50.0f, avail.y * (why ? 0.22f : 0.38f)))};
     if (matrix_.width() < 10 || matrix_.height() < 10) return;
     Canvas canvas = ctx.canvas();
     draw_matrix(ctx, canvas, span);
@@ -277,6 +281,17 @@ void NeedleView::draw_curve(ViewContext& ctx, Canvas& canvas, int32_t span) {
 
 void NeedleView::draw_outscored(ViewContext& ctx, int32_t span) {
     const TraceModel& model = ctx.model;
+    shown_.clear();
+    heading_.clear();
+    showing_why_ = false;
+    {
+        const trace::MarkedSpan& m = model.spans()[static_cast<size_t>(span)];
+        if (explanation_ && explanation_->trace == model.summary().path &&
+            explanation_->span_begin == m.begin && explanation_->span_end == m.end) {
+            draw_why(ctx, span);
+            return;
+        }
+    }
     const trace::MarkedSpan& ms = model.spans()[static_cast<size_t>(span)];
     const int32_t layer = ctx.state.layer;
     const int32_t head = std::max(ctx.state.head, 0);
@@ -309,8 +324,12 @@ void NeedleView::draw_outscored(ViewContext& ctx, int32_t span) {
                       });
     size_t above = 0;
     for (int64_t t : held) above += (*attn)[static_cast<size_t>(t)] > needle_score ? 1 : 0;
-    ImGui::Text("What outscored it in layer %d head %d (prefill attention received):", layer, head);
-    ImGui::TextDisabled("needle mean %.4g; %zu of %zu held prompt tokens score higher",
+    // Not the policy's score: attention received is what some policies rank by, not all, and a
+    // count of "higher" tokens says nothing about the cut-off the policy applied.
+    heading_ = "Held tokens by prefill attention received (not the policy's score)";
+    ImGui::Text("%s, layer %d head %d:", heading_.c_str(), layer, head);
+    ImGui::TextDisabled("needle mean %.4g; %zu of %zu held prompt tokens received more. "
+                        "\"Explain with the policy's score\" shows the policy's own ranking.",
                         needle_score, above, held.size());
     for (size_t i = 0; i < top; ++i) {
         const int64_t t = held[i];
@@ -321,6 +340,271 @@ void NeedleView::draw_outscored(ViewContext& ctx, int32_t span) {
                       static_cast<double>((*attn)[static_cast<size_t>(t)]));
         if (ImGui::Selectable(label, ctx.state.token == t)) ctx.state.select_token(t);
         ImGui::PopID();
+    }
+    draw_attention_notes(ctx, span);
+}
+
+namespace {
+
+std::string score_text(double v) {
+    if (std::isnan(v)) return "-";
+    if (std::isinf(v)) return v > 0 ? "protected" : "-inf";
+    char b[32];
+    std::snprintf(b, sizeof b, "%.4g", v);
+    return b;
+}
+
+std::string token_label(const TraceModel& model, int64_t t) {
+    if (t < 0 || t >= model.summary().n_tokens) return std::to_string(t);
+    return std::to_string(t) + " '" + display_piece(model.token_text(t)) + "'";
+}
+
+// "at the prompt's compression" / "at decode step 3 (trace step 3)".
+std::string when_text(int64_t step) {
+    if (step < 0) return "at the prompt's compression (trace step 0)";
+    return "at decode step " + std::to_string(step + 1);
+}
+
+std::string how_text(const TraceModel& model, const NeedleDecision& d) {
+    if (d.action == "merged") {
+        char w[32];
+        std::snprintf(w, sizeof w, "%.3g", static_cast<double>(d.weight));
+        return "merged into " + token_label(model, d.into_position) +
+               (std::isnan(d.weight) ? std::string() : std::string(" with weight ") + w);
+    }
+    if (d.action == "quantized" || d.action == "demoted")
+        return d.action + " to " + std::to_string(d.bits) + " bits";
+    return d.action;
+}
+
+}  // namespace
+
+void NeedleView::draw_forensics_bar() {
+    if (!forensics_) return;
+    const NeedleForensics& f = *forensics_;
+    ImGui::BeginDisabled(f.busy || !f.explain);
+    if (ImGui::Button("Explain with the policy's score") && f.explain) f.explain();
+    ImGui::EndDisabled();
+    if (ImGui::IsItemHovered(ImGuiHoveredFlags_AllowWhenDisabled))
+        ImGui::SetTooltip("Re-run the trace's policy from its prompt (no change to its decisions) "
+                          "and record, for every needle token, the policy's own score, rank and "
+                          "cut-off where it left");
+    ImGui::SameLine();
+    ImGui::BeginDisabled(f.busy || !f.rescue);
+    if (ImGui::Button("Rescue...") && f.rescue) f.rescue();
+    ImGui::EndDisabled();
+    if (ImGui::IsItemHovered(ImGuiHoveredFlags_AllowWhenDisabled))
+        ImGui::SetTooltip("Which layers' loss of the needle broke the answer: re-run with the "
+                          "needle kept in some layers (the What-if dock lists the runs)");
+    if (f.busy) {
+        ImGui::SameLine();
+        if (ImGui::Button("Cancel") && f.cancel) f.cancel();
+        ImGui::SameLine();
+        if (f.total > 0) {
+            ImGui::Text("%s %lld / %lld", f.what.c_str(), static_cast<long long>(f.done),
+                        static_cast<long long>(f.total));
+        } else {
+            ImGui::Text("%s", f.what.c_str());
+        }
+    }
+    if (!f.busy && !f.rescue_summary.empty()) ImGui::TextWrapped("%s", f.rescue_summary.c_str());
+    if (!f.error.empty())
+        ImGui::TextColored(ImVec4(0.89f, 0.31f, 0.23f, 1.0f), "%s", f.error.c_str());
+}
+
+void NeedleView::draw_why(ViewContext& ctx, int32_t span) {
+    const TraceModel& model = ctx.model;
+    const Theme& theme = ctx.theme;
+    const NeedleExplanation& e = *explanation_;
+    const trace::MarkedSpan& ms = model.spans()[static_cast<size_t>(span)];
+    const int32_t layer = ctx.state.layer;
+    const int32_t head = std::max(ctx.state.head, 0);
+    showing_why_ = true;
+    for (const auto& d : e.decisions)
+        if (d.layer == layer && d.kv_head == head && d.position >= ms.begin && d.position < ms.end)
+            shown_.push_back(d);
+    heading_ = "Why it left, by the policy's own score";
+    ImGui::Text("%s, layer %d head %d:", heading_.c_str(), layer, head);
+    ImGui::TextWrapped("score: %s  (policy %s)",
+                       e.score_name.empty() ? "none: this policy does not rank tokens by a score"
+                                            : e.score_name.c_str(),
+                       e.policy.c_str());
+    if (e.same_as_trace) {
+        ImGui::TextDisabled("re-run output equals the trace's: these are its decisions");
+    } else {
+        ImGui::TextColored(ImVec4(0.89f, 0.31f, 0.23f, 1.0f),
+                           "re-run output DIFFERS from the trace (\"%s\"): decisions of the "
+                           "re-run",
+                           display_piece(e.rerun_text).c_str());
+    }
+    // Per needle token: the decision that removed it (the first that is not "kept"), else its
+    // prompt-time "kept" decision.
+    std::vector<const NeedleDecision*> rows;
+    for (int64_t p = ms.begin; p < ms.end; ++p) {
+        const NeedleDecision* keep = nullptr;
+        const NeedleDecision* lost = nullptr;
+        for (const auto& d : shown_) {
+            if (d.position != p) continue;
+            if (d.action == "kept") {
+                if (!keep) keep = &d;
+            } else if (!lost) {
+                lost = &d;
+            }
+        }
+        if (lost || keep) rows.push_back(lost ? lost : keep);
+    }
+    if (rows.empty()) {
+        ImGui::TextDisabled("No decision on the needle in this head: it was never ranked here.");
+        draw_attention_notes(ctx, span);
+        return;
+    }
+    // Scale of the dot plot: the finite scores and cut-offs shown.
+    double lo = INFINITY, hi = -INFINITY;
+    for (const NeedleDecision* d : rows) {
+        for (double v : {d->score, d->cutoff}) {
+            if (std::isfinite(v)) {
+                lo = std::min(lo, v);
+                hi = std::max(hi, v);
+            }
+        }
+    }
+    const float font = ImGui::GetFontSize();
+    const float row_h = font + 4.0f;
+    const float label_w = ImGui::CalcTextSize("00000 'xxxxxxxx'").x;
+    const ImVec2 o = ImGui::GetCursorScreenPos();
+    const float width = std::max(ImGui::GetContentRegionAvail().x, label_w + 80.0f);
+    const PlotRect plot{ImVec2(o.x + label_w + 6.0f, o.y + font + 4.0f),
+                        ImVec2(o.x + width - 8.0f,
+                               o.y + font + 4.0f + row_h * static_cast<float>(rows.size()))};
+    Canvas canvas = ctx.canvas();
+    const bool scaled = std::isfinite(lo) && std::isfinite(hi);
+    if (scaled && hi <= lo) {
+        lo -= 0.5;
+        hi += 0.5;
+    }
+    auto x_of = [&](double v) {
+        if (std::isinf(v)) return v > 0 ? plot.max.x : plot.min.x;
+        return plot.min.x + static_cast<float>((v - lo) / (hi - lo)) * plot.width();
+    };
+    canvas.rect(plot.min, plot.max, theme.panel);
+    const NeedleDecision& first = *rows.front();
+    canvas.text(ImVec2(o.x, o.y), theme.text_dim,
+                scaled ? "score (" + score_text(lo) + " .. " + score_text(hi) +
+                             "); line: cut-off, the lowest score kept; budget " +
+                             (first.budget >= 0 ? std::to_string(first.budget) : "-") + " of " +
+                             std::to_string(first.candidates) + " candidates"
+                       : std::string("no finite scores to plot"));
+    int hovered = -1;
+    for (size_t i = 0; i < rows.size(); ++i) {
+        const NeedleDecision& d = *rows[i];
+        const float y = plot.min.y + row_h * (static_cast<float>(i) + 0.5f);
+        const bool lost = d.action != "kept";
+        canvas.text(ImVec2(o.x, y - font * 0.5f), lost ? theme.text : theme.text_dim,
+                    token_label(model, d.position));
+        if (scaled && std::isfinite(d.cutoff)) {
+            const float cx = x_of(d.cutoff);
+            canvas.line(ImVec2(cx, y - row_h * 0.5f), ImVec2(cx, y + row_h * 0.5f),
+                        theme.selection, 2.0f);
+        }
+        if (scaled && !std::isnan(d.score)) {
+            const float x = x_of(d.score);
+            canvas.rect(ImVec2(plot.min.x, y - 2.0f), ImVec2(x, y + 2.0f),
+                        with_alpha(lost ? theme.evicted : theme.held, 0.5f));
+            canvas.circle(ImVec2(x, y), 4.0f,
+                          lost ? (d.action == "merged" ? theme.merged : theme.evicted)
+                               : theme.held);
+        }
+        const ImVec2 m = ImGui::GetIO().MousePos;
+        if (m.x >= o.x && m.x <= plot.max.x && m.y >= y - row_h * 0.5f && m.y < y + row_h * 0.5f)
+            hovered = static_cast<int>(i);
+    }
+    ImGui::SetCursorScreenPos(o);
+    ImGui::InvisibleButton("##why_plot", ImVec2(width - 8.0f, plot.max.y - o.y + 4.0f));
+    if (hovered >= 0 && ImGui::IsItemHovered()) {
+        const NeedleDecision& d = *rows[static_cast<size_t>(hovered)];
+        ImGui::SetTooltip("%s: %s %s\nscore %s, rank %lld of %lld, cut-off %s\n(click to select "
+                          "the token)",
+                          token_label(model, d.position).c_str(), how_text(model, d).c_str(),
+                          when_text(d.step).c_str(), score_text(d.score).c_str(),
+                          static_cast<long long>(d.rank), static_cast<long long>(d.candidates),
+                          score_text(d.cutoff).c_str());
+        if (ImGui::IsMouseClicked(ImGuiMouseButton_Left)) ctx.state.select_token(d.position);
+    }
+    // The same in words, one line per needle token.
+    for (const NeedleDecision* dp : rows) {
+        const NeedleDecision& d = *dp;
+        if (d.action == "kept") {
+            ImGui::TextDisabled("%s kept at the prompt: score %s, rank %lld of %lld",
+                                token_label(model, d.position).c_str(),
+                                score_text(d.score).c_str(), static_cast<long long>(d.rank),
+                                static_cast<long long>(d.candidates));
+        } else {
+            ImGui::Text("%s %s %s: score %s, rank %lld of %lld, cut-off %s",
+                        token_label(model, d.position).c_str(), how_text(model, d).c_str(),
+                        when_text(d.step).c_str(), score_text(d.score).c_str(),
+                        static_cast<long long>(d.rank), static_cast<long long>(d.candidates),
+                        score_text(d.cutoff).c_str());
+        }
+    }
+    // Took its place: the kept tokens just above the cut-off at the first loss here.
+    const NeedleDecision* loss = nullptr;
+    for (const NeedleDecision* d : rows)
+        if (d->action != "kept" && (!loss || d->step < loss->step)) loss = d;
+    if (loss && !loss->took_its_place.empty()) {
+        ImGui::Text("Took its place %s (kept, just above the cut-off):",
+                    when_text(loss->step).c_str());
+        for (size_t i = 0; i < loss->took_its_place.size(); ++i) {
+            const auto& [pos, sc] = loss->took_its_place[i];
+            ImGui::PushID(static_cast<int>(i) + 1000);
+            const std::string label = token_label(model, pos) + "  score " + score_text(sc);
+            if (ImGui::Selectable(label.c_str(), ctx.state.token == pos))
+                ctx.state.select_token(pos);
+            ImGui::PopID();
+        }
+    }
+    draw_attention_notes(ctx, span);
+}
+
+void NeedleView::draw_attention_notes(ViewContext& ctx, int32_t span) {
+    const TraceModel& model = ctx.model;
+    const trace::MarkedSpan& ms = model.spans()[static_cast<size_t>(span)];
+    const int32_t layer = ctx.state.layer;
+    const int32_t head = std::max(ctx.state.head, 0);
+    const auto attn = model.attn_received(layer, head);
+    ImGui::Separator();
+    if (attn && !attn->empty()) {
+        // Attention received at prefill is summed over the queries that can see a key: the key
+        // at position p is seen by P - p of them, so the sum favours early tokens. Divided by
+        // P - p it is the mean attention per query that could attend to it.
+        const int64_t P = std::ssize(*attn);
+        double raw = 0.0, per_query = 0.0, all_per_query = 0.0;
+        int64_t n = 0, n_all = 0;
+        for (int64_t t = 0; t < P; ++t) {
+            const double a = (*attn)[static_cast<size_t>(t)];
+            if (!std::isfinite(a)) continue;
+            all_per_query += a / static_cast<double>(P - t);
+            ++n_all;
+            if (t >= ms.begin && t < ms.end) {
+                raw += a;
+                per_query += a / static_cast<double>(P - t);
+                ++n;
+            }
+        }
+        if (n > 0) {
+            ImGui::Text("needle attention received (prefill, mean per token): sum %.4g, per "
+                        "query that sees it %.4g (all prompt tokens: %.4g)",
+                        raw / static_cast<double>(n), per_query / static_cast<double>(n),
+                        n_all > 0 ? all_per_query / static_cast<double>(n_all) : 0.0);
+            ImGui::TextDisabled("The sum favours early tokens (P - position queries see each "
+                                "one); the per-query mean divides by that count.");
+        }
+    }
+    const float rho = model.spearman(layer, head);
+    if (!std::isnan(rho)) {
+        ImGui::Text("Spearman rho = %.3f", static_cast<double>(rho));
+        ImGui::SameLine();
+        ImGui::TextDisabled("= corr(MINUS key norm, attention received): positive means keys "
+                            "with SMALL norms receive more attention");
     }
 }
 

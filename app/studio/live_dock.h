@@ -9,6 +9,12 @@
 // next to the open one (<trace stem>.whatif/, never overwriting) and opens it. Sweep computes
 // needle survival and bytes held for 25 budgets in the background (optionally decoding each) and
 // draws them as a curve; a click on a point opens that budget's run against the full cache.
+// Needle forensics (the Needle view's buttons and the dock's "Needle forensics" section) run on
+// the same worker and session, prefilled for the open trace's prompt with the trace's own model:
+// Explain re-runs the trace's policy under whatif::ExplainPolicy and hands the decisions to the
+// Needle view; Rescue searches (record::rescue_needle) or tries (chosen layers) keeping the
+// needle in some layers, writes the runs next to the what-if runs and lists them; a click on one
+// opens it in compare mode against the trace.
 // Errors are shown in the dock; the GUI never waits on the engine.
 #include <QDockWidget>
 #include <QString>
@@ -16,7 +22,9 @@
 #include <QWidget>
 
 #include <atomic>
+#include <functional>
 #include <memory>
+#include <set>
 #include <vector>
 
 // Qt defines `emit`, `slots` and `signals` as macros; core headers use these words as names
@@ -29,6 +37,7 @@
 #undef signals
 #include "app/recorder/live_session.h"
 #include "core/policies/param_schema.h"
+#include "views/needle_explanation.h"
 #include "views/trace_model.h"
 #pragma pop_macro("signals")
 #pragma pop_macro("slots")
@@ -40,11 +49,16 @@ class QDoubleSpinBox;
 class QFormLayout;
 class QLabel;
 class QLineEdit;
+class QListWidget;
 class QProgressBar;
 class QPushButton;
 class QSlider;
 class QSpinBox;
 class QWidget;
+
+namespace kvscope::views {
+class NeedleView;
+}
 
 namespace kvscope::studio {
 
@@ -140,6 +154,32 @@ class LiveDock : public QDockWidget {
     QProgressBar* progress_bar() const { return progress_; }
     QSlider* budget_slider() const { return slider_; }
 
+    // ---- Needle forensics (issue 13) ----
+    // One run of a rescue: where the needle was kept, the verdict, its trace.
+    struct RescueRow {
+        std::set<int64_t> layers;
+        int found = -1;
+        QString trace;
+    };
+    // The explanation of the open trace's needle, computed on the worker and handed to the
+    // Needle view (explain_finished when done).
+    void explain_needle();
+    // record::rescue_needle on the open trace (progress per run; cancel() stops between runs).
+    void rescue_search();
+    // One run with the needle kept in `layers` (the manual mode of the dock's checkboxes).
+    void rescue_with_layers(const std::set<int64_t>& layers);
+    void rescue_with_checked_layers();
+    void set_rescue_layer_checked(int64_t layer, bool on);
+    // Compare mode: A = the trace rescued, B = the run.
+    void open_rescue_run(int index);
+    const std::vector<RescueRow>& rescue_runs() const { return rescue_runs_; }
+    QString rescue_summary() const;
+    // The irreducible set of the last search when it rescued the answer, else empty.
+    const std::set<int64_t>& rescue_layers_found() const { return rescue_found_; }
+    std::shared_ptr<const views::NeedleExplanation> explanation() const { return explanation_; }
+    const views::NeedleForensics& forensics() const { return forensics_; }
+    QListWidget* rescue_list() const { return rescue_list_; }
+
   signals:
     void prefill_finished(bool ok);
     void preview_ready();
@@ -149,6 +189,9 @@ class LiveDock : public QDockWidget {
     void sweep_point_ready(int index);
     void sweep_finished(bool cancelled);
     void error_shown(const QString& message);
+    void explain_finished(bool ok);
+    void rescue_run_ready(int index);
+    void rescue_finished(bool ok);  // false: failed or cancelled
 
   protected:
     void showEvent(QShowEvent* e) override;
@@ -167,6 +210,17 @@ class LiveDock : public QDockWidget {
     QString budget_label() const;
     void after_rerun(const record::RerunResult& r, bool open);
     std::vector<std::string> param_assignments() const;
+    // Runs `then` once the session holds the open trace's prompt and model (prefilling it first
+    // when it does not), else `fail` with the reason.
+    void with_trace_session(std::function<void()> then, std::function<void(QString)> fail);
+    void forensics_failed(const QString& message);
+    void start_rescue(bool search, const std::set<int64_t>& layers);
+    void set_forensics_busy(bool busy, const std::string& what, int64_t total);
+    void rebuild_rescue_layers(int64_t n_layers);
+    void add_rescue_row(const RescueRow& row);
+    void show_rescue_summary(const QString& text);
+    QString rescue_output_dir() const;
+    views::NeedleView* needle_view() const;
 
     MainWindow* window_;
     std::unique_ptr<LiveWorker> worker_;
@@ -213,6 +267,19 @@ class LiveDock : public QDockWidget {
     QPushButton* sweep_button_ = nullptr;
     QCheckBox* sweep_answers_ = nullptr;
     SweepPlot* plot_ = nullptr;
+
+    std::shared_ptr<const views::NeedleExplanation> explanation_;
+    views::NeedleForensics forensics_;
+    std::vector<RescueRow> rescue_runs_;
+    std::set<int64_t> rescue_found_;
+    QString rescue_trace_;  // the trace the rescue runs are of (A in compare mode)
+    QWidget* rescue_layers_box_ = nullptr;
+    std::vector<QCheckBox*> rescue_checks_;
+    QListWidget* rescue_list_ = nullptr;
+    QLabel* rescue_label_ = nullptr;
+    QPushButton* explain_button_ = nullptr;
+    QPushButton* rescue_button_ = nullptr;
+    QPushButton* rescue_once_button_ = nullptr;
 };
 
 }  // namespace kvscope::studio

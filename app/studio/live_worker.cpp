@@ -3,7 +3,10 @@
 #include <QMetaObject>
 #include <QPointer>
 
+#include <unistd.h>
+
 #include <filesystem>
+#include <memory>
 
 #include "core/model/error.h"
 #include "traces/trace_reader.h"
@@ -104,6 +107,88 @@ void LiveWorker::post(std::function<void()> job) {
 
 void LiveWorker::deliver(QObject* receiver, std::function<void()> fn) {
     QMetaObject::invokeMethod(receiver, std::move(fn), Qt::QueuedConnection);
+}
+
+// ---- Needle forensics ----------------------------------------------------------------------
+views::NeedleDecision to_view_decision(const whatif::TokenDecision& d) {
+    views::NeedleDecision v;
+    v.step = d.step;
+    v.layer = d.layer;
+    v.kv_head = d.kv_head;
+    v.position = d.position;
+    v.action = d.action;
+    v.into_position = d.into_position;
+    v.weight = d.weight;
+    v.bits = d.bits;
+    v.score = d.score;
+    v.rank = d.rank;
+    v.candidates = d.candidates;
+    v.cutoff = d.cutoff;
+    v.budget = d.budget;
+    v.score_name = d.score_name;
+    v.took_its_place = d.took_its_place;
+    return v;
+}
+
+std::pair<int64_t, int64_t> needle_of(const std::vector<trace::MarkedSpan>& spans) {
+    for (const auto& s : spans)
+        if (s.label == "needle") return {s.begin, s.end};
+    if (!spans.empty()) return {spans.front().begin, spans.front().end};
+    return {-1, -1};
+}
+
+views::NeedleExplanation explain_trace_needle(
+    record::LiveSession& session, const std::string& trace, const std::string& view_path,
+    const std::atomic<bool>* stop, const std::function<void(int64_t, int64_t)>& progress) {
+    trace::TraceReader reader(trace);
+    const trace::RunMetadata& meta = reader.metadata();
+    const auto [begin, end] = needle_of(reader.spans());
+    if (begin < 0 || end <= begin) throw InputError(trace, "has no marked needle to explain");
+    std::vector<int64_t> followed;
+    for (int64_t p = begin; p < end; ++p) followed.push_back(p);
+    auto decided = std::make_shared<std::vector<whatif::TokenDecision>>();
+    record::RerunRequest rr;
+    rr.policy = record::policy_from_trace(meta);
+    rr.sampling = record::sampling_from_trace(meta);
+    // A scratch trace per process and call (the explanation needs no trace of its own).
+    static std::atomic<int> serial{0};
+    const fs::path scratch = fs::temp_directory_path() /
+                             ("kvscope-studio-explain-" + std::to_string(::getpid()) + "-" +
+                              std::to_string(serial++) + ".kvtrace.h5");
+    rr.trace = scratch;
+    rr.overwrite = true;
+    rr.wrap_policy = [&](std::unique_ptr<Policy> p) {
+        return std::unique_ptr<Policy>(
+            std::make_unique<whatif::ExplainPolicy>(std::move(p), followed, decided));
+    };
+    record::RerunResult res;
+    try {
+        res = session.rerun(rr, stop, progress);
+    } catch (...) {
+        std::error_code ec;
+        fs::remove(scratch, ec);
+        throw;
+    }
+    std::error_code ec;
+    fs::remove(scratch, ec);
+    if (res.reason == "interrupted" || res.reason == "cancelled")
+        throw InputError("explanation cancelled");
+
+    views::NeedleExplanation e;
+    e.trace = view_path;
+    e.policy = rr.policy.describe();
+    e.span_begin = begin;
+    e.span_end = end;
+    e.decisions.reserve(decided->size());
+    for (const auto& d : *decided) {
+        if (e.score_name.empty()) e.score_name = d.score_name;
+        e.decisions.push_back(to_view_decision(d));
+    }
+    e.rerun_text = res.text;
+    e.answer_found = res.answer_found;
+    const std::vector<int32_t> gen = reader.token_ids(meta.n_prompt_tokens, reader.info().n_tokens);
+    e.same_as_trace = res.text == session.tokenizer().decode(gen, true);
+    return e;
 }
 
 }  // namespace kvscope::studio

@@ -22,9 +22,14 @@
 #undef slots
 #undef signals
 #include "app/recorder/live_session.h"
+#include "app/recorder/rescue.h"
+#include "core/model/error.h"
 #include "core/model/model.h"
 #include "core/tokenizer/tokenizer.h"
+#include "core/whatif/explain_policy.h"
 #pragma pop_macro("signals")
+
+#include "views/needle_explanation.h"
 #pragma pop_macro("slots")
 #pragma pop_macro("emit")
 
@@ -55,6 +60,20 @@ std::shared_ptr<LiveContext> load_live_context(const LiveSetup& setup);
 // A relative model path recorded in a trace, looked up from the trace's folder and its parents
 // (traces recorded inside a checkout name "resources/models/..."), as `kvscope whatif` does.
 std::string resolve_trace_model_path(const std::string& trace, const std::string& model_path);
+
+// ---- Needle forensics (issue 13), run on the worker ----
+views::NeedleDecision to_view_decision(const whatif::TokenDecision& d);
+
+// The needle the forensics follow: the span labelled "needle", else the first; {-1, -1} none.
+std::pair<int64_t, int64_t> needle_of(const std::vector<trace::MarkedSpan>& spans);
+
+// Re-runs `trace`'s policy and sampling on `session` (prefilled for that trace's prompt) under
+// whatif::ExplainPolicy following the needle (decisions unchanged), for the Needle view.
+// `view_path` = the TraceSummary::path the view checks. The re-run's trace is a scratch file,
+// removed. Throws InputError (no needle, cancelled).
+views::NeedleExplanation explain_trace_needle(
+    record::LiveSession& session, const std::string& trace, const std::string& view_path,
+    const std::atomic<bool>* stop, const std::function<void(int64_t, int64_t)>& progress);
 
 class LiveWorker {
   public:

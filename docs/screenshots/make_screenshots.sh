@@ -51,5 +51,12 @@ mkdir -p "$TMP/whatif"
 KVSCOPE_BENCH_LIVE=1 KVSCOPE_GUI_SHOTS="$TMP/whatif" QT_QPA_PLATFORM=xcb \
   xvfb-run -a -s "-screen 0 1280x800x24" "$BUILD/tests/gui/test_gui_studio" liveDockTimings
 cp "$TMP/whatif/whatif_2k.png" "$OUT/whatif.png"
+# Needle forensics (needle_why.png: the Needle view explained; rescue.png: whole window after a
+# rescue search, compare mode against the rescuing run): made by the GUI tests that check them.
+mkdir -p "$TMP/forensics"
+KVSCOPE_GUI_SHOTS="$TMP/forensics" QT_QPA_PLATFORM=xcb \
+  xvfb-run -a -s "-screen 0 1280x800x24" "$BUILD/tests/gui/test_gui_studio" \
+  needleExplainUsesThePolicysOwnScore rescueFindsTheLayersAndOpensARunInCompare
+cp "$TMP/forensics/needle_why.png" "$TMP/forensics/rescue.png" "$OUT/"
 rm -rf "$TMP"
 ls -l "$OUT"/*.png

@@ -9,6 +9,7 @@
 #include <QFile>
 #include <QImage>
 #include <QLabel>
+#include <QListWidget>
 #include <QMimeData>
 #include <QProcess>
 #include <QProgressBar>
@@ -27,6 +28,7 @@
 
 #include "app/studio/imgui_host_widget.h"
 #include "app/studio/live_dock.h"
+#include "app/studio/live_worker.h"
 #include "app/studio/main_window.h"
 #include "app/studio/step_scrubber.h"
 #include "app/studio/sweep_dock.h"
@@ -1305,6 +1307,253 @@ class StudioTest : public QObject {
         QSignalSpy failed(dock, &LiveDock::rerun_failed);
         dock->release_slider();
         QCOMPARE(failed.count(), 1);
+        QVERIFY(window_->open_trace(kSample));
+        dock->hide();
+    }
+    // ---- Needle forensics (issue 13) -------------------------------------------------------
+
+    // The explanation the Studio hands to the Needle view, checked against whatif::ExplainPolicy
+    // run here on an independent session: same decisions, same scores (1e-12).
+    static bool same_score(double a, double b) {
+        if (std::isnan(a) || std::isnan(b)) return std::isnan(a) && std::isnan(b);
+        if (std::isinf(a) || std::isinf(b)) return a == b;
+        return std::abs(a - b) <= 1e-12;
+    }
+    void needleExplainUsesThePolicysOwnScore() {
+        QVERIFY2(window_->open_trace(kSample), qPrintable(window_->last_error()));
+        LiveDock* dock = window_->live_dock();
+        dock->set_threads(2);
+        dock->set_output_dir(out_.filePath("forensics"));
+        auto* v = view<views::NeedleView>("needle");
+        QVERIFY(v);
+        // D2O loses needle tokens in layer 4 head 0 at decode step 1 (kvscope explain).
+        const int64_t last = reader_->info().n_steps - 1;
+        select(last, 4, 0);
+        QVERIFY(!show_and_grab("needle").isNull());
+        // Without an explanation the old list is there, labelled as what it is.
+        QVERIFY(!v->showing_explanation());
+        QVERIFY2(QString::fromStdString(v->list_heading()).contains("not the policy's score"),
+                 v->list_heading().c_str());
+        QSignalSpy done(dock, &LiveDock::explain_finished);
+        dock->explain_needle();
+        // Not blocked: the view repaints while the worker prefills and explains.
+        ImGuiHostWidget* h = host("needle");
+        const int before = h->frame_count();
+        h->update();
+        QVERIFY(QTest::qWaitFor([&] { return h->frame_count() > before; }, 5000));
+        QVERIFY(done.wait(120000) || done.count() > 0);
+        QVERIFY2(done.first().at(0).toBool(), qPrintable(dock->error_text()));
+        QVERIFY(dock->explanation());
+
+        // The same run here: the trace's policy and sampling under ExplainPolicy.
+        const std::string model_dir = KVSCOPE_SOURCE_DIR "/resources/models/kvscope-demo";
+        auto model = load_model(model_dir);
+        auto tok = load_tokenizer(model_dir);
+        record::LiveSession session(*model, *tok, model_dir, record::input_from_trace(*reader_), 2);
+        session.prefill();
+        const auto [nb, ne] = studio::needle_of(reader_->spans());
+        QVERIFY(nb >= 0);
+        std::vector<int64_t> followed;
+        for (int64_t p = nb; p < ne; ++p) followed.push_back(p);
+        auto decided = std::make_shared<std::vector<whatif::TokenDecision>>();
+        record::RerunRequest rr;
+        rr.policy = record::policy_from_trace(reader_->metadata());
+        rr.sampling = record::sampling_from_trace(reader_->metadata());
+        rr.trace = out_.filePath("explain_check.kvtrace.h5").toStdString();
+        rr.wrap_policy = [&](std::unique_ptr<Policy> p) {
+            return std::unique_ptr<Policy>(
+                std::make_unique<whatif::ExplainPolicy>(std::move(p), followed, decided));
+        };
+        session.rerun(rr);
+        QCOMPARE(dock->explanation()->decisions.size(), decided->size());
+        QCOMPARE(dock->explanation()->span_begin, nb);
+        QVERIFY(dock->explanation()->same_as_trace);
+        QVERIFY(!dock->explanation()->score_name.empty());
+
+        select(last, 4, 0);
+        const QImage img = show_and_grab("needle");
+        QVERIFY(!img.isNull());
+        QVERIFY(v->showing_explanation());
+        const QString heading = QString::fromStdString(v->list_heading());
+        QVERIFY2(heading.contains("policy's own score") && !heading.contains("attention"),
+                 qPrintable(heading));
+        std::vector<const whatif::TokenDecision*> expected;
+        for (const auto& d : *decided)
+            if (d.layer == 4 && d.kv_head == 0) expected.push_back(&d);
+        const auto& shown = v->shown_decisions();
+        QVERIFY(!expected.empty());
+        QCOMPARE(shown.size(), expected.size());
+        bool any_lost = false;
+        for (size_t i = 0; i < shown.size(); ++i) {
+            const views::NeedleDecision& a = shown[i];
+            const whatif::TokenDecision& b = *expected[i];
+            QCOMPARE(a.step, b.step);
+            QCOMPARE(a.position, b.position);
+            QCOMPARE(a.action, b.action);
+            QCOMPARE(a.into_position, b.into_position);
+            QCOMPARE(a.bits, b.bits);
+            QCOMPARE(a.rank, b.rank);
+            QCOMPARE(a.candidates, b.candidates);
+            QCOMPARE(a.budget, b.budget);
+            QCOMPARE(a.score_name, b.score_name);
+            QVERIFY2(same_score(a.score, b.score),
+                     qPrintable(QString("score %1 vs %2").arg(a.score).arg(b.score)));
+            QVERIFY(same_score(a.cutoff, b.cutoff));
+            QCOMPARE(a.took_its_place.size(), b.took_its_place.size());
+            for (size_t k = 0; k < a.took_its_place.size(); ++k) {
+                QCOMPARE(a.took_its_place[k].first, b.took_its_place[k].first);
+                QVERIFY(same_score(a.took_its_place[k].second, b.took_its_place[k].second));
+            }
+            any_lost = any_lost || a.action != "kept";
+        }
+        QVERIFY(any_lost);  // this head loses needle tokens: the view explains a loss
+        expect_content(img, "needle (explained)");
+        if (!qEnvironmentVariableIsEmpty("KVSCOPE_GUI_SHOTS")) {
+            // docs/screenshots/needle_why.png: the view floated at a readable size.
+            QDockWidget* d = window_->dock(window_->view_index("needle"));
+            d->setFloating(true);
+            d->resize(1240, 760);
+            window_->view_state().select_token(252);
+            const QImage big = show_and_grab("needle");
+            big.save(qEnvironmentVariable("KVSCOPE_GUI_SHOTS") + "/needle_why.png");
+            d->setFloating(false);
+            QTest::qWait(100);
+        }
+        // Another trace: the explanation (of the sample) is not shown for it.
+        const QString other = record_sample_run("forensics_full", {"--policy", "full"});
+        QVERIFY(!other.isEmpty());
+        QVERIFY(window_->open_trace(other));
+        show_and_grab("needle");
+        QVERIFY(!v->showing_explanation());
+        QVERIFY(window_->open_trace(kSample));
+    }
+
+    // Rescue: the layers the Studio shows are record::rescue_needle's, run here; a click on a run
+    // opens it as B against the trace.
+    void rescueFindsTheLayersAndOpensARunInCompare() {
+        QVERIFY(window_->open_trace(kSample));
+        LiveDock* dock = window_->live_dock();
+        dock->show();
+        QSignalSpy runs(dock, &LiveDock::rescue_run_ready);
+        QSignalSpy done(dock, &LiveDock::rescue_finished);
+        dock->rescue_search();
+        QVERIFY(done.wait(300000) || done.count() > 0);
+        QVERIFY2(done.first().at(0).toBool(), qPrintable(dock->error_text()));
+
+        const std::string model_dir = KVSCOPE_SOURCE_DIR "/resources/models/kvscope-demo";
+        auto model = load_model(model_dir);
+        auto tok = load_tokenizer(model_dir);
+        record::LiveSession session(*model, *tok, model_dir, record::input_from_trace(*reader_), 2);
+        session.prefill();
+        const auto [nb, ne] = studio::needle_of(reader_->spans());
+        const record::RescueResult r = record::rescue_needle(
+            session, record::policy_from_trace(reader_->metadata()),
+            record::sampling_from_trace(reader_->metadata()), nb, ne,
+            out_.filePath("rescue_check").toStdString(),
+            static_cast<int>(2 + model->spec.n_layers));
+        QCOMPARE(r.outcome, record::RescueResult::Outcome::rescued);
+        QVERIFY(!r.layers.empty());
+        QCOMPARE(dock->rescue_layers_found(), r.layers);
+        QCOMPARE(dock->rescue_summary(), QString::fromStdString(r.summary));
+        QVERIFY(dock->rescue_summary().contains("rescued by keeping the needle in layers"));
+        QCOMPARE(dock->rescue_runs().size(), r.runs.size());
+        QCOMPARE(runs.count(), static_cast<int>(r.runs.size()));
+        std::set<QString> names;
+        for (size_t i = 0; i < r.runs.size(); ++i) {
+            const auto& row = dock->rescue_runs()[i];
+            QCOMPARE(row.layers, r.runs[i].layers);
+            QCOMPARE(row.found, static_cast<int>(r.runs[i].found));
+            QVERIFY2(QFile::exists(row.trace), qPrintable(row.trace));
+            QVERIFY(row.trace.startsWith(out_.filePath("forensics") + "/rescue-"));
+            names.insert(row.trace);
+        }
+        QCOMPARE(names.size(), r.runs.size());  // fresh names, none replaced
+        QCOMPARE(dock->rescue_list()->count(), static_cast<int>(r.runs.size()));
+        // The Needle view shows the verdict line too.
+        QCOMPARE(dock->forensics().rescue_summary, r.summary);
+
+        // Click the run that kept the needle in the rescuing set.
+        int pick = -1;
+        for (size_t i = 0; i < r.runs.size(); ++i)
+            if (r.runs[i].layers == r.layers) pick = static_cast<int>(i);
+        QVERIFY(pick >= 0);
+        QListWidget* list = dock->rescue_list();
+        list->scrollToItem(list->item(pick));
+        QTest::mouseClick(list->viewport(), Qt::LeftButton, {},
+                          list->visualItemRect(list->item(pick)).center());
+        const QString expect_b = QFileInfo(dock->rescue_runs()[static_cast<size_t>(pick)].trace)
+                                     .absoluteFilePath();
+        QTRY_COMPARE(window_->compare_path(), expect_b);
+        QCOMPARE(window_->trace_path(), QFileInfo(kSample).absoluteFilePath());
+        QCOMPARE(window_->compare_model()->answer_found(0), int8_t{1});
+        if (!qEnvironmentVariableIsEmpty("KVSCOPE_GUI_SHOTS")) {
+            window_->resizeDocks({dock}, {560}, Qt::Horizontal);
+            show_and_grab("needle");
+            dock->raise();
+            QTest::qWait(200);
+            window_->grab().save(qEnvironmentVariable("KVSCOPE_GUI_SHOTS") + "/rescue.png");
+        }
+        window_->close_compare();
+    }
+
+    // Manual mode (chosen layers, one run) and cancel between the runs of a search.
+    void rescueManualLayersAndCancel() {
+        QVERIFY(window_->open_trace(kSample));
+        LiveDock* dock = window_->live_dock();
+        const std::set<int64_t> rescuing = dock->rescue_layers_found();
+        QVERIFY(!rescuing.empty());
+        for (int64_t l = 0; l < reader_->info().n_layers; ++l)
+            dock->set_rescue_layer_checked(l, rescuing.count(l) > 0);
+        {
+            QSignalSpy done(dock, &LiveDock::rescue_finished);
+            dock->rescue_with_checked_layers();
+            QVERIFY(done.wait(120000) || done.count() > 0);
+            QVERIFY2(done.first().at(0).toBool(), qPrintable(dock->error_text()));
+            QCOMPARE(dock->rescue_runs().size(), size_t{1});
+            QCOMPARE(dock->rescue_runs()[0].layers, rescuing);
+            QCOMPARE(dock->rescue_runs()[0].found, 1);  // the search's set restores the answer
+            QVERIFY(dock->rescue_summary().startsWith("answer restored"));
+        }
+        {
+            QSignalSpy runs(dock, &LiveDock::rescue_run_ready);
+            QSignalSpy done(dock, &LiveDock::rescue_finished);
+            dock->rescue_search();
+            QVERIFY(runs.wait(120000) || runs.count() > 0);
+            dock->cancel();
+            QVERIFY(done.wait(120000) || done.count() > 0);
+            QCOMPARE(done.first().at(0).toBool(), false);
+            // Cancelled after the first run was shown: the run under way finishes, then the
+            // search stops (one more may have started before the flag was seen). The whole
+            // search takes 2 + about one run per layer (rescueFindsTheLayers...).
+            QVERIFY2(runs.count() >= 1 && runs.count() <= 3,
+                     qPrintable(QString::number(runs.count())));
+            QCOMPARE(dock->rescue_runs().size(), static_cast<size_t>(runs.count()));
+            QVERIFY(dock->rescue_summary().startsWith("cancelled after"));
+            QVERIFY(!dock->busy());
+            QVERIFY(!dock->forensics().busy);
+        }
+    }
+
+    // A trace whose model cannot be found: an error in the view and the dock, no crash.
+    void forensicsWithoutTheModelShowAnError() {
+        const QString synthetic = synthetic_shape_trace();  // records no model path
+        QVERIFY(!synthetic.isEmpty());
+        QVERIFY(window_->open_trace(synthetic));
+        LiveDock* dock = window_->live_dock();
+        QSignalSpy explained(dock, &LiveDock::explain_finished);
+        dock->explain_needle();
+        QVERIFY(explained.count() > 0 || explained.wait(30000));
+        QCOMPARE(explained.first().at(0).toBool(), false);
+        QVERIFY2(dock->forensics().error.find("does not name the model") != std::string::npos,
+                 dock->forensics().error.c_str());
+        QSignalSpy rescued(dock, &LiveDock::rescue_finished);
+        dock->rescue_search();
+        QVERIFY(rescued.count() > 0 || rescued.wait(30000));
+        QCOMPARE(rescued.first().at(0).toBool(), false);
+        QVERIFY(dock->error_text().contains("Rescue failed"));
+        const QImage img = show_and_grab("needle");
+        QVERIFY(!img.isNull());
+        QVERIFY(!view<views::NeedleView>("needle")->showing_explanation());
         QVERIFY(window_->open_trace(kSample));
         dock->hide();
     }

@@ -174,6 +174,70 @@ TEST_F(ViewsHeadless, NeedleLossMatchesSurvivalTable) {
     EXPECT_EQ(state_.head, 1);
 }
 
+// The Needle view without an explanation lists tokens by prefill attention, labelled as not
+// the policy's score; with one (of this trace and its needle) it shows the policy's decisions for
+// the selected (layer, head) instead, and ignores one of another trace.
+TEST_F(ViewsHeadless, NeedleViewDrawsWithAndWithoutAnExplanation) {
+    NeedleView v;
+    state_.layer = 4;
+    state_.head = 0;
+    settle(v);
+    EXPECT_FALSE(v.showing_explanation());
+    EXPECT_NE(v.list_heading().find("not the policy's score"), std::string::npos);
+    const size_t plain_vertices = im_.vertices();
+    EXPECT_GT(plain_vertices, 1000u);
+
+    const trace::MarkedSpan& ms = model_.spans().front();
+    auto e = std::make_shared<NeedleExplanation>();
+    e->trace = model_.summary().path;
+    e->policy = "d2o";
+    e->score_name = "attention received";
+    e->span_begin = ms.begin;
+    e->span_end = ms.end;
+    e->same_as_trace = true;
+    for (int64_t p = ms.begin; p < ms.end; ++p) {
+        NeedleDecision kept;
+        kept.layer = 4;
+        kept.kv_head = 0;
+        kept.position = p;
+        kept.action = "kept";
+        kept.score = 0.5 + 0.01 * static_cast<double>(p - ms.begin);
+        kept.rank = 100;
+        kept.candidates = 513;
+        kept.cutoff = 0.4;
+        kept.budget = 259;
+        e->decisions.push_back(kept);
+        NeedleDecision lost = kept;
+        lost.step = 0;
+        lost.action = p % 2 ? "merged" : "evicted";
+        lost.into_position = p % 2 ? 251 : -1;
+        lost.weight = 0.25f;
+        lost.score = 0.1;
+        lost.cutoff = 1.1;
+        lost.rank = 400;
+        lost.took_its_place = {{10, 1.1}, {20, 1.2}};
+        e->decisions.push_back(lost);
+    }
+    NeedleDecision other = e->decisions.front();
+    other.layer = 5;  // another layer: not shown for layer 4
+    e->decisions.push_back(other);
+    v.set_explanation(e);
+    settle(v);
+    EXPECT_TRUE(v.showing_explanation());
+    EXPECT_NE(v.list_heading().find("policy's own score"), std::string::npos);
+    ASSERT_EQ(v.shown_decisions().size(), static_cast<size_t>(2 * (ms.end - ms.begin)));
+    for (const auto& d : v.shown_decisions()) EXPECT_EQ(d.layer, 4);
+    EXPECT_GT(im_.vertices(), 1000u);
+    EXPECT_EQ(model_.take_error(), "");
+
+    auto elsewhere = std::make_shared<NeedleExplanation>(*e);
+    elsewhere->trace = "/some/other.kvtrace.h5";
+    v.set_explanation(elsewhere);
+    settle(v);
+    EXPECT_FALSE(v.showing_explanation());
+    EXPECT_TRUE(v.shown_decisions().empty());
+}
+
 TEST(Theme, StateColoursAreDistinct) {
     for (ThemeKind k : {ThemeKind::kDark, ThemeKind::kLight}) {
         const Theme& t = theme(k);
