@@ -1397,6 +1397,8 @@ void LiveDock::start_rescue(bool search, const std::set<int64_t>& layers) {
                         emit rescue_finished(false);
                         return;
                     }
+                    // The views show the trace rescued, not a what-if preview of the session.
+                    window_->clear_preview();
                     if (search &&
                         (result.outcome == record::RescueResult::Outcome::rescued ||
                          result.outcome == record::RescueResult::Outcome::budget_exhausted))
