@@ -275,8 +275,10 @@ const trace::HeadCountRow* ReaderTraceModel::count_row(int64_t step) const {
             guarded([&] { return reader_.head_counts(step); }, trace::HeadCountRow{});
         const size_t lh = static_cast<size_t>(summary_.n_layers) * summary_.n_heads;
         if (row.appended.size() != lh || row.held.size() != lh || row.held_bits.size() != lh ||
-            row.merged.size() != lh || row.evicted.size() != lh)
+            row.merged.size() != lh || row.evicted.size() != lh) {
+            summary_broken_ = true;  // replay events from now on, instead of failing every cell
             return nullptr;
+        }
         if (count_rows_.size() >= 256) count_rows_.clear();  // a few KB per row
         it = count_rows_.emplace(step, std::move(row)).first;
     }
@@ -290,7 +292,7 @@ std::optional<HeadCounts> ReaderTraceModel::head_counts(int32_t layer, int32_t h
     if (step < 0 || summary_.n_steps <= 0) return HeadCounts{};
     step = std::min(step, summary_.n_steps - 1);
     const int64_t key = lh_key(layer, head);
-    if (reader_.has_head_counts()) {
+    if (reader_.has_head_counts() && !summary_broken_) {
         if (const trace::HeadCountRow* row = count_row(step)) {
             const size_t i = static_cast<size_t>(key);
             return HeadCounts{row->appended[i], row->held[i], row->held_bits[i], row->merged[i],

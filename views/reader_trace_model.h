@@ -133,6 +133,7 @@ class ReaderTraceModel final : public TraceModel {
     mutable std::map<int64_t, trace::HeadCountRow> count_rows_;
     mutable std::unordered_map<int64_t, CountSeries> count_series_;
     mutable std::set<int64_t> count_queued_;
+    mutable bool summary_broken_ = false;  // a /summary row could not be read
     mutable std::string error_;
 };
 
