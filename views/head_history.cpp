@@ -218,9 +218,13 @@ std::vector<CacheChange> HeadHistory::changes(int64_t token) const {
 }
 
 void HeadHistory::shrink_to_fit() {
-    changes_.shrink_to_fit();
-    first_.shrink_to_fit();
-    last_.shrink_to_fit();
+    // Each shrink is a copy into fresh pages: only worth it for real slack.
+    auto shrink = [](auto& v) {
+        if (v.capacity() > v.size() + v.size() / 4) v.shrink_to_fit();
+    };
+    shrink(changes_);
+    shrink(first_);
+    shrink(last_);
 }
 
 size_t HeadHistory::memory_bytes() const {

@@ -88,7 +88,10 @@ class HeadHistory {
     int64_t evicted(int64_t step) const { return at(evicted_, step); }
 
     size_t memory_bytes() const;
-    // Drops the spare capacity kept for further steps (a history that will not grow soon).
+    // Room for `changes` more changes (e.g. every event of the steps about to be applied plus
+    // the implicit prompt appends), so that applying them allocates once.
+    void reserve_changes(size_t changes) { changes_.reserve(changes_.size() + changes); }
+    // Drops spare capacity above a quarter of what is used (a history that will not grow soon).
     void shrink_to_fit();
 
   private:

@@ -152,6 +152,10 @@ void ReaderTraceModel::extend_history(HeadHistory& h) const {
     const std::vector<trace::EventRecord> events =
         guarded([&] { return reader_.events(h.layer(), h.head(), from, to); },
                 std::vector<trace::EventRecord>{});
+    // One allocation for every change to come (events, plus the prompt at step 0).
+    h.reserve_changes(
+        events.size() +
+        static_cast<size_t>(from == 0 ? std::max<int64_t>(summary_.n_prompt_tokens, 0) : 0));
     // Events come step-major; hand each step's slice to the history (empty steps included).
     size_t i = 0;
     for (int64_t s = from; s < to; ++s) {
