@@ -5,9 +5,11 @@
 // compare the prefill step with the time the engine takes to produce it (performance.md) — the
 // writer runs on its own thread while the engine computes the next step.
 //
-//   bench_trace_writer IN.kvtrace.h5 OUT.kvtrace.h5   (OUT is replaced)
+//   bench_trace_writer IN.kvtrace.h5 OUT.kvtrace.h5 [deflate level, default the writer's]
+//   (OUT is replaced)
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <vector>
 
@@ -26,8 +28,8 @@ double s_since(Clock::time_point t) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    if (argc != 3) {
-        std::fprintf(stderr, "usage: bench_trace_writer IN.kvtrace.h5 OUT.kvtrace.h5\n");
+    if (argc != 3 && argc != 4) {
+        std::fprintf(stderr, "usage: bench_trace_writer IN.kvtrace.h5 OUT.kvtrace.h5 [level]\n");
         return 2;
     }
     try {
@@ -73,6 +75,8 @@ int main(int argc, char** argv) {
 
         trace::TraceWriter::Options options;
         options.overwrite = true;
+        if (argc == 4) options.compression_level = std::atoi(argv[3]);
+        std::printf("deflate level %d\n", options.compression_level);
         trace::TraceWriter out(argv[2], options);
         t = Clock::now();
         out.begin(in.metadata());

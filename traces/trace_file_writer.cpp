@@ -322,7 +322,10 @@ void TraceFileWriter::write_step(StepData& data) {
     // Events: stamp, group by (layer, head) keeping the order within a group.
     std::vector<EventRecord> ev = std::move(pending_);
     pending_.clear();
-    ev.insert(ev.end(), data.events.begin(), data.events.end());
+    if (ev.empty())
+        ev = std::move(data.events);  // no copy of the step (1.5 GB at the 128k x 32 x 8 prefill)
+    else
+        ev.insert(ev.end(), data.events.begin(), data.events.end());
     for (auto& e : ev) e.step = static_cast<int32_t>(r.step);
     const auto lh_order = [](const EventRecord& a, const EventRecord& b) {
         return a.layer != b.layer ? a.layer < b.layer : a.head < b.head;
