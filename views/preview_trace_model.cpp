@@ -5,50 +5,10 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "traces/cache_event_record.h"
 #include "traces/trace_reader.h"
 
 namespace kvscope::views {
-
-namespace {
-
-// As app/recorder/run_recorder.cpp records cache operations.
-trace::CacheOp to_trace_op(CacheOp op) {
-    switch (op) {
-        case CacheOp::append:
-            return trace::CacheOp::kAppend;
-        case CacheOp::evict:
-            return trace::CacheOp::kEvict;
-        case CacheOp::merge:
-            return trace::CacheOp::kMerge;
-        case CacheOp::quantize:
-            return trace::CacheOp::kQuantize;
-        case CacheOp::demote:
-            return trace::CacheOp::kDemote;
-    }
-    return trace::CacheOp::kAppend;
-}
-
-// The event as RunRecorder::on_cache_event writes it, at step 0 (the preview's compression is
-// the prompt's compression, which a recorded run commits with step 0).
-trace::EventRecord to_record(const CacheEvent& e) {
-    trace::EventRecord r;
-    r.step = 0;
-    r.layer = e.layer;
-    r.head = e.head;
-    r.op = to_trace_op(e.op);
-    r.position = static_cast<int32_t>(e.position);
-    r.destination = static_cast<int32_t>(e.op == CacheOp::merge ? e.dst_slot : e.slot);
-    r.weight = e.weight;
-    r.similarity = e.similarity;
-    r.threshold = e.threshold;
-    r.bits = static_cast<int8_t>(e.bits);
-    r.slot = static_cast<int32_t>(e.slot);
-    r.dst_position = static_cast<int32_t>(e.dst_position);
-    r.part = static_cast<uint8_t>(e.part);
-    return r;
-}
-
-}  // namespace
 
 PreviewTraceModel::PreviewTraceModel(std::shared_ptr<TraceModel> base,
                                      std::shared_ptr<const whatif::Preview> preview,
@@ -125,7 +85,8 @@ std::vector<trace::EventRecord> PreviewTraceModel::step0_events(int32_t layer,
     if (!valid_lh(layer, head)) return ev;
     const auto& idx = head_events_[static_cast<size_t>(lh_key(layer, head))];
     ev.reserve(idx.size());
-    for (size_t i : idx) ev.push_back(to_record(preview_->events[i]));
+    for (size_t i : idx)  // at step 0: the prompt's compression is committed with step 0
+        ev.push_back(trace::event_record(preview_->events[i], 0));
     return trace::with_prompt_appends(ev, layer, head, summary_.n_prompt_tokens);
 }
 

@@ -100,6 +100,25 @@ void check_trace_output_path(const std::string& path, bool force) {
                              part.string() + "). Move it away, or pass --force to discard it");
 }
 
+std::vector<double> parse_number_list(const std::string& text, const std::string& flag, double lo,
+                                      double hi) {
+    std::vector<double> out;
+    size_t i = 0;
+    while (i <= text.size()) {
+        size_t j = text.find(',', i);
+        if (j == std::string::npos) j = text.size();
+        const std::string item = text.substr(i, j - i);
+        char* end = nullptr;
+        const double v = std::strtod(item.c_str(), &end);
+        if (item.empty() || *end != '\0' || !(v >= lo && v <= hi))
+            throw InputError(flag + ": '" + item + "' is not a number in [" + std::to_string(lo) +
+                             ", " + std::to_string(hi) + "]");
+        out.push_back(v);
+        i = j + 1;
+    }
+    return out;
+}
+
 std::vector<int32_t> encode_prompt(const Tokenizer& tok, const std::string& text) {
     // Exactly what the reference tokenizer does with add_special_tokens=True (BOS templates).
     return tok.encode(text, /*add_special=*/true);

@@ -33,6 +33,10 @@ Loaded load_model_and_tokenizer(const ModelArgs& args, bool need_tokenizer);
 
 // "1,2,3" -> {1,2,3}; throws InputError naming the flag on a malformed list.
 std::vector<int32_t> parse_id_list(const std::string& text, const std::string& flag);
+// "0.1,0.25" -> {0.1, 0.25}, each in [lo, hi]; throws InputError naming the flag, the item and
+// the range.
+std::vector<double> parse_number_list(const std::string& text, const std::string& flag, double lo,
+                                      double hi);
 
 // Never clobber (traces/trace_output.h): throws InputError (exit 2) naming `path` when a file is
 // already there and `force` is false. Commands call it before any long work.

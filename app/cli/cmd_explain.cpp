@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "app/cli/cli_common.h"
+#include "app/cli/trace_rerun.h"
 #include "app/cli/command.h"
 #include "app/recorder/live_session.h"
 #include "core/model/error.h"
@@ -53,32 +54,23 @@ std::string fmt(double v) {
 std::function<int()> setup(CLI::App& sub) {
     auto a = std::make_shared<ExplainArgs>();
     sub.add_option("trace", a->trace, "A recorded run with a needle")->required();
-    sub.add_option("--model", a->m.model, "Model (default: the trace's)");
-    sub.add_option("--tokenizer", a->m.tokenizer, "Tokenizer stored apart from the weights");
-    sub.add_option("--threads", a->m.threads, "CPU threads (0 = all cores)")
-        ->check(CLI::NonNegativeNumber);
+    add_trace_model_options(sub, a->m);
     sub.add_option("--json", a->json_out, "Write every decision as JSON to this file");
     sub.add_flag("--all", a->all, "List every (layer, head), also those that kept the needle");
     sub.add_flag("--force", a->force, "Replace an existing --json file");
     return [a]() {
-        trace::TraceReader reader(a->trace);
+        if (!a->json_out.empty()) check_output_path(a->json_out, a->force);
+        TraceRun run = load_trace_run(a->trace, a->m, true);
+        const trace::TraceReader& reader = *run.reader;
         const trace::RunMetadata& meta = reader.metadata();
-        if (a->m.model.empty()) a->m.model = record::resolve_model_path(a->trace, meta);
-        if (a->m.model.empty())
-            throw InputError(a->trace, "the trace does not name its model: pass --model");
-        if (!a->json_out.empty() && !a->force && fs::exists(a->json_out))
-            throw InputError(a->json_out, "already exists; pass --force to replace it");
-        Loaded L = load_model_and_tokenizer(a->m, true);
-        record::RunInput input = record::input_from_trace(reader);
-        const trace::MarkedSpan* needle = nullptr;
-        for (const auto& s : input.spans)
-            if (s.label == "needle") needle = &s;
-        if (!needle && !input.spans.empty()) needle = &input.spans.front();
-        if (!needle) throw InputError(a->trace, "has no marked needle to explain");
+        const Loaded& L = run.loaded;
+        const record::RunInput& input = run.input;
+        const trace::MarkedSpan* needle = run.needle;
         std::vector<int64_t> followed;
         for (int64_t p = needle->begin; p < needle->end; ++p) followed.push_back(p);
 
-        record::LiveSession session(*L.model, *L.tokenizer, a->m.model, input, a->m.threads);
+        record::LiveSession session(*L.model, *L.tokenizer, a->m.model, input, a->m.threads,
+                                    a->m.device);
         std::fprintf(stderr, "[prefill] %zu tokens (full cache, once) ...", input.ids.size());
         session.prefill();
         std::fprintf(stderr, " %.2f s\n", session.prefill_ms() / 1e3);

@@ -27,17 +27,7 @@ template <typename T>
 std::vector<T> parse_numbers(const std::string& text, const std::string& flag, double lo,
                              double hi) {
     std::vector<T> out;
-    std::stringstream ss(text);
-    std::string item;
-    while (std::getline(ss, item, ',')) {
-        char* end = nullptr;
-        const double v = std::strtod(item.c_str(), &end);
-        if (item.empty() || *end != '\0' || !(v >= lo && v <= hi))
-            throw InputError(flag + ": '" + item + "' is not a number in [" + std::to_string(lo) +
-                             ", " + std::to_string(hi) + "]");
-        out.push_back(static_cast<T>(v));
-    }
-    if (out.empty()) throw InputError(flag + ": empty list");
+    for (double v : parse_number_list(text, flag, lo, hi)) out.push_back(static_cast<T>(v));
     return out;
 }
 

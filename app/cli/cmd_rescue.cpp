@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "app/cli/cli_common.h"
+#include "app/cli/trace_rerun.h"
 #include "app/cli/command.h"
 #include "app/recorder/rescue.h"
 #include "core/model/error.h"
@@ -27,10 +28,7 @@ struct RescueArgs {
 std::function<int()> setup(CLI::App& sub) {
     auto a = std::make_shared<RescueArgs>();
     sub.add_option("trace", a->trace, "A recorded run whose needle was lost")->required();
-    sub.add_option("--model", a->m.model, "Model (default: the trace's)");
-    sub.add_option("--tokenizer", a->m.tokenizer, "Tokenizer stored apart from the weights");
-    sub.add_option("--threads", a->m.threads, "CPU threads (0 = all cores)")
-        ->check(CLI::NonNegativeNumber);
+    add_trace_model_options(sub, a->m);
     sub.add_option("--layers", a->layers,
                    "Keep the needle in these layers (0-based, comma-separated) and run once; "
                    "default: search an irreducible set that restores the answer");
@@ -40,22 +38,18 @@ std::function<int()> setup(CLI::App& sub) {
     sub.add_option("--max-new", a->max_new, "Tokens to generate (default: as recorded)")
         ->check(CLI::Range(1, 1 << 16));
     return [a]() {
-        trace::TraceReader reader(a->trace);
-        const trace::RunMetadata& meta = reader.metadata();
-        if (a->m.model.empty()) a->m.model = record::resolve_model_path(a->trace, meta);
-        if (a->m.model.empty())
-            throw InputError(a->trace, "the trace does not name its model: pass --model");
-        Loaded L = load_model_and_tokenizer(a->m, true);
-        record::RunInput input = record::input_from_trace(reader);
-        const trace::MarkedSpan* needle = nullptr;
-        for (const auto& s : input.spans)
-            if (s.label == "needle") needle = &s;
-        if (!needle || input.answer.empty())
+        TraceRun run = load_trace_run(a->trace, a->m, true);
+        const trace::RunMetadata& meta = run.reader->metadata();
+        const Loaded& L = run.loaded;
+        const record::RunInput& input = run.input;
+        const trace::MarkedSpan* needle = run.needle;
+        if (input.answer.empty())
             throw InputError(a->trace, "has no needle with an expected answer to rescue");
         const record::PolicyChoice choice = record::policy_from_trace(meta);
         record::SamplingOptions so = record::sampling_from_trace(meta);
         if (a->max_new > 0) so.max_new = a->max_new;
-        record::LiveSession session(*L.model, *L.tokenizer, a->m.model, input, a->m.threads);
+        record::LiveSession session(*L.model, *L.tokenizer, a->m.model, input, a->m.threads,
+                                    a->m.device);
         std::fprintf(stderr, "[prefill] %zu tokens (full cache, once) ...", input.ids.size());
         session.prefill();
         std::fprintf(stderr, " %.2f s\n", session.prefill_ms() / 1e3);

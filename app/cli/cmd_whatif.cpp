@@ -45,22 +45,6 @@ struct WhatifArgs {
     bool force = false;
 };
 
-std::vector<double> parse_list(const std::string& text, const std::string& flag, double lo,
-                               double hi) {
-    std::vector<double> out;
-    std::stringstream ss(text);
-    std::string item;
-    while (std::getline(ss, item, ',')) {
-        char* end = nullptr;
-        const double v = std::strtod(item.c_str(), &end);
-        if (item.empty() || *end != '\0' || !(v >= lo && v <= hi))
-            throw InputError(flag + ": '" + item + "' is not a number in [" + std::to_string(lo) +
-                             ", " + std::to_string(hi) + "]");
-        out.push_back(v);
-    }
-    if (out.empty()) throw InputError(flag + ": empty list");
-    return out;
-}
 
 std::function<int()> setup(CLI::App& sub) {
     auto a = std::make_shared<WhatifArgs>();
@@ -192,19 +176,19 @@ std::function<int()> setup(CLI::App& sub) {
         };
         std::vector<Row> rows;
         if (b->count() > 0)
-            for (double v : parse_list(a->budgets, "--budget", 1, 1e9)) {
+            for (double v : parse_number_list(a->budgets, "--budget", 1, 1e9)) {
                 Row row{{a->policy, {}, a->params}, std::to_string(static_cast<int64_t>(v))};
                 row.choice.budget.tokens = static_cast<int64_t>(v);
                 rows.push_back(row);
             }
         if (r->count() > 0)
-            for (double v : parse_list(a->ratios, "--ratio", 1e-9, 1.0)) {
+            for (double v : parse_number_list(a->ratios, "--ratio", 1e-9, 1.0)) {
                 Row row{{a->policy, {}, a->params}, "ratio " + std::to_string(v).substr(0, 6)};
                 row.choice.budget.ratio = v;
                 rows.push_back(row);
             }
         if (mm->count() > 0)
-            for (double v : parse_list(a->memories, "--memory", 1e-9, 1.0)) {
+            for (double v : parse_number_list(a->memories, "--memory", 1e-9, 1.0)) {
                 record::PolicyChoice c{a->policy, {}, a->params};
                 const whatif::MemoryFit fit = session.fit_memory(c, session.bytes_for_fraction(v));
                 c.budget.tokens = fit.budget_tokens;

@@ -8,25 +8,10 @@
 #include "core/policies/plan.h"
 #include "core/probes/attention_density.h"
 #include "core/probes/norm_attention.h"
+#include "traces/cache_event_record.h"
 
 namespace kvscope::record {
 namespace {
-
-trace::CacheOp to_trace_op(CacheOp op) {
-    switch (op) {
-        case CacheOp::append:
-            return trace::CacheOp::kAppend;
-        case CacheOp::evict:
-            return trace::CacheOp::kEvict;
-        case CacheOp::merge:
-            return trace::CacheOp::kMerge;
-        case CacheOp::quantize:
-            return trace::CacheOp::kQuantize;
-        case CacheOp::demote:
-            return trace::CacheOp::kDemote;
-    }
-    return trace::CacheOp::kAppend;
-}
 
 // Mean over the g query heads of KV head kv: per-query-head arrays -> one cache-head array.
 std::vector<float> group_mean(const std::vector<std::vector<float>>& per_q, int64_t kv, int64_t g,
@@ -138,20 +123,7 @@ void RunRecorder::on_cache_event(const CacheEvent& e) {
     // The prompt's appends are implied by /tokens (P x L x H rows of no information); every
     // other operation, and every decode-time append, is recorded.
     if (e.op == CacheOp::append && e.step < 0) return;
-    trace::EventRecord r;
-    r.layer = e.layer;
-    r.head = e.head;
-    r.op = to_trace_op(e.op);
-    r.position = static_cast<int32_t>(e.position);
-    r.destination = static_cast<int32_t>(e.op == CacheOp::merge ? e.dst_slot : e.slot);
-    r.weight = e.weight;
-    r.similarity = e.similarity;
-    r.threshold = e.threshold;
-    r.bits = static_cast<int8_t>(e.bits);
-    r.slot = static_cast<int32_t>(e.slot);
-    r.dst_position = static_cast<int32_t>(e.dst_position);
-    r.part = static_cast<uint8_t>(e.part);
-    pending_.push_back(r);
+    pending_.push_back(trace::event_record(e));
 }
 
 void RunRecorder::on_plan(const Plan& plan) {

@@ -16,32 +16,11 @@ namespace kvscope::studio {
 namespace fs = std::filesystem;
 
 std::string resolve_trace_model_path(const std::string& trace, const std::string& model_path) {
-    const fs::path m = model_path;
-    if (m.empty() || m.is_absolute() || fs::exists(m)) return m.string();
-    for (fs::path dir = fs::absolute(trace).parent_path(); !dir.empty(); dir = dir.parent_path()) {
-        if (fs::exists(dir / m)) return (dir / m).string();
-        if (dir == dir.root_path()) break;
-    }
-    return m.string();
+    trace::RunMetadata meta;
+    meta.model_path = model_path;
+    return record::resolve_model_path(trace, meta);
 }
 
-namespace {
-
-// The run's input from a recorded trace: its prompt tokens and marked needles (as
-// app/cli/cmd_whatif.cpp input_from_trace).
-record::RunInput input_from_trace(const trace::TraceReader& r) {
-    const trace::RunMetadata& meta = r.metadata();
-    record::RunInput in;
-    in.prompt = meta.prompt;
-    in.ids = r.token_ids(0, meta.n_prompt_tokens);
-    in.spans = r.spans();
-    for (const auto& s : in.spans)
-        if (s.label == "needle") in.answer = s.expected_answer;
-    if (meta.extra.contains("scenario")) in.scenario = meta.extra["scenario"];
-    return in;
-}
-
-}  // namespace
 
 std::shared_ptr<LiveContext> load_live_context(const LiveSetup& setup) {
     auto ctx = std::make_shared<LiveContext>();
@@ -64,7 +43,7 @@ std::shared_ptr<LiveContext> load_live_context(const LiveSetup& setup) {
     if (!setup.scenario) {
         if (setup.trace.empty()) throw InputError("no trace open to take the prompt from");
         trace::TraceReader reader(setup.trace);
-        input = input_from_trace(reader);
+        input = record::input_from_trace(reader);
         if (reader.metadata().n_layers != ctx->model->spec.n_layers ||
             reader.metadata().n_heads != ctx->model->spec.n_kv_heads)
             throw InputError(setup.trace, "was recorded from a model of another shape than " +

@@ -134,3 +134,43 @@ TEST(RunCli, MemoryFitsTheBudgetToTheTarget) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(ExplainCli, SaysWhyTheSampleNeedleWasLost) {
+    const fs::path json = scratch("why.json");
+    fs::remove(json);
+    const std::string sample = (kSrc / "resources" / "sample" / "sample.kvtrace.h5").string();
+    const auto r = kvscope("explain " + sample + " --json " + json.string());
+    ASSERT_EQ(r.code, 0) << r.text;
+    EXPECT_NE(r.text.find("same as the trace"), std::string::npos) << r.text;
+    EXPECT_NE(r.text.find("D2O: attention received"), std::string::npos) << r.text;
+    std::ifstream f(json);
+    const auto j = nlohmann::json::parse(f);
+    ASSERT_GT(j["decisions"].size(), 0u);
+    int64_t lost = 0;
+    for (const auto& d : j["decisions"]) {
+        if (d["action"] == "kept") continue;
+        ++lost;
+        EXPECT_GE(d["trace_step"].get<int64_t>(), 1) << "D2O decides from step 1 on";
+    }
+    EXPECT_GT(lost, 0);
+    // Existing output without --force: refused, file unchanged.
+    const auto again = kvscope("explain " + sample + " --json " + json.string());
+    EXPECT_EQ(again.code, 2) << again.text;
+}
+
+TEST(RescueCli, FindsTheLayersThatRestoreTheSampleAnswer) {
+    const fs::path dir = scratch("rescue");
+    const std::string sample = (kSrc / "resources" / "sample" / "sample.kvtrace.h5").string();
+    const auto r = kvscope("rescue " + sample + " --out " + dir.string());
+    ASSERT_EQ(r.code, 0) << r.text;
+    // On the demo model, keeping the needle in layer 4 alone restores the answer (README).
+    EXPECT_NE(r.text.find("rescued by keeping the needle in layers 4 (1 of 8"), std::string::npos)
+        << r.text;
+    const auto bad = kvscope("rescue " + sample + " --layers 9 --out " + dir.string());
+    EXPECT_EQ(bad.code, 2) << bad.text;
+    EXPECT_NE(bad.text.find("not a layer in [0, 8)"), std::string::npos) << bad.text;
+}
+
+}  // namespace

@@ -1,0 +1,49 @@
+#pragma once
+// A cache operation (core/cache/cache_event.h) as a trace's /events row (traces/trace_schema.h):
+// the one conversion used by the recorder (app/recorder/run_recorder.cpp) and by the Studio's
+// what-if preview (views/preview_trace_model.cpp), so a preview replays exactly like a recording.
+#include <cstdint>
+
+#include "core/cache/cache_event.h"
+#include "traces/trace_schema.h"
+
+namespace kvscope::trace {
+
+inline CacheOp trace_op(kvscope::CacheOp op) {
+    switch (op) {
+        case kvscope::CacheOp::append:
+            return CacheOp::kAppend;
+        case kvscope::CacheOp::evict:
+            return CacheOp::kEvict;
+        case kvscope::CacheOp::merge:
+            return CacheOp::kMerge;
+        case kvscope::CacheOp::quantize:
+            return CacheOp::kQuantize;
+        case kvscope::CacheOp::demote:
+            return CacheOp::kDemote;
+    }
+    return CacheOp::kAppend;
+}
+
+// The row for `e` (step: left to the writer, which stamps the step being committed; set it
+// when the row is used outside a writer). destination = the merge's destination slot, else the
+// slot the op applied to.
+inline EventRecord event_record(const kvscope::CacheEvent& e, int32_t step = 0) {
+    EventRecord r;
+    r.step = step;
+    r.layer = static_cast<decltype(r.layer)>(e.layer);
+    r.head = static_cast<decltype(r.head)>(e.head);
+    r.op = trace_op(e.op);
+    r.position = static_cast<int32_t>(e.position);
+    r.destination = static_cast<int32_t>(e.op == kvscope::CacheOp::merge ? e.dst_slot : e.slot);
+    r.weight = e.weight;
+    r.similarity = e.similarity;
+    r.threshold = e.threshold;
+    r.bits = static_cast<int8_t>(e.bits);
+    r.slot = static_cast<int32_t>(e.slot);
+    r.dst_position = static_cast<int32_t>(e.dst_position);
+    r.part = static_cast<uint8_t>(e.part);
+    return r;
+}
+
+}  // namespace kvscope::trace
