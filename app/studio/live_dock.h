@@ -235,6 +235,7 @@ class LiveDock : public QDockWidget {
     int threads_ = 0;
     bool model_auto_ = true;  // the model path follows the open trace
     bool sized_ = false;      // the first show gave the dock its width
+    bool prefilling_ = false;  // the worker's job is this dock's prefill (forensics wait for it)
     int64_t fitted_tokens_ = -1;  // memory mode: the fitted budget of the last fit
     uint64_t fit_generation_ = 0;
     std::shared_ptr<std::atomic<uint64_t>> latest_fit_ =
