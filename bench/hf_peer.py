@@ -6,7 +6,7 @@
   3. eager attention with output_attentions=True (the only way HF users get attention statistics)
      at each length until it runs out of memory: ms, the bytes of attention returned, peak memory.
 
-    python3 bench/hf_peer.py --model /tmp/kvscope-models/llama-3.1-8b-shape \
+    python3 bench/hf_peer.py --model out/models/llama-3.1-8b-shape \
         --lengths 1024,8192,32768 --decode-steps 32 --json $OUT/hf_peer_8b.json
 
 Prompts are random token ids below 8192 (seeded), as in `kvscope bench`. Timing: CUDA events

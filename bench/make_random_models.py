@@ -4,7 +4,7 @@ Llama-3.1-8B, for `kvscope bench` and bench/hf_peer.py on the GPU machine. Nothi
 downloaded: the configs are written out here and the weights are drawn from a seeded normal
 (transformers' own init, initializer_range 0.02).
 
-    python3 bench/make_random_models.py --out /tmp/kvscope-models [--shapes 1b,8b] [--device cuda]
+    python3 bench/make_random_models.py --out out/models [--shapes 1b,8b] [--device cuda]
 
 writes <out>/llama-3.2-1b-shape/ and <out>/llama-3.1-8b-shape/ (config.json, model*.safetensors,
 tokenizer.json). Sizes: 1B shape 2.5 GB (tied embeddings), 8B shape 16.1 GB.

@@ -1,3 +1,6 @@
+// Over 800 lines on purpose: the What-if dock's form (setup, policy parameters, budget slider,
+// preview, re-run) is one widget; its sweep and forensics parts are in live_dock_sweep.cpp and
+// live_dock_forensics.cpp.
 #include "app/studio/live_dock.h"
 #include "app/studio/live_dock_internal.h"
 

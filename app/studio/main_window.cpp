@@ -1,3 +1,5 @@
+// Over 800 lines on purpose: the window's menus, docks and their wiring are one unit that Qt
+// builds in one constructor; the views, docks and dialogs themselves live in their own files.
 #include "app/studio/main_window.h"
 
 #include <QAction>

@@ -1,3 +1,5 @@
+// Over 800 lines on purpose: Qt Test runs one QObject's slots in order in one window (starting a
+// window under Xvfb per file would cost more than the tests); sections follow the Studio's parts.
 // KVScope Studio under Xvfb (Qt Test): open the sample trace, switch views, click, scrub, export;
 // screenshots of every view (grabFramebuffer) checked for real content and for the expected
 // colours at known places, the expected colours computed from the trace reader, independently of
