@@ -47,12 +47,16 @@ for base in site.getsitepackages() + ["/usr/local/cuda/lib64", "/usr/local/cuda/
 print(":".join(sorted(dirs)))
 PY
 )
-  export LD_LIBRARY_PATH="$CARRY/lib:${CUBLAS_DIRS}:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+  # Only the carried libraries the image lacks: a carried libstdc++/libz/... older than the
+  # image's own would break torch in the python stages, which inherit LD_LIBRARY_PATH.
+  KVLIB=$(mktemp -d); for f in "$CARRY"/lib/*; do
+    ldconfig -p | grep -q "$(basename "$f") " || ln -s "$f" "$KVLIB/"; done
+  export LD_LIBRARY_PATH="$KVLIB:${CUBLAS_DIRS}:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 else
   KVSCOPE=$ROOT/build-gpu/app/cli/kvscope; TEST_KERNELS=$ROOT/build-gpu/tests/test_kernels
 fi
 
-status() { echo "$1 rc=$2" | tee -a "${OUT:-out}/status.txt"; }
+status() { mkdir -p "${OUT:-out}"; echo "$1 rc=$2" | tee -a "${OUT:-out}/status.txt"; }
 need_out() { if [ -z "${OUT:-}" ]; then echo "set OUT to the results folder" >&2; exit 2; fi; mkdir -p "$OUT"; }
 
 stage_pack() {
@@ -62,11 +66,12 @@ stage_pack() {
   rm -rf "$CARRY"; mkdir -p "$CARRY/bin" "$CARRY/lib"
   cp build/app/cli/kvscope build/tests/test_kernels "$CARRY/bin/"
   strip --strip-debug "$CARRY/bin/"* 2>/dev/null || true
-  # Every shared library they load except the C runtime and CUDA's own (present on the GPU image).
+  # Only the project's own dependencies (HDF5 and its filters, sentencepiece, PCRE2): the image
+  # has them too (used when present, see KVLIB below), and the rest of the closure (libstdc++,
+  # curl, TLS, ...) is in any Ubuntu 24.04 base; carrying it all would pass the 64 MiB limit.
   for b in "$CARRY/bin/"*; do ldd "$b"; done | awk '/=> \//{print $3}' | sort -u | while read -r lib; do
     case "$(basename "$lib")" in
-      libc.so*|libm.so*|libpthread.so*|libdl.so*|librt.so*|libresolv.so*|ld-linux*|libcublas*|libcudart*|libcuda.so*) ;;
-      *) cp -L "$lib" "$CARRY/lib/" ;;
+      libhdf5*|libsz.so*|libaec.so*|libsentencepiece*|libpcre2*) cp -L "$lib" "$CARRY/lib/" ;;
     esac
   done
   du -sh "$CARRY"
@@ -82,7 +87,7 @@ stage_build() {
 stage_check() {
   nvidia-smi; nvcc --version | tail -2
   python3 -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0)); print("transformers", transformers.__version__)'
-  echo "kvscope: $KVSCOPE"; ldd "$KVSCOPE" | grep -E "not found|cublas" ; ldd "$TEST_KERNELS" | grep "not found"
+  echo "kvscope: $KVSCOPE; carried libraries used: $(ls "${KVLIB:-/nonexistent}" 2>/dev/null | tr '\n' ' ')"; ldd "$KVSCOPE" | grep -E "not found|cublas" ; ldd "$TEST_KERNELS" | grep "not found"
   "$KVSCOPE" --version && "$KVSCOPE" generate --model resources/models/kvscope-demo --prompt "Once upon a time" --max-new 8 --device cuda
 }
 
