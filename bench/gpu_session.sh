@@ -26,6 +26,9 @@
 #   bench8b-32k kvscope bench, 8B shape, 32k
 #   peer1b      bench/hf_peer.py on the 1B shape
 #   peer8b      bench/hf_peer.py on the 8B shape
+#   parity      bench/backend_parity.py: all 12 policies on the demo model, CPU vs CUDA traces
+#               (kept sets, bits, events, tokens): fp32 mode must be identical (exit 1 if not),
+#               native mode is reported (parity_fp32.json, parity_native.json)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -116,8 +119,16 @@ stage_bench8b() { bench "$M8B" bench8b 1024,8192; }
 stage_bench8b-32k() { bench "$M8B" bench8b_32k 32768; }
 stage_peer1b() { python3 bench/hf_peer.py --model "$M1B" --lengths 1024,8192,32768 --json "$OUT/peer1b.json"; }
 stage_peer8b() { python3 bench/hf_peer.py --model "$M8B" --lengths 1024,8192,32768 --json "$OUT/peer8b.json"; }
+stage_parity() {  # traces kept under out/ (ignored) for a look while the machine is warm
+  python3 bench/backend_parity.py --kvscope "$KVSCOPE" --a cpu --b cuda \
+    --env-b KVSCOPE_CUDA_MATH=fp32 --expect-identical --keep "$ROOT/out/parity-fp32" \
+    --json "$OUT/parity_fp32.json"; local r1=$?
+  python3 bench/backend_parity.py --kvscope "$KVSCOPE" --a cpu --b cuda \
+    --keep "$ROOT/out/parity-native" --json "$OUT/parity_native.json"; local r2=$?
+  return $((r1 || r2))
+}
 
-[ $# -gt 0 ] || { sed -n '2,33p' "$0"; exit 2; }
+[ $# -gt 0 ] || { sed -n '2,31p' "$0"; exit 2; }
 rc_all=0
 for s in "$@"; do
   if ! declare -F "stage_$s" >/dev/null; then echo "unknown stage: $s" >&2; exit 2; fi
