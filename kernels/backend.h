@@ -44,15 +44,28 @@ struct Tensor {
 Tensor make_tensor_view(void* data, DType dtype, std::initializer_list<int64_t> shape,
                         DeviceKind dev = DeviceKind::cpu);
 
+class KVJournal;
+
 // The keys and values one KV head holds, as the attention op reads them.
 // k, v: [len, head_dim] f32 (dequantised where the cache holds quantised slots: attention over
 // quantised slots is dequantise-then-attend by construction). pos: original token positions [len],
-// used for the causal mask (slot j is visible to a query at position p iff pos[j] <= p).
+// used for the causal mask (slot j is visible to a query at position p iff pos[j] <= p). Host
+// memory.
+//
+// A view from a KVCache also names the head and carries its edit journal (kernels/kv_journal.h),
+// so that a device backend can keep a copy of the head and update it incrementally; cache_uid is
+// unique per KVCache object for the life of the process (never a reused address). The CPU backend
+// reads k, v, pos only. journal == nullptr: a plain view (the backend copies what it needs).
 struct KVHeadView {
     const float* k = nullptr;
     const float* v = nullptr;
     const int64_t* pos = nullptr;
     int64_t len = 0;
+    uint64_t cache_uid = 0;
+    int64_t layer = -1;
+    int64_t head = -1;
+    uint64_t version = 0;  // journal->version() when the view was made
+    const KVJournal* journal = nullptr;
 };
 
 // What the attention op should report besides its output, per query head h (KV head h / group).
@@ -132,6 +145,12 @@ class Backend {
     virtual void add_inplace(Tensor& x, const Tensor& y) = 0;
     // Causal (by position) softmax attention with GQA; see AttentionArgs.
     virtual void attention(const AttentionArgs& args) = 0;
+
+    // ---- KV cache copies -----------------------------------------------------------------------
+    // Drops whatever this backend keeps for the KV cache `cache_uid` (KVHeadView::cache_uid):
+    // device copies of its heads. The cache's owner calls it when the cache is cleared or
+    // destroyed. The CPU backend keeps nothing.
+    virtual void forget_kv(uint64_t cache_uid) { (void)cache_uid; }
 };
 
 // The fp32 CPU reference backend. threads = 0: one per hardware core.

@@ -1,6 +1,7 @@
 #include "core/cache/kv_cache.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -42,7 +43,11 @@ int64_t ceil_div(int64_t a, int64_t b) {
     return (a + b - 1) / b;
 }
 
+std::atomic<uint64_t> g_next_cache_uid{1};
+
 }  // namespace
+
+KVCache::Uid::Uid() : value(g_next_cache_uid.fetch_add(1, std::memory_order_relaxed)) {}
 
 KVCache::KVCache(int64_t n_layers, int64_t n_kv_heads, int64_t head_dim, int element_bytes)
     : n_layers_(n_layers),
@@ -55,10 +60,12 @@ KVCache::KVCache(int64_t n_layers, int64_t n_kv_heads, int64_t head_dim, int ele
     if (element_bytes != 1 && element_bytes != 2 && element_bytes != 4)
         fail("element_bytes must be 1, 2 or 4, got " + std::to_string(element_bytes));
     heads_.resize(sz(n_layers * n_kv_heads));
+    journals_.resize(heads_.size());
 }
 
 void KVCache::clear() {
     for (Head& h : heads_) h = Head{};
+    for (KVJournal& j : journals_) j.record_reset();
     step_ = -1;
 }
 
@@ -69,6 +76,7 @@ void KVCache::copy_contents_from(const KVCache& other) {
     // Element-wise assignment: vectors reuse the capacity they have (a what-if previewer copies
     // the same prompt into the same cache many times).
     for (size_t i = 0; i < heads_.size(); ++i) heads_[i] = other.heads_[i];
+    for (KVJournal& j : journals_) j.record_reset();
     store_prerope_ = other.store_prerope_;
 }
 
@@ -96,6 +104,16 @@ const KVCache::Head& KVCache::head_at(int64_t layer, int64_t head) const {
         throw std::out_of_range("KVCache: (layer " + std::to_string(layer) + ", head " +
                                 std::to_string(head) + ") out of range");
     return heads_[sz(layer * n_kv_heads_ + head)];
+}
+
+KVJournal& KVCache::journal_at(int64_t layer, int64_t head) {
+    (void)head_at(layer, head);  // range check
+    return journals_[sz(layer * n_kv_heads_ + head)];
+}
+
+const KVJournal& KVCache::journal(int64_t layer, int64_t head) const {
+    (void)head_at(layer, head);
+    return journals_[sz(layer * n_kv_heads_ + head)];
 }
 
 void KVCache::emit(const CacheEvent& e) const {
@@ -136,9 +154,14 @@ void KVCache::drop_part_block(Head& hd, int64_t i, bool keys) {
     blk = -1;
 }
 
-void KVCache::remove_slots(Head& hd, const std::vector<char>& remove) {
+void KVCache::remove_slots(Head& hd, KVJournal& jr, const std::vector<char>& remove) {
     const int64_t d = head_dim_;
     const int64_t n = static_cast<int64_t>(hd.pos.size());
+    std::vector<int64_t> removed;
+    for (int64_t i = 0; i < n; ++i)
+        if (remove[sz(i)]) removed.push_back(i);
+    const int64_t n_after = n - static_cast<int64_t>(removed.size());
+    jr.record_gather(n, std::move(removed), n_after);
     int64_t w = 0;
     for (int64_t i = 0; i < n; ++i) {
         if (remove[sz(i)]) {
@@ -226,7 +249,7 @@ void KVCache::keep(int64_t layer, int64_t head, std::span<const int64_t> slots) 
             events.push_back(e);
         }
     }
-    remove_slots(hd, remove);
+    remove_slots(hd, journal_at(layer, head), remove);
     for (const CacheEvent& e : events) emit(e);
 }
 
@@ -268,6 +291,8 @@ void KVCache::merge(int64_t layer, int64_t head, const MergeSpec& spec) {
         if (!hd.kpre.empty()) combine(hd.kpre);
     }
     combine(hd.v);
+    KVJournal& jr = journal_at(layer, head);
+    jr.record_rewrite(n, {spec.dst});  // before the sources go: dst is a pre-removal index
     drop_part_block(hd, spec.dst, true);
     drop_part_block(hd, spec.dst, false);
     for (size_t i = 0; i < spec.src.size(); ++i) {
@@ -291,7 +316,7 @@ void KVCache::merge(int64_t layer, int64_t head, const MergeSpec& spec) {
             events.push_back(e);
         }
     }
-    remove_slots(hd, remove);
+    remove_slots(hd, jr, remove);
     for (const CacheEvent& e : events) emit(e);
 }
 
@@ -327,6 +352,7 @@ int64_t KVCache::merge_incoming(int64_t layer, int64_t head, const IncomingMerge
         if (store_prerope_) blend(hd.kpre, k_prerope, nullptr);
     }
     blend(hd.v, v, m.result_v);
+    journal_at(layer, head).record_rewrite(n, {m.dst});  // K, V and maybe the position
     drop_part_block(hd, m.dst, true);
     drop_part_block(hd, m.dst, false);
     hd.merge_count[sz(m.dst)] += 1;
@@ -348,9 +374,12 @@ int64_t KVCache::merge_incoming(int64_t layer, int64_t head, const IncomingMerge
 
 // Quantises one part (keys or values) of `slots` (all full precision in that part), or
 // re-quantises them into block reuse_block (demote) when reuse_block >= 0.
-void KVCache::quantize_part(Head& hd, std::span<const int64_t> slots, const QuantSpec& spec,
-                            bool keys, int32_t reuse_block) {
+void KVCache::quantize_part(Head& hd, KVJournal& jr, std::span<const int64_t> slots,
+                            const QuantSpec& spec, bool keys, int32_t reuse_block) {
     const int64_t d = head_dim_;
+    // The arrays will hold the dequantised values: the rows change in place.
+    jr.record_rewrite(static_cast<int64_t>(hd.pos.size()),
+                      std::vector<int64_t>(slots.begin(), slots.end()));
     const int64_t G = spec.group_size;
     std::vector<float>& a = keys ? hd.k : hd.v;
     std::vector<int>& bits = keys ? hd.k_bits : hd.v_bits;
@@ -439,8 +468,9 @@ void KVCache::quantize(int64_t layer, int64_t head, std::span<const int64_t> slo
         if ((spec.part != KVPart::values && k_q) || (spec.part != KVPart::keys && v_q))
             fail("quantize: slot " + std::to_string(s) + " is already quantised (use demote)");
     }
-    if (spec.part != KVPart::values) quantize_part(hd, slots, spec, true, -1);
-    if (spec.part != KVPart::keys) quantize_part(hd, slots, spec, false, -1);
+    KVJournal& jr = journal_at(layer, head);
+    if (spec.part != KVPart::values) quantize_part(hd, jr, slots, spec, true, -1);
+    if (spec.part != KVPart::keys) quantize_part(hd, jr, slots, spec, false, -1);
     if (!observers_.empty()) {
         for (int64_t s : slots) {
             CacheEvent e = make_event(layer, head, CacheOp::quantize);
@@ -483,7 +513,7 @@ void KVCache::demote(int64_t layer, int64_t head, std::span<const int64_t> slots
                 for (int64_t i = 0; i < n; ++i)
                     if (blk[sz(i)] == b) members.push_back(i);
             }
-            quantize_part(hd, members, spec, keys, b);
+            quantize_part(hd, journal_at(layer, head), members, spec, keys, b);
             for (int64_t i : members) {
                 CacheEvent e = make_event(layer, head, CacheOp::demote);
                 e.position = hd.pos[sz(i)];

@@ -22,6 +22,13 @@
 // token is not a freed one. The pre-RoPE copy is simulator bookkeeping (a real DMC cache keeps
 // running sums instead of K) and is not counted.
 //
+// Every change is also written to a per-(layer, head) edit journal (kernels/kv_journal.h): a
+// version that only grows plus a bounded log (removed slots, rewritten slots; appends only grow
+// the slot count; clear and copy_contents_from reset it). A device backend follows it to keep its
+// copy of a head current without copying the whole head again (head views carry uid(), the
+// journal and its version). A copy of a cache is another cache (its own uid); caches are not
+// assignable (use copy_contents_from).
+//
 // Slot indices passed to operations are the current ones (0..n-1). Every operation emits events
 // (cache_event.h) to the registered observers after it has been applied. Misuse (bad index, merge
 // of a slot into itself, quantising an already quantised part...) throws std::invalid_argument or
@@ -34,6 +41,7 @@
 #include <vector>
 
 #include "core/cache/cache_event.h"
+#include "kernels/kv_journal.h"
 
 namespace kvscope {
 
@@ -177,6 +185,11 @@ class KVCache {
     // Returns "" when consistent, else a description of the first problem.
     std::string check_consistency() const;
 
+    // ---- followers (device copies) -----------------------------------------------------------
+    // Unique per KVCache object for the life of the process (a counter, not an address).
+    uint64_t uid() const { return uid_.value; }
+    const KVJournal& journal(int64_t layer, int64_t head) const;
+
   private:
     struct QuantBlock {
         int bits = 16;
@@ -204,9 +217,10 @@ class KVCache {
     int64_t slot_bits(const Head& hd, int64_t i) const;
     void release_block(Head& hd, int32_t block);
     void drop_part_block(Head& hd, int64_t i, bool keys);
-    void remove_slots(Head& hd, const std::vector<char>& remove);
-    void quantize_part(Head& hd, std::span<const int64_t> slots, const QuantSpec& spec, bool keys,
-                       int32_t reuse_block);
+    KVJournal& journal_at(int64_t layer, int64_t head);
+    void remove_slots(Head& hd, KVJournal& jr, const std::vector<char>& remove);
+    void quantize_part(Head& hd, KVJournal& jr, std::span<const int64_t> slots,
+                       const QuantSpec& spec, bool keys, int32_t reuse_block);
     static int64_t recompute_bits(const Head& hd, int64_t head_dim, int element_bytes);
 
     int64_t n_layers_, n_kv_heads_, head_dim_;
@@ -214,7 +228,17 @@ class KVCache {
     int64_t step_ = -1;
     bool store_prerope_ = false;
     RotateFn rotate_;
-    std::vector<Head> heads_;  // [layer * n_kv_heads + head]
+    std::vector<Head> heads_;          // [layer * n_kv_heads + head]
+    std::vector<KVJournal> journals_;  // [layer * n_kv_heads + head]; not part of Head: a copy
+                                       // of another cache's heads must not copy its journals
+    // A fresh value per object, copies included (followers key their copies by it).
+    struct Uid {
+        uint64_t value;
+        Uid();
+        Uid(const Uid&) : Uid() {}
+        Uid& operator=(const Uid&) = delete;
+    };
+    Uid uid_;
     std::vector<std::pair<int, CacheObserver>> observers_;
     int next_observer_id_ = 1;
 };

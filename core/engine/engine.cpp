@@ -77,6 +77,7 @@ Engine::Engine(const Model& model, Backend& backend, EngineOptions opts)
 }
 
 Engine::~Engine() {
+    if (cache_) backend_.forget_kv(cache_->uid());  // the backend's device copies of the cache
     if (s_) {
         Scratch& s = *s_;
         free_all(backend_, {&s.x, &s.h, &s.q, &s.k, &s.v, &s.att, &s.o, &s.gate, &s.up, &s.act,
@@ -107,6 +108,7 @@ std::vector<float> Engine::prefill(const std::vector<int32_t>& ids) {
             throw InputError("token id " + std::to_string(id) + " is outside the vocabulary [0, " +
                              std::to_string(spec().vocab_size) + ")");
     cache_->clear();
+    backend_.forget_kv(cache_->uid());  // a new sequence: device copies start over
     pos_ = 0;
     step_ = 0;
     prompt_len_ = static_cast<int64_t>(ids.size());
@@ -165,10 +167,12 @@ std::vector<float> Engine::forward(const int32_t* ids, int64_t n, bool is_prefil
     Tensor att2 = rows(s.att, sp.q_dim());
     Tensor gate = rows(s.gate, sp.intermediate), up = rows(s.up, sp.intermediate);
     Tensor act = rows(s.act, sp.intermediate), down = rows(s.down, sp.hidden);
-    Tensor q3 = make_tensor_view(s.q.data, DType::f32, {n, sp.n_heads, sp.head_dim});
-    Tensor k3 = make_tensor_view(s.k.data, DType::f32, {n, sp.n_kv_heads, sp.head_dim});
-    Tensor qh = make_tensor_view(s.q.data, DType::f32, {n * sp.n_heads, sp.head_dim});
-    Tensor kh = make_tensor_view(s.k.data, DType::f32, {n * sp.n_kv_heads, sp.head_dim});
+    // Views only (pointer arithmetic, never a dereference: the memory may be on a device).
+    Tensor q3 = make_tensor_view(s.q.data, DType::f32, {n, sp.n_heads, sp.head_dim}, s.q.device);
+    Tensor k3 = make_tensor_view(s.k.data, DType::f32, {n, sp.n_kv_heads, sp.head_dim}, s.k.device);
+    Tensor qh = make_tensor_view(s.q.data, DType::f32, {n * sp.n_heads, sp.head_dim}, s.q.device);
+    Tensor kh =
+        make_tensor_view(s.k.data, DType::f32, {n * sp.n_kv_heads, sp.head_dim}, s.k.device);
 
     s.positions.resize(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) s.positions[static_cast<size_t>(i)] = pos_ + i;

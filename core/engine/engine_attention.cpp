@@ -19,9 +19,16 @@ void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
     const ModelSpec& sp = spec();
     const int64_t G = sp.n_kv_heads, H = sp.n_heads, d = sp.head_dim;
     Scratch& s = *s_;
-    const float* k = static_cast<const float*>(s.k.data);  // [n, G, d] post-RoPE
-    const float* v = static_cast<const float*>(s.v.data);
     const bool have_prerope = wants_prerope();
+    // The new keys/values on the host (the cache is host memory; backend tensors may not be).
+    s.k_host.resize(static_cast<size_t>(n * G * d));
+    s.v_host.resize(static_cast<size_t>(n * G * d));
+    backend_.to_host(make_tensor_view(s.k.data, DType::f32, {n, G, d}, s.k.device),
+                     s.k_host.data());  // [n, G, d] post-RoPE
+    backend_.to_host(make_tensor_view(s.v.data, DType::f32, {n, G, d}, s.v.device),
+                     s.v_host.data());
+    const float* k = s.k_host.data();
+    const float* v = s.v_host.data();
 
     // 1. New keys/values into the cache (the policy may merge a decode token instead: DMC).
     for (int64_t g = 0; g < G; ++g) {
@@ -74,8 +81,8 @@ void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
         pstats = &stats;
     }
     AttentionArgs args;
-    Tensor q3 = make_tensor_view(s.q.data, DType::f32, {n, H, d});
-    Tensor out = make_tensor_view(s.att.data, DType::f32, {n, H, d});
+    Tensor q3 = make_tensor_view(s.q.data, DType::f32, {n, H, d}, s.q.device);
+    Tensor out = make_tensor_view(s.att.data, DType::f32, {n, H, d}, s.att.device);
     args.q = &q3;
     args.q_pos = s.positions.data();
     args.kv = views.data();
@@ -97,7 +104,8 @@ void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
     }
     if (is_prefill && req_.query_absmax) {
         LayerPrefillStats& ps = prefill_stats_[static_cast<size_t>(l)];
-        std::vector<float> qh(static_cast<size_t>(n * H * d));
+        std::vector<float>& qh = s.q_host;
+        qh.resize(static_cast<size_t>(n * H * d));
         backend_.to_host(q3, qh.data());  // [n, H, d] post-RoPE
         ps.query_absmax.assign(static_cast<size_t>(G),
                                std::vector<float>(static_cast<size_t>(d), 0.0f));

@@ -33,6 +33,11 @@ KVHeadView head_view(const KVCache& cache, int64_t layer, int64_t head) {
     v.v = cache.v(layer, head);
     v.pos = cache.positions(layer, head).data();
     v.len = cache.n_slots(layer, head);
+    v.cache_uid = cache.uid();
+    v.layer = layer;
+    v.head = head;
+    v.journal = &cache.journal(layer, head);
+    v.version = v.journal->version();
     return v;
 }
 

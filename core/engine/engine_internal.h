@@ -24,6 +24,12 @@ struct Engine::Scratch {
     std::vector<float> k_prerope;  // [n, G, d] pre-RoPE keys (DMC)
     std::vector<float> q_prerope;  // [n, H, d] pre-RoPE queries (DMC)
     std::vector<float> control;    // [n, G, 1 + g] raw channel d-1 of k, then of the group's q
+    // Host copies of activations the engine reads (to_host; never a dereference of a backend
+    // tensor, whose memory may be on a device). Reused across calls: no per-step allocation.
+    std::vector<float> k_host;  // [n, G, d] post-RoPE keys for the cache append (DMC: pre-RoPE
+                                // while the decision neuron is extracted)
+    std::vector<float> v_host;  // [n, G, d] values for the cache append
+    std::vector<float> q_host;  // [n, H, d] queries (query maxima; DMC decision neuron)
 };
 
 }  // namespace kvscope

@@ -39,11 +39,18 @@ bool Engine::wants_control() const {
 
 void Engine::extract_control(int64_t n) {
     // DMC: channel d-1 of the pre-RoPE k (and of the group's q) is the decision neuron. Record
-    // its raw value per token and KV head, then zero it so attention never sees it.
+    // its raw value per token and KV head, then zero it so attention never sees it. The
+    // activations go through host copies (to_host / from_host): they may live on a device.
     const ModelSpec& sp = spec();
     const int64_t G = sp.n_kv_heads, H = sp.n_heads, g = sp.group_size(), d = sp.head_dim;
-    float* k = static_cast<float*>(s_->k.data);  // [n, G, d]
-    float* q = static_cast<float*>(s_->q.data);  // [n, H, d]
+    Tensor kt = make_tensor_view(s_->k.data, DType::f32, {n, G, d}, s_->k.device);
+    Tensor qt = make_tensor_view(s_->q.data, DType::f32, {n, H, d}, s_->q.device);
+    s_->k_host.resize(static_cast<size_t>(n * G * d));
+    s_->q_host.resize(static_cast<size_t>(n * H * d));
+    backend_.to_host(kt, s_->k_host.data());
+    backend_.to_host(qt, s_->q_host.data());
+    float* k = s_->k_host.data();  // [n, G, d]
+    float* q = s_->q_host.data();  // [n, H, d]
     s_->control.assign(static_cast<size_t>(n * G * (1 + g)), 0.0f);
     for (int64_t i = 0; i < n; ++i)
         for (int64_t kv = 0; kv < G; ++kv) {
@@ -57,17 +64,27 @@ void Engine::extract_control(int64_t n) {
                 ql = 0.0f;
             }
         }
+    backend_.from_host(kt, k);
+    backend_.from_host(qt, q);
 }
 
 void Engine::zero_control(int64_t n) {
     const ModelSpec& sp = spec();
     const int64_t G = sp.n_kv_heads, H = sp.n_heads, d = sp.head_dim;
-    float* k = static_cast<float*>(s_->k.data);
-    float* q = static_cast<float*>(s_->q.data);
+    Tensor kt = make_tensor_view(s_->k.data, DType::f32, {n, G, d}, s_->k.device);
+    Tensor qt = make_tensor_view(s_->q.data, DType::f32, {n, H, d}, s_->q.device);
+    s_->k_host.resize(static_cast<size_t>(n * G * d));
+    s_->q_host.resize(static_cast<size_t>(n * H * d));
+    backend_.to_host(kt, s_->k_host.data());
+    backend_.to_host(qt, s_->q_host.data());
+    float* k = s_->k_host.data();
+    float* q = s_->q_host.data();
     for (int64_t i = 0; i < n; ++i) {
         for (int64_t kv = 0; kv < G; ++kv) k[(i * G + kv) * d + d - 1] = 0.0f;
         for (int64_t h = 0; h < H; ++h) q[(i * H + h) * d + d - 1] = 0.0f;
     }
+    backend_.from_host(kt, k);
+    backend_.from_host(qt, q);
 }
 
 ScoreView make_prefill_view(const ModelSpec& sp, int64_t prompt_len,

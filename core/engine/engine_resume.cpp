@@ -74,6 +74,7 @@ std::vector<float> Engine::resume(const PrefillState& st) {
         throw InputError("the saved prompt state belongs to another model (layers differ)");
     cache_->clear();
     cache_->copy_contents_from(*st.cache);  // throws on a different shape
+    backend_.forget_kv(cache_->uid());      // a new sequence: device copies start over
     prompt_ids_ = st.prompt_ids;
     prompt_len_ = st.prompt_len();
     pos_ = prompt_len_;

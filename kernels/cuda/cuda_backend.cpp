@@ -1,38 +1,52 @@
 // The CUDA backend: device memory, cuBLAS handle, dispatch to the kernel files (one family per
 // file: cuda_embedding.cu, cuda_rmsnorm.cu, cuda_rope.cu, cuda_elementwise.cu, cuda_matmul.cu,
-// cuda_attention.cu). Registers itself with make_backend() (kernels/backend_registry.h).
+// cuda_attention.cu, cuda_kv_mirror.cu). Registers itself with make_backend()
+// (kernels/backend_registry.h).
 //
-// Step one of issue 9 (what this file does today, and what comes next):
-// - Weights are uploaded once (cudaMalloc + cudaMemcpy) and freed in the destructor. They keep
-//   their dtype (bf16/fp16/fp32); KVSCOPE_CUDA_MATH=fp32 converts them to fp32 at upload (the
-//   "fp32 mode" the golden-logit check at 1e-4 uses).
-// - Activations (alloc()) must be readable on the host, and every op synchronises before it
-//   returns, because the engine still reads and writes some of them there (it appends the new K/V
-//   to the host KV cache, the DMC control neurons). By default they are pinned host memory mapped
-//   into the device's address space (cudaHostAlloc, zero-copy: kernels reach them over PCIe --
-//   safe everywhere, slow for long prefills); KVSCOPE_CUDA_ACTIVATIONS=managed takes managed
-//   memory instead (pages migrate; never more than the device has free, which is checked: the
-//   GPU machines' notes warn that oversubscribed managed memory can hang the GPU). Next step:
-//   backend-owned K/V slot arrays per (layer, KV head) so the engine never touches device
-//   memory; then ops stay asynchronous and activations move to plain cudaMalloc.
-// - The KV cache is host memory (KVHeadView): attention() copies each KV head's K, V and
-//   positions into device scratch on every call (O(cache) PCIe traffic per layer and step). The
-//   backend-owned slot arrays above remove this copy.
+// Issue 9, part 1 (the engine never touches device memory):
+// - Weights are uploaded once and freed in the destructor. They keep their dtype (bf16/fp16/
+//   fp32); KVSCOPE_CUDA_MATH=fp32 converts them to fp32 at upload (the "fp32 mode" the
+//   golden-logit check at 1e-4 uses).
+// - Activations (alloc()) are plain device memory. Ops only enqueue on one stream; to_host()
+//   synchronises (the host reads the result), and so do attention() calls that return
+//   statistics or read plain host views, release() and synchronize(). Nothing else waits.
+// - Host data an op is given (ids, positions, inv_freq, query positions, from_host() sources,
+//   KV rows) is copied at call time into a pinned staging ring and from there to the device
+//   (the caller may change its buffer as soon as the call returns). The ring starts over after
+//   each synchronisation; when full, it synchronises first. Device buffers that must grow while
+//   queued work may still read them are retired and freed at the next synchronisation.
+// - KV mirrors: the KV cache lives on the host (core/cache). For KVHeadViews that carry an edit
+//   journal (kernels/kv_journal.h), the backend keeps a device copy of every (cache, layer) as
+//   one slab: per KV head `cap` rows of K and V (f32, what the attention kernels read) and
+//   positions, head g at rows [g*cap, g*cap + len), so AttentionDev's offsets/lengths address it
+//   as before. Each attention call replays the heads' journals since the version the mirror
+//   holds: appended and rewritten rows are uploaded, survivors of an eviction are gathered on
+//   the device (through scratch: rows move towards the front, and a parallel in-place gather
+//   would overwrite rows before they are read), and a head the log no longer reaches back for is
+//   uploaded whole. The slab grows (by a quarter, at least 256 rows) when a head outgrows it.
+//   forget_kv() frees a cache's slabs; memory() counts slabs and their scratch.
+//   KVSCOPE_CUDA_KV_MIRROR=0 turns mirrors off: every call copies every head (the old path, kept
+//   for A/B checks); plain views (no journal) always take that path.
 // - Statistics (column sums, window/decode rows, LSE) are computed on the device and copied to
 //   the caller's host buffers.
+// Next (issue 9, part 2): K/V of new tokens appended on the device directly (today they go to
+// the host cache and come back as the mirror's tail rows); bf16 K/V.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <stdexcept>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "kernels/backend_registry.h"
 #include "kernels/cuda/cuda_common.h"
+#include "kernels/kv_journal.h"
 
 namespace kvscope::cuda {
 
@@ -76,13 +90,15 @@ DeviceProbe probe_device() {
     return {true, who + ", " + gib(static_cast<double>(p.totalGlobalMem))};
 }
 
-// A device scratch buffer that only grows.
+// A device scratch buffer that only grows. A grown-out buffer may still be read by queued work:
+// it is retired (freed at the backend's next synchronisation), never freed at once.
 struct DevBuf {
+    std::vector<void*>* retired = nullptr;
     void* p = nullptr;
     size_t cap = 0;
     void* ensure(size_t bytes) {
         if (bytes <= cap) return p;
-        if (p) KVS_CUDA_CHECK(cudaFree(p));
+        if (p) retired->push_back(p);
         p = nullptr;
         cap = 0;
         const size_t want = std::max<size_t>(bytes, 256);
@@ -97,6 +113,75 @@ struct DevBuf {
     }
 };
 
+// Pinned host memory with a device twin of the same size: bytes written at host(off) reach
+// dev(off) with to_device(). Reservations only move forward; reset() (only when the stream is
+// idle: every earlier copy and kernel that used the ring has finished) starts over.
+class StagingRing {
+  public:
+    static constexpr size_t kAlign = 256;
+    static constexpr size_t kMinBytes = size_t{16} << 20;
+
+    StagingRing() = default;
+    StagingRing(const StagingRing&) = delete;
+    StagingRing& operator=(const StagingRing&) = delete;
+    ~StagingRing() { free_now(); }
+    bool fits(size_t bytes) const { return round_up(off_) + bytes <= cap_; }
+    size_t mark() const { return round_up(off_); }
+    // The caller checked fits(bytes).
+    size_t reserve(size_t bytes) {
+        const size_t at = round_up(off_);
+        off_ = at + bytes;
+        return at;
+    }
+    unsigned char* host(size_t off) const { return host_ + off; }
+    unsigned char* dev(size_t off) const { return dev_ + off; }
+    void to_device(size_t begin, size_t end, cudaStream_t stream) const {
+        if (end > begin)
+            KVS_CUDA_CHECK(cudaMemcpyAsync(dev_ + begin, host_ + begin, end - begin,
+                                           cudaMemcpyHostToDevice, stream));
+    }
+    void reset() { off_ = 0; }
+    // Only when the stream is idle.
+    void grow(size_t bytes) {
+        const size_t want = std::max({bytes + kAlign, kMinBytes, 2 * cap_});
+        free_now();
+        KVS_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&host_), want, cudaHostAllocDefault));
+        KVS_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&dev_), want));
+        cap_ = want;
+    }
+    void free_now() noexcept {
+        if (host_) (void)cudaFreeHost(host_);
+        if (dev_) (void)cudaFree(dev_);
+        host_ = dev_ = nullptr;
+        cap_ = off_ = 0;
+    }
+
+  private:
+    static size_t round_up(size_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
+    unsigned char* host_ = nullptr;
+    unsigned char* dev_ = nullptr;
+    size_t cap_ = 0, off_ = 0;
+};
+
+// The device copy of one layer of one KV cache (see the file comment).
+struct LayerMirror {
+    int64_t G = 0, d = 0, cap = 0;  // cap: rows per head
+    float* k = nullptr;             // [G * cap, d]
+    float* v = nullptr;             // [G * cap, d]
+    int64_t* pos = nullptr;         // [G * cap]
+    std::vector<uint64_t> version;  // [G] journal version copied
+    std::vector<int64_t> len;       // [G] rows held
+    std::vector<char> valid;        // [G] 0: never copied
+    size_t bytes() const {
+        return static_cast<size_t>(G * cap) * static_cast<size_t>(2 * d * 4 + 8);
+    }
+};
+
+bool mirror_enabled() {
+    const char* e = std::getenv("KVSCOPE_CUDA_KV_MIRROR");
+    return !(e && std::string(e) == "0");
+}
+
 class CudaBackend final : public Backend {
   public:
     CudaBackend() {
@@ -110,17 +195,19 @@ class CudaBackend final : public Backend {
         KVS_CUBLAS_CHECK(api_->set_stream(blas_, stream_));
         const char* math = std::getenv("KVSCOPE_CUDA_MATH");
         fp32_weights_ = math && std::string(math) == "fp32";
-        const char* act = std::getenv("KVSCOPE_CUDA_ACTIVATIONS");
-        managed_activations_ = act && std::string(act) == "managed";
+        mirrors_on_ = mirror_enabled();
     }
     ~CudaBackend() override {
         // Never throws: report and go on freeing.
         (void)cudaStreamSynchronize(stream_);
-        for (auto& [ptr, a] : owned_) free_alloc(ptr, a.kind);
+        for (auto& [ptr, bytes] : owned_) (void)cudaFree(ptr);
         owned_.clear();
-        for (DevBuf* b : {&ids_, &pos_, &invf_, &xcast_, &kv_k_, &kv_v_, &kv_pos_, &kv_meta_,
-                          &qpos_, &lse_, &colsum_, &rows_, &decode_})
-            b->free_now();
+        for (auto& [key, m] : mirrors_) free_mirror(m);
+        mirrors_.clear();
+        for (DevBuf* b : all_bufs()) b->free_now();
+        for (void* p : retired_) (void)cudaFree(p);
+        retired_.clear();
+        ring_.free_now();
         if (blas_) (void)api_->destroy(blas_);
         if (stream_) (void)cudaStreamDestroy(stream_);
     }
@@ -131,7 +218,7 @@ class CudaBackend final : public Backend {
                std::to_string(prop_.major) + "." + std::to_string(prop_.minor) + ", " +
                gib(static_cast<double>(prop_.totalGlobalMem)) +
                (fp32_weights_ ? ", fp32 weights" : ", weights in their stored dtype") +
-               (managed_activations_ ? ", managed activations" : ", pinned host activations");
+               (mirrors_on_ ? "" : ", KV mirrors off");
     }
     DeviceKind device() const override { return DeviceKind::cuda; }
 
@@ -191,40 +278,27 @@ class CudaBackend final : public Backend {
         const size_t bytes = t.bytes();
         if (bytes == 0) return t;
         void* p = nullptr;
-        if (managed_activations_) {
-            size_t free_b = 0, total_b = 0;
-            KVS_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
-            if (bytes + (size_t{1} << 30) > free_b)  // keep 1 GiB: never oversubscribe managed
-                check_alloc(cudaErrorMemoryAllocation, bytes, "activations (managed)");
-            check_alloc(cudaMallocManaged(&p, bytes), bytes, "activations (managed)");
-            track(p, bytes, Kind::managed);
-            KVS_CUDA_CHECK(cudaMemset(p, 0, bytes));
-        } else {
-            check_alloc(cudaHostAlloc(&p, bytes, cudaHostAllocMapped | cudaHostAllocPortable),
-                        bytes, "activations (pinned host)");
-            track(p, bytes, Kind::pinned);
-            std::memset(p, 0, bytes);
+        check_alloc(cudaMalloc(&p, bytes), bytes, "activations");
+        try {
+            KVS_CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, stream_));
+        } catch (...) {
+            (void)cudaFree(p);
+            throw;
         }
+        track(p, bytes);
         t.data = p;
         return t;
     }
     void release(Tensor& t) override {
         if (!t.data) return;
-        Alloc a;
         {
             std::lock_guard<std::mutex> lock(mu_);
-            auto it = owned_.find(t.data);
-            if (it == owned_.end())
+            if (owned_.find(t.data) == owned_.end())
                 throw std::runtime_error("cuda backend: release() of memory it does not own");
-            a = it->second;
-            owned_.erase(it);
-            in_use_ -= static_cast<int64_t>(a.bytes);
         }
-        KVS_CUDA_CHECK(cudaStreamSynchronize(stream_));
-        if (a.kind == Kind::pinned)
-            KVS_CUDA_CHECK(cudaFreeHost(t.data));
-        else
-            KVS_CUDA_CHECK(cudaFree(t.data));
+        sync();  // queued work may still use it
+        untrack(t.data);
+        KVS_CUDA_CHECK(cudaFree(t.data));
         t.data = nullptr;
     }
     Tensor upload_weight(const void* host, DType dtype,
@@ -235,14 +309,18 @@ class CudaBackend final : public Backend {
         void* raw = nullptr;
         check_alloc(cudaMalloc(&raw, bytes), bytes, "weights");
         try {
-            KVS_CUDA_CHECK(cudaMemcpy(raw, host, bytes, cudaMemcpyHostToDevice));
+            // On the backend's stream (ordered before the ops that read it), then wait: the host
+            // bytes are the caller's, and a copy from pageable memory may return before it read
+            // them.
+            KVS_CUDA_CHECK(cudaMemcpyAsync(raw, host, bytes, cudaMemcpyHostToDevice, stream_));
+            sync();
         } catch (...) {
             (void)cudaFree(raw);
             throw;
         }
         if (!fp32_weights_ || dtype == DType::f32 ||
             (dtype != DType::f16 && dtype != DType::bf16)) {
-            track(raw, bytes, Kind::device);
+            track(raw, bytes);
             t.data = raw;
             return t;
         }
@@ -251,40 +329,52 @@ class CudaBackend final : public Backend {
         try {
             check_alloc(cudaMalloc(&conv, f.bytes()), f.bytes(), "fp32 weights");
             convert_to_f32(raw, dtype, t.numel(), static_cast<float*>(conv), stream_);
-            KVS_CUDA_CHECK(cudaStreamSynchronize(stream_));
+            sync();
         } catch (...) {
             (void)cudaFree(raw);
             if (conv) (void)cudaFree(conv);
             throw;
         }
         KVS_CUDA_CHECK(cudaFree(raw));
-        track(conv, f.bytes(), Kind::device);
+        track(conv, f.bytes());
         f.data = conv;
         return f;
     }
     void release_weight(Tensor& t) override { release(t); }
     void to_host(const Tensor& src, float* dst) override {
-        KVS_CUDA_CHECK(cudaStreamSynchronize(stream_));
-        KVS_CUDA_CHECK(cudaMemcpy(dst, src.data, src.bytes(), cudaMemcpyDefault));
+        if (src.bytes() > 0)
+            KVS_CUDA_CHECK(
+                cudaMemcpyAsync(dst, src.data, src.bytes(), cudaMemcpyDeviceToHost, stream_));
+        sync();
     }
     void from_host(Tensor& dst, const float* src) override {
-        KVS_CUDA_CHECK(cudaStreamSynchronize(stream_));
-        KVS_CUDA_CHECK(cudaMemcpy(dst.data, src, dst.bytes(), cudaMemcpyDefault));
+        // Through the staging ring, in pieces of at most its smallest size: `src` may change as
+        // soon as this returns.
+        const size_t bytes = dst.bytes();
+        const auto* from = reinterpret_cast<const unsigned char*>(src);
+        auto* to = static_cast<unsigned char*>(dst.data);
+        for (size_t done = 0; done < bytes;) {
+            const size_t piece = std::min(bytes - done, StagingRing::kMinBytes);
+            make_room(piece);
+            const size_t off = ring_.reserve(piece);
+            std::memcpy(ring_.host(off), from + done, piece);
+            KVS_CUDA_CHECK(cudaMemcpyAsync(to + done, ring_.host(off), piece,
+                                           cudaMemcpyHostToDevice, stream_));
+            done += piece;
+        }
     }
-    void synchronize() override { KVS_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+    void synchronize() override { sync(); }
 
     // ---- ops ---------------------------------------------------------------------------------
     void embedding(const Tensor& table, const int32_t* ids, int64_t n, Tensor& out) override {
-        const int32_t* dids = stage(ids_, ids, static_cast<size_t>(n));
+        const int32_t* dids = stage(ids, static_cast<size_t>(n));
         cuda::embedding(table.data, table.dtype, table.dim(0), table.dim(1), dids, n,
                         out.as<float>(), stream_);
-        done();
     }
     void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override {
         const int64_t d = w.numel();
         cuda::rmsnorm(x.as<float>(), x.numel() / d, d, w.data, w.dtype, eps, out.as<float>(),
                       stream_);
-        done();
     }
     void matmul(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) override {
         const int64_t k = w.dim(1), m = w.dim(0);
@@ -292,25 +382,41 @@ class CudaBackend final : public Backend {
         void* xc = w.dtype == DType::f32 ? nullptr : xcast_.ensure(static_cast<size_t>(n * k) * 2);
         cuda::matmul(blas_, x.as<float>(), n, k, w.data, w.dtype, m, bias ? bias->data : nullptr,
                      bias ? bias->dtype : DType::f32, out.as<float>(), xc, stream_);
-        done();
     }
     void rope(Tensor& x, const int64_t* positions, const float* inv_freq,
               RopePairs pairs) override {
         const int64_t n = x.dim(0), hd = x.dim(2);
-        const int64_t* dpos = stage(pos_, positions, static_cast<size_t>(n));
-        const float* dinv = stage(invf_, inv_freq, static_cast<size_t>(hd / 2));
+        const int64_t* dpos = stage(positions, static_cast<size_t>(n));
+        const float* dinv = stage(inv_freq, static_cast<size_t>(hd / 2));
         cuda::rope(x.as<float>(), n, x.dim(1), hd, dpos, dinv, pairs, stream_);
-        done();
     }
     void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override {
         cuda::silu_mul(gate.as<float>(), up.as<float>(), gate.numel(), out.as<float>(), stream_);
-        done();
     }
     void add_inplace(Tensor& x, const Tensor& y) override {
         cuda::add_inplace(x.as<float>(), y.as<float>(), x.numel(), stream_);
-        done();
     }
     void attention(const AttentionArgs& args) override;
+
+    // ---- KV mirrors --------------------------------------------------------------------------
+    void forget_kv(uint64_t cache_uid) override {
+        bool any = false;
+        for (const auto& [key, m] : mirrors_) any = any || key.first == cache_uid;
+        if (!any) return;
+        sync();  // queued attention may still read them
+        for (auto it = mirrors_.begin(); it != mirrors_.end();) {
+            if (it->first.first == cache_uid) {
+                free_mirror(it->second);
+                it = mirrors_.erase(it);
+            } else {
+                ++it;
+            }
+        }
+        if (mirrors_.empty() && mirror_scratch_.p) {
+            count(-static_cast<int64_t>(mirror_scratch_.cap));
+            mirror_scratch_.free_now();
+        }
+    }
 
   private:
     void check_alloc(cudaError_t e, size_t bytes, const char* what) {
@@ -328,83 +434,415 @@ class CudaBackend final : public Backend {
         throw_cuda_error("cudaMalloc", cudaGetErrorString(e), static_cast<int>(e), __FILE__,
                          __LINE__);
     }
-    enum class Kind { device, managed, pinned };
-    struct Alloc {
-        size_t bytes = 0;
-        Kind kind = Kind::device;
-    };
-    static void free_alloc(void* p, Kind k) noexcept {
-        if (k == Kind::pinned)
-            (void)cudaFreeHost(p);
-        else
-            (void)cudaFree(p);
-    }
-    void track(void* p, size_t bytes, Kind kind) {
+    void track(void* p, size_t bytes) {
         std::lock_guard<std::mutex> lock(mu_);
-        owned_[p] = Alloc{bytes, kind};
+        owned_[p] = bytes;
         in_use_ += static_cast<int64_t>(bytes);
         peak_ = std::max(peak_, in_use_);
     }
-    // Host array -> device scratch (synchronous from pageable memory).
-    template <class T>
-    const T* stage(DevBuf& buf, const T* host, size_t count) {
-        T* d = static_cast<T*>(buf.ensure(count * sizeof(T)));
-        if (count)
-            KVS_CUDA_CHECK(cudaMemcpyAsync(d, host, count * sizeof(T), cudaMemcpyDefault, stream_));
-        return d;
+    void untrack(void* p) {
+        std::lock_guard<std::mutex> lock(mu_);
+        auto it = owned_.find(p);
+        if (it == owned_.end()) return;
+        in_use_ -= static_cast<int64_t>(it->second);
+        owned_.erase(it);
     }
-    // Step one: the engine reads activations on the host between ops (see the file comment).
-    void done() { KVS_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+    // Mirror bytes (slabs and their scratch), counted in memory() like alloc()'s.
+    void count(int64_t delta) {
+        std::lock_guard<std::mutex> lock(mu_);
+        in_use_ += delta;
+        peak_ = std::max(peak_, in_use_);
+    }
+    std::vector<DevBuf*> all_bufs() {
+        return {&xcast_,  &kv_k_, &kv_v_,   &kv_pos_,        &lse_,
+                &colsum_, &rows_, &decode_, &mirror_scratch_};
+    }
+
+    // Waits for the stream; after it nothing queued uses retired buffers or the staging ring.
+    void sync() {
+        KVS_CUDA_CHECK(cudaStreamSynchronize(stream_));
+        for (void* p : retired_) KVS_CUDA_CHECK(cudaFree(p));
+        retired_.clear();
+        ring_.reset();
+    }
+    // Room for `bytes` in the staging ring: waits for the stream (which frees the whole ring)
+    // when the rest is too small, grows it when even an empty ring is. Reservations not yet
+    // copied or launched must have been flushed before (RowBatch).
+    void make_room(size_t bytes) {
+        if (ring_.fits(bytes)) return;
+        sync();
+        if (!ring_.fits(bytes)) ring_.grow(bytes);
+    }
+    // Host array -> device memory valid until the next synchronisation (stream-ordered).
+    template <class T>
+    const T* stage(const T* host, size_t count) {
+        const size_t bytes = count * sizeof(T);
+        make_room(bytes);
+        const size_t off = ring_.reserve(bytes);
+        if (bytes) {
+            std::memcpy(ring_.host(off), host, bytes);
+            ring_.to_device(off, off + bytes, stream_);
+        }
+        return reinterpret_cast<const T*>(ring_.dev(off));
+    }
+
+    // ---- KV mirrors (see the file comment) ---------------------------------------------------
+    void free_mirror(LayerMirror& m) noexcept {
+        if (m.k) {
+            (void)cudaFree(m.k);
+            (void)cudaFree(m.v);
+            (void)cudaFree(m.pos);
+            count(-static_cast<int64_t>(m.bytes()));
+        }
+        m.k = m.v = nullptr;
+        m.pos = nullptr;
+        m.cap = 0;
+    }
+    // Every view of the call comes from one cache and layer, heads 0..G-1 in order.
+    static bool mirrorable(const AttentionArgs& a) {
+        for (int64_t g = 0; g < a.n_kv_heads; ++g) {
+            const KVHeadView& v = a.kv[g];
+            if (!v.journal || v.cache_uid != a.kv[0].cache_uid || v.layer != a.kv[0].layer ||
+                v.head != g)
+                return false;
+        }
+        return a.n_kv_heads > 0;
+    }
+    const LayerMirror& update_mirror(const AttentionArgs& args, int64_t d);
+
+    // Row jobs whose data (packed rows, maps, indices) is staged in the ring from `begin` on;
+    // flush() stages the job tables after them, copies the whole range once and launches.
+    struct RowBatch {
+        size_t begin = 0;
+        std::vector<KVRowJob> a, b;  // b runs after a (scratch -> slab copies)
+        int64_t max_a = 0, max_b = 0;
+        int64_t scratch_rows = 0;  // rows of mirror_scratch_ taken by this batch
+    };
+    static size_t table_bytes(const RowBatch& rb, size_t more_jobs) {
+        return (rb.a.size() + rb.b.size() + more_jobs) * sizeof(KVRowJob) + 2 * StagingRing::kAlign;
+    }
+    void flush(RowBatch& rb, int64_t d) {
+        if (!rb.a.empty() || !rb.b.empty()) {
+            const size_t na = rb.a.size() * sizeof(KVRowJob);
+            const size_t nb = rb.b.size() * sizeof(KVRowJob);
+            const size_t oa = ring_.reserve(na);  // room kept by the checks when jobs were added
+            if (na) std::memcpy(ring_.host(oa), rb.a.data(), na);
+            const size_t ob = ring_.reserve(nb);
+            if (nb) std::memcpy(ring_.host(ob), rb.b.data(), nb);
+            ring_.to_device(rb.begin, ob + nb, stream_);
+            kv_rows(reinterpret_cast<const KVRowJob*>(ring_.dev(oa)),
+                    static_cast<int64_t>(rb.a.size()), rb.max_a, d, stream_);
+            kv_rows(reinterpret_cast<const KVRowJob*>(ring_.dev(ob)),
+                    static_cast<int64_t>(rb.b.size()), rb.max_b, d, stream_);
+        }
+        rb.a.clear();
+        rb.b.clear();
+        rb.max_a = rb.max_b = 0;
+        rb.scratch_rows = 0;
+        rb.begin = ring_.mark();
+    }
 
     cudaDeviceProp prop_{};
     cudaStream_t stream_ = nullptr;
     const CublasApi* api_ = nullptr;
     cublasHandle_t blas_ = nullptr;
     bool fp32_weights_ = false;
-    bool managed_activations_ = false;
+    bool mirrors_on_ = true;
     mutable std::mutex mu_;
-    std::unordered_map<void*, Alloc> owned_;
+    std::unordered_map<void*, size_t> owned_;  // alloc() and upload_weight(): bytes
     int64_t in_use_ = 0, peak_ = 0;
-    DevBuf ids_, pos_, invf_, xcast_, kv_k_, kv_v_, kv_pos_, kv_meta_, qpos_, lse_, colsum_, rows_,
-        decode_;
+    std::vector<void*> retired_;  // device buffers to free at the next sync()
+    StagingRing ring_;
+    DevBuf xcast_{&retired_}, kv_k_{&retired_}, kv_v_{&retired_}, kv_pos_{&retired_},
+        lse_{&retired_}, colsum_{&retired_}, rows_{&retired_}, decode_{&retired_},
+        mirror_scratch_{&retired_};
+    std::map<std::pair<uint64_t, int64_t>, LayerMirror> mirrors_;  // (cache uid, layer)
+    std::vector<KVReplayPlan> plans_;                              // [G], reused
+    std::vector<int64_t> meta_;                                    // kv_off, kv_len: [2G]
+    std::vector<float> h_col_, h_rows_, h_lse_;                    // statistics, reused
 };
+
+// Brings the (cache, layer) mirror of args' heads up to date (see the file comment).
+const LayerMirror& CudaBackend::update_mirror(const AttentionArgs& args, int64_t d) {
+    const int64_t G = args.n_kv_heads;
+    LayerMirror& m = mirrors_[{args.kv[0].cache_uid, args.kv[0].layer}];
+    if (m.G != G || m.d != d) {
+        sync();
+        free_mirror(m);
+        m = LayerMirror{};
+        m.G = G;
+        m.d = d;
+        m.version.assign(static_cast<size_t>(G), 0);
+        m.len.assign(static_cast<size_t>(G), 0);
+        m.valid.assign(static_cast<size_t>(G), 0);
+    }
+    // 1. What each head needs.
+    if (plans_.size() < static_cast<size_t>(G)) plans_.resize(static_cast<size_t>(G));
+    int64_t need = 0;
+    for (int64_t g = 0; g < G; ++g) {
+        const KVHeadView& kv = args.kv[g];
+        const auto gi = static_cast<size_t>(g);
+        KVReplayPlan& p = plans_[gi];
+        if (m.valid[gi]) {
+            plan_kv_replay(*kv.journal, m.version[gi], m.len[gi], kv.len, p);
+        } else {
+            p.full = true;
+            p.appends_only = p.in_place = false;
+            p.dirty = kv.len;
+        }
+        need = std::max(need, kv.len);
+    }
+    // 2. A larger slab when a head outgrows it: every head is copied over (the rows it keeps from
+    //    the old slab, the rest from the host); the old slab is freed at the next sync().
+    LayerMirror old;
+    const bool regrow = need > m.cap;
+    if (regrow) {
+        old = m;
+        LayerMirror grown = m;
+        grown.cap = (need + std::max<int64_t>(need / 4, 256) + 63) / 64 * 64;
+        grown.k = grown.v = nullptr;
+        grown.pos = nullptr;
+        const size_t rows = static_cast<size_t>(G * grown.cap);
+        const size_t fbytes = rows * static_cast<size_t>(d) * sizeof(float);
+        try {
+            check_alloc(cudaMalloc(&grown.k, fbytes), fbytes, "KV mirror");
+            check_alloc(cudaMalloc(&grown.v, fbytes), fbytes, "KV mirror");
+            check_alloc(cudaMalloc(&grown.pos, rows * 8), rows * 8, "KV mirror");
+        } catch (...) {
+            if (grown.k) (void)cudaFree(grown.k);
+            if (grown.v) (void)cudaFree(grown.v);
+            throw;
+        }
+        count(static_cast<int64_t>(grown.bytes()));
+        m = grown;
+    }
+    const int64_t cap = m.cap;
+    // 3. Jobs, staged head by head (a head's staging is never split by a flush).
+    RowBatch rb;
+    rb.begin = ring_.mark();
+    const size_t row_bytes = static_cast<size_t>(2 * d) * sizeof(float) + sizeof(int64_t);
+    for (int64_t g = 0; g < G; ++g) {
+        const KVHeadView& kv = args.kv[g];
+        const auto gi = static_cast<size_t>(g);
+        const KVReplayPlan& p = plans_[gi];
+        const int64_t n = kv.len;
+        const int64_t from_len = m.valid[gi] ? m.len[gi] : 0;
+        const bool general = !p.full && !p.appends_only;
+        const bool moves = general && (regrow || !p.in_place);  // rows go through a map
+        // In place on the slab, rows move from j0 on (rows before it stay where they are).
+        int64_t j0 = 0;
+        if (moves && !regrow)
+            while (j0 < n && p.src[static_cast<size_t>(j0)] == j0) ++j0;
+        const int64_t n_map = moves ? n - j0 : 0;
+        const int64_t n_idx = general && !moves ? p.dirty : 0;
+        const int64_t scratch_need = moves && !regrow ? n - j0 : 0;
+        const size_t payload = static_cast<size_t>(p.dirty) * row_bytes +
+                               static_cast<size_t>(n_map + n_idx) * sizeof(int64_t) +
+                               4 * StagingRing::kAlign;
+        const bool ring_short = !ring_.fits(payload + table_bytes(rb, 3));
+        const bool scratch_short =
+            static_cast<size_t>(rb.scratch_rows + scratch_need) * row_bytes > mirror_scratch_.cap;
+        if (ring_short || scratch_short) {
+            flush(rb, d);  // launches what this batch holds, so the ring / scratch may be reused
+            if (!ring_.fits(payload + table_bytes(rb, 3))) {
+                sync();
+                if (!ring_.fits(payload + table_bytes(rb, 3)))
+                    ring_.grow(payload + table_bytes(rb, 3));
+                rb.begin = ring_.mark();
+            }
+            const size_t want = static_cast<size_t>(scratch_need) * row_bytes;
+            if (want > mirror_scratch_.cap) {
+                const size_t before = mirror_scratch_.cap;
+                mirror_scratch_.ensure(want);  // the old one is retired: queued jobs may read it
+                count(static_cast<int64_t>(mirror_scratch_.cap) - static_cast<int64_t>(before));
+            }
+        }
+        // Packed rows from the host: every row the plan copies from the cache, in slot order.
+        const int64_t nd = p.dirty;
+        const size_t o_pk = ring_.reserve(static_cast<size_t>(nd * d) * sizeof(float));
+        const size_t o_pv = ring_.reserve(static_cast<size_t>(nd * d) * sizeof(float));
+        const size_t o_pp = ring_.reserve(static_cast<size_t>(nd) * sizeof(int64_t));
+        auto* pk = reinterpret_cast<float*>(ring_.host(o_pk));
+        auto* pv = reinterpret_cast<float*>(ring_.host(o_pv));
+        auto* pp = reinterpret_cast<int64_t*>(ring_.host(o_pp));
+        int64_t r = 0;
+        auto pack = [&](int64_t j) {
+            std::memcpy(pk + r * d, kv.k + j * d, static_cast<size_t>(d) * sizeof(float));
+            std::memcpy(pv + r * d, kv.v + j * d, static_cast<size_t>(d) * sizeof(float));
+            pp[r] = kv.pos[j];
+            ++r;
+        };
+        float* hk = m.k + g * cap * d;  // this head's rows in the (new) slab
+        float* hv = m.v + g * cap * d;
+        int64_t* hp = m.pos + g * cap;
+        const auto* dpk = reinterpret_cast<const float*>(ring_.dev(o_pk));
+        const auto* dpv = reinterpret_cast<const float*>(ring_.dev(o_pv));
+        const auto* dpp = reinterpret_cast<const int64_t*>(ring_.dev(o_pp));
+        auto add = [](std::vector<KVRowJob>& to, int64_t& mx, const KVRowJob& jb) {
+            if (jb.n <= 0) return;
+            to.push_back(jb);
+            mx = std::max(mx, jb.n);
+        };
+        if (!general) {  // full, or appends only: rows [first, n) from the host
+            const int64_t first = p.full ? 0 : from_len;
+            for (int64_t j = first; j < n; ++j) pack(j);
+            KVRowJob jb;
+            jb.dk = hk + first * d;
+            jb.dv = hv + first * d;
+            jb.dpos = hp + first;
+            jb.sk = dpk;
+            jb.sv = dpv;
+            jb.spos = dpp;
+            jb.n = n - first;
+            add(rb.a, rb.max_a, jb);
+            if (regrow && !p.full && from_len > 0) {  // the rows it had: old slab -> new
+                KVRowJob kept;
+                kept.dk = hk;
+                kept.dv = hv;
+                kept.dpos = hp;
+                kept.sk = old.k + g * old.cap * d;
+                kept.sv = old.v + g * old.cap * d;
+                kept.spos = old.pos + g * old.cap;
+                kept.n = from_len;
+                add(rb.a, rb.max_a, kept);
+            }
+        } else if (!moves) {  // in place: only the rewritten / appended rows
+            const size_t o_idx = ring_.reserve(static_cast<size_t>(n_idx) * sizeof(int64_t));
+            auto* idx = reinterpret_cast<int64_t*>(ring_.host(o_idx));
+            for (int64_t j = 0; j < n; ++j)
+                if (p.src[static_cast<size_t>(j)] < 0) {
+                    idx[r] = j;
+                    pack(j);
+                }
+            KVRowJob jb;
+            jb.dk = hk;
+            jb.dv = hv;
+            jb.dpos = hp;
+            jb.sk = dpk;
+            jb.sv = dpv;
+            jb.spos = dpp;
+            jb.dst_index = reinterpret_cast<const int64_t*>(ring_.dev(o_idx));
+            jb.n = nd;
+            add(rb.a, rb.max_a, jb);
+        } else {  // rows move: gather (old slab -> new, or slab -> scratch -> slab) + host rows
+            const size_t o_map = ring_.reserve(static_cast<size_t>(n_map) * sizeof(int64_t));
+            auto* map = reinterpret_cast<int64_t*>(ring_.host(o_map));
+            for (int64_t j = j0; j < n; ++j) {
+                const int64_t s = p.src[static_cast<size_t>(j)];
+                if (s >= 0) {
+                    map[j - j0] = s;
+                } else {
+                    map[j - j0] = -(r + 1);
+                    pack(j);
+                }
+            }
+            KVRowJob gather;
+            gather.sk = regrow ? old.k + g * old.cap * d : hk;
+            gather.sv = regrow ? old.v + g * old.cap * d : hv;
+            gather.spos = regrow ? old.pos + g * old.cap : hp;
+            gather.pk = dpk;
+            gather.pv = dpv;
+            gather.ppos = dpp;
+            gather.map = reinterpret_cast<const int64_t*>(ring_.dev(o_map));
+            gather.n = n - j0;
+            if (regrow) {  // j0 == 0
+                gather.dk = hk;
+                gather.dv = hv;
+                gather.dpos = hp;
+                add(rb.a, rb.max_a, gather);
+            } else {
+                // Scratch: [rows, d] K, then [rows, d] V, then [rows] positions, rows = what its
+                // capacity holds; this head takes rows [scratch_rows, scratch_rows + n - j0).
+                const auto srows = static_cast<int64_t>(mirror_scratch_.cap / row_bytes);
+                auto* base = static_cast<float*>(mirror_scratch_.p);
+                float* sk = base + rb.scratch_rows * d;
+                float* sv = base + (srows + rb.scratch_rows) * d;
+                int64_t* sp = reinterpret_cast<int64_t*>(base + 2 * srows * d) + rb.scratch_rows;
+                gather.dk = sk;
+                gather.dv = sv;
+                gather.dpos = sp;
+                add(rb.a, rb.max_a, gather);
+                KVRowJob back;
+                back.dk = hk + j0 * d;
+                back.dv = hv + j0 * d;
+                back.dpos = hp + j0;
+                back.sk = sk;
+                back.sv = sv;
+                back.spos = sp;
+                back.n = n - j0;
+                add(rb.b, rb.max_b, back);
+                rb.scratch_rows += n - j0;
+            }
+        }
+        if (r != nd)
+            throw std::logic_error("cuda KV mirror: packed " + std::to_string(r) +
+                                   " rows, the plan has " + std::to_string(nd));
+        m.version[gi] = kv.journal->version();
+        m.len[gi] = n;
+        m.valid[gi] = 1;
+    }
+    flush(rb, d);
+    if (regrow && old.k) {
+        retired_.push_back(old.k);  // read by the jobs just launched
+        retired_.push_back(old.v);
+        retired_.push_back(old.pos);
+        count(-static_cast<int64_t>(old.bytes()));
+    }
+    return m;
+}
 
 void CudaBackend::attention(const AttentionArgs& args) {
     const int64_t n = args.q->dim(0), H = args.q->dim(1), d = args.q->dim(2);
     const int64_t G = args.n_kv_heads;
-    // 1. Pack the KV heads' K, V and positions one after another in device scratch.
-    std::vector<int64_t> meta(static_cast<size_t>(2 * G));  // offsets, then lengths
-    int64_t total = 0, max_len = 0;
-    for (int64_t g = 0; g < G; ++g) {
-        meta[static_cast<size_t>(g)] = total;
-        meta[static_cast<size_t>(G + g)] = args.kv[g].len;
-        total += args.kv[g].len;
-        max_len = std::max(max_len, args.kv[g].len);
-    }
-    const size_t kv_bytes = static_cast<size_t>(std::max<int64_t>(total, 1) * d) * sizeof(float);
-    auto* dk = static_cast<float*>(kv_k_.ensure(kv_bytes));
-    auto* dv = static_cast<float*>(kv_v_.ensure(kv_bytes));
-    auto* dpos = static_cast<int64_t*>(
-        kv_pos_.ensure(static_cast<size_t>(std::max<int64_t>(total, 1)) * sizeof(int64_t)));
-    for (int64_t g = 0; g < G; ++g) {
-        const KVHeadView& kv = args.kv[g];
-        if (kv.len == 0) continue;
-        const int64_t off = meta[static_cast<size_t>(g)];
-        const size_t b = static_cast<size_t>(kv.len * d) * sizeof(float);
-        KVS_CUDA_CHECK(cudaMemcpyAsync(dk + off * d, kv.k, b, cudaMemcpyDefault, stream_));
-        KVS_CUDA_CHECK(cudaMemcpyAsync(dv + off * d, kv.v, b, cudaMemcpyDefault, stream_));
-        KVS_CUDA_CHECK(cudaMemcpyAsync(dpos + off, kv.pos,
-                                       static_cast<size_t>(kv.len) * sizeof(int64_t),
-                                       cudaMemcpyDefault, stream_));
-    }
-    const int64_t* dmeta = stage(kv_meta_, meta.data(), meta.size());
-
+    meta_.assign(static_cast<size_t>(2 * G), 0);  // offsets (rows), then lengths
+    int64_t max_len = 0;
+    for (int64_t g = 0; g < G; ++g) max_len = std::max(max_len, args.kv[g].len);
     AttentionDev a;
+    const bool mirrored = mirrors_on_ && mirrorable(args);
+    if (mirrored) {
+        // 1. The device copy of the layer, brought up to date from the heads' journals.
+        const LayerMirror& m = update_mirror(args, d);
+        for (int64_t g = 0; g < G; ++g) {
+            meta_[static_cast<size_t>(g)] = g * m.cap;
+            meta_[static_cast<size_t>(G + g)] = args.kv[g].len;
+        }
+        a.k = m.k;
+        a.v = m.v;
+        a.kpos = m.pos;
+    } else {
+        // 1'. Plain views: every head's K, V and positions one after another, copied from the
+        //     caller's host arrays (waited for before returning: the arrays are the caller's).
+        int64_t total = 0;
+        for (int64_t g = 0; g < G; ++g) {
+            meta_[static_cast<size_t>(g)] = total;
+            meta_[static_cast<size_t>(G + g)] = args.kv[g].len;
+            total += args.kv[g].len;
+        }
+        const size_t kv_bytes =
+            static_cast<size_t>(std::max<int64_t>(total, 1) * d) * sizeof(float);
+        auto* dk = static_cast<float*>(kv_k_.ensure(kv_bytes));
+        auto* dv = static_cast<float*>(kv_v_.ensure(kv_bytes));
+        auto* dpos = static_cast<int64_t*>(
+            kv_pos_.ensure(static_cast<size_t>(std::max<int64_t>(total, 1)) * sizeof(int64_t)));
+        for (int64_t g = 0; g < G; ++g) {
+            const KVHeadView& kv = args.kv[g];
+            if (kv.len == 0) continue;
+            const int64_t off = meta_[static_cast<size_t>(g)];
+            const size_t b = static_cast<size_t>(kv.len * d) * sizeof(float);
+            KVS_CUDA_CHECK(cudaMemcpyAsync(dk + off * d, kv.k, b, cudaMemcpyDefault, stream_));
+            KVS_CUDA_CHECK(cudaMemcpyAsync(dv + off * d, kv.v, b, cudaMemcpyDefault, stream_));
+            KVS_CUDA_CHECK(cudaMemcpyAsync(dpos + off, kv.pos,
+                                           static_cast<size_t>(kv.len) * sizeof(int64_t),
+                                           cudaMemcpyDefault, stream_));
+        }
+        a.k = dk;
+        a.v = dv;
+        a.kpos = dpos;
+    }
+    const int64_t* dmeta = stage(meta_.data(), meta_.size());
+
     a.q = args.q->as<float>();
-    a.q_pos = stage(qpos_, args.q_pos, static_cast<size_t>(n));
-    a.k = dk;
-    a.v = dv;
-    a.kpos = dpos;
+    a.q_pos = stage(args.q_pos, static_cast<size_t>(n));
     a.kv_off = dmeta;
     a.kv_len = dmeta + G;
     a.n = n;
@@ -450,12 +888,18 @@ void CudaBackend::attention(const AttentionArgs& args) {
         else if (want_rows)
             attention_probs(a, n - n_tail, nullptr, drows, n_tail, stream_);
     }
-    done();
+    // Plain views were copied from the caller's host arrays: wait before they may change.
+    if (!want_colsum && !want_rows && !want_lse) {
+        if (!mirrored) sync();
+        return;
+    }
+    sync();
 
     // 4. Statistics back to the caller's host buffers (colsum accumulates, as on the CPU).
     const int64_t group = H / G;
     if (want_colsum) {
-        std::vector<float> h_col(static_cast<size_t>(H * ld));
+        std::vector<float>& h_col = h_col_;
+        h_col.resize(static_cast<size_t>(H * ld));
         KVS_CUDA_CHECK(
             cudaMemcpy(h_col.data(), dcol, h_col.size() * sizeof(float), cudaMemcpyDeviceToHost));
         for (int64_t h = 0; h < H; ++h) {
@@ -466,7 +910,8 @@ void CudaBackend::attention(const AttentionArgs& args) {
         }
     }
     if (want_rows) {
-        std::vector<float> h_rows(static_cast<size_t>(H * n_tail * ld));
+        std::vector<float>& h_rows = h_rows_;
+        h_rows.resize(static_cast<size_t>(H * n_tail * ld));
         KVS_CUDA_CHECK(cudaMemcpy(h_rows.data(), drows, h_rows.size() * sizeof(float),
                                   cudaMemcpyDeviceToHost));
         for (int64_t h = 0; h < H; ++h) {
@@ -479,7 +924,8 @@ void CudaBackend::attention(const AttentionArgs& args) {
         }
     }
     if (want_lse) {
-        std::vector<float> h_lse(static_cast<size_t>(H * n));
+        std::vector<float>& h_lse = h_lse_;
+        h_lse.resize(static_cast<size_t>(H * n));
         KVS_CUDA_CHECK(
             cudaMemcpy(h_lse.data(), a.lse, h_lse.size() * sizeof(float), cudaMemcpyDeviceToHost));
         for (int64_t h = 0; h < H; ++h)
