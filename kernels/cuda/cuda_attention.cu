@@ -2,7 +2,16 @@
 // slot arrays, plus the statistics the policies read. CPU twin: cpu::attention
 // (kernels/cpu/cpu_attention.cpp), which forms every probability row explicitly.
 //
-// Kernels (all fp32 for now; tensor-core tiles are the next step, see bench/GPU_RUNBOOK.md):
+// Paths. Prefill (n > kDecodeMaxRows) with head_dim 64 or 128 in native math runs on bf16 tensor
+// cores: flash_fwd_mma / probs_pass_mma in cuda_attention_mma.cu (its file comment has the block
+// shapes, shared memory and floors; ~1e-2 relative vs this file's fp32 kernels).
+// attention_prefill / attention_probs pick it through attention_mma_eligible(), so both passes
+// always take the same path (probs recomputes the logits the LSE came from). Everything else runs
+// the fp32 kernels below: KVSCOPE_CUDA_MATH=fp32 (golden logits within 1e-4), the fallback
+// KVSCOPE_CUDA_ATTENTION=fp32 (fp32 attention with native-dtype GEMMs), head_dims 48/80/256...,
+// and decode.
+//
+// fp32 kernels (CUDA cores):
 //   flash_fwd      prefill, one block per (16 queries, query head): loops over key tiles of 32
 //                  with an online softmax (never an n x n matrix), writes out and the row LSE.
 //                  Floor: FLOPs 4*n*L*d per query head (about half under the causal mask);
@@ -371,6 +380,7 @@ size_t attention_decode_scratch_bytes(const AttentionDev& a) {
 void attention_prefill(const AttentionDev& a, cudaStream_t stream) {
     check_shape(a);
     if (a.n <= 0) return;
+    if (attention_mma_eligible(a)) return attention_prefill_mma(a, stream);
     const dim3 grid(static_cast<unsigned int>((a.n + kBQ - 1) / kBQ),
                     static_cast<unsigned int>(a.H));
     with_dmax(a.d, [&](auto dm) {
@@ -387,6 +397,9 @@ void attention_probs(const AttentionDev& a, int64_t q_begin, float* colsum, floa
                      int64_t n_tail, cudaStream_t stream) {
     check_shape(a);
     if (a.n <= 0 || a.max_len <= 0 || (!colsum && !rows)) return;
+    // The same choice as attention_prefill made: the LSE was formed from these logits.
+    if (attention_mma_eligible(a))
+        return attention_probs_mma(a, q_begin, colsum, rows, n_tail, stream);
     const dim3 grid(static_cast<unsigned int>((a.max_len + kBK - 1) / kBK),
                     static_cast<unsigned int>(a.H));
     with_dmax(a.d, [&](auto dm) {
