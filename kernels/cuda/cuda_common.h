@@ -3,9 +3,10 @@
 // KVS_CUDA_CHECK / KVS_CUBLAS_CHECK and becomes a std::runtime_error naming the call, the error
 // and file:line), and the launchers each kernel file exports to cuda_backend.cpp.
 //
-// Conventions: all pointers given to a launcher are device-accessible (cudaMalloc'd weights and
-// scratch, or the backend's managed activations); dtype codes are kvscope::DType; every launcher
-// only enqueues on `stream` (cuda_backend.cpp decides when to synchronise).
+// Conventions: all pointers given to a launcher are device memory (cudaMalloc'd weights,
+// activations, scratch, KV mirrors, or the device half of the backend's staging ring); dtype codes
+// are kvscope::DType; every launcher only enqueues on `stream` (cuda_backend.cpp decides when to
+// synchronise).
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -132,5 +133,30 @@ bool attention_mma_eligible(const AttentionDev& a);
 void attention_prefill_mma(const AttentionDev& a, cudaStream_t stream);
 void attention_probs_mma(const AttentionDev& a, int64_t q_begin, float* colsum, float* rows,
                          int64_t n_tail, cudaStream_t stream);
+
+// ---- cuda_kv_mirror.cu ----------------------------------------------------------------------
+// Row moves of the device copies of KV heads (see cuda_backend.cpp, "KV mirrors"). A row is
+// K [d] f32, V [d] f32 and a position (int64). Job i, for each row r in [0, n):
+//   destination row  dst_index ? dst_index[r] : r                     (of dk / dv / dpos)
+//   source           map ? map[r] : r; m >= 0: row m of sk / sv / spos, m < 0: row -m-1 of
+//                    pk / pv / ppos (rows staged from the host)
+// Sources and destinations of one launch must not overlap (a compaction goes through scratch).
+struct KVRowJob {
+    float* dk = nullptr;
+    float* dv = nullptr;
+    int64_t* dpos = nullptr;
+    const float* sk = nullptr;
+    const float* sv = nullptr;
+    const int64_t* spos = nullptr;
+    const float* pk = nullptr;
+    const float* pv = nullptr;
+    const int64_t* ppos = nullptr;
+    const int64_t* dst_index = nullptr;
+    const int64_t* map = nullptr;
+    int64_t n = 0;
+};
+// jobs: device array [n_jobs]; max_rows: the largest n among them (grid size).
+void kv_rows(const KVRowJob* jobs, int64_t n_jobs, int64_t max_rows, int64_t d,
+             cudaStream_t stream);
 
 }  // namespace kvscope::cuda
