@@ -267,7 +267,8 @@ void read_ranges(hid_t dataset, hid_t mem_type, const std::vector<hsize_t>& begi
     // slabs do not. When the ranges sit close together (the events of one (layer, head) over a
     // few steps), read the enclosing slab once and copy the ranges out; otherwise read range by
     // range, one contiguous slab each.
-    if (hi - lo <= 4 * total + (hsize_t{1} << 16)) {
+    if (total > kMaxReadBytes / elem) throw Error("read of more than 1 GiB requested");
+    if (hi - lo <= 4 * total + (hsize_t{1} << 16) && (hi - lo) <= kMaxReadBytes / elem) {
         std::vector<unsigned char> slab(static_cast<size_t>(hi - lo) * elem);
         read_slab(dataset, mem_type, {lo}, {hi - lo}, slab.data());
         for (size_t i = 0; i < begins.size(); ++i) {
@@ -341,7 +342,10 @@ std::string read_attr_string(hid_t obj, const std::string& name) {
         H5free_memory(p);
         return s;
     }
+    // Fixed-length: the size is the file's word; attributes of a trace are short.
     size_t n = H5Tget_size(ftype.get());
+    if (n == 0 || n > kMaxStringBytes)
+        throw Error("attribute " + name + " has an implausible string size " + std::to_string(n));
     std::string s(n, '\0');
     check_status(H5Aread(attr.get(), ftype.get(), s.data()), "H5Aread");
     s.resize(std::strlen(s.c_str()));
@@ -399,6 +403,8 @@ std::vector<std::string> read_vlen_strings(hid_t dataset) {
     Id space(check(H5Dget_space(dataset), "H5Dget_space"));
     hssize_t n = H5Sget_simple_extent_npoints(space.get());
     if (n < 0) fail("H5Sget_simple_extent_npoints");
+    if (static_cast<uint64_t>(n) > kMaxStrings)
+        throw Error("dataset holds an implausible number of strings (" + std::to_string(n) + ")");
     std::vector<char*> ptrs(static_cast<size_t>(n), nullptr);
     std::vector<std::string> out;
     if (n == 0) return out;

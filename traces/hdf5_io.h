@@ -12,6 +12,12 @@
 
 namespace kvscope::trace::h5 {
 
+// Bounds of what one read may allocate, whatever the file says (reads of damaged files fail with
+// Error instead of allocating gigabytes): one slab, one fixed-length string, one string list.
+inline constexpr uint64_t kMaxReadBytes = uint64_t{1} << 30;
+inline constexpr size_t kMaxStringBytes = size_t{1} << 20;
+inline constexpr uint64_t kMaxStrings = uint64_t{1} << 20;
+
 // An HDF5 failure, with the innermost messages of the HDF5 error stack.
 class Error : public std::runtime_error {
   public:

@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <system_error>
 
+#include "traces/trace_probe.h"
 #include "traces/trace_reader_impl.h"
 
 namespace kvscope::trace {
@@ -106,6 +107,13 @@ void TraceReader::Impl::open() {
     if (sizes.L <= 0 || sizes.H <= 0 || sizes.P <= 0 || sizes.K < 0 || sizes.N < 0)
         fail("invalid trace axes (n_layers " + std::to_string(sizes.L) + ", n_heads " +
              std::to_string(sizes.H) + ", n_prompt_tokens " + std::to_string(sizes.P) + ")");
+    // The axes size every read; a damaged file must not make them allocate without bound.
+    if (sizes.L > kMaxLayers || sizes.H > kMaxHeads || sizes.P > kMaxPromptTokens ||
+        sizes.K > kMaxTopK || sizes.N > kMaxSpans)
+        fail("implausible trace axes (n_layers " + std::to_string(sizes.L) + ", n_heads " +
+             std::to_string(sizes.H) + ", n_prompt_tokens " + std::to_string(sizes.P) +
+             ", top_k " + std::to_string(sizes.K) + ", n_spans " + std::to_string(sizes.N) +
+             "): the file is damaged");
     has_rows = h5::attr_exists(f, "record_attention_rows") &&
                h5::read_attr_int(f, "record_attention_rows") != 0;
     has_maps = h5::attr_exists(f, "record_maps") && h5::read_attr_int(f, "record_maps") != 0;
@@ -217,6 +225,9 @@ void TraceReader::Impl::check_steps(int64_t begin, int64_t end_) const {
 
 TraceReader::TraceReader(const std::filesystem::path& path) : impl_(std::make_unique<Impl>()) {
     impl_->path = path;
+    // Programs that open users' files check each in a child process first (trace_probe.h):
+    // libhdf5 can crash on a damaged file before any check of ours could see it.
+    if (probe_untrusted_traces()) probe_trace_file(path);
     guarded(*impl_, [&] { impl_->open(); });
 }
 

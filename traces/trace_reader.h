@@ -128,6 +128,12 @@ class TraceReader {
     // means valid. Structural problems are already thrown by the constructor.
     std::vector<std::string> validate() const;
 
+    // Reads every dataset of the file in bounded blocks, plus the accessors' own reads (tokens,
+    // steps, events, validate()); throws InputError at the first unreadable part. What the
+    // isolated probe of an untrusted file runs (trace_probe.h). full = false reads the metadata,
+    // every chunk index and only the first and last block of each dataset (large files).
+    void read_all(bool full) const;
+
     struct Impl;
 
   private:

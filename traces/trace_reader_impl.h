@@ -17,6 +17,15 @@
 
 namespace kvscope::trace {
 
+// Upper bounds of the axes a reader accepts (far above any model or prompt recorded so far), and
+// of one read: a damaged file must not decide how much memory is allocated.
+inline constexpr int64_t kMaxLayers = 4096;
+inline constexpr int64_t kMaxHeads = 4096;
+inline constexpr int64_t kMaxPromptTokens = int64_t{1} << 24;
+inline constexpr int64_t kMaxTopK = 1 << 16;
+inline constexpr int64_t kMaxSpans = 1 << 16;
+using h5::kMaxReadBytes;
+
 struct TraceReader::Impl {
     std::filesystem::path path;
     mutable std::mutex mu;
@@ -56,7 +65,13 @@ struct TraceReader::Impl {
     template <typename T>
     std::vector<T> read(const char* name, const h5::Dims& start, const h5::Dims& count) const {
         hsize_t n = 1;
-        for (hsize_t c : count) n *= c;
+        for (hsize_t c : count) {
+            // Checked before allocating: counts come from extents and offsets in the file.
+            if (c != 0 && n > kMaxReadBytes / sizeof(T) / c)
+                fail(std::string("a read of ") + name + " would need more than " +
+                     std::to_string(kMaxReadBytes >> 20) + " MiB: the file is damaged");
+            n *= c;
+        }
         std::vector<T> out(n);
         h5::read_slab(d(name), h5::native_type<T>(), start, count, out.data());
         return out;

@@ -9,6 +9,7 @@
 #include "app/cli/command.h"
 #include "core/model/error.h"
 #include "kvscope_version.h"
+#include "traces/trace_probe.h"
 
 namespace kvscope::cli {
 std::vector<CommandInfo>& command_registry() {
@@ -18,6 +19,9 @@ std::vector<CommandInfo>& command_registry() {
 }  // namespace kvscope::cli
 
 int main(int argc, char** argv) {
+    // Traces given to any subcommand are users' files: each is opened in a child process first
+    // (traces/trace_probe.h), so a file that crashes libhdf5 is an error message, not a crash.
+    kvscope::trace::set_probe_untrusted_traces(true);
     using namespace kvscope::cli;
     CLI::App app{"KVScope: see what KV-cache compression does inside a real LLM"};
     app.set_version_flag("--version", std::string("kvscope ") + KVSCOPE_VERSION);

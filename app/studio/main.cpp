@@ -19,8 +19,12 @@
 #include "app/studio/imgui_host_widget.h"
 #include "app/studio/sweep_dock.h"
 #include "kvscope_version.h"
+#include "traces/trace_probe.h"
 
 int main(int argc, char** argv) {
+    // Every trace the Studio opens is checked in a child process first (traces/trace_probe.h):
+    // a file that crashes libhdf5 gets the error dialog instead of taking the Studio down.
+    kvscope::trace::set_probe_untrusted_traces(true);
     QCoreApplication::setAttribute(Qt::AA_ShareOpenGLContexts);
     QApplication app(argc, argv);
     QApplication::setOrganizationName("KVScope");

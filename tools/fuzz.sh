@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets of tests/fuzz with clang (-fsanitize=fuzzer,address,undefined) in
+# build-fuzz/ and runs each for SECONDS (default 60, the documented long run uses more), failing
+# on any crash, sanitizer report, timeout (> 10 s for one input) or OOM (> 2048 MB RSS).
+#   bash tools/fuzz.sh [SECONDS_PER_TARGET] [extra libFuzzer flags, e.g. -runs=100000]
+#   FUZZ_TARGETS="fuzz_trace_reader fuzz_hf_config" bash tools/fuzz.sh 600   # some targets only
+# Corpora grow in build-fuzz/corpus/<target>/ (seeded from tests/fuzz/seeds/<target>/ and the
+# golden files); a failing input is saved as build-fuzz/artifacts/<target>/crash-* (or timeout-,
+# oom-, leak-), reproduce it with: build-fuzz/tests/fuzz/<target> <that file>. Figures per target
+# (executions, time, result) are printed at the end and written to build-fuzz/fuzz-summary.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_PER_TARGET=${1:-60}
+shift || true
+EXTRA=("$@")
+BUILD=build-fuzz
+CLANG=$(command -v clang++-14 || command -v clang++ || true)
+if [ -z "$CLANG" ]; then echo "fuzz.sh: clang++ not found (apt-get install clang-14)" >&2; exit 1; fi
+CC=${CLANG/clang++/clang}
+ALL=(fuzz_safetensors fuzz_hf_config fuzz_llama2c_checkpoint fuzz_tokenizer_json
+     fuzz_llama2c_tokenizer fuzz_sentencepiece fuzz_trace_reader)
+read -r -a TARGETS <<< "${FUZZ_TARGETS:-${ALL[*]}}"
+
+# Only the fuzz targets and the probe helper are built: no CUDA, Studio or test suite.
+cmake -S . -B "$BUILD" -G Ninja -DCMAKE_C_COMPILER="$CC" -DCMAKE_CXX_COMPILER="$CLANG" \
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1" \
+  -DKVSCOPE_BUILD_FUZZ=ON -DKVSCOPE_BUILD_CUDA=OFF -DKVSCOPE_BUILD_STUDIO=OFF \
+  -DKVSCOPE_BUILD_TESTS=OFF -DKVSCOPE_WERROR=ON >/dev/null
+cmake --build "$BUILD" -j "${FUZZ_JOBS:-2}" --target "${TARGETS[@]}" kvscope-trace-probe
+
+# Seeds: tests/fuzz/seeds/<name>/, plus the golden tokenizer.json files for fuzz_tokenizer_json.
+seed_dirs() {
+  local name=${1#fuzz_}
+  [ -d "tests/fuzz/seeds/$name" ] && echo "tests/fuzz/seeds/$name"
+  if [ "$1" = fuzz_tokenizer_json ]; then
+    mkdir -p "$BUILD/seeds/tokenizer_json"
+    for f in tests/golden/tokenizers/*/tokenizer.json; do
+      cp -f "$f" "$BUILD/seeds/tokenizer_json/$(basename "$(dirname "$f")").json"
+    done
+    echo "$BUILD/seeds/tokenizer_json"
+  fi
+}
+
+# A hung libhdf5 in the trace probe's child is killed after 5 s, inside libFuzzer's 10 s.
+export KVSCOPE_TRACE_PROBE_TIMEOUT_S=5
+summary="$BUILD/fuzz-summary.txt"
+: > "$summary"
+failed=0
+for t in "${TARGETS[@]}"; do
+  corpus="$BUILD/corpus/$t"; artifacts="$BUILD/artifacts/$t"
+  mkdir -p "$corpus" "$artifacts"
+  log="$BUILD/$t.log"
+  mapfile -t seeds < <(seed_dirs "$t")
+  start=$(date +%s)
+  rc=0
+  "$BUILD/tests/fuzz/$t" -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -rss_limit_mb=2048 \
+    -print_final_stats=1 -artifact_prefix="$artifacts/" "${EXTRA[@]}" "$corpus" "${seeds[@]}" \
+    >"$log" 2>&1 || rc=$?
+  secs=$(( $(date +%s) - start ))
+  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
+  if [ "$rc" = 0 ]; then result=ok; else result="FAILED (exit $rc; see $log)"; failed=1; fi
+  line=$(printf '%-26s %10s execs %5ss  corpus %5s  %s' "$t" "${execs:-?}" "$secs" \
+         "$(ls "$corpus" | wc -l)" "$result")
+  echo "$line" | tee -a "$summary"
+  if [ "$rc" != 0 ]; then
+    grep -E 'ERROR|SUMMARY|Test unit written|==[0-9]+==' "$log" | head -20 >&2 || true
+  fi
+done
+exit "$failed"

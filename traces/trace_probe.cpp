@@ -1,0 +1,276 @@
+// Isolated first open of an untrusted trace (see trace_probe.h): the parent side (locating the
+// helper, spawning it, the timeout, turning its fate into a message) and the walk the helper runs.
+#include "traces/trace_probe.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <set>
+#include <tuple>
+#include <vector>
+
+#include "core/model/error.h"
+#include "traces/trace_reader.h"
+
+extern char** environ;
+
+namespace kvscope::trace {
+
+namespace fs = std::filesystem;
+
+namespace {
+std::atomic<bool> g_probe{false};
+std::mutex g_cache_mu;
+// (path, size, mtime in ns) of every file that passed, so reopening it (compare mode, the what-if
+// runs, refresh of a view) costs no second child.
+std::set<std::tuple<std::string, uint64_t, int64_t>> g_passed;
+
+constexpr uint64_t kMiB = uint64_t{1} << 20;
+
+std::string signal_text(int sig) {
+    const char* name = sigabbrev_np(sig);
+    return "signal " + std::to_string(sig) + (name ? std::string(", SIG") + name : std::string());
+}
+}  // namespace
+
+void set_probe_untrusted_traces(bool on) {
+    g_probe = on;
+}
+bool probe_untrusted_traces() {
+    return g_probe.load();
+}
+
+ProbeLimits probe_limits(uint64_t file_size) {
+    ProbeLimits l;
+    // What a valid trace needs in the child: the executable and its libraries (~60 MiB mapped),
+    // HDF5's metadata cache (adaptive, at most 32 MiB by default) and chunk caches (1 MiB per open
+    // dataset, ~60 datasets), and the walk's blocks (16 MiB at a time, a few held together: see
+    // trace_walk.cpp). 2 GiB is more than 10x that, and is what stops a length read from a damaged
+    // file from allocating more (the 2.7-4.2 GB vlen-string allocations of issue 11).
+    l.address_space_bytes = 2048 * kMiB;
+    // A full walk inflates every chunk of the file: measured ~1 s per 40 MiB of trace on one core
+    // (bench/RESULTS.md, Reliability), so 25 MiB/s plus 20 s of margin keeps valid files well
+    // inside the limit. Larger files get the metadata + sample walk, which reads a bounded amount
+    // of data whatever the size; its time still grows with the chunk index, hence size / 100 MiB/s.
+    l.full_walk = file_size <= 256 * kMiB;
+    const double mib = static_cast<double>(file_size) / static_cast<double>(kMiB);
+    l.timeout_s = 20.0 + (l.full_walk ? mib / 25.0 : mib / 100.0);
+    if (const char* env = std::getenv("KVSCOPE_TRACE_PROBE_TIMEOUT_S"); env && *env) {
+        const double t = std::atof(env);
+        if (t > 0) l.timeout_s = t;
+    }
+    return l;
+}
+
+fs::path probe_helper_path() {
+    std::error_code ec;
+    if (const char* env = std::getenv("KVSCOPE_TRACE_PROBE"); env && *env) return env;
+    const fs::path self = fs::read_symlink("/proc/self/exe", ec);
+    if (!ec) {
+        const fs::path beside = self.parent_path() / "kvscope-trace-probe";
+        if (fs::is_regular_file(beside, ec)) return beside;
+    }
+#ifdef KVSCOPE_TRACE_PROBE_BUILD_PATH
+    // Programs run from the build tree (kvscope in build/app/cli, the Studio in build/app/studio,
+    // tests) find the helper where this build put it.
+    const fs::path built = KVSCOPE_TRACE_PROBE_BUILD_PATH;
+    if (fs::is_regular_file(built, ec)) return built;
+#endif
+    return {};
+}
+
+namespace {
+
+struct ChildResult {
+    bool timed_out = false;
+    int status = 0;  // waitpid status
+    std::string output;
+};
+
+// The child's environment: ours, with sanitizer options that make a sanitized helper (the ASan
+// test build) behave like a plain one under the memory limit: no leak report for what HDF5 leaves
+// behind after a failed open, and allocations above the limit fail instead of succeeding (ASan
+// reserves its shadow memory up front, so the helper cannot use RLIMIT_AS there).
+std::vector<std::string> child_environment(uint64_t max_memory) {
+    std::vector<std::string> env;
+    std::string asan = "ASAN_OPTIONS=";
+    for (char** e = environ; e && *e; ++e) {
+        if (std::strncmp(*e, "ASAN_OPTIONS=", 13) == 0)
+            asan = std::string(*e) + ":";
+        else
+            env.emplace_back(*e);
+    }
+    asan += "detect_leaks=0:allocator_may_return_null=1:max_allocation_size_mb=" +
+            std::to_string(max_memory / kMiB);
+    env.push_back(asan);
+    return env;
+}
+
+ChildResult run_child(const fs::path& helper, const fs::path& file, const ProbeLimits& limits) {
+    const fs::path& trace_path = file;
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0)
+        throw InputError(trace_path, std::string("cannot check the file: pipe: ") +
+                                         std::strerror(errno));
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&actions, fds[1], 1);
+
+    const std::string mem = std::to_string(limits.address_space_bytes);
+    const std::string secs = std::to_string(static_cast<long>(limits.timeout_s) + 1);
+    std::vector<std::string> args = {helper.string(), "--max-memory", mem,       "--timeout",
+                                     secs,            "--walk",       limits.full_walk ? "full" : "sample",
+                                     "--",            file.string()};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    std::vector<std::string> env = child_environment(limits.address_space_bytes);
+    std::vector<char*> envp;
+    for (auto& e : env) envp.push_back(e.data());
+    envp.push_back(nullptr);
+
+    // posix_spawn, not fork: the Studio calls this from a threaded Qt process, where a forked child
+    // may only call async-signal-safe functions until exec; glibc's posix_spawn does exactly that.
+    pid_t pid = -1;
+    const int rc = posix_spawn(&pid, helper.c_str(), &actions, nullptr, argv.data(), envp.data());
+    posix_spawn_file_actions_destroy(&actions);
+    ::close(fds[1]);
+    if (rc != 0) {
+        ::close(fds[0]);
+        throw InputError(trace_path, "cannot check the file before opening it: cannot start " +
+                                         helper.string() + ": " + std::strerror(rc) +
+                                         " — not opened");
+    }
+
+    ChildResult r;
+    using Clock = std::chrono::steady_clock;
+    const auto deadline =
+        Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(limits.timeout_s * 1000));
+    bool eof = false;
+    bool reaped = false;
+    char buf[4096];
+    while (!reaped) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
+                                                                                 Clock::now());
+        if (left.count() <= 0) {
+            ::kill(pid, SIGKILL);
+            r.timed_out = true;
+            break;
+        }
+        if (!eof) {
+            pollfd p{fds[0], POLLIN, 0};
+            const int n = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), 100)));
+            if (n > 0) {
+                const ssize_t got = ::read(fds[0], buf, sizeof buf);
+                if (got > 0 && r.output.size() < 65536)
+                    r.output.append(buf, static_cast<size_t>(got));
+                else if (got == 0)
+                    eof = true;
+            }
+        } else {
+            ::usleep(2000);
+        }
+        pid_t w;
+        do {
+            w = ::waitpid(pid, &r.status, WNOHANG);
+        } while (w < 0 && errno == EINTR);
+        if (w == pid) reaped = true;
+    }
+    if (!reaped) {
+        while (::waitpid(pid, &r.status, 0) < 0 && errno == EINTR) {
+        }
+    }
+    // Whatever the child wrote before exiting is still in the pipe.
+    for (;;) {
+        pollfd p{fds[0], POLLIN, 0};
+        if (::poll(&p, 1, 0) <= 0) break;
+        const ssize_t got = ::read(fds[0], buf, sizeof buf);
+        if (got <= 0) break;
+        if (r.output.size() < 65536) r.output.append(buf, static_cast<size_t>(got));
+    }
+    ::close(fds[0]);
+    while (!r.output.empty() && (r.output.back() == '\n' || r.output.back() == '\r'))
+        r.output.pop_back();
+    return r;
+}
+
+}  // namespace
+
+void probe_trace_file(const fs::path& path, bool use_cache) {
+    // Missing files, directories and empty files are reported by the reader itself, without HDF5.
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size == 0) return;
+    std::error_code ec;
+    fs::path abs = fs::absolute(path, ec);
+    if (ec) abs = path;
+    const auto key = std::make_tuple(abs.lexically_normal().string(),
+                                     static_cast<uint64_t>(st.st_size),
+                                     static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 +
+                                         st.st_mtim.tv_nsec);
+    {
+        std::lock_guard lock(g_cache_mu);
+        if (use_cache && g_passed.count(key)) return;
+    }
+    const fs::path helper = probe_helper_path();
+    if (helper.empty())
+        throw InputError(path,
+                         "cannot check the file before opening it: the helper kvscope-trace-probe "
+                         "was not found next to this program (set KVSCOPE_TRACE_PROBE to its "
+                         "path) — not opened");
+    const ProbeLimits limits = probe_limits(static_cast<uint64_t>(st.st_size));
+    const ChildResult r = run_child(helper, path, limits);
+    const std::string damaged = "the file is damaged: ";
+    if (r.timed_out)
+        throw InputError(path, damaged + "reading it did not finish within " +
+                                   std::to_string(static_cast<long>(limits.timeout_s)) +
+                                   " s (the HDF5 library hung) — not opened");
+    if (WIFSIGNALED(r.status)) {
+        const int sig = WTERMSIG(r.status);
+        if (sig == SIGKILL || sig == SIGXCPU)
+            throw InputError(path, damaged + "reading it was stopped (" + signal_text(sig) +
+                                       ": out of memory or time) — not opened");
+        throw InputError(path, damaged + "reading it crashed the HDF5 library (" +
+                                   signal_text(sig) + ") — not opened");
+    }
+    const int code = WIFEXITED(r.status) ? WEXITSTATUS(r.status) : -1;
+    switch (code) {
+        case 0: {
+            std::lock_guard lock(g_cache_mu);
+            g_passed.insert(key);
+            return;
+        }
+        case 10:  // InputError: the reader's own message (the problem, without the file name)
+            throw InputError(path, r.output.empty() ? std::string("not a readable trace")
+                                                    : r.output);
+        case 11:
+            throw InputError(path, damaged + "reading it needs more than " +
+                                       std::to_string(limits.address_space_bytes / kMiB) +
+                                       " MiB of memory — not opened");
+        case 12:
+            throw InputError(path, damaged + (r.output.empty() ? "unreadable" : r.output) +
+                                       " — not opened");
+        default:
+            throw InputError(path, damaged + "reading it made the checking process fail (exit "
+                                             "status " +
+                                       std::to_string(code) + ") — not opened");
+    }
+}
+
+void walk_trace(const fs::path& path, bool full) {
+    TraceReader reader(path);
+    reader.read_all(full);
+}
+
+}  // namespace kvscope::trace
