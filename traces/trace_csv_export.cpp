@@ -82,7 +82,7 @@ void export_tokens(const TraceReader& r, const TraceInfo& info, CsvFile& f) {
         for (size_t i = 0; i < toks.size(); ++i) {
             const auto& t = toks[i];
             f.out() << b + static_cast<int64_t>(i) << ',' << t.id << ','
-                    << (t.role == TokenRole::kPrompt ? "prompt" : "generated") << ','
+                    << quote(t.role == TokenRole::kPrompt ? "prompt" : "generated") << ','
                     << t.text_offset << ',' << t.piece.size() << ',' << quote(t.piece) << '\n';
         }
     }
@@ -148,7 +148,7 @@ void export_events(const TraceReader& r, const TraceInfo& info, CsvFile& f) {
         for (size_t i = 0; i < ev.size(); ++i) {
             const auto& x = ev[i];
             f.out() << b + static_cast<int64_t>(i) << ',' << x.step << ',' << x.layer << ','
-                    << x.head << ',' << cache_op_name(x.op) << ',' << x.position << ','
+                    << x.head << ',' << quote(cache_op_name(x.op)) << ',' << x.position << ','
                     << x.destination << ',' << fmt_float(x.weight) << ',' << fmt_float(x.similarity)
                     << ',' << fmt_float(x.threshold) << ',' << static_cast<int>(x.bits) << ','
                     << x.slot << ',' << x.dst_position << ',' << static_cast<int>(x.part) << '\n';
@@ -183,6 +183,25 @@ void export_rows(const TraceReader& r, const TraceInfo& info, CsvFile& f) {
 }
 }  // namespace
 
+// The pandas dtype of a column, by name: strings (always quoted in the CSV), floats (written as
+// %.9g, "nan"/"inf" for non-finite) and, everything else, integers. Written to dtypes.json so
+// that a reader need not guess: "NA" or "007" in a string column stays a string only when the
+// column is read as one (pandas: dtype=str, keep_default_na=False for those columns).
+std::string column_dtype(const std::string& col) {
+    static const char* const kStrings[] = {"text", "role", "label", "expected_answer", "op"};
+    static const char* const kFloats[] = {"density_layer", "density",      "spearman",
+                                          "norm_attn_area", "key_norm",    "attn_received",
+                                          "window_score",  "entropy",      "time_ms",
+                                          "weight",        "similarity",   "threshold",
+                                          "survival",      "value"};
+    for (const char* s : kStrings)
+        if (col == s) return "string";
+    for (const char* f : kFloats)
+        if (col == f) return "float64";
+    if (col.rfind("topk_logprob_", 0) == 0) return "float64";
+    return "int64";
+}
+
 std::vector<std::filesystem::path> export_csv(const TraceReader& r,
                                               const std::filesystem::path& dir) {
     std::error_code ec;
@@ -192,8 +211,19 @@ std::vector<std::filesystem::path> export_csv(const TraceReader& r,
             dir, "cannot create the export folder" + (ec ? ": " + ec.message() : std::string()));
     const TraceInfo info = r.info();
     std::vector<std::filesystem::path> written;
+    nlohmann::json dtypes = nlohmann::json::object();
     auto file = [&](const char* name, const std::string& header) {
         written.push_back(dir / name);
+        nlohmann::json& cols = dtypes[name];
+        cols = nlohmann::json::object();
+        size_t b = 0;
+        while (b <= header.size()) {
+            size_t e = header.find(',', b);
+            if (e == std::string::npos) e = header.size();
+            const std::string col = header.substr(b, e - b);
+            cols[col] = column_dtype(col);
+            b = e + 1;
+        }
         return CsvFile(dir / name, header);
     };
 
@@ -262,6 +292,13 @@ std::vector<std::filesystem::path> export_csv(const TraceReader& r,
         auto rows = file("attention_rows.csv", "step,layer,head,position,value");
         export_rows(r, info, rows);
         rows.close();
+    }
+    {
+        // The column types of every CSV written above (see column_dtype).
+        written.push_back(dir / "dtypes.json");
+        std::ofstream out(written.back(), std::ios::binary | std::ios::trunc);
+        out << dtypes.dump(2) << '\n';
+        if (!out) throw InputError(written.back(), "cannot write the file");
     }
     return written;
 }

@@ -4,15 +4,61 @@
 // command running the engine accepts.
 #include <CLI/CLI.hpp>
 
+#include <chrono>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "core/model/error.h"
 #include "core/model/model.h"
 #include "core/tokenizer/tokenizer.h"
 #include "kernels/backend.h"
 
 namespace kvscope::cli {
+
+// Exit codes (documented in `kvscope --help`): 0 success, 1 runtime failure (a file that is
+// missing or unreadable, not a trace, a newer schema, a model that does not load, a write
+// error), 2 usage error (unknown command or flag, a bad flag value, a missing required flag,
+// an existing output without --force, prompt text that is not usable). main.cpp maps an
+// InputError naming a file to 1 and one naming none to 2; a UsageError is 2 even when it names
+// a file (e.g. a prompt file that is not UTF-8: the file is the user's input, not a failure).
+class UsageError : public InputError {
+  public:
+    using InputError::InputError;
+};
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailure = 1;
+inline constexpr int kExitUsage = 2;
+
+// The first invalid UTF-8 byte of `text` (overlong forms, surrogates and code points above
+// U+10FFFF are invalid), or -1 when the text is valid.
+int64_t first_invalid_utf8(const std::string& text);
+// One rule for text typed or read as a prompt (--prompt, --prompt-file, tokenize --text ...):
+// it must be non-empty valid UTF-8. Throws UsageError naming `source` (the flag, or the file)
+// with the byte offset of the first bad byte, or saying that the prompt is empty.
+void check_prompt_text(const std::string& text, const std::string& source);
+// Reads --prompt-file: a missing/unreadable file is a runtime failure (InputError naming it,
+// exit 1); a directory, or contents that fail check_prompt_text, a usage error (exit 2).
+std::string read_prompt_file(const std::string& path);
+
+// Progress on stderr. On a terminal: one line redrawn with '\r' (count, rate, ETA), at most ten
+// times a second. Otherwise (a log file, a pipe): plain lines, no '\r', at most one every
+// `plain_every_s` seconds plus the last one. Nothing at all when `quiet`.
+class Progress {
+  public:
+    Progress(std::string label, bool quiet, double plain_every_s = 5.0);
+    void update(int64_t done, int64_t total, const std::string& note = "");
+    void finish();  // ends a terminal line; idempotent
+    static bool stderr_is_tty();
+
+  private:
+    std::string label_;
+    bool quiet_, tty_, open_ = false;
+    double plain_every_s_;
+    std::chrono::steady_clock::time_point start_, last_;
+    bool shown_any_ = false;
+};
 
 struct ModelArgs {
     std::string model;

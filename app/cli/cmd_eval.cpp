@@ -13,6 +13,8 @@
 #include <iomanip>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "app/cli/cli_common.h"
 #include "app/cli/command.h"
 #include "app/cli/policy_flags.h"
@@ -40,6 +42,7 @@ struct EvalArgs {
     std::string details;
     bool quiet = false;
     bool force = false;
+    bool json = false;
 };
 
 std::vector<double> parse_depths(const std::string& text) {
@@ -94,9 +97,19 @@ std::function<int()> setup(CLI::App& sub) {
     sub.add_option("--haystack", a->haystack,
                    "Haystack folder (*.txt + needle_keys.list); default: resources/haystacks "
                    "beside the model's resources/models/, else ./resources/haystacks");
-    sub.add_option("--csv", a->csv, "Grid CSV to write (default eval_<task>_<policy>.csv)");
-    sub.add_option("--details", a->details, "Also write every trial (prompt size, output) as CSV");
+    // String columns are always double-quoted (so "NA" or "007" survive); read them as strings:
+    // pandas.read_csv(f, dtype={"task": str, "policy": str, "answer": str, "output": str},
+    // keep_default_na=False). Everything else is numeric.
+    sub.add_option("--csv", a->csv,
+                   "Grid CSV to write (default eval_<task>_<policy>.csv). Columns: task, policy "
+                   "(quoted strings); budget, length, trials, correct (int); ratio, depth, "
+                   "accuracy (float)");
+    sub.add_option("--details", a->details,
+                   "Also write every trial as CSV: task, policy, answer, output are quoted "
+                   "strings (read with dtype=str, keep_default_na=False), the rest numbers");
     sub.add_flag("--quiet", a->quiet, "No progress on stderr");
+    sub.add_flag("--json", a->json,
+                 "Print the grid as one JSON document on stdout instead of the table");
     sub.add_flag("--force", a->force, kForceHelp);
     add_policy_options(sub, a->policy);
     return [a]() {
@@ -152,6 +165,10 @@ std::function<int()> setup(CLI::App& sub) {
         }
         std::vector<Cell> cells;
         const auto t_all = std::chrono::steady_clock::now();
+        Progress progress("eval", a->quiet);
+        const int64_t n_trials =
+            static_cast<int64_t>(lengths.size() * depths.size()) * a->trials;
+        int64_t trials_done = 0;
         for (int64_t len : lengths) {
             for (double d : depths) {
                 Cell c{len, d, 0, 0};
@@ -182,18 +199,22 @@ std::function<int()> setup(CLI::App& sub) {
                     const bool ok = answer_found(text, sc.answer);
                     c.correct += ok;
                     ++c.trials;
+                    progress.update(++trials_done, n_trials,
+                                    "length " + std::to_string(len) + " depth " +
+                                        std::to_string(d).substr(0, 4));
                     if (details.is_open()) {
                         const Needle* q = nullptr;
                         for (const Needle& n : sc.needles)
                             if (n.queried) q = &n;
-                        details << a->task << ',' << a->policy.name << ',' << len << ',' << d << ','
-                                << t << ',' << so.seed << ',' << sc.ids.size() << ','
-                                << (q ? q->token_begin : -1) << ',' << (q ? q->token_end : -1)
-                                << ',' << sc.answer << ',' << csv_quote(text) << ',' << ok << '\n';
+                        details << csv_quote(a->task) << ',' << csv_quote(a->policy.name) << ','
+                                << len << ',' << d << ',' << t << ',' << so.seed << ','
+                                << sc.ids.size() << ',' << (q ? q->token_begin : -1) << ','
+                                << (q ? q->token_end : -1) << ',' << csv_quote(sc.answer) << ','
+                                << csv_quote(text) << ',' << ok << '\n';
                     }
                 }
                 cells.push_back(c);
-                if (!a->quiet) {
+                if (!a->quiet && !Progress::stderr_is_tty()) {
                     const double s =
                         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
                             .count();
@@ -203,7 +224,37 @@ std::function<int()> setup(CLI::App& sub) {
             }
         }
 
+        progress.finish();
+        const double secs =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t_all).count();
         // Grid: rows are lengths, columns depths.
+        if (a->json) {
+            nlohmann::json jc = nlohmann::json::array();
+            int ok = 0, n = 0;
+            for (const Cell& c : cells) {
+                jc.push_back({{"length", c.length},
+                              {"depth", c.depth},
+                              {"trials", c.trials},
+                              {"correct", c.correct},
+                              {"accuracy", static_cast<double>(c.correct) / c.trials}});
+                ok += c.correct;
+                n += c.trials;
+            }
+            const nlohmann::json j = {
+                {"task", a->task},
+                {"policy", a->policy.name},
+                {"budget", a->policy.budget >= 0 ? nlohmann::json(a->policy.budget) : nullptr},
+                {"ratio", a->policy.ratio >= 0 ? nlohmann::json(a->policy.ratio) : nullptr},
+                {"trials_per_cell", a->trials},
+                {"seed", a->seed},
+                {"cells", jc},
+                {"correct", ok},
+                {"total", n},
+                {"accuracy", n ? static_cast<double>(ok) / n : 0.0},
+                {"seconds", secs},
+                {"csv", csv_path}};
+            std::printf("%s\n", j.dump(2).c_str());
+        } else {
         std::printf("%s accuracy, policy %s", a->task.c_str(), a->policy.name.c_str());
         if (a->policy.budget >= 0)
             std::printf(" (budget %lld)", static_cast<long long>(a->policy.budget));
@@ -227,16 +278,16 @@ std::function<int()> setup(CLI::App& sub) {
             total_ok += ok;
             total += n;
         }
-        const double secs =
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - t_all).count();
         std::printf("overall %d/%d (%.1f%%) in %.1f s\n", total_ok, total, 100.0 * total_ok / total,
                     secs);
+        }
 
         std::ofstream csv(csv_path);
         if (!csv) throw InputError(csv_path, "cannot open for writing");
         csv << "task,policy,budget,ratio,length,depth,trials,correct,accuracy\n";
         for (const Cell& c : cells)
-            csv << a->task << ',' << a->policy.name << ',' << a->policy.budget << ','
+            csv << csv_quote(a->task) << ',' << csv_quote(a->policy.name) << ','
+                << a->policy.budget << ','
                 << a->policy.ratio << ',' << c.length << ',' << c.depth << ',' << c.trials << ','
                 << c.correct << ',' << static_cast<double>(c.correct) / c.trials << '\n';
         if (!csv) throw InputError(csv_path, "write error");

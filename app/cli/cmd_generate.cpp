@@ -2,6 +2,8 @@
 #include <chrono>
 #include <cstdio>
 
+#include <nlohmann/json.hpp>
+
 #include "app/cli/cli_common.h"
 #include "app/cli/command.h"
 #include "app/cli/policy_flags.h"
@@ -23,6 +25,7 @@ struct GenerateArgs {
     uint64_t seed = 0;
     bool stats = false;
     bool ignore_eos = false;
+    bool json = false;
 };
 
 std::function<int()> setup(CLI::App& sub) {
@@ -36,8 +39,12 @@ std::function<int()> setup(CLI::App& sub) {
     sub.add_option("--seed", a->seed, "Random seed for sampling");
     sub.add_flag("--stats", a->stats, "Print timing and cache size to stderr at the end");
     sub.add_flag("--ignore-eos", a->ignore_eos, "Keep generating after an end-of-sequence token");
+    sub.add_flag("--json", a->json,
+                 "Print one JSON document on stdout at the end (prompt, output, counts, timings) "
+                 "instead of streaming the text");
     add_policy_options(sub, a->policy);
     return [a]() {
+        check_prompt_text(a->prompt, "--prompt");  // before the model loads
         Loaded L = load_model_and_tokenizer(a->m, true);
         const std::vector<int32_t> ids = encode_prompt(*L.tokenizer, a->prompt);
         auto backend = make_backend(a->m.device, a->m.threads);
@@ -49,8 +56,17 @@ std::function<int()> setup(CLI::App& sub) {
         engine.set_policy(policy.get());
         Sampler sampler({a->temperature, a->top_p, a->seed});
         StreamDecoder stream(*L.tokenizer, ids);
-        std::fputs(a->prompt.c_str(), stdout);
-        std::fflush(stdout);
+        std::string text;  // the continuation, kept for --json
+        auto emit = [&](const std::string& piece) {
+            if (a->json) {
+                text += piece;
+                return;
+            }
+            std::fputs(piece.c_str(), stdout);
+            std::fflush(stdout);
+        };
+        emit(a->prompt);
+        text.clear();
 
         const auto t0 = std::chrono::steady_clock::now();
         std::vector<float> logits = engine.prefill(ids);
@@ -62,14 +78,26 @@ std::function<int()> setup(CLI::App& sub) {
             const bool is_eos = std::find(eos.begin(), eos.end(), next) != eos.end() ||
                                 next == L.tokenizer->eos_id();
             if (is_eos && !a->ignore_eos) break;
-            std::fputs(stream.push(next).c_str(), stdout);
-            std::fflush(stdout);
+            emit(stream.push(next));
             ++produced;
             if (i + 1 < a->max_new) logits = engine.decode(next);
         }
-        std::fputs(stream.flush().c_str(), stdout);
-        std::fputs("\n", stdout);
+        emit(stream.flush());
         const auto t2 = std::chrono::steady_clock::now();
+        if (a->json) {
+            const nlohmann::json j = {
+                {"prompt", a->prompt},
+                {"output", text},
+                {"prompt_tokens", ids.size()},
+                {"generated_tokens", produced},
+                {"prefill_s", std::chrono::duration<double>(t1 - t0).count()},
+                {"decode_s", std::chrono::duration<double>(t2 - t1).count()},
+                {"bytes_held", engine.cache().bytes_held()}};
+            std::printf("%s\n",
+                        j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+        } else {
+            std::fputs("\n", stdout);  // the output ends with a newline, like any text command
+        }
         if (a->stats) {
             const double pre = std::chrono::duration<double>(t1 - t0).count();
             const double dec = std::chrono::duration<double>(t2 - t1).count();

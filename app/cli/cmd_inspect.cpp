@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstdio>
 
+#include <nlohmann/json.hpp>
+
 #include "app/cli/command.h"
 #include "core/model/error.h"
 #include "traces/trace_reader.h"
@@ -18,7 +20,48 @@ struct InspectArgs {
     std::string file;
     bool quick = false;
     bool layers = false;
+    bool json = false;
 };
+
+const char* state_name(RunState s);
+
+// --json: the summary and the validation as one document (metadata as stored, counts, spans).
+int print_json(const TraceReader& r, bool quick) {
+    const TraceInfo info = r.info();
+    nlohmann::json spans = nlohmann::json::array();
+    const auto found = r.answer_found();
+    for (size_t i = 0; i < r.spans().size(); ++i) {
+        const auto& s = r.spans()[i];
+        spans.push_back({{"label", s.label},
+                         {"begin", s.begin},
+                         {"end", s.end},
+                         {"expected_answer", s.expected_answer},
+                         {"answer_found", found[i] < 0 ? nlohmann::json(nullptr)
+                                                       : nlohmann::json(found[i] == 1)}});
+    }
+    nlohmann::json j = {{"trace", r.path().string()},
+                        {"schema_version", info.schema_version},
+                        {"state", state_name(info.state)},
+                        {"notice", info.notice},
+                        {"n_layers", info.n_layers},
+                        {"n_heads", info.n_heads},
+                        {"n_prompt_tokens", info.n_prompt_tokens},
+                        {"n_tokens", info.n_tokens},
+                        {"n_steps", info.n_steps},
+                        {"n_events", info.n_events},
+                        {"run", to_json(r.metadata())},
+                        {"spans", spans}};
+    if (auto end = r.run_end()) j["end"] = to_json(*end);
+    int rc = 0;
+    if (!quick) {
+        const auto problems = r.validate();
+        j["valid"] = problems.empty();
+        j["problems"] = problems;
+        rc = problems.empty() ? 0 : 1;
+    }
+    std::printf("%s\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+    return rc;
+}
 
 const char* state_name(RunState s) {
     switch (s) {
@@ -134,8 +177,11 @@ std::function<int()> setup(CLI::App& sub) {
     sub.add_option("file", a->file, "Trace file (.kvtrace.h5)")->required();
     sub.add_flag("--quick", a->quick, "Skip the deep consistency check");
     sub.add_flag("--layers", a->layers, "Also print per-layer density and norm/attention stats");
+    sub.add_flag("--json", a->json,
+                 "Print the summary and validation as one JSON document on stdout");
     return [a]() {
         TraceReader reader(a->file);
+        if (a->json) return print_json(reader, a->quick);
         print_summary(reader, a->layers);
         if (a->quick) return 0;
         auto problems = reader.validate();

@@ -10,6 +10,8 @@
 #include <cstdio>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "app/cli/cli_common.h"
 #include "app/cli/command.h"
 #include "app/recorder/niah_sweep.h"
@@ -47,7 +49,7 @@ struct NiahArgs {
     std::vector<std::string> haystacks, params;
     int trials = 1, max_new = 16;
     uint64_t seed = 1;
-    bool no_traces = false, quiet = false;
+    bool no_traces = false, quiet = false, json = false;
 };
 
 std::function<int()> setup(CLI::App& sub) {
@@ -84,6 +86,7 @@ std::function<int()> setup(CLI::App& sub) {
         ->capture_default_str();
     sub.add_flag("--no-traces", a->no_traces, "Keep the summary only");
     sub.add_flag("--quiet", a->quiet, "No progress lines");
+    sub.add_flag("--json", a->json, "Print the result as one JSON document on stdout");
     return [a, r, b, mm]() {
         record::SweepSpec spec;
         spec.model = a->m.model;
@@ -116,13 +119,11 @@ std::function<int()> setup(CLI::App& sub) {
         Loaded L = load_model_and_tokenizer(a->m, true);
         g_stop = false;
         auto old = std::signal(SIGINT, on_sigint_niah);
+        // Redrawn on a terminal; plain lines (no carriage returns), every few seconds, in a log
+        // file or a batch job's output (cli_common.h).
+        Progress progress("niah", a->quiet);
         const auto report = [&](const record::SweepProgress& p) {
-            if (a->quiet) return;
-            // Plain lines (no carriage returns): readable in a log file or a batch job's output.
-            std::fprintf(stderr, "[niah] %lld/%lld  %s  elapsed %.0f s, ETA %.0f s\n",
-                         static_cast<long long>(p.rows_done + p.rows_skipped),
-                         static_cast<long long>(p.rows_total), p.last.c_str(), p.elapsed_s,
-                         p.eta_s);
+            progress.update(p.rows_done + p.rows_skipped, p.rows_total, p.last);
         };
         int64_t ran = 0;
         try {
@@ -133,8 +134,17 @@ std::function<int()> setup(CLI::App& sub) {
             throw;
         }
         std::signal(SIGINT, old);
-        std::printf("niah: %lld rows run into %s%s\n", static_cast<long long>(ran),
-                    a->out.c_str(), g_stop ? " (interrupted: run again to resume)" : "");
+        progress.finish();
+        if (a->json)
+            std::printf("%s\n", nlohmann::json{{"rows_run", ran},
+                                               {"out", a->out},
+                                               {"summary", a->out + "/summary.csv"},
+                                               {"interrupted", g_stop.load()}}
+                                    .dump(2)
+                                    .c_str());
+        else
+            std::printf("niah: %lld rows run into %s%s\n", static_cast<long long>(ran),
+                        a->out.c_str(), g_stop ? " (interrupted: run again to resume)" : "");
         return g_stop ? 130 : 0;
     };
 }
@@ -146,11 +156,20 @@ KVSCOPE_COMMAND("niah",
 
 std::function<int()> setup_merge(CLI::App& sub) {
     auto dir = std::make_shared<std::string>();
+    auto json = std::make_shared<bool>(false);
     sub.add_option("dir", *dir, "Sweep folder (holding sweep.json and the shards' summaries)")
         ->required();
-    return [dir]() {
+    sub.add_flag("--json", *json, "Print the result as one JSON document on stdout");
+    return [dir, json]() {
         const auto [rows, missing] = record::merge_niah_summaries(*dir);
-        std::printf("niah-merge: %lld rows into %s/summary.csv, %lld missing\n",
+        if (*json)
+            std::printf("%s\n", nlohmann::json{{"rows", rows},
+                                               {"missing", missing},
+                                               {"summary", *dir + "/summary.csv"}}
+                                    .dump(2)
+                                    .c_str());
+        else
+            std::printf("niah-merge: %lld rows into %s/summary.csv, %lld missing\n",
                     static_cast<long long>(rows), dir->c_str(), static_cast<long long>(missing));
         return missing > 0 ? 1 : 0;
     };

@@ -1,8 +1,11 @@
 // `kvscope policies`: lists every registered KV-cache policy with its paper, regime and
 // parameters (type, default, range / choices, help), as generated from the policy schemas.
+#include <cmath>
 #include <cstdio>
 #include <sstream>
 #include <string>
+
+#include <nlohmann/json.hpp>
 
 #include "app/cli/command.h"
 #include "core/model/error.h"
@@ -12,6 +15,8 @@ namespace kvscope::cli {
 namespace {
 
 std::string number(double x) {
+    if (std::isfinite(x) && std::abs(x) < 1e15 && x == std::floor(x))
+        return std::to_string(static_cast<int64_t>(x));  // 16777216, not 1.67772e+07
     std::ostringstream os;
     os << x;
     return os.str();
@@ -48,13 +53,38 @@ void print_entry(const PolicyEntry& e) {
     }
 }
 
+nlohmann::json entry_json(const PolicyEntry& e) {
+    nlohmann::json params = nlohmann::json::array();
+    for (const ParamSpec& p : e.schema)
+        params.push_back({{"name", p.name},
+                          {"type", param_type_name(p.type)},
+                          {"default", param_value_to_string(p.default_value)},
+                          {"min", p.min ? nlohmann::json(*p.min) : nullptr},
+                          {"max", p.max ? nlohmann::json(*p.max) : nullptr},
+                          {"choices", p.choices},
+                          {"help", p.help}});
+    return {{"name", e.info.name},      {"full_name", e.info.full_name},
+            {"regime", regime_code(e.info.regime)}, {"needs_budget", e.info.needs_budget},
+            {"paper", e.info.paper},    {"arxiv", e.info.arxiv},
+            {"code", e.info.code},      {"params", params}};
+}
+
 }  // namespace
 
 KVSCOPE_COMMAND("policies", "List the KV-cache policies, their papers and parameters",
                 [](CLI::App& sub) {
-                    auto name = std::make_shared<std::string>();
-                    sub.add_option("name", *name, "Show only this policy");
-                    return [name]() {
+                    // One capture: the macro's arguments cannot hold a top-level comma.
+                    struct Args {
+                        std::string name;
+                        bool json = false;
+                    };
+                    auto args = std::make_shared<Args>();
+                    sub.add_option("name", args->name, "Show only this policy");
+                    sub.add_flag("--json", args->json,
+                                 "Print the list as one JSON document on stdout");
+                    return [args]() {
+                        const std::string* name = &args->name;
+                        const bool* json = &args->json;
                         const PolicyRegistry& reg = PolicyRegistry::global();
                         if (!name->empty()) {
                             const PolicyEntry* e = reg.find(*name);
@@ -64,7 +94,16 @@ KVSCOPE_COMMAND("policies", "List the KV-cache policies, their papers and parame
                                 b.tokens = 1;
                                 reg.create(*name, b, std::vector<std::string>{});
                             }
-                            print_entry(*e);
+                            if (*json)
+                                std::printf("%s\n", entry_json(*e).dump(2).c_str());
+                            else
+                                print_entry(*e);
+                            return 0;
+                        }
+                        if (*json) {
+                            nlohmann::json all = nlohmann::json::array();
+                            for (const PolicyEntry* e : reg.list()) all.push_back(entry_json(*e));
+                            std::printf("%s\n", all.dump(2).c_str());
                             return 0;
                         }
                         std::printf(

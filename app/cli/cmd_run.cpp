@@ -6,6 +6,8 @@
 #include <fstream>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "app/cli/cli_common.h"
 #include "app/cli/command.h"
 #include "app/cli/policy_flags.h"
@@ -38,7 +40,7 @@ struct RunArgs {
     float temperature = 0.0f, top_p = 1.0f;
     uint64_t seed = 0;
     int top_k = 5;
-    bool record_maps = false, quiet = false, ignore_eos = false, force = false;
+    bool record_maps = false, quiet = false, ignore_eos = false, force = false, json = false;
     // --scenario: the prompt is built by core/scenarios (the format the demo model was trained on)
     std::string scenario, haystack;
     int64_t length = 1024;
@@ -97,6 +99,8 @@ std::function<int()> setup(CLI::App& sub) {
     sub.add_option("--top-p", a->top_p, "Nucleus sampling mass")->check(CLI::Range(0.0f, 1.0f));
     sub.add_option("--seed", a->seed, "Random seed for sampling");
     sub.add_flag("--quiet", a->quiet, "No progress on stderr");
+    sub.add_flag("--json", a->json,
+                 "Print the summary as one JSON document on stdout (instead of the text)");
     sub.add_flag("--ignore-eos", a->ignore_eos, "Keep generating after an end-of-sequence token");
     add_policy_options(sub, a->policy);
     auto* mem = sub.add_option("--memory", a->memory,
@@ -130,17 +134,16 @@ std::function<int()> setup(CLI::App& sub) {
         if (scenario && a->scenario == "passkey" && (a->needles != 1 || !a->haystack.empty()))
             throw InputError("--needles and --haystack apply to --scenario niah only");
         if (!a->answer.empty() && a->needle.empty()) throw InputError("--answer needs --needle");
-        // Before the model loads: an existing --trace (or a stale .part) is a usage error.
-        check_trace_output_path(a->trace, a->force);
+        // Before the model loads and before any output file exists: the prompt text (one rule
+        // for flag and file, cli_common.h), then an existing --trace (or a stale .part).
         std::string prompt = a->prompt;
-        if (pf->count() > 0) {
-            std::ifstream f(a->prompt_file, std::ios::binary);
-            if (!f) throw InputError(a->prompt_file, "cannot open the prompt file");
-            std::stringstream ss;
-            ss << f.rdbuf();
-            prompt = ss.str();
-            if (prompt.empty()) throw InputError(a->prompt_file, "the prompt file is empty");
-        }
+        if (pf->count() > 0)
+            prompt = read_prompt_file(a->prompt_file);
+        else if (p->count() > 0)
+            check_prompt_text(prompt, "--prompt");
+        if (!a->needle.empty()) check_prompt_text(a->needle, "--needle");
+        if (!a->answer.empty()) check_prompt_text(a->answer, "--answer");
+        check_trace_output_path(a->trace, a->force);
         const bool fit_memory = mem->count() > 0 || bb->count() > 0;
         if (fit_memory && (a->policy.budget > 0 || a->policy.ratio > 0))
             throw InputError("--memory / --budget-bytes set the budget: drop --budget/--ratio");
@@ -190,11 +193,9 @@ std::function<int()> setup(CLI::App& sub) {
             void (*h)(int);
             ~RestoreSignal() { std::signal(SIGINT, h); }
         } restore{old_handler};
-        auto show_progress = [&](int64_t done, int64_t total) {
-            if (!a->quiet)
-                std::fprintf(stderr, "\r[decode] step %lld/%lld   ", static_cast<long long>(done),
-                             static_cast<long long>(total));
-        };
+        // Redrawn on a terminal, plain lines in a log (cli_common.h).
+        Progress progress("decode", a->quiet);
+        auto show_progress = [&](int64_t done, int64_t total) { progress.update(done, total); };
 
         std::string policy_name = a->policy.name, policy_full, output, reason;
         int64_t steps = 0, bytes_final = 0;
@@ -223,7 +224,7 @@ std::function<int()> setup(CLI::App& sub) {
                 const whatif::MemoryFit fit = session.fit_memory(choice, target);
                 choice.budget = Budget{};
                 choice.budget.tokens = fit.budget_tokens;
-                std::printf("memory   target %lld bytes (full prompt cache %lld): budget %lld "
+                std::fprintf(a->json ? stderr : stdout, "memory   target %lld bytes (full prompt cache %lld): budget %lld "
                             "tokens per head holds %lld bytes after the first decoded token\n",
                             static_cast<long long>(target),
                             static_cast<long long>(session.state().bytes_full()),
@@ -299,7 +300,28 @@ std::function<int()> setup(CLI::App& sub) {
             prefill_ms = end.prefill_ms;
             decode_ms = end.decode_ms;
         }
-        if (!a->quiet) std::fprintf(stderr, "\n");
+        progress.finish();
+        const int rc = reason == "interrupted" ? 130 : 0;
+        if (a->json) {
+            nlohmann::json j = {{"trace", a->trace},
+                                {"policy", policy_name},
+                                {"policy_full_name", policy_full},
+                                {"prompt_tokens", ids.size()},
+                                {"prefill_ms", prefill_ms},
+                                {"decode_steps", steps},
+                                {"decode_ms", decode_ms},
+                                {"stop_reason", reason},
+                                {"bytes_held_final", bytes_final},
+                                {"output", output},
+                                {"answer", answer.empty() ? nlohmann::json(nullptr)
+                                                          : nlohmann::json(answer)},
+                                {"answer_found", answer.empty() ? nlohmann::json(nullptr)
+                                                                : nlohmann::json(output.find(answer) !=
+                                                                                 std::string::npos)}};
+            // Replace invalid UTF-8 (a token split mid-character) instead of throwing.
+            std::printf("%s\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+            return rc;
+        }
         std::printf("trace    %s\n", a->trace.c_str());
         std::printf("policy   %s  (%s)\n", policy_name.c_str(), policy_full.c_str());
         std::printf("prompt   %zu tokens, prefill %.2f s\n", ids.size(), prefill_ms / 1e3);
@@ -310,7 +332,7 @@ std::function<int()> setup(CLI::App& sub) {
         if (!answer.empty())
             std::printf("answer   '%s' %s\n", answer.c_str(),
                         output.find(answer) != std::string::npos ? "FOUND" : "not found");
-        return reason == "interrupted" ? 130 : 0;
+        return rc;
     };
 }
 

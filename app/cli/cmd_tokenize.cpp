@@ -1,6 +1,8 @@
 // kvscope tokenize: text -> ids (--text) or ids -> text (--decode).
 #include <cstdio>
 
+#include <nlohmann/json.hpp>
+
 #include "app/cli/cli_common.h"
 #include "app/cli/command.h"
 #include "core/model/error.h"
@@ -12,6 +14,7 @@ struct TokenizeArgs {
     std::string model, tokenizer, text, decode;
     bool no_special = false;
     bool pieces = false;
+    bool json = false;
 };
 
 std::function<int()> setup(CLI::App& sub) {
@@ -23,11 +26,14 @@ std::function<int()> setup(CLI::App& sub) {
     text->excludes(dec);
     sub.add_flag("--no-special", a->no_special, "Do not add BOS/EOS template tokens when encoding");
     sub.add_flag("--pieces", a->pieces, "Also print each token's text");
+    sub.add_flag("--json", a->json,
+                 "Print one JSON document on stdout: {ids, pieces} or {ids, text} for --decode");
     return [a, text, dec]() {
         if (text->count() == 0 && dec->count() == 0)
             throw InputError("tokenize: pass --text or --decode");
         if (a->model.empty() && a->tokenizer.empty())
             throw InputError("tokenize: pass --model or --tokenizer");
+        if (text->count() > 0) check_prompt_text(a->text, "--text");  // the prompt rule
         std::unique_ptr<Tokenizer> tok;
         if (!a->tokenizer.empty()) {
             tok = load_tokenizer(a->tokenizer);
@@ -43,10 +49,25 @@ std::function<int()> setup(CLI::App& sub) {
                     throw InputError("--decode: id " + std::to_string(id) +
                                      " is outside the vocabulary (" +
                                      std::to_string(tok->vocab_size()) + " tokens)");
-            std::printf("%s\n", tok->decode(ids, false).c_str());
+            const std::string out = tok->decode(ids, false);
+            if (a->json) {
+                const nlohmann::json j = {{"ids", ids}, {"text", out}};
+                std::printf("%s\n",
+                            j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+                return 0;
+            }
+            std::printf("%s\n", out.c_str());
             return 0;
         }
         const auto ids = tok->encode(a->text, !a->no_special);
+        if (a->json) {
+            nlohmann::json pieces = nlohmann::json::array();
+            for (int32_t id : ids) pieces.push_back(tok->decode({id}, false));
+            const nlohmann::json j = {{"ids", ids}, {"pieces", pieces}};
+            std::printf("%s\n",
+                        j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+            return 0;
+        }
         for (size_t i = 0; i < ids.size(); ++i) std::printf(i ? ",%d" : "%d", ids[i]);
         std::printf("\n");
         if (a->pieces)

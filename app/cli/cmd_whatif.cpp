@@ -43,6 +43,7 @@ struct WhatifArgs {
     std::string json_out;
     std::string state, save_state;  // a saved prompt state to use / to write
     bool force = false;
+    bool quiet = false;
 };
 
 
@@ -86,7 +87,10 @@ std::function<int()> setup(CLI::App& sub) {
     sub.add_option("--max-new", a->max_new, "--decode: tokens to generate")
         ->check(CLI::Range(1, 1 << 16))
         ->capture_default_str();
-    sub.add_option("--json", a->json_out, "Also write the table as JSON to this file");
+    sub.add_option("--json", a->json_out,
+                   "Also write the table as JSON to this file; '-': print it on stdout as the "
+                   "only output (the table goes to stderr)");
+    sub.add_flag("--quiet", a->quiet, "No progress on stderr");
     sub.add_option("--state", a->state,
                    "Use a prompt state saved by --save-state (.kvstate.h5) instead of a prefill");
     sub.add_option("--save-state", a->save_state,
@@ -94,6 +98,12 @@ std::function<int()> setup(CLI::App& sub) {
     sub.add_flag("--force", a->force,
                  "Replace existing --save-state / --json / --decode trace files");
     return [a, p, pf, sc, b, r, mm]() {
+        const bool json_stdout = a->json_out == "-";
+        FILE* txt = json_stdout ? stderr : stdout;  // stdout holds the JSON document alone
+        // The prompt rule (cli_common.h), before the model loads.
+        if (p->count() > 0) check_prompt_text(a->prompt, "--prompt");
+        std::string prompt_text = a->prompt;
+        if (pf->count() > 0) prompt_text = read_prompt_file(a->prompt_file);
         const int lists = (b->count() > 0) + (r->count() > 0) + (mm->count() > 0);
         const auto* entry = PolicyRegistry::global().find(a->policy);
         const bool needs_budget = entry == nullptr || entry->info.needs_budget;
@@ -143,30 +153,23 @@ std::function<int()> setup(CLI::App& sub) {
                                         a->scenario_seed, a->needles, a->haystack};
             input = record::build_scenario_input(*L.tokenizer, a->m.model, req);
         } else {
-            std::string prompt = a->prompt;
-            if (pf->count() > 0) {
-                std::ifstream f(a->prompt_file, std::ios::binary);
-                if (!f) throw InputError(a->prompt_file, "cannot open the prompt file");
-                std::stringstream ss;
-                ss << f.rdbuf();
-                prompt = ss.str();
-            }
-            input = record::build_text_input(*L.tokenizer, prompt, a->needle, a->answer);
+            input = record::build_text_input(*L.tokenizer, prompt_text, a->needle, a->answer);
         }
         record::LiveSession session(*L.model, *L.tokenizer, a->m.model, input, a->m.threads,
                                     a->m.device);
         if (saved) {
             session.adopt_state(saved);
         } else {
-            std::fprintf(stderr, "[prefill] %zu tokens, full cache and statistics ...",
-                         input.ids.size());
+            if (!a->quiet)
+                std::fprintf(stderr, "[prefill] %zu tokens, full cache and statistics ...",
+                             input.ids.size());
             session.prefill();
-            std::fprintf(stderr, " %.2f s\n", session.prefill_ms() / 1e3);
+            if (!a->quiet) std::fprintf(stderr, " %.2f s\n", session.prefill_ms() / 1e3);
         }
         if (!a->save_state.empty()) {
             record::save_prefill_state(a->save_state, session.state(), L.model->spec, input,
                                        a->m.model, a->force);
-            std::fprintf(stderr, "[state] saved to %s\n", a->save_state.c_str());
+            if (!a->quiet) std::fprintf(stderr, "[state] saved to %s\n", a->save_state.c_str());
         }
 
         // The budgets to evaluate, as policy choices.
@@ -198,12 +201,12 @@ std::function<int()> setup(CLI::App& sub) {
         if (rows.empty()) rows.push_back({{a->policy, {}, a->params}, "-"});
 
         const bool has_needle = !input.spans.empty();
-        std::printf("policy %s, prompt %zu tokens, full cache %lld bytes%s\n", a->policy.c_str(),
+        std::fprintf(txt, "policy %s, prompt %zu tokens, full cache %lld bytes%s\n", a->policy.c_str(),
                     input.ids.size(), static_cast<long long>(session.state().bytes_full()),
                     has_needle ? ", needle = span 0" : "");
-        std::printf("%-22s %10s %12s %7s %9s %9s %9s%s\n", "budget", "tokens", "bytes", "mem%",
+        std::fprintf(txt, "%-22s %10s %12s %7s %9s %9s %9s%s\n", "budget", "tokens", "bytes", "mem%",
                     "needle", "needle", "preview", a->decode ? "  answer (trace)" : "");
-        std::printf("%-22s %10s %12s %7s %9s %9s %9s\n", "", "held", "held", "", "mean", "min",
+        std::fprintf(txt, "%-22s %10s %12s %7s %9s %9s %9s\n", "", "held", "held", "", "mean", "min",
                     "ms");
         nlohmann::json out = nlohmann::json::array();
         if (a->decode) fs::create_directories(a->trace_dir);
@@ -243,7 +246,7 @@ std::function<int()> setup(CLI::App& sub) {
                 j["trace"] = res.trace.string();
                 j["bytes_held_final"] = res.bytes_held_final;
             }
-            std::printf("%-22s %10lld %12lld %6.1f%% %9s %9s %9.1f  %s\n", row.label.c_str(),
+            std::fprintf(txt, "%-22s %10lld %12lld %6.1f%% %9s %9s %9.1f  %s\n", row.label.c_str(),
                         static_cast<long long>(pv.tokens_held),
                         static_cast<long long>(pv.bytes_total), 100.0 * pv.memory_fraction(),
                         has_needle ? std::to_string(pv.survival_mean(0)).substr(0, 5).c_str() : "-",
@@ -254,11 +257,14 @@ std::function<int()> setup(CLI::App& sub) {
         if (rows.front().choice.name != "full" && !rows.empty()) {
             const whatif::Preview pv = session.preview(rows.front().choice);
             if (pv.decode_time)
-                std::printf("note: %s keeps deciding while decoding; the preview is its decision "
+                std::fprintf(txt, "note: %s keeps deciding while decoding; the preview is its decision "
                             "on the prompt (step 0); --decode shows the whole run\n",
                             a->policy.c_str());
         }
-        if (!a->json_out.empty()) {
+        if (json_stdout) {
+            std::printf("%s\n",
+                        out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+        } else if (!a->json_out.empty()) {
             if (!a->force && fs::exists(a->json_out))
                 throw InputError(a->json_out, "already exists; pass --force to replace it");
             std::ofstream f(a->json_out);

@@ -9,9 +9,12 @@ namespace kvscope::cli {
 void add_policy_options(CLI::App& sub, PolicyArgs& args) {
     sub.add_option("--policy", args.name, "Cache policy (kvscope policies lists them)")
         ->capture_default_str();
+    // Bounded so that a huge value is refused with the range, not saturated (main.cpp).
     auto* b = sub.add_option("--budget", args.budget,
-                             "Tokens per (layer, KV head), sinks and window included");
-    auto* r = sub.add_option("--ratio", args.ratio, "Budget as a fraction of the prompt length");
+                             "Tokens per (layer, KV head), sinks and window included (-1: none)")
+                  ->check(CLI::Range(int64_t{1}, kMaxBudgetTokens));
+    auto* r = sub.add_option("--ratio", args.ratio,
+                             "Budget as a fraction of the prompt length, in (0, 1] (-1: none)");
     b->excludes(r);
     sub.add_option("--param", args.params, "Policy parameter key=value (repeatable)");
 }

@@ -13,6 +13,9 @@
 
 namespace kvscope::cli {
 
+// The largest --budget accepted: far beyond any prompt (a budget >= the prompt keeps it all).
+inline constexpr int64_t kMaxBudgetTokens = int64_t{1} << 30;
+
 struct PolicyArgs {
     std::string name = "full";
     int64_t budget = -1;

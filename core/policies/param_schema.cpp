@@ -31,6 +31,9 @@ const char* param_type_name(ParamType t) {
 namespace {
 
 std::string fmt_double(double x) {
+    // Whole numbers in full (a range's 16777216, not 1.67772e+07).
+    if (std::isfinite(x) && std::abs(x) < 1e15 && x == std::floor(x))
+        return std::to_string(static_cast<int64_t>(x));
     std::ostringstream os;
     os << x;
     return os.str();
@@ -120,6 +123,18 @@ const std::string& ParamValues::get_enum(const std::string& name) const {
 }
 const std::vector<int64_t>& ParamValues::get_int_list(const std::string& name) const {
     return get_typed<std::vector<int64_t>>(values_, name, "int-list");
+}
+
+void apply_default_bounds(ParamSpec& spec) {
+    double limit = 0;
+    if (spec.type == ParamType::int_ || spec.type == ParamType::int_list)
+        limit = kParamIntLimit;
+    else if (spec.type == ParamType::float_)
+        limit = kParamFloatLimit;
+    else
+        return;
+    if (!spec.min) spec.min = -limit;
+    if (!spec.max) spec.max = limit;
 }
 
 ParamValues default_params(const ParamSchema& schema) {

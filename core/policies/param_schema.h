@@ -32,6 +32,13 @@ struct ParamSpec {
 
 using ParamSchema = std::vector<ParamSpec>;
 
+// Every numeric parameter gets a finite range: a spec declared without a min or max is given
+// these (PolicyRegistry::add applies them), so that `--param window=99999999999` is refused with
+// the allowed range instead of being taken. 2^24 tokens is far past any context length.
+inline constexpr double kParamIntLimit = 16777216.0;  // int_, int_list elements: |x| <= 2^24
+inline constexpr double kParamFloatLimit = 1e9;       // float_
+void apply_default_bounds(ParamSpec& spec);
+
 // Values by parameter name. A complete set (every schema entry present and valid) is what
 // policies receive.
 class ParamValues {

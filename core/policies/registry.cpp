@@ -20,6 +20,7 @@ PolicyRegistry& PolicyRegistry::global() {
 void PolicyRegistry::add(PolicyEntry entry) {
     if (find(entry.info.name))
         throw std::invalid_argument("policy '" + entry.info.name + "' is registered twice");
+    for (ParamSpec& p : entry.schema) apply_default_bounds(p);  // finite ranges everywhere
     entries_.push_back(std::move(entry));
 }
 

@@ -14,30 +14,16 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/cli/cli_runner.h"
+
 namespace {
 
 namespace fs = std::filesystem;
 const fs::path kSrc = KVSCOPE_SOURCE_DIR;
-const fs::path kBin = fs::path(KVSCOPE_BINARY_DIR) / "app" / "cli" / "kvscope";
 const std::string kModel = (kSrc / "tests" / "golden" / "models" / "llama_sp").string();
 
-struct Result {
-    int code = -1;
-    std::string out;  // stdout + stderr
-};
-
-Result run_kvscope(const std::string& args) {
-    const std::string cmd = kBin.string() + " " + args + " 2>&1";
-    Result r;
-    FILE* p = popen(cmd.c_str(), "r");
-    if (!p) return r;
-    std::array<char, 4096> buf{};
-    size_t n;
-    while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-    const int st = pclose(p);
-    r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    return r;
-}
+using Result = kvscope::test::CliResult;
+using kvscope::test::run_kvscope;
 
 fs::path scratch_dir() {
     static const fs::path d = [] {

@@ -12,11 +12,12 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "tests/cli/cli_runner.h"
+
 namespace {
 
 namespace fs = std::filesystem;
 const fs::path kSrc = KVSCOPE_SOURCE_DIR;
-const std::string kKvscope = (fs::path(KVSCOPE_BINARY_DIR) / "app" / "cli" / "kvscope").string();
 const std::string kDemo = (kSrc / "resources" / "models" / "kvscope-demo").string();
 
 struct Output {
@@ -25,15 +26,8 @@ struct Output {
 };
 
 Output kvscope(const std::string& args) {
-    Output o;
-    FILE* p = popen((kKvscope + " " + args + " 2>&1").c_str(), "r");
-    if (!p) return o;
-    std::array<char, 4096> buf{};
-    size_t n;
-    while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) o.text.append(buf.data(), n);
-    const int st = pclose(p);
-    o.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    return o;
+    const kvscope::test::CliResult r = kvscope::test::run_kvscope(args);
+    return {r.code, r.out};
 }
 
 fs::path scratch(const std::string& name) {
