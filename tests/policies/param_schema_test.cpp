@@ -122,5 +122,26 @@ TEST(Registry, ListsAndCreatesPolicies) {
     EXPECT_EQ(make_policy("h2o", b)->info().regime, Regime::decode_continuous);
 }
 
+// Every numeric parameter of every policy has a finite range (declared, or the registry's default
+// bounds), so a typo such as window=99999999999 is refused with the range, never taken.
+TEST(Registry, EveryNumericParameterIsBounded) {
+    for (const PolicyEntry* e : PolicyRegistry::global().list())
+        for (const ParamSpec& p : e->schema) {
+            if (p.type != ParamType::int_ && p.type != ParamType::float_ &&
+                p.type != ParamType::int_list)
+                continue;
+            EXPECT_TRUE(p.min.has_value()) << e->info.name << "." << p.name;
+            EXPECT_TRUE(p.max.has_value()) << e->info.name << "." << p.name;
+        }
+    Budget b;
+    b.tokens = 8;
+    try {
+        make_policy("streaming_llm", b, {"sinks=99999999999"});
+        FAIL();
+    } catch (const InputError& e) {
+        EXPECT_THAT(e.what(), HasSubstr("99999999999 is out of range (expected int in [0, 16777216])"));
+    }
+}
+
 }  // namespace
 }  // namespace kvscope

@@ -63,7 +63,15 @@ TEST(TraceExport, WritesEveryTable) {
     }
     TraceReader r(path);
     auto files = export_csv(r, dir / "csv");
-    EXPECT_EQ(files.size(), 12u);
+    EXPECT_EQ(files.size(), 13u);  // 11 CSV files, metadata.json and dtypes.json
+    {
+        std::ifstream dt(dir / "csv" / "dtypes.json");
+        const auto types = nlohmann::json::parse(dt);  // every column's type, by file
+        EXPECT_EQ(types["tokens.csv"]["text"], "string");
+        EXPECT_EQ(types["events.csv"]["op"], "string");
+        EXPECT_EQ(types["events.csv"]["weight"], "float64");
+        EXPECT_EQ(types["budgets.csv"]["budget"], "int64");
+    }
     const TraceInfo info = r.info();
 
     auto tokens = read_csv(dir / "csv" / "tokens.csv");
