@@ -59,13 +59,15 @@ ProbeLimits probe_limits(uint64_t file_size) {
     // trace_walk.cpp). 2 GiB is more than 10x that, and is what stops a length read from a damaged
     // file from allocating more (the 2.7-4.2 GB vlen-string allocations of issue 11).
     l.address_space_bytes = 2048 * kMiB;
-    // A full walk inflates every chunk of the file: measured ~1 s per 40 MiB of trace on one core
-    // (bench/RESULTS.md, Reliability), so 25 MiB/s plus 20 s of margin keeps valid files well
-    // inside the limit. Larger files get the metadata + sample walk, which reads a bounded amount
-    // of data whatever the size; its time still grows with the chunk index, hence size / 100 MiB/s.
+    // A full walk inflates every chunk of the file: measured 11.6 s for a 185 MiB trace (64k
+    // prompt tokens, 16 MiB/s on a loaded 2-core machine, 89 MiB peak RSS), so 10 MiB/s plus 20 s
+    // of margin keeps valid files inside the limit (at most 46 s, at the 256 MiB cut-off). Larger
+    // files get the metadata + sample walk, which reads a bounded amount of data whatever the
+    // size (2.8 s for 352 MiB and for 904 MiB traces); its time still grows with the chunk
+    // index, hence size / 100 MiB/s. Numbers: bench/RESULTS.md, Reliability.
     l.full_walk = file_size <= 256 * kMiB;
     const double mib = static_cast<double>(file_size) / static_cast<double>(kMiB);
-    l.timeout_s = 20.0 + (l.full_walk ? mib / 25.0 : mib / 100.0);
+    l.timeout_s = 20.0 + (l.full_walk ? mib / 10.0 : mib / 100.0);
     if (const char* env = std::getenv("KVSCOPE_TRACE_PROBE_TIMEOUT_S"); env && *env) {
         const double t = std::atof(env);
         if (t > 0) l.timeout_s = t;
@@ -121,8 +123,8 @@ ChildResult run_child(const fs::path& helper, const fs::path& file, const ProbeL
     const fs::path& trace_path = file;
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC) != 0)
-        throw InputError(trace_path, std::string("cannot check the file: pipe: ") +
-                                         std::strerror(errno));
+        throw InputError(trace_path,
+                         std::string("cannot check the file: pipe: ") + std::strerror(errno));
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
@@ -130,9 +132,15 @@ ChildResult run_child(const fs::path& helper, const fs::path& file, const ProbeL
 
     const std::string mem = std::to_string(limits.address_space_bytes);
     const std::string secs = std::to_string(static_cast<long>(limits.timeout_s) + 1);
-    std::vector<std::string> args = {helper.string(), "--max-memory", mem,       "--timeout",
-                                     secs,            "--walk",       limits.full_walk ? "full" : "sample",
-                                     "--",            file.string()};
+    std::vector<std::string> args = {helper.string(),
+                                     "--max-memory",
+                                     mem,
+                                     "--timeout",
+                                     secs,
+                                     "--walk",
+                                     limits.full_walk ? "full" : "sample",
+                                     "--",
+                                     file.string()};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -162,8 +170,8 @@ ChildResult run_child(const fs::path& helper, const fs::path& file, const ProbeL
     bool reaped = false;
     char buf[4096];
     while (!reaped) {
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
-                                                                                 Clock::now());
+        const auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
         if (left.count() <= 0) {
             ::kill(pid, SIGKILL);
             r.timed_out = true;
@@ -215,10 +223,9 @@ void probe_trace_file(const fs::path& path, bool use_cache) {
     std::error_code ec;
     fs::path abs = fs::absolute(path, ec);
     if (ec) abs = path;
-    const auto key = std::make_tuple(abs.lexically_normal().string(),
-                                     static_cast<uint64_t>(st.st_size),
-                                     static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 +
-                                         st.st_mtim.tv_nsec);
+    const auto key =
+        std::make_tuple(abs.lexically_normal().string(), static_cast<uint64_t>(st.st_size),
+                        static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec);
     {
         std::lock_guard lock(g_cache_mu);
         if (use_cache && g_passed.count(key)) return;
@@ -252,18 +259,19 @@ void probe_trace_file(const fs::path& path, bool use_cache) {
             return;
         }
         case 10:  // InputError: the reader's own message (the problem, without the file name)
-            throw InputError(path, r.output.empty() ? std::string("not a readable trace")
-                                                    : r.output);
+            throw InputError(path,
+                             r.output.empty() ? std::string("not a readable trace") : r.output);
         case 11:
             throw InputError(path, damaged + "reading it needs more than " +
                                        std::to_string(limits.address_space_bytes / kMiB) +
                                        " MiB of memory — not opened");
         case 12:
-            throw InputError(path, damaged + (r.output.empty() ? "unreadable" : r.output) +
-                                       " — not opened");
+            throw InputError(
+                path, damaged + (r.output.empty() ? "unreadable" : r.output) + " — not opened");
         default:
-            throw InputError(path, damaged + "reading it made the checking process fail (exit "
-                                             "status " +
+            throw InputError(path, damaged +
+                                       "reading it made the checking process fail (exit "
+                                       "status " +
                                        std::to_string(code) + ") — not opened");
     }
 }

@@ -13,8 +13,7 @@ constexpr hsize_t kBlockBytes = hsize_t{16} << 20;
 
 // Reads the dataset in slabs: axes before `split` one index at a time, `split` in runs that keep
 // a slab within kBlockBytes, the axes after it whole. sample: only the first and last slab.
-void walk_dataset(const std::string& name, const h5::Dataset& dset,
-                  bool sample) {
+void walk_dataset(const std::string& name, const h5::Dataset& dset, bool sample) {
     const DatasetSpec& spec = dataset_spec(name);
     if (spec.dtype == Dtype::kString) return;  // read (all of it) by open()
     const hid_t type = native_hdf5_type(spec.dtype);
@@ -79,7 +78,8 @@ void TraceReader::read_all(bool full) const {
     // The accessors' own reads, on top of the raw blocks: the token text (offsets into
     // /tokens/text_bytes), the step records, the events, and the deep checks.
     constexpr int64_t kTokens = 1 << 16, kSteps = 1 << 12, kRows = 1 << 18;
-    for (int64_t t = 0; t < i.n_tokens; t += kTokens) (void)tokens(t, std::min(i.n_tokens, t + kTokens));
+    for (int64_t t = 0; t < i.n_tokens; t += kTokens)
+        (void)tokens(t, std::min(i.n_tokens, t + kTokens));
     for (int64_t s = 0; s < i.n_steps; s += kSteps) (void)steps(s, std::min(i.n_steps, s + kSteps));
     for (int64_t e = 0; e < i.n_events; e += kRows)
         (void)event_rows(e, std::min(i.n_events, e + kRows));

@@ -19,7 +19,8 @@ namespace fs = std::filesystem;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     static const fs::path dir = [] {
-        fs::path d = fs::temp_directory_path() / ("kvscope_fuzz_llama2c_" + std::to_string(getpid()));
+        fs::path d =
+            fs::temp_directory_path() / ("kvscope_fuzz_llama2c_" + std::to_string(getpid()));
         fs::create_directories(d);
         return d;
     }();

@@ -30,8 +30,12 @@ inline void load_and_exercise(const char* target, const char* file_name, const u
     }
     try {
         const auto tok = load_tokenizer(file);
-        const char* texts[] = {"Hello world", "  a\tb\n\n", "\xF0\x9F\x98\x80 \xE4\xB8\xAD",
-                               "<s> </s>", "\xFF\xC0\x80 cut \xE4\xB8", ""};
+        const char* texts[] = {"Hello world",
+                               "  a\tb\n\n",
+                               "\xF0\x9F\x98\x80 \xE4\xB8\xAD",
+                               "<s> </s>",
+                               "\xFF\xC0\x80 cut \xE4\xB8",
+                               ""};
         for (const char* t : texts) {
             const auto ids = tok->encode(t, true);
             tok->decode(ids, false);

@@ -11,7 +11,8 @@
 // read); the child runs uninstrumented. One child per input: ~20-50 executions/s.
 //   seed corpus: tests/fuzz/seeds/trace_reader/ (small traces recorded with `kvscope run` on
 //   resources/models/kvscope-demo)
-//   run: KVSCOPE_TRACE_PROBE_TIMEOUT_S=5 ./fuzz_trace_reader -timeout=10 tests/fuzz/seeds/trace_reader
+//   run: KVSCOPE_TRACE_PROBE_TIMEOUT_S=5 ./fuzz_trace_reader -timeout=10
+//   tests/fuzz/seeds/trace_reader
 #include <unistd.h>
 
 #include <cstddef>
@@ -29,8 +30,8 @@ namespace fs = std::filesystem;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     static const fs::path dir = [] {
-        fs::path d = fs::temp_directory_path() /
-                     ("kvscope_fuzz_trace_reader_" + std::to_string(getpid()));
+        fs::path d =
+            fs::temp_directory_path() / ("kvscope_fuzz_trace_reader_" + std::to_string(getpid()));
         fs::create_directories(d);
         return d;
     }();
@@ -46,8 +47,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         // KVSCOPE_FUZZ_KEEP_DAMAGED=DIR, inputs that crashed or hung the child are kept there
         // (the regression inputs of tests/traces/damaged/ were collected this way).
         static const char* keep = std::getenv("KVSCOPE_FUZZ_KEEP_DAMAGED");
-        if (keep && *keep && std::string(e.what()).find("the file is damaged: reading it") !=
-                                 std::string::npos) {
+        if (keep && *keep &&
+            std::string(e.what()).find("the file is damaged: reading it") != std::string::npos) {
             static int n = 0;
             std::ofstream(fs::path(keep) / ("damaged-" + std::to_string(getpid()) + "-" +
                                             std::to_string(n++) + ".kvtrace.h5"),
