@@ -105,7 +105,9 @@ std::function<int()> setup(CLI::App& sub) {
                    "off, on, or off,on (a trace written by the "
                    "recorder to a temporary file)")
         ->capture_default_str();
-    sub.add_option("--json", a->json, "Also write the rows as JSON to this file");
+    sub.add_option("--json", a->json,
+                   "Also write the rows as JSON to this file; '-': print them on stdout as the "
+                   "only output (the table goes to stderr)");
     sub.add_option("--floor-mib", a->floor_mib,
                    "Size of the copy that measures the bandwidth floor (default 1024 MiB on "
                    "CUDA, 128 MiB on the CPU)")
@@ -113,6 +115,9 @@ std::function<int()> setup(CLI::App& sub) {
     sub.add_option("--seed", a->seed, "Seed of the random prompt tokens");
     add_policy_options(sub, a->policy);  // the compressing policy (default snapkv, ratio 0.25)
     return [a]() {
+        // --json -: the JSON document alone on stdout, the text on stderr.
+        const bool json_stdout = a->json == "-";
+        FILE* txt = json_stdout ? stderr : stdout;
         std::vector<int64_t> lengths;
         for (const auto& s : split(a->lengths)) {
             const std::vector<int32_t> v = parse_id_list(s, "--lengths");
@@ -143,14 +148,14 @@ std::function<int()> setup(CLI::App& sub) {
             auto backend = make_backend(a->m.device, a->m.threads);
             device_desc = backend->describe();
             backend_name = backend->name();
-            std::printf("kvscope bench: %s on %s\n", a->m.model.c_str(), device_desc.c_str());
+            std::fprintf(txt, "kvscope bench: %s on %s\n", a->m.model.c_str(), device_desc.c_str());
             cuda = backend->device() == DeviceKind::cuda;
             floor_bytes =
                 (a->floor_mib > 0 ? a->floor_mib : (cuda ? 1024 : 128)) * (int64_t{1} << 20);
             floor_gbs = backend->measure_copy_gbs(static_cast<size_t>(floor_bytes), 9);
         }
         const int64_t wbytes = weight_bytes(*L.model);
-        std::printf(
+        std::fprintf(txt, 
             "floor: %.1f GB/s (copy of %lld MiB, read + write, median of 9); weights %.3f GB\n",
             floor_gbs, static_cast<long long>(floor_bytes >> 20),
             static_cast<double>(wbytes) / 1e9);
@@ -158,7 +163,7 @@ std::function<int()> setup(CLI::App& sub) {
         const int32_t vocab = std::min<int32_t>(static_cast<int32_t>(sp.vocab_size),
                                                 static_cast<int32_t>(L.tokenizer->vocab_size()));
         std::vector<Row> rows;
-        std::printf("\n%-16s %7s %4s %11s %10s %12s %11s %9s %7s %10s\n", "policy", "length", "rec",
+        std::fprintf(txt, "\n%-16s %7s %4s %11s %10s %12s %11s %9s %7s %10s\n", "policy", "length", "rec",
                     "prefill ms", "prefill t/s", "decode ms/t", "bytes/step", "GB/s", "%floor",
                     "peak MiB");
         for (const PolicyArgs& pa : policies) {
@@ -239,7 +244,7 @@ std::function<int()> setup(CLI::App& sub) {
                     r.peak_backend = mem.peak;
                     if (mem.device_total >= 0) r.device_used = mem.device_total - mem.device_free;
                     r.max_rss = max_rss_bytes();
-                    std::printf(
+                    std::fprintf(txt, 
                         "%-16s %7lld %4s %11.1f %10.0f %12.3f %11.3g %9.1f %6.1f%% %10.1f\n",
                         r.policy.c_str(), static_cast<long long>(len), rec_on ? "on" : "off",
                         r.prefill_ms, static_cast<double>(len) / (r.prefill_ms / 1e3),
@@ -251,7 +256,7 @@ std::function<int()> setup(CLI::App& sub) {
                 }
             }
         }
-        std::printf(
+        std::fprintf(txt, 
             "\nbytes/step = weights as stored + KV bytes the cache holds after the run; "
             "GB/s = bytes/step / decode time; peak = %s\n",
             cuda ? "device memory the backend held (weights, activations, scratch)"
@@ -278,6 +283,10 @@ std::function<int()> setup(CLI::App& sub) {
                                      {"peak_backend_bytes", r.peak_backend},
                                      {"device_used_bytes", r.device_used},
                                      {"max_rss_bytes", r.max_rss}});
+            if (json_stdout) {
+                std::printf("%s\n", j.dump(2).c_str());
+                return 0;
+            }
             std::ofstream f(a->json);
             if (!f) throw InputError(a->json, "cannot write");
             f << j.dump(2) << "\n";

@@ -55,11 +55,16 @@ std::function<int()> setup(CLI::App& sub) {
     auto a = std::make_shared<ExplainArgs>();
     sub.add_option("trace", a->trace, "A recorded run with a needle")->required();
     add_trace_model_options(sub, a->m);
-    sub.add_option("--json", a->json_out, "Write every decision as JSON to this file");
+    sub.add_option("--json", a->json_out,
+                   "Write every decision as JSON to this file; '-': print it on stdout as the "
+                   "only output (the text goes to stderr)");
     sub.add_flag("--all", a->all, "List every (layer, head), also those that kept the needle");
     sub.add_flag("--force", a->force, "Replace an existing --json file");
     return [a]() {
-        if (!a->json_out.empty()) check_output_path(a->json_out, a->force);
+        // --json -: the JSON document alone on stdout, the text on stderr.
+        const bool json_stdout = a->json_out == "-";
+        FILE* txt = json_stdout ? stderr : stdout;
+        if (!a->json_out.empty() && !json_stdout) check_output_path(a->json_out, a->force);
         TraceRun run = load_trace_run(a->trace, a->m, true);
         const trace::TraceReader& reader = *run.reader;
         const trace::RunMetadata& meta = reader.metadata();
@@ -95,14 +100,14 @@ std::function<int()> setup(CLI::App& sub) {
         std::string recorded;
         for (int32_t id : gen) recorded += L.tokenizer->token_bytes(id);
 
-        std::printf("policy   %s\n", choice.describe().c_str());
+        std::fprintf(txt, "policy   %s\n", choice.describe().c_str());
         std::string needle_text;
         for (int64_t p = needle->begin; p < needle->end; ++p)
             needle_text += L.tokenizer->token_bytes(input.ids[static_cast<size_t>(p)]);
-        std::printf("needle   tokens [%lld, %lld) \"%s\", answer '%s'\n",
+        std::fprintf(txt, "needle   tokens [%lld, %lld) \"%s\", answer '%s'\n",
                     static_cast<long long>(needle->begin), static_cast<long long>(needle->end),
                     needle_text.c_str(), input.answer.c_str());
-        std::printf("re-run   output \"%s\" (%s)%s\n", res.text.c_str(),
+        std::fprintf(txt, "re-run   output \"%s\" (%s)%s\n", res.text.c_str(),
                     res.answer_found == 1 ? "answer found" : "answer lost",
                     res.text == L.tokenizer->decode(gen, true) ? ", same as the trace"
                                                                : ", DIFFERS from the trace");
@@ -112,15 +117,15 @@ std::function<int()> setup(CLI::App& sub) {
                 if (!d.score_name.empty()) return d.score_name;
             return std::string("(this policy does not rank tokens by a score)");
         }();
-        std::printf("score    %s\n", score_name.c_str());
+        std::fprintf(txt, "score    %s\n", score_name.c_str());
 
         // Position-debiased prefill attention: received / queries that can see the key.
         const PrefillState& st = session.state();
         const int64_t P = st.prompt_len(), g = L.model->spec.group_size();
-        std::printf("attention (prefill, mean per query that sees the token, x1e3; summed "
+        std::fprintf(txt, "attention (prefill, mean per query that sees the token, x1e3; summed "
                     "attention favours early tokens):\n  layer:");
-        for (int64_t l = 0; l < L.model->spec.n_layers; ++l) std::printf(" %6lld", static_cast<long long>(l));
-        std::printf("\n  needle:");
+        for (int64_t l = 0; l < L.model->spec.n_layers; ++l) std::fprintf(txt, " %6lld", static_cast<long long>(l));
+        std::fprintf(txt, "\n  needle:");
         for (const auto& ls : st.stats) {
             double sum = 0;
             int64_t n = 0;
@@ -129,9 +134,9 @@ std::function<int()> setup(CLI::App& sub) {
                     sum += ls.colsum[h][static_cast<size_t>(p)] / static_cast<double>(P - p);
                     ++n;
                 }
-            std::printf(" %6.2f", 1e3 * sum / static_cast<double>(std::max<int64_t>(1, n)));
+            std::fprintf(txt, " %6.2f", 1e3 * sum / static_cast<double>(std::max<int64_t>(1, n)));
         }
-        std::printf("\n  all:   ");
+        std::fprintf(txt, "\n  all:   ");
         for (const auto& ls : st.stats) {
             double sum = 0;
             int64_t n = 0;
@@ -140,9 +145,9 @@ std::function<int()> setup(CLI::App& sub) {
                     sum += ls.colsum[h][static_cast<size_t>(p)] / static_cast<double>(P - p);
                     ++n;
                 }
-            std::printf(" %6.2f", 1e3 * sum / static_cast<double>(std::max<int64_t>(1, n)));
+            std::fprintf(txt, " %6.2f", 1e3 * sum / static_cast<double>(std::max<int64_t>(1, n)));
         }
-        std::printf("\n");
+        std::fprintf(txt, "\n");
         (void)g;
 
         // Per (layer, head): the prompt's decision, then the first decode-time loss.
@@ -160,7 +165,7 @@ std::function<int()> setup(CLI::App& sub) {
             if (d.action != "kept") h.lost.push_back(&d);
         }
         const int64_t span_len = needle->end - needle->begin;
-        std::printf("layer head  after prompt  losses (step: action, tokens)      needle score "
+        std::fprintf(txt, "layer head  after prompt  losses (step: action, tokens)      needle score "
                     "(min..max)  rank (best..worst)/n   cut-off     took its place\n");
         for (const auto& [key, h] : heads) {
             if (h.lost.empty() && !a->all) continue;
@@ -194,7 +199,7 @@ std::function<int()> setup(CLI::App& sub) {
             const std::string when = first_step == -2   ? "-"
                                      : first_step == -1 ? "prompt"
                                                         : "step " + std::to_string(first_step + 1);
-            std::printf("%5lld %4lld  %5lld/%-6lld  %-36s %10s..%-10s %6lld..%-6lld/%-5lld %-10s  %s\n",
+            std::fprintf(txt, "%5lld %4lld  %5lld/%-6lld  %-36s %10s..%-10s %6lld..%-6lld/%-5lld %-10s  %s\n",
                         static_cast<long long>(key.first), static_cast<long long>(key.second),
                         static_cast<long long>(h.kept), static_cast<long long>(span_len),
                         (when + ": " + losses).c_str(), fmt(smin).c_str(), fmt(smax).c_str(),
@@ -219,12 +224,16 @@ std::function<int()> setup(CLI::App& sub) {
                              {"cutoff", num(d.cutoff)}, {"budget", d.budget},
                              {"took_its_place", t}});
             }
+            const nlohmann::json doc = {{"trace", a->trace}, {"policy", choice.describe()},
+                                        {"score", score_name},
+                                        {"needle", {needle->begin, needle->end}},
+                                        {"decisions", j}};
+            if (json_stdout) {
+                std::printf("%s\n", doc.dump(1).c_str());
+                return 0;
+            }
             std::ofstream f(a->json_out);
-            f << nlohmann::json{{"trace", a->trace}, {"policy", choice.describe()},
-                                {"score", score_name}, {"needle", {needle->begin, needle->end}},
-                                {"decisions", j}}
-                     .dump(1)
-              << "\n";
+            f << doc.dump(1) << "\n";
             if (!f) throw InputError(a->json_out, "cannot write the JSON file");
         }
         return 0;

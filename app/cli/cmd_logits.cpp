@@ -18,6 +18,7 @@ struct LogitsArgs {
     std::string prompt, token_ids, out;
     int top = 5;
     bool force = false;
+    bool json = false;
 };
 
 std::function<int()> setup(CLI::App& sub) {
@@ -29,12 +30,18 @@ std::function<int()> setup(CLI::App& sub) {
     p->excludes(t);
     sub.add_option("--top", a->top, "How many candidates to print per position")
         ->check(CLI::Range(1, 1000));
-    sub.add_option("--out", a->out, "Write JSON {token_ids, logits_last, top} to this file");
+    sub.add_option("--out", a->out,
+                   "Write JSON {token_ids, logits_last, top} to this file; '-': print it on "
+                   "stdout as the only output");
+    sub.add_flag("--json", a->json, "The same as --out -");
     sub.add_flag("--force", a->force, kForceHelp);
     return [a, p, t]() {
         if (p->count() == 0 && t->count() == 0)
             throw InputError("logits: pass --prompt or --token-ids");
-        if (!a->out.empty()) check_output_path(a->out, a->force);
+        if (a->json) a->out = "-";
+        const bool json_stdout = a->out == "-";
+        if (p->count() > 0) check_prompt_text(a->prompt, "--prompt");
+        if (!a->out.empty() && !json_stdout) check_output_path(a->out, a->force);
         // With --token-ids the tokenizer is only used to print pieces, so it may be absent.
         Loaded L = load_model_and_tokenizer(a->m, p->count() > 0);
         if (!L.tokenizer) {
@@ -60,13 +67,13 @@ std::function<int()> setup(CLI::App& sub) {
         for (size_t i = 0; i < ids.size(); ++i) {
             const auto lp = log_softmax(all.data() + static_cast<int64_t>(i) * V, V);
             const auto best = top_k(lp, a->top);
-            std::printf("[%zu] %-12s", i, ("\"" + piece(ids[i]) + "\"").c_str());
+            if (!json_stdout) std::printf("[%zu] %-12s", i, ("\"" + piece(ids[i]) + "\"").c_str());
             nlohmann::json row = nlohmann::json::array();
             for (const auto& [id, logp] : best) {
-                std::printf("  %d %s %.4f", id, piece(id).c_str(), std::exp(logp));
+                if (!json_stdout) std::printf("  %d %s %.4f", id, piece(id).c_str(), std::exp(logp));
                 row.push_back({id, logp});
             }
-            std::printf("\n");
+            if (!json_stdout) std::printf("\n");
             top.push_back(row);
         }
         if (!a->out.empty()) {
@@ -74,6 +81,10 @@ std::function<int()> setup(CLI::App& sub) {
             j["token_ids"] = ids;
             j["logits_last"] = last;
             j["top"] = top;
+            if (json_stdout) {
+                std::printf("%s\n", j.dump().c_str());
+                return 0;
+            }
             std::ofstream f(a->out);
             if (!f) throw InputError(a->out, "cannot open for writing");
             f << j.dump() << "\n";

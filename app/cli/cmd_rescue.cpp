@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "app/cli/cli_common.h"
 #include "app/cli/trace_rerun.h"
 #include "app/cli/command.h"
@@ -23,6 +25,7 @@ struct RescueArgs {
     std::string trace, layers, out = "rescue";
     ModelArgs m;
     int max_runs = 0, max_new = -1;
+    bool json = false, quiet = false;
 };
 
 std::function<int()> setup(CLI::App& sub) {
@@ -37,7 +40,13 @@ std::function<int()> setup(CLI::App& sub) {
         ->check(CLI::Range(2, 100000));
     sub.add_option("--max-new", a->max_new, "Tokens to generate (default: as recorded)")
         ->check(CLI::Range(1, 1 << 16));
+    sub.add_flag("--json", a->json,
+                 "Print the runs and the result as one JSON document on stdout (the text goes "
+                 "to stderr)");
+    sub.add_flag("--quiet", a->quiet, "No progress on stderr");
     return [a]() {
+        FILE* txt = a->json ? stderr : stdout;  // stdout holds the JSON document alone
+        nlohmann::json runs = nlohmann::json::array();
         TraceRun run = load_trace_run(a->trace, a->m, true);
         const trace::RunMetadata& meta = run.reader->metadata();
         const Loaded& L = run.loaded;
@@ -50,17 +59,32 @@ std::function<int()> setup(CLI::App& sub) {
         if (a->max_new > 0) so.max_new = a->max_new;
         record::LiveSession session(*L.model, *L.tokenizer, a->m.model, input, a->m.threads,
                                     a->m.device);
-        std::fprintf(stderr, "[prefill] %zu tokens (full cache, once) ...", input.ids.size());
+        if (!a->quiet)
+            std::fprintf(stderr, "[prefill] %zu tokens (full cache, once) ...", input.ids.size());
         session.prefill();
-        std::fprintf(stderr, " %.2f s\n", session.prefill_ms() / 1e3);
-        std::printf("policy   %s\nneedle   tokens [%lld, %lld), answer '%s'\n",
+        if (!a->quiet) std::fprintf(stderr, " %.2f s\n", session.prefill_ms() / 1e3);
+        std::fprintf(txt, "policy   %s\nneedle   tokens [%lld, %lld), answer '%s'\n",
                     choice.describe().c_str(), static_cast<long long>(needle->begin),
                     static_cast<long long>(needle->end), input.answer.c_str());
-        const auto show = [](const record::RescueRun& r) {
-            std::printf("run      needle kept in layers %-24s %s  (%s)\n",
-                        record::layer_list(r.layers).c_str(),
-                        r.found == 1 ? "FOUND" : "wrong", r.trace.string().c_str());
-            std::fflush(stdout);
+        const auto show = [txt, &runs](const record::RescueRun& r) {
+            std::fprintf(txt, "run      needle kept in layers %-24s %s  (%s)\n",
+                         record::layer_list(r.layers).c_str(), r.found == 1 ? "FOUND" : "wrong",
+                         r.trace.string().c_str());
+            std::fflush(txt);
+            runs.push_back({{"layers", std::vector<int64_t>(r.layers.begin(), r.layers.end())},
+                            {"found", r.found == 1},
+                            {"trace", r.trace.string()}});
+        };
+        const auto print_json = [&](const std::string& summary) {
+            if (!a->json) return;
+            const nlohmann::json j = {{"trace", a->trace},
+                                      {"policy", choice.describe()},
+                                      {"needle", {needle->begin, needle->end}},
+                                      {"answer", input.answer},
+                                      {"runs", runs},
+                                      {"result", summary}};
+            std::printf("%s\n",
+                        j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
         };
         if (!a->layers.empty()) {
             std::set<int64_t> layers;
@@ -80,13 +104,15 @@ std::function<int()> setup(CLI::App& sub) {
             fs::remove(t, ec);
             show(record::run_with_needle_kept(session, choice, so, needle->begin, needle->end,
                                               layers, t));
+            print_json("");
             return 0;
         }
         const int max_runs =
             a->max_runs > 0 ? a->max_runs : static_cast<int>(2 + L.model->spec.n_layers);
         const record::RescueResult r = record::rescue_needle(
             session, choice, so, needle->begin, needle->end, a->out, max_runs, show);
-        std::printf("result   %s\n", r.summary.c_str());
+        std::fprintf(txt, "result   %s\n", r.summary.c_str());
+        print_json(r.summary);
         return 0;
     };
 }

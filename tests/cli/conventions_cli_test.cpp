@@ -175,6 +175,25 @@ TEST(CliConventions, JsonOnStdoutParses) {
     EXPECT_GE(j["rows_run"].get<int>(), 1);
     j = json_of("niah-merge --json " + sweep);
     EXPECT_GE(j["rows"].get<int>(), 1);
+    // Commands that also write JSON files take '-' for stdout.
+    const fs::path lost = scratch("lost.kvtrace.h5");
+    ASSERT_EQ(run_kvscope("run --quiet --model " + kModel +
+                          " --prompt 'The code is 4721. A gift of a flower will soon be made to "
+                          "you.' --needle 'code is 4721' --answer 4721 --policy snapkv --budget 8 "
+                          "--max-new 4 --trace " +
+                          lost.string())
+                  .code,
+              0);
+    j = json_of("explain " + lost.string() + " --json -");
+    EXPECT_TRUE(j.contains("decisions"));
+    j = json_of("rescue " + lost.string() + " --json --quiet --max-runs 3 --out " +
+                scratch("rescue").string());
+    EXPECT_TRUE(j.contains("runs"));
+    j = json_of("logits --json --model " + kModel + " --prompt hi");
+    EXPECT_TRUE(j.contains("top"));
+    j = json_of("bench --model " + kModel +
+                " --device cpu --lengths 16 --decode-steps 1 --recording off --json -");
+    EXPECT_TRUE(j.contains("device"));
     // generate's text ends with a newline.
     const CliResult g = run_kvscope_split("generate --model " + kModel + " --prompt hi --max-new 2");
     ASSERT_FALSE(g.out.empty());
