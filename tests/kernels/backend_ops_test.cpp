@@ -25,7 +25,9 @@
 #include <string>
 #include <vector>
 
+#include "core/cache/kv_cache.h"
 #include "kernels/backend.h"
+#include "tests/policies/random_kv_edits.h"
 
 namespace kvscope {
 namespace {
@@ -709,6 +711,139 @@ TEST(MakeBackend, CpuBackendCountsItsMemory) {
     EXPECT_EQ(be->memory().in_use, 0);
     EXPECT_EQ(be->memory().peak, 400);
     EXPECT_GT(be->measure_copy_gbs(1 << 16, 3), 0.0);
+}
+
+// ---- KV mirrors ---------------------------------------------------------------------------------
+// The CUDA backend keeps device copies of a KVCache's heads and updates them from the cache's edit
+// journal (kernels/cuda/cuda_kv_mirror.cu). A cache goes through random edits (append, keep,
+// merge, merge_incoming, quantize, demote, clear, copy, a burst that outgrows the slab); after
+// each, attention over its views (decode and prefill shapes, with statistics) on the device equals
+// the CPU backend on the same views. Layer 1 is attended only every 40 steps, so its mirror replays
+// long journals and, when the bounded log has moved on, re-copies whole heads.
+KVHeadView journal_view(const KVCache& c, int64_t l, int64_t h) {
+    KVHeadView v;  // what the engine's head_view() makes (this test links the cache only)
+    v.k = c.k(l, h);
+    v.v = c.v(l, h);
+    v.pos = c.positions(l, h).data();
+    v.len = c.n_slots(l, h);
+    v.cache_uid = c.uid();
+    v.layer = l;
+    v.head = h;
+    v.journal = &c.journal(l, h);
+    v.version = v.journal->version();
+    return v;
+}
+
+Outputs attend_views(Backend& be, const std::vector<KVHeadView>& views, const std::vector<float>& q,
+                     const std::vector<int64_t>& qpos, int64_t H, int64_t d) {
+    Scope sc(be);
+    const auto n = static_cast<int64_t>(qpos.size());
+    const auto G = static_cast<int64_t>(views.size());
+    const int64_t group = H / G;
+    std::vector<std::vector<float>> col(static_cast<size_t>(H)), rows(static_cast<size_t>(H)),
+        lse(static_cast<size_t>(H));
+    AttentionStats st;
+    st.n_rows_tail = 1;
+    for (int64_t h = 0; h < H; ++h) {
+        const auto len = static_cast<size_t>(views[static_cast<size_t>(h / group)].len);
+        col[static_cast<size_t>(h)].assign(len, 0.5f);
+        rows[static_cast<size_t>(h)].assign(len, NAN);
+        lse[static_cast<size_t>(h)].assign(static_cast<size_t>(n), NAN);
+        st.colsum.push_back(col[static_cast<size_t>(h)].data());
+        st.rows.push_back(rows[static_cast<size_t>(h)].data());
+        st.lse.push_back(lse[static_cast<size_t>(h)].data());
+    }
+    Tensor Q = sc.act(q, {n, H, d});
+    Tensor O = sc.act({}, {n, H, d});
+    AttentionArgs a{&Q, qpos.data(), views.data(), G, 1.0f / std::sqrt(static_cast<float>(d)),
+                    &O, &st};
+    be.attention(a);
+    Outputs out{{"out", sc.get(O)}};
+    std::vector<float> c2, r2, l2;
+    for (int64_t h = 0; h < H; ++h) {
+        const auto hs = static_cast<size_t>(h);
+        c2.insert(c2.end(), col[hs].begin(), col[hs].end());
+        r2.insert(r2.end(), rows[hs].begin(), rows[hs].end());
+        l2.insert(l2.end(), lse[hs].begin(), lse[hs].end());
+    }
+    out.push_back({"colsum", c2});
+    out.push_back({"rows", r2});
+    out.push_back({"lse", l2});
+    return out;
+}
+
+// Runs the sequence on `dev` against the CPU backend; returns the number of comparisons made.
+int mirror_sequence(Backend& dev, uint32_t seed) {
+    // head_dim 80: the fp32 attention kernels on every path (the bf16 tensor-core prefill takes
+    // 64 and 128), so one tolerance holds for both shapes.
+    constexpr int64_t L = 2, G = 2, H = 4, d = 80;
+    auto cpu = make_cpu_backend(2);
+    KVCache cache(L, G, d, 2);
+    test::RandomKVEdits edits(cache, seed);
+    edits.fill(40);
+    std::mt19937 rng(seed);
+    int compared = 0;
+    for (int step = 0; step < 160; ++step) {
+        std::string what = "burst of 400 appends";  // outgrows the slab: regrow
+        if (step == 60) {
+            edits.fill(400);
+        } else if (step == 100) {
+            // More edits of layer 1 head 0 than its journal keeps (a sliding window: append one,
+            // evict the oldest): its mirror, last updated at step 79, must re-copy the head.
+            what = "sliding window beyond the journal's reach";
+            edits.slide(1, 0, static_cast<int64_t>(KVJournal::kMaxEdits) + 6);
+        } else {
+            what = edits.step();
+        }
+        bool empty = false;
+        for (int64_t l = 0; l < L; ++l)
+            for (int64_t g = 0; g < G; ++g) empty = empty || cache.n_slots(l, g) == 0;
+        if (empty) edits.fill(2);  // attention over an empty head is not this test's subject
+        for (int64_t l = 0; l < L; ++l) {
+            if (l == 1 && step % 40 != 39) continue;
+            std::vector<KVHeadView> views;
+            int64_t last = 0;
+            for (int64_t g = 0; g < G; ++g) {
+                views.push_back(journal_view(cache, l, g));
+                last = std::max(last, cache.positions(l, g).back());
+            }
+            // Decode (1 row) and prefill-path (12 rows) shapes; the earlier rows see fewer keys.
+            const int64_t n = step % 3 == 0 ? 12 : 1;
+            std::vector<int64_t> qpos(static_cast<size_t>(n));
+            for (int64_t i = 0; i < n; ++i) qpos[static_cast<size_t>(i)] = last - (n - 1 - i);
+            const std::vector<float> q =
+                randn(static_cast<uint32_t>(rng()), static_cast<size_t>(n * H * d));
+            SCOPED_TRACE("seed " + std::to_string(seed) + " step " + std::to_string(step) +
+                         " layer " + std::to_string(l) + " after " + what);
+            const Outputs ref = attend_views(*cpu, views, q, qpos, H, d);
+            const Outputs got = attend_views(dev, views, q, qpos, H, d);
+            expect_close(got, ref, tolerance_for("attention", DType::f32));
+            if (::testing::Test::HasFatalFailure()) return compared;
+            ++compared;
+        }
+    }
+    const char* off = std::getenv("KVSCOPE_CUDA_KV_MIRROR");
+    if (dev.name() == "cuda" && !(off && std::string(off) == "0")) {
+        EXPECT_GT(dev.memory().in_use, 0) << "no device mirror was made";
+    }
+    dev.forget_kv(cache.uid());
+    return compared;
+}
+
+// The harness itself, on the CPU backend against itself (runs everywhere).
+TEST(BackendOpsMirror, SequenceRunsOnTheCpuBackend) {
+    auto cpu = make_cpu_backend(2);
+    EXPECT_GT(mirror_sequence(*cpu, 5), 100);
+}
+
+TEST(BackendOpsCuda, KVMirrorsFollowRandomCacheEdits) {
+    const DeviceProbe p = probe_cuda();
+    if (!p.available) GTEST_SKIP() << "CUDA cases skipped: " << p.detail;
+    auto dev = make_backend("cuda");
+    for (uint32_t seed : {1u, 2u, 3u}) {
+        EXPECT_GT(mirror_sequence(*dev, seed), 100);
+        EXPECT_EQ(dev->memory().in_use, 0) << "forget_kv left device memory behind";
+    }
 }
 
 }  // namespace

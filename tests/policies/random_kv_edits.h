@@ -28,6 +28,18 @@ class RandomKVEdits {
                 for (int64_t i = 0; i < n; ++i) append(l, h);
     }
 
+    // `count` times on (l, h): append one token, evict the oldest (a sliding window; `count`
+    // journal edits).
+    void slide(int64_t l, int64_t h, int64_t count) {
+        for (int64_t i = 0; i < count; ++i) {
+            const int64_t n0 = c_.n_slots(l, h);
+            append(l, h);
+            std::vector<int64_t> keep;
+            for (int64_t s = n0 > 1 ? 1 : 0; s <= n0; ++s) keep.push_back(s);
+            c_.keep(l, h, keep);
+        }
+    }
+
     // One random edit of one random (layer, head), or of the whole cache (clear / copy, rare
     // unless `resets`). Returns what it did, for failure messages.
     std::string step(bool resets = true) {
