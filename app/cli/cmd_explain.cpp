@@ -32,7 +32,7 @@ namespace fs = std::filesystem;
 struct ExplainArgs {
     std::string trace, json_out, out_dir;
     ModelArgs m;
-    bool all = false, force = false;
+    bool all = false, force = false, quiet = false;
 };
 
 std::string piece(const Tokenizer& tok, const std::vector<int32_t>& ids, int64_t pos) {
@@ -60,6 +60,7 @@ std::function<int()> setup(CLI::App& sub) {
                    "only output (the text goes to stderr)");
     sub.add_flag("--all", a->all, "List every (layer, head), also those that kept the needle");
     sub.add_flag("--force", a->force, "Replace an existing --json file");
+    sub.add_flag("--quiet", a->quiet, "No progress on stderr");
     return [a]() {
         // --json -: the JSON document alone on stdout, the text on stderr.
         const bool json_stdout = a->json_out == "-";
@@ -76,9 +77,10 @@ std::function<int()> setup(CLI::App& sub) {
 
         record::LiveSession session(*L.model, *L.tokenizer, a->m.model, input, a->m.threads,
                                     a->m.device);
-        std::fprintf(stderr, "[prefill] %zu tokens (full cache, once) ...", input.ids.size());
+        if (!a->quiet)
+            std::fprintf(stderr, "[prefill] %zu tokens (full cache, once) ...", input.ids.size());
         session.prefill();
-        std::fprintf(stderr, " %.2f s\n", session.prefill_ms() / 1e3);
+        if (!a->quiet) std::fprintf(stderr, " %.2f s\n", session.prefill_ms() / 1e3);
         const record::PolicyChoice choice = record::policy_from_trace(meta);
         auto decided = std::make_shared<std::vector<whatif::TokenDecision>>();
         record::RerunRequest rr;

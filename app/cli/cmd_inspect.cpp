@@ -1,5 +1,6 @@
 // kvscope inspect FILE: prints a summary of a trace and validates it. Exit status: 0 valid,
-// 1 inconsistent contents (problems listed), 2 not a readable trace (InputError, from main).
+// 1 inconsistent contents (problems listed) or not a readable trace (InputError naming the file,
+// from main); 2 a usage error.
 #include <algorithm>
 #include <array>
 #include <cmath>

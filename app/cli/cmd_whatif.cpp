@@ -104,6 +104,8 @@ std::function<int()> setup(CLI::App& sub) {
         if (p->count() > 0) check_prompt_text(a->prompt, "--prompt");
         std::string prompt_text = a->prompt;
         if (pf->count() > 0) prompt_text = read_prompt_file(a->prompt_file);
+        if (!a->needle.empty()) check_prompt_text(a->needle, "--needle");
+        if (!a->answer.empty()) check_prompt_text(a->answer, "--answer");
         const int lists = (b->count() > 0) + (r->count() > 0) + (mm->count() > 0);
         const auto* entry = PolicyRegistry::global().find(a->policy);
         const bool needs_budget = entry == nullptr || entry->info.needs_budget;

@@ -652,8 +652,10 @@ const LayerMirror& CudaBackend::update_mirror(const AttentionArgs& args, int64_t
             }
             const size_t want = static_cast<size_t>(scratch_need) * row_bytes;
             if (want > mirror_scratch_.cap) {
+                // Half again: compactions grow with the heads, one reallocation per step would
+                // be slow. The old buffer is retired (queued jobs may still read it).
                 const size_t before = mirror_scratch_.cap;
-                mirror_scratch_.ensure(want);  // the old one is retired: queued jobs may read it
+                mirror_scratch_.ensure(want + want / 2);
                 count(static_cast<int64_t>(mirror_scratch_.cap) - static_cast<int64_t>(before));
             }
         }
