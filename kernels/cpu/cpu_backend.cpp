@@ -1,5 +1,9 @@
 // The CPU backend: host memory, synchronous execution, fp32 activations. Weights are borrowed
-// (zero copy) from the mmapped checkpoint.
+// (zero copy) from the mmapped checkpoint; with the fast kernels (the default), 2-D bf16 / f16
+// weights are converted to f32 once at upload while the converted total stays under a cap
+// (KVSCOPE_CPU_WEIGHT_CACHE_MB, default 2048: the demo model needs 68 MB; an 8B model would need
+// 32 GB, so past the cap weights stay borrowed and matmul converts them in cache-sized blocks).
+// KVSCOPE_CPU_KERNELS=reference: the reference loops only, weights converted on every call.
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
@@ -10,6 +14,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "kernels/cpu/cpu_blas.h"
 #include "kernels/cpu/cpu_ops.h"
 
 namespace kvscope {
@@ -20,11 +25,20 @@ class CpuBackend final : public Backend {
     explicit CpuBackend(int threads)
         : pool_(threads > 0 ? threads
                             : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))) {
+        const char* k = std::getenv("KVSCOPE_CPU_KERNELS");
+        fast_ = !(k && std::string(k) == "reference");
+        const char* cap = std::getenv("KVSCOPE_CPU_WEIGHT_CACHE_MB");
+        if (cap && *cap) convert_cap_ = std::atoll(cap) * (int64_t{1} << 20);
+        blas_ = fast_ ? cpu::blas_api() : nullptr;
+    }
+    ~CpuBackend() override {
+        for (auto& [ptr, w] : converted_) std::free(w.f32);
     }
 
     std::string name() const override { return "cpu"; }
     std::string describe() const override {
-        return "cpu (fp32, " + std::to_string(pool_.size()) + " threads)";
+        const std::string mm = !fast_ ? "reference kernels" : blas_ ? blas_->name : "built-in loops";
+        return "cpu (fp32, " + std::to_string(pool_.size()) + " threads, " + mm + ")";
     }
     DeviceKind device() const override { return DeviceKind::cpu; }
 
@@ -77,9 +91,48 @@ class CpuBackend final : public Backend {
     }
     Tensor upload_weight(const void* host, DType dtype,
                          std::initializer_list<int64_t> shape) override {
-        return make_tensor_view(const_cast<void*>(host), dtype, shape);
+        Tensor t = make_tensor_view(const_cast<void*>(host), dtype, shape);
+        if (!fast_ || t.ndim != 2 || dtype == DType::f32 || !host) return t;
+        if (dtype != DType::bf16 && dtype != DType::f16) return t;
+        std::lock_guard<std::mutex> lock(mu_);
+        // The same bytes uploaded twice (a tied embedding / lm_head) share one copy.
+        for (auto& [ptr, w] : converted_)
+            if (w.host == host && w.numel == t.numel() && w.dtype == dtype) {
+                ++w.refs;
+                t.data = ptr;
+                t.dtype = DType::f32;
+                return t;
+            }
+        const int64_t bytes = t.numel() * 4;
+        if (converted_bytes_ + bytes > convert_cap_) return t;
+        auto* f = static_cast<float*>(std::malloc(static_cast<size_t>(bytes)));
+        if (!f) return t;
+        const int64_t numel = t.numel();
+        pool_.parallel_for(numel / 4096 + 1, [&](int64_t b0, int64_t b1) {
+            const int64_t i0 = b0 * 4096, i1 = std::min(numel, b1 * 4096);
+            if (i0 < i1)
+                cpu::load_row_f32(static_cast<const uint8_t*>(host) + i0 * 2, dtype, i1 - i0,
+                                  f + i0);
+        });
+        converted_[f] = Converted{host, dtype, numel, f, bytes, 1};
+        converted_bytes_ += bytes;
+        in_use_ += bytes;
+        peak_ = std::max(peak_, in_use_);
+        t.data = f;
+        t.dtype = DType::f32;
+        return t;
     }
-    void release_weight(Tensor& t) override { t.data = nullptr; }
+    void release_weight(Tensor& t) override {
+        std::lock_guard<std::mutex> lock(mu_);
+        auto it = converted_.find(t.data);
+        if (it != converted_.end() && --it->second.refs == 0) {
+            converted_bytes_ -= it->second.bytes;
+            in_use_ -= it->second.bytes;
+            std::free(it->second.f32);
+            converted_.erase(it);
+        }
+        t.data = nullptr;
+    }
     void to_host(const Tensor& src, float* dst) override {
         std::memcpy(dst, src.data, src.bytes());
     }
@@ -99,8 +152,13 @@ class CpuBackend final : public Backend {
     void matmul(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) override {
         const int64_t k = w.dim(1), m = w.dim(0);
         const int64_t n = x.numel() / k;
-        cpu::matmul(pool_, x.as<float>(), n, k, w.data, w.dtype, m, bias ? bias->data : nullptr,
-                    bias ? bias->dtype : DType::f32, out.as<float>());
+        const void* b = bias ? bias->data : nullptr;
+        const DType bdt = bias ? bias->dtype : DType::f32;
+        if (fast_)
+            cpu::matmul_fast(pool_, x.as<float>(), n, k, w.data, w.dtype, m, b, bdt,
+                             out.as<float>());
+        else
+            cpu::matmul(pool_, x.as<float>(), n, k, w.data, w.dtype, m, b, bdt, out.as<float>());
     }
     void rope(Tensor& x, const int64_t* positions, const float* inv_freq,
               RopePairs pairs) override {
@@ -113,12 +171,26 @@ class CpuBackend final : public Backend {
         cpu::add_inplace(x.as<float>(), y.as<float>(), x.numel());
     }
     void attention(const AttentionArgs& a) override {
-        cpu::attention(pool_, a.q->as<float>(), a.q->dim(0), a.q->dim(1), a.q->dim(2), a.q_pos,
-                       a.kv, a.n_kv_heads, a.scale, a.out->as<float>(), a.stats);
+        auto* fn = fast_ ? &cpu::attention_blocked : &cpu::attention;
+        fn(pool_, a.q->as<float>(), a.q->dim(0), a.q->dim(1), a.q->dim(2), a.q_pos, a.kv,
+           a.n_kv_heads, a.scale, a.out->as<float>(), a.stats);
     }
 
   private:
+    struct Converted {
+        const void* host;
+        DType dtype;
+        int64_t numel;
+        float* f32;
+        int64_t bytes;
+        int refs;
+    };
     cpu::ThreadPool pool_;
+    bool fast_ = true;
+    const cpu::BlasApi* blas_ = nullptr;
+    int64_t convert_cap_ = int64_t{2048} << 20;
+    int64_t converted_bytes_ = 0;
+    std::unordered_map<void*, Converted> converted_;
     mutable std::mutex mu_;
     std::unordered_map<void*, size_t> sizes_;
     int64_t in_use_ = 0, peak_ = 0;

@@ -1,6 +1,8 @@
 #pragma once
-// The CPU reference kernels (fp32 compute). Each function is the CPU twin of a device kernel and
-// the oracle of the differential test in tests/kernels. Shapes are given per function.
+// The CPU kernels (fp32 compute): the reference loops (matmul, attention; KVSCOPE_CPU_KERNELS=
+// reference runs only these) and the fast default (matmul_fast, attention_blocked). Each function
+// is the CPU twin of a device kernel, checked against float64 loops in tests/kernels. Shapes are
+// given per function.
 #include <cstdint>
 
 #include "kernels/backend.h"
@@ -15,6 +17,10 @@ float dot_f32(const float* a, const float* b, int64_t k);
 // out[n, m] = x[n, k] @ w[m, k]^T (+ bias[m]). FLOPs 2nmk; bytes ~ m*k*sizeof(w) + n*(k+m)*4.
 void matmul(ThreadPool& pool, const float* x, int64_t n, int64_t k, const void* w, DType wdt,
             int64_t m, const void* bias, DType bdt, float* out);
+// The default (fast) matmul: BLAS sgemm for n > 1, our gemv for n = 1; w f32 (converted at
+// upload) or bf16 / f16 (converted in blocks of rows per call). Same contract as matmul().
+void matmul_fast(ThreadPool& pool, const float* x, int64_t n, int64_t k, const void* w, DType wdt,
+                 int64_t m, const void* bias, DType bdt, float* out);
 // Row-wise RMSNorm over [rows, d]; w [d] any float dtype. out may alias x.
 void rmsnorm(ThreadPool& pool, const float* x, int64_t rows, int64_t d, const void* w, DType wdt,
              float eps, float* out);
@@ -29,5 +35,10 @@ void add_inplace(float* x, const float* y, int64_t n);
 void attention(ThreadPool& pool, const float* q, int64_t n, int64_t n_heads, int64_t head_dim,
                const int64_t* q_pos, const KVHeadView* kv, int64_t n_kv_heads, float scale,
                float* out, AttentionStats* stats);
+// The default (fast) attention: blocked over query rows and key tiles, fully masked tiles
+// skipped. Same contract and statistics as attention().
+void attention_blocked(ThreadPool& pool, const float* q, int64_t n, int64_t n_heads,
+                       int64_t head_dim, const int64_t* q_pos, const KVHeadView* kv,
+                       int64_t n_kv_heads, float scale, float* out, AttentionStats* stats);
 
 }  // namespace kvscope::cpu

@@ -1,0 +1,259 @@
+// The default CPU attention: causal-by-position softmax attention with GQA, blocked over query
+// rows (kRowBlock) and key tiles (kKeyTile). A key tile whose smallest position is past the
+// block's largest query position is skipped (never scored, never read); a tile entirely at or
+// before the block's smallest query position needs no mask test. Positions need not be sorted:
+// the per-tile min / max make the skip exact for any order. Scores of a block are kept for its
+// visible tiles ([kRowBlock, len] floats per thread), so the statistics the policies need (column
+// sums, the last rows, row LSE) come from the same pass, exactly as in cpu_attention.cpp (the
+// reference): same max, exp(s - max) / sum with the sum in double.
+// QK^T and PV of a block are sgemm calls over each run of visible tiles when BLAS is loaded
+// (shapes [rows, hd] x [hd, keys] and [rows, keys] x [keys, hd]); plain loops otherwise.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "kernels/cpu/cpu_blas.h"
+#include "kernels/cpu/cpu_ops.h"
+
+namespace kvscope::cpu {
+namespace {
+
+constexpr int64_t kRowBlock = 16;
+constexpr int64_t kKeyTile = 64;
+constexpr int64_t kBlasMinRows = 4;
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+#if defined(__x86_64__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define KVSCOPE_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define KVSCOPE_CLONES
+#endif
+
+// p[j] = exp(p[j] - mx) for j in [0, len), returns the sum in double. x = p[j] - mx <= 0; exp by
+// range reduction x = n ln2 + r and a degree-6 polynomial in r (max error ~2 ulp against
+// std::exp over [-87, 0]); below -87.3 the result is 0 (std::exp would give a denormal <= 1e-38,
+// against a row maximum of 1). The exp loop has no reduction, and the sum runs in 8 double lanes,
+// so that both vectorise without -ffast-math (one scalar double sum ran at 1 element per cycle).
+KVSCOPE_CLONES
+double exp_shifted(float* p, int64_t len, float mx) {
+    for (int64_t j = 0; j < len; ++j) {
+        const float x = p[j] - mx;
+        const float xc = std::max(x, -87.3f);
+        const float fn = -static_cast<float>(static_cast<int32_t>(-xc * 1.44269504088896341f + 0.5f));
+        float r = xc - fn * 0.693359375f;
+        r = r - fn * -2.12194440e-4f;
+        float y = 1.9875691500e-4f;
+        y = y * r + 1.3981999507e-3f;
+        y = y * r + 8.3334519073e-3f;
+        y = y * r + 4.1665795894e-2f;
+        y = y * r + 1.6666665459e-1f;
+        y = y * r + 5.0000001201e-1f;
+        y = y * r * r + r + 1.0f;
+        const int32_t bits = (static_cast<int32_t>(fn) + 127) << 23;
+        float scale;
+        std::memcpy(&scale, &bits, sizeof scale);
+        p[j] = x < -87.3f ? 0.0f : y * scale;
+    }
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t j = 0;
+    for (; j + 8 <= len; j += 8)
+        for (int l = 0; l < 8; ++l) acc[l] += static_cast<double>(p[j + l]);
+    double sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; j < len; ++j) sum += static_cast<double>(p[j]);
+    return sum;
+}
+
+// max(m, p[0..len)) in 16 lanes (a plain std::max reduction does not vectorise).
+KVSCOPE_CLONES
+float row_max(const float* p, int64_t len, float m) {
+    float acc[16];
+    for (float& a : acc) a = m;
+    int64_t j = 0;
+    for (; j + 16 <= len; j += 16)
+        for (int l = 0; l < 16; ++l) acc[l] = acc[l] > p[j + l] ? acc[l] : p[j + l];
+    for (; j < len; ++j) m = m > p[j] ? m : p[j];
+    for (float a : acc) m = m > a ? m : a;
+    return m;
+}
+
+KVSCOPE_CLONES
+void scale_add(float* p, int64_t len, float inv, float* colsum) {
+    for (int64_t j = 0; j < len; ++j) {
+        p[j] *= inv;
+        if (colsum) colsum[j] += p[j];
+    }
+}
+
+struct Run {
+    int64_t k0, k1;  // keys [k0, k1)
+    bool masked;     // some key in the run may be invisible to some row of the block
+};
+
+}  // namespace
+
+void attention_blocked(ThreadPool& pool, const float* q, int64_t n, int64_t n_heads,
+                       int64_t head_dim, const int64_t* q_pos, const KVHeadView* kv,
+                       int64_t n_kv_heads, float scale, float* out, AttentionStats* stats) {
+    const BlasApi* blas = blas_api();
+    const int64_t group = n_heads / n_kv_heads;
+    const bool want_colsum = stats && !stats->colsum.empty();
+    const int64_t ld = n_heads * head_dim;  // stride between query rows of one head
+    // Per KV head and key tile: the smallest and largest position.
+    std::vector<std::vector<int64_t>> tmin(static_cast<size_t>(n_kv_heads)),
+        tmax(static_cast<size_t>(n_kv_heads));
+    for (int64_t g = 0; g < n_kv_heads; ++g) {
+        const int64_t len = kv[g].len;
+        const int64_t tiles = (len + kKeyTile - 1) / kKeyTile;
+        auto& mn = tmin[static_cast<size_t>(g)];
+        auto& mxv = tmax[static_cast<size_t>(g)];
+        mn.assign(static_cast<size_t>(tiles), std::numeric_limits<int64_t>::max());
+        mxv.assign(static_cast<size_t>(tiles), std::numeric_limits<int64_t>::min());
+        for (int64_t j = 0; j < len; ++j) {
+            const auto t = static_cast<size_t>(j / kKeyTile);
+            mn[t] = std::min(mn[t], kv[g].pos[j]);
+            mxv[t] = std::max(mxv[t], kv[g].pos[j]);
+        }
+    }
+    // Split rows into chunks so that small head counts still use every thread; chunk c of head h
+    // is one task, so the work split (and the colsum summation order) depends on the thread
+    // count only.
+    const int64_t chunks =
+        std::max<int64_t>(1, std::min<int64_t>(n, (2 * pool.size() + n_heads - 1) / n_heads));
+    const int64_t tasks = n_heads * chunks;
+    std::vector<std::vector<float>> partial(want_colsum ? static_cast<size_t>(tasks) : 0);
+
+    pool.parallel_for(tasks, [&](int64_t t0, int64_t t1) {
+        std::vector<float> s;
+        std::vector<Run> runs;
+        for (int64_t task = t0; task < t1; ++task) {
+            const int64_t h = task / chunks;
+            const int64_t c = task % chunks;
+            const int64_t r0 = n * c / chunks, r1 = n * (c + 1) / chunks;
+            const int64_t g = h / group;
+            const KVHeadView& kvh = kv[g];
+            const int64_t len = kvh.len;
+            const auto& mn = tmin[static_cast<size_t>(g)];
+            const auto& mxv = tmax[static_cast<size_t>(g)];
+            s.resize(static_cast<size_t>(kRowBlock * std::max<int64_t>(len, 1)));
+            float* colsum = nullptr;
+            if (want_colsum) {
+                partial[static_cast<size_t>(task)].assign(static_cast<size_t>(len), 0.0f);
+                colsum = partial[static_cast<size_t>(task)].data();
+            }
+            float* lse = stats && !stats->lse.empty() ? stats->lse[static_cast<size_t>(h)] : nullptr;
+            float* rows_out =
+                stats && !stats->rows.empty() ? stats->rows[static_cast<size_t>(h)] : nullptr;
+            const int64_t tail0 = stats ? n - stats->n_rows_tail : n;
+            for (int64_t b0 = r0; b0 < r1; b0 += kRowBlock) {
+                const int64_t nb = std::min(kRowBlock, r1 - b0);
+                int64_t qlo = std::numeric_limits<int64_t>::max();
+                int64_t qhi = std::numeric_limits<int64_t>::min();
+                for (int64_t i = b0; i < b0 + nb; ++i) {
+                    qlo = std::min(qlo, q_pos[i]);
+                    qhi = std::max(qhi, q_pos[i]);
+                }
+                // Runs of consecutive visible tiles, split where the need for a mask changes.
+                runs.clear();
+                for (size_t t = 0; t < mn.size(); ++t) {
+                    if (mn[t] > qhi) continue;
+                    const int64_t k0 = static_cast<int64_t>(t) * kKeyTile;
+                    const int64_t k1 = std::min(len, k0 + kKeyTile);
+                    const bool masked = mxv[t] > qlo;
+                    if (!runs.empty() && runs.back().k1 == k0 && runs.back().masked == masked)
+                        runs.back().k1 = k1;
+                    else
+                        runs.push_back({k0, k1, masked});
+                }
+                // A few rows (decode): our loops; sgemm would repack K and V for one row.
+                const bool use_blas = blas && nb >= kBlasMinRows;
+                const float* qb = q + b0 * ld + h * head_dim;
+                float* ob = out + b0 * ld + h * head_dim;
+                // Scores S[i, j] = scale * q_i . k_j over the visible runs.
+                for (const Run& r : runs) {
+                    if (use_blas) {
+                        blas->sgemm(kRowMajor, kNoTrans, kTrans, static_cast<int>(nb),
+                                    static_cast<int>(r.k1 - r.k0), static_cast<int>(head_dim),
+                                    scale, qb, static_cast<int>(ld), kvh.k + r.k0 * head_dim,
+                                    static_cast<int>(head_dim), 0.0f, s.data() + r.k0,
+                                    static_cast<int>(len));
+                    } else {
+                        for (int64_t i = 0; i < nb; ++i)
+                            for (int64_t j = r.k0; j < r.k1; ++j)
+                                s[static_cast<size_t>(i * len + j)] =
+                                    dot_f32(qb + i * ld, kvh.k + j * head_dim, head_dim) * scale;
+                    }
+                    if (r.masked)
+                        for (int64_t i = 0; i < nb; ++i)
+                            for (int64_t j = r.k0; j < r.k1; ++j)
+                                if (kvh.pos[j] > q_pos[b0 + i])
+                                    s[static_cast<size_t>(i * len + j)] = kNegInf;
+                }
+                // Row softmax over the visible runs (invisible entries become exactly 0).
+                for (int64_t i = 0; i < nb; ++i) {
+                    float* si = s.data() + i * len;
+                    float mx = kNegInf;
+                    for (const Run& r : runs) mx = row_max(si + r.k0, r.k1 - r.k0, mx);
+                    double sum = 0.0;
+                    if (mx != kNegInf) {
+                        for (const Run& r : runs) sum += exp_shifted(si + r.k0, r.k1 - r.k0, mx);
+                    } else {
+                        for (const Run& r : runs) std::fill(si + r.k0, si + r.k1, 0.0f);
+                    }
+                    const float inv = sum > 0 ? static_cast<float>(1.0 / sum) : 0.0f;
+                    for (const Run& r : runs)
+                        scale_add(si + r.k0, r.k1 - r.k0, inv, colsum ? colsum + r.k0 : nullptr);
+                    const int64_t row = b0 + i;
+                    if (lse) lse[row] = mx + static_cast<float>(std::log(sum));
+                    if (rows_out && row >= tail0) {
+                        float* dst = rows_out + (row - tail0) * len;
+                        std::fill(dst, dst + len, 0.0f);
+                        for (const Run& r : runs) std::copy(si + r.k0, si + r.k1, dst + r.k0);
+                    }
+                }
+                // Output O = P V over the visible runs.
+                if (use_blas) {
+                    bool first = true;
+                    for (const Run& r : runs) {
+                        blas->sgemm(kRowMajor, kNoTrans, kNoTrans, static_cast<int>(nb),
+                                    static_cast<int>(head_dim), static_cast<int>(r.k1 - r.k0), 1.0f,
+                                    s.data() + r.k0, static_cast<int>(len),
+                                    kvh.v + r.k0 * head_dim, static_cast<int>(head_dim),
+                                    first ? 0.0f : 1.0f, ob, static_cast<int>(ld));
+                        first = false;
+                    }
+                    if (first)
+                        for (int64_t i = 0; i < nb; ++i)
+                            std::fill(ob + i * ld, ob + i * ld + head_dim, 0.0f);
+                } else {
+                    for (int64_t i = 0; i < nb; ++i) {
+                        float* oi = ob + i * ld;
+                        std::fill(oi, oi + head_dim, 0.0f);
+                        const float* si = s.data() + i * len;
+                        for (const Run& r : runs)
+                            for (int64_t j = r.k0; j < r.k1; ++j) {
+                                const float pj = si[j];
+                                if (pj == 0.0f) continue;
+                                const float* vj = kvh.v + j * head_dim;
+                                for (int64_t d = 0; d < head_dim; ++d) oi[d] += pj * vj[d];
+                            }
+                    }
+                }
+            }
+        }
+    });
+    if (want_colsum) {
+        for (int64_t h = 0; h < n_heads; ++h) {
+            float* dst = stats->colsum[static_cast<size_t>(h)];
+            if (!dst) continue;
+            const int64_t len = kv[h / group].len;
+            for (int64_t c = 0; c < chunks; ++c) {
+                const auto& part = partial[static_cast<size_t>(h * chunks + c)];
+                for (int64_t j = 0; j < len; ++j) dst[j] += part[static_cast<size_t>(j)];
+            }
+        }
+    }
+}
+
+}  // namespace kvscope::cpu
