@@ -77,7 +77,12 @@ Engine::Engine(const Model& model, Backend& backend, EngineOptions opts)
 }
 
 Engine::~Engine() {
-    if (cache_) backend_.forget_kv(cache_->uid());  // the backend's device copies of the cache
+    if (cache_) {
+        try {
+            backend_.forget_kv(cache_->uid());  // the backend's device copies of the cache
+        } catch (...) {  // a destructor must not throw; the backend frees them when destroyed
+        }
+    }
     if (s_) {
         Scratch& s = *s_;
         free_all(backend_, {&s.x, &s.h, &s.q, &s.k, &s.v, &s.att, &s.o, &s.gate, &s.up, &s.act,
