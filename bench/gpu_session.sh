@@ -99,7 +99,9 @@ stage_ops() {
   KVSCOPE_OPS_PERF=1 "$TEST_KERNELS" --gtest_output=json:"$OUT/ops_native.json"; local r1=$?
   KVSCOPE_CUDA_MATH=fp32 "$TEST_KERNELS" --gtest_filter='*Cuda*' --gtest_output=json:"$OUT/ops_fp32.json"; local r2=$?
   KVSCOPE_CUDA_KV_MIRROR=0 "$TEST_KERNELS" --gtest_filter='*Cuda*'; local r3=$?
-  return $((r1 || r2 || r3))
+  # The fp32 fallback of the tensor-core prefill attention (KVSCOPE_CUDA_ATTENTION=fp32).
+  KVSCOPE_CUDA_ATTENTION=fp32 "$TEST_KERNELS" --gtest_filter='*Cuda*'; local r4=$?
+  return $((r1 || r2 || r3 || r4))
 }
 
 stage_golden() {
