@@ -68,6 +68,8 @@ int main(int argc, char** argv) {
     // ASan reserves terabytes of shadow address space at start, so the sanitized test build
     // limits allocations through ASAN_OPTIONS (set by the parent) instead.
     if (max_memory > 0) limit(RLIMIT_AS, static_cast<rlim_t>(max_memory));
+#else
+    (void)max_memory;
 #endif
     // The parent kills this process at its wall-clock deadline; the CPU limit also ends it if
     // the parent is gone.
