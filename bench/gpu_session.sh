@@ -66,9 +66,10 @@ need_out() { if [ -z "${OUT:-}" ]; then echo "set OUT to the results folder" >&2
 stage_pack() {
   cmake -S . -B build -G Ninja -DKVSCOPE_BUILD_CUDA=ON || return 1
   grep -q "KVSCOPE_HAVE_CUDA" build/CMakeCache.txt 2>/dev/null || true
-  cmake --build build --target kvscope test_kernels -j"$(nproc)" || return 1
+  cmake --build build --target kvscope kvscope-trace-probe test_kernels -j"$(nproc)" || return 1
   rm -rf "$CARRY"; mkdir -p "$CARRY/bin" "$CARRY/lib"
-  cp build/app/cli/kvscope build/tests/test_kernels "$CARRY/bin/"
+  # kvscope opens traces through kvscope-trace-probe, found next to it (traces/trace_probe.h).
+  cp build/app/cli/kvscope build/traces/probe/kvscope-trace-probe build/tests/test_kernels "$CARRY/bin/"
   strip --strip-debug "$CARRY/bin/"* 2>/dev/null || true
   # Only the project's own dependencies (HDF5 and its filters, sentencepiece, PCRE2): the image
   # has them too (used when present, see KVLIB below), and the rest of the closure (libstdc++,
