@@ -42,13 +42,14 @@ Loaded load_model_and_tokenizer(const ModelArgs& args, bool need_tokenizer) {
     const fs::path mp = args.model;
     std::error_code ec;
     if (fs::is_regular_file(mp, ec) && mp.extension() != ".bin")
-        throw InputError(mp, "is a file, but --model takes a model directory (config.json + "
-                             "*.safetensors) or a llama2.c .bin checkpoint" +
-                                 (mp.filename() == "config.json"
-                                      ? "; pass its folder: --model " +
-                                            (mp.has_parent_path() ? mp.parent_path().string()
-                                                                  : std::string("."))
-                                      : std::string()));
+        throw InputError(
+            mp,
+            "is a file, but --model takes a model directory (config.json + "
+            "*.safetensors) or a llama2.c .bin checkpoint" +
+                (mp.filename() == "config.json"
+                     ? "; pass its folder: --model " +
+                           (mp.has_parent_path() ? mp.parent_path().string() : std::string("."))
+                     : std::string()));
     Loaded out;
     out.model = load_model(args.model);
     if (!need_tokenizer) return out;
@@ -184,8 +185,9 @@ void check_prompt_text(const std::string& text, const std::string& source) {
     const int64_t bad = first_invalid_utf8(text);
     if (bad >= 0) {
         char hex[8];
-        std::snprintf(hex, sizeof hex, "0x%02X",
-                      static_cast<unsigned>(static_cast<unsigned char>(text[static_cast<size_t>(bad)])));
+        std::snprintf(
+            hex, sizeof hex, "0x%02X",
+            static_cast<unsigned>(static_cast<unsigned char>(text[static_cast<size_t>(bad)])));
         throw UsageError(source + ": the prompt is not valid UTF-8: first bad byte " + hex +
                          " at byte offset " + std::to_string(bad));
     }
@@ -196,8 +198,8 @@ std::string read_prompt_file(const std::string& path) {
     if (fs::is_directory(path, ec)) throw UsageError(path, "is a directory, not a file");
     std::ifstream f(path, std::ios::binary);
     if (!f)
-        throw InputError(path, fs::exists(path, ec) ? "cannot read the prompt file"
-                                                    : "no such prompt file");
+        throw InputError(
+            path, fs::exists(path, ec) ? "cannot read the prompt file" : "no such prompt file");
     std::stringstream ss;
     ss << f.rdbuf();
     const std::string text = ss.str();

@@ -155,7 +155,8 @@ std::function<int()> setup(CLI::App& sub) {
             floor_gbs = backend->measure_copy_gbs(static_cast<size_t>(floor_bytes), 9);
         }
         const int64_t wbytes = weight_bytes(*L.model);
-        std::fprintf(txt, 
+        std::fprintf(
+            txt,
             "floor: %.1f GB/s (copy of %lld MiB, read + write, median of 9); weights %.3f GB\n",
             floor_gbs, static_cast<long long>(floor_bytes >> 20),
             static_cast<double>(wbytes) / 1e9);
@@ -163,9 +164,9 @@ std::function<int()> setup(CLI::App& sub) {
         const int32_t vocab = std::min<int32_t>(static_cast<int32_t>(sp.vocab_size),
                                                 static_cast<int32_t>(L.tokenizer->vocab_size()));
         std::vector<Row> rows;
-        std::fprintf(txt, "\n%-16s %7s %4s %11s %10s %12s %11s %9s %7s %10s\n", "policy", "length", "rec",
-                    "prefill ms", "prefill t/s", "decode ms/t", "bytes/step", "GB/s", "%floor",
-                    "peak MiB");
+        std::fprintf(txt, "\n%-16s %7s %4s %11s %10s %12s %11s %9s %7s %10s\n", "policy", "length",
+                     "rec", "prefill ms", "prefill t/s", "decode ms/t", "bytes/step", "GB/s",
+                     "%floor", "peak MiB");
         for (const PolicyArgs& pa : policies) {
             for (int64_t len : lengths) {
                 std::mt19937_64 rng(a->seed + static_cast<uint64_t>(len));
@@ -244,8 +245,8 @@ std::function<int()> setup(CLI::App& sub) {
                     r.peak_backend = mem.peak;
                     if (mem.device_total >= 0) r.device_used = mem.device_total - mem.device_free;
                     r.max_rss = max_rss_bytes();
-                    std::fprintf(txt, 
-                        "%-16s %7lld %4s %11.1f %10.0f %12.3f %11.3g %9.1f %6.1f%% %10.1f\n",
+                    std::fprintf(
+                        txt, "%-16s %7lld %4s %11.1f %10.0f %12.3f %11.3g %9.1f %6.1f%% %10.1f\n",
                         r.policy.c_str(), static_cast<long long>(len), rec_on ? "on" : "off",
                         r.prefill_ms, static_cast<double>(len) / (r.prefill_ms / 1e3),
                         r.decode_ms_per_token, static_cast<double>(r.bytes_per_step), r.gbs,
@@ -256,11 +257,11 @@ std::function<int()> setup(CLI::App& sub) {
                 }
             }
         }
-        std::fprintf(txt, 
-            "\nbytes/step = weights as stored + KV bytes the cache holds after the run; "
-            "GB/s = bytes/step / decode time; peak = %s\n",
-            cuda ? "device memory the backend held (weights, activations, scratch)"
-                 : "activations the backend held + the mmapped weights");
+        std::fprintf(txt,
+                     "\nbytes/step = weights as stored + KV bytes the cache holds after the run; "
+                     "GB/s = bytes/step / decode time; peak = %s\n",
+                     cuda ? "device memory the backend held (weights, activations, scratch)"
+                          : "activations the backend held + the mmapped weights");
         if (!a->json.empty()) {
             nlohmann::json j;
             j["model"] = a->m.model;

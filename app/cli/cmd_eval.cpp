@@ -166,8 +166,7 @@ std::function<int()> setup(CLI::App& sub) {
         std::vector<Cell> cells;
         const auto t_all = std::chrono::steady_clock::now();
         Progress progress("eval", a->quiet);
-        const int64_t n_trials =
-            static_cast<int64_t>(lengths.size() * depths.size()) * a->trials;
+        const int64_t n_trials = static_cast<int64_t>(lengths.size() * depths.size()) * a->trials;
         int64_t trials_done = 0;
         for (int64_t len : lengths) {
             for (double d : depths) {
@@ -255,41 +254,40 @@ std::function<int()> setup(CLI::App& sub) {
                 {"csv", csv_path}};
             std::printf("%s\n", j.dump(2).c_str());
         } else {
-        std::printf("%s accuracy, policy %s", a->task.c_str(), a->policy.name.c_str());
-        if (a->policy.budget >= 0)
-            std::printf(" (budget %lld)", static_cast<long long>(a->policy.budget));
-        if (a->policy.ratio >= 0) std::printf(" (ratio %g)", a->policy.ratio);
-        std::printf(", %d trial(s) per cell, seed %llu\n", a->trials,
-                    static_cast<unsigned long long>(a->seed));
-        std::printf("length ");
-        for (double d : depths) std::printf(" %6.2f", d);
-        std::printf("   mean\n");
-        int total_ok = 0, total = 0;
-        for (int64_t len : lengths) {
-            std::printf("%6lld ", static_cast<long long>(len));
-            int ok = 0, n = 0;
-            for (const Cell& c : cells) {
-                if (c.length != len) continue;
-                std::printf(" %5.0f%%", 100.0 * c.correct / c.trials);
-                ok += c.correct;
-                n += c.trials;
+            std::printf("%s accuracy, policy %s", a->task.c_str(), a->policy.name.c_str());
+            if (a->policy.budget >= 0)
+                std::printf(" (budget %lld)", static_cast<long long>(a->policy.budget));
+            if (a->policy.ratio >= 0) std::printf(" (ratio %g)", a->policy.ratio);
+            std::printf(", %d trial(s) per cell, seed %llu\n", a->trials,
+                        static_cast<unsigned long long>(a->seed));
+            std::printf("length ");
+            for (double d : depths) std::printf(" %6.2f", d);
+            std::printf("   mean\n");
+            int total_ok = 0, total = 0;
+            for (int64_t len : lengths) {
+                std::printf("%6lld ", static_cast<long long>(len));
+                int ok = 0, n = 0;
+                for (const Cell& c : cells) {
+                    if (c.length != len) continue;
+                    std::printf(" %5.0f%%", 100.0 * c.correct / c.trials);
+                    ok += c.correct;
+                    n += c.trials;
+                }
+                std::printf("  %5.1f%%\n", 100.0 * ok / n);
+                total_ok += ok;
+                total += n;
             }
-            std::printf("  %5.1f%%\n", 100.0 * ok / n);
-            total_ok += ok;
-            total += n;
-        }
-        std::printf("overall %d/%d (%.1f%%) in %.1f s\n", total_ok, total, 100.0 * total_ok / total,
-                    secs);
+            std::printf("overall %d/%d (%.1f%%) in %.1f s\n", total_ok, total,
+                        100.0 * total_ok / total, secs);
         }
 
         std::ofstream csv(csv_path);
         if (!csv) throw InputError(csv_path, "cannot open for writing");
         csv << "task,policy,budget,ratio,length,depth,trials,correct,accuracy\n";
         for (const Cell& c : cells)
-            csv << csv_quote(a->task) << ',' << csv_quote(a->policy.name) << ','
-                << a->policy.budget << ','
-                << a->policy.ratio << ',' << c.length << ',' << c.depth << ',' << c.trials << ','
-                << c.correct << ',' << static_cast<double>(c.correct) / c.trials << '\n';
+            csv << csv_quote(a->task) << ',' << csv_quote(a->policy.name) << ',' << a->policy.budget
+                << ',' << a->policy.ratio << ',' << c.length << ',' << c.depth << ',' << c.trials
+                << ',' << c.correct << ',' << static_cast<double>(c.correct) / c.trials << '\n';
         if (!csv) throw InputError(csv_path, "write error");
         if (!a->quiet) std::fprintf(stderr, "wrote %s\n", csv_path.c_str());
         return 0;

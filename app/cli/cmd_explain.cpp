@@ -107,12 +107,12 @@ std::function<int()> setup(CLI::App& sub) {
         for (int64_t p = needle->begin; p < needle->end; ++p)
             needle_text += L.tokenizer->token_bytes(input.ids[static_cast<size_t>(p)]);
         std::fprintf(txt, "needle   tokens [%lld, %lld) \"%s\", answer '%s'\n",
-                    static_cast<long long>(needle->begin), static_cast<long long>(needle->end),
-                    needle_text.c_str(), input.answer.c_str());
+                     static_cast<long long>(needle->begin), static_cast<long long>(needle->end),
+                     needle_text.c_str(), input.answer.c_str());
         std::fprintf(txt, "re-run   output \"%s\" (%s)%s\n", res.text.c_str(),
-                    res.answer_found == 1 ? "answer found" : "answer lost",
-                    res.text == L.tokenizer->decode(gen, true) ? ", same as the trace"
-                                                               : ", DIFFERS from the trace");
+                     res.answer_found == 1 ? "answer found" : "answer lost",
+                     res.text == L.tokenizer->decode(gen, true) ? ", same as the trace"
+                                                                : ", DIFFERS from the trace");
         const auto& decisions = *decided;
         const std::string score_name = [&] {
             for (const auto& d : decisions)
@@ -124,9 +124,11 @@ std::function<int()> setup(CLI::App& sub) {
         // Position-debiased prefill attention: received / queries that can see the key.
         const PrefillState& st = session.state();
         const int64_t P = st.prompt_len(), g = L.model->spec.group_size();
-        std::fprintf(txt, "attention (prefill, mean per query that sees the token, x1e3; summed "
-                    "attention favours early tokens):\n  layer:");
-        for (int64_t l = 0; l < L.model->spec.n_layers; ++l) std::fprintf(txt, " %6lld", static_cast<long long>(l));
+        std::fprintf(txt,
+                     "attention (prefill, mean per query that sees the token, x1e3; summed "
+                     "attention favours early tokens):\n  layer:");
+        for (int64_t l = 0; l < L.model->spec.n_layers; ++l)
+            std::fprintf(txt, " %6lld", static_cast<long long>(l));
         std::fprintf(txt, "\n  needle:");
         for (const auto& ls : st.stats) {
             double sum = 0;
@@ -167,8 +169,9 @@ std::function<int()> setup(CLI::App& sub) {
             if (d.action != "kept") h.lost.push_back(&d);
         }
         const int64_t span_len = needle->end - needle->begin;
-        std::fprintf(txt, "layer head  after prompt  losses (step: action, tokens)      needle score "
-                    "(min..max)  rank (best..worst)/n   cut-off     took its place\n");
+        std::fprintf(txt,
+                     "layer head  after prompt  losses (step: action, tokens)      needle score "
+                     "(min..max)  rank (best..worst)/n   cut-off     took its place\n");
         for (const auto& [key, h] : heads) {
             if (h.lost.empty() && !a->all) continue;
             std::map<std::string, int64_t> acts;
@@ -201,13 +204,14 @@ std::function<int()> setup(CLI::App& sub) {
             const std::string when = first_step == -2   ? "-"
                                      : first_step == -1 ? "prompt"
                                                         : "step " + std::to_string(first_step + 1);
-            std::fprintf(txt, "%5lld %4lld  %5lld/%-6lld  %-36s %10s..%-10s %6lld..%-6lld/%-5lld %-10s  %s\n",
-                        static_cast<long long>(key.first), static_cast<long long>(key.second),
-                        static_cast<long long>(h.kept), static_cast<long long>(span_len),
-                        (when + ": " + losses).c_str(), fmt(smin).c_str(), fmt(smax).c_str(),
-                        static_cast<long long>(rmin == INT64_MAX ? -1 : rmin),
-                        static_cast<long long>(rmax), static_cast<long long>(n), fmt(cut).c_str(),
-                        took.c_str());
+            std::fprintf(
+                txt,
+                "%5lld %4lld  %5lld/%-6lld  %-36s %10s..%-10s %6lld..%-6lld/%-5lld %-10s  %s\n",
+                static_cast<long long>(key.first), static_cast<long long>(key.second),
+                static_cast<long long>(h.kept), static_cast<long long>(span_len),
+                (when + ": " + losses).c_str(), fmt(smin).c_str(), fmt(smax).c_str(),
+                static_cast<long long>(rmin == INT64_MAX ? -1 : rmin), static_cast<long long>(rmax),
+                static_cast<long long>(n), fmt(cut).c_str(), took.c_str());
         }
         if (!a->json_out.empty()) {
             nlohmann::json j = nlohmann::json::array();
@@ -226,7 +230,8 @@ std::function<int()> setup(CLI::App& sub) {
                              {"cutoff", num(d.cutoff)}, {"budget", d.budget},
                              {"took_its_place", t}});
             }
-            const nlohmann::json doc = {{"trace", a->trace}, {"policy", choice.describe()},
+            const nlohmann::json doc = {{"trace", a->trace},
+                                        {"policy", choice.describe()},
                                         {"score", score_name},
                                         {"needle", {needle->begin, needle->end}},
                                         {"decisions", j}};

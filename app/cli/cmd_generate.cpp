@@ -85,14 +85,13 @@ std::function<int()> setup(CLI::App& sub) {
         emit(stream.flush());
         const auto t2 = std::chrono::steady_clock::now();
         if (a->json) {
-            const nlohmann::json j = {
-                {"prompt", a->prompt},
-                {"output", text},
-                {"prompt_tokens", ids.size()},
-                {"generated_tokens", produced},
-                {"prefill_s", std::chrono::duration<double>(t1 - t0).count()},
-                {"decode_s", std::chrono::duration<double>(t2 - t1).count()},
-                {"bytes_held", engine.cache().bytes_held()}};
+            const nlohmann::json j = {{"prompt", a->prompt},
+                                      {"output", text},
+                                      {"prompt_tokens", ids.size()},
+                                      {"generated_tokens", produced},
+                                      {"prefill_s", std::chrono::duration<double>(t1 - t0).count()},
+                                      {"decode_s", std::chrono::duration<double>(t2 - t1).count()},
+                                      {"bytes_held", engine.cache().bytes_held()}};
             std::printf("%s\n",
                         j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
         } else {

@@ -70,7 +70,8 @@ std::function<int()> setup(CLI::App& sub) {
             if (!json_stdout) std::printf("[%zu] %-12s", i, ("\"" + piece(ids[i]) + "\"").c_str());
             nlohmann::json row = nlohmann::json::array();
             for (const auto& [id, logp] : best) {
-                if (!json_stdout) std::printf("  %d %s %.4f", id, piece(id).c_str(), std::exp(logp));
+                if (!json_stdout)
+                    std::printf("  %d %s %.4f", id, piece(id).c_str(), std::exp(logp));
                 row.push_back({id, logp});
             }
             if (!json_stdout) std::printf("\n");

@@ -170,7 +170,8 @@ std::function<int()> setup_merge(CLI::App& sub) {
                                     .c_str());
         else
             std::printf("niah-merge: %lld rows into %s/summary.csv, %lld missing\n",
-                    static_cast<long long>(rows), dir->c_str(), static_cast<long long>(missing));
+                        static_cast<long long>(rows), dir->c_str(),
+                        static_cast<long long>(missing));
         return missing > 0 ? 1 : 0;
     };
 }

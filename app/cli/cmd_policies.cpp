@@ -63,10 +63,14 @@ nlohmann::json entry_json(const PolicyEntry& e) {
                           {"max", p.max ? nlohmann::json(*p.max) : nullptr},
                           {"choices", p.choices},
                           {"help", p.help}});
-    return {{"name", e.info.name},      {"full_name", e.info.full_name},
-            {"regime", regime_code(e.info.regime)}, {"needs_budget", e.info.needs_budget},
-            {"paper", e.info.paper},    {"arxiv", e.info.arxiv},
-            {"code", e.info.code},      {"params", params}};
+    return {{"name", e.info.name},
+            {"full_name", e.info.full_name},
+            {"regime", regime_code(e.info.regime)},
+            {"needs_budget", e.info.needs_budget},
+            {"paper", e.info.paper},
+            {"arxiv", e.info.arxiv},
+            {"code", e.info.code},
+            {"params", params}};
 }
 
 }  // namespace

@@ -64,8 +64,8 @@ std::function<int()> setup(CLI::App& sub) {
         session.prefill();
         if (!a->quiet) std::fprintf(stderr, " %.2f s\n", session.prefill_ms() / 1e3);
         std::fprintf(txt, "policy   %s\nneedle   tokens [%lld, %lld), answer '%s'\n",
-                    choice.describe().c_str(), static_cast<long long>(needle->begin),
-                    static_cast<long long>(needle->end), input.answer.c_str());
+                     choice.describe().c_str(), static_cast<long long>(needle->begin),
+                     static_cast<long long>(needle->end), input.answer.c_str());
         const auto show = [txt, &runs](const record::RescueRun& r) {
             std::fprintf(txt, "run      needle kept in layers %-24s %s  (%s)\n",
                          record::layer_list(r.layers).c_str(), r.found == 1 ? "FOUND" : "wrong",

@@ -224,12 +224,13 @@ std::function<int()> setup(CLI::App& sub) {
                 const whatif::MemoryFit fit = session.fit_memory(choice, target);
                 choice.budget = Budget{};
                 choice.budget.tokens = fit.budget_tokens;
-                std::fprintf(a->json ? stderr : stdout, "memory   target %lld bytes (full prompt cache %lld): budget %lld "
-                            "tokens per head holds %lld bytes after the first decoded token\n",
-                            static_cast<long long>(target),
-                            static_cast<long long>(session.state().bytes_full()),
-                            static_cast<long long>(fit.budget_tokens),
-                            static_cast<long long>(fit.bytes));
+                std::fprintf(a->json ? stderr : stdout,
+                             "memory   target %lld bytes (full prompt cache %lld): budget %lld "
+                             "tokens per head holds %lld bytes after the first decoded token\n",
+                             static_cast<long long>(target),
+                             static_cast<long long>(session.state().bytes_full()),
+                             static_cast<long long>(fit.budget_tokens),
+                             static_cast<long long>(fit.bytes));
             }
             record::RerunRequest rr;
             rr.policy = choice;
@@ -303,23 +304,24 @@ std::function<int()> setup(CLI::App& sub) {
         progress.finish();
         const int rc = reason == "interrupted" ? 130 : 0;
         if (a->json) {
-            nlohmann::json j = {{"trace", a->trace},
-                                {"policy", policy_name},
-                                {"policy_full_name", policy_full},
-                                {"prompt_tokens", ids.size()},
-                                {"prefill_ms", prefill_ms},
-                                {"decode_steps", steps},
-                                {"decode_ms", decode_ms},
-                                {"stop_reason", reason},
-                                {"bytes_held_final", bytes_final},
-                                {"output", output},
-                                {"answer", answer.empty() ? nlohmann::json(nullptr)
-                                                          : nlohmann::json(answer)},
-                                {"answer_found", answer.empty() ? nlohmann::json(nullptr)
-                                                                : nlohmann::json(output.find(answer) !=
-                                                                                 std::string::npos)}};
+            nlohmann::json j = {
+                {"trace", a->trace},
+                {"policy", policy_name},
+                {"policy_full_name", policy_full},
+                {"prompt_tokens", ids.size()},
+                {"prefill_ms", prefill_ms},
+                {"decode_steps", steps},
+                {"decode_ms", decode_ms},
+                {"stop_reason", reason},
+                {"bytes_held_final", bytes_final},
+                {"output", output},
+                {"answer", answer.empty() ? nlohmann::json(nullptr) : nlohmann::json(answer)},
+                {"answer_found", answer.empty()
+                                     ? nlohmann::json(nullptr)
+                                     : nlohmann::json(output.find(answer) != std::string::npos)}};
             // Replace invalid UTF-8 (a token split mid-character) instead of throwing.
-            std::printf("%s\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+            std::printf("%s\n",
+                        j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
             return rc;
         }
         std::printf("trace    %s\n", a->trace.c_str());

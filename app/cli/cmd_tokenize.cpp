@@ -52,8 +52,9 @@ std::function<int()> setup(CLI::App& sub) {
             const std::string out = tok->decode(ids, false);
             if (a->json) {
                 const nlohmann::json j = {{"ids", ids}, {"text", out}};
-                std::printf("%s\n",
-                            j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+                std::printf(
+                    "%s\n",
+                    j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
                 return 0;
             }
             std::printf("%s\n", out.c_str());

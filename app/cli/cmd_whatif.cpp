@@ -106,6 +106,9 @@ std::function<int()> setup(CLI::App& sub) {
         if (pf->count() > 0) prompt_text = read_prompt_file(a->prompt_file);
         if (!a->needle.empty()) check_prompt_text(a->needle, "--needle");
         if (!a->answer.empty()) check_prompt_text(a->answer, "--answer");
+        // Existing outputs are refused (exit 2) before the prefill, not after it.
+        if (!a->json_out.empty() && !json_stdout) check_output_path(a->json_out, a->force);
+        if (!a->save_state.empty()) check_output_path(a->save_state, a->force);
         const int lists = (b->count() > 0) + (r->count() > 0) + (mm->count() > 0);
         const auto* entry = PolicyRegistry::global().find(a->policy);
         const bool needs_budget = entry == nullptr || entry->info.needs_budget;
@@ -203,13 +206,14 @@ std::function<int()> setup(CLI::App& sub) {
         if (rows.empty()) rows.push_back({{a->policy, {}, a->params}, "-"});
 
         const bool has_needle = !input.spans.empty();
-        std::fprintf(txt, "policy %s, prompt %zu tokens, full cache %lld bytes%s\n", a->policy.c_str(),
-                    input.ids.size(), static_cast<long long>(session.state().bytes_full()),
-                    has_needle ? ", needle = span 0" : "");
-        std::fprintf(txt, "%-22s %10s %12s %7s %9s %9s %9s%s\n", "budget", "tokens", "bytes", "mem%",
-                    "needle", "needle", "preview", a->decode ? "  answer (trace)" : "");
-        std::fprintf(txt, "%-22s %10s %12s %7s %9s %9s %9s\n", "", "held", "held", "", "mean", "min",
-                    "ms");
+        std::fprintf(txt, "policy %s, prompt %zu tokens, full cache %lld bytes%s\n",
+                     a->policy.c_str(), input.ids.size(),
+                     static_cast<long long>(session.state().bytes_full()),
+                     has_needle ? ", needle = span 0" : "");
+        std::fprintf(txt, "%-22s %10s %12s %7s %9s %9s %9s%s\n", "budget", "tokens", "bytes",
+                     "mem%", "needle", "needle", "preview", a->decode ? "  answer (trace)" : "");
+        std::fprintf(txt, "%-22s %10s %12s %7s %9s %9s %9s\n", "", "held", "held", "", "mean",
+                     "min", "ms");
         nlohmann::json out = nlohmann::json::array();
         if (a->decode) fs::create_directories(a->trace_dir);
         for (const Row& row : rows) {
@@ -248,27 +252,27 @@ std::function<int()> setup(CLI::App& sub) {
                 j["trace"] = res.trace.string();
                 j["bytes_held_final"] = res.bytes_held_final;
             }
-            std::fprintf(txt, "%-22s %10lld %12lld %6.1f%% %9s %9s %9.1f  %s\n", row.label.c_str(),
-                        static_cast<long long>(pv.tokens_held),
-                        static_cast<long long>(pv.bytes_total), 100.0 * pv.memory_fraction(),
-                        has_needle ? std::to_string(pv.survival_mean(0)).substr(0, 5).c_str() : "-",
-                        has_needle ? std::to_string(pv.survival_min(0)).substr(0, 5).c_str() : "-",
-                        pv.elapsed_ms, verdict.c_str());
+            std::fprintf(
+                txt, "%-22s %10lld %12lld %6.1f%% %9s %9s %9.1f  %s\n", row.label.c_str(),
+                static_cast<long long>(pv.tokens_held), static_cast<long long>(pv.bytes_total),
+                100.0 * pv.memory_fraction(),
+                has_needle ? std::to_string(pv.survival_mean(0)).substr(0, 5).c_str() : "-",
+                has_needle ? std::to_string(pv.survival_min(0)).substr(0, 5).c_str() : "-",
+                pv.elapsed_ms, verdict.c_str());
             out.push_back(j);
         }
         if (rows.front().choice.name != "full" && !rows.empty()) {
             const whatif::Preview pv = session.preview(rows.front().choice);
             if (pv.decode_time)
-                std::fprintf(txt, "note: %s keeps deciding while decoding; the preview is its decision "
-                            "on the prompt (step 0); --decode shows the whole run\n",
-                            a->policy.c_str());
+                std::fprintf(txt,
+                             "note: %s keeps deciding while decoding; the preview is its decision "
+                             "on the prompt (step 0); --decode shows the whole run\n",
+                             a->policy.c_str());
         }
         if (json_stdout) {
             std::printf("%s\n",
                         out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
         } else if (!a->json_out.empty()) {
-            if (!a->force && fs::exists(a->json_out))
-                throw InputError(a->json_out, "already exists; pass --force to replace it");
             std::ofstream f(a->json_out);
             if (!f) throw InputError(a->json_out, "cannot write the JSON file");
             f << out.dump(2) << "\n";

@@ -83,7 +83,8 @@ std::vector<std::string> suggestions(const std::string& word,
 std::string did_you_mean(const std::vector<std::string>& s) {
     if (s.empty()) return "";
     std::string t = ". Did you mean ";
-    for (size_t i = 0; i < s.size(); ++i) t += (i ? (i + 1 == s.size() ? " or " : ", ") : "") + s[i];
+    for (size_t i = 0; i < s.size(); ++i)
+        t += (i ? (i + 1 == s.size() ? " or " : ", ") : "") + s[i];
     return t + "?";
 }
 
@@ -97,8 +98,8 @@ CLI::Validator integer_fits(bool is_unsigned) {
             if (!v.empty() && v.front() == '+') v.remove_prefix(1);
             const bool neg = !v.empty() && v.front() == '-';
             const std::string_view digits = neg ? v.substr(1) : v;
-            if (digits.empty() ||
-                !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
+            if (digits.empty() || !std::all_of(digits.begin(), digits.end(),
+                                               [](char c) { return c >= '0' && c <= '9'; }))
                 return "";  // not a plain decimal integer: CLI11's conversion reports it
             std::errc ec;
             if (is_unsigned && !neg) {
@@ -171,10 +172,10 @@ int prescan(CLI::App& app, std::vector<std::string>& args) {
             const CLI::Option* o = scope.get_option_no_throw(name);
             if (!o) {
                 const std::string where = cur ? "kvscope " + cur->get_name() : "kvscope";
-                return usage_error(where,
-                                   "unknown flag " + name +
-                                       did_you_mean(suggestions(name, option_names(scope))),
-                                   where);
+                return usage_error(
+                    where,
+                    "unknown flag " + name + did_you_mean(suggestions(name, option_names(scope))),
+                    where);
             }
             takes_value = t.find('=') == std::string::npos && o->get_type_size() != 0;
         } else if (t.size() == 2 && t[0] == '-' && t[1] != '-' && !(t[1] >= '0' && t[1] <= '9')) {
@@ -199,10 +200,10 @@ int prescan(CLI::App& app, std::vector<std::string>& args) {
             }
             cur = find_command(app, t);
             if (!cur)
-                return usage_error("kvscope",
-                                   "unknown command '" + t + "'" +
-                                       did_you_mean(suggestions(t, commands)),
-                                   "kvscope");
+                return usage_error(
+                    "kvscope",
+                    "unknown command '" + t + "'" + did_you_mean(suggestions(t, commands)),
+                    "kvscope");
         }
     }
     return -1;
@@ -215,8 +216,9 @@ int main(int argc, char** argv) {
     // (traces/trace_probe.h), so a file that crashes libhdf5 is an error message, not a crash.
     kvscope::trace::set_probe_untrusted_traces(true);
     CLI::App app{"KVScope: see what KV-cache compression does inside a real LLM"};
-    app.set_version_flag("--version,-V", version_text(), "Print the version, commit, build type "
-                                                         "and backends, and exit");
+    app.set_version_flag("--version,-V", version_text(),
+                         "Print the version, commit, build type "
+                         "and backends, and exit");
     app.require_subcommand(1);
     // Inherited by every subcommand added below: defaults in each flag's help, exit codes.
     app.option_defaults()->always_capture_default();

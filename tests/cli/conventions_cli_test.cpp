@@ -195,7 +195,8 @@ TEST(CliConventions, JsonOnStdoutParses) {
                 " --device cpu --lengths 16 --decode-steps 1 --recording off --json -");
     EXPECT_TRUE(j.contains("device"));
     // generate's text ends with a newline.
-    const CliResult g = run_kvscope_split("generate --model " + kModel + " --prompt hi --max-new 2");
+    const CliResult g =
+        run_kvscope_split("generate --model " + kModel + " --prompt hi --max-new 2");
     ASSERT_FALSE(g.out.empty());
     EXPECT_EQ(g.out.back(), '\n');
 }
@@ -232,10 +233,11 @@ TEST(CliConventions, CsvStringColumnsAreQuotedAndTyped) {
 
 TEST(CliConventions, InvalidUtf8PromptIsRefusedBeforeAnyOutput) {
     const fs::path bad = scratch("bad.txt");
-    std::ofstream(bad, std::ios::binary) << "ab\xff" << "cd";
+    std::ofstream(bad, std::ios::binary) << "ab\xff"
+                                         << "cd";
     const fs::path trace = scratch("utf8.kvtrace.h5");
-    auto r = run_kvscope("run --model " + kModel + " --prompt-file " + bad.string() +
-                         " --trace " + trace.string());
+    auto r = run_kvscope("run --model " + kModel + " --prompt-file " + bad.string() + " --trace " +
+                         trace.string());
     EXPECT_EQ(r.code, 2) << r.out;
     EXPECT_TRUE(has(r.out, "not valid UTF-8")) << r.out;
     EXPECT_TRUE(has(r.out, "byte offset 2")) << r.out;
@@ -261,7 +263,8 @@ TEST(CliConventions, InvalidUtf8PromptIsRefusedBeforeAnyOutput) {
 TEST(CliConventions, EmptyPromptIsRefusedTheSameFromFlagAndFile) {
     const fs::path empty = scratch("empty.txt");
     std::ofstream(empty).flush();
-    const std::string base = "run --model " + kModel + " --trace " + scratch("e.kvtrace.h5").string();
+    const std::string base =
+        "run --model " + kModel + " --trace " + scratch("e.kvtrace.h5").string();
     const CliResult a = run_kvscope(base + " --prompt ''");
     const CliResult b = run_kvscope(base + " --prompt-file " + empty.string());
     EXPECT_EQ(a.code, 2) << a.out;
@@ -272,8 +275,8 @@ TEST(CliConventions, EmptyPromptIsRefusedTheSameFromFlagAndFile) {
 }
 
 TEST(CliConventions, NumbersAndParamsAreRangeChecked) {
-    const std::string base = "run --model " + kModel + " --prompt hi --trace " +
-                             scratch("n.kvtrace.h5").string();
+    const std::string base =
+        "run --model " + kModel + " --prompt hi --trace " + scratch("n.kvtrace.h5").string();
     auto r = run_kvscope(base + " --policy snapkv --budget 99999999999999999999");
     EXPECT_EQ(r.code, 2) << r.out;
     EXPECT_TRUE(has(r.out, "1073741824")) << r.out;  // the allowed range
