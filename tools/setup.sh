@@ -9,7 +9,8 @@ PKGS=(build-essential cmake ninja-build pkg-config
       libhdf5-dev hdf5-tools libgtest-dev libgmock-dev nlohmann-json3-dev libcli11-dev
       libspdlog-dev libsentencepiece-dev libpcre2-dev
       xvfb xauth imagemagick python3 python3-h5py python3-numpy
-      clang-14 libclang-rt-14-dev)  # clang + libFuzzer for tools/fuzz.sh
+      clang-14 libclang-rt-14-dev  # clang + libFuzzer for tools/fuzz.sh
+      libopenblas0-pthread)  # CPU matmul (dlopen'ed at run time; built-in loops without it)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -124,7 +124,9 @@ void attention_blocked(ThreadPool& pool, const float* q, int64_t n, int64_t n_he
     const int64_t tasks = n_heads * chunks;
     std::vector<std::vector<float>> partial(want_colsum ? static_cast<size_t>(tasks) : 0);
 
-    pool.parallel_for(tasks, [&](int64_t t0, int64_t t1) {
+    int64_t max_len = 0;
+    for (int64_t g = 0; g < n_kv_heads; ++g) max_len = std::max(max_len, kv[g].len);
+    pool.parallel_for_work(tasks, n * n_heads * max_len * head_dim, [&](int64_t t0, int64_t t1) {
         std::vector<float> s;
         std::vector<Run> runs;
         for (int64_t task = t0; task < t1; ++task) {

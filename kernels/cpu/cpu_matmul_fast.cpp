@@ -1,6 +1,6 @@
 // The default CPU matmul: out[n, m] = x[n, k] @ w[m, k]^T (+ bias). Prefill (n > kGemvRows) goes to
-// BLAS sgemm, the output features split over the pool's threads (one single-threaded sgemm per
-// thread); decode (n <= kGemvRows) to our own gemv, which bench/bench_cpu_kernels measured faster
+// BLAS sgemm, the output features split over the pool's threads (single-threaded sgemm calls);
+// decode (n <= kGemvRows) to our own gemv, which bench/bench_cpu_kernels measured faster
 // than sgemm at n = 1 (sgemm packs the weight panel, a pure cost when every weight is read once).
 // Weights are f32 here when the backend converted them at upload (the usual case); bf16 / f16
 // weights (a model over the conversion cap) are converted in cache-sized blocks of rows per call.
@@ -86,12 +86,13 @@ void matmul_fast(ThreadPool& pool, const float* x, int64_t n, int64_t k, const v
     const bool f32 = wdt == DType::f32;
     const auto* wb = static_cast<const uint8_t*>(w);
     const size_t esz = dtype_size(wdt);
-    // Parts: contiguous ranges of output features in multiples of 16 (one per thread; more for
-    // gemv so that a slow thread is not the tail).
+    // Parts: contiguous ranges of output features in multiples of 16, 4 per thread, claimed by
+    // whichever thread is running (see thread_pool.h); the split depends on m and the thread count
+    // only, so results do not depend on scheduling.
     const int64_t unit = 16;
     const int64_t units = (m + unit - 1) / unit;
-    const int64_t parts = std::min<int64_t>(units, gemv ? 4 * pool.size() : pool.size());
-    pool.parallel_for(parts, [&](int64_t p0, int64_t p1) {
+    const int64_t parts = std::min<int64_t>(units, 4 * pool.size());
+    pool.parallel_for_work(parts, n * m * k, [&](int64_t p0, int64_t p1) {
         const int64_t j0 = std::min(m, units * p0 / parts * unit);
         const int64_t j1 = std::min(m, units * p1 / parts * unit);
         if (j0 >= j1) return;
