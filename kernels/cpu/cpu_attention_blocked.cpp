@@ -138,7 +138,10 @@ void attention_blocked(ThreadPool& pool, const float* q, int64_t n, int64_t n_he
             const int64_t len = kvh.len;
             const auto& mn = tmin[static_cast<size_t>(g)];
             const auto& mxv = tmax[static_cast<size_t>(g)];
-            s.resize(static_cast<size_t>(kRowBlock * std::max<int64_t>(len, 1)));
+            // Sized by this task's rows: a decode step (1 row) must not clear 16 rows of len.
+            const size_t s_size =
+                static_cast<size_t>(std::min(kRowBlock, r1 - r0) * std::max<int64_t>(len, 1));
+            if (s.size() < s_size) s.resize(s_size);
             float* colsum = nullptr;
             if (want_colsum) {
                 partial[static_cast<size_t>(task)].assign(static_cast<size_t>(len), 0.0f);
