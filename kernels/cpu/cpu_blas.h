@@ -1,8 +1,9 @@
 #pragma once
 // A BLAS sgemm loaded at run time (dlopen), the way the CUDA backend loads cuBLAS: the CPU binary
 // is also carried to machines without OpenBLAS, so a missing library means "use the built-in
-// loops", never a loader error. Only OpenBLAS is tried by default: the reference BLAS
-// (libblas.so.3 / libcblas.so.3) measured slower than our own loops (bench/bench_cpu_kernels).
+// loops", never a loader error. Only OpenBLAS is tried: the generic libblas.so.3 / libcblas.so.3
+// may be the unblocked reference BLAS; it has not been benchmarked against our loops yet (add it
+// here only with a bench/bench_cpu_kernels row that shows it faster).
 #include <string>
 
 namespace kvscope::cpu {
