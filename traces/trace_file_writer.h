@@ -55,6 +55,10 @@ class TraceFileWriter {
     h5::Dataset& d(const char* name);
     template <typename T>
     void append(const char* name, const std::vector<T>& v, hsize_t rows);
+    // Appends one event column converted from `ev` in blocks (see the definition for why).
+    template <typename T>
+    void append_column(const char* name, const std::vector<EventRecord>& ev,
+                       T (*get)(const EventRecord&));
     void append_text(const std::string& piece, int32_t id, TokenRole role);
 
     std::filesystem::path path_;  // the target
