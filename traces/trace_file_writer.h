@@ -21,9 +21,9 @@ class TraceFileWriter {
   public:
     struct Config {
         bool record_attention_rows = false;
-        bool record_maps = false;  // already false when P > kMaxMapTokens
-        int compression_level = 4;
-        bool overwrite = false;  // replace an existing target / discard a stale .part
+        bool record_maps = false;   // already false when P > kMaxMapTokens
+        int compression_level = 1;  // as TraceWriterOptions
+        bool overwrite = false;     // replace an existing target / discard a stale .part
     };
     // Creates <target>.part. Throws InputError when the target exists (without overwrite), when a
     // .part exists (being recorded, or stale without overwrite) or when it cannot be created.

@@ -42,7 +42,9 @@ struct TraceWriterOptions {
     bool record_attention_rows = false;  // keep StepData::attention
     bool record_maps = false;            // accept write_prefill_map (P <= kMaxMapTokens)
     size_t queue_capacity = 64;          // items queued before callers block
-    int compression_level = 4;           // deflate 0..9
+    // deflate 0..9. 1: the 128k x 32 x 8 prefill step writes 17% faster than at 4 for 2% more
+    // bytes (bench_trace_writer, bench/RESULTS.md); the writer must keep up with a GPU prefill.
+    int compression_level = 1;
     // Replace an existing trace at path() (by the rename at end()) and discard a stale .part.
     // Without it begin() throws InputError naming the file that is in the way.
     bool overwrite = false;
