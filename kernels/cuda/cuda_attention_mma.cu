@@ -578,7 +578,7 @@ struct Bf16Scratch {
             throw std::runtime_error(
                 "cuda attention: no room for the bf16 copies of Q/K/V (" + std::to_string(total) +
                 " bytes, cudaMallocAsync: " + cudaGetErrorString(e) +
-                "); KVSCOPE_CUDA_ATTENTION=fp32 selects the fp32 kernels, which need none");
+                "); leave KVSCOPE_CUDA_ATTENTION unset for the fp32 kernels, which need none");
         }
         auto* p = static_cast<unsigned char*>(base);
         auto* q = reinterpret_cast<bf16*>(p);
@@ -612,7 +612,9 @@ float scale_log2(const AttentionDev& a) {
 
 bool attention_mma_eligible(const AttentionDev& a) {
     if (a.d != 64 && a.d != 128) return false;
-    if (env_is("KVSCOPE_CUDA_MATH", "fp32") || env_is("KVSCOPE_CUDA_ATTENTION", "fp32"))
+    // Opt-in (KVSCOPE_CUDA_ATTENTION=mma) until these kernels have run on a GPU: they were
+    // written and compiled on a machine without one (bench/GPU_RUNBOOK.md).
+    if (env_is("KVSCOPE_CUDA_MATH", "fp32") || !env_is("KVSCOPE_CUDA_ATTENTION", "mma"))
         return false;
     return aligned16(a.q) && aligned16(a.k) && aligned16(a.v) && aligned16(a.out);
 }
