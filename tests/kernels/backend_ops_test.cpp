@@ -1,3 +1,5 @@
+// Over 800 lines on purpose: it is the one shared op-case list (every op, every backend) and its
+// runner; the KV-mirror sequence harness at the end is due to move to its own file (issue 9).
 // One list of op cases, run on every backend (the way llama.cpp's test-backend-ops works):
 //   CpuVsNaive/<op>:  the CPU backend (the oracle) against float64 loops written here;
 //   CudaVsCpu/<op>:   the CUDA backend against the CPU backend on the same inputs, with the
