@@ -221,7 +221,7 @@ DecodeOutcome decode_and_record(Engine& engine, RunRecorder& rec, std::vector<fl
 
 int8_t answer_verdict(const std::string& text, const std::string& answer) {
     if (answer.empty()) return -1;
-    return text.find(answer) != std::string::npos ? 1 : 0;
+    return answer_found(text, answer) ? 1 : 0;  // whole-word match, see scenario.cpp
 }
 
 }  // namespace kvscope::record

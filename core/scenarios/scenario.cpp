@@ -1,6 +1,7 @@
 #include "core/scenarios/scenario.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <numeric>
 
@@ -91,8 +92,29 @@ uint64_t trial_seed(uint64_t base_seed, ScenarioKind kind, int64_t length, doubl
                      static_cast<uint64_t>(trial)});
 }
 
+namespace {
+// A byte that continues a word or number: ASCII letters and digits, and every byte of a multi-byte
+// UTF-8 character (so "café" does not match inside "cafés").
+bool word_byte(char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return u >= 0x80 || std::isalnum(u) != 0;
+}
+}  // namespace
+
 bool answer_found(const std::string& generated, const std::string& answer) {
-    return !answer.empty() && generated.find(answer) != std::string::npos;
+    if (answer.empty()) return false;
+    // Whole-word match: "6140999" must not count as finding "61409", nor "a61409". The answer's
+    // own edges decide: an answer that starts (ends) with punctuation may touch anything there.
+    const bool check_left = word_byte(answer.front());
+    const bool check_right = word_byte(answer.back());
+    for (size_t at = generated.find(answer); at != std::string::npos;
+         at = generated.find(answer, at + 1)) {
+        const size_t end = at + answer.size();
+        const bool left_ok = !check_left || at == 0 || !word_byte(generated[at - 1]);
+        const bool right_ok = !check_right || end == generated.size() || !word_byte(generated[end]);
+        if (left_ok && right_ok) return true;
+    }
+    return false;
 }
 
 ScenarioBuilder::ScenarioBuilder(const Tokenizer& tok, const Haystack* haystack)

@@ -70,7 +70,8 @@ struct Scenario {
 uint64_t trial_seed(uint64_t base_seed, ScenarioKind kind, int64_t length, double depth,
                     int64_t trial);
 
-// True when the generated text contains the expected digits.
+// True when the generated text contains the expected answer as a whole word or number: "6140999"
+// does not count as finding "61409" (issue 12). Letters, digits and UTF-8 bytes continue a word.
 bool answer_found(const std::string& generated, const std::string& answer);
 
 class ScenarioBuilder {

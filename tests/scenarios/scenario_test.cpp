@@ -247,6 +247,19 @@ TEST(ScenarioBuilder, AnswerFoundNeedsTheWholeNumber) {
     EXPECT_TRUE(answer_found(" 4829174.", "4829174"));
     EXPECT_FALSE(answer_found(" 482917", "4829174"));
     EXPECT_FALSE(answer_found("anything", ""));
+    // A longer number that starts or ends with the answer is a different number.
+    EXPECT_FALSE(answer_found(" 6140999", "61409"));
+    EXPECT_FALSE(answer_found("961409", "61409"));
+    EXPECT_FALSE(answer_found("code x61409", "61409"));
+    EXPECT_TRUE(answer_found("6140999 then 61409.", "61409"));  // a later whole occurrence counts
+    EXPECT_TRUE(answer_found("61409", "61409"));
+    EXPECT_TRUE(answer_found("(61409)", "61409"));
+    // Words and codes: the same rule, case-sensitive; non-ASCII letters continue a word.
+    EXPECT_TRUE(answer_found("The name is Ada.", "Ada"));
+    EXPECT_FALSE(answer_found("The name is Adam.", "Ada"));
+    EXPECT_FALSE(answer_found("caf\xc3\xa9s", "caf\xc3\xa9"));
+    EXPECT_TRUE(answer_found("key: ZX-81, done", "ZX-81"));
+    EXPECT_TRUE(answer_found("key=-5", "-5"));  // an answer starting with '-' may touch '='
 }
 
 // With the bundled demo model's own tokenizer: a 4096-token context is filled to within a few

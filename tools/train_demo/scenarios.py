@@ -75,6 +75,27 @@ def trial_seed(base_seed, kind, length, depth, trial):
 _WS = re.compile(r"[ \t\n\r\f\v]+")
 
 
+def _word_char(c):
+    # Letters, digits and any non-ASCII character continue a word (UTF-8 bytes >= 0x80 in C++).
+    return ord(c) >= 0x80 or c.isascii() and c.isalnum()
+
+
+def answer_found(generated, answer):
+    """Whole-word match, as kvscope::answer_found: "6140999" does not count as finding "61409"."""
+    if not answer:
+        return False
+    check_left, check_right = _word_char(answer[0]), _word_char(answer[-1])
+    at = generated.find(answer)
+    while at != -1:
+        end = at + len(answer)
+        left_ok = not check_left or at == 0 or not _word_char(generated[at - 1])
+        right_ok = not check_right or end == len(generated) or not _word_char(generated[end])
+        if left_ok and right_ok:
+            return True
+        at = generated.find(answer, at + 1)
+    return False
+
+
 def normalize_ws(text):
     return _WS.sub(" ", text).strip(" ")
 

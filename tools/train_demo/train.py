@@ -459,7 +459,7 @@ def eval_grid(model, tok, hay_sentences, hay_keys, lengths, depths, trials, seed
                         b = S.build_niah(tok, L - EVAL_RESERVE, d, s, hay_sentences, hay_keys,
                                          1, count)
                     gen = tok.decode(greedy(model, b["ids"], EVAL_RESERVE))
-                    ok += b["answer"] in gen
+                    ok += S.answer_found(gen, b["answer"])
                     done += 1
                 grid.append({"task": kind, "length": L, "depth": d, "trials": done,
                              "correct": ok, "accuracy": ok / max(1, done)})
@@ -626,7 +626,7 @@ def main():
                                      probe_count)
                 with torch.autocast("cuda", dtype=torch.bfloat16):
                     gen = tok.decode(greedy(m, b["ids"], EVAL_RESERVE))
-                ok += b["answer"] in gen
+                ok += S.answer_found(gen, b["answer"])
                 n += 1
         return f"{ok}/{n}"
 
