@@ -269,15 +269,16 @@ void ImGuiHostWidget::paintGL() {
     if (!inputs_.empty() || settle_frames_ > 0) request_frame();
 }
 
-QImage ImGuiHostWidget::render_image(double scale) {
-    if (!gl_ready_ || width() <= 0 || height() <= 0 || scale <= 0) return {};
+QImage ImGuiHostWidget::render_image(double scale, QSize logical) {
+    if (logical.isEmpty()) logical = size();
+    if (!gl_ready_ || logical.isEmpty() || scale <= 0) return {};
     makeCurrent();
-    const QSize px(static_cast<int>(std::lround(width() * scale)),
-                   static_cast<int>(std::lround(height() * scale)));
+    const QSize px(static_cast<int>(std::lround(logical.width() * scale)),
+                   static_cast<int>(std::lround(logical.height() * scale)));
     QOpenGLFramebufferObject fbo(px, QOpenGLFramebufferObject::CombinedDepthStencil);
     QImage image;
     if (fbo.isValid() && fbo.bind()) {
-        render_frame(size(), static_cast<float>(scale));
+        render_frame(logical, static_cast<float>(scale));
         image = fbo.toImage().convertToFormat(QImage::Format_RGB32);
         fbo.release();
     }
@@ -285,12 +286,14 @@ QImage ImGuiHostWidget::render_image(double scale) {
     return image;
 }
 
-std::string ImGuiHostWidget::render_svg() {
-    views::SvgRecorder recorder(ImVec2(0, 0),
-                                ImVec2(static_cast<float>(width()), static_cast<float>(height())),
-                                theme_->background);
+std::string ImGuiHostWidget::render_svg(QSize logical) {
+    if (logical.isEmpty()) logical = size();
+    views::SvgRecorder recorder(
+        ImVec2(0, 0),
+        ImVec2(static_cast<float>(logical.width()), static_cast<float>(logical.height())),
+        theme_->background);
     svg_ = &recorder;
-    const QImage image = render_image(1.0);
+    const QImage image = render_image(1.0, logical);
     svg_ = nullptr;
     return image.isNull() ? std::string() : recorder.finish();
 }

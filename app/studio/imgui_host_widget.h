@@ -46,9 +46,11 @@ class ImGuiHostWidget : public QOpenGLWidget,
 
     // Renders one frame into an offscreen framebuffer `scale` times the widget's size (text is
     // drawn from a font atlas built at that scale, so it stays sharp). Null image on failure.
-    QImage render_image(double scale);
+    // A non-empty `logical` lays the frame out at that size instead of the widget's (slide and
+    // video export render a view at a fixed size whatever its dock's size).
+    QImage render_image(double scale, QSize logical = {});
     // Renders one frame with an SVG recorder attached and returns the SVG document ("" on failure).
-    std::string render_svg();
+    std::string render_svg(QSize logical = {});
     // Set during render_svg() only; the draw callback hands it to the view.
     views::SvgRecorder* svg() const { return svg_; }
 

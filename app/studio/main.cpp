@@ -2,8 +2,11 @@
 //   kvscope-studio [run.kvtrace.h5] [--compare other.kvtrace.h5]
 //   kvscope-studio run.kvtrace.h5 --export-views DIR [--scale 1] [--step N] [--layer L]
 //                  [--head H] [--token T] [--theme light] [--size 1400x900]
+//   kvscope-studio run.kvtrace.h5 --export-video out.mp4 --view NAME --steps A:B | --export-figure
+//                  out.png|pdf|svg --view NAME --step N [--caption TEXT] [--size WxH] [--force]
 // The second form writes DIR/<view>.png for every view and exits (used for docs screenshots).
 // --compare opens a second trace of the same model and prompt in compare mode (both forms).
+// The third form writes one view as a video or a slide figure (app/studio/slide_export_cli.h).
 // --sweep DIR opens a `kvscope niah` sweep folder in the NIAH grid dock; with --export-views the
 // grid is written as DIR/niah_grid.png too (no trace needed then).
 #include <QApplication>
@@ -17,6 +20,7 @@
 #include "app/studio/main_window.h"
 #include "app/studio/step_scrubber.h"
 #include "app/studio/imgui_host_widget.h"
+#include "app/studio/slide_export_cli.h"
 #include "app/studio/sweep_dock.h"
 #include "kvscope_version.h"
 #include "traces/trace_probe.h"
@@ -53,10 +57,17 @@ int main(int argc, char** argv) {
         "sweep", "Open a kvscope niah sweep folder in the NIAH grid dock.", "DIR");
     parser.addOptions({export_opt, scale_opt, step_opt, layer_opt, head_opt, token_opt, theme_opt,
                        size_opt, compare_opt, window_opt, sweep_opt});
-    parser.process(app);
+    kvscope::studio::add_slide_export_options(parser);
+    // Not parser.process(): a wrong flag is a usage error, exit status 2 as for kvscope.
+    if (!parser.parse(QCoreApplication::arguments())) {
+        std::fprintf(stderr, "kvscope-studio: %s\n", parser.errorText().toLocal8Bit().constData());
+        return 2;
+    }
+    if (parser.isSet("help")) parser.showHelp(0);
+    if (parser.isSet("version")) parser.showVersion();
 
     kvscope::studio::MainWindow window;
-    const bool exporting = parser.isSet(export_opt);
+    const bool exporting = parser.isSet(export_opt) || kvscope::studio::slide_export_requested(parser);
     if (exporting) window.setProperty("quiet", true);
     if (parser.isSet(theme_opt)) {
         window.set_theme(parser.value(theme_opt) == "light" ? kvscope::views::ThemeKind::kLight
@@ -99,6 +110,9 @@ int main(int argc, char** argv) {
     }
     window.repaint_views();
     if (!exporting) return QApplication::exec();
+    if (kvscope::studio::slide_export_requested(parser)) {
+        return kvscope::studio::run_slide_export_cli(window, parser);
+    }
 
     if (args.isEmpty() && !parser.isSet(sweep_opt)) {
         std::fprintf(stderr, "kvscope-studio: --export-views needs a trace or --sweep\n");

@@ -30,6 +30,7 @@
 
 #include "app/studio/imgui_host_widget.h"
 #include "app/studio/live_dock.h"
+#include "app/studio/slide_export_dialog.h"
 #include "app/studio/step_scrubber.h"
 #include "app/studio/sweep_dock.h"
 #include "app/studio/trace_file_watch.h"
@@ -200,6 +201,7 @@ void MainWindow::build_menus() {
         ->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_E));
     file->addAction(tr("Export &all views as PNG..."), this, &MainWindow::export_all_dialog)
         ->setShortcut(QKeySequence(Qt::CTRL | Qt::ALT | Qt::Key_E));
+    add_slide_export_actions(this, file);
     file->addSeparator();
     file->addAction(tr("&Quit"), this, &QWidget::close)->setShortcut(QKeySequence::Quit);
     update_recent_menu();
@@ -658,8 +660,8 @@ int MainWindow::current_view() const {
     return last_focused_view_;
 }
 
-bool MainWindow::export_view_png(int i, const QString& path, double scale) {
-    if (i < 0 || i >= view_count()) return false;
+QImage MainWindow::render_view(int i, double scale, QSize logical) {
+    if (i < 0 || i >= view_count()) return {};
     show_view(i);
     QApplication::processEvents();
     ImGuiHostWidget* host = hosts_[static_cast<size_t>(i)];
@@ -667,13 +669,24 @@ bool MainWindow::export_view_png(int i, const QString& path, double scale) {
     // and child windows in their first frame).
     QImage image;
     for (int frame = 0; frame < 40; ++frame) {
-        image = host->render_image(scale);
+        image = host->render_image(scale, logical);
         const bool pending =
             model_ && (model_->has_pending() || (compare_ && compare_->has_pending()));
         if (image.isNull() || (frame >= 1 && !pending)) break;
         if (model_) model_->load_pending(1000.0);
         if (compare_) compare_->load_pending(1000.0);
     }
+    return image;
+}
+
+std::string MainWindow::render_view_svg(int i, QSize logical) {
+    if (render_view(i, 1.0, logical).isNull()) return {};
+    return hosts_[static_cast<size_t>(i)]->render_svg(logical);
+}
+
+bool MainWindow::export_view_png(int i, const QString& path, double scale) {
+    if (i < 0 || i >= view_count()) return false;
+    const QImage image = render_view(i, scale);
     if (image.isNull()) {
         show_error(tr("Export failed"), tr("%1: the view has not been drawn yet").arg(path));
         return false;
@@ -687,16 +700,7 @@ bool MainWindow::export_view_png(int i, const QString& path, double scale) {
 
 bool MainWindow::export_view_svg(int i, const QString& path) {
     if (i < 0 || i >= view_count()) return false;
-    show_view(i);
-    QApplication::processEvents();
-    ImGuiHostWidget* host = hosts_[static_cast<size_t>(i)];
-    for (int frame = 0; frame < 40 && model_; ++frame) {
-        const bool pending = model_->has_pending() || (compare_ && compare_->has_pending());
-        if (host->render_image(1.0).isNull() || (frame >= 1 && !pending)) break;
-        model_->load_pending(1000.0);
-        if (compare_) compare_->load_pending(1000.0);
-    }
-    const std::string svg = host->render_svg();
+    const std::string svg = render_view_svg(i);
     QFile f(path);
     if (svg.empty() || !f.open(QIODevice::WriteOnly | QIODevice::Truncate) ||
         f.write(svg.data(), static_cast<qint64>(svg.size())) != static_cast<qint64>(svg.size())) {

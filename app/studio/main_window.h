@@ -5,12 +5,14 @@
 // views draw inside the docks. All views share one TraceModel and one ViewState, so a selection
 // made in one view shows in every view. In compare mode a second trace (B) is shown against the
 // open one (A) with the same ViewState.
+#include <QImage>
 #include <QMainWindow>
 #include <QString>
 #include <QStringList>
 #include <QTimer>
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "views/trace_model.h"
@@ -76,6 +78,11 @@ class MainWindow : public QMainWindow {
     void show_view(int i);
     int current_view() const;
 
+    // One frame of view i once the data it asked for is loaded, `scale` x its dock's size or x
+    // `logical` when given (a fixed layout size for slides and videos). Null when not drawable.
+    QImage render_view(int i, double scale, QSize logical = {});
+    // The same frame as an SVG document of the view's plot ("" when not drawable).
+    std::string render_view_svg(int i, QSize logical = {});
     // Export at `scale` x the dock's size (2 = presentation resolution). False + last_error().
     bool export_view_png(int i, const QString& path, double scale = 2.0);
     bool export_view_svg(int i, const QString& path);
