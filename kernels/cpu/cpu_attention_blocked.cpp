@@ -7,7 +7,8 @@
 // sums, the last rows, row LSE) come from the same pass, exactly as in cpu_attention.cpp (the
 // reference): same max, exp(s - max) / sum with the sum in double.
 // QK^T and PV of a block are sgemm calls over each run of visible tiles when BLAS is loaded
-// (shapes [rows, hd] x [hd, keys] and [rows, keys] x [keys, hd]); plain loops otherwise.
+// (shapes [rows, hd] x [hd, keys] and [rows, keys] x [keys, hd]); with fewer rows (decode) or no
+// BLAS, gemv_f32 per row for the scores and pv_accumulate (four keys a pass) for P V.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -86,6 +87,29 @@ void scale_add(float* p, int64_t len, float inv, float* colsum) {
     }
 }
 
+// o[0, hd) += sum_j p[j] * v[j, :] for j in [k0, k1): four keys per pass, so each output lane is
+// loaded and stored once per four keys instead of once per key (the one-key loop was a
+// load-add-store chain per key and dominated decode attention; perf, issue 15).
+KVSCOPE_CLONES
+void pv_accumulate(const float* p, const float* __restrict v, int64_t k0, int64_t k1, int64_t hd,
+                   float* __restrict o) {
+    int64_t j = k0;
+    for (; j + 4 <= k1; j += 4) {
+        const float p0 = p[j], p1 = p[j + 1], p2 = p[j + 2], p3 = p[j + 3];
+        const float* v0 = v + j * hd;
+        const float* v1 = v0 + hd;
+        const float* v2 = v1 + hd;
+        const float* v3 = v2 + hd;
+        for (int64_t d = 0; d < hd; ++d)
+            o[d] += (p0 * v0[d] + p1 * v1[d]) + (p2 * v2[d] + p3 * v3[d]);
+    }
+    for (; j < k1; ++j) {
+        const float pj = p[j];
+        const float* vj = v + j * hd;
+        for (int64_t d = 0; d < hd; ++d) o[d] += pj * vj[d];
+    }
+}
+
 struct Run {
     int64_t k0, k1;  // keys [k0, k1)
     bool masked;     // some key in the run may be invisible to some row of the block
@@ -127,7 +151,7 @@ void attention_blocked(ThreadPool& pool, const float* q, int64_t n, int64_t n_he
     int64_t max_len = 0;
     for (int64_t g = 0; g < n_kv_heads; ++g) max_len = std::max(max_len, kv[g].len);
     pool.parallel_for_work(tasks, n * n_heads * max_len * head_dim, [&](int64_t t0, int64_t t1) {
-        std::vector<float> s;
+        std::vector<float> s, qs;
         std::vector<Run> runs;
         for (int64_t task = t0; task < t1; ++task) {
             const int64_t h = task / chunks;
@@ -174,6 +198,12 @@ void attention_blocked(ThreadPool& pool, const float* q, int64_t n, int64_t n_he
                 // A few rows (decode): our loops; sgemm would repack K and V for one row.
                 const bool use_blas = blas && nb >= kBlasMinRows;
                 const float* qb = q + b0 * ld + h * head_dim;
+                if (!use_blas) {
+                    qs.resize(static_cast<size_t>(nb * head_dim));
+                    for (int64_t i = 0; i < nb; ++i)
+                        for (int64_t d = 0; d < head_dim; ++d)
+                            qs[static_cast<size_t>(i * head_dim + d)] = qb[i * ld + d] * scale;
+                }
                 float* ob = out + b0 * ld + h * head_dim;
                 // Scores S[i, j] = scale * q_i . k_j over the visible runs.
                 for (const Run& r : runs) {
@@ -183,11 +213,10 @@ void attention_blocked(ThreadPool& pool, const float* q, int64_t n, int64_t n_he
                                     scale, qb, static_cast<int>(ld), kvh.k + r.k0 * head_dim,
                                     static_cast<int>(head_dim), 0.0f, s.data() + r.k0,
                                     static_cast<int>(len));
-                    } else {
+                    } else {  // q pre-scaled (qs): one gemv over the run's keys per row
                         for (int64_t i = 0; i < nb; ++i)
-                            for (int64_t j = r.k0; j < r.k1; ++j)
-                                s[static_cast<size_t>(i * len + j)] =
-                                    dot_f32(qb + i * ld, kvh.k + j * head_dim, head_dim) * scale;
+                            gemv_f32(qs.data() + i * head_dim, head_dim, kvh.k + r.k0 * head_dim,
+                                     r.k1 - r.k0, s.data() + i * len + r.k0);
                     }
                     if (r.masked)
                         for (int64_t i = 0; i < nb; ++i)
@@ -237,12 +266,7 @@ void attention_blocked(ThreadPool& pool, const float* q, int64_t n, int64_t n_he
                         std::fill(oi, oi + head_dim, 0.0f);
                         const float* si = s.data() + i * len;
                         for (const Run& r : runs)
-                            for (int64_t j = r.k0; j < r.k1; ++j) {
-                                const float pj = si[j];
-                                if (pj == 0.0f) continue;
-                                const float* vj = kvh.v + j * head_dim;
-                                for (int64_t d = 0; d < head_dim; ++d) oi[d] += pj * vj[d];
-                            }
+                            pv_accumulate(si, kvh.v, r.k0, r.k1, head_dim, oi);
                     }
                 }
             }

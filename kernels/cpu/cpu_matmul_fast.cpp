@@ -25,8 +25,10 @@ int64_t block_rows(int64_t k) { return std::max<int64_t>(8, (int64_t{32} * 1024)
 #define KVSCOPE_CLONES
 #endif
 
+}  // namespace
+
 KVSCOPE_CLONES
-void gemv_rows(const float* x, int64_t k, const float* w, int64_t rows, float* out) {
+void gemv_f32(const float* x, int64_t k, const float* w, int64_t rows, float* out) {
     // Four weight rows at a time share each load of x; 16 lanes per row keep the FMAs busy.
     int64_t j = 0;
     for (; j + 4 <= rows; j += 4) {
@@ -64,6 +66,8 @@ void gemv_rows(const float* x, int64_t k, const float* w, int64_t rows, float* o
     }
     for (; j < rows; ++j) out[j] = dot_f32(x, w + j * k, k);
 }
+
+namespace {
 
 void add_bias(const void* bias, DType bdt, int64_t j0, int64_t j1, float* o) {
     if (!bias) return;
@@ -109,7 +113,7 @@ void matmul_fast(ThreadPool& pool, const float* x, int64_t n, int64_t k, const v
                 wf = conv.data();
             }
             if (gemv) {
-                for (int64_t i = 0; i < n; ++i) gemv_rows(x + i * k, k, wf, rows, out + i * m + b0);
+                for (int64_t i = 0; i < n; ++i) gemv_f32(x + i * k, k, wf, rows, out + i * m + b0);
             } else {
                 blas->sgemm(kRowMajor, kNoTrans, kTrans, static_cast<int>(n),
                             static_cast<int>(rows), static_cast<int>(k), 1.0f, x,

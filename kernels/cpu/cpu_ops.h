@@ -13,6 +13,9 @@ namespace kvscope::cpu {
 // dst[0..k) = src row converted to f32 (src is f32, f16 or bf16).
 void load_row_f32(const void* src, DType dtype, int64_t k, float* dst);
 float dot_f32(const float* a, const float* b, int64_t k);
+// out[j] = w[j, :] . x for j in [0, rows); w [rows, k] row-major f32. AVX-512 / AVX2 clones chosen
+// at run time; the decode matmul (n = 1) and the few-row attention scores (q . k_j) use it.
+void gemv_f32(const float* x, int64_t k, const float* w, int64_t rows, float* out);
 
 // out[n, m] = x[n, k] @ w[m, k]^T (+ bias[m]). FLOPs 2nmk; bytes ~ m*k*sizeof(w) + n*(k+m)*4.
 void matmul(ThreadPool& pool, const float* x, int64_t n, int64_t k, const void* w, DType wdt,
