@@ -75,18 +75,24 @@ std::vector<std::string> split_words(const std::string& sentence) {
 }  // namespace
 
 const char* scenario_kind_name(ScenarioKind k) {
-    return k == ScenarioKind::passkey ? "passkey" : "niah";
+    switch (k) {
+        case ScenarioKind::passkey: return "passkey";
+        case ScenarioKind::niah: return "niah";
+        case ScenarioKind::needles: return "needles";
+    }
+    return "?";
 }
 
 ScenarioKind parse_scenario_kind(const std::string& name) {
     if (name == "passkey") return ScenarioKind::passkey;
     if (name == "niah") return ScenarioKind::niah;
-    throw InputError("unknown scenario '" + name + "' (expected passkey or niah)");
+    if (name == "needles") return ScenarioKind::needles;
+    throw InputError("unknown scenario '" + name + "' (expected passkey, niah or needles)");
 }
 
 uint64_t trial_seed(uint64_t base_seed, ScenarioKind kind, int64_t length, double depth,
                     int64_t trial) {
-    const uint64_t kind_id = kind == ScenarioKind::passkey ? 1 : 2;
+    const uint64_t kind_id = kind == ScenarioKind::passkey ? 1 : kind == ScenarioKind::niah ? 2 : 3;
     const auto permille = static_cast<uint64_t>(std::floor(depth * 1000.0 + 0.5));
     return mix_seed({base_seed, kind_id, static_cast<uint64_t>(length), permille,
                      static_cast<uint64_t>(trial)});
@@ -102,7 +108,12 @@ bool word_byte(char c) {
 }  // namespace
 
 bool answer_found(const std::string& generated, const std::string& answer) {
-    if (answer.empty()) return false;
+    return answer_occurrences(generated, answer) > 0;
+}
+
+int64_t answer_occurrences(const std::string& generated, const std::string& answer) {
+    if (answer.empty()) return 0;
+    int64_t n = 0;
     // Whole-word match: "6140999" must not count as finding "61409", nor "a61409". The answer's
     // own edges decide: an answer that starts (ends) with punctuation may touch anything there.
     const bool check_left = word_byte(answer.front());
@@ -112,9 +123,9 @@ bool answer_found(const std::string& generated, const std::string& answer) {
         const size_t end = at + answer.size();
         const bool left_ok = !check_left || at == 0 || !word_byte(generated[at - 1]);
         const bool right_ok = !check_right || end == generated.size() || !word_byte(generated[end]);
-        if (left_ok && right_ok) return true;
+        n += left_ok && right_ok;
     }
-    return false;
+    return n;
 }
 
 ScenarioBuilder::ScenarioBuilder(const Tokenizer& tok, const Haystack* haystack)
@@ -133,21 +144,37 @@ int64_t ScenarioBuilder::count(const std::string& piece) {
 }
 
 Scenario ScenarioBuilder::build(const ScenarioOptions& opts) {
+    if (opts.kind != ScenarioKind::needles) return build_once(opts, opts.seed);
+    // A value that also occurs in the haystack (a word, a name, a short number) would make the
+    // answer ambiguous: redraw from derived seeds, identically in scenarios.py.
+    constexpr uint64_t kAttempts = 16;
+    for (uint64_t attempt = 0; attempt < kAttempts; ++attempt) {
+        Scenario sc = build_once(opts, attempt == 0 ? opts.seed : mix_seed({opts.seed, attempt}));
+        if (answer_occurrences(sc.text, sc.answer) == 1) return sc;
+    }
+    throw InputError("needles: the answer kept occurring in the haystack text too (" +
+                     std::to_string(kAttempts) + " draws from seed " + std::to_string(opts.seed) +
+                     ")");
+}
+
+Scenario ScenarioBuilder::build_once(const ScenarioOptions& opts, uint64_t seed) {
     if (!(opts.depth >= 0.0 && opts.depth <= 1.0))
         throw InputError("needle depth " + std::to_string(opts.depth) + " is outside [0, 1]");
     if (opts.length < 1) throw InputError("scenario length must be positive");
     const bool passkey = opts.kind == ScenarioKind::passkey;
     if (!passkey && haystack_ == nullptr)
         throw InputError("a NIAH scenario needs a haystack (resources/haystacks)");
+    if (opts.kind == ScenarioKind::needles && opts.templates == nullptr)
+        throw InputError("a needles scenario needs a template set (resources/needles)");
     if (opts.num_needles < 1 || (passkey && opts.num_needles != 1))
         throw InputError("passkey has one needle; NIAH needs at least one");
-    if (!passkey && static_cast<size_t>(opts.num_needles) > haystack_->keys.size())
+    if (opts.kind == ScenarioKind::niah && static_cast<size_t>(opts.num_needles) > haystack_->keys.size())
         throw InputError(haystack_->dir / "needle_keys.list",
                          "has " + std::to_string(haystack_->keys.size()) + " keys, fewer than " +
                              std::to_string(opts.num_needles) + " needles");
 
     // Random draws, in the order scenarios.py makes them.
-    SplitMix64 rng(opts.seed);
+    SplitMix64 rng(seed);
     Scenario sc;
     sc.options = opts;
     std::vector<double> depths;
@@ -166,6 +193,19 @@ Scenario ScenarioBuilder::build(const ScenarioOptions& opts) {
         depths.push_back(opts.depth);
         intro = c.intro.empty() ? kNiahIntro : c.intro;
         question = c.question;
+        sentences = &haystack_->sentences;
+    } else if (opts.kind == ScenarioKind::needles) {
+        if (opts.distractors < 0) throw InputError("needles: distractors must be >= 0");
+        NeedleDraw d = draw_needle_facts(*opts.templates, opts.split, opts.num_needles,
+                                         opts.distractors, opts.depth, rng);
+        for (size_t j = 0; j < d.facts.size(); ++j) {
+            NeedleFact& f = d.facts[j];
+            sc.needles.push_back({std::move(f.text), f.key, f.value, j == d.query, 0, 0});
+            depths.push_back(f.depth);
+        }
+        sc.template_id = opts.templates->templates[d.facts[d.query].template_index].id;
+        intro = std::move(d.intro);
+        question = std::move(d.question);
         sentences = &haystack_->sentences;
     } else if (passkey) {
         const std::string v = std::to_string(10000 + rng.below(90000));

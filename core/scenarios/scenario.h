@@ -9,6 +9,11 @@
 // depth * (haystack tokens). Passkey hides "The pass key is NNNNN. ..." in repetitive filler;
 // NIAH hides "The special magic number for KEY is NNNNNNN." in real text (resources/haystacks).
 //
+// The "needles" kind draws its needles and question from a template set (needle_templates.h:
+// phrasings, formats, entity kinds, train / held-out split) and places them the same way; its
+// answer appears in the prompt exactly once (a draw whose answer also occurs in the haystack is
+// redrawn from mix_seed({seed, attempt})).
+//
 // tools/train_demo/scenarios.py builds the same prompts (same texts, SplitMix64 draws, sentence
 // splitting and placement), so the demo model was trained on exactly this format and, with the
 // same tokenizer, both produce the same ids for the same seed.
@@ -18,14 +23,15 @@
 #include <vector>
 
 #include "core/scenarios/haystack.h"
+#include "core/scenarios/needle_templates.h"
 #include "core/tokenizer/tokenizer.h"
 
 namespace kvscope {
 
-enum class ScenarioKind { passkey, niah };
+enum class ScenarioKind { passkey, niah, needles };
 
 const char* scenario_kind_name(ScenarioKind k);
-// "passkey" | "niah"; throws InputError otherwise.
+// "passkey" | "niah" | "needles"; throws InputError otherwise.
 ScenarioKind parse_scenario_kind(const std::string& name);
 
 // A user's own needle (NIAH): e.g. {"The courier's PIN is 30592.", "Question: what is the
@@ -46,6 +52,11 @@ struct ScenarioOptions {
     int num_needles = 1;  // NIAH: needles with distinct keys; one (at `depth`) is asked for,
                           // the others sit at seeded random depths
     const CustomNeedle* custom = nullptr;  // NIAH with one needle: a user's phrasing instead
+    // needles: the template set (must outlive the build), which split's templates are drawn,
+    // and distractors (same template as the asked needle, other keys and values, never asked).
+    const NeedleTemplateSet* templates = nullptr;
+    TemplateSplit split = TemplateSplit::train;
+    int distractors = 0;
 };
 
 struct Needle {
@@ -63,6 +74,7 @@ struct Scenario {
     std::vector<int32_t> ids;  // tokenizer.encode(text, add_special = true)
     std::string answer;        // expected digits (the queried needle's value)
     std::vector<Needle> needles;
+    std::string template_id;  // needles: the asked needle's template
 };
 
 // The seed of one trial of an accuracy grid cell (kvscope eval and the training recipe's HF
@@ -73,6 +85,8 @@ uint64_t trial_seed(uint64_t base_seed, ScenarioKind kind, int64_t length, doubl
 // True when the generated text contains the expected answer as a whole word or number: "6140999"
 // does not count as finding "61409" (issue 12). Letters, digits and UTF-8 bytes continue a word.
 bool answer_found(const std::string& generated, const std::string& answer);
+// Whole-word occurrences of `answer` in `text` (the rule of answer_found).
+int64_t answer_occurrences(const std::string& text, const std::string& answer);
 
 class ScenarioBuilder {
   public:
@@ -80,10 +94,12 @@ class ScenarioBuilder {
     ScenarioBuilder(const Tokenizer& tok, const Haystack* haystack);
 
     // Throws InputError on options out of range (length too small for the question and needles,
-    // depth outside [0, 1], NIAH without a haystack or with more needles than keys).
+    // depth outside [0, 1], NIAH without a haystack or with more needles than keys, needles
+    // without a template set, or whose answer keeps occurring in the haystack).
     Scenario build(const ScenarioOptions& opts);
 
   private:
+    Scenario build_once(const ScenarioOptions& opts, uint64_t seed);
     int64_t count(const std::string& piece);  // tokens of " " + piece, cached
     int64_t encoded_size(const std::string& text, bool add_special) const;
 

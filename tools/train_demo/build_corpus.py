@@ -4,9 +4,9 @@ the haystack texts in resources/haystacks/.
 
 Run on any Debian 12 machine (standard library only), from the repository root:
 
-    apt-get install bible-kjv jargon-text fortunes debian-faq
+    apt-get install bible-kjv jargon-text fortunes debian-faq python3.11-doc
     python3 tools/train_demo/build_corpus.py --out .devcarry/demo/corpus \
-        --haystacks resources/haystacks
+        --haystacks resources/haystacks --heldout-haystacks resources/haystacks_heldout
 
 Sources and licences (each checked in /usr/share/doc/<package>/copyright):
   bible-kjv-text  King James Version (1611): public domain. Printed with the package's `bible`
@@ -16,17 +16,26 @@ Sources and licences (each checked in /usr/share/doc/<package>/copyright):
                   notes; in Debian main (DFSG-free). The offensive set (fortunes-off) is not used.
   debian-faq      The Debian GNU/Linux FAQ, (c) Software in the Public Interest: verbatim and
                   modified copies permitted under the same notice.
+  python3.11-doc  The Python 3.11 documentation (tutorial and FAQ prose, code examples dropped):
+                  PSF License Version 2 (Debian main). Held-out haystack source only: never in
+                  the corpus, so neither the tokenizer nor the model sees it.
 GPL-licensed texts (debian-reference, dict-gcide) are deliberately not used, so the weights carry
 no copyleft question.
 
 Held out (never trained on; used for perplexity and as NIAH haystacks):
   KJV book of Acts, Jargon File entries whose headword starts with P or Q, fortune files
-  `wisdom` and `science`.
+  `wisdom` and `science`. These are unseen texts of sources the corpus trains on (the
+  train-distribution haystacks of the needle evaluation, resources/haystacks).
+Held-out haystack sources (issue 12: a source the training never sees, not even in the tokenizer):
+  the Python tutorial and FAQ (resources/haystacks_heldout).
 
 Writes:
   OUT/train.jsonl, OUT/heldout.jsonl   one {"source", "text"} document per line
   OUT/SOURCES.json                     per source: package, version, licence, bytes kept
+  OUT/haystacks_train/<source>.txt     the training split's prose per source, for the recipe's
+                                       needle rows (train.py --train-haystacks)
   HAYSTACKS/kjv_acts.txt, HAYSTACKS/jargon_pq.txt   (only with --haystacks)
+  HELDOUT_HAYSTACKS/python_tutorial.txt, python_faq.txt   (only with --heldout-haystacks)
 """
 import argparse
 import gzip
@@ -44,6 +53,8 @@ LICENCES = {
     "jargon": ("jargon-text", "public domain (The Jargon File 4.4.7)"),
     "fortunes": ("fortunes", "BSD (fortune-mod, University of California) and per-file notes; "
                              "Debian main"),
+    "python_docs": ("python3.11-doc", "PSF License Version 2 (Python documentation); held-out "
+                                      "haystack source only"),
     "debian_faq": ("debian-faq", "verbatim and modified copying permitted, (c) Software in the "
                                  "Public Interest"),
 }
@@ -168,10 +179,59 @@ def debian_faq_docs():
         yield "\n\n".join(paras[i:i + 10])
 
 
+RST_ROLE = re.compile(r":[a-z]+(?::[a-z]+)?:`!?~?([^`<]*?)\s*(?:<[^>]*>)?`")
+RST_LINK = re.compile(r"`([^`<]+?)\s*(?:<[^>]*>)?`_+")
+PYDOC_ROOT = "/usr/share/doc/python3.11/html/_sources"
+PYDOC_PARTS = (("python_tutorial.txt", "tutorial"), ("python_faq.txt", "faq"))
+PYDOC_MAX_BYTES = 110_000  # per file: the held-out haystacks stay small in the repository
+
+
+def rst_prose(text):
+    """reStructuredText -> prose paragraphs: unindented paragraphs only (code, directives and
+    their bodies are indented or start with '..'), headings and tables dropped, inline markup
+    reduced to its text."""
+    out = []
+    for para in paragraphs(text.split("\n")):
+        if para[0].startswith((" ", "\t", "..", ">>>", "+", "|")):
+            continue
+        if any(set(l.strip()) <= set("=-~*^#+") for l in para):
+            continue  # a heading (text with an adornment line) or a table rule
+        t = unwrap(para)
+        t = RST_ROLE.sub(lambda m: m.group(1), t)
+        t = RST_LINK.sub(lambda m: m.group(1), t)
+        t = t.replace("``", "").replace("**", "").replace("\\", "")
+        t = re.sub(r"(?<!\w)\*([^*\s][^*]*)\*", r"\1", t)
+        if t.endswith("::"):
+            t = t[:-1]
+        if len(t.split()) >= 8 and not t.startswith(("-", "*", "#")):
+            out.append(t)
+    return out
+
+
+def python_doc_texts():
+    """Yields (file name, text) of the held-out haystack source: Python tutorial and FAQ prose in
+    file-name order, each capped at PYDOC_MAX_BYTES on a paragraph boundary."""
+    for name, part in PYDOC_PARTS:
+        folder = os.path.join(PYDOC_ROOT, part)
+        kept, size = [], 0
+        for f in sorted(os.listdir(folder)):
+            if not f.endswith(".rst.txt"):
+                continue
+            with open(os.path.join(folder, f), encoding="utf-8") as fh:
+                for p in rst_prose(fh.read()):
+                    if size + len(p.encode()) + 2 > PYDOC_MAX_BYTES:
+                        break
+                    kept.append(p)
+                    size += len(p.encode()) + 2
+        yield name, "\n\n".join(kept) + "\n"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="corpus folder (git-ignored)")
     ap.add_argument("--haystacks", help="also write the held-out haystack texts here")
+    ap.add_argument("--heldout-haystacks",
+                    help="also write the held-out haystack sources (never trained on) here")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     train, held = [], []
@@ -197,6 +257,15 @@ def main():
     for text in debian_faq_docs():
         train.append({"source": "debian_faq", "text": text})
 
+    # Training haystacks: the training split's prose, one file per source (never a held-out text).
+    train_hay = os.path.join(args.out, "haystacks_train")
+    os.makedirs(train_hay, exist_ok=True)
+    for key in LICENCES:
+        texts = [d["text"] for d in train if d["source"] == key]
+        if texts:
+            with open(os.path.join(train_hay, key + ".txt"), "w", encoding="utf-8") as f:
+                f.write("\n\n".join(texts) + "\n")
+    pydoc = list(python_doc_texts()) if args.heldout_haystacks else []
     for name, docs in (("train.jsonl", train), ("heldout.jsonl", held)):
         with open(os.path.join(args.out, name), "w", encoding="utf-8") as f:
             for d in docs:
@@ -208,6 +277,7 @@ def main():
             "train_bytes": sum(len(d["text"].encode()) for d in train if d["source"] == key),
             "heldout_bytes": sum(len(d["text"].encode()) for d in held if d["source"] == key),
         }
+    sources["python_docs"]["heldout_haystack_bytes"] = sum(len(t.encode()) for _, t in pydoc)
     with open(os.path.join(args.out, "SOURCES.json"), "w") as f:
         json.dump(sources, f, indent=1)
     print(json.dumps(sources, indent=1))
@@ -219,6 +289,12 @@ def main():
             with open(os.path.join(args.haystacks, name), "w", encoding="utf-8") as f:
                 f.write("\n\n".join(texts) + "\n")
             print("wrote", os.path.join(args.haystacks, name))
+    if args.heldout_haystacks:
+        os.makedirs(args.heldout_haystacks, exist_ok=True)
+        for name, text in pydoc:
+            with open(os.path.join(args.heldout_haystacks, name), "w", encoding="utf-8") as f:
+                f.write(text)
+            print("wrote", os.path.join(args.heldout_haystacks, name))
 
 
 if __name__ == "__main__":

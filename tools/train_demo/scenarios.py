@@ -36,7 +36,7 @@ NIAH_NEEDLE = "The special magic number for {k} is {v}."
 NIAH_QUESTION = ("What is the special magic number for {k}? "
                  "The special magic number for {k} is")
 
-KIND_IDS = {"passkey": 1, "niah": 2}
+KIND_IDS = {"passkey": 1, "niah": 2, "needles": 3}
 
 
 def _splitmix_step(state):
@@ -82,18 +82,23 @@ def _word_char(c):
 
 def answer_found(generated, answer):
     """Whole-word match, as kvscope::answer_found: "6140999" does not count as finding "61409"."""
+    return answer_occurrences(generated, answer) > 0
+
+
+def answer_occurrences(generated, answer):
+    """Whole-word occurrences of answer in generated (kvscope::answer_occurrences)."""
     if not answer:
-        return False
+        return 0
+    n = 0
     check_left, check_right = _word_char(answer[0]), _word_char(answer[-1])
     at = generated.find(answer)
     while at != -1:
         end = at + len(answer)
         left_ok = not check_left or at == 0 or not _word_char(generated[at - 1])
         right_ok = not check_right or end == len(generated) or not _word_char(generated[end])
-        if left_ok and right_ok:
-            return True
+        n += left_ok and right_ok
         at = generated.find(answer, at + 1)
-    return False
+    return n
 
 
 def normalize_ws(text):
@@ -249,3 +254,213 @@ def load_haystack_dir(path):
     with open(os.path.join(path, "needle_keys.list"), encoding="utf-8") as f:
         keys = [l.strip() for l in f if l.strip() and not l.startswith("#")]
     return sentences, keys
+
+
+# ---------------------------------------------------------------------------------------------
+# "needles": templates of resources/needles/templates.json (core/scenarios/needle_templates.h)
+
+FORMATS = ("sentence", "kv", "list", "dialogue")
+NEEDLE_ATTEMPTS = 16  # redraws while the answer also occurs in the haystack
+
+
+def fill_template(text, key, value):
+    """Replaces {key} and {value} left to right, as kvscope::fill_template."""
+    out, i = [], 0
+    while i < len(text):
+        if text.startswith("{key}", i):
+            out.append(key)
+            i += 5
+        elif text.startswith("{value}", i):
+            out.append(value)
+            i += 7
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def load_templates(path):
+    """Reads and checks a template set; raises ValueError naming the file and field (the C++
+    loader's rules). -> dict(file, pools, templates (file order), haystacks {split: folder})."""
+    import json
+    import os
+
+    def bad(where, problem):
+        raise ValueError(f"{path}: {where}: {problem}")
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: {e}") from e
+    pools = doc.get("pools")
+    if not isinstance(pools, dict):
+        bad("pools", "missing (an object: pool name -> list of texts)")
+    for name, lst in pools.items():
+        if not isinstance(lst, list) or not lst or not all(isinstance(v, str) and v for v in lst):
+            bad("pools." + name, "expected a non-empty list of non-empty texts")
+
+    def text(obj, key, where):
+        v = obj.get(key)
+        if not isinstance(v, str) or not v:
+            bad(f"{where}.{key}", "missing or empty text")
+        return v
+
+    def placeholders(t, value_once, where):
+        if "{key}" not in t:
+            bad(where, "has no {key}")
+        if value_once and t.count("{value}") != 1:
+            bad(where, "must hold {value} exactly once")
+        if not value_once and "{value}" in t:
+            bad(where, "a question must not hold {value}")
+        rest = fill_template(t, "", "")
+        if "{" in rest or "}" in rest:
+            bad(where, "braces other than {key} and {value}")
+
+    templates = []
+    if not isinstance(doc.get("templates"), list):
+        bad("templates", "missing (a list of needle templates)")
+    for i, t in enumerate(doc["templates"]):
+        w = f"templates[{i}]"
+        if not isinstance(t, dict):
+            bad(w, "expected an object")
+        tid = text(t, "id", w)
+        split = text(t, "split", w)
+        if split not in ("train", "heldout"):
+            bad(w + ".split", f"'{split}' (expected train or heldout)")
+        fmt = text(t, "format", w)
+        if fmt not in FORMATS:
+            bad(w + ".format", f"'{fmt}' (expected sentence, kv, list or dialogue)")
+        keys = text(t, "keys", w)
+        if keys not in pools:
+            bad(w + ".keys", f"no pool named '{keys}' in \"pools\"")
+        v = t.get("value")
+        if not isinstance(v, dict):
+            bad(w + ".value", "missing (an object with \"kind\")")
+        kind = text(v, "kind", w + ".value")
+        if kind == "number":
+            d = v.get("digits")
+            if not (isinstance(d, list) and len(d) == 2 and all(isinstance(x, int) for x in d)):
+                bad(w + ".value.digits", "expected [LO, HI]")
+            if not 1 <= d[0] <= d[1] <= 18:
+                bad(w + ".value.digits", "expected 1 <= LO <= HI <= 18")
+        elif kind in ("word", "name"):
+            if text(v, "pool", w + ".value") not in pools:
+                bad(w + ".value.pool", f"no pool named '{v['pool']}' in \"pools\"")
+        elif kind == "code":
+            if not set("@#") & set(text(v, "pattern", w + ".value")):
+                bad(w + ".value.pattern", "needs '@' (letter) or '#' (digit) places")
+        else:
+            bad(w + ".value.kind", f"'{kind}' (expected number, word, name or code)")
+        needle = text(t, "needle", w)
+        placeholders(needle, True, w + ".needle")
+        qs = t.get("questions")
+        if not isinstance(qs, list) or not qs:
+            bad(w + ".questions", "expected a non-empty list of texts")
+        for j, q in enumerate(qs):
+            if not isinstance(q, str) or not q:
+                bad(f"{w}.questions[{j}]", "expected a non-empty text")
+            placeholders(q, False, f"{w}.questions[{j}]")
+        intro = text(t, "intro", w)
+        if any(o["id"] == tid for o in templates):
+            bad(w + ".id", f"'{tid}' is used twice")
+        templates.append({"id": tid, "split": split, "format": fmt, "keys": keys, "value": v,
+                          "intro": intro, "intro_multi": t.get("intro_multi") or intro,
+                          "needle": needle, "questions": qs})
+    for split in ("train", "heldout"):
+        if not any(t["split"] == split for t in templates):
+            bad("templates", f"no template of split '{split}'")
+    hs = doc.get("haystacks")
+    if not isinstance(hs, dict):
+        bad("haystacks", 'missing ({"train": DIR, "heldout": DIR})')
+    base = os.path.dirname(path)
+    haystacks = {s: os.path.join(base, text(hs, s, "haystacks")) for s in ("train", "heldout")}
+    return {"file": path, "pools": pools, "templates": templates, "haystacks": haystacks}
+
+
+def _draw_value(spec, pools, rng):
+    kind = spec["kind"]
+    if kind == "number":
+        lo, hi = spec["digits"]
+        n = lo + rng.below(hi - lo + 1)
+        base = 10 ** (n - 1)
+        return str(base + rng.below(9 * base))
+    if kind in ("word", "name"):
+        pool = pools[spec["pool"]]
+        return pool[rng.below(len(pool))]
+    out = []
+    for c in spec["pattern"]:
+        if c == "@":
+            out.append(chr(ord("A") + rng.below(26)))
+        elif c == "#":
+            out.append(chr(ord("0") + rng.below(10)))
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def draw_needle_facts(templates, split, num_needles, distractors, depth, rng):
+    """The draws of kvscope::draw_needle_facts, in its order. -> (facts, query, intro, question);
+    a fact is dict(template, key, value, text, depth)."""
+    pools = templates["pools"]
+    pool = [i for i, t in enumerate(templates["templates"]) if t["split"] == split]
+    total = num_needles + distractors
+    facts = []
+
+    def add(ti):
+        t = templates["templates"][ti]
+        keys = pools[t["keys"]]
+        taken_k = {f["key"] for f in facts}
+        taken_v = {f["value"] for f in facts}
+        cap = (len(set(pools[t["value"]["pool"]])) if t["value"]["kind"] in ("word", "name")
+               else 1000)
+        if all(k in taken_k for k in keys) or len(facts) >= cap:
+            raise ValueError(f"{templates['file']}: template '{t['id']}': its pools are too small "
+                             f"for {total} needles with distinct keys and values")
+        k = keys[rng.below(len(keys))]
+        while k in taken_k:
+            k = keys[rng.below(len(keys))]
+        v = _draw_value(t["value"], pools, rng)
+        while v in taken_v:
+            v = _draw_value(t["value"], pools, rng)
+        facts.append({"template": ti, "key": k, "value": v,
+                      "text": fill_template(t["needle"], k, v)})
+
+    for _ in range(num_needles):
+        add(pool[rng.below(len(pool))])
+    query = rng.below(num_needles)
+    qt = facts[query]["template"]
+    for _ in range(distractors):
+        add(qt)
+    for j, f in enumerate(facts):
+        f["depth"] = depth if j == query else rng.below(1001) / 1000.0
+    t = templates["templates"][qt]
+    intro = t["intro"] if total == 1 else t["intro_multi"]
+    question = fill_template(t["questions"][rng.below(len(t["questions"]))], facts[query]["key"],
+                             "")
+    return facts, query, intro, question
+
+
+def build_needles(tok, length, depth, seed, sentences, templates, split="train", num_needles=1,
+                  distractors=0, count=None):
+    """A prompt from the template set (kvscope ScenarioBuilder, kind needles). The asked needle is
+    at `depth`; the other needles and the distractors at random depths. A draw whose answer also
+    occurs in the haystack is redrawn from mix_seed(seed, attempt).
+    -> dict(text, ids, answer, key, template, needle_spans (chars), query, keys, values)."""
+    count = count or TokenCounter(tok)
+    for attempt in range(NEEDLE_ATTEMPTS):
+        rng = SplitMix64(seed if attempt == 0 else mix_seed(seed, attempt))
+        facts, query, intro, question = draw_needle_facts(templates, split, num_needles,
+                                                          distractors, depth, rng)
+        start = rng.below(len(sentences))
+        text, ids, spans = assemble(tok, intro, question, [f["text"] for f in facts],
+                                    [f["depth"] for f in facts], sentences, start, length, count)
+        answer = facts[query]["value"]
+        if answer_occurrences(text, answer) == 1:
+            return {"text": text, "ids": ids, "answer": answer, "key": facts[query]["key"],
+                    "template": templates["templates"][facts[query]["template"]]["id"],
+                    "needle_spans": spans, "query": query,
+                    "keys": [f["key"] for f in facts], "values": [f["value"] for f in facts],
+                    "question": question}
+    raise ValueError(f"needles: the answer kept occurring in the haystack text too "
+                     f"({NEEDLE_ATTEMPTS} draws from seed {seed})")

@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Parity of the two prompt builders: tools/train_demo/scenarios.py (what the demo model trains
+and is evaluated on with HF transformers) and core/scenarios (what `kvscope eval` runs). Both use
+the C++ tokenizer through tests/scripts/scenario_ids, so a difference is a difference in the
+builders' draws, filling or placement. Cases: passkey, single- and multi-needle NIAH, and the
+needles kind on train and held-out templates with several needles and distractors, with a small
+byte-level BPE (long pieces) and the bundled demo model's tokenizer.
+
+    python3 scenario_parity_test.py --bridge build/tests/scripts/scenario_ids --root .
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+
+class BridgeTok:
+    """encode(text, add_special) through `scenario_ids encode`."""
+
+    def __init__(self, bridge, tokenizer):
+        self.p = subprocess.Popen([bridge, "encode", tokenizer], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        self.calls = 0
+
+    def encode(self, text, add_special):
+        self.calls += 1
+        self.p.stdin.write(f"{int(bool(add_special))} {text.encode('utf-8').hex()}\n")
+        self.p.stdin.flush()
+        return [int(x) for x in self.p.stdout.readline().split()]
+
+    def close(self):
+        self.p.stdin.write("\n")
+        self.p.stdin.close()
+        self.p.wait()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bridge", required=True)
+    ap.add_argument("--root", required=True)
+    args = ap.parse_args()
+    sys.path.insert(0, os.path.join(args.root, "tools", "train_demo"))
+    import scenarios as S
+
+    res = os.path.join(args.root, "resources")
+    templates_file = os.path.join(res, "needles", "templates.json")
+    templates = S.load_templates(templates_file)
+    hay = {s: S.load_haystack_dir(templates["haystacks"][s]) for s in ("train", "heldout")}
+    tokenizers = [os.path.join(args.root, "tests", "golden", "tokenizers", "bytelevel",
+                               "tokenizer.json")]
+    demo = os.path.join(res, "models", "kvscope-demo", "tokenizer.json")
+    if os.path.exists(demo):
+        tokenizers.append(demo)
+    # (kind, split, length, depth, seed, needles, distractors)
+    cases = [("passkey", None, 700, 0.3, 11, 1, 0), ("niah", None, 900, 0.5, 5, 1, 0),
+             ("niah", None, 1500, 0.6, 9, 4, 0)]
+    for seed in range(6):
+        split = "train" if seed % 2 == 0 else "heldout"
+        cases.append(("needles", split, 1024, (0.0, 0.5, 1.0)[seed % 3],
+                      S.trial_seed(seed, "needles", 1024, 0.5, seed), 1, 0))
+    cases += [("needles", "train", 1500, 0.25, 77, 3, 0), ("needles", "heldout", 1500, 0.75, 78, 1, 3),
+              ("needles", "heldout", 2048, 0.4, 79, 2, 2), ("needles", "train", 600, 1.0, 80, 1, 2)]
+    failures, seen_templates = 0, set()
+    for tok_path in tokenizers:
+        tok = BridgeTok(args.bridge, tok_path)
+        count = S.TokenCounter(tok)
+        for kind, split, length, depth, seed, nn, nd in cases:
+            hsplit = split or "train"
+            sentences, keys = hay[hsplit]
+            cmd = [args.bridge, "build", tok_path, kind, templates["haystacks"][hsplit],
+                   str(length), repr(depth), str(seed), str(nn), str(nd)]
+            if kind == "passkey":
+                py = S.build_passkey(tok, length, depth, seed, count)
+            elif kind == "niah":
+                py = S.build_niah(tok, length, depth, seed, sentences, keys, nn, count)
+            else:
+                cmd += [templates_file, split]
+                py = S.build_needles(tok, length, depth, seed, sentences, templates, split, nn,
+                                     nd, count)
+                seen_templates.add(py["template"])
+                if S.answer_occurrences(py["text"], py["answer"]) != 1:
+                    print(f"FAIL {kind} seed {seed}: answer not exactly once")
+                    failures += 1
+            cpp = json.loads(subprocess.run(cmd, check=True, capture_output=True,
+                                            text=True).stdout)
+            same = cpp["ids"] == py["ids"] and cpp["answer"] == py["answer"]
+            if kind == "needles":
+                same = same and cpp["template"] == py["template"]
+            name = (f"{os.path.basename(os.path.dirname(tok_path))} {kind} {split or ''} "
+                    f"L={length} d={depth} seed={seed} needles={nn} distractors={nd}")
+            if not same:
+                failures += 1
+                print(f"FAIL {name}: {len(cpp['ids'])} vs {len(py['ids'])} ids, answer "
+                      f"{cpp['answer']!r} vs {py['answer']!r}")
+                for i, (a, b) in enumerate(zip(cpp["text"], py["text"])):
+                    if a != b:
+                        print("  texts differ at char", i, repr(cpp["text"][i - 40:i + 40]),
+                              repr(py["text"][i - 40:i + 40]))
+                        break
+            else:
+                print(f"ok   {name}: {len(py['ids'])} ids, answer {py['answer']!r} "
+                      f"{py.get('template', '')}")
+        tok.close()
+    print("templates drawn:", sorted(seen_templates))
+    if len(seen_templates) < 4:
+        print("FAIL: the needles cases drew fewer than 4 templates")
+        failures += 1
+    if failures:
+        sys.exit(f"{failures} case(s) differ")
+    print("all cases identical")
+
+
+if __name__ == "__main__":
+    main()
