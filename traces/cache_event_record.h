@@ -26,8 +26,8 @@ inline CacheOp trace_op(kvscope::CacheOp op) {
 }
 
 // The row for `e` (step: left to the writer, which stamps the step being committed; set it
-// when the row is used outside a writer). destination = the merge's destination slot, else the
-// slot the op applied to.
+// when the row is used outside a writer). destination (schema version 2) = the merge's
+// destination slot after the op, the append's slot, else -1.
 inline EventRecord event_record(const kvscope::CacheEvent& e, int32_t step = 0) {
     EventRecord r;
     r.step = step;
@@ -35,7 +35,9 @@ inline EventRecord event_record(const kvscope::CacheEvent& e, int32_t step = 0) 
     r.head = static_cast<decltype(r.head)>(e.head);
     r.op = trace_op(e.op);
     r.position = static_cast<int32_t>(e.position);
-    r.destination = static_cast<int32_t>(e.op == kvscope::CacheOp::merge ? e.dst_slot : e.slot);
+    r.destination = static_cast<int32_t>(e.op == kvscope::CacheOp::merge    ? e.dst_slot
+                                         : e.op == kvscope::CacheOp::append ? e.slot
+                                                                            : -1);
     r.weight = e.weight;
     r.similarity = e.similarity;
     r.threshold = e.threshold;

@@ -69,7 +69,7 @@ SampleTrace make_sample_trace(const SampleTraceSpec& spec) {
     m.sampling = {{"temperature", 0.0}, {"max_new_tokens", spec.n_steps}};
     m.device = "CPU (synthetic)";
     m.backend = "cpu";
-    m.extra = {{"generator", "traces/sample_trace.cpp"}};
+    m.extra = {{"generator", "traces/sample_trace.cpp"}, {"prefill_appends_recorded", true}};
 
     for (int64_t j = 0; j < P; ++j)
         t.prompt.push_back(
@@ -143,8 +143,7 @@ SampleTrace make_sample_trace(const SampleTraceSpec& spec) {
                         if (c == 1)
                             add(CacheOp::kMerge, j, static_cast<int32_t>(j - 1), 0.5f, 0.9f, thr,
                                 0);
-                        if (c == 2)
-                            add(CacheOp::kQuantize, j, static_cast<int32_t>(j), kNaN, kNaN, thr, 4);
+                        if (c == 2) add(CacheOp::kQuantize, j, -1, kNaN, kNaN, thr, 4);
                     }
                 } else {
                     add(CacheOp::kAppend, n_ctx - 1, static_cast<int32_t>(n_ctx - 1), kNaN, kNaN,

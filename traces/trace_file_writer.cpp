@@ -149,6 +149,7 @@ TraceFileWriter::TraceFileWriter(const std::filesystem::path& target, const RunM
         h5::write_attr<int32_t>(f, "n_spans", static_cast<int32_t>(sizes_.N));
         h5::write_attr<uint8_t>(f, "record_attention_rows", config.record_attention_rows ? 1 : 0);
         h5::write_attr<uint8_t>(f, "record_maps", config.record_maps ? 1 : 0);
+        h5::write_attr<uint8_t>(f, "prefill_appends", prefill_appends_recorded(meta) ? 1 : 0);
 
         const float nan = std::numeric_limits<float>::quiet_NaN();
         for (const auto& spec : dataset_specs()) {

@@ -144,8 +144,8 @@ const std::vector<DatasetSpec>& dataset_specs() {
          D::kInt32,
          {A::E},
          "slot",
-         "merge: slot index of the destination after the op; other ops: the entry's slot "
-         "(= slot), -1 unknown"},
+         "append: the slot written; merge: slot index of the destination after the op; evict, "
+         "quantize, demote: -1 (schema version 1 stored their slot)"},
         {ds::kEvWeight, D::kFloat32, {A::E}, "weight", "merge weight, NaN when not applicable"},
         {ds::kEvSimilarity,
          D::kFloat32,

@@ -96,7 +96,8 @@ void TraceReader::Impl::open() {
         fail("schema_version " + std::to_string(schema_version) +
              " is newer than this KVScope reads (" + std::to_string(kSchemaVersion) +
              "); update KVScope");
-    if (schema_version < 1) fail("unsupported schema_version " + std::to_string(schema_version));
+    if (schema_version < kOldestSchemaVersion)
+        fail("unsupported schema_version " + std::to_string(schema_version));
     for (const char* a : {"n_layers", "n_heads", "n_prompt_tokens", "top_k", "n_spans"})
         attr_or_fail(a);
     sizes.L = h5::read_attr_int(f, "n_layers");
@@ -162,6 +163,10 @@ void TraceReader::Impl::open() {
     for (size_t i = 0; i < static_cast<size_t>(sizes.N); ++i)
         spans.push_back({begins[i], ends[i], labels[i], expected[i]});
     meta.spans = spans;
+    // Version 1 kept it in run_json only (trace_schema.h).
+    prefill_appends = h5::attr_exists(f, "prefill_appends")
+                          ? h5::read_attr_int(f, "prefill_appends") != 0
+                          : prefill_appends_recorded(meta);
     has_summary = has(ds::kSumAppended) && has(ds::kSumHeld) && has(ds::kSumHeldBits) &&
                   has(ds::kSumMerged) && has(ds::kSumEvicted);
     read_counts();
@@ -263,6 +268,7 @@ TraceInfo TraceReader::info() const {
         i.n_prefill_layers_done = m.n_layers_done;
         i.has_attention_rows = m.has_rows;
         i.has_maps = m.has_maps;
+        i.prefill_appends = m.prefill_appends;
         if (m.state == RunState::kRunning) {
             i.notice =
                 "incomplete trace: the run did not end cleanly (killed, or still "
@@ -406,6 +412,11 @@ std::vector<float> TraceReader::norm_attn_area() const {
 std::vector<float> TraceReader::density_layer() const {
     return guarded(*impl_, [&] {
         return impl_->read<float>(ds::kDensityLayer, {0}, {static_cast<hsize_t>(impl_->sizes.L)});
+    });
+}
+std::vector<int64_t> TraceReader::window_rows() const {
+    return guarded(*impl_, [&] {
+        return impl_->read<int64_t>(ds::kWindowRows, {0}, {static_cast<hsize_t>(impl_->sizes.L)});
     });
 }
 

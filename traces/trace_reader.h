@@ -6,7 +6,10 @@
 // opens in SWMR-read mode; info().notice then says how far it goes, and refresh() picks up steps
 // committed since (live follow).
 //
-// Errors: a file that is missing, not HDF5, truncated, of another schema version, or lacks a
+// Schema version 1 files open as well, read as version 2: /events/destination is -1 on their
+// evict, quantize and demote rows (version 1 stored the slot there; trace_schema.h).
+//
+// Errors: a file that is missing, not HDF5, truncated, of a newer schema version, or lacks a
 // required dataset throws InputError naming the file and the problem, from the constructor.
 // Index arguments out of range throw std::out_of_range. Methods are safe to call from several
 // threads (one internal mutex), but keep one reader per thread for parallel reads.
@@ -38,6 +41,7 @@ struct TraceInfo {
     int32_t n_prefill_layers_done = 0;
     bool has_attention_rows = false;
     bool has_maps = false;
+    bool prefill_appends = false;  // step 0 appends the prompt (else it is held before step 0)
     std::string notice;  // empty for a complete trace; else e.g. "incomplete trace: ..."
 };
 
@@ -89,6 +93,7 @@ class TraceReader {
     std::vector<float> key_norm(int32_t layer, int32_t head) const;
     std::vector<float> attn_received(int32_t layer, int32_t head) const;
     std::vector<float> window_scores(int32_t layer, int32_t head) const;
+    std::vector<int64_t> window_rows() const;                           // [L]
     std::vector<float> density() const;                                 // [L*H]
     std::vector<float> density_layer() const;                           // [L]
     std::vector<float> spearman() const;                                // [L*H]
@@ -141,7 +146,9 @@ class TraceReader {
 };
 
 // Applies events (in recorded order) to a token-state vector; positions beyond states.size() are
-// ignored. Exposed so what-if code and tests can reuse the exact reconstruction rules.
+// ignored. Exposed so what-if code and tests can reuse the exact reconstruction rules: append ->
+// held (bits, 16 when <= 0), merge -> merged; evict -> evicted, quantize -> quantized, demote ->
+// demoted only for a token held at the time (held, quantized, demoted), else nothing changes.
 void apply_events(const std::vector<EventRecord>& events, int64_t up_to_step,
                   std::vector<TokenState>& states);
 

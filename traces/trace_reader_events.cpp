@@ -58,15 +58,25 @@ std::vector<EventRecord> with_prompt_appends(std::span<const EventRecord> step0,
 void apply_events(const std::vector<EventRecord>& events, int64_t up_to_step,
                   std::vector<TokenState>& states) {
     const auto n = static_cast<int64_t>(states.size());
+    auto held = [](const TokenState& t) {
+        return t.state == TokenCacheState::kHeld || t.state == TokenCacheState::kQuantized ||
+               t.state == TokenCacheState::kDemoted;
+    };
     for (const EventRecord& e : events) {
         if (e.step > up_to_step) continue;
         if (e.position < 0 || e.position >= n) continue;
         TokenState& t = states[static_cast<size_t>(e.position)];
+        // Evict, quantize and demote act on an entry the cache holds; on a token that is absent,
+        // merged or evicted they change nothing (SCHEMA.md, Events: the rule /summary and the
+        // Studio's HeadHistory follow too).
+        const bool needs_held =
+            e.op == CacheOp::kEvict || e.op == CacheOp::kQuantize || e.op == CacheOp::kDemote;
+        if (needs_held && !held(t)) continue;
         t.changed_step = e.step;
         switch (e.op) {
             case CacheOp::kAppend:
                 t.state = TokenCacheState::kHeld;
-                t.bits = e.bits;
+                t.bits = e.bits > 0 ? e.bits : int8_t{16};
                 t.destination = e.destination;
                 t.weight = 0.0f;
                 break;
@@ -82,12 +92,10 @@ void apply_events(const std::vector<EventRecord>& events, int64_t up_to_step,
                 t.merged_into = e.dst_position;
                 break;
             case CacheOp::kQuantize:
-                t.state = TokenCacheState::kQuantized;
-                t.bits = e.bits;
-                break;
             case CacheOp::kDemote:
-                t.state = TokenCacheState::kDemoted;
-                t.bits = e.bits;
+                t.state = e.op == CacheOp::kQuantize ? TokenCacheState::kQuantized
+                                                     : TokenCacheState::kDemoted;
+                if (e.bits > 0) t.bits = e.bits;
                 break;
         }
     }
@@ -141,9 +149,15 @@ std::vector<EventRecord> TraceReader::Impl::read_events(const std::vector<hsize_
                        : std::vector<int32_t>(total, -1);
     auto part = scores ? read_column<uint8_t>(*this, ds::kEvPart, begins, counts, total)
                        : std::vector<uint8_t>(total, 2);
+    // Version 1 stored the slot in destination on every row; version 2 keeps it for append and
+    // merge only (trace_schema.h).
+    const bool v1_destination = schema_version < 2;
     for (size_t i = 0; i < total; ++i) {
         if (op[i] >= kNumCacheOps)
             fail("/events/op holds " + std::to_string(op[i]) + ", not a cache op");
+        if (v1_destination && op[i] != static_cast<uint8_t>(CacheOp::kAppend) &&
+            op[i] != static_cast<uint8_t>(CacheOp::kMerge))
+            dest[i] = -1;
         out[i] = {step[i], layers[i], heads[i],  static_cast<CacheOp>(op[i]),
                   pos[i],  dest[i],   weight[i], sim[i],
                   thr[i],  bits[i],   slot[i],   dst_pos[i],

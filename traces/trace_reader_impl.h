@@ -37,6 +37,7 @@ struct TraceReader::Impl {
     bool has_rows = false;
     bool has_maps = false;
     bool has_summary = false;               // every /summary dataset is there
+    bool prefill_appends = false;           // step 0 appends the prompt (root attribute)
     std::map<std::string, h5::Dataset> ds;  // every dataset present, held open
     std::vector<MarkedSpan> spans;
 

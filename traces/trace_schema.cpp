@@ -19,6 +19,11 @@ const char* cache_op_name(CacheOp op) {
     return "unknown";
 }
 
+bool prefill_appends_recorded(const RunMetadata& m) {
+    auto it = m.extra.find("prefill_appends_recorded");
+    return it != m.extra.end() && it->is_boolean() && it->get<bool>();
+}
+
 nlohmann::json to_json(const RunMetadata& m) {
     nlohmann::json spans = nlohmann::json::array();
     for (const auto& s : m.spans) {

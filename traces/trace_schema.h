@@ -1,6 +1,6 @@
 #pragma once
 // STATUS: stable (additions only from here on)
-// KVScope trace format, schema version 1: the record types the writer takes and the reader
+// KVScope trace format, schema version 2: the record types the writer takes and the reader
 // returns, and the name, dtype, shape and meaning of every HDF5 dataset. traces/SCHEMA.md is the
 // same contract written for users of h5py / pandas.
 //
@@ -28,7 +28,14 @@
 
 namespace kvscope::trace {
 
-inline constexpr int kSchemaVersion = 1;
+// Version 2 (issue 14) changed the meaning of two things version 1 left to the reader:
+//   /events/destination is -1 on evict, quantize and demote rows (version 1: the entry's slot,
+//   a copy of /events/slot), and the root attribute prefill_appends says whether step 0 appends
+//   the prompt (version 1: run_json extra.prefill_appends_recorded, when present).
+// Version 1 files still open: TraceReader adapts them as it reads (destination -1 on those rows),
+// and upgrade_trace (traces/trace_upgrade.h, `kvscope upgrade`) writes a version 2 copy.
+inline constexpr int kSchemaVersion = 2;
+inline constexpr int kOldestSchemaVersion = 1;  // oldest version readers still open
 inline constexpr const char* kFormatName = "kvscope-trace";
 inline constexpr const char* kFileSuffix = ".kvtrace.h5";
 // Full prefill attention maps are recorded only for prompts up to this many tokens.
@@ -46,6 +53,10 @@ inline constexpr int64_t kMaxMapTokens = 2048;
 // n_spans             int32  N
 // record_attention_rows uint8 1 when /attention_rows exists
 // record_maps         uint8  1 when /prefill/maps exists
+// prefill_appends     uint8  0: step 0 has no append events for the prompt, every prompt position
+//                            is held at 16 bits in every cache before step 0's events (`kvscope
+//                            run`); 1: step 0 appends the prompt itself (version 2; version 1
+//                            files: run_json extra.prefill_appends_recorded, absent = 0)
 
 namespace ds {
 // ---- /meta -----------------------------------------------------------------------------------
@@ -123,7 +134,9 @@ inline constexpr const char* kEvLayer = "/events/layer";              // int16 [
 inline constexpr const char* kEvHead = "/events/head";                // int16 [E]
 inline constexpr const char* kEvOp = "/events/op";                    // uint8 [E] CacheOp
 inline constexpr const char* kEvPosition = "/events/position";        // int32 [E] token position
-inline constexpr const char* kEvDestination = "/events/destination";  // int32 [E] slot, -1 none
+inline constexpr const char* kEvDestination =
+    "/events/destination";  // int32 [E] append: slot written; merge: destination slot after
+                            // the op; evict, quantize, demote: -1 (version 1: their slot)
 inline constexpr const char* kEvWeight = "/events/weight";            // float32 [E] merge weight
 inline constexpr const char* kEvSimilarity = "/events/similarity";    // float32 [E]
 inline constexpr const char* kEvThreshold = "/events/threshold";      // float32 [E]
@@ -243,7 +256,7 @@ struct EventRecord {
     int32_t head = 0;
     CacheOp op = CacheOp::kAppend;
     int32_t position = 0;       // original token position the op applies to (merge: the source)
-    int32_t destination = -1;   // destination slot (append: slot written; merge: slot merged into)
+    int32_t destination = -1;   // append: slot written; merge: slot merged into; else -1
     float weight = 0.0f;        // merge weight of the source (NaN when not applicable)
     float similarity = 0.0f;    // similarity that triggered a merge (NaN when not applicable)
     float threshold = 0.0f;     // score threshold of the decision (NaN when not applicable)
@@ -297,6 +310,10 @@ struct StepData {
     std::vector<float> needle_survival;   // [N*L*H] or empty (NaN)
     std::vector<AttentionRow> attention;  // only kept with Options::record_attention_rows
 };
+
+// Whether step 0 appends the prompt itself: run_json extra.prefill_appends_recorded (`kvscope
+// run` sets false; absent = false). The writer stores it as the root attribute prefill_appends.
+bool prefill_appends_recorded(const RunMetadata& m);
 
 // JSON forms used in /meta/run_json and /meta/end_json.
 nlohmann::json to_json(const RunMetadata& m);

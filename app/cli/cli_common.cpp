@@ -246,6 +246,12 @@ void Progress::update(int64_t done, int64_t total, const std::string& note) {
     std::fflush(stderr);
 }
 
+void Progress::clear() {
+    if (open_) std::fprintf(stderr, "\r\033[K");
+    open_ = false;
+    std::fflush(stderr);
+}
+
 void Progress::finish() {
     if (open_) std::fprintf(stderr, "\n");
     open_ = false;

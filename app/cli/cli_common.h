@@ -50,6 +50,9 @@ class Progress {
     Progress(std::string label, bool quiet, double plain_every_s = 5.0);
     void update(int64_t done, int64_t total, const std::string& note = "");
     void finish();  // ends a terminal line; idempotent
+    // Erases the terminal line (before a command prints a result line on a terminal, so the
+    // two do not share a line); the next update() draws it again. Nothing off a terminal.
+    void clear();
     static bool stderr_is_tty();
 
   private:

@@ -43,6 +43,7 @@ struct BenchArgs {
     std::string json;
     int64_t floor_mib = 0;  // 0: 1024 MiB on CUDA, 128 MiB on the CPU
     uint64_t seed = 1;
+    bool quiet = false;
 };
 
 double ms_since(clock_type::time_point t0) {
@@ -113,6 +114,7 @@ std::function<int()> setup(CLI::App& sub) {
                    "CUDA, 128 MiB on the CPU)")
         ->check(CLI::NonNegativeNumber);
     sub.add_option("--seed", a->seed, "Seed of the random prompt tokens");
+    sub.add_flag("--quiet", a->quiet, "No progress on stderr");
     add_policy_options(sub, a->policy);  // the compressing policy (default snapkv, ratio 0.25)
     return [a]() {
         // --json -: the JSON document alone on stdout, the text on stderr.
@@ -167,6 +169,9 @@ std::function<int()> setup(CLI::App& sub) {
         std::fprintf(txt, "\n%-16s %7s %4s %11s %10s %12s %11s %9s %7s %10s\n", "policy", "length",
                      "rec", "prefill ms", "prefill t/s", "decode ms/t", "bytes/step", "GB/s",
                      "%floor", "peak MiB");
+        // One step per row (a prefill and the decode steps): count and ETA on stderr.
+        Progress progress("bench", a->quiet);
+        const auto total = static_cast<int64_t>(policies.size() * lengths.size() * recs.size());
         for (const PolicyArgs& pa : policies) {
             for (int64_t len : lengths) {
                 std::mt19937_64 rng(a->seed + static_cast<uint64_t>(len));
@@ -175,6 +180,8 @@ std::function<int()> setup(CLI::App& sub) {
                 std::vector<int32_t> ids(static_cast<size_t>(len));
                 for (auto& t : ids) t = tok(rng);
                 for (bool rec_on : recs) {
+                    progress.update(static_cast<int64_t>(rows.size()), total,
+                                    pa.name + " " + std::to_string(len) + (rec_on ? " rec" : ""));
                     Row r;
                     r.policy = pa.name == "full" ? "full" : pa.name;
                     r.length = len;
@@ -245,6 +252,7 @@ std::function<int()> setup(CLI::App& sub) {
                     r.peak_backend = mem.peak;
                     if (mem.device_total >= 0) r.device_used = mem.device_total - mem.device_free;
                     r.max_rss = max_rss_bytes();
+                    progress.clear();
                     std::fprintf(
                         txt, "%-16s %7lld %4s %11.1f %10.0f %12.3f %11.3g %9.1f %6.1f%% %10.1f\n",
                         r.policy.c_str(), static_cast<long long>(len), rec_on ? "on" : "off",
@@ -254,9 +262,11 @@ std::function<int()> setup(CLI::App& sub) {
                         static_cast<double>(r.peak_backend + (cuda ? 0 : wbytes)) / (1 << 20));
                     std::fflush(stdout);
                     rows.push_back(r);
+                    progress.update(static_cast<int64_t>(rows.size()), total);
                 }
             }
         }
+        progress.finish();
         std::fprintf(txt,
                      "\nbytes/step = weights as stored + KV bytes the cache holds after the run; "
                      "GB/s = bytes/step / decode time; peak = %s\n",

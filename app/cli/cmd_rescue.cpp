@@ -10,8 +10,8 @@
 #include <nlohmann/json.hpp>
 
 #include "app/cli/cli_common.h"
-#include "app/cli/trace_rerun.h"
 #include "app/cli/command.h"
+#include "app/cli/trace_rerun.h"
 #include "app/recorder/rescue.h"
 #include "core/model/error.h"
 #include "traces/trace_reader.h"
@@ -66,7 +66,18 @@ std::function<int()> setup(CLI::App& sub) {
         std::fprintf(txt, "policy   %s\nneedle   tokens [%lld, %lld), answer '%s'\n",
                      choice.describe().c_str(), static_cast<long long>(needle->begin),
                      static_cast<long long>(needle->end), input.answer.c_str());
-        const auto show = [txt, &runs](const record::RescueRun& r) {
+        // One step per run (a decode from the saved prompt state); the search stops early when
+        // it has its answer, so the total is the most it may take.
+        const int max_runs =
+            a->layers.empty()
+                ? (a->max_runs > 0 ? a->max_runs : static_cast<int>(2 + L.model->spec.n_layers))
+                : 1;
+        Progress progress("rescue", a->quiet);
+        int64_t runs_done = 0;
+        progress.update(0, max_runs, a->layers.empty() ? "runs, at most" : "run");
+        const auto show = [txt, &runs, &progress, &runs_done,
+                           max_runs](const record::RescueRun& r) {
+            progress.clear();
             std::fprintf(txt, "run      needle kept in layers %-24s %s  (%s)\n",
                          record::layer_list(r.layers).c_str(), r.found == 1 ? "FOUND" : "wrong",
                          r.trace.string().c_str());
@@ -74,6 +85,7 @@ std::function<int()> setup(CLI::App& sub) {
             runs.push_back({{"layers", std::vector<int64_t>(r.layers.begin(), r.layers.end())},
                             {"found", r.found == 1},
                             {"trace", r.trace.string()}});
+            progress.update(++runs_done, max_runs, max_runs > 1 ? "runs, at most" : "run");
         };
         const auto print_json = [&](const std::string& summary) {
             if (!a->json) return;
@@ -104,13 +116,14 @@ std::function<int()> setup(CLI::App& sub) {
             fs::remove(t, ec);
             show(record::run_with_needle_kept(session, choice, so, needle->begin, needle->end,
                                               layers, t));
+            progress.finish();
             print_json("");
             return 0;
         }
-        const int max_runs =
-            a->max_runs > 0 ? a->max_runs : static_cast<int>(2 + L.model->spec.n_layers);
-        const record::RescueResult r = record::rescue_needle(
-            session, choice, so, needle->begin, needle->end, a->out, max_runs, show);
+        const record::RescueResult r = record::rescue_needle(session, choice, so, needle->begin,
+                                                             needle->end, a->out, max_runs, show);
+        progress.update(runs_done, runs_done, "runs");  // the search's own end: its last line
+        progress.finish();
         std::fprintf(txt, "result   %s\n", r.summary.c_str());
         print_json(r.summary);
         return 0;

@@ -216,7 +216,12 @@ std::function<int()> setup(CLI::App& sub) {
                      "min", "ms");
         nlohmann::json out = nlohmann::json::array();
         if (a->decode) fs::create_directories(a->trace_dir);
+        // One step per budget (a preview, and with --decode a whole re-run): count and ETA.
+        Progress progress(a->decode ? "whatif: decode" : "whatif", a->quiet);
+        int64_t done = 0;
+        const auto total = static_cast<int64_t>(rows.size());
         for (const Row& row : rows) {
+            progress.update(done, total, "budget " + row.label);
             const whatif::Preview pv = session.preview(row.choice);
             nlohmann::json j = {{"policy", a->policy},
                                 {"budget", row.label},
@@ -252,6 +257,7 @@ std::function<int()> setup(CLI::App& sub) {
                 j["trace"] = res.trace.string();
                 j["bytes_held_final"] = res.bytes_held_final;
             }
+            progress.clear();
             std::fprintf(
                 txt, "%-22s %10lld %12lld %6.1f%% %9s %9s %9.1f  %s\n", row.label.c_str(),
                 static_cast<long long>(pv.tokens_held), static_cast<long long>(pv.bytes_total),
@@ -260,7 +266,9 @@ std::function<int()> setup(CLI::App& sub) {
                 has_needle ? std::to_string(pv.survival_min(0)).substr(0, 5).c_str() : "-",
                 pv.elapsed_ms, verdict.c_str());
             out.push_back(j);
+            progress.update(++done, total);
         }
+        progress.finish();
         if (rows.front().choice.name != "full" && !rows.empty()) {
             const whatif::Preview pv = session.preview(rows.front().choice);
             if (pv.decode_time)

@@ -56,4 +56,24 @@ inline CliResult run_kvscope_split(const std::string& args) {
     return r;
 }
 
+// A file in this test process's scratch folder (`kvscope_clitest_<pid>` in the temp folder),
+// emptied on first use: the commands refuse to overwrite files, and a folder left by an earlier
+// process with the same pid would hold them.
+inline std::filesystem::path scratch_file(const std::string& name) {
+    static const std::filesystem::path d = [] {
+        std::filesystem::path p = std::filesystem::temp_directory_path() /
+                                  ("kvscope_clitest_" + std::to_string(::getpid()));
+        std::filesystem::remove_all(p);
+        std::filesystem::create_directories(p);
+        return p;
+    }();
+    return d / name;
+}
+
+// The bytes of a file ("" when it cannot be read).
+inline std::string file_bytes(const std::filesystem::path& p) {
+    std::ifstream f(p, std::ios::binary);
+    return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
 }  // namespace kvscope::test

@@ -127,6 +127,42 @@ TEST(CliConventions, ProgressOffATerminalIsPlainLines) {
     EXPECT_EQ(q.err, "");
 }
 
+// whatif, bench and rescue: the same progress as run and eval (count and ETA on stderr, plain
+// lines off a terminal, the last line always, nothing with --quiet).
+TEST(CliConventions, LongCommandsShowProgressWithCountAndEta) {
+    const CliResult w = run_kvscope_split("whatif --model " + kModel +
+                                          " --prompt 'A gift of a flower' --policy snapkv "
+                                          "--ratio 0.25,0.5,0.75");
+    ASSERT_EQ(w.code, 0) << w.err;
+    EXPECT_TRUE(has(w.err, "[whatif] 3/3")) << w.err;
+    EXPECT_TRUE(has(w.err, "ETA")) << w.err;
+    EXPECT_FALSE(has(w.err + w.out, "\r"));
+    const std::string bench = "bench --model " + kModel +
+                              " --device cpu --lengths 16,24 --decode-steps 1 --recording off";
+    const CliResult b = run_kvscope_split(bench);
+    ASSERT_EQ(b.code, 0) << b.err;
+    EXPECT_TRUE(has(b.err, "[bench] 4/4")) << b.err;  // (full, snapkv) x (16, 24)
+    EXPECT_TRUE(has(b.err, "ETA")) << b.err;
+    EXPECT_FALSE(has(b.err + b.out, "\r"));
+    const CliResult bq = run_kvscope_split(bench + " --quiet");
+    ASSERT_EQ(bq.code, 0) << bq.err;
+    EXPECT_EQ(bq.err, "");
+    const fs::path lost = scratch("progress_lost.kvtrace.h5");
+    ASSERT_EQ(run_kvscope("run --quiet --model " + kModel +
+                          " --prompt 'The code is 4721. A gift of a flower will soon be made to "
+                          "you.' --needle 'code is 4721' --answer 4721 --policy snapkv --budget 8 "
+                          "--max-new 4 --trace " +
+                          lost.string())
+                  .code,
+              0);
+    const CliResult r = run_kvscope_split("rescue " + lost.string() + " --max-runs 3 --out " +
+                                          scratch("progress_rescue").string());
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_TRUE(has(r.err, "[rescue] 0/3")) << r.err;  // the first line: at most 3 runs
+    EXPECT_TRUE(has(r.err, "ETA")) << r.err;
+    EXPECT_FALSE(has(r.err + r.out, "\r"));
+}
+
 nlohmann::json json_of(const std::string& args) {
     const CliResult r = run_kvscope_split(args);
     EXPECT_EQ(r.code, 0) << args << "\n" << r.out << r.err;

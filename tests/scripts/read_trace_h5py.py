@@ -58,7 +58,7 @@ class Trace:
 
     def attr(self, name):
         assert name in self.attrs, f"root attribute {name} is not in SCHEMA.md"
-        return self.f.attrs[name]
+        return text(self.f.attrs[name])
 
     def ds(self, name):
         assert name in self.datasets, f"dataset {name} is not in SCHEMA.md"
@@ -72,11 +72,16 @@ class Trace:
         return s
 
 
+def text(value):
+    """A string attribute: fixed-length ones (version 2) come back as bytes, as SCHEMA.md says."""
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
 def check_layout(t):
     """Every documented dataset is present (when its condition holds) as documented."""
     sz = t.sizes()
     assert t.attr("format") == "kvscope-trace"
-    assert int(t.attr("schema_version")) == 1
+    assert int(t.attr("schema_version")) == 2
     numpy_kind = {"int8": "i1", "uint8": "u1", "int16": "i2", "int32": "i4", "int64": "i8",
                   "float32": "f4"}
     for name, (dtype, axes, units) in t.datasets.items():
@@ -98,7 +103,7 @@ def check_layout(t):
                 assert n == sz[a], (name, d.shape, axes)
             elif a == "S":
                 assert n >= sz["S"], (name, d.shape)
-        assert d.attrs["units"] == units, (name, d.attrs["units"], units)
+        assert text(d.attrs["units"]) == units, (name, d.attrs["units"], units)
 
 
 def replay(ops_names, ops, pos, dest, bits, n):
@@ -109,9 +114,17 @@ def replay(ops_names, ops, pos, dest, bits, n):
         if p >= n:
             continue
         name = ops_names[int(o)]
+        # Evict, quantize and demote act on held tokens only (a merged token stays merged).
+        if name in ("evict", "quantize", "demote") and state[p] not in (HELD, QUANTIZED, DEMOTED):
+            continue
         state[p] = {"append": HELD, "evict": EVICTED, "merge": MERGED, "quantize": QUANTIZED,
                     "demote": DEMOTED}[name]
-        b[p] = int(q) if name in ("append", "quantize", "demote") else 0
+        if name == "append":
+            b[p] = int(q) if q > 0 else 16
+        elif name in ("quantize", "demote"):
+            b[p] = int(q) if q > 0 else b[p]
+        else:
+            b[p] = 0
     return state, b
 
 

@@ -8,11 +8,19 @@
     SIGKILLed after 9 steps (incomplete, read through steps_committed).
 (b) The Python block of SCHEMA.md's "Reading a trace in Python" section is extracted, run, and
     its replay_token_states must equal the package's states everywhere on the same traces.
+(c) Schema version 1 (tests/traces/v1, recorded by the last version 1 writer) and its upgrade:
+    `kvscope upgrade` writes a version 2 copy whose token states equal the version 1 file's at
+    every step, layer and head (both read through the package and the C++ reader), whose events
+    differ only in the destination of evict / quantize / demote rows (-1), and the input file is
+    unchanged byte for byte.
+(d) One replay rule: /summary/held equals the number of held, quantized or demoted positions of
+    the replay on every step, layer and head, on a synthetic trace that demotes merged tokens.
 Plus the documented facts the package relies on: needle survival counts quantised tokens as held,
 D2O's budget is -1 at step 0, the debiased attention formula, strings through .asstr().
 
 Usage: test_python_reader.py --dump dump_token_states --writer make_sample_trace
-       --schema traces/SCHEMA.md --samples resources/sample --workdir DIR
+       --kvscope kvscope --schema traces/SCHEMA.md --samples resources/sample
+       --v1 tests/traces/v1 --workdir DIR
 (kvscope_trace must be importable: PYTHONPATH=traces/python.)
 """
 import argparse
@@ -114,9 +122,14 @@ def check_real_samples(t_d2o, t_mikv):
     ev = t_d2o.events(1, 2)
     merges = ev["op"] == 2
     assert merges.any() and (ev["dst_position"][merges] >= 0).all()
-    # Evict rows carry their slot in destination (not -1).
+    # The sample is schema version 1: its evict rows hold their slot in destination, which the
+    # reader adapts to version 2's -1.
     ev_ = ev["op"] == 1
-    assert (ev["destination"][ev_] == ev["slot"][ev_]).all()
+    assert t_d2o.schema_version == 1 and not t_d2o.prefill_appends
+    assert (ev["destination"][ev_] == -1).all()
+    b = int(t_d2o.file["steps/event_begin"][1])
+    raw = t_d2o.file["events/destination"][b:b + ev["op"].size]
+    assert (raw[ev_] == ev["slot"][ev_]).all() and (raw[ev_] >= 0).all()
     # D2O's threshold is compared with the head-averaged similarity: some merged rows sit below it.
     assert (ev["similarity"][merges] < ev["threshold"][merges]).any()
     assert t_d2o.spans()[0]["label"] == "needle"
@@ -142,6 +155,59 @@ def check_real_samples(t_d2o, t_mikv):
     check_survival(t_mikv)
 
 
+def check_summary_agrees(path):
+    """(d): /summary/held == replayed held count everywhere; returns the demotes that found their
+    token not held (the case the rule decides)."""
+    holding = (kt.HELD, kt.QUANTIZED, kt.DEMOTED)
+    ignored = 0
+    with kt.Trace(path) as t:
+        held = t.file["summary/held"][:t.n_steps]
+        for s in range(t.n_steps):
+            for layer in range(t.n_layers):
+                for head in range(t.n_heads):
+                    st = t.token_states(layer, head, s)
+                    assert np.isin(st, holding).sum() == held[s, layer, head], \
+                        (path, s, layer, head, np.isin(st, holding).sum(), held[s, layer, head])
+            ev = t.events(s, s + 1)
+            for layer, head, p in zip(ev["layer"][ev["op"] == kt.DEMOTE],
+                                      ev["head"][ev["op"] == kt.DEMOTE],
+                                      ev["position"][ev["op"] == kt.DEMOTE]):
+                ignored += int(t.token_states(int(layer), int(head), s)[p] != kt.DEMOTED)
+    return ignored
+
+
+def check_upgrade(kvscope, v1_path, workdir):
+    """(c): upgrade the version 1 fixture, compare everything a reader sees."""
+    out = os.path.join(workdir, "upgraded-" + os.path.basename(v1_path))
+    if os.path.exists(out):
+        os.remove(out)
+    before = open(v1_path, "rb").read()
+    subprocess.run([kvscope, "upgrade", v1_path, out, "--quiet"], check=True,
+                   stdout=subprocess.DEVNULL)
+    assert open(v1_path, "rb").read() == before, "the input changed"
+    with kt.Trace(v1_path) as a, kt.Trace(out) as b:
+        assert (a.schema_version, b.schema_version) == (1, 2)
+        assert not a.prefill_appends and not b.prefill_appends
+        assert b.meta["extra"]["upgraded_from"]["schema_version"] == 1
+        ea, eb = a.events(), b.events()
+        for c in kt.EVENT_COLUMNS:
+            assert np.array_equal(ea[c], eb[c], equal_nan=ea[c].dtype.kind == "f"), c
+        with h5py.File(v1_path, "r") as fa, h5py.File(out, "r") as fb:
+            raw_a, raw_b = fa["events/destination"][:], fb["events/destination"][:]
+            op = fb["events/op"][:]
+            other = (op != kt.APPEND) & (op != kt.MERGE)
+            assert other.any() and (raw_a[other] >= 0).all() and (raw_b[other] == -1).all()
+            assert np.array_equal(raw_a[~other], raw_b[~other])
+        for s in range(a.n_steps):
+            for layer in range(a.n_layers):
+                for head in range(a.n_heads):
+                    da = a.token_states(layer, head, s, detail=True)
+                    db = b.token_states(layer, head, s, detail=True)
+                    for k in ("state", "bits", "merged_into", "changed_step"):
+                        assert np.array_equal(da[k], db[k]), (v1_path, s, layer, head, k)
+    return out
+
+
 def check_frames(t):
     try:
         import pandas  # noqa: F401
@@ -160,7 +226,7 @@ def check_frames(t):
 
 def main():
     ap = argparse.ArgumentParser()
-    for a in ("--dump", "--writer", "--schema", "--samples", "--workdir"):
+    for a in ("--dump", "--writer", "--kvscope", "--schema", "--samples", "--v1", "--workdir"):
         ap.add_argument(a, required=True)
     args = ap.parse_args()
     os.makedirs(args.workdir, exist_ok=True)
@@ -178,8 +244,13 @@ def main():
     assert not os.path.exists(killed)
     killed += ".part"
 
+    # (c) version 1 fixtures and their upgraded copies.
+    v1 = [os.path.join(args.v1, n + ".kvtrace.h5") for n in ("d2o", "mikv")]
+    upgraded = [check_upgrade(args.kvscope, p, args.workdir) for p in v1]
+
     # (a) exact equality with the C++ reader; each trace must exercise what it is here for.
-    c = {p: check_against_cpp(args.dump, p, args.workdir) for p in (d2o, mikv, synth, killed)}
+    c = {p: check_against_cpp(args.dump, p, args.workdir)
+         for p in [d2o, mikv, synth, killed] + v1 + upgraded}
     assert c[d2o][kt.MERGED] > 0 and c[d2o][kt.EVICTED] > 0, c[d2o]
     assert c[mikv][kt.QUANTIZED] > 0, c[mikv]
     assert (c[synth][1:] > 0).all(), c[synth]  # held, quantized, demoted, merged, evicted
@@ -189,8 +260,13 @@ def main():
 
     # (b) SCHEMA.md's replay code gives the same states.
     replay = schema_replay(args.schema)
-    for p in (d2o, mikv, synth, killed):
+    for p in [d2o, mikv, synth, killed] + v1 + upgraded:
         check_schema_replay(replay, p)
+
+    # (d) the summary and the replay agree, where demotes of merged / evicted tokens occur.
+    assert check_summary_agrees(synth) > 0, "the synthetic trace must demote tokens not held"
+    for p in upgraded:
+        check_summary_agrees(p)
 
     with kt.Trace(d2o) as t_d2o, kt.Trace(mikv) as t_mikv:
         check_real_samples(t_d2o, t_mikv)
@@ -198,6 +274,16 @@ def main():
     with kt.Trace(synth) as t:
         pos, val = t.attention_row(3, 0, 0)
         assert len(pos) == len(val) > 0
+        # The record-time prompt states (/summary/prompt_state) equal the replay after step 0.
+        P = t.n_prompt_tokens
+        for layer in range(t.n_layers):
+            for head in range(t.n_heads):
+                state, bits = t.prompt_states(layer, head)
+                d = t.token_states(layer, head, 0, detail=True)
+                assert np.array_equal(state, d["state"][:P]), (layer, head)
+                assert np.array_equal(bits, np.minimum(d["bits"][:P], 31)), (layer, head)
+    with kt.Trace(d2o) as t:
+        assert t.prompt_states(0, 0) is None  # written before /summary/prompt_state
 
     # A newer schema is refused with a message naming the version.
     newer = os.path.join(args.workdir, "newer.kvtrace.h5")

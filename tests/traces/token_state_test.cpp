@@ -52,6 +52,43 @@ TEST(TokenStates, FollowEventsUpToAStep) {
     EXPECT_EQ(std::string(cache_op_name(CacheOp::kDemote)), "demote");
 }
 
+// Evict, quantize and demote act on held tokens only (SCHEMA.md, Events): a merged token that is
+// demoted stays merged, an evicted one that is quantised stays evicted, an absent one that is
+// evicted stays absent; an append holds again whatever came before.
+TEST(TokenStates, OpsOnTokensNotHeldChangeNothing) {
+    const std::vector<EventRecord> events = {
+        ev(0, CacheOp::kAppend, 0, 0),
+        ev(0, CacheOp::kAppend, 1, 1),
+        ev(0, CacheOp::kMerge, 0, 1, 0.5f, 0),
+        ev(0, CacheOp::kEvict, 1),
+        ev(1, CacheOp::kDemote, 0, -1, 0.0f, 2),
+        ev(1, CacheOp::kQuantize, 1, -1, 0.0f, 4),
+        ev(1, CacheOp::kEvict, 2),
+        ev(2, CacheOp::kAppend, 1, 1, 0.0f, 0),     // bits 0: held at 16
+        ev(2, CacheOp::kQuantize, 1, -1, 0.0f, 0),  // bits 0: keeps 16
+        ev(2, CacheOp::kDemote, 1, -1, 0.0f, 3),
+    };
+    std::vector<TokenState> s1(3);
+    apply_events(events, 1, s1);
+    EXPECT_EQ(s1[0].state, TokenCacheState::kMerged);
+    EXPECT_EQ(s1[0].bits, 0);
+    EXPECT_EQ(s1[0].changed_step, 0);
+    EXPECT_EQ(s1[1].state, TokenCacheState::kEvicted);
+    EXPECT_EQ(s1[1].changed_step, 0);
+    EXPECT_EQ(s1[2].state, TokenCacheState::kAbsent);
+    EXPECT_EQ(s1[2].changed_step, -1);
+    std::vector<TokenState> s2(3);
+    apply_events(events, 2, s2);
+    EXPECT_EQ(s2[1].state, TokenCacheState::kDemoted);
+    EXPECT_EQ(s2[1].bits, 3);
+    EXPECT_EQ(s2[1].changed_step, 2);
+    std::vector<TokenState> q(2);
+    apply_events({ev(0, CacheOp::kAppend, 1, 1, 0.0f, 0), ev(0, CacheOp::kQuantize, 1, -1, 0, 0)},
+                 0, q);
+    EXPECT_EQ(q[1].state, TokenCacheState::kQuantized);
+    EXPECT_EQ(q[1].bits, 16);
+}
+
 TEST(TokenStates, UntouchedPositionsAreAbsent) {
     std::vector<TokenState> s(3);
     apply_events({ev(0, CacheOp::kAppend, 1, 0)}, 0, s);

@@ -32,9 +32,9 @@ TEST(TraceSchemaDoc, EveryDatasetIsDocumented) {
         EXPECT_NE(it->find("| " + shape_string(spec.shape) + " |"), std::string::npos) << *it;
         EXPECT_NE(it->find(std::string("| ") + spec.units + " |"), std::string::npos) << *it;
     }
-    for (const char* attr :
-         {"format", "schema_version", "software_version", "created_utc", "n_layers", "n_heads",
-          "n_prompt_tokens", "top_k", "n_spans", "record_attention_rows", "record_maps"}) {
+    for (const char* attr : {"format", "schema_version", "software_version", "created_utc",
+                             "n_layers", "n_heads", "n_prompt_tokens", "top_k", "n_spans",
+                             "record_attention_rows", "record_maps", "prefill_appends"}) {
         const std::string name = std::string("| `") + attr + "` |";
         EXPECT_TRUE(std::any_of(lines.begin(), lines.end(),
                                 [&](const std::string& l) { return l.rfind(name, 0) == 0; }))

@@ -1,4 +1,7 @@
-"""Trace: read-only access to one ``.kvtrace.h5`` file (traces/SCHEMA.md, schema version 1).
+"""Trace: read-only access to one ``.kvtrace.h5`` file (traces/SCHEMA.md, schema version 2).
+
+Version 1 files open too and read as version 2 (SCHEMA.md, Versions): ``/events/destination`` is
+-1 on their evict, quantize and demote rows, and ``prefill_appends`` comes from the run metadata.
 
 Axis letters in the shapes below are SCHEMA.md's: L layers, H cache heads, P prompt tokens,
 S committed steps, T = P + S tokens, N spans, K top-k, E events.
@@ -13,7 +16,8 @@ from collections import OrderedDict, namedtuple
 import h5py
 import numpy as np
 
-SCHEMA_VERSION = 1  # newest version this reader understands (older files never existed)
+SCHEMA_VERSION = 2  # newest version this reader understands
+OLDEST_SCHEMA_VERSION = 1  # oldest version it still opens (adapted as it reads)
 
 # Token cache states: the values of the C++ enum TokenCacheState (traces/trace_reader.h).
 ABSENT, HELD, QUANTIZED, DEMOTED, MERGED, EVICTED = range(6)
@@ -73,11 +77,20 @@ class Trace:
             self.file.close()
             raise TraceError(f"{self.path}: schema version {self.schema_version} is newer than "
                              f"this reader ({SCHEMA_VERSION}); update kvscope_trace")
+        if self.schema_version < OLDEST_SCHEMA_VERSION:
+            self.file.close()
+            raise TraceError(f"{self.path}: unsupported schema version {self.schema_version}")
         self.n_layers = int(a["n_layers"])
         self.n_heads = int(a["n_heads"])
         self.n_prompt_tokens = int(a["n_prompt_tokens"])
         self.top_k = int(a["top_k"])
         self.n_spans = int(a["n_spans"])
+        # Step 0 appends the prompt itself (1), or the prompt is held before step 0's events (0,
+        # `kvscope run`). Version 1 kept it in run_json only.
+        if "prefill_appends" in a:
+            self.prefill_appends = bool(a["prefill_appends"])
+        else:
+            self.prefill_appends = self.meta.get("extra", {}).get("prefill_appends_recorded") is True
         self._events_cache = OrderedDict()  # (layer, head) -> (n_steps, columns); a few kept
         self._read_counts()
 
@@ -246,19 +259,29 @@ class Trace:
         f = self.file
         if (layer is None) != (head is None):
             raise ValueError("give both layer and head, or neither")
+        # Version 1: destination must be adapted, which needs op.
+        adapt = self.schema_version < 2 and "destination" in columns
+        read = tuple(columns) + (("op",) if adapt and "op" not in columns else ())
         if layer is None:
             if step_end == step_begin:
                 b = e = 0
             else:
                 b = int(f["steps/event_begin"][step_begin])
                 e = int(f["steps/event_begin"][step_end - 1] + f["steps/event_count"][step_end - 1])
-            return {c: f["events/" + c][b:e] for c in columns}
-        if not (0 <= layer < self.n_layers and 0 <= head < self.n_heads):
-            raise IndexError(f"(layer {layer}, head {head}) out of range")
-        begin = f["events/lh_begin"][step_begin:step_end, layer, head].astype(np.int64)
-        count = f["events/lh_count"][step_begin:step_end, layer, head].astype(np.int64)
-        keep = count > 0
-        return _read_ranges(f, begin[keep], count[keep], columns)
+            ev = {c: f["events/" + c][b:e] for c in read}
+        else:
+            if not (0 <= layer < self.n_layers and 0 <= head < self.n_heads):
+                raise IndexError(f"(layer {layer}, head {head}) out of range")
+            begin = f["events/lh_begin"][step_begin:step_end, layer, head].astype(np.int64)
+            count = f["events/lh_count"][step_begin:step_end, layer, head].astype(np.int64)
+            keep = count > 0
+            ev = _read_ranges(f, begin[keep], count[keep], read)
+        if adapt:
+            # Version 1 stored the slot in destination on every row; version 2 keeps it for
+            # append and merge only.
+            ev["destination"][(ev["op"] != APPEND) & (ev["op"] != MERGE)] = -1
+            ev = {c: ev[c] for c in columns}
+        return ev
 
     def events_frame(self, step_begin=0, step_end=None, layer=None, head=None):
         """events() as a pandas DataFrame with an extra ``op_name`` column; needs pandas."""
@@ -268,6 +291,9 @@ class Trace:
         return df
 
     def _lh_events(self, layer, head):
+        """Columns step, op, position, dst_position of one (layer, head) over every committed
+        step, plus ``effective`` (bool: the event changes its token, see token_states) and
+        ``bits_after`` (int8: the token's precision after it), in recorded order; a few cached."""
         key = (layer, head)
         hit = self._events_cache.get(key)
         if hit is not None and hit[0] == self.n_steps:
@@ -275,6 +301,10 @@ class Trace:
             return hit[1]
         ev = self.events(0, self.n_steps, layer, head,
                          ("step", "op", "position", "bits", "dst_position"))
+        if ev["op"].size and ev["op"].max() >= len(OP_NAMES):
+            raise TraceError(f"{self.path}: /events/op holds {ev['op'].max()}, not a cache op")
+        ev["effective"], ev["bits_after"] = _effective(ev["op"], ev["position"], ev["bits"],
+                                                      self.n_prompt_tokens)
         self._events_cache[key] = (self.n_steps, ev)
         while len(self._events_cache) > 16:
             self._events_cache.popitem(last=False)
@@ -288,35 +318,33 @@ class Trace:
         state, bits (int8, precision while held, 0 when not held), merged_into (int32, position
         the token was merged into, -1 none), changed_step (int32, step of the last change).
 
-        Rule (as TraceReader::token_states): every prompt position starts held at 16 bits
-        (``kvscope run`` records no prefill appends); then the events of steps 0..step are applied
-        in recorded order, the last event of a position deciding its state: append -> held
-        (bits), evict -> evicted, merge -> merged, quantize -> quantized (bits), demote -> demoted
-        (bits). Events whose position is outside [0, P + step) are ignored.
+        Rule (SCHEMA.md, Events; as TraceReader::token_states and /summary): every prompt
+        position starts held at 16 bits (``kvscope run`` records no prefill appends); then the
+        events of steps 0..step apply in recorded order: append -> held (bits, 16 when <= 0),
+        merge -> merged; evict -> evicted, quantize -> quantized (bits), demote -> demoted (bits)
+        only while the token is held (held, quantized, demoted): on an absent, merged or evicted
+        token they change nothing. Events whose position is outside [0, P + step) are ignored.
         """
         if not (0 <= layer < self.n_layers and 0 <= head < self.n_heads):
             raise IndexError(f"(layer {layer}, head {head}) out of range")
         self._check_step(step)
         P, n = self.n_prompt_tokens, self.n_prompt_tokens + step
         ev = self._lh_events(layer, head)
-        sel = np.flatnonzero((ev["step"] <= step) & (ev["position"] >= 0) & (ev["position"] < n))
+        in_range = (ev["step"] <= step) & (ev["position"] >= 0) & (ev["position"] < n)
+        sel = np.flatnonzero(in_range & ev["effective"])
         pos = ev["position"][sel].astype(np.int64)
         op = ev["op"][sel]
-        if op.size and op.max() >= len(OP_NAMES):
-            raise TraceError(f"{self.path}: /events/op holds {op.max()}, not a cache op")
         state = np.zeros(n, np.uint8)
         bits = np.zeros(n, np.int8)
         changed = np.full(n, -1, np.int32)
         into = np.full(n, -1, np.int32)
         state[:P], bits[:P], changed[:P] = HELD, 16, 0
-        # The last event of each position wins; reversed unique gives its index.
+        # The last effective event of each position decides; reversed unique gives its index.
         last = _last_index(pos, n)
         hit = last >= 0
         li = last[hit]
-        lop = op[li]
-        state[hit] = _STATE_OF_OP[lop]
-        keeps_bits = (lop == APPEND) | (lop == QUANTIZE) | (lop == DEMOTE)
-        bits[hit] = np.where(keeps_bits, ev["bits"][sel][li], 0)
+        state[hit] = _STATE_OF_OP[op[li]]
+        bits[hit] = ev["bits_after"][sel][li]
         changed[hit] = ev["step"][sel][li]
         # merged_into keeps the last merge's destination even if the token changes later.
         m = op == MERGE
@@ -326,6 +354,16 @@ class Trace:
         if not detail:
             return state
         return {"state": state, "bits": bits, "merged_into": into, "changed_step": changed}
+
+    def prompt_states(self, layer, head):
+        """State and bits of the P prompt tokens of (layer, head) after step 0, from the
+        record-time ``/summary/prompt_state`` (no replay): ``(state uint8 [P], bits int8 [P])``,
+        equal to ``token_states(layer, head, 0, detail=True)``'s first P (bits above 31 read as
+        31). None for traces written without it (replay with token_states instead)."""
+        if "summary/prompt_state" not in self.file or self.n_steps < 1:
+            return None
+        code = self.file["summary/prompt_state"][layer, head]
+        return (code & 7).astype(np.uint8), (code >> 3).astype(np.int8)
 
     # ---- attention rows ------------------------------------------------------------------
     def attention_row(self, step, layer, head):
@@ -338,6 +376,31 @@ class Trace:
         b = int(f["attention_rows/begin"][step, layer, head])
         c = int(f["attention_rows/count"][step, layer, head])
         return f["attention_rows/position"][b:b + c], f["attention_rows/value"][b:b + c]
+
+
+def _effective(op, position, bits, n_prompt):
+    """Per event (recorded order of one (layer, head)): whether it changes its token, and the
+    token's bits after it. Evict, quantize and demote act on held tokens only; whether a token
+    is held depends only on its earlier events, so one pass serves every target step."""
+    effective = np.zeros(op.size, bool)
+    bits_after = np.zeros(op.size, np.int8)
+    held = {}  # position -> bits while held (absent: not held, or a prompt token untouched)
+    for i, (o, p, b) in enumerate(zip(op.tolist(), position.tolist(), bits.tolist())):
+        cur = held.get(p, 16 if 0 <= p < n_prompt else 0)  # 0: not held
+        if o == APPEND:
+            cur = b if b > 0 else 16
+        elif o == MERGE or o == EVICT:
+            if o == EVICT and cur == 0:
+                continue
+            cur = 0
+        elif cur == 0:  # quantize, demote of a token not held
+            continue
+        elif b > 0:
+            cur = b
+        held[p] = cur
+        effective[i] = True
+        bits_after[i] = cur
+    return effective, bits_after
 
 
 def _last_index(pos, n):
