@@ -188,7 +188,10 @@ void write_slab(const Dataset& ds, const Dims& start, const Dims& count, const v
     check_status(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start.data(), nullptr,
                                      count.data(), nullptr),
                  "select hyperslab");
-    Id mspace(check(H5Screate_simple(1, &total, nullptr), "H5Screate_simple"));
+    // The memory space has the slab's own shape: with a flat one, HDF5 maps a multi-chunk slab
+    // element by element (H5S_select_iterate was ~25% of a --record-maps run's CPU, perf).
+    Id mspace(check(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr),
+                    "H5Screate_simple"));
     check_status(H5Dwrite(ds.id.get(), ds.mem_type, mspace.get(), fspace.get(), H5P_DEFAULT, data),
                  "H5Dwrite");
 }
@@ -292,21 +295,44 @@ H5T_class_t type_class(hid_t dataset) {
 }
 
 namespace {
+// Variable-length strings: only read, from version 1 files (see hdf5_io.h).
 Id utf8_vlen_type() {
     Id t(check(H5Tcopy(H5T_C_S1), "H5Tcopy"));
     check_status(H5Tset_size(t.get(), H5T_VARIABLE), "H5Tset_size");
     check_status(H5Tset_cset(t.get(), H5T_CSET_UTF8), "H5Tset_cset");
     return t;
 }
+
+// Fixed-length UTF-8 of `bytes` bytes (at least 1: HDF5 has no 0-byte type), NUL-padded.
+Id utf8_fixed_type(size_t bytes) {
+    Id t(check(H5Tcopy(H5T_C_S1), "H5Tcopy"));
+    check_status(H5Tset_size(t.get(), std::max<size_t>(bytes, 1)), "H5Tset_size");
+    check_status(H5Tset_strpad(t.get(), H5T_STR_NULLPAD), "H5Tset_strpad");
+    check_status(H5Tset_cset(t.get(), H5T_CSET_UTF8), "H5Tset_cset");
+    return t;
+}
+
+// `n` fixed-length strings of `width` bytes each, back to back -> strings without the padding
+// (a NUL ends a string: NULLPAD pads with NULs, NULLTERM ends with one).
+std::vector<std::string> split_fixed(const std::vector<char>& raw, size_t n, size_t width) {
+    std::vector<std::string> out;
+    out.reserve(n);
+    for (size_t i = 0; i < n; ++i) {
+        const char* p = raw.data() + i * width;
+        out.emplace_back(p, strnlen(p, width));
+    }
+    return out;
+}
 }  // namespace
 
 void write_attr_string(hid_t obj, const std::string& name, const std::string& value) {
-    Id type = utf8_vlen_type();
+    Id type = utf8_fixed_type(value.size());
     Id space(check(H5Screate(H5S_SCALAR), "H5Screate"));
     Id attr(H5Acreate2(obj, name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT));
     if (!attr.valid()) fail("cannot create attribute " + name);
-    const char* p = value.c_str();
-    check_status(H5Awrite(attr.get(), type.get(), &p), "H5Awrite");
+    std::string padded = value;
+    padded.resize(std::max<size_t>(value.size(), 1), '\0');
+    check_status(H5Awrite(attr.get(), type.get(), padded.data()), "H5Awrite");
 }
 
 template <typename T>
@@ -346,10 +372,9 @@ std::string read_attr_string(hid_t obj, const std::string& name) {
     size_t n = H5Tget_size(ftype.get());
     if (n == 0 || n > kMaxStringBytes)
         throw Error("attribute " + name + " has an implausible string size " + std::to_string(n));
-    std::string s(n, '\0');
-    check_status(H5Aread(attr.get(), ftype.get(), s.data()), "H5Aread");
-    s.resize(std::strlen(s.c_str()));
-    return s;
+    std::vector<char> raw(n);
+    check_status(H5Aread(attr.get(), ftype.get(), raw.data()), "H5Aread");
+    return split_fixed(raw, 1, n)[0];
 }
 
 int64_t read_attr_int(hid_t obj, const std::string& name) {
@@ -366,8 +391,10 @@ int64_t read_attr_int(hid_t obj, const std::string& name) {
     return v;
 }
 
-void write_vlen_strings(hid_t file, const std::string& name, const std::vector<std::string>& v) {
-    Id type = utf8_vlen_type();
+void write_strings(hid_t file, const std::string& name, const std::vector<std::string>& v) {
+    size_t width = 1;
+    for (const auto& x : v) width = std::max(width, x.size());
+    Id type = utf8_fixed_type(width);
     hsize_t n = v.size();
     hsize_t maxn = H5S_UNLIMITED;
     Id space(check(H5Screate_simple(1, &n, &maxn), "H5Screate_simple"));
@@ -379,46 +406,60 @@ void write_vlen_strings(hid_t file, const std::string& name, const std::vector<s
                      H5P_DEFAULT));
     if (!ds.valid()) fail("cannot create dataset " + name);
     if (n == 0) return;
-    std::vector<const char*> ptrs;
-    for (const auto& s : v) ptrs.push_back(s.c_str());
-    check_status(H5Dwrite(ds.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()),
+    std::vector<char> raw(v.size() * width, '\0');
+    for (size_t i = 0; i < v.size(); ++i) std::memcpy(raw.data() + i * width, v[i].data(), v[i].size());
+    check_status(H5Dwrite(ds.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, raw.data()),
                  "H5Dwrite");
 }
 
-void write_vlen_string_scalar(hid_t file, const std::string& name, const std::string& value) {
-    Id type = utf8_vlen_type();
+void write_string_scalar(hid_t file, const std::string& name, const std::string& value) {
+    Id type = utf8_fixed_type(value.size());
     Id space(check(H5Screate(H5S_SCALAR), "H5Screate"));
     Id lcpl = intermediate_lcpl();
     Id ds(H5Dcreate2(file, name.c_str(), type.get(), space.get(), lcpl.get(), H5P_DEFAULT,
                      H5P_DEFAULT));
     if (!ds.valid()) fail("cannot create dataset " + name);
-    const char* p = value.c_str();
-    check_status(H5Dwrite(ds.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, &p), "H5Dwrite");
+    std::string padded = value;
+    padded.resize(std::max<size_t>(value.size(), 1), '\0');
+    check_status(H5Dwrite(ds.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, padded.data()),
+                 "H5Dwrite");
 }
 
-std::vector<std::string> read_vlen_strings(hid_t dataset) {
+std::vector<std::string> read_strings(hid_t dataset) {
     if (type_class(dataset) != H5T_STRING) throw Error("dataset does not hold strings");
     Id ftype(check(H5Dget_type(dataset), "H5Dget_type"));
-    if (H5Tis_variable_str(ftype.get()) <= 0) throw Error("dataset does not hold vlen strings");
     Id space(check(H5Dget_space(dataset), "H5Dget_space"));
     hssize_t n = H5Sget_simple_extent_npoints(space.get());
     if (n < 0) fail("H5Sget_simple_extent_npoints");
     if (static_cast<uint64_t>(n) > kMaxStrings)
         throw Error("dataset holds an implausible number of strings (" + std::to_string(n) + ")");
-    std::vector<char*> ptrs(static_cast<size_t>(n), nullptr);
     std::vector<std::string> out;
     if (n == 0) return out;
-    Id type = utf8_vlen_type();
-    check_status(H5Dread(dataset, type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()),
+    const auto count = static_cast<size_t>(n);
+    if (H5Tis_variable_str(ftype.get()) > 0) {
+        // Version 1 traces. The strings live in HDF5's global heap, the structure libhdf5 1.10
+        // crashes on when damaged; such files are opened only after trace_probe.h's check.
+        std::vector<char*> ptrs(count, nullptr);
+        Id type = utf8_vlen_type();
+        check_status(H5Dread(dataset, type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()),
+                     "H5Dread");
+        out.reserve(count);
+        for (char* p : ptrs) out.emplace_back(p ? p : "");
+        H5Dvlen_reclaim(type.get(), space.get(), H5P_DEFAULT, ptrs.data());
+        return out;
+    }
+    const size_t width = H5Tget_size(ftype.get());
+    if (width == 0 || width > kMaxStringBytes || count * width > kMaxReadBytes)
+        throw Error("dataset has an implausible string size " + std::to_string(width));
+    std::vector<char> raw(count * width);
+    Id mtype(check(H5Tcopy(ftype.get()), "H5Tcopy"));
+    check_status(H5Dread(dataset, mtype.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, raw.data()),
                  "H5Dread");
-    out.reserve(ptrs.size());
-    for (char* p : ptrs) out.emplace_back(p ? p : "");
-    H5Dvlen_reclaim(type.get(), space.get(), H5P_DEFAULT, ptrs.data());
-    return out;
+    return split_fixed(raw, count, width);
 }
 
-std::string read_vlen_string_scalar(hid_t dataset) {
-    auto v = read_vlen_strings(dataset);
+std::string read_string_scalar(hid_t dataset) {
+    auto v = read_strings(dataset);
     if (v.size() != 1) throw Error("dataset is not a single string");
     return v[0];
 }

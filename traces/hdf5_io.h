@@ -122,10 +122,14 @@ bool attr_exists(hid_t obj, const std::string& name);
 std::string read_attr_string(hid_t obj, const std::string& name);
 int64_t read_attr_int(hid_t obj, const std::string& name);
 
-// Variable-length UTF-8 strings (written before SWMR starts).
-void write_vlen_strings(hid_t file, const std::string& name, const std::vector<std::string>& v);
-void write_vlen_string_scalar(hid_t file, const std::string& name, const std::string& value);
-std::vector<std::string> read_vlen_strings(hid_t dataset);
-std::string read_vlen_string_scalar(hid_t dataset);
+// UTF-8 strings (written before SWMR starts). Written as fixed-length, NUL-padded strings sized
+// to the longest value, so a trace has no variable-length data: those live in HDF5's global heap
+// ("GCOL" collections, no checksum), where every libhdf5 1.10.8 crash, hang and huge allocation
+// found by fuzzing sits (issue 11). The readers also take the variable-length strings of version 1
+// files; trace_probe.h opens files holding a global heap in a child process first.
+void write_strings(hid_t file, const std::string& name, const std::vector<std::string>& v);
+void write_string_scalar(hid_t file, const std::string& name, const std::string& value);
+std::vector<std::string> read_strings(hid_t dataset);
+std::string read_string_scalar(hid_t dataset);
 
 }  // namespace kvscope::trace::h5

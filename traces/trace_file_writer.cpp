@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "core/model/error.h"
+#include "traces/token_state_code.h"
 
 namespace kvscope::trace {
 
@@ -157,12 +158,12 @@ TraceFileWriter::TraceFileWriter(const std::filesystem::path& target, const RunM
                 continue;
             std::string name = spec.name;
             if (name == ds::kRunJson) {
-                h5::write_vlen_string_scalar(f, name, to_json(meta_).dump());
+                h5::write_string_scalar(f, name, to_json(meta_).dump());
             } else if (name == ds::kSpanLabel || name == ds::kSpanExpected) {
                 std::vector<std::string> v;
                 for (const auto& s : meta.spans)
                     v.push_back(name == ds::kSpanLabel ? s.label : s.expected_answer);
-                h5::write_vlen_strings(f, name, v);
+                h5::write_strings(f, name, v);
             } else if (spec.shape.empty()) {
                 int64_t zero = 0;
                 ds_[name] = h5::create_scalar(f, name, native_hdf5_type(spec.dtype), &zero);
@@ -393,6 +394,16 @@ void TraceFileWriter::write_step(StepData& data) {
     append(ds::kSumHeldBits, counts.held_bits, 1);
     append(ds::kSumMerged, counts.merged, 1);
     append(ds::kSumEvicted, counts.evicted, 1);
+    if (r.step == 0) {
+        // Every prompt token's state after the prefill (/summary/prompt_state), so the precision
+        // view reads it instead of replaying ~P events per head (token_state_code.h).
+        const std::vector<TokenStateCode> codes =
+            prompt_state_codes(ev, meta_.n_layers, meta_.n_heads, sizes_.P);
+        h5::write_slab(d(ds::kSumPromptState), {0, 0, 0},
+                       {static_cast<hsize_t>(sizes_.L), static_cast<hsize_t>(sizes_.H),
+                        static_cast<hsize_t>(sizes_.P)},
+                       codes.data());
+    }
 
     // The step row.
     const size_t K = static_cast<size_t>(sizes_.K);

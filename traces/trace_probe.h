@@ -7,9 +7,15 @@
 // reader will read, under a memory limit and a wall-clock timeout. A crash, hang or out-of-memory
 // in the child becomes an InputError in the parent, naming the file and what happened.
 //
+// Every such crash, hang and huge allocation found so far sits in the parser of HDF5's global heap
+// (where variable-length strings live; it has no checksum). Traces written since schema version 2
+// store no variable-length data, so a file in which no global heap collection occurs (see
+// has_global_heap) is opened in-process without a child; the others (version 1 traces, files
+// from elsewhere) are probed.
+//
 // Programs that open files from users (kvscope, kvscope-studio) turn the check on once in main()
-// with set_probe_untrusted_traces(true); TraceReader's constructor then probes every file before
-// opening it. A successful probe is cached per (path, size, mtime) for the life of the process.
+// with set_probe_untrusted_traces(true); TraceReader's constructor then checks every file before
+// opening it. A passed check is cached per (path, size, mtime) for the life of the process.
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -34,7 +40,11 @@ ProbeLimits probe_limits(uint64_t file_size);
 // running executable (/proc/self/exe), else the one in this build tree. Empty when none exists.
 std::filesystem::path probe_helper_path();
 
-// Probes `path` in a child (cached). Throws InputError naming the file when the child crashed,
+// True when the file contains the signature of a global heap collection ("GCOL") anywhere, or
+// cannot be read. Reads the whole file once.
+bool has_global_heap(const std::filesystem::path& path);
+
+// Probes `path` in a child (cached) when it holds a global heap; else only caches the pass. Throws InputError naming the file when the child crashed,
 // hung, ran out of memory or found the file invalid (its message), or when the helper is missing.
 // use_cache = false probes even a file that passed before (the fuzz target rewrites one path).
 void probe_trace_file(const std::filesystem::path& path, bool use_cache = true);

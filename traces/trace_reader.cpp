@@ -143,7 +143,7 @@ void TraceReader::Impl::open() {
     }
     try {
         meta = run_metadata_from_json(
-            nlohmann::json::parse(h5::read_vlen_string_scalar(d(ds::kRunJson))));
+            nlohmann::json::parse(h5::read_string_scalar(d(ds::kRunJson))));
     } catch (const nlohmann::json::exception& e) {
         fail(std::string("/meta/run_json is not valid run metadata: ") + e.what());
     }
@@ -154,8 +154,8 @@ void TraceReader::Impl::open() {
     meta.top_k = static_cast<int32_t>(sizes.K);
     auto begins = read<int64_t>(ds::kSpanBegin, {0}, {static_cast<hsize_t>(sizes.N)});
     auto ends = read<int64_t>(ds::kSpanEnd, {0}, {static_cast<hsize_t>(sizes.N)});
-    auto labels = h5::read_vlen_strings(d(ds::kSpanLabel));
-    auto expected = h5::read_vlen_strings(d(ds::kSpanExpected));
+    auto labels = h5::read_strings(d(ds::kSpanLabel));
+    auto expected = h5::read_strings(d(ds::kSpanExpected));
     if (labels.size() != static_cast<size_t>(sizes.N) ||
         expected.size() != static_cast<size_t>(sizes.N))
         fail("/spans datasets do not hold n_spans entries");
@@ -534,6 +534,23 @@ std::vector<float> TraceReader::needle_survival(int32_t span, int64_t begin, int
 
 bool TraceReader::has_head_counts() const {
     return impl_->has_summary;
+}
+
+bool TraceReader::has_prompt_states() const {
+    std::lock_guard lock(impl_->mu);
+    return impl_->has(ds::kSumPromptState) && impl_->n_steps >= 1;
+}
+
+std::vector<uint8_t> TraceReader::prompt_states(int32_t layer, int32_t head) const {
+    return guarded(*impl_, [&] {
+        const Impl& m = *impl_;
+        if (!m.has(ds::kSumPromptState) || m.n_steps < 1)
+            throw std::out_of_range("the trace has no /summary/prompt_state");
+        m.check_layer_head(layer, head);
+        return m.read<uint8_t>(ds::kSumPromptState,
+                               {static_cast<hsize_t>(layer), static_cast<hsize_t>(head), 0},
+                               {1, 1, static_cast<hsize_t>(m.sizes.P)});
+    });
 }
 
 HeadCountRow TraceReader::head_counts(int64_t step) const {

@@ -60,7 +60,7 @@ inline constexpr int64_t kMaxMapTokens = 2048;
 
 namespace ds {
 // ---- /meta -----------------------------------------------------------------------------------
-inline constexpr const char* kRunJson = "/meta/run_json";   // vlen UTF-8 str, scalar: RunMetadata
+inline constexpr const char* kRunJson = "/meta/run_json";   // UTF-8 str, scalar: RunMetadata
 inline constexpr const char* kEndJson = "/meta/end_json";   // uint8 [B], UTF-8 JSON of RunEnd;
                                                             // empty until the run ends
 inline constexpr const char* kComplete = "/meta/complete";  // uint8 scalar, see RunState
@@ -78,8 +78,8 @@ inline constexpr const char* kTokenTextBytes = "/tokens/text_bytes";    // uint8
 // ---- /spans: marked spans (needles), fixed at begin ------------------------------------------
 inline constexpr const char* kSpanBegin = "/spans/begin";               // int64 [N] first token
 inline constexpr const char* kSpanEnd = "/spans/end";                   // int64 [N] one past last
-inline constexpr const char* kSpanLabel = "/spans/label";               // vlen str [N]
-inline constexpr const char* kSpanExpected = "/spans/expected_answer";  // vlen str [N], "" = none
+inline constexpr const char* kSpanLabel = "/spans/label";               // UTF-8 str [N]
+inline constexpr const char* kSpanExpected = "/spans/expected_answer";  // UTF-8 str [N], "" = none
 inline constexpr const char* kSpanAnswerFound =
     "/spans/answer_found";  // int8 [N]: 1 the output
                             // contains expected_answer, 0 not, -1 unknown
@@ -167,6 +167,9 @@ inline constexpr const char* kSumHeld = "/summary/held";           // int32 [S,L
 inline constexpr const char* kSumHeldBits = "/summary/held_bits";  // int64 [S,L,H] Σ bits held
 inline constexpr const char* kSumMerged = "/summary/merged";       // int32 [S,L,H] merges so far
 inline constexpr const char* kSumEvicted = "/summary/evicted";     // int32 [S,L,H] evictions
+// uint8 [L,H,P] state code (token_state_code.h) of every prompt token after step 0, so a view of
+// every token's precision reads one row per (layer, head) instead of replaying the prefill's events
+inline constexpr const char* kSumPromptState = "/summary/prompt_state";
 }  // namespace ds
 
 // ---- Enumerations stored as integers ---------------------------------------------------------

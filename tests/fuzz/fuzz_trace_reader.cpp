@@ -1,16 +1,17 @@
-// libFuzzer target for the trace reader, through the isolation that programs use
-// (traces/trace_probe.h). libhdf5 1.10.8 crashes on some damaged files before any check of ours
-// runs, so this target fuzzes the guarantee the programs rely on: each input is written as a
-// trace file and probed in a child process (kvscope-trace-probe, the real helper, built without
-// the fuzzer); when the probe accepts it, this process opens it in-process and reads all of it
+// libFuzzer target for the trace reader, through the same path programs take (traces/
+// trace_probe.h). Each input is written as a trace file and checked: a file holding an HDF5
+// global heap ("GCOL": the variable-length strings of version 1 traces — libhdf5 1.10.8 crashes,
+// hangs or allocates gigabytes in its parser) is probed in a child process (kvscope-trace-probe,
+// the real helper, built without the fuzzer) and a crash of the child must become an InputError;
+// a file without one (every version 2 trace) is opened in-process directly, as the programs do.
+// Either way, when the check passes, this process opens the file and reads all of it
 // (TraceReader::read_all, the probe's own walk, with the bounded-read checks) under ASan/UBSan.
-// A crash or sanitizer report here is therefore a file the probe let through that still breaks
-// the reader, or a bug in our reader code. A crash of the child is the expected, contained fate
-// of a file that breaks libhdf5: it must become an InputError, which is what is checked.
-// Coverage feedback comes from this process (the parent side of the probe and the in-process
-// read); the child runs uninstrumented. One child per input: ~20-50 executions/s.
+// A crash or sanitizer report here is a file the check let through that still breaks the reader
+// (libhdf5 or our code). Coverage feedback comes from this process; the child runs
+// uninstrumented. Inputs without a global heap run at in-process speed; those with one cost a
+// child each (~20-50 executions/s).
 //   seed corpus: tests/fuzz/seeds/trace_reader/ (small traces recorded with `kvscope run` on
-//   resources/models/kvscope-demo)
+//   resources/models/kvscope-demo: needle = schema version 1, d2o-v2 = version 2)
 //   run: KVSCOPE_TRACE_PROBE_TIMEOUT_S=5 ./fuzz_trace_reader -timeout=10
 //   tests/fuzz/seeds/trace_reader
 #include <unistd.h>

@@ -2,8 +2,9 @@
 # Damaged traces (tests/traces/damaged/, inputs that crash libhdf5 1.10.8 in-process, found by
 # fuzzing) must give an error naming the file and exit non-zero without a signal, from
 # `kvscope inspect` and, when given, `kvscope-studio --export-views`; valid traces, including one
-# whose writer was killed (SWMR read), still open through the same isolated probe; a missing
-# probe helper is reported, not skipped.
+# whose writer was killed (SWMR read), still open; a missing probe helper is reported, not skipped,
+# for a file that needs it (version 1: variable-length strings in HDF5's global heap), and not
+# needed for a version 2 file (no global heap).
 #   damaged_traces_test.sh KVSCOPE MAKE_SAMPLE_TRACE DAMAGED_DIR GOOD_TRACE WORKDIR [STUDIO]
 set -u
 KVSCOPE=$1 MAKE_SAMPLE=$2 DAMAGED=$3 GOOD=$4 WORK=$5 STUDIO=${6:-}
@@ -48,6 +49,22 @@ if [ "$rc" = 0 ] || ! grep -q "kvscope-trace-probe" "$WORK/err"; then
   echo "FAIL: a missing helper is not reported (exit $rc)"; cat "$WORK/err"; fail=1
 else
   echo "ok   missing helper: $(cat "$WORK/err")"
+fi
+
+# A trace written now (schema version 2) holds no variable-length data, hence no HDF5 global heap
+# (the only place the crashes above were found): it opens in-process, with no helper at all. The
+# version 1 file above holds one and still needs the helper (checked just before).
+"$MAKE_SAMPLE" "$WORK/v2.kvtrace.h5" >/dev/null 2>&1
+if grep -q GCOL "$WORK/v2.kvtrace.h5" || h5dump -H "$WORK/v2.kvtrace.h5" 2>/dev/null | grep -q H5T_VARIABLE; then
+  echo "FAIL: a newly written trace holds variable-length strings / a global heap"; fail=1
+fi
+grep -q GCOL "$GOOD" || { echo "FAIL: $GOOD was expected to hold a global heap (version 1)"; fail=1; }
+KVSCOPE_TRACE_PROBE=/nonexistent/kvscope-trace-probe "$KVSCOPE" inspect --quick "$WORK/v2.kvtrace.h5" \
+  >"$WORK/out" 2>"$WORK/err"; rc=$?
+if [ "$rc" != 0 ]; then
+  echo "FAIL: a version 2 trace needs the helper (exit $rc)"; cat "$WORK/err"; fail=1
+else
+  echo "ok   version 2 trace opens in-process (no global heap, no helper needed)"
 fi
 
 if [ -n "$STUDIO" ]; then
