@@ -6,6 +6,7 @@ if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 export DEBIAN_FRONTEND=noninteractive
 PKGS=(build-essential cmake ninja-build pkg-config
       qt6-base-dev libqt6opengl6-dev libgl-dev libimgui-dev
+      libavcodec-dev libavformat-dev libavutil-dev libswscale-dev  # Studio video export
       libhdf5-dev hdf5-tools libgtest-dev libgmock-dev nlohmann-json3-dev libcli11-dev
       libspdlog-dev libsentencepiece-dev libpcre2-dev
       xvfb xauth imagemagick python3 python3-h5py python3-numpy

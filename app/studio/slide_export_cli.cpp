@@ -2,6 +2,7 @@
 
 #include <QApplication>
 #include <QCommandLineParser>
+#include <QFileInfo>
 #include <QStringList>
 #include <QTimer>
 
@@ -9,6 +10,7 @@
 #include <exception>
 #include <optional>
 
+#include "app/studio/figure_export.h"
 #include "app/studio/main_window.h"
 #include "app/studio/slide_export.h"
 #include "traces/trace_output.h"
@@ -151,6 +153,16 @@ int run_slide_export_cli(MainWindow& window, const QCommandLineParser& parser) {
             throw Usage{QString("--") + (video ? kVideo : kFigure) + " needs a trace"};
         }
         o = parse_options(window, parser, video);
+        const QString ext = QFileInfo(path).suffix().toLower();
+        if (video && ext != "mp4" && ext != "gif") {
+            throw Usage{"--export-video " + path + ": use a .mp4 or .gif file name"};
+        }
+        if (!video && !is_figure_path(path)) {
+            throw Usage{"--export-figure " + path + ": use a .png, .pdf or .svg file name"};
+        }
+        if (ext == "mp4" && (o.size.width() % 2 != 0 || o.size.height() % 2 != 0)) {
+            throw Usage{"--size: an MP4's width and height must be even"};
+        }
         trace::refuse_existing_output(path.toStdString(), o.overwrite);
     } catch (const Usage& u) {
         return print(u.message, 2);

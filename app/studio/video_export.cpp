@@ -135,6 +135,9 @@ struct VideoEncoder::State {
             rc = avcodec_receive_packet(codec, packet);
             if (rc == AVERROR(EAGAIN) || rc == AVERROR_EOF) return 0;
             if (rc < 0) return rc;
+            // One frame per step: every packet lasts one tick. Encoders do not all say so, and
+            // the MP4 muxer gives a packet without a duration none, so players drop the last frame.
+            if (packet->duration <= 0) packet->duration = 1;
             av_packet_rescale_ts(packet, codec->time_base, stream->time_base);
             packet->stream_index = stream->index;
             rc = av_interleaved_write_frame(format, packet);  // takes the packet's data
