@@ -10,11 +10,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <tuple>
@@ -223,13 +225,16 @@ bool has_global_heap(const fs::path& path) {
     // (~0.3 s per GiB from the page cache), carrying 3 bytes over each block boundary.
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return true;  // let the probe (and then the reader) report what is wrong
-    constexpr size_t kBlock = size_t{4} << 20;
     constexpr char kSig[] = {'G', 'C', 'O', 'L'};
-    std::vector<char> buf(kBlock + sizeof kSig);
+    struct stat st {};
+    const size_t file_size = ::fstat(fd, &st) == 0 ? static_cast<size_t>(st.st_size) : 0;
+    // Not zero-filled, and no bigger than the file: small files are checked at open() speed.
+    const size_t kBlock = std::clamp<size_t>(file_size, 4096, size_t{4} << 20);
+    const std::unique_ptr<char[]> buf(new char[kBlock + sizeof kSig]);
     size_t carried = 0;
     bool found = false;
     for (;;) {
-        const ssize_t got = ::read(fd, buf.data() + carried, kBlock);
+        const ssize_t got = ::read(fd, buf.get() + carried, kBlock);
         if (got < 0 && errno == EINTR) continue;
         if (got < 0) {
             found = true;  // unreadable: not ours to decide here
@@ -237,12 +242,12 @@ bool has_global_heap(const fs::path& path) {
         }
         if (got == 0) break;
         const size_t have = carried + static_cast<size_t>(got);
-        if (memmem(buf.data(), have, kSig, sizeof kSig) != nullptr) {
+        if (memmem(buf.get(), have, kSig, sizeof kSig) != nullptr) {
             found = true;
             break;
         }
         carried = std::min(have, sizeof kSig - 1);
-        std::memmove(buf.data(), buf.data() + have - carried, carried);
+        std::memmove(buf.get(), buf.get() + have - carried, carried);
     }
     ::close(fd);
     return found;
