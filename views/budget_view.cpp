@@ -34,7 +34,7 @@ LayerBudget layer_budget(const TraceModel& m, int64_t step, int32_t layer) {
 ImU32 series_colour(const Theme& theme, int i, int n) {
     const float t = n > 1 ? static_cast<float>(i) / static_cast<float>(n - 1) : 0.5f;
     const ImU32 c = theme.heat(0.15f + 0.7f * t);
-    return theme.kind == ThemeKind::kLight ? mix(c, IM_COL32(0, 0, 0, 255), 0.25f) : c;
+    return theme.light_background() ? mix(c, IM_COL32(0, 0, 0, 255), 0.25f) : c;
 }
 
 }  // namespace

@@ -5,6 +5,8 @@
 #include <cstdio>
 
 #include "core/probes/norm_attention.h"
+#include "views/plot_legend.h"
+#include "views/text_fit.h"
 
 namespace kvscope::views {
 
@@ -59,7 +61,7 @@ void DensityView::draw(ViewContext& ctx) {
     }
     layer_head_selector(ctx, true);
     ImGui::SameLine();
-    ImGui::TextDisabled("prefill statistics  ·  rho = Spearman(-key norm, attention received)");
+    fitted_text("prefill statistics  ·  rho = Spearman(-key norm, attention received)");
 
     const ImVec2 avail = ImGui::GetContentRegionAvail();
     const ImVec2 o = ImGui::GetCursorScreenPos();
@@ -172,6 +174,17 @@ void DensityView::draw_scatter(ViewContext& ctx, Canvas& canvas) {
     canvas.text(ImVec2(scatter_.min.x - 40, scatter_.min.y - font - 4), theme.text_dim,
                 "attention received (log10)");
     canvas.pop_clip();
+    // Colour key, right-aligned on the title's row, or on the axis title's when the title
+    // leaves no room.
+    const std::vector<LegendItem> key = {
+        {LegendItem::Mark::kDot, with_alpha(theme.heat(0.55f), 0.8f), "prompt token"},
+        {LegendItem::Mark::kDot, theme.needle, "needle"},
+        {LegendItem::Mark::kRing, theme.selection, "selected token"}};
+    const float key_w = legend_width(key);
+    const bool on_title = ImGui::CalcTextSize(title).x + 16.0f + key_w <= scatter_.width();
+    draw_legend(canvas, theme,
+                ImVec2(scatter_.max.x - key_w, scatter_.min.y - (on_title ? 2 * font + 6 : font + 4)),
+                key);
 
     const size_t n = std::min(norms_->size(), attn_->size());
     const auto to_screen = [&](float x, float y) {

@@ -15,7 +15,7 @@ namespace kvscope::views {
 class DensityView final : public View {
   public:
     const char* id() const override { return "density"; }
-    const char* title() const override { return "Density & key norms"; }
+    const char* title() const override { return "Density and key norms"; }
     void draw(ViewContext& ctx) override;
     void reset() override;
 

@@ -6,6 +6,8 @@
 #include <utility>
 #include <vector>
 
+#include "views/text_fit.h"
+
 namespace kvscope::views {
 
 namespace {
@@ -231,7 +233,7 @@ void EvictionTimelineView::draw(ViewContext& ctx) {
     ImGui::SameLine();
     if (ImGui::Button("Fit")) axis_.zoom_to(0, axis_.extent());
     ImGui::SameLine();
-    ImGui::TextDisabled("tokens %s-%s of %lld  ·  wheel: zoom, drag: pan",
+    fitted_textf(0, "tokens %s-%s of %lld  ·  wheel: zoom, drag: pan",
                         format_number(std::floor(axis_.lo())).c_str(),
                         format_number(std::ceil(axis_.hi())).c_str(),
                         static_cast<long long>(s.n_tokens));

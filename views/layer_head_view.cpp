@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdio>
 
+#include "views/text_fit.h"
+
 namespace kvscope::views {
 
 namespace {
@@ -54,7 +56,7 @@ void LayerHeadView::draw(ViewContext& ctx) {
     ImGui::RadioButton("bytes held", &m, 1);
     metric_ = static_cast<Metric>(m);
     ImGui::SameLine();
-    ImGui::TextDisabled("after step %lld  ·  click a cell: select layer and head",
+    fitted_textf(0, "after step %lld  ·  click a cell: select layer and head",
                         static_cast<long long>(step));
 
     double max_bytes = 0.0;

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <numeric>
 
+#include "views/text_fit.h"
+
 namespace kvscope::views {
 
 void MergeView::reset() {
@@ -61,7 +63,7 @@ void MergeView::draw(ViewContext& ctx) {
     ImGui::SameLine();
     if (ImGui::Button("Fit")) axis_.zoom_to(0, axis_.extent());
     ImGui::SameLine();
-    ImGui::TextDisabled("%zu merges up to step %lld (%zu in the run)%s", shown,
+    fitted_textf(0, "%zu merges up to step %lld (%zu in the run)%s", shown,
                         static_cast<long long>(step), merges_.size(),
                         ctx.state.head < 0 ? "  ·  head 0: pick a head" : "");
     if (merges_.empty()) {
@@ -77,7 +79,7 @@ void MergeView::draw(ViewContext& ctx) {
     const float font = ImGui::GetFontSize();
     const float table_h = std::clamp(avail.y * 0.32f, font * 4.0f, font * 14.0f);
     plot_ = PlotRect{ImVec2(o.x + 8, o.y + 4),
-                     ImVec2(o.x + avail.x - 8, o.y + avail.y - table_h - font * 2.5f)};
+                     ImVec2(o.x + avail.x - 8, o.y + avail.y - table_h - font * 2.9f)};
     if (plot_.width() < 20 || plot_.height() < 30) return;
     baseline_ = plot_.max.y - font - 6;
 
@@ -144,14 +146,17 @@ void MergeView::draw(ViewContext& ctx) {
     hover_.update(ctx.state, hover_token);
 
     // Table of merges up to the current step.
-    ImGui::SetCursorScreenPos(ImVec2(o.x, plot_.max.y + font * 2.2f));
+    // Below the axis' tick labels and title (two text lines).
+    ImGui::SetCursorScreenPos(ImVec2(o.x, plot_.max.y + font * 2.6f));
     const ImGuiTableFlags flags = ImGuiTableFlags_ScrollY | ImGuiTableFlags_RowBg |
                                   ImGuiTableFlags_BordersInnerV | ImGuiTableFlags_SizingStretchProp;
     if (ImGui::BeginTable("##merges", 4, flags, ImVec2(avail.x, table_h))) {
         ImGui::TableSetupScrollFreeze(0, 1);
         ImGui::TableSetupColumn("step", ImGuiTableColumnFlags_WidthFixed, font * 4);
-        ImGui::TableSetupColumn("merged token");
-        ImGui::TableSetupColumn("into");
+        // Explicit equal weights: proportional sizing from the first frame's (empty) content
+        // squashed these to one character.
+        ImGui::TableSetupColumn("merged token", ImGuiTableColumnFlags_WidthStretch, 1.0f);
+        ImGui::TableSetupColumn("into", ImGuiTableColumnFlags_WidthStretch, 1.0f);
         ImGui::TableSetupColumn("weight", ImGuiTableColumnFlags_WidthFixed, font * 5);
         ImGui::TableHeadersRow();
         ImGuiListClipper clipper;

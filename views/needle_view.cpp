@@ -5,6 +5,9 @@
 #include <cstdio>
 #include <numeric>
 
+#include "views/plot_legend.h"
+#include "views/text_fit.h"
+
 namespace kvscope::views {
 
 namespace {
@@ -103,23 +106,23 @@ void NeedleView::draw(ViewContext& ctx) {
     layer_head_selector(ctx, false);
     ImGui::SameLine();
     const int8_t found = model.answer_found(span);
+    // The verdict is the line a class reads first: it wraps rather than being cut off.
     if (ms.expected_answer.empty()) {
-        ImGui::TextDisabled("no expected answer");
+        fitted_text("no expected answer");
     } else if (found == 1) {
-        ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(theme.held),
-                           "answer RIGHT: output contains \"%s\"", ms.expected_answer.c_str());
+        fitted_textf(theme.held, "answer RIGHT: output contains \"%s\"",
+                     ms.expected_answer.c_str());
     } else if (found == 0) {
-        ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(IM_COL32(226, 72, 58, 255)),
-                           "answer WRONG: output lacks \"%s\"", ms.expected_answer.c_str());
+        fitted_textf(IM_COL32(226, 72, 58, 255), "answer WRONG: output lacks \"%s\"",
+                     ms.expected_answer.c_str());
     } else {
-        ImGui::TextDisabled("answer not checked yet (\"%s\")", ms.expected_answer.c_str());
+        fitted_textf(0, "answer not checked yet (\"%s\")", ms.expected_answer.c_str());
     }
     std::string text;
     for (int64_t t = ms.begin; t < ms.end && t < s.n_tokens; ++t) text += model.token_text(t);
     ImGui::TextDisabled("needle text:");
     ImGui::SameLine();
-    ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(theme.needle), "%s",
-                       display_piece(text).c_str());
+    fitted_text(display_piece(text).c_str(), theme.needle);
 
     const Loss& lost = loss(model, span);
     if (lost.step < 0) {
@@ -158,7 +161,9 @@ void NeedleView::draw(ViewContext& ctx) {
         ImGui::SetCursorScreenPos(ImVec2(curve_.min.x - 50, curve_.max.y + font * 2 + 8));
         ImGui::BeginChild("##outscored", ImVec2(o.x + avail.x - (curve_.min.x - 50),
                                                 o.y + avail.y - (curve_.max.y + font * 2 + 8)));
+        ImGui::PushTextWrapPos(0.0f);  // a child window starts without the host's wrap
         draw_outscored(ctx, span);
+        ImGui::PopTextWrapPos();
         ImGui::EndChild();
     }
 }
@@ -232,7 +237,17 @@ void NeedleView::draw_curve(ViewContext& ctx, Canvas& canvas, int32_t span) {
     const Theme& theme = ctx.theme;
     const int64_t S = std::max<int64_t>(ctx.model.summary().n_steps, 1);
     canvas.rect(curve_.min, curve_.max, theme.panel);
-    draw_y_axis(canvas, theme, curve_, 0.0, 1.0, "needle held: mean, min, selected");
+    draw_y_axis(canvas, theme, curve_, 0.0, 1.0, "needle held");
+    // The colour key, right of the axis title; over the plot's top edge when it does not fit.
+    const std::vector<LegendItem> key = {
+        {LegendItem::Mark::kLine, theme.held, "mean over heads"},
+        {LegendItem::Mark::kLine, theme.bits_color(2), "lowest head"},
+        {LegendItem::Mark::kLine, theme.selection,
+         "L" + std::to_string(ctx.state.layer) + " H" + std::to_string(std::max(ctx.state.head, 0))}};
+    const float font = ImGui::GetFontSize();
+    const float key_x = std::max(curve_.max.x - legend_width(key),
+                                 curve_.min.x + ImGui::CalcTextSize("needle held").x + 16.0f);
+    draw_legend(canvas, theme, ImVec2(key_x, curve_.min.y - font - 2), key);
     draw_x_axis(canvas, theme, curve_, 0.0, static_cast<double>(S - 1), "step");
     const int columns =
         static_cast<int>(std::min<int64_t>(S, static_cast<int64_t>(curve_.width())));

@@ -182,16 +182,22 @@ void draw_state_legend(const ViewContext& ctx, bool with_bits) {
     }
     const float box = ImGui::GetFontSize() * 0.8f;
     Canvas canvas = ctx.canvas();
-    for (const Item& it : items) {
+    for (size_t i = 0; i < items.size(); ++i) {
+        const Item& it = items[i];
+        // An item that does not fit in the rest of the row starts the next one (narrow docks,
+        // presenter scale).
+        if (i > 0) {
+            ImGui::SameLine(0, 12);
+            if (ImGui::GetContentRegionAvail().x < box + 4 + ImGui::CalcTextSize(it.name).x)
+                ImGui::NewLine();
+        }
         const ImVec2 p = ImGui::GetCursorScreenPos();
         const float y = p.y + (ImGui::GetTextLineHeight() - box) * 0.5f;
         canvas.rect(ImVec2(p.x, y), ImVec2(p.x + box, y + box), it.colour);
         ImGui::Dummy(ImVec2(box, box));
         ImGui::SameLine(0, 4);
         ImGui::TextUnformatted(it.name);
-        ImGui::SameLine(0, 12);
     }
-    ImGui::NewLine();
 }
 
 void draw_marker_x(Canvas& canvas, float x, float y0, float y1, ImU32 colour) {

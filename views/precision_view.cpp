@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "views/text_fit.h"
+
 namespace kvscope::views {
 
 void PrecisionView::reset() {
@@ -153,7 +155,7 @@ void PrecisionView::draw(ViewContext& ctx) {
     ImGui::SameLine();
     if (ImGui::Button("Fit")) axis_.zoom_to(0, axis_.extent());
     ImGui::SameLine();
-    ImGui::TextDisabled("bits per token per layer after step %lld", static_cast<long long>(step));
+    fitted_textf(0, "bits per token per layer after step %lld", static_cast<long long>(step));
     draw_state_legend(ctx, true);
 
     const ImVec2 avail = ImGui::GetContentRegionAvail();

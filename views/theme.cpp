@@ -83,6 +83,28 @@ Theme make_light() {
     return t;
 }
 
+Theme make_high_contrast() {
+    Theme t;
+    t.kind = ThemeKind::kHighContrast;
+    t.background = rgb(255, 255, 255);
+    t.panel = rgb(255, 255, 255);
+    t.text = rgb(0, 0, 0);
+    t.text_dim = rgb(40, 40, 40);  // still near-black: dim grey vanishes on a projector
+    t.grid = rgb(120, 120, 120);
+    t.selection = rgb(200, 0, 90);
+    t.hover = rgb(0, 0, 0);
+    t.step_marker = rgb(200, 0, 90);
+    t.held = rgb(0, 130, 40);
+    t.demoted = rgb(110, 40, 200);
+    t.merged = rgb(0, 80, 220);
+    t.evicted = rgb(215, 150, 150);
+    t.missing = rgb(215, 215, 215);
+    t.needle = rgb(220, 0, 140);
+    t.only_a = rgb(220, 100, 0);
+    t.only_b = rgb(0, 140, 175);
+    return t;
+}
+
 }  // namespace
 
 ImU32 mix(ImU32 a, ImU32 b, float t) {
@@ -136,16 +158,16 @@ ImU32 Theme::heat(float t) const {
 
 ImU32 Theme::diverging(float t) const {
     if (std::isnan(t)) return missing;
-    const ImU32 neutral = kind == ThemeKind::kDark ? rgb(70, 72, 80) : rgb(236, 236, 236);
+    const ImU32 neutral = light_background() ? rgb(236, 236, 236) : rgb(70, 72, 80);
     t = std::clamp(t, -1.0f, 1.0f);
     return t < 0 ? mix(neutral, rgb(52, 112, 224), -t) : mix(neutral, rgb(226, 72, 58), t);
 }
 
 void Theme::apply_to_imgui(ImGuiStyle& style) const {
-    if (kind == ThemeKind::kDark) {
-        ImGui::StyleColorsDark(&style);
-    } else {
+    if (light_background()) {
         ImGui::StyleColorsLight(&style);
+    } else {
+        ImGui::StyleColorsDark(&style);
     }
     style.WindowRounding = 0.0f;
     style.FrameRounding = 3.0f;
@@ -159,12 +181,31 @@ void Theme::apply_to_imgui(ImGuiStyle& style) const {
     style.Colors[ImGuiCol_TextDisabled] = ImGui::ColorConvertU32ToFloat4(text_dim);
     style.Colors[ImGuiCol_PopupBg] = ImGui::ColorConvertU32ToFloat4(with_alpha(panel, 0.97f));
     style.Colors[ImGuiCol_Border] = ImGui::ColorConvertU32ToFloat4(grid);
+    if (kind == ThemeKind::kHighContrast) {
+        // Frames and buttons outlined and filled darker than Light's near-white, so sliders,
+        // combo boxes and buttons stay visible when projected.
+        style.FrameBorderSize = 1.0f;
+        style.Colors[ImGuiCol_FrameBg] = ImVec4(0.88f, 0.88f, 0.88f, 1.0f);
+        style.Colors[ImGuiCol_Button] = ImVec4(0.80f, 0.84f, 0.92f, 1.0f);
+        style.Colors[ImGuiCol_Header] = ImVec4(0.72f, 0.80f, 0.95f, 1.0f);
+        style.Colors[ImGuiCol_TableBorderStrong] = ImGui::ColorConvertU32ToFloat4(text_dim);
+        style.Colors[ImGuiCol_TableBorderLight] = ImGui::ColorConvertU32ToFloat4(grid);
+    }
 }
 
 const Theme& theme(ThemeKind kind) {
     static const Theme dark = make_dark();
     static const Theme light = make_light();
-    return kind == ThemeKind::kDark ? dark : light;
+    static const Theme contrast = make_high_contrast();
+    switch (kind) {
+        case ThemeKind::kDark:
+            return dark;
+        case ThemeKind::kLight:
+            return light;
+        case ThemeKind::kHighContrast:
+            break;
+    }
+    return contrast;
 }
 
 }  // namespace kvscope::views

@@ -1,5 +1,5 @@
 #pragma once
-// Colours of the views: dark and light palettes, the token-state colours (shared by every view,
+// Colours of the views: dark, light and high-contrast (projector) palettes, the token-state colours (shared by every view,
 // so "kept" is the same green everywhere), a sequential and a diverging colour map, and the
 // matching Dear ImGui style. Colours are 0xAABBGGRR (ImU32).
 #include <cstdint>
@@ -10,7 +10,9 @@
 
 namespace kvscope::views {
 
-enum class ThemeKind { kDark, kLight };
+// kHighContrast is for projectors: they wash out dark greys and pastel hues, so it is black on
+// white with saturated, darker state colours and a grid dark enough to survive the projection.
+enum class ThemeKind { kDark, kLight, kHighContrast };
 
 struct Theme {
     ThemeKind kind = ThemeKind::kDark;
@@ -33,6 +35,9 @@ struct Theme {
     // (orange, cyan), so the diff overlay reads apart from the state colours it sits on.
     ImU32 only_a = 0;
     ImU32 only_b = 0;
+
+    // Dark text on a light background (light and high-contrast themes).
+    bool light_background() const { return kind != ThemeKind::kDark; }
 
     // Colour of a held token at `bits` (16 or more = full precision = `held`).
     ImU32 bits_color(int bits) const;

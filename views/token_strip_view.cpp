@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "views/text_fit.h"
+
 namespace kvscope::views {
 
 namespace {
@@ -98,7 +100,7 @@ void TokenStripView::draw(ViewContext& ctx) {
     layer_head_selector(ctx, true);
     ImGui::SameLine();
     const int64_t present = std::min(s.n_prompt_tokens + ctx.state.step + 1, s.n_tokens);
-    ImGui::TextDisabled("step %lld  ·  %lld prompt + %lld generated tokens",
+    fitted_textf(0, "step %lld  ·  %lld prompt + %lld generated tokens",
                         static_cast<long long>(ctx.state.step),
                         static_cast<long long>(s.n_prompt_tokens),
                         static_cast<long long>(std::max<int64_t>(present - s.n_prompt_tokens, 0)));

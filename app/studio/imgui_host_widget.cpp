@@ -133,6 +133,12 @@ void ImGuiHostWidget::set_theme(const views::Theme& theme) {
     request_frame();
 }
 
+void ImGuiHostWidget::set_ui_scale(float scale) {
+    ui_scale_ = std::clamp(scale, 0.5f, 4.0f);
+    settle_frames_ = 2;  // ImGui sizes tables and child windows again in the next frame
+    update();
+}
+
 void ImGuiHostWidget::request_frame() {
     QMetaObject::invokeMethod(this, qOverload<>(&QWidget::update), Qt::QueuedConnection);
 }
@@ -206,9 +212,12 @@ ImTextureID ImGuiHostWidget::upload(ImTextureID existing, int width, int height,
 
 // ---- Frames ---------------------------------------------------------------------------------
 
-void ImGuiHostWidget::render_frame(QSize logical, float framebuffer_scale) {
+void ImGuiHostWidget::render_frame(QSize widget_size, float device_scale) {
     ContextScope scope(ctx_);
     ImGuiIO& io = ImGui::GetIO();
+    // The UI scale is one more device scale: ImGui sees a smaller display drawn larger.
+    const float framebuffer_scale = device_scale * ui_scale_;
+    const QSizeF logical = QSizeF(widget_size) / static_cast<double>(ui_scale_);
     ImFontAtlas* atlas = atlas_for(framebuffer_scale);
     if (atlas->TexID == nullptr) {
         // Atlases other than the main one (export scales, high-DPI screens) are uploaded here.
@@ -239,8 +248,8 @@ void ImGuiHostWidget::render_frame(QSize logical, float framebuffer_scale) {
     apply_inputs();
 
     const ImVec4 bg = ImGui::ColorConvertU32ToFloat4(theme_->background);
-    glViewport(0, 0, static_cast<GLsizei>(std::lround(logical.width() * framebuffer_scale)),
-               static_cast<GLsizei>(std::lround(logical.height() * framebuffer_scale)));
+    glViewport(0, 0, static_cast<GLsizei>(std::lround(widget_size.width() * device_scale)),
+               static_cast<GLsizei>(std::lround(widget_size.height() * device_scale)));
     glClearColor(bg.x, bg.y, bg.z, 1.0f);
     glClear(GL_COLOR_BUFFER_BIT);
 
@@ -288,10 +297,10 @@ QImage ImGuiHostWidget::render_image(double scale, QSize logical) {
 
 std::string ImGuiHostWidget::render_svg(QSize logical) {
     if (logical.isEmpty()) logical = size();
-    views::SvgRecorder recorder(
-        ImVec2(0, 0),
-        ImVec2(static_cast<float>(logical.width()), static_cast<float>(logical.height())),
-        theme_->background);
+    views::SvgRecorder recorder(ImVec2(0, 0),
+                                ImVec2(static_cast<float>(logical.width()) / ui_scale_,
+                                       static_cast<float>(logical.height()) / ui_scale_),
+                                theme_->background);
     svg_ = &recorder;
     const QImage image = render_image(1.0, logical);
     svg_ = nullptr;
@@ -414,17 +423,17 @@ void ImGuiHostWidget::apply_inputs() {
         if (button_changed) break;  // anything after a button change waits for the next frame
         switch (in.kind) {
             case Input::kMove:
-                io.MousePos = ImVec2(in.x, in.y);
+                io.MousePos = ImVec2(in.x / ui_scale_, in.y / ui_scale_);
                 break;
             case Input::kButton:
                 if (io.MouseDown[in.button] != in.down) {
-                    if (in.x > -FLT_MAX) io.MousePos = ImVec2(in.x, in.y);
+                    if (in.x > -FLT_MAX) io.MousePos = ImVec2(in.x / ui_scale_, in.y / ui_scale_);
                     io.MouseDown[in.button] = in.down;
                     button_changed = true;
                 }
                 break;
             case Input::kWheel:
-                io.MousePos = ImVec2(in.x, in.y);
+                io.MousePos = ImVec2(in.x / ui_scale_, in.y / ui_scale_);
                 io.MouseWheel += in.wheel_y;
                 io.MouseWheelH += in.wheel_x;
                 break;

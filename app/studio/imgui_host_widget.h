@@ -54,6 +54,14 @@ class ImGuiHostWidget : public QOpenGLWidget,
     // Set during render_svg() only; the draw callback hands it to the view.
     views::SvgRecorder* svg() const { return svg_; }
 
+    // UI zoom (presenter mode, Ctrl+plus/minus): the view lays out in a logical space 1/scale of
+    // the widget and is drawn `scale` times larger, fonts from an atlas built at that size, so
+    // text, line widths and spacing grow together and stay sharp.
+    void set_ui_scale(float scale);
+    float ui_scale() const { return ui_scale_; }
+    // The ImGui context of this widget (layout checks in tests read its windows and tables).
+    ImGuiContext* imgui_context() const { return ctx_; }
+
     int frame_count() const { return frames_; }
     bool gl_ready() const { return gl_ready_; }
 
@@ -92,7 +100,7 @@ class ImGuiHostWidget : public QOpenGLWidget,
     void queue_mouse(QMouseEvent* e, bool down);
     void key_event(QKeyEvent* e, bool down);
     void apply_inputs();  // drains the queue into ImGuiIO for one frame
-    void render_frame(QSize logical, float framebuffer_scale);
+    void render_frame(QSize widget_size, float device_scale);
     ImFontAtlas* atlas_for(float scale);
     void cleanup_gl();
 
@@ -110,6 +118,7 @@ class ImGuiHostWidget : public QOpenGLWidget,
     QElapsedTimer clock_;
     double last_time_ = 0.0;
     views::SvgRecorder* svg_ = nullptr;
+    float ui_scale_ = 1.0f;
 };
 
 }  // namespace kvscope::studio

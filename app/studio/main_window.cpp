@@ -21,21 +21,23 @@
 #include <QSettings>
 #include <QStatusBar>
 #include <QToolBar>
-#include <QPalette>
-#include <QStyle>
 #include <QUrl>
 
 #include <algorithm>
 #include <exception>
 
+#include "app/studio/help_dialogs.h"
 #include "app/studio/imgui_host_widget.h"
 #include "app/studio/live_dock.h"
+#include "app/studio/presenter_mode.h"
 #include "app/studio/slide_export_dialog.h"
 #include "app/studio/step_scrubber.h"
+#include "app/studio/studio_theme.h"
 #include "app/studio/sweep_dock.h"
 #include "app/studio/trace_file_watch.h"
 #include "views/compare_diff.h"
 #include "views/reader_trace_model.h"
+#include "views/view_help.h"
 
 namespace kvscope::studio {
 
@@ -68,8 +70,7 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
     resize(1440, 900);
 
     QSettings settings;
-    theme_kind_ = settings.value("theme", "dark").toString() == "light" ? views::ThemeKind::kLight
-                                                                        : views::ThemeKind::kDark;
+    theme_kind_ = theme_from_name(settings.value("theme", "dark").toString());
     follow_live_ = settings.value("live/follow", true).toBool();
 
     scrubber_ = new StepScrubber(this);
@@ -111,6 +112,7 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
     connect(sweep_dock_, &SweepDock::open_requested, this, &MainWindow::open_sweep_cell);
     connect(sweep_dock_, &SweepDock::error_found, this,
             [this](const QString& title, const QString& message) { show_error(title, message); });
+    presenter_ = new PresenterMode(this);
     build_menus();
     if (!restoreGeometry(settings.value("window/geometry").toByteArray())) resize(1440, 900);
     layout_restored_ = restoreState(settings.value("window/state").toByteArray());
@@ -136,9 +138,10 @@ MainWindow::~MainWindow() = default;
 void MainWindow::build_views() {
     views_ = views::make_all_views();
     for (size_t i = 0; i < views_.size(); ++i) {
-        // '&' would become a mnemonic in dock tabs.
+        // Short titles, so the tabs fit at 1280 px and presenter scale (views/view_help.h).
+        const views::ViewHelp* help = views::view_help(views_[i]->id());
         auto* dock =
-            new QDockWidget(QString::fromUtf8(views_[i]->title()).replace("&", "&&"), this);
+            new QDockWidget(QString::fromUtf8(help ? help->short_title : views_[i]->title()), this);
         dock->setObjectName(QString::fromUtf8(views_[i]->id()));
         dock->setFeatures(QDockWidget::DockWidgetMovable | QDockWidget::DockWidgetFloatable |
                           QDockWidget::DockWidgetClosable);
@@ -209,6 +212,7 @@ void MainWindow::build_menus() {
     QMenu* view = menuBar()->addMenu(tr("&View"));
     for (size_t i = 0; i < docks_.size(); ++i) {
         QAction* a = docks_[i]->toggleViewAction();
+        a->setText(QString::fromUtf8(views_[i]->title()).replace("&", "&&"));
         a->setShortcut(
             QKeySequence(Qt::CTRL | static_cast<Qt::Key>(Qt::Key_1 + static_cast<int>(i))));
         view->addAction(a);
@@ -218,14 +222,15 @@ void MainWindow::build_menus() {
         connect(a, &QAction::triggered, this, [this, index] { show_view(index); });
     }
     view->addSeparator();
-    auto* themes = new QActionGroup(this);
-    dark_action_ =
-        view->addAction(tr("&Dark theme"), this, [this] { set_theme(views::ThemeKind::kDark); });
-    light_action_ =
-        view->addAction(tr("&Light theme"), this, [this] { set_theme(views::ThemeKind::kLight); });
-    for (QAction* a : {dark_action_, light_action_}) {
+    theme_group_ = new QActionGroup(this);
+    for (const auto& [name, kind] :
+         {std::pair{tr("&Dark theme"), views::ThemeKind::kDark},
+          {tr("&Light theme"), views::ThemeKind::kLight},
+          {tr("&High-contrast theme"), views::ThemeKind::kHighContrast}}) {
+        QAction* a = view->addAction(name, this, [this, kind] { set_theme(kind); });
         a->setCheckable(true);
-        themes->addAction(a);
+        a->setData(static_cast<int>(kind));
+        theme_group_->addAction(a);
     }
     view->addAction(tr("&Toggle theme"), this,
                     [this] {
@@ -246,6 +251,7 @@ void MainWindow::build_menus() {
     QAction* grid = sweep_dock_->toggleViewAction();
     grid->setText(tr("&NIAH grid (sweep)"));
     view->addAction(grid);
+    presenter_->add_actions(view);
 
     QMenu* play = menuBar()->addMenu(tr("&Playback"));
     auto add = [&](const QString& name, QKeySequence key, auto fn) {
@@ -267,6 +273,7 @@ void MainWindow::build_menus() {
     add(tr("Next head"), QKeySequence(Qt::Key_BracketRight), [this] { step_head(1); });
 
     QMenu* help = menuBar()->addMenu(tr("&Help"));
+    add_help_actions(help, this);
     help->addAction(tr("&About KVScope Studio"), this, [this] {
         QMessageBox::about(this, tr("About KVScope Studio"),
                            tr("KVScope Studio replays KV-cache traces recorded by kvscope run: "
@@ -287,7 +294,9 @@ void MainWindow::draw_view(int i, ImGuiHostWidget& host) {
     shown.load_pending(4.0);
     if (compare_) compare_->load_pending(2.0);
     views::ViewContext ctx{shown, state_, theme, &host, host.svg(), 0.0, compare_.get()};
+    ImGui::PushTextWrapPos(0.0f);  // text wraps at the dock's edge instead of being cut off
     views_[static_cast<size_t>(i)]->draw(ctx);
+    ImGui::PopTextWrapPos();
     if (shown.has_pending() || (compare_ && compare_->has_pending())) host.request_frame();
     if (state_.revision != painted_revision_) {
         painted_revision_ = state_.revision;
@@ -763,50 +772,16 @@ void MainWindow::go_to_step_dialog() {
 
 // ---- Theme, status, events ------------------------------------------------------------------
 
-namespace {
-
-// The Qt chrome (menus, docks, scrubber) follows the views' theme: Fusion with a matching palette.
-void apply_qt_palette(const views::Theme& t) {
-    static const QPalette system_palette = QApplication::palette();
-    if (QApplication::style()->name() != "fusion") QApplication::setStyle("Fusion");
-    if (t.kind == views::ThemeKind::kLight) {
-        QApplication::setPalette(system_palette);
-        return;
-    }
-    auto colour = [](ImU32 c) {
-        return QColor((c >> IM_COL32_R_SHIFT) & 0xFF, (c >> IM_COL32_G_SHIFT) & 0xFF,
-                      (c >> IM_COL32_B_SHIFT) & 0xFF);
-    };
-    QPalette p;
-    p.setColor(QPalette::Window, colour(t.background));
-    p.setColor(QPalette::WindowText, colour(t.text));
-    p.setColor(QPalette::Base, colour(t.panel));
-    p.setColor(QPalette::AlternateBase, colour(t.background));
-    p.setColor(QPalette::Text, colour(t.text));
-    p.setColor(QPalette::Button, colour(t.background).lighter(120));
-    p.setColor(QPalette::ButtonText, colour(t.text));
-    p.setColor(QPalette::ToolTipBase, colour(t.panel));
-    p.setColor(QPalette::ToolTipText, colour(t.text));
-    p.setColor(QPalette::Highlight, QColor(66, 133, 244));
-    p.setColor(QPalette::HighlightedText, Qt::white);
-    p.setColor(QPalette::PlaceholderText, colour(t.text_dim));
-    p.setColor(QPalette::Disabled, QPalette::Text, colour(t.text_dim));
-    p.setColor(QPalette::Disabled, QPalette::ButtonText, colour(t.text_dim));
-    p.setColor(QPalette::Disabled, QPalette::WindowText, colour(t.text_dim));
-    QApplication::setPalette(p);
-}
-
-}  // namespace
-
 void MainWindow::set_theme(views::ThemeKind kind) {
     theme_kind_ = kind;
     const views::Theme& theme = views::theme(kind);
     apply_qt_palette(theme);
     for (ImGuiHostWidget* h : hosts_) h->set_theme(theme);
     if (sweep_dock_) sweep_dock_->set_theme(theme);
-    if (dark_action_) dark_action_->setChecked(kind == views::ThemeKind::kDark);
-    if (light_action_) light_action_->setChecked(kind == views::ThemeKind::kLight);
-    QSettings().setValue("theme", kind == views::ThemeKind::kDark ? "dark" : "light");
+    for (QAction* a : theme_group_ ? theme_group_->actions() : QList<QAction*>())
+        a->setChecked(a->data().toInt() == static_cast<int>(kind));
+    // Presenter mode's theme is its own: the one to come back to stays stored.
+    if (!presenter_ || !presenter_->active()) QSettings().setValue("theme", theme_name(kind));
     repaint_views();
 }
 

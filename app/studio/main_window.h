@@ -20,6 +20,7 @@
 #include "views/view_state.h"
 
 class QAction;
+class QActionGroup;
 class QDockWidget;
 class QLabel;
 class QMenu;
@@ -29,6 +30,7 @@ namespace kvscope::studio {
 class ImGuiHostWidget;
 class StepScrubber;
 class LiveDock;
+class PresenterMode;
 class SweepDock;
 class TraceFileWatch;
 
@@ -97,6 +99,8 @@ class MainWindow : public QMainWindow {
     TraceFileWatch* file_watch() const { return file_watch_; }
     void set_follow_live(bool follow);
     bool follow_live() const { return follow_live_; }
+    // Full screen, UI scale, presenter mode (presenter_mode.h).
+    PresenterMode* presenter() const { return presenter_; }
     QStringList recent_files() const;
     QString summary_text() const;
     // Repaints every view (after the shared state changed outside a view).
@@ -158,8 +162,8 @@ class MainWindow : public QMainWindow {
     QAction* close_compare_action_ = nullptr;
     QMenu* recent_menu_ = nullptr;
     QAction* follow_action_ = nullptr;
-    QAction* dark_action_ = nullptr;
-    QAction* light_action_ = nullptr;
+    QActionGroup* theme_group_ = nullptr;  // dark, light, high contrast (data: ThemeKind)
+    PresenterMode* presenter_ = nullptr;
     QTimer live_timer_;
     TraceFileWatch* file_watch_ = nullptr;
 };

@@ -1,25 +1,27 @@
 #include "app/studio/step_scrubber.h"
 
 #include <QComboBox>
+#include <QEvent>
 #include <QHBoxLayout>
 #include <QLabel>
 #include <QSignalBlocker>
 #include <QSlider>
 #include <QSpinBox>
-#include <QStyle>
 #include <QToolButton>
 
 #include <algorithm>
+
+#include "app/studio/transport_icons.h"
 
 namespace kvscope::studio {
 
 namespace {
 
-QToolButton* tool_button(QWidget* parent, QStyle::StandardPixmap icon, const QString& tip) {
+QToolButton* tool_button(QWidget* parent, const QString& name, const QString& tip) {
     auto* b = new QToolButton(parent);
-    b->setIcon(parent->style()->standardIcon(icon));
+    b->setObjectName(name);
     b->setToolTip(tip);
-    b->setAutoRaise(true);
+    b->setAccessibleName(tip);
     return b;
 }
 
@@ -29,11 +31,11 @@ StepScrubber::StepScrubber(QWidget* parent) : QWidget(parent) {
     auto* row = new QHBoxLayout(this);
     row->setContentsMargins(6, 2, 6, 2);
     row->setSpacing(4);
-    first_ = tool_button(this, QStyle::SP_MediaSkipBackward, tr("First step (Home)"));
-    prev_ = tool_button(this, QStyle::SP_MediaSeekBackward, tr("Previous step (Left)"));
-    play_ = tool_button(this, QStyle::SP_MediaPlay, tr("Play / pause (Space)"));
-    next_ = tool_button(this, QStyle::SP_MediaSeekForward, tr("Next step (Right)"));
-    last_ = tool_button(this, QStyle::SP_MediaSkipForward, tr("Last step (End)"));
+    first_ = tool_button(this, "firstStep", tr("First step (Home)"));
+    prev_ = tool_button(this, "previousStep", tr("Previous step (Left)"));
+    play_ = tool_button(this, "playPause", tr("Play / pause (Space)"));
+    next_ = tool_button(this, "nextStep", tr("Next step (Right)"));
+    last_ = tool_button(this, "lastStep", tr("Last step (End)"));
     slider_ = new QSlider(Qt::Horizontal, this);
     slider_->setObjectName("stepSlider");
     slider_->setToolTip(tr("Step"));
@@ -69,7 +71,33 @@ StepScrubber::StepScrubber(QWidget* parent) : QWidget(parent) {
         if (timer_.isActive()) timer_.setInterval(static_cast<int>(1000.0 / steps_per_second()));
     });
     connect(&timer_, &QTimer::timeout, this, &StepScrubber::tick);
-    sync_widgets();
+    update_icons();
+}
+
+void StepScrubber::set_icon_size(int px) {
+    icon_px_ = std::max(px, 8);
+    update_icons();
+}
+
+void StepScrubber::changeEvent(QEvent* e) {
+    QWidget::changeEvent(e);
+    if (e->type() == QEvent::PaletteChange) update_icons();
+}
+
+void StepScrubber::update_icons() {
+    const QColor colour = palette().color(QPalette::ButtonText);
+    const std::pair<QToolButton*, TransportIcon> buttons[] = {
+        {first_, TransportIcon::kFirst},
+        {prev_, TransportIcon::kPrevious},
+        {next_, TransportIcon::kNext},
+        {last_, TransportIcon::kLast},
+    };
+    for (const auto& [button, kind] : buttons) {
+        button->setIcon(transport_icon(kind, colour, icon_px_));
+        button->setIconSize(QSize(icon_px_, icon_px_));
+    }
+    play_->setIconSize(QSize(icon_px_, icon_px_));
+    sync_widgets();  // sets the play / pause icon
 }
 
 double StepScrubber::steps_per_second() const {
@@ -110,7 +138,8 @@ void StepScrubber::sync_widgets() {
           static_cast<QWidget*>(slider_), static_cast<QWidget*>(box_)}) {
         w->setEnabled(any);
     }
-    play_->setIcon(style()->standardIcon(playing() ? QStyle::SP_MediaPause : QStyle::SP_MediaPlay));
+    play_->setIcon(transport_icon(playing() ? TransportIcon::kPause : TransportIcon::kPlay,
+                                  palette().color(QPalette::ButtonText), icon_px_));
 }
 
 void StepScrubber::set_step(int64_t step) {

@@ -27,6 +27,9 @@ class StepScrubber : public QWidget {
     bool playing() const { return timer_.isActive(); }
     double steps_per_second() const;
     void set_steps_per_second(double v);
+    // Size of the transport buttons' icons in logical pixels (presenter mode makes them large).
+    void set_icon_size(int px);
+    int icon_size() const { return icon_px_; }
 
   public slots:
     void set_step(int64_t step);  // no signal
@@ -42,8 +45,12 @@ class StepScrubber : public QWidget {
     void step_changed(int64_t step);
     void playing_changed(bool playing);
 
+  protected:
+    void changeEvent(QEvent* e) override;  // icons follow the palette (theme changes)
+
   private:
     void sync_widgets();
+    void update_icons();
     void tick();
 
     int64_t count_ = 0;
@@ -58,6 +65,7 @@ class StepScrubber : public QWidget {
     QSpinBox* box_ = nullptr;
     QLabel* of_ = nullptr;
     QComboBox* speed_ = nullptr;
+    int icon_px_ = 18;
 };
 
 }  // namespace kvscope::studio
