@@ -180,7 +180,13 @@ bool VideoEncoder::open(const QString& path, int width, int height, int fps, boo
     if (s.gif) {
         codec = avcodec_find_encoder(AV_CODEC_ID_GIF);
     } else {
-        codec = avcodec_find_encoder_by_name("libx264");
+        // KVSCOPE_MP4_ENCODER=mpeg4 skips libx264 (its GPL licence, or to test the fallback).
+        const QByteArray wanted = qgetenv("KVSCOPE_MP4_ENCODER");
+        if (!wanted.isEmpty() && wanted != "libx264" && wanted != "mpeg4") {
+            return fail("KVSCOPE_MP4_ENCODER=" + QString::fromLocal8Bit(wanted) +
+                        ": expected libx264 or mpeg4");
+        }
+        if (wanted != "mpeg4") codec = avcodec_find_encoder_by_name("libx264");
         if (!codec) codec = avcodec_find_encoder(AV_CODEC_ID_MPEG4);
     }
     if (!codec) return fail("the installed libavcodec has no encoder for this format");

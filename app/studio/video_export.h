@@ -2,7 +2,8 @@
 // VideoEncoder: writes frames (QImages of one size) as an MP4 or an animated GIF through FFmpeg's
 // libraries (libavformat/libavcodec/libswscale), never through an ffmpeg program on PATH.
 //   .mp4: H.264 (libx264) when that encoder is in the installed libavcodec, else the native MPEG-4
-//         Part 2 encoder; yuv420p, so width and height must be even.
+//         Part 2 encoder (also when KVSCOPE_MP4_ENCODER=mpeg4); yuv420p, so width and height
+//         must be even.
 //   .gif: the native GIF encoder on 8-bit palette frames; each frame gets its own palette of the
 //         colours it uses most (views are drawn in few flat colours, so this keeps them exact).
 // The file is written to PATH.part and moved onto PATH by finish(), so a failed or interrupted

@@ -58,5 +58,12 @@ KVSCOPE_GUI_SHOTS="$TMP/forensics" QT_QPA_PLATFORM=xcb \
   xvfb-run -a -s "-screen 0 1280x800x24" "$BUILD/tests/gui/test_gui_studio" \
   needleExplainUsesThePolicysOwnScore rescueFindsTheLayersAndOpensARunInCompare
 cp "$TMP/forensics/needle_why.png" "$TMP/forensics/rescue.png" "$OUT/"
+# A slide figure (slide_figure.png): what File > Export figure / --export-figure writes, the
+# eviction timeline of layer 4 head 0 at the last step with a caption, at 1280x720.
+xvfb-run -a -s "-screen 0 1600x1000x24" env QT_QPA_PLATFORM=xcb XDG_CONFIG_HOME="$TMP/config5" \
+  "$BUILD/app/studio/kvscope-studio" resources/sample/sample.kvtrace.h5 \
+  --export-figure "$OUT/slide_figure.png" --force --view eviction_timeline --layer 4 --head 0 \
+  --token 252 --step 15 --size 1280x720 \
+  --caption "D2O on the demo model: which tokens layer 4, head 0 keeps, merges and evicts"
 rm -rf "$TMP"
 ls -l "$OUT"/*.png

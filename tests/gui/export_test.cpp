@@ -152,6 +152,21 @@ class ExportTest : public QObject {
         QVERIFY(!QFile::exists(mp4 + ".part"));
     }
 
+    // Where libavcodec has no libx264 the native MPEG-4 encoder writes the MP4.
+    void mp4WithTheNativeEncoder() {
+        const QString mp4 = out("density_mpeg4.mp4");
+        qputenv("KVSCOPE_MP4_ENCODER", "mpeg4");  // inherited by the kvscope-studio process
+        const int rc = studio({"--export-video", mp4, "--view", "density", "--steps", "0:15",
+                               "--size", "480x270", "--fps", "8"});
+        qunsetenv("KVSCOPE_MP4_ENCODER");
+        QCOMPARE(rc, 0);
+        const Decoded d = decode_video(mp4);
+        QVERIFY2(d.error.isEmpty(), qPrintable(d.error));
+        QCOMPARE(d.codec, QString("mpeg4"));
+        QCOMPARE(d.frames, kSampleSteps);
+        QCOMPARE(QSize(d.width, d.height), QSize(480, 270));
+    }
+
     void gifMatchesTheFigureOfItsLastStep() {
         const QString gif = out("strip.gif");
         const QString png = out("strip_step4.png");
