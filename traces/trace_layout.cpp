@@ -241,6 +241,13 @@ const std::vector<DatasetSpec>& dataset_specs() {
          "tokens",
          "tokens evicted up to the step",
          Presence::kOptional},
+        {ds::kSumPromptState,
+         D::kUInt8,
+         {A::L, A::H, A::P},
+         "state code",
+         "state and precision of each prompt token after step 0: state | bits << 3 (state as in "
+         "TokenCacheState, bits while held, 0 otherwise)",
+         Presence::kOptional},
     };
     return specs;
 }

@@ -125,6 +125,11 @@ class TraceReader {
     bool has_head_counts() const;
     // Counts of every (layer, head) after `step` ([L*H] each); needs has_head_counts().
     HeadCountRow head_counts(int64_t step) const;
+    // /summary/prompt_state (optional): the state code (token_state_code.h) of every prompt token
+    // of (layer, head) after step 0, [P]. has_prompt_states() is false for traces written before
+    // it and until step 0 is committed.
+    bool has_prompt_states() const;
+    std::vector<uint8_t> prompt_states(int32_t layer, int32_t head) const;
 
     // ---- Heavy data (only when recorded) ----
     AttentionRow attention_row(int64_t step, int32_t layer, int32_t head) const;

@@ -12,6 +12,7 @@ void PrecisionView::reset() {
     key_ = Key();
     built_step_ = -1;
     histories_.clear();
+    states_.clear();
 }
 
 ImVec2 PrecisionView::point_of(int32_t layer, int64_t token) const {
@@ -60,11 +61,15 @@ void PrecisionView::rebuild(const ViewContext& ctx, int width) {
         std::clamp<int64_t>(kMaxLookups / (per_column * columns_), 1, kSamplesPerColumn));
     raster_.resize(columns_, layers_);
     histories_.assign(static_cast<size_t>(per_column), nullptr);
+    states_.assign(static_cast<size_t>(per_column), nullptr);
     for (int32_t l = 0; l < layers_; ++l) {
         for (int hi = 0; hi < heads_used_; ++hi) {
             const int32_t h = ctx.state.head >= 0 ? ctx.state.head : hi;
-            histories_[static_cast<size_t>(l) * heads_used_ + hi] =
-                model.history(l, h, Load::kLater);
+            const size_t i = static_cast<size_t>(l) * heads_used_ + hi;
+            if (key_.states)
+                states_[i] = model.head_states(l, h, Load::kLater);
+            else
+                histories_[i] = model.history(l, h, Load::kLater);
         }
     }
     // Sampled tokens: up to samples_ evenly spread over the tokens of each column.
@@ -91,12 +96,13 @@ void PrecisionView::rebuild(const ViewContext& ctx, int width) {
     sample_colour_.assign(static_cast<size_t>(per_column) * sample_token_.size(), kNoSample);
     for (int32_t l = 0; l < layers_; ++l) {
         for (int hi = 0; hi < heads_used_; ++hi) {
-            const HeadHistory* h = histories_[static_cast<size_t>(l) * heads_used_ + hi].get();
-            const size_t base = (static_cast<size_t>(l) * heads_used_ + hi) * sample_token_.size();
+            const size_t lh = static_cast<size_t>(l) * heads_used_ + hi;
+            const bool have = loaded(lh);
+            const size_t base = lh * sample_token_.size();
             for (size_t i = 0; i < sample_token_.size(); ++i) {
                 if (sample_token_[i] < 0) continue;
                 sample_colour_[base + i] =
-                    h ? theme.state_color(h->state_at(sample_token_[i], step)) : kMissing;
+                    have ? theme.state_color(state_at(lh, sample_token_[i], step)) : kMissing;
             }
         }
         for (int x = 0; x < columns_; ++x) compose(l, x, theme);
@@ -112,19 +118,22 @@ void PrecisionView::update_step(const ViewContext& ctx, int64_t from, int64_t to
     const int64_t hi_step = std::max(from, to);
     for (int32_t l = 0; l < layers_; ++l) {
         for (int hi = 0; hi < heads_used_; ++hi) {
-            const HeadHistory* h = histories_[static_cast<size_t>(l) * heads_used_ + hi].get();
-            if (!h) continue;
-            const size_t base = (static_cast<size_t>(l) * heads_used_ + hi) * sample_token_.size();
+            const size_t lh = static_cast<size_t>(l) * heads_used_ + hi;
+            const HeadHistory* h = histories_[lh].get();
+            const HeadStates* hs = states_[lh].get();
+            if (!h && !hs) continue;
+            const size_t base = lh * sample_token_.size();
             for (int64_t st = lo; st <= hi_step; ++st) {
-                const auto [b, e] = h->step_changes(st);
+                const auto [b, e] = hs ? hs->step_changes(st) : h->step_changes(st);
                 for (int32_t i = b; i < e; ++i) {
-                    const int64_t t = h->change(i).token - slot_base_;
+                    const int64_t token = hs ? hs->change_token(i) : h->change(i).token;
+                    const int64_t t = token - slot_base_;
                     if (t < 0 || t >= std::ssize(token_slot_) ||
                         token_slot_[static_cast<size_t>(t)] < 0)
                         continue;
                     const int32_t slot = token_slot_[static_cast<size_t>(t)];
                     sample_colour_[base + static_cast<size_t>(slot)] =
-                        theme.state_color(h->state_at(h->change(i).token, to));
+                        theme.state_color(state_at(lh, token, to));
                     dirty_[static_cast<size_t>(l) * columns_ + slot / samples_] = 1;
                 }
             }
@@ -168,16 +177,22 @@ void PrecisionView::draw(ViewContext& ctx) {
                 .snapped();
     if (plot_.width() < 20 || plot_.height() < 10) return;
 
+    // Record-time token states when the trace has them, else replayed histories.
+    const bool states = model.has_head_states();
+    auto available = [&](int32_t l, int32_t h) {
+        return states ? model.head_states(l, h, Load::kLater) != nullptr
+                      : model.history(l, h, Load::kLater) != nullptr;
+    };
     int loaded = 0;
     for (int32_t l = 0; l < layers_; ++l) {
         if (ctx.state.head >= 0) {
-            loaded += model.history(l, ctx.state.head, Load::kLater) ? 1 : 0;
+            loaded += available(l, ctx.state.head) ? 1 : 0;
         } else {
-            for (int32_t h = 0; h < s.n_heads; ++h)
-                loaded += model.history(l, h, Load::kLater) ? 1 : 0;
+            for (int32_t h = 0; h < s.n_heads; ++h) loaded += available(l, h) ? 1 : 0;
         }
     }
     Key key;
+    key.states = states;
     key.head = ctx.state.head;
     key.lo = axis_.lo();
     key.hi = axis_.hi();
@@ -209,12 +224,18 @@ void PrecisionView::draw(ViewContext& ctx) {
             canvas.line(ImVec2(plot_.min.x, y0), ImVec2(plot_.max.x, y0),
                         with_alpha(theme.background, 0.6f));
         }
-        // Mean bits of the held tokens (over the selected head or every loaded head).
+        // Mean bits of the held tokens (over the selected head or every loaded head): the
+        // trace's /summary counts beside record-time states, else the histories'.
         int64_t bits = 0;
         int64_t held = 0;
         for (int32_t h = 0; h < s.n_heads; ++h) {
             if (ctx.state.head >= 0 && h != ctx.state.head) continue;
-            if (const auto hist = model.history(l, h, Load::kLater)) {
+            if (states) {
+                if (const auto c = model.head_counts(l, h, step, Load::kLater)) {
+                    bits += c->held_bits;
+                    held += c->held;
+                }
+            } else if (const auto hist = model.history(l, h, Load::kLater)) {
                 bits += hist->held_bits(step);
                 held += hist->held(step);
             }

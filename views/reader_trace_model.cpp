@@ -220,6 +220,17 @@ bool ReaderTraceModel::load_pending(double budget_ms) {
     };
     ++frame_;
     if (!deferred_.empty() && room_for_history()) deferred_.clear();  // asked for again if shown
+    // Token states first (one row read each), then histories, then counts-only loads.
+    while (!states_queued_.empty()) {
+        const int64_t key = *states_queued_.begin();
+        states_queued_.erase(states_queued_.begin());
+        if (!states_.count(key) && has_head_states()) {
+            auto h = build_states(static_cast<int32_t>(key / summary_.n_heads),
+                                  static_cast<int32_t>(key % summary_.n_heads));
+            if (h) insert_states(key, std::move(h));
+        }
+        if (over_budget()) return has_pending();
+    }
     // Histories first (a view waits on them), then counts-only loads.
     while (!queued_.empty()) {
         const int64_t key = *queued_.begin();
@@ -322,6 +333,109 @@ std::optional<HeadCounts> ReaderTraceModel::head_counts(int32_t layer, int32_t h
     return series[static_cast<size_t>(step)];
 }
 
+// ---- Token states from /summary/prompt_state ---------------------------------------------------
+
+bool ReaderTraceModel::has_head_states() const {
+    return use_prompt_states_ && !states_broken_ && reader_.has_prompt_states();
+}
+
+bool ReaderTraceModel::read_decode_events() const {
+    const int64_t S = summary_.n_steps;
+    if (decode_steps_ == S && S > 0) return true;
+    decode_events_.clear();
+    decode_begin_.clear();
+    decode_steps_ = 0;
+    if (S <= 1) return false;
+    const trace::StepRecord first = guarded([&] { return reader_.step(1); }, trace::StepRecord{});
+    const int64_t rows = reader_.info().n_events - first.event_begin;
+    if (rows < 0 || static_cast<size_t>(rows) > kMaxDecodeEvents) return false;
+    std::vector<trace::EventRecord> events =
+        guarded([&] { return reader_.events(1, S); }, std::vector<trace::EventRecord>{});
+    if (std::ssize(events) != rows) return false;
+    // Counting sort by (layer, head), stable: each head's events stay in step order.
+    const size_t lh = static_cast<size_t>(summary_.n_layers) * summary_.n_heads;
+    decode_begin_.assign(lh + 1, 0);
+    for (const trace::EventRecord& e : events)
+        if (valid_lh(e.layer, e.head)) ++decode_begin_[static_cast<size_t>(lh_key(e.layer, e.head)) + 1];
+    for (size_t k = 0; k < lh; ++k) decode_begin_[k + 1] += decode_begin_[k];
+    decode_events_.resize(decode_begin_[lh]);
+    std::vector<size_t> fill(decode_begin_.begin(), decode_begin_.end() - 1);
+    for (const trace::EventRecord& e : events)
+        if (valid_lh(e.layer, e.head))
+            decode_events_[fill[static_cast<size_t>(lh_key(e.layer, e.head))]++] = e;
+    decode_steps_ = S;
+    return true;
+}
+
+void ReaderTraceModel::extend_states(HeadStates& h) const {
+    const int64_t from = h.steps();
+    const int64_t to = summary_.n_steps;
+    if (from >= to) return;
+    std::vector<trace::EventRecord> own;
+    std::span<const trace::EventRecord> events;
+    if (read_decode_events()) {
+        const size_t k = static_cast<size_t>(lh_key(h.layer(), h.head()));
+        events = std::span<const trace::EventRecord>(decode_events_)
+                     .subspan(decode_begin_[k], decode_begin_[k + 1] - decode_begin_[k]);
+    } else {
+        own = guarded([&] { return reader_.events(h.layer(), h.head(), from, to); },
+                      std::vector<trace::EventRecord>{});
+        events = own;
+    }
+    size_t i = 0;
+    while (i < events.size() && events[i].step < from) ++i;
+    for (int64_t s = from; s < to; ++s) {
+        size_t j = i;
+        while (j < events.size() && events[j].step == s) ++j;
+        h.apply_step(events.subspan(i, j - i));
+        i = j;
+    }
+}
+
+std::shared_ptr<HeadStates> ReaderTraceModel::build_states(int32_t layer, int32_t head) const {
+    std::vector<uint8_t> codes = guarded([&] { return reader_.prompt_states(layer, head); },
+                                         std::vector<uint8_t>{});
+    if (std::ssize(codes) != summary_.n_prompt_tokens) {
+        states_broken_ = true;  // the views fall back to replayed histories
+        return nullptr;
+    }
+    auto h = std::make_shared<HeadStates>(layer, head, std::move(codes));
+    extend_states(*h);
+    return h;
+}
+
+void ReaderTraceModel::insert_states(int64_t key, std::shared_ptr<HeadStates> h) const {
+    // Over the budget: drop what no view holds any more (a view's own working set stays).
+    if (state_bytes_ + h->memory_bytes() > kStateCacheBytes) {
+        for (auto it = states_.begin(); it != states_.end();) {
+            if (it->second.use_count() == 1) {
+                state_bytes_ -= it->second->memory_bytes();
+                it = states_.erase(it);
+            } else {
+                ++it;
+            }
+        }
+    }
+    state_bytes_ += h->memory_bytes();
+    states_[key] = std::move(h);
+}
+
+std::shared_ptr<const HeadStates> ReaderTraceModel::head_states(int32_t layer, int32_t head,
+                                                                Load load) const {
+    if (!valid_lh(layer, head) || !has_head_states()) return nullptr;
+    const int64_t key = lh_key(layer, head);
+    const auto it = states_.find(key);
+    if (it != states_.end()) return it->second;
+    if (load == Load::kLater) {
+        states_queued_.insert(key);
+        return nullptr;
+    }
+    states_queued_.erase(key);
+    std::shared_ptr<HeadStates> h = build_states(layer, head);
+    if (h) insert_states(key, h);
+    return h;
+}
+
 // ---- Tables ---------------------------------------------------------------------------------
 
 int32_t ReaderTraceModel::budget(int64_t step, int32_t layer, int32_t head) const {
@@ -381,6 +495,11 @@ std::shared_ptr<const std::vector<float>> ReaderTraceModel::attn_received(int32_
     return prefill_vector(false, layer, head);
 }
 
+std::vector<float> ReaderTraceModel::window_scores(int32_t layer, int32_t head) const {
+    if (!valid_lh(layer, head)) return {};
+    return guarded([&] { return reader_.window_scores(layer, head); }, std::vector<float>{});
+}
+
 float ReaderTraceModel::spearman(int32_t layer, int32_t head) const {
     const size_t i = static_cast<size_t>(lh_key(layer, head));
     return valid_lh(layer, head) && i < spearman_.size() ? spearman_[i] : kNaN;
@@ -435,6 +554,12 @@ bool ReaderTraceModel::refresh() {
     step_infos_.clear();
     prefill_vectors_.clear();
     load_tables();
+    decode_steps_ = 0;  // the decode events are read again, with the new steps
+    state_bytes_ = 0;
+    for (auto& [key, states] : states_) {
+        extend_states(*states);
+        state_bytes_ += states->memory_bytes();
+    }
     for (auto& [key, cached] : histories_) {
         history_bytes_ -= cached.bytes;
         extend_history(*cached.history);

@@ -34,13 +34,23 @@ class ReaderTraceModel final : public TraceModel {
     std::shared_ptr<const HeadHistory> history(int32_t layer, int32_t head,
                                                Load load) const override;
     bool load_pending(double budget_ms) override;
-    bool has_pending() const override { return !queued_.empty() || !count_queued_.empty(); }
+    bool has_pending() const override {
+        return !queued_.empty() || !count_queued_.empty() || !states_queued_.empty();
+    }
     // From the trace's /summary rows when it has them (one [L,H] row read per step shown, no
     // events); else from a replay of the head's events whose counts are kept apart from the
     // history LRU, so an overview of every (layer, head) completes in L*H loads whatever the
     // history cache holds.
     std::optional<HeadCounts> head_counts(int32_t layer, int32_t head, int64_t step,
                                           Load load) const override;
+
+    // From /summary/prompt_state and the events of steps >= 1 (views/head_states.h) when the
+    // trace has them; use_prompt_states(false) keeps to the replay (tests, benchmarks).
+    bool has_head_states() const override;
+    std::shared_ptr<const HeadStates> head_states(int32_t layer, int32_t head,
+                                                  Load load) const override;
+    void use_prompt_states(bool on) { use_prompt_states_ = on; }
+    size_t cached_state_bytes() const { return state_bytes_; }
 
     int32_t budget(int64_t step, int32_t layer, int32_t head) const override;
     bool has_budgets() const override;
@@ -49,6 +59,7 @@ class ReaderTraceModel final : public TraceModel {
     std::shared_ptr<const std::vector<float>> key_norm(int32_t layer, int32_t head) const override;
     std::shared_ptr<const std::vector<float>> attn_received(int32_t layer,
                                                             int32_t head) const override;
+    std::vector<float> window_scores(int32_t layer, int32_t head) const override;
     float spearman(int32_t layer, int32_t head) const override;
     float density(int32_t layer, int32_t head) const override;
     float density_layer(int32_t layer) const override;
@@ -101,6 +112,12 @@ class ReaderTraceModel final : public TraceModel {
     using CountSeries = std::vector<HeadCounts>;
     static CountSeries count_series(const HeadHistory& h);
     const trace::HeadCountRow* count_row(int64_t step) const;
+    std::shared_ptr<HeadStates> build_states(int32_t layer, int32_t head) const;
+    void extend_states(HeadStates& h) const;
+    void insert_states(int64_t key, std::shared_ptr<HeadStates> h) const;
+    // Reads the events of steps [1, S) of every head at once when they are few (decode steps);
+    // false when there are too many to hold (then each head reads its own).
+    bool read_decode_events() const;
     std::shared_ptr<const std::vector<float>> prefill_vector(bool norms, int32_t layer,
                                                              int32_t head) const;
 
@@ -134,6 +151,20 @@ class ReaderTraceModel final : public TraceModel {
     mutable std::unordered_map<int64_t, CountSeries> count_series_;
     mutable std::set<int64_t> count_queued_;
     mutable bool summary_broken_ = false;  // a /summary row could not be read
+    // Token states from /summary/prompt_state (head_states()), by (layer, head); bounded by
+    // kStateCacheBytes beyond what the views hold.
+    static constexpr size_t kStateCacheBytes = size_t{512} << 20;
+    static constexpr size_t kMaxDecodeEvents = size_t{1} << 21;  // ~100 MB of EventRecord
+    bool use_prompt_states_ = true;
+    mutable std::unordered_map<int64_t, std::shared_ptr<HeadStates>> states_;
+    mutable size_t state_bytes_ = 0;
+    mutable std::set<int64_t> states_queued_;
+    mutable bool states_broken_ = false;  // a /summary/prompt_state row could not be read
+    // Events of steps [1, decode_steps_) of every head grouped by (layer, head): rows
+    // [decode_begin_[k], decode_begin_[k + 1]) of decode_events_ are head k's, in step order.
+    mutable std::vector<trace::EventRecord> decode_events_;
+    mutable std::vector<size_t> decode_begin_;
+    mutable int64_t decode_steps_ = 0;  // 0: not read (or too many)
     mutable std::string error_;
 };
 

@@ -19,6 +19,7 @@
 
 #include "traces/trace_schema.h"
 #include "views/head_history.h"
+#include "views/head_states.h"
 
 namespace kvscope::views {
 
@@ -92,6 +93,16 @@ class TraceModel {
                           h->evicted(step)};
     }
 
+    // Token states of (layer, head) from the trace's record-time summary (views/head_states.h):
+    // the states and bits history() gives, without replaying the prefill. has_head_states() is
+    // false for a trace without the summary (then use history()); head_states answers nullptr
+    // then, and with kLater until load_pending() has read it (queued like history()).
+    virtual bool has_head_states() const { return false; }
+    virtual std::shared_ptr<const HeadStates> head_states(int32_t /*layer*/, int32_t /*head*/,
+                                                          Load /*load*/) const {
+        return nullptr;
+    }
+
     // ---- Per-step tables ----
     virtual int32_t budget(int64_t step, int32_t layer, int32_t head) const = 0;  // -1 none
     virtual bool has_budgets() const = 0;
@@ -102,6 +113,12 @@ class TraceModel {
                                                                int32_t head) const = 0;
     virtual std::shared_ptr<const std::vector<float>> attn_received(int32_t layer,
                                                                     int32_t head) const = 0;
+    // Observation-window votes: the attention the last prompt queries gave each prompt token,
+    // summed (/prefill/window_scores, the score SnapKV-family policies rank by); empty when not
+    // recorded. Read on request, not cached (guided stories read each head once).
+    virtual std::vector<float> window_scores(int32_t /*layer*/, int32_t /*head*/) const {
+        return {};
+    }
     virtual float spearman(int32_t layer, int32_t head) const = 0;  // NaN when unknown
     virtual float density(int32_t layer, int32_t head) const = 0;
     virtual float density_layer(int32_t layer) const = 0;
