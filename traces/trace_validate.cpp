@@ -141,12 +141,20 @@ void check_event_rows(const TraceReader::Impl& m, Problems& out) {
         auto head = m.read<int16_t>(ds::kEvHead, {b}, {n});
         auto op = m.read<uint8_t>(ds::kEvOp, {b}, {n});
         auto pos = m.read<int32_t>(ds::kEvPosition, {b}, {n});
+        // Version 2: only append and merge rows name a slot in destination (trace_schema.h).
+        const bool v2 = m.schema_version >= 2;
+        auto dest = v2 ? m.read<int32_t>(ds::kEvDestination, {b}, {n}) : std::vector<int32_t>();
         for (hsize_t i = 0; i < n; ++i) {
             std::string at = "/events row " + std::to_string(b + i) + ": ";
             if (layer[i] < 0 || layer[i] >= m.sizes.L || head[i] < 0 || head[i] >= m.sizes.H)
                 out.add(at + "(layer " + std::to_string(layer[i]) + ", head " +
                         std::to_string(head[i]) + ") out of range");
             if (op[i] >= kNumCacheOps) out.add(at + "op " + std::to_string(op[i]) + " unknown");
+            if (v2 && op[i] < kNumCacheOps && dest[i] != -1 &&
+                op[i] != static_cast<uint8_t>(CacheOp::kAppend) &&
+                op[i] != static_cast<uint8_t>(CacheOp::kMerge))
+                out.add(at + cache_op_name(static_cast<CacheOp>(op[i])) + " with destination " +
+                        std::to_string(dest[i]) + " (schema version 2: -1)");
             if (step[i] < prev_step || step[i] >= m.n_steps)
                 out.add(at + "step " + std::to_string(step[i]) + " out of order");
             if (pos[i] < 0 || pos[i] >= m.sizes.P + step[i])

@@ -89,6 +89,10 @@ void print_summary(const TraceReader& r, bool per_layer) {
     std::printf("trace:     %s\n", r.path().string().c_str());
     std::printf("schema:    version %d, written by kvscope %s at %s\n", info.schema_version,
                 m.software_version.c_str(), m.created_utc.c_str());
+    if (info.schema_version < trace::kSchemaVersion)
+        std::printf("           read as version %d (traces/SCHEMA.md, Versions); `kvscope upgrade "
+                    "%s NEW` writes a version %d copy\n",
+                    trace::kSchemaVersion, r.path().string().c_str(), trace::kSchemaVersion);
     std::printf("state:     %s%s\n", state_name(info.state), info.swmr ? " (opened SWMR)" : "");
     if (!info.notice.empty()) std::printf("notice:    %s\n", info.notice.c_str());
     std::printf("model:     %s (%s, %s) %d layers, %d query / %d KV heads, head_dim %d\n",

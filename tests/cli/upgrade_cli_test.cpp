@@ -132,6 +132,15 @@ TEST(UpgradeCliErrors, FollowTheExitCodes) {
     EXPECT_FALSE(fs::exists(scratch("twice.kvtrace.h5")));
     EXPECT_FALSE(fs::exists(scratch("x.kvtrace.h5")));
     EXPECT_FALSE(fs::exists(scratch("x.kvtrace.h5.part")));
+    // inspect names the version it reads and the way to a version 2 file; both are valid.
+    r = run_kvscope("inspect " + v1.string());
+    EXPECT_EQ(r.code, 0) << r.out;
+    EXPECT_NE(r.out.find("read as version 2"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("kvscope upgrade"), std::string::npos) << r.out;
+    r = run_kvscope("inspect " + v2.string());
+    EXPECT_EQ(r.code, 0) << r.out;
+    EXPECT_NE(r.out.find("valid:     yes"), std::string::npos) << r.out;
+    EXPECT_EQ(r.out.find("read as version"), std::string::npos) << r.out;
     // Progress off a terminal: plain lines with the count, no '\r'.
     const CliResult p =
         run_kvscope_split("upgrade " + v1.string() + " " + scratch("progress.kvtrace.h5").string());

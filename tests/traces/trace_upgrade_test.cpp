@@ -10,8 +10,10 @@
 
 #include "core/model/error.h"
 #include "tests/traces/trace_test_support.h"
+#include "traces/sample_trace.h"
 #include "traces/trace_reader.h"
 #include "traces/trace_upgrade.h"
+#include "traces/trace_writer.h"
 
 namespace kvscope::trace {
 namespace {
@@ -154,6 +156,31 @@ TEST(TraceUpgrade, RefusesWhatItMustNotWrite) {
     // Not a trace.
     EXPECT_NE(problem([&] { upgrade_trace(taken, dir / "x.kvtrace.h5", false); }).find("taken"),
               std::string::npos);
+}
+
+// Version 2 writers put -1 in destination on evict, quantize and demote rows: the validator
+// (`kvscope inspect`) reports one that names a slot there.
+TEST(SchemaVersion2, ValidatorReportsASlotInTheDestinationOfAnEvictRow) {
+    ScratchDir dir;
+    SampleTrace sample = make_sample_trace();
+    int changed = 0;
+    for (EventRecord& e : sample.steps[3].events) {
+        if (e.op == CacheOp::kEvict && changed == 0) {
+            e.destination = 7;
+            ++changed;
+        }
+    }
+    ASSERT_EQ(changed, 1);
+    const fs::path path = dir / "slot.kvtrace.h5";
+    {
+        TraceWriter w(path);
+        write_sample_trace(w, sample);
+    }
+    const auto problems = TraceReader(path).validate();
+    ASSERT_EQ(problems.size(), 1u);
+    EXPECT_NE(problems[0].find("evict with destination 7 (schema version 2: -1)"),
+              std::string::npos)
+        << problems[0];
 }
 
 }  // namespace

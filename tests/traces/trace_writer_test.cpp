@@ -149,7 +149,7 @@ TEST(TraceWriter, EventsAreStampedAndGroupedByLayerHead) {
     StepData d = step(0);
     d.events = {{0, 1, 1, CacheOp::kEvict, 0, -1, 0, 0, 0.5f, 0},
                 {0, 0, 0, CacheOp::kAppend, 2, 2, 0, 0, 0, 16},
-                {0, 0, 1, CacheOp::kQuantize, 1, 1, 0, 0, 0, 4}};
+                {0, 0, 1, CacheOp::kQuantize, 1, -1, 0, 0, 0, 4}};  // v2: -1
     w.write_step(d);
     StepData d1 = step(1);  // no events at all
     w.write_step(d1);
