@@ -3,6 +3,7 @@
 // (token states, events but for the destination of evict / quantize / demote rows) without
 // touching the input.
 #include <gtest/gtest.h>
+#include <hdf5.h>
 
 #include <fstream>
 #include <iterator>
@@ -156,6 +157,40 @@ TEST(TraceUpgrade, RefusesWhatItMustNotWrite) {
     // Not a trace.
     EXPECT_NE(problem([&] { upgrade_trace(taken, dir / "x.kvtrace.h5", false); }).find("taken"),
               std::string::npos);
+}
+
+// A version 1 file written before /summary existed (issue 18): readers replay the events, and
+// the upgraded copy has a /summary that agrees with that replay.
+TEST(TraceUpgrade, AddsTheSummaryToAFileWithout) {
+    ScratchDir dir;
+    const fs::path old = dir / "nosummary.kvtrace.h5";
+    fs::copy_file(kV1 / "d2o.kvtrace.h5", old);
+    {
+        hid_t f = H5Fopen(old.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+        ASSERT_GE(f, 0);
+        EXPECT_GE(H5Ldelete(f, "/summary", H5P_DEFAULT), 0);
+        H5Fclose(f);
+    }
+    ASSERT_FALSE(TraceReader(old).has_head_counts());
+    const fs::path out = dir / "upgraded.kvtrace.h5";
+    upgrade_trace(old, out, false);
+    TraceReader a(old), b(out);
+    ASSERT_TRUE(b.has_head_counts());
+    const TraceInfo info = a.info();
+    int64_t held_total = 0;
+    for (int64_t s = 0; s < info.n_steps; ++s) {
+        const HeadCountRow row = b.head_counts(s);
+        for (int32_t l = 0; l < info.n_layers; ++l) {
+            for (int32_t h = 0; h < info.n_heads; ++h) {
+                int32_t held = 0;
+                for (const TokenState& t : a.token_states(l, h, s)) held += holds(t.state) ? 1 : 0;
+                ASSERT_EQ(row.held[static_cast<size_t>(l * info.n_heads + h)], held)
+                    << s << " " << l << " " << h;
+                held_total += held;
+            }
+        }
+    }
+    EXPECT_GT(held_total, 0);
 }
 
 // Version 2 writers put -1 in destination on evict, quantize and demote rows: the validator
