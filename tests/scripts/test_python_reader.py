@@ -272,6 +272,9 @@ def main():
         check_real_samples(t_d2o, t_mikv)
         check_frames(t_d2o)
     with kt.Trace(synth) as t:
+        # The synthetic writer appends the prompt at step 0 and says so (root attribute).
+        assert t.schema_version == kt.SCHEMA_VERSION and t.prefill_appends
+        assert int(t.file.attrs["prefill_appends"]) == 1
         pos, val = t.attention_row(3, 0, 0)
         assert len(pos) == len(val) > 0
         # The record-time prompt states (/summary/prompt_state) equal the replay after step 0.
