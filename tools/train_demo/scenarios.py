@@ -446,7 +446,8 @@ def build_needles(tok, length, depth, seed, sentences, templates, split="train",
     """A prompt from the template set (kvscope ScenarioBuilder, kind needles). The asked needle is
     at `depth`; the other needles and the distractors at random depths. A draw whose answer also
     occurs in the haystack is redrawn from mix_seed(seed, attempt).
-    -> dict(text, ids, answer, key, template, needle_spans (chars), query, keys, values)."""
+    -> dict(text, ids, answer, key, template (the asked one's id), templates (every fact's),
+    needle_spans (chars), query, keys, values, question)."""
     count = count or TokenCounter(tok)
     for attempt in range(NEEDLE_ATTEMPTS):
         rng = SplitMix64(seed if attempt == 0 else mix_seed(seed, attempt))
@@ -459,6 +460,7 @@ def build_needles(tok, length, depth, seed, sentences, templates, split="train",
         if answer_occurrences(text, answer) == 1:
             return {"text": text, "ids": ids, "answer": answer, "key": facts[query]["key"],
                     "template": templates["templates"][facts[query]["template"]]["id"],
+                    "templates": [templates["templates"][f["template"]]["id"] for f in facts],
                     "needle_spans": spans, "query": query,
                     "keys": [f["key"] for f in facts], "values": [f["value"] for f in facts],
                     "question": question}

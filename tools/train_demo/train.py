@@ -14,13 +14,18 @@ agree with eager attention (else a slower SDPA backend is used); (4) training, 6
 on rows whose length follows --curriculum (512 tokens first, 4096 at the end: copying is learned
 at short range first). Row kinds (shares in ROW_KINDS): natural text; a random token sequence
 shown twice (dense copy targets); passkey; single- and multi-needle NIAH with every needle
-queried; key-value lookup with several queries. The tasks are built by
+queried; key-value lookup with several queries; "needles" (issue 12): the train-split templates of
+resources/needles/templates.json (phrasings x formats x entity kinds x question forms, several
+needles, distractors) in the training haystacks (the training split's sentences, as written or
+word-shuffled). Held-out templates and haystack sources are never drawn for training. The tasks are built by
 tools/train_demo/scenarios.py exactly as KVScope's C++ builders build them, and rows are filled up
 with natural text. Loss on every token; answer digits weighted x5; needle digits and the first
 copy of a random sequence weight 0 (unpredictable). A quick retrieval probe is logged every
 --probe-every seconds; (5) save (bf16 safetensors, tokenizer.json, generation_config.json); (6)
 held-out perplexity and the accuracy grid with HF transformers on the saved bf16 weights upcast
-to fp32, logged to train_log.json.
+to fp32, logged to train_log.json: passkey, niah, and needles per split (needles-train: train
+templates in resources/haystacks; needles-heldout: held-out templates in the held-out haystack
+source), reported separately; `kvscope eval needles` builds the same prompts.
 
 Training stops by wall clock (--train-seconds); the learning-rate schedule and the curriculum
 follow elapsed time, so the number of steps depends on the GPU (train_log.json records it).
@@ -127,20 +132,24 @@ def shuffled_sentences(sentences, seed):
 # Row kinds and their shares. "repeat" (a random token sequence shown twice) gives dense copy
 # targets, the signal that grows induction heads; the needle tasks alone give ~10 answer tokens
 # per step, too few (a first run without it memorised the text and never learned to retrieve).
-ROW_KINDS = [("natural", 0.20), ("repeat", 0.20), ("passkey", 0.15), ("niah", 0.20),
-             ("niah_multi", 0.10), ("kv", 0.15)]
+# v2 (issue 12): "needles" rows take the largest share: generalising retrieval needs many
+# phrasings, formats and entity kinds, not one template.
+ROW_KINDS = [("natural", 0.15), ("repeat", 0.15), ("passkey", 0.05), ("niah", 0.10),
+             ("niah_multi", 0.05), ("kv", 0.10), ("needles", 0.40)]
 # While rows are at most 512 tokens (the curriculum's start): little natural text, so copying is
 # learned before the model starts memorising the (small) corpus.
-EARLY_ROW_KINDS = [("natural", 0.05), ("repeat", 0.35), ("passkey", 0.15), ("niah", 0.20),
-                   ("niah_multi", 0.10), ("kv", 0.15)]
+EARLY_ROW_KINDS = [("natural", 0.05), ("repeat", 0.35), ("passkey", 0.05), ("niah", 0.10),
+                   ("niah_multi", 0.05), ("kv", 0.10), ("needles", 0.30)]
 
 
 class TaskRows(torch.utils.data.IterableDataset):
     """Endless micro-batches (ids [rows, seq+1], weights [rows, seq]) of batch_tokens tokens; the
     row length `seq` is read from a shared value the training loop moves along the curriculum."""
 
-    def __init__(self, tok, stream, pools, city_keys, word_keys, shared_seq, batch_tokens, seed):
+    def __init__(self, tok, stream, pools, city_keys, word_keys, shared_seq, batch_tokens, seed,
+                 templates):
         super().__init__()
+        self.templates = templates  # scenarios.load_templates(); only split "train" is drawn
         self.tok, self.stream, self.pools = tok, stream, pools  # pools: [(sentences, counter)]
         self.city_keys, self.word_keys = city_keys, word_keys
         self.shared_seq, self.batch_tokens, self.seed = shared_seq, batch_tokens, seed
@@ -168,6 +177,8 @@ class TaskRows(torch.utils.data.IterableDataset):
             b = S.build_passkey(self.tok, self.prompt_length(rng, EVAL_RESERVE), self.depth(rng),
                                 rng.getrandbits(64))
             qas = []
+        elif kind == "needles":
+            return self.needles_text(rng)
         elif kind in ("niah", "niah_multi"):
             nn = 1 if kind == "niah" else rng.randint(2, 6)
             keys = self.city_keys if rng.random() < 0.5 else self.word_keys
@@ -188,6 +199,31 @@ class TaskRows(torch.utils.data.IterableDataset):
             text += "\n\n" + q + " "
             spans.append((len(text), len(text) + len(v), ANSWER_WEIGHT))
             text += v + "."
+        return text, spans
+
+    def needles_text(self, rng):
+        """Train-split templates: 1-4 needles (every one asked, the built one first) and 0-3
+        distractors (never asked), in a training haystack."""
+        nn = 1 if rng.random() < 0.5 else rng.randint(2, 4)
+        nd = 0 if rng.random() < 0.5 else rng.randint(1, 3)
+        sentences, count = self.pools[0] if rng.random() < 0.7 else self.pools[1]
+        reserve = EVAL_RESERVE + 40 * (nn - 1)
+        b = S.build_needles(self.tok, self.prompt_length(rng, reserve + 24 * (nn + nd)),
+                            self.depth(rng), rng.getrandbits(64), sentences, self.templates,
+                            "train", nn, nd, count)
+        text = b["text"]
+        spans = [(a, z, 0.0) for a, z in b["needle_spans"]]  # needle values: unpredictable
+        text += " "
+        spans.append((len(text), len(text) + len(b["answer"]), ANSWER_WEIGHT))
+        text += b["answer"] + "."
+        others = [j for j in range(nn) if j != b["query"]]
+        rng.shuffle(others)
+        for j in others:
+            t = next(t for t in self.templates["templates"] if t["id"] == b["templates"][j])
+            q = S.fill_template(rng.choice(t["questions"]), b["keys"][j], "")
+            text += "\n\n" + q + " "
+            spans.append((len(text), len(text) + len(b["values"][j]), ANSWER_WEIGHT))
+            text += b["values"][j] + "."
         return text, spans
 
     def kv_text(self, rng):
@@ -440,12 +476,17 @@ def greedy(model, ids, max_new):
     return gen
 
 
-def eval_grid(model, tok, hay_sentences, hay_keys, lengths, depths, trials, seed, deadline):
-    """Cells cut short by the wall-clock deadline keep the trials they ran."""
+def eval_grid(model, tok, hay_sentences, hay_keys, lengths, depths, trials, seed, deadline,
+              needle_sets=None):
+    """Cells cut short by the wall-clock deadline keep the trials they ran. Tasks: passkey, niah,
+    and with `needle_sets` ({split: (templates, sentences)}) needles-<split> per split, seeded as
+    `kvscope eval needles` seeds them."""
     model.eval()
     count = S.TokenCounter(tok)
+    needle_sets = needle_sets or {}
     grid = []
-    for kind in ("passkey", "niah"):
+    tasks = [("passkey", None), ("niah", None)] + [("needles", sp) for sp in needle_sets]
+    for kind, split in tasks:
         for L in lengths:
             for d in depths:
                 ok = done = 0
@@ -455,15 +496,33 @@ def eval_grid(model, tok, hay_sentences, hay_keys, lengths, depths, trials, seed
                     s = S.trial_seed(seed, kind, L, d, t)
                     if kind == "passkey":
                         b = S.build_passkey(tok, L - EVAL_RESERVE, d, s, count)
-                    else:
+                    elif kind == "niah":
                         b = S.build_niah(tok, L - EVAL_RESERVE, d, s, hay_sentences, hay_keys,
                                          1, count)
+                    else:
+                        templates, sentences = needle_sets[split]
+                        b = S.build_needles(tok, L - EVAL_RESERVE, d, s, sentences, templates,
+                                            split, 1, 0, count)
                     gen = tok.decode(greedy(model, b["ids"], EVAL_RESERVE))
                     ok += S.answer_found(gen, b["answer"])
                     done += 1
-                grid.append({"task": kind, "length": L, "depth": d, "trials": done,
-                             "correct": ok, "accuracy": ok / max(1, done)})
+                grid.append({"task": kind if split is None else f"{kind}-{split}", "length": L,
+                             "depth": d, "trials": done, "correct": ok,
+                             "accuracy": ok / max(1, done)})
     return grid
+
+
+def grid_summary(grid):
+    """Accuracy per task (needles-train and needles-heldout apart): {task: {correct, total,
+    accuracy}}."""
+    out = {}
+    for g in grid:
+        t = out.setdefault(g["task"], {"correct": 0, "total": 0})
+        t["correct"] += g["correct"]
+        t["total"] += g["trials"]
+    for t in out.values():
+        t["accuracy"] = t["correct"] / max(1, t["total"])
+    return out
 
 
 @torch.no_grad()
@@ -487,7 +546,7 @@ def write_log(args, summary):
 
 
 def print_grid(grid, lengths, depths):
-    for kind in ("passkey", "niah"):
+    for kind in dict.fromkeys(g["task"] for g in grid):
         print(f"\n{kind} accuracy (rows: context length, columns: depth)")
         print("length " + " ".join(f"{d:>6.2f}" for d in depths))
         for L in lengths:
@@ -503,6 +562,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--corpus", required=True, help="folder from build_corpus.py")
     ap.add_argument("--haystacks", default="resources/haystacks")
+    ap.add_argument("--templates", default="resources/needles/templates.json",
+                    help="needle template set: train split for rows, both splits evaluated")
     ap.add_argument("--out", required=True, help="model folder to write")
     ap.add_argument("--pack", help="also write the model as shards + meta.tar.gz here")
     ap.add_argument("--tokenizer", help="reuse this tokenizer.json instead of training one")
@@ -568,6 +629,14 @@ def main():
     word_keys = sorted(w for w, c in words.items()
                        if c >= 3 and w.isalpha() and w.istitle() and 4 <= len(w) <= 10)
     hay_sentences, hay_keys = S.load_haystack_dir(args.haystacks)
+    templates = S.load_templates(args.templates)
+    # Evaluation haystacks of the needles splits, as the template set names them: train = unseen
+    # texts of the training sources, heldout = a source the training never sees.
+    needle_sets = {sp: (templates, S.load_haystack_dir(templates["haystacks"][sp])[0])
+                   for sp in ("train", "heldout")}
+    held_ids = {t["id"] for t in templates["templates"] if t["split"] == "heldout"}
+    log(f"templates: {len(templates['templates']) - len(held_ids)} train, {len(held_ids)} "
+        f"held-out (never drawn for training)")
     log(f"stream {len(stream) / 1e6:.2f}M tokens, {len(sentences)} sentences, "
         f"{len(word_keys)} word keys, {len(hay_sentences)} haystack sentences")
 
@@ -582,7 +651,7 @@ def main():
         sys.exit(f"--curriculum goes beyond --seq {args.seq}")
     shared_seq = multiprocessing.Value("i", curriculum[0][0])
     ds = TaskRows(tok, stream, pools, hay_keys, word_keys, shared_seq, args.batch_tokens,
-                  args.seed)
+                  args.seed, templates)
     loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=args.workers,
                                          pin_memory=True, prefetch_factor=2,
                                          persistent_workers=True)
@@ -614,13 +683,18 @@ def main():
     probe_count = S.TokenCounter(tok)
 
     def probe(m, seq):
-        """Retrieval at the current row length: passkey and NIAH at depths 0, 0.5, 1."""
+        """Retrieval at the current row length: passkey, NIAH and needles (train and held-out
+        templates) at depths 0, 0.5, 1."""
         ok, n = 0, 0
-        for kind in ("passkey", "niah"):
+        for kind in ("passkey", "niah", "train", "heldout"):
             for d in (0.0, 0.5, 1.0):
-                s = S.trial_seed(99, kind, seq, d, 0)
+                s = S.trial_seed(99, kind if kind in ("passkey", "niah") else "needles", seq, d,
+                                 0 if kind != "heldout" else 1)
                 if kind == "passkey":
                     b = S.build_passkey(tok, seq - EVAL_RESERVE, d, s, probe_count)
+                elif kind in needle_sets:
+                    b = S.build_needles(tok, seq - EVAL_RESERVE, d, s, needle_sets[kind][1],
+                                        templates, kind, 1, 0, probe_count)
                 else:
                     b = S.build_niah(tok, seq - EVAL_RESERVE, d, s, hay_sentences, hay_keys, 1,
                                      probe_count)
@@ -679,11 +753,16 @@ def main():
         depths = [float(x) for x in args.eval_depths.split(",")]
         t_eval = time.time()
         grid = eval_grid(m, tok, hay_sentences, hay_keys, lengths, depths, args.eval_trials,
-                         args.eval_seed, args.deadline)
+                         args.eval_seed, args.deadline, needle_sets)
         summary["eval"] = {"seed": args.eval_seed, "reserve": EVAL_RESERVE, "grid": grid,
-                           "haystacks": args.haystacks, "seconds": time.time() - t_eval}
+                           "by_task": grid_summary(grid), "haystacks": args.haystacks,
+                           "templates": args.templates,
+                           "needle_haystacks": templates["haystacks"],
+                           "seconds": time.time() - t_eval}
         write_log(args, summary)
         print_grid(grid, lengths, depths)
+        for task, t in summary["eval"]["by_task"].items():
+            print(f"{task:16s} {t['correct']}/{t['total']} ({t['accuracy'] * 100:.1f}%)")
     log("done")
 
 
