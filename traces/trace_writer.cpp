@@ -63,7 +63,9 @@ struct TraceWriter::Impl {
     std::filesystem::path path;
     size_t capacity = 64;
     std::mutex mu;
-    std::condition_variable not_full, not_empty;
+    std::condition_variable not_full, not_empty, map_slot;
+    int maps_queued = 0;  // MapItems queued or being written (<= kMaxQueuedMaps)
+    std::vector<std::vector<float>> spent_maps;  // written maps' buffers, cleared, for reuse
     std::deque<Item> queue;
     std::exception_ptr error;  // first writer-thread failure
     std::thread thread;
@@ -74,6 +76,15 @@ struct TraceWriter::Impl {
         not_full.wait(lock, [&] { return queue.size() < capacity; });
         queue.push_back(std::move(item));
         not_empty.notify_one();
+    }
+
+    void push_map(MapItem item) {
+        {
+            std::unique_lock lock(mu);
+            map_slot.wait(lock, [&] { return maps_queued < TraceWriter::kMaxQueuedMaps; });
+            ++maps_queued;
+        }
+        push(std::move(item));
     }
 
     void rethrow_error() {
@@ -194,6 +205,19 @@ struct TraceWriter::Impl {
             bool last =
                 std::holds_alternative<EndItem>(item) || std::holds_alternative<CloseItem>(item);
             handle(item);
+            if (std::holds_alternative<MapItem>(item)) {
+                std::vector<float> buf = std::move(std::get<MapItem>(item).attention);
+                buf.clear();
+                std::lock_guard lock(mu);
+                if (spent_maps.size() < static_cast<size_t>(TraceWriter::kMaxQueuedMaps))
+                    spent_maps.push_back(std::move(buf));
+                --maps_queued;
+                map_slot.notify_all();
+            } else if (std::holds_alternative<StepItem>(item)) {
+                // Maps come before step 0 (FIFO): their buffers are not needed during decode.
+                std::lock_guard lock(mu);
+                spent_maps.clear();
+            }
             if (last) return;
             commit_if_idle();
         }
@@ -294,7 +318,15 @@ void TraceWriter::write_prefill_map(int32_t layer, std::vector<float> attention)
     require(attention.size() == static_cast<size_t>(meta_.n_heads) * P * P,
             "prefill map must hold H*P*P values");
     impl_->rethrow_error();
-    impl_->push(MapItem{layer, std::move(attention)});
+    impl_->push_map(MapItem{layer, std::move(attention)});
+}
+
+std::vector<float> TraceWriter::recycled_map_buffer() {
+    std::lock_guard lock(impl_->mu);
+    if (impl_->spent_maps.empty()) return {};
+    std::vector<float> buf = std::move(impl_->spent_maps.back());
+    impl_->spent_maps.pop_back();
+    return buf;
 }
 
 namespace {

@@ -13,15 +13,22 @@
 namespace kvscope::record {
 namespace {
 
-// Mean over the g query heads of KV head kv: per-query-head arrays -> one cache-head array.
-std::vector<float> group_mean(const std::vector<std::vector<float>>& per_q, int64_t kv, int64_t g,
-                              size_t offset, size_t len) {
-    std::vector<float> out(len, 0.0f);
+// Mean over the g query heads of KV head kv: per-query-head arrays -> one cache-head array
+// out[0, len) (zeroed here).
+void group_mean_into(const std::vector<std::vector<float>>& per_q, int64_t kv, int64_t g,
+                     size_t offset, size_t len, float* out) {
+    std::fill(out, out + len, 0.0f);
     for (int64_t q = 0; q < g; ++q) {
         const auto& src = per_q[static_cast<size_t>(kv * g + q)];
         for (size_t j = 0; j < len; ++j) out[j] += src[offset + j];
     }
-    for (auto& x : out) x /= static_cast<float>(g);
+    for (size_t j = 0; j < len; ++j) out[j] /= static_cast<float>(g);
+}
+
+std::vector<float> group_mean(const std::vector<std::vector<float>>& per_q, int64_t kv, int64_t g,
+                              size_t offset, size_t len) {
+    std::vector<float> out(len);
+    group_mean_into(per_q, kv, g, offset, len, out.data());
     return out;
 }
 
@@ -33,6 +40,10 @@ RunRecorder::RunRecorder(Engine& engine, const Tokenizer& tok, trace::TraceWrite
     observer_id_ = engine_.cache().add_observer([this](const CacheEvent& e) { on_cache_event(e); });
     engine_.on_plan = [this](const Plan& p) { on_plan(p); };
     engine_.on_layer_done = [this](int64_t l) { on_layer(l); };
+    if (opt_.record_maps)
+        engine_.on_prefill_map = [this](int64_t l, const std::vector<std::vector<float>>& rows) {
+            on_prefill_map(l, rows);
+        };
     const ModelSpec& sp = engine_.spec();
     budgets_.assign(static_cast<size_t>(sp.n_layers * sp.n_kv_heads), -1);
 }
@@ -41,6 +52,7 @@ RunRecorder::~RunRecorder() {
     engine_.cache().remove_observer(observer_id_);
     engine_.on_plan = nullptr;
     engine_.on_layer_done = nullptr;
+    engine_.on_prefill_map = nullptr;
 }
 
 StatsRequest RunRecorder::stats_needed(const RecorderOptions& opt, int64_t prompt_len) {
@@ -48,7 +60,8 @@ StatsRequest RunRecorder::stats_needed(const RecorderOptions& opt, int64_t promp
     r.colsum = true;
     r.key_norms = true;
     r.window = std::min<int64_t>(opt.window, prompt_len);
-    if (opt.record_maps && prompt_len <= trace::kMaxMapTokens) r.window = prompt_len;
+    // Maps stream out one layer at a time (on_prefill_map): never all layers' P x P rows at once.
+    r.maps = opt.record_maps && prompt_len <= trace::kMaxMapTokens;
     r.step_rows = opt.record_rows;
     return r;
 }
@@ -106,17 +119,22 @@ void RunRecorder::write_prefill() {
             out.attn_received.insert(out.attn_received.end(), recv.begin(), recv.end());
             out.window_scores.insert(out.window_scores.end(), win.begin(), win.end());
         }
-        if (writer_.maps_recorded() && ps.window_rows == static_cast<int64_t>(P)) {
-            std::vector<float> maps;
-            maps.reserve(static_cast<size_t>(G) * P * P);
-            for (int64_t kv = 0; kv < G; ++kv) {
-                const auto m = group_mean(ps.window, kv, g, 0, P * P);
-                maps.insert(maps.end(), m.begin(), m.end());
-            }
-            writer_.write_prefill_map(static_cast<int32_t>(l), std::move(maps));
-        }
         writer_.write_prefill(std::move(out));
     }
+}
+
+void RunRecorder::on_prefill_map(int64_t l, const std::vector<std::vector<float>>& rows) {
+    if (!writer_.maps_recorded() || rows.empty()) return;
+    const ModelSpec& sp = engine_.spec();
+    const int64_t G = sp.n_kv_heads, g = sp.group_size();
+    const size_t PP = rows[0].size();  // P * P
+    // [G, P, P]: the writer thread deflates it while the engine computes the next layer; the
+    // writer holds at most TraceWriter::kMaxQueuedMaps of these (back-pressure, bounded memory).
+    std::vector<float> maps = writer_.recycled_map_buffer();
+    maps.resize(static_cast<size_t>(G) * PP);
+    for (int64_t kv = 0; kv < G; ++kv)
+        group_mean_into(rows, kv, g, 0, PP, maps.data() + static_cast<size_t>(kv) * PP);
+    writer_.write_prefill_map(static_cast<int32_t>(l), std::move(maps));
 }
 
 void RunRecorder::on_cache_event(const CacheEvent& e) {

@@ -36,7 +36,8 @@ class RunRecorder {
 
     // Writes the metadata and the prompt tokens. spans index prompt tokens.
     void begin(trace::RunMetadata meta, const std::vector<int32_t>& prompt_ids);
-    // After engine.prefill(): prefill statistics of every layer (and maps when asked).
+    // After engine.prefill(): prefill statistics of every layer. Maps (record_maps) were written
+    // during the prefill, one layer at a time (Engine::on_prefill_map), so call begin() first.
     void write_prefill();
     // Commits step s: the token sampled from `logits`, with its top-k, entropy, bytes held,
     // budgets, needle survival and the cache events since the previous commit.
@@ -50,6 +51,7 @@ class RunRecorder {
     void on_cache_event(const CacheEvent& e);
     void on_plan(const Plan& plan);
     void on_layer(int64_t layer);
+    void on_prefill_map(int64_t layer, const std::vector<std::vector<float>>& rows);
 
     Engine& engine_;
     const Tokenizer& tok_;

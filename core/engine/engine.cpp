@@ -127,6 +127,7 @@ std::vector<float> Engine::prefill(const std::vector<int32_t>& ids) {
         policy_->begin(dims, prompt_len_);
     }
     std::vector<float> logits = forward(ids.data(), prompt_len_, true);
+    s_->map_rows = {};  // one layer's full maps (StatsRequest::maps): not kept for decode
     if (policy_) policy_after_prefill();
     if (on_layer_done) on_layer_done(-1);
     return logits;

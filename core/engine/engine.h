@@ -33,6 +33,8 @@ struct StatsRequest {
     bool all_logits = false;    // logits of every prompt position (kvscope logits)
     bool query_absmax = false;  // per KV head and channel: max |q| over the prompt rows and the
                                 // group's query heads, post-RoPE (MiKV channel balancing)
+    bool maps = false;  // every prompt row of every query head, handed to on_prefill_map one layer
+                        // at a time and then dropped (only `window` rows are kept)
 };
 
 struct EngineOptions {
@@ -100,6 +102,11 @@ class Engine {
     // Called with every plan the policy returned (after it was applied): budgets and layer notes
     // for the recorder.
     std::function<void(const Plan&)> on_plan;
+    // With StatsRequest::maps, called in prefill after each layer's attention with the full
+    // prompt attention of that layer: rows[h] is [n * n] (query-major softmax rows of query head
+    // h). Valid during the call only: the buffer is reused for the next layer, so memory stays
+    // at one layer's maps (H * n * n floats) however many layers the model has.
+    std::function<void(int64_t layer, const std::vector<std::vector<float>>& rows)> on_prefill_map;
 
   private:
     struct Weights;

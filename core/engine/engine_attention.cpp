@@ -52,7 +52,8 @@ void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
     for (int64_t g = 0; g < G; ++g) views[static_cast<size_t>(g)] = head_view(*cache_, l, g);
     AttentionStats stats;
     AttentionStats* pstats = nullptr;
-    if (is_prefill && (req_.colsum || req_.window > 0)) {
+    const bool full_rows = is_prefill && req_.maps && on_prefill_map;
+    if (is_prefill && (req_.colsum || req_.window > 0 || full_rows)) {
         LayerPrefillStats& ps = prefill_stats_[static_cast<size_t>(l)];
         pstats = &stats;
         if (req_.colsum) {
@@ -60,7 +61,14 @@ void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
                              std::vector<float>(static_cast<size_t>(n), 0.0f));
             for (auto& c : ps.colsum) stats.colsum.push_back(c.data());
         }
-        if (req_.window > 0) {
+        if (full_rows) {  // every row into the reused map buffer; the window is cut from it
+            s.map_rows.resize(static_cast<size_t>(H));
+            for (auto& m : s.map_rows) {
+                m.resize(static_cast<size_t>(n * n));
+                stats.rows.push_back(m.data());
+            }
+            stats.n_rows_tail = n;
+        } else if (req_.window > 0) {
             ps.window_rows = std::min<int64_t>(req_.window, n);
             ps.window.assign(static_cast<size_t>(H),
                              std::vector<float>(static_cast<size_t>(ps.window_rows * n), 0.0f));
@@ -91,6 +99,16 @@ void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
     args.out = &out;
     args.stats = pstats;
     backend_.attention(args);
+    if (full_rows) {
+        on_prefill_map(l, s.map_rows);
+        LayerPrefillStats& ps = prefill_stats_[static_cast<size_t>(l)];
+        ps.window_rows = std::min<int64_t>(req_.window, n);
+        ps.window.assign(ps.window_rows > 0 ? static_cast<size_t>(H) : 0, {});
+        for (int64_t h = 0; h < H && ps.window_rows > 0; ++h) {
+            const auto& m = s.map_rows[static_cast<size_t>(h)];
+            ps.window[static_cast<size_t>(h)].assign(m.end() - ps.window_rows * n, m.end());
+        }
+    }
 
     if (is_prefill && wants_control()) {
         // Per KV head, token-major [n, 1 + g] of the raw decision-neuron values (HeadScores).

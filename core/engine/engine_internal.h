@@ -30,6 +30,9 @@ struct Engine::Scratch {
                                 // while the decision neuron is extracted)
     std::vector<float> v_host;  // [n, G, d] values for the cache append
     std::vector<float> q_host;  // [n, H, d] queries (query maxima; DMC decision neuron)
+    // [H][n * n] one layer's full prefill attention (StatsRequest::maps), reused across layers
+    // and freed after the prefill.
+    std::vector<std::vector<float>> map_rows;
 };
 
 }  // namespace kvscope
