@@ -76,9 +76,12 @@ std::vector<std::string> split_words(const std::string& sentence) {
 
 const char* scenario_kind_name(ScenarioKind k) {
     switch (k) {
-        case ScenarioKind::passkey: return "passkey";
-        case ScenarioKind::niah: return "niah";
-        case ScenarioKind::needles: return "needles";
+        case ScenarioKind::passkey:
+            return "passkey";
+        case ScenarioKind::niah:
+            return "niah";
+        case ScenarioKind::needles:
+            return "needles";
     }
     return "?";
 }
@@ -162,13 +165,15 @@ Scenario ScenarioBuilder::build_once(const ScenarioOptions& opts, uint64_t seed)
         throw InputError("needle depth " + std::to_string(opts.depth) + " is outside [0, 1]");
     if (opts.length < 1) throw InputError("scenario length must be positive");
     const bool passkey = opts.kind == ScenarioKind::passkey;
-    if (!passkey && haystack_ == nullptr)
-        throw InputError("a NIAH scenario needs a haystack (resources/haystacks)");
     if (opts.kind == ScenarioKind::needles && opts.templates == nullptr)
         throw InputError("a needles scenario needs a template set (resources/needles)");
+    if (!passkey && haystack_ == nullptr)
+        throw InputError(std::string("a ") + scenario_kind_name(opts.kind) +
+                         " scenario needs a haystack (resources/haystacks)");
     if (opts.num_needles < 1 || (passkey && opts.num_needles != 1))
         throw InputError("passkey has one needle; NIAH needs at least one");
-    if (opts.kind == ScenarioKind::niah && static_cast<size_t>(opts.num_needles) > haystack_->keys.size())
+    if (opts.kind == ScenarioKind::niah &&
+        static_cast<size_t>(opts.num_needles) > haystack_->keys.size())
         throw InputError(haystack_->dir / "needle_keys.list",
                          "has " + std::to_string(haystack_->keys.size()) + " keys, fewer than " +
                              std::to_string(opts.num_needles) + " needles");

@@ -43,6 +43,23 @@ def main():
     sys.path.insert(0, os.path.join(args.root, "tools", "train_demo"))
     import scenarios as S
 
+    # The Python loader refuses a bad set like the C++ one, naming the file and the field.
+    import tempfile
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump({"pools": {"k": ["a"]}, "haystacks": {"train": "a", "heldout": "b"},
+                   "templates": [{"id": "t", "split": "train", "format": "sentence",
+                                  "keys": "k", "value": {"kind": "number", "digits": [3, 4]},
+                                  "intro": "I.", "needle": "{key} is here.",
+                                  "questions": ["{key}?"]}]}, f)
+    try:
+        S.load_templates(f.name)
+        sys.exit("FAIL: a needle without {value} was accepted")
+    except ValueError as e:
+        if f.name not in str(e) or "templates[0].needle" not in str(e):
+            sys.exit(f"FAIL: unclear loader error: {e}")
+    finally:
+        os.unlink(f.name)
+
     res = os.path.join(args.root, "resources")
     templates_file = os.path.join(res, "needles", "templates.json")
     templates = S.load_templates(templates_file)
