@@ -42,7 +42,10 @@ void print_entry(const PolicyEntry& e) {
     std::printf("    paper: %s", i.paper.c_str());
     if (!i.arxiv.empty()) std::printf("  [arXiv %s]", i.arxiv.c_str());
     std::printf("\n");
+    if (!i.venue.empty()) std::printf("    venue: %s\n", i.venue.c_str());
     if (!i.code.empty()) std::printf("    code:  %s\n", i.code.c_str());
+    if (!i.rule.empty()) std::printf("    rule:  %s\n", i.rule.c_str());
+    if (!i.score_name.empty()) std::printf("    score: %s\n", i.score_name.c_str());
     if (e.schema.empty()) std::printf("    (no parameters)\n");
     for (const ParamSpec& p : e.schema) {
         std::printf("    --param %s=%s   %s", p.name.c_str(),
@@ -70,6 +73,9 @@ nlohmann::json entry_json(const PolicyEntry& e) {
             {"paper", e.info.paper},
             {"arxiv", e.info.arxiv},
             {"code", e.info.code},
+            {"venue", e.info.venue},
+            {"rule", e.info.rule},
+            {"score_name", e.info.score_name},
             {"params", params}};
 }
 

@@ -32,6 +32,7 @@
 #include "app/studio/presenter_mode.h"
 #include "app/studio/slide_export_dialog.h"
 #include "app/studio/step_scrubber.h"
+#include "app/studio/story_dock.h"
 #include "app/studio/studio_theme.h"
 #include "app/studio/sweep_dock.h"
 #include "app/studio/trace_file_watch.h"
@@ -114,6 +115,7 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
             [this](const QString& title, const QString& message) { show_error(title, message); });
     presenter_ = new PresenterMode(this);
     build_menus();
+    install_teaching(this);  // Story dock, Help > Lessons / Policy explainers
     if (!restoreGeometry(settings.value("window/geometry").toByteArray())) resize(1440, 900);
     layout_restored_ = restoreState(settings.value("window/state").toByteArray());
     set_theme(theme_kind_);

@@ -65,14 +65,20 @@ namespace kvscope {
 namespace {
 
 const PolicyInfo& d2o_info() {
-    static const PolicyInfo info{"d2o",
-                                 "D2O",
-                                 "D2O: Dynamic Discriminative Operations for Efficient "
-                                 "Long-Context Inference of Large Language Models",
-                                 "2406.13035",
-                                 "github.com/AIoT-MLSys-Lab/D2O",
-                                 Regime::decode_continuous,
-                                 true};
+    static const PolicyInfo info{
+        "d2o",
+        "D2O",
+        "D2O: Dynamic Discriminative Operations for Efficient "
+        "Long-Context Inference of Large Language Models",
+        "2406.13035",
+        "github.com/AIoT-MLSys-Lab/D2O",
+        Regime::decode_continuous,
+        true,
+        "ICLR 2025",
+        "per-layer budgets from attention density, H2O-style eviction inside a layer, and evicted "
+        "tokens merged into their most similar kept token instead of being dropped",
+        "accumulated attention",
+        RulePicture::merge};
     return info;
 }
 

@@ -65,7 +65,12 @@ const PolicyInfo& dmc_info() {
         "2403.09636",
         "github.com/NVIDIA/Megatron-LM (branch dmc)",
         Regime::decode_continuous,
-        false};
+        false,
+        "ICML 2024",
+        "learned per-head decisions either append each new token or average it into the last slot, "
+        "so the cache grows slower than the sequence",
+        "",
+        RulePicture::merge};
     return info;
 }
 

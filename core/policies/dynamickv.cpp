@@ -65,7 +65,12 @@ const PolicyInfo& dynamickv_info() {
         "2412.14838",
         "github.com/DreamMr/DynamicKV",
         Regime::prefill_oneshot,
-        true};
+        true,
+        "EMNLP 2025",
+        "SnapKV's votes choose the tokens; every few layers the budgets are re-distributed across "
+        "layers by where the top votes fall",
+        "observation-window votes",
+        RulePicture::layer_budgets};
     return info;
 }
 

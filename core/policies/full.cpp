@@ -8,7 +8,17 @@ namespace {
 
 const PolicyInfo& full_info() {
     static const PolicyInfo info{
-        "full", "Full cache", "(baseline: no compression)", "", "", Regime::prefill_oneshot, false};
+        "full",
+        "Full cache",
+        "(baseline: no compression)",
+        "",
+        "",
+        Regime::prefill_oneshot,
+        false,
+        "",
+        "keeps every token at full precision: the baseline the others are measured against",
+        "",
+        RulePicture::none};
     return info;
 }
 

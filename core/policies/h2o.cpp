@@ -45,7 +45,12 @@ const PolicyInfo& h2o_info() {
         "2306.14048",
         "github.com/FMInference/H2O",
         Regime::decode_continuous,
-        true};
+        true,
+        "NeurIPS 2023",
+        "keeps the heavy hitters, the tokens with the highest attention accumulated over all "
+        "queries so far, plus a recent window; evicts the lowest-scoring token at every step",
+        "accumulated attention",
+        RulePicture::hitters_recent};
     return info;
 }
 

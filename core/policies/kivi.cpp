@@ -39,13 +39,19 @@ namespace kvscope {
 namespace {
 
 const PolicyInfo& kivi_info() {
-    static const PolicyInfo info{"kivi",
-                                 "KIVI",
-                                 "KIVI: A Tuning-Free Asymmetric 2bit Quantization for KV Cache",
-                                 "2402.02750",
-                                 "github.com/jy-yuan/KIVI",
-                                 Regime::decode_continuous,
-                                 false};
+    static const PolicyInfo info{
+        "kivi",
+        "KIVI",
+        "KIVI: A Tuning-Free Asymmetric 2bit Quantization for KV Cache",
+        "2402.02750",
+        "github.com/jy-yuan/KIVI",
+        Regime::decode_continuous,
+        false,
+        "ICML 2024",
+        "nothing is evicted: keys are quantised per channel and values per token to a few bits, "
+        "the most recent tokens kept at full precision until a group fills",
+        "",
+        RulePicture::quantize_all};
     return info;
 }
 

@@ -35,7 +35,12 @@ const PolicyInfo& knorm_info() {
         "2406.11430",
         "github.com/alessiodevoto/l2compress",
         Regime::prefill_oneshot,
-        true};
+        true,
+        "EMNLP 2024",
+        "once, after the prompt: keeps the tokens whose keys have the lowest L2 norm (low-norm "
+        "keys tend to draw the most attention)",
+        "key L2 norm (lower is kept)",
+        RulePicture::low_key_norm};
     return info;
 }
 

@@ -52,7 +52,12 @@ const PolicyInfo& mikv_info() {
                                  "2402.18096",
                                  "none published",
                                  Regime::decode_continuous,
-                                 true};
+                                 true,
+                                 "preprint",
+                                 "nothing is evicted: the tokens H2O would keep stay at high "
+                                 "precision, the others are quantised to a few bits",
+                                 "accumulated attention",
+                                 RulePicture::mixed_precision};
     return info;
 }
 

@@ -38,6 +38,20 @@ inline const char* regime_code(Regime r) {
     return r == Regime::prefill_oneshot ? "P" : "D";
 }
 
+// The shape of a policy's rule, for a one-picture explanation (app/studio/policy_card.cpp).
+enum class RulePicture : uint8_t {
+    none,             // full cache
+    sinks_window,     // first tokens + recent window
+    hitters_recent,   // highest accumulated attention + recent window
+    window_votes,     // observation window votes, top-k + window
+    last_query,       // the last query's attention, top-k
+    low_key_norm,     // lowest key L2 norm
+    layer_budgets,    // budgets that differ per layer, window-vote selection inside
+    merge,            // evicted tokens merged into a kept token
+    mixed_precision,  // important tokens at high precision, the rest at low precision
+    quantize_all,     // every token quantised, a recent residual at full precision
+};
+
 struct PolicyInfo {
     std::string name;       // CLI name: "snapkv"
     std::string full_name;  // "SnapKV"
@@ -46,6 +60,13 @@ struct PolicyInfo {
     std::string code;       // official code: "github.com/FasterDecoding/SnapKV"
     Regime regime = Regime::prefill_oneshot;
     bool needs_budget = true;  // false: --budget/--ratio are optional (full, kivi)
+    // For explainer cards (Studio) and guided stories (views/story.h): where the paper appeared,
+    // the rule in one line (our words), the name of the score the policy ranks tokens by ("" when
+    // it ranks by none) and which picture draws the rule.
+    std::string venue;  // "NeurIPS 2024"; "preprint" when none
+    std::string rule;
+    std::string score_name;
+    RulePicture picture = RulePicture::none;
 };
 
 // The statistics a policy needs. (Named PolicyNeeds because the engine's own request struct is
@@ -153,9 +174,8 @@ class Policy {
                      std::span<const int64_t> positions, std::vector<double> score,
                      std::string name) const {
         if (!explaining_) return;
-        explained_[{layer, kv_head}] = SlotScores{std::move(name), step,
-                                                  {positions.begin(), positions.end()},
-                                                  std::move(score)};
+        explained_[{layer, kv_head}] = SlotScores{
+            std::move(name), step, {positions.begin(), positions.end()}, std::move(score)};
     }
     const ModelDims& dims() const { return dims_; }
     int64_t prompt_len() const { return prompt_len_; }

@@ -62,7 +62,12 @@ const PolicyInfo& pyramidkv_info() {
         "2406.02069",
         "github.com/Zefan-Cai/KVCache-Factory",
         Regime::prefill_oneshot,
-        true};
+        true,
+        "COLM 2025",
+        "SnapKV's selection with per-layer budgets that shrink linearly from the first layer to "
+        "the last (a pyramid), the mean budget unchanged",
+        "observation-window votes",
+        RulePicture::layer_budgets};
     return info;
 }
 

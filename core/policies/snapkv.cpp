@@ -41,7 +41,13 @@ const PolicyInfo& snapkv_info() {
                                  "2404.14469",
                                  "github.com/FasterDecoding/SnapKV",
                                  Regime::prefill_oneshot,
-                                 true};
+                                 true,
+                                 "NeurIPS 2024",
+                                 "once, after the prompt: the last w prompt queries (the "
+                                 "observation window) vote with their attention, the votes are "
+                                 "pooled, and each head keeps the top-voted tokens plus the window",
+                                 "observation-window votes",
+                                 RulePicture::window_votes};
     return info;
 }
 

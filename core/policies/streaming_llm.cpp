@@ -27,13 +27,19 @@ namespace kvscope {
 namespace {
 
 const PolicyInfo& streaming_info() {
-    static const PolicyInfo info{"streaming_llm",
-                                 "StreamingLLM",
-                                 "Efficient Streaming Language Models with Attention Sinks",
-                                 "2309.17453",
-                                 "github.com/mit-han-lab/streaming-llm",
-                                 Regime::decode_continuous,
-                                 true};
+    static const PolicyInfo info{
+        "streaming_llm",
+        "StreamingLLM",
+        "Efficient Streaming Language Models with Attention Sinks",
+        "2309.17453",
+        "github.com/mit-han-lab/streaming-llm",
+        Regime::decode_continuous,
+        true,
+        "ICLR 2024",
+        "keeps the first tokens (attention sinks) and a window of the most recent tokens; "
+        "everything in between is evicted as the window slides",
+        "position",
+        RulePicture::sinks_window};
     return info;
 }
 

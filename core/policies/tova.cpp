@@ -34,7 +34,12 @@ const PolicyInfo& tova_info() {
                                  "2401.06104",
                                  "github.com/schwartz-lab-NLP/TOVA",
                                  Regime::decode_continuous,
-                                 true};
+                                 true,
+                                 "EMNLP 2024",
+                                 "when the cache is full, drops the token the last query attends "
+                                 "to least (averaged over the layer's heads)",
+                                 "last-query attention",
+                                 RulePicture::last_query};
     return info;
 }
 
