@@ -105,8 +105,8 @@ NeedleTemplate parse_template(const json& t, const NeedleTemplateSet& set, size_
     nt.format = required_string(t, "format", file, path);
     static const std::vector<std::string> kFormats = {"sentence", "kv", "list", "dialogue"};
     if (std::find(kFormats.begin(), kFormats.end(), nt.format) == kFormats.end())
-        throw InputError(file, path + ".format: '" + nt.format +
-                                   "' (expected sentence, kv, list or dialogue)");
+        throw InputError(
+            file, path + ".format: '" + nt.format + "' (expected sentence, kv, list or dialogue)");
     nt.key_pool = required_string(t, "keys", file, path);
     if (!set.pools.count(nt.key_pool))
         throw InputError(file, path + ".keys: no pool named '" + nt.key_pool + "' in \"pools\"");
@@ -131,9 +131,9 @@ NeedleTemplate parse_template(const json& t, const NeedleTemplateSet& set, size_
 std::string draw_value(const EntitySpec& e, const NeedleTemplateSet& set, SplitMix64& rng) {
     switch (e.kind) {
         case EntitySpec::Kind::number: {
-            const auto n = static_cast<int>(
-                static_cast<uint64_t>(e.min_digits) +
-                rng.below(static_cast<uint64_t>(e.max_digits - e.min_digits + 1)));
+            const auto n =
+                static_cast<int>(static_cast<uint64_t>(e.min_digits) +
+                                 rng.below(static_cast<uint64_t>(e.max_digits - e.min_digits + 1)));
             uint64_t base = 1;
             for (int i = 1; i < n; ++i) base *= 10;
             return std::to_string(base + rng.below(9 * base));
@@ -146,8 +146,10 @@ std::string draw_value(const EntitySpec& e, const NeedleTemplateSet& set, SplitM
         case EntitySpec::Kind::code: {
             std::string out = e.pattern;
             for (char& c : out) {
-                if (c == '@') c = static_cast<char>('A' + rng.below(26));
-                else if (c == '#') c = static_cast<char>('0' + rng.below(10));
+                if (c == '@')
+                    c = static_cast<char>('A' + rng.below(26));
+                else if (c == '#')
+                    c = static_cast<char>('0' + rng.below(10));
             }
             return out;
         }
@@ -273,8 +275,8 @@ NeedleDraw draw_needle_facts(const NeedleTemplateSet& set, TemplateSplit split, 
         d.facts[j].depth = j == d.query ? depth : static_cast<double>(rng.below(1001)) / 1000.0;
     const NeedleTemplate& t = set.templates[qt];
     d.intro = total == 1 ? t.intro : t.intro_multi;
-    d.question = fill_template(t.questions[rng.below(t.questions.size())], d.facts[d.query].key,
-                               "");
+    d.question =
+        fill_template(t.questions[rng.below(t.questions.size())], d.facts[d.query].key, "");
     return d;
 }
 

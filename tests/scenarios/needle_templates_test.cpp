@@ -34,7 +34,8 @@ const Tokenizer& golden_tokenizer() {
 }
 
 const Haystack& split_haystack(TemplateSplit s) {
-    static const Haystack train = load_haystack(bundled_templates().haystack_dir(TemplateSplit::train));
+    static const Haystack train =
+        load_haystack(bundled_templates().haystack_dir(TemplateSplit::train));
     static const Haystack held =
         load_haystack(bundled_templates().haystack_dir(TemplateSplit::heldout));
     return s == TemplateSplit::train ? train : held;

@@ -72,8 +72,10 @@ int main(int argc, char** argv) {
         }
         ScenarioBuilder b(*tok, &hay);
         const Scenario sc = b.build(o);
-        const nlohmann::json j = {
-            {"ids", sc.ids}, {"answer", sc.answer}, {"text", sc.text}, {"template", sc.template_id}};
+        const nlohmann::json j = {{"ids", sc.ids},
+                                  {"answer", sc.answer},
+                                  {"text", sc.text},
+                                  {"template", sc.template_id}};
         std::cout << j.dump() << '\n';
         return 0;
     } catch (const std::exception& e) {
