@@ -155,7 +155,7 @@ QString param_list(const PolicyEntry& e, const QString& trace_params) {
 RulePictureWidget::RulePictureWidget(QWidget* parent) : QWidget(parent) {
     setObjectName("rulePicture");
     setSizePolicy(QSizePolicy::Expanding, QSizePolicy::Fixed);
-    setFixedHeight(96);
+    setFixedHeight(112);
 }
 
 void RulePictureWidget::set_picture(RulePicture p) {
@@ -168,7 +168,7 @@ void RulePictureWidget::paintEvent(QPaintEvent*) {
     g.setRenderHint(QPainter::Antialiasing);
     const QColor text = palette().color(QPalette::WindowText);
     const double w = (width() - 8.0) / kCells;
-    const double base = height() - 22.0;  // bottom of the cells; the caption below
+    const double base = height() - 36.0;  // bottom of the cells; the caption (two lines) below
     const Row r = row_for(picture_);
     if (picture_ == RulePicture::layer_budgets) {
         // Four layers, budgets shrinking with depth (PyramidKV's slope), kept cells by votes.
@@ -221,7 +221,8 @@ void RulePictureWidget::paintEvent(QPaintEvent*) {
         }
     }
     g.setPen(text);
-    g.drawText(QRectF(4, base + 3, width() - 8, 18), Qt::AlignLeft | Qt::AlignVCenter,
+    g.drawText(QRectF(4, base + 3, width() - 8, 32),
+               Qt::AlignLeft | Qt::AlignTop | Qt::TextWordWrap,
                picture_ == RulePicture::layer_budgets ? row_for(picture_).caption : r.caption);
 }
 
@@ -271,7 +272,10 @@ bool PolicyCard::set_policy(const QString& policy, const QString& params) {
     QString paper = "<i>" + QString::fromStdString(i.paper).toHtmlEscaped() + "</i>";
     if (!i.arxiv.empty()) {
         const QString id = QString::fromStdString(i.arxiv);
-        paper += QStringLiteral(" — <a href='https://arxiv.org/abs/%1'>arXiv %1</a>").arg(id);
+        // The palette's link colour is dark blue on every theme: the highlight reads on both.
+        paper +=
+            QStringLiteral(" — <a style='color:%2' href='https://arxiv.org/abs/%1'>arXiv %1</a>")
+                .arg(id, palette().color(QPalette::Highlight).lighter(130).name());
     }
     if (!i.venue.empty()) paper += " (" + QString::fromStdString(i.venue).toHtmlEscaped() + ")";
     if (!i.code.empty()) paper += "<br>" + tr("code: %1").arg(QString::fromStdString(i.code));

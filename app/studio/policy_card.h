@@ -35,8 +35,8 @@ class RulePictureWidget : public QWidget {
     explicit RulePictureWidget(QWidget* parent = nullptr);
     void set_picture(RulePicture p);
     RulePicture picture() const { return picture_; }
-    QSize sizeHint() const override { return {360, 96}; }
-    QSize minimumSizeHint() const override { return {220, 80}; }
+    QSize sizeHint() const override { return {360, 112}; }
+    QSize minimumSizeHint() const override { return {220, 112}; }
 
   protected:
     void paintEvent(QPaintEvent* e) override;

@@ -17,6 +17,7 @@
 #include <QScrollArea>
 #include <QSplitter>
 #include <QTextBrowser>
+#include <QTimer>
 #include <QVBoxLayout>
 
 #include <exception>
@@ -100,7 +101,7 @@ StoryDock::StoryDock(MainWindow* window) : QDockWidget(tr("Story"), window), win
     scroll->setWidgetResizable(true);
     // Text wraps to the dock's width instead of scrolling sideways.
     scroll->setHorizontalScrollBarPolicy(Qt::ScrollBarAlwaysOff);
-    body->setMinimumWidth(340);
+    body->setMinimumWidth(240);
     scroll->setWidget(body);
     setWidget(scroll);
     connect(prev_, &QPushButton::clicked, this, &StoryDock::previous);
@@ -168,7 +169,9 @@ bool StoryDock::open_lesson(const QString& dir) {
     const auto story = views::make_story(*m, story_policy(m->summary().policy));
     if (!isVisible()) {
         show();
-        window_->resizeDocks({this}, {440}, Qt::Horizontal);  // room for the card and the text
+        // Room for the card and the text, once the dock has its place in the layout.
+        QTimer::singleShot(0, this,
+                           [this] { window_->resizeDocks({this}, {440}, Qt::Horizontal); });
     }
     raise();
     set_beats(lesson_beats(lesson, story),

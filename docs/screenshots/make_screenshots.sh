@@ -65,5 +65,14 @@ xvfb-run -a -s "-screen 0 1600x1000x24" env QT_QPA_PLATFORM=xcb XDG_CONFIG_HOME=
   --export-figure "$OUT/slide_figure.png" --force --view eviction_timeline --layer 4 --head 0 \
   --token 252 --step 15 --size 1280x720 \
   --caption "D2O on the demo model: which tokens layer 4, head 0 keeps, merges and evicts"
+# Guided story and lessons (story_dock.png, lesson.png, policy_explainer.png): made by the GUI
+# test that opens the SnapKV lesson from Help > Lessons and steps its story with N / Shift+N.
+cmake --build "$BUILD" --target test_gui_story
+mkdir -p "$TMP/story"
+KVSCOPE_GUI_SHOTS="$TMP/story" QT_QPA_PLATFORM=xcb \
+  xvfb-run -a -s "-screen 0 1280x800x24" "$BUILD/tests/gui/test_gui_story"
+for f in story_dock lesson policy_explainer; do
+  /usr/bin/convert "$TMP/story/$f.png" +dither -colors 128 "PNG8:$OUT/$f.png"
+done
 rm -rf "$TMP"
 ls -l "$OUT"/*.png
