@@ -254,7 +254,7 @@ void EvictionTimelineView::draw(ViewContext& ctx) {
     const ImVec2 origin = ImGui::GetCursorScreenPos();
     const float left = ImGui::CalcTextSize("00000").x + 10.0f;
     const float bottom = ImGui::GetFontSize() * 2.0f + 10.0f;
-    plot_ = PlotRect{ImVec2(origin.x + left, origin.y + 4),
+    plot_ = PlotRect{ImVec2(origin.x + left, origin.y + 8),
                      ImVec2(origin.x + avail.x - 8, origin.y + avail.y - bottom)}
                 .snapped();
     if (plot_.width() < 16 || plot_.height() < 16) return;
@@ -301,7 +301,8 @@ void EvictionTimelineView::draw(ViewContext& ctx) {
     for (const trace::MarkedSpan& span : model.spans()) {
         const float a = axis_.to_x(plot_, static_cast<double>(span.begin));
         const float b = std::max(axis_.to_x(plot_, static_cast<double>(span.end)), a + 2.0f);
-        canvas.rect(ImVec2(a, plot_.min.y), ImVec2(b, plot_.min.y + 4), theme.needle);
+        // Above the raster, not over step 0's row (thin when the dock is short).
+        canvas.rect(ImVec2(a, plot_.min.y - 6), ImVec2(b, plot_.min.y - 1), theme.needle);
     }
     if (ctx.state.token >= 0) {
         draw_marker_x(canvas, axis_.to_x(plot_, static_cast<double>(ctx.state.token) + 0.5),

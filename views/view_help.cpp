@@ -9,7 +9,7 @@ const std::vector<ViewHelp>& all_view_help() {
          "is what the cache did with that token by the current step in the selected layer and "
          "head: green = still held at full precision, yellow to red = held with fewer bits, "
          "purple = demoted, blue = merged into another token, dark red = evicted. With all heads "
-         "selected the colour is the heads' majority, paler where they disagree. Pink outlines "
+         "selected the colour is the heads' majority, paler where they disagree. Pink underlines "
          "mark the needle. Hover a token to see its fate in every layer; click to select it in "
          "every view."},
         {"eviction_timeline", "Eviction timeline", "Timeline",
@@ -17,7 +17,8 @@ const std::vector<ViewHelp>& all_view_help() {
          "step 0 at the top) and each column is a token position. A cell has the colour of the "
          "token's state after that step, so an eviction shows as a colour change going down the "
          "column and a policy's pattern (recent window kept, sinks kept, middle thinned) shows as "
-         "stripes. The yellow line is the current step. Wheel zooms the token axis, drag pans, "
+         "stripes. A horizontal line marks the current step. Wheel zooms the token axis, drag "
+         "pans, "
          "double-click fits; a click selects a token and a step."},
         {"layer_head", "Layer × head", "Layer × head",
          "One cell per layer (row) and cache head (column): the share of the tokens seen so far "
@@ -52,7 +53,7 @@ const std::vector<ViewHelp>& all_view_help() {
          "layer that turns red early is where the policy saves most."},
         {"needle", "Needle", "Needle",
          "Did the cache keep the fact the question asks about? The header gives the expected "
-         "answer, what the model said, and the verdict. The matrix shows, per layer and head, the "
+         "answer and the verdict (RIGHT or WRONG). The matrix shows, per layer and head, the "
          "share of the needle's tokens still held; the survival plot shows that share over the "
          "steps (mean over heads, the lowest head, and the selected head, named in its legend). "
          "For the selected head, the panel below explains why needle tokens left: their score "

@@ -46,6 +46,7 @@ void collect(const QMenu* menu, const QString& where, std::vector<ShortcutRow>* 
 // The policy explainers are Help > Lessons entries of their own (issue 16, item 3): the link
 // triggers the first menu action that names them, wherever it lives.
 QAction* explainers_action(const QMainWindow& window) {
+    if (auto* a = window.menuBar()->findChild<QAction*>("policyExplainersAction")) return a;
     for (QAction* a : window.menuBar()->findChildren<QAction*>()) {
         const QString t = plain(a->text()).toLower();
         if (!a->menu() && t.contains("explainer")) return a;
@@ -104,6 +105,7 @@ ShortcutsDialog::ShortcutsDialog(const QMainWindow& window, QWidget* parent) : Q
     table_->setObjectName("shortcutsTable");
     table_->setHorizontalHeaderLabels({tr("Menu"), tr("Action"), tr("Keys")});
     table_->verticalHeader()->hide();
+    table_->verticalHeader()->setSectionResizeMode(QHeaderView::ResizeToContents);
     table_->setEditTriggers(QAbstractItemView::NoEditTriggers);
     table_->setSelectionMode(QAbstractItemView::NoSelection);
     table_->setWordWrap(false);
@@ -150,7 +152,7 @@ ViewHelpDialog::ViewHelpDialog(MainWindow* window) : QDialog(window) {
     layout->addWidget(browser_);
     layout->addWidget(buttons);
     const int em = fontMetrics().horizontalAdvance('M');
-    resize(em * 40, em * 34);
+    resize(em * 56, em * 44);
 }
 
 void ViewHelpDialog::show_view_help(const QString& view_id) {

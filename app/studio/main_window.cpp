@@ -156,9 +156,9 @@ void MainWindow::build_views() {
         hosts_.push_back(host);
     }
     // Default layout: token strip on top; timeline and layer x head side by side; the rest
-    // tabbed at the bottom.
+    // tabbed in a full-width row at the bottom (as a third column, its tabs were cut at 960 px).
     addDockWidget(Qt::TopDockWidgetArea, docks_[0]);
-    addDockWidget(Qt::BottomDockWidgetArea, docks_[1]);
+    addDockWidget(Qt::TopDockWidgetArea, docks_[1], Qt::Vertical);
     splitDockWidget(docks_[1], docks_[2], Qt::Horizontal);
     addDockWidget(Qt::BottomDockWidgetArea, docks_[3]);
     for (size_t i = 4; i < docks_.size(); ++i) tabifyDockWidget(docks_[3], docks_[i]);
@@ -168,7 +168,8 @@ void MainWindow::build_views() {
 void MainWindow::apply_default_sizes() {
     // Dock sizes only take once the window has its size, hence after the first show.
     const int h = std::max(height() - 120, 400);
-    resizeDocks({docks_[0], docks_[1], docks_[3]}, {h * 26 / 100, h * 38 / 100, h * 36 / 100},
+    // The tabbed row gets the most: its views (density, needle) stack several plots.
+    resizeDocks({docks_[0], docks_[1], docks_[3]}, {h * 24 / 100, h * 32 / 100, h * 44 / 100},
                 Qt::Vertical);
     resizeDocks({docks_[1], docks_[2]}, {width() * 58 / 100, width() * 42 / 100}, Qt::Horizontal);
 }

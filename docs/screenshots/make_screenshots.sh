@@ -65,6 +65,16 @@ xvfb-run -a -s "-screen 0 1600x1000x24" env QT_QPA_PLATFORM=xcb XDG_CONFIG_HOME=
   --export-figure "$OUT/slide_figure.png" --force --view eviction_timeline --layer 4 --head 0 \
   --token 252 --step 15 --size 1280x720 \
   --caption "D2O on the demo model: which tokens layer 4, head 0 keeps, merges and evicts"
+# Presenter mode and help (presenter_*.png, help_*.png): made by the GUI test that checks them
+# at 1280x720 (the screen is 1280x720: presenter mode is full screen); colours reduced to keep
+# the files small.
+cmake --build "$BUILD" --target test_gui_presenter
+mkdir -p "$TMP/presenter"
+KVSCOPE_GUI_SHOTS="$TMP/presenter" QT_QPA_PLATFORM=xcb \
+  xvfb-run -a -s "-screen 0 1280x720x24" "$BUILD/tests/gui/test_gui_presenter"
+for f in presenter_needle presenter_density presenter_token_strip help_shortcuts help_views; do
+  /usr/bin/convert "$TMP/presenter/$f.png" +dither -colors 128 "PNG8:$OUT/$f.png"
+done
 # Guided story and lessons (story_dock.png, lesson.png, policy_explainer.png): made by the GUI
 # test that opens the SnapKV lesson from Help > Lessons and steps its story with N / Shift+N.
 cmake --build "$BUILD" --target test_gui_story

@@ -9,6 +9,7 @@
 #include <QHelpEvent>
 #include <QMenuBar>
 #include <QSettings>
+#include <QSignalSpy>
 #include <QTabBar>
 #include <QTableWidget>
 #include <QTemporaryDir>
@@ -173,7 +174,11 @@ class PresenterTest : public QObject {
         window_->resize(1280, 720);
         QTest::qWait(200);
         expect_nothing_clipped("dark theme, scale 1, 1280x720");
-        shot(window_->grab().toImage(), "presenter_before.png");
+        // Issue 16 saw the dock tabs cut at 960 px.
+        window_->resize(960, 720);
+        QTest::qWait(200);
+        expect_nothing_clipped("dark theme, scale 1, 960x720");
+        window_->resize(1280, 720);
     }
 
     void presenterModeFits1280x720() {
@@ -238,6 +243,7 @@ class PresenterTest : public QObject {
             QVERIFY2(!t->findItems(expected, Qt::MatchExactly).isEmpty(), expected);
         }
         QVERIFY(!t->findItems("Ctrl+Wheel", Qt::MatchExactly).isEmpty());
+        shot(dialog.grab().toImage(), "help_shortcuts.png");
         // Columns fit their text.
         const QStringList clipped = studio::testing::qt_clipped(&dialog);
         QVERIFY2(clipped.isEmpty(), qPrintable(clipped.join("\n")));
@@ -265,6 +271,16 @@ class PresenterTest : public QObject {
             QVERIFY(tip.contains(QString::fromUtf8(h->how_to_read).left(40).toHtmlEscaped()));
         }
         QVERIFY(text.contains("policy explainers"));
+        // The link opens the policy explainers (Help > Policy explainers, issue 16 item 3).
+        auto* explainers = window_->menuBar()->findChild<QAction*>("policyExplainersAction");
+        QVERIFY(explainers);
+        QSignalSpy triggered(explainers, &QAction::triggered);
+        emit dialog.browser()->anchorClicked(QUrl("kvscope:explainers"));
+        QCOMPARE(triggered.count(), 1);
+        dialog.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&dialog));
+        dialog.show_view_help("needle");
+        shot(dialog.grab().toImage(), "help_views.png");
         // A real tooltip event on a dock tab shows the paragraph.
         QTabBar* tabs = nullptr;
         for (QTabBar* b : window_->findChildren<QTabBar*>())
