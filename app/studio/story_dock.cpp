@@ -106,13 +106,22 @@ StoryDock::StoryDock(MainWindow* window) : QDockWidget(tr("Story"), window), win
     setWidget(scroll);
     connect(prev_, &QPushButton::clicked, this, &StoryDock::previous);
     connect(next_, &QPushButton::clicked, this, &StoryDock::next);
+    // A trace opened while the dock is shown gets its story at once (not started: the selection
+    // stays where the user put it until N). MainWindow has no "trace opened" signal; a pointer
+    // comparison twice a second costs nothing.
+    auto* follow = new QTimer(this);
+    follow->setInterval(500);
+    connect(follow, &QTimer::timeout, this, [this] {
+        if (isVisible() && window_->model() != story_of_) ensure_current();
+    });
+    follow->start();
     connect(list_, &QListWidget::currentRowChanged, this, [this](int row) {
         if (row >= 0 && row != current_) go_to(row);
     });
     update_labels();
 }
 
-void StoryDock::set_beats(std::vector<views::StoryBeat> beats, const QString& title) {
+void StoryDock::set_beats(std::vector<views::StoryBeat> beats, const QString& title, bool start) {
     beats_ = std::move(beats);
     story_of_ = window_->model();
     title_->setText(title);
@@ -125,23 +134,23 @@ void StoryDock::set_beats(std::vector<views::StoryBeat> beats, const QString& ti
         card_->set_policy(QString::fromStdString(m->summary().policy),
                           QString::fromStdString(m->summary().policy_params));
     current_ = -1;
-    if (!beats_.empty()) go_to(0);
+    if (start && !beats_.empty()) go_to(0);
     update_labels();
 }
 
-void StoryDock::show_story_of_open_trace() {
+void StoryDock::show_story_of_open_trace(bool start) {
     const views::TraceModel* m = window_->model();
     lesson_id_.clear();
     if (!m) {
-        set_beats({}, tr("Open a trace (or Help > Lessons) to tell its story."));
+        set_beats({}, tr("Open a trace (or Help > Lessons) to tell its story."), start);
         return;
     }
     set_beats(views::make_story(*m, story_policy(m->summary().policy)),
-              tr("Story of %1").arg(QFileInfo(window_->trace_path()).fileName()));
+              tr("Story of %1").arg(QFileInfo(window_->trace_path()).fileName()), start);
 }
 
 void StoryDock::ensure_current() {
-    if (window_->model() != story_of_ || beats_.empty()) show_story_of_open_trace();
+    if (window_->model() != story_of_ || beats_.empty()) show_story_of_open_trace(false);
 }
 
 bool StoryDock::open_lesson(const QString& dir) {
@@ -219,12 +228,14 @@ void StoryDock::previous() {
 
 void StoryDock::update_labels() {
     text_->setText(beats_.empty() ? tr("No story yet: open a trace or a lesson (Help > Lessons).")
+                   : current_ < 0 ? tr("%1 beats. Next (N) starts the story.").arg(beat_count())
                                   : beat_text());
-    counter_->setText(beats_.empty() ? QString()
-                                     : tr("beat %1 of %2 · step %3")
-                                           .arg(current_ + 1)
-                                           .arg(beat_count())
-                                           .arg(beats_[static_cast<size_t>(current_)].step));
+    counter_->setText(beats_.empty() || current_ < 0
+                          ? QString()
+                          : tr("beat %1 of %2 · step %3")
+                                .arg(current_ + 1)
+                                .arg(beat_count())
+                                .arg(beats_[static_cast<size_t>(current_)].step));
     prev_->setEnabled(current_ > 0);
     next_->setEnabled(current_ + 1 < beat_count());
 }

@@ -38,8 +38,8 @@ class StoryDock : public QDockWidget {
     // Opens a lesson folder: its trace (and compare trace), its script with the trace's story
     // spliced in, at beat 0. False + a message in error() when the lesson or a trace fails.
     bool open_lesson(const QString& dir);
-    // The generated story of the open trace (rebuilt when another trace was opened since).
-    void show_story_of_open_trace();
+    // The generated story of the open trace; `start` applies its first beat.
+    void show_story_of_open_trace(bool start = true);
     const QString& error() const { return error_; }
 
     int beat_count() const { return static_cast<int>(beats_.size()); }
@@ -57,7 +57,7 @@ class StoryDock : public QDockWidget {
   private:
     // Rebuilds the beats when the window's trace is not the one they were made from.
     void ensure_current();
-    void set_beats(std::vector<views::StoryBeat> beats, const QString& title);
+    void set_beats(std::vector<views::StoryBeat> beats, const QString& title, bool start = true);
     void update_labels();
 
     MainWindow* window_ = nullptr;

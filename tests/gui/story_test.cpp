@@ -188,14 +188,22 @@ class StoryTest : public QObject {
     }
 
     void storyOfAnOpenedTraceIsRebuilt() {
-        // A trace opened by hand gets its own generated story on the next N.
+        // A trace opened by hand while the dock is shown gets its own story, not started: the
+        // selection stays where opening the trace put it until N.
         const QString h2o = kLessons + "/heavy_hitters/h2o.kvtrace.h5";
         QVERIFY(window_->open_trace(h2o));
         window_->close_compare();
+        const int64_t opened_at = window_->view_state().step;
+        QTRY_VERIFY(dock_->lesson_id().isEmpty());
+        QVERIFY(dock_->beat_count() >= 5);
+        QCOMPARE(dock_->current(), -1);
+        QCOMPARE(window_->view_state().step, opened_at);
+        QVERIFY(dock_->findChild<QLabel*>("storyText")->text().contains("Next (N)"));
         QTest::keyClick(focused(window_), Qt::Key_N);
-        QTRY_VERIFY(dock_->beat_text().size() > 0);
-        QVERIFY(dock_->lesson_id().isEmpty());
+        QTRY_COMPARE(dock_->current(), 0);
         QCOMPARE(dock_->beat(0).kind, views::BeatKind::kOverview);
+        QCOMPARE(window_->view_state().step, dock_->beat(0).step);
+        QVERIFY(dock_->beat_text().contains("H2O"));
         QVERIFY(dock_->card()->text().contains("H2O"));
         QCOMPARE(dock_->card()->picture()->picture(), RulePicture::hitters_recent);
     }
