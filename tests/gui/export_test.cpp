@@ -5,12 +5,18 @@
 // the PNG figure of the same step; figures are read back as PNG, PDF and SVG.
 #include <QAction>
 #include <QApplication>
+#include <QComboBox>
 #include <QFile>
+#include <QFileDialog>
 #include <QImage>
+#include <QLineEdit>
 #include <QMenuBar>
+#include <QMessageBox>
 #include <QProcess>
 #include <QRegularExpression>
+#include <QSpinBox>
 #include <QTemporaryDir>
+#include <QTimer>
 #include <QXmlStreamReader>
 #include <QtTest/QtTest>
 
@@ -19,6 +25,7 @@
 
 #include "app/studio/main_window.h"
 #include "app/studio/slide_export.h"
+#include "app/studio/slide_export_dialog.h"
 
 extern "C" {
 #include <libavcodec/avcodec.h>
@@ -323,6 +330,64 @@ class ExportTest : public QObject {
                                                      [](int64_t done, int64_t) { return done < 2; }));
         QVERIFY(error.contains("cancelled"));
         QVERIFY(!QFile::exists(cancelled) && !QFile::exists(cancelled + ".part"));
+    }
+
+    // File > Export figure...: the dialog (view, step, size, caption), then the file dialog.
+    void exportFigureFromTheMenu() {
+        MainWindow window;
+        window.setProperty("quiet", true);
+        window.resize(1200, 760);
+        window.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&window));
+        QVERIFY2(window.open_trace(kSample), qPrintable(window.last_error()));
+        window.set_step(6);
+        QAction* action = nullptr;
+        for (QAction* a : window.menuBar()->findChildren<QAction*>()) {
+            if (a->text().startsWith("Export &figure")) action = a;
+        }
+        QVERIFY(action);
+        const QString png = out("menu_figure.png");
+        bool saw_dialog = false, saw_file_dialog = false;
+        int dialog_step = -1;
+        QTimer::singleShot(300, this, [&] {
+            auto* d = qobject_cast<kvscope::studio::SlideExportDialog*>(
+                QApplication::activeModalWidget());
+            if (!d) return;
+            saw_dialog = true;
+            dialog_step = d->first_box()->value();  // the window's step
+            d->view_box()->setCurrentIndex(window.view_index("layer_head"));
+            for (QLineEdit* e : d->findChildren<QLineEdit*>()) {
+                if (e->text() == "1920x1080") e->setText("800x450");
+            }
+            QTimer::singleShot(300, this, [&] {
+                auto* f = qobject_cast<QFileDialog*>(QApplication::activeModalWidget());
+                if (!f) return;
+                saw_file_dialog = true;
+                // The name field of Qt's own dialog (selectFile keeps the suggested name when
+                // the file does not exist yet).
+                f->setDirectory(out_.path());
+                if (auto* name = f->findChild<QLineEdit*>("fileNameEdit")) name->setText("menu_figure.png");
+                static_cast<QDialog*>(f)->accept();  // QFileDialog::accept is protected
+            });
+            d->accept();
+        });
+        // A dialog the steps above did not find is closed after 20 s instead of hanging the test.
+        QTimer guard;
+        guard.setSingleShot(true);
+        connect(&guard, &QTimer::timeout, this, [] {
+            while (auto* m = qobject_cast<QDialog*>(QApplication::activeModalWidget())) m->reject();
+        });
+        guard.start(20000);
+        action->trigger();
+        QVERIFY(saw_dialog);
+        QCOMPARE(dialog_step, 6);
+        QVERIFY(saw_file_dialog);
+        for (QMessageBox* box : window.findChildren<QMessageBox*>()) {
+            QFAIL(qPrintable(box->text()));  // File > Export shows failures in a message box
+        }
+        const QImage img(png);
+        QCOMPARE(img.size(), QSize(800, 450));
+        QCOMPARE(window.view_state().step, int64_t{6});
     }
 };
 
