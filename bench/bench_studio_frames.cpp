@@ -10,6 +10,8 @@
 //                       picture is measured from open, with nothing another view loaded)]
 //                       [--scale 128k | 80l (the issue-18 cases: 32 layers x 8 heads x 128k
 //                       prompt tokens, or 80 layers x 8 heads x 128k)]
+//                       [--replay (ignore the trace's record-time token states: the precision
+//                       view replays histories as for traces written without them)]
 // "complete" = the frame after which no history load is pending (the overview shows every cell).
 #include <sys/resource.h>
 #include <time.h>
@@ -92,10 +94,11 @@ int main(int argc, char** argv) {
     std::string trace_path;
     std::string only_view;
     bool cold = false;
+    bool replay = false;
     for (int i = 1; i < argc; i += 2) {
         const std::string k = argv[i];
-        if (k == "--cold") {
-            cold = true;
+        if (k == "--cold" || k == "--replay") {
+            (k == "--cold" ? cold : replay) = true;
             --i;
             continue;
         }
@@ -148,7 +151,12 @@ int main(int argc, char** argv) {
                 static_cast<double>(std::filesystem::file_size(path)) / 1e6, ms_since(t));
         }
         auto t = Clock::now();
-        auto model = std::make_unique<views::ReaderTraceModel>(path);
+        auto open = [&] {
+            auto m = std::make_unique<views::ReaderTraceModel>(path);
+            m->use_prompt_states(!replay);
+            return m;
+        };
+        auto model = open();
         const double open_ms = ms_since(t);
         const views::TraceSummary s = model->summary();
         std::printf("open: %.1f ms (%d layers x %d heads, %lld tokens, %lld steps)\n\n", open_ms,
@@ -173,7 +181,7 @@ int main(int argc, char** argv) {
                 state.step = s.n_steps - 1;
                 t = Clock::now();
                 const double cpu0 = cpu_ms();
-                if (cold) model = std::make_unique<views::ReaderTraceModel>(path);
+                if (cold) model = open();
                 const double first = im.frame(*view, *model, state, theme, &textures);
                 // Until nothing is pending, as the Studio does between frames (1 s slices here),
                 // capped at 120 s so that a view that never completes is reported, not waited on.

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 
 namespace kvscope::views {
 
@@ -320,12 +321,18 @@ void token_fate_tooltip(const ViewContext& ctx, int64_t token) {
         const ImVec2 p = ImGui::GetCursorScreenPos();
         int held = 0;
         for (int32_t h = 0; h < s.n_heads; ++h) {
-            const auto history = m.history(l, h, Load::kLater);
+            // Record-time states when the trace has them: a row read, not a replayed history.
+            std::optional<CacheChange> c;
+            if (m.has_head_states()) {
+                if (const auto states = m.head_states(l, h, Load::kLater))
+                    c = states->state_at(token, ctx.state.step);
+            } else if (const auto history = m.history(l, h, Load::kLater)) {
+                c = history->state_at(token, ctx.state.step);
+            }
             ImU32 colour = ctx.theme.missing;
-            if (history) {
-                const CacheChange c = history->state_at(token, ctx.state.step);
-                colour = ctx.theme.state_color(c);
-                held += is_held(c.state) ? 1 : 0;
+            if (c) {
+                colour = ctx.theme.state_color(*c);
+                held += is_held(c->state) ? 1 : 0;
             } else {
                 ++missing;
             }
