@@ -19,6 +19,7 @@
 
 #include "app/studio/main_window.h"
 #include "app/studio/step_scrubber.h"
+#include "app/studio/studio_theme.h"
 #include "app/studio/imgui_host_widget.h"
 #include "app/studio/slide_export_cli.h"
 #include "app/studio/sweep_dock.h"
@@ -47,7 +48,7 @@ int main(int argc, char** argv) {
     const QCommandLineOption layer_opt("layer", "Layer to select.", "L");
     const QCommandLineOption head_opt("head", "Head to select (-1 = all).", "H");
     const QCommandLineOption token_opt("token", "Token to select.", "T");
-    const QCommandLineOption theme_opt("theme", "dark or light.", "name");
+    const QCommandLineOption theme_opt("theme", "dark, light or contrast (projectors).", "name");
     const QCommandLineOption size_opt("size", "Window size, e.g. 1400x900.", "WxH");
     const QCommandLineOption compare_opt(
         "compare", "Compare with a second trace B (same model and prompt).", "B.kvtrace.h5");
@@ -69,10 +70,8 @@ int main(int argc, char** argv) {
     kvscope::studio::MainWindow window;
     const bool exporting = parser.isSet(export_opt) || kvscope::studio::slide_export_requested(parser);
     if (exporting) window.setProperty("quiet", true);
-    if (parser.isSet(theme_opt)) {
-        window.set_theme(parser.value(theme_opt) == "light" ? kvscope::views::ThemeKind::kLight
-                                                            : kvscope::views::ThemeKind::kDark);
-    }
+    if (parser.isSet(theme_opt))
+        window.set_theme(kvscope::studio::theme_from_name(parser.value(theme_opt)));
     if (parser.isSet(size_opt)) {
         const QStringList wh = parser.value(size_opt).split('x');
         if (wh.size() == 2) window.resize(wh[0].toInt(), wh[1].toInt());
