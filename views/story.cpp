@@ -80,8 +80,10 @@ std::string in_quotes(std::string_view text) {
 
 // The policy's score of every prompt token in (layer, head), as the policy ranks them: higher is
 // kept first (key norms are negated). SnapKV-family votes are pooled over the positions before
-// the window as the policy pools them (kernel, max or avg with zero padding; docs/
-// policy_reference.md, SnapKV). Empty when the trace did not record it.
+// the window as the policy pools them (kernel, max ignoring the padding or avg dividing by the
+// kernel: core/policies/snapkv.cpp). The recorded votes are the group mean of the last 32 prompt
+// rows (app/recorder/run_recorder.h), pooled after that mean: close to, not bit-equal with, the
+// policy's per-query-head pooling. Empty when the trace did not record it.
 std::vector<double> policy_scores(const TraceModel& m, Score kind, const std::string& params,
                                   int32_t layer, int32_t head) {
     const int64_t P = m.summary().n_prompt_tokens;

@@ -6,8 +6,8 @@
 // head) cell and a token range. The Studio's Story dock steps through the beats and moves the
 // shared ViewState, so every view shows the cells and tokens a beat talks about.
 //
-// The "why" of a beat is told in the policy's own score, read from the trace's prefill
-// statistics (docs/policy_reference.md names each policy's score):
+// The "why" of a beat is told in the policy's own score, read from the trace's prefill statistics
+// (each policy file in core/policies/ states its rule and score; PolicyInfo::score_name names it):
 //   observation-window votes  /prefill/window_scores   SnapKV, PyramidKV, DynamicKV
 //   accumulated attention     /prefill/attn_received   H2O, D2O, MiKV (prompt column sums)
 //   key L2 norm (low = kept)  /prefill/key_norm        knorm
