@@ -131,11 +131,14 @@ class ExportTest : public QObject {
         QProcess p;
         p.setProcessChannelMode(QProcess::SeparateChannels);
         p.start(QStringLiteral(KVSCOPE_STUDIO_EXE), QStringList{kSample} + args);
-        if (!p.waitForFinished(120000)) return -1;
+        const bool finished = p.waitForFinished(120000);
         const QString e = QString::fromLocal8Bit(p.readAllStandardError());
         if (err) *err = e;
-        if (p.exitCode() != 0) qInfo("kvscope-studio %s: %s", qPrintable(args.join(' ')), qPrintable(e));
-        return p.exitStatus() == QProcess::NormalExit ? p.exitCode() : -1;
+        if (!finished || p.exitStatus() != QProcess::NormalExit || p.exitCode() != 0) {
+            qInfo("kvscope-studio %s: %s%s", qPrintable(args.join(' ')),
+                  p.exitStatus() == QProcess::NormalExit ? "" : "crashed: ", qPrintable(e));
+        }
+        return finished && p.exitStatus() == QProcess::NormalExit ? p.exitCode() : -1;
     }
     QString out(const QString& name) const { return out_.filePath(name); }
 
