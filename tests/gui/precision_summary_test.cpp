@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <memory>
 #include <random>
 #include <set>
 #include <string>
@@ -35,11 +36,18 @@ using trace::EventRecord;
 
 const fs::path kSource = KVSCOPE_SOURCE_DIR;
 
-fs::path temp_dir() {
-    const fs::path d =
-        fs::temp_directory_path() / ("kvscope_precision_summary_" + std::to_string(::getpid()));
-    fs::create_directories(d);
-    return d;
+// The recorded runs' folder, removed when the test program exits.
+const fs::path& temp_dir() {
+    static const std::unique_ptr<const fs::path, void (*)(const fs::path*)> dir(
+        new fs::path(fs::temp_directory_path() /
+                     ("kvscope_precision_summary_" + std::to_string(::getpid()))),
+        [](const fs::path* p) {
+            std::error_code ec;
+            fs::remove_all(*p, ec);
+            delete p;
+        });
+    fs::create_directories(*dir);
+    return *dir;
 }
 
 // A run of the demo model recorded by the CLI (the real writer, real policy events).
