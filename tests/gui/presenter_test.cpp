@@ -181,6 +181,23 @@ class PresenterTest : public QObject {
         window_->resize(1280, 720);
     }
 
+    // The audit itself: a window too narrow for its labels is reported (tabs elided, header
+    // rows of combo boxes and buttons past the dock's edge).
+    void auditReportsClippedLabels() {
+        window_->resize(420, 720);
+        QTest::qWait(200);
+        QStringList clipped;
+        for (int i = 0; i < window_->view_count(); ++i) {
+            QVERIFY(settle(i));
+            clipped << studio::testing::imgui_clipped(window_->host(i)->imgui_context(), "view");
+        }
+        const QStringList qt = studio::testing::qt_clipped(window_);
+        window_->resize(1280, 720);
+        QTest::qWait(200);
+        QVERIFY2(!clipped.isEmpty(), "no ImGui label reported clipped at 420 px");
+        QVERIFY2(!qt.isEmpty(), "no Qt label reported clipped at 420 px");
+    }
+
     void presenterModeFits1280x720() {
         QTest::keyClick(window_, Qt::Key_P, Qt::ControlModifier | Qt::ShiftModifier);
         QVERIFY(presenter()->active());
