@@ -385,8 +385,72 @@ class StoryBuilder {
                 e.token_end = z;
                 e.token = a;
                 e.layer = !end.gone.empty() ? end.gone.front() : first_layer;
+                needle_decisions();
             }
         }
+    }
+
+    // Decision by decision: the decode steps that changed a needle token, one beat each (the
+    // first kMaxDecisionBeats of them), naming every (layer, head) and what it did.
+    static constexpr int kMaxDecisionBeats = 6;
+    struct Decision {
+        int32_t layer, head;
+        int64_t token;
+        CacheChange change;
+    };
+    void needle_decisions() {
+        std::vector<std::vector<Decision>> by_step(static_cast<size_t>(s_.n_steps));
+        for (const Cell& c : cells_)
+            for (int64_t t : needle_)
+                for (const CacheChange& ch : c.h->changes(t))
+                    if (ch.step > 0 && ch.step < s_.n_steps)
+                        by_step[size_t(ch.step)].push_back({c.layer, c.head, t, ch});
+        int beats = 0;
+        for (int64_t step = 1; step < s_.n_steps && beats < kMaxDecisionBeats; ++step) {
+            const auto& ds = by_step[size_t(step)];
+            if (ds.empty()) continue;
+            ++beats;
+            // One clause per (layer, head, action): "layer 2 head 0 evicts tokens 253–256".
+            std::vector<std::pair<std::string, std::vector<int32_t>>> groups;
+            for (const Decision& d : ds) {
+                const std::string key =
+                    "layer " + num(d.layer) + " head " + num(d.head) + " " + action(d.change);
+                if (groups.empty() || groups.back().first != key) groups.push_back({key, {}});
+                groups.back().second.push_back(static_cast<int32_t>(d.token));
+            }
+            std::string t = "Step " + num(step) + ": ";
+            for (size_t g = 0; g < groups.size() && g < 4; ++g) {
+                auto& [key, toks] = groups[g];
+                std::sort(toks.begin(), toks.end());
+                t += (g ? "; " : "") + key + (toks.size() > 1 ? " tokens " : " token ") +
+                     format_ranges(toks);
+            }
+            if (groups.size() > 4)
+                t += "; and " + num(std::ssize(groups) - 4) + " more heads change the needle";
+            StoryBeat& b = add(BeatKind::kNeedle, step, t + ".");
+            b.layer = ds.front().layer;
+            b.head = ds.front().head;
+            b.token = ds.front().token;
+            b.token_begin = ds.front().token;
+            b.token_end = ds.front().token + 1;
+        }
+    }
+
+    static std::string action(const CacheChange& c) {
+        switch (c.state) {
+            case TokenCacheState::kEvicted:
+                return "evicts";
+            case TokenCacheState::kMerged:
+                return c.into >= 0 ? "merges (into token " + std::to_string(c.into) + ", weight " +
+                                         fmt("%.2f", c.weight) + ")"
+                                   : std::string("merges");
+            case TokenCacheState::kQuantized:
+            case TokenCacheState::kDemoted:
+                return "lowers to " + std::to_string(c.bits) + " bits";
+            default:
+                break;
+        }
+        return "keeps";
     }
 
     // First step after 0 at which any needle token changes state in any head.

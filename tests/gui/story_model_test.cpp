@@ -257,6 +257,23 @@ TEST(Story, NumbersOfTheD2OSampleMatchTheReader) {
             for (const auto& s : r.token_states(l, h, last))
                 merged += s.state == TokenCacheState::kMerged;
     ASSERT_GT(merged, 0);
+    // Decision beats: every (layer, head, token) a decode-step beat names changed state at that
+    // step, by the reader's token states (before and after the step).
+    int decisions = 0;
+    for (const auto& b : beats) {
+        if (b.kind != BeatKind::kNeedle || b.step == 0 || b.head < 0) continue;
+        ++decisions;
+        const auto before = r.token_states(b.layer, b.head, b.step - 1);
+        const auto after = r.token_states(b.layer, b.head, b.step);
+        EXPECT_NE(before[size_t(b.token)].state, after[size_t(b.token)].state) << b.text;
+        const std::string what =
+            after[size_t(b.token)].state == TokenCacheState::kMerged ? "merges" : "evicts";
+        EXPECT_NE(b.text.find("layer " + std::to_string(b.layer) + " head " +
+                              std::to_string(b.head) + " " + what),
+                  std::string::npos)
+            << b.text;
+    }
+    EXPECT_GE(decisions, 1);
     bool said = false;
     for (const auto& b : beats)
         said |=
