@@ -728,12 +728,17 @@ bool MainWindow::export_all_views(const QString& dir, double scale) {
         return false;
     }
     const int current = current_view();
+    // Each export raises its view: the tabs in front before are put in front again after.
+    std::vector<QDockWidget*> in_front;
+    for (QDockWidget* d : docks_)
+        if (d->isVisible() && !d->visibleRegion().isEmpty()) in_front.push_back(d);
     bool ok = true;
     for (int i = 0; i < view_count(); ++i) {
         ok = export_view_png(i, QDir(dir).filePath(QString::fromUtf8(view(i)->id()) + ".png"),
                              scale) &&
              ok;
     }
+    for (QDockWidget* d : in_front) d->raise();
     show_view(current);
     return ok;
 }
