@@ -75,8 +75,8 @@ const PolicyInfo& d2o_info() {
         Regime::decode_continuous,
         true,
         "ICLR 2025",
-        "per-layer budgets from attention density, H2O-style eviction inside a layer, and evicted "
-        "tokens merged into their most similar kept token instead of being dropped",
+        "per-layer budgets from attention density, H2O-style eviction inside a layer; an evicted "
+        "token similar enough to a kept one is merged into it instead of being dropped",
         "accumulated attention",
         RulePicture::merge};
     return info;
