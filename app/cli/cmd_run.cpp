@@ -95,8 +95,8 @@ std::function<int()> setup(CLI::App& sub) {
                  "Record full prefill attention maps (prompts <= 2048 tokens). Costs grow with "
                  "the prompt squared: on the demo model (8 layers x 2 KV heads) 2048 tokens add "
                  "~119 MB to the trace, ~230 MB of peak memory (one layer's maps at a time, "
-                 "written while the next layer runs) and ~2.3x the CPU time (deflate); 1024 "
-                 "tokens ~30 MB, ~60 MB, ~1.9x (bench/RESULTS.md)");
+                 "written while the next layer runs) and ~2.5x the run's CPU time (deflate); "
+                 "1024 tokens ~30 MB, ~60 MB, ~1.7x (bench/RESULTS.md)");
     sub.add_option("--top-k", a->top_k, "Logprobs kept per step")->check(CLI::Range(1, 100));
     sub.add_option("--temperature", a->temperature, "Sampling temperature; 0 = greedy")
         ->check(CLI::Range(0.0f, 100.0f));
