@@ -19,6 +19,7 @@
 
 #include "app/studio/main_window.h"
 #include "app/studio/step_scrubber.h"
+#include "app/studio/story_dock.h"
 #include "app/studio/studio_theme.h"
 #include "app/studio/imgui_host_widget.h"
 #include "app/studio/slide_export_cli.h"
@@ -59,6 +60,7 @@ int main(int argc, char** argv) {
     parser.addOptions({export_opt, scale_opt, step_opt, layer_opt, head_opt, token_opt, theme_opt,
                        size_opt, compare_opt, window_opt, sweep_opt});
     kvscope::studio::add_slide_export_options(parser);
+    kvscope::studio::add_lesson_option(parser);
     // Not parser.process(): a wrong flag is a usage error, exit status 2 as for kvscope.
     if (!parser.parse(QCoreApplication::arguments())) {
         std::fprintf(stderr, "kvscope-studio: %s\n", parser.errorText().toLocal8Bit().constData());
@@ -97,6 +99,7 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "kvscope-studio: %s\n", window.last_error().toLocal8Bit().constData());
         return 1;
     }
+    if (!kvscope::studio::open_lesson_option(window, parser) && exporting) return 1;
     kvscope::views::ViewState& state = window.view_state();
     if (parser.isSet(layer_opt)) state.select_layer(parser.value(layer_opt).toInt());
     if (parser.isSet(head_opt)) state.select_head(parser.value(head_opt).toInt());
@@ -113,8 +116,8 @@ int main(int argc, char** argv) {
         return kvscope::studio::run_slide_export_cli(window, parser);
     }
 
-    if (args.isEmpty() && !parser.isSet(sweep_opt)) {
-        std::fprintf(stderr, "kvscope-studio: --export-views needs a trace or --sweep\n");
+    if (args.isEmpty() && !parser.isSet(sweep_opt) && !window.model()) {
+        std::fprintf(stderr, "kvscope-studio: --export-views needs a trace, --lesson or --sweep\n");
         return 2;
     }
     int rc = 0;
@@ -132,7 +135,7 @@ int main(int argc, char** argv) {
                 rc = 1;
             }
         }
-        if (!args.isEmpty() && !window.export_all_views(parser.value(export_opt),
+        if (window.model() && !window.export_all_views(parser.value(export_opt),
                                                         parser.value(scale_opt).toDouble())) {
             std::fprintf(stderr, "kvscope-studio: %s\n",
                          window.last_error().toLocal8Bit().constData());

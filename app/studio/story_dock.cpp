@@ -1,6 +1,7 @@
 #include "app/studio/story_dock.h"
 
 #include <QAction>
+#include <QCommandLineParser>
 #include <QCoreApplication>
 #include <QDialog>
 #include <QDialogButtonBox>
@@ -20,6 +21,7 @@
 #include <QTimer>
 #include <QVBoxLayout>
 
+#include <cstdio>
 #include <exception>
 
 #include "app/studio/main_window.h"
@@ -242,10 +244,39 @@ void StoryDock::update_labels() {
 
 // ---- Lessons dialog and the hook ------------------------------------------------------------
 
+namespace {
+
+// The bundled lessons: next to the Studio's checkout or in the working directory.
+std::filesystem::path bundled_lessons() {
+    return find_lessons_root(
+        {QFile::encodeName(QCoreApplication::applicationDirPath()).toStdString(),
+         std::filesystem::current_path()});
+}
+
+}  // namespace
+
+void add_lesson_option(QCommandLineParser& parser) {
+    parser.addOption(QCommandLineOption(
+        "lesson", "Open a lesson: a folder name of resources/lessons or a lesson folder.", "ID"));
+}
+
+bool open_lesson_option(MainWindow& window, const QCommandLineParser& parser) {
+    if (!parser.isSet("lesson")) return true;
+    const QString id = parser.value("lesson");
+    QString dir = id;
+    if (!QFileInfo(dir).isDir())
+        dir = QString::fromStdString(
+            (bundled_lessons() / QFile::encodeName(id).toStdString()).string());
+    auto* dock = window.findChild<StoryDock*>("story_dock");
+    if (dock && dock->open_lesson(dir)) return true;
+    const QString why = dock ? dock->error() : QStringLiteral("no Story dock");
+    std::fprintf(stderr, "kvscope-studio: --lesson %s: %s\n", id.toLocal8Bit().constData(),
+                 why.toLocal8Bit().constData());
+    return false;
+}
+
 void show_lessons_dialog(MainWindow* window, StoryDock* dock) {
-    const std::filesystem::path root =
-        find_lessons_root({QFile::encodeName(QCoreApplication::applicationDirPath()).toStdString(),
-                           std::filesystem::current_path()});
+    const std::filesystem::path root = bundled_lessons();
     std::vector<Lesson> lessons;
     QString problem;
     try {

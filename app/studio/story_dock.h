@@ -16,6 +16,7 @@
 #include "app/studio/lesson.h"
 #include "views/story.h"
 
+class QCommandLineParser;
 class QLabel;
 class QListWidget;
 class QPushButton;
@@ -81,6 +82,12 @@ void show_lessons_dialog(MainWindow* window, StoryDock* dock);
 
 // Creates the Story dock and its menu entries (see above). Called once by MainWindow.
 StoryDock* install_teaching(MainWindow* window);
+
+// kvscope-studio --lesson ID: a bundled lesson's folder name (resources/lessons/ID) or a lesson
+// folder. open_lesson_option() opens it in the Story dock when the flag is set; on failure it
+// prints the problem and returns false.
+void add_lesson_option(QCommandLineParser& parser);
+bool open_lesson_option(MainWindow& window, const QCommandLineParser& parser);
 
 // The story facts of a policy from the registry (full name, score, regime).
 views::StoryPolicy story_policy(const std::string& name);

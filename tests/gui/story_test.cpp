@@ -11,8 +11,10 @@
 #include <QLabel>
 #include <QListWidget>
 #include <QMenuBar>
+#include <QProcess>
 #include <QPushButton>
 #include <QSettings>
+#include <QTemporaryDir>
 #include <QtTest/QtTest>
 
 #include <filesystem>
@@ -220,6 +222,29 @@ class StoryTest : public QObject {
         QCOMPARE(d->card()->picture()->picture(), RulePicture::sinks_window);
         save_shot(d->grab().toImage(), "policy_explainer.png");
         d->close();
+    }
+
+    void lessonFlagOpensALessonFromTheCommandLine() {
+        // kvscope-studio --lesson ID (a presenter's start), exporting its views to check it.
+        QTemporaryDir out;
+        QProcess p;
+        p.setProcessEnvironment([] {
+            auto env = QProcessEnvironment::systemEnvironment();
+            env.insert("XDG_CONFIG_HOME", QDir::tempPath() + "/kvscope-story-flag");
+            return env;
+        }());
+        p.start(KVSCOPE_STUDIO_EXE, {"--lesson", "attention_sinks", "--export-views", out.path(),
+                                     "--scale", "1", "--window-shot", out.filePath("window.png")});
+        QVERIFY(p.waitForFinished(120000));
+        QCOMPARE(p.exitCode(), 0);
+        QVERIFY(QFile::exists(out.filePath("token_strip.png")));
+        QVERIFY(QFile::exists(out.filePath("compare.png")));  // the lesson's B trace is open
+        QVERIFY(!QImage(out.filePath("window.png")).isNull());
+        // An unknown lesson is a failure with a message naming it.
+        p.start(KVSCOPE_STUDIO_EXE, {"--lesson", "no_such_lesson", "--export-views", out.path()});
+        QVERIFY(p.waitForFinished(120000));
+        QCOMPARE(p.exitCode(), 1);
+        QVERIFY(QString::fromLocal8Bit(p.readAllStandardError()).contains("no_such_lesson"));
     }
 
     void cleanupTestCase() {
