@@ -553,6 +553,20 @@ std::vector<uint8_t> TraceReader::prompt_states(int32_t layer, int32_t head) con
     });
 }
 
+void TraceReader::prompt_states(int32_t layer, int32_t head, std::span<uint8_t> out) const {
+    guarded(*impl_, [&] {
+        const Impl& m = *impl_;
+        if (!m.has(ds::kSumPromptState) || m.n_steps < 1)
+            throw std::out_of_range("the trace has no /summary/prompt_state");
+        m.check_layer_head(layer, head);
+        if (std::ssize(out) != m.sizes.P)
+            throw std::invalid_argument("prompt_states: the buffer must hold n_prompt_tokens codes");
+        h5::read_slab(m.d(ds::kSumPromptState), H5T_NATIVE_UINT8,
+                      {static_cast<hsize_t>(layer), static_cast<hsize_t>(head), 0},
+                      {1, 1, static_cast<hsize_t>(m.sizes.P)}, out.data());
+    });
+}
+
 HeadCountRow TraceReader::head_counts(int64_t step) const {
     return guarded(*impl_, [&] {
         const Impl& m = *impl_;

@@ -1,5 +1,6 @@
 #include "views/head_states.h"
 
+#include <algorithm>
 #include <limits>
 
 namespace kvscope::views {
@@ -15,8 +16,18 @@ CacheChange as_change(trace::TokenStateCode code) {
 
 }  // namespace
 
-HeadStates::HeadStates(int32_t layer, int32_t head, std::vector<trace::TokenStateCode> prompt_codes)
-    : layer_(layer), head_(head), base_(std::move(prompt_codes)) {}
+HeadStates::HeadStates(int32_t layer, int32_t head, int64_t n_prompt)
+    : layer_(layer),
+      head_(head),
+      n_prompt_(std::max<int64_t>(n_prompt, 0)),
+      base_(std::make_unique_for_overwrite<trace::TokenStateCode[]>(
+          static_cast<size_t>(n_prompt_))) {}
+
+HeadStates::HeadStates(int32_t layer, int32_t head,
+                       std::span<const trace::TokenStateCode> prompt_codes)
+    : HeadStates(layer, head, std::ssize(prompt_codes)) {
+    std::copy(prompt_codes.begin(), prompt_codes.end(), base_.get());
+}
 
 int32_t HeadStates::first_change(int64_t token) const {
     const size_t word = static_cast<size_t>(token) / 64;
@@ -28,7 +39,7 @@ int32_t HeadStates::first_change(int64_t token) const {
 }
 
 trace::TokenStateCode HeadStates::code_at(int64_t token, int64_t step) const {
-    trace::TokenStateCode code = token >= 0 && token < std::ssize(base_)
+    trace::TokenStateCode code = token >= 0 && token < n_prompt_
                                      ? base_[static_cast<size_t>(token)]
                                      : trace::token_state_code(TokenCacheState::kAbsent, 0);
     for (int32_t i = first_change(token); i >= 0;) {
@@ -75,7 +86,7 @@ std::pair<int32_t, int32_t> HeadStates::step_changes(int64_t step) const {
 }
 
 size_t HeadStates::memory_bytes() const {
-    return sizeof(*this) + base_.capacity() + changes_.capacity() * sizeof(Change) +
+    return sizeof(*this) + static_cast<size_t>(n_prompt_) + changes_.capacity() * sizeof(Change) +
            step_begin_.capacity() * sizeof(int32_t) + touched_.capacity() * sizeof(uint64_t) +
            chain_.size() * (sizeof(int32_t) * 3 + 2 * sizeof(void*));
 }

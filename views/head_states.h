@@ -15,6 +15,7 @@
 //   touched_  [T] bits: the token has a change after step 0 (most lookups stop here)
 // Memory ~P bytes + 16 bytes per decode change.
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <unordered_map>
 #include <utility>
@@ -29,7 +30,14 @@ class HeadStates {
   public:
     // prompt_codes: /summary/prompt_state[layer, head, :] (the state of the P prompt tokens after
     // step 0). The result covers step 0; apply_step adds steps 1, 2, ...
-    HeadStates(int32_t layer, int32_t head, std::vector<trace::TokenStateCode> prompt_codes);
+    HeadStates(int32_t layer, int32_t head, std::span<const trace::TokenStateCode> prompt_codes);
+    // Room for the P codes, not initialised: fill prompt_codes() before anything else (the reader
+    // writes them in place instead of into a zero-filled vector: perf showed memset ~14% of an
+    // 80-layer picture; the wall time did not move beyond this machine's noise, bench/RESULTS.md).
+    HeadStates(int32_t layer, int32_t head, int64_t n_prompt);
+    std::span<trace::TokenStateCode> prompt_codes() {
+        return {base_.get(), static_cast<size_t>(n_prompt_)};
+    }
 
     // Applies the events of step `steps()` (>= 1) for this (layer, head), in recorded order.
     void apply_step(std::span<const trace::EventRecord> events);
@@ -59,7 +67,8 @@ class HeadStates {
 
     int32_t layer_ = 0;
     int32_t head_ = 0;
-    std::vector<trace::TokenStateCode> base_;
+    int64_t n_prompt_ = 0;
+    std::unique_ptr<trace::TokenStateCode[]> base_;  // [n_prompt_]
     std::vector<Change> changes_;
     std::vector<int32_t> step_begin_;                 // [S-1] first change of steps 1..S-1
     std::unordered_map<int32_t, std::pair<int32_t, int32_t>> chain_;  // token -> first, last

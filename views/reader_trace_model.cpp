@@ -393,13 +393,16 @@ void ReaderTraceModel::extend_states(HeadStates& h) const {
 }
 
 std::shared_ptr<HeadStates> ReaderTraceModel::build_states(int32_t layer, int32_t head) const {
-    std::vector<uint8_t> codes = guarded([&] { return reader_.prompt_states(layer, head); },
-                                         std::vector<uint8_t>{});
-    if (std::ssize(codes) != summary_.n_prompt_tokens) {
+    auto h = std::make_shared<HeadStates>(layer, head, summary_.n_prompt_tokens);
+    if (!guarded(
+            [&] {
+                reader_.prompt_states(layer, head, h->prompt_codes());
+                return true;
+            },
+            false)) {
         states_broken_ = true;  // the views fall back to replayed histories
         return nullptr;
     }
-    auto h = std::make_shared<HeadStates>(layer, head, std::move(codes));
     extend_states(*h);
     return h;
 }
