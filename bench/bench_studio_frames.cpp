@@ -12,6 +12,9 @@
 //                       prompt tokens, or 80 layers x 8 heads x 128k)]
 //                       [--replay (ignore the trace's record-time token states: the precision
 //                       view replays histories as for traces written without them)]
+//                       [--trusted (skip the check every program makes before its first open
+//                       of a file, trace_probe.h: the global-heap scan, or the child probe for
+//                       version 1 traces; on by default, as in the Studio, and part of "open")]
 // "complete" = the frame after which no history load is pending (the overview shows every cell).
 #include <sys/resource.h>
 #include <time.h>
@@ -27,6 +30,7 @@
 #include <vector>
 
 #include "app/studio/synthetic_trace.h"
+#include "traces/trace_probe.h"
 #include "views/headless_imgui.h"
 #include "views/reader_trace_model.h"
 
@@ -95,10 +99,11 @@ int main(int argc, char** argv) {
     std::string only_view;
     bool cold = false;
     bool replay = false;
+    bool trusted = false;
     for (int i = 1; i < argc; i += 2) {
         const std::string k = argv[i];
-        if (k == "--cold" || k == "--replay") {
-            (k == "--cold" ? cold : replay) = true;
+        if (k == "--cold" || k == "--replay" || k == "--trusted") {
+            (k == "--cold" ? cold : k == "--replay" ? replay : trusted) = true;
             --i;
             continue;
         }
@@ -150,6 +155,8 @@ int main(int argc, char** argv) {
                 static_cast<long long>(spec.n_prompt_tokens), static_cast<long long>(spec.n_steps),
                 static_cast<double>(std::filesystem::file_size(path)) / 1e6, ms_since(t));
         }
+        // As kvscope-studio's main() does: the first open of a file checks it (cached after).
+        trace::set_probe_untrusted_traces(!trusted);
         auto t = Clock::now();
         auto open = [&] {
             auto m = std::make_unique<views::ReaderTraceModel>(path);

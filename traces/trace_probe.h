@@ -40,8 +40,8 @@ ProbeLimits probe_limits(uint64_t file_size);
 // running executable (/proc/self/exe), else the one in this build tree. Empty when none exists.
 std::filesystem::path probe_helper_path();
 
-// True when the file contains the signature of a global heap collection ("GCOL") anywhere, or
-// cannot be read. Reads the whole file once.
+// True when the file contains the start of a global heap collection ("GCOL", version 1) anywhere,
+// or cannot be read. Reads the whole file once.
 bool has_global_heap(const std::filesystem::path& path);
 
 // Probes `path` in a child (cached) when it holds a global heap; else only caches the pass. Throws InputError naming the file when the child crashed,
