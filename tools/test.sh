@@ -7,8 +7,10 @@ cd "$(dirname "$0")/.."
 # keeps line tables (-g1) so reports name files and lines.
 if [ "${KVSCOPE_SANITIZE:-0}" = 1 ]; then
   BUILD=build-asan
-  # CUDA is compiled once, in the normal build; the sanitized build leaves it out.
-  EXTRA=(-DKVSCOPE_SANITIZE=ON -DKVSCOPE_BUILD_CUDA=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
+  # CUDA is compiled once, in the normal build; the sanitized build leaves it out, and the
+  # benchmarks (not tests) too.
+  EXTRA=(-DKVSCOPE_SANITIZE=ON -DKVSCOPE_BUILD_CUDA=OFF -DKVSCOPE_BUILD_BENCH=OFF
+         -DCMAKE_BUILD_TYPE=RelWithDebInfo
          "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1 -DNDEBUG")
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 else
