@@ -11,6 +11,7 @@
 #include <csignal>
 #include <fstream>
 #include <random>
+#include <string>
 
 #include "core/model/error.h"
 #include "tests/traces/trace_test_support.h"
@@ -193,8 +194,13 @@ TEST(TraceErrors, InvalidMetadataJson) {
         Edit e(path);
         hid_t d = H5Dopen2(e.file(), "/meta/run_json", H5P_DEFAULT);
         hid_t t = H5Dget_type(d);
-        const char* bad = "{\"n_layers\": 3, oops";
-        ASSERT_GE(H5Dwrite(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, &bad), 0);
+        // A fixed-length string since schema version 2: the buffer has the type's size, the bad
+        // JSON at its start, NUL padding after it.
+        const std::string bad = "{\"n_layers\": 3, oops";
+        std::string buf(H5Tget_size(t), '\0');
+        ASSERT_GT(buf.size(), bad.size());
+        buf.replace(0, bad.size(), bad);
+        ASSERT_GE(H5Dwrite(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data()), 0);
         H5Tclose(t);
         H5Dclose(d);
     }
