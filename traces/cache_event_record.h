@@ -9,6 +9,21 @@
 
 namespace kvscope::trace {
 
+// The stored op is the cache's enum value (trace_schema.h: "the stored value is the enum value");
+// the two enums are separate because the trace format does not depend on core/. These checks
+// stop a build where their values drift apart; the switch in trace_op (-Wswitch, warnings are
+// errors) stops one where the cache gains an op the trace does not have.
+static_assert(static_cast<int>(kvscope::CacheOp::append) == static_cast<int>(CacheOp::kAppend));
+static_assert(static_cast<int>(kvscope::CacheOp::evict) == static_cast<int>(CacheOp::kEvict));
+static_assert(static_cast<int>(kvscope::CacheOp::merge) == static_cast<int>(CacheOp::kMerge));
+static_assert(static_cast<int>(kvscope::CacheOp::quantize) == static_cast<int>(CacheOp::kQuantize));
+static_assert(static_cast<int>(kvscope::CacheOp::demote) == static_cast<int>(CacheOp::kDemote));
+static_assert(static_cast<int>(CacheOp::kDemote) + 1 == kNumCacheOps);
+// /events/part stores KVPart's value: 0 keys, 1 values, 2 both.
+static_assert(static_cast<int>(kvscope::KVPart::keys) == 0 &&
+              static_cast<int>(kvscope::KVPart::values) == 1 &&
+              static_cast<int>(kvscope::KVPart::both) == 2);
+
 inline CacheOp trace_op(kvscope::CacheOp op) {
     switch (op) {
         case kvscope::CacheOp::append:

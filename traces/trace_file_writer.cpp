@@ -7,7 +7,7 @@
 #include <exception>
 #include <limits>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "traces/token_state_code.h"
 
 namespace kvscope::trace {
@@ -53,22 +53,6 @@ h5::Dims fixed_chunk(const std::vector<Axis>& shape, const h5::Dims& dims) {
         chunk = {64};
     }
     return chunk;
-}
-
-bool present(Presence p, const AxisSizes& sizes, bool rows, bool maps) {
-    switch (p) {
-        case Presence::kAlways:
-            return true;
-        case Presence::kWithSpans:
-            return sizes.N > 0;
-        case Presence::kWithAttentionRows:
-            return rows;
-        case Presence::kWithMaps:
-            return maps;
-        case Presence::kOptional:
-            return true;
-    }
-    return false;
 }
 
 std::string utc_now() {
@@ -154,7 +138,8 @@ TraceFileWriter::TraceFileWriter(const std::filesystem::path& target, const RunM
 
         const float nan = std::numeric_limits<float>::quiet_NaN();
         for (const auto& spec : dataset_specs()) {
-            if (!present(spec.presence, sizes_, config.record_attention_rows, config.record_maps))
+            if (!dataset_present(spec.presence, sizes_, config.record_attention_rows,
+                                 config.record_maps))
                 continue;
             std::string name = spec.name;
             if (name == ds::kRunJson) {
@@ -184,7 +169,7 @@ TraceFileWriter::TraceFileWriter(const std::filesystem::path& target, const RunM
                 } else {
                     chunk = fixed_chunk(spec.shape, dims);
                 }
-                const void* fill = spec.dtype == Dtype::kFloat32 ? &nan : nullptr;
+                const void* fill = spec.dtype == StoredType::kFloat32 ? &nan : nullptr;
                 ds_[name] = h5::create_dataset(f, name, type, dims, chunk, grows,
                                                config.compression_level, fill);
             }

@@ -1,5 +1,6 @@
-// The dataset table of schema version 1. Keep in step with trace_schema.h and SCHEMA.md (a test
-// checks that SCHEMA.md names every dataset listed here).
+// The dataset table of the trace schema: the one place a dataset's type, shape, units and meaning
+// are written (trace_layout.h says who reads it). SCHEMA.md's dataset rows are schema_doc_row() of
+// these entries, checked by trace_schema_doc_test.
 #include "traces/trace_layout.h"
 
 #include <stdexcept>
@@ -10,7 +11,7 @@ namespace kvscope::trace {
 
 const std::vector<DatasetSpec>& dataset_specs() {
     using A = Axis;
-    using D = Dtype;
+    using D = StoredType;
     static const std::vector<DatasetSpec> specs = {
         // /meta
         {ds::kRunJson,
@@ -258,44 +259,84 @@ const DatasetSpec& dataset_spec(const std::string& name) {
     throw std::out_of_range("no dataset spec " + name);
 }
 
-hid_t native_hdf5_type(Dtype t) {
+hid_t native_hdf5_type(StoredType t) {
     switch (t) {
-        case Dtype::kInt8:
+        case StoredType::kInt8:
             return H5T_NATIVE_INT8;
-        case Dtype::kUInt8:
+        case StoredType::kUInt8:
             return H5T_NATIVE_UINT8;
-        case Dtype::kInt16:
+        case StoredType::kInt16:
             return H5T_NATIVE_INT16;
-        case Dtype::kInt32:
+        case StoredType::kInt32:
             return H5T_NATIVE_INT32;
-        case Dtype::kInt64:
+        case StoredType::kInt64:
             return H5T_NATIVE_INT64;
-        case Dtype::kFloat32:
+        case StoredType::kFloat32:
             return H5T_NATIVE_FLOAT;
-        case Dtype::kString:
+        case StoredType::kString:
             break;
     }
     throw std::invalid_argument("no native type for strings");
 }
 
-const char* dtype_name(Dtype t) {
+const char* stored_type_name(StoredType t) {
     switch (t) {
-        case Dtype::kInt8:
+        case StoredType::kInt8:
             return "int8";
-        case Dtype::kUInt8:
+        case StoredType::kUInt8:
             return "uint8";
-        case Dtype::kInt16:
+        case StoredType::kInt16:
             return "int16";
-        case Dtype::kInt32:
+        case StoredType::kInt32:
             return "int32";
-        case Dtype::kInt64:
+        case StoredType::kInt64:
             return "int64";
-        case Dtype::kFloat32:
+        case StoredType::kFloat32:
             return "float32";
-        case Dtype::kString:
+        case StoredType::kString:
             return "str";
     }
     return "?";
+}
+
+bool dataset_present(Presence p, const AxisSizes& sizes, bool attention_rows, bool maps) {
+    switch (p) {
+        case Presence::kAlways:
+            return true;
+        case Presence::kWithSpans:
+            return sizes.N > 0;
+        case Presence::kWithAttentionRows:
+            return attention_rows;
+        case Presence::kWithMaps:
+            return maps;
+        case Presence::kOptional:
+            return true;
+    }
+    return false;
+}
+
+std::string schema_doc_row(const DatasetSpec& spec) {
+    std::string meaning;
+    for (const char* c = spec.description; *c; ++c) {
+        if (*c == '|') meaning += '\\';  // a pipe inside a Markdown table cell
+        meaning += *c;
+    }
+    switch (spec.presence) {
+        case Presence::kWithSpans:
+            meaning += " (only when `n_spans` > 0)";
+            break;
+        case Presence::kWithAttentionRows:
+            meaning += " (only when `record_attention_rows` = 1)";
+            break;
+        case Presence::kWithMaps:
+            meaning += " (only when `record_maps` = 1)";
+            break;
+        case Presence::kAlways:
+        case Presence::kOptional:
+            break;
+    }
+    return std::string("| `") + spec.name + "` | " + stored_type_name(spec.dtype) + " | " +
+           shape_string(spec.shape) + " | " + spec.units + " | " + meaning + " |";
 }
 
 bool is_growing(Axis a) {

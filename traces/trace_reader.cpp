@@ -16,27 +16,11 @@ bool contains(const std::string& s, const char* what) {
     return s.find(what) != std::string::npos;
 }
 
-bool is_present(Presence p, const AxisSizes& sizes, bool rows, bool maps) {
-    switch (p) {
-        case Presence::kAlways:
-            return true;
-        case Presence::kWithSpans:
-            return sizes.N > 0;
-        case Presence::kWithAttentionRows:
-            return rows;
-        case Presence::kWithMaps:
-            return maps;
-        case Presence::kOptional:
-            return true;  // opened when there
-    }
-    return false;
-}
-
-bool class_matches(H5T_class_t c, Dtype t) {
+bool class_matches(H5T_class_t c, StoredType t) {
     switch (t) {
-        case Dtype::kFloat32:
+        case StoredType::kFloat32:
             return c == H5T_FLOAT;
-        case Dtype::kString:
+        case StoredType::kString:
             return c == H5T_STRING;
         default:
             return c == H5T_INTEGER;
@@ -112,22 +96,23 @@ void TraceReader::Impl::open() {
     if (sizes.L > kMaxLayers || sizes.H > kMaxHeads || sizes.P > kMaxPromptTokens ||
         sizes.K > kMaxTopK || sizes.N > kMaxSpans)
         fail("implausible trace axes (n_layers " + std::to_string(sizes.L) + ", n_heads " +
-             std::to_string(sizes.H) + ", n_prompt_tokens " + std::to_string(sizes.P) +
-             ", top_k " + std::to_string(sizes.K) + ", n_spans " + std::to_string(sizes.N) +
+             std::to_string(sizes.H) + ", n_prompt_tokens " + std::to_string(sizes.P) + ", top_k " +
+             std::to_string(sizes.K) + ", n_spans " + std::to_string(sizes.N) +
              "): the file is damaged");
     has_rows = h5::attr_exists(f, "record_attention_rows") &&
                h5::read_attr_int(f, "record_attention_rows") != 0;
     has_maps = h5::attr_exists(f, "record_maps") && h5::read_attr_int(f, "record_maps") != 0;
 
     for (const auto& spec : dataset_specs()) {
-        if (!is_present(spec.presence, sizes, has_rows, has_maps)) continue;
+        if (!dataset_present(spec.presence, sizes, has_rows, has_maps)) continue;
         h5::Dataset dset = h5::open_dataset(f, spec.name, H5I_INVALID_HID);
         if (!dset.id.valid() && spec.presence == Presence::kOptional) continue;
         if (!dset.id.valid())
             fail(std::string("missing dataset ") + spec.name + " (required by schema version " +
                  std::to_string(schema_version) + ")");
         if (!class_matches(h5::type_class(dset.id.get()), spec.dtype))
-            fail(std::string("dataset ") + spec.name + " does not hold " + dtype_name(spec.dtype));
+            fail(std::string("dataset ") + spec.name + " does not hold " +
+                 stored_type_name(spec.dtype));
         if (dset.dims.size() != spec.shape.size())
             fail(std::string("dataset ") + spec.name + " has rank " +
                  std::to_string(dset.dims.size()) + ", expected " + shape_string(spec.shape));

@@ -1,8 +1,9 @@
 #pragma once
 // STATUS: stable (additions only from here on)
 // KVScope trace format, schema version 2: the record types the writer takes and the reader
-// returns, and the name, dtype, shape and meaning of every HDF5 dataset. traces/SCHEMA.md is the
-// same contract written for users of h5py / pandas.
+// returns, and the name of every HDF5 dataset. Each dataset's type, shape, units and meaning are
+// written once, in the dataset table (traces/trace_layout.cpp); traces/SCHEMA.md shows that table
+// to users of h5py / pandas (a test keeps the two equal).
 //
 // Axes used in the shapes below:
 //   L = n_layers        (model layers)
@@ -58,117 +59,86 @@ inline constexpr int64_t kMaxMapTokens = 2048;
 //                            run`); 1: step 0 appends the prompt itself (version 2; version 1
 //                            files: run_json extra.prefill_appends_recorded, absent = 0)
 
+// Dataset names, grouped as in the file. Type, shape, units, meaning: trace_layout.cpp.
 namespace ds {
 // ---- /meta -----------------------------------------------------------------------------------
-inline constexpr const char* kRunJson = "/meta/run_json";   // UTF-8 str, scalar: RunMetadata
-inline constexpr const char* kEndJson = "/meta/end_json";   // uint8 [B], UTF-8 JSON of RunEnd;
-                                                            // empty until the run ends
-inline constexpr const char* kComplete = "/meta/complete";  // uint8 scalar, see RunState
-inline constexpr const char* kStepsCommitted = "/meta/steps_committed";  // int64 scalar: S
+inline constexpr const char* kRunJson = "/meta/run_json";
+inline constexpr const char* kEndJson = "/meta/end_json";
+inline constexpr const char* kComplete = "/meta/complete";
+inline constexpr const char* kStepsCommitted = "/meta/steps_committed";
 
 // ---- /tokens: one row per token, prompt first, then one per step ----------------------------
-inline constexpr const char* kTokenIds = "/tokens/ids";                 // int32 [T]
-inline constexpr const char* kTokenRole = "/tokens/role";               // uint8 [T] TokenRole
-inline constexpr const char* kTokenTextOffset = "/tokens/text_offset";  // int64 [T] byte offset
-                                                                        // into text_bytes
-inline constexpr const char* kTokenTextLength = "/tokens/text_length";  // int32 [T] bytes
-inline constexpr const char* kTokenTextBytes = "/tokens/text_bytes";    // uint8 [B] UTF-8 text
-                                                                        // of all pieces, in order
+inline constexpr const char* kTokenIds = "/tokens/ids";
+inline constexpr const char* kTokenRole = "/tokens/role";
+inline constexpr const char* kTokenTextOffset = "/tokens/text_offset";
+inline constexpr const char* kTokenTextLength = "/tokens/text_length";
+inline constexpr const char* kTokenTextBytes = "/tokens/text_bytes";
 
 // ---- /spans: marked spans (needles), fixed at begin ------------------------------------------
-inline constexpr const char* kSpanBegin = "/spans/begin";               // int64 [N] first token
-inline constexpr const char* kSpanEnd = "/spans/end";                   // int64 [N] one past last
-inline constexpr const char* kSpanLabel = "/spans/label";               // UTF-8 str [N]
-inline constexpr const char* kSpanExpected = "/spans/expected_answer";  // UTF-8 str [N], "" = none
-inline constexpr const char* kSpanAnswerFound =
-    "/spans/answer_found";  // int8 [N]: 1 the output
-                            // contains expected_answer, 0 not, -1 unknown
+inline constexpr const char* kSpanBegin = "/spans/begin";
+inline constexpr const char* kSpanEnd = "/spans/end";
+inline constexpr const char* kSpanLabel = "/spans/label";
+inline constexpr const char* kSpanExpected = "/spans/expected_answer";
+inline constexpr const char* kSpanAnswerFound = "/spans/answer_found";
 
 // ---- /prefill: statistics of the prompt forward, per layer ----------------------------------
-inline constexpr const char* kKeyNorm = "/prefill/key_norm";  // float32 [L,H,P] ||k_j||_2
-                                                              // (post-RoPE key of position j)
-inline constexpr const char* kAttnReceived =
-    "/prefill/attn_received";  // float32 [L,H,P]
-                               // column sums: sum over prompt query rows of softmax probability
-inline constexpr const char* kWindowScores =
-    "/prefill/window_scores";  // float32 [L,H,P]
-                               // sum over the last `window_rows` query rows (observation window)
-inline constexpr const char* kDensity = "/prefill/density";  // float32 [L,H] D2O variance of
-                                                             // the column sums of the head
-inline constexpr const char* kDensityLayer = "/prefill/density_layer";  // float32 [L]
-inline constexpr const char* kSpearman =
-    "/prefill/spearman";  // float32 [L,H] Spearman rank
-                          // correlation of -key_norm vs attn_received, in [-1, 1]
-inline constexpr const char* kNormAttnArea =
-    "/prefill/norm_attn_area";  // float32 [L,H] area
-                                // between the "drop by highest norm" and "drop by lowest
-                                // attention" attention-loss curves (L2-norm paper's ALR), >= 0
-inline constexpr const char* kWindowRows = "/prefill/window_rows";  // int64 [L] rows summed
-                                                                    // in window_scores
-inline constexpr const char* kLayerDone = "/prefill/layer_done";    // uint8 [L] 1 = layer written
-inline constexpr const char* kMaps =
-    "/prefill/maps";  // float32 [L,H,P,P] softmax attention,
-                      // row = query, col = key (only with record_maps, P <= 2048)
+inline constexpr const char* kKeyNorm = "/prefill/key_norm";
+inline constexpr const char* kAttnReceived = "/prefill/attn_received";
+inline constexpr const char* kWindowScores = "/prefill/window_scores";
+inline constexpr const char* kDensity = "/prefill/density";
+inline constexpr const char* kDensityLayer = "/prefill/density_layer";
+inline constexpr const char* kSpearman = "/prefill/spearman";
+inline constexpr const char* kNormAttnArea = "/prefill/norm_attn_area";
+inline constexpr const char* kWindowRows = "/prefill/window_rows";
+inline constexpr const char* kLayerDone = "/prefill/layer_done";
+inline constexpr const char* kMaps = "/prefill/maps";
 
 // ---- /steps: one row per step ----------------------------------------------------------------
-inline constexpr const char* kStepTokenId = "/steps/token_id";            // int32 [S] sampled id
-inline constexpr const char* kStepTopkIds = "/steps/topk_ids";            // int32 [S,K], -1 pad
-inline constexpr const char* kStepTopkLogprobs = "/steps/topk_logprobs";  // float32 [S,K] nats
-inline constexpr const char* kStepEntropy = "/steps/entropy";             // float32 [S] nats
-inline constexpr const char* kStepBytesHeld = "/steps/bytes_held";        // int64 [S,L] KV bytes
-                                                                          // held after the step
-inline constexpr const char* kStepTimeMs = "/steps/time_ms";              // float32 [S] wall ms
-inline constexpr const char* kStepEventBegin = "/steps/event_begin";      // int64 [S] first row in
-                                                                          // /events of the step
-inline constexpr const char* kStepEventCount = "/steps/event_count";      // int64 [S]
-inline constexpr const char* kStepBudget = "/steps/budget";  // int32 [S,L,H] target tokens per
-                                                             // cache head after the step, -1 none
-inline constexpr const char* kStepNeedleSurvival =
-    "/steps/needle_survival";  // float32
-                               // [S,N,L,H] fraction of the span's tokens still held (any
-                               // precision; merged-away tokens count 0). Only when N > 0.
+inline constexpr const char* kStepTokenId = "/steps/token_id";
+inline constexpr const char* kStepTopkIds = "/steps/topk_ids";
+inline constexpr const char* kStepTopkLogprobs = "/steps/topk_logprobs";
+inline constexpr const char* kStepEntropy = "/steps/entropy";
+inline constexpr const char* kStepBytesHeld = "/steps/bytes_held";
+inline constexpr const char* kStepTimeMs = "/steps/time_ms";
+inline constexpr const char* kStepEventBegin = "/steps/event_begin";
+inline constexpr const char* kStepEventCount = "/steps/event_count";
+inline constexpr const char* kStepBudget = "/steps/budget";
+inline constexpr const char* kStepNeedleSurvival = "/steps/needle_survival";
 
 // ---- /events: one row per cache operation; step-major, (layer, head)-sorted within a step ---
-inline constexpr const char* kEvStep = "/events/step";                // int32 [E]
-inline constexpr const char* kEvLayer = "/events/layer";              // int16 [E]
-inline constexpr const char* kEvHead = "/events/head";                // int16 [E]
-inline constexpr const char* kEvOp = "/events/op";                    // uint8 [E] CacheOp
-inline constexpr const char* kEvPosition = "/events/position";        // int32 [E] token position
-inline constexpr const char* kEvDestination =
-    "/events/destination";  // int32 [E] append: slot written; merge: destination slot after
-                            // the op; evict, quantize, demote: -1 (version 1: their slot)
-inline constexpr const char* kEvWeight = "/events/weight";            // float32 [E] merge weight
-inline constexpr const char* kEvSimilarity = "/events/similarity";    // float32 [E]
-inline constexpr const char* kEvThreshold = "/events/threshold";      // float32 [E]
-inline constexpr const char* kEvBits = "/events/bits";                // int8 [E] bits after op
-inline constexpr const char* kEvSlot = "/events/slot";  // int32 [E] slot before the op (append:
-                                                        // the new slot), -1 unknown
-inline constexpr const char* kEvDstPosition =
-    "/events/dst_position";                             // int32 [E] merge: token
-                                                        // position of the destination, else -1
-inline constexpr const char* kEvPart = "/events/part";  // uint8 [E] 0 keys, 1 values, 2 both
-inline constexpr const char* kEvLhBegin = "/events/lh_begin";  // int64 [S,L,H] first row of the
-                                                               // (step, layer, head) group
-inline constexpr const char* kEvLhCount = "/events/lh_count";  // int32 [S,L,H] rows in group
+inline constexpr const char* kEvStep = "/events/step";
+inline constexpr const char* kEvLayer = "/events/layer";
+inline constexpr const char* kEvHead = "/events/head";
+inline constexpr const char* kEvOp = "/events/op";
+inline constexpr const char* kEvPosition = "/events/position";
+inline constexpr const char* kEvDestination = "/events/destination";
+inline constexpr const char* kEvWeight = "/events/weight";
+inline constexpr const char* kEvSimilarity = "/events/similarity";
+inline constexpr const char* kEvThreshold = "/events/threshold";
+inline constexpr const char* kEvBits = "/events/bits";
+inline constexpr const char* kEvSlot = "/events/slot";
+inline constexpr const char* kEvDstPosition = "/events/dst_position";
+inline constexpr const char* kEvPart = "/events/part";
+inline constexpr const char* kEvLhBegin = "/events/lh_begin";
+inline constexpr const char* kEvLhCount = "/events/lh_count";
 
 // ---- /attention_rows: decode attention rows, sparse over positions (record_attention_rows) --
-inline constexpr const char* kRowPosition = "/attention_rows/position";  // int32 [V]
-inline constexpr const char* kRowValue = "/attention_rows/value";        // float32 [V] prob.
-inline constexpr const char* kRowBegin = "/attention_rows/begin";  // int64 [S,L,H] first entry
-inline constexpr const char* kRowCount = "/attention_rows/count";  // int32 [S,L,H] entries
+inline constexpr const char* kRowPosition = "/attention_rows/position";
+inline constexpr const char* kRowValue = "/attention_rows/value";
+inline constexpr const char* kRowBegin = "/attention_rows/begin";
+inline constexpr const char* kRowCount = "/attention_rows/count";
 
 // ---- /summary: per-head counts after each step (optional: writers since issue 18) ----------
 // The counts the views rebuild from /events (traces/head_counts.h), so an overview of every
 // (layer, head) reads [L,H] numbers per step instead of every event. Readers use them when
 // present and replay events otherwise.
-inline constexpr const char* kSumAppended = "/summary/appended";   // int32 [S,L,H] tokens ever
-                                                                   // appended (or changed)
-inline constexpr const char* kSumHeld = "/summary/held";           // int32 [S,L,H] tokens held
-inline constexpr const char* kSumHeldBits = "/summary/held_bits";  // int64 [S,L,H] Σ bits held
-inline constexpr const char* kSumMerged = "/summary/merged";       // int32 [S,L,H] merges so far
-inline constexpr const char* kSumEvicted = "/summary/evicted";     // int32 [S,L,H] evictions
-// uint8 [L,H,P] state code (token_state_code.h) of every prompt token after step 0, so a view of
-// every token's precision reads one row per (layer, head) instead of replaying the prefill's events
+inline constexpr const char* kSumAppended = "/summary/appended";
+inline constexpr const char* kSumHeld = "/summary/held";
+inline constexpr const char* kSumHeldBits = "/summary/held_bits";
+inline constexpr const char* kSumMerged = "/summary/merged";
+inline constexpr const char* kSumEvicted = "/summary/evicted";
+// State code (token_state_code.h) of every prompt token after step 0, so a view of every token's
+// precision reads one row per (layer, head) instead of replaying the prefill's events.
 inline constexpr const char* kSumPromptState = "/summary/prompt_state";
 }  // namespace ds
 

@@ -15,7 +15,7 @@ constexpr hsize_t kBlockBytes = hsize_t{16} << 20;
 // a slab within kBlockBytes, the axes after it whole. sample: only the first and last slab.
 void walk_dataset(const std::string& name, const h5::Dataset& dset, bool sample) {
     const DatasetSpec& spec = dataset_spec(name);
-    if (spec.dtype == Dtype::kString) return;  // read (all of it) by open()
+    if (spec.dtype == StoredType::kString) return;  // read (all of it) by open()
     const hid_t type = native_hdf5_type(spec.dtype);
     const hsize_t elem = H5Tget_size(type);
     const h5::Dims& dims = dset.dims;

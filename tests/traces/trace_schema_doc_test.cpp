@@ -1,7 +1,9 @@
-// SCHEMA.md documents every dataset of the layout table with its dtype, shape and units, and
+// SCHEMA.md's dataset tables are the layout table (trace_layout.cpp) row for row, and it documents
 // every root attribute; the JSON forms of the metadata records round-trip.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -19,19 +21,35 @@ std::vector<std::string> schema_lines() {
     return lines;
 }
 
-TEST(TraceSchemaDoc, EveryDatasetIsDocumented) {
+// Each dataset row of SCHEMA.md is exactly schema_doc_row() of the layout table, in the table's
+// order, and SCHEMA.md has no dataset row the table lacks. On a mismatch the message holds the
+// row to paste into SCHEMA.md.
+TEST(TraceSchemaDoc, DatasetRowsAreTheLayoutTable) {
     const auto lines = schema_lines();
-    for (const auto& spec : dataset_specs()) {
-        const std::string name = std::string("`") + spec.name + "`";
-        auto it = std::find_if(lines.begin(), lines.end(), [&](const std::string& l) {
-            return l.rfind("| " + name + " |", 0) == 0;
-        });
-        ASSERT_NE(it, lines.end()) << "SCHEMA.md has no table row for " << spec.name;
-        EXPECT_NE(it->find(std::string("| ") + dtype_name(spec.dtype) + " |"), std::string::npos)
-            << *it;
-        EXPECT_NE(it->find("| " + shape_string(spec.shape) + " |"), std::string::npos) << *it;
-        EXPECT_NE(it->find(std::string("| ") + spec.units + " |"), std::string::npos) << *it;
+    std::vector<std::string> doc_rows;  // table rows naming a dataset, in "## Datasets"
+    bool in_datasets = false;
+    for (const auto& l : lines) {
+        if (l.rfind("## ", 0) == 0) in_datasets = l == "## Datasets";
+        if (in_datasets && l.rfind("| `/", 0) == 0) doc_rows.push_back(l);
     }
+    ASSERT_FALSE(doc_rows.empty()) << "SCHEMA.md has no dataset rows under \"## Datasets\"";
+    std::vector<std::string> want;
+    for (const auto& spec : dataset_specs()) want.push_back(schema_doc_row(spec));
+    for (const auto& row : want) {
+        const std::string key = row.substr(0, row.find(" |", 2) + 2);  // "| `/group/name` |"
+        auto it = std::find_if(doc_rows.begin(), doc_rows.end(),
+                               [&](const std::string& l) { return l.rfind(key, 0) == 0; });
+        ASSERT_NE(it, doc_rows.end()) << "SCHEMA.md has no row for this dataset; add\n" << row;
+        EXPECT_EQ(*it, row) << "SCHEMA.md's row differs from the layout table (trace_layout.cpp)";
+    }
+    for (const auto& l : doc_rows)
+        EXPECT_NE(std::find(want.begin(), want.end(), l), want.end())
+            << "SCHEMA.md row not in the layout table (trace_layout.cpp): " << l;
+    EXPECT_EQ(doc_rows, want) << "SCHEMA.md lists the datasets in another order than the table";
+}
+
+TEST(TraceSchemaDoc, EveryRootAttributeIsDocumented) {
+    const auto lines = schema_lines();
     for (const char* attr : {"format", "schema_version", "software_version", "created_utc",
                              "n_layers", "n_heads", "n_prompt_tokens", "top_k", "n_spans",
                              "record_attention_rows", "record_maps", "prefill_appends"}) {
