@@ -6,7 +6,7 @@
 #include <cstdio>
 #include <fstream>
 
-#include "core/model/error.h"
+#include "core/error.h"
 
 namespace kvscope::trace {
 

@@ -9,7 +9,7 @@
 #include <cstring>
 #include <system_error>
 
-#include "core/model/error.h"
+#include "core/error.h"
 
 namespace kvscope::trace {
 

@@ -22,7 +22,7 @@
 #include <tuple>
 #include <vector>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "traces/trace_reader.h"
 
 extern char** environ;

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "traces/hdf5_io.h"
 #include "traces/trace_layout.h"
 #include "traces/trace_reader.h"

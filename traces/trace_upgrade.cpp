@@ -7,7 +7,7 @@
 #include <system_error>
 #include <vector>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "kvscope_version.h"
 #include "traces/trace_reader.h"
 #include "traces/trace_writer.h"

@@ -12,7 +12,7 @@
 #include <thread>
 #include <variant>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "kvscope_version.h"
 #include "traces/trace_file_writer.h"
 #include "traces/trace_output.h"

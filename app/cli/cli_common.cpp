@@ -9,7 +9,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "traces/trace_output.h"
 
 namespace kvscope::cli {

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/model/model.h"
 #include "core/tokenizer/tokenizer.h"
 #include "kernels/backend.h"

@@ -25,7 +25,7 @@
 #include "app/recorder/run_setup.h"
 #include "core/cache/kv_cache.h"
 #include "core/engine/engine.h"
-#include "core/model/error.h"
+#include "core/error.h"
 #include "traces/trace_writer.h"
 
 namespace kvscope::cli {

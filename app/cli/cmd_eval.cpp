@@ -22,7 +22,7 @@
 #include "app/cli/policy_flags.h"
 #include "core/engine/engine.h"
 #include "core/engine/sampler.h"
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/scenarios/haystack.h"
 #include "core/scenarios/needle_templates.h"
 #include "core/scenarios/scenario.h"

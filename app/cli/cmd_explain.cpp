@@ -20,7 +20,7 @@
 #include "app/cli/trace_rerun.h"
 #include "app/cli/command.h"
 #include "app/recorder/live_session.h"
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/whatif/explain_policy.h"
 #include "traces/trace_reader.h"
 

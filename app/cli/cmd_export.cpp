@@ -7,7 +7,7 @@
 
 #include "app/cli/cli_common.h"
 #include "app/cli/command.h"
-#include "core/model/error.h"
+#include "core/error.h"
 #include "traces/trace_csv_export.h"
 #include "traces/trace_reader.h"
 

@@ -10,7 +10,7 @@
 #include "core/cache/kv_cache.h"
 #include "core/engine/engine.h"
 #include "core/engine/sampler.h"
-#include "core/model/error.h"
+#include "core/error.h"
 
 namespace kvscope::cli {
 namespace {

@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "app/cli/command.h"
-#include "core/model/error.h"
+#include "core/error.h"
 #include "traces/trace_reader.h"
 
 namespace kvscope::cli {

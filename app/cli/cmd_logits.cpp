@@ -8,7 +8,7 @@
 #include "app/cli/command.h"
 #include "core/engine/engine.h"
 #include "core/engine/sampler.h"
-#include "core/model/error.h"
+#include "core/error.h"
 
 namespace kvscope::cli {
 namespace {

@@ -15,7 +15,7 @@
 #include "app/cli/cli_common.h"
 #include "app/cli/command.h"
 #include "app/recorder/niah_sweep.h"
-#include "core/model/error.h"
+#include "core/error.h"
 
 namespace kvscope::cli {
 namespace {

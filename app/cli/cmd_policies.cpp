@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "app/cli/command.h"
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/policies/registry.h"
 
 namespace kvscope::cli {

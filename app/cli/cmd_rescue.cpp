@@ -13,7 +13,7 @@
 #include "app/cli/command.h"
 #include "app/cli/trace_rerun.h"
 #include "app/recorder/rescue.h"
-#include "core/model/error.h"
+#include "core/error.h"
 #include "traces/trace_reader.h"
 
 namespace kvscope::cli {

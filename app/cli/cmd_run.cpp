@@ -18,7 +18,7 @@
 #include "core/cache/kv_cache.h"
 #include "core/engine/engine.h"
 #include "core/engine/sampler.h"
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/policies/registry.h"
 #include "core/scenarios/haystack.h"
 #include "core/scenarios/scenario.h"

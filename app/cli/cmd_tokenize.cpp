@@ -5,7 +5,7 @@
 
 #include "app/cli/cli_common.h"
 #include "app/cli/command.h"
-#include "core/model/error.h"
+#include "core/error.h"
 
 namespace kvscope::cli {
 namespace {

@@ -10,7 +10,7 @@
 
 #include "app/cli/cli_common.h"
 #include "app/cli/command.h"
-#include "core/model/error.h"
+#include "core/error.h"
 #include "traces/trace_schema.h"
 #include "traces/trace_upgrade.h"
 

@@ -17,7 +17,7 @@
 #include "app/cli/command.h"
 #include "app/recorder/live_session.h"
 #include "app/recorder/prefill_state_file.h"
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/policies/registry.h"
 #include "traces/trace_reader.h"
 

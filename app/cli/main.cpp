@@ -15,7 +15,7 @@
 
 #include "app/cli/cli_common.h"
 #include "app/cli/command.h"
-#include "core/model/error.h"
+#include "core/error.h"
 #include "kvscope_version.h"
 #include "traces/trace_probe.h"
 

@@ -1,6 +1,6 @@
 #include "app/cli/trace_rerun.h"
 
-#include "core/model/error.h"
+#include "core/error.h"
 
 namespace kvscope::cli {
 

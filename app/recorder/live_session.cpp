@@ -5,7 +5,7 @@
 #include <sstream>
 
 #include "core/cache/kv_cache.h"
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/whatif/force_keep.h"
 #include "core/policies/registry.h"
 #include "traces/trace_writer.h"

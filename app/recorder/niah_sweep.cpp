@@ -10,7 +10,7 @@
 #include <sstream>
 
 #include "app/recorder/live_session.h"
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/policies/registry.h"
 #include "core/scenarios/haystack.h"
 

@@ -6,7 +6,7 @@
 
 #include "core/cache/kv_cache.h"
 #include "core/engine/engine_cache_bridge.h"
-#include "core/model/error.h"
+#include "core/error.h"
 #include "traces/hdf5_io.h"
 #include "traces/trace_output.h"
 

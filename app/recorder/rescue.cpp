@@ -3,7 +3,7 @@
 #include <cstdio>
 #include <numeric>
 
-#include "core/model/error.h"
+#include "core/error.h"
 
 namespace kvscope::record {
 

@@ -5,7 +5,7 @@
 #include <filesystem>
 
 #include "core/engine/sampler.h"
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/policies/param_schema.h"
 #include "core/scenarios/haystack.h"
 #include "core/scenarios/scenario.h"

@@ -6,7 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/model/error.h"
+#include "core/error.h"
 
 namespace kvscope::studio {
 

@@ -8,7 +8,7 @@
 #include <filesystem>
 #include <memory>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "traces/trace_reader.h"
 
 namespace kvscope::studio {

@@ -23,7 +23,7 @@
 #undef signals
 #include "app/recorder/live_session.h"
 #include "app/recorder/rescue.h"
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/model/model.h"
 #include "core/tokenizer/tokenizer.h"
 #include "core/whatif/explain_policy.h"

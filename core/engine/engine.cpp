@@ -13,7 +13,7 @@
 #include "core/engine/engine_cache_bridge.h"
 #include "core/engine/engine_internal.h"
 #include "core/engine/rope_freqs.h"
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/policies/plan.h"
 #include "core/policies/policy.h"
 
@@ -90,17 +90,21 @@ Engine::~Engine() {
     }
 }
 
+void StatsRequest::add(const PolicyNeeds& nd) {
+    colsum = colsum || nd.colsum;
+    window = std::max<int64_t>(window, nd.window_rows());
+    key_norms = key_norms || nd.key_norms;
+    step_rows = step_rows || nd.step_rows;
+    query_absmax = query_absmax || nd.query_absmax;
+}
+
 void Engine::set_policy(Policy* policy) {
     policy_ = policy;
     req_ = opts_.stats;
     cache_->set_store_prerope(false);
     if (policy_) {
         const PolicyNeeds nd = policy_->needs();
-        req_.colsum = req_.colsum || nd.colsum;
-        req_.window = std::max<int64_t>({req_.window, nd.window, nd.last_row ? 1 : 0});
-        req_.key_norms = req_.key_norms || nd.key_norms;
-        req_.step_rows = req_.step_rows || nd.step_rows;
-        req_.query_absmax = req_.query_absmax || nd.query_absmax;
+        req_.add(nd);
         cache_->set_store_prerope(nd.prerope_keys);
     }
     install_rotate(*cache_, spec(), inv_freq_, wants_control());

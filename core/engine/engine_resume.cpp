@@ -8,7 +8,7 @@
 #include "core/engine/engine.h"
 #include "core/engine/engine_cache_bridge.h"
 #include "core/engine/prefill_state.h"
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/policies/policy.h"
 
 namespace kvscope {
@@ -60,7 +60,7 @@ std::string Engine::resume_blocker(const PrefillState& st, const Policy* policy)
         return who + " needs key norms the snapshot lacks";
     if (nd.query_absmax && !st.computed.query_absmax)
         return who + " needs query maxima the snapshot lacks";
-    const int64_t want = std::max<int64_t>(nd.window, nd.last_row ? 1 : 0);
+    const int64_t want = nd.window_rows();
     if (want > st.window_rows() && st.window_rows() < st.prompt_len())
         return who + " observes the last " + std::to_string(want) +
                " prompt queries; the snapshot holds " + std::to_string(st.window_rows());

@@ -5,7 +5,7 @@
 #include <cmath>
 #include <string>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/model/json_fields.h"
 #include "core/model/model_spec.h"
 

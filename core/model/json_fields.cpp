@@ -6,7 +6,7 @@
 #include <iterator>
 #include <sstream>
 
-#include "core/model/error.h"
+#include "core/error.h"
 
 namespace kvscope {
 

@@ -7,7 +7,7 @@
 #include <fstream>
 #include <vector>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/model/json_fields.h"
 #include "core/model/weight_layout.h"
 

@@ -6,7 +6,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/model/weights.h"
 
 namespace kvscope {

@@ -7,7 +7,7 @@
 #include <map>
 #include <set>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/model/json_fields.h"
 #include "core/model/llama2c_checkpoint.h"
 #include "core/model/model.h"

@@ -2,7 +2,7 @@
 
 #include <memory>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/model/json_fields.h"
 
 namespace kvscope {

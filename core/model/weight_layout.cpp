@@ -3,7 +3,7 @@
 #include <map>
 #include <set>
 
-#include "core/model/error.h"
+#include "core/error.h"
 
 namespace kvscope {
 

@@ -1,6 +1,6 @@
 #include <cstring>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/model/weights.h"
 
 namespace kvscope {

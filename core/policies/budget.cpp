@@ -5,7 +5,7 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "core/model/error.h"
+#include "core/error.h"
 
 namespace kvscope {
 

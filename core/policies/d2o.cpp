@@ -5,7 +5,8 @@
 // Official code: github.com/AIoT-MLSys-Lab/D2O (LLM_merge_new/LMEval_kv_token_merge/
 //        modeling_llama3_7b_13b_d2o.py: D2O_LayerKVCache; modeling_llama3_new.py: layer budgets).
 //
-// Rule as in the official code (policies.md §1.2):
+// Rule as in the official code (D2O has no independent reference implementation yet:
+// docs/policy_reference.md, "Limits"; its tests are the hand-computed cases in tests/policies):
 //   prefill: nothing is evicted. Per layer, F_l = attention density of the prompt column sums
 //     (core/probes/attention_density.h: unbiased variance per query head, min-max across the
 //     heads, head mean). The column sums seed the cumulative scores S.
@@ -25,7 +26,7 @@
 //     merge = code  (default):  k_c <- (k_c + sum_e u_e k_e) / (1 + |E_c|), same weights for v
 //     merge = paper: k_c <- w_c k_c + sum_e w_e k_e, w_e = exp(u_e) / Z, w_c = e / Z,
 //                    Z = sum_e exp(u_e) + e  (e = Euler's number: the kept token's own
-//                    similarity 1 inside the softmax, our reading of ICLR Eq. 11, §1.3).
+//                    similarity 1 inside the softmax, our reading of the ICLR version's Eq. 11).
 //   The kept token's score is unchanged by a merge; evicted tokens' scores are dropped.
 //
 // Defaults: budget ratio rho given by --ratio (README: 0.2 = hh 0.1 + recent 0.1, so hh_share
@@ -47,7 +48,7 @@
 //    F_l is computed over all query heads of the layer (as the code).
 //  * Ties (scores, cosine argmax) go to the lower slot. A zero key has cosine 0 to everything.
 //  * The code's recall test mixes different tokens across heads at the bulk first eviction
-//    (index-wise head mean, policies.md §1.2 step 12); KVScope reproduces it as is.
+//    (the index-wise head mean of the recall rule above); KVScope reproduces it as is.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -55,8 +56,9 @@
 #include <stdexcept>
 #include <string>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/policies/builtin_policies.h"
+#include "core/policies/cumulative_scores.h"
 #include "core/policies/selection.h"
 #include "core/probes/attention_density.h"
 
@@ -66,68 +68,63 @@ namespace {
 
 const PolicyInfo& d2o_info() {
     static const PolicyInfo info{
-        "d2o",
-        "D2O",
-        "D2O: Dynamic Discriminative Operations for Efficient "
-        "Long-Context Inference of Large Language Models",
-        "2406.13035",
-        "github.com/AIoT-MLSys-Lab/D2O",
-        Regime::decode_continuous,
-        true,
-        "ICLR 2025",
-        "per-layer budgets from attention density, H2O-style eviction inside a layer; an evicted "
-        "token similar enough to a kept one is merged into it instead of being dropped",
-        "accumulated attention",
-        RulePicture::merge};
+        .name = "d2o",
+        .full_name = "D2O",
+        .paper =
+            "D2O: Dynamic Discriminative Operations for Efficient "
+            "Long-Context Inference of Large Language Models",
+        .arxiv = "2406.13035",
+        .code = "github.com/AIoT-MLSys-Lab/D2O",
+        .regime = Regime::decode_continuous,
+        .venue = "ICLR 2025",
+        .rule =
+            "per-layer budgets from attention density, H2O-style eviction inside a layer; an "
+            "evicted "
+            "token similar enough to a kept one is merged into it instead of being dropped",
+        .score_name = "accumulated attention",
+        .picture = RulePicture::merge};
     return info;
 }
 
 ParamSchema d2o_schema() {
     return {
-        ParamSpec{"hh_share",
-                  ParamType::float_,
-                  0.5,
-                  0.0,
-                  1.0,
-                  {},
-                  "share of each layer's budget for heavy hitters (sinks included); the rest is "
-                  "the recent window (README 0.1 + 0.1 -> 0.5; paper ablation 3:1 -> 0.75)"},
-        ParamSpec{"sinks",
-                  ParamType::int_,
-                  int64_t{4},
-                  0.0,
-                  std::nullopt,
-                  {},
-                  "first tokens always kept as heavy hitters"},
-        ParamSpec{"alpha",
-                  ParamType::float_,
-                  0.5,
-                  0.0,
-                  1.0,
-                  {},
-                  "EMA weight of the old threshold: tau <- alpha * tau + beta * mean(u)"},
-        ParamSpec{"beta",
-                  ParamType::float_,
-                  0.5,
-                  0.0,
-                  1.0,
-                  {},
-                  "EMA weight of this step's mean nearest-neighbour cosine"},
-        ParamSpec{"protected_layers",
-                  ParamType::int_list,
-                  std::vector<int64_t>{0, 1, -1},
-                  -4096.0,
-                  4096.0,
-                  {},
-                  "layers never compressed (negative = from the end; code: 0,1,-1)"},
-        ParamSpec{"merge",
-                  ParamType::enum_,
-                  std::string("code"),
-                  std::nullopt,
-                  std::nullopt,
-                  {"code", "paper"},
-                  "merge weights: code = (k_c + sum u k_e) / (1 + m); paper = softmax with "
-                  "self-weight e"},
+        ParamSpec{
+            .name = "hh_share",
+            .type = ParamType::float_,
+            .default_value = 0.5,
+            .min = 0.0,
+            .max = 1.0,
+            .help = "share of each layer's budget for heavy hitters (sinks included); the rest is "
+                    "the recent window (README 0.1 + 0.1 -> 0.5; paper ablation 3:1 -> 0.75)"},
+        ParamSpec{.name = "sinks",
+                  .type = ParamType::int_,
+                  .default_value = int64_t{4},
+                  .min = 0.0,
+                  .help = "first tokens always kept as heavy hitters"},
+        ParamSpec{.name = "alpha",
+                  .type = ParamType::float_,
+                  .default_value = 0.5,
+                  .min = 0.0,
+                  .max = 1.0,
+                  .help = "EMA weight of the old threshold: tau <- alpha * tau + beta * mean(u)"},
+        ParamSpec{.name = "beta",
+                  .type = ParamType::float_,
+                  .default_value = 0.5,
+                  .min = 0.0,
+                  .max = 1.0,
+                  .help = "EMA weight of this step's mean nearest-neighbour cosine"},
+        ParamSpec{.name = "protected_layers",
+                  .type = ParamType::int_list,
+                  .default_value = std::vector<int64_t>{0, 1, -1},
+                  .min = -4096.0,
+                  .max = 4096.0,
+                  .help = "layers never compressed (negative = from the end; code: 0,1,-1)"},
+        ParamSpec{.name = "merge",
+                  .type = ParamType::enum_,
+                  .default_value = std::string("code"),
+                  .choices = {"code", "paper"},
+                  .help = "merge weights: code = (k_c + sum u k_e) / (1 + m); paper = softmax with "
+                          "self-weight e"},
         gqa_param_spec("mean"),
     };
 }
@@ -182,13 +179,8 @@ class D2OPolicy final : public Policy {
             for (const HeadScores& hs : ls.heads) {
                 if (hs.colsum.empty())
                     throw std::invalid_argument("d2o: the view has no prompt column sums");
-                HeadState& h = st.heads[static_cast<size_t>(hs.kv_head)];
-                h.pos.assign(hs.positions.begin(), hs.positions.end());
-                h.acc.clear();
-                for (const auto& c : hs.colsum) {
-                    h.acc.push_back(to_scores(c));
-                    colsums.emplace_back(c.begin(), c.end());
-                }
+                st.heads[static_cast<size_t>(hs.kv_head)].seed(hs);
+                for (const auto& c : hs.colsum) colsums.emplace_back(c.begin(), c.end());
             }
             st.density = layer_attention_density(colsums).density;
             plan.notes.push_back(LayerNote{ls.layer, "d2o_density", st.density});
@@ -206,11 +198,9 @@ class D2OPolicy final : public Policy {
             for (const HeadScores& hs : ls.heads) {
                 if (hs.step_row.empty())
                     throw std::invalid_argument("d2o: the view has no decode attention rows");
-                HeadState& h = st.heads[static_cast<size_t>(hs.kv_head)];
-                realign(h, hs);
-                for (size_t q = 0; q < hs.step_row.size(); ++q)
-                    for (size_t j = 0; j < h.pos.size(); ++j)
-                        h.acc[q][j] += static_cast<double>(hs.step_row[q][j]);
+                CumulativeScores& h = st.heads[static_cast<size_t>(hs.kv_head)];
+                h.realign(hs);
+                h.add_step_rows(hs);
                 plan.at(ls.layer, hs.kv_head).budget = st.C;
             }
             if (ls.heads.front().n() > st.C) evict_and_merge(view, ls, st, plan);
@@ -219,10 +209,6 @@ class D2OPolicy final : public Policy {
     }
 
   private:
-    struct HeadState {
-        std::vector<int64_t> pos;  // [n] positions the scores belong to
-        std::vector<Scores> acc;   // [g][n] cumulative attention per query head
-    };
     struct LayerState {
         bool protect = false;
         double density = 0.0;  // F_l
@@ -230,7 +216,7 @@ class D2OPolicy final : public Policy {
         int64_t C = 0, HH = 0, R = 0;
         double tau = 0.0;
         bool has_tau = false;
-        std::vector<HeadState> heads;
+        std::vector<CumulativeScores> heads;  // [n_kv_heads] S per query head, by position
     };
 
     LayerState& layer(int64_t l) {
@@ -239,7 +225,7 @@ class D2OPolicy final : public Policy {
         return layers_[static_cast<size_t>(l)];
     }
 
-    // policies.md §1.2 steps 5-7, once, at the first decode step.
+    // The "first decode step" rule of the header (w, r_l, C_l, R_l, HH_l), once.
     void compute_budgets(Plan& plan) {
         const int64_t L = static_cast<int64_t>(layers_.size());
         const int64_t n = prompt_len() + 1;
@@ -276,20 +262,8 @@ class D2OPolicy final : public Policy {
         budgets_ready_ = true;
     }
 
-    static void realign(HeadState& st, const HeadScores& hs) {
-        const size_t g = std::max(hs.step_row.size(), st.acc.size());
-        std::vector<Scores> acc(g, Scores(hs.positions.size(), 0.0));
-        size_t i = 0;
-        for (size_t j = 0; j < hs.positions.size(); ++j) {
-            while (i < st.pos.size() && st.pos[i] < hs.positions[j]) ++i;
-            if (i < st.pos.size() && st.pos[i] == hs.positions[j])
-                for (size_t q = 0; q < st.acc.size(); ++q) acc[q][j] = st.acc[q][i];
-        }
-        st.pos.assign(hs.positions.begin(), hs.positions.end());
-        st.acc = std::move(acc);
-    }
-
-    // Steps 9-13 for one layer (every KV head holds n > C slots).
+    // The "every decode step" rule of the header for one layer (every KV head holds n > C slots):
+    // eviction, tau, the recall test, merges.
     void evict_and_merge(const ScoreView& view, const LayerScores& ls, LayerState& st, Plan& plan) {
         const int64_t d = view.head_dim;
         struct HeadWork {
@@ -306,7 +280,7 @@ class D2OPolicy final : public Policy {
             if (n != ls.heads.front().n())
                 throw std::invalid_argument("d2o: KV heads of a layer hold different counts");
             if (hs.keys.empty()) throw std::invalid_argument("d2o: the view has no keys");
-            const HeadState& h = st.heads[static_cast<size_t>(hs.kv_head)];
+            const CumulativeScores& h = st.heads[static_cast<size_t>(hs.kv_head)];
             HeadWork& wk = work[hi];
             const int64_t R = std::min(st.R, n);
             const int64_t ncand = n - R;
@@ -321,9 +295,8 @@ class D2OPolicy final : public Policy {
                     if (j < s || j >= n - R)
                         sc[static_cast<size_t>(j)] = std::numeric_limits<double>::infinity();
                 note_scores(ls.layer, hs.kv_head, view.step, hs.positions, std::move(sc),
-                            std::string("D2O: attention received, accumulated, ") +
-                                gqa_name(gqa_) + " over the group (layer budget " +
-                                std::to_string(st.HH + R) +
+                            std::string("D2O: attention received, accumulated, ") + gqa_name(gqa_) +
+                                " over the group (layer budget " + std::to_string(st.HH + R) +
                                 "); sinks and recent tokens kept; dropped tokens merge into "
                                 "their most similar kept token");
             }
@@ -384,15 +357,7 @@ class D2OPolicy final : public Policy {
                 hp.merges.push_back(std::move(op));
             }
             hp.keep = wk.keep;
-            HeadState& h = st.heads[static_cast<size_t>(hs.kv_head)];
-            HeadState kept;
-            for (int64_t s : wk.keep) kept.pos.push_back(h.pos[static_cast<size_t>(s)]);
-            for (const Scores& a : h.acc) {
-                Scores k2;
-                for (int64_t s : wk.keep) k2.push_back(a[static_cast<size_t>(s)]);
-                kept.acc.push_back(std::move(k2));
-            }
-            h = std::move(kept);
+            st.heads[static_cast<size_t>(hs.kv_head)].keep_only(wk.keep);
         }
     }
 

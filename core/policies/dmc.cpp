@@ -5,7 +5,7 @@
 //        triton.py, inference.py, arguments.py).
 //
 // mode = checkpoint (DMC proper; only meaningful for a DMC-retrofitted checkpoint), per layer,
-// KV head and token t (policies.md §2.1):
+// KV head and token t (not in the reference-agreement table: docs/policy_reference.md, "Limits"):
 //   alpha_t = [k_t[d-1] - init_val > 0]             raw pre-RoPE key, last channel (merge?)
 //   omega_t = sigmoid(mean_g q_t[d-1] + init_val) + eps   raw pre-RoPE queries of the group,
 //                                                    eps = 2^-7 (bf16 epsilon, as the code)
@@ -15,8 +15,8 @@
 //   (older contributions leave the ring buffer), key averaged pre-RoPE and rotated at the newest
 //   token's position (the slot moves to that position).
 //
-// mode = proxy — NOT DMC: a training-free imitation for vanilla models (policies.md §2.5 item 2,
-// our proposal, not from the paper). omega = 1; alpha_t = 1 iff the open group has fewer than
+// mode = proxy — NOT DMC: a training-free imitation for vanilla models (our proposal,
+// not from the paper). omega = 1; alpha_t = 1 iff the open group has fewer than
 // `window` tokens and cos(k_t, mean pre-RoPE key of the group) >= theta_h, where theta_h (per
 // layer and KV head) tracks the target merge rate p* = 1 - 1/cr with a Robbins-Monro quantile
 // update after every token: theta_h <- clamp(theta_h + theta_lr * (alpha_t - p*), -1, 1).
@@ -47,8 +47,9 @@
 #include <stdexcept>
 #include <string>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/policies/builtin_policies.h"
+#include "core/policies/per_head_state.h"
 #include "core/policies/selection.h"
 
 namespace kvscope {
@@ -59,69 +60,65 @@ constexpr double kOmegaEps = 0.0078125;  // torch.finfo(torch.bfloat16).eps
 
 const PolicyInfo& dmc_info() {
     static const PolicyInfo info{
-        "dmc",
-        "DMC",
-        "Dynamic Memory Compression: Retrofitting LLMs for Accelerated Inference",
-        "2403.09636",
-        "github.com/NVIDIA/Megatron-LM (branch dmc)",
-        Regime::decode_continuous,
-        false,
-        "ICML 2024",
-        "learned per-head decisions either append each new token or average it into the last slot, "
-        "so the cache grows slower than the sequence",
-        "",
-        RulePicture::merge};
+        .name = "dmc",
+        .full_name = "DMC",
+        .paper = "Dynamic Memory Compression: Retrofitting LLMs for Accelerated Inference",
+        .arxiv = "2403.09636",
+        .code = "github.com/NVIDIA/Megatron-LM (branch dmc)",
+        .regime = Regime::decode_continuous,
+        .needs_budget = false,
+        .venue = "ICML 2024",
+        .rule =
+            "learned per-head decisions either append each new token or average it into the last "
+            "slot, "
+            "so the cache grows slower than the sequence",
+        .score_name = "",
+        .picture = RulePicture::merge};
     return info;
 }
 
 ParamSchema dmc_schema() {
     return {
-        ParamSpec{"mode",
-                  ParamType::enum_,
-                  std::string("checkpoint"),
-                  std::nullopt,
-                  std::nullopt,
-                  {"checkpoint", "proxy"},
-                  "checkpoint: DMC proper, for DMC-retrofitted checkpoints (decisions read from "
-                  "channel d-1 of q/k); proxy: NOT DMC, a training-free cosine-merge imitation "
-                  "for vanilla models"},
-        ParamSpec{"init_val",
-                  ParamType::float_,
-                  5.0,
-                  std::nullopt,
-                  std::nullopt,
-                  {},
-                  "checkpoint: offset of the decision neurons (alpha: k - init_val > 0; omega: "
-                  "sigmoid(q + init_val))"},
-        ParamSpec{"window",
-                  ParamType::int_,
-                  int64_t{12},
-                  1.0,
-                  1024.0,
-                  {},
-                  "a slot is the weighted mean of at most this many newest tokens of its group "
-                  "(proxy: groups are capped at this size)"},
-        ParamSpec{"cr",
-                  ParamType::float_,
-                  4.0,
-                  1.0,
-                  1024.0,
-                  {},
-                  "proxy (NOT DMC): target compression ratio; merge rate 1 - 1/cr"},
-        ParamSpec{"theta_init",
-                  ParamType::float_,
-                  0.5,
-                  -1.0,
-                  1.0,
-                  {},
-                  "proxy (NOT DMC): initial cosine threshold of every head"},
-        ParamSpec{"theta_lr",
-                  ParamType::float_,
-                  0.02,
-                  0.0,
-                  1.0,
-                  {},
-                  "proxy (NOT DMC): step of the threshold's merge-rate tracking"},
+        ParamSpec{
+            .name = "mode",
+            .type = ParamType::enum_,
+            .default_value = std::string("checkpoint"),
+            .choices = {"checkpoint", "proxy"},
+            .help = "checkpoint: DMC proper, for DMC-retrofitted checkpoints (decisions read from "
+                    "channel d-1 of q/k); proxy: NOT DMC, a training-free cosine-merge imitation "
+                    "for vanilla models"},
+        ParamSpec{.name = "init_val",
+                  .type = ParamType::float_,
+                  .default_value = 5.0,
+                  .help =
+                      "checkpoint: offset of the decision neurons (alpha: k - init_val > 0; omega: "
+                      "sigmoid(q + init_val))"},
+        ParamSpec{.name = "window",
+                  .type = ParamType::int_,
+                  .default_value = int64_t{12},
+                  .min = 1.0,
+                  .max = 1024.0,
+                  .help =
+                      "a slot is the weighted mean of at most this many newest tokens of its group "
+                      "(proxy: groups are capped at this size)"},
+        ParamSpec{.name = "cr",
+                  .type = ParamType::float_,
+                  .default_value = 4.0,
+                  .min = 1.0,
+                  .max = 1024.0,
+                  .help = "proxy (NOT DMC): target compression ratio; merge rate 1 - 1/cr"},
+        ParamSpec{.name = "theta_init",
+                  .type = ParamType::float_,
+                  .default_value = 0.5,
+                  .min = -1.0,
+                  .max = 1.0,
+                  .help = "proxy (NOT DMC): initial cosine threshold of every head"},
+        ParamSpec{.name = "theta_lr",
+                  .type = ParamType::float_,
+                  .default_value = 0.02,
+                  .min = 0.0,
+                  .max = 1.0,
+                  .help = "proxy (NOT DMC): step of the threshold's merge-rate tracking"},
     };
 }
 
@@ -157,7 +154,7 @@ class DmcPolicy final : public Policy {
         Policy::begin(dims, prompt_len);
         HeadState init;
         init.theta = theta_init_;
-        state_.assign(static_cast<size_t>(dims.n_layers * dims.n_kv_heads), init);
+        state_.reset(dims.n_layers, dims.n_kv_heads, init);
     }
 
     Plan after_prefill(const ScoreView& view) override {
@@ -175,7 +172,7 @@ class DmcPolicy final : public Policy {
                     throw std::invalid_argument(
                         "dmc (mode checkpoint): the engine did not report the decision neuron "
                         "(HeadScores::control); use --param mode=proxy for a vanilla model");
-                HeadState& st = state(ls.layer, hs.kv_head);
+                HeadState& st = state_.at(ls.layer, hs.kv_head);
                 std::vector<std::vector<int64_t>> groups;
                 std::vector<std::vector<double>> omegas;
                 std::deque<Contribution> win;
@@ -218,7 +215,7 @@ class DmcPolicy final : public Policy {
     }
 
     AppendDecision on_append(const AppendContext& ctx) override {
-        HeadState& st = state(ctx.layer, ctx.kv_head);
+        HeadState& st = state_.at(ctx.layer, ctx.kv_head);
         const int64_t d = static_cast<int64_t>(ctx.v.size());
         if (ctx.k_prerope.size() != static_cast<size_t>(d))
             throw std::invalid_argument("dmc: the decode token has no pre-RoPE key");
@@ -306,12 +303,6 @@ class DmcPolicy final : public Policy {
         double threshold = CacheEvent::kNone;
     };
 
-    HeadState& state(int64_t layer, int64_t head) {
-        const size_t i = static_cast<size_t>(layer * dims().n_kv_heads + head);
-        if (i >= state_.size()) throw std::logic_error("dmc: begin() was not called");
-        return state_[i];
-    }
-
     std::vector<double> masked(std::span<const float> k) const {
         std::vector<double> out(k.begin(), k.end());
         if (checkpoint_ && !out.empty()) out.back() = 0.0;
@@ -371,7 +362,7 @@ class DmcPolicy final : public Policy {
     double init_val_;
     int64_t window_;
     double target_rate_, theta_init_, theta_lr_;
-    std::vector<HeadState> state_;  // [layer * n_kv_heads + head]
+    PerHeadState<HeadState> state_{"dmc"};
 };
 
 }  // namespace

@@ -3,7 +3,8 @@
 //        Tuning-Free Asymmetric 2bit Quantization for KV Cache", arXiv 2402.02750 (ICML 2024).
 // Official code: github.com/jy-yuan/KIVI (models/llama_kivi.py, quant/new_pack.py).
 //
-// Rule, per layer and KV head (policies.md §11), bits b, group G, residual R (R % G == 0):
+// Rule, per layer and KV head (not reference-checked: docs/policy_reference.md, "Limits"), bits b,
+// group G, residual R (R % G == 0):
 //   keys:   per-channel quantisation in groups of G consecutive tokens. Full-precision keys form a
 //           residual; when it holds R tokens they are quantised as one block and the residual
 //           empties. After the prompt (N tokens) the first N - (N mod R) keys are quantised (one
@@ -30,8 +31,9 @@
 #include <stdexcept>
 #include <string>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/policies/builtin_policies.h"
+#include "core/policies/per_head_state.h"
 #include "core/policies/selection.h"
 
 namespace kvscope {
@@ -40,53 +42,51 @@ namespace {
 
 const PolicyInfo& kivi_info() {
     static const PolicyInfo info{
-        "kivi",
-        "KIVI",
-        "KIVI: A Tuning-Free Asymmetric 2bit Quantization for KV Cache",
-        "2402.02750",
-        "github.com/jy-yuan/KIVI",
-        Regime::decode_continuous,
-        false,
-        "ICML 2024",
-        "nothing is evicted: keys are quantised per channel and values per token to a few bits, "
-        "the most recent tokens kept at full precision until a group fills",
-        "",
-        RulePicture::quantize_all};
+        .name = "kivi",
+        .full_name = "KIVI",
+        .paper = "KIVI: A Tuning-Free Asymmetric 2bit Quantization for KV Cache",
+        .arxiv = "2402.02750",
+        .code = "github.com/jy-yuan/KIVI",
+        .regime = Regime::decode_continuous,
+        .needs_budget = false,
+        .venue = "ICML 2024",
+        .rule =
+            "nothing is evicted: keys are quantised per channel and values per token to a few "
+            "bits, "
+            "the most recent tokens kept at full precision until a group fills",
+        .score_name = "",
+        .picture = RulePicture::quantize_all};
     return info;
 }
 
 ParamSchema kivi_schema() {
     return {
-        ParamSpec{"k_bits",
-                  ParamType::int_,
-                  int64_t{2},
-                  1.0,
-                  8.0,
-                  {},
-                  "bits of the quantised keys (paper: 2 or 4)"},
-        ParamSpec{"v_bits",
-                  ParamType::int_,
-                  int64_t{2},
-                  1.0,
-                  8.0,
-                  {},
-                  "bits of the quantised values (paper: 2 or 4)"},
-        ParamSpec{"group",
-                  ParamType::int_,
-                  int64_t{32},
-                  1.0,
-                  std::nullopt,
-                  {},
-                  "group size G: tokens per key group (per channel), channels per value group "
-                  "(per token)"},
-        ParamSpec{"residual",
-                  ParamType::int_,
-                  int64_t{128},
-                  1.0,
-                  std::nullopt,
-                  {},
-                  "residual R: full-precision keys flushed in blocks of R, last R values kept "
-                  "full precision; must be a multiple of group"},
+        ParamSpec{.name = "k_bits",
+                  .type = ParamType::int_,
+                  .default_value = int64_t{2},
+                  .min = 1.0,
+                  .max = 8.0,
+                  .help = "bits of the quantised keys (paper: 2 or 4)"},
+        ParamSpec{.name = "v_bits",
+                  .type = ParamType::int_,
+                  .default_value = int64_t{2},
+                  .min = 1.0,
+                  .max = 8.0,
+                  .help = "bits of the quantised values (paper: 2 or 4)"},
+        ParamSpec{.name = "group",
+                  .type = ParamType::int_,
+                  .default_value = int64_t{32},
+                  .min = 1.0,
+                  .help =
+                      "group size G: tokens per key group (per channel), channels per value group "
+                      "(per token)"},
+        ParamSpec{.name = "residual",
+                  .type = ParamType::int_,
+                  .default_value = int64_t{128},
+                  .min = 1.0,
+                  .help =
+                      "residual R: full-precision keys flushed in blocks of R, last R values kept "
+                      "full precision; must be a multiple of group"},
     };
 }
 
@@ -107,7 +107,7 @@ class KiviPolicy final : public Policy {
 
     void begin(const ModelDims& dims, int64_t prompt_len) override {
         Policy::begin(dims, prompt_len);
-        state_.assign(static_cast<size_t>(dims.n_layers * dims.n_kv_heads), HeadState{});
+        state_.reset(dims.n_layers, dims.n_kv_heads);
     }
 
     Plan after_prefill(const ScoreView& view) override {
@@ -115,7 +115,7 @@ class KiviPolicy final : public Policy {
         Plan plan;
         for (const LayerScores& ls : view.layers) {
             for (const HeadScores& hs : ls.heads) {
-                HeadState& st = state(ls.layer, hs.kv_head);
+                HeadState& st = state_.at(ls.layer, hs.kv_head);
                 st = HeadState{};
                 HeadPlan& hp = plan.at(ls.layer, hs.kv_head);
                 const int64_t n = hs.n();
@@ -132,7 +132,7 @@ class KiviPolicy final : public Policy {
         Plan plan;
         for (const LayerScores& ls : view.layers) {
             for (const HeadScores& hs : ls.heads) {
-                HeadState& st = state(ls.layer, hs.kv_head);
+                HeadState& st = state_.at(ls.layer, hs.kv_head);
                 const int64_t n = hs.n();
                 const int64_t qk = count_upto(hs, st.k_done_pos);
                 const int64_t qv = count_upto(hs, st.v_done_pos);
@@ -155,12 +155,6 @@ class KiviPolicy final : public Policy {
         int64_t k_done_pos = -1;  // every slot at or before this position has quantised keys
         int64_t v_done_pos = -1;  // ... quantised values
     };
-
-    HeadState& state(int64_t layer, int64_t head) {
-        const size_t i = static_cast<size_t>(layer * dims().n_kv_heads + head);
-        if (i >= state_.size()) throw std::logic_error("kivi: begin() was not called");
-        return state_[i];
-    }
 
     static int64_t count_upto(const HeadScores& hs, int64_t pos) {
         return std::upper_bound(hs.positions.begin(), hs.positions.end(), pos) -
@@ -189,7 +183,7 @@ class KiviPolicy final : public Policy {
 
     int k_bits_, v_bits_;
     int64_t group_, residual_;
-    std::vector<HeadState> state_;  // [layer * n_kv_heads + head]
+    PerHeadState<HeadState> state_{"kivi"};
 };
 
 }  // namespace

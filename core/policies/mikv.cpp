@@ -2,7 +2,8 @@
 // Paper: J. Y. Yang, B. Kim, J. Bae, B. Kwon, G. Park, E. Yang, S. J. Kwon, D. Lee, "No Token
 //        Left Behind: Reliable KV Cache Compression via Importance-Aware Mixed Precision
 //        Quantization", arXiv 2402.18096 (2024).
-// Official code: none published (policies.md §5 is built from the abstract and secondary sources).
+// Official code: none published (this rule is built from the abstract and secondary sources; not
+// reference-checked, docs/policy_reference.md "Limits").
 //
 // Rule (D), per layer and KV head, budget C = important tokens (HH heavy hitters + R recent):
 //   S_j = H2O cumulative attention (prompt column sums, then every decode row added).
@@ -36,8 +37,10 @@
 #include <stdexcept>
 #include <string>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/policies/builtin_policies.h"
+#include "core/policies/cumulative_scores.h"
+#include "core/policies/per_head_state.h"
 #include "core/policies/selection.h"
 
 namespace kvscope {
@@ -45,61 +48,56 @@ namespace kvscope {
 namespace {
 
 const PolicyInfo& mikv_info() {
-    static const PolicyInfo info{"mikv",
-                                 "MiKV",
-                                 "No Token Left Behind: Reliable KV Cache Compression via "
-                                 "Importance-Aware Mixed Precision Quantization",
-                                 "2402.18096",
-                                 "none published",
-                                 Regime::decode_continuous,
-                                 true,
-                                 "preprint",
-                                 "nothing is evicted: the tokens H2O would keep stay at high "
-                                 "precision, the others are quantised to a few bits",
-                                 "accumulated attention",
-                                 RulePicture::mixed_precision};
+    static const PolicyInfo info{.name = "mikv",
+                                 .full_name = "MiKV",
+                                 .paper =
+                                     "No Token Left Behind: Reliable KV Cache Compression via "
+                                     "Importance-Aware Mixed Precision Quantization",
+                                 .arxiv = "2402.18096",
+                                 .code = "none published",
+                                 .regime = Regime::decode_continuous,
+                                 .venue = "preprint",
+                                 .rule =
+                                     "nothing is evicted: the tokens H2O would keep stay at high "
+                                     "precision, the others are quantised to a few bits",
+                                 .score_name = "accumulated attention",
+                                 .picture = RulePicture::mixed_precision};
     return info;
 }
 
 ParamSchema mikv_schema() {
     return {
-        ParamSpec{"recent_ratio",
-                  ParamType::float_,
-                  0.5,
-                  0.0,
-                  1.0,
-                  {},
-                  "share of the high-precision budget given to the most recent tokens; the rest "
-                  "are heavy hitters (H2O: 10 % + 10 % -> 0.5)"},
-        ParamSpec{"lo_bits",
-                  ParamType::int_,
-                  int64_t{3},
-                  1.0,
-                  8.0,
-                  {},
-                  "bits of the less important tokens (paper: INT2-INT4)"},
-        ParamSpec{"hi_bits",
-                  ParamType::int_,
-                  int64_t{16},
-                  1.0,
-                  16.0,
-                  {},
-                  "bits of the important tokens: 16 = model dtype, or 8 / 4 (INT8 / INT4)"},
-        ParamSpec{"group",
-                  ParamType::int_,
-                  int64_t{128},
-                  1.0,
-                  std::nullopt,
-                  {},
-                  "quantisation group: channels per scale/zero within a token"},
-        ParamSpec{"balance",
-                  ParamType::bool_,
-                  true,
-                  std::nullopt,
-                  std::nullopt,
-                  {},
-                  "key channel balancing: quantise k * beta with beta = sqrt(max|q| / max|k|) "
-                  "per channel from the prompt"},
+        ParamSpec{
+            .name = "recent_ratio",
+            .type = ParamType::float_,
+            .default_value = 0.5,
+            .min = 0.0,
+            .max = 1.0,
+            .help = "share of the high-precision budget given to the most recent tokens; the rest "
+                    "are heavy hitters (H2O: 10 % + 10 % -> 0.5)"},
+        ParamSpec{.name = "lo_bits",
+                  .type = ParamType::int_,
+                  .default_value = int64_t{3},
+                  .min = 1.0,
+                  .max = 8.0,
+                  .help = "bits of the less important tokens (paper: INT2-INT4)"},
+        ParamSpec{.name = "hi_bits",
+                  .type = ParamType::int_,
+                  .default_value = int64_t{16},
+                  .min = 1.0,
+                  .max = 16.0,
+                  .help = "bits of the important tokens: 16 = model dtype, or 8 / 4 (INT8 / INT4)"},
+        ParamSpec{.name = "group",
+                  .type = ParamType::int_,
+                  .default_value = int64_t{128},
+                  .min = 1.0,
+                  .help = "quantisation group: channels per scale/zero within a token"},
+        ParamSpec{.name = "balance",
+                  .type = ParamType::bool_,
+                  .default_value = true,
+                  .help =
+                      "key channel balancing: quantise k * beta with beta = sqrt(max|q| / max|k|) "
+                      "per channel from the prompt"},
         gqa_param_spec("mean"),
     };
 }
@@ -132,7 +130,7 @@ class MikvPolicy final : public Policy {
     }
     void begin(const ModelDims& dims, int64_t prompt_len) override {
         Policy::begin(dims, prompt_len);
-        state_.assign(static_cast<size_t>(dims.n_layers * dims.n_kv_heads), HeadState{});
+        state_.reset(dims.n_layers, dims.n_kv_heads);
     }
 
     Plan after_prefill(const ScoreView& view) override {
@@ -143,11 +141,10 @@ class MikvPolicy final : public Policy {
             for (const HeadScores& hs : ls.heads) {
                 if (hs.colsum.empty())
                     throw std::invalid_argument("mikv: the view has no prompt column sums");
-                HeadState& st = state(ls.layer, hs.kv_head);
+                HeadState& st = state_.at(ls.layer, hs.kv_head);
                 st = HeadState{};
-                st.pos.assign(hs.positions.begin(), hs.positions.end());
-                st.hi.assign(st.pos.size(), 1);
-                for (const auto& c : hs.colsum) st.acc.push_back(to_scores(c));
+                st.scores.seed(hs);
+                st.hi.assign(st.scores.pos.size(), 1);
                 if (balance_) st.beta = balance_scale(hs, view.head_dim);
                 HeadPlan& hp = plan.at(ls.layer, hs.kv_head);
                 if (hi_bits_ < 16) quantize(hp, st, index_range(0, hs.n()), hi_bits_);
@@ -165,11 +162,9 @@ class MikvPolicy final : public Policy {
             for (const HeadScores& hs : ls.heads) {
                 if (hs.step_row.empty())
                     throw std::invalid_argument("mikv: the view has no decode attention rows");
-                HeadState& st = state(ls.layer, hs.kv_head);
+                HeadState& st = state_.at(ls.layer, hs.kv_head);
                 const std::vector<int64_t> fresh = realign(st, hs);
-                for (size_t q = 0; q < hs.step_row.size(); ++q)
-                    for (size_t j = 0; j < st.pos.size(); ++j)
-                        st.acc[q][j] += static_cast<double>(hs.step_row[q][j]);
+                st.scores.add_step_rows(hs);
                 HeadPlan& hp = plan.at(ls.layer, hs.kv_head);
                 if (hi_bits_ < 16 && !fresh.empty()) quantize(hp, st, fresh, hi_bits_);
                 compress(st, hp);
@@ -180,17 +175,10 @@ class MikvPolicy final : public Policy {
 
   private:
     struct HeadState {
-        std::vector<int64_t> pos;  // [n] positions the state belongs to
-        std::vector<Scores> acc;   // [g][n] cumulative attention per query head
-        std::vector<char> hi;      // [n] 1 = still high precision
-        std::vector<float> beta;   // [d] key channel balance (empty = none)
+        CumulativeScores scores;  // H2O's S per query head, by position
+        std::vector<char> hi;     // [n] 1 = still high precision
+        std::vector<float> beta;  // [d] key channel balance (empty = none)
     };
-
-    HeadState& state(int64_t layer, int64_t head) {
-        const size_t i = static_cast<size_t>(layer * dims().n_kv_heads + head);
-        if (i >= state_.size()) throw std::logic_error("mikv: begin() was not called");
-        return state_[i];
-    }
 
     static std::vector<float> balance_scale(const HeadScores& hs, int64_t d) {
         if (hs.query_absmax.empty() || hs.keys.empty())
@@ -211,25 +199,18 @@ class MikvPolicy final : public Policy {
         return beta;
     }
 
-    // State follows the view's positions; returns the slots that are new (decode tokens).
+    // State follows the view's positions; returns the slots that are new (decode tokens), which
+    // start at high precision.
     static std::vector<int64_t> realign(HeadState& st, const HeadScores& hs) {
-        const size_t g = std::max(hs.step_row.size(), st.acc.size());
-        const size_t n = hs.positions.size();
-        std::vector<Scores> acc(g, Scores(n, 0.0));
-        std::vector<char> hi(n, 1);
+        const std::vector<int64_t> from = st.scores.realign(hs);
+        std::vector<char> hi(from.size(), 1);
         std::vector<int64_t> fresh;
-        size_t i = 0;
-        for (size_t j = 0; j < n; ++j) {
-            while (i < st.pos.size() && st.pos[i] < hs.positions[j]) ++i;
-            if (i < st.pos.size() && st.pos[i] == hs.positions[j]) {
-                for (size_t q = 0; q < st.acc.size(); ++q) acc[q][j] = st.acc[q][i];
-                hi[j] = st.hi[i];
-            } else {
+        for (size_t j = 0; j < from.size(); ++j) {
+            if (from[j] >= 0)
+                hi[j] = st.hi[static_cast<size_t>(from[j])];
+            else
                 fresh.push_back(static_cast<int64_t>(j));
-            }
         }
-        st.pos.assign(hs.positions.begin(), hs.positions.end());
-        st.acc = std::move(acc);
         st.hi = std::move(hi);
         return fresh;
     }
@@ -256,14 +237,14 @@ class MikvPolicy final : public Policy {
         const std::vector<int64_t> recent(hi_slots.end() - R, hi_slots.end());
         const std::vector<int64_t> cand(hi_slots.begin(), hi_slots.end() - R);
         const std::vector<int64_t> important =
-            sorted_union(select_top_k(st.acc, gqa_, C - R, cand), recent);
+            sorted_union(select_top_k(st.scores.acc, gqa_, C - R, cand), recent);
         if (explaining()) {
             // Over the slots still at high precision (the others were demoted earlier).
-            const Scores all = aggregate(st.acc, gqa_);
+            const Scores all = aggregate(st.scores.acc, gqa_);
             std::vector<int64_t> pos;
             Scores sc;
             for (int64_t j : hi_slots) {
-                pos.push_back(st.pos[static_cast<size_t>(j)]);
+                pos.push_back(st.scores.pos[static_cast<size_t>(j)]);
                 sc.push_back(std::binary_search(recent.begin(), recent.end(), j)
                                  ? std::numeric_limits<double>::infinity()
                                  : all[static_cast<size_t>(j)]);
@@ -291,8 +272,8 @@ class MikvPolicy final : public Policy {
     int64_t group_;
     bool balance_;
     GqaAgg gqa_;
-    std::vector<HeadState> state_;  // [layer * n_kv_heads + head]
-    int64_t step_now_ = -1;         // the view's step (explanations)
+    PerHeadState<HeadState> state_{"mikv"};
+    int64_t step_now_ = -1;  // the view's step (explanations)
 };
 
 }  // namespace

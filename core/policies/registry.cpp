@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <stdexcept>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/policies/builtin_policies.h"
 
 namespace kvscope {

@@ -4,6 +4,9 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <utility>
+
+#include "core/error.h"
 
 namespace kvscope {
 
@@ -40,6 +43,45 @@ Scores window_vote_explain(const HeadScores& hs, int64_t w, int64_t kernel, Pool
     const Scores s = aggregate(window_vote_scores(hs, w, kernel, pool), agg);
     std::copy(s.begin(), s.end(), out.begin());
     return out;
+}
+
+ParamSpec window_param_spec(int64_t default_rows, std::string help) {
+    return ParamSpec{.name = "window",
+                     .type = ParamType::int_,
+                     .default_value = default_rows,
+                     .min = 1.0,
+                     .help = std::move(help)};
+}
+
+ParamSpec kernel_param_spec(int64_t default_kernel, std::string help) {
+    return ParamSpec{.name = "kernel",
+                     .type = ParamType::int_,
+                     .default_value = default_kernel,
+                     .min = 1.0,
+                     .max = 63.0,
+                     .help = std::move(help)};
+}
+
+ParamSpec pool_param_spec(const std::string& default_pool, std::string help) {
+    std::vector<std::string> choices{default_pool};
+    for (const char* c : {"max", "avg", "none"})
+        if (default_pool != c) choices.emplace_back(c);
+    return ParamSpec{.name = "pool",
+                     .type = ParamType::enum_,
+                     .default_value = default_pool,
+                     .choices = std::move(choices),
+                     .help = std::move(help)};
+}
+
+WindowVoteParams window_vote_params(const std::string& policy, const ParamValues& params) {
+    WindowVoteParams p;
+    p.window = params.get_int("window");
+    p.kernel = params.get_int("kernel");
+    p.pool = parse_pool(params.get_enum("pool"));
+    if (p.kernel % 2 == 0)
+        throw InputError("policy '" + policy + "', parameter 'kernel': must be odd, got " +
+                         std::to_string(p.kernel));
+    return p;
 }
 
 }  // namespace kvscope

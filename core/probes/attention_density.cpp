@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <string>
 
-#include "core/model/error.h"
+#include "core/error.h"
 
 namespace kvscope {
 

@@ -6,7 +6,7 @@
 #include <numeric>
 #include <string>
 
-#include "core/model/error.h"
+#include "core/error.h"
 
 namespace kvscope {
 

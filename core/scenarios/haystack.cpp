@@ -5,7 +5,7 @@
 #include <sstream>
 #include <system_error>
 
-#include "core/model/error.h"
+#include "core/error.h"
 
 namespace kvscope {
 

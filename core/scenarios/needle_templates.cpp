@@ -4,7 +4,7 @@
 #include <set>
 #include <system_error>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/model/json_fields.h"
 #include "core/scenarios/haystack.h"
 

@@ -5,7 +5,7 @@
 #include <cmath>
 #include <numeric>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/scenarios/splitmix64.h"
 
 namespace kvscope {

@@ -6,7 +6,7 @@
 #include <fstream>
 #include <stdexcept>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/model/json_fields.h"
 #include "core/tokenizer/added_vocabulary.h"
 #include "core/tokenizer/bpe_model.h"

@@ -2,7 +2,7 @@
 // byte-level alphabet and <0xNN> byte tokens.
 #include <array>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/tokenizer/hf_pipeline.h"
 #include "core/tokenizer/utf8.h"
 

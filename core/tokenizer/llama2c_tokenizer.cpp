@@ -15,7 +15,7 @@
 #include <sstream>
 #include <unordered_map>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/tokenizer/hf_pipeline.h"
 #include "core/tokenizer/tokenizer_factories.h"
 #include "core/tokenizer/utf8.h"

@@ -5,7 +5,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/tokenizer/hf_pipeline.h"
 #include "core/tokenizer/tokenizer_factories.h"
 

@@ -2,7 +2,7 @@
 // hands it to that format's loader.
 #include <fstream>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/tokenizer/bpe_tokenizer_json.h"
 #include "core/tokenizer/tokenizer.h"
 #include "core/tokenizer/tokenizer_factories.h"

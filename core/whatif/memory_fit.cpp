@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/policies/registry.h"
 
 namespace kvscope::whatif {

@@ -7,7 +7,7 @@
 #include "core/engine/engine_cache_bridge.h"
 #include "core/engine/prefill_view.h"
 #include "core/engine/rope_freqs.h"
-#include "core/model/error.h"
+#include "core/error.h"
 
 namespace kvscope::whatif {
 

@@ -11,7 +11,7 @@
 #include <fstream>
 #include <string>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/model/model_spec.h"
 
 namespace fs = std::filesystem;

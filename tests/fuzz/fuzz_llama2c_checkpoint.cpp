@@ -12,7 +12,7 @@
 #include <fstream>
 #include <string>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/model/model.h"
 
 namespace fs = std::filesystem;

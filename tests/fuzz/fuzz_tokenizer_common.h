@@ -9,7 +9,7 @@
 #include <fstream>
 #include <string>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/tokenizer/tokenizer.h"
 
 namespace kvscope::fuzz {

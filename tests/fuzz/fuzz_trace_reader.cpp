@@ -23,7 +23,7 @@
 #include <fstream>
 #include <string>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "traces/trace_probe.h"
 #include "traces/trace_reader.h"
 

@@ -11,8 +11,8 @@
 #include <memory>
 #include <thread>
 
-#include "app/studio/synthetic_trace.h"
-#include "core/model/error.h"
+#include "traces/synthetic/synthetic_trace.h"
+#include "core/error.h"
 #include "core/probes/norm_attention.h"
 #include "traces/trace_reader.h"
 #include "views/head_history.h"
@@ -325,11 +325,11 @@ TEST(ReaderTraceModelErrors, TruncatedTraceNeverCrashes) {
 TEST(SyntheticTrace, WritesAValidTraceWithConsistentStatistics) {
     const fs::path path = temp_path("synthetic.kvtrace.h5");
     fs::remove(path);  // the writer never overwrites (a previous run's file)
-    studio::SyntheticSpec spec;
+    trace::SyntheticSpec spec;
     spec.n_layers = 6;
     spec.n_heads = 2;
     spec.n_steps = 10;
-    studio::write_synthetic_trace(path, spec);
+    trace::write_synthetic_trace(path, spec);
     trace::TraceReader reader(path);
     EXPECT_TRUE(reader.validate().empty());
     EXPECT_EQ(reader.info().n_layers, 6);
@@ -353,7 +353,7 @@ TEST(SyntheticTrace, WritesAValidTraceWithConsistentStatistics) {
     // Same spec, same file contents (deterministic generator).
     const fs::path again = temp_path("synthetic_again.kvtrace.h5");
     fs::remove(again);
-    studio::write_synthetic_trace(again, spec);
+    trace::write_synthetic_trace(again, spec);
     trace::TraceReader reader2(again);
     EXPECT_EQ(reader2.events(0, 10).size(), reader.events(0, 10).size());
     EXPECT_EQ(reader2.key_norm(3, 1), reader.key_norm(3, 1));

@@ -2,7 +2,7 @@
 // rewritten into the transformers-4 layout, defaults, and malformed configs.
 #include <gtest/gtest.h>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/model/model.h"
 #include "core/model/model_spec.h"
 #include "tests/model/model_test_util.h"

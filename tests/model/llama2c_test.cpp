@@ -5,7 +5,7 @@
 
 #include <cstring>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/model/llama2c_checkpoint.h"
 #include "core/model/model.h"
 #include "tests/model/model_test_util.h"

@@ -4,7 +4,7 @@
 
 #include <set>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/model/model.h"
 #include "core/model/weight_layout.h"
 #include "tests/model/model_test_util.h"

@@ -9,7 +9,7 @@
 #include <random>
 #include <sstream>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "kernels/dtype.h"
 
 namespace kvscope::test {

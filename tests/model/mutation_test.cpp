@@ -6,7 +6,7 @@
 #include <cstdio>
 #include <random>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/model/model.h"
 #include "tests/model/model_test_util.h"
 

@@ -5,7 +5,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/model/model.h"
 #include "core/model/safetensors.h"
 #include "tests/model/model_test_util.h"

@@ -2,7 +2,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/policies/param_schema.h"
 #include "core/policies/registry.h"
 

@@ -5,7 +5,7 @@
 #include <random>
 #include <vector>
 
-#include "core/model/error.h"
+#include "core/error.h"
 
 namespace kvscope {
 namespace {

@@ -4,7 +4,7 @@
 
 #include <vector>
 
-#include "core/model/error.h"
+#include "core/error.h"
 
 namespace kvscope {
 namespace {

@@ -9,7 +9,7 @@
 #include <fstream>
 #include <set>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/scenarios/haystack.h"
 #include "core/scenarios/needle_templates.h"
 #include "core/scenarios/scenario.h"

@@ -6,7 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/scenarios/haystack.h"
 #include "core/scenarios/scenario.h"
 #include "core/scenarios/splitmix64.h"

@@ -15,7 +15,7 @@
 #include <sstream>
 #include <string>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/tokenizer/tokenizer.h"
 #include "core/tokenizer/tokenizer_factories.h"
 

@@ -9,7 +9,7 @@
 #include <sstream>
 #include <string>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/tokenizer/tokenizer.h"
 
 namespace kvscope {

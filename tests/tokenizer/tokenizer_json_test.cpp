@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/tokenizer/tokenizer.h"
 #include "core/tokenizer/utf8.h"
 

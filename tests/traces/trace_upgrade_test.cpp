@@ -9,9 +9,9 @@
 #include <iterator>
 #include <string>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "tests/traces/trace_test_support.h"
-#include "traces/sample_trace.h"
+#include "traces/synthetic/sample_trace.h"
 #include "traces/trace_reader.h"
 #include "traces/trace_upgrade.h"
 #include "traces/trace_writer.h"

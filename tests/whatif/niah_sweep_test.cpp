@@ -8,7 +8,7 @@
 #include <fstream>
 
 #include "app/recorder/niah_sweep.h"
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/model/model.h"
 
 namespace kvscope {

@@ -8,7 +8,7 @@
 
 #include "app/recorder/live_session.h"
 #include "app/recorder/prefill_state_file.h"
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/model/model.h"
 
 namespace kvscope {

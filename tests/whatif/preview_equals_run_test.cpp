@@ -14,7 +14,7 @@
 #include "core/cache/kv_cache.h"
 #include "core/engine/engine.h"
 #include "core/engine/prefill_state.h"
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/policies/registry.h"
 #include "core/whatif/memory_fit.h"
 #include "core/whatif/preview.h"

@@ -12,7 +12,7 @@
 #include <new>
 #include <string>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "traces/trace_probe.h"
 
 #if defined(__SANITIZE_ADDRESS__)
