@@ -48,7 +48,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/policies/builtin_policies.h"
 #include "core/policies/selection.h"
 #include "core/policies/window_vote.h"

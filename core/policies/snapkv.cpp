@@ -26,7 +26,7 @@
 #include <algorithm>
 #include <string>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/policies/builtin_policies.h"
 #include "core/policies/window_vote.h"
 

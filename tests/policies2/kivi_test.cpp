@@ -4,7 +4,7 @@
 
 #include <vector>
 
-#include "core/model/error.h"
+#include "core/error.h"
 #include "core/policies/plan.h"
 #include "core/policies/registry.h"
 #include "tests/policies2/policy2_harness.h"
