@@ -29,7 +29,7 @@
 
 #include "core/cache/kv_cache.h"
 #include "kernels/backend.h"
-#include "tests/policies/random_kv_edits.h"
+#include "tests/cache/cache_harness.h"
 
 namespace kvscope {
 namespace {
@@ -44,7 +44,7 @@ struct Tol {
 struct OpCase {
     std::string op;
     std::string name;
-    DType wdt = DType::f32;       // weight dtype where the op has weights
+    DType wdt = DType::kF32;       // weight dtype where the op has weights
     bool bf16_attention = false;  // attention on the device's bf16 tensor-core path (native math)
     std::function<Outputs(Backend&)> run;
     std::function<Outputs()> naive;
@@ -65,8 +65,8 @@ Tol tolerance_for(const std::string& op, DType wdt, bool bf16_attention = false)
         // f16/bf16 weights: the device rounds x to the weight dtype before the GEMM (cuBLAS has
         // no fp32 x bf16 kernel): ~2^-9 (bf16) / 2^-11 (f16) relative error per product, random
         // in sign, so the NMSE is ~1e-6 / ~1e-7; fp32: accumulation order only.
-        if (wdt == DType::bf16) return {1e-4, 2e-2};
-        if (wdt == DType::f16) return {1e-5, 5e-3};
+        if (wdt == DType::kBf16) return {1e-4, 2e-2};
+        if (wdt == DType::kF16) return {1e-5, 5e-3};
         return {1e-10, 1e-5};
     }
     // Prefill attention with head_dim 64/128 in native math runs on bf16 tensor cores
@@ -96,11 +96,11 @@ std::vector<float> randn(uint32_t seed, size_t n, float scale = 1.0f) {
 // Weights as stored: `vals` are rounded to `dt` (in place) and the stored bytes returned.
 std::vector<uint16_t> store_as(DType dt, std::vector<float>& vals) {
     std::vector<uint16_t> out;
-    if (dt == DType::f32) return out;
+    if (dt == DType::kF32) return out;
     out.resize(vals.size());
     for (size_t i = 0; i < vals.size(); ++i) {
-        out[i] = dt == DType::bf16 ? f32_to_bf16(vals[i]) : f32_to_f16(vals[i]);
-        vals[i] = dt == DType::bf16 ? bf16_to_f32(out[i]) : f16_to_f32(out[i]);
+        out[i] = dt == DType::kBf16 ? f32_to_bf16(vals[i]) : f32_to_f16(vals[i]);
+        vals[i] = dt == DType::kBf16 ? bf16_to_f32(out[i]) : f16_to_f32(out[i]);
     }
     return out;
 }
@@ -120,7 +120,7 @@ struct Scope {
         return t;
     }
     Tensor act(const std::vector<float>& host, std::initializer_list<int64_t> shape) {
-        Tensor t = be.alloc(DType::f32, shape);
+        Tensor t = be.alloc(DType::kF32, shape);
         owned.push_back(t);
         if (!host.empty()) be.from_host(t, host.data());
         return t;
@@ -138,7 +138,7 @@ const char* dt_name(DType t) {
 
 // ---- embedding ----------------------------------------------------------------------------------
 void add_embedding(std::vector<OpCase>& cases) {
-    for (DType dt : {DType::f32, DType::f16, DType::bf16})
+    for (DType dt : {DType::kF32, DType::kF16, DType::kBf16})
         for (int64_t d : {48, 128}) {
             const int64_t vocab = 50;
             auto table = std::make_shared<std::vector<float>>(
@@ -154,7 +154,7 @@ void add_embedding(std::vector<OpCase>& cases) {
             c.run = [=](Backend& be) {
                 Scope s(be);
                 const void* w =
-                    dt == DType::f32 ? static_cast<const void*>(table->data()) : stored->data();
+                    dt == DType::kF32 ? static_cast<const void*>(table->data()) : stored->data();
                 Tensor T = s.weight(w, dt, {vocab, d});
                 Tensor O = s.act({}, {n, d});
                 be.embedding(T, ids->data(), n, O);
@@ -181,7 +181,7 @@ void add_rmsnorm(std::vector<OpCase>& cases) {
         int64_t rows, d;
         bool alias;
     };
-    for (DType dt : {DType::f32, DType::f16, DType::bf16})
+    for (DType dt : {DType::kF32, DType::kF16, DType::kBf16})
         for (S sh : {S{5, 48, false}, S{33, 64, true}, S{3, 4096, false}}) {
             auto x = std::make_shared<std::vector<float>>(
                 randn(static_cast<uint32_t>(sh.rows * 7 + sh.d),
@@ -196,7 +196,7 @@ void add_rmsnorm(std::vector<OpCase>& cases) {
             c.run = [=](Backend& be) {
                 Scope s(be);
                 const void* wp =
-                    dt == DType::f32 ? static_cast<const void*>(w->data()) : stored->data();
+                    dt == DType::kF32 ? static_cast<const void*>(w->data()) : stored->data();
                 Tensor W = s.weight(wp, dt, {sh.d});
                 Tensor X = s.act(*x, {sh.rows, sh.d});
                 Tensor Y = sh.alias ? X : s.act({}, {sh.rows, sh.d});
@@ -226,7 +226,7 @@ void add_rmsnorm(std::vector<OpCase>& cases) {
 // ---- rope ---------------------------------------------------------------------------------------
 void add_rope(std::vector<OpCase>& cases) {
     for (int64_t hd : {48, 64, 80, 128})
-        for (RopePairs pairs : {RopePairs::half, RopePairs::interleaved}) {
+        for (RopePairs pairs : {RopePairs::kHalf, RopePairs::kInterleaved}) {
             const int64_t n = 7, heads = 3;
             auto x = std::make_shared<std::vector<float>>(
                 randn(static_cast<uint32_t>(hd), static_cast<size_t>(n * heads * hd)));
@@ -239,7 +239,7 @@ void add_rope(std::vector<OpCase>& cases) {
             OpCase c;
             c.op = "rope";
             c.name =
-                "hd" + std::to_string(hd) + (pairs == RopePairs::half ? " half" : " interleaved");
+                "hd" + std::to_string(hd) + (pairs == RopePairs::kHalf ? " half" : " interleaved");
             c.run = [=](Backend& be) {
                 Scope s(be);
                 Tensor X = s.act(*x, {n, heads, hd});
@@ -251,8 +251,8 @@ void add_rope(std::vector<OpCase>& cases) {
                 for (int64_t t = 0; t < n; ++t)
                     for (int64_t h = 0; h < heads; ++h)
                         for (int64_t i = 0; i < hd / 2; ++i) {
-                            const int64_t a = pairs == RopePairs::half ? i : 2 * i;
-                            const int64_t b = pairs == RopePairs::half ? i + hd / 2 : 2 * i + 1;
+                            const int64_t a = pairs == RopePairs::kHalf ? i : 2 * i;
+                            const int64_t b = pairs == RopePairs::kHalf ? i + hd / 2 : 2 * i + 1;
                             const size_t base = static_cast<size_t>((t * heads + h) * hd);
                             // The fp32 angle, as HF and both backends form it.
                             const double ang = static_cast<double>(
@@ -320,7 +320,7 @@ void add_matmul(std::vector<OpCase>& cases) {
         int64_t n, k, m;
         bool bias;
     };
-    for (DType dt : {DType::f32, DType::f16, DType::bf16})
+    for (DType dt : {DType::kF32, DType::kF16, DType::kBf16})
         for (S sh : {S{1, 64, 33, true}, S{7, 19, 70, false}, S{33, 128, 17, true},
                      S{1, 2048, 384, false}, S{64, 512, 256, false}}) {
             const uint32_t seed = static_cast<uint32_t>(sh.n * 131 + sh.k * 7 + sh.m);
@@ -340,9 +340,9 @@ void add_matmul(std::vector<OpCase>& cases) {
             c.run = [=](Backend& be) {
                 Scope s(be);
                 const void* wp =
-                    dt == DType::f32 ? static_cast<const void*>(w->data()) : stored->data();
+                    dt == DType::kF32 ? static_cast<const void*>(w->data()) : stored->data();
                 Tensor W = s.weight(wp, dt, {sh.m, sh.k});
-                Tensor B = s.weight(bias->data(), DType::f32, {sh.m});
+                Tensor B = s.weight(bias->data(), DType::kF32, {sh.m});
                 Tensor X = s.act(*x, {sh.n, sh.k});
                 Tensor O = s.act({}, {sh.n, sh.m});
                 be.matmul(X, W, sh.bias ? &B : nullptr, O);
@@ -707,7 +707,7 @@ TEST(MakeBackend, CublasLoadsAtRunTime) {
 
 TEST(MakeBackend, CpuBackendCountsItsMemory) {
     auto be = make_cpu_backend(1);
-    Tensor t = be->alloc(DType::f32, {10, 10});
+    Tensor t = be->alloc(DType::kF32, {10, 10});
     EXPECT_EQ(be->memory().in_use, 400);
     be->release(t);
     EXPECT_EQ(be->memory().in_use, 0);
@@ -721,21 +721,8 @@ TEST(MakeBackend, CpuBackendCountsItsMemory) {
 // merge, merge_incoming, quantize, demote, clear, copy, a burst that outgrows the slab); after
 // each, attention over its views (decode and prefill shapes, with statistics) on the device equals
 // the CPU backend on the same views. Layer 1 is attended only every 40 steps, so its mirror replays
-// long journals and, when the bounded log has moved on, re-copies whole heads.
-KVHeadView journal_view(const KVCache& c, int64_t l, int64_t h) {
-    KVHeadView v;  // what the engine's head_view() makes (this test links the cache only)
-    v.k = c.k(l, h);
-    v.v = c.v(l, h);
-    v.pos = c.positions(l, h).data();
-    v.len = c.n_slots(l, h);
-    v.cache_uid = c.uid();
-    v.layer = l;
-    v.head = h;
-    v.journal = &c.journal(l, h);
-    v.version = v.journal->version();
-    return v;
-}
-
+// long journals and, when the bounded log has moved on, re-copies whole heads. The views are
+// tests/cache/cache_harness.h's journal_view().
 Outputs attend_views(Backend& be, const std::vector<KVHeadView>& views, const std::vector<float>& q,
                      const std::vector<int64_t>& qpos, int64_t H, int64_t d) {
     Scope sc(be);
@@ -806,7 +793,7 @@ int mirror_sequence(Backend& dev, uint32_t seed) {
             std::vector<KVHeadView> views;
             int64_t last = 0;
             for (int64_t g = 0; g < G; ++g) {
-                views.push_back(journal_view(cache, l, g));
+                views.push_back(test::journal_view(cache, l, g));
                 last = std::max(last, cache.positions(l, g).back());
             }
             // Decode (1 row) and prefill-path (12 rows) shapes; the earlier rows see fewer keys.
@@ -819,7 +806,7 @@ int mirror_sequence(Backend& dev, uint32_t seed) {
                          " layer " + std::to_string(l) + " after " + what);
             const Outputs ref = attend_views(*cpu, views, q, qpos, H, d);
             const Outputs got = attend_views(dev, views, q, qpos, H, d);
-            expect_close(got, ref, tolerance_for("attention", DType::f32));
+            expect_close(got, ref, tolerance_for("attention", DType::kF32));
             if (::testing::Test::HasFatalFailure()) return compared;
             ++compared;
         }

@@ -121,7 +121,7 @@ TEST(PolicyProperties, DecodeContinuousStaysWithinBudget) {
         Budget b;
         b.tokens = 10;
         auto p = make_policy(name, b, params_for(name));
-        if (p->info().regime != Regime::decode_continuous) continue;
+        if (p->info().regime != Regime::kDecodeContinuous) continue;
         ++ran;
         SCOPED_TRACE(name);
         const Shape s{2, 4, 2, 30};
@@ -187,8 +187,8 @@ TEST(SecondBatchRegistry, EntriesAndBudgetRules) {
         EXPECT_FALSE(e->info.paper.empty());
         for (const ParamSpec& s : e->schema) EXPECT_FALSE(s.help.empty()) << name << " " << s.name;
     }
-    EXPECT_EQ(r.find("dynamickv")->info.regime, Regime::prefill_oneshot);
-    EXPECT_EQ(r.find("d2o")->info.regime, Regime::decode_continuous);
+    EXPECT_EQ(r.find("dynamickv")->info.regime, Regime::kPrefillOneshot);
+    EXPECT_EQ(r.find("d2o")->info.regime, Regime::kDecodeContinuous);
     EXPECT_NO_THROW(make_policy("kivi", Budget{}));
     EXPECT_NO_THROW(make_policy("dmc", Budget{}));
     EXPECT_THROW(make_policy("d2o", Budget{}), InputError);

@@ -13,7 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/policies/registry.h"
-#include "policy_test_util.h"
+#include "tests/policies/policy_harness.h"
 
 namespace kvscope {
 namespace {

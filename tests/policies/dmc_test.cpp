@@ -8,7 +8,7 @@
 #include "core/error.h"
 #include "core/policies/plan.h"
 #include "core/policies/registry.h"
-#include "tests/policies2/policy2_harness.h"
+#include "tests/policies/policy_harness.h"
 
 namespace kvscope::test {
 namespace {

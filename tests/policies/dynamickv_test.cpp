@@ -1,5 +1,6 @@
 // DynamicKV: window votes, score-ordered lists, progressive re-budgeting with the code's integer
-// arithmetic (policies.md §3.2).
+// arithmetic. The rule is the comment block at the top of core/policies/dynamickv.cpp (the second
+// batch has no PyTorch reference: docs/policy_reference.md, "Limits").
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -9,7 +10,7 @@
 
 #include "core/policies/plan.h"
 #include "core/policies/registry.h"
-#include "tests/policies2/policy2_harness.h"
+#include "tests/policies/policy_harness.h"
 
 namespace kvscope::test {
 namespace {
@@ -43,9 +44,8 @@ std::unique_ptr<Policy> make_dkv() {
 }
 
 double note(const Plan& p, int64_t layer, const std::string& key) {
-    for (const LayerNote& n : p.notes)
-        if (n.layer == layer && n.key == key) return n.value;
-    return -1.0;
+    const LayerNote* n = find_note(p, layer, key);
+    return n ? n->value : -1.0;
 }
 
 // Lists (bs = 4, descending): layer 0 -> 0 (9), 2 (8), 4 (7), 5 (3); layer 1 -> 7 (6), 8 (5),

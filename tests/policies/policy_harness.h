@@ -1,17 +1,58 @@
 #pragma once
-// Test harness of the policies-2 tests: a ScoreView built from owned arrays, and a small
-// synthetic "engine" (random statistics, a real KVCache, the real policy hooks) for property tests.
+// Test harness of the policy tests (tests/policies): statistics owned by the test, viewed as a
+// ScoreView (what the engine or a trace reader would fill), small helpers to read plans and
+// caches, and a small synthetic "engine" (random statistics, a real KVCache, the real policy
+// hooks) for property tests. Caches filled with synthetic tokens: tests/cache/cache_harness.h.
 #include <cstdint>
 #include <memory>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "core/cache/kv_cache.h"
+#include "core/policies/plan.h"
 #include "core/policies/policy.h"
 #include "core/policies/score_view.h"
+#include "tests/cache/cache_harness.h"
 
 namespace kvscope::test {
+
+// Prompt statistics of a model with L layers, H query heads, Hkv KV heads, N prompt tokens, the
+// last w attention rows: dense arrays the hand-computed tests fill directly.
+struct OwnedStats {
+    int64_t L = 0, H = 0, Hkv = 0, d = 4, N = 0, w = 0;
+    std::vector<std::vector<std::vector<float>>> colsum;    // [L][H][N]
+    std::vector<std::vector<std::vector<float>>> window;    // [L][H][w*N]
+    std::vector<std::vector<std::vector<float>>> key_norm;  // [L][Hkv][N]
+    std::vector<int64_t> positions;                         // [N] = 0..N-1
+
+    OwnedStats(int64_t layers, int64_t heads, int64_t kv_heads, int64_t n, int64_t window_rows);
+
+    ModelDims dims() const { return ModelDims{L, H, Hkv, d}; }
+
+    // Random causal softmax-like rows: colsum and window consistent with one attention matrix.
+    void randomize(uint32_t seed);
+
+    // Spans into this object: keep it alive while the view is used.
+    ScoreView view(bool with_colsum = true, bool with_window = true, bool with_norms = true) const;
+};
+
+// A ScoreView with its shape filled and no layers yet.
+ScoreView empty_view(const ModelDims& dims, int64_t prompt_len, int64_t step);
+
+// A policy from the registry with a budget of `tokens` per (layer, KV head).
+std::unique_ptr<Policy> make_with_tokens(const std::string& name, int64_t tokens,
+                                         std::vector<std::string> params = {});
+
+// kept slot indices of (layer, head) after the plan, for a head of n slots (all when no keep).
+std::vector<int64_t> kept_of(const Plan& p, int64_t layer, int64_t head, int64_t n);
+
+// The plan's note `key` for `layer`, or nullptr.
+const LayerNote* find_note(const Plan& p, int64_t layer, const std::string& key);
+
+// Per-slot bit widths of one cache head (KVCache::k_bits / v_bits), as a comparable vector.
+std::vector<int> bits_of(std::span<const int> b);
 
 // One (layer, KV head) worth of statistics; empty members are "not computed".
 struct HeadData {

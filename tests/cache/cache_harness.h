@@ -1,6 +1,10 @@
 #pragma once
-// Random valid edits of a KVCache, for the tests that follow a cache through its edit journal
-// (tests/policies/kv_journal_test.cpp: host shadows; tests/kernels/backend_ops_test.cpp: the CUDA
+// Test harness of the KV cache tests (tests/cache) and of the tests that drive a real KVCache
+// (tests/policies, tests/kernels): a cache filled with recognisable synthetic tokens, and random
+// valid edits of a cache.
+//
+// RandomKVEdits serves the tests that follow a cache through its edit journal
+// (tests/cache/kv_journal_test.cpp: host shadows; tests/kernels/backend_ops_test.cpp: the CUDA
 // backend's device mirrors). Every call is valid for the cache's current state: append, keep,
 // merge, merge_incoming (with and without taking the position), quantize (per token / per
 // channel, keys / values / both), demote, clear and copy_contents_from another cache.
@@ -11,8 +15,43 @@
 #include <vector>
 
 #include "core/cache/kv_cache.h"
+#include "kernels/backend.h"
 
 namespace kvscope::test {
+
+// A cache with `n` tokens (positions 0..n-1) in every (layer, head); key channel c of token t is
+// a deterministic function so tests can recognise tokens after eviction.
+inline KVCache make_filled_cache(int64_t L, int64_t Hkv, int64_t d, int64_t n, int elem_bytes) {
+    KVCache c(L, Hkv, d, elem_bytes);
+    std::vector<float> k(d), v(d);
+    for (int64_t l = 0; l < L; ++l)
+        for (int64_t h = 0; h < Hkv; ++h)
+            for (int64_t t = 0; t < n; ++t) {
+                for (int64_t i = 0; i < d; ++i) {
+                    k[i] = static_cast<float>(t) + 0.01f * static_cast<float>(i);
+                    v[i] = -static_cast<float>(t) - 0.01f * static_cast<float>(i);
+                }
+                c.append(l, h, k.data(), v.data(), t);
+            }
+    return c;
+}
+
+// The attention view of one cache head as the engine's head_view() makes it
+// (core/engine/engine_cache_bridge.cpp), with the head's journal for followers; the tests link the
+// cache only, not the engine.
+inline KVHeadView journal_view(const KVCache& c, int64_t l, int64_t h) {
+    KVHeadView v;
+    v.k = c.k(l, h);
+    v.v = c.v(l, h);
+    v.pos = c.positions(l, h).data();
+    v.len = c.n_slots(l, h);
+    v.cache_uid = c.uid();
+    v.layer = l;
+    v.head = h;
+    v.journal = &c.journal(l, h);
+    v.version = v.journal->version();
+    return v;
+}
 
 class RandomKVEdits {
   public:
@@ -88,19 +127,19 @@ class RandomKVEdits {
             QuantSpec q;
             q.bits = 2 + pick(7);
             q.group_size = 1 + pick(8);
-            q.axis = pick(2) == 0 ? QuantAxis::per_token : QuantAxis::per_channel;
+            q.axis = pick(2) == 0 ? QuantAxis::kPerToken : QuantAxis::kPerChannel;
             q.part = static_cast<KVPart>(pick(3));
             std::vector<int64_t> slots;
             for (int64_t i = 0; i < n; ++i) {
                 const bool kq = c_.k_bits(l, h)[static_cast<size_t>(i)] != 16;
                 const bool vq = c_.v_bits(l, h)[static_cast<size_t>(i)] != 16;
-                const bool free_part = (q.part == KVPart::keys && !kq) ||
-                                       (q.part == KVPart::values && !vq) ||
-                                       (q.part == KVPart::both && !kq && !vq);
+                const bool free_part = (q.part == KVPart::kKeys && !kq) ||
+                                       (q.part == KVPart::kValues && !vq) ||
+                                       (q.part == KVPart::kBoth && !kq && !vq);
                 if (free_part && pick(2) == 0) slots.push_back(i);
             }
             if (slots.empty()) return "quantize (nothing to quantise)" + where;
-            if (q.axis == QuantAxis::per_token) std::shuffle(slots.begin(), slots.end(), rng_);
+            if (q.axis == QuantAxis::kPerToken) std::shuffle(slots.begin(), slots.end(), rng_);
             c_.quantize(l, h, slots, q);
             return "quantize " + std::to_string(slots.size()) + where;
         }
@@ -112,8 +151,8 @@ class RandomKVEdits {
             for (int64_t i = 0; i < n; ++i) {
                 const int kb = c_.k_bits(l, h)[static_cast<size_t>(i)];
                 const int vb = c_.v_bits(l, h)[static_cast<size_t>(i)];
-                if ((part == KVPart::values || (kb != 16 && kb > 1)) &&
-                    (part == KVPart::keys || (vb != 16 && vb > 1)))
+                if ((part == KVPart::kValues || (kb != 16 && kb > 1)) &&
+                    (part == KVPart::kKeys || (vb != 16 && vb > 1)))
                     eligible.push_back(i);
             }
             if (eligible.empty()) return "demote (nothing to demote)" + where;
@@ -121,9 +160,9 @@ class RandomKVEdits {
                 eligible[static_cast<size_t>(pick(static_cast<int64_t>(eligible.size())))];
             const int kb = c_.k_bits(l, h)[static_cast<size_t>(s)];
             const int vb = c_.v_bits(l, h)[static_cast<size_t>(s)];
-            const int lowest = part == KVPart::keys     ? kb
-                               : part == KVPart::values ? vb
-                                                        : std::min(kb, vb);
+            const int lowest = part == KVPart::kKeys     ? kb
+                               : part == KVPart::kValues ? vb
+                                                         : std::min(kb, vb);
             const std::vector<int64_t> slots = {s};
             c_.demote(l, h, slots, lowest - 1, part);
             return "demote slot " + std::to_string(s) + " to " + std::to_string(lowest - 1) + where;

@@ -8,7 +8,7 @@
 
 #include "core/cache/kv_cache.h"
 #include "core/cache/quantizer.h"
-#include "policy_test_util.h"
+#include "tests/cache/cache_harness.h"
 
 namespace kvscope {
 namespace {
@@ -34,7 +34,7 @@ TEST(KVCache, AppendStoresSlotsAndEmitsEvents) {
     EXPECT_EQ(c.positions(1, 0)[1], 12);
     EXPECT_FLOAT_EQ(c.v(1, 0)[4 + 3], 8.0f);
     ASSERT_EQ(r.events.size(), 2u);
-    EXPECT_EQ(r.events[1].op, CacheOp::append);
+    EXPECT_EQ(r.events[1].op, CacheOp::kAppend);
     EXPECT_EQ(r.events[1].layer, 1);
     EXPECT_EQ(r.events[1].position, 12);
     EXPECT_EQ(r.events[1].slot, 1);
@@ -70,7 +70,7 @@ TEST(KVCache, KeepEvictsOthersInOrderAndFreesMemory) {
     ASSERT_EQ(r.events.size(), 3u);
     const int64_t evicted[3] = {1, 3, 5};
     for (int i = 0; i < 3; ++i) {
-        EXPECT_EQ(r.events[i].op, CacheOp::evict);
+        EXPECT_EQ(r.events[i].op, CacheOp::kEvict);
         EXPECT_EQ(r.events[i].position, evicted[i]);
         EXPECT_EQ(r.events[i].slot, evicted[i]);
         EXPECT_EQ(r.events[i].step, 3);
@@ -104,7 +104,7 @@ TEST(KVCache, MergeWeightsSourcesIntoDestination) {
     EXPECT_EQ(c.merge_count(0, 0)[2], 2);
     EXPECT_FLOAT_EQ(c.merge_weight(0, 0)[2], 0.5f);
     ASSERT_EQ(r.events.size(), 2u);
-    EXPECT_EQ(r.events[0].op, CacheOp::merge);
+    EXPECT_EQ(r.events[0].op, CacheOp::kMerge);
     EXPECT_EQ(r.events[0].position, 1);
     EXPECT_EQ(r.events[0].dst_position, 3);
     EXPECT_EQ(r.events[0].dst_slot, 2);  // slot 3 becomes 2 after removing slot 1
@@ -192,7 +192,7 @@ TEST(KVCache, PerTokenQuantizeAccountsCodesScalesAndZeros) {
     r.attach(c);
     std::vector<float> before(c.k(0, 0), c.k(0, 0) + 4 * d);
     const std::vector<int64_t> slots = {1, 2};
-    QuantSpec q{2, 4, QuantAxis::per_token, KVPart::both};
+    QuantSpec q{2, 4, QuantAxis::kPerToken, KVPart::kBoth};
     c.quantize(0, 0, slots, q);
     EXPECT_EQ(c.k_bits(0, 0)[1], 2);
     EXPECT_EQ(c.v_bits(0, 0)[2], 2);
@@ -202,7 +202,7 @@ TEST(KVCache, PerTokenQuantizeAccountsCodesScalesAndZeros) {
     EXPECT_EQ(c.bytes_held(0, 0), 64 + 2 * 2 * (2 + 8));
     EXPECT_EQ(c.check_consistency(), "");
     ASSERT_EQ(r.events.size(), 2u);
-    EXPECT_EQ(r.events[0].op, CacheOp::quantize);
+    EXPECT_EQ(r.events[0].op, CacheOp::kQuantize);
     EXPECT_EQ(r.events[0].bits, 2);
     // Dequantised values stay within half a scale of the originals.
     for (int64_t s : slots)
@@ -230,7 +230,7 @@ TEST(KVCache, PerChannelBlockSharesGroupsAcrossSlots) {
     const int64_t d = 4;
     KVCache c = make_filled_cache(1, 1, d, 6, 2);
     const std::vector<int64_t> block = {0, 1, 2, 3, 4};  // 5 tokens, groups of 2 tokens -> 3
-    c.quantize(0, 0, block, QuantSpec{2, 2, QuantAxis::per_channel, KVPart::keys});
+    c.quantize(0, 0, block, QuantSpec{2, 2, QuantAxis::kPerChannel, KVPart::kKeys});
     // Keys of 5 slots: codes 5 x 4 x 2 bits = 40 bits = 5 B; groups: 4 channels x 3 = 12 x 4 B.
     // Values (full) of 6 slots + key of slot 5: (6 + 1) x 4 x 2 B = 56 B.
     EXPECT_EQ(c.bytes_held(0, 0), 5 + 48 + 56);
@@ -258,22 +258,22 @@ TEST(KVCache, DemoteLowersBitsAndAccounting) {
     Recorder r;
     r.attach(c);
     c.quantize(0, 0, std::vector<int64_t>{0, 1},
-               QuantSpec{4, 8, QuantAxis::per_token, KVPart::both});
+               QuantSpec{4, 8, QuantAxis::kPerToken, KVPart::kBoth});
     const int64_t at4 = c.bytes_held(0, 0);
-    c.demote(0, 0, std::vector<int64_t>{1}, 2, KVPart::values);
+    c.demote(0, 0, std::vector<int64_t>{1}, 2, KVPart::kValues);
     EXPECT_EQ(c.v_bits(0, 0)[1], 2);
     EXPECT_EQ(c.k_bits(0, 0)[1], 4);
     EXPECT_EQ(c.bytes_held(0, 0), at4 - d * 2 / 8);  // 8 values lose 2 bits each
-    EXPECT_EQ(r.events.back().op, CacheOp::demote);
-    EXPECT_EQ(r.events.back().part, KVPart::values);
+    EXPECT_EQ(r.events.back().op, CacheOp::kDemote);
+    EXPECT_EQ(r.events.back().part, KVPart::kValues);
     EXPECT_EQ(c.check_consistency(), "");
-    EXPECT_THROW(c.demote(0, 0, std::vector<int64_t>{1}, 3, KVPart::values), std::invalid_argument);
+    EXPECT_THROW(c.demote(0, 0, std::vector<int64_t>{1}, 3, KVPart::kValues), std::invalid_argument);
     EXPECT_THROW(c.demote(0, 0, std::vector<int64_t>{2}, 2), std::invalid_argument);
 }
 
 TEST(KVCache, MergeIntoQuantisedSlotMakesItFullPrecision) {
     KVCache c = make_filled_cache(1, 1, 4, 3, 2);
-    c.quantize(0, 0, std::vector<int64_t>{0}, QuantSpec{2, 4, QuantAxis::per_token, KVPart::both});
+    c.quantize(0, 0, std::vector<int64_t>{0}, QuantSpec{2, 4, QuantAxis::kPerToken, KVPart::kBoth});
     MergeSpec m;
     m.src = {1};
     m.dst = 0;

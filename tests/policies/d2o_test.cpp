@@ -1,4 +1,6 @@
-// D2O: hand-computed eviction, recall and merge weights (policies.md §1.2-1.3), layer budgets.
+// D2O: hand-computed eviction, recall and merge weights, layer budgets. The rule is the comment
+// block at the top of core/policies/d2o.cpp (the second batch has no PyTorch reference:
+// docs/policy_reference.md, "Limits").
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -6,7 +8,7 @@
 
 #include "core/policies/plan.h"
 #include "core/policies/registry.h"
-#include "tests/policies2/policy2_harness.h"
+#include "tests/policies/policy_harness.h"
 
 namespace kvscope::test {
 namespace {
@@ -70,12 +72,6 @@ std::unique_ptr<Policy> make_d2o(const std::string& merge) {
     return p;
 }
 
-const LayerNote* note(const Plan& p, int64_t layer, const std::string& key) {
-    for (const LayerNote& n : p.notes)
-        if (n.layer == layer && n.key == key) return &n;
-    return nullptr;
-}
-
 const MergeOp* merge_into(const HeadPlan& hp, int64_t dst) {
     for (const MergeOp& m : hp.merges)
         if (m.dst == dst) return &m;
@@ -88,9 +84,9 @@ TEST(D2O, PrefillEvictsNothingAndReportsDensity) {
     p->begin(dims_of(c.prefill), 11);
     const Plan plan = p->after_prefill(c.prefill.view());
     for (const HeadPlan& hp : plan.heads) EXPECT_FALSE(hp.keep.has_value());
-    ASSERT_NE(note(plan, 0, "d2o_density"), nullptr);
+    ASSERT_NE(find_note(plan, 0, "d2o_density"), nullptr);
     // Head variances of s0 / s1 differ, so min-max gives {0, 1 - eps}: F = (0 + ~1) / 2.
-    EXPECT_NEAR(note(plan, 0, "d2o_density")->value, 0.5, 1e-6);
+    EXPECT_NEAR(find_note(plan, 0, "d2o_density")->value, 0.5, 1e-6);
 }
 
 TEST(D2O, FirstDecodeStepHandComputedCodeMerge) {
@@ -100,14 +96,14 @@ TEST(D2O, FirstDecodeStepHandComputedCodeMerge) {
     p->after_prefill(c.prefill.view());
     const Plan plan = p->after_decode_layer(c.step0.view());
 
-    ASSERT_NE(note(plan, 0, "d2o_budget"), nullptr);
-    EXPECT_EQ(note(plan, 0, "d2o_budget")->value, 6.0);
-    EXPECT_NEAR(note(plan, 0, "d2o_ratio")->value, 0.5, 1e-12);
+    ASSERT_NE(find_note(plan, 0, "d2o_budget"), nullptr);
+    EXPECT_EQ(find_note(plan, 0, "d2o_budget")->value, 6.0);
+    EXPECT_NEAR(find_note(plan, 0, "d2o_ratio")->value, 0.5, 1e-12);
     // tau = mean of the 12 nearest-neighbour cosines:
     //   head 0: 1, c, 1, c, 1, c  (c = cos 30);  head 1: 0, 1, .5, 1, 0, .5
     //   tau = (3 + 3c + 3) / 12 = 0.7165063509
-    ASSERT_NE(note(plan, 0, "d2o_tau"), nullptr);
-    EXPECT_NEAR(note(plan, 0, "d2o_tau")->value, 0.7165063509461097, 1e-6);
+    ASSERT_NE(find_note(plan, 0, "d2o_tau"), nullptr);
+    EXPECT_NEAR(find_note(plan, 0, "d2o_tau")->value, 0.7165063509461097, 1e-6);
 
     const HeadPlan* h0 = plan.find(0, 0);
     const HeadPlan* h1 = plan.find(0, 1);
@@ -191,7 +187,7 @@ TEST(D2O, SteadyStateEvictsOnePerHeadAndUpdatesTau) {
     p->begin(dims_of(c.prefill), 11);
     p->after_prefill(c.prefill.view());
     const Plan first = p->after_decode_layer(c.step0.view());
-    const double tau0 = note(first, 0, "d2o_tau")->value;
+    const double tau0 = find_note(first, 0, "d2o_tau")->value;
 
     // Step 1 view: the 6 survivors of head 0/1 plus position 12; keys: all (1, 0) except the
     // new token (0, 1), so every nearest cosine is known: evicted token's u is 1 if it points
@@ -228,7 +224,7 @@ TEST(D2O, SteadyStateEvictsOnePerHeadAndUpdatesTau) {
     // evicts slot 3 (pos 9, key (1,0)): u = 1 to the kept (1,0) keys. Same for head 1 (pos 9).
     // tau = 0.5 * tau0 + 0.5 * 1.
     EXPECT_EQ(*plan.find(0, 0)->keep, (std::vector<int64_t>{0, 1, 2, 4, 5, 6}));
-    EXPECT_NEAR(note(plan, 0, "d2o_tau")->value, 0.5 * tau0 + 0.5, 1e-6);
+    EXPECT_NEAR(find_note(plan, 0, "d2o_tau")->value, 0.5 * tau0 + 0.5, 1e-6);
     // u = 1 >= tau: recalled into the lowest-index nearest neighbour (slot 0).
     ASSERT_EQ(plan.find(0, 0)->merges.size(), 1u);
     EXPECT_EQ(plan.find(0, 0)->merges[0].dst, 0);
@@ -260,8 +256,8 @@ TEST(D2O, LayerBudgetsFollowTheVarianceSoftmax) {
     auto p = make_policy("d2o", Budget{-1, 0.5}, {"protected_layers="});
     p->begin(dims_of(pre), 10);
     const Plan pp = p->after_prefill(pre.view());
-    EXPECT_NEAR(note(pp, 0, "d2o_density")->value, 0.0, 1e-12);
-    EXPECT_NEAR(note(pp, 1, "d2o_density")->value, 0.49999968750019536, 1e-9);
+    EXPECT_NEAR(find_note(pp, 0, "d2o_density")->value, 0.0, 1e-12);
+    EXPECT_NEAR(find_note(pp, 1, "d2o_density")->value, 0.49999968750019536, 1e-9);
     // A decode view of layer 0 (11 slots <= C? no: C_0 = 6) is enough to trigger the budgets.
     ViewData v;
     v.n_layers = 2;
@@ -280,10 +276,10 @@ TEST(D2O, LayerBudgetsFollowTheVarianceSoftmax) {
         v.heads.back().push_back(d);
     }
     const Plan plan = p->after_decode_layer(v.view());
-    EXPECT_NEAR(note(plan, 0, "d2o_ratio")->value, 0.6224592577632375, 1e-9);
-    EXPECT_NEAR(note(plan, 1, "d2o_ratio")->value, 0.3775407422367625, 1e-9);
-    EXPECT_EQ(note(plan, 0, "d2o_budget")->value, 6.0);
-    EXPECT_EQ(note(plan, 1, "d2o_budget")->value, 4.0);
+    EXPECT_NEAR(find_note(plan, 0, "d2o_ratio")->value, 0.6224592577632375, 1e-9);
+    EXPECT_NEAR(find_note(plan, 1, "d2o_ratio")->value, 0.3775407422367625, 1e-9);
+    EXPECT_EQ(find_note(plan, 0, "d2o_budget")->value, 6.0);
+    EXPECT_EQ(find_note(plan, 1, "d2o_budget")->value, 4.0);
     EXPECT_EQ(plan.find(1, 0)->keep->size(), 4u);
 }
 

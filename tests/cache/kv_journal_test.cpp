@@ -11,26 +11,10 @@
 #include "core/cache/kv_cache.h"
 #include "kernels/backend.h"
 #include "kernels/kv_journal.h"
-#include "random_kv_edits.h"
+#include "tests/cache/cache_harness.h"
 
 namespace kvscope {
 namespace {
-
-// What the engine's head_view() makes (core/engine/engine_cache_bridge.cpp; this test links the
-// cache only).
-KVHeadView head_view(const KVCache& c, int64_t l, int64_t h) {
-    KVHeadView v;
-    v.k = c.k(l, h);
-    v.v = c.v(l, h);
-    v.pos = c.positions(l, h).data();
-    v.len = c.n_slots(l, h);
-    v.cache_uid = c.uid();
-    v.layer = l;
-    v.head = h;
-    v.journal = &c.journal(l, h);
-    v.version = v.journal->version();
-    return v;
-}
 
 // Exact equality of a shadow with the cache's head (the cache's arrays are what attention reads).
 void expect_same(const KVShadow& s, const KVCache& c, int64_t l, int64_t h,
@@ -61,9 +45,9 @@ TEST(KVJournal, ReplayFromEveryVersionEqualsTheCache) {
             for (int64_t l = 0; l < 2; ++l)
                 for (int64_t h = 0; h < 2; ++h) {
                     now.push_back(std::make_unique<KVShadow>(8));
-                    now.back()->sync(head_view(c, l, h));
+                    now.back()->sync(test::journal_view(c, l, h));
                     KVShadow& f = live[static_cast<size_t>(l * 2 + h)];
-                    f.sync(head_view(c, l, h));
+                    f.sync(test::journal_view(c, l, h));
                     SCOPED_TRACE("seed " + std::to_string(seed) + " step " + std::to_string(step));
                     expect_same(f, c, l, h, log.back());
                     ASSERT_EQ(c.check_consistency(), "");
@@ -83,7 +67,7 @@ TEST(KVJournal, ReplayFromEveryVersionEqualsTheCache) {
             for (int64_t l = 0; l < 2; ++l)
                 for (int64_t h = 0; h < 2; ++h) {
                     KVShadow& f = *at_step[s][static_cast<size_t>(l * 2 + h)];
-                    f.sync(head_view(c, l, h));
+                    f.sync(test::journal_view(c, l, h));
                     expect_same(f, c, l, h,
                                 "seed " + std::to_string(seed) + ", follower from step " +
                                     std::to_string(s) + " (" + log[s] + ")");
@@ -96,31 +80,31 @@ TEST(KVJournal, OnlyTouchedRowsAreCopied) {
     test::RandomKVEdits edits(c, 7);
     edits.fill(10);
     KVShadow f(4);
-    EXPECT_EQ(f.sync(head_view(c, 0, 0)), 10);  // first sync: everything
-    EXPECT_EQ(f.sync(head_view(c, 0, 0)), 0);   // nothing changed
+    EXPECT_EQ(f.sync(test::journal_view(c, 0, 0)), 10);  // first sync: everything
+    EXPECT_EQ(f.sync(test::journal_view(c, 0, 0)), 0);   // nothing changed
     const float k[4] = {1, 2, 3, 4}, v[4] = {5, 6, 7, 8};
     c.append(0, 0, k, v, 100);
-    EXPECT_EQ(c.journal(0, 0).version(), 0u);  // fill's appends and this one: no edit...
-    EXPECT_EQ(f.sync(head_view(c, 0, 0)), 1);  // ...one new row
+    EXPECT_EQ(c.journal(0, 0).version(), 0u);           // fill's appends and this one: no edit...
+    EXPECT_EQ(f.sync(test::journal_view(c, 0, 0)), 1);  // ...one new row
     const std::vector<int64_t> keep = {0, 2, 3, 5, 6, 7, 8, 9, 10};
     c.keep(0, 0, keep);
-    EXPECT_EQ(f.sync(head_view(c, 0, 0)), 0);  // a gather moves rows, copies none
+    EXPECT_EQ(f.sync(test::journal_view(c, 0, 0)), 0);  // a gather moves rows, copies none
     MergeSpec m;
     m.dst = 4;
     m.src = {1};
     m.src_weights = {0.5f};
     c.merge(0, 0, m);
-    EXPECT_EQ(f.sync(head_view(c, 0, 0)), 1);  // the destination
+    EXPECT_EQ(f.sync(test::journal_view(c, 0, 0)), 1);  // the destination
     QuantSpec q;
     q.bits = 4;
     q.group_size = 2;
     const std::vector<int64_t> qs = {0, 1, 2};
     c.quantize(0, 0, qs, q);
-    EXPECT_EQ(f.sync(head_view(c, 0, 0)), 3);
+    EXPECT_EQ(f.sync(test::journal_view(c, 0, 0)), 3);
     expect_same(f, c, 0, 0, "after quantize");
     c.clear();
     c.append(0, 0, k, v, 0);
-    EXPECT_EQ(f.sync(head_view(c, 0, 0)), 1);  // reset: the whole (new) head
+    EXPECT_EQ(f.sync(test::journal_view(c, 0, 0)), 1);  // reset: the whole (new) head
     expect_same(f, c, 0, 0, "after clear");
 }
 
@@ -129,7 +113,7 @@ TEST(KVJournal, LogIsBoundedAndOldFollowersRecopy) {
     test::RandomKVEdits edits(c, 11);
     edits.fill(8);
     KVShadow old(4);
-    old.sync(head_view(c, 0, 0));
+    old.sync(test::journal_view(c, 0, 0));
     const float k[4] = {1, 2, 3, 4}, v[4] = {5, 6, 7, 8};
     int64_t pos = 1000;
     for (size_t i = 0; i < KVJournal::kMaxEdits + 10; ++i) {  // append + evict the oldest
@@ -143,7 +127,7 @@ TEST(KVJournal, LogIsBoundedAndOldFollowersRecopy) {
     EXPECT_LE(j.edits().size(), KVJournal::kMaxEdits);
     EXPECT_GT(j.base(), 0u);
     EXPECT_EQ(j.base() + j.edits().size(), j.version());
-    EXPECT_EQ(old.sync(head_view(c, 0, 0)), c.n_slots(0, 0));  // too old: whole head
+    EXPECT_EQ(old.sync(test::journal_view(c, 0, 0)), c.n_slots(0, 0));  // too old: whole head
     expect_same(old, c, 0, 0, "after the log moved on");
 }
 

@@ -1,5 +1,6 @@
 // MiKV: H2O importance, the rest quantised instead of evicted, key channel balancing, one-way
-// demotion (policies.md §5).
+// demotion. The rule is the comment block at the top of core/policies/mikv.cpp (the second batch
+// has no PyTorch reference: docs/policy_reference.md, "Limits").
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -11,7 +12,7 @@
 #include "core/error.h"
 #include "core/policies/plan.h"
 #include "core/policies/registry.h"
-#include "tests/policies2/policy2_harness.h"
+#include "tests/policies/policy_harness.h"
 
 namespace kvscope::test {
 namespace {
@@ -49,10 +50,6 @@ void fill(MikvCase& c) {
     c.view.heads = {{h}};
 }
 
-std::vector<int> bits(std::span<const int> b) {
-    return {b.begin(), b.end()};
-}
-
 TEST(MiKV, PrefillQuantisesWhatH2OWouldEvictWithBalancedKeys) {
     MikvCase c;
     fill(c);
@@ -60,8 +57,8 @@ TEST(MiKV, PrefillQuantisesWhatH2OWouldEvictWithBalancedKeys) {
     p->begin(dims_of(c.view), 12);
     apply(p->after_prefill(c.view.view()), c.cache);
     const std::vector<int> want = {16, 3, 3, 16, 3, 3, 3, 3, 3, 3, 16, 16};
-    EXPECT_EQ(bits(c.cache.k_bits(0, 0)), want);
-    EXPECT_EQ(bits(c.cache.v_bits(0, 0)), want);
+    EXPECT_EQ(bits_of(c.cache.k_bits(0, 0)), want);
+    EXPECT_EQ(bits_of(c.cache.v_bits(0, 0)), want);
     EXPECT_EQ(c.cache.n_slots(0, 0), 12);  // nothing evicted
     const float* k5 = c.cache.k(0, 0) + 5 * 4;
     EXPECT_NEAR(k5[0], 0.0, 1e-6);
@@ -113,7 +110,7 @@ TEST(MiKV, DecodeDemotesOneWay) {
     row[10] = 5.0f;
     v.heads[0][0].step_row = {row};
     apply(p->after_decode_layer(v.view()), c.cache);
-    EXPECT_EQ(bits(c.cache.k_bits(0, 0)),
+    EXPECT_EQ(bits_of(c.cache.k_bits(0, 0)),
               (std::vector<int>{16, 3, 3, 3, 3, 3, 3, 3, 3, 3, 16, 16, 16}));
     // A demoted token never comes back, whatever attention it gets later.
     c.cache.set_step(1);
@@ -137,7 +134,8 @@ TEST(MiKV, Int8HighPrecision) {
     auto p = make_policy("mikv", Budget{4, -1}, {"group=4", "hi_bits=8", "lo_bits=2"});
     p->begin(dims_of(c.view), 12);
     apply(p->after_prefill(c.view.view()), c.cache);
-    EXPECT_EQ(bits(c.cache.v_bits(0, 0)), (std::vector<int>{8, 2, 2, 8, 2, 2, 2, 2, 2, 2, 8, 8}));
+    EXPECT_EQ(bits_of(c.cache.v_bits(0, 0)),
+              (std::vector<int>{8, 2, 2, 8, 2, 2, 2, 2, 2, 2, 8, 8}));
     EXPECT_EQ(c.cache.check_consistency(), "");
     EXPECT_THROW(make_policy("mikv", Budget{4, -1}, {"hi_bits=12"}), InputError);
     EXPECT_THROW(make_policy("mikv", Budget{4, -1}, {"hi_bits=4", "lo_bits=4"}), InputError);

@@ -1,9 +1,9 @@
-#include "tests/policies2/policy2_harness.h"
+#include "tests/policies/policy_harness.h"
 
 #include <algorithm>
 #include <cmath>
 
-#include "core/policies/plan.h"
+#include "core/policies/registry.h"
 
 namespace kvscope::test {
 
@@ -22,14 +22,98 @@ std::vector<std::span<const float>> spans(const std::vector<std::vector<float>>&
 
 }  // namespace
 
-ScoreView ViewData::view() const {
+OwnedStats::OwnedStats(int64_t layers, int64_t heads, int64_t kv_heads, int64_t n,
+                       int64_t window_rows)
+    : L(layers), H(heads), Hkv(kv_heads), N(n), w(window_rows) {
+    colsum.assign(L, std::vector<std::vector<float>>(H, std::vector<float>(N, 0.0f)));
+    window.assign(L, std::vector<std::vector<float>>(H, std::vector<float>(w * N, 0.0f)));
+    key_norm.assign(L, std::vector<std::vector<float>>(Hkv, std::vector<float>(N, 1.0f)));
+    positions = iota_positions(N);
+}
+
+void OwnedStats::randomize(uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<float> u(0.0f, 1.0f);
+    for (int64_t l = 0; l < L; ++l)
+        for (int64_t h = 0; h < H; ++h) {
+            std::fill(colsum[l][h].begin(), colsum[l][h].end(), 0.0f);
+            for (int64_t i = 0; i < N; ++i) {
+                std::vector<float> row(N, 0.0f);
+                float s = 0;
+                for (int64_t j = 0; j <= i; ++j) s += row[j] = u(rng) * u(rng);
+                for (int64_t j = 0; j <= i; ++j) {
+                    row[j] /= s;
+                    colsum[l][h][j] += row[j];
+                }
+                if (i >= N - w)
+                    std::copy(row.begin(), row.end(), window[l][h].begin() + (i - (N - w)) * N);
+            }
+        }
+    for (auto& layer : key_norm)
+        for (auto& head : layer)
+            for (float& x : head) x = 0.5f + u(rng);
+}
+
+ScoreView OwnedStats::view(bool with_colsum, bool with_window, bool with_norms) const {
+    ScoreView v = empty_view(dims(), N, -1);
+    const int64_t g = H / Hkv;
+    for (int64_t l = 0; l < L; ++l) {
+        LayerScores ls;
+        ls.layer = l;
+        for (int64_t kv = 0; kv < Hkv; ++kv) {
+            HeadScores hs;
+            hs.layer = l;
+            hs.kv_head = kv;
+            hs.positions = positions;
+            for (int64_t q = 0; q < g; ++q) {
+                if (with_colsum) hs.colsum.push_back(colsum[l][kv * g + q]);
+                if (with_window && w > 0) hs.window.push_back(window[l][kv * g + q]);
+            }
+            hs.window_rows = with_window ? w : 0;
+            if (with_norms) hs.key_norms = key_norm[l][kv];
+            ls.heads.push_back(std::move(hs));
+        }
+        v.layers.push_back(std::move(ls));
+    }
+    return v;
+}
+
+ScoreView empty_view(const ModelDims& dims, int64_t prompt_len, int64_t step) {
     ScoreView v;
-    v.n_layers = n_layers;
-    v.n_heads = n_heads;
-    v.n_kv_heads = n_kv_heads;
-    v.head_dim = head_dim;
+    v.n_layers = dims.n_layers;
+    v.n_heads = dims.n_heads;
+    v.n_kv_heads = dims.n_kv_heads;
+    v.head_dim = dims.head_dim;
     v.prompt_len = prompt_len;
     v.step = step;
+    return v;
+}
+
+std::unique_ptr<Policy> make_with_tokens(const std::string& name, int64_t tokens,
+                                         std::vector<std::string> params) {
+    Budget b;
+    b.tokens = tokens;
+    return make_policy(name, b, params);
+}
+
+std::vector<int64_t> kept_of(const Plan& p, int64_t layer, int64_t head, int64_t n) {
+    const HeadPlan* hp = p.find(layer, head);
+    if (hp && hp->keep) return *hp->keep;
+    return iota_positions(n);
+}
+
+const LayerNote* find_note(const Plan& p, int64_t layer, const std::string& key) {
+    for (const LayerNote& n : p.notes)
+        if (n.layer == layer && n.key == key) return &n;
+    return nullptr;
+}
+
+std::vector<int> bits_of(std::span<const int> b) {
+    return {b.begin(), b.end()};
+}
+
+ScoreView ViewData::view() const {
+    ScoreView v = empty_view(dims_of(*this), prompt_len, step);
     for (size_t e = 0; e < heads.size(); ++e) {
         LayerScores ls;
         ls.layer = layer_ids[e];
