@@ -107,9 +107,9 @@ void bench_matmul(const ModelSpec& s, int64_t n_rows, int threads) {
                 if (set_threads) set_threads(1);  // what the backend runs with
             }
             auto run_be = [&](Backend& be, int r) {
-                Tensor W = be.upload_weight(wb.data(), DType::bf16, {sh.m, sh.k});
-                Tensor X = be.alloc(DType::f32, {n, sh.k});
-                Tensor O = be.alloc(DType::f32, {n, sh.m});
+                Tensor W = be.upload_weight(wb.data(), DType::kBf16, {sh.m, sh.k});
+                Tensor X = be.alloc(DType::kF32, {n, sh.k});
+                Tensor O = be.alloc(DType::kF32, {n, sh.m});
                 be.from_host(X, x.data());
                 const double t = median_time(r, [&] { be.matmul(X, W, nullptr, O); });
                 be.release(X);

@@ -19,14 +19,14 @@
 
 namespace kvscope {
 
-enum class DeviceKind { cpu, cuda };
+enum class DeviceKind { kCpu, kCuda };
 
 struct Tensor {
-    DType dtype = DType::f32;
+    DType dtype = DType::kF32;
     std::array<int64_t, 4> shape{0, 0, 0, 0};
     int ndim = 0;
     void* data = nullptr;
-    DeviceKind device = DeviceKind::cpu;
+    DeviceKind device = DeviceKind::kCpu;
 
     int64_t numel() const {
         int64_t n = ndim > 0 ? 1 : 0;
@@ -42,7 +42,7 @@ struct Tensor {
 };
 
 Tensor make_tensor_view(void* data, DType dtype, std::initializer_list<int64_t> shape,
-                        DeviceKind dev = DeviceKind::cpu);
+                        DeviceKind dev = DeviceKind::kCpu);
 
 class KVJournal;
 
@@ -93,7 +93,7 @@ struct AttentionArgs {
 
 // RoPE: rotates each head's vector by angle pos * inv_freq[i]. inv_freq has head_dim/2 entries
 // (already scaled for llama3 / linear). half: pairs (i, i + d/2); interleaved: pairs (2i, 2i+1).
-enum class RopePairs { half, interleaved };
+enum class RopePairs { kHalf, kInterleaved };
 
 class Backend {
   public:

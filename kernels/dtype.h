@@ -8,21 +8,21 @@
 
 namespace kvscope {
 
-enum class DType : uint8_t { f32, f16, bf16, i32, i8, u8 };
+enum class DType : uint8_t { kF32, kF16, kBf16, kI32, kI8, kU8 };
 
 inline size_t dtype_size(DType t) {
     switch (t) {
-        case DType::f32:
+        case DType::kF32:
             return 4;
-        case DType::i32:
+        case DType::kI32:
             return 4;
-        case DType::f16:
+        case DType::kF16:
             return 2;
-        case DType::bf16:
+        case DType::kBf16:
             return 2;
-        case DType::i8:
+        case DType::kI8:
             return 1;
-        case DType::u8:
+        case DType::kU8:
             return 1;
     }
     return 0;
@@ -30,17 +30,17 @@ inline size_t dtype_size(DType t) {
 
 inline const char* dtype_name(DType t) {
     switch (t) {
-        case DType::f32:
+        case DType::kF32:
             return "F32";
-        case DType::f16:
+        case DType::kF16:
             return "F16";
-        case DType::bf16:
+        case DType::kBf16:
             return "BF16";
-        case DType::i32:
+        case DType::kI32:
             return "I32";
-        case DType::i8:
+        case DType::kI8:
             return "I8";
-        case DType::u8:
+        case DType::kU8:
             return "U8";
     }
     return "?";

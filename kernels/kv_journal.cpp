@@ -24,7 +24,7 @@ size_t sz(int64_t i) {
 void KVJournal::record_gather(int64_t len_before, std::vector<int64_t> removed, int64_t len_after) {
     if (removed.empty()) return;  // nothing moved: appends alone need no edit
     logged_ += static_cast<int64_t>(removed.size());
-    edits_.push_back(KVEdit{KVEdit::Kind::gather, len_before, std::move(removed)});
+    edits_.push_back(KVEdit{KVEdit::Kind::kGather, len_before, std::move(removed)});
     ++version_;
     bound(len_after);
 }
@@ -34,7 +34,7 @@ void KVJournal::record_rewrite(int64_t len_before, std::vector<int64_t> slots) {
     std::sort(slots.begin(), slots.end());
     slots.erase(std::unique(slots.begin(), slots.end()), slots.end());
     logged_ += static_cast<int64_t>(slots.size());
-    edits_.push_back(KVEdit{KVEdit::Kind::rewrite, len_before, std::move(slots)});
+    edits_.push_back(KVEdit{KVEdit::Kind::kRewrite, len_before, std::move(slots)});
     ++version_;
     bound(len_before);
 }
@@ -87,7 +87,7 @@ void plan_kv_replay(const KVJournal& j, uint64_t from_version, int64_t from_len,
             fail("an edit starts at " + std::to_string(ed.len_before) + " slots, the follower's " +
                  "replay holds " + std::to_string(src.size()));
         src.resize(sz(ed.len_before), -1);  // rows appended before the edit
-        if (ed.kind == KVEdit::Kind::rewrite) {
+        if (ed.kind == KVEdit::Kind::kRewrite) {
             for (int64_t s : ed.slots) {
                 if (s < 0 || s >= ed.len_before) fail("rewritten slot out of range");
                 src[sz(s)] = -1;

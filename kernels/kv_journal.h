@@ -24,8 +24,8 @@
 namespace kvscope {
 
 struct KVEdit {
-    enum class Kind : uint8_t { gather, rewrite };
-    Kind kind = Kind::gather;
+    enum class Kind : uint8_t { kGather, kRewrite };
+    Kind kind = Kind::kGather;
     int64_t len_before = 0;      // the head's slot count right before the edit (appends included)
     std::vector<int64_t> slots;  // ascending; gather: REMOVED slots, rewrite: rewritten slots
                                  // (indices into the array as it was right before the edit)

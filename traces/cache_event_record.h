@@ -13,28 +13,28 @@ namespace kvscope::trace {
 // the two enums are separate because the trace format does not depend on core/. These checks
 // stop a build where their values drift apart; the switch in trace_op (-Wswitch, warnings are
 // errors) stops one where the cache gains an op the trace does not have.
-static_assert(static_cast<int>(kvscope::CacheOp::append) == static_cast<int>(CacheOp::kAppend));
-static_assert(static_cast<int>(kvscope::CacheOp::evict) == static_cast<int>(CacheOp::kEvict));
-static_assert(static_cast<int>(kvscope::CacheOp::merge) == static_cast<int>(CacheOp::kMerge));
-static_assert(static_cast<int>(kvscope::CacheOp::quantize) == static_cast<int>(CacheOp::kQuantize));
-static_assert(static_cast<int>(kvscope::CacheOp::demote) == static_cast<int>(CacheOp::kDemote));
+static_assert(static_cast<int>(kvscope::CacheOp::kAppend) == static_cast<int>(CacheOp::kAppend));
+static_assert(static_cast<int>(kvscope::CacheOp::kEvict) == static_cast<int>(CacheOp::kEvict));
+static_assert(static_cast<int>(kvscope::CacheOp::kMerge) == static_cast<int>(CacheOp::kMerge));
+static_assert(static_cast<int>(kvscope::CacheOp::kQuantize) == static_cast<int>(CacheOp::kQuantize));
+static_assert(static_cast<int>(kvscope::CacheOp::kDemote) == static_cast<int>(CacheOp::kDemote));
 static_assert(static_cast<int>(CacheOp::kDemote) + 1 == kNumCacheOps);
 // /events/part stores KVPart's value: 0 keys, 1 values, 2 both.
-static_assert(static_cast<int>(kvscope::KVPart::keys) == 0 &&
-              static_cast<int>(kvscope::KVPart::values) == 1 &&
-              static_cast<int>(kvscope::KVPart::both) == 2);
+static_assert(static_cast<int>(kvscope::KVPart::kKeys) == 0 &&
+              static_cast<int>(kvscope::KVPart::kValues) == 1 &&
+              static_cast<int>(kvscope::KVPart::kBoth) == 2);
 
 inline CacheOp trace_op(kvscope::CacheOp op) {
     switch (op) {
-        case kvscope::CacheOp::append:
+        case kvscope::CacheOp::kAppend:
             return CacheOp::kAppend;
-        case kvscope::CacheOp::evict:
+        case kvscope::CacheOp::kEvict:
             return CacheOp::kEvict;
-        case kvscope::CacheOp::merge:
+        case kvscope::CacheOp::kMerge:
             return CacheOp::kMerge;
-        case kvscope::CacheOp::quantize:
+        case kvscope::CacheOp::kQuantize:
             return CacheOp::kQuantize;
-        case kvscope::CacheOp::demote:
+        case kvscope::CacheOp::kDemote:
             return CacheOp::kDemote;
     }
     return CacheOp::kAppend;
@@ -50,8 +50,8 @@ inline EventRecord event_record(const kvscope::CacheEvent& e, int32_t step = 0) 
     r.head = static_cast<decltype(r.head)>(e.head);
     r.op = trace_op(e.op);
     r.position = static_cast<int32_t>(e.position);
-    r.destination = static_cast<int32_t>(e.op == kvscope::CacheOp::merge    ? e.dst_slot
-                                         : e.op == kvscope::CacheOp::append ? e.slot
+    r.destination = static_cast<int32_t>(e.op == kvscope::CacheOp::kMerge    ? e.dst_slot
+                                         : e.op == kvscope::CacheOp::kAppend ? e.slot
                                                                             : -1);
     r.weight = e.weight;
     r.similarity = e.similarity;

@@ -51,7 +51,7 @@ PreviewTraceModel::PreviewTraceModel(std::shared_ptr<TraceModel> base,
     for (size_t i = 0; i < preview_->events.size(); ++i) {
         const CacheEvent& e = preview_->events[i];
         // The prompt's appends are implied (added by with_prompt_appends below), as in a trace.
-        if (e.op == CacheOp::append && e.step < 0) continue;
+        if (e.op == CacheOp::kAppend && e.step < 0) continue;
         if (!valid_lh(e.layer, e.head)) continue;
         head_events_[static_cast<size_t>(lh_key(e.layer, e.head))].push_back(i);
     }

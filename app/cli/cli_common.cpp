@@ -56,7 +56,7 @@ Loaded load_model_and_tokenizer(const ModelArgs& args, bool need_tokenizer) {
     fs::path tok_path = args.tokenizer;
     if (tok_path.empty()) {
         const fs::path m = args.model;
-        if (out.model->format == ModelFormat::llama2c) {
+        if (out.model->format == ModelFormat::kLlama2c) {
             tok_path = m.parent_path() / "tokenizer.bin";
             if (!fs::exists(tok_path))
                 throw InputError(m,

@@ -151,7 +151,7 @@ std::function<int()> setup(CLI::App& sub) {
             device_desc = backend->describe();
             backend_name = backend->name();
             std::fprintf(txt, "kvscope bench: %s on %s\n", a->m.model.c_str(), device_desc.c_str());
-            cuda = backend->device() == DeviceKind::cuda;
+            cuda = backend->device() == DeviceKind::kCuda;
             floor_bytes =
                 (a->floor_mib > 0 ? a->floor_mib : (cuda ? 1024 : 128)) * (int64_t{1} << 20);
             floor_gbs = backend->measure_copy_gbs(static_cast<size_t>(floor_bytes), 9);

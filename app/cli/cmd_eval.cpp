@@ -140,13 +140,13 @@ std::function<int()> setup(CLI::App& sub) {
         std::vector<int64_t> lengths;
         for (int32_t v : parse_id_list(a->lengths, "--lengths")) lengths.push_back(v);
         const std::vector<double> depths = parse_depths(a->depths);
-        if (kind == ScenarioKind::passkey && a->needles != 1)
+        if (kind == ScenarioKind::kPasskey && a->needles != 1)
             throw InputError("--needles applies to niah and needles only");
-        if (kind != ScenarioKind::needles &&
+        if (kind != ScenarioKind::kNeedles &&
             (a->distractors != 0 || !a->templates.empty() || a->splits != "train,heldout"))
             throw InputError("--distractors, --templates and --split apply to needles only");
         std::vector<TemplateSplit> splits;
-        if (kind == ScenarioKind::needles) {
+        if (kind == ScenarioKind::kNeedles) {
             std::stringstream ss(a->splits);
             std::string item;
             while (std::getline(ss, item, ',')) splits.push_back(parse_template_split(item));
@@ -158,12 +158,12 @@ std::function<int()> setup(CLI::App& sub) {
         // One grid per run: passkey / niah one run (split ""), needles one per split.
         struct Run {
             std::string split;
-            TemplateSplit tsplit = TemplateSplit::train;
+            TemplateSplit tsplit = TemplateSplit::kTrain;
             Haystack hay;
         };
         std::vector<Run> runs;
         NeedleTemplateSet templates;
-        if (kind == ScenarioKind::needles) {
+        if (kind == ScenarioKind::kNeedles) {
             std::filesystem::path file = a->templates;
             if (file.empty()) file = find_default_templates_file(a->m.model);
             if (file.empty())
@@ -178,7 +178,7 @@ std::function<int()> setup(CLI::App& sub) {
                                                        : std::filesystem::path(a->haystack))});
         } else {
             runs.emplace_back();
-            if (kind == ScenarioKind::niah) {
+            if (kind == ScenarioKind::kNiah) {
                 std::filesystem::path dir = a->haystack;
                 if (dir.empty()) dir = find_default_haystack_dir(a->m.model);
                 if (dir.empty())
@@ -221,7 +221,7 @@ std::function<int()> setup(CLI::App& sub) {
         int64_t trials_done = 0;
         for (const Run& run : runs) {
             ScenarioBuilder builder(*L.tokenizer,
-                                    kind == ScenarioKind::passkey ? nullptr : &run.hay);
+                                    kind == ScenarioKind::kPasskey ? nullptr : &run.hay);
             for (int64_t len : lengths) {
                 for (double d : depths) {
                     Cell c{run.split, len, d, 0, 0};
@@ -233,7 +233,7 @@ std::function<int()> setup(CLI::App& sub) {
                         so.depth = d;
                         so.seed = trial_seed(a->seed, kind, len, d, t);
                         so.num_needles = a->needles;
-                        so.templates = kind == ScenarioKind::needles ? &templates : nullptr;
+                        so.templates = kind == ScenarioKind::kNeedles ? &templates : nullptr;
                         so.split = run.tsplit;
                         so.distractors = a->distractors;
                         const Scenario sc = builder.build(so);
@@ -324,7 +324,7 @@ std::function<int()> setup(CLI::App& sub) {
                 {"accuracy", n ? static_cast<double>(ok) / n : 0.0},
                 {"seconds", secs},
                 {"csv", csv_path}};
-            if (kind == ScenarioKind::needles) {
+            if (kind == ScenarioKind::kNeedles) {
                 j["splits"] = js;
                 j["templates"] = templates.file.string();
                 j["needles"] = a->needles;

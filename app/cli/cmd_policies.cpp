@@ -23,16 +23,16 @@ std::string number(double x) {
 }
 
 std::string range_of(const ParamSpec& p) {
-    if (p.type == ParamType::enum_) {
+    if (p.type == ParamType::kEnum) {
         std::string s;
         for (const std::string& c : p.choices) s += (s.empty() ? "" : "|") + c;
         return s;
     }
-    if (p.type == ParamType::bool_) return "true|false";
+    if (p.type == ParamType::kBool) return "true|false";
     if (!p.min && !p.max) return "";
     const std::string lo = p.min ? number(*p.min) : "-inf";
     const std::string hi = p.max ? number(*p.max) : "inf";
-    return (p.type == ParamType::int_list ? "each in [" : "[") + lo + ", " + hi + "]";
+    return (p.type == ParamType::kIntList ? "each in [" : "[") + lo + ", " + hi + "]";
 }
 
 void print_entry(const PolicyEntry& e) {

@@ -233,7 +233,7 @@ std::vector<SweepCell> sweep_cells(const SweepSpec& spec) {
                         c.depth = d;
                         c.trial = t;
                         c.seed = trial_seed(spec.seed + static_cast<uint64_t>(h * 1000 + n),
-                                            ScenarioKind::niah, len, d, t);
+                                            ScenarioKind::kNiah, len, d, t);
                         out.push_back(c);
                     }
     return out;
@@ -359,7 +359,7 @@ int64_t run_niah_sweep(const Model& model, const Tokenizer& tok, const SweepSpec
         if (!haystacks.count(dir.string())) haystacks.emplace(dir.string(), load_haystack(dir));
         ScenarioBuilder builder(tok, &haystacks.at(dir.string()));
         ScenarioOptions so;
-        so.kind = ScenarioKind::niah;
+        so.kind = ScenarioKind::kNiah;
         so.length = c.length;
         so.depth = c.depth;
         so.seed = c.seed;

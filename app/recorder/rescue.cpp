@@ -53,14 +53,14 @@ RescueResult rescue_needle(LiveSession& session, const PolicyChoice& policy,
     };
     const int64_t L = session.model().spec.n_layers;
     if (run({})) {
-        res.outcome = RescueResult::Outcome::not_lost;
+        res.outcome = RescueResult::Outcome::kNotLost;
         res.summary = "the answer is right under " + policy.describe() + ": nothing to rescue";
         return res;
     }
     std::set<int64_t> all;
     for (int64_t l = 0; l < L; ++l) all.insert(l);
     if (!run(all)) {
-        res.outcome = RescueResult::Outcome::not_rescuable;
+        res.outcome = RescueResult::Outcome::kNotRescuable;
         res.summary = "keeping the needle in every layer does not restore the answer: the loss is "
                       "elsewhere (other tokens the policy dropped, or the model itself)";
         return res;
@@ -68,7 +68,7 @@ RescueResult rescue_needle(LiveSession& session, const PolicyChoice& policy,
     std::set<int64_t> keep = all;
     for (int64_t l = 0; l < L; ++l) {
         if (static_cast<int>(res.runs.size()) >= max_runs) {
-            res.outcome = RescueResult::Outcome::budget_exhausted;
+            res.outcome = RescueResult::Outcome::kBudgetExhausted;
             res.layers = keep;
             res.summary = "rescued by keeping the needle in layers " + layer_list(keep) +
                           " (search stopped after " + std::to_string(max_runs) +
@@ -80,7 +80,7 @@ RescueResult rescue_needle(LiveSession& session, const PolicyChoice& policy,
         if (trial.empty()) continue;  // the policy as it is: known to lose the answer
         if (run(trial)) keep = trial;
     }
-    res.outcome = RescueResult::Outcome::rescued;
+    res.outcome = RescueResult::Outcome::kRescued;
     res.layers = keep;
     res.summary = "rescued by keeping the needle in layers " + layer_list(keep) + " (" +
                   std::to_string(keep.size()) + " of " + std::to_string(L) +

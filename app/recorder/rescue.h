@@ -23,8 +23,8 @@ struct RescueRun {
 };
 
 struct RescueResult {
-    enum class Outcome { not_lost, rescued, not_rescuable, budget_exhausted };
-    Outcome outcome = Outcome::not_lost;
+    enum class Outcome { kNotLost, kRescued, kNotRescuable, kBudgetExhausted };
+    Outcome outcome = Outcome::kNotLost;
     std::set<int64_t> layers;  // rescued: the irreducible set found
     std::vector<RescueRun> runs;
     std::string summary;  // one line for people ("rescued by keeping the needle in layers 2, 5")

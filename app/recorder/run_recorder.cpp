@@ -140,7 +140,7 @@ void RunRecorder::on_prefill_map(int64_t l, const std::vector<std::vector<float>
 void RunRecorder::on_cache_event(const CacheEvent& e) {
     // The prompt's appends are implied by /tokens (P x L x H rows of no information); every
     // other operation, and every decode-time append, is recorded.
-    if (e.op == CacheOp::append && e.step < 0) return;
+    if (e.op == CacheOp::kAppend && e.step < 0) return;
     pending_.push_back(trace::event_record(e));
 }
 

@@ -50,8 +50,8 @@ nlohmann::json spec_json(const ModelSpec& s) {
             {"max_position", s.max_position},
             {"norm_eps", s.norm_eps},
             {"rope_theta", s.rope.theta},
-            {"rope_scaling", s.rope.scaling == RopeScaling::none     ? "none"
-                             : s.rope.scaling == RopeScaling::linear ? "linear"
+            {"rope_scaling", s.rope.scaling == RopeScaling::kNone     ? "none"
+                             : s.rope.scaling == RopeScaling::kLinear ? "linear"
                                                                      : "llama3"},
             {"rope_factor", s.rope.factor},
             {"attention_bias", s.attention_bias},
@@ -66,13 +66,13 @@ RunInput build_scenario_input(const Tokenizer& tok, const std::string& model_pat
                               const ScenarioRequest& req) {
     const ScenarioKind kind = parse_scenario_kind(req.kind);
     Haystack hay;
-    if (kind == ScenarioKind::niah) {
+    if (kind == ScenarioKind::kNiah) {
         std::filesystem::path dir = req.haystack;
         if (dir.empty()) dir = find_default_haystack_dir(model_path);
         if (dir.empty()) throw InputError("--scenario niah needs haystack texts: pass --haystack DIR");
         hay = load_haystack(dir);
     }
-    ScenarioBuilder builder(tok, kind == ScenarioKind::niah ? &hay : nullptr);
+    ScenarioBuilder builder(tok, kind == ScenarioKind::kNiah ? &hay : nullptr);
     ScenarioOptions so;
     so.kind = kind;
     so.length = req.length;

@@ -473,7 +473,7 @@ void LiveDock::rebuild_params() {
         QWidget* w = nullptr;
         const QString tip = QString::fromStdString(spec.help);
         switch (spec.type) {
-            case ParamType::int_: {
+            case ParamType::kInt: {
                 auto* s = new QSpinBox(params_box_);
                 s->setRange(spec.min ? static_cast<int>(std::max(*spec.min, -2e9)) : -1000000000,
                             spec.max ? static_cast<int>(std::min(*spec.max, 2e9)) : 1000000000);
@@ -482,7 +482,7 @@ void LiveDock::rebuild_params() {
                 w = s;
                 break;
             }
-            case ParamType::float_: {
+            case ParamType::kFloat: {
                 auto* s = new QDoubleSpinBox(params_box_);
                 s->setDecimals(4);
                 s->setRange(spec.min.value_or(-1e9), spec.max.value_or(1e9));
@@ -492,14 +492,14 @@ void LiveDock::rebuild_params() {
                 w = s;
                 break;
             }
-            case ParamType::bool_: {
+            case ParamType::kBool: {
                 auto* c = new QCheckBox(params_box_);
                 c->setChecked(std::get<bool>(spec.default_value));
                 connect(c, &QCheckBox::toggled, this, &LiveDock::slider_moved);
                 w = c;
                 break;
             }
-            case ParamType::enum_: {
+            case ParamType::kEnum: {
                 auto* c = new QComboBox(params_box_);
                 for (const auto& ch : spec.choices) c->addItem(QString::fromStdString(ch));
                 c->setCurrentText(QString::fromStdString(std::get<std::string>(spec.default_value)));
@@ -507,7 +507,7 @@ void LiveDock::rebuild_params() {
                 w = c;
                 break;
             }
-            case ParamType::int_list: {
+            case ParamType::kIntList: {
                 auto* l = new QLineEdit(params_box_);
                 l->setText(QString::fromStdString(param_value_to_string(spec.default_value)));
                 l->setPlaceholderText(tr("comma-separated integers"));

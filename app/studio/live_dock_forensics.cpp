@@ -307,8 +307,8 @@ void LiveDock::start_rescue(bool search, const std::set<int64_t>& layers) {
                         const record::RescueRun r = record::run_with_needle_kept(
                             *ctx->session, choice, so, b, e, layers, t);
                         place(r);
-                        result.outcome = r.found == 1 ? record::RescueResult::Outcome::rescued
-                                                      : record::RescueResult::Outcome::not_rescuable;
+                        result.outcome = r.found == 1 ? record::RescueResult::Outcome::kRescued
+                                                      : record::RescueResult::Outcome::kNotRescuable;
                         result.summary =
                             std::string(r.found == 1 ? "answer restored" : "answer still wrong") +
                             " with the needle kept in layers " + record::layer_list(layers);
@@ -339,8 +339,8 @@ void LiveDock::start_rescue(bool search, const std::set<int64_t>& layers) {
                     // The views show the trace rescued, not a what-if preview of the session.
                     window_->clear_preview();
                     if (search &&
-                        (result.outcome == record::RescueResult::Outcome::rescued ||
-                         result.outcome == record::RescueResult::Outcome::budget_exhausted))
+                        (result.outcome == record::RescueResult::Outcome::kRescued ||
+                         result.outcome == record::RescueResult::Outcome::kBudgetExhausted))
                         rescue_found_ = result.layers;
                     show_rescue_summary(QString::fromStdString(result.summary));
                     emit rescue_finished(true);

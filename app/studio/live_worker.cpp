@@ -30,7 +30,7 @@ std::shared_ptr<LiveContext> load_live_context(const LiveSetup& setup) {
     if (!fs::exists(m)) throw InputError(m, "no such model file or folder");
     ctx->model = load_model(m);
     fs::path tok_path = m;
-    if (ctx->model->format == ModelFormat::llama2c) {
+    if (ctx->model->format == ModelFormat::kLlama2c) {
         tok_path = m.parent_path() / "tokenizer.bin";
         if (!fs::exists(tok_path))
             throw InputError(m, "a llama2.c checkpoint carries no tokenizer (looked for " +

@@ -70,22 +70,22 @@ Row row_for(RulePicture p) {
     r.cells.fill(Cell::kKept);
     const int W = 5;  // recent window / observation window
     switch (p) {
-        case RulePicture::none:
+        case RulePicture::kNone:
             r.caption = QObject::tr("every token kept at full precision");
             break;
-        case RulePicture::sinks_window:
+        case RulePicture::kSinksWindow:
             for (int i = 0; i < kCells; ++i)
                 r.cells[size_t(i)] = i < 3             ? Cell::kSink
                                      : i >= kCells - 8 ? Cell::kWindow
                                                        : Cell::kEvicted;
             r.caption = QObject::tr("sinks (first tokens) + recent window; the middle is evicted");
             break;
-        case RulePicture::hitters_recent:
-        case RulePicture::window_votes:
-        case RulePicture::last_query:
-        case RulePicture::low_key_norm: {
-            const bool low = p == RulePicture::low_key_norm;
-            const int end = p == RulePicture::last_query || low ? kCells : kCells - W;
+        case RulePicture::kHittersRecent:
+        case RulePicture::kWindowVotes:
+        case RulePicture::kLastQuery:
+        case RulePicture::kLowKeyNorm: {
+            const bool low = p == RulePicture::kLowKeyNorm;
+            const int end = p == RulePicture::kLastQuery || low ? kCells : kCells - W;
             const auto keep = top(low ? 10 : 7, end, low);
             for (int i = 0; i < kCells; ++i)
                 r.cells[size_t(i)] = i >= end          ? Cell::kWindow
@@ -93,18 +93,18 @@ Row row_for(RulePicture p) {
                                                        : Cell::kEvicted;
             r.bars = true;
             r.lowest = low;
-            if (p == RulePicture::window_votes) r.window_from = kCells - W;
-            if (p == RulePicture::last_query) r.window_from = kCells - 1;
-            r.caption = p == RulePicture::hitters_recent
+            if (p == RulePicture::kWindowVotes) r.window_from = kCells - W;
+            if (p == RulePicture::kLastQuery) r.window_from = kCells - 1;
+            r.caption = p == RulePicture::kHittersRecent
                             ? QObject::tr("bars: attention accumulated; top scores + recent kept")
-                        : p == RulePicture::window_votes
+                        : p == RulePicture::kWindowVotes
                             ? QObject::tr("bars: votes of the last queries (blue); top votes kept")
-                        : p == RulePicture::last_query
+                        : p == RulePicture::kLastQuery
                             ? QObject::tr("bars: the last query's attention; the top kept")
                             : QObject::tr("bars: key L2 norm; the lowest norms kept");
             break;
         }
-        case RulePicture::merge: {
+        case RulePicture::kMerge: {
             const auto keep = top(9, kCells - W);
             for (int i = 0; i < kCells; ++i)
                 r.cells[size_t(i)] = i >= kCells - W   ? Cell::kWindow
@@ -114,7 +114,7 @@ Row row_for(RulePicture p) {
                 QObject::tr("dropped tokens merged (arcs) into their most similar kept one");
             break;
         }
-        case RulePicture::mixed_precision: {
+        case RulePicture::kMixedPrecision: {
             const auto keep = top(7, kCells - W);
             for (int i = 0; i < kCells; ++i)
                 r.cells[size_t(i)] = i >= kCells - W   ? Cell::kWindow
@@ -124,12 +124,12 @@ Row row_for(RulePicture p) {
             r.caption = QObject::tr("important tokens at 16 bits, the rest at a few bits (amber)");
             break;
         }
-        case RulePicture::quantize_all:
+        case RulePicture::kQuantizeAll:
             for (int i = 0; i < kCells; ++i)
                 r.cells[size_t(i)] = i >= kCells - 6 ? Cell::kWindow : Cell::kLow;
             r.caption = QObject::tr("everything quantised (amber), a recent residual at 16 bits");
             break;
-        case RulePicture::layer_budgets:
+        case RulePicture::kLayerBudgets:
             r.caption = QObject::tr("layers (rows) get different budgets; votes choose inside");
             break;
     }
@@ -170,7 +170,7 @@ void RulePictureWidget::paintEvent(QPaintEvent*) {
     const double w = (width() - 8.0) / kCells;
     const double base = height() - 36.0;  // bottom of the cells; the caption (two lines) below
     const Row r = row_for(picture_);
-    if (picture_ == RulePicture::layer_budgets) {
+    if (picture_ == RulePicture::kLayerBudgets) {
         // Four layers, budgets shrinking with depth (PyramidKV's slope), kept cells by votes.
         const double rh = (base - 4.0) / 4.0;
         for (int l = 0; l < 4; ++l) {
@@ -200,7 +200,7 @@ void RulePictureWidget::paintEvent(QPaintEvent*) {
             g.drawLine(QPointF(x0, 6), QPointF(x1 - 2, 6));
             g.drawText(QRectF(x0, 8, x1 - x0, 14), Qt::AlignHCenter, tr("queries"));
         }
-        if (picture_ == RulePicture::merge) {
+        if (picture_ == RulePicture::kMerge) {
             // Each merged cell draws an arc into the nearest kept cell.
             g.setPen(QPen(cell_colour(Cell::kMerged), 1.2));
             for (int i = 0; i < kCells; ++i) {
@@ -223,7 +223,7 @@ void RulePictureWidget::paintEvent(QPaintEvent*) {
     g.setPen(text);
     g.drawText(QRectF(4, base + 3, width() - 8, 32),
                Qt::AlignLeft | Qt::AlignTop | Qt::TextWordWrap,
-               picture_ == RulePicture::layer_budgets ? row_for(picture_).caption : r.caption);
+               picture_ == RulePicture::kLayerBudgets ? row_for(picture_).caption : r.caption);
 }
 
 PolicyCard::PolicyCard(QWidget* parent) : QWidget(parent) {
@@ -262,12 +262,12 @@ bool PolicyCard::set_policy(const QString& policy, const QString& params) {
         paper_->setText(tr("This build's policy registry does not know \"%1\".").arg(policy));
         rule_->clear();
         params_->clear();
-        picture_->set_picture(RulePicture::none);
+        picture_->set_picture(RulePicture::kNone);
         return false;
     }
     const PolicyInfo& i = e->info;
     title_->setText(QString::fromStdString(i.full_name) + "  ·  " +
-                    (i.regime == Regime::prefill_oneshot ? tr("decides once, after the prompt")
+                    (i.regime == Regime::kPrefillOneshot ? tr("decides once, after the prompt")
                                                          : tr("decides at every step")));
     QString paper = "<i>" + QString::fromStdString(i.paper).toHtmlEscaped() + "</i>";
     if (!i.arxiv.empty()) {

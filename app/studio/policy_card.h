@@ -42,7 +42,7 @@ class RulePictureWidget : public QWidget {
     void paintEvent(QPaintEvent* e) override;
 
   private:
-    RulePicture picture_ = RulePicture::none;
+    RulePicture picture_ = RulePicture::kNone;
 };
 
 class PolicyCard : public QWidget {

@@ -52,7 +52,7 @@ views::StoryPolicy story_policy(const std::string& name) {
     if (const PolicyEntry* e = PolicyRegistry::global().find(name)) {
         p.full_name = e->info.full_name;
         p.score_name = e->info.score_name;
-        p.per_step = e->info.regime == Regime::decode_continuous;
+        p.per_step = e->info.regime == Regime::kDecodeContinuous;
     }
     return p;
 }

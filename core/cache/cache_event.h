@@ -9,13 +9,13 @@
 
 namespace kvscope {
 
-enum class CacheOp : uint8_t { append, evict, merge, quantize, demote };
+enum class CacheOp : uint8_t { kAppend, kEvict, kMerge, kQuantize, kDemote };
 
 const char* cache_op_name(CacheOp op);
 
 // Which of the two cached tensors an operation touches (quantize / demote; KIVI quantises keys
 // and values at different split points).
-enum class KVPart : uint8_t { keys, values, both };
+enum class KVPart : uint8_t { kKeys, kValues, kBoth };
 
 struct CacheEvent {
     static constexpr float kNone = std::numeric_limits<float>::quiet_NaN();
@@ -23,7 +23,7 @@ struct CacheEvent {
     int64_t step = -1;  // KVCache::step() at the time: -1 = prefill, 0.. = decode step
     int32_t layer = 0;
     int32_t head = 0;  // KV head
-    CacheOp op = CacheOp::append;
+    CacheOp op = CacheOp::kAppend;
     int64_t position = -1;       // original token position of the slot the event is about
                                  // (merge: the source token)
     int64_t slot = -1;           // its slot index before the operation (append: the new index)
@@ -33,7 +33,7 @@ struct CacheEvent {
     float similarity = kNone;    // merge: similarity the policy attached (D2O cosine), else NaN
     float threshold = kNone;     // merge: threshold the policy compared against, else NaN
     int bits = 16;               // quantize / demote: new bits; others: the slot's key bits
-    KVPart part = KVPart::both;  // quantize / demote: which tensor
+    KVPart part = KVPart::kBoth;  // quantize / demote: which tensor
 };
 
 using CacheObserver = std::function<void(const CacheEvent&)>;

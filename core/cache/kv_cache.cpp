@@ -13,15 +13,15 @@ namespace kvscope {
 
 const char* cache_op_name(CacheOp op) {
     switch (op) {
-        case CacheOp::append:
+        case CacheOp::kAppend:
             return "append";
-        case CacheOp::evict:
+        case CacheOp::kEvict:
             return "evict";
-        case CacheOp::merge:
+        case CacheOp::kMerge:
             return "merge";
-        case CacheOp::quantize:
+        case CacheOp::kQuantize:
             return "quantize";
-        case CacheOp::demote:
+        case CacheOp::kDemote:
             return "demote";
     }
     return "?";
@@ -219,7 +219,7 @@ int64_t KVCache::append(int64_t layer, int64_t head, const float* k, const float
     const int64_t slot = static_cast<int64_t>(hd.pos.size()) - 1;
     hd.bits_held += slot_bits(hd, slot);
     if (!observers_.empty()) {
-        CacheEvent e = make_event(layer, head, CacheOp::append);
+        CacheEvent e = make_event(layer, head, CacheOp::kAppend);
         e.position = pos;
         e.slot = slot;
         emit(e);
@@ -242,7 +242,7 @@ void KVCache::keep(int64_t layer, int64_t head, std::span<const int64_t> slots) 
     if (!observers_.empty()) {
         for (int64_t i = 0; i < n; ++i) {
             if (!remove[sz(i)]) continue;
-            CacheEvent e = make_event(layer, head, CacheOp::evict);
+            CacheEvent e = make_event(layer, head, CacheOp::kEvict);
             e.position = hd.pos[sz(i)];
             e.slot = i;
             e.bits = hd.k_bits[sz(i)];
@@ -304,7 +304,7 @@ void KVCache::merge(int64_t layer, int64_t head, const MergeSpec& spec) {
     std::vector<CacheEvent> events;
     if (!observers_.empty()) {
         for (size_t i = 0; i < spec.src.size(); ++i) {
-            CacheEvent e = make_event(layer, head, CacheOp::merge);
+            CacheEvent e = make_event(layer, head, CacheOp::kMerge);
             e.position = hd.pos[sz(spec.src[i])];
             e.slot = spec.src[i];
             e.dst_position = hd.pos[dst];
@@ -358,7 +358,7 @@ int64_t KVCache::merge_incoming(int64_t layer, int64_t head, const IncomingMerge
     hd.merge_count[sz(m.dst)] += 1;
     hd.merge_weight[sz(m.dst)] += m.new_weight;
     if (!observers_.empty()) {
-        CacheEvent e = make_event(layer, head, CacheOp::merge);
+        CacheEvent e = make_event(layer, head, CacheOp::kMerge);
         e.position = pos;
         e.slot = -1;
         e.dst_position = hd.pos[sz(m.dst)];
@@ -385,7 +385,7 @@ void KVCache::quantize_part(Head& hd, KVJournal& jr, std::span<const int64_t> sl
     std::vector<int>& bits = keys ? hd.k_bits : hd.v_bits;
     std::vector<int32_t>& blk = keys ? hd.k_block : hd.v_block;
     for (int64_t s : slots) hd.bits_held -= slot_bits(hd, s);
-    if (spec.axis == QuantAxis::per_token) {
+    if (spec.axis == QuantAxis::kPerToken) {
         const bool scaled = keys && !spec.channel_scale.empty();
         std::shared_ptr<const std::vector<float>> scale_ptr;
         if (scaled && reuse_block < 0)
@@ -447,7 +447,7 @@ void KVCache::quantize(int64_t layer, int64_t head, std::span<const int64_t> slo
     if (spec.bits < 1 || spec.bits > 8) fail("quantize: bits must be in 1..8");
     if (spec.group_size < 1) fail("quantize: group_size must be >= 1");
     if (!spec.channel_scale.empty()) {
-        if (spec.axis != QuantAxis::per_token ||
+        if (spec.axis != QuantAxis::kPerToken ||
             static_cast<int64_t>(spec.channel_scale.size()) != head_dim_)
             fail("quantize: channel_scale needs per_token axis and head_dim entries");
         for (float c : spec.channel_scale)
@@ -460,20 +460,20 @@ void KVCache::quantize(int64_t layer, int64_t head, std::span<const int64_t> slo
     for (int64_t s : slots) {
         if (s < 0 || s >= n) fail("quantize: slot " + std::to_string(s) + " out of range");
         if (seen[sz(s)]) fail("quantize: slot " + std::to_string(s) + " listed twice");
-        if (spec.axis == QuantAxis::per_channel && s <= prev)
+        if (spec.axis == QuantAxis::kPerChannel && s <= prev)
             fail("quantize: per-channel blocks need ascending slots");
         seen[sz(s)] = 1;
         prev = s;
         const bool k_q = hd.k_block[sz(s)] >= 0, v_q = hd.v_block[sz(s)] >= 0;
-        if ((spec.part != KVPart::values && k_q) || (spec.part != KVPart::keys && v_q))
+        if ((spec.part != KVPart::kValues && k_q) || (spec.part != KVPart::kKeys && v_q))
             fail("quantize: slot " + std::to_string(s) + " is already quantised (use demote)");
     }
     KVJournal& jr = journal_at(layer, head);
-    if (spec.part != KVPart::values) quantize_part(hd, jr, slots, spec, true, -1);
-    if (spec.part != KVPart::keys) quantize_part(hd, jr, slots, spec, false, -1);
+    if (spec.part != KVPart::kValues) quantize_part(hd, jr, slots, spec, true, -1);
+    if (spec.part != KVPart::kKeys) quantize_part(hd, jr, slots, spec, false, -1);
     if (!observers_.empty()) {
         for (int64_t s : slots) {
-            CacheEvent e = make_event(layer, head, CacheOp::quantize);
+            CacheEvent e = make_event(layer, head, CacheOp::kQuantize);
             e.position = hd.pos[sz(s)];
             e.slot = s;
             e.bits = spec.bits;
@@ -501,10 +501,10 @@ void KVCache::demote(int64_t layer, int64_t head, std::span<const int64_t> slots
                 fail("demote: slot " + std::to_string(s) + " holds " + std::to_string(cur[sz(s)]) +
                      " bits, cannot demote to " + std::to_string(bits));
             const QuantBlock& qb = hd.blocks[sz(b)];
-            QuantSpec spec{bits, qb.group_size, qb.axis, keys ? KVPart::keys : KVPart::values};
+            QuantSpec spec{bits, qb.group_size, qb.axis, keys ? KVPart::kKeys : KVPart::kValues};
             if (qb.channel_scale) spec.channel_scale = *qb.channel_scale;
             std::vector<int64_t> members;
-            if (qb.axis == QuantAxis::per_token) {
+            if (qb.axis == QuantAxis::kPerToken) {
                 members.push_back(s);
             } else {
                 if (std::find(done_blocks.begin(), done_blocks.end(), b) != done_blocks.end())
@@ -515,17 +515,17 @@ void KVCache::demote(int64_t layer, int64_t head, std::span<const int64_t> slots
             }
             quantize_part(hd, journal_at(layer, head), members, spec, keys, b);
             for (int64_t i : members) {
-                CacheEvent e = make_event(layer, head, CacheOp::demote);
+                CacheEvent e = make_event(layer, head, CacheOp::kDemote);
                 e.position = hd.pos[sz(i)];
                 e.slot = i;
                 e.bits = bits;
-                e.part = keys ? KVPart::keys : KVPart::values;
+                e.part = keys ? KVPart::kKeys : KVPart::kValues;
                 events.push_back(e);
             }
         }
     };
-    if (part != KVPart::values) one_part(true);
-    if (part != KVPart::keys) one_part(false);
+    if (part != KVPart::kValues) one_part(true);
+    if (part != KVPart::kKeys) one_part(false);
     for (const CacheEvent& e : events) emit(e);
 }
 

@@ -48,13 +48,13 @@ namespace kvscope {
 // How a quantize() groups values. per_token: groups of group_size consecutive channels within
 // one slot (KIVI values, MiKV). per_channel: the slots passed form one block; within each channel,
 // groups of group_size consecutive slots of the block share a scale/zero (KIVI keys).
-enum class QuantAxis : uint8_t { per_token, per_channel };
+enum class QuantAxis : uint8_t { kPerToken, kPerChannel };
 
 struct QuantSpec {
     int bits = 4;         // 1..8
     int group_size = 32;  // values per group (>= 1); a last partial group is allowed
-    QuantAxis axis = QuantAxis::per_token;
-    KVPart part = KVPart::both;
+    QuantAxis axis = QuantAxis::kPerToken;
+    KVPart part = KVPart::kBoth;
     // Optional [head_dim], per_token keys only (MiKV key channel balancing): the cache quantises
     // K[s, c] * channel_scale[c] and then holds dequant(...) / channel_scale[c]; the scale stays
     // with the slot's block, so demote() re-quantises in the same scaled space. Values ignore it.
@@ -158,7 +158,7 @@ class KVCache {
     // same grouping). For a per-channel block the whole block is re-quantised and every live
     // slot of it gets a demote event.
     void demote(int64_t layer, int64_t head, std::span<const int64_t> slots, int bits,
-                KVPart part = KVPart::both);
+                KVPart part = KVPart::kBoth);
 
     // ---- reading -----------------------------------------------------------------------------
     int64_t n_slots(int64_t layer, int64_t head) const;
@@ -194,7 +194,7 @@ class KVCache {
     struct QuantBlock {
         int bits = 16;
         int group_size = 0;
-        QuantAxis axis = QuantAxis::per_token;
+        QuantAxis axis = QuantAxis::kPerToken;
         int64_t n_groups = 0;  // scale/zero pairs held
         int64_t live = 0;      // live slots referencing the block
         std::shared_ptr<const std::vector<float>> channel_scale;  // QuantSpec::channel_scale

@@ -154,23 +154,23 @@ std::vector<float> Engine::forward(const int32_t* ids, int64_t n, bool is_prefil
         free_all(backend_, {&s.x, &s.h, &s.q, &s.k, &s.v, &s.att, &s.o, &s.gate, &s.up, &s.act,
                             &s.down, &s.last, &s.logits});
         s.cap = n;
-        s.x = backend_.alloc(DType::f32, {n, sp.hidden});
-        s.h = backend_.alloc(DType::f32, {n, sp.hidden});
-        s.q = backend_.alloc(DType::f32, {n, sp.n_heads, sp.head_dim});
-        s.k = backend_.alloc(DType::f32, {n, sp.n_kv_heads, sp.head_dim});
-        s.v = backend_.alloc(DType::f32, {n, sp.n_kv_heads, sp.head_dim});
-        s.att = backend_.alloc(DType::f32, {n, sp.n_heads, sp.head_dim});
-        s.o = backend_.alloc(DType::f32, {n, sp.hidden});
-        s.gate = backend_.alloc(DType::f32, {n, sp.intermediate});
-        s.up = backend_.alloc(DType::f32, {n, sp.intermediate});
-        s.act = backend_.alloc(DType::f32, {n, sp.intermediate});
-        s.down = backend_.alloc(DType::f32, {n, sp.hidden});
-        s.last = backend_.alloc(DType::f32, {1, sp.hidden});
-        s.logits = backend_.alloc(DType::f32, {1, sp.vocab_size});
+        s.x = backend_.alloc(DType::kF32, {n, sp.hidden});
+        s.h = backend_.alloc(DType::kF32, {n, sp.hidden});
+        s.q = backend_.alloc(DType::kF32, {n, sp.n_heads, sp.head_dim});
+        s.k = backend_.alloc(DType::kF32, {n, sp.n_kv_heads, sp.head_dim});
+        s.v = backend_.alloc(DType::kF32, {n, sp.n_kv_heads, sp.head_dim});
+        s.att = backend_.alloc(DType::kF32, {n, sp.n_heads, sp.head_dim});
+        s.o = backend_.alloc(DType::kF32, {n, sp.hidden});
+        s.gate = backend_.alloc(DType::kF32, {n, sp.intermediate});
+        s.up = backend_.alloc(DType::kF32, {n, sp.intermediate});
+        s.act = backend_.alloc(DType::kF32, {n, sp.intermediate});
+        s.down = backend_.alloc(DType::kF32, {n, sp.hidden});
+        s.last = backend_.alloc(DType::kF32, {1, sp.hidden});
+        s.logits = backend_.alloc(DType::kF32, {1, sp.vocab_size});
     }
     // Views of exactly n rows over the scratch buffers.
     auto rows = [&](const Tensor& t, int64_t cols) {
-        return make_tensor_view(t.data, DType::f32, {n, cols}, t.device);
+        return make_tensor_view(t.data, DType::kF32, {n, cols}, t.device);
     };
     Tensor x = rows(s.x, sp.hidden), h = rows(s.h, sp.hidden), o = rows(s.o, sp.hidden);
     Tensor q2 = rows(s.q, sp.q_dim()), k2 = rows(s.k, sp.kv_dim()), v2 = rows(s.v, sp.kv_dim());
@@ -178,16 +178,16 @@ std::vector<float> Engine::forward(const int32_t* ids, int64_t n, bool is_prefil
     Tensor gate = rows(s.gate, sp.intermediate), up = rows(s.up, sp.intermediate);
     Tensor act = rows(s.act, sp.intermediate), down = rows(s.down, sp.hidden);
     // Views only (pointer arithmetic, never a dereference: the memory may be on a device).
-    Tensor q3 = make_tensor_view(s.q.data, DType::f32, {n, sp.n_heads, sp.head_dim}, s.q.device);
-    Tensor k3 = make_tensor_view(s.k.data, DType::f32, {n, sp.n_kv_heads, sp.head_dim}, s.k.device);
-    Tensor qh = make_tensor_view(s.q.data, DType::f32, {n * sp.n_heads, sp.head_dim}, s.q.device);
+    Tensor q3 = make_tensor_view(s.q.data, DType::kF32, {n, sp.n_heads, sp.head_dim}, s.q.device);
+    Tensor k3 = make_tensor_view(s.k.data, DType::kF32, {n, sp.n_kv_heads, sp.head_dim}, s.k.device);
+    Tensor qh = make_tensor_view(s.q.data, DType::kF32, {n * sp.n_heads, sp.head_dim}, s.q.device);
     Tensor kh =
-        make_tensor_view(s.k.data, DType::f32, {n * sp.n_kv_heads, sp.head_dim}, s.k.device);
+        make_tensor_view(s.k.data, DType::kF32, {n * sp.n_kv_heads, sp.head_dim}, s.k.device);
 
     s.positions.resize(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) s.positions[static_cast<size_t>(i)] = pos_ + i;
     const RopePairs pairs =
-        sp.rope.style == RopeStyle::half ? RopePairs::half : RopePairs::interleaved;
+        sp.rope.style == RopeStyle::kHalf ? RopePairs::kHalf : RopePairs::kInterleaved;
     const float eps = static_cast<float>(sp.norm_eps);
 
     backend_.embedding(w_->embed, ids, n, x);
@@ -233,14 +233,14 @@ std::vector<float> Engine::forward(const int32_t* ids, int64_t n, bool is_prefil
     if (is_prefill && req_.all_logits) {
         Tensor hn = rows(s.h, sp.hidden);
         backend_.rmsnorm(x, w_->final_norm, eps, hn);
-        Tensor all = backend_.alloc(DType::f32, {n, V});
+        Tensor all = backend_.alloc(DType::kF32, {n, V});
         backend_.matmul(hn, w_->lm_head, nullptr, all);
         all_logits_.resize(static_cast<size_t>(n * V));
         backend_.to_host(all, all_logits_.data());
         backend_.release(all);
         return std::vector<float>(all_logits_.end() - V, all_logits_.end());
     }
-    Tensor xl = make_tensor_view(static_cast<float*>(s.x.data) + (n - 1) * sp.hidden, DType::f32,
+    Tensor xl = make_tensor_view(static_cast<float*>(s.x.data) + (n - 1) * sp.hidden, DType::kF32,
                                  {1, sp.hidden}, s.x.device);
     backend_.rmsnorm(xl, w_->final_norm, eps, s.last);
     backend_.matmul(s.last, w_->lm_head, nullptr, s.logits);

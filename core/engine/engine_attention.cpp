@@ -23,9 +23,9 @@ void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
     // The new keys/values on the host (the cache is host memory; backend tensors may not be).
     s.k_host.resize(static_cast<size_t>(n * G * d));
     s.v_host.resize(static_cast<size_t>(n * G * d));
-    backend_.to_host(make_tensor_view(s.k.data, DType::f32, {n, G, d}, s.k.device),
+    backend_.to_host(make_tensor_view(s.k.data, DType::kF32, {n, G, d}, s.k.device),
                      s.k_host.data());  // [n, G, d] post-RoPE
-    backend_.to_host(make_tensor_view(s.v.data, DType::f32, {n, G, d}, s.v.device),
+    backend_.to_host(make_tensor_view(s.v.data, DType::kF32, {n, G, d}, s.v.device),
                      s.v_host.data());
     const float* k = s.k_host.data();
     const float* v = s.v_host.data();
@@ -89,8 +89,8 @@ void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
         pstats = &stats;
     }
     AttentionArgs args;
-    Tensor q3 = make_tensor_view(s.q.data, DType::f32, {n, H, d}, s.q.device);
-    Tensor out = make_tensor_view(s.att.data, DType::f32, {n, H, d}, s.att.device);
+    Tensor q3 = make_tensor_view(s.q.data, DType::kF32, {n, H, d}, s.q.device);
+    Tensor out = make_tensor_view(s.att.data, DType::kF32, {n, H, d}, s.att.device);
     args.q = &q3;
     args.q_pos = s.positions.data();
     args.kv = views.data();

@@ -5,13 +5,13 @@
 namespace kvscope {
 
 std::unique_ptr<KVCache> make_engine_cache(const ModelSpec& spec) {
-    const int elem = spec.weight_dtype == DType::f32 ? 4 : 2;
+    const int elem = spec.weight_dtype == DType::kF32 ? 4 : 2;
     return std::make_unique<KVCache>(spec.n_layers, spec.n_kv_heads, spec.head_dim, elem);
 }
 
 void install_rotate(KVCache& cache, const ModelSpec& spec, const std::vector<float>& inv_freq,
                     bool zero_last) {
-    const bool half = spec.rope.style == RopeStyle::half;
+    const bool half = spec.rope.style == RopeStyle::kHalf;
     const int64_t d = spec.head_dim;
     cache.set_rotate([half, d, inv_freq, zero_last](float* k, int64_t pos) {
         // Same arithmetic as kernels/cpu rope(): fp32 angle, pairs by style.

@@ -43,8 +43,8 @@ void Engine::extract_control(int64_t n) {
     // activations go through host copies (to_host / from_host): they may live on a device.
     const ModelSpec& sp = spec();
     const int64_t G = sp.n_kv_heads, H = sp.n_heads, g = sp.group_size(), d = sp.head_dim;
-    Tensor kt = make_tensor_view(s_->k.data, DType::f32, {n, G, d}, s_->k.device);
-    Tensor qt = make_tensor_view(s_->q.data, DType::f32, {n, H, d}, s_->q.device);
+    Tensor kt = make_tensor_view(s_->k.data, DType::kF32, {n, G, d}, s_->k.device);
+    Tensor qt = make_tensor_view(s_->q.data, DType::kF32, {n, H, d}, s_->q.device);
     s_->k_host.resize(static_cast<size_t>(n * G * d));
     s_->q_host.resize(static_cast<size_t>(n * H * d));
     backend_.to_host(kt, s_->k_host.data());
@@ -71,8 +71,8 @@ void Engine::extract_control(int64_t n) {
 void Engine::zero_control(int64_t n) {
     const ModelSpec& sp = spec();
     const int64_t G = sp.n_kv_heads, H = sp.n_heads, d = sp.head_dim;
-    Tensor kt = make_tensor_view(s_->k.data, DType::f32, {n, G, d}, s_->k.device);
-    Tensor qt = make_tensor_view(s_->q.data, DType::f32, {n, H, d}, s_->q.device);
+    Tensor kt = make_tensor_view(s_->k.data, DType::kF32, {n, G, d}, s_->k.device);
+    Tensor qt = make_tensor_view(s_->q.data, DType::kF32, {n, H, d}, s_->q.device);
     s_->k_host.resize(static_cast<size_t>(n * G * d));
     s_->q_host.resize(static_cast<size_t>(n * H * d));
     backend_.to_host(kt, s_->k_host.data());

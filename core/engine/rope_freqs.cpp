@@ -16,9 +16,9 @@ std::vector<float> rope_inv_freq(const ModelSpec& spec) {
                                         static_cast<double>(expo)));
     }
     const RopeSpec& r = spec.rope;
-    if (r.scaling == RopeScaling::linear) {
+    if (r.scaling == RopeScaling::kLinear) {
         for (auto& f : inv) f = static_cast<float>(f / r.factor);
-    } else if (r.scaling == RopeScaling::llama3) {
+    } else if (r.scaling == RopeScaling::kLlama3) {
         // Llama 3.1: long wavelengths are divided by `factor`, short ones kept, and the band in
         // between interpolated smoothly (HF _compute_llama3_parameters).
         const double old_ctx = static_cast<double>(r.original_max_position);

@@ -25,10 +25,10 @@ struct ArchInfo {
 };
 
 constexpr ArchInfo kArchs[] = {
-    {"LlamaForCausalLM", "llama", Architecture::llama, 2048, 0},
-    {"MistralForCausalLM", "mistral", Architecture::mistral, 4096 * 32, 0},
-    {"Qwen2ForCausalLM", "qwen2", Architecture::qwen2, 32768, 0},
-    {"Qwen3ForCausalLM", "qwen3", Architecture::qwen3, 32768, 128},
+    {"LlamaForCausalLM", "llama", Architecture::kLlama, 2048, 0},
+    {"MistralForCausalLM", "mistral", Architecture::kMistral, 4096 * 32, 0},
+    {"Qwen2ForCausalLM", "qwen2", Architecture::kQwen2, 32768, 0},
+    {"Qwen3ForCausalLM", "qwen3", Architecture::kQwen3, 32768, 128},
 };
 
 std::string supported_list() {
@@ -89,8 +89,8 @@ void parse_rope(const json& cfg, const fs::path& file, RopeSpec& rope) {
         }
     }
     rope.theta = theta;
-    rope.style = RopeStyle::half;
-    rope.scaling = RopeScaling::none;
+    rope.style = RopeStyle::kHalf;
+    rope.scaling = RopeScaling::kNone;
     if (!params) return;
 
     std::string type = "default";
@@ -109,12 +109,12 @@ void parse_rope(const json& cfg, const fs::path& file, RopeSpec& rope) {
         return *v;
     };
     if (type == "default") {
-        rope.scaling = RopeScaling::none;
+        rope.scaling = RopeScaling::kNone;
     } else if (type == "linear") {
-        rope.scaling = RopeScaling::linear;
+        rope.scaling = RopeScaling::kLinear;
         rope.factor = need("factor");
     } else if (type == "llama3") {
-        rope.scaling = RopeScaling::llama3;
+        rope.scaling = RopeScaling::kLlama3;
         rope.factor = need("factor");
         rope.low_freq_factor = need("low_freq_factor");
         rope.high_freq_factor = need("high_freq_factor");
@@ -177,13 +177,13 @@ void parse_special_ids(const json& cfg, const fs::path& cfg_file, ModelSpec& spe
 
 const char* architecture_name(Architecture a) {
     switch (a) {
-        case Architecture::llama:
+        case Architecture::kLlama:
             return "llama";
-        case Architecture::mistral:
+        case Architecture::kMistral:
             return "mistral";
-        case Architecture::qwen2:
+        case Architecture::kQwen2:
             return "qwen2";
-        case Architecture::qwen3:
+        case Architecture::kQwen3:
             return "qwen3";
     }
     return "?";
@@ -226,27 +226,27 @@ ModelSpec parse_hf_config(const fs::path& config_json) {
 
     // Biases, as HF's modeling code builds the projections for each architecture.
     switch (info.arch) {
-        case Architecture::llama:
-        case Architecture::qwen3:
+        case Architecture::kLlama:
+        case Architecture::kQwen3:
             s.attention_bias = json_bool(cfg, "attention_bias", f).value_or(false);
             s.o_bias = s.attention_bias;
             break;
-        case Architecture::mistral:
+        case Architecture::kMistral:
             s.attention_bias = false;
             s.o_bias = false;
             break;
-        case Architecture::qwen2:
+        case Architecture::kQwen2:
             s.attention_bias = true;  // Qwen2 q/k/v always carry a bias, o_proj never
             s.o_bias = false;
             break;
     }
-    s.mlp_bias = info.arch == Architecture::llama && json_bool(cfg, "mlp_bias", f).value_or(false);
-    s.qk_norm = info.arch == Architecture::qwen3;
+    s.mlp_bias = info.arch == Architecture::kLlama && json_bool(cfg, "mlp_bias", f).value_or(false);
+    s.qk_norm = info.arch == Architecture::kQwen3;
     s.tied_embeddings = json_bool(cfg, "tie_word_embeddings", f).value_or(false);
 
-    if (info.arch == Architecture::mistral) {
+    if (info.arch == Architecture::kMistral) {
         s.sliding_window = json_int(cfg, "sliding_window", f).value_or(0);
-    } else if (info.arch == Architecture::qwen2 || info.arch == Architecture::qwen3) {
+    } else if (info.arch == Architecture::kQwen2 || info.arch == Architecture::kQwen3) {
         if (json_bool(cfg, "use_sliding_window", f).value_or(false))
             s.sliding_window = json_int(cfg, "sliding_window", f).value_or(0);
     }
@@ -255,9 +255,9 @@ ModelSpec parse_hf_config(const fs::path& config_json) {
     auto dt = json_string(cfg, "dtype", f);
     if (!dt) dt = json_string(cfg, "torch_dtype", f);
     if (dt) {
-        if (*dt == "float32") s.weight_dtype = DType::f32;
-        if (*dt == "float16") s.weight_dtype = DType::f16;
-        if (*dt == "bfloat16") s.weight_dtype = DType::bf16;
+        if (*dt == "float32") s.weight_dtype = DType::kF32;
+        if (*dt == "float16") s.weight_dtype = DType::kF16;
+        if (*dt == "bfloat16") s.weight_dtype = DType::kBf16;
     }
 
     parse_special_ids(cfg, f, s);
@@ -292,10 +292,10 @@ void validate_spec(const ModelSpec& s, const fs::path& file) {
     const RopeSpec& r = s.rope;
     if (!(r.theta > 0.0) || !std::isfinite(r.theta))
         throw InputError(file, "rope_theta must be positive, got " + format_number(r.theta));
-    if (r.scaling != RopeScaling::none && (!(r.factor > 0.0) || !std::isfinite(r.factor)))
+    if (r.scaling != RopeScaling::kNone && (!(r.factor > 0.0) || !std::isfinite(r.factor)))
         throw InputError(file,
                          "rope scaling factor must be positive, got " + format_number(r.factor));
-    if (r.scaling == RopeScaling::llama3) {
+    if (r.scaling == RopeScaling::kLlama3) {
         if (!(r.low_freq_factor > 0.0) || !(r.high_freq_factor > r.low_freq_factor))
             throw InputError(file,
                              "llama3 rope scaling needs 0 < low_freq_factor < "

@@ -108,10 +108,10 @@ std::unique_ptr<Model> load_llama2c(const fs::path& file) {
     }
 
     auto model = std::make_unique<Model>();
-    model->format = ModelFormat::llama2c;
+    model->format = ModelFormat::kLlama2c;
     model->path = file;
     ModelSpec& s = model->spec;
-    s.arch = Architecture::llama;
+    s.arch = Architecture::kLlama;
     s.arch_name = "llama2.c";
     s.vocab_size = std::abs(static_cast<int64_t>(h.vocab_size));
     s.hidden = h.dim;
@@ -124,9 +124,9 @@ std::unique_ptr<Model> load_llama2c(const fs::path& file) {
     s.norm_eps = 1e-5;  // hard-coded in llama2.c's rmsnorm
     s.rope = RopeSpec{};
     s.rope.theta = 10000.0;
-    s.rope.style = RopeStyle::interleaved;
+    s.rope.style = RopeStyle::kInterleaved;
     s.tied_embeddings = h.vocab_size > 0;
-    s.weight_dtype = DType::f32;
+    s.weight_dtype = DType::kF32;
     s.bos_id = 1;  // llama2.c's (and Llama 2's sentencepiece) convention
     s.eos_ids = {2};
     validate_spec(s, file);
@@ -140,7 +140,7 @@ std::unique_ptr<Model> load_llama2c(const fs::path& file) {
     auto add = [&](const std::string& name, std::vector<int64_t> shape, const float* data) {
         WeightTensor t;
         t.name = name;
-        t.dtype = DType::f32;
+        t.dtype = DType::kF32;
         t.shape = std::move(shape);
         t.data = data;
         t.file = file;
@@ -243,7 +243,7 @@ void export_llama2c(const Model& model, const fs::path& out_bin) {
     if (s.head_dim * s.n_heads != s.hidden)
         why.push_back("head_dim " + std::to_string(s.head_dim) + " != hidden_size / heads (" +
                       std::to_string(s.hidden) + " / " + std::to_string(s.n_heads) + ")");
-    if (s.rope.scaling != RopeScaling::none) why.push_back("RoPE scaling");
+    if (s.rope.scaling != RopeScaling::kNone) why.push_back("RoPE scaling");
     if (s.rope.theta != 10000.0)
         why.push_back("rope_theta " + format_number(s.rope.theta) + " (llama2.c uses 10000)");
     if (std::fabs(s.norm_eps - 1e-5) > 1e-12)
@@ -273,7 +273,7 @@ void export_llama2c(const Model& model, const fs::path& out_bin) {
                           static_cast<int32_t>(s.n_kv_heads),
                           static_cast<int32_t>(s.tied_embeddings ? s.vocab_size : -s.vocab_size),
                           static_cast<int32_t>(s.max_position)};
-    const bool permute = s.rope.style == RopeStyle::half;
+    const bool permute = s.rope.style == RopeStyle::kHalf;
     const WeightStore& ws = model.weights;
     auto layer = [](int64_t l, const char* rest) {
         return "model.layers." + std::to_string(l) + "." + rest;

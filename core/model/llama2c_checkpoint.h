@@ -11,7 +11,7 @@
 //     wcls [vocab, dim]                      (only when header vocab_size < 0)
 //   with hs = dim / n_heads and kv_dim = n_kv_heads * hs. The file size must match exactly.
 // q/k rows are in llama2.c's interleaved RoPE order (pairs 2i, 2i+1), so loaded models get
-// RopeStyle::interleaved; HF checkpoints use half rotation, and export permutes between them.
+// RopeStyle::kInterleaved; HF checkpoints use half rotation, and export permutes between them.
 #include <cstdint>
 #include <filesystem>
 #include <memory>

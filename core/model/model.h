@@ -11,12 +11,12 @@
 
 namespace kvscope {
 
-enum class ModelFormat { hf_safetensors, llama2c };
+enum class ModelFormat { kHfSafetensors, kLlama2c };
 
 struct Model {
     ModelSpec spec;
     WeightStore weights;
-    ModelFormat format = ModelFormat::hf_safetensors;
+    ModelFormat format = ModelFormat::kHfSafetensors;
     std::filesystem::path path;  // directory (HF) or .bin file (llama2.c)
 };
 

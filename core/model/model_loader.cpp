@@ -127,7 +127,7 @@ std::unique_ptr<Model> load_hf(const fs::path& dir, const fs::path& single_file)
         throw InputError(config, "file not found (an HF model directory needs config.json)");
 
     auto model = std::make_unique<Model>();
-    model->format = ModelFormat::hf_safetensors;
+    model->format = ModelFormat::kHfSafetensors;
     model->path = dir;
     model->spec = parse_hf_config(config);
     if (!index.empty()) {

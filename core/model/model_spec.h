@@ -11,18 +11,18 @@
 
 namespace kvscope {
 
-enum class Architecture { llama, mistral, qwen2, qwen3 };
+enum class Architecture { kLlama, kMistral, kQwen2, kQwen3 };
 
 // How RoPE pairs dimensions. HF checkpoints rotate (i, i + d/2) ("half"); llama2.c and Meta's
 // original checkpoints rotate adjacent pairs (2i, 2i+1) ("interleaved").
-enum class RopeStyle { half, interleaved };
+enum class RopeStyle { kHalf, kInterleaved };
 
-enum class RopeScaling { none, linear, llama3 };
+enum class RopeScaling { kNone, kLinear, kLlama3 };
 
 struct RopeSpec {
     double theta = 10000.0;
-    RopeStyle style = RopeStyle::half;
-    RopeScaling scaling = RopeScaling::none;
+    RopeStyle style = RopeStyle::kHalf;
+    RopeScaling scaling = RopeScaling::kNone;
     double factor = 1.0;                        // linear and llama3
     double low_freq_factor = 1.0;               // llama3
     double high_freq_factor = 4.0;              // llama3
@@ -30,7 +30,7 @@ struct RopeSpec {
 };
 
 struct ModelSpec {
-    Architecture arch = Architecture::llama;
+    Architecture arch = Architecture::kLlama;
     std::string arch_name;          // as written in config.json "architectures"[0]
     int64_t vocab_size = 0;
     int64_t hidden = 0;             // d_model
@@ -48,7 +48,7 @@ struct ModelSpec {
     bool qk_norm = false;           // per-head RMSNorm on q and k before RoPE (Qwen3)
     bool tied_embeddings = false;   // lm_head shares embed_tokens
     std::string hidden_act = "silu";
-    DType weight_dtype = DType::bf16;  // torch_dtype / dtype of the stored weights
+    DType weight_dtype = DType::kBf16;  // torch_dtype / dtype of the stored weights
     int64_t bos_id = -1;            // from generation_config.json, else config.json; -1 = none
     std::vector<int64_t> eos_ids;   // may be several (Llama 3)
     int64_t pad_id = -1;

@@ -11,9 +11,9 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 std::optional<DType> safetensors_dtype(std::string_view name) {
-    if (name == "F32") return DType::f32;
-    if (name == "F16") return DType::f16;
-    if (name == "BF16") return DType::bf16;
+    if (name == "F32") return DType::kF32;
+    if (name == "F16") return DType::kF16;
+    if (name == "BF16") return DType::kBf16;
     return std::nullopt;
 }
 

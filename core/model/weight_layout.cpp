@@ -82,7 +82,7 @@ void check_weights(const ModelSpec& spec, const WeightStore& store,
                                 shape_str(e.shape));
     }
     for (const auto& [name, t] : store.all()) {
-        if (t.dtype != DType::f32 && t.dtype != DType::f16 && t.dtype != DType::bf16)
+        if (t.dtype != DType::kF32 && t.dtype != DType::kF16 && t.dtype != DType::kBf16)
             bad_dtype.push_back(name + " (" + dtype_name(t.dtype) + ")");
         if (expected_names.count(name) || ends_with(name, "rotary_emb.inv_freq")) continue;
         if (spec.tied_embeddings && name == "lm_head.weight") continue;
@@ -111,7 +111,7 @@ void check_weights(const ModelSpec& spec, const WeightStore& store,
 DType dominant_dtype(const WeightStore& store) {
     std::map<DType, int64_t> count;
     for (const auto& [name, t] : store.all()) count[t.dtype] += t.numel();
-    DType best = DType::f32;
+    DType best = DType::kF32;
     int64_t best_n = -1;
     for (const auto& [dt, n] : count)
         if (n > best_n) {

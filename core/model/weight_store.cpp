@@ -27,15 +27,15 @@ void copy_as_f32(const WeightTensor& t, int64_t first, int64_t count, float* out
                                      ", " + std::to_string(first + count) + ") out of range");
     const auto* base = static_cast<const uint8_t*>(t.data);
     switch (t.dtype) {
-        case DType::f32:
+        case DType::kF32:
             if (count > 0) std::memcpy(out, base + first * 4, static_cast<size_t>(count) * 4);
             return;
-        case DType::f16:
-        case DType::bf16:
+        case DType::kF16:
+        case DType::kBf16:
             for (int64_t i = 0; i < count; ++i) {
                 uint16_t h;
                 std::memcpy(&h, base + (first + i) * 2, 2);
-                out[i] = t.dtype == DType::f16 ? f16_to_f32(h) : bf16_to_f32(h);
+                out[i] = t.dtype == DType::kF16 ? f16_to_f32(h) : bf16_to_f32(h);
             }
             return;
         default:

@@ -42,7 +42,7 @@ private:
 
 struct WeightTensor {
     std::string name;
-    DType dtype = DType::f32;
+    DType dtype = DType::kF32;
     std::vector<int64_t> shape;
     const void* data = nullptr;       // points into a MappedFile or into owned storage
     std::filesystem::path file;       // where it came from (for error messages)

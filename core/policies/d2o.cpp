@@ -75,14 +75,14 @@ const PolicyInfo& d2o_info() {
             "Long-Context Inference of Large Language Models",
         .arxiv = "2406.13035",
         .code = "github.com/AIoT-MLSys-Lab/D2O",
-        .regime = Regime::decode_continuous,
+        .regime = Regime::kDecodeContinuous,
         .venue = "ICLR 2025",
         .rule =
             "per-layer budgets from attention density, H2O-style eviction inside a layer; an "
             "evicted "
             "token similar enough to a kept one is merged into it instead of being dropped",
         .score_name = "accumulated attention",
-        .picture = RulePicture::merge};
+        .picture = RulePicture::kMerge};
     return info;
 }
 
@@ -90,37 +90,37 @@ ParamSchema d2o_schema() {
     return {
         ParamSpec{
             .name = "hh_share",
-            .type = ParamType::float_,
+            .type = ParamType::kFloat,
             .default_value = 0.5,
             .min = 0.0,
             .max = 1.0,
             .help = "share of each layer's budget for heavy hitters (sinks included); the rest is "
                     "the recent window (README 0.1 + 0.1 -> 0.5; paper ablation 3:1 -> 0.75)"},
         ParamSpec{.name = "sinks",
-                  .type = ParamType::int_,
+                  .type = ParamType::kInt,
                   .default_value = int64_t{4},
                   .min = 0.0,
                   .help = "first tokens always kept as heavy hitters"},
         ParamSpec{.name = "alpha",
-                  .type = ParamType::float_,
+                  .type = ParamType::kFloat,
                   .default_value = 0.5,
                   .min = 0.0,
                   .max = 1.0,
                   .help = "EMA weight of the old threshold: tau <- alpha * tau + beta * mean(u)"},
         ParamSpec{.name = "beta",
-                  .type = ParamType::float_,
+                  .type = ParamType::kFloat,
                   .default_value = 0.5,
                   .min = 0.0,
                   .max = 1.0,
                   .help = "EMA weight of this step's mean nearest-neighbour cosine"},
         ParamSpec{.name = "protected_layers",
-                  .type = ParamType::int_list,
+                  .type = ParamType::kIntList,
                   .default_value = std::vector<int64_t>{0, 1, -1},
                   .min = -4096.0,
                   .max = 4096.0,
                   .help = "layers never compressed (negative = from the end; code: 0,1,-1)"},
         ParamSpec{.name = "merge",
-                  .type = ParamType::enum_,
+                  .type = ParamType::kEnum,
                   .default_value = std::string("code"),
                   .choices = {"code", "paper"},
                   .help = "merge weights: code = (k_c + sum u k_e) / (1 + m); paper = softmax with "

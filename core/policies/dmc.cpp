@@ -65,7 +65,7 @@ const PolicyInfo& dmc_info() {
         .paper = "Dynamic Memory Compression: Retrofitting LLMs for Accelerated Inference",
         .arxiv = "2403.09636",
         .code = "github.com/NVIDIA/Megatron-LM (branch dmc)",
-        .regime = Regime::decode_continuous,
+        .regime = Regime::kDecodeContinuous,
         .needs_budget = false,
         .venue = "ICML 2024",
         .rule =
@@ -73,7 +73,7 @@ const PolicyInfo& dmc_info() {
             "slot, "
             "so the cache grows slower than the sequence",
         .score_name = "",
-        .picture = RulePicture::merge};
+        .picture = RulePicture::kMerge};
     return info;
 }
 
@@ -81,20 +81,20 @@ ParamSchema dmc_schema() {
     return {
         ParamSpec{
             .name = "mode",
-            .type = ParamType::enum_,
+            .type = ParamType::kEnum,
             .default_value = std::string("checkpoint"),
             .choices = {"checkpoint", "proxy"},
             .help = "checkpoint: DMC proper, for DMC-retrofitted checkpoints (decisions read from "
                     "channel d-1 of q/k); proxy: NOT DMC, a training-free cosine-merge imitation "
                     "for vanilla models"},
         ParamSpec{.name = "init_val",
-                  .type = ParamType::float_,
+                  .type = ParamType::kFloat,
                   .default_value = 5.0,
                   .help =
                       "checkpoint: offset of the decision neurons (alpha: k - init_val > 0; omega: "
                       "sigmoid(q + init_val))"},
         ParamSpec{.name = "window",
-                  .type = ParamType::int_,
+                  .type = ParamType::kInt,
                   .default_value = int64_t{12},
                   .min = 1.0,
                   .max = 1024.0,
@@ -102,19 +102,19 @@ ParamSchema dmc_schema() {
                       "a slot is the weighted mean of at most this many newest tokens of its group "
                       "(proxy: groups are capped at this size)"},
         ParamSpec{.name = "cr",
-                  .type = ParamType::float_,
+                  .type = ParamType::kFloat,
                   .default_value = 4.0,
                   .min = 1.0,
                   .max = 1024.0,
                   .help = "proxy (NOT DMC): target compression ratio; merge rate 1 - 1/cr"},
         ParamSpec{.name = "theta_init",
-                  .type = ParamType::float_,
+                  .type = ParamType::kFloat,
                   .default_value = 0.5,
                   .min = -1.0,
                   .max = 1.0,
                   .help = "proxy (NOT DMC): initial cosine threshold of every head"},
         ParamSpec{.name = "theta_lr",
-                  .type = ParamType::float_,
+                  .type = ParamType::kFloat,
                   .default_value = 0.02,
                   .min = 0.0,
                   .max = 1.0,

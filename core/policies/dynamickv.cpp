@@ -64,28 +64,28 @@ const PolicyInfo& dynamickv_info() {
         "DynamicKV: Task-Aware Adaptive KV Cache Compression for Long Context LLMs",
         "2412.14838",
         "github.com/DreamMr/DynamicKV",
-        Regime::prefill_oneshot,
+        Regime::kPrefillOneshot,
         true,
         "EMNLP 2025",
         "SnapKV's votes choose the tokens; every few layers the budgets are re-distributed across "
         "layers by where the top votes fall",
         "observation-window votes",
-        RulePicture::layer_budgets};
+        RulePicture::kLayerBudgets};
     return info;
 }
 
 ParamSchema dynamickv_schema() {
     return {
         ParamSpec{"window",
-                  ParamType::int_,
+                  ParamType::kInt,
                   int64_t{8},
                   1.0,
                   std::nullopt,
                   {},
                   "observation window ws: the last ws prompt queries vote and are always kept"},
-        ParamSpec{"kernel", ParamType::int_, int64_t{7}, 1.0, 63.0, {}, "pooling kernel size, odd"},
+        ParamSpec{"kernel", ParamType::kInt, int64_t{7}, 1.0, 63.0, {}, "pooling kernel size, odd"},
         ParamSpec{"pool",
-                  ParamType::enum_,
+                  ParamType::kEnum,
                   std::string("avg"),
                   std::nullopt,
                   std::nullopt,
@@ -93,7 +93,7 @@ ParamSchema dynamickv_schema() {
                   "pooling of the votes (code: avg for Llama-3 / InternLM, max for Mistral / "
                   "Qwen2)"},
         ParamSpec{"r_max",
-                  ParamType::float_,
+                  ParamType::kFloat,
                   10.0,
                   1.0,
                   std::nullopt,
@@ -101,7 +101,7 @@ ParamSchema dynamickv_schema() {
                   "maximum per-layer expansion: a layer holds at most r_max * (budget - window) "
                   "selected tokens"},
         ParamSpec{"interval",
-                  ParamType::int_,
+                  ParamType::kInt,
                   int64_t{4},
                   1.0,
                   std::nullopt,
@@ -169,7 +169,7 @@ class DynamicKVPolicy final : public Policy {
                 if (b > 0) per_q = window_vote_scores(hs, w, kernel_, pool_);
                 lists[static_cast<size_t>(l)].push_back(b > 0 ? ranked_list(per_q, bs)
                                                               : std::vector<int64_t>{});
-                if (gqa_ == GqaAgg::per_query_head) {
+                if (gqa_ == GqaAgg::kPerQueryHead) {
                     for (Scores& s : per_q) rows.push_back(Row{l, std::move(s)});
                 } else if (b > 0) {
                     rows.push_back(Row{l, aggregate(per_q, gqa_)});
@@ -208,7 +208,7 @@ class DynamicKVPolicy final : public Policy {
     // The k best slots in descending order; per_query_head: round-robin union of the rankings.
     std::vector<int64_t> ranked_list(const std::vector<Scores>& per_q, int64_t k) const {
         std::vector<std::vector<int64_t>> ranks;
-        if (gqa_ == GqaAgg::per_query_head) {
+        if (gqa_ == GqaAgg::kPerQueryHead) {
             for (const Scores& s : per_q) ranks.push_back(descending(s));
         } else {
             ranks.push_back(descending(aggregate(per_q, gqa_)));

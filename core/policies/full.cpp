@@ -13,12 +13,12 @@ const PolicyInfo& full_info() {
         "(baseline: no compression)",
         "",
         "",
-        Regime::prefill_oneshot,
+        Regime::kPrefillOneshot,
         false,
         "",
         "keeps every token at full precision: the baseline the others are measured against",
         "",
-        RulePicture::none};
+        RulePicture::kNone};
     return info;
 }
 

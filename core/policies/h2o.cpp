@@ -44,20 +44,20 @@ const PolicyInfo& h2o_info() {
         "H2O: Heavy-Hitter Oracle for Efficient Generative Inference of Large Language Models",
         "2306.14048",
         "github.com/FMInference/H2O",
-        Regime::decode_continuous,
+        Regime::kDecodeContinuous,
         true,
         "NeurIPS 2023",
         "keeps the heavy hitters, the tokens with the highest attention accumulated over all "
         "queries so far, plus a recent window; evicts the lowest-scoring token at every step",
         "accumulated attention",
-        RulePicture::hitters_recent};
+        RulePicture::kHittersRecent};
     return info;
 }
 
 ParamSchema h2o_schema() {
     return {
         ParamSpec{"recent_ratio",
-                  ParamType::float_,
+                  ParamType::kFloat,
                   0.5,
                   0.0,
                   1.0,

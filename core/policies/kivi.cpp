@@ -47,7 +47,7 @@ const PolicyInfo& kivi_info() {
         .paper = "KIVI: A Tuning-Free Asymmetric 2bit Quantization for KV Cache",
         .arxiv = "2402.02750",
         .code = "github.com/jy-yuan/KIVI",
-        .regime = Regime::decode_continuous,
+        .regime = Regime::kDecodeContinuous,
         .needs_budget = false,
         .venue = "ICML 2024",
         .rule =
@@ -55,33 +55,33 @@ const PolicyInfo& kivi_info() {
             "bits, "
             "the most recent tokens kept at full precision until a group fills",
         .score_name = "",
-        .picture = RulePicture::quantize_all};
+        .picture = RulePicture::kQuantizeAll};
     return info;
 }
 
 ParamSchema kivi_schema() {
     return {
         ParamSpec{.name = "k_bits",
-                  .type = ParamType::int_,
+                  .type = ParamType::kInt,
                   .default_value = int64_t{2},
                   .min = 1.0,
                   .max = 8.0,
                   .help = "bits of the quantised keys (paper: 2 or 4)"},
         ParamSpec{.name = "v_bits",
-                  .type = ParamType::int_,
+                  .type = ParamType::kInt,
                   .default_value = int64_t{2},
                   .min = 1.0,
                   .max = 8.0,
                   .help = "bits of the quantised values (paper: 2 or 4)"},
         ParamSpec{.name = "group",
-                  .type = ParamType::int_,
+                  .type = ParamType::kInt,
                   .default_value = int64_t{32},
                   .min = 1.0,
                   .help =
                       "group size G: tokens per key group (per channel), channels per value group "
                       "(per token)"},
         ParamSpec{.name = "residual",
-                  .type = ParamType::int_,
+                  .type = ParamType::kInt,
                   .default_value = int64_t{128},
                   .min = 1.0,
                   .help =
@@ -166,7 +166,7 @@ class KiviPolicy final : public Policy {
         QuantizeOp op;
         op.slots = index_range(b, e);
         op.spec =
-            QuantSpec{k_bits_, static_cast<int>(group_), QuantAxis::per_channel, KVPart::keys};
+            QuantSpec{k_bits_, static_cast<int>(group_), QuantAxis::kPerChannel, KVPart::kKeys};
         hp.quantize.push_back(std::move(op));
         st.k_done_pos = hs.positions[static_cast<size_t>(e - 1)];
     }
@@ -176,7 +176,7 @@ class KiviPolicy final : public Policy {
         QuantizeOp op;
         op.slots = index_range(b, e);
         op.spec =
-            QuantSpec{v_bits_, static_cast<int>(group_), QuantAxis::per_token, KVPart::values};
+            QuantSpec{v_bits_, static_cast<int>(group_), QuantAxis::kPerToken, KVPart::kValues};
         hp.quantize.push_back(std::move(op));
         st.v_done_pos = hs.positions[static_cast<size_t>(e - 1)];
     }

@@ -34,19 +34,19 @@ const PolicyInfo& knorm_info() {
         "A Simple and Effective L2 Norm-Based Strategy for KV Cache Compression",
         "2406.11430",
         "github.com/alessiodevoto/l2compress",
-        Regime::prefill_oneshot,
+        Regime::kPrefillOneshot,
         true,
         "EMNLP 2024",
         "once, after the prompt: keeps the tokens whose keys have the lowest L2 norm (low-norm "
         "keys tend to draw the most attention)",
         "key L2 norm (lower is kept)",
-        RulePicture::low_key_norm};
+        RulePicture::kLowKeyNorm};
     return info;
 }
 
 ParamSchema knorm_schema() {
     return {ParamSpec{"skip_layers",
-                      ParamType::int_list,
+                      ParamType::kIntList,
                       std::vector<int64_t>{0, 1},
                       0.0,
                       std::nullopt,

@@ -55,13 +55,13 @@ const PolicyInfo& mikv_info() {
                                      "Importance-Aware Mixed Precision Quantization",
                                  .arxiv = "2402.18096",
                                  .code = "none published",
-                                 .regime = Regime::decode_continuous,
+                                 .regime = Regime::kDecodeContinuous,
                                  .venue = "preprint",
                                  .rule =
                                      "nothing is evicted: the tokens H2O would keep stay at high "
                                      "precision, the others are quantised to a few bits",
                                  .score_name = "accumulated attention",
-                                 .picture = RulePicture::mixed_precision};
+                                 .picture = RulePicture::kMixedPrecision};
     return info;
 }
 
@@ -69,31 +69,31 @@ ParamSchema mikv_schema() {
     return {
         ParamSpec{
             .name = "recent_ratio",
-            .type = ParamType::float_,
+            .type = ParamType::kFloat,
             .default_value = 0.5,
             .min = 0.0,
             .max = 1.0,
             .help = "share of the high-precision budget given to the most recent tokens; the rest "
                     "are heavy hitters (H2O: 10 % + 10 % -> 0.5)"},
         ParamSpec{.name = "lo_bits",
-                  .type = ParamType::int_,
+                  .type = ParamType::kInt,
                   .default_value = int64_t{3},
                   .min = 1.0,
                   .max = 8.0,
                   .help = "bits of the less important tokens (paper: INT2-INT4)"},
         ParamSpec{.name = "hi_bits",
-                  .type = ParamType::int_,
+                  .type = ParamType::kInt,
                   .default_value = int64_t{16},
                   .min = 1.0,
                   .max = 16.0,
                   .help = "bits of the important tokens: 16 = model dtype, or 8 / 4 (INT8 / INT4)"},
         ParamSpec{.name = "group",
-                  .type = ParamType::int_,
+                  .type = ParamType::kInt,
                   .default_value = int64_t{128},
                   .min = 1.0,
                   .help = "quantisation group: channels per scale/zero within a token"},
         ParamSpec{.name = "balance",
-                  .type = ParamType::bool_,
+                  .type = ParamType::kBool,
                   .default_value = true,
                   .help =
                       "key channel balancing: quantise k * beta with beta = sqrt(max|q| / max|k|) "
@@ -218,7 +218,7 @@ class MikvPolicy final : public Policy {
     void quantize(HeadPlan& hp, const HeadState& st, std::vector<int64_t> slots, int bits) const {
         QuantizeOp op;
         op.slots = std::move(slots);
-        op.spec = QuantSpec{bits, static_cast<int>(group_), QuantAxis::per_token, KVPart::both};
+        op.spec = QuantSpec{bits, static_cast<int>(group_), QuantAxis::kPerToken, KVPart::kBoth};
         op.spec.channel_scale = st.beta;
         hp.quantize.push_back(std::move(op));
     }
@@ -263,7 +263,7 @@ class MikvPolicy final : public Policy {
         } else {
             // Slots quantised at hi_bits by this same plan are demoted after it (plan order:
             // quantize, then demote).
-            hp.demote.push_back(DemoteOp{demote, lo_bits_, KVPart::both});
+            hp.demote.push_back(DemoteOp{demote, lo_bits_, KVPart::kBoth});
         }
     }
 

@@ -14,15 +14,15 @@ namespace kvscope {
 
 const char* param_type_name(ParamType t) {
     switch (t) {
-        case ParamType::int_:
+        case ParamType::kInt:
             return "int";
-        case ParamType::float_:
+        case ParamType::kFloat:
             return "float";
-        case ParamType::bool_:
+        case ParamType::kBool:
             return "bool";
-        case ParamType::enum_:
+        case ParamType::kEnum:
             return "enum";
-        case ParamType::int_list:
+        case ParamType::kIntList:
             return "int-list";
     }
     return "?";
@@ -127,9 +127,9 @@ const std::vector<int64_t>& ParamValues::get_int_list(const std::string& name) c
 
 void apply_default_bounds(ParamSpec& spec) {
     double limit = 0;
-    if (spec.type == ParamType::int_ || spec.type == ParamType::int_list)
+    if (spec.type == ParamType::kInt || spec.type == ParamType::kIntList)
         limit = kParamIntLimit;
-    else if (spec.type == ParamType::float_)
+    else if (spec.type == ParamType::kFloat)
         limit = kParamFloatLimit;
     else
         return;
@@ -151,23 +151,23 @@ void validate_param(const std::string& policy, const ParamSpec& spec, const Para
                     range_text(spec) + ")");
     };
     switch (spec.type) {
-        case ParamType::int_: {
+        case ParamType::kInt: {
             const auto* i = std::get_if<int64_t>(&v);
             if (!i) bad(policy, spec.name, "expected an integer");
             check_range(static_cast<double>(*i), std::to_string(*i));
             break;
         }
-        case ParamType::float_: {
+        case ParamType::kFloat: {
             const auto* d = std::get_if<double>(&v);
             if (!d) bad(policy, spec.name, "expected a number");
             if (!std::isfinite(*d)) bad(policy, spec.name, "expected a finite number");
             check_range(*d, fmt_double(*d));
             break;
         }
-        case ParamType::bool_:
+        case ParamType::kBool:
             if (!std::holds_alternative<bool>(v)) bad(policy, spec.name, "expected true or false");
             break;
-        case ParamType::enum_: {
+        case ParamType::kEnum: {
             const auto* s = std::get_if<std::string>(&v);
             if (!s || std::find(spec.choices.begin(), spec.choices.end(), *s) == spec.choices.end())
                 bad(policy, spec.name,
@@ -175,7 +175,7 @@ void validate_param(const std::string& policy, const ParamSpec& spec, const Para
                         "' is not one of: " + join(spec.choices, ", "));
             break;
         }
-        case ParamType::int_list: {
+        case ParamType::kIntList: {
             const auto* l = std::get_if<std::vector<int64_t>>(&v);
             if (!l) bad(policy, spec.name, "expected a comma-separated list of integers");
             for (int64_t x : *l) check_range(static_cast<double>(x), std::to_string(x));
@@ -189,7 +189,7 @@ ParamValue parse_param_value(const std::string& policy, const ParamSpec& spec,
     const std::string text = trim(text_in);
     ParamValue v;
     switch (spec.type) {
-        case ParamType::int_: {
+        case ParamType::kInt: {
             int64_t i = 0;
             if (!parse_int(text, i))
                 bad(policy, spec.name,
@@ -197,7 +197,7 @@ ParamValue parse_param_value(const std::string& policy, const ParamSpec& spec,
             v = i;
             break;
         }
-        case ParamType::float_: {
+        case ParamType::kFloat: {
             double d = 0;
             if (!parse_float(text, d))
                 bad(policy, spec.name,
@@ -205,7 +205,7 @@ ParamValue parse_param_value(const std::string& policy, const ParamSpec& spec,
             v = d;
             break;
         }
-        case ParamType::bool_: {
+        case ParamType::kBool: {
             std::string t = text;
             std::transform(t.begin(), t.end(), t.begin(),
                            [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
@@ -217,10 +217,10 @@ ParamValue parse_param_value(const std::string& policy, const ParamSpec& spec,
                 bad(policy, spec.name, "'" + text + "' is not a boolean (expected true or false)");
             break;
         }
-        case ParamType::enum_:
+        case ParamType::kEnum:
             v = text;
             break;
-        case ParamType::int_list: {
+        case ParamType::kIntList: {
             std::vector<int64_t> out;
             if (!text.empty()) {
                 std::stringstream ss(text);

@@ -11,7 +11,7 @@
 
 namespace kvscope {
 
-enum class ParamType : uint8_t { int_, float_, bool_, enum_, int_list };
+enum class ParamType : uint8_t { kInt, kFloat, kBool, kEnum, kIntList };
 
 const char* param_type_name(ParamType t);
 
@@ -22,7 +22,7 @@ std::string param_value_to_string(const ParamValue& v);
 
 struct ParamSpec {
     std::string name;  // [a-z0-9_]+
-    ParamType type = ParamType::int_;
+    ParamType type = ParamType::kInt;
     ParamValue default_value;
     std::optional<double> min;  // int_/float_: inclusive range; int_list: per element
     std::optional<double> max;

@@ -38,7 +38,7 @@ struct QuantizeOp {
 struct DemoteOp {
     std::vector<int64_t> slots;
     int bits = 2;
-    KVPart part = KVPart::both;
+    KVPart part = KVPart::kBoth;
 };
 
 struct HeadPlan {

@@ -32,24 +32,24 @@ namespace kvscope {
 
 // P: compress once after the prompt, the cache then grows by one per step.
 // D: evict / merge / quantise at every decode step, the cache stays bounded.
-enum class Regime : uint8_t { prefill_oneshot, decode_continuous };
+enum class Regime : uint8_t { kPrefillOneshot, kDecodeContinuous };
 
 inline const char* regime_code(Regime r) {
-    return r == Regime::prefill_oneshot ? "P" : "D";
+    return r == Regime::kPrefillOneshot ? "P" : "D";
 }
 
 // The shape of a policy's rule, for a one-picture explanation (app/studio/policy_card.cpp).
 enum class RulePicture : uint8_t {
-    none,             // full cache
-    sinks_window,     // first tokens + recent window
-    hitters_recent,   // highest accumulated attention + recent window
-    window_votes,     // observation window votes, top-k + window
-    last_query,       // the last query's attention, top-k
-    low_key_norm,     // lowest key L2 norm
-    layer_budgets,    // budgets that differ per layer, window-vote selection inside
-    merge,            // evicted tokens merged into a kept token
-    mixed_precision,  // important tokens at high precision, the rest at low precision
-    quantize_all,     // every token quantised, a recent residual at full precision
+    kNone,             // full cache
+    kSinksWindow,     // first tokens + recent window
+    kHittersRecent,   // highest accumulated attention + recent window
+    kWindowVotes,     // observation window votes, top-k + window
+    kLastQuery,       // the last query's attention, top-k
+    kLowKeyNorm,     // lowest key L2 norm
+    kLayerBudgets,    // budgets that differ per layer, window-vote selection inside
+    kMerge,            // evicted tokens merged into a kept token
+    kMixedPrecision,  // important tokens at high precision, the rest at low precision
+    kQuantizeAll,     // every token quantised, a recent residual at full precision
 };
 
 struct PolicyInfo {
@@ -58,7 +58,7 @@ struct PolicyInfo {
     std::string paper;      // paper title
     std::string arxiv;      // "2404.14469" (empty for `full`)
     std::string code;       // official code: "github.com/FasterDecoding/SnapKV"
-    Regime regime = Regime::prefill_oneshot;
+    Regime regime = Regime::kPrefillOneshot;
     bool needs_budget = true;  // false: --budget/--ratio are optional (full, kivi)
     // For explainer cards (Studio) and guided stories (views/story.h): where the paper appeared,
     // the rule in one line (our words), the name of the score the policy ranks tokens by ("" when
@@ -66,7 +66,7 @@ struct PolicyInfo {
     std::string venue;  // "NeurIPS 2024"; "preprint" when none
     std::string rule;
     std::string score_name;
-    RulePicture picture = RulePicture::none;
+    RulePicture picture = RulePicture::kNone;
 };
 
 // The statistics a policy needs. (Named PolicyNeeds because the engine's own request struct is

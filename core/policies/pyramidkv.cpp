@@ -61,41 +61,41 @@ const PolicyInfo& pyramidkv_info() {
         "PyramidKV: Dynamic KV Cache Compression based on Pyramidal Information Funneling",
         "2406.02069",
         "github.com/Zefan-Cai/KVCache-Factory",
-        Regime::prefill_oneshot,
+        Regime::kPrefillOneshot,
         true,
         "COLM 2025",
         "SnapKV's selection with per-layer budgets that shrink linearly from the first layer to "
         "the last (a pyramid), the mean budget unchanged",
         "observation-window votes",
-        RulePicture::layer_budgets};
+        RulePicture::kLayerBudgets};
     return info;
 }
 
 ParamSchema pyramidkv_schema() {
     return {
         ParamSpec{"beta",
-                  ParamType::int_,
+                  ParamType::kInt,
                   int64_t{20},
                   1.0,
                   std::nullopt,
                   {},
                   "pyramid steepness: the top layer keeps (C - w) / beta (paper, runner: 20)"},
         ParamSpec{"window",
-                  ParamType::int_,
+                  ParamType::kInt,
                   int64_t{8},
                   1.0,
                   std::nullopt,
                   {},
                   "observation window w (KVCache-Factory runner: 8)"},
         ParamSpec{"kernel",
-                  ParamType::int_,
+                  ParamType::kInt,
                   int64_t{7},
                   1.0,
                   63.0,
                   {},
                   "pooling kernel size, odd (runner: 7)"},
         ParamSpec{"pool",
-                  ParamType::enum_,
+                  ParamType::kEnum,
                   std::string("max"),
                   std::nullopt,
                   std::nullopt,

@@ -9,19 +9,19 @@
 namespace kvscope {
 
 GqaAgg parse_gqa(const std::string& s) {
-    if (s == "mean") return GqaAgg::mean;
-    if (s == "max") return GqaAgg::max;
-    if (s == "per_query_head") return GqaAgg::per_query_head;
+    if (s == "mean") return GqaAgg::kMean;
+    if (s == "max") return GqaAgg::kMax;
+    if (s == "per_query_head") return GqaAgg::kPerQueryHead;
     throw std::invalid_argument("unknown GQA aggregation '" + s + "'");
 }
 
 const char* gqa_name(GqaAgg a) {
     switch (a) {
-        case GqaAgg::mean:
+        case GqaAgg::kMean:
             return "mean";
-        case GqaAgg::max:
+        case GqaAgg::kMax:
             return "max";
-        case GqaAgg::per_query_head:
+        case GqaAgg::kPerQueryHead:
             return "per_query_head";
     }
     return "?";
@@ -29,7 +29,7 @@ const char* gqa_name(GqaAgg a) {
 
 ParamSpec gqa_param_spec(const std::string& default_value) {
     return ParamSpec{"gqa",
-                     ParamType::enum_,
+                     ParamType::kEnum,
                      default_value,
                      std::nullopt,
                      std::nullopt,
@@ -39,9 +39,9 @@ ParamSpec gqa_param_spec(const std::string& default_value) {
 }
 
 PoolKind parse_pool(const std::string& s) {
-    if (s == "none") return PoolKind::none;
-    if (s == "avg") return PoolKind::avg;
-    if (s == "max") return PoolKind::max;
+    if (s == "none") return PoolKind::kNone;
+    if (s == "avg") return PoolKind::kAvg;
+    if (s == "max") return PoolKind::kMax;
     throw std::invalid_argument("unknown pooling '" + s + "'");
 }
 
@@ -52,9 +52,9 @@ Scores aggregate(const std::vector<Scores>& per_q, GqaAgg agg) {
     for (size_t q = 1; q < per_q.size(); ++q) {
         if (per_q[q].size() != n) throw std::invalid_argument("aggregate: ragged score arrays");
         for (size_t j = 0; j < n; ++j)
-            out[j] = agg == GqaAgg::max ? std::max(out[j], per_q[q][j]) : out[j] + per_q[q][j];
+            out[j] = agg == GqaAgg::kMax ? std::max(out[j], per_q[q][j]) : out[j] + per_q[q][j];
     }
-    if (agg != GqaAgg::max)
+    if (agg != GqaAgg::kMax)
         for (double& x : out) x /= static_cast<double>(per_q.size());
     return out;
 }
@@ -71,19 +71,19 @@ Scores window_sum(std::span<const float> window, int64_t w, int64_t n, int64_t n
 }
 
 Scores pool1d(const Scores& s, int64_t kernel, PoolKind kind) {
-    if (kind == PoolKind::none || kernel <= 1) return s;
+    if (kind == PoolKind::kNone || kernel <= 1) return s;
     const int64_t n = static_cast<int64_t>(s.size());
     const int64_t pad = kernel / 2;
     Scores out(s.size());
     for (int64_t j = 0; j < n; ++j) {
-        double acc = kind == PoolKind::max ? -std::numeric_limits<double>::infinity() : 0.0;
+        double acc = kind == PoolKind::kMax ? -std::numeric_limits<double>::infinity() : 0.0;
         for (int64_t t = j - pad; t <= j + pad; ++t) {
             if (t < 0 || t >= n) continue;  // zero padding: adds nothing to the sum
             const double x = s[static_cast<size_t>(t)];
-            acc = kind == PoolKind::max ? std::max(acc, x) : acc + x;
+            acc = kind == PoolKind::kMax ? std::max(acc, x) : acc + x;
         }
         out[static_cast<size_t>(j)] =
-            kind == PoolKind::max ? acc : acc / static_cast<double>(kernel);
+            kind == PoolKind::kMax ? acc : acc / static_cast<double>(kernel);
     }
     return out;
 }
@@ -139,7 +139,7 @@ std::vector<int64_t> bottom_k(const Scores& scores, int64_t k,
 std::vector<int64_t> select_top_k(const std::vector<Scores>& per_q, GqaAgg agg, int64_t k,
                                   std::span<const int64_t> candidates) {
     if (per_q.empty()) throw std::invalid_argument("select_top_k: no scores");
-    if (agg != GqaAgg::per_query_head) return top_k(aggregate(per_q, agg), k, candidates);
+    if (agg != GqaAgg::kPerQueryHead) return top_k(aggregate(per_q, agg), k, candidates);
     std::vector<std::vector<int64_t>> ranks;
     for (const Scores& s : per_q) ranks.push_back(ranked(s, candidates, true));
     const size_t total = ranks[0].size();

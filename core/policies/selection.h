@@ -22,13 +22,13 @@ namespace kvscope {
 //                    thus gets at least its own top floor(k / g) and the KV-head budget holds
 //                    (the reference codes instead keep a cache per query head, which costs g
 //                    times the memory on GQA models).
-enum class GqaAgg : uint8_t { mean, max, per_query_head };
+enum class GqaAgg : uint8_t { kMean, kMax, kPerQueryHead };
 
 GqaAgg parse_gqa(const std::string& s);  // "mean" | "max" | "per_query_head"
 const char* gqa_name(GqaAgg a);
 ParamSpec gqa_param_spec(const std::string& default_value = "mean");
 
-enum class PoolKind : uint8_t { none, avg, max };
+enum class PoolKind : uint8_t { kNone, kAvg, kMax };
 PoolKind parse_pool(const std::string& s);  // "none" | "avg" | "max"
 
 // Scores of one query head: [n] doubles.

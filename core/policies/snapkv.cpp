@@ -40,35 +40,35 @@ const PolicyInfo& snapkv_info() {
                                  "SnapKV: LLM Knows What You Are Looking for Before Generation",
                                  "2404.14469",
                                  "github.com/FasterDecoding/SnapKV",
-                                 Regime::prefill_oneshot,
+                                 Regime::kPrefillOneshot,
                                  true,
                                  "NeurIPS 2024",
                                  "once, after the prompt: the last w prompt queries (the "
                                  "observation window) vote with their attention, the votes are "
                                  "pooled, and each head keeps the top-voted tokens plus the window",
                                  "observation-window votes",
-                                 RulePicture::window_votes};
+                                 RulePicture::kWindowVotes};
     return info;
 }
 
 ParamSchema snapkv_schema() {
     return {
         ParamSpec{"window",
-                  ParamType::int_,
+                  ParamType::kInt,
                   int64_t{32},
                   1.0,
                   std::nullopt,
                   {},
                   "observation window w: the last w prompt queries vote (LongBench configs: 32)"},
         ParamSpec{"kernel",
-                  ParamType::int_,
+                  ParamType::kInt,
                   int64_t{7},
                   1.0,
                   63.0,
                   {},
                   "pooling kernel size, odd (LongBench configs: 7)"},
         ParamSpec{"pool",
-                  ParamType::enum_,
+                  ParamType::kEnum,
                   std::string("max"),
                   std::nullopt,
                   std::nullopt,

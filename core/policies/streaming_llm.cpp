@@ -33,20 +33,20 @@ const PolicyInfo& streaming_info() {
         "Efficient Streaming Language Models with Attention Sinks",
         "2309.17453",
         "github.com/mit-han-lab/streaming-llm",
-        Regime::decode_continuous,
+        Regime::kDecodeContinuous,
         true,
         "ICLR 2024",
         "keeps the first tokens (attention sinks) and a window of the most recent tokens; "
         "everything in between is evicted as the window slides",
         "position",
-        RulePicture::sinks_window};
+        RulePicture::kSinksWindow};
     return info;
 }
 
 ParamSchema streaming_schema() {
     return {
         ParamSpec{"sinks",
-                  ParamType::int_,
+                  ParamType::kInt,
                   int64_t{4},
                   0.0,
                   std::nullopt,

@@ -33,19 +33,19 @@ const PolicyInfo& tova_info() {
                                  "Transformers are Multi-State RNNs",
                                  "2401.06104",
                                  "github.com/schwartz-lab-NLP/TOVA",
-                                 Regime::decode_continuous,
+                                 Regime::kDecodeContinuous,
                                  true,
                                  "EMNLP 2024",
                                  "when the cache is full, drops the token the last query attends "
                                  "to least (averaged over the layer's heads)",
                                  "last-query attention",
-                                 RulePicture::last_query};
+                                 RulePicture::kLastQuery};
     return info;
 }
 
 ParamSchema tova_schema() {
     return {ParamSpec{"gqa",
-                      ParamType::enum_,
+                      ParamType::kEnum,
                       std::string("mean"),
                       std::nullopt,
                       std::nullopt,
@@ -97,7 +97,7 @@ class TOVAPolicy final : public Policy {
                     HeadPlan& hp = plan.at(ls.layer, ls.heads[h].kv_head);
                     hp.budget = C;
                     if (ls.heads[h].n() > C) {
-                        Scores agg = aggregate(rows[h], GqaAgg::mean);
+                        Scores agg = aggregate(rows[h], GqaAgg::kMean);
                         hp.keep = top_k(agg, C);
                         if (explaining())
                             note_scores(ls.layer, ls.heads[h].kv_head, view.step,
@@ -120,7 +120,7 @@ class TOVAPolicy final : public Policy {
             const int64_t n = ls.heads[0].n();
             std::vector<int64_t> keep;
             if (n > C) {
-                Scores agg = aggregate(all, mode_ == "max" ? GqaAgg::max : GqaAgg::mean);
+                Scores agg = aggregate(all, mode_ == "max" ? GqaAgg::kMax : GqaAgg::kMean);
                 keep = top_k(agg, C);
                 if (explaining())
                     for (const HeadScores& hs : ls.heads)

@@ -47,7 +47,7 @@ Scores window_vote_explain(const HeadScores& hs, int64_t w, int64_t kernel, Pool
 
 ParamSpec window_param_spec(int64_t default_rows, std::string help) {
     return ParamSpec{.name = "window",
-                     .type = ParamType::int_,
+                     .type = ParamType::kInt,
                      .default_value = default_rows,
                      .min = 1.0,
                      .help = std::move(help)};
@@ -55,7 +55,7 @@ ParamSpec window_param_spec(int64_t default_rows, std::string help) {
 
 ParamSpec kernel_param_spec(int64_t default_kernel, std::string help) {
     return ParamSpec{.name = "kernel",
-                     .type = ParamType::int_,
+                     .type = ParamType::kInt,
                      .default_value = default_kernel,
                      .min = 1.0,
                      .max = 63.0,
@@ -67,7 +67,7 @@ ParamSpec pool_param_spec(const std::string& default_pool, std::string help) {
     for (const char* c : {"max", "avg", "none"})
         if (default_pool != c) choices.emplace_back(c);
     return ParamSpec{.name = "pool",
-                     .type = ParamType::enum_,
+                     .type = ParamType::kEnum,
                      .default_value = default_pool,
                      .choices = std::move(choices),
                      .help = std::move(help)};

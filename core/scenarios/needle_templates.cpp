@@ -14,12 +14,12 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 const char* template_split_name(TemplateSplit s) {
-    return s == TemplateSplit::train ? "train" : "heldout";
+    return s == TemplateSplit::kTrain ? "train" : "heldout";
 }
 
 TemplateSplit parse_template_split(const std::string& name) {
-    if (name == "train") return TemplateSplit::train;
-    if (name == "heldout") return TemplateSplit::heldout;
+    if (name == "train") return TemplateSplit::kTrain;
+    if (name == "heldout") return TemplateSplit::kHeldout;
     throw InputError("unknown template split '" + name + "' (expected train or heldout)");
 }
 
@@ -68,7 +68,7 @@ EntitySpec parse_entity(const json& t, const NeedleTemplateSet& set, const std::
     const std::string kind = required_string(v, "kind", file, vp);
     EntitySpec e;
     if (kind == "number") {
-        e.kind = EntitySpec::Kind::number;
+        e.kind = EntitySpec::Kind::kNumber;
         const auto d = v.find("digits");
         if (d == v.end() || !d->is_array() || d->size() != 2)
             throw InputError(file, vp + ".digits: expected [LO, HI]");
@@ -77,12 +77,12 @@ EntitySpec parse_entity(const json& t, const NeedleTemplateSet& set, const std::
         if (e.min_digits < 1 || e.max_digits > 18 || e.min_digits > e.max_digits)
             throw InputError(file, vp + ".digits: expected 1 <= LO <= HI <= 18");
     } else if (kind == "word" || kind == "name") {
-        e.kind = kind == "word" ? EntitySpec::Kind::word : EntitySpec::Kind::name;
+        e.kind = kind == "word" ? EntitySpec::Kind::kWord : EntitySpec::Kind::kName;
         e.pool = required_string(v, "pool", file, vp);
         if (!set.pools.count(e.pool))
             throw InputError(file, vp + ".pool: no pool named '" + e.pool + "' in \"pools\"");
     } else if (kind == "code") {
-        e.kind = EntitySpec::Kind::code;
+        e.kind = EntitySpec::Kind::kCode;
         e.pattern = required_string(v, "pattern", file, vp);
         if (e.pattern.find_first_of("@#") == std::string::npos)
             throw InputError(file, vp + ".pattern: needs '@' (letter) or '#' (digit) places");
@@ -130,7 +130,7 @@ NeedleTemplate parse_template(const json& t, const NeedleTemplateSet& set, size_
 
 std::string draw_value(const EntitySpec& e, const NeedleTemplateSet& set, SplitMix64& rng) {
     switch (e.kind) {
-        case EntitySpec::Kind::number: {
+        case EntitySpec::Kind::kNumber: {
             const auto n =
                 static_cast<int>(static_cast<uint64_t>(e.min_digits) +
                                  rng.below(static_cast<uint64_t>(e.max_digits - e.min_digits + 1)));
@@ -138,12 +138,12 @@ std::string draw_value(const EntitySpec& e, const NeedleTemplateSet& set, SplitM
             for (int i = 1; i < n; ++i) base *= 10;
             return std::to_string(base + rng.below(9 * base));
         }
-        case EntitySpec::Kind::word:
-        case EntitySpec::Kind::name: {
+        case EntitySpec::Kind::kWord:
+        case EntitySpec::Kind::kName: {
             const auto& pool = set.pools.at(e.pool);
             return pool[rng.below(pool.size())];
         }
-        case EntitySpec::Kind::code: {
+        case EntitySpec::Kind::kCode: {
             std::string out = e.pattern;
             for (char& c : out) {
                 if (c == '@')
@@ -159,7 +159,7 @@ std::string draw_value(const EntitySpec& e, const NeedleTemplateSet& set, SplitM
 
 // Distinct values a template's entity can take, capped (numbers and codes have plenty).
 uint64_t value_capacity(const EntitySpec& e, const NeedleTemplateSet& set) {
-    if (e.kind == EntitySpec::Kind::word || e.kind == EntitySpec::Kind::name) {
+    if (e.kind == EntitySpec::Kind::kWord || e.kind == EntitySpec::Kind::kName) {
         const auto& p = set.pools.at(e.pool);
         return static_cast<uint64_t>(std::set<std::string>(p.begin(), p.end()).size());
     }
@@ -213,7 +213,7 @@ NeedleTemplateSet load_needle_templates(const fs::path& file) {
                 throw InputError(file, "templates[" + std::to_string(i) + "].id: '" +
                                            set.templates[j].id + "' is used twice");
     }
-    for (TemplateSplit s : {TemplateSplit::train, TemplateSplit::heldout})
+    for (TemplateSplit s : {TemplateSplit::kTrain, TemplateSplit::kHeldout})
         if (set.of_split(s).empty())
             throw InputError(file, std::string("templates: no template of split '") +
                                        template_split_name(s) + "'");

@@ -21,15 +21,15 @@
 
 namespace kvscope {
 
-enum class TemplateSplit { train, heldout };
+enum class TemplateSplit { kTrain, kHeldout };
 
 const char* template_split_name(TemplateSplit s);
 // "train" | "heldout"; throws InputError otherwise.
 TemplateSplit parse_template_split(const std::string& name);
 
 struct EntitySpec {
-    enum class Kind { number, word, name, code };
-    Kind kind = Kind::number;
+    enum class Kind { kNumber, kWord, kName, kCode };
+    Kind kind = Kind::kNumber;
     int min_digits = 0, max_digits = 0;  // number: digit count drawn in [min, max], 1..18
     std::string pool;                    // word, name: the pool values are drawn from
     std::string pattern;                 // code: '@' -> A..Z, '#' -> 0..9, other bytes as they are
@@ -37,7 +37,7 @@ struct EntitySpec {
 
 struct NeedleTemplate {
     std::string id;
-    TemplateSplit split = TemplateSplit::train;
+    TemplateSplit split = TemplateSplit::kTrain;
     std::string format;
     std::string key_pool;
     EntitySpec value;
@@ -55,7 +55,7 @@ struct NeedleTemplateSet {
     // Indices (file order) of the templates of one split.
     std::vector<size_t> of_split(TemplateSplit s) const;
     const std::filesystem::path& haystack_dir(TemplateSplit s) const {
-        return s == TemplateSplit::train ? haystack_train : haystack_heldout;
+        return s == TemplateSplit::kTrain ? haystack_train : haystack_heldout;
     }
 };
 

@@ -76,26 +76,26 @@ std::vector<std::string> split_words(const std::string& sentence) {
 
 const char* scenario_kind_name(ScenarioKind k) {
     switch (k) {
-        case ScenarioKind::passkey:
+        case ScenarioKind::kPasskey:
             return "passkey";
-        case ScenarioKind::niah:
+        case ScenarioKind::kNiah:
             return "niah";
-        case ScenarioKind::needles:
+        case ScenarioKind::kNeedles:
             return "needles";
     }
     return "?";
 }
 
 ScenarioKind parse_scenario_kind(const std::string& name) {
-    if (name == "passkey") return ScenarioKind::passkey;
-    if (name == "niah") return ScenarioKind::niah;
-    if (name == "needles") return ScenarioKind::needles;
+    if (name == "passkey") return ScenarioKind::kPasskey;
+    if (name == "niah") return ScenarioKind::kNiah;
+    if (name == "needles") return ScenarioKind::kNeedles;
     throw InputError("unknown scenario '" + name + "' (expected passkey, niah or needles)");
 }
 
 uint64_t trial_seed(uint64_t base_seed, ScenarioKind kind, int64_t length, double depth,
                     int64_t trial) {
-    const uint64_t kind_id = kind == ScenarioKind::passkey ? 1 : kind == ScenarioKind::niah ? 2 : 3;
+    const uint64_t kind_id = kind == ScenarioKind::kPasskey ? 1 : kind == ScenarioKind::kNiah ? 2 : 3;
     const auto permille = static_cast<uint64_t>(std::floor(depth * 1000.0 + 0.5));
     return mix_seed({base_seed, kind_id, static_cast<uint64_t>(length), permille,
                      static_cast<uint64_t>(trial)});
@@ -147,7 +147,7 @@ int64_t ScenarioBuilder::count(const std::string& piece) {
 }
 
 Scenario ScenarioBuilder::build(const ScenarioOptions& opts) {
-    if (opts.kind != ScenarioKind::needles) return build_once(opts, opts.seed);
+    if (opts.kind != ScenarioKind::kNeedles) return build_once(opts, opts.seed);
     // A value that also occurs in the haystack (a word, a name, a short number) would make the
     // answer ambiguous: redraw from derived seeds, identically in scenarios.py.
     constexpr uint64_t kAttempts = 16;
@@ -164,15 +164,15 @@ Scenario ScenarioBuilder::build_once(const ScenarioOptions& opts, uint64_t seed)
     if (!(opts.depth >= 0.0 && opts.depth <= 1.0))
         throw InputError("needle depth " + std::to_string(opts.depth) + " is outside [0, 1]");
     if (opts.length < 1) throw InputError("scenario length must be positive");
-    const bool passkey = opts.kind == ScenarioKind::passkey;
-    if (opts.kind == ScenarioKind::needles && opts.templates == nullptr)
+    const bool passkey = opts.kind == ScenarioKind::kPasskey;
+    if (opts.kind == ScenarioKind::kNeedles && opts.templates == nullptr)
         throw InputError("a needles scenario needs a template set (resources/needles)");
     if (!passkey && haystack_ == nullptr)
         throw InputError(std::string("a ") + scenario_kind_name(opts.kind) +
                          " scenario needs a haystack (resources/haystacks)");
     if (opts.num_needles < 1 || (passkey && opts.num_needles != 1))
         throw InputError("passkey has one needle; NIAH needs at least one");
-    if (opts.kind == ScenarioKind::niah &&
+    if (opts.kind == ScenarioKind::kNiah &&
         static_cast<size_t>(opts.num_needles) > haystack_->keys.size())
         throw InputError(haystack_->dir / "needle_keys.list",
                          "has " + std::to_string(haystack_->keys.size()) + " keys, fewer than " +
@@ -199,7 +199,7 @@ Scenario ScenarioBuilder::build_once(const ScenarioOptions& opts, uint64_t seed)
         intro = c.intro.empty() ? kNiahIntro : c.intro;
         question = c.question;
         sentences = &haystack_->sentences;
-    } else if (opts.kind == ScenarioKind::needles) {
+    } else if (opts.kind == ScenarioKind::kNeedles) {
         if (opts.distractors < 0) throw InputError("needles: distractors must be >= 0");
         NeedleDraw d = draw_needle_facts(*opts.templates, opts.split, opts.num_needles,
                                          opts.distractors, opts.depth, rng);

@@ -28,7 +28,7 @@
 
 namespace kvscope {
 
-enum class ScenarioKind { passkey, niah, needles };
+enum class ScenarioKind { kPasskey, kNiah, kNeedles };
 
 const char* scenario_kind_name(ScenarioKind k);
 // "passkey" | "niah" | "needles"; throws InputError otherwise.
@@ -45,7 +45,7 @@ struct CustomNeedle {
 };
 
 struct ScenarioOptions {
-    ScenarioKind kind = ScenarioKind::niah;
+    ScenarioKind kind = ScenarioKind::kNiah;
     int64_t length = 1024;  // target prompt length in tokens, BOS included; the prompt is <= it
     double depth = 0.5;     // where the (queried) needle sits in the haystack, 0 = first, 1 = last
     uint64_t seed = 0;
@@ -55,7 +55,7 @@ struct ScenarioOptions {
     // needles: the template set (must outlive the build), which split's templates are drawn,
     // and distractors (same template as the asked needle, other keys and values, never asked).
     const NeedleTemplateSet* templates = nullptr;
-    TemplateSplit split = TemplateSplit::train;
+    TemplateSplit split = TemplateSplit::kTrain;
     int distractors = 0;
 };
 

@@ -153,7 +153,7 @@ class MetaspaceDecoder : public Decoder {
         : repl_(std::move(repl)), scheme_(scheme) {}
     void decode(std::vector<std::string>& tokens) const override {
         for (size_t i = 0; i < tokens.size(); ++i) {
-            const bool drop = i == 0 && scheme_ != PrependScheme::never;
+            const bool drop = i == 0 && scheme_ != PrependScheme::kNever;
             std::string out;
             const std::string& t = tokens[i];
             for (size_t p = 0; p < t.size();) {

@@ -153,8 +153,8 @@ std::unique_ptr<Normalizer> make_normalizer(const json& j, const JsonWhere& wher
     if (type == "Strip")
         return std::make_unique<StripNormalizer>(get_bool(j, "strip_left", where, true),
                                                  get_bool(j, "strip_right", where, true));
-    if (type == "NFC") return std::make_unique<UnicodeNormalizer>(unicode::Form::nfc);
-    if (type == "NFD") return std::make_unique<UnicodeNormalizer>(unicode::Form::nfd);
+    if (type == "NFC") return std::make_unique<UnicodeNormalizer>(unicode::Form::kNfc);
+    if (type == "NFD") return std::make_unique<UnicodeNormalizer>(unicode::Form::kNfd);
     if (type == "NFKC" || type == "NFKD")
         where.fail("unsupported normalizer type '" + type +
                    "': compatibility decompositions are not bundled (NFC and NFD are)");

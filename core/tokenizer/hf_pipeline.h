@@ -93,7 +93,7 @@ std::string get_char(const nlohmann::json& obj, const std::string& key, const Js
 std::unique_ptr<PcreRegex> make_pattern(const nlohmann::json& j, const JsonWhere& where);
 
 // Metaspace's "prepend_scheme" (first | always | never); older files carry add_prefix_space.
-enum class PrependScheme { always, first, never };
+enum class PrependScheme { kAlways, kFirst, kNever };
 PrependScheme parse_prepend_scheme(const nlohmann::json& j, const JsonWhere& where);
 
 // The byte-level alphabet of GPT-2: byte -> the code point standing for it, and back (-1: none).

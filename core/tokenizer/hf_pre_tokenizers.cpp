@@ -16,7 +16,7 @@ using nlohmann::json;
 
 namespace {
 
-enum class Behavior { removed, isolated, merged_with_previous, merged_with_next, contiguous };
+enum class Behavior { kRemoved, kIsolated, kMergedWithPrevious, kMergedWithNext, kContiguous };
 
 struct Range {
     size_t b, e;
@@ -41,14 +41,14 @@ std::vector<Range> cover(size_t size, const std::vector<std::pair<size_t, size_t
 std::vector<std::pair<size_t, size_t>> apply_behavior(std::vector<Range> r, Behavior behavior) {
     std::vector<std::pair<size_t, size_t>> out;
     switch (behavior) {
-        case Behavior::isolated:
+        case Behavior::kIsolated:
             for (const auto& x : r) out.emplace_back(x.b, x.e);
             break;
-        case Behavior::removed:
+        case Behavior::kRemoved:
             for (const auto& x : r)
                 if (!x.match) out.emplace_back(x.b, x.e);
             break;
-        case Behavior::contiguous: {
+        case Behavior::kContiguous: {
             bool prev = false;
             for (const auto& x : r) {
                 if (x.match == prev && !out.empty())
@@ -59,7 +59,7 @@ std::vector<std::pair<size_t, size_t>> apply_behavior(std::vector<Range> r, Beha
             }
             break;
         }
-        case Behavior::merged_with_previous: {
+        case Behavior::kMergedWithPrevious: {
             bool prev = false;
             for (const auto& x : r) {
                 if (x.match && !prev && !out.empty())
@@ -70,7 +70,7 @@ std::vector<std::pair<size_t, size_t>> apply_behavior(std::vector<Range> r, Beha
             }
             break;
         }
-        case Behavior::merged_with_next: {
+        case Behavior::kMergedWithNext: {
             bool prev = false;
             for (auto it = r.rbegin(); it != r.rend(); ++it) {
                 if (it->match && !prev && !out.empty())
@@ -149,7 +149,7 @@ class ByteLevelPre : public PreTokenizer {
         if (add_prefix_space_)
             for (auto& p : pieces)
                 if (p.text.empty() || p.text[0] != ' ') p.text.insert(0, " ");
-        if (re_) split_pieces(pieces, regex_matcher(re_), Behavior::isolated, false);
+        if (re_) split_pieces(pieces, regex_matcher(re_), Behavior::kIsolated, false);
         for (auto& p : pieces) {
             std::string mapped;
             mapped.reserve(p.text.size() * 2);
@@ -191,8 +191,8 @@ class MetaspacePre : public PreTokenizer {
             }
             const bool starts = t.compare(0, repl_.size(), repl_) == 0;
             if (!t.empty() && !starts &&
-                (scheme_ == PrependScheme::always ||
-                 (scheme_ == PrependScheme::first && p.at_start)))
+                (scheme_ == PrependScheme::kAlways ||
+                 (scheme_ == PrependScheme::kFirst && p.at_start)))
                 t.insert(0, repl_);
             p.text = std::move(t);
         }
@@ -205,7 +205,7 @@ class MetaspacePre : public PreTokenizer {
                     out.emplace_back(pos, pos + r.size());
                 return out;
             };
-            split_pieces(pieces, m, Behavior::merged_with_next, false);
+            split_pieces(pieces, m, Behavior::kMergedWithNext, false);
         }
     }
 
@@ -219,11 +219,11 @@ Behavior parse_behavior(const std::string& s, const JsonWhere& where) {
     std::string k;
     for (char c : s)
         if (c != '_') k.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
-    if (k == "removed") return Behavior::removed;
-    if (k == "isolated") return Behavior::isolated;
-    if (k == "mergedwithprevious") return Behavior::merged_with_previous;
-    if (k == "mergedwithnext") return Behavior::merged_with_next;
-    if (k == "contiguous") return Behavior::contiguous;
+    if (k == "removed") return Behavior::kRemoved;
+    if (k == "isolated") return Behavior::kIsolated;
+    if (k == "mergedwithprevious") return Behavior::kMergedWithPrevious;
+    if (k == "mergedwithnext") return Behavior::kMergedWithNext;
+    if (k == "contiguous") return Behavior::kContiguous;
     where.fail("unknown split behavior '" + s +
                "' (expected Removed, Isolated, MergedWithPrevious, MergedWithNext, Contiguous)");
 }
@@ -261,7 +261,7 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& j, const JsonWhere&
     if (type == "Digits") {
         const bool each = get_bool(j, "individual_digits", where, false);
         return std::make_unique<SplitPre>(regex_matcher(compile(R"(\p{N})")),
-                                          each ? Behavior::isolated : Behavior::contiguous, false);
+                                          each ? Behavior::kIsolated : Behavior::kContiguous, false);
     }
     if (type == "Metaspace") {
         const std::string repl = get_char(j, "replacement", where, "\u2581");
@@ -270,15 +270,15 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& j, const JsonWhere&
     }
     if (type == "Whitespace")  // keeps the matches of \w+|[^\w\s]+
         return std::make_unique<SplitPre>(regex_matcher(compile(R"(\w+|[^\w\s]+)")),
-                                          Behavior::removed, true);
+                                          Behavior::kRemoved, true);
     if (type == "WhitespaceSplit")
-        return std::make_unique<SplitPre>(char_matcher(utf8::is_whitespace), Behavior::removed,
+        return std::make_unique<SplitPre>(char_matcher(utf8::is_whitespace), Behavior::kRemoved,
                                           false);
     if (type == "CharDelimiterSplit") {
         const std::string d = get_char(j, "delimiter", where, "");
         const char32_t cp = utf8::next(d, 0).cp;
         return std::make_unique<SplitPre>(char_matcher([cp](char32_t c) { return c == cp; }),
-                                          Behavior::removed, false);
+                                          Behavior::kRemoved, false);
     }
     if (type.empty()) where.fail("pre-tokenizer without a 'type'");
     where.fail("unsupported pre-tokenizer type '" + type +
@@ -290,11 +290,11 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& j, const JsonWhere&
 PrependScheme parse_prepend_scheme(const json& j, const JsonWhere& where) {
     const std::string s = get_string(j, "prepend_scheme", where, "");
     if (s.empty())
-        return get_bool(j, "add_prefix_space", where, true) ? PrependScheme::always
-                                                            : PrependScheme::never;
-    if (s == "first") return PrependScheme::first;
-    if (s == "always") return PrependScheme::always;
-    if (s == "never") return PrependScheme::never;
+        return get_bool(j, "add_prefix_space", where, true) ? PrependScheme::kAlways
+                                                            : PrependScheme::kNever;
+    if (s == "first") return PrependScheme::kFirst;
+    if (s == "always") return PrependScheme::kAlways;
+    if (s == "never") return PrependScheme::kNever;
     where.at("prepend_scheme")
         .fail("unknown prepend_scheme '" + s + "' (expected first, always or never)");
 }

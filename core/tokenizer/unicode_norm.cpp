@@ -102,7 +102,7 @@ void normalize_run(std::vector<char32_t>& cps, Form form) {
             [](char32_t a, char32_t b) { return combining_class(a) < combining_class(b); });
         i = j;
     }
-    if (form == Form::nfd) {
+    if (form == Form::kNfd) {
         cps = std::move(d);
         return;
     }

@@ -7,7 +7,7 @@
 
 namespace kvscope::unicode {
 
-enum class Form { nfc, nfd };
+enum class Form { kNfc, kNfd };
 
 std::string normalize(std::string_view text, Form form);
 

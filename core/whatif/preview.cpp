@@ -59,7 +59,7 @@ Preview Previewer::run(Policy& policy, const std::vector<TokenSpan>& spans) {
     out.events.reserve(static_cast<size_t>(state.cache->total_slots()));
     out.policy = policy.info().name;
     out.budget = policy.budget();
-    out.decode_time = policy.info().regime == Regime::decode_continuous;
+    out.decode_time = policy.info().regime == Regime::kDecodeContinuous;
     out.n_layers = L;
     out.n_kv_heads = G;
     out.bytes_full = state.bytes_full();

@@ -40,7 +40,7 @@ class CpuBackend final : public Backend {
         const std::string mm = !fast_ ? "reference kernels" : blas_ ? blas_->name : "built-in loops";
         return "cpu (fp32, " + std::to_string(pool_.size()) + " threads, " + mm + ")";
     }
-    DeviceKind device() const override { return DeviceKind::cpu; }
+    DeviceKind device() const override { return DeviceKind::kCpu; }
 
     MemoryInfo memory() const override {
         std::lock_guard<std::mutex> lock(mu_);
@@ -92,15 +92,15 @@ class CpuBackend final : public Backend {
     Tensor upload_weight(const void* host, DType dtype,
                          std::initializer_list<int64_t> shape) override {
         Tensor t = make_tensor_view(const_cast<void*>(host), dtype, shape);
-        if (!fast_ || t.ndim != 2 || dtype == DType::f32 || !host) return t;
-        if (dtype != DType::bf16 && dtype != DType::f16) return t;
+        if (!fast_ || t.ndim != 2 || dtype == DType::kF32 || !host) return t;
+        if (dtype != DType::kBf16 && dtype != DType::kF16) return t;
         std::lock_guard<std::mutex> lock(mu_);
         // The same bytes uploaded twice (a tied embedding / lm_head) share one copy.
         for (auto& [ptr, w] : converted_)
             if (w.host == host && w.numel == t.numel() && w.dtype == dtype) {
                 ++w.refs;
                 t.data = ptr;
-                t.dtype = DType::f32;
+                t.dtype = DType::kF32;
                 return t;
             }
         const int64_t bytes = t.numel() * 4;
@@ -119,7 +119,7 @@ class CpuBackend final : public Backend {
         in_use_ += bytes;
         peak_ = std::max(peak_, in_use_);
         t.data = f;
-        t.dtype = DType::f32;
+        t.dtype = DType::kF32;
         return t;
     }
     void release_weight(Tensor& t) override {
@@ -153,7 +153,7 @@ class CpuBackend final : public Backend {
         const int64_t k = w.dim(1), m = w.dim(0);
         const int64_t n = x.numel() / k;
         const void* b = bias ? bias->data : nullptr;
-        const DType bdt = bias ? bias->dtype : DType::f32;
+        const DType bdt = bias ? bias->dtype : DType::kF32;
         if (fast_)
             cpu::matmul_fast(pool_, x.as<float>(), n, k, w.data, w.dtype, m, b, bdt,
                              out.as<float>());

@@ -10,17 +10,17 @@ namespace kvscope::cpu {
 
 void load_row_f32(const void* src, DType dtype, int64_t k, float* dst) {
     switch (dtype) {
-        case DType::f32: {
+        case DType::kF32: {
             const float* s = static_cast<const float*>(src);
             std::copy(s, s + k, dst);
             return;
         }
-        case DType::bf16: {
+        case DType::kBf16: {
             const uint16_t* s = static_cast<const uint16_t*>(src);
             for (int64_t i = 0; i < k; ++i) dst[i] = bf16_to_f32(s[i]);
             return;
         }
-        case DType::f16: {
+        case DType::kF16: {
             const uint16_t* s = static_cast<const uint16_t*>(src);
             for (int64_t i = 0; i < k; ++i) dst[i] = f16_to_f32(s[i]);
             return;
@@ -54,7 +54,7 @@ void matmul(ThreadPool& pool, const float* x, int64_t n, int64_t k, const void* 
         for (int64_t b = b0; b < b1; ++b) {
             const int64_t j0 = b * kBlock;
             const int64_t nj = std::min(kBlock, m - j0);
-            const bool direct = (wdt == DType::f32);
+            const bool direct = (wdt == DType::kF32);
             for (int64_t jj = 0; jj < nj; ++jj) {
                 if (!direct)
                     load_row_f32(wbytes + static_cast<size_t>((j0 + jj) * k) * esz, wdt, k,

@@ -87,7 +87,7 @@ void matmul_fast(ThreadPool& pool, const float* x, int64_t n, int64_t k, const v
         matmul(pool, x, n, k, w, wdt, m, bias, bdt, out);
         return;
     }
-    const bool f32 = wdt == DType::f32;
+    const bool f32 = wdt == DType::kF32;
     const auto* wb = static_cast<const uint8_t*>(w);
     const size_t esz = dtype_size(wdt);
     // Parts: contiguous ranges of output features in multiples of 16, 4 per thread, claimed by

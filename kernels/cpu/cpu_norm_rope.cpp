@@ -39,8 +39,8 @@ void rope(ThreadPool& pool, float* x, int64_t n, int64_t heads, int64_t head_dim
             for (int64_t h = 0; h < heads; ++h) {
                 float* v = x + (t * heads + h) * head_dim;
                 for (int64_t i = 0; i < half; ++i) {
-                    const int64_t a = pairs == RopePairs::half ? i : 2 * i;
-                    const int64_t b = pairs == RopePairs::half ? i + half : 2 * i + 1;
+                    const int64_t a = pairs == RopePairs::kHalf ? i : 2 * i;
+                    const int64_t b = pairs == RopePairs::kHalf ? i + half : 2 * i + 1;
                     const float x0 = v[a], x1 = v[b];
                     v[a] = x0 * c[static_cast<size_t>(i)] - x1 * s[static_cast<size_t>(i)];
                     v[b] = x1 * c[static_cast<size_t>(i)] + x0 * s[static_cast<size_t>(i)];

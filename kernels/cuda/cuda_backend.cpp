@@ -227,7 +227,7 @@ class CudaBackend final : public Backend {
                (fp32_weights_ ? ", fp32 weights" : ", weights in their stored dtype") +
                (mirrors_on_ ? "" : ", KV mirrors off");
     }
-    DeviceKind device() const override { return DeviceKind::cuda; }
+    DeviceKind device() const override { return DeviceKind::kCuda; }
 
     MemoryInfo memory() const override {
         MemoryInfo m;
@@ -281,7 +281,7 @@ class CudaBackend final : public Backend {
 
     // ---- memory ------------------------------------------------------------------------------
     Tensor alloc(DType dtype, std::initializer_list<int64_t> shape) override {
-        Tensor t = make_tensor_view(nullptr, dtype, shape, DeviceKind::cuda);
+        Tensor t = make_tensor_view(nullptr, dtype, shape, DeviceKind::kCuda);
         const size_t bytes = t.bytes();
         if (bytes == 0) return t;
         void* p = nullptr;
@@ -310,7 +310,7 @@ class CudaBackend final : public Backend {
     }
     Tensor upload_weight(const void* host, DType dtype,
                          std::initializer_list<int64_t> shape) override {
-        Tensor t = make_tensor_view(nullptr, dtype, shape, DeviceKind::cuda);
+        Tensor t = make_tensor_view(nullptr, dtype, shape, DeviceKind::kCuda);
         const size_t bytes = t.bytes();
         if (bytes == 0) return t;
         void* raw = nullptr;
@@ -325,13 +325,13 @@ class CudaBackend final : public Backend {
             (void)cudaFree(raw);
             throw;
         }
-        if (!fp32_weights_ || dtype == DType::f32 ||
-            (dtype != DType::f16 && dtype != DType::bf16)) {
+        if (!fp32_weights_ || dtype == DType::kF32 ||
+            (dtype != DType::kF16 && dtype != DType::kBf16)) {
             track(raw, bytes);
             t.data = raw;
             return t;
         }
-        Tensor f = make_tensor_view(nullptr, DType::f32, shape, DeviceKind::cuda);
+        Tensor f = make_tensor_view(nullptr, DType::kF32, shape, DeviceKind::kCuda);
         void* conv = nullptr;
         try {
             check_alloc(cudaMalloc(&conv, f.bytes()), f.bytes(), "fp32 weights");
@@ -386,9 +386,9 @@ class CudaBackend final : public Backend {
     void matmul(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) override {
         const int64_t k = w.dim(1), m = w.dim(0);
         const int64_t n = x.numel() / k;
-        void* xc = w.dtype == DType::f32 ? nullptr : xcast_.ensure(static_cast<size_t>(n * k) * 2);
+        void* xc = w.dtype == DType::kF32 ? nullptr : xcast_.ensure(static_cast<size_t>(n * k) * 2);
         cuda::matmul(blas_, x.as<float>(), n, k, w.data, w.dtype, m, bias ? bias->data : nullptr,
-                     bias ? bias->dtype : DType::f32, out.as<float>(), xc, stream_);
+                     bias ? bias->dtype : DType::kF32, out.as<float>(), xc, stream_);
     }
     void rope(Tensor& x, const int64_t* positions, const float* inv_freq,
               RopePairs pairs) override {

@@ -11,9 +11,9 @@ namespace kvscope::cuda {
 
 __device__ __forceinline__ float load_f32(const void* base, DType dt, int64_t i) {
     switch (dt) {
-        case DType::f16:
+        case DType::kF16:
             return __half2float(static_cast<const __half*>(base)[i]);
-        case DType::bf16:
+        case DType::kBf16:
             return __bfloat162float(static_cast<const __nv_bfloat16*>(base)[i]);
         default:
             return static_cast<const float*>(base)[i];

@@ -24,7 +24,7 @@ namespace {
 __global__ void cast_kernel(const float* x, int64_t n, DType to, void* dst) {
     for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
          i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-        if (to == DType::bf16)
+        if (to == DType::kBf16)
             static_cast<__nv_bfloat16*>(dst)[i] = __float2bfloat16_rn(x[i]);
         else
             static_cast<__half*>(dst)[i] = __float2half_rn(x[i]);
@@ -46,11 +46,11 @@ __global__ void bias_kernel(float* out, int64_t n, int64_t m, const void* bias, 
 
 cudaDataType_t cuda_type(DType t) {
     switch (t) {
-        case DType::f32:
+        case DType::kF32:
             return CUDA_R_32F;
-        case DType::f16:
+        case DType::kF16:
             return CUDA_R_16F;
-        case DType::bf16:
+        case DType::kBf16:
             return CUDA_R_16BF;
         default:
             break;
@@ -71,7 +71,7 @@ void matmul(cublasHandle_t handle, const float* x, int64_t n, int64_t k, const v
     if (n <= 0 || m <= 0) return;
     const cudaDataType_t wt = cuda_type(wdt);
     const void* b = x;
-    if (wdt != DType::f32) {
+    if (wdt != DType::kF32) {
         cast_kernel<<<grid_1d(n * k, 256), 256, 0, stream>>>(x, n * k, wdt, xcast);
         KVS_CUDA_CHECK_LAUNCH();
         b = xcast;

@@ -36,7 +36,7 @@ void rope(float* x, int64_t n, int64_t heads, int64_t head_dim, const int64_t* p
     const int64_t total = n * heads * (head_dim / 2);
     if (total <= 0) return;
     rope_kernel<<<grid_1d(total, 256), 256, 0, stream>>>(x, n, heads, head_dim, positions, inv_freq,
-                                                         pairs == RopePairs::half);
+                                                         pairs == RopePairs::kHalf);
     KVS_CUDA_CHECK_LAUNCH();
 }
 

@@ -25,8 +25,8 @@ TEST(Llama2cRoundTrip, ConvertedCheckpointGivesHfGreedyTokens) {
         fs::temp_directory_path() / ("kvscope_l2c_" + std::to_string(::getpid()) + ".bin");
     export_llama2c(*hf, out);
     auto l2c = load_model(out);
-    EXPECT_EQ(l2c->format, ModelFormat::llama2c);
-    EXPECT_EQ(l2c->spec.rope.style, RopeStyle::interleaved);
+    EXPECT_EQ(l2c->format, ModelFormat::kLlama2c);
+    EXPECT_EQ(l2c->spec.rope.style, RopeStyle::kInterleaved);
     std::ifstream f(golden / "ref" / "llama2.json");
     const auto ref = nlohmann::json::parse(f);
     auto backend = make_cpu_backend(2);

@@ -73,7 +73,7 @@ TEST(PolicyEngine, TightBudgetsBoundTheCache) {
         Engine e(*model, *be);
         e.set_policy(policy.get());
         run_steps(e, ids, steps);
-        const bool oneshot = policy->info().regime == Regime::prefill_oneshot;
+        const bool oneshot = policy->info().regime == Regime::kPrefillOneshot;
         for (int64_t l = 0; l < model->spec.n_layers; ++l)
             for (int64_t h = 0; h < model->spec.n_kv_heads; ++h) {
                 // One-shot policies compress the prompt to B, then grow by one slot per step.

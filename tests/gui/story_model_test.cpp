@@ -342,7 +342,7 @@ TEST(Story, EveryPolicyHasItsExplainerMetadataInTheRegistry) {
         if (e->info.name == "full") continue;
         EXPECT_FALSE(e->info.venue.empty());
         EXPECT_FALSE(e->info.arxiv.empty());
-        EXPECT_NE(e->info.picture, RulePicture::none);
+        EXPECT_NE(e->info.picture, RulePicture::kNone);
     }
     for (const char* ranked : {"snapkv", "pyramidkv", "dynamickv", "h2o", "d2o", "mikv", "knorm",
                                "streaming_llm", "tova"})

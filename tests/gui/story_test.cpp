@@ -116,7 +116,7 @@ class StoryTest : public QObject {
         QVERIFY2(card.contains("SnapKV") && card.contains("2404.14469") &&
                      card.contains("NeurIPS 2024") && card.contains("window = 32"),
                  qPrintable(card));
-        QCOMPARE(dock_->card()->picture()->picture(), RulePicture::window_votes);
+        QCOMPARE(dock_->card()->picture()->picture(), RulePicture::kWindowVotes);
     }
 
     void keysStepTheStoryAndMoveTheSelection() {
@@ -207,7 +207,7 @@ class StoryTest : public QObject {
         QCOMPARE(window_->view_state().step, dock_->beat(0).step);
         QVERIFY(dock_->beat_text().contains("H2O"));
         QVERIFY(dock_->card()->text().contains("H2O"));
-        QCOMPARE(dock_->card()->picture()->picture(), RulePicture::hitters_recent);
+        QCOMPARE(dock_->card()->picture()->picture(), RulePicture::kHittersRecent);
     }
 
     void explainerDialogListsEveryPolicy() {
@@ -219,7 +219,7 @@ class StoryTest : public QObject {
         d->select("streaming_llm");
         QVERIFY(d->card()->text().contains("2309.17453"));
         QVERIFY(d->card()->text().contains("sinks = 4"));
-        QCOMPARE(d->card()->picture()->picture(), RulePicture::sinks_window);
+        QCOMPARE(d->card()->picture()->picture(), RulePicture::kSinksWindow);
         save_shot(d->grab().toImage(), "policy_explainer.png");
         d->close();
     }

@@ -1453,7 +1453,7 @@ class StudioTest : public QObject {
             record::sampling_from_trace(reader_->metadata()), nb, ne,
             out_.filePath("rescue_check").toStdString(),
             static_cast<int>(2 + model->spec.n_layers));
-        QCOMPARE(r.outcome, record::RescueResult::Outcome::rescued);
+        QCOMPARE(r.outcome, record::RescueResult::Outcome::kRescued);
         QVERIFY(!r.layers.empty());
         QCOMPARE(dock->rescue_layers_found(), r.layers);
         QCOMPARE(dock->rescue_summary(), QString::fromStdString(r.summary));

@@ -52,9 +52,9 @@ uint16_t to_bf16(float f) {
 
 std::vector<float> run_matmul(Backend& be, const std::vector<float>& x, int64_t n, int64_t k,
                               const std::vector<uint16_t>& w, int64_t m) {
-    Tensor W = be.upload_weight(w.data(), DType::bf16, {m, k});
-    Tensor X = be.alloc(DType::f32, {n, k});
-    Tensor O = be.alloc(DType::f32, {n, m});
+    Tensor W = be.upload_weight(w.data(), DType::kBf16, {m, k});
+    Tensor X = be.alloc(DType::kF32, {n, k});
+    Tensor O = be.alloc(DType::kF32, {n, m});
     be.from_host(X, x.data());
     be.matmul(X, W, nullptr, O);
     std::vector<float> out(static_cast<size_t>(n * m));
@@ -93,8 +93,8 @@ AttnOut run_attention(Backend& be, const std::vector<float>& q, int64_t n, int64
                       const std::vector<float>& v, const std::vector<int64_t>& kpos, int64_t Hkv,
                       int64_t tail) {
     const int64_t len = static_cast<int64_t>(kpos.size());
-    Tensor Q = be.alloc(DType::f32, {n, H, d});
-    Tensor O = be.alloc(DType::f32, {n, H, d});
+    Tensor Q = be.alloc(DType::kF32, {n, H, d});
+    Tensor O = be.alloc(DType::kF32, {n, H, d});
     be.from_host(Q, q.data());
     std::vector<KVHeadView> views(static_cast<size_t>(Hkv));
     for (int64_t g = 0; g < Hkv; ++g)

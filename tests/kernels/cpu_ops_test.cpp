@@ -21,7 +21,7 @@ std::vector<float> randn(std::mt19937& rng, size_t n, float scale = 1.0f) {
 TEST(CpuOps, MatmulAllWeightDtypesMatchFloat64) {
     std::mt19937 rng(1);
     auto be = make_cpu_backend(2);
-    for (auto dt : {DType::f32, DType::bf16, DType::f16}) {
+    for (auto dt : {DType::kF32, DType::kBf16, DType::kF16}) {
         for (auto [n, k, m] :
              {std::tuple<int64_t, int64_t, int64_t>{1, 64, 33}, {7, 19, 70}, {33, 128, 17}}) {
             auto x = randn(rng, static_cast<size_t>(n * k));
@@ -29,16 +29,16 @@ TEST(CpuOps, MatmulAllWeightDtypesMatchFloat64) {
             auto bias = randn(rng, static_cast<size_t>(m));
             std::vector<uint16_t> w16(wf.size());
             for (size_t i = 0; i < wf.size(); ++i) {
-                w16[i] = dt == DType::bf16 ? f32_to_bf16(wf[i]) : f32_to_f16(wf[i]);
-                if (dt != DType::f32)
-                    wf[i] = dt == DType::bf16 ? bf16_to_f32(w16[i]) : f16_to_f32(w16[i]);
+                w16[i] = dt == DType::kBf16 ? f32_to_bf16(wf[i]) : f32_to_f16(wf[i]);
+                if (dt != DType::kF32)
+                    wf[i] = dt == DType::kBf16 ? bf16_to_f32(w16[i]) : f16_to_f32(w16[i]);
             }
-            const void* wp = dt == DType::f32 ? static_cast<const void*>(wf.data()) : w16.data();
+            const void* wp = dt == DType::kF32 ? static_cast<const void*>(wf.data()) : w16.data();
             Tensor W = be->upload_weight(wp, dt, {m, k});
-            Tensor B = be->upload_weight(bias.data(), DType::f32, {m});
-            Tensor X = make_tensor_view(x.data(), DType::f32, {n, k});
+            Tensor B = be->upload_weight(bias.data(), DType::kF32, {m});
+            Tensor X = make_tensor_view(x.data(), DType::kF32, {n, k});
             std::vector<float> out(static_cast<size_t>(n * m), NAN);  // poisoned
-            Tensor O = make_tensor_view(out.data(), DType::f32, {n, m});
+            Tensor O = make_tensor_view(out.data(), DType::kF32, {n, m});
             be->matmul(X, W, &B, O);
             for (int64_t i = 0; i < n; ++i)
                 for (int64_t j = 0; j < m; ++j) {
@@ -61,9 +61,9 @@ TEST(CpuOps, RmsnormAndRopeMatchFloat64) {
     auto x = randn(rng, static_cast<size_t>(n * heads * d));
     auto w = randn(rng, static_cast<size_t>(d));
     std::vector<float> y(x.size(), NAN);
-    Tensor X = make_tensor_view(x.data(), DType::f32, {n * heads, d});
-    Tensor Y = make_tensor_view(y.data(), DType::f32, {n * heads, d});
-    Tensor Wt = be->upload_weight(w.data(), DType::f32, {d});
+    Tensor X = make_tensor_view(x.data(), DType::kF32, {n * heads, d});
+    Tensor Y = make_tensor_view(y.data(), DType::kF32, {n * heads, d});
+    Tensor Wt = be->upload_weight(w.data(), DType::kF32, {d});
     be->rmsnorm(X, Wt, 1e-5f, Y);
     for (int64_t r = 0; r < n * heads; ++r) {
         double ss = 0;
@@ -78,15 +78,15 @@ TEST(CpuOps, RmsnormAndRopeMatchFloat64) {
     // RoPE: rotation preserves each pair's norm and matches the closed form.
     std::vector<float> inv_freq = {1.0f, 0.1f, 0.01f, 0.001f};
     std::vector<int64_t> pos = {0, 1, 5, 17, 300};
-    for (auto pairs : {RopePairs::half, RopePairs::interleaved}) {
+    for (auto pairs : {RopePairs::kHalf, RopePairs::kInterleaved}) {
         std::vector<float> r = x;
-        Tensor R = make_tensor_view(r.data(), DType::f32, {n, heads, d});
+        Tensor R = make_tensor_view(r.data(), DType::kF32, {n, heads, d});
         be->rope(R, pos.data(), inv_freq.data(), pairs);
         for (int64_t t = 0; t < n; ++t)
             for (int64_t h = 0; h < heads; ++h)
                 for (int64_t i = 0; i < d / 2; ++i) {
-                    const int64_t a = pairs == RopePairs::half ? i : 2 * i;
-                    const int64_t b = pairs == RopePairs::half ? i + d / 2 : 2 * i + 1;
+                    const int64_t a = pairs == RopePairs::kHalf ? i : 2 * i;
+                    const int64_t b = pairs == RopePairs::kHalf ? i + d / 2 : 2 * i + 1;
                     const size_t base = static_cast<size_t>((t * heads + h) * d);
                     const double ang = static_cast<double>(pos[static_cast<size_t>(t)]) *
                                        inv_freq[static_cast<size_t>(i)];
@@ -127,8 +127,8 @@ TEST(CpuOps, AttentionWithGqaAndStatsMatchesMaterialisedSoftmax) {
             st.rows.push_back(tail[static_cast<size_t>(h)].data());
         }
         st.n_rows_tail = 2;
-        Tensor Q = make_tensor_view(q.data(), DType::f32, {n, H, d});
-        Tensor O = make_tensor_view(out.data(), DType::f32, {n, H, d});
+        Tensor Q = make_tensor_view(q.data(), DType::kF32, {n, H, d});
+        Tensor O = make_tensor_view(out.data(), DType::kF32, {n, H, d});
         AttentionArgs args{&Q, pos.data(), views.data(), G, 0.35f, &O, &st};
         be->attention(args);
         for (int64_t h = 0; h < H; ++h) {

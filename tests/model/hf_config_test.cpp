@@ -20,10 +20,10 @@ const char* kVariants[] = {"llama2",       "llama3_tied",           "mistral_gqa
 
 TEST(HfConfig, Llama3TiedRopeScaling) {
     const ModelSpec s = parse_hf_config(golden_model("llama3_tied") / "config.json");
-    EXPECT_EQ(s.arch, Architecture::llama);
+    EXPECT_EQ(s.arch, Architecture::kLlama);
     EXPECT_EQ(s.arch_name, "LlamaForCausalLM");
-    EXPECT_EQ(s.rope.scaling, RopeScaling::llama3);
-    EXPECT_EQ(s.rope.style, RopeStyle::half);
+    EXPECT_EQ(s.rope.scaling, RopeScaling::kLlama3);
+    EXPECT_EQ(s.rope.style, RopeStyle::kHalf);
     EXPECT_DOUBLE_EQ(s.rope.theta, 500000.0);
     EXPECT_DOUBLE_EQ(s.rope.factor, 8.0);
     EXPECT_DOUBLE_EQ(s.rope.low_freq_factor, 1.0);
@@ -33,12 +33,12 @@ TEST(HfConfig, Llama3TiedRopeScaling) {
     EXPECT_EQ(s.n_heads, 4);
     EXPECT_EQ(s.n_kv_heads, 2);
     EXPECT_EQ(s.group_size(), 2);
-    EXPECT_EQ(s.weight_dtype, DType::bf16);  // from "dtype" before the weights are seen
+    EXPECT_EQ(s.weight_dtype, DType::kBf16);  // from "dtype" before the weights are seen
 }
 
 TEST(HfConfig, Qwen3HeadDimAndQkNorm) {
     const ModelSpec s = parse_hf_config(golden_model("qwen3_qknorm") / "config.json");
-    EXPECT_EQ(s.arch, Architecture::qwen3);
+    EXPECT_EQ(s.arch, Architecture::kQwen3);
     EXPECT_EQ(s.head_dim, 32);  // != hidden 64 / heads 4
     EXPECT_EQ(s.q_dim(), 128);
     EXPECT_EQ(s.kv_dim(), 64);
@@ -51,7 +51,7 @@ TEST(HfConfig, Qwen3HeadDimAndQkNorm) {
 
 TEST(HfConfig, Qwen2AlwaysHasQkvBias) {
     const ModelSpec s = parse_hf_config(golden_model("qwen2_bias") / "config.json");
-    EXPECT_EQ(s.arch, Architecture::qwen2);
+    EXPECT_EQ(s.arch, Architecture::kQwen2);
     EXPECT_TRUE(s.attention_bias);
     EXPECT_FALSE(s.o_bias);
     EXPECT_FALSE(s.qk_norm);
@@ -61,13 +61,13 @@ TEST(HfConfig, Qwen2AlwaysHasQkvBias) {
 
 TEST(HfConfig, MistralGqaAndSlidingWindow) {
     const ModelSpec s = parse_hf_config(golden_model("mistral_gqa4") / "config.json");
-    EXPECT_EQ(s.arch, Architecture::mistral);
+    EXPECT_EQ(s.arch, Architecture::kMistral);
     EXPECT_EQ(s.n_heads, 8);
     EXPECT_EQ(s.n_kv_heads, 2);
     EXPECT_EQ(s.group_size(), 4);
     EXPECT_EQ(s.head_dim, 8);
     EXPECT_EQ(s.sliding_window, 4096);
-    EXPECT_EQ(s.weight_dtype, DType::f16);
+    EXPECT_EQ(s.weight_dtype, DType::kF16);
 }
 
 TEST(HfConfig, Llama2DefaultsAndSpecialIds) {
@@ -78,7 +78,7 @@ TEST(HfConfig, Llama2DefaultsAndSpecialIds) {
     EXPECT_EQ(s.n_layers, 2);
     EXPECT_EQ(s.max_position, 512);
     EXPECT_DOUBLE_EQ(s.norm_eps, 1e-5);
-    EXPECT_EQ(s.rope.scaling, RopeScaling::none);
+    EXPECT_EQ(s.rope.scaling, RopeScaling::kNone);
     EXPECT_DOUBLE_EQ(s.rope.theta, 10000.0);
     EXPECT_FALSE(s.tied_embeddings);
     EXPECT_EQ(s.bos_id, 0);
@@ -149,7 +149,7 @@ TEST(HfConfig, LinearScalingV4AndV5) {
     json cfg = llama2_config();
     cfg["rope_parameters"] = {{"rope_type", "linear"}, {"factor", 4.0}, {"rope_theta", 20000.0}};
     ModelSpec s = parse(tmp, cfg);
-    EXPECT_EQ(s.rope.scaling, RopeScaling::linear);
+    EXPECT_EQ(s.rope.scaling, RopeScaling::kLinear);
     EXPECT_DOUBLE_EQ(s.rope.factor, 4.0);
     EXPECT_DOUBLE_EQ(s.rope.theta, 20000.0);
     cfg.erase("rope_parameters");
@@ -174,7 +174,7 @@ TEST(HfConfig, DefaultsWhenKeysAbsentOrNull) {
     EXPECT_EQ(s.n_kv_heads, 4);
     EXPECT_FALSE(s.tied_embeddings);
     EXPECT_DOUBLE_EQ(s.rope.theta, 10000.0);
-    EXPECT_EQ(s.rope.scaling, RopeScaling::none);
+    EXPECT_EQ(s.rope.scaling, RopeScaling::kNone);
     EXPECT_EQ(s.max_position, 2048);     // LlamaConfig default
     EXPECT_DOUBLE_EQ(s.norm_eps, 1e-6);  // LlamaConfig default
     EXPECT_EQ(s.hidden_act, "silu");
@@ -196,7 +196,7 @@ TEST(HfConfig, ModelTypeWithoutArchitectures) {
     TempDir tmp;
     json cfg = test::read_json(golden_model("mistral_gqa4") / "config.json");
     cfg.erase("architectures");
-    EXPECT_EQ(parse(tmp, cfg).arch, Architecture::mistral);
+    EXPECT_EQ(parse(tmp, cfg).arch, Architecture::kMistral);
 }
 
 TEST(HfConfig, LlamaBiasFlags) {

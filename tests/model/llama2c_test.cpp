@@ -48,7 +48,7 @@ TEST(Llama2c, LayoutMapsToHfNames) {
     test::write_bytes(tmp / "tiny.bin", indexed_checkpoint(D, F, L, NH, NKV, -V, S, &n));
     const auto m = load_model(tmp / "tiny.bin");
     const ModelSpec& s = m->spec;
-    EXPECT_EQ(m->format, ModelFormat::llama2c);
+    EXPECT_EQ(m->format, ModelFormat::kLlama2c);
     EXPECT_EQ(s.hidden, D);
     EXPECT_EQ(s.intermediate, F);
     EXPECT_EQ(s.n_kv_heads, NKV);
@@ -56,12 +56,12 @@ TEST(Llama2c, LayoutMapsToHfNames) {
     EXPECT_EQ(s.vocab_size, V);
     EXPECT_EQ(s.max_position, S);
     EXPECT_FALSE(s.tied_embeddings);
-    EXPECT_EQ(s.rope.style, RopeStyle::interleaved);
+    EXPECT_EQ(s.rope.style, RopeStyle::kInterleaved);
     EXPECT_DOUBLE_EQ(s.rope.theta, 10000.0);
     EXPECT_DOUBLE_EQ(s.norm_eps, 1e-5);
     EXPECT_EQ(s.bos_id, 1);
     EXPECT_EQ(s.eos_ids, std::vector<int64_t>{2});
-    EXPECT_EQ(s.weight_dtype, DType::f32);
+    EXPECT_EQ(s.weight_dtype, DType::kF32);
     // First float index of each tensor, from llama2.c's order (KV = 4):
     // emb 0 | rms_att 80 | wq 96 | wk 224 | wv 288 | wo 352 | rms_ffn 480 | w1 496 | w2 688 |
     // w3 880 | rms_final 1072 | freqs 1080 (4*4 floats) | wcls 1096 | end 1176
@@ -128,7 +128,7 @@ TEST_P(ExportRoundTrip, WeightsSurviveWithQkPermuted) {
     const auto lc = load_model(bin);
     const ModelSpec& a = hf->spec;
     const ModelSpec& b = lc->spec;
-    EXPECT_EQ(lc->format, ModelFormat::llama2c);
+    EXPECT_EQ(lc->format, ModelFormat::kLlama2c);
     EXPECT_EQ(b.hidden, a.hidden);
     EXPECT_EQ(b.intermediate, a.intermediate);
     EXPECT_EQ(b.n_layers, a.n_layers);
@@ -137,7 +137,7 @@ TEST_P(ExportRoundTrip, WeightsSurviveWithQkPermuted) {
     EXPECT_EQ(b.vocab_size, a.vocab_size);
     EXPECT_EQ(b.max_position, a.max_position);
     EXPECT_EQ(b.tied_embeddings, a.tied_embeddings);
-    EXPECT_EQ(b.rope.style, RopeStyle::interleaved);
+    EXPECT_EQ(b.rope.style, RopeStyle::kInterleaved);
 
     const int64_t hs = a.head_dim, H = a.hidden;
     Llama2cHeader h{static_cast<int32_t>(H),

@@ -29,19 +29,19 @@ struct Expect {
 };
 
 const Expect kExpect[] = {
-    {"llama2", Architecture::llama, 512, 64, 160, 4, 4, 16, 1e4, false, false, false, DType::f32,
+    {"llama2", Architecture::kLlama, 512, 64, 160, 4, 4, 16, 1e4, false, false, false, DType::kF32,
      21},
-    {"llama3_tied", Architecture::llama, 512, 64, 160, 4, 2, 16, 5e5, true, false, false,
-     DType::bf16, 20},
-    {"mistral_gqa4", Architecture::mistral, 512, 64, 160, 8, 2, 8, 1e4, false, false, false,
-     DType::f16, 21},
-    {"qwen2_bias", Architecture::qwen2, 512, 64, 160, 4, 2, 16, 1e6, false, true, false,
-     DType::bf16, 27},
-    {"qwen3_qknorm", Architecture::qwen3, 512, 64, 160, 4, 2, 32, 1e6, false, false, true,
-     DType::bf16, 25},
-    {"llama_headdim_sharded", Architecture::llama, 512, 96, 192, 4, 1, 16, 1e4, false, false, false,
-     DType::f32, 21},
-    {"llama_sp", Architecture::llama, 700, 64, 160, 4, 4, 16, 1e4, false, false, false, DType::f32,
+    {"llama3_tied", Architecture::kLlama, 512, 64, 160, 4, 2, 16, 5e5, true, false, false,
+     DType::kBf16, 20},
+    {"mistral_gqa4", Architecture::kMistral, 512, 64, 160, 8, 2, 8, 1e4, false, false, false,
+     DType::kF16, 21},
+    {"qwen2_bias", Architecture::kQwen2, 512, 64, 160, 4, 2, 16, 1e6, false, true, false,
+     DType::kBf16, 27},
+    {"qwen3_qknorm", Architecture::kQwen3, 512, 64, 160, 4, 2, 32, 1e6, false, false, true,
+     DType::kBf16, 25},
+    {"llama_headdim_sharded", Architecture::kLlama, 512, 96, 192, 4, 1, 16, 1e4, false, false, false,
+     DType::kF32, 21},
+    {"llama_sp", Architecture::kLlama, 700, 64, 160, 4, 4, 16, 1e4, false, false, false, DType::kF32,
      21},
 };
 
@@ -51,7 +51,7 @@ TEST_P(FixtureLoads, SpecAndTensors) {
     const Expect e = GetParam();
     const auto m = load_model(golden_model(e.variant));
     const ModelSpec& s = m->spec;
-    EXPECT_EQ(m->format, ModelFormat::hf_safetensors);
+    EXPECT_EQ(m->format, ModelFormat::kHfSafetensors);
     EXPECT_EQ(m->path, golden_model(e.variant));
     EXPECT_EQ(s.arch, e.arch);
     EXPECT_EQ(s.vocab_size, e.vocab);
@@ -62,7 +62,7 @@ TEST_P(FixtureLoads, SpecAndTensors) {
     EXPECT_EQ(s.n_kv_heads, e.kv_heads);
     EXPECT_EQ(s.head_dim, e.head_dim);
     EXPECT_DOUBLE_EQ(s.rope.theta, e.theta);
-    EXPECT_EQ(s.rope.style, RopeStyle::half);
+    EXPECT_EQ(s.rope.style, RopeStyle::kHalf);
     EXPECT_EQ(s.tied_embeddings, e.tied);
     EXPECT_EQ(s.attention_bias, e.qkv_bias);
     EXPECT_EQ(s.qk_norm, e.qk_norm);
@@ -216,8 +216,8 @@ TEST_F(WeightMismatch, MixedDtypesAreAccepted) {
         t["data_offsets"] = {b, b + 128};
     });
     const auto m = load_model(tmp_.path());
-    EXPECT_EQ(m->weights.at("model.norm.weight").dtype, DType::bf16);
-    EXPECT_EQ(m->spec.weight_dtype, DType::f32);  // most elements are F32
+    EXPECT_EQ(m->weights.at("model.norm.weight").dtype, DType::kBf16);
+    EXPECT_EQ(m->spec.weight_dtype, DType::kF32);  // most elements are F32
 }
 
 TEST(ModelLoader, NoConfigJson) {

@@ -13,18 +13,18 @@ using ::testing::HasSubstr;
 
 ParamSchema schema() {
     return {
-        ParamSpec{"window", ParamType::int_, int64_t{8}, 1.0, 64.0, {}, "w"},
-        ParamSpec{"ratio", ParamType::float_, 0.5, 0.0, 1.0, {}, "r"},
-        ParamSpec{"flag", ParamType::bool_, false, std::nullopt, std::nullopt, {}, "f"},
+        ParamSpec{"window", ParamType::kInt, int64_t{8}, 1.0, 64.0, {}, "w"},
+        ParamSpec{"ratio", ParamType::kFloat, 0.5, 0.0, 1.0, {}, "r"},
+        ParamSpec{"flag", ParamType::kBool, false, std::nullopt, std::nullopt, {}, "f"},
         ParamSpec{"pool",
-                  ParamType::enum_,
+                  ParamType::kEnum,
                   std::string("max"),
                   std::nullopt,
                   std::nullopt,
                   {"max", "avg"},
                   "p"},
         ParamSpec{
-            "layers", ParamType::int_list, std::vector<int64_t>{0, 1}, 0.0, std::nullopt, {}, "l"},
+            "layers", ParamType::kIntList, std::vector<int64_t>{0, 1}, 0.0, std::nullopt, {}, "l"},
     };
 }
 
@@ -118,8 +118,8 @@ TEST(Registry, ListsAndCreatesPolicies) {
     auto p = make_policy("snapkv", b, {"window=4"});
     EXPECT_EQ(p->needs().window, 4);
     EXPECT_EQ(p->info().arxiv, "2404.14469");
-    EXPECT_EQ(p->info().regime, Regime::prefill_oneshot);
-    EXPECT_EQ(make_policy("h2o", b)->info().regime, Regime::decode_continuous);
+    EXPECT_EQ(p->info().regime, Regime::kPrefillOneshot);
+    EXPECT_EQ(make_policy("h2o", b)->info().regime, Regime::kDecodeContinuous);
 }
 
 // Every numeric parameter of every policy has a finite range (declared, or the registry's default
@@ -127,8 +127,8 @@ TEST(Registry, ListsAndCreatesPolicies) {
 TEST(Registry, EveryNumericParameterIsBounded) {
     for (const PolicyEntry* e : PolicyRegistry::global().list())
         for (const ParamSpec& p : e->schema) {
-            if (p.type != ParamType::int_ && p.type != ParamType::float_ &&
-                p.type != ParamType::int_list)
+            if (p.type != ParamType::kInt && p.type != ParamType::kFloat &&
+                p.type != ParamType::kIntList)
                 continue;
             EXPECT_TRUE(p.min.has_value()) << e->info.name << "." << p.name;
             EXPECT_TRUE(p.max.has_value()) << e->info.name << "." << p.name;

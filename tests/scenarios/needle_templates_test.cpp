@@ -35,10 +35,10 @@ const Tokenizer& golden_tokenizer() {
 
 const Haystack& split_haystack(TemplateSplit s) {
     static const Haystack train =
-        load_haystack(bundled_templates().haystack_dir(TemplateSplit::train));
+        load_haystack(bundled_templates().haystack_dir(TemplateSplit::kTrain));
     static const Haystack held =
-        load_haystack(bundled_templates().haystack_dir(TemplateSplit::heldout));
-    return s == TemplateSplit::train ? train : held;
+        load_haystack(bundled_templates().haystack_dir(TemplateSplit::kHeldout));
+    return s == TemplateSplit::kTrain ? train : held;
 }
 
 // A template file with one field changed; returns the error message of loading it.
@@ -75,7 +75,7 @@ const std::string kHeld =
 
 TEST(NeedleTemplates, BundledSetCoversFormatsEntitiesAndBothSplits) {
     const NeedleTemplateSet& s = bundled_templates();
-    for (TemplateSplit split : {TemplateSplit::train, TemplateSplit::heldout}) {
+    for (TemplateSplit split : {TemplateSplit::kTrain, TemplateSplit::kHeldout}) {
         std::set<std::string> formats;
         std::set<int> kinds;
         for (size_t i : s.of_split(split)) {
@@ -86,12 +86,12 @@ TEST(NeedleTemplates, BundledSetCoversFormatsEntitiesAndBothSplits) {
         EXPECT_EQ(kinds.size(), 4u) << template_split_name(split);
     }
     // Held-out wording is its own: no held-out needle or question text equals a train one.
-    for (size_t h : s.of_split(TemplateSplit::heldout))
-        for (size_t t : s.of_split(TemplateSplit::train)) {
+    for (size_t h : s.of_split(TemplateSplit::kHeldout))
+        for (size_t t : s.of_split(TemplateSplit::kTrain)) {
             EXPECT_NE(s.templates[h].needle, s.templates[t].needle);
             EXPECT_NE(s.templates[h].key_pool, s.templates[t].key_pool);
         }
-    EXPECT_TRUE(fs::is_directory(s.haystack_dir(TemplateSplit::heldout)));
+    EXPECT_TRUE(fs::is_directory(s.haystack_dir(TemplateSplit::kHeldout)));
 }
 
 TEST(NeedleTemplates, BadFilesAreClearErrorsNamingFileAndField) {
@@ -134,7 +134,7 @@ TEST(NeedleTemplates, DrawsStayInTheirSplitWithDistinctKeysAndValues) {
             return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-';
         });
     };
-    for (TemplateSplit split : {TemplateSplit::train, TemplateSplit::heldout}) {
+    for (TemplateSplit split : {TemplateSplit::kTrain, TemplateSplit::kHeldout}) {
         std::set<size_t> drawn;
         for (uint64_t seed = 0; seed < 400; ++seed) {
             SplitMix64 rng(seed);
@@ -155,11 +155,11 @@ TEST(NeedleTemplates, DrawsStayInTheirSplitWithDistinctKeysAndValues) {
                 if (j >= static_cast<size_t>(nn)) {  // a distractor: the asked template
                     EXPECT_EQ(f.template_index, d.facts[d.query].template_index);
                 }
-                if (t.value.kind == EntitySpec::Kind::number) {
+                if (t.value.kind == EntitySpec::Kind::kNumber) {
                     EXPECT_GE(static_cast<int>(f.value.size()), t.value.min_digits);
                     EXPECT_LE(static_cast<int>(f.value.size()), t.value.max_digits);
                     EXPECT_NE(f.value[0], '0');
-                } else if (t.value.kind == EntitySpec::Kind::code) {
+                } else if (t.value.kind == EntitySpec::Kind::kCode) {
                     EXPECT_EQ(f.value.size(), t.value.pattern.size());
                     EXPECT_TRUE(code_ok(f.value)) << f.value;
                 }
@@ -175,14 +175,14 @@ TEST(NeedleTemplates, DrawsStayInTheirSplitWithDistinctKeysAndValues) {
 TEST(NeedleTemplates, PromptHoldsTheAnswerOnceFromTheAskedSplit) {
     const Tokenizer& tok = golden_tokenizer();
     const NeedleTemplateSet& s = bundled_templates();
-    for (TemplateSplit split : {TemplateSplit::train, TemplateSplit::heldout}) {
+    for (TemplateSplit split : {TemplateSplit::kTrain, TemplateSplit::kHeldout}) {
         ScenarioBuilder b(tok, &split_haystack(split));
         for (uint64_t t = 0; t < 12; ++t) {
             ScenarioOptions o;
-            o.kind = ScenarioKind::needles;
+            o.kind = ScenarioKind::kNeedles;
             o.length = 768;
             o.depth = static_cast<double>(t % 5) / 4.0;
-            o.seed = trial_seed(2, ScenarioKind::needles, 768, o.depth, static_cast<int64_t>(t));
+            o.seed = trial_seed(2, ScenarioKind::kNeedles, 768, o.depth, static_cast<int64_t>(t));
             o.templates = &s;
             o.split = split;
             o.num_needles = 1 + static_cast<int>(t % 2);
@@ -219,10 +219,10 @@ TEST(NeedleTemplates, ValueFoundInTheHaystackIsRedrawnOrRefused) {
     const Tokenizer& tok = golden_tokenizer();
     ScenarioBuilder b(tok, &hay);
     ScenarioOptions o;
-    o.kind = ScenarioKind::needles;
+    o.kind = ScenarioKind::kNeedles;
     o.length = 200;
     o.templates = &s;
-    o.split = TemplateSplit::heldout;
+    o.split = TemplateSplit::kHeldout;
     for (uint64_t seed = 0; seed < 20; ++seed) {
         o.seed = seed;
         const Scenario sc = b.build(o);

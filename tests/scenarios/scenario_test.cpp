@@ -47,10 +47,10 @@ TEST(SplitMix64, MatchesReferenceSequenceAndPythonSeeds) {
     EXPECT_EQ(r.next(), 0xE220A8397B1DCDAFull);  // the published first output for seed 0
     EXPECT_EQ(r.next(), 0x6E789E6AA1B965F4ull);
     // Values printed by tools/train_demo/scenarios.py (trial_seed, SplitMix64.below).
-    EXPECT_EQ(trial_seed(1, ScenarioKind::passkey, 1024, 0.5, 0), 14218186209759490117ull);
-    EXPECT_EQ(trial_seed(1, ScenarioKind::niah, 4096, 0.25, 3), 17489767193035125626ull);
-    EXPECT_EQ(trial_seed(7, ScenarioKind::niah, 2048, 1.0, 9), 9778538051732290835ull);
-    SplitMix64 p(trial_seed(1, ScenarioKind::passkey, 1024, 0.5, 0));
+    EXPECT_EQ(trial_seed(1, ScenarioKind::kPasskey, 1024, 0.5, 0), 14218186209759490117ull);
+    EXPECT_EQ(trial_seed(1, ScenarioKind::kNiah, 4096, 0.25, 3), 17489767193035125626ull);
+    EXPECT_EQ(trial_seed(7, ScenarioKind::kNiah, 2048, 1.0, 9), 9778538051732290835ull);
+    SplitMix64 p(trial_seed(1, ScenarioKind::kPasskey, 1024, 0.5, 0));
     EXPECT_EQ(10000 + p.below(90000), 60203u);
     EXPECT_EQ(p.below(6), 5u);
 }
@@ -148,8 +148,8 @@ TEST(ScenarioBuilder, PasskeyHitsLengthAndDepth) {
     const int64_t tol = max_piece_cost(tok, filler, filler.size());
     for (int64_t len : {256, 1024, 3000}) {
         for (double d : {0.0, 0.25, 0.5, 0.75, 1.0}) {
-            ScenarioOptions o{ScenarioKind::passkey, len, d,
-                              trial_seed(3, ScenarioKind::passkey, len, d, 0), 1};
+            ScenarioOptions o{ScenarioKind::kPasskey, len, d,
+                              trial_seed(3, ScenarioKind::kPasskey, len, d, 0), 1};
             const Scenario sc = b.build(o);
             check_scenario(tok, sc, len, d, tol);
             EXPECT_EQ(sc.answer.size(), 5u);
@@ -166,8 +166,8 @@ TEST(ScenarioBuilder, NiahHitsLengthAndDepthInRealText) {
     const int64_t tol = max_piece_cost(tok, h.sentences, h.sentences.size());
     for (int64_t len : {512, 2048}) {
         for (double d : {0.0, 0.5, 1.0}) {
-            ScenarioOptions o{ScenarioKind::niah, len, d,
-                              trial_seed(5, ScenarioKind::niah, len, d, 1), 1};
+            ScenarioOptions o{ScenarioKind::kNiah, len, d,
+                              trial_seed(5, ScenarioKind::kNiah, len, d, 1), 1};
             const Scenario sc = b.build(o);
             check_scenario(tok, sc, len, d, tol);
             EXPECT_EQ(sc.answer.size(), 7u);
@@ -180,7 +180,7 @@ TEST(ScenarioBuilder, NiahHitsLengthAndDepthInRealText) {
 TEST(ScenarioBuilder, SameSeedSameIdsOtherSeedOtherNeedle) {
     const Tokenizer& tok = golden_tokenizer();
     ScenarioBuilder b(tok, &bundled_haystack());
-    const ScenarioOptions o{ScenarioKind::niah, 600, 0.3, 42, 1};
+    const ScenarioOptions o{ScenarioKind::kNiah, 600, 0.3, 42, 1};
     const Scenario a = b.build(o);
     EXPECT_EQ(b.build(o).ids, a.ids);
     ScenarioBuilder fresh(tok, &bundled_haystack());  // the count cache does not change results
@@ -197,7 +197,7 @@ TEST(ScenarioBuilder, SameSeedSameIdsOtherSeedOtherNeedle) {
 TEST(ScenarioBuilder, MultiNeedleHasDistinctKeysOneQueriedAndOrderedSpans) {
     const Tokenizer& tok = golden_tokenizer();
     ScenarioBuilder b(tok, &bundled_haystack());
-    const Scenario sc = b.build({ScenarioKind::niah, 1500, 0.6, 9, 4});
+    const Scenario sc = b.build({ScenarioKind::kNiah, 1500, 0.6, 9, 4});
     ASSERT_EQ(sc.needles.size(), 4u);
     EXPECT_EQ(std::count_if(sc.needles.begin(), sc.needles.end(),
                             [](const Needle& n) { return n.queried; }),
@@ -227,20 +227,20 @@ TEST(ScenarioBuilder, MultiNeedleHasDistinctKeysOneQueriedAndOrderedSpans) {
 TEST(ScenarioBuilder, BadOptionsAreClearErrors) {
     const Tokenizer& tok = golden_tokenizer();
     ScenarioBuilder passkey_only(tok, nullptr);
-    EXPECT_THROW(passkey_only.build({ScenarioKind::niah, 512, 0.5, 1, 1}), InputError);
-    EXPECT_THROW(passkey_only.build({ScenarioKind::passkey, 512, 1.5, 1, 1}), InputError);
-    EXPECT_THROW(passkey_only.build({ScenarioKind::passkey, 512, -0.1, 1, 1}), InputError);
-    EXPECT_THROW(passkey_only.build({ScenarioKind::passkey, 512, 0.5, 1, 2}), InputError);
+    EXPECT_THROW(passkey_only.build({ScenarioKind::kNiah, 512, 0.5, 1, 1}), InputError);
+    EXPECT_THROW(passkey_only.build({ScenarioKind::kPasskey, 512, 1.5, 1, 1}), InputError);
+    EXPECT_THROW(passkey_only.build({ScenarioKind::kPasskey, 512, -0.1, 1, 1}), InputError);
+    EXPECT_THROW(passkey_only.build({ScenarioKind::kPasskey, 512, 0.5, 1, 2}), InputError);
     try {
-        passkey_only.build({ScenarioKind::passkey, 20, 0.5, 1, 1});
+        passkey_only.build({ScenarioKind::kPasskey, 20, 0.5, 1, 1});
         ADD_FAILURE() << "expected InputError for a length below the question's";
     } catch (const InputError& e) {
         EXPECT_NE(std::string(e.what()).find("too small"), std::string::npos) << e.what();
     }
     ScenarioBuilder b(tok, &bundled_haystack());
-    EXPECT_THROW(b.build({ScenarioKind::niah, 4000, 0.5, 1, 1000}), InputError);
+    EXPECT_THROW(b.build({ScenarioKind::kNiah, 4000, 0.5, 1, 1000}), InputError);
     EXPECT_THROW(parse_scenario_kind("haystack"), InputError);
-    EXPECT_EQ(parse_scenario_kind("niah"), ScenarioKind::niah);
+    EXPECT_EQ(parse_scenario_kind("niah"), ScenarioKind::kNiah);
 }
 
 TEST(ScenarioBuilder, AnswerFoundNeedsTheWholeNumber) {
@@ -271,7 +271,7 @@ TEST(ScenarioBuilder, BundledTokenizerFillsLongContexts) {
     ScenarioBuilder b(*tok, &bundled_haystack());
     for (double d : {0.0, 1.0}) {
         const Scenario sc = b.build(
-            {ScenarioKind::niah, 4086, d, trial_seed(1, ScenarioKind::niah, 4096, d, 0), 1});
+            {ScenarioKind::kNiah, 4086, d, trial_seed(1, ScenarioKind::kNiah, 4096, d, 0), 1});
         EXPECT_LE(sc.ids.size(), 4086u);
         EXPECT_GE(sc.ids.size(), 4086u - 40u);
         EXPECT_EQ(sc.ids.front(), tok->bos_id());

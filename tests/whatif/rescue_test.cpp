@@ -88,7 +88,7 @@ TEST(Rescue, FindsLayersWhoseKeepingRestoresTheAnswer) {
     // On the demo model SnapKV keeping 10% loses this needle (its digits are evicted) and keeping
     // the needle everywhere restores it (bench/RESULTS.md; issue 12).
     ASSERT_EQ(r.runs[0].found, 0) << r.runs[0].text;
-    ASSERT_EQ(r.outcome, record::RescueResult::Outcome::rescued) << r.summary;
+    ASSERT_EQ(r.outcome, record::RescueResult::Outcome::kRescued) << r.summary;
     EXPECT_FALSE(r.layers.empty());
     EXPECT_LE(r.runs.size(), 2u + static_cast<size_t>(d.model->spec.n_layers));
     EXPECT_NE(r.summary.find("rescued by keeping the needle in layers"), std::string::npos);
