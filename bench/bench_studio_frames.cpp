@@ -29,7 +29,7 @@
 #include <string>
 #include <vector>
 
-#include "app/studio/synthetic_trace.h"
+#include "traces/synthetic/synthetic_trace.h"
 #include "traces/trace_probe.h"
 #include "views/headless_imgui.h"
 #include "views/reader_trace_model.h"
@@ -87,7 +87,7 @@ Stats stats(std::vector<double> v) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    studio::SyntheticSpec spec;
+    trace::SyntheticSpec spec;
     spec.n_layers = 32;
     spec.n_heads = 8;
     spec.n_prompt_tokens = 32768;
@@ -147,7 +147,7 @@ int main(int argc, char** argv) {
     try {
         if (!keep || !std::filesystem::exists(path)) {
             const auto t = Clock::now();
-            studio::write_synthetic_trace(path, spec);
+            trace::write_synthetic_trace(path, spec);
             std::printf(
                 "wrote %s: %d layers x %d heads, %lld prompt tokens, %lld steps, %.1f MB in %.0f "
                 "ms\n",

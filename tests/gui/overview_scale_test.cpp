@@ -12,7 +12,7 @@
 #include <filesystem>
 #include <random>
 
-#include "app/studio/synthetic_trace.h"
+#include "traces/synthetic/synthetic_trace.h"
 #include "traces/head_counts.h"
 #include "traces/trace_reader.h"
 #include "views/head_history.h"
@@ -100,8 +100,8 @@ TEST(HeadCounter, AgreesWithHeadHistoryOnRandomEvents) {
     }
 }
 
-studio::SyntheticSpec small_spec() {
-    studio::SyntheticSpec spec;
+trace::SyntheticSpec small_spec() {
+    trace::SyntheticSpec spec;
     spec.n_layers = 5;
     spec.n_heads = 3;
     spec.n_prompt_tokens = 700;
@@ -113,7 +113,7 @@ studio::SyntheticSpec small_spec() {
 TEST(HeadCounter, WriterSummaryMatchesReplayedHistories) {
     const fs::path path = temp_path("summary.kvtrace.h5");
     fs::remove(path);
-    studio::write_synthetic_trace(path, small_spec());
+    trace::write_synthetic_trace(path, small_spec());
     trace::TraceReader reader(path);
     ASSERT_TRUE(reader.has_head_counts());
     ReaderTraceModel model(path);
@@ -179,7 +179,7 @@ void expect_cells_match_histories(const ReaderTraceModel& model) {
 TEST(OverviewAtScale, CompleteOnTheFirstFrameWithSummary) {
     const fs::path path = temp_path("overview.kvtrace.h5");
     fs::remove(path);
-    studio::write_synthetic_trace(path, small_spec());
+    trace::write_synthetic_trace(path, small_spec());
     ReaderTraceModel model(path, /*history_cache_bytes=*/1);
     EXPECT_EQ(calls_until_complete(model, 0), 0);
     EXPECT_EQ(model.cached_history_bytes(), 0u);  // no history was read for it

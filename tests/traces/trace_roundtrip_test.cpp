@@ -6,7 +6,7 @@
 #include <string>
 
 #include "tests/traces/trace_test_support.h"
-#include "traces/sample_trace.h"
+#include "traces/synthetic/sample_trace.h"
 #include "traces/trace_reader.h"
 #include "traces/trace_writer.h"
 

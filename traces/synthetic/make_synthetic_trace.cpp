@@ -6,12 +6,12 @@
 #include <cstdio>
 #include <exception>
 
-#include "app/studio/synthetic_trace.h"
+#include "traces/synthetic/synthetic_trace.h"
 
 int main(int argc, char** argv) {
     CLI::App app{"Write a synthetic KVScope trace (the Studio's sample; no model is run)"};
     std::string out;
-    kvscope::studio::SyntheticSpec spec;
+    kvscope::trace::SyntheticSpec spec;
     app.add_option("--out", out, "Output .kvtrace.h5")->required();
     app.add_option("--layers", spec.n_layers, "Layers")->check(CLI::Range(1, 256));
     app.add_option("--heads", spec.n_heads, "Cache heads per layer")->check(CLI::Range(1, 256));
@@ -27,7 +27,7 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(0, 60000));
     CLI11_PARSE(app, argc, argv);
     try {
-        kvscope::studio::write_synthetic_trace(out, spec);
+        kvscope::trace::write_synthetic_trace(out, spec);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "kvscope-synthetic-trace: %s\n", e.what());
         return 1;

@@ -1,7 +1,9 @@
 #pragma once
-// A synthetic, deterministic trace: every dataset filled with values that follow simple written
-// formulas, and cache events from a toy policy. Used by the trace tests, the h5py test's writer
-// and anyone who needs a trace without running a model (Studio tests, demos).
+// The formula trace: a synthetic, deterministic trace whose every dataset holds values that follow
+// simple written formulas, with cache events from a toy policy, built in memory so a test can
+// compare what it reads back. Used by the trace tests and the h5py test's writer
+// (tests/scripts/make_sample_trace). Its sibling synthetic_trace.h writes the realistic haystack
+// trace of the GUI tests and benchmarks.
 //
 // Formulas (l = layer, h = head, j = prompt position, s = step, P = prompt tokens):
 //   token id of prompt position j       = (7 j + 3) mod 1000

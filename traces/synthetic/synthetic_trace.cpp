@@ -1,4 +1,4 @@
-#include "app/studio/synthetic_trace.h"
+#include "traces/synthetic/synthetic_trace.h"
 
 #include <algorithm>
 #include <chrono>
@@ -12,12 +12,9 @@
 #include "core/probes/attention_density.h"
 #include "core/probes/norm_attention.h"
 
-namespace kvscope::studio {
+namespace kvscope::trace {
 
 namespace {
-
-using trace::CacheOp;
-using trace::EventRecord;
 
 // splitmix64: fixed output on every platform (std:: distributions are implementation-defined).
 class Rng {
@@ -159,7 +156,7 @@ struct HeadCache {
 
 }  // namespace
 
-void write_synthetic_trace(trace::TraceWriter& writer, const SyntheticSpec& spec) {
+void write_synthetic_trace(TraceWriter& writer, const SyntheticSpec& spec) {
     const Prompt prompt = build_prompt(spec.n_prompt_tokens);
     const int32_t L = std::max(spec.n_layers, 1);
     const int32_t H = std::max(spec.n_heads, 1);
@@ -171,7 +168,7 @@ void write_synthetic_trace(trace::TraceWriter& writer, const SyntheticSpec& spec
     const int64_t ne = prompt.needle_end;
     Rng rng(spec.seed);
 
-    trace::RunMetadata meta;
+    RunMetadata meta;
     meta.n_layers = L;
     meta.n_heads = H;
     meta.n_prompt_tokens = P;
@@ -205,15 +202,15 @@ void write_synthetic_trace(trace::TraceWriter& writer, const SyntheticSpec& spec
     meta.sampling = {{"temperature", 0.0}, {"max_new_tokens", S}};
     meta.device = "none (synthetic)";
     meta.backend = "cpu";
-    meta.extra = {{"generator", "app/studio/synthetic_trace.cpp"},
+    meta.extra = {{"generator", "traces/synthetic/synthetic_trace.cpp"},
                   {"prefill_appends_recorded", false},
                   {"note", "synthetic stand-in until kvscope run records the sample"}};
     writer.begin(meta);
 
-    std::vector<trace::TokenRecord> tokens;
+    std::vector<TokenRecord> tokens;
     tokens.reserve(static_cast<size_t>(P));
     for (const std::string& p : prompt.pieces) {
-        tokens.push_back({piece_id(p), p, trace::TokenRole::kPrompt, 0});
+        tokens.push_back({piece_id(p), p, TokenRole::kPrompt, 0});
     }
     writer.write_tokens(tokens);
 
@@ -226,7 +223,7 @@ void write_synthetic_trace(trace::TraceWriter& writer, const SyntheticSpec& spec
     };
     for (int32_t l = 0; l < L; ++l) {
         const double depth = L > 1 ? static_cast<double>(l) / (L - 1) : 0.0;
-        trace::PrefillLayerStats st;
+        PrefillLayerStats st;
         st.layer = l;
         st.window_rows = W;
         for (int32_t h = 0; h < H; ++h) {
@@ -323,7 +320,7 @@ void write_synthetic_trace(trace::TraceWriter& writer, const SyntheticSpec& spec
     std::vector<std::vector<int64_t>> kept_by_kind(static_cast<size_t>(prompt.n_kinds));
     std::vector<int64_t> slots_before;
     for (int64_t s = 0; s < S; ++s) {
-        trace::StepData data;
+        StepData data;
         const int32_t st = static_cast<int32_t>(s);
         const int64_t n = s == 0 ? P : P + s;  // tokens in the cache context after this step
         for (int32_t l = 0; l < L; ++l) {
@@ -539,7 +536,7 @@ void write_synthetic_trace(trace::TraceWriter& writer, const SyntheticSpec& spec
                                                static_cast<float>(ne - nb));
             }
         }
-        trace::StepRecord& r = data.record;
+        StepRecord& r = data.record;
         r.step = s;
         const std::string piece = kAnswer[static_cast<size_t>(s) % std::size(kAnswer)];
         r.token_id = piece_id(piece);
@@ -565,7 +562,7 @@ void write_synthetic_trace(trace::TraceWriter& writer, const SyntheticSpec& spec
             std::this_thread::sleep_for(std::chrono::milliseconds(spec.delay_ms));
         }
     }
-    trace::RunEnd end;
+    RunEnd end;
     end.complete = true;
     end.reason = "max_new_tokens";
     end.extra = {{"synthetic", true}};
@@ -573,8 +570,8 @@ void write_synthetic_trace(trace::TraceWriter& writer, const SyntheticSpec& spec
 }
 
 void write_synthetic_trace(const std::filesystem::path& path, const SyntheticSpec& spec) {
-    trace::TraceWriter writer(path);
+    TraceWriter writer(path);
     write_synthetic_trace(writer, spec);
 }
 
-}  // namespace kvscope::studio
+}  // namespace kvscope::trace

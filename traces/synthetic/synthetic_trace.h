@@ -1,7 +1,9 @@
 #pragma once
-// A realistic synthetic trace for the Studio's sample, GUI tests and benchmark, written through
-// the trace writer API (traces/trace_writer.h). Stand-in until `kvscope run` records the sample
-// from a real model; nothing here runs a model.
+// The realistic synthetic trace ("haystack" content): what no model run here can make, for the
+// GUI tests (a slowly written trace followed live), bench/bench_studio_frames (32 x 8 x 32k and
+// larger) and demos, written through the trace writer API (traces/trace_writer.h); nothing here
+// runs a model. Its sibling sample_trace.h is the formula trace of the format tests; both are the
+// one generator library of traces/synthetic/ and the tool kvscope-synthetic-trace.
 //
 // Content: a needle-in-a-haystack prompt (English haystack, "The secret passkey is 48213."
 // planted at ~40% depth, a question at the end) tokenised into word pieces; an answer generated
@@ -28,7 +30,7 @@
 
 #include "traces/trace_writer.h"
 
-namespace kvscope::studio {
+namespace kvscope::trace {
 
 struct SyntheticSpec {
     int32_t n_layers = 8;
@@ -44,8 +46,8 @@ struct SyntheticSpec {
 };
 
 // Writes the whole trace through `writer` (begin ... end). Deterministic for a spec.
-void write_synthetic_trace(trace::TraceWriter& writer, const SyntheticSpec& spec);
+void write_synthetic_trace(TraceWriter& writer, const SyntheticSpec& spec);
 // Convenience: opens a writer on `path` and writes the trace.
 void write_synthetic_trace(const std::filesystem::path& path, const SyntheticSpec& spec);
 
-}  // namespace kvscope::studio
+}  // namespace kvscope::trace
