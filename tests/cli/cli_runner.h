@@ -14,6 +14,12 @@
 
 namespace kvscope::test {
 
+// The source tree, and the model most CLI tests run (the golden llama_sp fixture: small, with a
+// SentencePiece tokenizer).
+inline const std::filesystem::path kSourceDir = KVSCOPE_SOURCE_DIR;
+inline const std::string kModel =
+    (kSourceDir / "tests" / "golden" / "models" / "llama_sp").string();
+
 inline std::filesystem::path kvscope_binary() {
     return std::filesystem::path(KVSCOPE_BINARY_DIR) / "app" / "cli" / "kvscope";
 }

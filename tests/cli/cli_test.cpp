@@ -19,32 +19,17 @@
 #include "tests/cli/cli_runner.h"
 #include "traces/trace_reader.h"
 
+namespace kvscope::test {
 namespace {
 
 namespace fs = std::filesystem;
-const fs::path kSrc = KVSCOPE_SOURCE_DIR;
-const std::string kModel = (kSrc / "tests" / "golden" / "models" / "llama_sp").string();
 
-using Result = kvscope::test::CliResult;
-Result run(const std::string& args) {
-    return kvscope::test::run_kvscope(args);
+CliResult run(const std::string& args) {
+    return run_kvscope(args);
 }
 
 fs::path tmp(const std::string& name) {
-    // Emptied on first use: the commands refuse to overwrite files, and a folder left by an
-    // earlier process with the same pid would hold them.
-    static const fs::path d = [] {
-        fs::path p = fs::temp_directory_path() / ("kvscope_cli_" + std::to_string(::getpid()));
-        fs::remove_all(p);
-        fs::create_directories(p);
-        return p;
-    }();
-    return d / name;
-}
-
-std::string slurp(const fs::path& p) {
-    std::ifstream f(p, std::ios::binary);
-    return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+    return scratch_file("cli-" + name);
 }
 
 TEST(Cli, GenerateStreamsGreedyTextDeterministically) {
@@ -65,13 +50,13 @@ TEST(Cli, GenerateStreamsGreedyTextDeterministically) {
 }
 
 TEST(Cli, LogitsJsonMatchesHfReference) {
-    std::ifstream f(kSrc / "tests" / "golden" / "ref" / "llama2.json");
+    std::ifstream f(kSourceDir / "tests" / "golden" / "ref" / "llama2.json");
     const auto ref = nlohmann::json::parse(f);
     const auto& p = ref["prompts"][0];
     std::string ids;
     for (const auto& id : p["ids"]) ids += (ids.empty() ? "" : ",") + std::to_string(id.get<int>());
     const fs::path out = tmp("logits.json");
-    const auto r = run("logits --model " + (kSrc / "tests/golden/models/llama2").string() +
+    const auto r = run("logits --model " + (kSourceDir / "tests/golden/models/llama2").string() +
                        " --token-ids " + ids + " --top 3 --out " + out.string());
     ASSERT_EQ(r.code, 0) << r.out;
     std::ifstream jf(out);
@@ -144,7 +129,7 @@ TEST(Cli, EveryPolicyRunsAndRecordsAValidTrace) {
 
 // --scenario builds the prompt the demo model was trained on (core/scenarios) and marks the needle.
 TEST(Cli, RunScenarioMarksTheNeedleAndChecksTheAnswer) {
-    const std::string demo = (kSrc / "resources" / "models" / "kvscope-demo").string();
+    const std::string demo = (kSourceDir / "resources" / "models" / "kvscope-demo").string();
     ASSERT_TRUE(fs::exists(fs::path(demo) / "config.json")) << demo;
     const fs::path trace = tmp("scenario.kvtrace.h5");
     const auto r = run("run --quiet --model " + demo +
@@ -199,7 +184,7 @@ TEST(Cli, RunNeverClobbersAndReplacesATraceOnlyWhenComplete) {
     EXPECT_EQ(r.code, 2) << r.out;
     EXPECT_NE(r.out.find(notes.string() + ": already exists"), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("--force"), std::string::npos) << r.out;
-    EXPECT_EQ(slurp(notes), text);
+    EXPECT_EQ(file_bytes(notes), text);
     EXPECT_FALSE(fs::exists(tmp("notes.txt.part")));
     r = run(base + notes.string() + " --max-new 4 --force");
     ASSERT_EQ(r.code, 0) << r.out;
@@ -229,7 +214,7 @@ TEST(Cli, RunNeverClobbersAndReplacesATraceOnlyWhenComplete) {
     EXPECT_EQ(r.code, 2) << r.out;
     EXPECT_NE(r.out.find(stale.string()), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("did not finish"), std::string::npos) << r.out;
-    EXPECT_EQ(slurp(stale), "half a recording");
+    EXPECT_EQ(file_bytes(stale), "half a recording");
     r = run(base + tmp("stale.kvtrace.h5").string() + " --max-new 2 --force");
     ASSERT_EQ(r.code, 0) << r.out;
     EXPECT_FALSE(fs::exists(stale));
@@ -239,10 +224,11 @@ TEST(Cli, RunNeverClobbersAndReplacesATraceOnlyWhenComplete) {
     std::ofstream(out) << "{}";
     r = run("logits --model " + kModel + " --token-ids 1,2,3 --out " + out.string());
     EXPECT_EQ(r.code, 2) << r.out;
-    EXPECT_EQ(slurp(out), "{}");
+    EXPECT_EQ(file_bytes(out), "{}");
     r = run("logits --model " + kModel + " --token-ids 1,2,3 --out " + out.string() + " --force");
     EXPECT_EQ(r.code, 0) << r.out;
-    EXPECT_NE(slurp(out), "{}");
+    EXPECT_NE(file_bytes(out), "{}");
 }
 
 }  // namespace
+}  // namespace kvscope::test

@@ -14,29 +14,23 @@
 
 #include "tests/cli/cli_runner.h"
 
+namespace kvscope::test {
 namespace {
 
 namespace fs = std::filesystem;
-using kvscope::test::CliResult;
-using kvscope::test::run_kvscope;
-using kvscope::test::run_kvscope_split;
-
-const fs::path kSrc = KVSCOPE_SOURCE_DIR;
-const std::string kModel = (kSrc / "tests" / "golden" / "models" / "llama_sp").string();
 
 fs::path scratch(const std::string& name) {
-    static const fs::path d = [] {
-        fs::path p = fs::temp_directory_path() / ("kvscope_conv_" + std::to_string(::getpid()));
-        fs::remove_all(p);
-        fs::create_directories(p);
-        return p;
-    }();
-    return d / name;
+    return scratch_file("conventions-" + name);
 }
 
-std::string slurp(const fs::path& p) {
-    std::ifstream f(p, std::ios::binary);
-    return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+// Records a short needle run (snapkv, budget 8, 4 new tokens) that `rescue` can work on.
+int record_needle_run(const fs::path& trace) {
+    return run_kvscope("run --quiet --model " + kModel +
+                       " --prompt 'The code is 4721. A gift of a flower will soon be made to "
+                       "you.' --needle 'code is 4721' --answer 4721 --policy snapkv --budget 8 "
+                       "--max-new 4 --trace " +
+                       trace.string())
+        .code;
 }
 
 bool has(const std::string& text, const std::string& part) {
@@ -148,13 +142,7 @@ TEST(CliConventions, LongCommandsShowProgressWithCountAndEta) {
     ASSERT_EQ(bq.code, 0) << bq.err;
     EXPECT_EQ(bq.err, "");
     const fs::path lost = scratch("progress_lost.kvtrace.h5");
-    ASSERT_EQ(run_kvscope("run --quiet --model " + kModel +
-                          " --prompt 'The code is 4721. A gift of a flower will soon be made to "
-                          "you.' --needle 'code is 4721' --answer 4721 --policy snapkv --budget 8 "
-                          "--max-new 4 --trace " +
-                          lost.string())
-                  .code,
-              0);
+    ASSERT_EQ(record_needle_run(lost), 0);
     const CliResult r = run_kvscope_split("rescue " + lost.string() + " --max-runs 3 --out " +
                                           scratch("progress_rescue").string());
     ASSERT_EQ(r.code, 0) << r.err;
@@ -213,13 +201,7 @@ TEST(CliConventions, JsonOnStdoutParses) {
     EXPECT_GE(j["rows"].get<int>(), 1);
     // Commands that also write JSON files take '-' for stdout.
     const fs::path lost = scratch("lost.kvtrace.h5");
-    ASSERT_EQ(run_kvscope("run --quiet --model " + kModel +
-                          " --prompt 'The code is 4721. A gift of a flower will soon be made to "
-                          "you.' --needle 'code is 4721' --answer 4721 --policy snapkv --budget 8 "
-                          "--max-new 4 --trace " +
-                          lost.string())
-                  .code,
-              0);
+    ASSERT_EQ(record_needle_run(lost), 0);
     j = json_of("explain " + lost.string() + " --json -");
     EXPECT_TRUE(j.contains("decisions"));
     j = json_of("rescue " + lost.string() + " --json --quiet --max-runs 3 --out " +
@@ -248,8 +230,9 @@ TEST(CliConventions, CsvStringColumnsAreQuotedAndTyped) {
     const fs::path dir = scratch("csv_out");
     const CliResult r = run_kvscope("export " + trace.string() + " --csv " + dir.string());
     ASSERT_EQ(r.code, 0) << r.out;
-    EXPECT_TRUE(has(slurp(dir / "spans.csv"), ",\"007\",")) << slurp(dir / "spans.csv");
-    EXPECT_TRUE(has(slurp(dir / "tokens.csv"), ",\"prompt\",")) << slurp(dir / "tokens.csv");
+    EXPECT_TRUE(has(file_bytes(dir / "spans.csv"), ",\"007\",")) << file_bytes(dir / "spans.csv");
+    EXPECT_TRUE(has(file_bytes(dir / "tokens.csv"), ",\"prompt\","))
+        << file_bytes(dir / "tokens.csv");
     std::ifstream f(dir / "dtypes.json");
     const auto dt = nlohmann::json::parse(f);
     EXPECT_EQ(dt["spans.csv"]["expected_answer"], "string");
@@ -263,8 +246,8 @@ TEST(CliConventions, CsvStringColumnsAreQuotedAndTyped) {
                           " --details " + details.string())
                   .code,
               0);
-    EXPECT_TRUE(has(slurp(grid), "\n\"passkey\",\"full\",")) << slurp(grid);
-    EXPECT_TRUE(has(slurp(details), "\n\"passkey\",\"full\",")) << slurp(details);
+    EXPECT_TRUE(has(file_bytes(grid), "\n\"passkey\",\"full\",")) << file_bytes(grid);
+    EXPECT_TRUE(has(file_bytes(details), "\n\"passkey\",\"full\",")) << file_bytes(details);
 }
 
 TEST(CliConventions, InvalidUtf8PromptIsRefusedBeforeAnyOutput) {
@@ -328,7 +311,7 @@ TEST(CliConventions, NumbersAndParamsAreRangeChecked) {
 }
 
 TEST(CliConventions, MisleadingMessagesAreAccurate) {
-    auto r = run_kvscope("run --model " + kModel + " --prompt-file " + scratch("").string() +
+    auto r = run_kvscope("run --model " + kModel + " --prompt-file " + scratch_file("").string() +
                          " --trace " + scratch("d.kvtrace.h5").string());
     EXPECT_EQ(r.code, 2) << r.out;
     EXPECT_TRUE(has(r.out, "is a directory, not a file")) << r.out;
@@ -339,3 +322,4 @@ TEST(CliConventions, MisleadingMessagesAreAccurate) {
 }
 
 }  // namespace
+}  // namespace kvscope::test

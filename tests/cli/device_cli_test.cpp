@@ -16,14 +16,10 @@
 
 #include "tests/cli/cli_runner.h"
 
+namespace kvscope::test {
 namespace {
 
 namespace fs = std::filesystem;
-const fs::path kSrc = KVSCOPE_SOURCE_DIR;
-const std::string kModel = (kSrc / "tests" / "golden" / "models" / "llama_sp").string();
-
-using Result = kvscope::test::CliResult;
-using kvscope::test::run_kvscope;
 
 fs::path scratch_dir() {
     static const fs::path d = [] {
@@ -47,7 +43,7 @@ TEST(DeviceFlag, CudaIsRefusedClearlyOrRuns) {
     };
     for (const std::string& c : cmds) {
         SCOPED_TRACE(c);
-        const Result r = run_kvscope(c + " --device cuda");
+        const CliResult r = run_kvscope(c + " --device cuda");
         if (r.code == 0) continue;  // this build has CUDA and a supported GPU
         EXPECT_EQ(r.code, 1) << r.out;
         EXPECT_NE(r.out.find("--device cuda needs the CUDA backend and an NVIDIA GPU of compute "
@@ -57,17 +53,17 @@ TEST(DeviceFlag, CudaIsRefusedClearlyOrRuns) {
         EXPECT_NE(r.out.find("found: "), std::string::npos) << r.out;
         EXPECT_EQ(r.out.find("Segmentation"), std::string::npos) << r.out;
     }
-    const Result bad = run_kvscope("generate --model " + kModel + " --prompt hi --device tpu");
+    const CliResult bad = run_kvscope("generate --model " + kModel + " --prompt hi --device tpu");
     EXPECT_EQ(bad.code, 2) << bad.out;
 }
 
 TEST(DeviceFlag, TraceRecordsTheDevice) {
     const std::string trace = (scratch_dir() / "cpu.kvtrace.h5").string();
-    const Result r =
+    const CliResult r =
         run_kvscope("run --model " + kModel +
                     " --prompt 'A gift of a flower' --max-new 2 --device cpu --trace " + trace);
     ASSERT_EQ(r.code, 0) << r.out;
-    const Result i = run_kvscope("inspect " + trace);
+    const CliResult i = run_kvscope("inspect " + trace);
     ASSERT_EQ(i.code, 0) << i.out;
     EXPECT_NE(i.out.find("device cpu: "), std::string::npos) << i.out;
     EXPECT_NE(i.out.find("backend cpu"), std::string::npos) << i.out;
@@ -75,10 +71,10 @@ TEST(DeviceFlag, TraceRecordsTheDevice) {
 
 TEST(Bench, RunsOnTheCpuAndWritesRows) {
     const fs::path json = scratch_dir() / "bench.json";
-    const Result r = run_kvscope("bench --model " + kModel +
-                                 " --device cpu --threads 2 --lengths 16,40 --decode-steps 2 "
-                                 "--recording off,on --floor-mib 8 --json " +
-                                 json.string());
+    const CliResult r = run_kvscope("bench --model " + kModel +
+                                    " --device cpu --threads 2 --lengths 16,40 --decode-steps 2 "
+                                    "--recording off,on --floor-mib 8 --json " +
+                                    json.string());
     ASSERT_EQ(r.code, 0) << r.out;
     EXPECT_NE(r.out.find("floor:"), std::string::npos) << r.out;
     std::ifstream f(json);
@@ -94,8 +90,9 @@ TEST(Bench, RunsOnTheCpuAndWritesRows) {
     }
     // The compressing policy holds fewer KV bytes than the full cache at the same length.
     EXPECT_LT(j["rows"][6]["kv_bytes"].get<int64_t>(), j["rows"][2]["kv_bytes"].get<int64_t>());
-    const Result bad = run_kvscope("bench --model " + kModel + " --device cpu --lengths 1");
+    const CliResult bad = run_kvscope("bench --model " + kModel + " --device cpu --lengths 1");
     EXPECT_EQ(bad.code, 2) << bad.out;
 }
 
 }  // namespace
+}  // namespace kvscope::test

@@ -9,25 +9,18 @@
 
 #include "tests/cli/cli_runner.h"
 
+namespace kvscope::test {
 namespace {
 
 namespace fs = std::filesystem;
-using kvscope::test::CliResult;
-using kvscope::test::file_bytes;
-using kvscope::test::run_kvscope;
-using kvscope::test::run_kvscope_split;
-using kvscope::test::scratch_file;
 
-const fs::path kSrc = KVSCOPE_SOURCE_DIR;
-const std::string kModel = (kSrc / "tests" / "golden" / "models" / "llama_sp").string();
-const std::string kTemplates = (kSrc / "resources" / "needles" / "templates.json").string();
+const std::string kTemplates = (kSourceDir / "resources" / "needles" / "templates.json").string();
 
 TEST(EvalNeedles, ReportsEachSplitApart) {
     const fs::path csv = scratch_file("needles_eval.csv");
     const CliResult r = run_kvscope_split(
         "eval needles --json --quiet --force --model " + kModel + " --templates " + kTemplates +
-        " --lengths 240 --depths 0,1 --trials 2 --needles 2 --distractors 1 --csv " +
-        csv.string());
+        " --lengths 240 --depths 0,1 --trials 2 --needles 2 --distractors 1 --csv " + csv.string());
     ASSERT_EQ(r.code, 0) << r.out << r.err;
     const nlohmann::json j = nlohmann::json::parse(r.out);
     EXPECT_EQ(j["task"], "needles");
@@ -69,3 +62,4 @@ TEST(EvalNeedles, BadTemplatesAndOptionsAreClearErrors) {
 }
 
 }  // namespace
+}  // namespace kvscope::test

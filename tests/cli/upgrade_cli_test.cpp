@@ -15,28 +15,23 @@
 #include "tests/cli/cli_runner.h"
 #include "traces/trace_reader.h"
 
+namespace kvscope::test {
 namespace {
 
 namespace fs = std::filesystem;
-using kvscope::test::CliResult;
-using kvscope::test::run_kvscope;
-using kvscope::test::run_kvscope_split;
 using kvscope::trace::CacheOp;
 using kvscope::trace::TraceReader;
 
-const fs::path kSrc = KVSCOPE_SOURCE_DIR;
-
 fs::path scratch(const std::string& name) {
-    return kvscope::test::scratch_file("upgrade-" + name);
+    return scratch_file("upgrade-" + name);
 }
-using kvscope::test::file_bytes;
 
 // The fixture's command (tests/traces/v1/README.md), recorded by today's writer.
 fs::path record_v2(const std::string& policy, const std::string& ratio) {
     const fs::path out = scratch(policy + ".v2.kvtrace.h5");
     const std::string cmd =
         "env KVSCOPE_CPU_KERNELS=reference " + kvscope::test::kvscope_binary().string() +
-        " run --model " + (kSrc / "resources/models/kvscope-demo").string() +
+        " run --model " + (kSourceDir / "resources/models/kvscope-demo").string() +
         " --scenario niah --length 96 --depth 0.5 --scenario-seed 1 --max-new 6 --threads 1"
         " --quiet --policy " +
         policy + " --ratio " + ratio + " --trace " + out.string() + " >/dev/null 2>&1";
@@ -73,7 +68,7 @@ class UpgradeCli : public ::testing::TestWithParam<const char*> {};
 TEST_P(UpgradeCli, Version1ReadOrUpgradedEqualsAVersion2Recording) {
     const std::string policy = GetParam();
     const std::string ratio = policy == "d2o" ? "0.5" : "0.25";  // tests/traces/v1/README.md
-    const fs::path v1 = kSrc / "tests/traces/v1" / (policy + ".kvtrace.h5");
+    const fs::path v1 = kSourceDir / "tests/traces/v1" / (policy + ".kvtrace.h5");
     const std::string before = file_bytes(v1);
     const fs::path up = scratch(policy + ".upgraded.kvtrace.h5");
     const CliResult r = run_kvscope_split("upgrade " + v1.string() + " " + up.string() + " --json");
@@ -109,7 +104,7 @@ TEST_P(UpgradeCli, Version1ReadOrUpgradedEqualsAVersion2Recording) {
 INSTANTIATE_TEST_SUITE_P(Fixtures, UpgradeCli, ::testing::Values("d2o", "mikv"));
 
 TEST(UpgradeCliErrors, FollowTheExitCodes) {
-    const fs::path v1 = kSrc / "tests/traces/v1/d2o.kvtrace.h5";
+    const fs::path v1 = kSourceDir / "tests/traces/v1/d2o.kvtrace.h5";
     const std::string before = file_bytes(v1);
     // 2: the input as the output (even with --force), an existing output without --force.
     CliResult r = run_kvscope("upgrade " + v1.string() + " " + v1.string() + " --force");
@@ -150,3 +145,4 @@ TEST(UpgradeCliErrors, FollowTheExitCodes) {
 }
 
 }  // namespace
+}  // namespace kvscope::test

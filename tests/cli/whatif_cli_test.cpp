@@ -14,11 +14,11 @@
 
 #include "tests/cli/cli_runner.h"
 
+namespace kvscope::test {
 namespace {
 
 namespace fs = std::filesystem;
-const fs::path kSrc = KVSCOPE_SOURCE_DIR;
-const std::string kDemo = (kSrc / "resources" / "models" / "kvscope-demo").string();
+const std::string kDemo = (kSourceDir / "resources" / "models" / "kvscope-demo").string();
 
 struct Output {
     int code = -1;
@@ -26,7 +26,7 @@ struct Output {
 };
 
 Output kvscope(const std::string& args) {
-    const kvscope::test::CliResult r = kvscope::test::run_kvscope(args);
+    const CliResult r = run_kvscope(args);
     return {r.code, r.out};
 }
 
@@ -63,9 +63,10 @@ TEST(WhatifCli, PreviewsManyBudgetsFromOnePrefill) {
 TEST(WhatifCli, DecodeRecordsOneTraceABudgetFromTheSavedState) {
     const fs::path dir = scratch("decoded");
     const fs::path json = scratch("h2o.json");
-    const auto r = kvscope("whatif " + (kSrc / "resources" / "sample" / "sample.kvtrace.h5").string() +
-                           " --model " + kDemo + " --policy h2o --budget 64,200 --decode --max-new 4" +
-                           " --trace-dir " + dir.string() + " --json " + json.string());
+    const auto r =
+        kvscope("whatif " + (kSourceDir / "resources" / "sample" / "sample.kvtrace.h5").string() +
+                " --model " + kDemo + " --policy h2o --budget 64,200 --decode --max-new 4" +
+                " --trace-dir " + dir.string() + " --json " + json.string());
     ASSERT_EQ(r.code, 0) << r.text;
     EXPECT_NE(r.text.find("prompt 512 tokens"), std::string::npos) << r.text;
     EXPECT_NE(r.text.find("note: h2o keeps deciding while decoding"), std::string::npos) << r.text;
@@ -105,7 +106,8 @@ TEST(RunCli, MemoryFitsTheBudgetToTheTarget) {
     const fs::path t = scratch("mem.kvtrace.h5");
     const auto r = kvscope("run --model " + kDemo +
                            " --scenario niah --length 256 --policy snapkv --memory 0.3 --max-new 3 "
-                           "--quiet --trace " + t.string());
+                           "--quiet --trace " +
+                           t.string());
     ASSERT_EQ(r.code, 0) << r.text;
     long long target = 0, full = 0, budget = 0, held = 0;
     const size_t at = r.text.find("memory   target");
@@ -122,8 +124,10 @@ TEST(RunCli, MemoryFitsTheBudgetToTheTarget) {
     // The run was recorded with that budget.
     const auto ins = kvscope("inspect " + t.string());
     EXPECT_EQ(ins.code, 0) << ins.text;
-    const auto bad = kvscope("run --model " + kDemo + " --scenario passkey --length 64 --policy "
-                             "snapkv --memory 0.3 --ratio 0.5 --trace " + scratch("x.h5").string());
+    const auto bad = kvscope("run --model " + kDemo +
+                             " --scenario passkey --length 64 --policy "
+                             "snapkv --memory 0.3 --ratio 0.5 --trace " +
+                             scratch("x.h5").string());
     EXPECT_EQ(bad.code, 2) << bad.text;
 }
 
@@ -134,7 +138,7 @@ namespace {
 TEST(ExplainCli, SaysWhyTheSampleNeedleWasLost) {
     const fs::path json = scratch("why.json");
     fs::remove(json);
-    const std::string sample = (kSrc / "resources" / "sample" / "sample.kvtrace.h5").string();
+    const std::string sample = (kSourceDir / "resources" / "sample" / "sample.kvtrace.h5").string();
     const auto r = kvscope("explain " + sample + " --json " + json.string());
     ASSERT_EQ(r.code, 0) << r.text;
     EXPECT_NE(r.text.find("same as the trace"), std::string::npos) << r.text;
@@ -156,7 +160,7 @@ TEST(ExplainCli, SaysWhyTheSampleNeedleWasLost) {
 
 TEST(RescueCli, FindsTheLayersThatRestoreTheSampleAnswer) {
     const fs::path dir = scratch("rescue");
-    const std::string sample = (kSrc / "resources" / "sample" / "sample.kvtrace.h5").string();
+    const std::string sample = (kSourceDir / "resources" / "sample" / "sample.kvtrace.h5").string();
     const auto r = kvscope("rescue " + sample + " --out " + dir.string());
     ASSERT_EQ(r.code, 0) << r.text;
     // On the demo model, keeping the needle in layer 4 alone restores the answer (README).
@@ -168,3 +172,4 @@ TEST(RescueCli, FindsTheLayersThatRestoreTheSampleAnswer) {
 }
 
 }  // namespace
+}  // namespace kvscope::test
