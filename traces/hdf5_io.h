@@ -1,5 +1,6 @@
 #pragma once
-// Internal to traces/: RAII HDF5 ids, checked C-API calls that turn the HDF5 error stack into
+// The HDF5 layer of traces/ (also used by app/recorder/prefill_state_file.cpp, so not an
+// *_internal.h header): RAII HDF5 ids, checked C-API calls that turn the HDF5 error stack into
 // exceptions, and the few dataset operations the writer and reader share (create chunked,
 // append rows, read a hyperslab). Uses the C API: it reports errors by return value, which
 // keeps every failure a catchable exception instead of a printed stack.

@@ -1,5 +1,5 @@
 // HDF5 side of the trace writer: creates the layout, starts SWMR, appends per item.
-#include "traces/trace_file_writer.h"
+#include "traces/trace_file_writer_internal.h"
 
 #include <algorithm>
 #include <cmath>

@@ -7,7 +7,7 @@
 #include <system_error>
 
 #include "traces/trace_probe.h"
-#include "traces/trace_reader_impl.h"
+#include "traces/trace_reader_internal.h"
 
 namespace kvscope::trace {
 

@@ -8,7 +8,7 @@
 #include <limits>
 #include <stdexcept>
 
-#include "traces/trace_reader_impl.h"
+#include "traces/trace_reader_internal.h"
 
 namespace kvscope::trace {
 

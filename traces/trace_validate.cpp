@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "traces/trace_reader_impl.h"
+#include "traces/trace_reader_internal.h"
 
 namespace kvscope::trace {
 

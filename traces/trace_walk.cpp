@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <optional>
 
-#include "traces/trace_reader_impl.h"
+#include "traces/trace_reader_internal.h"
 
 namespace kvscope::trace {
 

@@ -14,7 +14,7 @@
 
 #include "core/error.h"
 #include "kvscope_version.h"
-#include "traces/trace_file_writer.h"
+#include "traces/trace_file_writer_internal.h"
 #include "traces/trace_output.h"
 
 namespace kvscope::trace {

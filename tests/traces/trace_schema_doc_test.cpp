@@ -7,7 +7,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "traces/trace_layout.h"
+#include "traces/trace_layout_internal.h"
 #include "traces/trace_schema.h"
 
 namespace kvscope::trace {

@@ -12,7 +12,7 @@
 
 #include "core/error.h"
 #include "traces/hdf5_io.h"
-#include "traces/trace_layout.h"
+#include "traces/trace_layout_internal.h"
 #include "traces/trace_reader.h"
 
 namespace kvscope::trace {

@@ -11,7 +11,7 @@
 
 #include "traces/hdf5_io.h"
 #include "traces/head_counts.h"
-#include "traces/trace_layout.h"
+#include "traces/trace_layout_internal.h"
 #include "traces/trace_output.h"
 #include "traces/trace_schema.h"
 
