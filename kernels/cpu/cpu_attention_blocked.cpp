@@ -8,7 +8,7 @@
 // reference): same max, exp(s - max) / sum with the sum in double.
 // QK^T and PV of a block are sgemm calls over each run of visible tiles when BLAS is loaded
 // (shapes [rows, hd] x [hd, keys] and [rows, keys] x [keys, hd]); with fewer rows (decode) or no
-// BLAS, gemv_f32 per row for the scores and pv_accumulate (four keys a pass) for P V.
+// BLAS, key_scores_f32 per row for the scores and value_sum_f32 for P V.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -99,29 +99,6 @@ void scale_add(float* p, int64_t len, float inv, float* colsum) {
     for (int64_t j = 0; j < len; ++j) {
         p[j] *= inv;
         if (colsum) colsum[j] += p[j];
-    }
-}
-
-// o[0, hd) += sum_j p[j] * v[j, :] for j in [k0, k1): four keys per pass, so each output lane is
-// loaded and stored once per four keys instead of once per key (the one-key loop was a
-// load-add-store chain per key and dominated decode attention; perf, issue 15).
-KVSCOPE_CLONES
-void pv_accumulate(const float* p, const float* __restrict v, int64_t k0, int64_t k1, int64_t hd,
-                   float* __restrict o) {
-    int64_t j = k0;
-    for (; j + 4 <= k1; j += 4) {
-        const float p0 = p[j], p1 = p[j + 1], p2 = p[j + 2], p3 = p[j + 3];
-        const float* v0 = v + j * hd;
-        const float* v1 = v0 + hd;
-        const float* v2 = v1 + hd;
-        const float* v3 = v2 + hd;
-        for (int64_t d = 0; d < hd; ++d)
-            o[d] += (p0 * v0[d] + p1 * v1[d]) + (p2 * v2[d] + p3 * v3[d]);
-    }
-    for (; j < k1; ++j) {
-        const float pj = p[j];
-        const float* vj = v + j * hd;
-        for (int64_t d = 0; d < hd; ++d) o[d] += pj * vj[d];
     }
 }
 
@@ -228,10 +205,11 @@ void attention_blocked(ThreadPool& pool, const float* q, int64_t n, int64_t n_he
                                     scale, qb, static_cast<int>(ld), kvh.k + r.k0 * head_dim,
                                     static_cast<int>(head_dim), 0.0f, s.data() + r.k0,
                                     static_cast<int>(len));
-                    } else {  // q pre-scaled (qs): one gemv over the run's keys per row
+                    } else {  // q pre-scaled (qs): the run's keys scored per row
                         for (int64_t i = 0; i < nb; ++i)
-                            gemv_f32(qs.data() + i * head_dim, head_dim, kvh.k + r.k0 * head_dim,
-                                     r.k1 - r.k0, s.data() + i * len + r.k0);
+                            key_scores_f32(qs.data() + i * head_dim, head_dim,
+                                           kvh.k + r.k0 * head_dim, r.k1 - r.k0,
+                                           s.data() + i * len + r.k0);
                     }
                     if (r.masked)
                         for (int64_t i = 0; i < nb; ++i)
@@ -281,7 +259,7 @@ void attention_blocked(ThreadPool& pool, const float* q, int64_t n, int64_t n_he
                         std::fill(oi, oi + head_dim, 0.0f);
                         const float* si = s.data() + i * len;
                         for (const Run& r : runs)
-                            pv_accumulate(si, kvh.v, r.k0, r.k1, head_dim, oi);
+                            value_sum_f32(si, kvh.v, r.k0, r.k1, head_dim, oi);
                     }
                 }
             }

@@ -16,6 +16,12 @@ float dot_f32(const float* a, const float* b, int64_t k);
 // out[j] = w[j, :] . x for j in [0, rows); w [rows, k] row-major f32. AVX-512 / AVX2 clones chosen
 // at run time; the decode matmul (n = 1) and the few-row attention scores (q . k_j) use it.
 void gemv_f32(const float* x, int64_t k, const float* w, int64_t rows, float* out);
+// Attention scores of one query against len keys: out[j] = q . k[j, :], k [len, hd] row-major
+// (gemv_f32's contract, for short rows: 16 keys reduced together; cpu_key_scores.cpp).
+void key_scores_f32(const float* q, int64_t hd, const float* k, int64_t len, float* out);
+// Attention output of one row: o[0, hd) += sum_j p[j] * v[j, :] for j in [k0, k1), v [len, hd]
+// row-major (cpu_value_sum.cpp).
+void value_sum_f32(const float* p, const float* v, int64_t k0, int64_t k1, int64_t hd, float* o);
 
 // out[n, m] = x[n, k] @ w[m, k]^T (+ bias[m]). FLOPs 2nmk; bytes ~ m*k*sizeof(w) + n*(k+m)*4.
 void matmul(ThreadPool& pool, const float* x, int64_t n, int64_t k, const void* w, DType wdt,

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "kernels/backend.h"
+#include "kernels/cpu/cpu_ops.h"
 
 namespace kvscope {
 namespace {
@@ -159,6 +160,111 @@ TEST(CpuFast, AttentionMatchesReferenceWithStatistics) {
         expect_near_rel(b.colsum, a.colsum, 2e-5);
         expect_near_rel(b.rows, a.rows, 2e-5);
         expect_near_rel(b.lse, a.lse, 2e-5);
+    }
+}
+
+// Decode scores (key_scores_f32: 16 keys reduced together on AVX-512, gemv_f32 for the rest)
+// against float64 dots, at the head sizes of real models and key counts that are not multiples
+// of 16 (the tail goes through gemv_f32), plus a head_dim that is not a multiple of 16.
+TEST(CpuFast, KeyScoresMatchFloat64) {
+    std::mt19937 rng(7);
+    std::normal_distribution<float> nd(0.f, 1.f);
+    for (int64_t hd : {48, 64, 80, 128, 40}) {
+        for (int64_t len : {1, 15, 16, 17, 33, 100, 2048}) {
+            SCOPED_TRACE("hd=" + std::to_string(hd) + " len=" + std::to_string(len));
+            std::vector<float> q(static_cast<size_t>(hd)), k(static_cast<size_t>(len * hd));
+            for (auto& x : q) x = nd(rng);
+            for (auto& x : k) x = nd(rng);
+            std::vector<float> out(static_cast<size_t>(len + 1), NAN);
+            out[static_cast<size_t>(len)] = 123.f;  // the slot past the end stays untouched
+            cpu::key_scores_f32(q.data(), hd, k.data(), len, out.data());
+            for (int64_t j = 0; j < len; ++j) {
+                double ref = 0, mag = 0;
+                for (int64_t d = 0; d < hd; ++d) {
+                    const double t = static_cast<double>(q[static_cast<size_t>(d)]) *
+                                     k[static_cast<size_t>(j * hd + d)];
+                    ref += t;
+                    mag += std::fabs(t);
+                }
+                // fp32 sum of hd products in any order: |error| <= hd * eps * sum |q_d k_d|;
+                // 4 * eps * sum |t| is far above what either order reaches and far below a
+                // dropped or doubled term (~1 here).
+                ASSERT_NEAR(out[static_cast<size_t>(j)], ref, 4 * 1.2e-7 * mag + 1e-6) << "key " << j;
+            }
+            EXPECT_EQ(out[static_cast<size_t>(len)], 123.f);
+        }
+    }
+}
+
+// Decode P V (value_sum_f32: the output row in AVX-512 registers for hd a multiple of 16 up to
+// 128, the portable four-key loop otherwise) against float64, accumulating onto a non-zero o,
+// over key ranges that start and end off the 2- and 4-key steps.
+TEST(CpuFast, ValueSumMatchesFloat64) {
+    std::mt19937 rng(9);
+    std::normal_distribution<float> nd(0.f, 1.f);
+    std::uniform_real_distribution<float> ud(0.f, 1.f);
+    for (int64_t hd : {48, 64, 80, 128, 40, 144}) {
+        for (auto [k0, k1] : {std::pair<int64_t, int64_t>{0, 1}, {0, 2}, {3, 10}, {5, 5},
+                              {1, 300}, {0, 2048}}) {
+            SCOPED_TRACE("hd=" + std::to_string(hd) + " keys " + std::to_string(k0) + ".." +
+                         std::to_string(k1));
+            std::vector<float> p(static_cast<size_t>(k1)), v(static_cast<size_t>(k1 * hd));
+            for (auto& x : p) x = ud(rng) / static_cast<float>(k1);
+            for (auto& x : v) x = nd(rng);
+            std::vector<float> o(static_cast<size_t>(hd + 1));
+            for (auto& x : o) x = nd(rng);
+            const std::vector<float> o0 = o;
+            cpu::value_sum_f32(p.data(), v.data(), k0, k1, hd, o.data());
+            for (int64_t d = 0; d < hd; ++d) {
+                double ref = o0[static_cast<size_t>(d)], mag = std::fabs(ref);
+                for (int64_t j = k0; j < k1; ++j) {
+                    const double t = static_cast<double>(p[static_cast<size_t>(j)]) *
+                                     v[static_cast<size_t>(j * hd + d)];
+                    ref += t;
+                    mag += std::fabs(t);
+                }
+                // fp32 running sums of n = k1 - k0 terms onto o: rounding errors of ~eps * mag
+                // each, a random walk of ~sqrt(n) steps (fixed seed; measured worst 2.0e-6 at
+                // n = 2048 against this bound's 2.7e-5). A dropped key moves lanes by ~|v| / (2 k1).
+                const double n_terms = static_cast<double>(k1 - k0) + 1;
+                ASSERT_NEAR(o[static_cast<size_t>(d)], ref, 4 * 1.2e-7 * std::sqrt(n_terms) * mag)
+                    << "d " << d;
+            }
+            EXPECT_EQ(o[static_cast<size_t>(hd)], o0[static_cast<size_t>(hd)]);  // past the row
+        }
+    }
+}
+
+// Decode (1 and 3 query rows: the non-BLAS score path) at head_dim 48 / 64 / 80 / 128 and cache
+// lengths off the 16-key and 64-key grids, fast against the reference loops.
+TEST(CpuFast, DecodeAttentionMatchesReferenceAtRealHeadSizes) {
+    std::mt19937 rng(11);
+    std::normal_distribution<float> nd(0.f, 1.f);
+    auto ref = cpu_with("reference");
+    auto fast = cpu_with("fast");
+    for (int64_t d : {48, 64, 80, 128}) {
+        for (int64_t len : {7, 16, 95, 300, 1031}) {
+            for (int64_t n : {1, 3}) {
+                SCOPED_TRACE("d=" + std::to_string(d) + " len=" + std::to_string(len) +
+                             " n=" + std::to_string(n));
+                const int64_t H = 8, Hkv = 2;
+                std::vector<float> q(static_cast<size_t>(n * H * d)),
+                    k(static_cast<size_t>(Hkv * len * d)), v(k.size());
+                for (auto& x : q) x = 2.f * nd(rng);
+                for (auto& x : k) x = nd(rng);
+                for (auto& x : v) x = nd(rng);
+                std::vector<int64_t> kpos(static_cast<size_t>(len));
+                std::iota(kpos.begin(), kpos.end(), 0);
+                std::vector<int64_t> qpos(static_cast<size_t>(n));
+                for (int64_t i = 0; i < n; ++i) qpos[static_cast<size_t>(i)] = len - n + i;
+                const auto a = run_attention(*ref, q, n, H, d, qpos, k, v, kpos, Hkv, n);
+                const auto b = run_attention(*fast, q, n, H, d, qpos, k, v, kpos, Hkv, n);
+                expect_near_rel(b.out, a.out, 2e-5);
+                expect_near_rel(b.colsum, a.colsum, 2e-5);
+                expect_near_rel(b.rows, a.rows, 2e-5);
+                expect_near_rel(b.lse, a.lse, 2e-5);
+            }
+        }
     }
 }
 
