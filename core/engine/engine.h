@@ -22,9 +22,13 @@ namespace kvscope {
 class KVCache;
 struct Plan;
 class Policy;
+struct PolicyNeeds;
 struct PrefillState;
 
-// What prefill must compute besides logits. The policy's needs are OR-ed in by set_policy().
+// What prefill and decode must compute besides logits: the caller's own request
+// (EngineOptions::stats) with the policy's PolicyNeeds added by set_policy() through add(). The
+// statistics fields mean the same as their PolicyNeeds twins; all_logits and maps are for callers
+// only (a policy never reads them).
 struct StatsRequest {
     bool colsum = false;        // column sums of the prompt attention, per query head
     int64_t window = 0;         // last `window` query rows of the prompt attention, per query head
@@ -35,6 +39,9 @@ struct StatsRequest {
                                 // group's query heads, post-RoPE (MiKV channel balancing)
     bool maps = false;  // every prompt row of every query head, handed to on_prefill_map one layer
                         // at a time and then dropped (only `window` rows are kept)
+
+    // ORs in the statistics a policy needs (window: the larger row count).
+    void add(const PolicyNeeds& needs);
 };
 
 struct EngineOptions {

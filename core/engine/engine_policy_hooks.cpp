@@ -25,6 +25,22 @@ ScoreView base_view(const ModelSpec& sp, int64_t prompt_len, int64_t step) {
     return view;
 }
 
+// One head's entry with what the cache itself holds: its positions and, when the policy asks,
+// views of its keys [n * d] (post-RoPE, and pre-RoPE when the cache stores them). Prefill and
+// decode views both start from it.
+HeadScores cache_head_scores(const KVCache& cache, int64_t l, int64_t kv, int64_t d,
+                             const PolicyNeeds& nd) {
+    HeadScores hs;
+    hs.layer = l;
+    hs.kv_head = kv;
+    hs.positions = cache.positions(l, kv);
+    const size_t nd_elems = hs.positions.size() * static_cast<size_t>(d);
+    if (nd.keys) hs.keys = std::span<const float>(cache.k(l, kv), nd_elems);
+    if (nd.prerope_keys && cache.k_prerope(l, kv))
+        hs.keys_prerope = std::span<const float>(cache.k_prerope(l, kv), nd_elems);
+    return hs;
+}
+
 }  // namespace
 
 bool Engine::wants_prerope() const {
@@ -97,15 +113,11 @@ ScoreView make_prefill_view(const ModelSpec& sp, int64_t prompt_len,
         LayerScores ls;
         ls.layer = l;
         for (int64_t kv = 0; kv < G; ++kv) {
-            HeadScores hs;
-            hs.layer = l;
-            hs.kv_head = kv;
-            hs.positions = cache.positions(l, kv);
+            HeadScores hs = cache_head_scores(cache, l, kv, d, nd);
             const size_t n = hs.positions.size();
             // The engine may hold more window rows than the policy asked for (a recorder or a
             // what-if snapshot wants more): the policy sees only its own last w rows.
-            const int64_t want = std::max<int64_t>(nd.window, nd.last_row ? 1 : 0);
-            const int64_t w = std::min(want, ps.window_rows);
+            const int64_t w = std::min(nd.window_rows(), ps.window_rows);
             for (int64_t q = 0; q < g; ++q) {
                 const size_t h = static_cast<size_t>(kv * g + q);
                 if (!ps.colsum.empty()) hs.colsum.emplace_back(ps.colsum[h]);
@@ -120,11 +132,6 @@ ScoreView make_prefill_view(const ModelSpec& sp, int64_t prompt_len,
             if (!ps.control.empty()) hs.control = ps.control[static_cast<size_t>(kv)];
             if (!ps.query_absmax.empty())
                 hs.query_absmax = ps.query_absmax[static_cast<size_t>(kv)];
-            if (nd.keys)
-                hs.keys = std::span<const float>(cache.k(l, kv), n * static_cast<size_t>(d));
-            if (nd.prerope_keys && cache.k_prerope(l, kv))
-                hs.keys_prerope =
-                    std::span<const float>(cache.k_prerope(l, kv), n * static_cast<size_t>(d));
             ls.heads.push_back(std::move(hs));
         }
         view.layers.push_back(std::move(ls));
@@ -187,10 +194,7 @@ void Engine::policy_after_decode_layer(int64_t l) {
         }
     }
     for (int64_t kv = 0; kv < G; ++kv) {
-        HeadScores hs;
-        hs.layer = l;
-        hs.kv_head = kv;
-        hs.positions = cache_->positions(l, kv);
+        HeadScores hs = cache_head_scores(*cache_, l, kv, d, nd);
         const size_t n = hs.positions.size();
         if (!step_rows_.empty())
             for (int64_t q = 0; q < g; ++q)
@@ -199,10 +203,6 @@ void Engine::policy_after_decode_layer(int64_t l) {
         if (nd.key_norms)
             hs.key_norms =
                 std::span<const float>(norms_scratch_.data() + offsets[static_cast<size_t>(kv)], n);
-        if (nd.keys) hs.keys = std::span<const float>(cache_->k(l, kv), n * static_cast<size_t>(d));
-        if (nd.prerope_keys && cache_->k_prerope(l, kv))
-            hs.keys_prerope =
-                std::span<const float>(cache_->k_prerope(l, kv), n * static_cast<size_t>(d));
         ls.heads.push_back(std::move(hs));
     }
     view.layers.push_back(std::move(ls));

@@ -5,9 +5,9 @@
 // Official code: github.com/DreamMr/DynamicKV (kv_compression/token_drop/methods/dynamic_v11.py,
 //        DynamicKVClusterV11; llama_model_impl/dynamickv_v11.py for the layer loop).
 //
-// Rule (P, policies.md §3.2). Prompt length N, window ws, budget wt = average tokens per layer and
-// KV head incl. the window, base b = wt - ws, per-layer temporary budget bs = min(r_max * b,
-// N - ws), update interval m:
+// Rule (P; not in the reference-agreement table, docs/policy_reference.md "Limits"). Prompt length
+// N, window ws, budget wt = average tokens per layer and KV head incl. the window, base b = wt -
+// ws, per-layer temporary budget bs = min(r_max * b, N - ws), update interval m:
 //   for l = 0 .. L-1:
 //     s^ = pool1d(sum of the last ws prompt rows over the keys j < N - ws)  (SnapKV votes)
 //     list_l[h] = the bs best slots of head h in DESCENDING score order
@@ -30,7 +30,7 @@
 //    keep bs = r_max * b tokens). KVScope runs one more update at l = L - 1 so the average budget
 //    is always wt, as the paper states.
 //  * A new BL_j is clamped to the length of layer j's current list (the reference slices the
-//    concatenation list+window and so can keep window tokens twice, policies.md §3.5).
+//    concatenation list+window and so can keep window tokens twice).
 //  * Degenerate counts the code would divide by zero on (no entry selected, b = 0, all BL_j = 0)
 //    give the whole b * L to the last processed layer / keep only the window.
 //  * N <= wt keeps everything (the reference's arithmetic ends there too, by capping).
@@ -48,7 +48,6 @@
 #include <stdexcept>
 #include <string>
 
-#include "core/error.h"
 #include "core/policies/builtin_policies.h"
 #include "core/policies/selection.h"
 #include "core/policies/window_vote.h"
@@ -59,54 +58,43 @@ namespace {
 
 const PolicyInfo& dynamickv_info() {
     static const PolicyInfo info{
-        "dynamickv",
-        "DynamicKV",
-        "DynamicKV: Task-Aware Adaptive KV Cache Compression for Long Context LLMs",
-        "2412.14838",
-        "github.com/DreamMr/DynamicKV",
-        Regime::kPrefillOneshot,
-        true,
-        "EMNLP 2025",
-        "SnapKV's votes choose the tokens; every few layers the budgets are re-distributed across "
-        "layers by where the top votes fall",
-        "observation-window votes",
-        RulePicture::kLayerBudgets};
+        .name = "dynamickv",
+        .full_name = "DynamicKV",
+        .paper = "DynamicKV: Task-Aware Adaptive KV Cache Compression for Long Context LLMs",
+        .arxiv = "2412.14838",
+        .code = "github.com/DreamMr/DynamicKV",
+        .regime = Regime::kPrefillOneshot,
+        .venue = "EMNLP 2025",
+        .rule =
+            "SnapKV's votes choose the tokens; every few layers the budgets are re-distributed "
+            "across "
+            "layers by where the top votes fall",
+        .score_name = "observation-window votes",
+        .picture = RulePicture::kLayerBudgets};
     return info;
 }
 
 ParamSchema dynamickv_schema() {
     return {
-        ParamSpec{"window",
-                  ParamType::kInt,
-                  int64_t{8},
-                  1.0,
-                  std::nullopt,
-                  {},
-                  "observation window ws: the last ws prompt queries vote and are always kept"},
-        ParamSpec{"kernel", ParamType::kInt, int64_t{7}, 1.0, 63.0, {}, "pooling kernel size, odd"},
-        ParamSpec{"pool",
-                  ParamType::kEnum,
-                  std::string("avg"),
-                  std::nullopt,
-                  std::nullopt,
-                  {"avg", "max", "none"},
-                  "pooling of the votes (code: avg for Llama-3 / InternLM, max for Mistral / "
-                  "Qwen2)"},
-        ParamSpec{"r_max",
-                  ParamType::kFloat,
-                  10.0,
-                  1.0,
-                  std::nullopt,
-                  {},
-                  "maximum per-layer expansion: a layer holds at most r_max * (budget - window) "
-                  "selected tokens"},
-        ParamSpec{"interval",
-                  ParamType::kInt,
-                  int64_t{4},
-                  1.0,
-                  std::nullopt,
-                  {},
-                  "m: budgets are re-distributed after every m layers (and after the last)"},
+        window_param_spec(
+            8, "observation window ws: the last ws prompt queries vote and are always kept"),
+        kernel_param_spec(7, "pooling kernel size, odd"),
+        pool_param_spec("avg",
+                        "pooling of the votes (code: avg for Llama-3 / InternLM, max for Mistral "
+                        "/ Qwen2)"),
+        ParamSpec{
+            .name = "r_max",
+            .type = ParamType::kFloat,
+            .default_value = 10.0,
+            .min = 1.0,
+            .help = "maximum per-layer expansion: a layer holds at most r_max * (budget - window) "
+                    "selected tokens"},
+        ParamSpec{
+            .name = "interval",
+            .type = ParamType::kInt,
+            .default_value = int64_t{4},
+            .min = 1.0,
+            .help = "m: budgets are re-distributed after every m layers (and after the last)"},
         gqa_param_spec("mean"),
     };
 }
@@ -121,20 +109,14 @@ class DynamicKVPolicy final : public Policy {
   public:
     explicit DynamicKVPolicy(PolicyConfig c)
         : Policy(std::move(c)),
-          window_(params().get_int("window")),
-          kernel_(params().get_int("kernel")),
-          pool_(parse_pool(params().get_enum("pool"))),
+          vote_(window_vote_params("dynamickv", params())),
           r_max_(params().get_float("r_max")),
           interval_(params().get_int("interval")),
-          gqa_(parse_gqa(params().get_enum("gqa"))) {
-        if (kernel_ % 2 == 0)
-            throw InputError("policy 'dynamickv', parameter 'kernel': must be odd, got " +
-                             std::to_string(kernel_));
-    }
+          gqa_(parse_gqa(params().get_enum("gqa"))) {}
     const PolicyInfo& info() const override { return dynamickv_info(); }
     PolicyNeeds needs() const override {
         PolicyNeeds n;
-        n.window = window_;
+        n.window = vote_.window;
         return n;
     }
 
@@ -150,7 +132,7 @@ class DynamicKVPolicy final : public Policy {
                 for (const HeadScores& hs : ls.heads) plan.at(ls.layer, hs.kv_head).budget = wt;
             return plan;
         }
-        const int64_t w = std::min(window_, wt);
+        const int64_t w = std::min(vote_.window, wt);
         const int64_t b = wt - w;
         const int64_t cols = N - w;
         const int64_t bs = std::min<int64_t>(
@@ -166,7 +148,7 @@ class DynamicKVPolicy final : public Policy {
                 if (hs.n() != N)
                     throw std::invalid_argument("dynamickv: every head must hold the prompt");
                 std::vector<Scores> per_q;
-                if (b > 0) per_q = window_vote_scores(hs, w, kernel_, pool_);
+                if (b > 0) per_q = window_vote_scores(hs, w, vote_.kernel, vote_.pool);
                 lists[static_cast<size_t>(l)].push_back(b > 0 ? ranked_list(per_q, bs)
                                                               : std::vector<int64_t>{});
                 if (gqa_ == GqaAgg::kPerQueryHead) {
@@ -193,7 +175,7 @@ class DynamicKVPolicy final : public Policy {
                 hp.keep = sorted_union(std::move(keep), index_range(N - w, N));
                 if (explaining() && b > 0)
                     note_scores(ls.layer, ls.heads[h].kv_head, -1, ls.heads[h].positions,
-                                window_vote_explain(ls.heads[h], w, kernel_, pool_, gqa_),
+                                window_vote_explain(ls.heads[h], w, vote_.kernel, vote_.pool, gqa_),
                                 "DynamicKV vote: attention from the last " + std::to_string(w) +
                                     " prompt queries, pooled, " + gqa_name(gqa_) +
                                     " over the group; layer budget " +
@@ -213,20 +195,7 @@ class DynamicKVPolicy final : public Policy {
         } else {
             ranks.push_back(descending(aggregate(per_q, gqa_)));
         }
-        const size_t total = ranks.front().size();
-        const size_t want =
-            static_cast<size_t>(std::clamp<int64_t>(k, 0, static_cast<int64_t>(total)));
-        std::vector<int64_t> out;
-        std::vector<char> taken(total, 0);
-        for (size_t r = 0; r < total && out.size() < want; ++r) {
-            for (size_t q = 0; q < ranks.size() && out.size() < want; ++q) {
-                const int64_t i = ranks[q][r];
-                if (taken[static_cast<size_t>(i)]) continue;
-                taken[static_cast<size_t>(i)] = 1;
-                out.push_back(i);
-            }
-        }
-        return out;
+        return round_robin_union(ranks, k, ranks.front().size());
     }
 
     static std::vector<int64_t> descending(const Scores& s) {
@@ -238,7 +207,8 @@ class DynamicKVPolicy final : public Policy {
         return idx;
     }
 
-    // The progressive update after layer l (policies.md §3.2 step 4, code arithmetic).
+    // The progressive update after layer l (the "if l % m == m - 1" block of the header, with
+    // the code's arithmetic).
     static void rebudget(const std::vector<Row>& rows, int64_t l, int64_t L, int64_t b, int64_t bs,
                          int64_t cols, std::vector<std::vector<std::vector<int64_t>>>& lists,
                          std::vector<int64_t>& budget, Plan& plan) {
@@ -296,8 +266,7 @@ class DynamicKVPolicy final : public Policy {
         plan.notes.push_back(LayerNote{l, "dynamickv_update", static_cast<double>(z)});
     }
 
-    int64_t window_, kernel_;
-    PoolKind pool_;
+    WindowVoteParams vote_;
     double r_max_;
     int64_t interval_;
     GqaAgg gqa_;

@@ -8,17 +8,17 @@ namespace {
 
 const PolicyInfo& full_info() {
     static const PolicyInfo info{
-        "full",
-        "Full cache",
-        "(baseline: no compression)",
-        "",
-        "",
-        Regime::kPrefillOneshot,
-        false,
-        "",
-        "keeps every token at full precision: the baseline the others are measured against",
-        "",
-        RulePicture::kNone};
+        .name = "full",
+        .full_name = "Full cache",
+        .paper = "(baseline: no compression)",
+        .arxiv = "",
+        .code = "",
+        .regime = Regime::kPrefillOneshot,
+        .needs_budget = false,
+        .venue = "",
+        .rule = "keeps every token at full precision: the baseline the others are measured against",
+        .score_name = "",
+        .picture = RulePicture::kNone};
     return info;
 }
 

@@ -31,6 +31,8 @@
 #include <string>
 
 #include "core/policies/builtin_policies.h"
+#include "core/policies/cumulative_scores.h"
+#include "core/policies/per_head_state.h"
 #include "core/policies/selection.h"
 
 namespace kvscope {
@@ -39,31 +41,31 @@ namespace {
 
 const PolicyInfo& h2o_info() {
     static const PolicyInfo info{
-        "h2o",
-        "H2O",
-        "H2O: Heavy-Hitter Oracle for Efficient Generative Inference of Large Language Models",
-        "2306.14048",
-        "github.com/FMInference/H2O",
-        Regime::kDecodeContinuous,
-        true,
-        "NeurIPS 2023",
-        "keeps the heavy hitters, the tokens with the highest attention accumulated over all "
-        "queries so far, plus a recent window; evicts the lowest-scoring token at every step",
-        "accumulated attention",
-        RulePicture::kHittersRecent};
+        .name = "h2o",
+        .full_name = "H2O",
+        .paper =
+            "H2O: Heavy-Hitter Oracle for Efficient Generative Inference of Large Language Models",
+        .arxiv = "2306.14048",
+        .code = "github.com/FMInference/H2O",
+        .regime = Regime::kDecodeContinuous,
+        .venue = "NeurIPS 2023",
+        .rule =
+            "keeps the heavy hitters, the tokens with the highest attention accumulated over all "
+            "queries so far, plus a recent window; evicts the lowest-scoring token at every step",
+        .score_name = "accumulated attention",
+        .picture = RulePicture::kHittersRecent};
     return info;
 }
 
 ParamSchema h2o_schema() {
     return {
-        ParamSpec{"recent_ratio",
-                  ParamType::kFloat,
-                  0.5,
-                  0.0,
-                  1.0,
-                  {},
-                  "share of the budget given to the most recent tokens; the rest are heavy "
-                  "hitters (paper: 10 % + 10 % -> 0.5)"},
+        ParamSpec{.name = "recent_ratio",
+                  .type = ParamType::kFloat,
+                  .default_value = 0.5,
+                  .min = 0.0,
+                  .max = 1.0,
+                  .help = "share of the budget given to the most recent tokens; the rest are heavy "
+                          "hitters (paper: 10 % + 10 % -> 0.5)"},
         gqa_param_spec("mean"),
     };
 }
@@ -83,7 +85,7 @@ class H2OPolicy final : public Policy {
     }
     void begin(const ModelDims& dims, int64_t prompt_len) override {
         Policy::begin(dims, prompt_len);
-        state_.assign(static_cast<size_t>(dims.n_layers * dims.n_kv_heads), HeadState{});
+        state_.reset(dims.n_layers, dims.n_kv_heads);
     }
     Plan after_prefill(const ScoreView& view) override {
         view.check();
@@ -93,10 +95,8 @@ class H2OPolicy final : public Policy {
             for (const HeadScores& hs : ls.heads) {
                 if (hs.colsum.empty())
                     throw std::invalid_argument("h2o: the view has no prompt column sums");
-                HeadState& st = state(ls.layer, hs.kv_head);
-                st.pos.assign(hs.positions.begin(), hs.positions.end());
-                st.acc.clear();
-                for (const auto& c : hs.colsum) st.acc.push_back(to_scores(c));
+                CumulativeScores& st = state_.at(ls.layer, hs.kv_head);
+                st.seed(hs);
                 compress(st, plan.at(ls.layer, hs.kv_head));
             }
         }
@@ -110,11 +110,9 @@ class H2OPolicy final : public Policy {
             for (const HeadScores& hs : ls.heads) {
                 if (hs.step_row.empty())
                     throw std::invalid_argument("h2o: the view has no decode attention rows");
-                HeadState& st = state(ls.layer, hs.kv_head);
-                realign(st, hs);
-                for (size_t q = 0; q < hs.step_row.size(); ++q)
-                    for (size_t j = 0; j < st.pos.size(); ++j)
-                        st.acc[q][j] += static_cast<double>(hs.step_row[q][j]);
+                CumulativeScores& st = state_.at(ls.layer, hs.kv_head);
+                st.realign(hs);
+                st.add_step_rows(hs);
                 compress(st, plan.at(ls.layer, hs.kv_head));
             }
         }
@@ -122,32 +120,7 @@ class H2OPolicy final : public Policy {
     }
 
   private:
-    struct HeadState {
-        std::vector<int64_t> pos;  // [n] positions the scores belong to
-        std::vector<Scores> acc;   // [g][n] cumulative attention per query head
-    };
-
-    HeadState& state(int64_t layer, int64_t head) {
-        const size_t i = static_cast<size_t>(layer * dims().n_kv_heads + head);
-        if (i >= state_.size()) throw std::logic_error("h2o: begin() was not called");
-        return state_[i];
-    }
-
-    // Scores follow the view's positions; unseen positions (new tokens) start at 0.
-    static void realign(HeadState& st, const HeadScores& hs) {
-        const size_t g = std::max(hs.step_row.size(), st.acc.size());
-        std::vector<Scores> acc(g, Scores(hs.positions.size(), 0.0));
-        size_t i = 0;
-        for (size_t j = 0; j < hs.positions.size(); ++j) {
-            while (i < st.pos.size() && st.pos[i] < hs.positions[j]) ++i;
-            if (i < st.pos.size() && st.pos[i] == hs.positions[j])
-                for (size_t q = 0; q < st.acc.size(); ++q) acc[q][j] = st.acc[q][i];
-        }
-        st.pos.assign(hs.positions.begin(), hs.positions.end());
-        st.acc = std::move(acc);
-    }
-
-    void compress(HeadState& st, HeadPlan& hp) const {
+    void compress(CumulativeScores& st, HeadPlan& hp) const {
         const int64_t C = budget_tokens();
         const int64_t n = static_cast<int64_t>(st.pos.size());
         hp.budget = C;
@@ -168,21 +141,14 @@ class H2OPolicy final : public Policy {
                             gqa_name(gqa_) + " over the group; the " + std::to_string(R) +
                             " most recent tokens kept");
         }
-        HeadState kept;
-        for (int64_t s : keep) kept.pos.push_back(st.pos[static_cast<size_t>(s)]);
-        for (const Scores& a : st.acc) {
-            Scores k2;
-            for (int64_t s : keep) k2.push_back(a[static_cast<size_t>(s)]);
-            kept.acc.push_back(std::move(k2));
-        }
-        st = std::move(kept);
+        st.keep_only(keep);
         hp.keep = std::move(keep);
     }
 
     double recent_ratio_;
     GqaAgg gqa_;
-    std::vector<HeadState> state_;  // [layer * n_kv_heads + head]
-    int64_t step_now_ = -1;         // the view's step (explanations)
+    PerHeadState<CumulativeScores> state_{"h2o"};
+    int64_t step_now_ = -1;  // the view's step (explanations)
 };
 
 }  // namespace

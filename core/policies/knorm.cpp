@@ -29,29 +29,28 @@ namespace {
 
 const PolicyInfo& knorm_info() {
     static const PolicyInfo info{
-        "knorm",
-        "L2-norm (K-norm)",
-        "A Simple and Effective L2 Norm-Based Strategy for KV Cache Compression",
-        "2406.11430",
-        "github.com/alessiodevoto/l2compress",
-        Regime::kPrefillOneshot,
-        true,
-        "EMNLP 2024",
-        "once, after the prompt: keeps the tokens whose keys have the lowest L2 norm (low-norm "
-        "keys tend to draw the most attention)",
-        "key L2 norm (lower is kept)",
-        RulePicture::kLowKeyNorm};
+        .name = "knorm",
+        .full_name = "L2-norm (K-norm)",
+        .paper = "A Simple and Effective L2 Norm-Based Strategy for KV Cache Compression",
+        .arxiv = "2406.11430",
+        .code = "github.com/alessiodevoto/l2compress",
+        .regime = Regime::kPrefillOneshot,
+        .venue = "EMNLP 2024",
+        .rule =
+            "once, after the prompt: keeps the tokens whose keys have the lowest L2 norm (low-norm "
+            "keys tend to draw the most attention)",
+        .score_name = "key L2 norm (lower is kept)",
+        .picture = RulePicture::kLowKeyNorm};
     return info;
 }
 
 ParamSchema knorm_schema() {
-    return {ParamSpec{"skip_layers",
-                      ParamType::kIntList,
-                      std::vector<int64_t>{0, 1},
-                      0.0,
-                      std::nullopt,
-                      {},
-                      "layers never compressed (paper: 0,1; some scripts add 12); empty = none"}};
+    return {ParamSpec{
+        .name = "skip_layers",
+        .type = ParamType::kIntList,
+        .default_value = std::vector<int64_t>{0, 1},
+        .min = 0.0,
+        .help = "layers never compressed (paper: 0,1; some scripts add 12); empty = none"}};
 }
 
 class KnormPolicy final : public Policy {

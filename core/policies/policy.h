@@ -14,6 +14,7 @@
 //       plan = p->after_decode_layer(view of layer l);  apply(plan, cache);
 // A policy keeps its own per-slot state (H2O cumulative scores...) and re-aligns it to the
 // positions the next view shows, so it stays right whatever the cache did in between.
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -69,8 +70,12 @@ struct PolicyInfo {
     RulePicture picture = RulePicture::kNone;
 };
 
-// The statistics a policy needs. (Named PolicyNeeds because the engine's own request struct is
-// StatsRequest; the engine ORs these into it.)
+// The statistics a policy needs: what the policy decides from, in ScoreView / AppendContext terms.
+// The engine's StatsRequest (core/engine/engine.h) is derived from it and never the other way:
+// StatsRequest::add(needs) ORs the statistics fields in (colsum, window_rows(), key_norms,
+// step_rows, query_absmax); a caller adds its own (all_logits, maps, more window rows). The
+// fields without a StatsRequest twin are not statistics but ways the engine feeds the policy
+// (keys / prerope_keys / queries views, the control neuron); the engine reads them from here.
 struct PolicyNeeds {
     bool colsum = false;        // prompt attention column sums, per query head
     int64_t window = 0;         // last `window` prompt query rows, per query head
@@ -86,6 +91,9 @@ struct PolicyNeeds {
     // function it gives the cache), as the reference's rotary kernel does.
     bool control_neuron = false;
     bool query_absmax = false;  // per-channel max |q| over the prompt (HeadScores; MiKV)
+
+    // Prompt attention rows the policy reads: `window`, or 1 for the last row alone.
+    int64_t window_rows() const { return std::max<int64_t>(window, last_row ? 1 : 0); }
 };
 
 struct ModelDims {

@@ -29,7 +29,6 @@
 #include <algorithm>
 #include <string>
 
-#include "core/error.h"
 #include "core/policies/builtin_policies.h"
 #include "core/policies/pyramid_budget.h"
 #include "core/policies/window_vote.h"
@@ -56,51 +55,33 @@ namespace {
 
 const PolicyInfo& pyramidkv_info() {
     static const PolicyInfo info{
-        "pyramidkv",
-        "PyramidKV",
-        "PyramidKV: Dynamic KV Cache Compression based on Pyramidal Information Funneling",
-        "2406.02069",
-        "github.com/Zefan-Cai/KVCache-Factory",
-        Regime::kPrefillOneshot,
-        true,
-        "COLM 2025",
-        "SnapKV's selection with per-layer budgets that shrink linearly from the first layer to "
-        "the last (a pyramid), the mean budget unchanged",
-        "observation-window votes",
-        RulePicture::kLayerBudgets};
+        .name = "pyramidkv",
+        .full_name = "PyramidKV",
+        .paper = "PyramidKV: Dynamic KV Cache Compression based on Pyramidal Information Funneling",
+        .arxiv = "2406.02069",
+        .code = "github.com/Zefan-Cai/KVCache-Factory",
+        .regime = Regime::kPrefillOneshot,
+        .venue = "COLM 2025",
+        .rule =
+            "SnapKV's selection with per-layer budgets that shrink linearly from the first layer "
+            "to "
+            "the last (a pyramid), the mean budget unchanged",
+        .score_name = "observation-window votes",
+        .picture = RulePicture::kLayerBudgets};
     return info;
 }
 
 ParamSchema pyramidkv_schema() {
     return {
-        ParamSpec{"beta",
-                  ParamType::kInt,
-                  int64_t{20},
-                  1.0,
-                  std::nullopt,
-                  {},
-                  "pyramid steepness: the top layer keeps (C - w) / beta (paper, runner: 20)"},
-        ParamSpec{"window",
-                  ParamType::kInt,
-                  int64_t{8},
-                  1.0,
-                  std::nullopt,
-                  {},
-                  "observation window w (KVCache-Factory runner: 8)"},
-        ParamSpec{"kernel",
-                  ParamType::kInt,
-                  int64_t{7},
-                  1.0,
-                  63.0,
-                  {},
-                  "pooling kernel size, odd (runner: 7)"},
-        ParamSpec{"pool",
-                  ParamType::kEnum,
-                  std::string("max"),
-                  std::nullopt,
-                  std::nullopt,
-                  {"max", "avg", "none"},
-                  "pooling of the votes (runner: max)"},
+        ParamSpec{
+            .name = "beta",
+            .type = ParamType::kInt,
+            .default_value = int64_t{20},
+            .min = 1.0,
+            .help = "pyramid steepness: the top layer keeps (C - w) / beta (paper, runner: 20)"},
+        window_param_spec(8, "observation window w (KVCache-Factory runner: 8)"),
+        kernel_param_spec(7, "pooling kernel size, odd (runner: 7)"),
+        pool_param_spec("max", "pooling of the votes (runner: max)"),
         gqa_param_spec("mean"),
     };
 }
@@ -110,18 +91,12 @@ class PyramidKVPolicy final : public Policy {
     explicit PyramidKVPolicy(PolicyConfig c)
         : Policy(std::move(c)),
           beta_(params().get_int("beta")),
-          window_(params().get_int("window")),
-          kernel_(params().get_int("kernel")),
-          pool_(parse_pool(params().get_enum("pool"))),
-          gqa_(parse_gqa(params().get_enum("gqa"))) {
-        if (kernel_ % 2 == 0)
-            throw InputError("policy 'pyramidkv', parameter 'kernel': must be odd, got " +
-                             std::to_string(kernel_));
-    }
+          vote_(window_vote_params("pyramidkv", params())),
+          gqa_(parse_gqa(params().get_enum("gqa"))) {}
     const PolicyInfo& info() const override { return pyramidkv_info(); }
     PolicyNeeds needs() const override {
         PolicyNeeds n;
-        n.window = window_;
+        n.window = vote_.window;
         return n;
     }
     Plan after_prefill(const ScoreView& view) override {
@@ -129,7 +104,7 @@ class PyramidKVPolicy final : public Policy {
         Plan plan;
         const int64_t C = budget_tokens();
         const int64_t N = view.prompt_len;
-        const int64_t w = std::min(window_, C);
+        const int64_t w = std::min(vote_.window, C);
         const std::vector<int64_t> k = pyramid_layer_budgets(C, w, N, view.n_layers, beta_);
         for (const LayerScores& ls : view.layers) {
             const int64_t kl = k[static_cast<size_t>(ls.layer)];
@@ -137,10 +112,10 @@ class PyramidKVPolicy final : public Policy {
                 HeadPlan& hp = plan.at(ls.layer, hs.kv_head);
                 hp.budget = N < C ? C : kl + w;
                 if (N < C || hs.n() <= kl + w) continue;
-                hp.keep = window_vote_keep(hs, w, kernel_, pool_, gqa_, kl);
+                hp.keep = window_vote_keep(hs, w, vote_.kernel, vote_.pool, gqa_, kl);
                 if (explaining())
                     note_scores(ls.layer, hs.kv_head, -1, hs.positions,
-                                window_vote_explain(hs, w, kernel_, pool_, gqa_),
+                                window_vote_explain(hs, w, vote_.kernel, vote_.pool, gqa_),
                                 "PyramidKV vote (layer budget " + std::to_string(kl + w) +
                                     "): attention from the last " + std::to_string(w) +
                                     " prompt queries, pooled, " + gqa_name(gqa_) +
@@ -153,8 +128,8 @@ class PyramidKVPolicy final : public Policy {
     }
 
   private:
-    int64_t beta_, window_, kernel_;
-    PoolKind pool_;
+    int64_t beta_;
+    WindowVoteParams vote_;
     GqaAgg gqa_;
 };
 

@@ -28,14 +28,14 @@ const char* gqa_name(GqaAgg a) {
 }
 
 ParamSpec gqa_param_spec(const std::string& default_value) {
-    return ParamSpec{"gqa",
-                     ParamType::kEnum,
-                     default_value,
-                     std::nullopt,
-                     std::nullopt,
-                     {"mean", "max", "per_query_head"},
-                     "how the query heads sharing a KV head combine their scores: mean, max, or "
-                     "per_query_head (round-robin union of each query head's own ranking)"};
+    return ParamSpec{
+        .name = "gqa",
+        .type = ParamType::kEnum,
+        .default_value = default_value,
+        .choices = {"mean", "max", "per_query_head"},
+        .help =
+            "how the query heads sharing a KV head combine their scores: mean, max, or "
+            "per_query_head (round-robin union of each query head's own ranking)"};
 }
 
 PoolKind parse_pool(const std::string& s) {
@@ -142,10 +142,17 @@ std::vector<int64_t> select_top_k(const std::vector<Scores>& per_q, GqaAgg agg, 
     if (agg != GqaAgg::kPerQueryHead) return top_k(aggregate(per_q, agg), k, candidates);
     std::vector<std::vector<int64_t>> ranks;
     for (const Scores& s : per_q) ranks.push_back(ranked(s, candidates, true));
-    const size_t total = ranks[0].size();
+    std::vector<int64_t> out = round_robin_union(ranks, k, per_q[0].size());
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+std::vector<int64_t> round_robin_union(const std::vector<std::vector<int64_t>>& ranks, int64_t k,
+                                       size_t n_slots) {
+    const size_t total = ranks.front().size();
     const size_t want = static_cast<size_t>(std::clamp<int64_t>(k, 0, static_cast<int64_t>(total)));
     std::vector<int64_t> out;
-    std::vector<char> taken(per_q[0].size(), 0);
+    std::vector<char> taken(n_slots, 0);
     for (size_t r = 0; r < total && out.size() < want; ++r) {
         for (size_t q = 0; q < ranks.size() && out.size() < want; ++q) {
             const int64_t i = ranks[q][r];
@@ -154,7 +161,6 @@ std::vector<int64_t> select_top_k(const std::vector<Scores>& per_q, GqaAgg agg, 
             out.push_back(i);
         }
     }
-    std::sort(out.begin(), out.end());
     return out;
 }
 

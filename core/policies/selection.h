@@ -58,6 +58,12 @@ std::vector<int64_t> bottom_k(const Scores& scores, int64_t k,
 std::vector<int64_t> select_top_k(const std::vector<Scores>& per_q, GqaAgg agg, int64_t k,
                                   std::span<const int64_t> candidates = {});
 
+// The per_query_head union: ranks[q] lists slots (< n_slots) best first, all of one length; takes
+// ranks[0][0], ranks[1][0], ..., ranks[0][1], ... skipping slots already taken, until
+// min(k, length) slots. Returned in the order taken.
+std::vector<int64_t> round_robin_union(const std::vector<std::vector<int64_t>>& ranks, int64_t k,
+                                       size_t n_slots);
+
 // float span -> double scores.
 Scores to_scores(std::span<const float> s);
 

@@ -26,7 +26,6 @@
 #include <algorithm>
 #include <string>
 
-#include "core/error.h"
 #include "core/policies/builtin_policies.h"
 #include "core/policies/window_vote.h"
 
@@ -35,45 +34,30 @@ namespace kvscope {
 namespace {
 
 const PolicyInfo& snapkv_info() {
-    static const PolicyInfo info{"snapkv",
-                                 "SnapKV",
-                                 "SnapKV: LLM Knows What You Are Looking for Before Generation",
-                                 "2404.14469",
-                                 "github.com/FasterDecoding/SnapKV",
-                                 Regime::kPrefillOneshot,
-                                 true,
-                                 "NeurIPS 2024",
-                                 "once, after the prompt: the last w prompt queries (the "
-                                 "observation window) vote with their attention, the votes are "
-                                 "pooled, and each head keeps the top-voted tokens plus the window",
-                                 "observation-window votes",
-                                 RulePicture::kWindowVotes};
+    static const PolicyInfo info{
+        .name = "snapkv",
+        .full_name = "SnapKV",
+        .paper = "SnapKV: LLM Knows What You Are Looking for Before Generation",
+        .arxiv = "2404.14469",
+        .code = "github.com/FasterDecoding/SnapKV",
+        .regime = Regime::kPrefillOneshot,
+        .venue = "NeurIPS 2024",
+        .rule =
+            "once, after the prompt: the last w prompt queries (the "
+            "observation window) vote with their attention, the votes are "
+            "pooled, and each head keeps the top-voted tokens plus the window",
+        .score_name = "observation-window votes",
+        .picture = RulePicture::kWindowVotes};
     return info;
 }
 
 ParamSchema snapkv_schema() {
     return {
-        ParamSpec{"window",
-                  ParamType::kInt,
-                  int64_t{32},
-                  1.0,
-                  std::nullopt,
-                  {},
-                  "observation window w: the last w prompt queries vote (LongBench configs: 32)"},
-        ParamSpec{"kernel",
-                  ParamType::kInt,
-                  int64_t{7},
-                  1.0,
-                  63.0,
-                  {},
-                  "pooling kernel size, odd (LongBench configs: 7)"},
-        ParamSpec{"pool",
-                  ParamType::kEnum,
-                  std::string("max"),
-                  std::nullopt,
-                  std::nullopt,
-                  {"max", "avg", "none"},
-                  "pooling of the votes (LongBench configs: max)"},
+        window_param_spec(32,
+                          "observation window w: the last w prompt queries vote (LongBench "
+                          "configs: 32)"),
+        kernel_param_spec(7, "pooling kernel size, odd (LongBench configs: 7)"),
+        pool_param_spec("max", "pooling of the votes (LongBench configs: max)"),
         gqa_param_spec("mean"),
     };
 }
@@ -82,18 +66,12 @@ class SnapKVPolicy final : public Policy {
   public:
     explicit SnapKVPolicy(PolicyConfig c)
         : Policy(std::move(c)),
-          window_(params().get_int("window")),
-          kernel_(params().get_int("kernel")),
-          pool_(parse_pool(params().get_enum("pool"))),
-          gqa_(parse_gqa(params().get_enum("gqa"))) {
-        if (kernel_ % 2 == 0)
-            throw InputError("policy 'snapkv', parameter 'kernel': must be odd, got " +
-                             std::to_string(kernel_));
-    }
+          vote_(window_vote_params("snapkv", params())),
+          gqa_(parse_gqa(params().get_enum("gqa"))) {}
     const PolicyInfo& info() const override { return snapkv_info(); }
     PolicyNeeds needs() const override {
         PolicyNeeds n;
-        n.window = window_;
+        n.window = vote_.window;
         return n;
     }
     Plan after_prefill(const ScoreView& view) override {
@@ -105,22 +83,22 @@ class SnapKVPolicy final : public Policy {
                 HeadPlan& hp = plan.at(ls.layer, hs.kv_head);
                 hp.budget = C;
                 if (hs.n() <= C) continue;
-                const int64_t w = std::min(window_, C);
-                hp.keep = window_vote_keep(hs, w, kernel_, pool_, gqa_, C - w);
+                const int64_t w = std::min(vote_.window, C);
+                hp.keep = window_vote_keep(hs, w, vote_.kernel, vote_.pool, gqa_, C - w);
                 if (explaining())
                     note_scores(ls.layer, hs.kv_head, -1, hs.positions,
-                                window_vote_explain(hs, w, kernel_, pool_, gqa_),
+                                window_vote_explain(hs, w, vote_.kernel, vote_.pool, gqa_),
                                 "SnapKV vote: attention from the last " + std::to_string(w) +
-                                    " prompt queries, pooled (kernel " + std::to_string(kernel_) +
-                                    "), " + gqa_name(gqa_) + " over the group; window kept");
+                                    " prompt queries, pooled (kernel " +
+                                    std::to_string(vote_.kernel) + "), " + gqa_name(gqa_) +
+                                    " over the group; window kept");
             }
         }
         return plan;
     }
 
   private:
-    int64_t window_, kernel_;
-    PoolKind pool_;
+    WindowVoteParams vote_;
     GqaAgg gqa_;
 };
 

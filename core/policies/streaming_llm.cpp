@@ -28,30 +28,28 @@ namespace {
 
 const PolicyInfo& streaming_info() {
     static const PolicyInfo info{
-        "streaming_llm",
-        "StreamingLLM",
-        "Efficient Streaming Language Models with Attention Sinks",
-        "2309.17453",
-        "github.com/mit-han-lab/streaming-llm",
-        Regime::kDecodeContinuous,
-        true,
-        "ICLR 2024",
-        "keeps the first tokens (attention sinks) and a window of the most recent tokens; "
-        "everything in between is evicted as the window slides",
-        "position",
-        RulePicture::kSinksWindow};
+        .name = "streaming_llm",
+        .full_name = "StreamingLLM",
+        .paper = "Efficient Streaming Language Models with Attention Sinks",
+        .arxiv = "2309.17453",
+        .code = "github.com/mit-han-lab/streaming-llm",
+        .regime = Regime::kDecodeContinuous,
+        .venue = "ICLR 2024",
+        .rule =
+            "keeps the first tokens (attention sinks) and a window of the most recent tokens; "
+            "everything in between is evicted as the window slides",
+        .score_name = "position",
+        .picture = RulePicture::kSinksWindow};
     return info;
 }
 
 ParamSchema streaming_schema() {
-    return {
-        ParamSpec{"sinks",
-                  ParamType::kInt,
-                  int64_t{4},
-                  0.0,
-                  std::nullopt,
-                  {},
-                  "number of initial tokens always kept (attention sinks); official scripts: 4"}};
+    return {ParamSpec{
+        .name = "sinks",
+        .type = ParamType::kInt,
+        .default_value = int64_t{4},
+        .min = 0.0,
+        .help = "number of initial tokens always kept (attention sinks); official scripts: 4"}};
 }
 
 class StreamingLLMPolicy final : public Policy {

@@ -28,31 +28,31 @@ namespace kvscope {
 namespace {
 
 const PolicyInfo& tova_info() {
-    static const PolicyInfo info{"tova",
-                                 "TOVA",
-                                 "Transformers are Multi-State RNNs",
-                                 "2401.06104",
-                                 "github.com/schwartz-lab-NLP/TOVA",
-                                 Regime::kDecodeContinuous,
-                                 true,
-                                 "EMNLP 2024",
-                                 "when the cache is full, drops the token the last query attends "
-                                 "to least (averaged over the layer's heads)",
-                                 "last-query attention",
-                                 RulePicture::kLastQuery};
+    static const PolicyInfo info{
+        .name = "tova",
+        .full_name = "TOVA",
+        .paper = "Transformers are Multi-State RNNs",
+        .arxiv = "2401.06104",
+        .code = "github.com/schwartz-lab-NLP/TOVA",
+        .regime = Regime::kDecodeContinuous,
+        .venue = "EMNLP 2024",
+        .rule =
+            "when the cache is full, drops the token the last query attends "
+            "to least (averaged over the layer's heads)",
+        .score_name = "last-query attention",
+        .picture = RulePicture::kLastQuery};
     return info;
 }
 
 ParamSchema tova_schema() {
-    return {ParamSpec{"gqa",
-                      ParamType::kEnum,
-                      std::string("mean"),
-                      std::nullopt,
-                      std::nullopt,
-                      {"mean", "max", "per_kv_head"},
-                      "how the layer's query heads combine the last query's attention: mean "
-                      "(paper) or max over all heads (one set per layer), or per_kv_head (each "
-                      "KV head ranks by its own group's mean)"}};
+    return {ParamSpec{.name = "gqa",
+                      .type = ParamType::kEnum,
+                      .default_value = std::string("mean"),
+                      .choices = {"mean", "max", "per_kv_head"},
+                      .help =
+                          "how the layer's query heads combine the last query's attention: mean "
+                          "(paper) or max over all heads (one set per layer), or per_kv_head (each "
+                          "KV head ranks by its own group's mean)"}};
 }
 
 class TOVAPolicy final : public Policy {

@@ -1,5 +1,6 @@
 #pragma once
-// Attention density: D2O's per-layer variance statistic F_l (policies.md §1.2 steps 2-4).
+// Attention density: D2O's per-layer variance statistic F_l (the "prefill" step of the rule at the
+// top of core/policies/d2o.cpp).
 //
 // Input: the column sums of one layer's prompt attention, one row per query head:
 //   colsum[h][j] = sum over prompt queries i of A^h[i, j]   (h < H, j < n).

@@ -1,6 +1,7 @@
 #pragma once
 // Key L2 norm vs attention received, per (layer, head): how well "low key norm" predicts "high
-// attention" (the premise of the L2-norm policy, policies.md §4).
+// attention" (the premise of the L2-norm policy, core/policies/knorm.cpp; its kept sets are
+// reference-checked, docs/policy_reference.md "Agreement table").
 //
 // Inputs are two arrays over the same n cached keys (index j = slot):
 //   attention[j] : attention the key received (e.g. the first generated token's softmax row over
