@@ -11,6 +11,7 @@ PKGS=(build-essential cmake ninja-build pkg-config
       libspdlog-dev libsentencepiece-dev libpcre2-dev
       xvfb xauth imagemagick python3 python3-h5py python3-numpy
       clang-14 libclang-rt-14-dev  # clang + libFuzzer for tools/fuzz.sh
+      clang-format-14 clang-tidy-14  # tools/lint.sh
       libopenblas0-pthread)  # CPU matmul (dlopen'ed at run time; built-in loops without it)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
