@@ -152,13 +152,7 @@ class D2OPolicy final : public Policy {
           paper_merge_(params().get_enum("merge") == "paper"),
           gqa_(parse_gqa(params().get_enum("gqa"))) {}
     const PolicyInfo& info() const override { return d2o_info(); }
-    PolicyNeeds needs() const override {
-        PolicyNeeds n;
-        n.colsum = true;
-        n.step_rows = true;
-        n.keys = true;
-        return n;
-    }
+    PolicyNeeds needs() const override { return {.colsum = true, .keys = true, .step_rows = true}; }
     void begin(const ModelDims& dims, int64_t prompt_len) override {
         Policy::begin(dims, prompt_len);
         layers_.assign(static_cast<size_t>(dims.n_layers), LayerState{});
@@ -393,8 +387,7 @@ class D2OPolicy final : public Policy {
 }  // namespace
 
 PolicyEntry d2o_policy_entry() {
-    return PolicyEntry{d2o_info(), d2o_schema(),
-                       [](const PolicyConfig& c) { return std::make_unique<D2OPolicy>(c); }};
+    return policy_entry<D2OPolicy>(d2o_info(), d2o_schema());
 }
 
 }  // namespace kvscope

@@ -145,10 +145,7 @@ class DmcPolicy final : public Policy {
           theta_lr_(params().get_float("theta_lr")) {}
     const PolicyInfo& info() const override { return dmc_info(); }
     PolicyNeeds needs() const override {
-        PolicyNeeds n;
-        n.prerope_keys = true;
-        n.control_neuron = checkpoint_;
-        return n;
+        return {.prerope_keys = true, .control_neuron = checkpoint_};
     }
     void begin(const ModelDims& dims, int64_t prompt_len) override {
         Policy::begin(dims, prompt_len);
@@ -368,8 +365,7 @@ class DmcPolicy final : public Policy {
 }  // namespace
 
 PolicyEntry dmc_policy_entry() {
-    return PolicyEntry{dmc_info(), dmc_schema(),
-                       [](const PolicyConfig& c) { return std::make_unique<DmcPolicy>(c); }};
+    return policy_entry<DmcPolicy>(dmc_info(), dmc_schema());
 }
 
 }  // namespace kvscope

@@ -114,11 +114,7 @@ class DynamicKVPolicy final : public Policy {
           interval_(params().get_int("interval")),
           gqa_(parse_gqa(params().get_enum("gqa"))) {}
     const PolicyInfo& info() const override { return dynamickv_info(); }
-    PolicyNeeds needs() const override {
-        PolicyNeeds n;
-        n.window = vote_.window;
-        return n;
-    }
+    PolicyNeeds needs() const override { return {.window = vote_.window}; }
 
     Plan after_prefill(const ScoreView& view) override {
         view.check();
@@ -275,8 +271,7 @@ class DynamicKVPolicy final : public Policy {
 }  // namespace
 
 PolicyEntry dynamickv_policy_entry() {
-    return PolicyEntry{dynamickv_info(), dynamickv_schema(),
-                       [](const PolicyConfig& c) { return std::make_unique<DynamicKVPolicy>(c); }};
+    return policy_entry<DynamicKVPolicy>(dynamickv_info(), dynamickv_schema());
 }
 
 }  // namespace kvscope

@@ -39,8 +39,7 @@ class FullPolicy final : public Policy {
 }  // namespace
 
 PolicyEntry full_policy_entry() {
-    return PolicyEntry{
-        full_info(), {}, [](const PolicyConfig& c) { return std::make_unique<FullPolicy>(c); }};
+    return policy_entry<FullPolicy>(full_info(), {});
 }
 
 }  // namespace kvscope

@@ -77,12 +77,7 @@ class H2OPolicy final : public Policy {
           recent_ratio_(params().get_float("recent_ratio")),
           gqa_(parse_gqa(params().get_enum("gqa"))) {}
     const PolicyInfo& info() const override { return h2o_info(); }
-    PolicyNeeds needs() const override {
-        PolicyNeeds n;
-        n.colsum = true;
-        n.step_rows = true;
-        return n;
-    }
+    PolicyNeeds needs() const override { return {.colsum = true, .step_rows = true}; }
     void begin(const ModelDims& dims, int64_t prompt_len) override {
         Policy::begin(dims, prompt_len);
         state_.reset(dims.n_layers, dims.n_kv_heads);
@@ -154,8 +149,7 @@ class H2OPolicy final : public Policy {
 }  // namespace
 
 PolicyEntry h2o_policy_entry() {
-    return PolicyEntry{h2o_info(), h2o_schema(),
-                       [](const PolicyConfig& c) { return std::make_unique<H2OPolicy>(c); }};
+    return policy_entry<H2OPolicy>(h2o_info(), h2o_schema());
 }
 
 }  // namespace kvscope

@@ -189,8 +189,7 @@ class KiviPolicy final : public Policy {
 }  // namespace
 
 PolicyEntry kivi_policy_entry() {
-    return PolicyEntry{kivi_info(), kivi_schema(),
-                       [](const PolicyConfig& c) { return std::make_unique<KiviPolicy>(c); }};
+    return policy_entry<KiviPolicy>(kivi_info(), kivi_schema());
 }
 
 }  // namespace kvscope

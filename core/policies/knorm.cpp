@@ -58,11 +58,7 @@ class KnormPolicy final : public Policy {
     explicit KnormPolicy(PolicyConfig c)
         : Policy(std::move(c)), skip_(params().get_int_list("skip_layers")) {}
     const PolicyInfo& info() const override { return knorm_info(); }
-    PolicyNeeds needs() const override {
-        PolicyNeeds n;
-        n.key_norms = true;
-        return n;
-    }
+    PolicyNeeds needs() const override { return {.key_norms = true}; }
     Plan after_prefill(const ScoreView& view) override {
         view.check();
         Plan plan;
@@ -94,8 +90,7 @@ class KnormPolicy final : public Policy {
 }  // namespace
 
 PolicyEntry knorm_policy_entry() {
-    return PolicyEntry{knorm_info(), knorm_schema(),
-                       [](const PolicyConfig& c) { return std::make_unique<KnormPolicy>(c); }};
+    return policy_entry<KnormPolicy>(knorm_info(), knorm_schema());
 }
 
 }  // namespace kvscope

@@ -121,12 +121,7 @@ class MikvPolicy final : public Policy {
     }
     const PolicyInfo& info() const override { return mikv_info(); }
     PolicyNeeds needs() const override {
-        PolicyNeeds n;
-        n.colsum = true;
-        n.step_rows = true;
-        n.keys = balance_;
-        n.query_absmax = balance_;
-        return n;
+        return {.colsum = true, .keys = balance_, .step_rows = true, .query_absmax = balance_};
     }
     void begin(const ModelDims& dims, int64_t prompt_len) override {
         Policy::begin(dims, prompt_len);
@@ -279,8 +274,7 @@ class MikvPolicy final : public Policy {
 }  // namespace
 
 PolicyEntry mikv_policy_entry() {
-    return PolicyEntry{mikv_info(), mikv_schema(),
-                       [](const PolicyConfig& c) { return std::make_unique<MikvPolicy>(c); }};
+    return policy_entry<MikvPolicy>(mikv_info(), mikv_schema());
 }
 
 }  // namespace kvscope

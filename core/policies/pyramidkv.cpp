@@ -94,11 +94,7 @@ class PyramidKVPolicy final : public Policy {
           vote_(window_vote_params("pyramidkv", params())),
           gqa_(parse_gqa(params().get_enum("gqa"))) {}
     const PolicyInfo& info() const override { return pyramidkv_info(); }
-    PolicyNeeds needs() const override {
-        PolicyNeeds n;
-        n.window = vote_.window;
-        return n;
-    }
+    PolicyNeeds needs() const override { return {.window = vote_.window}; }
     Plan after_prefill(const ScoreView& view) override {
         view.check();
         Plan plan;
@@ -136,8 +132,7 @@ class PyramidKVPolicy final : public Policy {
 }  // namespace
 
 PolicyEntry pyramidkv_policy_entry() {
-    return PolicyEntry{pyramidkv_info(), pyramidkv_schema(),
-                       [](const PolicyConfig& c) { return std::make_unique<PyramidKVPolicy>(c); }};
+    return policy_entry<PyramidKVPolicy>(pyramidkv_info(), pyramidkv_schema());
 }
 
 }  // namespace kvscope

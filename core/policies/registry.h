@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/policies/policy.h"
@@ -19,6 +20,14 @@ struct PolicyEntry {
     ParamSchema schema;
     std::function<std::unique_ptr<Policy>(const PolicyConfig&)> make;
 };
+
+// The entry of policy class P (constructed from a PolicyConfig): what each policy file returns
+// from its <name>_policy_entry().
+template <class P>
+PolicyEntry policy_entry(PolicyInfo info, ParamSchema schema) {
+    return PolicyEntry{std::move(info), std::move(schema),
+                       [](const PolicyConfig& c) { return std::make_unique<P>(c); }};
+}
 
 class PolicyRegistry {
   public:

@@ -69,11 +69,7 @@ class SnapKVPolicy final : public Policy {
           vote_(window_vote_params("snapkv", params())),
           gqa_(parse_gqa(params().get_enum("gqa"))) {}
     const PolicyInfo& info() const override { return snapkv_info(); }
-    PolicyNeeds needs() const override {
-        PolicyNeeds n;
-        n.window = vote_.window;
-        return n;
-    }
+    PolicyNeeds needs() const override { return {.window = vote_.window}; }
     Plan after_prefill(const ScoreView& view) override {
         view.check();
         Plan plan;
@@ -105,8 +101,7 @@ class SnapKVPolicy final : public Policy {
 }  // namespace
 
 PolicyEntry snapkv_policy_entry() {
-    return PolicyEntry{snapkv_info(), snapkv_schema(),
-                       [](const PolicyConfig& c) { return std::make_unique<SnapKVPolicy>(c); }};
+    return policy_entry<SnapKVPolicy>(snapkv_info(), snapkv_schema());
 }
 
 }  // namespace kvscope

@@ -95,9 +95,7 @@ class StreamingLLMPolicy final : public Policy {
 }  // namespace
 
 PolicyEntry streaming_llm_policy_entry() {
-    return PolicyEntry{streaming_info(), streaming_schema(), [](const PolicyConfig& c) {
-                           return std::make_unique<StreamingLLMPolicy>(c);
-                       }};
+    return policy_entry<StreamingLLMPolicy>(streaming_info(), streaming_schema());
 }
 
 }  // namespace kvscope

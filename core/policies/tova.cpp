@@ -60,11 +60,7 @@ class TOVAPolicy final : public Policy {
     explicit TOVAPolicy(PolicyConfig c) : Policy(std::move(c)), mode_(params().get_enum("gqa")) {}
     const PolicyInfo& info() const override { return tova_info(); }
     PolicyNeeds needs() const override {
-        PolicyNeeds n;
-        n.last_row = true;
-        n.window = 1;
-        n.step_rows = true;
-        return n;
+        return {.window = 1, .last_row = true, .step_rows = true};
     }
     Plan after_prefill(const ScoreView& view) override { return compress(view, false); }
     Plan after_decode_layer(const ScoreView& view) override { return compress(view, true); }
@@ -144,8 +140,7 @@ class TOVAPolicy final : public Policy {
 }  // namespace
 
 PolicyEntry tova_policy_entry() {
-    return PolicyEntry{tova_info(), tova_schema(),
-                       [](const PolicyConfig& c) { return std::make_unique<TOVAPolicy>(c); }};
+    return policy_entry<TOVAPolicy>(tova_info(), tova_schema());
 }
 
 }  // namespace kvscope
