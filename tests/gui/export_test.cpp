@@ -26,6 +26,7 @@
 #include "app/studio/main_window.h"
 #include "app/studio/slide_export.h"
 #include "app/studio/slide_export_dialog.h"
+#include "tests/gui/studio_test_harness.h"
 
 extern "C" {
 #include <libavcodec/avcodec.h>
@@ -295,10 +296,7 @@ class ExportTest : public QObject {
 
     void exportFromTheWindow() {
         MainWindow window;
-        window.setProperty("quiet", true);
-        window.resize(1200, 760);
-        window.show();
-        QVERIFY(QTest::qWaitForWindowExposed(&window));
+        QVERIFY(kvscope::studio::testing::show_quiet(window, QSize(1200, 760)));
         QVERIFY2(window.open_trace(kSample), qPrintable(window.last_error()));
         bool has_video_action = false, has_figure_action = false;
         for (QAction* a : window.menuBar()->findChildren<QAction*>()) {
@@ -338,10 +336,7 @@ class ExportTest : public QObject {
     // File > Export figure...: the dialog (view, step, size, caption), then the file dialog.
     void exportFigureFromTheMenu() {
         MainWindow window;
-        window.setProperty("quiet", true);
-        window.resize(1200, 760);
-        window.show();
-        QVERIFY(QTest::qWaitForWindowExposed(&window));
+        QVERIFY(kvscope::studio::testing::show_quiet(window, QSize(1200, 760)));
         QVERIFY2(window.open_trace(kSample), qPrintable(window.last_error()));
         window.set_step(6);
         QAction* action = nullptr;
@@ -395,14 +390,8 @@ class ExportTest : public QObject {
 };
 
 int main(int argc, char** argv) {
-    QTemporaryDir config;  // settings of the test run go to a throw-away folder
-    qputenv("XDG_CONFIG_HOME", config.path().toLocal8Bit());
-    QCoreApplication::setAttribute(Qt::AA_ShareOpenGLContexts);
-    QApplication app(argc, argv);
-    QApplication::setOrganizationName("KVScope");
-    QApplication::setApplicationName("KVScope Studio Export Test");
-    ExportTest test;
-    return QTest::qExec(&test, argc, argv);
+    return kvscope::studio::testing::run_studio_test<ExportTest>(
+        argc, argv, "KVScope Studio Export Test");
 }
 
 #include "export_test.moc"

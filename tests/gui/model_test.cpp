@@ -11,6 +11,7 @@
 #include <memory>
 #include <thread>
 
+#include "tests/gui/views_test_harness.h"
 #include "traces/synthetic/synthetic_trace.h"
 #include "core/error.h"
 #include "core/probes/norm_attention.h"
@@ -25,12 +26,8 @@ namespace fs = std::filesystem;
 using trace::CacheOp;
 using trace::EventRecord;
 
-const fs::path kSample = fs::path(KVSCOPE_SOURCE_DIR) / "resources/sample/sample.kvtrace.h5";
-
 fs::path temp_path(const std::string& name) {
-    const fs::path dir = fs::temp_directory_path() / "kvscope_gui_model_test";
-    fs::create_directories(dir);
-    return dir / name;
+    return scratch_path("kvscope_gui_model_test", name);
 }
 
 EventRecord ev(int32_t step, CacheOp op, int32_t pos, int32_t dest = -1, float w = 0.0f,

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <random>
 
+#include "tests/gui/views_test_harness.h"
 #include "traces/synthetic/synthetic_trace.h"
 #include "traces/head_counts.h"
 #include "traces/trace_reader.h"
@@ -27,12 +28,8 @@ namespace fs = std::filesystem;
 using trace::CacheOp;
 using trace::EventRecord;
 
-const fs::path kSample = fs::path(KVSCOPE_SOURCE_DIR) / "resources/sample/sample.kvtrace.h5";
-
 fs::path temp_path(const std::string& name) {
-    const fs::path dir = fs::temp_directory_path() / "kvscope_overview_scale_test";
-    fs::create_directories(dir);
-    return dir / name;
+    return scratch_path("kvscope_overview_scale_test", name);
 }
 
 void expect_counts(const HeadHistory& h, int64_t step, const trace::HeadCountRow& row, size_t i,

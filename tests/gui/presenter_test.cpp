@@ -29,6 +29,7 @@
 #include "app/studio/presenter_mode.h"
 #include "app/studio/step_scrubber.h"
 #include "tests/gui/layout_audit.h"
+#include "tests/gui/studio_test_harness.h"
 #include "views/view_help.h"
 
 using namespace kvscope;
@@ -90,10 +91,7 @@ class PresenterTest : public QObject {
     void initTestCase() {
         QCursor::setPos(0, 0);
         window_ = new MainWindow();
-        window_->setProperty("quiet", true);
-        window_->resize(1280, 720);
-        window_->show();
-        QVERIFY(QTest::qWaitForWindowExposed(window_));
+        QVERIFY(studio::testing::show_quiet(*window_, QSize(1280, 720)));
         // Shortcuts reach only the active window.
         window_->activateWindow();
         QVERIFY(QTest::qWaitForWindowActive(window_));
@@ -313,15 +311,8 @@ class PresenterTest : public QObject {
 };
 
 int main(int argc, char** argv) {
-    // Settings of the test run go to a throw-away folder, not the user's.
-    QTemporaryDir config;
-    qputenv("XDG_CONFIG_HOME", config.path().toLocal8Bit());
-    QCoreApplication::setAttribute(Qt::AA_ShareOpenGLContexts);
-    QApplication app(argc, argv);
-    QApplication::setOrganizationName("KVScope");
-    QApplication::setApplicationName("KVScope Studio Presenter Test");
-    PresenterTest test;
-    return QTest::qExec(&test, argc, argv);
+    return kvscope::studio::testing::run_studio_test<PresenterTest>(
+        argc, argv, "KVScope Studio Presenter Test");
 }
 
 #include "presenter_test.moc"

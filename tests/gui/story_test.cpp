@@ -24,6 +24,7 @@
 #include "app/studio/main_window.h"
 #include "app/studio/policy_card.h"
 #include "app/studio/story_dock.h"
+#include "tests/gui/studio_test_harness.h"
 #include "traces/trace_reader.h"
 
 using namespace kvscope;
@@ -64,10 +65,7 @@ class StoryTest : public QObject {
         QSettings().clear();
         qputenv("KVSCOPE_LESSONS_DIR", kLessons.toUtf8());
         window_ = new MainWindow;
-        window_->setProperty("quiet", true);
-        window_->resize(1280, 780);
-        window_->show();
-        QVERIFY(QTest::qWaitForWindowExposed(window_));
+        QVERIFY(studio::testing::show_quiet(*window_, QSize(1280, 780)));
         dock_ = window_->findChild<StoryDock*>("story_dock");
         QVERIFY(dock_);
     }

@@ -35,6 +35,7 @@
 #include "app/studio/step_scrubber.h"
 #include "app/studio/sweep_dock.h"
 #include "app/studio/trace_file_watch.h"
+#include "tests/gui/studio_test_harness.h"
 #include "traces/trace_reader.h"
 #include "views/budget_view.h"
 #include "views/compare_view.h"
@@ -198,10 +199,7 @@ class StudioTest : public QObject {
         QVERIFY2(QFile::exists(kSample), qPrintable(kSample));
         QCursor::setPos(0, 0);  // keep the pointer (and its tooltips) off the views
         window_ = new MainWindow();
-        window_->setProperty("quiet", true);
-        window_->resize(1260, 780);
-        window_->show();
-        QVERIFY(QTest::qWaitForWindowExposed(window_));
+        QVERIFY(studio::testing::show_quiet(*window_, QSize(1260, 780)));
         reader_ = std::make_unique<trace::TraceReader>(kSample.toStdString());
     }
 
@@ -1562,15 +1560,7 @@ class StudioTest : public QObject {
 };
 
 int main(int argc, char** argv) {
-    // Settings of the test run go to a throw-away folder, not the user's.
-    QTemporaryDir config;
-    qputenv("XDG_CONFIG_HOME", config.path().toLocal8Bit());
-    QCoreApplication::setAttribute(Qt::AA_ShareOpenGLContexts);
-    QApplication app(argc, argv);
-    QApplication::setOrganizationName("KVScope");
-    QApplication::setApplicationName("KVScope Studio Test");
-    StudioTest test;
-    return QTest::qExec(&test, argc, argv);
+    return kvscope::studio::testing::run_studio_test<StudioTest>(argc, argv, "KVScope Studio Test");
 }
 
 #include "studio_test.moc"

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <set>
 
+#include "tests/gui/views_test_harness.h"
 #include "traces/trace_reader.h"
 #include "views/budget_view.h"
 #include "views/eviction_timeline_view.h"
@@ -19,8 +20,6 @@ namespace kvscope::views {
 namespace {
 
 namespace fs = std::filesystem;
-const fs::path kSample = fs::path(KVSCOPE_SOURCE_DIR) / "resources/sample/sample.kvtrace.h5";
-
 class ViewsHeadless : public ::testing::Test {
   protected:
     ViewsHeadless() : model_(kSample), im_(1200, 700) {
@@ -138,8 +137,8 @@ TEST_F(ViewsHeadless, BudgetBarsFollowTheRecordedBudgets) {
     // (D2O leaves layers 0, 1 and 7 uncompressed: no bar).
     const PlotRect a = v.bar_rect(3);
     const PlotRect b = v.bar_rect(2);
-    const double ba = budgets[static_cast<size_t>(3 * H)];
-    const double bb = budgets[static_cast<size_t>(2 * H)];
+    const double ba = budgets[3 * static_cast<size_t>(H)];
+    const double bb = budgets[2 * static_cast<size_t>(H)];
     ASSERT_GT(bb, 0.0);
     EXPECT_NEAR(a.height() / b.height(), ba / bb, 0.02);
     click(v, centre(v.bar_rect(4)));
