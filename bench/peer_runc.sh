@@ -20,10 +20,13 @@
 # Same weights: the model is converted with `kvscope convert --to-llama2c`. llama2.c's format has
 # no rope_theta (run.c uses 10000), so both sides run a copy of the model directory whose
 # config.json says 10000 (the weights are symlinked): the same function, the same FLOPs.
-# run.c has no batched prefill: it forwards the prompt one token at a time, exactly as it decodes,
-# and its timer starts after the first forward. Its decode time per token at positions
-# [P, P+G) is therefore (T(-n P+G) - T(-n P)) / G, both runs forced through a prompt of more than
-# P+G tokens (no sampling, so no early stop at token 1). kvscope's figure is its decode ms/token
+# run.c has no batched prefill: it forwards the prompt one token at a time, exactly as it decodes.
+# Its decode time per token at positions [P, P+G) is timed inside one run: the temporary copy of
+# run.c gets three added lines (a clock read when position P is reached, one more at the end, a
+# "from-P ms/token" line on stderr; its computation is untouched), forced through a prompt of more
+# than P+G tokens (no sampling, so no early stop at token 1). The difference of two runs,
+# (T(-n P+G) - T(-n P)) / G, used until 2026-12-05, carried the noise of two whole runs and came
+# out negative on the loaded VM (2k context, load 4-5). kvscope's figure is its decode ms/token
 # after a batched prefill of P tokens, over G steps: positions [P, P+G) too.
 # run.c needs a tokenizer.bin of the model's vocabulary size; the text does not matter to the
 # timing, so a synthetic one is written: one token per byte (ids 3..258), the rest filler.
@@ -56,6 +59,25 @@ command -v python3 >/dev/null || { echo "peer_runc.sh: python3 is needed (tokeni
 W=$(mktemp -d "${TMPDIR:-/tmp}/kvscope_peer_runc.XXXXXX")
 [ "${KEEP:-0}" = 1 ] || trap 'rm -rf "$W"' EXIT
 cp "$L2C/run.c" "$W/run.c"
+# The in-run timer (see above), anchored on run.c's generate loop; a run.c without these lines
+# stops the benchmark instead of timing something else.
+python3 - "$W/run.c" <<'EOF'
+import sys
+p = sys.argv[1]
+s = open(p).read()
+start = "    long start = 0;"
+first = "        if (start == 0) { start = time_in_ms(); }\n"
+end = '    printf("\\n");\n\n    // report achieved tok/s'
+for anchor in (start, first, end):
+    if s.count(anchor) != 1:
+        sys.exit("peer_runc.sh: run.c: generate loop not recognised (no unique %r)" % anchor.strip())
+s = s.replace(start, '    int kvs_from = getenv("KVS_FROM") ? atoi(getenv("KVS_FROM")) : -1; '
+              'long kvs_t0 = 0;\n' + start)
+s = s.replace(first, first + "        if (pos == kvs_from) { kvs_t0 = time_in_ms(); }\n")
+s = s.replace(end, '    if (kvs_t0) fprintf(stderr, "from-P ms/token: %f\\n", '
+              '(time_in_ms() - kvs_t0) / (double)(pos - kvs_from));\n' + end)
+open(p, "w").write(s)
+EOF
 (cd "$W" && gcc -Ofast -o runfast run.c -lm && gcc -Ofast -fopenmp -march=native run.c -lm -o runomp)
 
 # The model with rope_theta 10000, weights and tokenizer symlinked.
@@ -90,23 +112,14 @@ EOF
 # BOS + the dummy-prefix space + one token per character: P + G + 1 tokens, more than run.c forwards.
 PROMPT=$(python3 -c "import sys; n=int(sys.argv[1]); print(('abcdefghij' * (n // 10 + 1))[:n])" $((P + G - 1)))
 
-# total ms of run.c's timed forwards (steps - 1 of them) from its "achieved tok/s" line
-runc_ms() {  # binary steps [env...]
-    local bin=$1 steps=$2
-    shift 2
-    local tps
-    tps=$(env "$@" "$W/$bin" "$W/model.bin" -z "$W/tokenizer.bin" -t 0 -n "$steps" -i "$PROMPT" 2>&1 >/dev/null |
-        sed -n 's/^achieved tok\/s: //p')
-    [ -n "$tps" ] || { echo "peer_runc.sh: $bin -n $steps printed no tok/s" >&2; exit 1; }
-    python3 -c "import sys; print((int(sys.argv[1]) - 1) / float(sys.argv[2]) * 1000)" "$steps" "$tps"
-}
-runc_decode() {  # binary [env...] -> ms per token at positions [P, P+G)
+runc_decode() {  # binary [env...] -> ms per token at positions [P, P+G), timed inside the run
     local bin=$1
     shift
-    local t1 t2
-    t1=$(runc_ms "$bin" "$P" "$@")
-    t2=$(runc_ms "$bin" $((P + G)) "$@")
-    python3 -c "import sys; print('%.3f' % ((float(sys.argv[2]) - float(sys.argv[1])) / int(sys.argv[3])))" "$t1" "$t2" "$G"
+    local ms
+    ms=$(env "$@" KVS_FROM="$P" "$W/$bin" "$W/model.bin" -z "$W/tokenizer.bin" -t 0 -n $((P + G)) \
+        -i "$PROMPT" 2>&1 >/dev/null | sed -n 's/^from-P ms\/token: //p')
+    [ -n "$ms" ] || { echo "peer_runc.sh: $bin -n $((P + G)) printed no from-P ms/token" >&2; exit 1; }
+    python3 -c "import sys; print('%.3f' % float(sys.argv[1]))" "$ms"
 }
 kv_decode() {  # threads -> ms per token
     "$KV" bench --model "$M" --device cpu --policy full --recording off --lengths "$P" \
