@@ -13,7 +13,9 @@
 
 namespace kvscope::trace {
 
-// Axes of trace_schema.h. Growing axes (S, T, E, V, B) are always the first axis.
+// Axes of trace_schema.h. Growing axes (S, T, E, V, B) are always the first axis. The values are
+// the schema's axis letters (SCHEMA.md, the "shape" attribute), not kCamelCase names.
+// NOLINTBEGIN(readability-identifier-naming)
 enum class Axis : char {
     L = 'L',
     H = 'H',
@@ -26,6 +28,7 @@ enum class Axis : char {
     V = 'V',
     B = 'B'
 };
+// NOLINTEND(readability-identifier-naming)
 
 // Element type of a stored dataset. Not kvscope::DType (kernels/dtype.h): that one is the element
 // type of weights and tensors (f16, bf16, no int16 / int64 / strings), in a library the trace

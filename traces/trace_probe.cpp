@@ -82,13 +82,13 @@ fs::path probe_helper_path() {
     if (const char* env = std::getenv("KVSCOPE_TRACE_PROBE"); env && *env) return env;
     const fs::path self = fs::read_symlink("/proc/self/exe", ec);
     if (!ec) {
-        const fs::path beside = self.parent_path() / "kvscope-trace-probe";
+        fs::path beside = self.parent_path() / "kvscope-trace-probe";  // returned by move
         if (fs::is_regular_file(beside, ec)) return beside;
     }
 #ifdef KVSCOPE_TRACE_PROBE_BUILD_PATH
     // Programs run from the build tree (kvscope in build/app/cli, the Studio in build/app/studio,
     // tests) find the helper where this build put it.
-    const fs::path built = KVSCOPE_TRACE_PROBE_BUILD_PATH;
+    fs::path built = KVSCOPE_TRACE_PROBE_BUILD_PATH;  // returned by move
     if (fs::is_regular_file(built, ec)) return built;
 #endif
     return {};
@@ -144,10 +144,12 @@ ChildResult run_child(const fs::path& helper, const fs::path& file, const ProbeL
                                      "--",
                                      file.string()};
     std::vector<char*> argv;
+    argv.reserve(args.size() + 1);
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
     std::vector<std::string> env = child_environment(limits.address_space_bytes);
     std::vector<char*> envp;
+    envp.reserve(env.size() + 1);
     for (auto& e : env) envp.push_back(e.data());
     envp.push_back(nullptr);
 

@@ -133,7 +133,8 @@ std::string draw_value(const EntitySpec& e, const NeedleTemplateSet& set, SplitM
         case EntitySpec::Kind::kNumber: {
             const auto n =
                 static_cast<int>(static_cast<uint64_t>(e.min_digits) +
-                                 rng.below(static_cast<uint64_t>(e.max_digits - e.min_digits + 1)));
+                                 rng.below(static_cast<uint64_t>(e.max_digits) -
+                                           static_cast<uint64_t>(e.min_digits) + 1));
             uint64_t base = 1;
             for (int i = 1; i < n; ++i) base *= 10;
             return std::to_string(base + rng.below(9 * base));
@@ -239,7 +240,7 @@ NeedleDraw draw_needle_facts(const NeedleTemplateSet& set, TemplateSplit split, 
     if (num_needles < 1 || distractors < 0)
         throw InputError("needles: at least one needle and no negative distractor count");
     const std::vector<size_t> pool = set.of_split(split);
-    const size_t total = static_cast<size_t>(num_needles + distractors);
+    const size_t total = static_cast<size_t>(num_needles) + static_cast<size_t>(distractors);
     NeedleDraw d;
     auto add_fact = [&](size_t ti) {
         const NeedleTemplate& t = set.templates[ti];

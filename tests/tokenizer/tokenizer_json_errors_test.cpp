@@ -33,7 +33,7 @@ class ErrDir {
         fs::remove_all(path_, ec);
     }
     fs::path write(const std::string& name, const std::string& text) const {
-        const fs::path f = path_ / name;
+        fs::path f = path_ / name;  // not const: returned by move
         std::ofstream(f, std::ios::binary) << text;
         return f;
     }
