@@ -1,4 +1,4 @@
-// Test-only writer for tests/scripts: writes the synthetic sample trace (traces/sample_trace.h).
+// Test-only writer for tests/scripts: the synthetic sample trace (traces/synthetic/sample_trace.h).
 //   make_sample_trace OUT.kvtrace.h5 [--rows] [--maps] [--kill-after N]
 // --kill-after N writes N steps, waits until they are flushed, then SIGKILLs itself (a killed run).
 #include <csignal>
@@ -8,7 +8,7 @@
 #include <exception>
 #include <string>
 
-#include "traces/sample_trace.h"
+#include "traces/synthetic/sample_trace.h"
 #include "traces/trace_writer.h"
 
 int main(int argc, char** argv) {

@@ -8,7 +8,7 @@ states replayed from the events, needle survival, attention rows) and compare th
 trace stores, so a user can trust an analysis done outside KVScope.
 
 The traces come from the test-only writer (make_sample_trace): a complete one and one whose
-writer was killed with SIGKILL after 9 steps. Values follow the formulas in traces/sample_trace.h.
+writer was killed with SIGKILL after 9 steps. Values follow the formulas in traces/synthetic/sample_trace.h.
 
 Usage: read_trace_h5py.py --writer make_sample_trace --schema traces/SCHEMA.md --workdir DIR
 """
