@@ -8,8 +8,8 @@
 // (TraceReader::read_all, the probe's own walk, with the bounded-read checks) under ASan/UBSan.
 // A crash or sanitizer report here is a file the check let through that still breaks the reader
 // (libhdf5 or our code). Coverage feedback comes from this process; the child runs
-// uninstrumented. Inputs without a global heap run at in-process speed (~60 executions/s on the
-// 88 KB seed, of which libFuzzer's per-input leak check takes half); those with one cost a child
+// uninstrumented. Inputs without a global heap run at in-process speed (~30 executions/s on the
+// 88 KB seed with libFuzzer's per-input leak checks, ~60 without); those with one cost a child
 // each (~20-50 executions/s, 5 s when libhdf5 hangs in it). Figures: bench/RESULTS.md.
 //   seed corpus: tests/fuzz/seeds/trace_reader/ (small traces recorded with `kvscope run` on
 //   resources/models/kvscope-demo: needle = schema version 1, d2o-v2 = version 2)
@@ -35,7 +35,7 @@ namespace fs = std::filesystem;
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     // The input goes to a file, since programs open traces by path (libhdf5's file driver, the
     // global heap scan and the probe's child all read that file). /dev/shm (tmpfs) when there is
-    // one: writing 88 KB to the disk-backed temp dir cost ~4 ms an input.
+    // one: writing 88 KB to the disk-backed temp dir cost ~5 ms an input.
     static const fs::path file = [] {
         std::error_code ec;
         const fs::path shm = "/dev/shm";
@@ -51,8 +51,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         });
         // libhdf5 keeps freed blocks on its own free lists (H5FL) and reuses them; with no limit
         // the heap grows between inputs, libFuzzer's per-input leak check then re-runs the input
-        // and scans the whole heap every time, and ASan never sees a reuse of a freed block.
-        // Limits of 0 hand every block back to malloc at once.
+        // and scans the whole heap every time; and a use of a block after libhdf5 freed it
+        // stays invisible to ASan. Limits of 0 hand every freed block back to malloc at once.
         H5set_free_list_limits(0, 0, 0, 0, 0, 0);
         return d / "input.kvtrace.h5";
     }();
