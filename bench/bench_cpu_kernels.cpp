@@ -65,8 +65,8 @@ using SetThreads = void (*)(int);
 void bench_matmul(const ModelSpec& s, int64_t n_rows, int threads) {
     void* lib = dlopen("libopenblas.so.0", RTLD_NOW | RTLD_LOCAL);
     auto sgemm = lib ? reinterpret_cast<Sgemm>(dlsym(lib, "cblas_sgemm")) : nullptr;
-    auto set_threads = lib ? reinterpret_cast<SetThreads>(dlsym(lib, "openblas_set_num_threads"))
-                           : nullptr;
+    auto set_threads =
+        lib ? reinterpret_cast<SetThreads>(dlsym(lib, "openblas_set_num_threads")) : nullptr;
     auto fast = backend("fast", threads);
     auto ref = backend("reference", threads);
     std::printf("\n== matmul, %d threads (GFLOP/s; ours = %s)\n", threads,
@@ -77,16 +77,18 @@ void bench_matmul(const ModelSpec& s, int64_t n_rows, int threads) {
         const char* name;
         int64_t k, m;
     };
-    const Shape shapes[] = {{"q,o", s.hidden, s.q_dim()},   {"k,v", s.hidden, s.kv_dim()},
-                            {"gate,up", s.hidden, s.intermediate}, {"down", s.intermediate, s.hidden},
+    const Shape shapes[] = {{"q,o", s.hidden, s.q_dim()},
+                            {"k,v", s.hidden, s.kv_dim()},
+                            {"gate,up", s.hidden, s.intermediate},
+                            {"down", s.intermediate, s.hidden},
                             {"lm_head", s.hidden, s.vocab_size}};
     std::mt19937 rng(7);
     std::normal_distribution<float> nd(0.f, 1.f);
     double sum_ours = 0, sum_ob = 0, sum_ref = 0;
     for (int64_t n : {n_rows, int64_t{1}}) {
         for (const Shape& sh : shapes) {
-            std::vector<float> x(static_cast<size_t>(n * sh.k)), wf(static_cast<size_t>(sh.m * sh.k)),
-                o(static_cast<size_t>(n * sh.m));
+            std::vector<float> x(static_cast<size_t>(n * sh.k)),
+                wf(static_cast<size_t>(sh.m * sh.k)), o(static_cast<size_t>(n * sh.m));
             std::vector<uint16_t> wb(wf.size());
             for (auto& v : x) v = nd(rng);
             for (size_t i = 0; i < wf.size(); ++i) {
@@ -132,8 +134,9 @@ void bench_matmul(const ModelSpec& s, int64_t n_rows, int threads) {
         }
     }
     if (sum_ob > 0)
-        std::printf("all shapes at n = %lld, time-weighted: ours/openblas %.2f, ours/reference %.2f\n",
-                    static_cast<long long>(n_rows), sum_ob / sum_ours, sum_ref / sum_ours);
+        std::printf(
+            "all shapes at n = %lld, time-weighted: ours/openblas %.2f, ours/reference %.2f\n",
+            static_cast<long long>(n_rows), sum_ob / sum_ours, sum_ref / sum_ours);
 }
 
 struct EngineRun {
@@ -175,15 +178,18 @@ int main(int argc, char** argv) {
         for (int i = 2; i < argc; ++i) lens.push_back(std::atoll(argv[i]));
         if (lens.empty()) lens = {512, 1024, 4096};
         const int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-        std::printf("model %s: %lld layers, hidden %lld, %lld/%lld heads x %lld, ffn %lld, vocab %lld\n",
-                    argv[1], static_cast<long long>(s.n_layers), static_cast<long long>(s.hidden),
-                    static_cast<long long>(s.n_heads), static_cast<long long>(s.n_kv_heads),
-                    static_cast<long long>(s.head_dim), static_cast<long long>(s.intermediate),
-                    static_cast<long long>(s.vocab_size));
+        std::printf(
+            "model %s: %lld layers, hidden %lld, %lld/%lld heads x %lld, ffn %lld, vocab %lld\n",
+            argv[1], static_cast<long long>(s.n_layers), static_cast<long long>(s.hidden),
+            static_cast<long long>(s.n_heads), static_cast<long long>(s.n_kv_heads),
+            static_cast<long long>(s.head_dim), static_cast<long long>(s.intermediate),
+            static_cast<long long>(s.vocab_size));
         bench_matmul(s, 512, threads);
         bench_matmul(s, 512, 1);
 
-        std::printf("\n== engine (stats: colsum, key norms, window 32), decode = 16 steps after the prefill\n");
+        std::printf(
+            "\n== engine (stats: colsum, key norms, window 32), decode = 16 steps after the "
+            "prefill\n");
         std::printf("%-28s %7s %11s %11s %9s %12s %12s %9s\n", "", "tokens", "ref s", "fast s",
                     "speedup", "ref ms/tok", "fast ms/tok", "speedup");
         auto ref = backend("reference", threads);
@@ -201,11 +207,11 @@ int main(int argc, char** argv) {
         const int64_t n1 = lens[lens.size() / 2];
         const EngineRun b1 = run_engine(*model, *fast1, n1, 16);
         const EngineRun b2 = run_engine(*model, *fast, n1, 16);
-        std::printf("fast, 1 vs %d threads, %lld tokens: prefill %.3f s vs %.3f s (x%.2f), decode "
-                    "%.2f vs %.2f ms/token (x%.2f)\n",
-                    threads, static_cast<long long>(n1), b1.prefill_s, b2.prefill_s,
-                    b1.prefill_s / b2.prefill_s, b1.decode_ms, b2.decode_ms,
-                    b1.decode_ms / b2.decode_ms);
+        std::printf(
+            "fast, 1 vs %d threads, %lld tokens: prefill %.3f s vs %.3f s (x%.2f), decode "
+            "%.2f vs %.2f ms/token (x%.2f)\n",
+            threads, static_cast<long long>(n1), b1.prefill_s, b2.prefill_s,
+            b1.prefill_s / b2.prefill_s, b1.decode_ms, b2.decode_ms, b1.decode_ms / b2.decode_ms);
     } catch (const std::exception& ex) {
         std::fprintf(stderr, "bench_cpu_kernels: %s\n", ex.what());
         return 1;

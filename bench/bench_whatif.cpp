@@ -30,7 +30,8 @@ double now_ms() {
 
 int main(int argc, char** argv) {
     if (argc < 2) {
-        std::fprintf(stderr, "usage: bench_whatif MODEL_DIR [LENGTH] [MOVES] [MAX_NEW] [OUT_DIR]\n");
+        std::fprintf(stderr,
+                     "usage: bench_whatif MODEL_DIR [LENGTH] [MOVES] [MAX_NEW] [OUT_DIR]\n");
         return 2;
     }
     const std::string model_dir = argv[1];

@@ -8,7 +8,7 @@
 namespace kvscope {
 
 class InputError : public std::runtime_error {
-public:
+  public:
     InputError(const std::filesystem::path& file, const std::string& problem)
         : std::runtime_error(file.string() + ": " + problem), file_(file), problem_(problem) {}
     explicit InputError(const std::string& problem)
@@ -16,7 +16,7 @@ public:
     const std::filesystem::path& file() const { return file_; }
     const std::string& problem() const { return problem_; }
 
-private:
+  private:
     std::filesystem::path file_;
     std::string problem_;
 };

@@ -2,7 +2,8 @@
 
 namespace kvscope {
 
-Tensor make_tensor_view(void* data, DType dtype, std::initializer_list<int64_t> shape, DeviceKind dev) {
+Tensor make_tensor_view(void* data, DType dtype, std::initializer_list<int64_t> shape,
+                        DeviceKind dev) {
     Tensor t;
     t.dtype = dtype;
     t.data = data;

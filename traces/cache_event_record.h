@@ -16,7 +16,8 @@ namespace kvscope::trace {
 static_assert(static_cast<int>(kvscope::CacheOp::kAppend) == static_cast<int>(CacheOp::kAppend));
 static_assert(static_cast<int>(kvscope::CacheOp::kEvict) == static_cast<int>(CacheOp::kEvict));
 static_assert(static_cast<int>(kvscope::CacheOp::kMerge) == static_cast<int>(CacheOp::kMerge));
-static_assert(static_cast<int>(kvscope::CacheOp::kQuantize) == static_cast<int>(CacheOp::kQuantize));
+static_assert(static_cast<int>(kvscope::CacheOp::kQuantize) ==
+              static_cast<int>(CacheOp::kQuantize));
 static_assert(static_cast<int>(kvscope::CacheOp::kDemote) == static_cast<int>(CacheOp::kDemote));
 static_assert(static_cast<int>(CacheOp::kDemote) + 1 == kNumCacheOps);
 // /events/part stores KVPart's value: 0 keys, 1 values, 2 both.
@@ -52,7 +53,7 @@ inline EventRecord event_record(const kvscope::CacheEvent& e, int32_t step = 0) 
     r.position = static_cast<int32_t>(e.position);
     r.destination = static_cast<int32_t>(e.op == kvscope::CacheOp::kMerge    ? e.dst_slot
                                          : e.op == kvscope::CacheOp::kAppend ? e.slot
-                                                                            : -1);
+                                                                             : -1);
     r.weight = e.weight;
     r.similarity = e.similarity;
     r.threshold = e.threshold;

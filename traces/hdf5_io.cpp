@@ -407,7 +407,8 @@ void write_strings(hid_t file, const std::string& name, const std::vector<std::s
     if (!ds.valid()) fail("cannot create dataset " + name);
     if (n == 0) return;
     std::vector<char> raw(v.size() * width, '\0');
-    for (size_t i = 0; i < v.size(); ++i) std::memcpy(raw.data() + i * width, v[i].data(), v[i].size());
+    for (size_t i = 0; i < v.size(); ++i)
+        std::memcpy(raw.data() + i * width, v[i].data(), v[i].size());
     check_status(H5Dwrite(ds.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, raw.data()),
                  "H5Dwrite");
 }

@@ -54,7 +54,8 @@ std::vector<TokenStateCode> prompt_state_codes(std::span<const EventRecord> step
     }
     for (const EventRecord& e : step0) {
         const int64_t i = index(e);
-        if (i >= 0) codes[static_cast<size_t>(i)] = next_state_code(codes[static_cast<size_t>(i)], e);
+        if (i >= 0)
+            codes[static_cast<size_t>(i)] = next_state_code(codes[static_cast<size_t>(i)], e);
     }
     return codes;
 }

@@ -29,7 +29,9 @@ constexpr TokenStateCode token_state_code(TokenCacheState state, int bits) {
 constexpr TokenCacheState code_state(TokenStateCode c) {
     return static_cast<TokenCacheState>(c & 7);
 }
-constexpr int8_t code_bits(TokenStateCode c) { return static_cast<int8_t>(c >> 3); }
+constexpr int8_t code_bits(TokenStateCode c) {
+    return static_cast<int8_t>(c >> 3);
+}
 inline constexpr TokenStateCode kPromptHeldCode = token_state_code(TokenCacheState::kHeld, 16);
 
 // The code of a token after `ev` when it was `current` before; returns `current` for an event

@@ -189,11 +189,10 @@ void export_rows(const TraceReader& r, const TraceInfo& info, CsvFile& f) {
 // column is read as one (pandas: dtype=str, keep_default_na=False for those columns).
 std::string column_dtype(const std::string& col) {
     static const char* const kStrings[] = {"text", "role", "label", "expected_answer", "op"};
-    static const char* const kFloats[] = {"density_layer", "density",      "spearman",
-                                          "norm_attn_area", "key_norm",    "attn_received",
-                                          "window_score",  "entropy",      "time_ms",
-                                          "weight",        "similarity",   "threshold",
-                                          "survival",      "value"};
+    static const char* const kFloats[] = {
+        "density_layer", "density",      "spearman", "norm_attn_area", "key_norm",
+        "attn_received", "window_score", "entropy",  "time_ms",        "weight",
+        "similarity",    "threshold",    "survival", "value"};
     for (const char* s : kStrings)
         if (col == s) return "string";
     for (const char* f : kFloats)

@@ -1,6 +1,6 @@
 // The dataset table of the trace schema: the one place a dataset's type, shape, units and meaning
-// are written (trace_layout_internal.h says who reads it). SCHEMA.md's dataset rows are schema_doc_row() of
-// these entries, checked by trace_schema_doc_test.
+// are written (trace_layout_internal.h says who reads it). SCHEMA.md's dataset rows are
+// schema_doc_row() of these entries, checked by trace_schema_doc_test.
 #include "traces/trace_layout_internal.h"
 
 #include <stdexcept>

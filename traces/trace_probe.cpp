@@ -227,7 +227,8 @@ template <size_t N>
 bool contains_signature(const char* p, size_t n, const char (&sig)[N]) {
     const char* end = p + n;
     for (const char* q = p; static_cast<size_t>(end - q) >= N; ++q) {
-        q = static_cast<const char*>(std::memchr(q, sig[0], static_cast<size_t>(end - q) - (N - 1)));
+        q = static_cast<const char*>(
+            std::memchr(q, sig[0], static_cast<size_t>(end - q) - (N - 1)));
         if (q == nullptr) return false;
         if (std::memcmp(q, sig, N) == 0) return true;
     }

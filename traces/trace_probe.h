@@ -44,10 +44,10 @@ std::filesystem::path probe_helper_path();
 // or cannot be read. Reads the whole file once.
 bool has_global_heap(const std::filesystem::path& path);
 
-// Probes `path` in a child (cached) when it holds a global heap; else only caches the pass. Throws InputError naming the file when the child crashed,
-// hung, ran out of memory or found the file invalid (its message), or when the helper is missing.
-// use_cache = false probes even a file that passed before and does not remember the pass (the fuzz
-// target rewrites one path).
+// Probes `path` in a child (cached) when it holds a global heap; else only caches the pass. Throws
+// InputError naming the file when the child crashed, hung, ran out of memory or found the file
+// invalid (its message), or when the helper is missing. use_cache = false probes even a file that
+// passed before and does not remember the pass (the fuzz target rewrites one path).
 void probe_trace_file(const std::filesystem::path& path, bool use_cache = true);
 
 // What the child runs: opens the trace with TraceReader (probing off) and reads every dataset,

@@ -127,8 +127,8 @@ void TraceReader::Impl::open() {
         ds[spec.name] = std::move(dset);
     }
     try {
-        meta = run_metadata_from_json(
-            nlohmann::json::parse(h5::read_string_scalar(d(ds::kRunJson))));
+        meta =
+            run_metadata_from_json(nlohmann::json::parse(h5::read_string_scalar(d(ds::kRunJson))));
     } catch (const nlohmann::json::exception& e) {
         fail(std::string("/meta/run_json is not valid run metadata: ") + e.what());
     }
@@ -545,7 +545,8 @@ void TraceReader::prompt_states(int32_t layer, int32_t head, std::span<uint8_t> 
             throw std::out_of_range("the trace has no /summary/prompt_state");
         m.check_layer_head(layer, head);
         if (std::ssize(out) != m.sizes.P)
-            throw std::invalid_argument("prompt_states: the buffer must hold n_prompt_tokens codes");
+            throw std::invalid_argument(
+                "prompt_states: the buffer must hold n_prompt_tokens codes");
         h5::read_slab(m.d(ds::kSumPromptState), H5T_NATIVE_UINT8,
                       {static_cast<hsize_t>(layer), static_cast<hsize_t>(head), 0},
                       {1, 1, static_cast<hsize_t>(m.sizes.P)}, out.data());

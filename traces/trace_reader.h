@@ -42,7 +42,7 @@ struct TraceInfo {
     bool has_attention_rows = false;
     bool has_maps = false;
     bool prefill_appends = false;  // step 0 appends the prompt (else it is held before step 0)
-    std::string notice;  // empty for a complete trace; else e.g. "incomplete trace: ..."
+    std::string notice;            // empty for a complete trace; else e.g. "incomplete trace: ..."
 };
 
 // State of one token position in one (layer, head) cache after a step, reconstructed from events.

@@ -182,9 +182,9 @@ void DensityView::draw_scatter(ViewContext& ctx, Canvas& canvas) {
         {LegendItem::Mark::kRing, theme.selection, "selected token"}};
     const float key_w = legend_width(key);
     const bool on_title = ImGui::CalcTextSize(title).x + 16.0f + key_w <= scatter_.width();
-    draw_legend(canvas, theme,
-                ImVec2(scatter_.max.x - key_w, scatter_.min.y - (on_title ? 2 * font + 6 : font + 4)),
-                key);
+    draw_legend(
+        canvas, theme,
+        ImVec2(scatter_.max.x - key_w, scatter_.min.y - (on_title ? 2 * font + 6 : font + 4)), key);
 
     const size_t n = std::min(norms_->size(), attn_->size());
     const auto to_screen = [&](float x, float y) {

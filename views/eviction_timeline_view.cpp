@@ -234,9 +234,8 @@ void EvictionTimelineView::draw(ViewContext& ctx) {
     if (ImGui::Button("Fit")) axis_.zoom_to(0, axis_.extent());
     ImGui::SameLine();
     fitted_textf(0, "tokens %s-%s of %lld  ·  wheel: zoom, drag: pan",
-                        format_number(std::floor(axis_.lo())).c_str(),
-                        format_number(std::ceil(axis_.hi())).c_str(),
-                        static_cast<long long>(s.n_tokens));
+                 format_number(std::floor(axis_.lo())).c_str(),
+                 format_number(std::ceil(axis_.hi())).c_str(), static_cast<long long>(s.n_tokens));
     draw_state_legend(ctx, true);
     shown_diff_.reset();
     HeadSet heads_b;

@@ -20,8 +20,9 @@ HeadStates::HeadStates(int32_t layer, int32_t head, int64_t n_prompt)
     : layer_(layer),
       head_(head),
       n_prompt_(std::max<int64_t>(n_prompt, 0)),
-      base_(std::make_unique_for_overwrite<trace::TokenStateCode[]>(
-          static_cast<size_t>(n_prompt_))) {}
+      base_(
+          std::make_unique_for_overwrite<trace::TokenStateCode[]>(static_cast<size_t>(n_prompt_))) {
+}
 
 HeadStates::HeadStates(int32_t layer, int32_t head,
                        std::span<const trace::TokenStateCode> prompt_codes)

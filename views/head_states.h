@@ -70,7 +70,7 @@ class HeadStates {
     int64_t n_prompt_ = 0;
     std::unique_ptr<trace::TokenStateCode[]> base_;  // [n_prompt_]
     std::vector<Change> changes_;
-    std::vector<int32_t> step_begin_;                 // [S-1] first change of steps 1..S-1
+    std::vector<int32_t> step_begin_;  // [S-1] first change of steps 1..S-1
     std::unordered_map<int32_t, std::pair<int32_t, int32_t>> chain_;  // token -> first, last
     std::vector<uint64_t> touched_;                                   // bitset over tokens
 };

@@ -57,7 +57,7 @@ void LayerHeadView::draw(ViewContext& ctx) {
     metric_ = static_cast<Metric>(m);
     ImGui::SameLine();
     fitted_textf(0, "after step %lld  ·  click a cell: select layer and head",
-                        static_cast<long long>(step));
+                 static_cast<long long>(step));
 
     double max_bytes = 0.0;
     int loading = 0;

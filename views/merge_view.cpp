@@ -64,8 +64,8 @@ void MergeView::draw(ViewContext& ctx) {
     if (ImGui::Button("Fit")) axis_.zoom_to(0, axis_.extent());
     ImGui::SameLine();
     fitted_textf(0, "%zu merges up to step %lld (%zu in the run)%s", shown,
-                        static_cast<long long>(step), merges_.size(),
-                        ctx.state.head < 0 ? "  ·  head 0: pick a head" : "");
+                 static_cast<long long>(step), merges_.size(),
+                 ctx.state.head < 0 ? "  ·  head 0: pick a head" : "");
     if (merges_.empty()) {
         ImGui::TextWrapped(
             "No merges in layer %d head %d. Merging policies (D2O, DMC) fold evicted tokens into "

@@ -16,12 +16,12 @@ namespace kvscope::views {
 struct NeedleDecision {
     int64_t step = -1;  // -1 = the prompt's compression (trace step 0), s = decode step (trace s+1)
     int64_t layer = 0, kv_head = 0, position = 0;
-    std::string action;  // "kept" | "evicted" | "merged" | "quantized" | "demoted"
+    std::string action;          // "kept" | "evicted" | "merged" | "quantized" | "demoted"
     int64_t into_position = -1;  // merged: the token it was merged into
     float weight = std::nanf("");
-    int bits = 16;                 // quantized / demoted: the new precision
-    double score = std::nan("");   // the policy's own score; +inf protected, NaN none
-    int64_t rank = -1;             // 1 = best of `candidates`
+    int bits = 16;                // quantized / demoted: the new precision
+    double score = std::nan("");  // the policy's own score; +inf protected, NaN none
+    int64_t rank = -1;            // 1 = best of `candidates`
     int64_t candidates = 0;
     double cutoff = std::nan("");  // lowest finite score among the tokens the policy kept
     int64_t budget = -1;
@@ -30,12 +30,12 @@ struct NeedleDecision {
 };
 
 struct NeedleExplanation {
-    std::string trace;   // TraceSummary::path of the trace explained (the view checks it)
-    std::string policy;  // "d2o ratio 0.25 ..."
+    std::string trace;       // TraceSummary::path of the trace explained (the view checks it)
+    std::string policy;      // "d2o ratio 0.25 ..."
     std::string score_name;  // "" when the policy ranks by no score
-    int64_t span_begin = 0, span_end = 0;  // the needle explained (token positions)
+    int64_t span_begin = 0, span_end = 0;   // the needle explained (token positions)
     std::vector<NeedleDecision> decisions;  // every decision on a needle token, in run order
-    std::string rerun_text;  // what the re-run generated
+    std::string rerun_text;                 // what the re-run generated
     bool same_as_trace = false;  // its output equals the recorded one (then so do its decisions)
     int8_t answer_found = -1;
 

@@ -243,7 +243,8 @@ void NeedleView::draw_curve(ViewContext& ctx, Canvas& canvas, int32_t span) {
         {LegendItem::Mark::kLine, theme.held, "mean over heads"},
         {LegendItem::Mark::kLine, theme.bits_color(2), "lowest head"},
         {LegendItem::Mark::kLine, theme.selection,
-         "L" + std::to_string(ctx.state.layer) + " H" + std::to_string(std::max(ctx.state.head, 0))}};
+         "L" + std::to_string(ctx.state.layer) + " H" +
+             std::to_string(std::max(ctx.state.head, 0))}};
     const float font = ImGui::GetFontSize();
     const float key_x = std::max(curve_.max.x - legend_width(key),
                                  curve_.min.x + ImGui::CalcTextSize("needle held").x + 16.0f);
@@ -343,9 +344,10 @@ void NeedleView::draw_outscored(ViewContext& ctx, int32_t span) {
     // count of "higher" tokens says nothing about the cut-off the policy applied.
     heading_ = "Held tokens by prefill attention received (not the policy's score)";
     ImGui::Text("%s, layer %d head %d:", heading_.c_str(), layer, head);
-    ImGui::TextDisabled("needle mean %.4g; %zu of %zu held prompt tokens received more. "
-                        "\"Explain with the policy's score\" shows the policy's own ranking.",
-                        needle_score, above, held.size());
+    ImGui::TextDisabled(
+        "needle mean %.4g; %zu of %zu held prompt tokens received more. "
+        "\"Explain with the policy's score\" shows the policy's own ranking.",
+        needle_score, above, held.size());
     for (size_t i = 0; i < top; ++i) {
         const int64_t t = held[i];
         ImGui::PushID(static_cast<int>(i));
@@ -401,16 +403,18 @@ void NeedleView::draw_forensics_bar() {
     if (ImGui::Button("Explain with the policy's score") && f.explain) f.explain();
     ImGui::EndDisabled();
     if (ImGui::IsItemHovered(ImGuiHoveredFlags_AllowWhenDisabled))
-        ImGui::SetTooltip("Re-run the trace's policy from its prompt (no change to its decisions) "
-                          "and record, for every needle token, the policy's own score, rank and "
-                          "cut-off where it left");
+        ImGui::SetTooltip(
+            "Re-run the trace's policy from its prompt (no change to its decisions) "
+            "and record, for every needle token, the policy's own score, rank and "
+            "cut-off where it left");
     ImGui::SameLine();
     ImGui::BeginDisabled(f.busy || !f.rescue);
     if (ImGui::Button("Rescue...") && f.rescue) f.rescue();
     ImGui::EndDisabled();
     if (ImGui::IsItemHovered(ImGuiHoveredFlags_AllowWhenDisabled))
-        ImGui::SetTooltip("Which layers' loss of the needle broke the answer: re-run with the "
-                          "needle kept in some layers (the What-if dock lists the runs)");
+        ImGui::SetTooltip(
+            "Which layers' loss of the needle broke the answer: re-run with the "
+            "needle kept in some layers (the What-if dock lists the runs)");
     if (f.busy) {
         ImGui::SameLine();
         if (ImGui::Button("Cancel") && f.cancel) f.cancel();
@@ -488,9 +492,9 @@ void NeedleView::draw_why(ViewContext& ctx, int32_t span) {
     const float label_w = ImGui::CalcTextSize("00000 'xxxxxxxx'").x;
     const ImVec2 o = ImGui::GetCursorScreenPos();
     const float width = std::max(ImGui::GetContentRegionAvail().x, label_w + 80.0f);
-    const PlotRect plot{ImVec2(o.x + label_w + 6.0f, o.y + font + 4.0f),
-                        ImVec2(o.x + width - 8.0f,
-                               o.y + font + 4.0f + row_h * static_cast<float>(rows.size()))};
+    const PlotRect plot{
+        ImVec2(o.x + label_w + 6.0f, o.y + font + 4.0f),
+        ImVec2(o.x + width - 8.0f, o.y + font + 4.0f + row_h * static_cast<float>(rows.size()))};
     Canvas canvas = ctx.canvas();
     const bool scaled = std::isfinite(lo) && std::isfinite(hi);
     if (scaled && hi <= lo) {
@@ -518,16 +522,16 @@ void NeedleView::draw_why(ViewContext& ctx, int32_t span) {
                     token_label(model, d.position));
         if (scaled && std::isfinite(d.cutoff)) {
             const float cx = x_of(d.cutoff);
-            canvas.line(ImVec2(cx, y - row_h * 0.5f), ImVec2(cx, y + row_h * 0.5f),
-                        theme.selection, 2.0f);
+            canvas.line(ImVec2(cx, y - row_h * 0.5f), ImVec2(cx, y + row_h * 0.5f), theme.selection,
+                        2.0f);
         }
         if (scaled && !std::isnan(d.score)) {
             const float x = x_of(d.score);
             canvas.rect(ImVec2(plot.min.x, y - 2.0f), ImVec2(x, y + 2.0f),
                         with_alpha(lost ? theme.evicted : theme.held, 0.5f));
-            canvas.circle(ImVec2(x, y), 4.0f,
-                          lost ? (d.action == "merged" ? theme.merged : theme.evicted)
-                               : theme.held);
+            canvas.circle(
+                ImVec2(x, y), 4.0f,
+                lost ? (d.action == "merged" ? theme.merged : theme.evicted) : theme.held);
         }
         const ImVec2 m = ImGui::GetIO().MousePos;
         if (m.x >= o.x && m.x <= plot.max.x && m.y >= y - row_h * 0.5f && m.y < y + row_h * 0.5f)
@@ -537,12 +541,12 @@ void NeedleView::draw_why(ViewContext& ctx, int32_t span) {
     ImGui::InvisibleButton("##why_plot", ImVec2(width - 8.0f, plot.max.y - o.y + 4.0f));
     if (hovered >= 0 && ImGui::IsItemHovered()) {
         const NeedleDecision& d = *rows[static_cast<size_t>(hovered)];
-        ImGui::SetTooltip("%s: %s %s\nscore %s, rank %lld of %lld, cut-off %s\n(click to select "
-                          "the token)",
-                          token_label(model, d.position).c_str(), how_text(model, d).c_str(),
-                          when_text(d.step).c_str(), score_text(d.score).c_str(),
-                          static_cast<long long>(d.rank), static_cast<long long>(d.candidates),
-                          score_text(d.cutoff).c_str());
+        ImGui::SetTooltip(
+            "%s: %s %s\nscore %s, rank %lld of %lld, cut-off %s\n(click to select "
+            "the token)",
+            token_label(model, d.position).c_str(), how_text(model, d).c_str(),
+            when_text(d.step).c_str(), score_text(d.score).c_str(), static_cast<long long>(d.rank),
+            static_cast<long long>(d.candidates), score_text(d.cutoff).c_str());
         if (ImGui::IsMouseClicked(ImGuiMouseButton_Left)) ctx.state.select_token(d.position);
     }
     // The same in words, one line per needle token.
@@ -550,8 +554,8 @@ void NeedleView::draw_why(ViewContext& ctx, int32_t span) {
         const NeedleDecision& d = *dp;
         if (d.action == "kept") {
             ImGui::TextDisabled("%s kept at the prompt: score %s, rank %lld of %lld",
-                                token_label(model, d.position).c_str(),
-                                score_text(d.score).c_str(), static_cast<long long>(d.rank),
+                                token_label(model, d.position).c_str(), score_text(d.score).c_str(),
+                                static_cast<long long>(d.rank),
                                 static_cast<long long>(d.candidates));
         } else {
             ImGui::Text("%s %s %s: score %s, rank %lld of %lld, cut-off %s",
@@ -606,20 +610,23 @@ void NeedleView::draw_attention_notes(ViewContext& ctx, int32_t span) {
             }
         }
         if (n > 0) {
-            ImGui::Text("needle attention received (prefill, mean per token): sum %.4g, per "
-                        "query that sees it %.4g (all prompt tokens: %.4g)",
-                        raw / static_cast<double>(n), per_query / static_cast<double>(n),
-                        n_all > 0 ? all_per_query / static_cast<double>(n_all) : 0.0);
-            ImGui::TextDisabled("The sum favours early tokens (P - position queries see each "
-                                "one); the per-query mean divides by that count.");
+            ImGui::Text(
+                "needle attention received (prefill, mean per token): sum %.4g, per "
+                "query that sees it %.4g (all prompt tokens: %.4g)",
+                raw / static_cast<double>(n), per_query / static_cast<double>(n),
+                n_all > 0 ? all_per_query / static_cast<double>(n_all) : 0.0);
+            ImGui::TextDisabled(
+                "The sum favours early tokens (P - position queries see each "
+                "one); the per-query mean divides by that count.");
         }
     }
     const float rho = model.spearman(layer, head);
     if (!std::isnan(rho)) {
         ImGui::Text("Spearman rho = %.3f", static_cast<double>(rho));
         ImGui::SameLine();
-        ImGui::TextDisabled("= corr(MINUS key norm, attention received): positive means keys "
-                            "with SMALL norms receive more attention");
+        ImGui::TextDisabled(
+            "= corr(MINUS key norm, attention received): positive means keys "
+            "with SMALL norms receive more attention");
     }
 }
 

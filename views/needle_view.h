@@ -42,7 +42,9 @@ class NeedleView final : public View {
 
     // The explanation of the open trace's needle (nullptr: none). It is shown only while the
     // trace it names (TraceSummary::path) is the one drawn, and for its own span.
-    void set_explanation(std::shared_ptr<const NeedleExplanation> e) { explanation_ = std::move(e); }
+    void set_explanation(std::shared_ptr<const NeedleExplanation> e) {
+        explanation_ = std::move(e);
+    }
     const NeedleExplanation* explanation() const { return explanation_.get(); }
     // The Studio's forensic jobs (buttons, progress, errors); owned by the Studio, may be null.
     void set_forensics(const NeedleForensics* f) { forensics_ = f; }

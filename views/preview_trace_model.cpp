@@ -19,8 +19,8 @@ PreviewTraceModel::PreviewTraceModel(std::shared_ptr<TraceModel> base,
     if (b.n_layers != preview_->n_layers || b.n_heads != preview_->n_kv_heads) {
         std::ostringstream msg;
         msg << "the preview's model shape (" << preview_->n_layers << " layers x "
-            << preview_->n_kv_heads << " heads) differs from the trace's (" << b.n_layers
-            << " x " << b.n_heads << ")";
+            << preview_->n_kv_heads << " heads) differs from the trace's (" << b.n_layers << " x "
+            << b.n_heads << ")";
         throw std::invalid_argument(msg.str());
     }
     summary_ = b;
@@ -37,9 +37,10 @@ PreviewTraceModel::PreviewTraceModel(std::shared_ptr<TraceModel> base,
     } else if (label.budget_tokens > 0) {
         what += " " + std::to_string(label.budget_tokens) + " tokens";
     }
-    summary_.notice = "what-if preview: " + what +
-                      (preview_->decode_time ? ", its prefill decision only (re-run to see decoding)"
-                                             : ", the prompt's compression (step 0)");
+    summary_.notice =
+        "what-if preview: " + what +
+        (preview_->decode_time ? ", its prefill decision only (re-run to see decoding)"
+                               : ", the prompt's compression (step 0)");
     summary_.state = trace::RunState::kComplete;
     summary_.live = false;
     summary_.n_tokens = b.n_prompt_tokens;
@@ -79,8 +80,7 @@ StepInfo PreviewTraceModel::step_info(int64_t step) const {
     return step == 0 ? base_->step_info(0) : StepInfo{};
 }
 
-std::vector<trace::EventRecord> PreviewTraceModel::step0_events(int32_t layer,
-                                                                int32_t head) const {
+std::vector<trace::EventRecord> PreviewTraceModel::step0_events(int32_t layer, int32_t head) const {
     std::vector<trace::EventRecord> ev;
     if (!valid_lh(layer, head)) return ev;
     const auto& idx = head_events_[static_cast<size_t>(lh_key(layer, head))];

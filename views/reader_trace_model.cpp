@@ -356,7 +356,8 @@ bool ReaderTraceModel::read_decode_events() const {
     const size_t lh = static_cast<size_t>(summary_.n_layers) * summary_.n_heads;
     decode_begin_.assign(lh + 1, 0);
     for (const trace::EventRecord& e : events)
-        if (valid_lh(e.layer, e.head)) ++decode_begin_[static_cast<size_t>(lh_key(e.layer, e.head)) + 1];
+        if (valid_lh(e.layer, e.head))
+            ++decode_begin_[static_cast<size_t>(lh_key(e.layer, e.head)) + 1];
     for (size_t k = 0; k < lh; ++k) decode_begin_[k + 1] += decode_begin_[k];
     decode_events_.resize(decode_begin_[lh]);
     std::vector<size_t> fill(decode_begin_.begin(), decode_begin_.end() - 1);

@@ -1,7 +1,7 @@
 #pragma once
-// Colours of the views: dark, light and high-contrast (projector) palettes, the token-state colours (shared by every view,
-// so "kept" is the same green everywhere), a sequential and a diverging colour map, and the
-// matching Dear ImGui style. Colours are 0xAABBGGRR (ImU32).
+// Colours of the views: dark, light and high-contrast (projector) palettes, the token-state colours
+// (shared by every view, so "kept" is the same green everywhere), a sequential and a diverging
+// colour map, and the matching Dear ImGui style. Colours are 0xAABBGGRR (ImU32).
 #include <cstdint>
 
 #include <imgui.h>

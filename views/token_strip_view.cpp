@@ -101,9 +101,8 @@ void TokenStripView::draw(ViewContext& ctx) {
     ImGui::SameLine();
     const int64_t present = std::min(s.n_prompt_tokens + ctx.state.step + 1, s.n_tokens);
     fitted_textf(0, "step %lld  ·  %lld prompt + %lld generated tokens",
-                        static_cast<long long>(ctx.state.step),
-                        static_cast<long long>(s.n_prompt_tokens),
-                        static_cast<long long>(std::max<int64_t>(present - s.n_prompt_tokens, 0)));
+                 static_cast<long long>(ctx.state.step), static_cast<long long>(s.n_prompt_tokens),
+                 static_cast<long long>(std::max<int64_t>(present - s.n_prompt_tokens, 0)));
     draw_state_legend(ctx, true);
 
     // Compare mode: the A/B difference at the selection (A's histories are the ones below).

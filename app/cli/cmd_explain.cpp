@@ -7,18 +7,18 @@
 // attention it received divided by the number of queries that can see it).
 //
 //   kvscope explain run.kvtrace.h5 [--json why.json] [--all]
+#include <unistd.h>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
-#include <unistd.h>
 #include <map>
 #include <memory>
 
 #include <nlohmann/json.hpp>
 
 #include "app/cli/cli_common.h"
-#include "app/cli/trace_rerun.h"
 #include "app/cli/command.h"
+#include "app/cli/trace_rerun.h"
 #include "app/recorder/live_session.h"
 #include "core/error.h"
 #include "core/whatif/explain_policy.h"
@@ -86,8 +86,8 @@ std::function<int()> setup(CLI::App& sub) {
         record::RerunRequest rr;
         rr.policy = choice;
         rr.sampling = record::sampling_from_trace(meta);
-        const fs::path scratch =
-            fs::temp_directory_path() / ("kvscope-explain-" + std::to_string(::getpid()) + ".kvtrace.h5");
+        const fs::path scratch = fs::temp_directory_path() /
+                                 ("kvscope-explain-" + std::to_string(::getpid()) + ".kvtrace.h5");
         rr.trace = scratch;
         rr.overwrite = true;
         rr.wrap_policy = [&](std::unique_ptr<Policy> p) {
@@ -97,8 +97,8 @@ std::function<int()> setup(CLI::App& sub) {
         const record::RerunResult res = session.rerun(rr);
         std::error_code ec;
         fs::remove(scratch, ec);
-        const std::vector<int32_t> gen = reader.token_ids(meta.n_prompt_tokens,
-                                                          reader.info().n_tokens);
+        const std::vector<int32_t> gen =
+            reader.token_ids(meta.n_prompt_tokens, reader.info().n_tokens);
         std::string recorded;
         for (int32_t id : gen) recorded += L.tokenizer->token_bytes(id);
 
@@ -221,13 +221,20 @@ std::function<int()> setup(CLI::App& sub) {
                 auto num = [](double v) -> nlohmann::json {
                     return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr);
                 };
-                j.push_back({{"trace_step", d.step + 1}, {"layer", d.layer}, {"head", d.kv_head},
-                             {"position", d.position}, {"action", d.action},
+                j.push_back({{"trace_step", d.step + 1},
+                             {"layer", d.layer},
+                             {"head", d.kv_head},
+                             {"position", d.position},
+                             {"action", d.action},
                              {"into_position", d.into_position},
-                             {"weight", num(d.weight)}, {"bits", d.bits},
-                             {"score", num(d.score)}, {"protected", std::isinf(d.score)},
-                             {"rank", d.rank}, {"candidates", d.candidates},
-                             {"cutoff", num(d.cutoff)}, {"budget", d.budget},
+                             {"weight", num(d.weight)},
+                             {"bits", d.bits},
+                             {"score", num(d.score)},
+                             {"protected", std::isinf(d.score)},
+                             {"rank", d.rank},
+                             {"candidates", d.candidates},
+                             {"cutoff", num(d.cutoff)},
+                             {"budget", d.budget},
                              {"took_its_place", t}});
             }
             const nlohmann::json doc = {{"trace", a->trace},

@@ -37,8 +37,8 @@ int print_json(const TraceReader& r, bool quick) {
                          {"begin", s.begin},
                          {"end", s.end},
                          {"expected_answer", s.expected_answer},
-                         {"answer_found", found[i] < 0 ? nlohmann::json(nullptr)
-                                                       : nlohmann::json(found[i] == 1)}});
+                         {"answer_found",
+                          found[i] < 0 ? nlohmann::json(nullptr) : nlohmann::json(found[i] == 1)}});
     }
     nlohmann::json j = {{"trace", r.path().string()},
                         {"schema_version", info.schema_version},
@@ -90,9 +90,10 @@ void print_summary(const TraceReader& r, bool per_layer) {
     std::printf("schema:    version %d, written by kvscope %s at %s\n", info.schema_version,
                 m.software_version.c_str(), m.created_utc.c_str());
     if (info.schema_version < trace::kSchemaVersion)
-        std::printf("           read as version %d (traces/SCHEMA.md, Versions); `kvscope upgrade "
-                    "%s NEW` writes a version %d copy\n",
-                    trace::kSchemaVersion, r.path().string().c_str(), trace::kSchemaVersion);
+        std::printf(
+            "           read as version %d (traces/SCHEMA.md, Versions); `kvscope upgrade "
+            "%s NEW` writes a version %d copy\n",
+            trace::kSchemaVersion, r.path().string().c_str(), trace::kSchemaVersion);
     std::printf("state:     %s%s\n", state_name(info.state), info.swmr ? " (opened SWMR)" : "");
     if (!info.notice.empty()) std::printf("notice:    %s\n", info.notice.c_str());
     std::printf("model:     %s (%s, %s) %d layers, %d query / %d KV heads, head_dim %d\n",

@@ -56,7 +56,8 @@ std::function<int()> setup(CLI::App& sub) {
     auto a = std::make_shared<NiahArgs>();
     add_model_options(sub, a->m);
     sub.add_option("--lengths", a->lengths, "Prompt lengths in tokens")->capture_default_str();
-    sub.add_option("--depths", a->depths, "Needle depths, 0 = start, 1 = end")->capture_default_str();
+    sub.add_option("--depths", a->depths, "Needle depths, 0 = start, 1 = end")
+        ->capture_default_str();
     sub.add_option("--trials", a->trials, "Prompts per (length, depth), other seeds")
         ->check(CLI::Range(1, 1000))
         ->capture_default_str();
@@ -127,8 +128,8 @@ std::function<int()> setup(CLI::App& sub) {
         };
         int64_t ran = 0;
         try {
-            ran = record::run_niah_sweep(*L.model, *L.tokenizer, spec, a->out, shard,
-                                         a->m.threads, &g_stop, report);
+            ran = record::run_niah_sweep(*L.model, *L.tokenizer, spec, a->out, shard, a->m.threads,
+                                         &g_stop, report);
         } catch (...) {
             std::signal(SIGINT, old);
             throw;

@@ -223,8 +223,8 @@ std::function<int()> setup(CLI::App& sub) {
             if (!fit_memory)
                 (void)record::LiveSession::make(choice);  // validates name, budget, parameters
             else {
-                const int64_t target = mem->count() > 0 ? session.bytes_for_fraction(a->memory)
-                                                        : a->budget_bytes;
+                const int64_t target =
+                    mem->count() > 0 ? session.bytes_for_fraction(a->memory) : a->budget_bytes;
                 const whatif::MemoryFit fit = session.fit_memory(choice, target);
                 choice.budget = Budget{};
                 choice.budget.tokens = fit.budget_tokens;
@@ -260,10 +260,9 @@ std::function<int()> setup(CLI::App& sub) {
             auto backend = make_backend(a->m.device, a->m.threads);
             Engine engine(*L.model, *backend, eo);
             engine.set_policy(policy.get());
-            trace::RunMetadata meta =
-                record::make_run_metadata(*L.model, a->m.model, *L.tokenizer, policy.get(),
-                                          a->policy.name, a->policy.ratio, input, so,
-                                          backend->name(), a->top_k);
+            trace::RunMetadata meta = record::make_run_metadata(
+                *L.model, a->m.model, *L.tokenizer, policy.get(), a->policy.name, a->policy.ratio,
+                input, so, backend->name(), a->top_k);
             trace::TraceWriter::Options wo;
             wo.record_attention_rows = ro.record_rows;
             wo.record_maps = ro.record_maps;
@@ -280,7 +279,8 @@ std::function<int()> setup(CLI::App& sub) {
                 auto t0 = clock::now();
                 std::vector<float> logits = engine.prefill(ids);
                 rec.write_prefill();
-                end.prefill_ms = std::chrono::duration<double, std::milli>(clock::now() - t0).count();
+                end.prefill_ms =
+                    std::chrono::duration<double, std::milli>(clock::now() - t0).count();
                 if (!a->quiet)
                     std::fprintf(stderr, " %.2f s (%.0f tok/s)\n", end.prefill_ms / 1e3,
                                  ids.size() / std::max(1e-9, end.prefill_ms / 1e3));

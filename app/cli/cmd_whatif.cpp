@@ -46,7 +46,6 @@ struct WhatifArgs {
     bool quiet = false;
 };
 
-
 std::function<int()> setup(CLI::App& sub) {
     auto a = std::make_shared<WhatifArgs>();
     sub.add_option("trace", a->trace,
@@ -66,7 +65,8 @@ std::function<int()> setup(CLI::App& sub) {
                    ->check(CLI::IsMember({"passkey", "niah"}));
     sub.add_option("--length", a->length, "--scenario: prompt length in tokens")
         ->check(CLI::Range(int64_t{16}, int64_t{1} << 22));
-    sub.add_option("--depth", a->depth, "--scenario: needle depth 0..1")->check(CLI::Range(0.0, 1.0));
+    sub.add_option("--depth", a->depth, "--scenario: needle depth 0..1")
+        ->check(CLI::Range(0.0, 1.0));
     sub.add_option("--scenario-seed", a->scenario_seed, "--scenario: seed");
     sub.add_option("--needles", a->needles, "--scenario niah: needles")->check(CLI::Range(1, 64));
     sub.add_option("--haystack", a->haystack, "--scenario niah: haystack folder");
@@ -116,8 +116,8 @@ std::function<int()> setup(CLI::App& sub) {
         if (lists == 0 && needs_budget)
             throw InputError("pass budgets: --budget LIST, --ratio LIST or --memory LIST");
         const bool from_trace = !a->trace.empty(), from_state = !a->state.empty();
-        const int sources = from_trace + from_state + (p->count() > 0) + (pf->count() > 0) +
-                            (sc->count() > 0);
+        const int sources =
+            from_trace + from_state + (p->count() > 0) + (pf->count() > 0) + (sc->count() > 0);
         if (sources != 1)
             throw InputError(
                 "whatif: give exactly one of TRACE, --state, --prompt, --prompt-file, --scenario");
@@ -143,8 +143,8 @@ std::function<int()> setup(CLI::App& sub) {
             input = record::input_from_trace(*reader);
             if (reader->metadata().n_layers != L.model->spec.n_layers ||
                 reader->metadata().n_heads != L.model->spec.n_kv_heads)
-                throw InputError(a->trace, "was recorded from a model of another shape than " +
-                                               a->m.model);
+                throw InputError(a->trace,
+                                 "was recorded from a model of another shape than " + a->m.model);
         }
         std::shared_ptr<const PrefillState> saved;
         if (from_state) {
@@ -154,7 +154,7 @@ std::function<int()> setup(CLI::App& sub) {
         } else if (reader) {
             // input came from the trace above
         } else if (sc->count() > 0) {
-            record::ScenarioRequest req{a->scenario, a->length,  a->depth,
+            record::ScenarioRequest req{a->scenario,      a->length,  a->depth,
                                         a->scenario_seed, a->needles, a->haystack};
             input = record::build_scenario_input(*L.tokenizer, a->m.model, req);
         } else {
@@ -248,9 +248,7 @@ std::function<int()> setup(CLI::App& sub) {
                 rr.trace = fs::path(a->trace_dir) / (stem + ".kvtrace.h5");
                 rr.overwrite = a->force;
                 const record::RerunResult res = session.rerun(rr);
-                verdict = res.answer_found == 1   ? "FOUND"
-                          : res.answer_found == 0 ? "wrong"
-                                                  : "-";
+                verdict = res.answer_found == 1 ? "FOUND" : res.answer_found == 0 ? "wrong" : "-";
                 verdict += "  (" + res.trace.string() + ")";
                 j["answer_found"] = res.answer_found;
                 j["output"] = res.text;

@@ -6,8 +6,8 @@
 
 #include "core/cache/kv_cache.h"
 #include "core/error.h"
-#include "core/whatif/force_keep.h"
 #include "core/policies/registry.h"
+#include "core/whatif/force_keep.h"
 #include "traces/trace_writer.h"
 
 namespace kvscope::record {
@@ -33,9 +33,9 @@ PolicyChoice policy_from_trace(const trace::RunMetadata& meta) {
     PolicyChoice c;
     c.name = meta.policy.empty() ? "full" : meta.policy;
     for (const auto& item : meta.policy_params.items())
-        c.params.push_back(item.key() + "=" +
-                           (item.value().is_string() ? item.value().get<std::string>()
-                                                     : item.value().dump()));
+        c.params.push_back(
+            item.key() + "=" +
+            (item.value().is_string() ? item.value().get<std::string>() : item.value().dump()));
     const PolicyEntry* e = PolicyRegistry::global().find(c.name);
     if (e && e->info.needs_budget) {
         if (meta.budget_ratio > 0)
@@ -126,8 +126,7 @@ whatif::MemoryFit LiveSession::fit_memory(const PolicyChoice& choice, int64_t ta
     eo.threads = threads_;
     Engine engine(model_, *backend_, eo);
     const auto& lg = state_->last_logits;
-    const int32_t first =
-        static_cast<int32_t>(std::max_element(lg.begin(), lg.end()) - lg.begin());
+    const int32_t first = static_cast<int32_t>(std::max_element(lg.begin(), lg.end()) - lg.begin());
     return whatif::fit_budget(choice.name, state_->prompt_len(), target_bytes, [&](int64_t tokens) {
         PolicyChoice c = choice;
         c.budget = Budget{};
@@ -158,15 +157,14 @@ RerunResult LiveSession::rerun(const RerunRequest& req, const std::atomic<bool>*
     Engine engine(model_, *backend_, eo);
     engine.set_policy(policy.get());
     // Full prefill maps need every query row, which the saved state does not hold.
-    const bool resumable =
-        !req.own_prefill && Engine::resume_blocker(*state_, policy.get()).empty() && !ro.record_maps;
+    const bool resumable = !req.own_prefill &&
+                           Engine::resume_blocker(*state_, policy.get()).empty() && !ro.record_maps;
 
-    trace::RunMetadata meta =
-        make_run_metadata(model_, model_path_, tok_, policy.get(), req.policy.name,
-                          req.policy.budget.ratio, input_, req.sampling, backend_->name(),
-                          ro.top_k);
-    meta.extra["prefill"] = resumable ? "resumed from a saved full-cache prompt state"
-                                      : "own prefill";
+    trace::RunMetadata meta = make_run_metadata(model_, model_path_, tok_, policy.get(),
+                                                req.policy.name, req.policy.budget.ratio, input_,
+                                                req.sampling, backend_->name(), ro.top_k);
+    meta.extra["prefill"] =
+        resumable ? "resumed from a saved full-cache prompt state" : "own prefill";
     if (!req.force_keep_layers.empty())
         meta.extra["force_keep"] = {{"positions", req.force_keep_positions},
                                     {"layers", req.force_keep_layers}};
@@ -188,9 +186,9 @@ RerunResult LiveSession::rerun(const RerunRequest& req, const std::atomic<bool>*
         res.resume_ms = ms_since(t0);
         rec.write_prefill();
         end.prefill_ms = resumable ? prefill_ms_ : res.resume_ms;
-        const DecodeOutcome out = decode_and_record(engine, rec, std::move(logits),
-                                                    static_cast<float>(res.resume_ms),
-                                                    req.sampling, stop, progress);
+        const DecodeOutcome out =
+            decode_and_record(engine, rec, std::move(logits), static_cast<float>(res.resume_ms),
+                              req.sampling, stop, progress);
         end.decode_ms = out.decode_ms;
         end.complete = out.reason != "interrupted";
         end.reason = out.reason;
@@ -213,7 +211,8 @@ RerunResult LiveSession::rerun(const RerunRequest& req, const std::atomic<bool>*
         for (int64_t l = 0; l < c.n_layers(); ++l)
             for (int64_t g = 0; g < c.n_kv_heads(); ++g) {
                 int64_t held = 0;
-                for (int64_t p = span->begin; p < span->end; ++p) held += c.find_position(l, g, p) >= 0;
+                for (int64_t p = span->begin; p < span->end; ++p)
+                    held += c.find_position(l, g, p) >= 0;
                 const double f = static_cast<double>(held) /
                                  static_cast<double>(std::max<int64_t>(1, span->end - span->begin));
                 sum += f;

@@ -65,10 +65,10 @@ struct RerunResult {
     int8_t answer_found = -1;  // 1 found, 0 not, -1 no answer expected
     std::string reason;        // stop reason (DecodeOutcome)
     int64_t steps = 0;
-    double resume_ms = 0.0;    // compression of the saved prompt state
+    double resume_ms = 0.0;  // compression of the saved prompt state
     double decode_ms = 0.0;
     int64_t bytes_held_final = 0;
-    bool resumed = true;       // false: the policy needed a prefill of its own
+    bool resumed = true;  // false: the policy needed a prefill of its own
     // Fraction of the queried needle's tokens ("needle" span, else the first) held after the last
     // step: mean and minimum over (layer, KV head); -1 without a needle.
     double needle_final_mean = -1.0;

@@ -20,13 +20,29 @@ namespace {
 namespace fs = std::filesystem;
 
 // The summary's columns, in order. Strings are always quoted; numbers never are.
-const std::vector<std::string> kSummaryColumns = {
-    "cell",          "haystack",        "needle_set",       "length",
-    "depth",         "trial",           "seed",             "prompt_tokens",
-    "policy",        "budget_kind",     "budget",           "budget_tokens",
-    "bytes_full",    "bytes_prompt",    "bytes_final",      "needle_prompt_mean",
-    "needle_prompt_min", "needle_final_mean", "needle_final_min", "found",
-    "output",        "trace",           "decode_ms"};
+const std::vector<std::string> kSummaryColumns = {"cell",
+                                                  "haystack",
+                                                  "needle_set",
+                                                  "length",
+                                                  "depth",
+                                                  "trial",
+                                                  "seed",
+                                                  "prompt_tokens",
+                                                  "policy",
+                                                  "budget_kind",
+                                                  "budget",
+                                                  "budget_tokens",
+                                                  "bytes_full",
+                                                  "bytes_prompt",
+                                                  "bytes_final",
+                                                  "needle_prompt_mean",
+                                                  "needle_prompt_min",
+                                                  "needle_final_mean",
+                                                  "needle_final_min",
+                                                  "found",
+                                                  "output",
+                                                  "trace",
+                                                  "decode_ms"};
 const std::set<std::string> kStringColumns = {"haystack", "needle_set", "policy", "budget_kind",
                                               "budget",   "output",     "trace"};
 
@@ -79,8 +95,8 @@ std::string row_key(const std::string& cell, const std::string& policy, const st
 
 fs::path shard_summary(const fs::path& out, Shard s) {
     if (s.count == 1) return out / "summary.csv";
-    return out / ("summary-shard-" + std::to_string(s.index) + "-of-" + std::to_string(s.count) +
-                  ".csv");
+    return out /
+           ("summary-shard-" + std::to_string(s.index) + "-of-" + std::to_string(s.count) + ".csv");
 }
 
 }  // namespace
@@ -144,8 +160,8 @@ std::vector<NeedleSet> load_needle_sets(const fs::path& path) {
         auto str = [&](const char* k, bool required) {
             if (!e.is_object() || !e.contains(k) || !e[k].is_string()) {
                 if (required)
-                    throw InputError(path, "entry " + std::to_string(i) + " needs a string '" +
-                                               k + "'");
+                    throw InputError(path,
+                                     "entry " + std::to_string(i) + " needs a string '" + k + "'");
                 return std::string();
             }
             return e[k].get<std::string>();
@@ -159,8 +175,10 @@ std::vector<NeedleSet> load_needle_sets(const fs::path& path) {
         n.name = str("name", false);
         if (n.name.empty()) n.name = "set" + std::to_string(i);
         if (n.custom.needle.find(n.custom.answer) == std::string::npos)
-            throw InputError(path, "entry " + std::to_string(i) + ": the needle does not contain "
-                                   "its answer '" + n.custom.answer + "'");
+            throw InputError(path, "entry " + std::to_string(i) +
+                                       ": the needle does not contain "
+                                       "its answer '" +
+                                       n.custom.answer + "'");
         out.push_back(n);
     }
     return out;
@@ -169,14 +187,26 @@ std::vector<NeedleSet> load_needle_sets(const fs::path& path) {
 nlohmann::json SweepSpec::to_json() const {
     nlohmann::json n = nlohmann::json::array();
     for (const auto& s : needles)
-        n.push_back({{"name", s.name}, {"builtin", s.builtin}, {"needle", s.custom.needle},
-                     {"question", s.custom.question}, {"answer", s.custom.answer},
+        n.push_back({{"name", s.name},
+                     {"builtin", s.builtin},
+                     {"needle", s.custom.needle},
+                     {"question", s.custom.question},
+                     {"answer", s.custom.answer},
                      {"intro", s.custom.intro}});
-    return {{"format", "kvscope-niah-sweep"}, {"version", 1},       {"model", model},
-            {"haystacks", haystacks},          {"needles", n},       {"lengths", lengths},
-            {"depths", depths},                {"trials", trials},   {"seed", seed},
-            {"policies", policies},            {"budget_kind", budget_kind},
-            {"budgets", budgets},              {"params", params},   {"max_new", max_new},
+    return {{"format", "kvscope-niah-sweep"},
+            {"version", 1},
+            {"model", model},
+            {"haystacks", haystacks},
+            {"needles", n},
+            {"lengths", lengths},
+            {"depths", depths},
+            {"trials", trials},
+            {"seed", seed},
+            {"policies", policies},
+            {"budget_kind", budget_kind},
+            {"budgets", budgets},
+            {"params", params},
+            {"max_new", max_new},
             {"traces", traces}};
 }
 
@@ -257,8 +287,7 @@ Shard parse_shard(const std::string& text) {
 }
 
 int64_t run_niah_sweep(const Model& model, const Tokenizer& tok, const SweepSpec& spec,
-                       const fs::path& out, Shard shard, int threads,
-                       const std::atomic<bool>* stop,
+                       const fs::path& out, Shard shard, int threads, const std::atomic<bool>* stop,
                        const std::function<void(const SweepProgress&)>& progress) {
     using clock = std::chrono::steady_clock;
     if (spec.needles.empty() || spec.lengths.empty() || spec.depths.empty() ||
@@ -277,8 +306,9 @@ int64_t run_niah_sweep(const Model& model, const Tokenizer& tok, const SweepSpec
         std::ifstream f(spec_path);
         const nlohmann::json old = nlohmann::json::parse(f, nullptr, false);
         if (old.is_discarded() || old != spec.to_json())
-            throw InputError(spec_path, "holds another sweep's spec; use another --out folder "
-                                        "(or the same flags to resume)");
+            throw InputError(spec_path,
+                             "holds another sweep's spec; use another --out folder "
+                             "(or the same flags to resume)");
     } else {
         const fs::path tmp = out / "sweep.json.part";
         std::ofstream(tmp) << spec.to_json().dump(2) << "\n";
@@ -299,8 +329,10 @@ int64_t run_niah_sweep(const Model& model, const Tokenizer& tok, const SweepSpec
         size_t keep = 0;
         bool quoted = false;
         for (size_t i = 0; i < t.size(); ++i) {
-            if (t[i] == '"') quoted = !quoted;
-            else if (t[i] == '\n' && !quoted) keep = i + 1;
+            if (t[i] == '"')
+                quoted = !quoted;
+            else if (t[i] == '\n' && !quoted)
+                keep = i + 1;
         }
         if (keep < t.size()) fs::resize_file(summary, keep);
         const auto rows = read_csv(summary);
@@ -372,9 +404,9 @@ int64_t run_niah_sweep(const Model& model, const Tokenizer& tok, const SweepSpec
         in.answer = built.answer;
         for (const Needle& n : built.needles)
             in.spans.push_back({n.token_begin, n.token_end, "needle", built.answer});
-        in.scenario = {{"kind", "niah"},       {"length", c.length}, {"depth", c.depth},
-                       {"seed", c.seed},       {"needle_set", ns.name},
-                       {"haystack", dir.string()}, {"answer", built.answer}};
+        in.scenario = {{"kind", "niah"},        {"length", c.length},    {"depth", c.depth},
+                       {"seed", c.seed},        {"needle_set", ns.name}, {"haystack", dir.string()},
+                       {"answer", built.answer}};
         LiveSession session(model, tok, spec.model, in, threads);
         session.prefill();
         char cdir[32];
@@ -470,14 +502,16 @@ std::pair<int64_t, int64_t> merge_niah_summaries(const fs::path& dir) {
     std::vector<fs::path> inputs;
     for (const auto& e : fs::directory_iterator(dir)) {
         const std::string n = e.path().filename().string();
-        if (n == "summary.csv" || (n.rfind("summary-shard-", 0) == 0 && e.path().extension() == ".csv"))
+        if (n == "summary.csv" ||
+            (n.rfind("summary-shard-", 0) == 0 && e.path().extension() == ".csv"))
             inputs.push_back(e.path());
     }
     std::sort(inputs.begin(), inputs.end());
     std::map<std::string, size_t> job_order;
     job_order["full|-"] = 0;
     for (const std::string& p : spec.policies)
-        for (double b : spec.budgets) job_order.emplace(p + "|" + budget_label(spec, b), job_order.size());
+        for (double b : spec.budgets)
+            job_order.emplace(p + "|" + budget_label(spec, b), job_order.size());
     for (const std::string& p : spec.policies) job_order.emplace(p + "|-", job_order.size());
     for (const fs::path& in : inputs) {
         const auto table = read_csv(in);
@@ -489,14 +523,14 @@ std::pair<int64_t, int64_t> merge_niah_summaries(const fs::path& dir) {
             const std::string job = r[8] + "|" + r[10];
             const auto it = job_order.find(job);
             const size_t order = it == job_order.end() ? job_order.size() : it->second;
-            const auto key = std::make_pair(std::stoll(r[0]),
-                                            std::to_string(1000000 + order) + job);
+            const auto key =
+                std::make_pair(std::stoll(r[0]), std::to_string(1000000 + order) + job);
             auto [pos, inserted] = rows.emplace(key, r);
             // Same cell, policy and budget from two files: the verdicts must agree (timings and
             // the trace path may differ).
             if (!inserted && (pos->second[19] != r[19] || pos->second[14] != r[14]))
-                throw InputError(in, "row for cell " + r[0] + " " + job +
-                                         " disagrees with another shard's");
+                throw InputError(
+                    in, "row for cell " + r[0] + " " + job + " disagrees with another shard's");
         }
     }
     const fs::path tmp = dir / "summary.csv.part";

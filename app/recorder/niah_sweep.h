@@ -38,9 +38,9 @@ struct NeedleSet {
 std::vector<NeedleSet> load_needle_sets(const std::filesystem::path& path);
 
 struct SweepSpec {
-    std::string model;                  // model path (recorded; the caller loads the model)
+    std::string model;                   // model path (recorded; the caller loads the model)
     std::vector<std::string> haystacks;  // folders; "" = the model's default haystack
-    std::vector<NeedleSet> needles;     // at least one
+    std::vector<NeedleSet> needles;      // at least one
     std::vector<int64_t> lengths;
     std::vector<double> depths;
     int trials = 1;
@@ -48,9 +48,9 @@ struct SweepSpec {
     std::vector<std::string> policies;  // "full" is always run as the baseline of each cell
     std::string budget_kind = "ratio";  // "ratio" | "tokens" | "memory"
     std::vector<double> budgets;
-    std::vector<std::string> params;    // "key=value" (all policies having key) or "policy.key=v"
+    std::vector<std::string> params;  // "key=value" (all policies having key) or "policy.key=v"
     int max_new = 16;
-    bool traces = true;                 // keep a trace per row
+    bool traces = true;  // keep a trace per row
 
     nlohmann::json to_json() const;
     static SweepSpec from_json(const nlohmann::json& j);  // throws InputError

@@ -20,13 +20,15 @@ using h5::Dims;
 constexpr int32_t kVersion = 1;
 constexpr int kLevel = 1;  // light deflate: K/V compress little, statistics a lot
 
-size_t sz(int64_t v) { return static_cast<size_t>(v); }
+size_t sz(int64_t v) {
+    return static_cast<size_t>(v);
+}
 
 void write_f32(hid_t f, const std::string& name, const Dims& dims, const std::vector<float>& v) {
     Dims chunk = dims;
     chunk[0] = 1;  // one layer a chunk
-    h5::Dataset ds = h5::create_dataset(f, name, h5::native_type<float>(), dims, chunk, false,
-                                        kLevel, nullptr);
+    h5::Dataset ds =
+        h5::create_dataset(f, name, h5::native_type<float>(), dims, chunk, false, kLevel, nullptr);
     Dims start(dims.size(), 0);
     h5::write_slab(ds, start, dims, v.data());
 }
@@ -53,7 +55,9 @@ std::vector<T> read_exact(const fs::path& path, hid_t f, const std::string& name
 nlohmann::json spans_json(const std::vector<trace::MarkedSpan>& spans) {
     nlohmann::json a = nlohmann::json::array();
     for (const auto& s : spans)
-        a.push_back({{"begin", s.begin}, {"end", s.end}, {"label", s.label},
+        a.push_back({{"begin", s.begin},
+                     {"end", s.end},
+                     {"label", s.label},
                      {"expected_answer", s.expected_answer}});
     return a;
 }
@@ -112,20 +116,28 @@ void save_prefill_state(const fs::path& path, const PrefillState& st, const Mode
         h5::Id f(H5Fcreate(part.c_str(), H5F_ACC_EXCL, H5P_DEFAULT, H5P_DEFAULT));
         if (!f.valid()) throw InputError(part, "cannot create the file");
         h5::write_attr<int32_t>(f.get(), "kvstate_version", kVersion);
-        nlohmann::json meta = {
-            {"format", "kvscope-prefill-state"},
-            {"model_path", model_path},
-            {"n_layers", L}, {"n_heads", H}, {"n_kv_heads", G}, {"head_dim", d},
-            {"vocab_size", sp.vocab_size}, {"prompt_len", P}, {"window_rows", W},
-            {"computed", {{"colsum", st.computed.colsum}, {"key_norms", st.computed.key_norms},
-                          {"query_absmax", st.computed.query_absmax},
-                          {"window", st.computed.window}}},
-            {"prompt", input.prompt}, {"answer", input.answer}, {"spans", spans_json(input.spans)},
-            {"scenario", input.scenario}};
+        nlohmann::json meta = {{"format", "kvscope-prefill-state"},
+                               {"model_path", model_path},
+                               {"n_layers", L},
+                               {"n_heads", H},
+                               {"n_kv_heads", G},
+                               {"head_dim", d},
+                               {"vocab_size", sp.vocab_size},
+                               {"prompt_len", P},
+                               {"window_rows", W},
+                               {"computed",
+                                {{"colsum", st.computed.colsum},
+                                 {"key_norms", st.computed.key_norms},
+                                 {"query_absmax", st.computed.query_absmax},
+                                 {"window", st.computed.window}}},
+                               {"prompt", input.prompt},
+                               {"answer", input.answer},
+                               {"spans", spans_json(input.spans)},
+                               {"scenario", input.scenario}};
         const std::string text = meta.dump();
-        h5::Dataset mj = h5::create_dataset(f.get(), "/meta_json", h5::native_type<uint8_t>(),
-                                            {text.size()}, {std::max<size_t>(1, text.size())},
-                                            false, 0, nullptr);
+        h5::Dataset mj =
+            h5::create_dataset(f.get(), "/meta_json", h5::native_type<uint8_t>(), {text.size()},
+                               {std::max<size_t>(1, text.size())}, false, 0, nullptr);
         h5::write_slab(mj, {0}, {text.size()}, text.data());
         h5::Dataset ids = h5::create_dataset(f.get(), "/prompt_ids", h5::native_type<int32_t>(),
                                              {sz(P)}, {sz(P)}, false, 0, nullptr);
@@ -243,7 +255,8 @@ SavedPrefill load_prefill_state(const fs::path& path, const ModelSpec& sp) {
         }
         if (st->computed.key_norms)
             scatter(&LayerPrefillStats::key_norm,
-                    read_exact<float>(path, f.get(), "/stats/key_norm", {sz(L), sz(G), sz(P)}), G, P);
+                    read_exact<float>(path, f.get(), "/stats/key_norm", {sz(L), sz(G), sz(P)}), G,
+                    P);
         if (st->computed.query_absmax)
             scatter(&LayerPrefillStats::query_absmax,
                     read_exact<float>(path, f.get(), "/stats/query_absmax", {sz(L), sz(G), sz(d)}),

@@ -61,8 +61,9 @@ RescueResult rescue_needle(LiveSession& session, const PolicyChoice& policy,
     for (int64_t l = 0; l < L; ++l) all.insert(l);
     if (!run(all)) {
         res.outcome = RescueResult::Outcome::kNotRescuable;
-        res.summary = "keeping the needle in every layer does not restore the answer: the loss is "
-                      "elsewhere (other tokens the policy dropped, or the model itself)";
+        res.summary =
+            "keeping the needle in every layer does not restore the answer: the loss is "
+            "elsewhere (other tokens the policy dropped, or the model itself)";
         return res;
     }
     std::set<int64_t> keep = all;

@@ -52,7 +52,7 @@ nlohmann::json spec_json(const ModelSpec& s) {
             {"rope_theta", s.rope.theta},
             {"rope_scaling", s.rope.scaling == RopeScaling::kNone     ? "none"
                              : s.rope.scaling == RopeScaling::kLinear ? "linear"
-                                                                     : "llama3"},
+                                                                      : "llama3"},
             {"rope_factor", s.rope.factor},
             {"attention_bias", s.attention_bias},
             {"qk_norm", s.qk_norm},
@@ -69,7 +69,8 @@ RunInput build_scenario_input(const Tokenizer& tok, const std::string& model_pat
     if (kind == ScenarioKind::kNiah) {
         std::filesystem::path dir = req.haystack;
         if (dir.empty()) dir = find_default_haystack_dir(model_path);
-        if (dir.empty()) throw InputError("--scenario niah needs haystack texts: pass --haystack DIR");
+        if (dir.empty())
+            throw InputError("--scenario niah needs haystack texts: pass --haystack DIR");
         hay = load_haystack(dir);
     }
     ScenarioBuilder builder(tok, kind == ScenarioKind::kNiah ? &hay : nullptr);
@@ -91,8 +92,8 @@ RunInput build_scenario_input(const Tokenizer& tok, const std::string& model_pat
         in.spans.push_back({n.token_begin, n.token_end,
                             n.queried ? std::string("needle") : "needle_" + std::to_string(++other),
                             n.queried ? built.answer : std::string()});
-    in.scenario = {{"kind", req.kind},   {"length", req.length},   {"depth", req.depth},
-                   {"seed", req.seed},   {"needles", req.needles}, {"answer", built.answer}};
+    in.scenario = {{"kind", req.kind}, {"length", req.length},   {"depth", req.depth},
+                   {"seed", req.seed}, {"needles", req.needles}, {"answer", built.answer}};
     return in;
 }
 
@@ -204,12 +205,13 @@ DecodeOutcome decode_and_record(Engine& engine, RunRecorder& rec, std::vector<fl
         const int32_t next = sampler.sample(logits.data(), sp.vocab_size);
         last = next;
         const auto now = clock::now();
-        rec.commit_step(next, logits,
-                        s == 0 ? prefill_ms
-                               : std::chrono::duration<float, std::milli>(now - t_step).count());
+        rec.commit_step(
+            next, logits,
+            s == 0 ? prefill_ms : std::chrono::duration<float, std::milli>(now - t_step).count());
         t_step = now;
         if (progress) progress(s + 1, opt.max_new);
-        const bool is_eos = std::find(sp.eos_ids.begin(), sp.eos_ids.end(), next) != sp.eos_ids.end();
+        const bool is_eos =
+            std::find(sp.eos_ids.begin(), sp.eos_ids.end(), next) != sp.eos_ids.end();
         if (is_eos && !opt.ignore_eos) {
             out.reason = "eos";
             break;

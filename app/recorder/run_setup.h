@@ -22,11 +22,11 @@
 namespace kvscope::record {
 
 struct RunInput {
-    std::string prompt;                   // the prompt text
-    std::vector<int32_t> ids;             // its tokens, BOS included
+    std::string prompt;                    // the prompt text
+    std::vector<int32_t> ids;              // its tokens, BOS included
     std::vector<trace::MarkedSpan> spans;  // "needle" = the queried one, then "needle_2", ...
-    std::string answer;                   // expected answer, "" when none
-    nlohmann::json scenario;              // what built the prompt (null for plain text)
+    std::string answer;                    // expected answer, "" when none
+    nlohmann::json scenario;               // what built the prompt (null for plain text)
 };
 
 struct ScenarioRequest {

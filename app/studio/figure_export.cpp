@@ -70,22 +70,25 @@ QByteArray figure_svg(QSize size, const FigureContent& content, QString* problem
     const QColor bg = band_colour(content.image);
     QString out;
     out += "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
-    out += QStringLiteral("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%1\" height=\"%2\" "
-                          "viewBox=\"0 0 %1 %2\">\n")
+    out += QStringLiteral(
+               "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%1\" height=\"%2\" "
+               "viewBox=\"0 0 %1 %2\">\n")
                .arg(size.width())
                .arg(size.height());
     out += QStringLiteral("<rect width=\"100%\" height=\"100%\" fill=\"%1\"/>\n").arg(bg.name());
-    out += QStringLiteral("<svg x=\"0\" y=\"0\" width=\"%1\" height=\"%2\" viewBox=\"%3\" "
-                          "preserveAspectRatio=\"xMidYMid meet\">\n")
+    out += QStringLiteral(
+               "<svg x=\"0\" y=\"0\" width=\"%1\" height=\"%2\" viewBox=\"%3\" "
+               "preserveAspectRatio=\"xMidYMid meet\">\n")
                .arg(size.width())
                .arg(size.height() - band)
                .arg(view_box);
     out += view.mid(root_end + 1).trimmed();  // the body and the closing </svg>
     out += "\n";
     if (band > 0) {
-        out += QStringLiteral("<text x=\"%1\" y=\"%2\" text-anchor=\"middle\" "
-                              "dominant-baseline=\"central\" font-family=\"sans-serif\" "
-                              "font-size=\"%3\" fill=\"%4\">%5</text>\n")
+        out += QStringLiteral(
+                   "<text x=\"%1\" y=\"%2\" text-anchor=\"middle\" "
+                   "dominant-baseline=\"central\" font-family=\"sans-serif\" "
+                   "font-size=\"%3\" fill=\"%4\">%5</text>\n")
                    .arg(size.width() / 2)
                    .arg(size.height() - band / 2)
                    .arg(caption_font(band).pixelSize())
@@ -107,8 +110,8 @@ bool write_part(const QString& part, const QString& ext, QSize size, const Figur
         QPdfWriter pdf(part);
         // 96 dots per inch: one figure pixel is one device unit, the page is size x 0.75 points.
         pdf.setResolution(96);
-        pdf.setPageSize(QPageSize(QSizeF(size) * 0.75, QPageSize::Point, QString(),
-                                  QPageSize::ExactMatch));
+        pdf.setPageSize(
+            QPageSize(QSizeF(size) * 0.75, QPageSize::Point, QString(), QPageSize::ExactMatch));
         pdf.setPageMargins(QMarginsF(0, 0, 0, 0));
         pdf.setCreator("KVScope Studio");
         QPainter p;

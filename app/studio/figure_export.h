@@ -17,9 +17,9 @@
 namespace kvscope::studio {
 
 struct FigureContent {
-    QImage image;         // the view, `size` minus the caption band (figure_view_size)
-    std::string svg;      // the view as an SVG document (SvgRecorder), for .svg figures
-    QString caption;      // empty: no band
+    QImage image;     // the view, `size` minus the caption band (figure_view_size)
+    std::string svg;  // the view as an SVG document (SvgRecorder), for .svg figures
+    QString caption;  // empty: no band
 };
 
 // The pixel size the view itself gets in a figure of `size` (the caption band is under it).

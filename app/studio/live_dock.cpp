@@ -5,17 +5,17 @@
 #include "app/studio/live_dock_internal.h"
 
 #include <QCheckBox>
-#include <QCoreApplication>
 #include <QComboBox>
+#include <QCoreApplication>
 #include <QDir>
 #include <QDoubleSpinBox>
 #include <QFile>
 #include <QFileDialog>
 #include <QFileInfo>
 #include <QFormLayout>
+#include <QGridLayout>
 #include <QHBoxLayout>
 #include <QLabel>
-#include <QGridLayout>
 #include <QLineEdit>
 #include <QListWidget>
 #include <QLocale>
@@ -44,7 +44,6 @@
 #include "views/needle_view.h"
 #include "views/preview_trace_model.h"
 #include "views/reader_trace_model.h"
-
 
 namespace kvscope::studio {
 
@@ -92,8 +91,8 @@ void LiveDock::build_ui() {
     connect(model_edit_, &QLineEdit::textEdited, this, [this] { model_auto_ = false; });
     auto* browse = new QPushButton(tr("Browse…"), content);
     connect(browse, &QPushButton::clicked, this, [this] {
-        const QString dir = QFileDialog::getExistingDirectory(this, tr("Model folder"),
-                                                              model_edit_->text());
+        const QString dir =
+            QFileDialog::getExistingDirectory(this, tr("Model folder"), model_edit_->text());
         if (!dir.isEmpty()) set_model_dir(dir);
     });
     model_row->addWidget(model_edit_, 1);
@@ -138,8 +137,9 @@ void LiveDock::build_ui() {
     connect(prompt_combo_, &QComboBox::currentIndexChanged, this, scen_enabled);
     scen_enabled();
     prefill_button_ = new QPushButton(tr("Load and prefill"), content);
-    prefill_button_->setToolTip(tr("Load the model and run the prompt once with the full cache; "
-                                   "previews and re-runs start from that state"));
+    prefill_button_->setToolTip(
+        tr("Load the model and run the prompt once with the full cache; "
+           "previews and re-runs start from that state"));
     connect(prefill_button_, &QPushButton::clicked, this, &LiveDock::prefill);
     session_label_ = new QLabel(tr("no prompt prefilled"), content);
     session_label_->setWordWrap(true);
@@ -207,8 +207,9 @@ void LiveDock::build_ui() {
 
     auto* run_row = new QHBoxLayout();
     run_button_ = new QPushButton(tr("Run"), content);
-    run_button_->setToolTip(tr("Decode from the saved prompt state under this policy and budget, "
-                               "record a trace and open it"));
+    run_button_->setToolTip(
+        tr("Decode from the saved prompt state under this policy and budget, "
+           "record a trace and open it"));
     connect(run_button_, &QPushButton::clicked, this, &LiveDock::release_slider);
     cancel_button_ = new QPushButton(tr("Cancel"), content);
     cancel_button_->setEnabled(false);
@@ -257,13 +258,15 @@ void LiveDock::build_ui() {
     outer->addWidget(forensics_title);
     auto* frow = new QHBoxLayout();
     explain_button_ = new QPushButton(tr("Explain"), content);
-    explain_button_->setToolTip(tr("Re-run the trace's policy (same decisions) and show in the "
-                                   "Needle view, per layer and head, the policy's own score, rank "
-                                   "and cut-off where each needle token left"));
+    explain_button_->setToolTip(
+        tr("Re-run the trace's policy (same decisions) and show in the "
+           "Needle view, per layer and head, the policy's own score, rank "
+           "and cut-off where each needle token left"));
     connect(explain_button_, &QPushButton::clicked, this, &LiveDock::explain_needle);
     rescue_button_ = new QPushButton(tr("Rescue…"), content);
-    rescue_button_->setToolTip(tr("Search an irreducible set of layers in which keeping the "
-                                  "needle restores the answer (at most 2 + layers runs)"));
+    rescue_button_->setToolTip(
+        tr("Search an irreducible set of layers in which keeping the "
+           "needle restores the answer (at most 2 + layers runs)"));
     connect(rescue_button_, &QPushButton::clicked, this, &LiveDock::rescue_search);
     frow->addWidget(explain_button_);
     frow->addWidget(rescue_button_);
@@ -273,8 +276,8 @@ void LiveDock::build_ui() {
     auto* grid = new QGridLayout(rescue_layers_box_);
     grid->setContentsMargins(0, 0, 0, 0);
     outer->addWidget(rescue_layers_box_);
-    rescue_once_button_ = new QPushButton(tr("Run with the needle kept in the checked layers"),
-                                          content);
+    rescue_once_button_ =
+        new QPushButton(tr("Run with the needle kept in the checked layers"), content);
     connect(rescue_once_button_, &QPushButton::clicked, this,
             &LiveDock::rescue_with_checked_layers);
     outer->addWidget(rescue_once_button_);
@@ -321,9 +324,13 @@ void LiveDock::set_model_dir(const QString& dir) {
     model_edit_->setText(dir);
 }
 
-QString LiveDock::model_dir() const { return model_edit_->text(); }
+QString LiveDock::model_dir() const {
+    return model_edit_->text();
+}
 
-void LiveDock::use_trace_prompt() { prompt_combo_->setCurrentIndex(0); }
+void LiveDock::use_trace_prompt() {
+    prompt_combo_->setCurrentIndex(0);
+}
 
 void LiveDock::use_scenario(const QString& kind, int64_t length, double depth, uint64_t seed) {
     const int i = prompt_combo_->findData(kind);
@@ -333,9 +340,13 @@ void LiveDock::use_scenario(const QString& kind, int64_t length, double depth, u
     seed_spin_->setValue(static_cast<int>(seed));
 }
 
-void LiveDock::set_max_new(int n) { max_new_spin_->setValue(n); }
+void LiveDock::set_max_new(int n) {
+    max_new_spin_->setValue(n);
+}
 
-bool LiveDock::busy() const { return worker_->busy(); }
+bool LiveDock::busy() const {
+    return worker_->busy();
+}
 
 void LiveDock::sync_from_window() {
     if (window_->model()) rebuild_rescue_layers(window_->model()->summary().n_layers);
@@ -343,8 +354,8 @@ void LiveDock::sync_from_window() {
     const views::TraceModel* m = window_->model();
     auto* reader = dynamic_cast<const views::ReaderTraceModel*>(m);
     if (!reader) return;
-    const std::string resolved = resolve_trace_model_path(
-        window_->trace_path().toStdString(), reader->reader().metadata().model_path);
+    const std::string resolved = resolve_trace_model_path(window_->trace_path().toStdString(),
+                                                          reader->reader().metadata().model_path);
     model_edit_->setText(QString::fromStdString(resolved));
 }
 
@@ -370,7 +381,8 @@ QString LiveDock::output_dir() const {
         const QString dir = fi.absolutePath() + "/" + stem + ".whatif";
         if (QFileInfo(fi.absolutePath()).isWritable()) return dir;
     }
-    return QDir::tempPath() + "/kvscope-whatif-" + QString::number(QCoreApplication::applicationPid());
+    return QDir::tempPath() + "/kvscope-whatif-" +
+           QString::number(QCoreApplication::applicationPid());
 }
 
 void LiveDock::prefill() {
@@ -382,7 +394,8 @@ void LiveDock::prefill() {
     const QString kind = prompt_combo_->currentData().toString();
     if (kind == "trace") {
         if (window_->trace_path().isEmpty()) {
-            show_error(tr("No trace is open to take the prompt from: open one, or pick a scenario."));
+            show_error(
+                tr("No trace is open to take the prompt from: open one, or pick a scenario."));
             emit prefill_finished(false);
             return;
         }
@@ -440,8 +453,7 @@ void LiveDock::prefill() {
                     .arg(QLocale(QLocale::English).toString(qlonglong(s.input().ids.size())))
                     .arg(s.prefill_ms() / 1e3, 0, 'f', 2)
                     .arg(QFileInfo(QString::fromStdString(setup.model_dir)).fileName())
-                    .arg(base_ ? QString()
-                               : tr("; the views show previews after the first run")));
+                    .arg(base_ ? QString() : tr("; the views show previews after the first run")));
             update_slider_range();
             emit prefill_finished(true);
             slider_moved();
@@ -451,7 +463,9 @@ void LiveDock::prefill() {
 
 // ---- Policy and parameters ------------------------------------------------------------------
 
-QString LiveDock::policy() const { return policy_combo_->currentText(); }
+QString LiveDock::policy() const {
+    return policy_combo_->currentText();
+}
 
 void LiveDock::set_policy(const QString& name) {
     const int i = policy_combo_->findText(name);
@@ -502,7 +516,8 @@ void LiveDock::rebuild_params() {
             case ParamType::kEnum: {
                 auto* c = new QComboBox(params_box_);
                 for (const auto& ch : spec.choices) c->addItem(QString::fromStdString(ch));
-                c->setCurrentText(QString::fromStdString(std::get<std::string>(spec.default_value)));
+                c->setCurrentText(
+                    QString::fromStdString(std::get<std::string>(spec.default_value)));
                 connect(c, &QComboBox::currentIndexChanged, this, &LiveDock::slider_moved);
                 w = c;
                 break;
@@ -531,11 +546,14 @@ void LiveDock::rebuild_params() {
 bool LiveDock::set_param(const QString& name, const QString& value) {
     for (auto& [spec, w] : param_widgets_) {
         if (QString::fromStdString(spec.name) != name) continue;
-        if (auto* s = qobject_cast<QSpinBox*>(w)) s->setValue(value.toInt());
-        else if (auto* d = qobject_cast<QDoubleSpinBox*>(w)) d->setValue(value.toDouble());
+        if (auto* s = qobject_cast<QSpinBox*>(w))
+            s->setValue(value.toInt());
+        else if (auto* d = qobject_cast<QDoubleSpinBox*>(w))
+            d->setValue(value.toDouble());
         else if (auto* c = qobject_cast<QCheckBox*>(w))
             c->setChecked(value == "true" || value == "1" || value == "on" || value == "yes");
-        else if (auto* cb = qobject_cast<QComboBox*>(w)) cb->setCurrentText(value);
+        else if (auto* cb = qobject_cast<QComboBox*>(w))
+            cb->setCurrentText(value);
         else if (auto* l = qobject_cast<QLineEdit*>(w)) {
             l->setText(value);
             slider_moved();
@@ -549,11 +567,16 @@ std::vector<std::string> LiveDock::param_assignments() const {
     std::vector<std::string> out;
     for (const auto& [spec, w] : param_widgets_) {
         QString text;
-        if (auto* s = qobject_cast<QSpinBox*>(w)) text = QString::number(s->value());
-        else if (auto* d = qobject_cast<QDoubleSpinBox*>(w)) text = QString::number(d->value(), 'g', 6);
-        else if (auto* c = qobject_cast<QCheckBox*>(w)) text = c->isChecked() ? "true" : "false";
-        else if (auto* cb = qobject_cast<QComboBox*>(w)) text = cb->currentText();
-        else if (auto* l = qobject_cast<QLineEdit*>(w)) text = l->text().trimmed();
+        if (auto* s = qobject_cast<QSpinBox*>(w))
+            text = QString::number(s->value());
+        else if (auto* d = qobject_cast<QDoubleSpinBox*>(w))
+            text = QString::number(d->value(), 'g', 6);
+        else if (auto* c = qobject_cast<QCheckBox*>(w))
+            text = c->isChecked() ? "true" : "false";
+        else if (auto* cb = qobject_cast<QComboBox*>(w))
+            text = cb->currentText();
+        else if (auto* l = qobject_cast<QLineEdit*>(w))
+            text = l->text().trimmed();
         // Only what differs from the default, so labels and file names stay short; a value
         // that does not parse is passed on and reported by the registry's validation.
         try {
@@ -633,9 +656,11 @@ QString LiveDock::budget_label() const {
         case BudgetMode::kTokens:
             return tr("%1 tokens").arg(slider_->value());
         case BudgetMode::kRatio:
-            return tr("ratio %1").arg(static_cast<double>(slider_->value()) / kSliderSteps, 0, 'f', 3);
+            return tr("ratio %1")
+                .arg(static_cast<double>(slider_->value()) / kSliderSteps, 0, 'f', 3);
         case BudgetMode::kMemory:
-            return tr("memory %1").arg(static_cast<double>(slider_->value()) / kSliderSteps, 0, 'f', 3);
+            return tr("memory %1")
+                .arg(static_cast<double>(slider_->value()) / kSliderSteps, 0, 'f', 3);
     }
     return {};
 }
@@ -652,8 +677,8 @@ void LiveDock::slider_moved() {
         *latest_fit_ = gen;
         auto ctx = ctx_;
         auto latest = latest_fit_;
-        summary_label_->setText(tr("fitting the budget to %1 of the full cache's bytes…")
-                                    .arg(fraction, 0, 'f', 3));
+        summary_label_->setText(
+            tr("fitting the budget to %1 of the full cache's bytes…").arg(fraction, 0, 'f', 3));
         worker_->post([this, ctx, c, fraction, gen, latest] {
             if (latest->load() != gen) return;  // a newer position superseded this one
             int64_t tokens = -1;
@@ -692,10 +717,10 @@ void LiveDock::update_preview() {
         if (!blocker.empty()) {
             last_preview_.reset();
             window_->clear_preview();
-            summary_label_->setText(tr("%1: no preview from the saved state (%2); Run to decode "
-                                       "it with its own prefill")
-                                        .arg(QString::fromStdString(c.describe()),
-                                             QString::fromStdString(blocker)));
+            summary_label_->setText(
+                tr("%1: no preview from the saved state (%2); Run to decode "
+                   "it with its own prefill")
+                    .arg(QString::fromStdString(c.describe()), QString::fromStdString(blocker)));
             clear_error();
             emit preview_ready();
             return;
@@ -721,9 +746,11 @@ void LiveDock::update_preview() {
         if (base_) {
             views::PreviewLabel label;
             label.policy = c.name;
-            for (const auto& p : c.params) label.policy_params += (label.policy_params.empty() ? "" : " ") + p;
-            label.budget_tokens = c.budget.tokens > 0 ? c.budget.tokens
-                                                      : (pv->heads.empty() ? -1 : pv->heads[0].budget);
+            for (const auto& p : c.params)
+                label.policy_params += (label.policy_params.empty() ? "" : " ") + p;
+            label.budget_tokens = c.budget.tokens > 0
+                                      ? c.budget.tokens
+                                      : (pv->heads.empty() ? -1 : pv->heads[0].budget);
             label.budget_ratio = c.budget.ratio;
             window_->show_preview(std::make_shared<views::PreviewTraceModel>(base_, pv, label));
         }
@@ -825,7 +852,9 @@ void LiveDock::after_rerun(const record::RerunResult& r, bool open) {
     emit rerun_finished(last_run_, r.answer_found);
 }
 
-void LiveDock::cancel() { worker_->stop_flag() = true; }
+void LiveDock::cancel() {
+    worker_->stop_flag() = true;
+}
 
 // ---- Status ---------------------------------------------------------------------------------
 
@@ -833,16 +862,24 @@ const record::LiveSession* LiveDock::session() const {
     return ctx_ ? ctx_->session.get() : nullptr;
 }
 
-QString LiveDock::summary_text() const { return summary_label_->text(); }
-QString LiveDock::verdict_text() const { return verdict_label_->text(); }
-QString LiveDock::error_text() const { return error_label_->text(); }
+QString LiveDock::summary_text() const {
+    return summary_label_->text();
+}
+QString LiveDock::verdict_text() const {
+    return verdict_label_->text();
+}
+QString LiveDock::error_text() const {
+    return error_label_->text();
+}
 
 void LiveDock::show_error(const QString& message) {
     error_label_->setText(message);
     emit error_shown(message);
 }
 
-void LiveDock::clear_error() { error_label_->clear(); }
+void LiveDock::clear_error() {
+    error_label_->clear();
+}
 
 void LiveDock::set_busy_ui(bool busy, const QString& what) {
     cancel_button_->setEnabled(busy);

@@ -83,7 +83,10 @@ class SweepPlot : public QWidget {
     Q_OBJECT
   public:
     explicit SweepPlot(QWidget* parent = nullptr);
-    void set_points(const std::vector<SweepPoint>* points) { points_ = points; update(); }
+    void set_points(const std::vector<SweepPoint>* points) {
+        points_ = points;
+        update();
+    }
     int point_at(QPoint p) const;  // -1 none
     QPointF point_pos(int i) const;
     QSize sizeHint() const override { return {280, 140}; }
@@ -131,10 +134,10 @@ class LiveDock : public QDockWidget {
     bool set_param(const QString& name, const QString& value);
     void set_budget_mode(BudgetMode mode);
     BudgetMode budget_mode() const;
-    void set_budget_ratio(double ratio);   // as if the slider moved (ratio mode)
-    void set_budget_tokens(int64_t tokens);  // tokens mode
+    void set_budget_ratio(double ratio);        // as if the slider moved (ratio mode)
+    void set_budget_tokens(int64_t tokens);     // tokens mode
     void set_memory_fraction(double fraction);  // memory mode: fits the budget on the worker
-    void release_slider();  // as if the slider was released: re-run
+    void release_slider();                      // as if the slider was released: re-run
     void run() { release_slider(); }
     void cancel();
     void sweep(bool with_answers);
@@ -226,20 +229,19 @@ class LiveDock : public QDockWidget {
     std::unique_ptr<LiveWorker> worker_;
     std::shared_ptr<LiveContext> ctx_;
     std::shared_ptr<views::TraceModel> base_;  // full-prompt trace for the preview model
-    QString base_trace_;                        // the trace the prompt came from ("" scenario)
+    QString base_trace_;                       // the trace the prompt came from ("" scenario)
     std::shared_ptr<const whatif::Preview> last_preview_;
     QString output_dir_;
     QString last_run_;
     QString full_trace_;  // full-cache run of the session's prompt (for compare), once run
     int last_verdict_ = -2;
     int threads_ = 0;
-    bool model_auto_ = true;  // the model path follows the open trace
-    bool sized_ = false;      // the first show gave the dock its width
-    bool prefilling_ = false;  // the worker's job is this dock's prefill (forensics wait for it)
+    bool model_auto_ = true;      // the model path follows the open trace
+    bool sized_ = false;          // the first show gave the dock its width
+    bool prefilling_ = false;     // the worker's job is this dock's prefill (forensics wait for it)
     int64_t fitted_tokens_ = -1;  // memory mode: the fitted budget of the last fit
     uint64_t fit_generation_ = 0;
-    std::shared_ptr<std::atomic<uint64_t>> latest_fit_ =
-        std::make_shared<std::atomic<uint64_t>>(0);
+    std::shared_ptr<std::atomic<uint64_t>> latest_fit_ = std::make_shared<std::atomic<uint64_t>>(0);
     std::vector<SweepPoint> sweep_;
     QTimer preview_timer_;  // 0 ms single shot: coalesces slider moves
 

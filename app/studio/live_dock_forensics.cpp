@@ -3,17 +3,17 @@
 #include "app/studio/live_dock_internal.h"
 
 #include <QCheckBox>
-#include <QCoreApplication>
 #include <QComboBox>
+#include <QCoreApplication>
 #include <QDir>
 #include <QDoubleSpinBox>
 #include <QFile>
 #include <QFileDialog>
 #include <QFileInfo>
 #include <QFormLayout>
+#include <QGridLayout>
 #include <QHBoxLayout>
 #include <QLabel>
-#include <QGridLayout>
 #include <QLineEdit>
 #include <QListWidget>
 #include <QLocale>
@@ -42,7 +42,6 @@
 #include "views/needle_view.h"
 #include "views/preview_trace_model.h"
 #include "views/reader_trace_model.h"
-
 
 namespace kvscope::studio {
 
@@ -85,14 +84,13 @@ void LiveDock::with_trace_session(std::function<void()> then, std::function<void
         // The dock's own prefill is under way (showing the dock starts one): go on once it is
         // done, checking again that it was of this trace.
         auto wait = std::make_shared<QMetaObject::Connection>();
-        *wait = connect(this, &LiveDock::prefill_finished, this,
-                        [this, wait, then, fail](bool ok) {
-                            disconnect(*wait);
-                            if (ok)
-                                with_trace_session(then, fail);
-                            else
-                                fail(error_text());
-                        });
+        *wait = connect(this, &LiveDock::prefill_finished, this, [this, wait, then, fail](bool ok) {
+            disconnect(*wait);
+            if (ok)
+                with_trace_session(then, fail);
+            else
+                fail(error_text());
+        });
         return;
     }
     if (ctx_ && !ctx_->setup.scenario && ctx_->setup.trace == trace.toStdString()) {
@@ -203,11 +201,17 @@ void LiveDock::rescue_with_checked_layers() {
     rescue_with_layers(layers);
 }
 
-void LiveDock::rescue_search() { start_rescue(true, {}); }
+void LiveDock::rescue_search() {
+    start_rescue(true, {});
+}
 
-void LiveDock::rescue_with_layers(const std::set<int64_t>& layers) { start_rescue(false, layers); }
+void LiveDock::rescue_with_layers(const std::set<int64_t>& layers) {
+    start_rescue(false, layers);
+}
 
-QString LiveDock::rescue_summary() const { return rescue_label_->text(); }
+QString LiveDock::rescue_summary() const {
+    return rescue_label_->text();
+}
 
 void LiveDock::show_rescue_summary(const QString& text) {
     rescue_label_->setText(text);
@@ -218,10 +222,10 @@ void LiveDock::show_rescue_summary(const QString& text) {
 void LiveDock::add_rescue_row(const RescueRow& row) {
     rescue_runs_.push_back(row);
     std::string layers = record::layer_list(row.layers);
-    auto* item = new QListWidgetItem(tr("%1 — needle kept in layers %2")
-                                         .arg(verdict_name(row.found),
-                                              QString::fromStdString(layers)),
-                                     rescue_list_);
+    auto* item =
+        new QListWidgetItem(tr("%1 — needle kept in layers %2")
+                                .arg(verdict_name(row.found), QString::fromStdString(layers)),
+                            rescue_list_);
     item->setToolTip(row.trace);
 }
 
@@ -293,13 +297,14 @@ void LiveDock::start_rescue(bool search, const std::set<int64_t>& layers) {
                         // rescue_needle names its runs rescue-NN in a folder of its own (and
                         // replaces them): a fresh scratch folder, emptied into `dir` run by run.
                         scratch = trace::fresh_output_path(dir_s, "rescue-search", ".tmp");
-                        result = record::rescue_needle(
-                            *ctx->session, choice, so, b, e, scratch, max_runs,
-                            [&](const record::RescueRun& r) {
-                                place(r);
-                                // Cancel between runs: leave the search here.
-                                if (worker_->stop_flag()) throw Cancelled{};
-                            });
+                        result = record::rescue_needle(*ctx->session, choice, so, b, e, scratch,
+                                                       max_runs, [&](const record::RescueRun& r) {
+                                                           place(r);
+                                                           // Cancel between runs: leave the search
+                                                           // here.
+                                                           if (worker_->stop_flag())
+                                                               throw Cancelled{};
+                                                       });
                     } else {
                         std::string stem = "rescue-layers";
                         for (int64_t l : layers) stem += "-" + std::to_string(l);
@@ -307,8 +312,9 @@ void LiveDock::start_rescue(bool search, const std::set<int64_t>& layers) {
                         const record::RescueRun r = record::run_with_needle_kept(
                             *ctx->session, choice, so, b, e, layers, t);
                         place(r);
-                        result.outcome = r.found == 1 ? record::RescueResult::Outcome::kRescued
-                                                      : record::RescueResult::Outcome::kNotRescuable;
+                        result.outcome = r.found == 1
+                                             ? record::RescueResult::Outcome::kRescued
+                                             : record::RescueResult::Outcome::kNotRescuable;
                         result.summary =
                             std::string(r.found == 1 ? "answer restored" : "answer still wrong") +
                             " with the needle kept in layers " + record::layer_list(layers);

@@ -19,7 +19,9 @@ inline QString bytes_text(int64_t bytes) {
 }
 
 inline QString verdict_name(int v) {
-    return v == 1 ? QStringLiteral("FOUND") : v == 0 ? QStringLiteral("wrong") : QStringLiteral("-");
+    return v == 1   ? QStringLiteral("FOUND")
+           : v == 0 ? QStringLiteral("wrong")
+                    : QStringLiteral("-");
 }
 
 }  // namespace kvscope::studio::live_dock_detail

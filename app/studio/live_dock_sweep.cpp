@@ -3,17 +3,17 @@
 #include "app/studio/live_dock_internal.h"
 
 #include <QCheckBox>
-#include <QCoreApplication>
 #include <QComboBox>
+#include <QCoreApplication>
 #include <QDir>
 #include <QDoubleSpinBox>
 #include <QFile>
 #include <QFileDialog>
 #include <QFileInfo>
 #include <QFormLayout>
+#include <QGridLayout>
 #include <QHBoxLayout>
 #include <QLabel>
-#include <QGridLayout>
 #include <QLineEdit>
 #include <QListWidget>
 #include <QLocale>
@@ -43,7 +43,6 @@
 #include "views/preview_trace_model.h"
 #include "views/reader_trace_model.h"
 
-
 namespace kvscope::studio {
 
 using namespace live_dock_detail;  // kSliderSteps, kSweepPoints, bytes_text, verdict_name
@@ -52,8 +51,9 @@ using namespace live_dock_detail;  // kSliderSteps, kSweepPoints, bytes_text, ve
 
 SweepPlot::SweepPlot(QWidget* parent) : QWidget(parent) {
     setMinimumHeight(120);
-    setToolTip(tr("Needle kept (mean: solid, min: dashed) and memory held (grey) per budget "
-                  "ratio. Click a point to open that budget's run."));
+    setToolTip(
+        tr("Needle kept (mean: solid, min: dashed) and memory held (grey) per budget "
+           "ratio. Click a point to open that budget's run."));
 }
 
 QRectF SweepPlot::plot_rect() const {
@@ -107,8 +107,10 @@ void SweepPlot::paintEvent(QPaintEvent*) {
             const double v = value(s);
             if (std::isnan(v)) continue;
             const QPointF q(r.left() + s.ratio * r.width(), r.bottom() - v * r.height());
-            if (first) path.moveTo(q);
-            else path.lineTo(q);
+            if (first)
+                path.moveTo(q);
+            else
+                path.lineTo(q);
             first = false;
         }
         p.setPen(pen);
@@ -173,7 +175,8 @@ void LiveDock::sweep(bool with_answers) {
         choices.push_back(c);
         QString p = unique_trace_path(c);
         // Several new names in one folder: unique among themselves too.
-        while (std::find(paths.begin(), paths.end(), p) != paths.end()) p.replace(".kvtrace", "b.kvtrace");
+        while (std::find(paths.begin(), paths.end(), p) != paths.end())
+            p.replace(".kvtrace", "b.kvtrace");
         paths.push_back(p);
     }
     worker_->post([this, ctx, choices, paths, with_answers, max_new] {
@@ -275,34 +278,34 @@ void LiveDock::open_sweep_point(int index) {
         } catch (const std::exception& e) {
             error = QString::fromUtf8(e.what());
         }
-        LiveWorker::deliver(this, [this, ctx, point_res, error, point_path, full_path,
-                                   need_point, index] {
-            set_busy_ui(false, QString());
-            if (ctx != ctx_) return;
-            if (!error.isEmpty()) {
-                show_error(error);
-                return;
-            }
-            full_trace_ = full_path;
-            if (need_point && index < static_cast<int>(sweep_.size())) {
-                sweep_[static_cast<size_t>(index)].trace = point_path;
-                sweep_[static_cast<size_t>(index)].verdict = point_res.answer_found;
-                plot_->update();
-            }
-            if (!window_->open_trace(point_path)) {
-                show_error(window_->last_error());
-                return;
-            }
-            // A = the budget's run, B = the full cache on the same prompt.
-            if (!window_->open_compare(full_path)) show_error(window_->last_error());
-            last_run_ = point_path;
-            last_verdict_ = need_point ? point_res.answer_found
-                                       : sweep_[static_cast<size_t>(index)].verdict;
-            verdict_label_->setText(tr("<b>%1</b> — %2 (compared with the full cache)")
-                                        .arg(verdict_name(last_verdict_))
-                                        .arg(QFileInfo(point_path).fileName()));
-            emit rerun_finished(point_path, last_verdict_);
-        });
+        LiveWorker::deliver(
+            this, [this, ctx, point_res, error, point_path, full_path, need_point, index] {
+                set_busy_ui(false, QString());
+                if (ctx != ctx_) return;
+                if (!error.isEmpty()) {
+                    show_error(error);
+                    return;
+                }
+                full_trace_ = full_path;
+                if (need_point && index < static_cast<int>(sweep_.size())) {
+                    sweep_[static_cast<size_t>(index)].trace = point_path;
+                    sweep_[static_cast<size_t>(index)].verdict = point_res.answer_found;
+                    plot_->update();
+                }
+                if (!window_->open_trace(point_path)) {
+                    show_error(window_->last_error());
+                    return;
+                }
+                // A = the budget's run, B = the full cache on the same prompt.
+                if (!window_->open_compare(full_path)) show_error(window_->last_error());
+                last_run_ = point_path;
+                last_verdict_ = need_point ? point_res.answer_found
+                                           : sweep_[static_cast<size_t>(index)].verdict;
+                verdict_label_->setText(tr("<b>%1</b> — %2 (compared with the full cache)")
+                                            .arg(verdict_name(last_verdict_))
+                                            .arg(QFileInfo(point_path).fileName()));
+                emit rerun_finished(point_path, last_verdict_);
+            });
     });
 }
 

@@ -21,7 +21,6 @@ std::string resolve_trace_model_path(const std::string& trace, const std::string
     return record::resolve_model_path(trace, meta);
 }
 
-
 std::shared_ptr<LiveContext> load_live_context(const LiveSetup& setup) {
     auto ctx = std::make_shared<LiveContext>();
     ctx->setup = setup;
@@ -46,8 +45,8 @@ std::shared_ptr<LiveContext> load_live_context(const LiveSetup& setup) {
         input = record::input_from_trace(reader);
         if (reader.metadata().n_layers != ctx->model->spec.n_layers ||
             reader.metadata().n_heads != ctx->model->spec.n_kv_heads)
-            throw InputError(setup.trace, "was recorded from a model of another shape than " +
-                                              setup.model_dir);
+            throw InputError(setup.trace,
+                             "was recorded from a model of another shape than " + setup.model_dir);
     } else {
         input = record::build_scenario_input(*ctx->tokenizer, setup.model_dir, setup.request);
     }
@@ -65,7 +64,9 @@ LiveWorker::LiveWorker() {
     thread_.start();
 }
 
-LiveWorker::~LiveWorker() { shutdown(); }
+LiveWorker::~LiveWorker() {
+    shutdown();
+}
 
 void LiveWorker::shutdown() {
     stop_ = true;
@@ -131,9 +132,9 @@ views::NeedleExplanation explain_trace_needle(
     rr.sampling = record::sampling_from_trace(meta);
     // A scratch trace per process and call (the explanation needs no trace of its own).
     static std::atomic<int> serial{0};
-    const fs::path scratch = fs::temp_directory_path() /
-                             ("kvscope-studio-explain-" + std::to_string(::getpid()) + "-" +
-                              std::to_string(serial++) + ".kvtrace.h5");
+    const fs::path scratch =
+        fs::temp_directory_path() / ("kvscope-studio-explain-" + std::to_string(::getpid()) + "-" +
+                                     std::to_string(serial++) + ".kvtrace.h5");
     rr.trace = scratch;
     rr.overwrite = true;
     rr.wrap_policy = [&](std::unique_ptr<Policy> p) {

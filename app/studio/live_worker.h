@@ -38,10 +38,10 @@ namespace kvscope::studio {
 // What the session is prefilled for.
 struct LiveSetup {
     std::string model_dir;
-    std::string trace;             // non-empty: prompt + needles from this trace
-    bool scenario = false;         // else: a built scenario
+    std::string trace;      // non-empty: prompt + needles from this trace
+    bool scenario = false;  // else: a built scenario
     record::ScenarioRequest request;
-    int threads = 0;               // 0 = all cores
+    int threads = 0;  // 0 = all cores
 };
 
 // Model, tokenizer and the session built on them (the session is destroyed first).

@@ -17,12 +17,12 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "app/studio/imgui_host_widget.h"
 #include "app/studio/main_window.h"
+#include "app/studio/slide_export_cli.h"
 #include "app/studio/step_scrubber.h"
 #include "app/studio/story_dock.h"
 #include "app/studio/studio_theme.h"
-#include "app/studio/imgui_host_widget.h"
-#include "app/studio/slide_export_cli.h"
 #include "app/studio/sweep_dock.h"
 #include "kvscope_version.h"
 #include "traces/trace_probe.h"
@@ -70,7 +70,8 @@ int main(int argc, char** argv) {
     if (parser.isSet("version")) parser.showVersion();
 
     kvscope::studio::MainWindow window;
-    const bool exporting = parser.isSet(export_opt) || kvscope::studio::slide_export_requested(parser);
+    const bool exporting =
+        parser.isSet(export_opt) || kvscope::studio::slide_export_requested(parser);
     if (exporting) window.setProperty("quiet", true);
     if (parser.isSet(theme_opt))
         window.set_theme(kvscope::studio::theme_from_name(parser.value(theme_opt)));
@@ -136,7 +137,7 @@ int main(int argc, char** argv) {
             }
         }
         if (window.model() && !window.export_all_views(parser.value(export_opt),
-                                                        parser.value(scale_opt).toDouble())) {
+                                                       parser.value(scale_opt).toDouble())) {
             std::fprintf(stderr, "kvscope-studio: %s\n",
                          window.last_error().toLocal8Bit().constData());
             rc = 1;

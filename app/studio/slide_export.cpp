@@ -41,7 +41,8 @@ bool export_slide_video(MainWindow& window, const QString& path, const SlideExpo
                         QString* error, const SlideExportProgress& progress) {
     *error = check_common(window, path, o);
     const int64_t steps = window.step_count();
-    if (error->isEmpty() && (o.first_step < 0 || o.last_step < o.first_step || o.last_step >= steps)) {
+    if (error->isEmpty() &&
+        (o.first_step < 0 || o.last_step < o.first_step || o.last_step >= steps)) {
         *error = QStringLiteral("%1: steps %2:%3 are not inside the trace's 0:%4")
                      .arg(path)
                      .arg(o.first_step)

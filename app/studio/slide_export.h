@@ -21,8 +21,8 @@ struct SlideExportOptions {
     int64_t step = 0;        // figure: the step shown
     QSize size{1920, 1080};  // pixels of the output
     double scale = 2.0;
-    int fps = 4;             // video: steps per second
-    QString caption;         // figure: empty = none
+    int fps = 4;      // video: steps per second
+    QString caption;  // figure: empty = none
     bool overwrite = false;
 };
 

@@ -38,7 +38,8 @@ QSize parse_size(const QString& text) {
     const int w = wh.size() == 2 ? wh[0].toInt(&ok_w) : 0;
     const int h = wh.size() == 2 ? wh[1].toInt(&ok_h) : 0;
     if (!ok_w || !ok_h || w < 16 || h < 16 || w > 8192 || h > 8192) {
-        throw Usage{"--size " + text + ": expected WxH between 16x16 and 8192x8192, e.g. 1920x1080"};
+        throw Usage{"--size " + text +
+                    ": expected WxH between 16x16 and 8192x8192, e.g. 1920x1080"};
     }
     return {w, h};
 }
@@ -66,7 +67,8 @@ int find_view(const MainWindow& window, const QString& name) {
         }
     }
     if (partial_count == 1) return *partial;
-    throw Usage{"--view " + name + (partial_count > 1 ? ": matches several views" : ": no such view") +
+    throw Usage{"--view " + name +
+                (partial_count > 1 ? ": matches several views" : ": no such view") +
                 " (views: " + ids.join(", ") + ")"};
 }
 
@@ -74,8 +76,9 @@ SlideExportOptions parse_options(const MainWindow& window, const QCommandLinePar
                                  bool video) {
     SlideExportOptions o;
     o.view = parser.isSet("view") ? find_view(window, parser.value("view")) : window.current_view();
-    o.size = parse_size(parser.isSet("size") ? parser.value("size")
-                                             : (video ? QString("1280x720") : QString("1920x1080")));
+    o.size =
+        parse_size(parser.isSet("size") ? parser.value("size")
+                                        : (video ? QString("1280x720") : QString("1920x1080")));
     bool ok = false;
     o.scale = parser.value("scale").toDouble(&ok);
     if (!ok || o.scale < 0.25 || o.scale > 8) {
@@ -86,7 +89,8 @@ SlideExportOptions parse_options(const MainWindow& window, const QCommandLinePar
     const int64_t steps = window.step_count();
     if (video) {
         o.fps = static_cast<int>(parse_int("--fps", parser.value("fps")));
-        if (o.fps < 1 || o.fps > 60) throw Usage{"--fps " + parser.value("fps") + ": expected 1 to 60"};
+        if (o.fps < 1 || o.fps > 60)
+            throw Usage{"--fps " + parser.value("fps") + ": expected 1 to 60"};
         o.first_step = 0;
         o.last_step = steps - 1;
         if (parser.isSet("steps")) {
@@ -105,7 +109,8 @@ SlideExportOptions parse_options(const MainWindow& window, const QCommandLinePar
     } else {
         o.step = parser.isSet("step") ? parse_int("--step", parser.value("step")) : 0;
         if (o.step >= steps) {
-            throw Usage{QStringLiteral("--step %1: the trace has steps 0:%2").arg(o.step).arg(steps - 1)};
+            throw Usage{
+                QStringLiteral("--step %1: the trace has steps 0:%2").arg(o.step).arg(steps - 1)};
         }
         if (parser.isSet("steps") || parser.isSet("fps")) {
             throw Usage{"--steps and --fps are for --export-video"};
@@ -147,8 +152,9 @@ int run_slide_export_cli(MainWindow& window, const QCommandLineParser& parser) {
         if (parser.isSet(kVideo) && parser.isSet(kFigure)) {
             throw Usage{"--export-video and --export-figure: one at a time"};
         }
-        if (parser.isSet("export-views")) throw Usage{"--export-views cannot be combined with " +
-                                                      QString(video ? "--export-video" : "--export-figure")};
+        if (parser.isSet("export-views"))
+            throw Usage{"--export-views cannot be combined with " +
+                        QString(video ? "--export-video" : "--export-figure")};
         if (parser.positionalArguments().isEmpty() || !window.model()) {
             throw Usage{QString("--") + (video ? kVideo : kFigure) + " needs a trace"};
         }

@@ -73,8 +73,7 @@ void quantise_to_palette(const QImage& rgb32, AVFrame* out) {
             }
         }
         palette[i] = 0xff000000u | (static_cast<uint32_t>(entry[i][0]) << 16) |
-                     (static_cast<uint32_t>(entry[i][1]) << 8) |
-                     static_cast<uint32_t>(entry[i][2]);
+                     (static_cast<uint32_t>(entry[i][1]) << 8) | static_cast<uint32_t>(entry[i][2]);
     }
     // Cell -> palette index, reusing `count` as the table.
     for (int c : used) {
@@ -228,7 +227,8 @@ bool VideoEncoder::open(const QString& path, int width, int height, int fps, boo
         s.codec->flags |= AV_CODEC_FLAG_GLOBAL_HEADER;
     }
     rc = avcodec_open2(s.codec, codec, nullptr);
-    if (rc < 0) return fail(QStringLiteral("cannot open the %1 encoder: %2").arg(codec_, av_message(rc)));
+    if (rc < 0)
+        return fail(QStringLiteral("cannot open the %1 encoder: %2").arg(codec_, av_message(rc)));
     rc = avcodec_parameters_from_context(s.stream->codecpar, s.codec);
     if (rc < 0) return fail("cannot set the stream parameters: " + av_message(rc));
     s.stream->time_base = s.codec->time_base;
@@ -278,7 +278,8 @@ bool VideoEncoder::add_frame(const QImage& image) {
     if (!s.gif && codec_ != "libx264") s.frame->quality = s.codec->global_quality;
     s.frame->pts = frames_;
     rc = s.encode(s.frame);
-    if (rc < 0) return fail("cannot encode frame " + QString::number(frames_) + ": " + av_message(rc));
+    if (rc < 0)
+        return fail("cannot encode frame " + QString::number(frames_) + ": " + av_message(rc));
     ++frames_;
     return true;
 }
@@ -316,9 +317,10 @@ bool VideoEncoder::available() {
 
 bool VideoEncoder::open(const QString& path, int, int, int, bool) {
     path_ = path;
-    return fail("video export is not available: KVScope Studio was built without FFmpeg "
-                "(install libavcodec-dev libavformat-dev libavutil-dev libswscale-dev and "
-                "reconfigure)");
+    return fail(
+        "video export is not available: KVScope Studio was built without FFmpeg "
+        "(install libavcodec-dev libavformat-dev libavutil-dev libswscale-dev and "
+        "reconfigure)");
 }
 
 bool VideoEncoder::add_frame(const QImage&) {

@@ -24,15 +24,15 @@ struct CacheEvent {
     int32_t layer = 0;
     int32_t head = 0;  // KV head
     CacheOp op = CacheOp::kAppend;
-    int64_t position = -1;       // original token position of the slot the event is about
-                                 // (merge: the source token)
-    int64_t slot = -1;           // its slot index before the operation (append: the new index)
-    int64_t dst_position = -1;   // merge: position of the destination slot after the merge
-    int64_t dst_slot = -1;       // merge: destination slot index after the operation
-    float weight = kNone;        // merge: the source's weight
-    float similarity = kNone;    // merge: similarity the policy attached (D2O cosine), else NaN
-    float threshold = kNone;     // merge: threshold the policy compared against, else NaN
-    int bits = 16;               // quantize / demote: new bits; others: the slot's key bits
+    int64_t position = -1;        // original token position of the slot the event is about
+                                  // (merge: the source token)
+    int64_t slot = -1;            // its slot index before the operation (append: the new index)
+    int64_t dst_position = -1;    // merge: position of the destination slot after the merge
+    int64_t dst_slot = -1;        // merge: destination slot index after the operation
+    float weight = kNone;         // merge: the source's weight
+    float similarity = kNone;     // merge: similarity the policy attached (D2O cosine), else NaN
+    float threshold = kNone;      // merge: threshold the policy compared against, else NaN
+    int bits = 16;                // quantize / demote: new bits; others: the slot's key bits
     KVPart part = KVPart::kBoth;  // quantize / demote: which tensor
 };
 

@@ -179,7 +179,8 @@ std::vector<float> Engine::forward(const int32_t* ids, int64_t n, bool is_prefil
     Tensor act = rows(s.act, sp.intermediate), down = rows(s.down, sp.hidden);
     // Views only (pointer arithmetic, never a dereference: the memory may be on a device).
     Tensor q3 = make_tensor_view(s.q.data, DType::kF32, {n, sp.n_heads, sp.head_dim}, s.q.device);
-    Tensor k3 = make_tensor_view(s.k.data, DType::kF32, {n, sp.n_kv_heads, sp.head_dim}, s.k.device);
+    Tensor k3 =
+        make_tensor_view(s.k.data, DType::kF32, {n, sp.n_kv_heads, sp.head_dim}, s.k.device);
     Tensor qh = make_tensor_view(s.q.data, DType::kF32, {n * sp.n_heads, sp.head_dim}, s.q.device);
     Tensor kh =
         make_tensor_view(s.k.data, DType::kF32, {n * sp.n_kv_heads, sp.head_dim}, s.k.device);

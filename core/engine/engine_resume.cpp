@@ -53,11 +53,11 @@ std::string Engine::resume_blocker(const PrefillState& st, const Policy* policy)
                " in checkpoint mode changes the prompt's own forward pass (it zeroes channel d-1 "
                "of every query and key), so it needs a prefill of its own";
     if (nd.prerope_keys || nd.queries)
-        return who + " keeps pre-RoPE keys of the prompt, which a snapshot does not hold; it "
-                     "needs a prefill of its own";
+        return who +
+               " keeps pre-RoPE keys of the prompt, which a snapshot does not hold; it "
+               "needs a prefill of its own";
     if (nd.colsum && !st.computed.colsum) return who + " needs column sums the snapshot lacks";
-    if (nd.key_norms && !st.computed.key_norms)
-        return who + " needs key norms the snapshot lacks";
+    if (nd.key_norms && !st.computed.key_norms) return who + " needs key norms the snapshot lacks";
     if (nd.query_absmax && !st.computed.query_absmax)
         return who + " needs query maxima the snapshot lacks";
     const int64_t want = nd.window_rows();

@@ -25,7 +25,7 @@ namespace kvscope {
 
 // A read-only memory mapping of a whole file. Unmapped on destruction.
 class MappedFile {
-public:
+  public:
     explicit MappedFile(const std::filesystem::path& path);  // throws InputError
     ~MappedFile();
     MappedFile(const MappedFile&) = delete;
@@ -34,7 +34,7 @@ public:
     size_t size() const { return size_; }
     const std::filesystem::path& path() const { return path_; }
 
-private:
+  private:
     std::filesystem::path path_;
     const uint8_t* data_ = nullptr;
     size_t size_ = 0;
@@ -44,8 +44,8 @@ struct WeightTensor {
     std::string name;
     DType dtype = DType::kF32;
     std::vector<int64_t> shape;
-    const void* data = nullptr;       // points into a MappedFile or into owned storage
-    std::filesystem::path file;       // where it came from (for error messages)
+    const void* data = nullptr;  // points into a MappedFile or into owned storage
+    std::filesystem::path file;  // where it came from (for error messages)
     int64_t numel() const {
         int64_t n = 1;
         for (auto s : shape) n *= s;
@@ -55,7 +55,7 @@ struct WeightTensor {
 
 // Holds the mappings (and any owned buffers) that the tensors point into.
 class WeightStore {
-public:
+  public:
     const WeightTensor* find(const std::string& name) const;
     const WeightTensor& at(const std::string& name) const;  // throws InputError if absent
     const std::map<std::string, WeightTensor>& all() const { return tensors_; }
@@ -67,7 +67,7 @@ public:
     // The distinct files the tensors were read from (one per safetensors shard).
     size_t file_count() const { return files_.size(); }
 
-private:
+  private:
     std::map<std::string, WeightTensor> tensors_;
     std::vector<std::shared_ptr<MappedFile>> files_;
     std::vector<std::unique_ptr<std::vector<uint8_t>>> owned_;

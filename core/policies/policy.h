@@ -41,14 +41,14 @@ inline const char* regime_code(Regime r) {
 
 // The shape of a policy's rule, for a one-picture explanation (app/studio/policy_card.cpp).
 enum class RulePicture : uint8_t {
-    kNone,             // full cache
+    kNone,            // full cache
     kSinksWindow,     // first tokens + recent window
     kHittersRecent,   // highest accumulated attention + recent window
     kWindowVotes,     // observation window votes, top-k + window
     kLastQuery,       // the last query's attention, top-k
-    kLowKeyNorm,     // lowest key L2 norm
+    kLowKeyNorm,      // lowest key L2 norm
     kLayerBudgets,    // budgets that differ per layer, window-vote selection inside
-    kMerge,            // evicted tokens merged into a kept token
+    kMerge,           // evicted tokens merged into a kept token
     kMixedPrecision,  // important tokens at high precision, the rest at low precision
     kQuantizeAll,     // every token quantised, a recent residual at full precision
 };

@@ -131,10 +131,9 @@ NeedleTemplate parse_template(const json& t, const NeedleTemplateSet& set, size_
 std::string draw_value(const EntitySpec& e, const NeedleTemplateSet& set, SplitMix64& rng) {
     switch (e.kind) {
         case EntitySpec::Kind::kNumber: {
-            const auto n =
-                static_cast<int>(static_cast<uint64_t>(e.min_digits) +
-                                 rng.below(static_cast<uint64_t>(e.max_digits) -
-                                           static_cast<uint64_t>(e.min_digits) + 1));
+            const auto n = static_cast<int>(static_cast<uint64_t>(e.min_digits) +
+                                            rng.below(static_cast<uint64_t>(e.max_digits) -
+                                                      static_cast<uint64_t>(e.min_digits) + 1));
             uint64_t base = 1;
             for (int i = 1; i < n; ++i) base *= 10;
             return std::to_string(base + rng.below(9 * base));

@@ -95,7 +95,9 @@ ScenarioKind parse_scenario_kind(const std::string& name) {
 
 uint64_t trial_seed(uint64_t base_seed, ScenarioKind kind, int64_t length, double depth,
                     int64_t trial) {
-    const uint64_t kind_id = kind == ScenarioKind::kPasskey ? 1 : kind == ScenarioKind::kNiah ? 2 : 3;
+    const uint64_t kind_id = kind == ScenarioKind::kPasskey ? 1
+                             : kind == ScenarioKind::kNiah  ? 2
+                                                            : 3;
     const auto permille = static_cast<uint64_t>(std::floor(depth * 1000.0 + 0.5));
     return mix_seed({base_seed, kind_id, static_cast<uint64_t>(length), permille,
                      static_cast<uint64_t>(trial)});

@@ -261,7 +261,8 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& j, const JsonWhere&
     if (type == "Digits") {
         const bool each = get_bool(j, "individual_digits", where, false);
         return std::make_unique<SplitPre>(regex_matcher(compile(R"(\p{N})")),
-                                          each ? Behavior::kIsolated : Behavior::kContiguous, false);
+                                          each ? Behavior::kIsolated : Behavior::kContiguous,
+                                          false);
     }
     if (type == "Metaspace") {
         const std::string repl = get_char(j, "replacement", where, "\u2581");

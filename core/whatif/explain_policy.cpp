@@ -39,9 +39,9 @@ void ExplainPolicy::note(const Plan& plan, const ScoreView& view, bool prompt) {
             const HeadPlan* hp = plan.find(ls.layer, hs.kv_head);
             const SlotScores* sc = inner_->explained(ls.layer, hs.kv_head);
             // Scores recorded for this very decision (same step and slots), else none.
-            if (sc && (sc->step != view.step || sc->positions.size() != hs.positions.size() ||
-                       !std::equal(sc->positions.begin(), sc->positions.end(),
-                                   hs.positions.begin())))
+            if (sc &&
+                (sc->step != view.step || sc->positions.size() != hs.positions.size() ||
+                 !std::equal(sc->positions.begin(), sc->positions.end(), hs.positions.begin())))
                 sc = nullptr;
             std::vector<char> kept(static_cast<size_t>(hs.n()), 1);
             if (hp && hp->keep) {
@@ -52,7 +52,8 @@ void ExplainPolicy::note(const Plan& plan, const ScoreView& view, bool prompt) {
             std::vector<std::pair<double, int64_t>> kept_scores;
             if (sc)
                 for (int64_t j = 0; j < hs.n(); ++j)
-                    if (kept[static_cast<size_t>(j)] && std::isfinite(sc->score[static_cast<size_t>(j)]))
+                    if (kept[static_cast<size_t>(j)] &&
+                        std::isfinite(sc->score[static_cast<size_t>(j)]))
                         kept_scores.push_back({sc->score[static_cast<size_t>(j)], j});
             std::sort(kept_scores.begin(), kept_scores.end());
             for (int64_t j = 0; j < hs.n(); ++j) {

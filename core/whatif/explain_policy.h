@@ -21,12 +21,12 @@ namespace kvscope::whatif {
 struct TokenDecision {
     int64_t step = -1;  // -1 = the prompt's compression (trace step 0), s = decode step (trace s+1)
     int64_t layer = 0, kv_head = 0, position = 0;
-    std::string action;  // "kept" | "evicted" | "merged" | "quantized" | "demoted"
+    std::string action;          // "kept" | "evicted" | "merged" | "quantized" | "demoted"
     int64_t into_position = -1;  // merged: the token it was merged into
     float weight = std::nanf("");
-    int bits = 16;               // quantized / demoted: the new precision
-    double score = std::nan(""); // the policy's own score (NaN when it does not rank by one)
-    int64_t rank = -1;           // 1 = best of `candidates`
+    int bits = 16;                // quantized / demoted: the new precision
+    double score = std::nan("");  // the policy's own score (NaN when it does not rank by one)
+    int64_t rank = -1;            // 1 = best of `candidates`
     int64_t candidates = 0;
     double cutoff = std::nan("");  // lowest finite score among the tokens the policy kept
     int64_t budget = -1;

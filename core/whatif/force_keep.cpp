@@ -76,7 +76,8 @@ void ForceKeepPolicy::patch(Plan& plan, const ScoreView& view) const {
         std::vector<int64_t> added(heads.size(), 0);
         for (size_t i = 0; i < heads.size(); ++i) {
             HeadPlan& hp = *heads[i];
-            const auto pos = view.layer(hp.layer).heads.at(static_cast<size_t>(hp.kv_head)).positions;
+            const auto pos =
+                view.layer(hp.layer).heads.at(static_cast<size_t>(hp.kv_head)).positions;
             for (size_t j = 0; j < pos.size(); ++j) {
                 if (!std::binary_search(positions_.begin(), positions_.end(), pos[j])) continue;
                 const auto s = static_cast<int64_t>(j);

@@ -19,8 +19,9 @@ void check_fittable(const std::string& name, const std::vector<std::string>& par
     // create() names the known policies in its message.
     if (!entry) (void)PolicyRegistry::global().create(name, Budget{}, params);
     if (entry && !entry->info.needs_budget)
-        throw InputError(name + " takes no token budget (its memory is set by its parameters), "
-                                "so it cannot be fitted to a memory target");
+        throw InputError(name +
+                         " takes no token budget (its memory is set by its parameters), "
+                         "so it cannot be fitted to a memory target");
 }
 
 MemoryFit fit_budget(const std::string& name, int64_t max_tokens, int64_t target_bytes,

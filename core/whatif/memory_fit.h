@@ -24,7 +24,7 @@ struct MemoryFit {
     int64_t budget_tokens = -1;  // the largest budget whose bytes held are <= the target
     int64_t bytes = 0;           // bytes held at that budget (by the measure used)
     int64_t target_bytes = 0;
-    int evaluations = 0;         // measures run by the search
+    int evaluations = 0;  // measures run by the search
 };
 
 // Bytes held by a policy at a token budget per (layer, KV head).

@@ -39,15 +39,15 @@ struct HeadOutcome {
 struct Preview {
     std::string policy;
     Budget budget;
-    bool decode_time = false;          // the policy keeps deciding while decoding
+    bool decode_time = false;  // the policy keeps deciding while decoding
     int64_t n_layers = 0, n_kv_heads = 0;
     std::vector<HeadOutcome> heads;    // [L * G], index layer * G + head
     std::vector<CacheEvent> events;    // the compression's cache events, in order (step -1)
     std::vector<LayerNote> notes;      // the plan's per-layer notes
     std::vector<int64_t> bytes_layer;  // [L]
     int64_t bytes_total = 0;
-    int64_t bytes_full = 0;            // the full cache of the prompt
-    int64_t tokens_held = 0;           // slots held over all heads
+    int64_t bytes_full = 0;   // the full cache of the prompt
+    int64_t tokens_held = 0;  // slots held over all heads
     // [spans][L * G] fraction of the span's tokens held (quantised tokens count as held)
     std::vector<std::vector<float>> survival;
     double elapsed_ms = 0.0;

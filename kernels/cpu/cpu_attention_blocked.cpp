@@ -163,7 +163,8 @@ void attention_blocked(ThreadPool& pool, const float* q, int64_t n, int64_t n_he
                 partial[static_cast<size_t>(task)].assign(static_cast<size_t>(len), 0.0f);
                 colsum = partial[static_cast<size_t>(task)].data();
             }
-            float* lse = stats && !stats->lse.empty() ? stats->lse[static_cast<size_t>(h)] : nullptr;
+            float* lse =
+                stats && !stats->lse.empty() ? stats->lse[static_cast<size_t>(h)] : nullptr;
             float* rows_out =
                 stats && !stats->rows.empty() ? stats->rows[static_cast<size_t>(h)] : nullptr;
             const int64_t tail0 = stats ? n - stats->n_rows_tail : n;
@@ -245,9 +246,9 @@ void attention_blocked(ThreadPool& pool, const float* q, int64_t n, int64_t n_he
                     for (const Run& r : runs) {
                         blas->sgemm(kRowMajor, kNoTrans, kNoTrans, static_cast<int>(nb),
                                     static_cast<int>(head_dim), static_cast<int>(r.k1 - r.k0), 1.0f,
-                                    s.data() + r.k0, static_cast<int>(len),
-                                    kvh.v + r.k0 * head_dim, static_cast<int>(head_dim),
-                                    first ? 0.0f : 1.0f, ob, static_cast<int>(ld));
+                                    s.data() + r.k0, static_cast<int>(len), kvh.v + r.k0 * head_dim,
+                                    static_cast<int>(head_dim), first ? 0.0f : 1.0f, ob,
+                                    static_cast<int>(ld));
                         first = false;
                     }
                     if (first)

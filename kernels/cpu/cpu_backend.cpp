@@ -37,7 +37,9 @@ class CpuBackend final : public Backend {
 
     std::string name() const override { return "cpu"; }
     std::string describe() const override {
-        const std::string mm = !fast_ ? "reference kernels" : blas_ ? blas_->name : "built-in loops";
+        const std::string mm = !fast_  ? "reference kernels"
+                               : blas_ ? blas_->name
+                                       : "built-in loops";
         return "cpu (fp32, " + std::to_string(pool_.size()) + " threads, " + mm + ")";
     }
     DeviceKind device() const override { return DeviceKind::kCpu; }

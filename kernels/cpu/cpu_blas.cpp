@@ -21,8 +21,7 @@ const BlasApi* blas_api() {
         api.sgemm = reinterpret_cast<decltype(api.sgemm)>(dlsym(lib, "cblas_sgemm"));
         if (!api.sgemm) return;
         using SetThreads = void (*)(int);
-        if (auto set = reinterpret_cast<SetThreads>(dlsym(lib, "openblas_set_num_threads")))
-            set(1);
+        if (auto set = reinterpret_cast<SetThreads>(dlsym(lib, "openblas_set_num_threads"))) set(1);
         api.name = "OpenBLAS";
         using GetConfig = const char* (*)();
         if (auto cfg = reinterpret_cast<GetConfig>(dlsym(lib, "openblas_get_config"))) {

@@ -13,8 +13,8 @@ enum BlasTrans { kNoTrans = 111, kTrans = 112 };
 
 struct BlasApi {
     // cblas_sgemm(order, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
-    void (*sgemm)(int, int, int, int, int, int, float, const float*, int, const float*, int,
-                  float, float*, int) = nullptr;
+    void (*sgemm)(int, int, int, int, int, int, float, const float*, int, const float*, int, float,
+                  float*, int) = nullptr;
     std::string name;  // "OpenBLAS 0.3.21"
 };
 

@@ -29,8 +29,7 @@ constexpr __mmask16 kAll16 = 0xFFFF;
 constexpr __mmask8 kAll8 = 0xFF;
 
 // 16 keys starting at k (row stride hd, hd % 16 == 0): out[0..16) = q . k_l.
-__attribute__((target("avx512f"))) inline __m512 dot16(const float* q, const float* k,
-                                                       int64_t hd) {
+__attribute__((target("avx512f"))) inline __m512 dot16(const float* q, const float* k, int64_t hd) {
     __m512 p[16];
     for (int l = 0; l < 16; ++l) p[l] = _mm512_setzero_ps();
     for (int64_t d = 0; d < hd; d += 16) {
@@ -59,8 +58,9 @@ __attribute__((target("avx512f"))) inline __m512 dot16(const float* q, const flo
                               _mm512_mask_shuffle_f32x4(u, kAll16, u, w, _MM_SHUFFLE(3, 1, 3, 1)));
     }
     // Level 4: [keys 0-3, 4-7, 8-11, 12-15], each the full sum.
-    return _mm512_add_ps(_mm512_mask_shuffle_f32x4(s3[0], kAll16, s3[0], s3[1], _MM_SHUFFLE(2, 0, 2, 0)),
-                         _mm512_mask_shuffle_f32x4(s3[0], kAll16, s3[0], s3[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    return _mm512_add_ps(
+        _mm512_mask_shuffle_f32x4(s3[0], kAll16, s3[0], s3[1], _MM_SHUFFLE(2, 0, 2, 0)),
+        _mm512_mask_shuffle_f32x4(s3[0], kAll16, s3[0], s3[1], _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
 __attribute__((target("avx512f"))) int64_t key_scores_avx512(const float* q, int64_t hd,

@@ -15,7 +15,9 @@ namespace {
 
 constexpr int64_t kGemvRows = 1;
 // Rows of a bf16 weight converted per block: ~128 KiB of f32 at k = 4096 (fits L2 with x).
-int64_t block_rows(int64_t k) { return std::max<int64_t>(8, (int64_t{32} * 1024) / std::max<int64_t>(k, 1)); }
+int64_t block_rows(int64_t k) {
+    return std::max<int64_t>(8, (int64_t{32} * 1024) / std::max<int64_t>(k, 1));
+}
 
 // Runtime dispatch: AVX-512 / AVX2+FMA clones of the dot product, the portable one otherwise
 // (the binary must run on any x86-64; no -march).
@@ -72,8 +74,8 @@ namespace {
 void add_bias(const void* bias, DType bdt, int64_t j0, int64_t j1, float* o) {
     if (!bias) return;
     std::vector<float> b(static_cast<size_t>(j1 - j0));
-    load_row_f32(static_cast<const uint8_t*>(bias) + static_cast<size_t>(j0) * dtype_size(bdt),
-                 bdt, j1 - j0, b.data());
+    load_row_f32(static_cast<const uint8_t*>(bias) + static_cast<size_t>(j0) * dtype_size(bdt), bdt,
+                 j1 - j0, b.data());
     for (int64_t j = j0; j < j1; ++j) o[j] += b[static_cast<size_t>(j - j0)];
 }
 

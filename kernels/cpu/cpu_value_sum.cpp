@@ -48,8 +48,8 @@ void value_sum_portable(const float* p, const float* __restrict v, int64_t k0, i
 
 // NV = hd / 16 accumulators per set; keys alternate between the two sets (two FMA chains).
 template <int NV>
-__attribute__((target("avx512f"))) void value_sum_regs(const float* p, const float* v,
-                                                       int64_t k0, int64_t k1, float* o) {
+__attribute__((target("avx512f"))) void value_sum_regs(const float* p, const float* v, int64_t k0,
+                                                       int64_t k1, float* o) {
     constexpr int64_t hd = 16 * NV;
     __m512 a[NV], b[NV];
     for (int i = 0; i < NV; ++i) {

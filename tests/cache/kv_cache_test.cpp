@@ -267,7 +267,8 @@ TEST(KVCache, DemoteLowersBitsAndAccounting) {
     EXPECT_EQ(r.events.back().op, CacheOp::kDemote);
     EXPECT_EQ(r.events.back().part, KVPart::kValues);
     EXPECT_EQ(c.check_consistency(), "");
-    EXPECT_THROW(c.demote(0, 0, std::vector<int64_t>{1}, 3, KVPart::kValues), std::invalid_argument);
+    EXPECT_THROW(c.demote(0, 0, std::vector<int64_t>{1}, 3, KVPart::kValues),
+                 std::invalid_argument);
     EXPECT_THROW(c.demote(0, 0, std::vector<int64_t>{2}, 2), std::invalid_argument);
 }
 

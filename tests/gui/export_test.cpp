@@ -181,8 +181,8 @@ class ExportTest : public QObject {
     void gifMatchesTheFigureOfItsLastStep() {
         const QString gif = out("strip.gif");
         const QString png = out("strip_step4.png");
-        QCOMPARE(studio({"--export-video", gif, "--view", "token_strip", "--steps", "0:4",
-                         "--size", "400x300"}),
+        QCOMPARE(studio({"--export-video", gif, "--view", "token_strip", "--steps", "0:4", "--size",
+                         "400x300"}),
                  0);
         QCOMPARE(studio({"--export-figure", png, "--view", "token_strip", "--step", "4", "--size",
                          "400x300"}),
@@ -224,8 +224,8 @@ class ExportTest : public QObject {
     void pdfAndSvgFigures() {
         const QString pdf = out("budgets.pdf");
         const QString svg = out("budgets.svg");
-        const QStringList common = {"--view", "budgets", "--step", "5", "--size", "960x540",
-                                    "--caption", "Budgets <per layer> & head"};
+        const QStringList common = {"--view", "budgets", "--step",    "5",
+                                    "--size", "960x540", "--caption", "Budgets <per layer> & head"};
         QCOMPARE(studio(QStringList{"--export-figure", pdf} + common), 0);
         QCOMPARE(studio(QStringList{"--export-figure", svg} + common), 0);
         QFile p(pdf);
@@ -234,7 +234,8 @@ class ExportTest : public QObject {
         QVERIFY(bytes.startsWith("%PDF-"));
         // The page is 960x540 px at 96 dpi = 720x405 points (+-0.01, as Qt prints them).
         const QRegularExpressionMatch box =
-            QRegularExpression("/MediaBox \\[0 0 ([0-9.]+) ([0-9.]+)\\]").match(QString::fromLatin1(bytes));
+            QRegularExpression("/MediaBox \\[0 0 ([0-9.]+) ([0-9.]+)\\]")
+                .match(QString::fromLatin1(bytes));
         QVERIFY(box.hasMatch());
         QVERIFY(std::abs(box.captured(1).toDouble() - 720.0) < 0.01);
         QVERIFY(std::abs(box.captured(2).toDouble() - 405.0) < 0.01);
@@ -327,8 +328,8 @@ class ExportTest : public QObject {
         QCOMPARE(QSize(d.width, d.height), QSize(640, 360));
         // Cancelling removes the unfinished file.
         const QString cancelled = out("cancelled.mp4");
-        QVERIFY(!kvscope::studio::export_slide_video(window, cancelled, o, &error,
-                                                     [](int64_t done, int64_t) { return done < 2; }));
+        QVERIFY(!kvscope::studio::export_slide_video(
+            window, cancelled, o, &error, [](int64_t done, int64_t) { return done < 2; }));
         QVERIFY(error.contains("cancelled"));
         QVERIFY(!QFile::exists(cancelled) && !QFile::exists(cancelled + ".part"));
     }
@@ -364,7 +365,8 @@ class ExportTest : public QObject {
                 // The name field of Qt's own dialog (selectFile keeps the suggested name when
                 // the file does not exist yet).
                 f->setDirectory(out_.path());
-                if (auto* name = f->findChild<QLineEdit*>("fileNameEdit")) name->setText("menu_figure.png");
+                if (auto* name = f->findChild<QLineEdit*>("fileNameEdit"))
+                    name->setText("menu_figure.png");
                 static_cast<QDialog*>(f)->accept();  // QFileDialog::accept is protected
             });
             d->accept();
@@ -390,8 +392,8 @@ class ExportTest : public QObject {
 };
 
 int main(int argc, char** argv) {
-    return kvscope::studio::testing::run_studio_test<ExportTest>(
-        argc, argv, "KVScope Studio Export Test");
+    return kvscope::studio::testing::run_studio_test<ExportTest>(argc, argv,
+                                                                 "KVScope Studio Export Test");
 }
 
 #include "export_test.moc"

@@ -11,10 +11,10 @@
 #include <memory>
 #include <thread>
 
-#include "tests/gui/views_test_harness.h"
-#include "traces/synthetic/synthetic_trace.h"
 #include "core/error.h"
 #include "core/probes/norm_attention.h"
+#include "tests/gui/views_test_harness.h"
+#include "traces/synthetic/synthetic_trace.h"
 #include "traces/trace_reader.h"
 #include "views/head_history.h"
 #include "views/reader_trace_model.h"

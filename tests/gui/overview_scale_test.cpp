@@ -13,8 +13,8 @@
 #include <random>
 
 #include "tests/gui/views_test_harness.h"
-#include "traces/synthetic/synthetic_trace.h"
 #include "traces/head_counts.h"
+#include "traces/synthetic/synthetic_trace.h"
 #include "traces/trace_reader.h"
 #include "views/head_history.h"
 #include "views/headless_imgui.h"

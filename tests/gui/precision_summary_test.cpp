@@ -10,6 +10,7 @@
 //     complete picture from the replay, with the reader's colours.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
@@ -17,7 +18,6 @@
 #include <random>
 #include <set>
 #include <string>
-#include <unistd.h>
 
 #include "traces/token_state_code.h"
 #include "traces/trace_reader.h"
@@ -87,7 +87,8 @@ TEST(HeadStates, AgreeWithHeadHistoryOnRandomEvents) {
                 e.head = lh % H;
                 e.op = static_cast<CacheOp>(rng() % trace::kNumCacheOps);
                 e.position = static_cast<int32_t>(
-                    rng() % 25 == 0 ? -1 : static_cast<int64_t>(rng() % static_cast<uint32_t>(P + s)));
+                    rng() % 25 == 0 ? -1
+                                    : static_cast<int64_t>(rng() % static_cast<uint32_t>(P + s)));
                 e.bits = static_cast<int8_t>(static_cast<int>(rng() % 20) - 2);
                 e.dst_position = static_cast<int32_t>(rng() % P);
                 steps[static_cast<size_t>(s)].push_back(e);
@@ -96,8 +97,7 @@ TEST(HeadStates, AgreeWithHeadHistoryOnRandomEvents) {
             }
         }
     }
-    const std::vector<trace::TokenStateCode> codes =
-        trace::prompt_state_codes(steps[0], L, H, P);
+    const std::vector<trace::TokenStateCode> codes = trace::prompt_state_codes(steps[0], L, H, P);
     ASSERT_EQ(std::ssize(codes), L * H * P);
     for (int32_t l = 0; l < L; ++l) {
         for (int32_t h = 0; h < H; ++h) {
@@ -170,8 +170,8 @@ int expect_reader_colours(PrecisionView& view, const trace::TraceReader& reader,
                                    ? th.state_color(states[static_cast<size_t>(t0)].state,
                                                     states[static_cast<size_t>(t0)].bits)
                                    : th.state_color(TokenCacheState::kAbsent, 0);
-            EXPECT_EQ(r.row(l)[x], want) << "layer " << l << " token " << t0 << " step "
-                                         << state.step;
+            EXPECT_EQ(r.row(l)[x], want)
+                << "layer " << l << " token " << t0 << " step " << state.step;
             if (r.row(l)[x] != want) return -1;
             ++checked;
         }
@@ -220,8 +220,7 @@ void expect_summary_equals_replay(const fs::path& path, bool expect_quantised) {
     if (expect_quantised) {
         const Theme& th = theme(ThemeKind::kDark);
         bool low_bits = false;
-        for (int b = 1; b < 16; ++b)
-            low_bits = low_bits || colours.count(th.bits_color(b)) > 0;
+        for (int b = 1; b < 16; ++b) low_bits = low_bits || colours.count(th.bits_color(b)) > 0;
         EXPECT_TRUE(low_bits) << "the MiKV run should show quantised tokens";
     }
     EXPECT_EQ(fast.take_error(), "");

@@ -96,12 +96,22 @@ void expect_matches(const std::string& policy, double ratio) {
 
 }  // namespace
 
-TEST(PreviewTraceModel, EvictingPolicyHistoriesEqualThePreview) { expect_matches("snapkv", 0.25); }
-TEST(PreviewTraceModel, SmallBudgetHistoriesEqualThePreview) { expect_matches("snapkv", 0.05); }
+TEST(PreviewTraceModel, EvictingPolicyHistoriesEqualThePreview) {
+    expect_matches("snapkv", 0.25);
+}
+TEST(PreviewTraceModel, SmallBudgetHistoriesEqualThePreview) {
+    expect_matches("snapkv", 0.05);
+}
 // D2O decides (evicts and merges) while decoding; its preview is the prefill decision.
-TEST(PreviewTraceModel, DecodeTimePolicyHistoriesEqualThePreview) { expect_matches("d2o", 0.3); }
-TEST(PreviewTraceModel, PyramidBudgetsEqualThePreview) { expect_matches("pyramidkv", 0.2); }
-TEST(PreviewTraceModel, QuantisingPolicyHistoriesEqualThePreview) { expect_matches("mikv", 0.2); }
+TEST(PreviewTraceModel, DecodeTimePolicyHistoriesEqualThePreview) {
+    expect_matches("d2o", 0.3);
+}
+TEST(PreviewTraceModel, PyramidBudgetsEqualThePreview) {
+    expect_matches("pyramidkv", 0.2);
+}
+TEST(PreviewTraceModel, QuantisingPolicyHistoriesEqualThePreview) {
+    expect_matches("mikv", 0.2);
+}
 
 // A small prompt (8 layers x 2 heads x 512 tokens) is built on request even for kLater, so the
 // views show the whole preview in one frame.

@@ -15,17 +15,17 @@
 #include <QMimeData>
 #include <QProcess>
 #include <QProgressBar>
-#include <QSignalSpy>
 #include <QSettings>
+#include <QSignalSpy>
 #include <QStatusBar>
 #include <QTemporaryDir>
 #include <QToolBar>
 #include <QtTest/QtTest>
 
-#include <cmath>
-#include <filesystem>
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <filesystem>
 #include <set>
 
 #include "app/studio/imgui_host_widget.h"
@@ -804,10 +804,11 @@ class StudioTest : public QObject {
     void niahGridClickOpensTheCellAgainstTheFullCache() {
         const QString dir = out_.filePath("sweep");
         QProcess run;
-        run.start(QStringLiteral(KVSCOPE_CLI_EXE),
-                  {"niah", "--model", QStringLiteral(KVSCOPE_SOURCE_DIR "/resources/models/kvscope-demo"),
-                   "--lengths", "192", "--depths", "0,1", "--policies", "snapkv", "--ratios", "0.3",
-                   "--max-new", "6", "--threads", "2", "--out", dir});
+        run.start(
+            QStringLiteral(KVSCOPE_CLI_EXE),
+            {"niah", "--model", QStringLiteral(KVSCOPE_SOURCE_DIR "/resources/models/kvscope-demo"),
+             "--lengths", "192", "--depths", "0,1", "--policies", "snapkv", "--ratios", "0.3",
+             "--max-new", "6", "--threads", "2", "--out", dir});
         QVERIFY(run.waitForFinished(120000));
         QVERIFY2(run.exitCode() == 0, run.readAllStandardError().constData());
         QVERIFY2(window_->open_sweep(dir), qPrintable(window_->last_error()));
@@ -831,10 +832,10 @@ class StudioTest : public QObject {
         QCOMPARE(row.depth, 1.0);
         const int b = grid->baseline_row(s.row_indices[0]);
         QVERIFY(b >= 0);
-        const QString expect_a = QFileInfo(QDir(dir).filePath(QString::fromStdString(row.trace)))
-                                     .absoluteFilePath();
-        const QString expect_b = QFileInfo(QDir(dir).filePath(
-                                     QString::fromStdString(grid->rows[static_cast<size_t>(b)].trace)))
+        const QString expect_a =
+            QFileInfo(QDir(dir).filePath(QString::fromStdString(row.trace))).absoluteFilePath();
+        const QString expect_b = QFileInfo(QDir(dir).filePath(QString::fromStdString(
+                                               grid->rows[static_cast<size_t>(b)].trace)))
                                      .absoluteFilePath();
         QVERIFY(expect_a.endsWith("snapkv-0.3.kvtrace.h5"));
         QVERIFY(expect_b.endsWith("full.kvtrace.h5"));
@@ -1022,7 +1023,8 @@ class StudioTest : public QObject {
                 for (int32_t hd = 0; hd < m->summary().n_heads; ++hd) {
                     const auto hist = m->history(l, hd, views::Load::kNow);
                     QVERIFY(hist);
-                    QCOMPARE(hist->held(0), static_cast<int64_t>(want.head(l, hd).positions.size()));
+                    QCOMPARE(hist->held(0),
+                             static_cast<int64_t>(want.head(l, hd).positions.size()));
                     // The same float computed twice from the same prefill: exact.
                     QCOMPARE(m->needle_survival(0, 0, l, hd),
                              want.survival[0][static_cast<size_t>(l * m->summary().n_heads + hd)]);
@@ -1096,9 +1098,9 @@ class StudioTest : public QObject {
         QVERIFY2(failed.isEmpty(), qPrintable(dock->error_text()));
         trace::TraceReader run(finished.first().at(0).toString().toStdString());
         QVERIFY2(run.info().n_steps < 2000, "the run stopped before max_new");
-        QVERIFY2(dock->verdict_text().contains("interrupted") ||
-                     dock->verdict_text().contains("eos"),
-                 qPrintable(dock->verdict_text()));
+        QVERIFY2(
+            dock->verdict_text().contains("interrupted") || dock->verdict_text().contains("eos"),
+            qPrintable(dock->verdict_text()));
         dock->set_max_new(12);
     }
 
@@ -1130,7 +1132,8 @@ class StudioTest : public QObject {
         QVERIFY(QTest::qWaitFor([&] { return plot->isVisible(); }, 5000));
         QTest::mouseClick(plot, Qt::LeftButton, {}, plot->point_pos(9).toPoint());
         QVERIFY(finished.wait(120000) || finished.count() > 0);
-        QCOMPARE(window_->trace_path(), QFileInfo(finished.first().at(0).toString()).absoluteFilePath());
+        QCOMPARE(window_->trace_path(),
+                 QFileInfo(finished.first().at(0).toString()).absoluteFilePath());
         QVERIFY2(!window_->compare_path().isEmpty(), qPrintable(dock->error_text()));
         QCOMPARE(window_->compare_model()->summary().policy, std::string("full"));
         window_->close_compare();
@@ -1146,9 +1149,9 @@ class StudioTest : public QObject {
         const studio::SweepPoint& first = dock->sweep_points().front();
         QVERIFY(first.verdict == 0 || first.verdict == 1);
         QVERIFY2(QFile::exists(first.trace), qPrintable(first.trace));
-        QCOMPARE(static_cast<int>(
-                     trace::TraceReader(first.trace.toStdString()).answer_found().at(0)),
-                 first.verdict);
+        QCOMPARE(
+            static_cast<int>(trace::TraceReader(first.trace.toStdString()).answer_found().at(0)),
+            first.verdict);
     }
 
     // Budget as a memory fraction: the token budget is fitted on the worker
@@ -1267,17 +1270,19 @@ class StudioTest : public QObject {
                 .arg(v[v.size() / 2], 0, 'f', 1)
                 .arg(v.back(), 0, 'f', 1);
         };
-        qInfo("50 moves, min / median / max ms: preview %s; move -> preview_ready %s; "
-              "move -> layer x head repainted %s",
-              qPrintable(stats(preview)), qPrintable(stats(ready)), qPrintable(stats(painted)));
-        qInfo("re-run on release (12 new tokens, first one builds the views' base): %s ms; "
-              "min / median / max of the 4: %s",
-              qPrintable(QString("%1, %2, %3, %4")
-                             .arg(runs[0], 0, 'f', 0)
-                             .arg(runs[1], 0, 'f', 0)
-                             .arg(runs[2], 0, 'f', 0)
-                             .arg(runs[3], 0, 'f', 0)),
-              qPrintable(stats(runs)));
+        qInfo(
+            "50 moves, min / median / max ms: preview %s; move -> preview_ready %s; "
+            "move -> layer x head repainted %s",
+            qPrintable(stats(preview)), qPrintable(stats(ready)), qPrintable(stats(painted)));
+        qInfo(
+            "re-run on release (12 new tokens, first one builds the views' base): %s ms; "
+            "min / median / max of the 4: %s",
+            qPrintable(QString("%1, %2, %3, %4")
+                           .arg(runs[0], 0, 'f', 0)
+                           .arg(runs[1], 0, 'f', 0)
+                           .arg(runs[2], 0, 'f', 0)
+                           .arg(runs[3], 0, 'f', 0)),
+            qPrintable(stats(runs)));
         if (!qEnvironmentVariableIsEmpty("KVSCOPE_GUI_SHOTS")) {
             QSignalSpy swept(dock, &LiveDock::sweep_finished);
             dock->sweep(false);
@@ -1446,11 +1451,11 @@ class StudioTest : public QObject {
         record::LiveSession session(*model, *tok, model_dir, record::input_from_trace(*reader_), 2);
         session.prefill();
         const auto [nb, ne] = studio::needle_of(reader_->spans());
-        const record::RescueResult r = record::rescue_needle(
-            session, record::policy_from_trace(reader_->metadata()),
-            record::sampling_from_trace(reader_->metadata()), nb, ne,
-            out_.filePath("rescue_check").toStdString(),
-            static_cast<int>(2 + model->spec.n_layers));
+        const record::RescueResult r =
+            record::rescue_needle(session, record::policy_from_trace(reader_->metadata()),
+                                  record::sampling_from_trace(reader_->metadata()), nb, ne,
+                                  out_.filePath("rescue_check").toStdString(),
+                                  static_cast<int>(2 + model->spec.n_layers));
         QCOMPARE(r.outcome, record::RescueResult::Outcome::kRescued);
         QVERIFY(!r.layers.empty());
         QCOMPARE(dock->rescue_layers_found(), r.layers);
@@ -1481,8 +1486,8 @@ class StudioTest : public QObject {
         list->scrollToItem(list->item(pick));
         QTest::mouseClick(list->viewport(), Qt::LeftButton, {},
                           list->visualItemRect(list->item(pick)).center());
-        const QString expect_b = QFileInfo(dock->rescue_runs()[static_cast<size_t>(pick)].trace)
-                                     .absoluteFilePath();
+        const QString expect_b =
+            QFileInfo(dock->rescue_runs()[static_cast<size_t>(pick)].trace).absoluteFilePath();
         QTRY_COMPARE(window_->compare_path(), expect_b);
         QCOMPARE(window_->trace_path(), QFileInfo(kSample).absoluteFilePath());
         QCOMPARE(window_->compare_model()->answer_found(0), int8_t{1});

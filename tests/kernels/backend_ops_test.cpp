@@ -44,7 +44,7 @@ struct Tol {
 struct OpCase {
     std::string op;
     std::string name;
-    DType wdt = DType::kF32;       // weight dtype where the op has weights
+    DType wdt = DType::kF32;      // weight dtype where the op has weights
     bool bf16_attention = false;  // attention on the device's bf16 tensor-core path (native math)
     std::function<Outputs(Backend&)> run;
     std::function<Outputs()> naive;

@@ -6,11 +6,11 @@
 // bound is a few fp32 roundings relative to the output's scale.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
-#include <algorithm>
 #include <numeric>
 #include <random>
 #include <string>
@@ -72,8 +72,10 @@ TEST(CpuFast, MatmulMatchesReferenceConvertedOrNot) {
     auto ref = cpu_with("reference");
     auto fast = cpu_with("fast");
     auto fast_blocks = cpu_with("fast", "0");  // cap 0: bf16 weights converted per call
-    for (auto [n, k, m] : {std::tuple<int64_t, int64_t, int64_t>{1, 384, 1024}, {2, 100, 37},
-                           {17, 384, 96}, {64, 1024, 384}}) {
+    for (auto [n, k, m] : {std::tuple<int64_t, int64_t, int64_t>{1, 384, 1024},
+                           {2, 100, 37},
+                           {17, 384, 96},
+                           {64, 1024, 384}}) {
         std::vector<float> x(static_cast<size_t>(n * k));
         for (auto& v : x) v = nd(rng);
         std::vector<uint16_t> w(static_cast<size_t>(m * k));
@@ -135,8 +137,8 @@ TEST(CpuFast, AttentionMatchesReferenceWithStatistics) {
     auto fast = cpu_with("fast");
     struct Case {
         int64_t n, H, Hkv, d, len;
-        bool shuffled;  // key positions in random order (a compressed / merged cache)
-        int64_t qstart; // first query position (keys hold positions 0..len-1 when not shuffled)
+        bool shuffled;   // key positions in random order (a compressed / merged cache)
+        int64_t qstart;  // first query position (keys hold positions 0..len-1 when not shuffled)
     };
     for (const Case& c : {Case{1, 8, 2, 48, 300, false, 299}, Case{3, 4, 4, 64, 130, true, 127},
                           Case{200, 8, 2, 48, 200, false, 0}, Case{70, 2, 1, 32, 333, true, 263},
@@ -189,7 +191,8 @@ TEST(CpuFast, KeyScoresMatchFloat64) {
                 // fp32 sum of hd products in any order: |error| <= hd * eps * sum |q_d k_d|;
                 // 4 * eps * sum |t| is far above what either order reaches and far below a
                 // dropped or doubled term (~1 here).
-                ASSERT_NEAR(out[static_cast<size_t>(j)], ref, 4 * 1.2e-7 * mag + 1e-6) << "key " << j;
+                ASSERT_NEAR(out[static_cast<size_t>(j)], ref, 4 * 1.2e-7 * mag + 1e-6)
+                    << "key " << j;
             }
             EXPECT_EQ(out[static_cast<size_t>(len)], 123.f);
         }
@@ -204,8 +207,8 @@ TEST(CpuFast, ValueSumMatchesFloat64) {
     std::normal_distribution<float> nd(0.f, 1.f);
     std::uniform_real_distribution<float> ud(0.f, 1.f);
     for (int64_t hd : {48, 64, 80, 128, 40, 144}) {
-        for (auto [k0, k1] : {std::pair<int64_t, int64_t>{0, 1}, {0, 2}, {3, 10}, {5, 5},
-                              {1, 300}, {0, 2048}}) {
+        for (auto [k0, k1] :
+             {std::pair<int64_t, int64_t>{0, 1}, {0, 2}, {3, 10}, {5, 5}, {1, 300}, {0, 2048}}) {
             SCOPED_TRACE("hd=" + std::to_string(hd) + " keys " + std::to_string(k0) + ".." +
                          std::to_string(k1));
             std::vector<float> p(static_cast<size_t>(k1)), v(static_cast<size_t>(k1 * hd));
@@ -225,7 +228,8 @@ TEST(CpuFast, ValueSumMatchesFloat64) {
                 }
                 // fp32 running sums of n = k1 - k0 terms onto o: rounding errors of ~eps * mag
                 // each, a random walk of ~sqrt(n) steps (fixed seed; measured worst 2.0e-6 at
-                // n = 2048 against this bound's 2.7e-5). A dropped key moves lanes by ~|v| / (2 k1).
+                // n = 2048 against this bound's 2.7e-5). A dropped key moves lanes by ~|v| / (2
+                // k1).
                 const double n_terms = static_cast<double>(k1 - k0) + 1;
                 ASSERT_NEAR(o[static_cast<size_t>(d)], ref, 4 * 1.2e-7 * std::sqrt(n_terms) * mag)
                     << "d " << d;

@@ -39,10 +39,10 @@ const Expect kExpect[] = {
      DType::kBf16, 27},
     {"qwen3_qknorm", Architecture::kQwen3, 512, 64, 160, 4, 2, 32, 1e6, false, false, true,
      DType::kBf16, 25},
-    {"llama_headdim_sharded", Architecture::kLlama, 512, 96, 192, 4, 1, 16, 1e4, false, false, false,
+    {"llama_headdim_sharded", Architecture::kLlama, 512, 96, 192, 4, 1, 16, 1e4, false, false,
+     false, DType::kF32, 21},
+    {"llama_sp", Architecture::kLlama, 700, 64, 160, 4, 4, 16, 1e4, false, false, false,
      DType::kF32, 21},
-    {"llama_sp", Architecture::kLlama, 700, 64, 160, 4, 4, 16, 1e4, false, false, false, DType::kF32,
-     21},
 };
 
 class FixtureLoads : public ::testing::TestWithParam<Expect> {};

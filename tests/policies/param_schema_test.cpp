@@ -139,7 +139,8 @@ TEST(Registry, EveryNumericParameterIsBounded) {
         make_policy("streaming_llm", b, {"sinks=99999999999"});
         FAIL();
     } catch (const InputError& e) {
-        EXPECT_THAT(e.what(), HasSubstr("99999999999 is out of range (expected int in [0, 16777216])"));
+        EXPECT_THAT(e.what(),
+                    HasSubstr("99999999999 is out of range (expected int in [0, 16777216])"));
     }
 }
 

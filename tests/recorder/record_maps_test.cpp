@@ -184,7 +184,7 @@ TEST(RecordMaps, PeakMemoryIsAboutOneLayerOfMapsNotAll) {
     const double mb = 1.0 / (1 << 20);
     const double layer_rows = static_cast<double>(sp.n_heads * P * P * 4) * mb;  // 32 MB
     const double one_map = static_cast<double>(sp.n_kv_heads * P * P * 4) * mb;  // 8 MB
-    const double all_layers = layer_rows * static_cast<double>(sp.n_layers);      // 256 MB
+    const double all_layers = layer_rows * static_cast<double>(sp.n_layers);     // 256 MB
     // Bound: one layer's rows + the map being averaged + the writer's queued and recycled maps
     // (2 * kMaxQueuedMaps) + 48 MB for everything else (the KV cache, activations, HDF5 chunk
     // cache, allocator slack; a run without maps grows ~20 MB here). Streaming gives ~90 MB;

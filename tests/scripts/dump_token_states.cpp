@@ -27,8 +27,7 @@ int main(int argc, char** argv) {
             std::perror(argv[2]);
             return 1;
         }
-        const int64_t header[4] = {info.n_steps, info.n_layers, info.n_heads,
-                                   info.n_prompt_tokens};
+        const int64_t header[4] = {info.n_steps, info.n_layers, info.n_heads, info.n_prompt_tokens};
         std::fwrite("KVTS0001", 1, 8, out);
         std::fwrite(header, sizeof(int64_t), 4, out);
         for (int64_t s = 0; s < info.n_steps; ++s)

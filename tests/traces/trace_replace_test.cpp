@@ -232,7 +232,8 @@ TEST(TraceReplace, WriteErrorIsReportedAndExitIsClean) {
         close(msg[1]);
         setenv(kChildEnv, path.c_str(), 1);
         const char* asan = std::getenv("ASAN_OPTIONS");
-        const std::string opts = std::string(asan ? asan : "") + (asan ? ":" : "") + "detect_leaks=0";
+        const std::string opts =
+            std::string(asan ? asan : "") + (asan ? ":" : "") + "detect_leaks=0";
         setenv("ASAN_OPTIONS", opts.c_str(), 1);
         execl("/proc/self/exe", "test_traces", "--gtest_filter=TraceReplace.WriteErrorChild",
               "--gtest_brief=1", static_cast<char*>(nullptr));

@@ -43,13 +43,13 @@ Demo& demo() {
 
 TEST(Explain, PromptDecisionsFollowThePolicysOwnScoreAndMatchTheRun) {
     Demo& d = demo();
-    for (const std::string name : {"snapkv", "pyramidkv", "knorm", "tova", "h2o", "streaming_llm",
-                                   "dynamickv"}) {
+    for (const std::string name :
+         {"snapkv", "pyramidkv", "knorm", "tova", "h2o", "streaming_llm", "dynamickv"}) {
         Budget b;
         b.ratio = 0.15;
         auto out = std::make_shared<std::vector<whatif::TokenDecision>>();
-        whatif::ExplainPolicy ex(PolicyRegistry::global().create(name, b, std::vector<std::string>{}),
-                                 d.needle, out);
+        whatif::ExplainPolicy ex(
+            PolicyRegistry::global().create(name, b, std::vector<std::string>{}), d.needle, out);
         const whatif::Preview pv = whatif::preview(d.session->state(), d.model->spec, ex);
         const int64_t L = d.model->spec.n_layers, G = d.model->spec.n_kv_heads;
         // One prompt decision per needle token and head.
@@ -70,7 +70,8 @@ TEST(Explain, PromptDecisionsFollowThePolicysOwnScoreAndMatchTheRun) {
             EXPECT_LE(t.rank, t.candidates);
             if (!kept) {
                 ++dropped;
-                EXPECT_LE(t.score, t.cutoff) << name << " layer " << t.layer << " pos " << t.position;
+                EXPECT_LE(t.score, t.cutoff)
+                    << name << " layer " << t.layer << " pos " << t.position;
                 ASSERT_FALSE(t.took_its_place.empty()) << name;
                 for (const auto& [p, v] : t.took_its_place) {
                     EXPECT_GE(v, t.score) << name;

@@ -63,20 +63,19 @@ TEST(NiahSweep, OneRowPerCellPolicyAndBudgetThenResumes) {
     std::atomic<bool> stop{false};
     int64_t seen = 0;
     // Stop after 3 rows, as an interrupted run would.
-    const int64_t first = record::run_niah_sweep(
-        *demo().model, *demo().tok, spec, out, {}, 2, &stop,
-        [&](const record::SweepProgress& p) {
-            seen = p.rows_done;
-            if (p.rows_done == 3) stop = true;
-        });
+    const int64_t first = record::run_niah_sweep(*demo().model, *demo().tok, spec, out, {}, 2,
+                                                 &stop, [&](const record::SweepProgress& p) {
+                                                     seen = p.rows_done;
+                                                     if (p.rows_done == 3) stop = true;
+                                                 });
     EXPECT_EQ(first, 3);
     auto t = record::read_csv(out / "summary.csv");
     ASSERT_EQ(t.size(), 1u + 3u);
     // Resumed: the remaining rows only. 4 cells x (full + 2 policies x 2 budgets) = 20 rows.
     int64_t skipped = -1;
-    const int64_t second = record::run_niah_sweep(
-        *demo().model, *demo().tok, spec, out, {}, 2, nullptr,
-        [&](const record::SweepProgress& p) { skipped = p.rows_skipped; });
+    const int64_t second =
+        record::run_niah_sweep(*demo().model, *demo().tok, spec, out, {}, 2, nullptr,
+                               [&](const record::SweepProgress& p) { skipped = p.rows_skipped; });
     EXPECT_EQ(skipped, 3);
     EXPECT_EQ(second, 17);
     t = record::read_csv(out / "summary.csv");
@@ -118,7 +117,7 @@ TEST(NiahSweep, TwoShardsMergedEqualTheUnshardedSweep) {
                            nullptr, {});
     // Before the second shard, the merge reports what is missing.
     auto partial = record::merge_niah_summaries(split);
-    EXPECT_EQ(partial.first, 4);   // cells 0 and 2, 2 rows each
+    EXPECT_EQ(partial.first, 4);  // cells 0 and 2, 2 rows each
     EXPECT_EQ(partial.second, 4);
     record::run_niah_sweep(*demo().model, *demo().tok, spec, split, record::parse_shard("1/2"), 2,
                            nullptr, {});

@@ -121,7 +121,8 @@ TEST(PrefillStateFile, BadFilesAreRefusedWithTheFileNamed) {
     fs::remove(good);
     record::save_prefill_state(good, s.state(), fx.model->spec, fx.input, kDemo.string(), false);
     // Another model's shape.
-    auto other = load_model(fs::path(KVSCOPE_SOURCE_DIR) / "tests" / "golden" / "models" / "llama_sp");
+    auto other =
+        load_model(fs::path(KVSCOPE_SOURCE_DIR) / "tests" / "golden" / "models" / "llama_sp");
     try {
         (void)record::load_prefill_state(good, other->spec);
         ADD_FAILURE() << "a state of another model was accepted";

@@ -120,7 +120,8 @@ TEST(Preview, EqualsTheRealRunAfterThePromptForEveryPolicy) {
         for (int64_t l = 0; l < L; ++l)
             for (int64_t g = 0; g < G; ++g) {
                 int64_t held = 0;
-                for (int64_t p = sp.begin; p < sp.end; ++p) held += cache.find_position(l, g, p) >= 0;
+                for (int64_t p = sp.begin; p < sp.end; ++p)
+                    held += cache.find_position(l, g, p) >= 0;
                 EXPECT_FLOAT_EQ(pv.survival[0][static_cast<size_t>(l * G + g)],
                                 static_cast<float>(held) / static_cast<float>(sp.end - sp.begin))
                     << label;
@@ -147,7 +148,8 @@ TEST(Preview, IsRepeatableAndLeavesTheSavedStateAlone) {
     EXPECT_EQ(s.state().cache->total_slots(),
               s.state().prompt_len() * demo().model->spec.n_layers * demo().model->spec.n_kv_heads);
     ASSERT_EQ(a.heads.size(), b.heads.size());
-    for (size_t i = 0; i < a.heads.size(); ++i) EXPECT_EQ(a.heads[i].positions, b.heads[i].positions);
+    for (size_t i = 0; i < a.heads.size(); ++i)
+        EXPECT_EQ(a.heads[i].positions, b.heads[i].positions);
     EXPECT_LT(a.bytes_total, full);
 }
 
@@ -174,7 +176,8 @@ void expect_same_run(const fs::path& x, const fs::path& y, const std::string& la
 TEST(Rerun, FromTheSavedStateRecordsTheSameRunAsAnOwnPrefill) {
     const Demo& d = demo();
     record::LiveSession& s = session();
-    const fs::path dir = fs::temp_directory_path() / ("kvscope_rerun_" + std::to_string(::getpid()));
+    const fs::path dir =
+        fs::temp_directory_path() / ("kvscope_rerun_" + std::to_string(::getpid()));
     fs::create_directories(dir);
     // One policy per kind of decision: prefill top-k, decode-time eviction, merges, precision.
     for (const std::string name : {"snapkv", "h2o", "d2o", "mikv"}) {
@@ -219,7 +222,8 @@ TEST(MemoryFit, FindsTheLargestBudgetWithinTheTarget) {
             e.set_policy(policy.get());
             (void)e.resume(s.state());
             const auto& lg = s.state().last_logits;
-            (void)e.decode(static_cast<int32_t>(std::max_element(lg.begin(), lg.end()) - lg.begin()));
+            (void)e.decode(
+                static_cast<int32_t>(std::max_element(lg.begin(), lg.end()) - lg.begin()));
             EXPECT_GT(e.cache().bytes_held(), target) << name;
         }
     }
@@ -241,7 +245,8 @@ TEST(Resume, RefusesWhatTheSavedStateCannotServe) {
     record::RerunRequest rr;
     rr.policy = wide;
     rr.sampling.max_new = 2;
-    rr.trace = fs::temp_directory_path() / ("kvscope_wide_" + std::to_string(::getpid()) + ".kvtrace.h5");
+    rr.trace =
+        fs::temp_directory_path() / ("kvscope_wide_" + std::to_string(::getpid()) + ".kvtrace.h5");
     const record::RerunResult r = s.rerun(rr);
     EXPECT_FALSE(r.resumed);
     EXPECT_EQ(r.steps, 2);

@@ -44,8 +44,8 @@ TEST(ForceKeep, KeepsTheNeedleWhereAskedAndChangesNothingElse) {
         b.ratio = 0.1;
         auto plain = PolicyRegistry::global().create(name, b, std::vector<std::string>{});
         const whatif::Preview base = whatif::preview(s.state(), d.model->spec, *plain);
-        whatif::ForceKeepPolicy forced(PolicyRegistry::global().create(name, b, std::vector<std::string>{}),
-                                       needle, {1, 5});
+        whatif::ForceKeepPolicy forced(
+            PolicyRegistry::global().create(name, b, std::vector<std::string>{}), needle, {1, 5});
         const whatif::Preview pv = whatif::preview(s.state(), d.model->spec, forced);
         const int64_t G = d.model->spec.n_kv_heads;
         for (int64_t l = 0; l < d.model->spec.n_layers; ++l)
@@ -79,7 +79,8 @@ TEST(Rescue, FindsLayersWhoseKeepingRestoresTheAnswer) {
     snap.budget.ratio = 0.1;
     record::SamplingOptions so;
     so.max_new = 12;
-    const fs::path dir = fs::temp_directory_path() / ("kvscope_rescue_" + std::to_string(::getpid()));
+    const fs::path dir =
+        fs::temp_directory_path() / ("kvscope_rescue_" + std::to_string(::getpid()));
     fs::remove_all(dir);
     const auto& span = d.input.spans.at(0);
     const record::RescueResult r =

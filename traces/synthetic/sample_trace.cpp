@@ -69,7 +69,8 @@ SampleTrace make_sample_trace(const SampleTraceSpec& spec) {
     m.sampling = {{"temperature", 0.0}, {"max_new_tokens", spec.n_steps}};
     m.device = "CPU (synthetic)";
     m.backend = "cpu";
-    m.extra = {{"generator", "traces/synthetic/sample_trace.cpp"}, {"prefill_appends_recorded", true}};
+    m.extra = {{"generator", "traces/synthetic/sample_trace.cpp"},
+               {"prefill_appends_recorded", true}};
 
     for (int64_t j = 0; j < P; ++j)
         t.prompt.push_back(
