@@ -96,7 +96,7 @@ void export_prefill(const TraceReader& r, const TraceInfo& info, CsvFile& layers
         layers.out() << l << ',' << (r.prefill_layer_done(l) ? 1 : 0) << ','
                      << fmt_float(dl[static_cast<size_t>(l)]) << '\n';
         for (int32_t h = 0; h < info.n_heads; ++h) {
-            size_t k = static_cast<size_t>(l * info.n_heads + h);
+            size_t k = static_cast<size_t>(l) * info.n_heads + h;
             heads.out() << l << ',' << h << ',' << fmt_float(density[k]) << ','
                         << fmt_float(spearman[k]) << ',' << fmt_float(area[k]) << '\n';
             auto kn = r.key_norm(l, h), ar = r.attn_received(l, h), ws = r.window_scores(l, h);
@@ -136,7 +136,7 @@ void export_steps(const TraceReader& r, const TraceInfo& info, CsvFile& steps, C
             for (int32_t l = 0; l < info.n_layers; ++l)
                 for (int32_t h = 0; h < info.n_heads; ++h)
                     budgets.out() << s.step << ',' << l << ',' << h << ','
-                                  << bud[static_cast<size_t>(l * info.n_heads + h)] << '\n';
+                                  << bud[static_cast<size_t>(l) * info.n_heads + h] << '\n';
         }
     }
 }

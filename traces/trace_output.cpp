@@ -83,7 +83,7 @@ fs::path fresh_output_path(const fs::path& dir, const std::string& stem, const s
     for (int i = 1; i <= 999; ++i) {
         char num[16];  // room for any int: GCC checks the whole range at -O1
         std::snprintf(num, sizeof num, "-%03d", i);
-        const fs::path p = dir / (stem + num + ext);
+        fs::path p = dir / (stem + num + ext);
         if (!exists_no_follow(p) && !exists_no_follow(recording_path_for(p))) return p;
     }
     throw InputError(dir, "no free name " + stem + "-NNN" + ext + " left (001 to 999 are taken)");

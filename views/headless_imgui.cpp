@@ -20,6 +20,7 @@ HeadlessImGui::HeadlessImGui(float width, float height) : size_(width, height) {
     int w = 0, h = 0;
     io.Fonts->AddFontDefault();
     io.Fonts->GetTexDataAsRGBA32(&pixels, &w, &h);  // builds the atlas
+    // NOLINTNEXTLINE(performance-no-int-to-ptr): ImGui texture ids are void*; 1 is a non-null tag
     io.Fonts->SetTexID(reinterpret_cast<ImTextureID>(static_cast<intptr_t>(1)));
     ImGui::SetCurrentContext(previous);
 }

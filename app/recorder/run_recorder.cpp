@@ -66,7 +66,7 @@ StatsRequest RunRecorder::stats_needed(const RecorderOptions& opt, int64_t promp
     return r;
 }
 
-void RunRecorder::begin(trace::RunMetadata meta, const std::vector<int32_t>& prompt_ids) {
+void RunRecorder::begin(const trace::RunMetadata& meta, const std::vector<int32_t>& prompt_ids) {
     spans_ = meta.spans;
     writer_.begin(meta);
     std::vector<trace::TokenRecord> toks;

@@ -35,7 +35,7 @@ class RunRecorder {
     static StatsRequest stats_needed(const RecorderOptions& opt, int64_t prompt_len);
 
     // Writes the metadata and the prompt tokens. spans index prompt tokens.
-    void begin(trace::RunMetadata meta, const std::vector<int32_t>& prompt_ids);
+    void begin(const trace::RunMetadata& meta, const std::vector<int32_t>& prompt_ids);
     // After engine.prefill(): prefill statistics of every layer. Maps (record_maps) were written
     // during the prefill, one layer at a time (Engine::on_prefill_map), so call begin() first.
     void write_prefill();

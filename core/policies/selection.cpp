@@ -141,6 +141,7 @@ std::vector<int64_t> select_top_k(const std::vector<Scores>& per_q, GqaAgg agg, 
     if (per_q.empty()) throw std::invalid_argument("select_top_k: no scores");
     if (agg != GqaAgg::kPerQueryHead) return top_k(aggregate(per_q, agg), k, candidates);
     std::vector<std::vector<int64_t>> ranks;
+    ranks.reserve(per_q.size());
     for (const Scores& s : per_q) ranks.push_back(ranked(s, candidates, true));
     std::vector<int64_t> out = round_robin_union(ranks, k, per_q[0].size());
     std::sort(out.begin(), out.end());

@@ -90,7 +90,7 @@ int64_t get_int(const json& obj, const std::string& key, const JsonWhere& where,
 
 std::string get_char(const json& obj, const std::string& key, const JsonWhere& where,
                      const std::string& fallback) {
-    const std::string s = get_string(obj, key, where, fallback);
+    std::string s = get_string(obj, key, where, fallback);
     const bool one_char = !s.empty() && utf8::next(s, 0).valid && utf8::next(s, 0).len == s.size();
     if (!one_char) where.at(key).fail("expected a single character, got '" + s + "'");
     return s;

@@ -110,9 +110,10 @@ Llama2cTokenizer::Llama2cTokenizer(const fs::path& file, int32_t expected_vocab)
                                    " tokens but the model's vocabulary has " +
                                    std::to_string(expected_vocab));
     for (size_t i = 0; i < pieces_.size(); ++i) index_.emplace(pieces_[i], static_cast<int32_t>(i));
-    byte_tokens_ = pieces_.size() >= static_cast<size_t>(kFirstByte + 256);
+    byte_tokens_ = pieces_.size() >= static_cast<size_t>(kFirstByte) + 256;
     for (int b = 0; b < 256 && byte_tokens_; ++b)
-        byte_tokens_ = hf::parse_byte_token(pieces_[static_cast<size_t>(kFirstByte + b)]) == b;
+        byte_tokens_ = hf::parse_byte_token(
+                           pieces_[static_cast<size_t>(kFirstByte) + static_cast<size_t>(b)]) == b;
 }
 
 std::vector<int32_t> Llama2cTokenizer::encode(std::string_view text, bool add_special) const {
