@@ -3,19 +3,22 @@
 # every tracked .h/.cpp/.cu/.cuh, (b) clang-tidy (.clang-tidy, warnings as errors) over the
 # project's .cpp files, from the compile commands of an existing build (CMake writes
 # BUILD/compile_commands.json; configure with tools/test.sh or cmake first).
-# Usage: bash tools/lint.sh [--format-only | --tidy-only] [BUILD_DIR]   (BUILD_DIR: build)
+# Usage: bash tools/lint.sh [--format-only | --tidy-only] [BUILD_DIR] [--files FILE...]
+#        BUILD_DIR: build; --files: clang-tidy only these .cpp files (repo-relative), not all
 #        KVSCOPE_LINT_JOBS=N   clang-tidy jobs (default: nproc)
 # Exits 1 when a file is not formatted or clang-tidy reports, 2 on bad usage or missing tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-do_format=1; do_tidy=1; build=build
-for arg in "$@"; do
+do_format=1; do_tidy=1; build=build; only=()
+while [ $# -gt 0 ]; do
+  arg=$1; shift
   case "$arg" in
+    --files) only=("$@"); [ ${#only[@]} -gt 0 ] || { echo "lint.sh: --files needs files" >&2; exit 2; }; break ;;
     --format-only) do_tidy=0 ;;
     --tidy-only) do_format=0 ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     -*) echo "lint.sh: unknown option $arg" >&2; exit 2 ;;
     *) build=$arg ;;
   esac
@@ -56,9 +59,17 @@ for c in cmds:
 json.dump(cmds, open(sys.argv[2], "w"))
 PY
   # The project's own .cpp files (not moc/qrc output in the build folder, not .cu: nvcc flags).
+  # --files: one anchored pattern per file (run-clang-tidy takes regular expressions).
+  patterns=("^$root/(app|bench|core|kernels|tests|traces|views)/.*\.cpp\$")
+  if [ ${#only[@]} -gt 0 ]; then
+    patterns=()
+    for f in "${only[@]}"; do
+      [ -f "$f" ] || { echo "lint.sh: $f: no such file" >&2; exit 2; }
+      patterns+=("^$root/$(printf '%s' "${f#./}" | sed 's/[][.^$*+?(){}|\\]/\\&/g')\$")
+    done
+  fi
   echo "clang-tidy: jobs ${KVSCOPE_LINT_JOBS:-$(nproc)}"
-  if ! "$tidy" -quiet -j "${KVSCOPE_LINT_JOBS:-$(nproc)}" -p "$db" \
-       "^$root/(app|bench|core|kernels|tests|traces|views)/.*\.cpp\$"; then
+  if ! "$tidy" -quiet -j "${KVSCOPE_LINT_JOBS:-$(nproc)}" -p "$db" "${patterns[@]}"; then
     echo "lint.sh: clang-tidy reported (see above)" >&2
     status=1
   fi

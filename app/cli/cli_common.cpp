@@ -202,7 +202,7 @@ std::string read_prompt_file(const std::string& path) {
             path, fs::exists(path, ec) ? "cannot read the prompt file" : "no such prompt file");
     std::stringstream ss;
     ss << f.rdbuf();
-    const std::string text = ss.str();
+    std::string text = ss.str();
     check_prompt_text(text, "--prompt-file " + path);
     return text;
 }

@@ -207,6 +207,7 @@ ImTextureID ImGuiHostWidget::upload(ImTextureID existing, int width, int height,
     glPixelStorei(GL_UNPACK_ALIGNMENT, 4);
     glTexImage2D(GL_TEXTURE_2D, 0, GL_RGBA, width, height, 0, GL_RGBA, GL_UNSIGNED_BYTE, rgba);
     glBindTexture(GL_TEXTURE_2D, static_cast<GLuint>(previous));
+    // NOLINTNEXTLINE(performance-no-int-to-ptr): ImGui carries a GL texture name in a void*
     return reinterpret_cast<ImTextureID>(static_cast<intptr_t>(tex));
 }
 
@@ -235,6 +236,7 @@ void ImGuiHostWidget::render_frame(QSize widget_size, float device_scale) {
         glPixelStorei(GL_UNPACK_ALIGNMENT, 4);
         glTexImage2D(GL_TEXTURE_2D, 0, GL_RGBA, w, h, 0, GL_RGBA, GL_UNSIGNED_BYTE, pixels);
         glBindTexture(GL_TEXTURE_2D, static_cast<GLuint>(previous));
+        // NOLINTNEXTLINE(performance-no-int-to-ptr): ImGui carries a GL texture name in a void*
         atlas->SetTexID(reinterpret_cast<ImTextureID>(static_cast<intptr_t>(tex)));
     }
     io.Fonts = atlas;

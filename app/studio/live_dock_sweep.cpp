@@ -100,7 +100,7 @@ void SweepPlot::paintEvent(QPaintEvent*) {
         p.drawText(r, Qt::AlignCenter, tr("Sweep: needle kept and memory per budget"));
         return;
     }
-    auto curve = [&](auto value, QPen pen) {
+    auto curve = [&](auto value, const QPen& pen) {
         QPainterPath path;
         bool first = true;
         for (const SweepPoint& s : *points_) {

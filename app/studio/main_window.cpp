@@ -230,9 +230,10 @@ void MainWindow::build_menus() {
          {std::pair{tr("&Dark theme"), views::ThemeKind::kDark},
           {tr("&Light theme"), views::ThemeKind::kLight},
           {tr("&High-contrast theme"), views::ThemeKind::kHighContrast}}) {
-        QAction* a = view->addAction(name, this, [this, kind] { set_theme(kind); });
+        const views::ThemeKind theme = kind;  // clang 14 cannot capture a structured binding
+        QAction* a = view->addAction(name, this, [this, theme] { set_theme(theme); });
         a->setCheckable(true);
-        a->setData(static_cast<int>(kind));
+        a->setData(static_cast<int>(theme));
         theme_group_->addAction(a);
     }
     view->addAction(tr("&Toggle theme"), this,
@@ -257,7 +258,7 @@ void MainWindow::build_menus() {
     presenter_->add_actions(view);
 
     QMenu* play = menuBar()->addMenu(tr("&Playback"));
-    auto add = [&](const QString& name, QKeySequence key, auto fn) {
+    auto add = [&](const QString& name, const QKeySequence& key, auto fn) {
         QAction* a = play->addAction(name, this, fn);
         a->setShortcut(key);
         a->setShortcutContext(Qt::WindowShortcut);

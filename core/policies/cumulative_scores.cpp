@@ -37,6 +37,7 @@ void CumulativeScores::add_step_rows(const HeadScores& hs) {
 
 void CumulativeScores::keep_only(const std::vector<int64_t>& slots) {
     std::vector<int64_t> kept_pos;
+    kept_pos.reserve(slots.size());
     for (int64_t s : slots) kept_pos.push_back(pos[static_cast<size_t>(s)]);
     std::vector<Scores> kept_acc;
     for (const Scores& a : acc) {

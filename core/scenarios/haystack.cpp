@@ -101,9 +101,9 @@ fs::path find_default_haystack_dir(const fs::path& model_path) {
     fs::path model_dir = fs::is_directory(model_path, ec) ? model_path : model_path.parent_path();
     model_dir = model_dir.lexically_normal();
     if (!model_dir.has_filename()) model_dir = model_dir.parent_path();  // "dir/" -> "dir"
-    const fs::path beside = model_dir.parent_path().parent_path() / "haystacks";
+    fs::path beside = model_dir.parent_path().parent_path() / "haystacks";
     if (!model_dir.empty() && fs::is_directory(beside, ec)) return beside;
-    const fs::path local = fs::path("resources") / "haystacks";
+    fs::path local = fs::path("resources") / "haystacks";
     if (fs::is_directory(local, ec)) return local;
     return {};
 }

@@ -66,7 +66,7 @@ AddedVocabulary::AddedVocabulary(std::vector<AddedToken> tokens, const Normalize
     : tokens_(std::move(tokens)) {
     int32_t max_id = -1;
     for (const auto& t : tokens_) max_id = std::max(max_id, t.id);
-    by_id_.assign(static_cast<size_t>(max_id + 1), -1);
+    by_id_.assign(static_cast<size_t>(int64_t{max_id} + 1), -1);
     for (size_t i = 0; i < tokens_.size(); ++i) {
         const AddedToken& t = tokens_[i];
         auto& slot = by_id_[static_cast<size_t>(t.id)];

@@ -26,8 +26,8 @@ BpeModel::BpeModel(std::unordered_map<std::string, int32_t> vocab,
     : vocab_(std::move(vocab)), opt_(std::move(options)) {
     int32_t max_id = -1;
     for (const auto& [tok, id] : vocab_) max_id = std::max(max_id, id);
-    vocab_r_.resize(static_cast<size_t>(max_id + 1));
-    has_id_.assign(static_cast<size_t>(max_id + 1), false);
+    vocab_r_.resize(static_cast<size_t>(int64_t{max_id} + 1));
+    has_id_.assign(static_cast<size_t>(int64_t{max_id} + 1), false);
     for (const auto& [tok, id] : vocab_) {
         vocab_r_[static_cast<size_t>(id)] = tok;
         has_id_[static_cast<size_t>(id)] = true;

@@ -62,7 +62,7 @@ class SentencePieceTokenizer : public Tokenizer {
 
     std::string token_bytes(int32_t id) const override {
         if (id < 0 || id >= sp_.GetPieceSize()) return "";
-        const std::string piece = sp_.IdToPiece(id);
+        std::string piece = sp_.IdToPiece(id);
         if (sp_.IsByte(id)) {
             const int b = hf::parse_byte_token(piece);
             return b >= 0 ? std::string(1, static_cast<char>(b)) : piece;

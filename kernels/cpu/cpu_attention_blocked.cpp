@@ -54,7 +54,9 @@ double exp_shifted(float* p, int64_t len, float mx) {
         }
         for (int64_t i = 0; i < n; ++i) {
             const float xc = t[i];
+            // The int cast of (x + 0.5) is the exp approximation's own rounding step.
             const float fn =
+                // NOLINTNEXTLINE(bugprone-incorrect-roundings): kept bit-exact on purpose
                 -static_cast<float>(static_cast<int32_t>(-xc * 1.44269504088896341f + 0.5f));
             float r = xc - fn * 0.693359375f;
             r = r - fn * -2.12194440e-4f;

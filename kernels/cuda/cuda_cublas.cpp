@@ -34,7 +34,7 @@ const CublasApi* cublas_api(std::string* why_not) {
         void* lib = dlopen(soname.c_str(), RTLD_NOW | RTLD_LOCAL);
         std::string first_error = lib ? "" : dlerror();
         if (!lib &&
-            std::string(KVSCOPE_CUBLAS_DIR).size()) {  // the toolkit found at configure time
+            !std::string(KVSCOPE_CUBLAS_DIR).empty()) {  // the toolkit found at configure time
             const std::string p = std::string(KVSCOPE_CUBLAS_DIR) + "/" + soname;
             lib = dlopen(p.c_str(), RTLD_NOW | RTLD_LOCAL);
         }

@@ -22,6 +22,7 @@ std::unique_ptr<Model> fixture() {
 
 std::vector<int32_t> prompt_ids(int n, int vocab) {
     std::vector<int32_t> ids;
+    ids.reserve(static_cast<size_t>(n));
     for (int i = 0; i < n; ++i) ids.push_back(3 + (i * 37 + 11) % (vocab - 3));
     return ids;
 }

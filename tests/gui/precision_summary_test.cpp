@@ -52,7 +52,7 @@ const fs::path& temp_dir() {
 
 // A run of the demo model recorded by the CLI (the real writer, real policy events).
 fs::path record(const std::string& name, const std::string& policy_args) {
-    const fs::path out = temp_dir() / (name + ".kvtrace.h5");
+    fs::path out = temp_dir() / (name + ".kvtrace.h5");
     if (fs::exists(out)) return out;
     const std::string cmd = std::string(KVSCOPE_CLI_EXE) + " run --model " +
                             (kSource / "resources/models/kvscope-demo").string() +

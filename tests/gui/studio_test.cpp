@@ -100,7 +100,7 @@ class StudioTest : public QObject {
             if (!QTest::qWaitFor([&] { return h->frame_count() > before; }, 5000)) return {};
             if (k >= 2 && (!window_->model() || !window_->model()->has_pending())) break;
         }
-        const QImage img = h->grabFramebuffer();
+        QImage img = h->grabFramebuffer();
         if (!qEnvironmentVariableIsEmpty("KVSCOPE_GUI_SHOTS")) {
             img.save(qEnvironmentVariable("KVSCOPE_GUI_SHOTS") + "/" + id + ".png");
         }
@@ -134,7 +134,9 @@ class StudioTest : public QObject {
                 differ += colour_distance(c, bg) > 12 ? 1 : 0;
             }
         }
-        const double share = static_cast<double>(differ) / ((img.width() / 2) * (img.height() / 2));
+        // Pixels sampled on the step-2 grid, counted as whole halves (integer division on purpose).
+        const int64_t sampled = int64_t{img.width() / 2} * (img.height() / 2);
+        const double share = static_cast<double>(differ) / static_cast<double>(sampled);
         QVERIFY2(colours.size() >= 24,
                  qPrintable(QString("%1: only %2 colours").arg(id).arg(colours.size())));
         QVERIFY2(
@@ -161,7 +163,7 @@ class StudioTest : public QObject {
     // The sample's scenario (resources/sample/make_sample.sh) under another policy / seed.
     QString record_sample_run(const QString& name, const QStringList& policy_args, int seed = 1,
                               int max_new = 16) {
-        const QString trace = out_.filePath(name + ".kvtrace.h5");
+        QString trace = out_.filePath(name + ".kvtrace.h5");
         if (QFile::exists(trace)) return trace;
         QProcess run;
         run.start(QStringLiteral(KVSCOPE_CLI_EXE),
@@ -179,7 +181,7 @@ class StudioTest : public QObject {
     }
     // A trace of another model shape: the synthetic trace tool's 4 layers x 3 heads.
     QString synthetic_shape_trace() {
-        const QString trace = out_.filePath("synthetic_shape.kvtrace.h5");
+        QString trace = out_.filePath("synthetic_shape.kvtrace.h5");
         if (QFile::exists(trace)) return trace;
         QProcess tool;
         tool.start(QStringLiteral(KVSCOPE_SYNTHETIC_TOOL),
@@ -344,7 +346,7 @@ class StudioTest : public QObject {
         const int32_t H = reader_->info().n_heads;
         for (int32_t l = 0; l < reader_->info().n_layers; ++l) {
             for (int32_t h = 0; h < H; ++h) {
-                const float s = survival[static_cast<size_t>(l * H + h)];
+                const float s = survival[static_cast<size_t>(l) * H + h];
                 const views::PlotRect r = v->cell_rect(l, h);
                 expect_colour(img, host("needle"), ImVec2(r.min.x + 2, r.min.y + 2),
                               views::mix(theme().evicted, theme().held, s), 4,
@@ -460,7 +462,7 @@ class StudioTest : public QObject {
         const auto budgets = reader_->budgets(reader_->info().n_steps - 1);
         int compressed = 0;
         for (int32_t l = 0; l < reader_->info().n_layers; ++l)
-            compressed += budgets[static_cast<size_t>(l * reader_->info().n_heads)] >= 0;
+            compressed += budgets[static_cast<size_t>(l) * reader_->info().n_heads] >= 0;
         QVERIFY(compressed >= 4);
         QVERIFY2(doc.count("<rect") >= 2 + compressed,
                  qPrintable(QString::number(doc.count("<rect"))));
@@ -566,26 +568,17 @@ class StudioTest : public QObject {
     // error (read errors surface in last_error through the model).
     void opensTheTraceOfEveryPolicy() {
         const QString model = QStringLiteral(KVSCOPE_SOURCE_DIR "/tests/golden/models/llama_sp");
+        // One argument, split over two lines.
+        const QString prompt = QStringLiteral(
+            "A day for firm decisions. The secret code is 4721. A few hours "
+            "grace before the madness begins again. What is the secret code?");
         for (const char* policy : {"full", "streaming_llm", "h2o", "tova", "snapkv", "pyramidkv",
                                    "dynamickv", "knorm", "d2o", "mikv", "dmc", "kivi"}) {
             const QString trace = out_.filePath(QString(policy) + ".kvtrace.h5");
-            QStringList args = {"run",
-                                "--quiet",
-                                "--model",
-                                model,
-                                "--prompt",
-                                "A day for firm decisions. The secret code is 4721. A few hours "
-                                "grace before the madness begins again. What is the secret code?",
-                                "--needle",
-                                "secret code is 4721",
-                                "--answer",
-                                "4721",
-                                "--max-new",
-                                "6",
-                                "--policy",
-                                policy,
-                                "--trace",
-                                trace};
+            QStringList args = {"run",      "--quiet", "--model",   model,
+                                "--prompt", prompt,    "--needle",  "secret code is 4721",
+                                "--answer", "4721",    "--max-new", "6",
+                                "--policy", policy,    "--trace",   trace};
             if (QString(policy) != "full" && QString(policy) != "kivi")
                 args << "--budget"
                      << "16";

@@ -112,7 +112,7 @@ SampleTrace make_sample_trace(const SampleTraceSpec& spec) {
         const int64_t n_ctx = P + s;
         for (int32_t h = H - 1; h >= 0; --h) {  // unsorted on purpose: the writer sorts
             for (int32_t l = L - 1; l >= 0; --l) {
-                auto& st = states[static_cast<size_t>(l * H + h)];
+                auto& st = states[static_cast<size_t>(l) * H + h];
                 st.resize(static_cast<size_t>(n_ctx));
                 std::vector<EventRecord> ev;
                 auto add = [&](CacheOp op, int64_t pos, int32_t dest, float w, float sim, float thr,
@@ -175,7 +175,7 @@ SampleTrace make_sample_trace(const SampleTraceSpec& spec) {
         for (int32_t l = 0; l < L; ++l) {
             int64_t n = 0;
             for (int32_t h = 0; h < H; ++h)
-                for (const auto& ts : states[static_cast<size_t>(l * H + h)]) n += held(ts);
+                for (const auto& ts : states[static_cast<size_t>(l) * H + h]) n += held(ts);
             r.bytes_held.push_back(n * 2 * 16 * 4);  // K and V, head_dim 16, fp32
         }
         for (int32_t l = 0; l < L; ++l)
@@ -184,7 +184,7 @@ SampleTrace make_sample_trace(const SampleTraceSpec& spec) {
         for (const auto& span : m.spans) {
             for (int32_t l = 0; l < L; ++l) {
                 for (int32_t h = 0; h < H; ++h) {
-                    const auto& st = states[static_cast<size_t>(l * H + h)];
+                    const auto& st = states[static_cast<size_t>(l) * H + h];
                     int64_t kept = 0;
                     for (int64_t p = span.begin; p < span.end; ++p)
                         kept += held(st[static_cast<size_t>(p)]);
@@ -199,7 +199,7 @@ SampleTrace make_sample_trace(const SampleTraceSpec& spec) {
                     AttentionRow row;
                     row.layer = l;
                     row.head = h;
-                    const auto& st = states[static_cast<size_t>(l * H + h)];
+                    const auto& st = states[static_cast<size_t>(l) * H + h];
                     for (size_t p = 0; p < st.size(); ++p)
                         if (held(st[p])) row.positions.push_back(static_cast<int32_t>(p));
                     for (size_t i = 0; i < row.positions.size(); ++i)
