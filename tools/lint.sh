@@ -65,7 +65,7 @@ PY
     patterns=()
     for f in "${only[@]}"; do
       [ -f "$f" ] || { echo "lint.sh: $f: no such file" >&2; exit 2; }
-      patterns+=("^$root/$(printf '%s' "${f#./}" | sed 's/[][.^$*+?(){}|\\]/\\&/g')\$")
+      patterns+=("^$root/$(printf '%s' "${f#./}" | sed 's/[.+]/\\&/g')\$")
     done
   fi
   echo "clang-tidy: jobs ${KVSCOPE_LINT_JOBS:-$(nproc)}"
