@@ -76,6 +76,9 @@ ImU32 expected_state_colour(const views::Theme& theme, const trace::TokenState& 
 
 class StudioTest : public QObject {
     Q_OBJECT
+    // What later functions use (an open trace, a prefilled live dock): every shard of ctest's
+    // gui_studio_N runs those declared before its block first (studio_test_harness.h).
+    Q_CLASSINFO("shard_setup", "opensTheSampleTrace liveDockPrefillsTheOpenTrace")
 
   private:
     MainWindow* window_ = nullptr;
