@@ -8,11 +8,10 @@
 # golden files); a failing input is saved as build-fuzz/artifacts/<target>/crash-* (or timeout-,
 # oom-, leak-), reproduce it with: build-fuzz/tests/fuzz/<target> <that file>. Figures per target
 # (executions, time, result) are printed at the end and written to build-fuzz/fuzz-summary.txt.
-# Long run of the trace reader (bench/RESULTS.md, Reliability): the binary directly, in chunks, on
-# a corpus of its own (inputs with a global heap cost a child each, 5 s when libhdf5 hangs):
-#   nice -n 19 build-fuzz/tests/fuzz/fuzz_trace_reader -max_total_time=540 -timeout=10 \
-#     -rss_limit_mb=2048 build-fuzz/corpus/fuzz_trace_reader_long tests/fuzz/seeds/trace_reader
-#   (with KVSCOPE_TRACE_PROBE_TIMEOUT_S and LSAN_OPTIONS exported as below)
+# Long run of the trace reader (bench/RESULTS.md, Reliability): tools/fuzz_trace_reader_long.sh
+# (WORKERS processes at nice 19 on one shared corpus, chunked, no per-input leak checks; then every
+# artefact and the whole corpus re-run at normal priority with -timeout=10 and leak checks):
+#   bash tools/fuzz_trace_reader_long.sh run 2 15:15 && bash tools/fuzz_trace_reader_long.sh check
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_TARGET=${1:-60}

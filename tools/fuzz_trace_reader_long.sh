@@ -44,8 +44,8 @@ worker() {  # worker W UNTIL CHUNK: chunks until UNTIL
         nice -n 19 "$BIN" -max_total_time="$t" -timeout=60 -report_slow_units=10 \
             -rss_limit_mb=2048 -detect_leaks=0 -print_final_stats=1 -artifact_prefix="$ARTS/$w/" \
             "$CORPUS" "$SEEDS" >"$log" 2>&1 || rc=$?
-        echo "$(date -u +%FT%TZ) worker $w chunk $n: ${t}s exit $rc $(grep 'DONE' "$log" | tail -1)" \
-            >>"$LOGS/index.txt"
+        echo "$(date -u +%FT%TZ) worker $w chunk $n: ${t}s exit $rc" \
+            "$(grep 'DONE' "$log" | tail -1)" >>"$LOGS/index.txt"
     done
 }
 
@@ -70,11 +70,10 @@ count)
 check)
     failed=0
     while IFS= read -r -d '' a; do
-        rc=0
-        "$BIN" -timeout=10 -rss_limit_mb=2048 -detect_leaks=1 "$a" >"$LOGS/check-artefact.log" 2>&1 ||
-            rc=$?
-        echo "artefact $(basename "$a"): exit $rc, $(grep -o 'in [0-9]* ms' "$LOGS/check-artefact.log")"
-        [ "$rc" = 0 ] || { failed=1; cp "$LOGS/check-artefact.log" "$LOGS/check-$(basename "$a").log"; }
+        rc=0 one="$LOGS/check-$(basename "$a").log"
+        "$BIN" -timeout=10 -rss_limit_mb=2048 -detect_leaks=1 "$a" >"$one" 2>&1 || rc=$?
+        echo "artefact $(basename "$a"): exit $rc, $(grep -o 'in [0-9]* ms' "$one")"
+        [ "$rc" = 0 ] || failed=1
     done < <(find "$ARTS" -type f -print0)
     rc=0
     "$BIN" -runs=0 -timeout=10 -rss_limit_mb=2048 -detect_leaks=1 -print_final_stats=1 \

@@ -8,9 +8,11 @@
 // (TraceReader::read_all, the probe's own walk, with the bounded-read checks) under ASan/UBSan.
 // A crash or sanitizer report here is a file the check let through that still breaks the reader
 // (libhdf5 or our code). Coverage feedback comes from this process; the child runs
-// uninstrumented. Inputs without a global heap run at in-process speed (~30 executions/s on the
-// 88 KB seed with libFuzzer's per-input leak checks, ~60 without); those with one cost a child
-// each (~20-50 executions/s, 5 s when libhdf5 hangs in it). Figures: bench/RESULTS.md.
+// uninstrumented. Cost per execution, mutants of the 88 KB version 2 seed: ~16 ms of CPU (~60
+// executions/s on a free core) without libFuzzer's per-input leak checks, about twice that with
+// them; libhdf5's allocations under ASan (free lists off, below) take about half of it. Inputs with
+// a global heap add a child each (5 s when libhdf5 hangs in it); version 1 traces read in-process
+// take ~1 s. Long runs: tools/fuzz_trace_reader_long.sh; figures: bench/RESULTS.md.
 //   seed corpus: tests/fuzz/seeds/trace_reader/ (small traces recorded with `kvscope run` on
 //   resources/models/kvscope-demo: needle = schema version 1, d2o-v2 = version 2)
 //   run: KVSCOPE_TRACE_PROBE_TIMEOUT_S=5 ./fuzz_trace_reader -timeout=10
