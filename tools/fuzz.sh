@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets of tests/fuzz with clang (-fsanitize=fuzzer,address,undefined) in
-# build-fuzz/ and runs each for SECONDS (default 60, the documented long run uses more), failing
-# on any crash, sanitizer report, timeout (> 10 s for one input) or OOM (> 2048 MB RSS).
+# build-fuzz/ and runs each for SECONDS (default 60, the documented long run uses more), FUZZ_PARALLEL
+# targets at a time (default: the number of cores), failing on any crash, sanitizer report, timeout
+# (> 10 s for one input) or OOM (> 2048 MB RSS).
 #   bash tools/fuzz.sh [SECONDS_PER_TARGET] [extra libFuzzer flags, e.g. -runs=100000]
 #   FUZZ_TARGETS="fuzz_trace_reader fuzz_hf_config" bash tools/fuzz.sh 600   # some targets only
 # Corpora grow in build-fuzz/corpus/<target>/ (seeded from tests/fuzz/seeds/<target>/ and the
@@ -51,25 +52,39 @@ export KVSCOPE_TRACE_PROBE_TIMEOUT_S=5
 export LSAN_OPTIONS="suppressions=$PWD/tests/fuzz/lsan_libhdf5.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 summary="$BUILD/fuzz-summary.txt"
 : > "$summary"
-failed=0
-for t in "${TARGETS[@]}"; do
-  corpus="$BUILD/corpus/$t"; artifacts="$BUILD/artifacts/$t"
+# Targets run FUZZ_PARALLEL at a time (default: the number of cores; libFuzzer uses one core per
+# process, so each target still has a core for its SECONDS), each writing its summary line to
+# $BUILD/<target>.result; the lines are printed in the order of TARGETS.
+run_target() {
+  local t=$1 corpus="$BUILD/corpus/$1" artifacts="$BUILD/artifacts/$1" log="$BUILD/$1.log"
+  local start rc=0 secs execs result seeds
   mkdir -p "$corpus" "$artifacts"
-  log="$BUILD/$t.log"
   mapfile -t seeds < <(seed_dirs "$t")
   start=$(date +%s)
-  rc=0
   "$BUILD/tests/fuzz/$t" -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -rss_limit_mb=2048 \
     -print_final_stats=1 -artifact_prefix="$artifacts/" "${EXTRA[@]}" "$corpus" "${seeds[@]}" \
     >"$log" 2>&1 || rc=$?
   secs=$(( $(date +%s) - start ))
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
-  if [ "$rc" = 0 ]; then result=ok; else result="FAILED (exit $rc; see $log)"; failed=1; fi
-  line=$(printf '%-26s %10s execs %5ss  corpus %5s  %s' "$t" "${execs:-?}" "$secs" \
-         "$(ls "$corpus" | wc -l)" "$result")
+  if [ "$rc" = 0 ]; then result=ok; else result="FAILED (exit $rc; see $log)"; fi
+  printf '%-26s %10s execs %5ss  corpus %5s  %s\n' "$t" "${execs:-?}" "$secs" \
+    "$(ls "$corpus" | wc -l)" "$result" >"$BUILD/$t.result"
+}
+parallel=${FUZZ_PARALLEL:-$(nproc)}
+for t in "${TARGETS[@]}"; do
+  rm -f "$BUILD/$t.result"
+  while [ "$(jobs -rp | wc -l)" -ge "$parallel" ]; do wait -n || true; done
+  run_target "$t" &
+done
+wait
+failed=0
+for t in "${TARGETS[@]}"; do
+  line=$(cat "$BUILD/$t.result" 2>/dev/null || echo "$t: no result")
   echo "$line" | tee -a "$summary"
-  if [ "$rc" != 0 ]; then
-    grep -E 'ERROR|SUMMARY|Test unit written|==[0-9]+==' "$log" | head -20 >&2 || true
-  fi
+  case "$line" in
+    *" ok") ;;
+    *) failed=1
+       grep -E 'ERROR|SUMMARY|Test unit written|==[0-9]+==' "$BUILD/$t.log" | head -20 >&2 || true ;;
+  esac
 done
 exit "$failed"
