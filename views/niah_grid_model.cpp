@@ -7,34 +7,13 @@
 #include <map>
 #include <stdexcept>
 
+#include "traces/niah_summary_columns.h"
+
 namespace kvscope::views {
 
 namespace {
 
-// The summary's columns, in order (app/recorder/niah_sweep.cpp kSummaryColumns).
-const std::vector<std::string> kColumns = {"cell",
-                                           "haystack",
-                                           "needle_set",
-                                           "length",
-                                           "depth",
-                                           "trial",
-                                           "seed",
-                                           "prompt_tokens",
-                                           "policy",
-                                           "budget_kind",
-                                           "budget",
-                                           "budget_tokens",
-                                           "bytes_full",
-                                           "bytes_prompt",
-                                           "bytes_final",
-                                           "needle_prompt_mean",
-                                           "needle_prompt_min",
-                                           "needle_final_mean",
-                                           "needle_final_min",
-                                           "found",
-                                           "output",
-                                           "trace",
-                                           "decode_ms"};
+const std::vector<std::string>& kColumns = trace::niah_summary_columns();
 
 int64_t to_int(const std::string& s, const char* column) {
     size_t used = 0;
@@ -93,10 +72,6 @@ NiahRow parse_row(const std::vector<std::string>& r) {
 }
 
 }  // namespace
-
-const std::vector<std::string>& niah_summary_columns() {
-    return kColumns;
-}
 
 double NiahCellStats::found_fraction() const {
     return rows > 0 ? static_cast<double>(found) / rows : std::numeric_limits<double>::quiet_NaN();

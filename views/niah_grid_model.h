@@ -104,9 +104,6 @@ NiahGrid build_niah_grid(const NiahSweepAxes& axes,
                          const std::vector<std::vector<std::string>>& table,
                          const std::string& csv_name = "summary.csv");
 
-// summary.csv's header: the column names in order.
-const std::vector<std::string>& niah_summary_columns();
-
 // The CSV budget column's text for a budget value (as `kvscope niah` writes it).
 std::string niah_budget_text(const std::string& budget_kind, double value);
 

@@ -13,38 +13,14 @@
 #include "core/error.h"
 #include "core/policies/registry.h"
 #include "core/scenarios/haystack.h"
+#include "traces/niah_summary_columns.h"
 
 namespace kvscope::record {
 namespace {
 
 namespace fs = std::filesystem;
 
-// The summary's columns, in order. Strings are always quoted; numbers never are.
-const std::vector<std::string> kSummaryColumns = {"cell",
-                                                  "haystack",
-                                                  "needle_set",
-                                                  "length",
-                                                  "depth",
-                                                  "trial",
-                                                  "seed",
-                                                  "prompt_tokens",
-                                                  "policy",
-                                                  "budget_kind",
-                                                  "budget",
-                                                  "budget_tokens",
-                                                  "bytes_full",
-                                                  "bytes_prompt",
-                                                  "bytes_final",
-                                                  "needle_prompt_mean",
-                                                  "needle_prompt_min",
-                                                  "needle_final_mean",
-                                                  "needle_final_min",
-                                                  "found",
-                                                  "output",
-                                                  "trace",
-                                                  "decode_ms"};
-const std::set<std::string> kStringColumns = {"haystack", "needle_set", "policy", "budget_kind",
-                                              "budget",   "output",     "trace"};
+const std::vector<std::string>& kSummaryColumns = trace::niah_summary_columns();
 
 std::string csv_quote(const std::string& s) {
     std::string out = "\"";
@@ -542,7 +518,8 @@ std::pair<int64_t, int64_t> merge_niah_summaries(const fs::path& dir) {
         for (const auto& [key, r] : rows) {
             for (size_t i = 0; i < r.size(); ++i)
                 out << (i ? "," : "")
-                    << (kStringColumns.count(kSummaryColumns[i]) ? csv_quote(r[i]) : r[i]);
+                    << (trace::niah_summary_column_is_text(kSummaryColumns[i]) ? csv_quote(r[i])
+                                                                               : r[i]);
             out << "\n";
         }
         if (!out) throw InputError(tmp, "write failed");

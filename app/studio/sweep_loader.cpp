@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "app/recorder/niah_sweep.h"
+#include "traces/niah_summary_columns.h"
 
 namespace kvscope::studio {
 
@@ -80,7 +81,7 @@ views::NiahGrid load_niah_sweep(const fs::path& dir) {
             table.insert(table.end(), part.begin() + 1, part.end());
         }
     }
-    if (table.empty()) table.push_back(views::niah_summary_columns());
+    if (table.empty()) table.push_back(trace::niah_summary_columns());
     views::NiahGrid grid = views::build_niah_grid(axes, table, csv_name);
     grid.folder = fs::absolute(dir).lexically_normal().string();
     return grid;
