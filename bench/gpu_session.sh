@@ -18,8 +18,8 @@
 #               -dev packages (it normally does not: nothing can be installed there)
 #   check       nvidia-smi, nvcc, torch/transformers versions, libcublas, the carried binaries' ldd
 #   ops         op tests CUDA vs CPU (tests/kernels), weights native and KVSCOPE_CUDA_MATH=fp32,
-#               the opt-in paths not yet run on a GPU: KV mirrors (KVSCOPE_CUDA_KV_MIRROR=1)
-#               and tensor-core prefill attention (KVSCOPE_CUDA_ATTENTION=mma);
+#               the defaults (KV mirrors, tensor-core prefill attention) and the first
+#               version's paths they replaced (KVSCOPE_CUDA_KV_MIRROR=0, KVSCOPE_CUDA_ATTENTION=fp32);
 #               KVSCOPE_OPS_PERF=1 prints per-case times
 #   golden      golden logits vs HF on CUDA (native 2e-2, fp32 mode 1e-4) and on the CPU
 #   models      random-weight bf16 checkpoints with Llama-3.2-1B / 3.1-8B shapes in build-models/
@@ -100,9 +100,9 @@ stage_check() {
 stage_ops() {
   KVSCOPE_OPS_PERF=1 "$TEST_KERNELS" --gtest_output=json:"$OUT/ops_native.json"; local r1=$?
   KVSCOPE_CUDA_MATH=fp32 "$TEST_KERNELS" --gtest_filter='*Cuda*' --gtest_output=json:"$OUT/ops_fp32.json"; local r2=$?
-  # The two opt-in paths not yet run on a GPU: KV mirrors and the tensor-core prefill attention.
-  KVSCOPE_CUDA_KV_MIRROR=1 "$TEST_KERNELS" --gtest_filter='*Cuda*'; local r3=$?
-  KVSCOPE_OPS_PERF=1 KVSCOPE_CUDA_KV_MIRROR=1 KVSCOPE_CUDA_ATTENTION=mma "$TEST_KERNELS" --gtest_filter='*Cuda*'; local r4=$?
+  # The first version's paths, still selectable: per-call K/V copies and fp32 prefill attention.
+  KVSCOPE_CUDA_KV_MIRROR=0 "$TEST_KERNELS" --gtest_filter='*Cuda*'; local r3=$?
+  KVSCOPE_CUDA_KV_MIRROR=0 KVSCOPE_CUDA_ATTENTION=fp32 "$TEST_KERNELS" --gtest_filter='*Cuda*'; local r4=$?
   return $((r1 || r2 || r3 || r4))
 }
 
@@ -115,8 +115,8 @@ stage_golden() {
 
 stage_models() { python3 bench/make_random_models.py --out "$MODELS" --shapes 1b,8b; }
 
-bench() {  # model name lengths; with the opt-in mirrors and tensor-core attention (see ops)
-  KVSCOPE_CUDA_KV_MIRROR=1 KVSCOPE_CUDA_ATTENTION=mma "$KVSCOPE" bench --model "$1" --device cuda --lengths "$3" \
+bench() {  # model name lengths
+  "$KVSCOPE" bench --model "$1" --device cuda --lengths "$3" \
     --decode-steps 32 --policy snapkv --ratio 0.25 --json "$OUT/$2.json"
 }
 stage_bench1b() { bench "$M1B" bench1b 1024,8192,32768; }

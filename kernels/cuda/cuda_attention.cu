@@ -7,9 +7,9 @@
 // shapes, shared memory and floors; ~1e-2 relative vs this file's fp32 kernels).
 // attention_prefill / attention_probs pick it through attention_mma_eligible(), so both passes
 // always take the same path (probs recomputes the logits the LSE came from). Everything else runs
-// the fp32 kernels below: KVSCOPE_CUDA_MATH=fp32 (golden logits within 1e-4), the default
-// until the tensor-core path has run on a GPU (it is opt-in: KVSCOPE_CUDA_ATTENTION=mma),
-// head_dims 48/80/256..., and decode.
+// the fp32 kernels below: KVSCOPE_CUDA_MATH=fp32 (golden logits within 1e-4),
+// KVSCOPE_CUDA_ATTENTION=fp32 (the tensor-core path is the default since it passed the op tests
+// on an H100), head_dims 48/80/256..., and decode.
 //
 // fp32 kernels (CUDA cores):
 //   flash_fwd      prefill, one block per (16 queries, query head): loops over key tiles of 32

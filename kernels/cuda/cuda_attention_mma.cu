@@ -578,7 +578,7 @@ struct Bf16Scratch {
             throw std::runtime_error(
                 "cuda attention: no room for the bf16 copies of Q/K/V (" + std::to_string(total) +
                 " bytes, cudaMallocAsync: " + cudaGetErrorString(e) +
-                "); leave KVSCOPE_CUDA_ATTENTION unset for the fp32 kernels, which need none");
+                "); KVSCOPE_CUDA_ATTENTION=fp32 selects the fp32 kernels, which need none");
         }
         auto* p = static_cast<unsigned char*>(base);
         auto* q = reinterpret_cast<bf16*>(p);
@@ -612,9 +612,9 @@ float scale_log2(const AttentionDev& a) {
 
 bool attention_mma_eligible(const AttentionDev& a) {
     if (a.d != 64 && a.d != 128) return false;
-    // Opt-in (KVSCOPE_CUDA_ATTENTION=mma) until these kernels have run on a GPU: they were
-    // written and compiled on a machine without one (bench/GPU_RUNBOOK.md).
-    if (env_is("KVSCOPE_CUDA_MATH", "fp32") || !env_is("KVSCOPE_CUDA_ATTENTION", "mma"))
+    // The default since the op tests passed on an H100 (bench/RESULTS.md, GPU, second run);
+    // KVSCOPE_CUDA_ATTENTION=fp32 (or KVSCOPE_CUDA_MATH=fp32) keeps the fp32 CUDA-core kernels.
+    if (env_is("KVSCOPE_CUDA_MATH", "fp32") || env_is("KVSCOPE_CUDA_ATTENTION", "fp32"))
         return false;
     return aligned16(a.q) && aligned16(a.k) && aligned16(a.v) && aligned16(a.out);
 }

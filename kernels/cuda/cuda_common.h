@@ -126,8 +126,8 @@ void attention_decode(const AttentionDev& a, void* scratch, float* colsum, float
 
 // ---- cuda_attention_mma.cu ------------------------------------------------------------------
 // Tensor-core (bf16 wmma, fp32 accumulate) twins of attention_prefill / attention_probs, which
-// call them when attention_mma_eligible(a): head_dim 64 or 128, KVSCOPE_CUDA_ATTENTION=mma
-// (opt-in until the path has run on a GPU), KVSCOPE_CUDA_MATH not fp32, q/k/v/out 16-byte aligned.
+// call them when attention_mma_eligible(a): head_dim 64 or 128, neither KVSCOPE_CUDA_ATTENTION
+// nor KVSCOPE_CUDA_MATH set to fp32, q/k/v/out 16-byte aligned.
 // Same outputs and conventions (lse natural log; colsum/rows as attention_probs defines them).
 bool attention_mma_eligible(const AttentionDev& a);
 void attention_prefill_mma(const AttentionDev& a, cudaStream_t stream);

@@ -50,13 +50,12 @@ struct OpCase {
     std::function<Outputs()> naive;
 };
 
-// Attention stays on the fp32 kernels unless KVSCOPE_CUDA_ATTENTION=mma (opt-in until the
-// tensor-core path has run on a GPU) and KVSCOPE_CUDA_MATH is not fp32.
+// Prefill attention runs on the bf16 tensor-core kernels (the default) unless
+// KVSCOPE_CUDA_ATTENTION=fp32 or KVSCOPE_CUDA_MATH=fp32 selects the fp32 kernels.
 bool cuda_attention_fp32() {
     const char* math = std::getenv("KVSCOPE_CUDA_MATH");
     const char* att = std::getenv("KVSCOPE_CUDA_ATTENTION");
-    if (math && std::string(math) == "fp32") return true;
-    return !(att && std::string(att) == "mma");
+    return (math && std::string(math) == "fp32") || (att && std::string(att) == "fp32");
 }
 
 // Device backend vs the CPU oracle.
@@ -822,8 +821,8 @@ int mirror_sequence(Backend& dev, uint32_t seed) {
             ++compared;
         }
     }
-    const char* on = std::getenv("KVSCOPE_CUDA_KV_MIRROR");  // opt-in: "1"
-    if (dev.name() == "cuda" && on && std::string(on) == "1") {
+    const char* off = std::getenv("KVSCOPE_CUDA_KV_MIRROR");  // on unless "0"
+    if (dev.name() == "cuda" && !(off && std::string(off) == "0")) {
         EXPECT_GT(dev.memory().in_use, 0) << "no device mirror was made";
     }
     dev.forget_kv(cache.uid());
