@@ -19,8 +19,10 @@
 //   tests/fuzz/seeds/trace_reader
 #include <fcntl.h>
 #include <hdf5.h>
+#include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -44,7 +46,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         fs::path d = (fs::is_directory(shm, ec) && ::access(shm.c_str(), W_OK) == 0)
                          ? shm
                          : fs::temp_directory_path();
-        d /= "kvscope_fuzz_trace_reader_" + std::to_string(getpid());
+        // A run that libFuzzer ends on a timeout, a crash or Ctrl-C exits without the atexit
+        // below; its folder is removed by the next run once its process is gone.
+        const std::string prefix = "kvscope_fuzz_trace_reader_";
+        for (const auto& e : fs::directory_iterator(d, ec)) {
+            const std::string name = e.path().filename().string();
+            if (name.rfind(prefix, 0) != 0) continue;
+            const long pid = std::strtol(name.c_str() + prefix.size(), nullptr, 10);
+            if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH)
+                fs::remove_all(e.path(), ec);
+        }
+        d /= prefix + std::to_string(getpid());
         fs::create_directories(d);
         static const fs::path made = d;  // removed at exit: /dev/shm is memory
         std::atexit([] {
