@@ -1,6 +1,7 @@
-// Over 800 lines on purpose for now: the backend class, its memory bookkeeping and the KV-mirror
-// update share private state; splitting the mirror out (kernels/cuda/cuda_kv_mirror_state.*) is
-// due once the mirror has run on a GPU (issue 9), so that the split can be checked there.
+// Over 800 lines for now: the backend class, its memory bookkeeping and the KV-mirror update
+// share private state. The mirror has run on a GPU (H100, bench/RESULTS.md); moving it out
+// (kernels/cuda/cuda_kv_mirror_state.*) is next, in a session that can rerun the ops stage on a
+// GPU to check the split (issue 9).
 // The CUDA backend: device memory, cuBLAS handle, dispatch to the kernel files (one family per
 // file: cuda_embedding.cu, cuda_rmsnorm.cu, cuda_rope.cu, cuda_elementwise.cu, cuda_matmul.cu,
 // cuda_attention.cu, cuda_kv_mirror.cu). Registers itself with make_backend()
