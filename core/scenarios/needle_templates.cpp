@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "core/model/json_fields.h"
 #include "core/scenarios/haystack.h"
+#include "core/scenarios/text_alternation.h"
 
 namespace kvscope {
 
@@ -32,10 +33,14 @@ std::vector<size_t> NeedleTemplateSet::of_split(TemplateSplit s) const {
 
 namespace {
 
-size_t count_of(const std::string& text, const std::string& what) {
-    size_t n = 0;
-    for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
-    return n;
+// The text's alternation groups; a malformed group is an InputError naming file and field.
+std::vector<AlternationPiece> parse_text(const std::string& text, const fs::path& file,
+                                         const std::string& path) {
+    try {
+        return parse_alternations(text, path);
+    } catch (const InputError& e) {
+        throw InputError(file, e.problem());
+    }
 }
 
 std::string required_string(const json& obj, const std::string& key, const fs::path& file,
@@ -45,17 +50,38 @@ std::string required_string(const json& obj, const std::string& key, const fs::p
     return *v;
 }
 
-// A placeholder other than {key} / {value} is a typo the builders would print verbatim.
+// Every resolution of the text's alternations (text_alternation.h) must hold {key} at least once
+// and, for a needle, {value} exactly once; a question holds no {value}. A placeholder other than
+// {key} / {value} is a typo the builders would print verbatim.
 void check_placeholders(const std::string& text, bool value_once, const fs::path& file,
                         const std::string& path) {
-    if (count_of(text, "{key}") == 0) throw InputError(file, path + ": has no {key}");
-    if (value_once && count_of(text, "{value}") != 1)
-        throw InputError(file, path + ": must hold {value} exactly once");
-    if (!value_once && count_of(text, "{value}") != 0)
+    const std::vector<AlternationPiece> pieces = parse_text(text, file, path);
+    if (count_over_resolutions(pieces, "{key}").min == 0)
+        throw InputError(file, path + ": has no {key} (in some choice of its alternatives)");
+    const CountRange values = count_over_resolutions(pieces, "{value}");
+    if (value_once && (values.min != 1 || values.max != 1))
+        throw InputError(file, path + ": must hold {value} exactly once (in every choice of its " +
+                                   "alternatives)");
+    if (!value_once && values.max != 0)
         throw InputError(file, path + ": a question must not hold {value}");
     const std::string rest = fill_template(text, "", "");
     if (rest.find('{') != std::string::npos || rest.find('}') != std::string::npos)
         throw InputError(file, path + ": braces other than {key} and {value}");
+}
+
+// A non-empty JSON list of non-empty texts, each checked by check_placeholders.
+std::vector<std::string> checked_texts(const json& list, bool value_once, const fs::path& file,
+                                       const std::string& field) {
+    if (list.empty()) throw InputError(file, field + ": expected a non-empty list of texts");
+    std::vector<std::string> out;
+    for (size_t i = 0; i < list.size(); ++i) {
+        const std::string ip = field + "[" + std::to_string(i) + "]";
+        if (!list[i].is_string() || list[i].get<std::string>().empty())
+            throw InputError(file, ip + ": expected a non-empty text");
+        out.push_back(list[i].get<std::string>());
+        check_placeholders(out.back(), value_once, file, ip);
+    }
+    return out;
 }
 
 EntitySpec parse_entity(const json& t, const NeedleTemplateSet& set, const std::string& path) {
@@ -113,18 +139,21 @@ NeedleTemplate parse_template(const json& t, const NeedleTemplateSet& set, size_
     nt.value = parse_entity(t, set, path);
     nt.intro = required_string(t, "intro", file, path);
     nt.intro_multi = json_string(t, "intro_multi", file, path + ".intro_multi").value_or(nt.intro);
-    nt.needle = required_string(t, "needle", file, path);
-    check_placeholders(nt.needle, true, file, path + ".needle");
-    const auto q = t.find("questions");
-    if (q == t.end() || !q->is_array() || q->empty())
-        throw InputError(file, path + ".questions: expected a non-empty list of texts");
-    for (size_t i = 0; i < q->size(); ++i) {
-        const std::string qp = path + ".questions[" + std::to_string(i) + "]";
-        if (!(*q)[i].is_string() || (*q)[i].get<std::string>().empty())
-            throw InputError(file, qp + ": expected a non-empty text");
-        nt.questions.push_back((*q)[i].get<std::string>());
-        check_placeholders(nt.questions.back(), false, file, qp);
+    if (nt.intro_multi.empty()) nt.intro_multi = nt.intro;  // as scenarios.py: "" -> intro
+    parse_text(nt.intro, file, path + ".intro");
+    parse_text(nt.intro_multi, file, path + ".intro_multi");
+    // "needle": one text or a list of forms (e.g. key first, value first).
+    const auto n = t.find("needle");
+    if (n != t.end() && n->is_array()) {
+        nt.needles = checked_texts(*n, true, file, path + ".needle");
+    } else {
+        nt.needles.push_back(required_string(t, "needle", file, path));
+        check_placeholders(nt.needles.back(), true, file, path + ".needle");
     }
+    const auto q = t.find("questions");
+    if (q == t.end() || !q->is_array())
+        throw InputError(file, path + ".questions: expected a non-empty list of texts");
+    nt.questions = checked_texts(*q, false, file, path + ".questions");
     return nt;
 }
 
@@ -264,7 +293,8 @@ NeedleDraw draw_needle_facts(const NeedleTemplateSet& set, TemplateSplit split, 
         while (key_taken(f.key)) f.key = keys[rng.below(keys.size())];
         f.value = draw_value(t.value, set, rng);
         while (value_taken(f.value)) f.value = draw_value(t.value, set, rng);
-        f.text = fill_template(t.needle, f.key, f.value);
+        const std::string& form = t.needles[rng.below(t.needles.size())];
+        f.text = fill_template(resolve_alternations(form, rng), f.key, f.value);
         d.facts.push_back(std::move(f));
     };
     for (int j = 0; j < num_needles; ++j) add_fact(pool[rng.below(pool.size())]);
@@ -274,9 +304,9 @@ NeedleDraw draw_needle_facts(const NeedleTemplateSet& set, TemplateSplit split, 
     for (size_t j = 0; j < d.facts.size(); ++j)
         d.facts[j].depth = j == d.query ? depth : static_cast<double>(rng.below(1001)) / 1000.0;
     const NeedleTemplate& t = set.templates[qt];
-    d.intro = total == 1 ? t.intro : t.intro_multi;
-    d.question =
-        fill_template(t.questions[rng.below(t.questions.size())], d.facts[d.query].key, "");
+    const std::string& question = t.questions[rng.below(t.questions.size())];
+    d.question = fill_template(resolve_alternations(question, rng), d.facts[d.query].key, "");
+    d.intro = resolve_alternations(total == 1 ? t.intro : t.intro_multi, rng);
     return d;
 }
 

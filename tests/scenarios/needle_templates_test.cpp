@@ -1,7 +1,9 @@
 // The needles scenario (issue 12): the template set loader's errors name the file and the field;
 // the builder hides the answer exactly once, never draws held-out templates in train mode (nor
 // the reverse), keeps distractors in the asked template with other keys and values, and redraws
-// a value that also occurs in the haystack. Python parity: tests/scripts/scenario_parity_test.py.
+// a value that also occurs in the haystack; malformed alternations and placeholders that some
+// choice of alternatives loses are errors naming the field. Python parity:
+// tests/scripts/scenario_parity_test.py.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -85,12 +87,18 @@ TEST(NeedleTemplates, BundledSetCoversFormatsEntitiesAndBothSplits) {
         EXPECT_EQ(formats.size(), 4u) << template_split_name(split);
         EXPECT_EQ(kinds.size(), 4u) << template_split_name(split);
     }
-    // Held-out wording is its own: no held-out needle or question text equals a train one.
+    // Many train families, whole held-out families (their word 3-grams against every train
+    // expansion: tests/scripts/needle_wording_overlap_test.py), each with key pools of its own.
+    EXPECT_GE(s.of_split(TemplateSplit::kTrain).size(), 30u);
+    EXPECT_GE(s.of_split(TemplateSplit::kHeldout).size(), 10u);
     for (size_t h : s.of_split(TemplateSplit::kHeldout))
         for (size_t t : s.of_split(TemplateSplit::kTrain)) {
-            EXPECT_NE(s.templates[h].needle, s.templates[t].needle);
+            for (const std::string& n : s.templates[h].needles)
+                for (const std::string& m : s.templates[t].needles) EXPECT_NE(n, m);
             EXPECT_NE(s.templates[h].key_pool, s.templates[t].key_pool);
         }
+    for (size_t t : s.of_split(TemplateSplit::kTrain))
+        EXPECT_GE(s.pools.at(s.templates[t].key_pool).size(), 60u) << s.templates[t].id;
     EXPECT_TRUE(fs::is_directory(s.haystack_dir(TemplateSplit::kHeldout)));
 }
 
@@ -117,6 +125,31 @@ TEST(NeedleTemplates, BadFilesAreClearErrorsNamingFileAndField) {
     bad.replace(bad.find("\"heldout\""), 9, "\"train\"");
     bad.replace(bad.find("\"h\""), 3, "\"h2\"");
     EXPECT_NE(load_error(small_set(kTrain, bad)).find("split 'heldout'"), std::string::npos);
+    // Alternations: malformed groups, and placeholders that not every choice keeps right.
+    bad = kTrain;
+    bad.replace(bad.find("The number"), 3, "((The|A)");
+    EXPECT_NE(load_error(small_set(bad, kHeld)).find("templates[0].needle: '((' at byte 0 is "
+                                                     "never closed"),
+              std::string::npos);
+    bad = kHeld;
+    bad.replace(bad.find("{key}:\"]"), 6, "((Q||Ask)) {key}:");
+    EXPECT_NE(load_error(small_set(kTrain, bad)).find("templates[1].questions[0]: empty "
+                                                      "alternative"),
+              std::string::npos);
+    bad = kTrain;
+    bad.replace(bad.find("Intro."), 6, "Intro)).");
+    EXPECT_NE(load_error(small_set(bad, kHeld)).find("templates[0].intro: '))'"),
+              std::string::npos);
+    bad = kTrain;
+    bad.replace(bad.find("is {value}."), 11, "((is {value}|was unknown)).");
+    EXPECT_NE(load_error(small_set(bad, kHeld)).find("{value} exactly once"), std::string::npos);
+    bad = kTrain;
+    bad.replace(bad.find("\"The number of {key}"), 0, "[\"{value} is {key}'s\", ");
+    bad.replace(bad.find("is {value}.\""), 12, "is.\"]");
+    EXPECT_NE(load_error(small_set(bad, kHeld)).find("templates[0].needle[1]"), std::string::npos);
+    bad = kHeld;
+    bad.replace(bad.find("{key}:\"]"), 6, "((for {key}|in general)):");
+    EXPECT_NE(load_error(small_set(kTrain, bad)).find("has no {key}"), std::string::npos);
     try {
         load_needle_templates(kSrc / "no-such-templates.json");
         ADD_FAILURE() << "expected InputError for a missing file";
@@ -136,6 +169,7 @@ TEST(NeedleTemplates, DrawsStayInTheirSplitWithDistinctKeysAndValues) {
     };
     for (TemplateSplit split : {TemplateSplit::kTrain, TemplateSplit::kHeldout}) {
         std::set<size_t> drawn;
+        std::set<std::string> wordings;  // first needle's text before its key
         for (uint64_t seed = 0; seed < 400; ++seed) {
             SplitMix64 rng(seed);
             const int nn = 1 + static_cast<int>(seed % 3), nd = static_cast<int>(seed % 4);
@@ -167,8 +201,16 @@ TEST(NeedleTemplates, DrawsStayInTheirSplitWithDistinctKeysAndValues) {
             EXPECT_EQ(keys.size(), d.facts.size());
             EXPECT_EQ(values.size(), d.facts.size());
             EXPECT_NE(d.question.find(d.facts[d.query].key), std::string::npos);
+            for (const std::string& text : {d.intro, d.question, d.facts[0].text}) {
+                EXPECT_EQ(text.find("(("), std::string::npos) << text;
+                EXPECT_EQ(text.find("{key}"), std::string::npos) << text;
+            }
+            wordings.insert(d.facts[0].text.substr(0, d.facts[0].text.find(d.facts[0].key)));
         }
         EXPECT_EQ(drawn.size(), s.of_split(split).size()) << "every template is drawn";
+        if (split == TemplateSplit::kTrain) {  // alternations: wordings far beyond the families
+            EXPECT_GT(wordings.size(), 2 * drawn.size()) << wordings.size();
+        }
     }
 }
 

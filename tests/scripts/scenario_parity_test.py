@@ -43,22 +43,36 @@ def main():
     sys.path.insert(0, os.path.join(args.root, "tools", "train_demo"))
     import scenarios as S
 
-    # The Python loader refuses a bad set like the C++ one, naming the file and the field.
+    # The Python loader refuses a bad set like the C++ one, naming the file and the field:
+    # a needle without {value}, and malformed alternations (needle_templates_test.cpp's cases).
     import tempfile
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump({"pools": {"k": ["a"]}, "haystacks": {"train": "a", "heldout": "b"},
-                   "templates": [{"id": "t", "split": "train", "format": "sentence",
-                                  "keys": "k", "value": {"kind": "number", "digits": [3, 4]},
-                                  "intro": "I.", "needle": "{key} is here.",
-                                  "questions": ["{key}?"]}]}, f)
-    try:
-        S.load_templates(f.name)
-        sys.exit("FAIL: a needle without {value} was accepted")
-    except ValueError as e:
-        if f.name not in str(e) or "templates[0].needle" not in str(e):
-            sys.exit(f"FAIL: unclear loader error: {e}")
-    finally:
-        os.unlink(f.name)
+    bad_sets = [({"needle": "{key} is here."}, "templates[0].needle: must hold {value}"),
+                ({"needle": "((The|A) {key} is {value}."}, "templates[0].needle: '((' at byte 0 "
+                                                           "is never closed"),
+                ({"needle": "The {key} is {value})) ok."}, "templates[0].needle: '))' at byte"),
+                ({"questions": ["((Q||Ask)) {key}?"]}, "templates[0].questions[0]: empty "
+                                                       "alternative"),
+                ({"intro": "((a|((b|c))))"}, "templates[0].intro: '((' inside the group"),
+                ({"needle": "The {key} ((is {value}|was unknown))."}, "{value} exactly once"),
+                ({"needle": ["{value} is {key}'s.", "The {key} is."]}, "templates[0].needle[1]"),
+                ({"questions": ["((for {key}|in general))?"]}, "has no {key}")]
+    for change, want in bad_sets:
+        t = {"id": "t", "split": "train", "format": "sentence", "keys": "k",
+             "value": {"kind": "number", "digits": [3, 4]}, "intro": "I.",
+             "needle": "{key} is {value}.", "questions": ["{key}?"]}
+        t.update(change)
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump({"pools": {"k": ["a"]}, "haystacks": {"train": "a", "heldout": "b"},
+                       "templates": [t]}, f)
+        try:
+            S.load_templates(f.name)
+            sys.exit(f"FAIL: {change} was accepted")
+        except ValueError as e:
+            if f.name not in str(e) or want not in str(e):
+                sys.exit(f"FAIL: unclear loader error for {change}: {e}")
+        finally:
+            os.unlink(f.name)
+    print(f"ok   loader refuses {len(bad_sets)} bad sets, naming file and field")
 
     res = os.path.join(args.root, "resources")
     templates_file = os.path.join(res, "needles", "templates.json")
@@ -72,7 +86,7 @@ def main():
     # (kind, split, length, depth, seed, needles, distractors)
     cases = [("passkey", None, 700, 0.3, 11, 1, 0), ("niah", None, 900, 0.5, 5, 1, 0),
              ("niah", None, 1500, 0.6, 9, 4, 0)]
-    for seed in range(6):
+    for seed in range(12):  # template alternations and needle forms drawn alike in both
         split = "train" if seed % 2 == 0 else "heldout"
         cases.append(("needles", split, 1024, (0.0, 0.5, 1.0)[seed % 3],
                       S.trial_seed(seed, "needles", 1024, 0.5, seed), 1, 0))
@@ -120,8 +134,8 @@ def main():
                       f"{py.get('template', '')}")
         tok.close()
     print("templates drawn:", sorted(seen_templates))
-    if len(seen_templates) < 4:
-        print("FAIL: the needles cases drew fewer than 4 templates")
+    if len(seen_templates) < 8:
+        print("FAIL: the needles cases drew fewer than 8 templates")
         failures += 1
     if failures:
         sys.exit(f"{failures} case(s) differ")

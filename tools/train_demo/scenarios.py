@@ -279,6 +279,59 @@ def fill_template(text, key, value):
     return "".join(out)
 
 
+def parse_alternations(text, where="template text"):
+    """Template text -> [(is_group, [alternatives])] (core/scenarios/text_alternation.h): "((A|B))"
+    is one of A, B; groups do not nest; no alternative is empty. Raises ValueError(where: ...)."""
+    out, literal, i = [], "", 0
+    while i < len(text):
+        if text.startswith("))", i):
+            raise ValueError(f"{where}: '))' at byte {len(text[:i].encode())} closes no '(('")
+        if not text.startswith("((", i):
+            literal += text[i]
+            i += 1
+            continue
+        at = len(text[:i].encode())
+        close = text.find("))", i + 2)
+        if close < 0:
+            raise ValueError(f"{where}: '((' at byte {at} is never closed by '))'")
+        body = text[i + 2:close]
+        if "((" in body:
+            raise ValueError(f"{where}: '((' inside the group at byte {at} (groups do not nest)")
+        alts = body.split("|")
+        if not all(alts):
+            raise ValueError(f"{where}: empty alternative in the group at byte {at}")
+        if literal:
+            out.append((False, [literal]))
+        literal = ""
+        out.append((True, alts))
+        i = close + 2
+    if literal:
+        out.append((False, [literal]))
+    return out
+
+
+def resolve_alternations(text, below):
+    """One draw below(len(alternatives)) per group, left to right (kvscope::resolve_alternations);
+    `below` is SplitMix64.below for prompts, or e.g. random.Random.randrange."""
+    return "".join(alts[below(len(alts))] if group else alts[0]
+                   for group, alts in parse_alternations(text))
+
+
+def count_range(pieces, what):
+    """(fewest, most) occurrences of `what` over every resolution of parsed `pieces`."""
+    lo = sum(min(a.count(what) for a in alts) for _, alts in pieces)
+    hi = sum(max(a.count(what) for a in alts) for _, alts in pieces)
+    return lo, hi
+
+
+def all_resolutions(text, limit=100000):
+    """Every resolution of `text`, first group slowest, at most `limit`."""
+    out = [""]
+    for _, alts in parse_alternations(text):
+        out = [h + a for h in out for a in alts][:limit]
+    return out
+
+
 def load_templates(path):
     """Reads and checks a template set; raises ValueError naming the file and field (the C++
     loader's rules). -> dict(file, pools, templates (file order), haystacks {split: folder})."""
@@ -306,12 +359,19 @@ def load_templates(path):
             bad(f"{where}.{key}", "missing or empty text")
         return v
 
+    def parsed(t, where):
+        try:
+            return parse_alternations(t, where)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+
     def placeholders(t, value_once, where):
-        if "{key}" not in t:
-            bad(where, "has no {key}")
-        if value_once and t.count("{value}") != 1:
-            bad(where, "must hold {value} exactly once")
-        if not value_once and "{value}" in t:
+        pieces = parsed(t, where)
+        if count_range(pieces, "{key}")[0] == 0:
+            bad(where, "has no {key} (in some choice of its alternatives)")
+        if value_once and count_range(pieces, "{value}") != (1, 1):
+            bad(where, "must hold {value} exactly once (in every choice of its alternatives)")
+        if not value_once and count_range(pieces, "{value}")[1] != 0:
             bad(where, "a question must not hold {value}")
         rest = fill_template(t, "", "")
         if "{" in rest or "}" in rest:
@@ -352,8 +412,18 @@ def load_templates(path):
                 bad(w + ".value.pattern", "needs '@' (letter) or '#' (digit) places")
         else:
             bad(w + ".value.kind", f"'{kind}' (expected number, word, name or code)")
-        needle = text(t, "needle", w)
-        placeholders(needle, True, w + ".needle")
+        # "needle": one text or a list of forms (e.g. key first, value first).
+        needle = t.get("needle")
+        if isinstance(needle, list):
+            if not needle:
+                bad(w + ".needle", "expected a non-empty list of texts")
+            for j, n in enumerate(needle):
+                if not isinstance(n, str) or not n:
+                    bad(f"{w}.needle[{j}]", "expected a non-empty text")
+                placeholders(n, True, f"{w}.needle[{j}]")
+        else:
+            needle = [text(t, "needle", w)]
+            placeholders(needle[0], True, w + ".needle")
         qs = t.get("questions")
         if not isinstance(qs, list) or not qs:
             bad(w + ".questions", "expected a non-empty list of texts")
@@ -362,11 +432,14 @@ def load_templates(path):
                 bad(f"{w}.questions[{j}]", "expected a non-empty text")
             placeholders(q, False, f"{w}.questions[{j}]")
         intro = text(t, "intro", w)
+        intro_multi = t.get("intro_multi") or intro
+        parsed(intro, w + ".intro")
+        parsed(intro_multi, w + ".intro_multi")
         if any(o["id"] == tid for o in templates):
             bad(w + ".id", f"'{tid}' is used twice")
         templates.append({"id": tid, "split": split, "format": fmt, "keys": keys, "value": v,
-                          "intro": intro, "intro_multi": t.get("intro_multi") or intro,
-                          "needle": needle, "questions": qs})
+                          "intro": intro, "intro_multi": intro_multi,
+                          "needles": needle, "questions": qs})
     for split in ("train", "heldout"):
         if not any(t["split"] == split for t in templates):
             bad("templates", f"no template of split '{split}'")
@@ -400,7 +473,9 @@ def _draw_value(spec, pools, rng):
 
 
 def draw_needle_facts(templates, split, num_needles, distractors, depth, rng):
-    """The draws of kvscope::draw_needle_facts, in its order. -> (facts, query, intro, question);
+    """The draws of kvscope::draw_needle_facts, in its order (needle_templates.h): per needle
+    template, key, value, needle form and its alternations; query; per distractor key, value,
+    needle form and its alternations; depths; question form and its alternations; intro alternations. -> (facts, query, intro, question);
     a fact is dict(template, key, value, text, depth)."""
     pools = templates["pools"]
     pool = [i for i, t in enumerate(templates["templates"]) if t["split"] == split]
@@ -423,8 +498,10 @@ def draw_needle_facts(templates, split, num_needles, distractors, depth, rng):
         v = _draw_value(t["value"], pools, rng)
         while v in taken_v:
             v = _draw_value(t["value"], pools, rng)
+        form = t["needles"][rng.below(len(t["needles"]))]
+        needle = resolve_alternations(form, rng.below)
         facts.append({"template": ti, "key": k, "value": v,
-                      "text": fill_template(t["needle"], k, v)})
+                      "text": fill_template(needle, k, v)})
 
     for _ in range(num_needles):
         add(pool[rng.below(len(pool))])
@@ -435,9 +512,9 @@ def draw_needle_facts(templates, split, num_needles, distractors, depth, rng):
     for j, f in enumerate(facts):
         f["depth"] = depth if j == query else rng.below(1001) / 1000.0
     t = templates["templates"][qt]
-    intro = t["intro"] if total == 1 else t["intro_multi"]
-    question = fill_template(t["questions"][rng.below(len(t["questions"]))], facts[query]["key"],
-                             "")
+    question = t["questions"][rng.below(len(t["questions"]))]
+    question = fill_template(resolve_alternations(question, rng.below), facts[query]["key"], "")
+    intro = resolve_alternations(t["intro"] if total == 1 else t["intro_multi"], rng.below)
     return facts, query, intro, question
 
 
