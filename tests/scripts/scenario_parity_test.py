@@ -35,12 +35,18 @@ class BridgeTok:
         self.p.wait()
 
 
-def main():
+def bridge_args():
+    """--bridge (scenario_ids) and --root; puts tools/train_demo on the import path."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--bridge", required=True)
     ap.add_argument("--root", required=True)
     args = ap.parse_args()
     sys.path.insert(0, os.path.join(args.root, "tools", "train_demo"))
+    return args
+
+
+def main():
+    args = bridge_args()
     import scenarios as S
 
     # The Python loader refuses a bad set like the C++ one, naming the file and the field:

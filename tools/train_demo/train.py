@@ -11,21 +11,23 @@ Stages: (1) byte-level BPE tokenizer (8192 tokens, Llama-3-style split, BOS temp
 the training split; (2) token stream of the natural text and sentence pools for haystacks (as
 written, and with each sentence's words shuffled); (3) a check that SDPA's attention gradients
 agree with eager attention (else a slower SDPA backend is used); (4) training, 64k tokens a step,
-on rows whose length follows --curriculum (512 tokens first, 4096 at the end: copying is learned
-at short range first). Row kinds (shares in ROW_KINDS): natural text; a random token sequence
-shown twice (dense copy targets); passkey; single- and multi-needle NIAH with every needle
-queried; key-value lookup with several queries; "needles" (issue 12): the train-split templates of
-resources/needles/templates.json (phrasings x formats x entity kinds x question forms, several
-needles, distractors) in the training haystacks (the training split's sentences, as written or
-word-shuffled). Held-out templates and haystack sources are never drawn for training. The tasks are built by
-tools/train_demo/scenarios.py exactly as KVScope's C++ builders build them, and rows are filled up
-with natural text. Loss on every token; answer digits weighted x5; needle digits and the first
-copy of a random sequence weight 0 (unpredictable). A quick retrieval probe is logged every
---probe-every seconds; (5) save (bf16 safetensors, tokenizer.json, generation_config.json); (6)
-held-out perplexity and the accuracy grid with HF transformers on the saved bf16 weights upcast
-to fp32, logged to train_log.json: passkey, niah, and needles per split (needles-train: train
-templates in resources/haystacks; needles-heldout: held-out templates in the held-out haystack
-source), reported separately; `kvscope eval needles` builds the same prompts.
+on rows whose length follows --curriculum (512 tokens first, 4096 at the end: copying is learned at
+short range first). Row kinds (shares in ROW_KINDS): natural text; a random token sequence shown
+twice (dense copy targets); passkey; single- and multi-needle NIAH with every needle queried;
+key-value lookup with several queries; "needles" (issue 12): the train-split templates of
+resources/needles/templates.json (template families whose alternations "((A|B))" are drawn per
+prompt, so no fixed wording repeats; formats x entity kinds x question forms, several needles,
+distractors) in the training haystacks (the training split's sentences, as written or
+word-shuffled). Held-out families and haystack sources are never drawn for training. The tasks are
+built by tools/train_demo/scenarios.py exactly as KVScope's C++ builders build them, and rows are
+filled up with natural text. Loss on every token; answer digits weighted x5; needle digits and the
+first copy of a random sequence weight 0 (unpredictable). A quick retrieval probe (probe.py:
+passkey, niah, needles-train, needles-heldout, counted apart) is logged every --probe-every
+seconds; (5) save (bf16 safetensors, tokenizer.json, generation_config.json); (6) held-out
+perplexity and the accuracy grid with HF transformers on the saved bf16 weights upcast to fp32,
+logged to train_log.json: passkey, niah, and needles per split (needles-train: train templates in
+resources/haystacks; needles-heldout: held-out templates in the held-out haystack source), reported
+separately; `kvscope eval needles` builds the same prompts.
 
 Training stops by wall clock (--train-seconds); the learning-rate schedule and the curriculum
 follow elapsed time, so the number of steps depends on the GPU (train_log.json records it).
@@ -44,6 +46,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import probe as P  # noqa: E402
 import scenarios as S  # noqa: E402
 
 T0 = time.time()
@@ -220,7 +223,8 @@ class TaskRows(torch.utils.data.IterableDataset):
         rng.shuffle(others)
         for j in others:
             t = next(t for t in self.templates["templates"] if t["id"] == b["templates"][j])
-            q = S.fill_template(rng.choice(t["questions"]), b["keys"][j], "")
+            q = S.resolve_alternations(rng.choice(t["questions"]), rng.randrange)
+            q = S.fill_template(q, b["keys"][j], "")
             text += "\n\n" + q + " "
             spans.append((len(text), len(text) + len(b["values"][j]), ANSWER_WEIGHT))
             text += b["values"][j] + "."
@@ -381,6 +385,11 @@ def seq_at(curriculum, progress):
     return curriculum[-1][0]
 
 
+def probe_text(p):
+    """A probe result ({task: {correct, total}}) or its failure message, for the log line."""
+    return P.probe_line(p) if isinstance(p, dict) else p
+
+
 def train(model, loader, shared_seq, args, log_rows, probe):
     dev = "cuda"
     model.to(dev).train()
@@ -452,7 +461,7 @@ def train(model, loader, shared_seq, args, log_rows, probe):
                 f"loss {row['loss']:.3f} text {row['loss_text']:.3f} "
                 f"ans-acc {row['answer_token_acc']:.3f} lr {lr:.2e} "
                 f"{row['tok_per_s_recent'] / 1e3:.0f}k tok/s"
-                + (f" probe {row['probe']}" if "probe" in row else ""))
+                + (f" probe {probe_text(row['probe'])}" if "probe" in row else ""))
             acc_n, acc_ok, run_loss, run_nat, run_cnt = zero(), zero(), zero(), zero(), 0
     return step, tokens, time.time() - t_start
 
@@ -583,6 +592,9 @@ def main():
                     help="row length SEQ until that fraction of the training time, ...")
     ap.add_argument("--probe-every", type=float, default=45,
                     help="seconds between quick retrieval probes in the log")
+    ap.add_argument("--probe-trials", type=int, default=2,
+                    help="probe prompts per depth (0, 0.5, 1) for each of passkey, niah, "
+                         "needles-train and needles-heldout")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=150)
     ap.add_argument("--compile", action="store_true")
@@ -683,30 +695,24 @@ def main():
     probe_count = S.TokenCounter(tok)
 
     def probe(m, seq):
-        """Retrieval at the current row length: passkey, NIAH and needles (train and held-out
-        templates) at depths 0, 0.5, 1."""
-        ok, n = 0, 0
-        for kind in ("passkey", "niah", "train", "heldout"):
-            for d in (0.0, 0.5, 1.0):
-                s = S.trial_seed(99, kind if kind in ("passkey", "niah") else "needles", seq, d,
-                                 0 if kind != "heldout" else 1)
-                if kind == "passkey":
-                    b = S.build_passkey(tok, seq - EVAL_RESERVE, d, s, probe_count)
-                elif kind in needle_sets:
-                    b = S.build_needles(tok, seq - EVAL_RESERVE, d, s, needle_sets[kind][1],
-                                        templates, kind, 1, 0, probe_count)
-                else:
-                    b = S.build_niah(tok, seq - EVAL_RESERVE, d, s, hay_sentences, hay_keys, 1,
-                                     probe_count)
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    gen = tok.decode(greedy(m, b["ids"], EVAL_RESERVE))
-                ok += S.answer_found(gen, b["answer"])
-                n += 1
-        return f"{ok}/{n}"
+        """Retrieval at the current row length (probe.py): passkey, NIAH, needles-train and
+        needles-heldout, --probe-trials prompts per depth, counted per task."""
+        prompts = P.probe_prompts(tok, seq - EVAL_RESERVE, args.probe_trials, hay_sentences,
+                                  hay_keys, templates,
+                                  {sp: needle_sets[sp][1] for sp in needle_sets}, probe_count)
+
+        def generate(ids):
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                return tok.decode(greedy(m, ids, EVAL_RESERVE))
+        return P.run_probe(prompts, generate)
 
     steps, tokens, secs = train(model, loader, shared_seq, args, log_rows, probe)
     del loader, ds  # stops the data workers
     log(f"trained {steps} steps, {tokens / 1e6:.1f}M tokens in {secs:.0f}s")
+    probes = [r for r in log_rows if isinstance(r.get("probe"), dict)]
+    if probes:
+        log(f"last probe (step {probes[-1]['step']}, seq {probes[-1]['seq']}): "
+            f"{P.probe_line(probes[-1]['probe'])}")
 
     model = model.to(torch.bfloat16)
     model.generation_config.bos_token_id = tok.bos
@@ -718,6 +724,11 @@ def main():
                      "tokenizers": tokenizers.__version__},
         "gpu": torch.cuda.get_device_name(0), "args": vars(args), "parameters": nparams,
         "steps": steps, "tokens": tokens, "train_seconds": secs, "log": log_rows,
+        # Probe per task at each check (needles-train and needles-heldout apart), and the last.
+        "probe": {"depths": list(P.PROBE_DEPTHS), "trials_per_depth": args.probe_trials,
+                  "by_step": [{"step": r["step"], "seq": r["seq"], **r["probe"]}
+                              for r in probes],
+                  "last": probes[-1]["probe"] if probes else None},
     }
     write_log(args, summary)
     if args.pack:
