@@ -95,8 +95,8 @@ struct NeedleDraw {
 // distractor (same template as the queried needle) a key, a value, the form and its alternations;
 // every non-queried fact's depth (below(1001) / 1000); the question form of the queried template
 // and its alternations (filled with the queried fact's key); the intro's alternations (intro for
-// one fact, intro_multi for several). The queried fact sits at `depth`. Throws InputError when a pool has fewer
-// distinct entries than the prompt needs.
+// one fact, intro_multi for several). The queried fact sits at `depth`. Throws InputError when a
+// pool has fewer distinct entries than the prompt needs.
 NeedleDraw draw_needle_facts(const NeedleTemplateSet& set, TemplateSplit split, int num_needles,
                              int distractors, double depth, SplitMix64& rng);
 

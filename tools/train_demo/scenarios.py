@@ -475,8 +475,9 @@ def _draw_value(spec, pools, rng):
 def draw_needle_facts(templates, split, num_needles, distractors, depth, rng):
     """The draws of kvscope::draw_needle_facts, in its order (needle_templates.h): per needle
     template, key, value, needle form and its alternations; query; per distractor key, value,
-    needle form and its alternations; depths; question form and its alternations; intro alternations. -> (facts, query, intro, question);
-    a fact is dict(template, key, value, text, depth)."""
+    needle form and its alternations; depths; question form and its alternations; intro
+    alternations. -> (facts, query, intro, question); a fact is dict(template, key, value, text,
+    depth)."""
     pools = templates["pools"]
     pool = [i for i, t in enumerate(templates["templates"]) if t["split"] == split]
     total = num_needles + distractors
