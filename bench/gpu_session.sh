@@ -26,6 +26,8 @@
 #   bench1b     kvscope bench, 1B shape, lengths 1k,8k,32k
 #   bench8b     kvscope bench, 8B shape, lengths 1k,8k
 #   bench8b-32k kvscope bench, 8B shape, 32k
+#   profile1b   KVSCOPE_PROFILE=1 kvscope bench (full, recording off), 1B shape, 1k/8k/32k
+#   profile8b   the same, 8B shape, 1k/8k, and 8k with recording on
 #   peer1b      bench/hf_peer.py on the 1B shape
 #   peer8b      bench/hf_peer.py on the 8B shape
 #   parity      bench/backend_parity.py: all 12 policies on the demo model, CPU vs CUDA traces
@@ -71,7 +73,7 @@ stage_pack() {
   rm -rf "$CARRY"; mkdir -p "$CARRY/bin" "$CARRY/lib"
   # kvscope opens traces through kvscope-trace-probe, found next to it (traces/trace_probe.h).
   cp build/app/cli/kvscope build/traces/probe/kvscope-trace-probe build/tests/test_kernels "$CARRY/bin/"
-  strip --strip-debug "$CARRY/bin/"* 2>/dev/null || true
+  strip --strip-unneeded "$CARRY/bin/"* 2>/dev/null || true  # 1.5 MB under the 64 MiB limit
   # Only the project's own dependencies (HDF5 and its filters, sentencepiece, PCRE2): the image
   # has them too (used when present, see KVLIB below), and the rest of the closure (libstdc++,
   # curl, TLS, ...) is in any Ubuntu 24.04 base; carrying it all would pass the 64 MiB limit.
@@ -80,6 +82,7 @@ stage_pack() {
       libhdf5*|libsz.so*|libaec.so*|libsentencepiece*|libpcre2*) cp -L "$lib" "$CARRY/lib/" ;;
     esac
   done
+  strip --strip-unneeded "$CARRY/lib/"* 2>/dev/null || true
   du -sh "$CARRY"
   echo "carry .devcarry/gpu in the run call (64 MiB limit for the whole tree)"
 }
@@ -122,6 +125,16 @@ bench() {  # model name lengths
 stage_bench1b() { bench "$M1B" bench1b 1024,8192,32768; }
 stage_bench8b() { bench "$M8B" bench8b 1024,8192; }
 stage_bench8b-32k() { bench "$M8B" bench8b_32k 32768; }
+# Where a decode / prefill step's time goes (KVSCOPE_PROFILE=1, kernels/op_profile.h): per-op
+# device time (the stream waited for around each op) and the engine's host work, per step.
+profile() {  # model tag lengths [recording]
+  for L in ${3//,/ }; do
+    KVSCOPE_PROFILE=1 "$KVSCOPE" bench --model "$1" --device cuda --lengths "$L" --decode-steps 16 \
+      --policy full --recording "${4:-off}" --quiet --json "$OUT/profile_$2_$L.json" 2>&1 | grep -v "^$"
+  done
+}
+stage_profile1b() { profile "$M1B" 1b 1024,8192,32768; }
+stage_profile8b() { profile "$M8B" 8b 1024,8192; profile "$M8B" 8b_rec 8192 on; which nsys ncu || true; }
 stage_peer1b() { python3 bench/hf_peer.py --model "$M1B" --lengths 1024,8192,32768 --json "$OUT/peer1b.json"; }
 stage_peer8b() { python3 bench/hf_peer.py --model "$M8B" --lengths 1024,8192,32768 --json "$OUT/peer8b.json"; }
 stage_parity() {  # traces kept under out/ (ignored) for a look while the machine is warm

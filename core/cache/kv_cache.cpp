@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <climits>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -225,6 +226,67 @@ int64_t KVCache::append(int64_t layer, int64_t head, const float* k, const float
         emit(e);
     }
     return slot;
+}
+
+void KVCache::append_rows(int64_t layer, int64_t head, const float* k, const float* v,
+                          int64_t stride, const int64_t* pos, int64_t n, const float* k_prerope) {
+    if (n <= 0) return;
+    Head& hd = head_at(layer, head);
+    if (!k || !v || !pos) fail("append_rows: null keys, values or positions");
+    if (store_prerope_ && !k_prerope)
+        fail("append_rows: the cache stores pre-RoPE keys but none given");
+    const int64_t d = head_dim_;
+    if (stride < d) fail("append_rows: stride " + std::to_string(stride) + " below head_dim");
+    for (int64_t i = 0; i < n; ++i) {
+        const int64_t last = i > 0 ? pos[i - 1] : (hd.pos.empty() ? INT64_MIN : hd.pos.back());
+        if ((i > 0 || !hd.pos.empty()) && pos[i] <= last)
+            fail("append: position " + std::to_string(pos[i]) + " does not follow the last " +
+                 "position " + std::to_string(last) + " of layer " + std::to_string(layer) +
+                 " head " + std::to_string(head));
+    }
+    const size_t old = hd.pos.size(), total = old + static_cast<size_t>(n);
+    const size_t ud = static_cast<size_t>(d);
+    auto grow_rows = [&](std::vector<float>& a, const float* src) {
+        a.resize(total * ud);  // one growth; the rows are written next
+        for (int64_t i = 0; i < n; ++i)
+            std::copy_n(src + i * stride, d, a.begin() + static_cast<ptrdiff_t>((old + i) * ud));
+    };
+    grow_rows(hd.k, k);
+    grow_rows(hd.v, v);
+    if (store_prerope_) grow_rows(hd.kpre, k_prerope);
+    hd.pos.insert(hd.pos.end(), pos, pos + n);
+    hd.k_bits.resize(total, 16);
+    hd.v_bits.resize(total, 16);
+    hd.k_block.resize(total, -1);
+    hd.v_block.resize(total, -1);
+    hd.merge_count.resize(total, 0);
+    hd.merge_weight.resize(total, 0.0f);
+    for (size_t s = old; s < total; ++s) hd.bits_held += slot_bits(hd, static_cast<int64_t>(s));
+    if (!observers_.empty()) {
+        for (size_t s = old; s < total; ++s) {
+            CacheEvent e = make_event(layer, head, CacheOp::kAppend);
+            e.position = hd.pos[s];
+            e.slot = static_cast<int64_t>(s);
+            emit(e);
+        }
+    }
+}
+
+void KVCache::reserve(int64_t slots) {
+    if (slots <= 0) return;
+    const auto n = static_cast<size_t>(slots), nd = n * static_cast<size_t>(head_dim_);
+    for (Head& hd : heads_) {
+        hd.k.reserve(nd);
+        hd.v.reserve(nd);
+        if (store_prerope_) hd.kpre.reserve(nd);
+        hd.pos.reserve(n);
+        hd.k_bits.reserve(n);
+        hd.v_bits.reserve(n);
+        hd.k_block.reserve(n);
+        hd.v_block.reserve(n);
+        hd.merge_count.reserve(n);
+        hd.merge_weight.reserve(n);
+    }
 }
 
 void KVCache::keep(int64_t layer, int64_t head, std::span<const int64_t> slots) {

@@ -143,6 +143,16 @@ class KVCache {
     // Appends one token; pos must exceed the head's last position. Returns the new slot index.
     int64_t append(int64_t layer, int64_t head, const float* k, const float* v, int64_t pos,
                    const float* k_prerope = nullptr);
+    // Appends n tokens to one head at once, as n append() calls would (same checks, events and
+    // accounting): token i's key at k + i * stride, value at v + i * stride, pre-RoPE key at
+    // k_prerope + i * stride (stride in floats: the engine's [n, n_kv_heads, head_dim] rows),
+    // position pos[i]. Each array grows once: a prompt's keys are no longer appended row by row.
+    void append_rows(int64_t layer, int64_t head, const float* k, const float* v, int64_t stride,
+                     const int64_t* pos, int64_t n, const float* k_prerope = nullptr);
+    // Room for `slots` tokens in every head without reallocating: a decode step that outgrows
+    // a head's arrays copies the whole head (a 32k-token 8B cache: gigabytes in one step), so the
+    // engine reserves the prompt plus headroom before prefill. Contents and accounting unchanged.
+    void reserve(int64_t slots);
     // Keeps exactly `slots` (any order, no duplicates; survivors keep their relative order); the
     // others are evicted (one evict event each, in slot order).
     void keep(int64_t layer, int64_t head, std::span<const int64_t> slots);

@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "core/policies/plan.h"
 #include "core/policies/policy.h"
+#include "kernels/op_profile.h"
 
 namespace kvscope {
 
@@ -117,6 +118,7 @@ std::vector<float> Engine::prefill(const std::vector<int32_t>& ids) {
             throw InputError("token id " + std::to_string(id) + " is outside the vocabulary [0, " +
                              std::to_string(spec().vocab_size) + ")");
     cache_->clear();
+    cache_->reserve(static_cast<int64_t>(ids.size()) + std::max<int64_t>(0, opts_.decode_reserve));
     backend_.forget_kv(cache_->uid());  // a new sequence: device copies start over
     pos_ = 0;
     step_ = 0;
@@ -130,7 +132,12 @@ std::vector<float> Engine::prefill(const std::vector<int32_t>& ids) {
         ModelDims dims{spec().n_layers, spec().n_heads, spec().n_kv_heads, spec().head_dim};
         policy_->begin(dims, prompt_len_);
     }
-    std::vector<float> logits = forward(ids.data(), prompt_len_, true);
+    prof::begin_phase("prefill");
+    std::vector<float> logits;
+    {
+        prof::Scope wall("step (wall)");
+        logits = forward(ids.data(), prompt_len_, true);
+    }
     s_->map_rows = {};  // one layer's full maps (StatsRequest::maps): not kept for decode
     if (policy_) policy_after_prefill();
     if (on_layer_done) on_layer_done(-1);
@@ -142,7 +149,12 @@ std::vector<float> Engine::decode(int32_t id) {
         throw InputError("token id " + std::to_string(id) + " is outside the vocabulary");
     if (prompt_len_ == 0) throw InputError("decode() called before prefill()");
     cache_->set_step(step_);
-    std::vector<float> logits = forward(&id, 1, false);
+    prof::begin_phase("decode");
+    std::vector<float> logits;
+    {
+        prof::Scope wall("step (wall)");
+        logits = forward(&id, 1, false);
+    }
     ++step_;
     return logits;
 }
@@ -224,7 +236,9 @@ std::vector<float> Engine::forward(const int32_t* ids, int64_t n, bool is_prefil
         if (!is_prefill) {
             // Observers see the step's attention rows against the cache they were computed on,
             // before the policy changes it.
+            prof::Scope host("host.observer");
             if (on_layer_done) on_layer_done(l);
+            host.next("host.policy");
             if (policy_) policy_after_decode_layer(l);
         }
     }

@@ -47,6 +47,9 @@ struct StatsRequest {
 struct EngineOptions {
     int threads = 0;     // CPU threads (0 = all cores)
     StatsRequest stats;  // what the caller (recorder, CLI) wants on top of the policy
+    // Decode steps the host KV cache has room for after the prompt before it must grow (a
+    // growth copies every head: one slow step). Set it to the tokens a run will generate.
+    int64_t decode_reserve = 1024;
 };
 
 // Prefill statistics of one layer. Index h is the query head, g the KV head; n = prompt length.

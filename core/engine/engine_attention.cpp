@@ -5,6 +5,7 @@
 //            cache (collecting this step's rows), then let the policy evict / merge / quantise.
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <vector>
 
 #include "core/cache/kv_cache.h"
@@ -12,6 +13,7 @@
 #include "core/engine/engine_cache_bridge.h"
 #include "core/engine/engine_internal.h"
 #include "core/policies/policy.h"
+#include "kernels/op_profile.h"
 
 namespace kvscope {
 
@@ -31,23 +33,25 @@ void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
     const float* v = s.v_host.data();
 
     // 1. New keys/values into the cache (the policy may merge a decode token instead: DMC).
-    for (int64_t g = 0; g < G; ++g) {
+    std::optional<prof::Scope> host(std::in_place, "host.cache_append");
+    for (int64_t g = 0; g < G && (is_prefill || !policy_); ++g)  // the prompt: one copy per head
+        cache_->append_rows(
+            l, g, k + g * d, v + g * d, G * d, s.positions.data(), n,
+            cache_->store_prerope() && have_prerope ? s.k_prerope.data() + g * d : nullptr);
+    for (int64_t g = 0; g < G && !is_prefill && policy_; ++g) {
         for (int64_t i = 0; i < n; ++i) {
             const float* ki = k + (i * G + g) * d;
             const float* vi = v + (i * G + g) * d;
             const float* kp = have_prerope ? s.k_prerope.data() + (i * G + g) * d : nullptr;
             const int64_t pos = s.positions[static_cast<size_t>(i)];
-            if (!is_prefill && policy_) {
-                const float* qp =
-                    have_prerope ? s.q_prerope.data() + (i * H + g * (H / G)) * d : nullptr;
-                policy_on_append(l, g, ki, vi, kp, qp, pos);  // appends or merges (DMC)
-                continue;
-            }
-            cache_->append(l, g, ki, vi, pos, cache_->store_prerope() ? kp : nullptr);
+            const float* qp =
+                have_prerope ? s.q_prerope.data() + (i * H + g * (H / G)) * d : nullptr;
+            policy_on_append(l, g, ki, vi, kp, qp, pos);  // appends or merges (DMC)
         }
     }
 
     // 2. Attention over what the cache now holds, with the statistics asked for.
+    host->next("host.attention_args");
     std::vector<KVHeadView> views(static_cast<size_t>(G));
     for (int64_t g = 0; g < G; ++g) views[static_cast<size_t>(g)] = head_view(*cache_, l, g);
     AttentionStats stats;
@@ -98,6 +102,7 @@ void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
     args.scale = 1.0f / std::sqrt(static_cast<float>(d));
     args.out = &out;
     args.stats = pstats;
+    host.reset();  // the backend's own op buckets take over
     backend_.attention(args);
     if (full_rows) {
         on_prefill_map(l, s.map_rows);

@@ -252,8 +252,11 @@ DecodeScratch carve(const AttentionDev& a, void* base) {
     return s;
 }
 
+// head_dim not a multiple of 4: one warp per key (the first version; the vector kernel below
+// is the one head dims 48/64/80/128/256 take).
 template <int DMAX>
-__global__ void __launch_bounds__(kThreads) decode_partial(AttentionDev a, DecodeScratch sc) {
+__global__ void __launch_bounds__(kThreads)
+    decode_partial_scalar(AttentionDev a, DecodeScratch sc) {
     __shared__ float sq[DMAX];
     __shared__ float sp[kChunk];
     __shared__ float red[kThreads / 32];
@@ -307,25 +310,122 @@ __global__ void __launch_bounds__(kThreads) decode_partial(AttentionDev a, Decod
     }
 }
 
-__global__ void __launch_bounds__(kThreads) decode_combine(AttentionDev a, DecodeScratch sc) {
-    const int64_t h = blockIdx.x, i = blockIdx.y, H = a.H, d = a.d;
+// head_dim a multiple of 4 (float4 rows). Scores: thread t scores keys j0 + t, j0 + t + kThreads
+// (a whole row each, d/4 independent 16-byte loads in flight, written to the score row
+// coalesced). Values: thread t owns dims 4*(t % LPR) .. +3 of key group t / LPR (LPR = DMAX/4
+// lanes per row, NG = kThreads / LPR groups), sums its group's keys, and the NG partial rows are
+// added in a fixed order through shared memory (deterministic). The first version gave one warp
+// per key and reduced every score across the warp: 64 dependent steps per warp, ~100 us per
+// layer at any length on an H100 (KVSCOPE_PROFILE=1, bench/RESULTS.md).
+template <int DMAX>
+__global__ void __launch_bounds__(kThreads) decode_partial(AttentionDev a, DecodeScratch sc) {
+    constexpr int LPR = DMAX / 4 < kThreads ? DMAX / 4 : kThreads;
+    constexpr int NG = kThreads / LPR;
+    __shared__ __align__(16) float sq[DMAX];
+    __shared__ float sp[kChunk];
+    __shared__ float red[kThreads / 32];
+    __shared__ __align__(16) float so[NG][DMAX];
+    const int tid = static_cast<int>(threadIdx.x);
+    const int64_t d = a.d, H = a.H, ld = a.max_len, d4 = d / 4;
+    const int64_t split = blockIdx.x, h = blockIdx.y, i = blockIdx.z, g = h / (H / a.G);
+    const int64_t len = a.kv_len[g];
+    const float* K = a.k + a.kv_off[g] * d;
+    const float* V = a.v + a.kv_off[g] * d;
+    const int64_t* kpos = a.kpos + a.kv_off[g];
+    const int64_t j0 = split * kChunk;
+    const int64_t j1 = j0 + kChunk < len ? j0 + kChunk : len;  // may be <= j0: empty split
+    const int64_t qpos = a.q_pos[i];
     const int64_t row = i * H + h;
-    const float* pm = sc.pm + row * sc.splits;
-    const float* pl = sc.pl + row * sc.splits;
+
+    for (int64_t c = tid; c < d; c += kThreads) sq[c] = a.q[row * d + c];
+    __syncthreads();
+    const float4* q4 = reinterpret_cast<const float4*>(sq);
+    for (int t = tid; t < kChunk; t += kThreads) {
+        const int64_t j = j0 + t;
+        float s = -INFINITY;
+        if (j < j1 && kpos[j] <= qpos) {
+            const float4* k4 = reinterpret_cast<const float4*>(K + j * d);
+            float acc = 0.0f;
+#pragma unroll 8
+            for (int64_t c = 0; c < d4; ++c) {
+                const float4 kv = k4[c], qv = q4[c];
+                acc += qv.x * kv.x + qv.y * kv.y + qv.z * kv.z + qv.w * kv.w;
+            }
+            s = acc * a.scale;
+        }
+        sp[t] = s;
+        if (j < j1) sc.scores[row * ld + j] = s;
+    }
+    __syncthreads();
+    float mx = -INFINITY;
+    for (int t = tid; t < kChunk; t += kThreads) mx = fmaxf(mx, sp[t]);
+    mx = block_max<kThreads>(mx, red);
+    float sum = 0.0f;
+    for (int t = tid; t < kChunk; t += kThreads) {
+        const float p = mx == -INFINITY ? 0.0f : expf(sp[t] - mx);
+        sp[t] = p;
+        sum += p;
+    }
+    sum = block_sum<kThreads>(sum, red);  // its barriers also publish sp
+    const int64_t cnt = j1 > j0 ? j1 - j0 : 0;
+    const int col = tid % LPR, grp = tid / LPR;
+    float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (col < d4) {
+        const float4* v4 = reinterpret_cast<const float4*>(V + j0 * d) + col;
+#pragma unroll 4
+        for (int64_t t = grp; t < cnt; t += NG) {
+            const float p = sp[t];
+            const float4 vv = v4[t * d4];
+            o.x += p * vv.x;
+            o.y += p * vv.y;
+            o.z += p * vv.z;
+            o.w += p * vv.w;
+        }
+    }
+    reinterpret_cast<float4*>(so[grp])[col] = o;
+    __syncthreads();
+    const int64_t slot = row * sc.splits + split;
+    for (int64_t c = tid; c < d; c += kThreads) {
+        float acc = 0.0f;
+#pragma unroll
+        for (int gq = 0; gq < NG; ++gq) acc += so[gq][c];
+        sc.po[slot * d + c] = acc;
+    }
+    if (tid == 0) {
+        sc.pm[slot] = mx;
+        sc.pl[slot] = sum;
+    }
+}
+
+// One block per (head, row): the splits' max and sum of exp reduced across the block, the
+// rescaled weights kept in shared memory, then each dim summed over the splits in split order.
+constexpr int kMaxCombineSplits = 4096;  // 1M keys at kChunk = 256
+__global__ void __launch_bounds__(kThreads) decode_combine(AttentionDev a, DecodeScratch sc) {
+    __shared__ float sw[kMaxCombineSplits];
+    __shared__ float red[kThreads / 32];
+    const int64_t h = blockIdx.x, i = blockIdx.y, H = a.H, d = a.d, S = sc.splits;
+    const int tid = static_cast<int>(threadIdx.x);
+    const int64_t row = i * H + h;
+    const float* pm = sc.pm + row * S;
+    const float* pl = sc.pl + row * S;
     float M = -INFINITY;
-    for (int64_t s = 0; s < sc.splits; ++s) M = fmaxf(M, pm[s]);
+    for (int64_t s = tid; s < S; s += kThreads) M = fmaxf(M, pm[s]);
+    M = block_max<kThreads>(M, red);
     float L = 0.0f;
-    if (M != -INFINITY)
-        for (int64_t s = 0; s < sc.splits; ++s) L += pl[s] * expf(pm[s] - M);
+    for (int64_t s = tid; s < S; s += kThreads) {
+        const float w = M == -INFINITY ? 0.0f : expf(pm[s] - M);
+        sw[s] = w;
+        L += pl[s] * w;
+    }
+    L = block_sum<kThreads>(L, red);  // its barriers also publish sw
     const float inv = L > 0.0f ? 1.0f / L : 0.0f;
-    for (int64_t c = threadIdx.x; c < d; c += kThreads) {
+    for (int64_t c = tid; c < d; c += kThreads) {
         float o = 0.0f;
-        if (M != -INFINITY)
-            for (int64_t s = 0; s < sc.splits; ++s)
-                o += sc.po[(row * sc.splits + s) * d + c] * expf(pm[s] - M);
+#pragma unroll 8
+        for (int64_t s = 0; s < S; ++s) o += sc.po[(row * S + s) * d + c] * sw[s];
         a.out[row * d + c] = o * inv;
     }
-    if (threadIdx.x == 0) a.lse[h * a.n + i] = L > 0.0f ? M + logf(L) : -INFINITY;
+    if (tid == 0) a.lse[h * a.n + i] = L > 0.0f ? M + logf(L) : -INFINITY;
 }
 
 __global__ void decode_probs(AttentionDev a, DecodeScratch sc, float* colsum, float* rows,
@@ -421,11 +521,17 @@ void attention_decode(const AttentionDev& a, void* scratch, float* colsum, float
         throw std::runtime_error("cuda attention: the decode path takes at most " +
                                  std::to_string(kDecodeMaxRows) + " rows");
     const DecodeScratch sc = carve(a, scratch);
+    if (sc.splits > kMaxCombineSplits)
+        throw std::runtime_error("cuda attention: decode over more than " +
+                                 std::to_string(kMaxCombineSplits * kChunk) + " keys");
     const dim3 grid(static_cast<unsigned int>(sc.splits), static_cast<unsigned int>(a.H),
                     static_cast<unsigned int>(a.n));
     with_dmax(a.d, [&](auto dm) {
         constexpr int DMAX = decltype(dm)::value;
-        decode_partial<DMAX><<<grid, kThreads, 0, stream>>>(a, sc);
+        if (a.d % 4 == 0)
+            decode_partial<DMAX><<<grid, kThreads, 0, stream>>>(a, sc);
+        else
+            decode_partial_scalar<DMAX><<<grid, kThreads, 0, stream>>>(a, sc);
         KVS_CUDA_CHECK_LAUNCH();
     });
     decode_combine<<<dim3(static_cast<unsigned int>(a.H), static_cast<unsigned int>(a.n)), kThreads,

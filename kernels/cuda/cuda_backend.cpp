@@ -52,6 +52,7 @@
 #include "kernels/backend_registry.h"
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/kv_journal.h"
+#include "kernels/op_profile.h"
 
 namespace kvscope::cuda {
 
@@ -106,7 +107,9 @@ struct DevBuf {
         if (p) retired->push_back(p);
         p = nullptr;
         cap = 0;
-        const size_t want = std::max<size_t>(bytes, 256);
+        // Half again: buffers sized by the keys held grow by a row per decode step, and a
+        // cudaMalloc per step (and the cudaFree at the next sync) would stall every step.
+        const size_t want = std::max<size_t>(bytes + bytes / 2, 256);
         KVS_CUDA_CHECK(cudaMalloc(&p, want));
         cap = want;
         return p;
@@ -203,6 +206,8 @@ class CudaBackend final : public Backend {
         const char* math = std::getenv("KVSCOPE_CUDA_MATH");
         fp32_weights_ = math && std::string(math) == "fp32";
         mirrors_on_ = mirror_enabled();
+        const char* gv = std::getenv("KVSCOPE_CUDA_GEMV");  // 0: decode matmuls through cuBLAS
+        gemv_on_ = !(gv && std::string(gv) == "0");
     }
     ~CudaBackend() override {
         // Never throws: report and go on freeing.
@@ -220,12 +225,18 @@ class CudaBackend final : public Backend {
     }
 
     std::string name() const override { return "cuda"; }
+    // KVSCOPE_PROFILE=1 (kernels/op_profile.h): the stream is waited for around each op.
+    static void fence(void* self) {
+        KVS_CUDA_CHECK(cudaStreamSynchronize(static_cast<CudaBackend*>(self)->stream_));
+    }
+    prof::Scope op_scope(const char* bucket) { return prof::Scope(bucket, &fence, this); }
     std::string describe() const override {
         return "cuda: " + std::string(prop_.name) + ", compute capability " +
                std::to_string(prop_.major) + "." + std::to_string(prop_.minor) + ", " +
                gib(static_cast<double>(prop_.totalGlobalMem)) +
                (fp32_weights_ ? ", fp32 weights" : ", weights in their stored dtype") +
-               (mirrors_on_ ? "" : ", KV mirrors off");
+               (mirrors_on_ ? "" : ", KV mirrors off") +
+               (gemv_on_ ? "" : ", decode matmuls through cuBLAS");
     }
     DeviceKind device() const override { return DeviceKind::kCuda; }
 
@@ -349,12 +360,15 @@ class CudaBackend final : public Backend {
     }
     void release_weight(Tensor& t) override { release(t); }
     void to_host(const Tensor& src, float* dst) override {
+        if (prof::enabled()) prof::Scope empty("sync (empty)", &fence, this);
+        prof::Scope ps = op_scope("to_host");
         if (src.bytes() > 0)
             KVS_CUDA_CHECK(
                 cudaMemcpyAsync(dst, src.data, src.bytes(), cudaMemcpyDeviceToHost, stream_));
         sync();
     }
     void from_host(Tensor& dst, const float* src) override {
+        prof::Scope ps = op_scope("from_host");
         // Through the staging ring, in pieces of at most its smallest size: `src` may change as
         // soon as this returns.
         const size_t bytes = dst.bytes();
@@ -374,11 +388,13 @@ class CudaBackend final : public Backend {
 
     // ---- ops ---------------------------------------------------------------------------------
     void embedding(const Tensor& table, const int32_t* ids, int64_t n, Tensor& out) override {
+        prof::Scope ps = op_scope("embedding");
         const int32_t* dids = stage(ids, static_cast<size_t>(n));
         cuda::embedding(table.data, table.dtype, table.dim(0), table.dim(1), dids, n,
                         out.as<float>(), stream_);
     }
     void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override {
+        prof::Scope ps = op_scope("rmsnorm");
         const int64_t d = w.numel();
         cuda::rmsnorm(x.as<float>(), x.numel() / d, d, w.data, w.dtype, eps, out.as<float>(),
                       stream_);
@@ -386,21 +402,30 @@ class CudaBackend final : public Backend {
     void matmul(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) override {
         const int64_t k = w.dim(1), m = w.dim(0);
         const int64_t n = x.numel() / k;
+        prof::Scope ps(prof::enabled() ? "matmul " + std::to_string(m) + "x" + std::to_string(k)
+                                       : std::string(),
+                       &fence, this);
+        if (gemv_on_ && gemv_fits(x.as<float>(), n, k, w.data, w.dtype, m))
+            return gemv(x.as<float>(), n, k, w.data, w.dtype, m, bias ? bias->data : nullptr,
+                        bias ? bias->dtype : DType::kF32, out.as<float>(), stream_);
         void* xc = w.dtype == DType::kF32 ? nullptr : xcast_.ensure(static_cast<size_t>(n * k) * 2);
         cuda::matmul(blas_, x.as<float>(), n, k, w.data, w.dtype, m, bias ? bias->data : nullptr,
                      bias ? bias->dtype : DType::kF32, out.as<float>(), xc, stream_);
     }
     void rope(Tensor& x, const int64_t* positions, const float* inv_freq,
               RopePairs pairs) override {
+        prof::Scope ps = op_scope("rope");
         const int64_t n = x.dim(0), hd = x.dim(2);
         const int64_t* dpos = stage(positions, static_cast<size_t>(n));
         const float* dinv = stage(inv_freq, static_cast<size_t>(hd / 2));
         cuda::rope(x.as<float>(), n, x.dim(1), hd, dpos, dinv, pairs, stream_);
     }
     void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override {
+        prof::Scope ps = op_scope("silu_mul");
         cuda::silu_mul(gate.as<float>(), up.as<float>(), gate.numel(), out.as<float>(), stream_);
     }
     void add_inplace(Tensor& x, const Tensor& y) override {
+        prof::Scope ps = op_scope("add");
         cuda::add_inplace(x.as<float>(), y.as<float>(), x.numel(), stream_);
     }
     void attention(const AttentionArgs& args) override;
@@ -555,6 +580,7 @@ class CudaBackend final : public Backend {
     cublasHandle_t blas_ = nullptr;
     bool fp32_weights_ = false;
     bool mirrors_on_ = true;
+    bool gemv_on_ = true;  // decode rows (n <= kGemvMaxRows) through cuda_gemv.cu
     mutable std::mutex mu_;
     std::unordered_map<void*, size_t> owned_;  // alloc() and upload_weight(): bytes
     int64_t in_use_ = 0, peak_ = 0;
@@ -803,6 +829,7 @@ const LayerMirror& CudaBackend::update_mirror(const AttentionArgs& args, int64_t
 void CudaBackend::attention(const AttentionArgs& args) {
     const int64_t n = args.q->dim(0), H = args.q->dim(1), d = args.q->dim(2);
     const int64_t G = args.n_kv_heads;
+    prof::Scope ps = op_scope("attention.mirror");
     meta_.assign(static_cast<size_t>(2 * G), 0);  // offsets (rows), then lengths
     int64_t max_len = 0;
     for (int64_t g = 0; g < G; ++g) max_len = std::max(max_len, args.kv[g].len);
@@ -887,6 +914,7 @@ void CudaBackend::attention(const AttentionArgs& args) {
             drows, 0, static_cast<size_t>(H * n_tail * ld) * sizeof(float), stream_));
 
     // 3. Kernels.
+    ps.next("attention.kernels");
     if (n <= kDecodeMaxRows) {
         void* scratch = decode_.ensure(attention_decode_scratch_bytes(a));
         attention_decode(a, scratch, dcol, drows, n_tail, stream_);
@@ -903,6 +931,7 @@ void CudaBackend::attention(const AttentionArgs& args) {
         return;
     }
     sync();
+    ps.next("attention.stats_to_host");
 
     // 4. Statistics back to the caller's host buffers (colsum accumulates, as on the CPU).
     const int64_t group = H / G;

@@ -85,6 +85,14 @@ void add_inplace(float* x, const float* y, int64_t n, cudaStream_t stream);
 // weights: x is rounded to the weight dtype into `xcast` (>= n*k*2 bytes) first.
 void matmul(cublasHandle_t handle, const float* x, int64_t n, int64_t k, const void* w, DType wdt,
             int64_t m, const void* bias, DType bdt, float* out, void* xcast, cudaStream_t stream);
+// ---- cuda_gemv.cu ---------------------------------------------------------------------------
+// The decode rows' matmul (n <= kGemvMaxRows) without cuBLAS: fp32 x times w in its stored dtype,
+// fp32 accumulation. gemv_fits() says whether the shapes and alignment allow it (k a multiple of
+// 8, 16-byte aligned x and w); otherwise matmul() above.
+constexpr int64_t kGemvMaxRows = 8;
+bool gemv_fits(const float* x, int64_t n, int64_t k, const void* w, DType wdt, int64_t m);
+void gemv(const float* x, int64_t n, int64_t k, const void* w, DType wdt, int64_t m,
+          const void* bias, DType bdt, float* out, cudaStream_t stream);
 // dst[i] = f32(src[i]) on the device (weights uploaded in fp32 mode, tests).
 void convert_to_f32(const void* src, DType dt, int64_t n, float* dst, cudaStream_t stream);
 

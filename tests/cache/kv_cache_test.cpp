@@ -45,6 +45,54 @@ TEST(KVCache, AppendStoresSlotsAndEmitsEvents) {
     EXPECT_EQ(c.check_consistency(), "");
 }
 
+// append_rows (the engine's prefill path) must be n append() calls: same slots, values, events,
+// accounting and errors; reserve() changes nothing visible.
+TEST(KVCache, AppendRowsEqualsAppendingOneByOne) {
+    const int64_t G = 3, d = 4, n = 5;
+    std::vector<float> k(static_cast<size_t>(n * G * d)), v(k.size());  // [n, G, d]
+    for (size_t i = 0; i < k.size(); ++i) {
+        k[i] = 0.5f * static_cast<float>(i);
+        v[i] = -0.25f * static_cast<float>(i);
+    }
+    const std::vector<int64_t> pos = {3, 4, 7, 8, 20};
+    KVCache one(1, G, d, 2), rows(1, G, d, 2);
+    rows.reserve(64);
+    Recorder r1, r2;
+    r1.attach(one);
+    r2.attach(rows);
+    for (int64_t g = 0; g < G; ++g) {
+        for (int64_t i = 0; i < n; ++i)
+            one.append(0, g, k.data() + (i * G + g) * d, v.data() + (i * G + g) * d,
+                       pos[static_cast<size_t>(i)]);
+        rows.append_rows(0, g, k.data() + g * d, v.data() + g * d, G * d, pos.data(), n);
+    }
+    for (int64_t g = 0; g < G; ++g) {
+        ASSERT_EQ(rows.n_slots(0, g), n);
+        for (int64_t j = 0; j < n * d; ++j) {
+            EXPECT_EQ(rows.k(0, g)[j], one.k(0, g)[j]);  // copies: exact
+            EXPECT_EQ(rows.v(0, g)[j], one.v(0, g)[j]);
+        }
+        for (int64_t j = 0; j < n; ++j) EXPECT_EQ(rows.positions(0, g)[j], one.positions(0, g)[j]);
+        EXPECT_EQ(rows.bytes_held(0, g), one.bytes_held(0, g));
+    }
+    ASSERT_EQ(r2.events.size(), r1.events.size());
+    for (size_t e = 0; e < r1.events.size(); ++e) {
+        EXPECT_EQ(r2.events[e].op, r1.events[e].op);
+        EXPECT_EQ(r2.events[e].head, r1.events[e].head);
+        EXPECT_EQ(r2.events[e].position, r1.events[e].position);
+        EXPECT_EQ(r2.events[e].slot, r1.events[e].slot);
+    }
+    // Positions must keep increasing, within the rows and after the head's last one.
+    const std::vector<int64_t> back = {30, 29};
+    EXPECT_THROW(rows.append_rows(0, 0, k.data(), v.data(), G * d, back.data(), 2),
+                 std::invalid_argument);
+    const std::vector<int64_t> old = {20};
+    EXPECT_THROW(rows.append_rows(0, 0, k.data(), v.data(), G * d, old.data(), 1),
+                 std::invalid_argument);
+    EXPECT_EQ(rows.n_slots(0, 0), n);  // a refused call appends nothing
+    EXPECT_EQ(rows.check_consistency(), "");
+}
+
 TEST(KVCache, FullPrecisionAccountingUsesElementBytes) {
     // 2 slots x (K + V) x head_dim 4 x 2 bytes (bf16) = 32 bytes.
     KVCache c = make_filled_cache(1, 1, 4, 2, 2);
