@@ -40,9 +40,8 @@ std::vector<AlternationPiece> parse_alternations(const std::string& text,
         g.group = true;
         for (size_t from = 0;;) {
             const size_t bar = body.find('|', from);
-            g.alternatives.push_back(body.substr(from, bar == std::string::npos
-                                                           ? std::string::npos
-                                                           : bar - from));
+            g.alternatives.push_back(
+                body.substr(from, bar == std::string::npos ? std::string::npos : bar - from));
             if (g.alternatives.back().empty())
                 throw InputError(where + ": empty alternative in the group at byte " +
                                  std::to_string(open));

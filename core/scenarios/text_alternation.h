@@ -24,8 +24,7 @@ struct AlternationPiece {
 
 // Throws InputError("<where>: ...") on an unclosed "((", a "))" without "((", a nested "((", or
 // an empty alternative.
-std::vector<AlternationPiece> parse_alternations(const std::string& text,
-                                                 const std::string& where);
+std::vector<AlternationPiece> parse_alternations(const std::string& text, const std::string& where);
 
 // One draw per group, left to right. `text` must parse (the loader checks every template text).
 std::string resolve_alternations(const std::string& text, SplitMix64& rng);

@@ -128,13 +128,15 @@ TEST(NeedleTemplates, BadFilesAreClearErrorsNamingFileAndField) {
     // Alternations: malformed groups, and placeholders that not every choice keeps right.
     bad = kTrain;
     bad.replace(bad.find("The number"), 3, "((The|A)");
-    EXPECT_NE(load_error(small_set(bad, kHeld)).find("templates[0].needle: '((' at byte 0 is "
-                                                     "never closed"),
+    EXPECT_NE(load_error(small_set(bad, kHeld))
+                  .find("templates[0].needle: '((' at byte 0 is "
+                        "never closed"),
               std::string::npos);
     bad = kHeld;
     bad.replace(bad.find("{key}:\"]"), 6, "((Q||Ask)) {key}:");
-    EXPECT_NE(load_error(small_set(kTrain, bad)).find("templates[1].questions[0]: empty "
-                                                      "alternative"),
+    EXPECT_NE(load_error(small_set(kTrain, bad))
+                  .find("templates[1].questions[0]: empty "
+                        "alternative"),
               std::string::npos);
     bad = kTrain;
     bad.replace(bad.find("Intro."), 6, "Intro)).");
