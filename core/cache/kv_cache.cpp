@@ -218,26 +218,8 @@ int64_t KVCache::append(int64_t layer, int64_t head, const float* k, const float
         fail("append: position " + std::to_string(pos) + " does not follow the last position " +
              std::to_string(hd.pos.back()) + " of layer " + std::to_string(layer) + " head " +
              std::to_string(head));
-    const int64_t d = head_dim_;
-    hd.k.insert(hd.k.end(), k, k + d);
-    hd.v.insert(hd.v.end(), v, v + d);
-    if (store_prerope_) hd.kpre.insert(hd.kpre.end(), k_prerope, k_prerope + d);
-    hd.pos.push_back(pos);
-    hd.k_bits.push_back(16);
-    hd.v_bits.push_back(16);
-    hd.k_block.push_back(-1);
-    hd.v_block.push_back(-1);
-    hd.merge_count.push_back(0);
-    hd.merge_weight.push_back(0.0f);
-    const int64_t slot = static_cast<int64_t>(hd.pos.size()) - 1;
-    hd.bits_held += slot_bits(hd, slot);
-    if (!observers_.empty()) {
-        CacheEvent e = make_event(layer, head, CacheOp::kAppend);
-        e.position = pos;
-        e.slot = slot;
-        emit(e);
-    }
-    return slot;
+    append_rows(layer, head, k, v, head_dim_, &pos, 1, k_prerope);  // one row: same body
+    return static_cast<int64_t>(hd.pos.size()) - 1;
 }
 
 void KVCache::append_rows(int64_t layer, int64_t head, const float* k, const float* v,
