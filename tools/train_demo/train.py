@@ -12,22 +12,24 @@ the training split; (2) token stream of the natural text and sentence pools for 
 written, and with each sentence's words shuffled); (3) a check that SDPA's attention gradients
 agree with eager attention (else a slower SDPA backend is used); (4) training, 64k tokens a step,
 on rows whose length follows --curriculum (512 tokens first, 4096 at the end: copying is learned at
-short range first). Row kinds (shares in ROW_KINDS): natural text; a random token sequence shown
-twice (dense copy targets); passkey; single- and multi-needle NIAH with every needle queried;
-key-value lookup with several queries; "needles" (issue 12): the train-split templates of
-resources/needles/templates.json (template families whose alternations "((A|B))" are drawn per
-prompt, so no fixed wording repeats; formats x entity kinds x question forms, several needles,
-distractors) in the training haystacks (the training split's sentences, as written or
-word-shuffled). Held-out families and haystack sources are never drawn for training. The tasks are
-built by tools/train_demo/scenarios.py exactly as KVScope's C++ builders build them, and rows are
-filled up with natural text. Loss on every token; answer digits weighted x5; needle digits and the
-first copy of a random sequence weight 0 (unpredictable). A quick retrieval probe (probe.py:
-passkey, niah, needles-train, needles-heldout, counted apart) is logged every --probe-every
-seconds; (5) save (bf16 safetensors, tokenizer.json, generation_config.json); (6) held-out
-perplexity and the accuracy grid with HF transformers on the saved bf16 weights upcast to fp32,
-logged to train_log.json: passkey, niah, and needles per split (needles-train: train templates in
-resources/haystacks; needles-heldout: held-out templates in the held-out haystack source), reported
-separately; `kvscope eval needles` builds the same prompts.
+short range first). Row kinds (default shares in row_mix.py; --mix / --early-mix override them):
+natural text; a random token sequence shown twice (dense copy targets); passkey; single- and
+multi-needle NIAH with every needle queried; key-value lookup with several queries; "needles"
+(issue 12): the train-split templates of resources/needles/templates.json (template families whose
+alternations "((A|B))" are drawn per prompt, so no fixed wording repeats; formats x entity kinds x
+question forms, several needles, distractors) in the training haystacks (the training split's
+sentences, as written or word-shuffled); "needles_dense" (off by default): short contexts made
+mostly of train-split needles and distractors, 2-5 asked (needle_rows.py). Held-out families and
+haystack sources are never drawn for training. The tasks are built by tools/train_demo/scenarios.py
+exactly as KVScope's C++ builders build them, and rows are filled up with natural text. Loss on
+every token; answer digits weighted x5; needle digits and the first copy of a random sequence
+weight 0 (unpredictable). A quick retrieval probe (probe.py: passkey, niah, needles-train,
+needles-heldout, counted apart) is logged every --probe-every seconds; (5) save (bf16 safetensors,
+tokenizer.json, generation_config.json); (6) held-out perplexity and the accuracy grid with HF
+transformers on the saved bf16 weights upcast to fp32, logged to train_log.json: passkey, niah, and
+needles per split (needles-train: train templates in resources/haystacks; needles-heldout: held-out
+templates in the held-out haystack source), reported separately; `kvscope eval needles` builds the
+same prompts.
 
 Training stops by wall clock (--train-seconds); the learning-rate schedule and the curriculum
 follow elapsed time, so the number of steps depends on the GPU (train_log.json records it).
@@ -46,7 +48,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import needle_rows as R  # noqa: E402
 import probe as P  # noqa: E402
+import row_mix as M  # noqa: E402
 import scenarios as S  # noqa: E402
 
 T0 = time.time()
@@ -132,26 +136,14 @@ def shuffled_sentences(sentences, seed):
     return out
 
 
-# Row kinds and their shares. "repeat" (a random token sequence shown twice) gives dense copy
-# targets, the signal that grows induction heads; the needle tasks alone give ~10 answer tokens
-# per step, too few (a first run without it memorised the text and never learned to retrieve).
-# v2 (issue 12): "needles" rows take the largest share: generalising retrieval needs many
-# phrasings, formats and entity kinds, not one template.
-ROW_KINDS = [("natural", 0.15), ("repeat", 0.15), ("passkey", 0.05), ("niah", 0.10),
-             ("niah_multi", 0.05), ("kv", 0.10), ("needles", 0.40)]
-# While rows are at most 512 tokens (the curriculum's start): little natural text, so copying is
-# learned before the model starts memorising the (small) corpus.
-EARLY_ROW_KINDS = [("natural", 0.05), ("repeat", 0.35), ("passkey", 0.05), ("niah", 0.10),
-                   ("niah_multi", 0.05), ("kv", 0.10), ("needles", 0.30)]
-
-
 class TaskRows(torch.utils.data.IterableDataset):
     """Endless micro-batches (ids [rows, seq+1], weights [rows, seq]) of batch_tokens tokens; the
     row length `seq` is read from a shared value the training loop moves along the curriculum."""
 
     def __init__(self, tok, stream, pools, city_keys, word_keys, shared_seq, batch_tokens, seed,
-                 templates):
+                 templates, mixes=(M.EARLY_ROW_KINDS, M.ROW_KINDS)):
         super().__init__()
+        self.early_mix, self.mix = mixes  # [(kind, share)]: rows <= M.EARLY_MAX_SEQ, longer rows
         self.templates = templates  # scenarios.load_templates(); only split "train" is drawn
         self.tok, self.stream, self.pools = tok, stream, pools  # pools: [(sentences, counter)]
         self.city_keys, self.word_keys = city_keys, word_keys
@@ -180,8 +172,8 @@ class TaskRows(torch.utils.data.IterableDataset):
             b = S.build_passkey(self.tok, self.prompt_length(rng, EVAL_RESERVE), self.depth(rng),
                                 rng.getrandbits(64))
             qas = []
-        elif kind == "needles":
-            return self.needles_text(rng)
+        elif kind in ("needles", "needles_dense"):
+            return self.needles_text(rng, kind == "needles_dense")
         elif kind in ("niah", "niah_multi"):
             nn = 1 if kind == "niah" else rng.randint(2, 6)
             keys = self.city_keys if rng.random() < 0.5 else self.word_keys
@@ -204,31 +196,24 @@ class TaskRows(torch.utils.data.IterableDataset):
             text += v + "."
         return text, spans
 
-    def needles_text(self, rng):
-        """Train-split templates: 1-4 needles (every one asked, the built one first) and 0-3
-        distractors (never asked), in a training haystack."""
-        nn = 1 if rng.random() < 0.5 else rng.randint(2, 4)
-        nd = 0 if rng.random() < 0.5 else rng.randint(1, 3)
+    def needles_text(self, rng, dense=False):
+        """Train-split templates in a training haystack. needles: 1-4 needles (every one asked,
+        the built one first) and 0-3 distractors (never asked); needles_dense
+        (needle_rows.dense_needles): 4-10 needles, 2-6 distractors, little haystack, 2-5 asked."""
+        if not dense:
+            nn = 1 if rng.random() < 0.5 else rng.randint(2, 4)
+            nd = 0 if rng.random() < 0.5 else rng.randint(1, 3)
         sentences, count = self.pools[0] if rng.random() < 0.7 else self.pools[1]
-        reserve = EVAL_RESERVE + 40 * (nn - 1)
-        b = S.build_needles(self.tok, self.prompt_length(rng, reserve + 24 * (nn + nd)),
-                            self.depth(rng), rng.getrandbits(64), sentences, self.templates,
-                            "train", nn, nd, count)
-        text = b["text"]
-        spans = [(a, z, 0.0) for a, z in b["needle_spans"]]  # needle values: unpredictable
-        text += " "
-        spans.append((len(text), len(text) + len(b["answer"]), ANSWER_WEIGHT))
-        text += b["answer"] + "."
-        others = [j for j in range(nn) if j != b["query"]]
-        rng.shuffle(others)
-        for j in others:
-            t = next(t for t in self.templates["templates"] if t["id"] == b["templates"][j])
-            q = S.resolve_alternations(rng.choice(t["questions"]), rng.randrange)
-            q = S.fill_template(q, b["keys"][j], "")
-            text += "\n\n" + q + " "
-            spans.append((len(text), len(text) + len(b["values"][j]), ANSWER_WEIGHT))
-            text += b["values"][j] + "."
-        return text, spans
+        if dense:
+            b, nn, asked = R.dense_needles(self.tok, rng, self.templates, sentences, count,
+                                           self.seq - EVAL_RESERVE, self.depth(rng))
+        else:
+            reserve = EVAL_RESERVE + 40 * (nn - 1)
+            b = S.build_needles(self.tok, self.prompt_length(rng, reserve + 24 * (nn + nd)),
+                                self.depth(rng), rng.getrandbits(64), sentences, self.templates,
+                                "train", nn, nd, count)
+            asked = nn
+        return R.answered_text(b, self.templates, rng, nn, asked, ANSWER_WEIGHT)
 
     def kv_text(self, rng):
         """Dense key-value lookup: many "The code for KEY is N." records, then several queries."""
@@ -301,7 +286,7 @@ class TaskRows(torch.utils.data.IterableDataset):
         rng = random.Random(self.seed * 1000 + wid)
         while True:
             self.seq = self.shared_seq.value
-            mix = EARLY_ROW_KINDS if self.seq <= 512 else ROW_KINDS
+            mix = self.early_mix if self.seq <= M.EARLY_MAX_SEQ else self.mix
             kinds, shares = [k for k, _ in mix], [p for _, p in mix]
             rows = [self.row(rng, kinds, shares) for _ in range(self.batch_tokens // self.seq)]
             yield (torch.from_numpy(np.stack([r[0] for r in rows])),
@@ -595,6 +580,7 @@ def main():
     ap.add_argument("--probe-trials", type=int, default=2,
                     help="probe prompts per depth (0, 0.5, 1) for each of passkey, niah, "
                          "needles-train and needles-heldout")
+    M.add_mix_args(ap)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=150)
     ap.add_argument("--compile", action="store_true")
@@ -663,7 +649,8 @@ def main():
         sys.exit(f"--curriculum goes beyond --seq {args.seq}")
     shared_seq = multiprocessing.Value("i", curriculum[0][0])
     ds = TaskRows(tok, stream, pools, hay_keys, word_keys, shared_seq, args.batch_tokens,
-                  args.seed, templates)
+                  args.seed, templates, M.mixes(args))
+    log("row mix: early", M.mixes(args)[0], "later", M.mixes(args)[1])
     loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=args.workers,
                                          pin_memory=True, prefetch_factor=2,
                                          persistent_workers=True)
