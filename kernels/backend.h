@@ -89,6 +89,13 @@ struct AttentionArgs {
     float scale = 1.0f;               // usually 1/sqrt(head_dim)
     Tensor* out = nullptr;            // [n, H, head_dim] f32
     AttentionStats* stats = nullptr;  // optional
+    // Optional: this call's new keys and values, [n_new, H_kv, head_dim] f32 in this backend's
+    // memory (post-RoPE, as appended). Set only when the last n_new slots of every head in kv
+    // were appended from exactly these rows (the engine: the prompt, and decode without a
+    // policy). A device backend then copies them within the device instead of uploading them
+    // again from the host cache; the CPU backend ignores them.
+    const Tensor* new_k = nullptr;
+    const Tensor* new_v = nullptr;
 };
 
 // RoPE: rotates each head's vector by angle pos * inv_freq[i]. inv_freq has head_dim/2 entries

@@ -68,7 +68,8 @@ void KVCache::clear() {
     // Emptied, not freed: the next prompt reuses the memory (an 8B model's cache at 8k tokens is
     // 2 GB of host memory, and first touches of fresh pages cost the GPU prefill ~0.4 s).
     for (Head& h : heads_) {
-        for (std::vector<float>* a : {&h.k, &h.v, &h.kpre, &h.merge_weight}) a->clear();
+        for (RowVector* a : {&h.k, &h.v, &h.kpre}) a->clear();
+        h.merge_weight.clear();
         h.pos.clear();
         h.k_bits.clear();
         h.v_bits.clear();
@@ -225,30 +226,72 @@ int64_t KVCache::append(int64_t layer, int64_t head, const float* k, const float
 void KVCache::append_rows(int64_t layer, int64_t head, const float* k, const float* v,
                           int64_t stride, const int64_t* pos, int64_t n, const float* k_prerope) {
     if (n <= 0) return;
+    const RowsIn in{k, v, k_prerope, stride, pos, n};
+    check_rows(layer, head, in);
     Head& hd = head_at(layer, head);
-    if (!k || !v || !pos) fail("append_rows: null keys, values or positions");
-    if (store_prerope_ && !k_prerope)
+    for (int part = 0; part < kRowParts; ++part) copy_rows(hd, in, part);
+    finish_rows(layer, head, in);
+}
+
+void KVCache::append_layer(int64_t layer, const float* k, const float* v, const int64_t* pos,
+                           int64_t n, const float* k_prerope, const ParallelFor& parallel) {
+    if (n <= 0) return;
+    const int64_t G = n_kv_heads_, d = head_dim_;
+    auto in = [&](int64_t g) {
+        return RowsIn{k ? k + g * d : nullptr,
+                      v ? v + g * d : nullptr,
+                      k_prerope ? k_prerope + g * d : nullptr,
+                      G * d,
+                      pos,
+                      n};
+    };
+    for (int64_t g = 0; g < G; ++g) check_rows(layer, g, in(g));  // all checks before any change
+    // The row copies (and first touches of fresh pages) are independent per head and part;
+    // positions, bits, accounting and events follow in head order, as append_rows() per head.
+    const int64_t tasks = G * kRowParts;
+    auto task = [&](int64_t t) {
+        copy_rows(head_at(layer, t / kRowParts), in(t / kRowParts),
+                  static_cast<int>(t % kRowParts));
+    };
+    if (parallel)
+        parallel(tasks, task);
+    else
+        for (int64_t t = 0; t < tasks; ++t) task(t);
+    for (int64_t g = 0; g < G; ++g) finish_rows(layer, g, in(g));
+}
+
+void KVCache::check_rows(int64_t layer, int64_t head, const RowsIn& in) const {
+    const Head& hd = head_at(layer, head);
+    if (!in.k || !in.v || !in.pos) fail("append_rows: null keys, values or positions");
+    if (store_prerope_ && !in.kpre)
         fail("append_rows: the cache stores pre-RoPE keys but none given");
-    const int64_t d = head_dim_;
-    if (stride < d) fail("append_rows: stride " + std::to_string(stride) + " below head_dim");
-    for (int64_t i = 0; i < n; ++i) {
-        const int64_t last = i > 0 ? pos[i - 1] : (hd.pos.empty() ? INT64_MIN : hd.pos.back());
-        if ((i > 0 || !hd.pos.empty()) && pos[i] <= last)
-            fail("append: position " + std::to_string(pos[i]) + " does not follow the last " +
+    if (in.stride < head_dim_)
+        fail("append_rows: stride " + std::to_string(in.stride) + " below head_dim");
+    for (int64_t i = 0; i < in.n; ++i) {
+        const int64_t last = i > 0 ? in.pos[i - 1] : (hd.pos.empty() ? INT64_MIN : hd.pos.back());
+        if ((i > 0 || !hd.pos.empty()) && in.pos[i] <= last)
+            fail("append: position " + std::to_string(in.pos[i]) + " does not follow the last " +
                  "position " + std::to_string(last) + " of layer " + std::to_string(layer) +
                  " head " + std::to_string(head));
     }
-    const size_t old = hd.pos.size(), total = old + static_cast<size_t>(n);
-    const size_t ud = static_cast<size_t>(d);
-    auto grow_rows = [&](std::vector<float>& a, const float* src) {
-        if (a.capacity() < total * ud) a.reserve(std::max(total * ud, 2 * a.size()));
-        for (int64_t i = 0; i < n; ++i)  // no zero fill first: each byte is written once
-            a.insert(a.end(), src + i * stride, src + i * stride + d);
-    };
-    grow_rows(hd.k, k);
-    grow_rows(hd.v, v);
-    if (store_prerope_) grow_rows(hd.kpre, k_prerope);
-    hd.pos.insert(hd.pos.end(), pos, pos + n);
+}
+
+// Part 0: K, 1: V, 2: pre-RoPE K (when stored). The rows go after the head's current slots.
+void KVCache::copy_rows(Head& hd, const RowsIn& in, int part) const {
+    if (part == 2 && !store_prerope_) return;
+    RowVector& a = part == 0 ? hd.k : part == 1 ? hd.v : hd.kpre;
+    const float* src = part == 0 ? in.k : part == 1 ? in.v : in.kpre;
+    const size_t ud = static_cast<size_t>(head_dim_);
+    const size_t total = (hd.pos.size() + static_cast<size_t>(in.n)) * ud;
+    if (a.capacity() < total) a.reserve(std::max(total, 2 * a.size()));
+    for (int64_t i = 0; i < in.n; ++i)  // no zero fill first: each byte is written once
+        a.insert(a.end(), src + i * in.stride, src + i * in.stride + head_dim_);
+}
+
+void KVCache::finish_rows(int64_t layer, int64_t head, const RowsIn& in) {
+    Head& hd = head_at(layer, head);
+    const size_t old = hd.pos.size(), total = old + static_cast<size_t>(in.n);
+    hd.pos.insert(hd.pos.end(), in.pos, in.pos + in.n);
     hd.k_bits.resize(total, 16);
     hd.v_bits.resize(total, 16);
     hd.k_block.resize(total, -1);
@@ -329,7 +372,7 @@ void KVCache::merge(int64_t layer, int64_t head, const MergeSpec& spec) {
         remove[sz(s)] = 1;
     }
     const size_t dst = sz(spec.dst);
-    auto combine = [&](std::vector<float>& a) {
+    auto combine = [&](RowVector& a) {
         std::vector<float> acc(sz(d));
         for (int64_t c = 0; c < d; ++c) acc[sz(c)] = spec.dst_weight * a[dst * sz(d) + sz(c)];
         for (size_t i = 0; i < spec.src.size(); ++i)
@@ -392,7 +435,7 @@ int64_t KVCache::merge_incoming(int64_t layer, int64_t head, const IncomingMerge
     if (m.prerope && (!store_prerope_ || !rotate_))
         fail("merge_incoming: pre-RoPE merge needs store_prerope() and a rotate function");
     const size_t off = sz(m.dst * d);
-    auto blend = [&](std::vector<float>& a, const float* x, const float* result) {
+    auto blend = [&](RowVector& a, const float* x, const float* result) {
         for (int64_t c = 0; c < d; ++c)
             a[off + sz(c)] =
                 result ? result[c] : m.dst_weight * a[off + sz(c)] + m.new_weight * x[c];
@@ -437,7 +480,7 @@ void KVCache::quantize_part(Head& hd, KVJournal& jr, std::span<const int64_t> sl
     jr.record_rewrite(static_cast<int64_t>(hd.pos.size()),
                       std::vector<int64_t>(slots.begin(), slots.end()));
     const int64_t G = spec.group_size;
-    std::vector<float>& a = keys ? hd.k : hd.v;
+    RowVector& a = keys ? hd.k : hd.v;
     std::vector<int>& bits = keys ? hd.k_bits : hd.v_bits;
     std::vector<int32_t>& blk = keys ? hd.k_block : hd.v_block;
     for (int64_t s : slots) hd.bits_held -= slot_bits(hd, s);

@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "core/policies/plan.h"
 #include "core/policies/policy.h"
+#include "kernels/cpu/thread_pool.h"
 #include "kernels/op_profile.h"
 
 namespace kvscope {

@@ -20,6 +20,9 @@
 namespace kvscope {
 
 class KVCache;
+namespace cpu {
+class ThreadPool;
+}
 struct Plan;
 class Policy;
 struct PolicyNeeds;
@@ -132,6 +135,8 @@ class Engine {
     bool policy_on_append(int64_t l, int64_t g, const float* k, const float* v, const float* k_pre,
                           const float* q_pre, int64_t pos);
     void policy_after_decode_layer(int64_t l);
+    // KVCache::ParallelFor for a copy of `bytes` (engine_attention.cpp).
+    std::function<void(int64_t, const std::function<void(int64_t)>&)> host_parallel(int64_t bytes);
 
     const Model& model_;
     Backend& backend_;
@@ -149,7 +154,8 @@ class Engine {
     std::vector<LayerPrefillStats> prefill_stats_;
     std::vector<float> all_logits_;
     std::vector<std::vector<std::vector<float>>> step_rows_;
-    std::vector<float> norms_scratch_;  // key norms for decode-time views
+    std::vector<float> norms_scratch_;            // key norms for decode-time views
+    std::unique_ptr<cpu::ThreadPool> host_pool_;  // large host-side row copies (host_parallel)
 };
 
 }  // namespace kvscope

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <optional>
+#include <thread>
 #include <vector>
 
 #include "core/cache/kv_cache.h"
@@ -13,9 +14,29 @@
 #include "core/engine/engine_cache_bridge.h"
 #include "core/engine/engine_internal.h"
 #include "core/policies/policy.h"
+#include "kernels/cpu/thread_pool.h"
 #include "kernels/op_profile.h"
 
 namespace kvscope {
+
+// Large row copies (a prompt's keys and values into fresh host pages: 64 MB per layer for an 8B
+// model at 8k tokens) go through a host thread pool; small ones (decode, the demo model) run
+// inline, where waking threads would cost more than the copy.
+std::function<void(int64_t, const std::function<void(int64_t)>&)> Engine::host_parallel(
+    int64_t bytes) {
+    constexpr int64_t kMinParallelBytes = int64_t{8} << 20;
+    if (bytes < kMinParallelBytes) return {};
+    if (!host_pool_) {
+        const int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+        host_pool_ =
+            std::make_unique<cpu::ThreadPool>(std::min(opts_.threads > 0 ? opts_.threads : hw, 16));
+    }
+    return [pool = host_pool_.get()](int64_t tasks, const std::function<void(int64_t)>& task) {
+        pool->parallel_for(tasks, [&](int64_t b, int64_t e) {
+            for (int64_t t = b; t < e; ++t) task(t);
+        });
+    };
+}
 
 void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
     const ModelSpec& sp = spec();
@@ -34,10 +55,10 @@ void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
 
     // 1. New keys/values into the cache (the policy may merge a decode token instead: DMC).
     std::optional<prof::Scope> host(std::in_place, "host.cache_append");
-    for (int64_t g = 0; g < G && (is_prefill || !policy_); ++g)  // the prompt: one copy per head
-        cache_->append_rows(
-            l, g, k + g * d, v + g * d, G * d, s.positions.data(), n,
-            cache_->store_prerope() && have_prerope ? s.k_prerope.data() + g * d : nullptr);
+    if (is_prefill || !policy_)  // the prompt: one growth per head, heads copied in parallel
+        cache_->append_layer(l, k, v, s.positions.data(), n,
+                             cache_->store_prerope() && have_prerope ? s.k_prerope.data() : nullptr,
+                             host_parallel(n * G * d * static_cast<int64_t>(sizeof(float))));
     for (int64_t g = 0; g < G && !is_prefill && policy_; ++g) {
         for (int64_t i = 0; i < n; ++i) {
             const float* ki = k + (i * G + g) * d;
@@ -102,6 +123,13 @@ void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
     args.scale = 1.0f / std::sqrt(static_cast<float>(d));
     args.out = &out;
     args.stats = pstats;
+    // Every head's last n slots are these rows when they went in through append_rows above.
+    const Tensor new_k = make_tensor_view(s.k.data, DType::kF32, {n, G, d}, s.k.device);
+    const Tensor new_v = make_tensor_view(s.v.data, DType::kF32, {n, G, d}, s.v.device);
+    if (is_prefill || !policy_) {
+        args.new_k = &new_k;
+        args.new_v = &new_v;
+    }
     host.reset();  // the backend's own op buckets take over
     backend_.attention(args);
     if (full_rows) {

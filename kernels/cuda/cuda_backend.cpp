@@ -692,11 +692,16 @@ const LayerMirror& CudaBackend::update_mirror(const AttentionArgs& args, int64_t
                 count(static_cast<int64_t>(mirror_scratch_.cap) - static_cast<int64_t>(before));
             }
         }
-        // Packed rows from the host: every row the plan copies from the cache, in slot order.
-        const int64_t nd = p.dirty;
+        // Rows this call produced on the device (args.new_k / new_v: the last rows of every
+        // head) are copied within the device; only their positions come from the host.
+        const int64_t n_new = args.new_k ? args.new_k->dim(0) : 0;
+        const int64_t n_dev = general ? 0 : std::min(n - (p.full ? 0 : from_len), n_new);
+        // Packed rows from the host: every other row the plan copies from the cache, in slot
+        // order (K and V), and the positions of all of them.
+        const int64_t nd = p.dirty - n_dev;
         const size_t o_pk = ring_.reserve(static_cast<size_t>(nd * d) * sizeof(float));
         const size_t o_pv = ring_.reserve(static_cast<size_t>(nd * d) * sizeof(float));
-        const size_t o_pp = ring_.reserve(static_cast<size_t>(nd) * sizeof(int64_t));
+        const size_t o_pp = ring_.reserve(static_cast<size_t>(p.dirty) * sizeof(int64_t));
         auto* pk = reinterpret_cast<float*>(ring_.host(o_pk));
         auto* pv = reinterpret_cast<float*>(ring_.host(o_pv));
         auto* pp = reinterpret_cast<int64_t*>(ring_.host(o_pp));
@@ -718,9 +723,11 @@ const LayerMirror& CudaBackend::update_mirror(const AttentionArgs& args, int64_t
             to.push_back(jb);
             mx = std::max(mx, jb.n);
         };
-        if (!general) {  // full, or appends only: rows [first, n) from the host
+        if (!general) {  // full, or appends only: rows [first, n) from the host / the device
             const int64_t first = p.full ? 0 : from_len;
-            for (int64_t j = first; j < n; ++j) pack(j);
+            const int64_t host_end = n - n_dev;  // [first, host_end) host, [host_end, n) device
+            for (int64_t j = first; j < host_end; ++j) pack(j);
+            for (int64_t j = host_end; j < n; ++j) pp[j - first] = kv.pos[j];
             KVRowJob jb;
             jb.dk = hk + first * d;
             jb.dv = hv + first * d;
@@ -728,8 +735,21 @@ const LayerMirror& CudaBackend::update_mirror(const AttentionArgs& args, int64_t
             jb.sk = dpk;
             jb.sv = dpv;
             jb.spos = dpp;
-            jb.n = n - first;
+            jb.n = host_end - first;
             add(rb.a, rb.max_a, jb);
+            if (n_dev > 0) {  // new row i of head g is new_k[i, g, :]: stride G*d
+                const int64_t i0 = n_new - n_dev;
+                KVRowJob dj;
+                dj.dk = hk + host_end * d;
+                dj.dv = hv + host_end * d;
+                dj.dpos = hp + host_end;
+                dj.sk = args.new_k->as<float>() + (i0 * G + g) * d;
+                dj.sv = args.new_v->as<float>() + (i0 * G + g) * d;
+                dj.spos = dpp + (host_end - first);
+                dj.s_stride = G * d;
+                dj.n = n_dev;
+                add(rb.a, rb.max_a, dj);
+            }
             if (regrow && !p.full && from_len > 0) {  // the rows it had: old slab -> new
                 KVRowJob kept;
                 kept.dk = hk;

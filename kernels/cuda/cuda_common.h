@@ -161,6 +161,7 @@ struct KVRowJob {
     const int64_t* ppos = nullptr;
     const int64_t* dst_index = nullptr;
     const int64_t* map = nullptr;
+    int64_t s_stride = 0;  // floats between sk / sv rows; 0 = d (new rows of [n, G, d]: G*d)
     int64_t n = 0;
 };
 // jobs: device array [n_jobs]; max_rows: the largest n among them (grid size).

@@ -29,8 +29,9 @@ __global__ void __launch_bounds__(kThreads) kv_rows_kernel(const KVRowJob* jobs,
         const float* v;
         int64_t p;
         if (m >= 0) {
-            k = jb.sk + m * d;
-            v = jb.sv + m * d;
+            const int64_t ss = jb.s_stride > 0 ? jb.s_stride : d;
+            k = jb.sk + m * ss;
+            v = jb.sv + m * ss;
             p = jb.spos[m];
         } else {
             const int64_t s = -m - 1;

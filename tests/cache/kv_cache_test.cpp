@@ -2,8 +2,11 @@
 // points), and the quantiser's error bound.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cmath>
+#include <functional>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "core/cache/kv_cache.h"
@@ -21,6 +24,17 @@ struct Recorder {
         return c.add_observer([this](const CacheEvent& e) { events.push_back(e); });
     }
 };
+
+// Same events in the same order: operation, head, position, slot.
+void expect_same_events(const Recorder& got, const Recorder& want) {
+    ASSERT_EQ(got.events.size(), want.events.size());
+    for (size_t e = 0; e < want.events.size(); ++e) {
+        EXPECT_EQ(got.events[e].op, want.events[e].op);
+        EXPECT_EQ(got.events[e].head, want.events[e].head);
+        EXPECT_EQ(got.events[e].position, want.events[e].position);
+        EXPECT_EQ(got.events[e].slot, want.events[e].slot);
+    }
+}
 
 TEST(KVCache, AppendStoresSlotsAndEmitsEvents) {
     KVCache c(2, 2, 4, 2);
@@ -75,13 +89,7 @@ TEST(KVCache, AppendRowsEqualsAppendingOneByOne) {
         for (int64_t j = 0; j < n; ++j) EXPECT_EQ(rows.positions(0, g)[j], one.positions(0, g)[j]);
         EXPECT_EQ(rows.bytes_held(0, g), one.bytes_held(0, g));
     }
-    ASSERT_EQ(r2.events.size(), r1.events.size());
-    for (size_t e = 0; e < r1.events.size(); ++e) {
-        EXPECT_EQ(r2.events[e].op, r1.events[e].op);
-        EXPECT_EQ(r2.events[e].head, r1.events[e].head);
-        EXPECT_EQ(r2.events[e].position, r1.events[e].position);
-        EXPECT_EQ(r2.events[e].slot, r1.events[e].slot);
-    }
+    expect_same_events(r2, r1);
     // Positions must keep increasing, within the rows and after the head's last one.
     const std::vector<int64_t> back = {30, 29};
     EXPECT_THROW(rows.append_rows(0, 0, k.data(), v.data(), G * d, back.data(), 2),
@@ -91,6 +99,67 @@ TEST(KVCache, AppendRowsEqualsAppendingOneByOne) {
                  std::invalid_argument);
     EXPECT_EQ(rows.n_slots(0, 0), n);  // a refused call appends nothing
     EXPECT_EQ(rows.check_consistency(), "");
+}
+
+// append_layer(): every head of a layer at once, row copies through a parallel runner (here two
+// threads taking tasks from opposite ends), equals append_rows() head by head: rows, pre-RoPE
+// rows, positions, accounting and events in head order. A refused call changes no head.
+TEST(KVCache, AppendLayerEqualsAppendRowsPerHead) {
+    const int64_t L = 2, G = 4, d = 8, n = 33;
+    std::vector<float> k(static_cast<size_t>(n * G * d)), v(k.size()), kp(k.size());
+    for (size_t i = 0; i < k.size(); ++i) {
+        k[i] = 0.5f * static_cast<float>(i);
+        v[i] = -0.25f * static_cast<float>(i);
+        kp[i] = 3.0f + static_cast<float>(i);
+    }
+    std::vector<int64_t> pos(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) pos[static_cast<size_t>(i)] = 2 * i + 1;
+    KVCache heads(L, G, d, 2), layer(L, G, d, 2);
+    heads.set_store_prerope(true);
+    layer.set_store_prerope(true);
+    Recorder r1, r2;
+    r1.attach(heads);
+    r2.attach(layer);
+    std::atomic<int> ran{0};
+    const KVCache::ParallelFor two_threads = [&](int64_t tasks,
+                                                 const std::function<void(int64_t)>& task) {
+        std::thread back([&] {
+            for (int64_t t = tasks - 1; t >= tasks / 2; --t, ++ran) task(t);
+        });
+        for (int64_t t = 0; t < tasks / 2; ++t, ++ran) task(t);
+        back.join();
+    };
+    for (int64_t g = 0; g < G; ++g)
+        heads.append_rows(1, g, k.data() + g * d, v.data() + g * d, G * d, pos.data(), n,
+                          kp.data() + g * d);
+    layer.append_layer(1, k.data(), v.data(), pos.data(), n, kp.data(), two_threads);
+    EXPECT_EQ(ran.load(), G * 3);  // K, V and pre-RoPE K of every head
+    for (int64_t g = 0; g < G; ++g) {
+        ASSERT_EQ(layer.n_slots(1, g), n);
+        EXPECT_EQ(layer.n_slots(0, g), 0);
+        for (int64_t j = 0; j < n * d; ++j) {
+            ASSERT_EQ(layer.k(1, g)[j], heads.k(1, g)[j]);  // copies: exact
+            ASSERT_EQ(layer.v(1, g)[j], heads.v(1, g)[j]);
+            ASSERT_EQ(layer.k_prerope(1, g)[j], heads.k_prerope(1, g)[j]);
+        }
+        for (int64_t j = 0; j < n; ++j)
+            EXPECT_EQ(layer.positions(1, g)[j], heads.positions(1, g)[j]);
+        EXPECT_EQ(layer.bytes_held(1, g), heads.bytes_held(1, g));
+    }
+    expect_same_events(r2, r1);
+    // Serial runner (none given): the same rows again after the first ones.
+    std::vector<int64_t> later(pos);
+    for (auto& p : later) p += 1000;
+    layer.append_layer(1, k.data(), v.data(), later.data(), n, kp.data());
+    EXPECT_EQ(layer.n_slots(1, G - 1), 2 * n);
+    EXPECT_EQ(layer.k(1, G - 1)[n * d + 5], layer.k(1, G - 1)[5]);
+    // Positions that do not follow: refused before any head changes.
+    EXPECT_THROW(layer.append_layer(1, k.data(), v.data(), pos.data(), n, kp.data()),
+                 std::invalid_argument);
+    EXPECT_THROW(layer.append_layer(1, k.data(), v.data(), later.data(), n, nullptr),
+                 std::invalid_argument);  // stores pre-RoPE keys, none given
+    for (int64_t g = 0; g < G; ++g) EXPECT_EQ(layer.n_slots(1, g), 2 * n);
+    EXPECT_EQ(layer.check_consistency(), "");
 }
 
 TEST(KVCache, FullPrecisionAccountingUsesElementBytes) {

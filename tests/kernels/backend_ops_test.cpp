@@ -1,5 +1,3 @@
-// Over 800 lines on purpose: it is the one shared op-case list (every op, every backend) and its
-// runner; the KV-mirror sequence harness at the end is due to move to its own file (issue 9).
 // One list of op cases, run on every backend (the way llama.cpp's test-backend-ops works):
 //   CpuVsNaive/<op>:  the CPU backend (the oracle) against float64 loops written here;
 //   CudaVsCpu/<op>:   the CUDA backend against the CPU backend on the same inputs, with the
@@ -27,19 +25,13 @@
 #include <string>
 #include <vector>
 
-#include "core/cache/kv_cache.h"
 #include "kernels/backend.h"
-#include "tests/cache/cache_harness.h"
+#include "tests/kernels/backend_ops_harness.h"
 
 namespace kvscope {
 namespace {
 
-using Outputs = std::vector<std::pair<std::string, std::vector<float>>>;
-
-struct Tol {
-    double nmse;
-    double max_rel;
-};
+using namespace ops_test;  // NOLINT(google-build-using-namespace): the shared test harness
 
 struct OpCase {
     std::string op;
@@ -50,49 +42,8 @@ struct OpCase {
     std::function<Outputs()> naive;
 };
 
-// Prefill attention runs on the bf16 tensor-core kernels (the default) unless
-// KVSCOPE_CUDA_ATTENTION=fp32 or KVSCOPE_CUDA_MATH=fp32 selects the fp32 kernels.
-bool cuda_attention_fp32() {
-    const char* math = std::getenv("KVSCOPE_CUDA_MATH");
-    const char* att = std::getenv("KVSCOPE_CUDA_ATTENTION");
-    return (math && std::string(math) == "fp32") || (att && std::string(att) == "fp32");
-}
-
-// Device backend vs the CPU oracle.
-Tol tolerance_for(const std::string& op, DType wdt, bool bf16_attention = false) {
-    if (op == "matmul") {
-        // f16/bf16 weights: the device rounds x to the weight dtype before the GEMM (cuBLAS has
-        // no fp32 x bf16 kernel): ~2^-9 (bf16) / 2^-11 (f16) relative error per product, random
-        // in sign, so the NMSE is ~1e-6 / ~1e-7; fp32: accumulation order only.
-        // (Decode rows, n <= 8, take cuda_gemv.cu: fp32 x, so accumulation order only; the
-        // bounds stay those of the cuBLAS path, which the prefill rows take.)
-        if (wdt == DType::kBf16) return {1e-4, 2e-2};
-        if (wdt == DType::kF16) return {1e-5, 5e-3};
-        return {1e-10, 1e-5};
-    }
-    // Prefill attention with head_dim 64/128 in native math runs on bf16 tensor cores
-    // (cuda_attention_mma.cu): q, k, v and the probabilities are rounded to bf16 (8-bit mantissa,
-    // 2^-9 relative per rounding), accumulation is fp32. Logits then err by ~1e-3 absolute, so
-    // outputs, probabilities and column sums (checked against the largest column sum, i.e. their
-    // scale) by a few 1e-3 relative. A bf16 emulation on these very cases gave NMSE <= 1.1e-5
-    // and max_rel <= 6.5e-3 (worst: window rows of "mma hd128 gqa4 n1000 ragged"); the bounds
-    // keep ~4x headroom. An indexing or masking bug gives O(1) errors and still fails.
-    if (op == "attention" && bf16_attention) return {5e-5, 2e-2};
-    // fp32 everywhere else: reduction order, expf/logf/sincosf vs libm (a few ulp).
-    if (op == "attention") return {1e-9, 1e-4};
-    if (op == "rope") return {1e-11, 1e-5};  // angles up to 1.3e5 rad: the fp32 angle is shared
-    return {1e-11, 1e-5};                    // embedding, rmsnorm, silu_mul, add
-}
 // The CPU backend vs float64 loops: fp32 rounding only.
 constexpr Tol kCpuVsNaive{1e-10, 1e-4};
-
-std::vector<float> randn(uint32_t seed, size_t n, float scale = 1.0f) {
-    std::mt19937 rng(seed);
-    std::normal_distribution<float> d(0.0f, scale);
-    std::vector<float> v(n);
-    for (auto& x : v) x = d(rng);
-    return v;
-}
 
 // Weights as stored: `vals` are rounded to `dt` (in place) and the stored bytes returned.
 std::vector<uint16_t> store_as(DType dt, std::vector<float>& vals) {
@@ -105,33 +56,6 @@ std::vector<uint16_t> store_as(DType dt, std::vector<float>& vals) {
     }
     return out;
 }
-
-// Tensors made on a backend, released at scope exit.
-struct Scope {
-    Backend& be;
-    std::vector<Tensor> owned, weights;
-    explicit Scope(Backend& b) : be(b) {}
-    ~Scope() {
-        for (auto& t : owned) be.release(t);
-        for (auto& t : weights) be.release_weight(t);
-    }
-    Tensor weight(const void* host, DType dt, std::initializer_list<int64_t> shape) {
-        Tensor t = be.upload_weight(host, dt, shape);
-        weights.push_back(t);
-        return t;
-    }
-    Tensor act(const std::vector<float>& host, std::initializer_list<int64_t> shape) {
-        Tensor t = be.alloc(DType::kF32, shape);
-        owned.push_back(t);
-        if (!host.empty()) be.from_host(t, host.data());
-        return t;
-    }
-    std::vector<float> get(const Tensor& t) {
-        std::vector<float> v(static_cast<size_t>(t.numel()));
-        be.to_host(t, v.data());
-        return v;
-    }
-};
 
 const char* dt_name(DType t) {
     return dtype_name(t);
@@ -576,38 +500,6 @@ const std::vector<OpCase>& all_cases() {
 const std::vector<std::string> kOps = {"embedding", "rmsnorm", "rope",     "silu_mul",
                                        "add",       "matmul",  "attention"};
 
-// Compares `got` with the reference `ref`, output by output.
-void expect_close(const Outputs& got, const Outputs& ref, Tol tol) {
-    ASSERT_EQ(got.size(), ref.size());
-    for (size_t o = 0; o < ref.size(); ++o) {
-        const auto& [name, b] = ref[o];
-        const auto& a = got[o].second;
-        SCOPED_TRACE("output " + name);
-        ASSERT_EQ(a.size(), b.size());
-        double num = 0, den = 0, max_err = 0, max_ref = 0;
-        size_t worst = 0;
-        for (size_t i = 0; i < b.size(); ++i) {
-            if (!std::isfinite(b[i])) {
-                ASSERT_EQ(a[i], b[i]) << "at " << i << " (non-finite reference must match)";
-                continue;
-            }
-            ASSERT_TRUE(std::isfinite(a[i])) << "at " << i << ": " << a[i] << " vs " << b[i];
-            const double e = static_cast<double>(a[i]) - b[i];
-            num += e * e;
-            den += static_cast<double>(b[i]) * b[i];
-            if (std::fabs(e) > max_err) {
-                max_err = std::fabs(e);
-                worst = i;
-            }
-            max_ref = std::max(max_ref, std::fabs(static_cast<double>(b[i])));
-        }
-        const double nmse = den > 0 ? num / den : num;
-        EXPECT_LE(nmse, tol.nmse) << "NMSE over " << b.size() << " values";
-        EXPECT_LE(max_err, tol.max_rel * std::max(max_ref, 1e-6))
-            << "largest error at " << worst << ": " << a[worst] << " vs " << b[worst];
-    }
-}
-
 bool perf_mode() {
     const char* e = std::getenv("KVSCOPE_OPS_PERF");
     return e && std::string(e) == "1";
@@ -727,126 +619,6 @@ TEST(MakeBackend, CpuBackendCountsItsMemory) {
     EXPECT_EQ(be->memory().in_use, 0);
     EXPECT_EQ(be->memory().peak, 400);
     EXPECT_GT(be->measure_copy_gbs(1 << 16, 3), 0.0);
-}
-
-// ---- KV mirrors ---------------------------------------------------------------------------------
-// The CUDA backend keeps device copies of a KVCache's heads and updates them from the cache's edit
-// journal (kernels/cuda/cuda_kv_mirror.cu). A cache goes through random edits (append, keep,
-// merge, merge_incoming, quantize, demote, clear, copy, a burst that outgrows the slab); after
-// each, attention over its views (decode and prefill shapes, with statistics) on the device equals
-// the CPU backend on the same views. Layer 1 is attended only every 40 steps, so its mirror replays
-// long journals and, when the bounded log has moved on, re-copies whole heads. The views are
-// tests/cache/cache_harness.h's journal_view().
-Outputs attend_views(Backend& be, const std::vector<KVHeadView>& views, const std::vector<float>& q,
-                     const std::vector<int64_t>& qpos, int64_t H, int64_t d) {
-    Scope sc(be);
-    const auto n = static_cast<int64_t>(qpos.size());
-    const auto G = static_cast<int64_t>(views.size());
-    const int64_t group = H / G;
-    std::vector<std::vector<float>> col(static_cast<size_t>(H)), rows(static_cast<size_t>(H)),
-        lse(static_cast<size_t>(H));
-    AttentionStats st;
-    st.n_rows_tail = 1;
-    for (int64_t h = 0; h < H; ++h) {
-        const auto len = static_cast<size_t>(views[static_cast<size_t>(h / group)].len);
-        col[static_cast<size_t>(h)].assign(len, 0.5f);
-        rows[static_cast<size_t>(h)].assign(len, NAN);
-        lse[static_cast<size_t>(h)].assign(static_cast<size_t>(n), NAN);
-        st.colsum.push_back(col[static_cast<size_t>(h)].data());
-        st.rows.push_back(rows[static_cast<size_t>(h)].data());
-        st.lse.push_back(lse[static_cast<size_t>(h)].data());
-    }
-    Tensor Q = sc.act(q, {n, H, d});
-    Tensor O = sc.act({}, {n, H, d});
-    AttentionArgs a{&Q, qpos.data(), views.data(), G, 1.0f / std::sqrt(static_cast<float>(d)),
-                    &O, &st};
-    be.attention(a);
-    Outputs out{{"out", sc.get(O)}};
-    std::vector<float> c2, r2, l2;
-    for (int64_t h = 0; h < H; ++h) {
-        const auto hs = static_cast<size_t>(h);
-        c2.insert(c2.end(), col[hs].begin(), col[hs].end());
-        r2.insert(r2.end(), rows[hs].begin(), rows[hs].end());
-        l2.insert(l2.end(), lse[hs].begin(), lse[hs].end());
-    }
-    out.push_back({"colsum", c2});
-    out.push_back({"rows", r2});
-    out.push_back({"lse", l2});
-    return out;
-}
-
-// Runs the sequence on `dev` against the CPU backend; returns the number of comparisons made.
-int mirror_sequence(Backend& dev, uint32_t seed) {
-    // head_dim 80: the fp32 attention kernels on every path (the bf16 tensor-core prefill takes
-    // 64 and 128), so one tolerance holds for both shapes.
-    constexpr int64_t L = 2, G = 2, H = 4, d = 80;
-    auto cpu = make_cpu_backend(2);
-    KVCache cache(L, G, d, 2);
-    test::RandomKVEdits edits(cache, seed);
-    edits.fill(40);
-    std::mt19937 rng(seed);
-    int compared = 0;
-    for (int step = 0; step < 160; ++step) {
-        std::string what = "burst of 400 appends";  // outgrows the slab: regrow
-        if (step == 60) {
-            edits.fill(400);
-        } else if (step == 100) {
-            // More edits of layer 1 head 0 than its journal keeps (a sliding window: append one,
-            // evict the oldest): its mirror, last updated at step 79, must re-copy the head.
-            what = "sliding window beyond the journal's reach";
-            edits.slide(1, 0, static_cast<int64_t>(KVJournal::kMaxEdits) + 6);
-        } else {
-            what = edits.step();
-        }
-        bool empty = false;
-        for (int64_t l = 0; l < L; ++l)
-            for (int64_t g = 0; g < G; ++g) empty = empty || cache.n_slots(l, g) == 0;
-        if (empty) edits.fill(2);  // attention over an empty head is not this test's subject
-        for (int64_t l = 0; l < L; ++l) {
-            if (l == 1 && step % 40 != 39) continue;
-            std::vector<KVHeadView> views;
-            int64_t last = 0;
-            for (int64_t g = 0; g < G; ++g) {
-                views.push_back(test::journal_view(cache, l, g));
-                last = std::max(last, cache.positions(l, g).back());
-            }
-            // Decode (1 row) and prefill-path (12 rows) shapes; the earlier rows see fewer keys.
-            const int64_t n = step % 3 == 0 ? 12 : 1;
-            std::vector<int64_t> qpos(static_cast<size_t>(n));
-            for (int64_t i = 0; i < n; ++i) qpos[static_cast<size_t>(i)] = last - (n - 1 - i);
-            const std::vector<float> q =
-                randn(static_cast<uint32_t>(rng()), static_cast<size_t>(n * H * d));
-            SCOPED_TRACE("seed " + std::to_string(seed) + " step " + std::to_string(step) +
-                         " layer " + std::to_string(l) + " after " + what);
-            const Outputs ref = attend_views(*cpu, views, q, qpos, H, d);
-            const Outputs got = attend_views(dev, views, q, qpos, H, d);
-            expect_close(got, ref, tolerance_for("attention", DType::kF32));
-            if (::testing::Test::HasFatalFailure()) return compared;
-            ++compared;
-        }
-    }
-    const char* off = std::getenv("KVSCOPE_CUDA_KV_MIRROR");  // on unless "0"
-    if (dev.name() == "cuda" && !(off && std::string(off) == "0")) {
-        EXPECT_GT(dev.memory().in_use, 0) << "no device mirror was made";
-    }
-    dev.forget_kv(cache.uid());
-    return compared;
-}
-
-// The harness itself, on the CPU backend against itself (runs everywhere).
-TEST(BackendOpsMirror, SequenceRunsOnTheCpuBackend) {
-    auto cpu = make_cpu_backend(2);
-    EXPECT_GT(mirror_sequence(*cpu, 5), 100);
-}
-
-TEST(BackendOpsCuda, KVMirrorsFollowRandomCacheEdits) {
-    const DeviceProbe p = probe_cuda();
-    if (!p.available) GTEST_SKIP() << "CUDA cases skipped: " << p.detail;
-    auto dev = make_backend("cuda");
-    for (uint32_t seed : {1u, 2u, 3u}) {
-        EXPECT_GT(mirror_sequence(*dev, seed), 100);
-        EXPECT_EQ(dev->memory().in_use, 0) << "forget_kv left device memory behind";
-    }
 }
 
 }  // namespace
