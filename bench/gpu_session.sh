@@ -20,7 +20,10 @@
 #   ops         op tests CUDA vs CPU (tests/kernels), weights native and KVSCOPE_CUDA_MATH=fp32,
 #               the defaults (KV mirrors, tensor-core prefill attention) and the first
 #               version's paths they replaced (KVSCOPE_CUDA_KV_MIRROR=0, KVSCOPE_CUDA_ATTENTION=fp32);
-#               KVSCOPE_OPS_PERF=1 prints per-case times
+#               KVSCOPE_OPS_PERF=1 prints per-case times; then every CUDA case again with the
+#               opt-in host paths on (KVSCOPE_CUDA_NEW_ROWS=1 KVSCOPE_CUDA_DEFER=1)
+# Any stage runs with the opt-ins when the call sets them, e.g.
+#   KVSCOPE_CUDA_NEW_ROWS=1 KVSCOPE_CUDA_DEFER=1 bash bench/gpu_call.sh 585 golden parity profile8b bench8b
 #   golden      golden logits vs HF on CUDA (native 2e-2, fp32 mode 1e-4) and on the CPU
 #   models      random-weight bf16 checkpoints with Llama-3.2-1B / 3.1-8B shapes in build-models/
 #   bench1b     kvscope bench, 1B shape, lengths 1k,8k,32k
@@ -95,6 +98,7 @@ stage_build() {
 
 stage_check() {
   nvidia-smi; nvcc --version | tail -2
+  echo "host: $(nproc) cores; transparent huge pages: $(cat /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null), defrag: $(cat /sys/kernel/mm/transparent_hugepage/defrag 2>/dev/null)"
   python3 -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0)); print("transformers", transformers.__version__)'
   echo "kvscope: $KVSCOPE; carried libraries used: $(ls "${KVLIB:-/nonexistent}" 2>/dev/null | tr '\n' ' ')"; ldd "$KVSCOPE" | grep -E "not found|cublas" ; ldd "$TEST_KERNELS" | grep "not found"
   "$KVSCOPE" --version && "$KVSCOPE" generate --model resources/models/kvscope-demo --prompt "Once upon a time" --max-new 8 --device cuda
@@ -106,7 +110,9 @@ stage_ops() {
   # The first version's paths, still selectable: per-call K/V copies and fp32 prefill attention.
   KVSCOPE_CUDA_KV_MIRROR=0 "$TEST_KERNELS" --gtest_filter='*Cuda*'; local r3=$?
   KVSCOPE_CUDA_KV_MIRROR=0 KVSCOPE_CUDA_ATTENTION=fp32 "$TEST_KERNELS" --gtest_filter='*Cuda*'; local r4=$?
-  return $((r1 || r2 || r3 || r4))
+  # The opt-in host paths (new K/V rows within the device, deferred host copies) on every case.
+  KVSCOPE_CUDA_NEW_ROWS=1 KVSCOPE_CUDA_DEFER=1 "$TEST_KERNELS" --gtest_filter='*Cuda*' --gtest_output=json:"$OUT/ops_optin.json"; local r5=$?
+  return $((r1 || r2 || r3 || r4 || r5))
 }
 
 stage_golden() {

@@ -79,6 +79,10 @@ struct AttentionStats {
     // lse[h]: [n_queries] row log-sum-exp of the scaled logits (for two-pass statistics on
     // devices).
     std::vector<float*> lse;
+    // The caller reads the statistics only after the backend's next synchronisation
+    // (synchronize(), to_host()): a device backend may then return before they are copied back
+    // instead of waiting for the kernels (decode steps: every layer's rows at the step's end).
+    bool deferred = false;
 };
 
 struct AttentionArgs {
@@ -132,7 +136,12 @@ class Backend {
     // Gives back what upload_weight() made (CPU: nothing to free, the bytes are borrowed). A
     // backend also frees every weight still uploaded when it is destroyed.
     virtual void release_weight(Tensor& t) = 0;
-    virtual void to_host(const Tensor& src, float* dst) = 0;    // src f32; synchronises
+    virtual void to_host(const Tensor& src, float* dst) = 0;  // src f32; synchronises
+    // The same copy without waiting: dst (which must stay valid) holds src's values after the
+    // next synchronisation (synchronize(), to_host()), in call order. A decode step copies a
+    // layer's new keys this way and its values with to_host(): one wait instead of two. The
+    // default copies at once.
+    virtual void to_host_later(const Tensor& src, float* dst) { to_host(src, dst); }
     virtual void from_host(Tensor& dst, const float* src) = 0;  // dst f32
     virtual void synchronize() = 0;
 

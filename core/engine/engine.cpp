@@ -234,14 +234,6 @@ std::vector<float> Engine::forward(const int32_t* ids, int64_t n, bool is_prefil
         backend_.silu_mul(gate, up, act);
         backend_.matmul(act, L.w_down, nullptr, down);
         backend_.add_inplace(x, down);
-        if (!is_prefill) {
-            // Observers see the step's attention rows against the cache they were computed on,
-            // before the policy changes it.
-            prof::Scope host("host.observer");
-            if (on_layer_done) on_layer_done(l);
-            host.next("host.policy");
-            if (policy_) policy_after_decode_layer(l);
-        }
     }
     pos_ += n;
 
@@ -261,8 +253,23 @@ std::vector<float> Engine::forward(const int32_t* ids, int64_t n, bool is_prefil
     backend_.rmsnorm(xl, w_->final_norm, eps, s.last);
     backend_.matmul(s.last, w_->lm_head, nullptr, s.logits);
     std::vector<float> logits(static_cast<size_t>(V));
-    backend_.to_host(s.logits, logits.data());
+    backend_.to_host(s.logits, logits.data());  // also delivers the step's deferred rows
+    if (!is_prefill) after_decode_layers();
     return logits;
+}
+
+// Observers and the policy see each layer's attention rows against the cache they were computed
+// on, before the policy changes it, layer by layer. They run after the whole step: a layer's
+// cache changes only through its own appends (made before its attention) and its own plan, so
+// each sees what it would have seen right after that layer, and the device runs the step
+// without waiting for the host between layers.
+void Engine::after_decode_layers() {
+    for (int64_t l = 0; l < spec().n_layers; ++l) {
+        prof::Scope host("host.observer");
+        if (on_layer_done) on_layer_done(l);
+        host.next("host.policy");
+        if (policy_) policy_after_decode_layer(l);
+    }
 }
 
 }  // namespace kvscope

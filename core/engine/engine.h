@@ -135,6 +135,7 @@ class Engine {
     bool policy_on_append(int64_t l, int64_t g, const float* k, const float* v, const float* k_pre,
                           const float* q_pre, int64_t pos);
     void policy_after_decode_layer(int64_t l);
+    void after_decode_layers();  // observers and policy, per layer, at a decode step's end
     // KVCache::ParallelFor for a copy of `bytes` (engine_attention.cpp).
     std::function<void(int64_t, const std::function<void(int64_t)>&)> host_parallel(int64_t bytes);
 

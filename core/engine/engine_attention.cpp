@@ -46,8 +46,8 @@ void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
     // The new keys/values on the host (the cache is host memory; backend tensors may not be).
     s.k_host.resize(static_cast<size_t>(n * G * d));
     s.v_host.resize(static_cast<size_t>(n * G * d));
-    backend_.to_host(make_tensor_view(s.k.data, DType::kF32, {n, G, d}, s.k.device),
-                     s.k_host.data());  // [n, G, d] post-RoPE
+    backend_.to_host_later(make_tensor_view(s.k.data, DType::kF32, {n, G, d}, s.k.device),
+                           s.k_host.data());  // [n, G, d] post-RoPE; arrives with V's copy
     backend_.to_host(make_tensor_view(s.v.data, DType::kF32, {n, G, d}, s.v.device),
                      s.v_host.data());
     const float* k = s.k_host.data();
@@ -111,6 +111,7 @@ void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
             stats.rows.push_back(rows[static_cast<size_t>(h)].data());
         }
         stats.n_rows_tail = 1;
+        stats.deferred = true;  // read after the step's last layer (Engine::forward)
         pstats = &stats;
     }
     AttentionArgs args;

@@ -34,8 +34,12 @@
 //   (the first version's path); plain views (no journal) always take that path.
 // - Statistics (column sums, window/decode rows, LSE) are computed on the device and copied to
 //   the caller's host buffers.
-// Next (issue 9, part 2): K/V of new tokens appended on the device directly (today they go to
-// the host cache and come back as the mirror's tail rows); bf16 K/V.
+// - Opt-in until their op cases have passed on a GPU (written without one, see opt_in()):
+//   KVSCOPE_CUDA_NEW_ROWS=1: a call's new K/V rows (AttentionArgs::new_k / new_v) go into the
+//   mirror within the device instead of through the host cache and the ring;
+//   KVSCOPE_CUDA_DEFER=1: to_host_later() and deferred decode rows (AttentionStats::deferred)
+//   land in pinned memory and reach the caller at the next sync() (cuda_host_copies.h).
+// Next (issue 9): the host cache taking the prompt's K/V off the critical path; bf16 K/V.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -51,6 +55,7 @@
 
 #include "kernels/backend_registry.h"
 #include "kernels/cuda/cuda_common.h"
+#include "kernels/cuda/cuda_host_copies.h"
 #include "kernels/kv_journal.h"
 #include "kernels/op_profile.h"
 
@@ -192,6 +197,15 @@ bool mirror_enabled() {
     return !(e && std::string(e) == "0");
 }
 
+// Off unless NAME=1: host-path changes made without a GPU at hand (session of 2026-12-05)
+// stay opt-in until the op tests have passed with them on a GPU (bench/GPU_RUNBOOK.md):
+// KVSCOPE_CUDA_NEW_ROWS (AttentionArgs::new_k / new_v copied within the device) and
+// KVSCOPE_CUDA_DEFER (to_host_later() and deferred statistics delivered at the next sync).
+bool opt_in(const char* name) {
+    const char* e = std::getenv(name);
+    return e && std::string(e) == "1";
+}
+
 class CudaBackend final : public Backend {
   public:
     CudaBackend() {
@@ -208,6 +222,8 @@ class CudaBackend final : public Backend {
         mirrors_on_ = mirror_enabled();
         const char* gv = std::getenv("KVSCOPE_CUDA_GEMV");  // 0: decode matmuls through cuBLAS
         gemv_on_ = !(gv && std::string(gv) == "0");
+        new_rows_on_ = opt_in("KVSCOPE_CUDA_NEW_ROWS");
+        defer_on_ = opt_in("KVSCOPE_CUDA_DEFER");
     }
     ~CudaBackend() override {
         // Never throws: report and go on freeing.
@@ -236,7 +252,9 @@ class CudaBackend final : public Backend {
                gib(static_cast<double>(prop_.totalGlobalMem)) +
                (fp32_weights_ ? ", fp32 weights" : ", weights in their stored dtype") +
                (mirrors_on_ ? "" : ", KV mirrors off") +
-               (gemv_on_ ? "" : ", decode matmuls through cuBLAS");
+               (gemv_on_ ? "" : ", decode matmuls through cuBLAS") +
+               (new_rows_on_ ? ", new K/V rows within the device" : "") +
+               (defer_on_ ? ", deferred host copies" : "");
     }
     DeviceKind device() const override { return DeviceKind::kCuda; }
 
@@ -367,6 +385,13 @@ class CudaBackend final : public Backend {
                 cudaMemcpyAsync(dst, src.data, src.bytes(), cudaMemcpyDeviceToHost, stream_));
         sync();
     }
+    void to_host_later(const Tensor& src, float* dst) override {
+        if (!defer_on_) return to_host(src, dst);
+        prof::Scope ps = op_scope("to_host_later");
+        const size_t bytes = src.bytes();
+        later_.enqueue(src.data, bytes, stream_,
+                       [dst, bytes](const void* h) { std::memcpy(dst, h, bytes); });
+    }
     void from_host(Tensor& dst, const float* src) override {
         prof::Scope ps = op_scope("from_host");
         // Through the staging ring, in pieces of at most its smallest size: `src` may change as
@@ -492,10 +517,13 @@ class CudaBackend final : public Backend {
 
     // Waits for the stream; after it nothing queued uses retired buffers or the staging ring.
     void sync() {
-        KVS_CUDA_CHECK(cudaStreamSynchronize(stream_));
+        const cudaError_t waited = cudaStreamSynchronize(stream_);
+        if (waited != cudaSuccess) later_.drop();  // nothing more will arrive
+        KVS_CUDA_CHECK(waited);
         for (void* p : retired_) KVS_CUDA_CHECK(cudaFree(p));
         retired_.clear();
         ring_.reset();
+        if (later_.pending()) later_.deliver();  // to_host_later(), deferred statistics
     }
     // Room for `bytes` in the staging ring: waits for the stream (which frees the whole ring)
     // when the rest is too small, grows it when even an empty ring is. Reservations not yet
@@ -581,6 +609,8 @@ class CudaBackend final : public Backend {
     bool fp32_weights_ = false;
     bool mirrors_on_ = true;
     bool gemv_on_ = true;  // decode rows (n <= kGemvMaxRows) through cuda_gemv.cu
+    bool new_rows_on_ = false, defer_on_ = false;  // opt_in() above
+    HostCopies later_;
     mutable std::mutex mu_;
     std::unordered_map<void*, size_t> owned_;  // alloc() and upload_weight(): bytes
     int64_t in_use_ = 0, peak_ = 0;
@@ -694,7 +724,7 @@ const LayerMirror& CudaBackend::update_mirror(const AttentionArgs& args, int64_t
         }
         // Rows this call produced on the device (args.new_k / new_v: the last rows of every
         // head) are copied within the device; only their positions come from the host.
-        const int64_t n_new = args.new_k ? args.new_k->dim(0) : 0;
+        const int64_t n_new = new_rows_on_ && args.new_k ? args.new_k->dim(0) : 0;
         const int64_t n_dev = general ? 0 : std::min(n - (p.full ? 0 : from_len), n_new);
         // Packed rows from the host: every other row the plan copies from the cache, in slot
         // order (K and V), and the positions of all of them.
@@ -948,6 +978,28 @@ void CudaBackend::attention(const AttentionArgs& args) {
     // Plain views were copied from the caller's host arrays: wait before they may change.
     if (!want_colsum && !want_rows && !want_lse) {
         if (!mirrored) sync();
+        return;
+    }
+    if (defer_on_ && st->deferred && mirrored && want_rows && !want_colsum && !want_lse) {
+        // Rows only, read after the next synchronisation (AttentionStats::deferred): copied back
+        // then, without waiting here. [H, n_tail, ld] on the device -> each head's [n_tail, len].
+        const int64_t group = H / G;
+        std::vector<std::pair<float*, int64_t>> dst(static_cast<size_t>(H));
+        for (int64_t h = 0; h < H; ++h)
+            dst[static_cast<size_t>(h)] = {st->rows[static_cast<size_t>(h)],
+                                           args.kv[h / group].len};
+        later_.enqueue(drows, static_cast<size_t>(H * n_tail * ld) * sizeof(float), stream_,
+                       [dst = std::move(dst), n_tail, ld](const void* p) {
+                           const auto* src = static_cast<const float*>(p);
+                           for (size_t h = 0; h < dst.size(); ++h) {
+                               const auto [to, len] = dst[h];
+                               if (!to) continue;
+                               for (int64_t r = 0; r < n_tail; ++r)
+                                   std::memcpy(to + r * len,
+                                               src + (static_cast<int64_t>(h) * n_tail + r) * ld,
+                                               static_cast<size_t>(len) * sizeof(float));
+                           }
+                       });
         return;
     }
     sync();

@@ -219,16 +219,103 @@ TEST(BackendOpsMirror, NewRowsSequenceRunsOnTheCpuBackend) {
     EXPECT_EQ(new_rows_sequence(*cpu, true), 0);
 }
 
+// Sets an environment variable for a scope (the CUDA backend reads its switches when made).
+struct ScopedEnv {
+    std::string name;
+    ScopedEnv(const char* n, const char* value) : name(n) { ::setenv(n, value, 1); }
+    ~ScopedEnv() { ::unsetenv(name.c_str()); }
+};
+
 TEST(BackendOpsCuda, KVMirrorsTakeNewRowsFromTheDevice) {
     const DeviceProbe p = probe_cuda();
     if (!p.available) GTEST_SKIP() << "CUDA cases skipped: " << p.detail;
     const char* off = std::getenv("KVSCOPE_CUDA_KV_MIRROR");
     if (off && std::string(off) == "0") GTEST_SKIP() << "KV mirrors are off";
+    const ScopedEnv on("KVSCOPE_CUDA_NEW_ROWS", "1");  // opt-in until this case has passed
     auto dev = make_backend("cuda");
     EXPECT_EQ(new_rows_sequence(*dev, false), 6);
     // Every call has device rows in what it attends to, so every output moves.
     EXPECT_EQ(new_rows_sequence(*dev, true), 6);
     EXPECT_EQ(dev->memory().in_use, 0) << "forget_kv left device memory behind";
+}
+
+// ---- Deferred host copies (Backend::to_host_later, AttentionStats::deferred)
+// --------------------- Decode-shaped calls over a growing cache, rows only and deferred: the rows
+// are read after synchronize() and equal the CPU backend's; to_host_later() copies arrive, in
+// order, by the next synchronisation (here a to_host()).
+std::vector<float> deferred_rows(Backend& be, const KVCache& cache, const std::vector<float>& q,
+                                 int64_t qpos, int64_t H) {
+    Scope sc(be);
+    const int64_t G = cache.n_kv_heads(), d = cache.head_dim(), group = H / G;
+    std::vector<KVHeadView> views;
+    for (int64_t g = 0; g < G; ++g) views.push_back(test::journal_view(cache, 0, g));
+    std::vector<std::vector<float>> rows(static_cast<size_t>(H));
+    AttentionStats st;
+    st.n_rows_tail = 1;
+    st.deferred = true;
+    for (int64_t h = 0; h < H; ++h) {
+        rows[static_cast<size_t>(h)].assign(static_cast<size_t>(views[h / group].len), NAN);
+        st.rows.push_back(rows[static_cast<size_t>(h)].data());
+    }
+    Tensor Q = sc.act(q, {1, H, d});
+    Tensor O = sc.act({}, {1, H, d});
+    AttentionArgs a{&Q, &qpos, views.data(), G, 1.0f / std::sqrt(static_cast<float>(d)), &O, &st};
+    be.attention(a);
+    be.synchronize();  // the rows are the caller's from here on
+    std::vector<float> all;
+    for (const auto& r : rows) all.insert(all.end(), r.begin(), r.end());
+    return all;
+}
+
+int deferred_sequence(Backend& dev) {
+    constexpr int64_t G = 2, H = 4, d = 80;
+    auto cpu = make_cpu_backend(2);
+    KVCache cache(1, G, d, 2);
+    int compared = 0;
+    uint32_t seed = 40;
+    for (int64_t step = 0; step < 24; ++step) {
+        const int64_t n_app = step == 0 ? 30 : 1;
+        const std::vector<float> k = randn(seed++, static_cast<size_t>(n_app * G * d));
+        const std::vector<float> v = randn(seed++, static_cast<size_t>(n_app * G * d));
+        std::vector<int64_t> pos(static_cast<size_t>(n_app));
+        for (int64_t i = 0; i < n_app; ++i) pos[static_cast<size_t>(i)] = cache.n_slots(0, 0) + i;
+        cache.append_layer(0, k.data(), v.data(), pos.data(), n_app);
+        if (step % 7 == 6) cache.keep(0, 1, std::vector<int64_t>{0, 2, 3, 5});  // heads differ
+        const std::vector<float> q = randn(seed++, static_cast<size_t>(H * d));
+        SCOPED_TRACE("step " + std::to_string(step));
+        const Outputs ref{{"rows", deferred_rows(*cpu, cache, q, pos.back(), H)}};
+        const Outputs got{{"rows", deferred_rows(dev, cache, q, pos.back(), H)}};
+        expect_close(got, ref, tolerance_for("attention", DType::kF32));
+        if (::testing::Test::HasFatalFailure()) return compared;
+        ++compared;
+    }
+    // to_host_later: two copies, delivered by the next to_host(), in order.
+    Scope sc(dev);
+    const std::vector<float> a = randn(7, 1000), b = randn(8, 3000);
+    Tensor ta = sc.act(a, {1000}), tb = sc.act(b, {3000});
+    std::vector<float> ga(1000, NAN), gb(3000, NAN), gc(1000, NAN);
+    dev.to_host_later(ta, ga.data());
+    dev.to_host_later(tb, gb.data());
+    dev.to_host(ta, gc.data());
+    EXPECT_EQ(ga, a);  // copies: exact
+    EXPECT_EQ(gb, b);
+    EXPECT_EQ(gc, a);
+    dev.forget_kv(cache.uid());
+    return compared;
+}
+
+TEST(BackendOpsMirror, DeferredSequenceRunsOnTheCpuBackend) {
+    auto cpu = make_cpu_backend(2);
+    EXPECT_EQ(deferred_sequence(*cpu), 24);
+}
+
+TEST(BackendOpsCuda, DeferredCopiesArriveAtTheNextSync) {
+    const DeviceProbe p = probe_cuda();
+    if (!p.available) GTEST_SKIP() << "CUDA cases skipped: " << p.detail;
+    const ScopedEnv on("KVSCOPE_CUDA_DEFER", "1");  // opt-in until this case has passed
+    auto dev = make_backend("cuda");
+    ASSERT_NE(dev->describe().find("deferred host copies"), std::string::npos) << dev->describe();
+    EXPECT_EQ(deferred_sequence(*dev), 24);
 }
 
 }  // namespace
