@@ -1,0 +1,593 @@
+#pragma once
+// The CUDA backend class (internal to kernels/cuda/): device memory, cuBLAS handle, dispatch to
+// the kernel files (one family per file: cuda_embedding.cu, cuda_rmsnorm.cu, cuda_rope.cu,
+// cuda_elementwise.cu, cuda_matmul.cu, cuda_gemv.cu, cuda_attention.cu, cuda_kv_mirror.cu).
+// Its longer members live in cuda_backend_mirror.cpp (update_mirror) and
+// cuda_backend_attention.cpp (attention); cuda_backend.cpp registers it with make_backend()
+// (kernels/backend_registry.h).
+//
+// Issue 9, part 1 (the engine never touches device memory):
+// - Weights are uploaded once and freed in the destructor. They keep their dtype (bf16/fp16/
+//   fp32); KVSCOPE_CUDA_MATH=fp32 converts them to fp32 at upload (the "fp32 mode" the
+//   golden-logit check at 1e-4 uses).
+// - Activations (alloc()) are plain device memory. Ops only enqueue on one stream; to_host()
+//   synchronises (the host reads the result), and so do attention() calls that return
+//   statistics or read plain host views, release() and synchronize(). Nothing else waits.
+// - Host data an op is given (ids, positions, inv_freq, query positions, from_host() sources,
+//   KV rows) is copied at call time into a pinned staging ring and from there to the device
+//   (the caller may change its buffer as soon as the call returns). The ring starts over after
+//   each synchronisation; when full, it synchronises first. Device buffers that must grow while
+//   queued work may still read them are retired and freed at the next synchronisation.
+// - KV mirrors: the KV cache lives on the host (core/cache). For KVHeadViews that carry an edit
+//   journal (kernels/kv_journal.h), the backend keeps a device copy of every (cache, layer) as
+//   one slab: per KV head `cap` rows of K and V (f32, what the attention kernels read) and
+//   positions, head g at rows [g*cap, g*cap + len), so AttentionDev's offsets/lengths address it
+//   as before. Each attention call replays the heads' journals since the version the mirror
+//   holds: appended and rewritten rows are uploaded, survivors of an eviction are gathered on
+//   the device (through scratch: rows move towards the front, and a parallel in-place gather
+//   would overwrite rows before they are read), and a head the log no longer reaches back for is
+//   uploaded whole. The slab grows (by a quarter, at least 256 rows) when a head outgrows it.
+//   forget_kv() frees a cache's slabs; memory() counts slabs and their scratch.
+//   Mirrors are on by default since they passed the op tests on an H100 (bench/RESULTS.md, GPU,
+//   second run); KVSCOPE_CUDA_KV_MIRROR=0 turns them off, and then every call copies every head
+//   (the first version's path); plain views (no journal) always take that path.
+// - Statistics (column sums, window/decode rows, LSE) are computed on the device and copied to
+//   the caller's host buffers.
+// - Opt-in until their op cases have passed on a GPU (written without one, see opt_in()):
+//   KVSCOPE_CUDA_NEW_ROWS=1: a call's new K/V rows (AttentionArgs::new_k / new_v) go into the
+//   mirror within the device instead of through the host cache and the ring;
+//   KVSCOPE_CUDA_DEFER=1: to_host_later() and deferred decode rows (AttentionStats::deferred)
+//   land in pinned memory and reach the caller at the next sync() (cuda_host_copies.h).
+// Next (issue 9): the host cache taking the prompt's K/V off the critical path; bf16 K/V.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "kernels/backend_registry.h"
+#include "kernels/cuda/cuda_common.h"
+#include "kernels/cuda/cuda_host_copies.h"
+#include "kernels/kv_journal.h"
+#include "kernels/op_profile.h"
+
+namespace kvscope::cuda {
+
+inline std::string gib(double bytes) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1f GiB", bytes / (1024.0 * 1024.0 * 1024.0));
+    return buf;
+}
+
+// A device scratch buffer that only grows. A grown-out buffer may still be read by queued work:
+// it is retired (freed at the backend's next synchronisation), never freed at once.
+struct DevBuf {
+    std::vector<void*>* retired = nullptr;
+    void* p = nullptr;
+    size_t cap = 0;
+    void* ensure(size_t bytes) {
+        if (bytes <= cap) return p;
+        if (p) retired->push_back(p);
+        p = nullptr;
+        cap = 0;
+        // Half again: buffers sized by the keys held grow by a row per decode step, and a
+        // cudaMalloc per step (and the cudaFree at the next sync) would stall every step.
+        const size_t want = std::max<size_t>(bytes + bytes / 2, 256);
+        KVS_CUDA_CHECK(cudaMalloc(&p, want));
+        cap = want;
+        return p;
+    }
+    void free_now() noexcept {
+        if (p) (void)cudaFree(p);
+        p = nullptr;
+        cap = 0;
+    }
+};
+
+// Pinned host memory with a device twin of the same size: bytes written at host(off) reach
+// dev(off) with to_device(). Reservations only move forward; reset() (only when the stream is
+// idle: every earlier copy and kernel that used the ring has finished) starts over.
+class StagingRing {
+  public:
+    static constexpr size_t kAlign = 256;
+    static constexpr size_t kMinBytes = size_t{16} << 20;
+
+    StagingRing() = default;
+    StagingRing(const StagingRing&) = delete;
+    StagingRing& operator=(const StagingRing&) = delete;
+    ~StagingRing() { free_now(); }
+    bool fits(size_t bytes) const { return round_up(off_) + bytes <= cap_; }
+    size_t mark() const { return round_up(off_); }
+    // The caller checked fits(bytes).
+    size_t reserve(size_t bytes) {
+        const size_t at = round_up(off_);
+        off_ = at + bytes;
+        return at;
+    }
+    unsigned char* host(size_t off) const { return host_ + off; }
+    unsigned char* dev(size_t off) const { return dev_ + off; }
+    void to_device(size_t begin, size_t end, cudaStream_t stream) const {
+        if (end > begin)
+            KVS_CUDA_CHECK(cudaMemcpyAsync(dev_ + begin, host_ + begin, end - begin,
+                                           cudaMemcpyHostToDevice, stream));
+    }
+    void reset() { off_ = 0; }
+    // Only when the stream is idle.
+    void grow(size_t bytes) {
+        const size_t want = std::max({bytes + kAlign, kMinBytes, 2 * cap_});
+        free_now();
+        KVS_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&host_), want, cudaHostAllocDefault));
+        KVS_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&dev_), want));
+        cap_ = want;
+    }
+    void free_now() noexcept {
+        if (host_) (void)cudaFreeHost(host_);
+        if (dev_) (void)cudaFree(dev_);
+        host_ = dev_ = nullptr;
+        cap_ = off_ = 0;
+    }
+
+  private:
+    static size_t round_up(size_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
+    unsigned char* host_ = nullptr;
+    unsigned char* dev_ = nullptr;
+    size_t cap_ = 0, off_ = 0;
+};
+
+// The device copy of one layer of one KV cache (see the file comment).
+struct LayerMirror {
+    int64_t G = 0, d = 0, cap = 0;  // cap: rows per head
+    float* k = nullptr;             // [G * cap, d]
+    float* v = nullptr;             // [G * cap, d]
+    int64_t* pos = nullptr;         // [G * cap]
+    std::vector<uint64_t> version;  // [G] journal version copied
+    std::vector<int64_t> len;       // [G] rows held
+    std::vector<char> valid;        // [G] 0: never copied
+    size_t bytes() const {
+        return static_cast<size_t>(G * cap) * static_cast<size_t>(2 * d * 4 + 8);
+    }
+};
+
+// On unless KVSCOPE_CUDA_KV_MIRROR=0: the per-call copy of every head stays available to
+// compare against (and as a way around a suspected mirror problem).
+inline bool mirror_enabled() {
+    const char* e = std::getenv("KVSCOPE_CUDA_KV_MIRROR");
+    return !(e && std::string(e) == "0");
+}
+
+// Off unless NAME=1: host-path changes made without a GPU at hand (session of 2026-12-05)
+// stay opt-in until the op tests have passed with them on a GPU (bench/GPU_RUNBOOK.md):
+// KVSCOPE_CUDA_NEW_ROWS (AttentionArgs::new_k / new_v copied within the device) and
+// KVSCOPE_CUDA_DEFER (to_host_later() and deferred statistics delivered at the next sync).
+inline bool opt_in(const char* name) {
+    const char* e = std::getenv(name);
+    return e && std::string(e) == "1";
+}
+
+class CudaBackend final : public Backend {
+  public:
+    CudaBackend() {
+        KVS_CUDA_CHECK(cudaSetDevice(0));
+        KVS_CUDA_CHECK(cudaGetDeviceProperties(&prop_, 0));
+        KVS_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+        std::string why;
+        api_ = cublas_api(&why);
+        if (!api_) throw std::runtime_error("the CUDA backend needs cuBLAS: " + why);
+        KVS_CUBLAS_CHECK(api_->create(&blas_));
+        KVS_CUBLAS_CHECK(api_->set_stream(blas_, stream_));
+        const char* math = std::getenv("KVSCOPE_CUDA_MATH");
+        fp32_weights_ = math && std::string(math) == "fp32";
+        mirrors_on_ = mirror_enabled();
+        const char* gv = std::getenv("KVSCOPE_CUDA_GEMV");  // 0: decode matmuls through cuBLAS
+        gemv_on_ = !(gv && std::string(gv) == "0");
+        new_rows_on_ = opt_in("KVSCOPE_CUDA_NEW_ROWS");
+        defer_on_ = opt_in("KVSCOPE_CUDA_DEFER");
+    }
+    ~CudaBackend() override {
+        // Never throws: report and go on freeing.
+        (void)cudaStreamSynchronize(stream_);
+        for (auto& [ptr, bytes] : owned_) (void)cudaFree(ptr);
+        owned_.clear();
+        for (auto& [key, m] : mirrors_) free_mirror(m);
+        mirrors_.clear();
+        for (DevBuf* b : all_bufs()) b->free_now();
+        for (void* p : retired_) (void)cudaFree(p);
+        retired_.clear();
+        ring_.free_now();
+        if (blas_) (void)api_->destroy(blas_);
+        if (stream_) (void)cudaStreamDestroy(stream_);
+    }
+
+    std::string name() const override { return "cuda"; }
+    // KVSCOPE_PROFILE=1 (kernels/op_profile.h): the stream is waited for around each op.
+    static void fence(void* self) {
+        KVS_CUDA_CHECK(cudaStreamSynchronize(static_cast<CudaBackend*>(self)->stream_));
+    }
+    prof::Scope op_scope(const char* bucket) { return prof::Scope(bucket, &fence, this); }
+    std::string describe() const override {
+        return "cuda: " + std::string(prop_.name) + ", compute capability " +
+               std::to_string(prop_.major) + "." + std::to_string(prop_.minor) + ", " +
+               gib(static_cast<double>(prop_.totalGlobalMem)) +
+               (fp32_weights_ ? ", fp32 weights" : ", weights in their stored dtype") +
+               (mirrors_on_ ? "" : ", KV mirrors off") +
+               (gemv_on_ ? "" : ", decode matmuls through cuBLAS") +
+               (new_rows_on_ ? ", new K/V rows within the device" : "") +
+               (defer_on_ ? ", deferred host copies" : "");
+    }
+    DeviceKind device() const override { return DeviceKind::kCuda; }
+
+    MemoryInfo memory() const override {
+        MemoryInfo m;
+        {
+            std::lock_guard<std::mutex> lock(mu_);
+            m.in_use = in_use_;
+            m.peak = peak_;
+        }
+        size_t free_b = 0, total_b = 0;
+        if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) {
+            m.device_free = static_cast<int64_t>(free_b);
+            m.device_total = static_cast<int64_t>(total_b);
+        } else {
+            (void)cudaGetLastError();
+        }
+        return m;
+    }
+
+    double measure_copy_gbs(size_t bytes, int reps) override {
+        void *a = nullptr, *b = nullptr;
+        KVS_CUDA_CHECK(cudaMalloc(&a, bytes));
+        try {
+            KVS_CUDA_CHECK(cudaMalloc(&b, bytes));
+            KVS_CUDA_CHECK(cudaMemsetAsync(a, 1, bytes, stream_));
+            cudaEvent_t e0, e1;
+            KVS_CUDA_CHECK(cudaEventCreate(&e0));
+            KVS_CUDA_CHECK(cudaEventCreate(&e1));
+            std::vector<float> ms;
+            for (int r = -1; r < std::max(1, reps); ++r) {  // r = -1: warm-up
+                KVS_CUDA_CHECK(cudaEventRecord(e0, stream_));
+                KVS_CUDA_CHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, stream_));
+                KVS_CUDA_CHECK(cudaEventRecord(e1, stream_));
+                KVS_CUDA_CHECK(cudaEventSynchronize(e1));
+                float t = 0;
+                KVS_CUDA_CHECK(cudaEventElapsedTime(&t, e0, e1));
+                if (r >= 0) ms.push_back(t);
+            }
+            (void)cudaEventDestroy(e0);
+            (void)cudaEventDestroy(e1);
+            KVS_CUDA_CHECK(cudaFree(b));
+            KVS_CUDA_CHECK(cudaFree(a));
+            std::sort(ms.begin(), ms.end());
+            const double s = ms[ms.size() / 2] / 1e3;
+            return s > 0 ? 2.0 * static_cast<double>(bytes) / s / 1e9 : 0.0;
+        } catch (...) {
+            (void)cudaFree(b);
+            (void)cudaFree(a);
+            throw;
+        }
+    }
+
+    // ---- memory ------------------------------------------------------------------------------
+    Tensor alloc(DType dtype, std::initializer_list<int64_t> shape) override {
+        Tensor t = make_tensor_view(nullptr, dtype, shape, DeviceKind::kCuda);
+        const size_t bytes = t.bytes();
+        if (bytes == 0) return t;
+        void* p = nullptr;
+        check_alloc(cudaMalloc(&p, bytes), bytes, "activations");
+        try {
+            KVS_CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, stream_));
+        } catch (...) {
+            (void)cudaFree(p);
+            throw;
+        }
+        track(p, bytes);
+        t.data = p;
+        return t;
+    }
+    void release(Tensor& t) override {
+        if (!t.data) return;
+        {
+            std::lock_guard<std::mutex> lock(mu_);
+            if (owned_.find(t.data) == owned_.end())
+                throw std::runtime_error("cuda backend: release() of memory it does not own");
+        }
+        sync();  // queued work may still use it
+        untrack(t.data);
+        KVS_CUDA_CHECK(cudaFree(t.data));
+        t.data = nullptr;
+    }
+    Tensor upload_weight(const void* host, DType dtype,
+                         std::initializer_list<int64_t> shape) override {
+        Tensor t = make_tensor_view(nullptr, dtype, shape, DeviceKind::kCuda);
+        const size_t bytes = t.bytes();
+        if (bytes == 0) return t;
+        void* raw = nullptr;
+        check_alloc(cudaMalloc(&raw, bytes), bytes, "weights");
+        try {
+            // On the backend's stream (ordered before the ops that read it), then wait: the host
+            // bytes are the caller's, and a copy from pageable memory may return before it read
+            // them.
+            KVS_CUDA_CHECK(cudaMemcpyAsync(raw, host, bytes, cudaMemcpyHostToDevice, stream_));
+            sync();
+        } catch (...) {
+            (void)cudaFree(raw);
+            throw;
+        }
+        if (!fp32_weights_ || dtype == DType::kF32 ||
+            (dtype != DType::kF16 && dtype != DType::kBf16)) {
+            track(raw, bytes);
+            t.data = raw;
+            return t;
+        }
+        Tensor f = make_tensor_view(nullptr, DType::kF32, shape, DeviceKind::kCuda);
+        void* conv = nullptr;
+        try {
+            check_alloc(cudaMalloc(&conv, f.bytes()), f.bytes(), "fp32 weights");
+            convert_to_f32(raw, dtype, t.numel(), static_cast<float*>(conv), stream_);
+            sync();
+        } catch (...) {
+            (void)cudaFree(raw);
+            if (conv) (void)cudaFree(conv);
+            throw;
+        }
+        KVS_CUDA_CHECK(cudaFree(raw));
+        track(conv, f.bytes());
+        f.data = conv;
+        return f;
+    }
+    void release_weight(Tensor& t) override { release(t); }
+    void to_host(const Tensor& src, float* dst) override {
+        if (prof::enabled()) prof::Scope empty("sync (empty)", &fence, this);
+        prof::Scope ps = op_scope("to_host");
+        if (src.bytes() > 0)
+            KVS_CUDA_CHECK(
+                cudaMemcpyAsync(dst, src.data, src.bytes(), cudaMemcpyDeviceToHost, stream_));
+        sync();
+    }
+    void to_host_later(const Tensor& src, float* dst) override {
+        if (!defer_on_) return to_host(src, dst);
+        prof::Scope ps = op_scope("to_host_later");
+        const size_t bytes = src.bytes();
+        later_.enqueue(src.data, bytes, stream_,
+                       [dst, bytes](const void* h) { std::memcpy(dst, h, bytes); });
+    }
+    void from_host(Tensor& dst, const float* src) override {
+        prof::Scope ps = op_scope("from_host");
+        // Through the staging ring, in pieces of at most its smallest size: `src` may change as
+        // soon as this returns.
+        const size_t bytes = dst.bytes();
+        const auto* from = reinterpret_cast<const unsigned char*>(src);
+        auto* to = static_cast<unsigned char*>(dst.data);
+        for (size_t done = 0; done < bytes;) {
+            const size_t piece = std::min(bytes - done, StagingRing::kMinBytes);
+            make_room(piece);
+            const size_t off = ring_.reserve(piece);
+            std::memcpy(ring_.host(off), from + done, piece);
+            KVS_CUDA_CHECK(cudaMemcpyAsync(to + done, ring_.host(off), piece,
+                                           cudaMemcpyHostToDevice, stream_));
+            done += piece;
+        }
+    }
+    void synchronize() override { sync(); }
+
+    // ---- ops ---------------------------------------------------------------------------------
+    void embedding(const Tensor& table, const int32_t* ids, int64_t n, Tensor& out) override {
+        prof::Scope ps = op_scope("embedding");
+        const int32_t* dids = stage(ids, static_cast<size_t>(n));
+        cuda::embedding(table.data, table.dtype, table.dim(0), table.dim(1), dids, n,
+                        out.as<float>(), stream_);
+    }
+    void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override {
+        prof::Scope ps = op_scope("rmsnorm");
+        const int64_t d = w.numel();
+        cuda::rmsnorm(x.as<float>(), x.numel() / d, d, w.data, w.dtype, eps, out.as<float>(),
+                      stream_);
+    }
+    void matmul(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) override {
+        const int64_t k = w.dim(1), m = w.dim(0);
+        const int64_t n = x.numel() / k;
+        prof::Scope ps(prof::enabled() ? "matmul " + std::to_string(m) + "x" + std::to_string(k)
+                                       : std::string(),
+                       &fence, this);
+        if (gemv_on_ && gemv_fits(x.as<float>(), n, k, w.data, w.dtype, m))
+            return gemv(x.as<float>(), n, k, w.data, w.dtype, m, bias ? bias->data : nullptr,
+                        bias ? bias->dtype : DType::kF32, out.as<float>(), stream_);
+        void* xc = w.dtype == DType::kF32 ? nullptr : xcast_.ensure(static_cast<size_t>(n * k) * 2);
+        cuda::matmul(blas_, x.as<float>(), n, k, w.data, w.dtype, m, bias ? bias->data : nullptr,
+                     bias ? bias->dtype : DType::kF32, out.as<float>(), xc, stream_);
+    }
+    void rope(Tensor& x, const int64_t* positions, const float* inv_freq,
+              RopePairs pairs) override {
+        prof::Scope ps = op_scope("rope");
+        const int64_t n = x.dim(0), hd = x.dim(2);
+        const int64_t* dpos = stage(positions, static_cast<size_t>(n));
+        const float* dinv = stage(inv_freq, static_cast<size_t>(hd / 2));
+        cuda::rope(x.as<float>(), n, x.dim(1), hd, dpos, dinv, pairs, stream_);
+    }
+    void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override {
+        prof::Scope ps = op_scope("silu_mul");
+        cuda::silu_mul(gate.as<float>(), up.as<float>(), gate.numel(), out.as<float>(), stream_);
+    }
+    void add_inplace(Tensor& x, const Tensor& y) override {
+        prof::Scope ps = op_scope("add");
+        cuda::add_inplace(x.as<float>(), y.as<float>(), x.numel(), stream_);
+    }
+    void attention(const AttentionArgs& args) override;
+
+    // ---- KV mirrors --------------------------------------------------------------------------
+    void forget_kv(uint64_t cache_uid) override {
+        bool any = false;
+        for (const auto& [key, m] : mirrors_) any = any || key.first == cache_uid;
+        if (!any) return;
+        sync();  // queued attention may still read them
+        for (auto it = mirrors_.begin(); it != mirrors_.end();) {
+            if (it->first.first == cache_uid) {
+                free_mirror(it->second);
+                it = mirrors_.erase(it);
+            } else {
+                ++it;
+            }
+        }
+        if (mirrors_.empty() && mirror_scratch_.p) {
+            count(-static_cast<int64_t>(mirror_scratch_.cap));
+            mirror_scratch_.free_now();
+        }
+    }
+
+  private:
+    void check_alloc(cudaError_t e, size_t bytes, const char* what) {
+        if (e == cudaSuccess) return;
+        (void)cudaGetLastError();
+        if (e == cudaErrorMemoryAllocation) {
+            const MemoryInfo m = memory();
+            throw std::runtime_error(std::string("the model does not fit in device memory: ") +
+                                     what + " need " + gib(static_cast<double>(bytes)) + " more; " +
+                                     prop_.name + " has " +
+                                     gib(static_cast<double>(m.device_free)) + " free of " +
+                                     gib(static_cast<double>(m.device_total)) + " (kvscope holds " +
+                                     gib(static_cast<double>(m.in_use)) + ")");
+        }
+        throw_cuda_error("cudaMalloc", cudaGetErrorString(e), static_cast<int>(e), __FILE__,
+                         __LINE__);
+    }
+    void track(void* p, size_t bytes) {
+        std::lock_guard<std::mutex> lock(mu_);
+        owned_[p] = bytes;
+        in_use_ += static_cast<int64_t>(bytes);
+        peak_ = std::max(peak_, in_use_);
+    }
+    void untrack(void* p) {
+        std::lock_guard<std::mutex> lock(mu_);
+        auto it = owned_.find(p);
+        if (it == owned_.end()) return;
+        in_use_ -= static_cast<int64_t>(it->second);
+        owned_.erase(it);
+    }
+    // Mirror bytes (slabs and their scratch), counted in memory() like alloc()'s.
+    void count(int64_t delta) {
+        std::lock_guard<std::mutex> lock(mu_);
+        in_use_ += delta;
+        peak_ = std::max(peak_, in_use_);
+    }
+    std::vector<DevBuf*> all_bufs() {
+        return {&xcast_,  &kv_k_, &kv_v_,   &kv_pos_,        &lse_,
+                &colsum_, &rows_, &decode_, &mirror_scratch_};
+    }
+
+    // Waits for the stream; after it nothing queued uses retired buffers or the staging ring.
+    void sync() {
+        const cudaError_t waited = cudaStreamSynchronize(stream_);
+        if (waited != cudaSuccess) later_.drop();  // nothing more will arrive
+        KVS_CUDA_CHECK(waited);
+        for (void* p : retired_) KVS_CUDA_CHECK(cudaFree(p));
+        retired_.clear();
+        ring_.reset();
+        if (later_.pending()) later_.deliver();  // to_host_later(), deferred statistics
+    }
+    // Room for `bytes` in the staging ring: waits for the stream (which frees the whole ring)
+    // when the rest is too small, grows it when even an empty ring is. Reservations not yet
+    // copied or launched must have been flushed before (RowBatch).
+    void make_room(size_t bytes) {
+        if (ring_.fits(bytes)) return;
+        sync();
+        if (!ring_.fits(bytes)) ring_.grow(bytes);
+    }
+    // Host array -> device memory valid until the next synchronisation (stream-ordered).
+    template <class T>
+    const T* stage(const T* host, size_t count) {
+        const size_t bytes = count * sizeof(T);
+        make_room(bytes);
+        const size_t off = ring_.reserve(bytes);
+        if (bytes) {
+            std::memcpy(ring_.host(off), host, bytes);
+            ring_.to_device(off, off + bytes, stream_);
+        }
+        return reinterpret_cast<const T*>(ring_.dev(off));
+    }
+
+    // ---- KV mirrors (see the file comment) ---------------------------------------------------
+    void free_mirror(LayerMirror& m) noexcept {
+        if (m.k) {
+            (void)cudaFree(m.k);
+            (void)cudaFree(m.v);
+            (void)cudaFree(m.pos);
+            count(-static_cast<int64_t>(m.bytes()));
+        }
+        m.k = m.v = nullptr;
+        m.pos = nullptr;
+        m.cap = 0;
+    }
+    // Every view of the call comes from one cache and layer, heads 0..G-1 in order.
+    static bool mirrorable(const AttentionArgs& a) {
+        for (int64_t g = 0; g < a.n_kv_heads; ++g) {
+            const KVHeadView& v = a.kv[g];
+            if (!v.journal || v.cache_uid != a.kv[0].cache_uid || v.layer != a.kv[0].layer ||
+                v.head != g)
+                return false;
+        }
+        return a.n_kv_heads > 0;
+    }
+    const LayerMirror& update_mirror(const AttentionArgs& args, int64_t d);
+
+    // Row jobs whose data (packed rows, maps, indices) is staged in the ring from `begin` on;
+    // flush() stages the job tables after them, copies the whole range once and launches.
+    struct RowBatch {
+        size_t begin = 0;
+        std::vector<KVRowJob> a, b;  // b runs after a (scratch -> slab copies)
+        int64_t max_a = 0, max_b = 0;
+        int64_t scratch_rows = 0;  // rows of mirror_scratch_ taken by this batch
+    };
+    static size_t table_bytes(const RowBatch& rb, size_t more_jobs) {
+        return (rb.a.size() + rb.b.size() + more_jobs) * sizeof(KVRowJob) + 2 * StagingRing::kAlign;
+    }
+    void flush(RowBatch& rb, int64_t d) {
+        if (!rb.a.empty() || !rb.b.empty()) {
+            const size_t na = rb.a.size() * sizeof(KVRowJob);
+            const size_t nb = rb.b.size() * sizeof(KVRowJob);
+            const size_t oa = ring_.reserve(na);  // room kept by the checks when jobs were added
+            if (na) std::memcpy(ring_.host(oa), rb.a.data(), na);
+            const size_t ob = ring_.reserve(nb);
+            if (nb) std::memcpy(ring_.host(ob), rb.b.data(), nb);
+            ring_.to_device(rb.begin, ob + nb, stream_);
+            kv_rows(reinterpret_cast<const KVRowJob*>(ring_.dev(oa)),
+                    static_cast<int64_t>(rb.a.size()), rb.max_a, d, stream_);
+            kv_rows(reinterpret_cast<const KVRowJob*>(ring_.dev(ob)),
+                    static_cast<int64_t>(rb.b.size()), rb.max_b, d, stream_);
+        }
+        rb.a.clear();
+        rb.b.clear();
+        rb.max_a = rb.max_b = 0;
+        rb.scratch_rows = 0;
+        rb.begin = ring_.mark();
+    }
+
+    cudaDeviceProp prop_{};
+    cudaStream_t stream_ = nullptr;
+    const CublasApi* api_ = nullptr;
+    cublasHandle_t blas_ = nullptr;
+    bool fp32_weights_ = false;
+    bool mirrors_on_ = true;
+    bool gemv_on_ = true;  // decode rows (n <= kGemvMaxRows) through cuda_gemv.cu
+    bool new_rows_on_ = false, defer_on_ = false;  // opt_in() above
+    HostCopies later_;
+    mutable std::mutex mu_;
+    std::unordered_map<void*, size_t> owned_;  // alloc() and upload_weight(): bytes
+    int64_t in_use_ = 0, peak_ = 0;
+    std::vector<void*> retired_;  // device buffers to free at the next sync()
+    StagingRing ring_;
+    DevBuf xcast_{&retired_}, kv_k_{&retired_}, kv_v_{&retired_}, kv_pos_{&retired_},
+        lse_{&retired_}, colsum_{&retired_}, rows_{&retired_}, decode_{&retired_},
+        mirror_scratch_{&retired_};
+    std::map<std::pair<uint64_t, int64_t>, LayerMirror> mirrors_;  // (cache uid, layer)
+    std::vector<KVReplayPlan> plans_;                              // [G], reused
+    std::vector<int64_t> meta_;                                    // kv_off, kv_len: [2G]
+    std::vector<float> h_col_, h_rows_, h_lse_;                    // statistics, reused
+};
+
+}  // namespace kvscope::cuda
