@@ -53,6 +53,9 @@ struct EngineOptions {
     // Decode steps the host KV cache has room for after the prompt before it must grow (a
     // growth copies every head: one slow step). Set it to the tokens a run will generate.
     int64_t decode_reserve = 1024;
+    // Host-side copies and sums of at least this many bytes per layer (the prompt's rows into the
+    // cache, prefill key norms) run on a host thread pool; smaller ones inline.
+    int64_t host_parallel_min_bytes = int64_t{8} << 20;
 };
 
 // Prefill statistics of one layer. Index h is the query head, g the KV head; n = prompt length.

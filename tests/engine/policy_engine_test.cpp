@@ -61,6 +61,43 @@ TEST(PolicyEngine, GenerousBudgetEqualsFullCache) {
     }
 }
 
+// The host thread pool's path (EngineOptions::host_parallel_min_bytes = 0: every layer's rows and
+// key norms through it) equals the inline path exactly: logits, cache rows, prefill statistics
+// and the policy's choices.
+TEST(PolicyEngine, HostParallelCopiesEqualInlineCopies) {
+    auto model = fixture();
+    auto be = make_cpu_backend(2);
+    const auto ids = prompt_ids(48, static_cast<int>(model->spec.vocab_size));
+    for (const std::string name : {"knorm", "snapkv"}) {
+        Budget b;
+        b.tokens = 24;
+        auto p1 = make_policy(name, b), p2 = make_policy(name, b);
+        EngineOptions inline_opts, pool_opts;
+        inline_opts.host_parallel_min_bytes = int64_t{1} << 60;
+        pool_opts.host_parallel_min_bytes = 0;
+        pool_opts.threads = 3;
+        inline_opts.stats.key_norms = pool_opts.stats.key_norms = true;
+        Engine a(*model, *be, inline_opts), c(*model, *be, pool_opts);
+        a.set_policy(p1.get());
+        c.set_policy(p2.get());
+        const auto ra = run_steps(a, ids, 4), rc = run_steps(c, ids, 4);
+        ASSERT_EQ(ra, rc) << name;  // same arithmetic: bit-identical
+        const ModelSpec& sp = model->spec;
+        for (int64_t l = 0; l < sp.n_layers; ++l) {
+            EXPECT_EQ(a.prefill_stats()[static_cast<size_t>(l)].key_norm,
+                      c.prefill_stats()[static_cast<size_t>(l)].key_norm);
+            for (int64_t g = 0; g < sp.n_kv_heads; ++g) {
+                const int64_t n = a.cache().n_slots(l, g);
+                ASSERT_EQ(c.cache().n_slots(l, g), n);
+                for (int64_t j = 0; j < n * sp.head_dim; ++j) {
+                    ASSERT_EQ(a.cache().k(l, g)[j], c.cache().k(l, g)[j]);
+                    ASSERT_EQ(a.cache().v(l, g)[j], c.cache().v(l, g)[j]);
+                }
+            }
+        }
+    }
+}
+
 TEST(PolicyEngine, TightBudgetsBoundTheCache) {
     auto model = fixture();
     auto be = make_cpu_backend(2);
