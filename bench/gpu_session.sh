@@ -31,6 +31,7 @@
 #   bench8b-32k kvscope bench, 8B shape, 32k
 #   profile1b   KVSCOPE_PROFILE=1 kvscope bench (full, recording off), 1B shape, 1k/8k/32k
 #   profile8b   the same, 8B shape, 1k/8k, and 8k with recording on
+#   hostcache   bench_host_cache on the machine's CPUs: the host cache's share of a prefill, 8k/32k
 #   peer1b      bench/hf_peer.py on the 1B shape
 #   peer8b      bench/hf_peer.py on the 8B shape
 #   parity      bench/backend_parity.py: all 12 policies on the demo model, CPU vs CUDA traces
@@ -48,6 +49,7 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVL
 # The kvscope binaries: carried ones (pack) first, else a build made there (build).
 if [ -x "$CARRY/bin/kvscope" ]; then
   KVSCOPE=$CARRY/bin/kvscope; TEST_KERNELS=$CARRY/bin/test_kernels
+  BENCH_HOST_CACHE=$CARRY/bin/bench_host_cache
   CUBLAS_DIRS=$(python3 - <<'PY' 2>/dev/null
 import glob, os, site
 dirs = set()
@@ -64,6 +66,7 @@ PY
   export LD_LIBRARY_PATH="$KVLIB:${CUBLAS_DIRS}:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 else
   KVSCOPE=$ROOT/build-gpu/app/cli/kvscope; TEST_KERNELS=$ROOT/build-gpu/tests/test_kernels
+  BENCH_HOST_CACHE=$ROOT/build-gpu/bench/bench_host_cache
 fi
 
 status() { mkdir -p "${OUT:-out}"; echo "$1 rc=$2" | tee -a "${OUT:-out}/status.txt"; }
@@ -72,10 +75,11 @@ need_out() { if [ -z "${OUT:-}" ]; then echo "set OUT to the results folder" >&2
 stage_pack() {
   cmake -S . -B build -G Ninja -DKVSCOPE_BUILD_CUDA=ON || return 1
   grep -q "KVSCOPE_HAVE_CUDA" build/CMakeCache.txt 2>/dev/null || true
-  cmake --build build --target kvscope kvscope-trace-probe test_kernels -j"$(nproc)" || return 1
+  cmake --build build --target kvscope kvscope-trace-probe test_kernels bench_host_cache -j"$(nproc)" || return 1
   rm -rf "$CARRY"; mkdir -p "$CARRY/bin" "$CARRY/lib"
   # kvscope opens traces through kvscope-trace-probe, found next to it (traces/trace_probe.h).
-  cp build/app/cli/kvscope build/traces/probe/kvscope-trace-probe build/tests/test_kernels "$CARRY/bin/"
+  cp build/app/cli/kvscope build/traces/probe/kvscope-trace-probe build/tests/test_kernels \
+     build/bench/bench_host_cache "$CARRY/bin/"
   strip --strip-unneeded "$CARRY/bin/"* 2>/dev/null || true  # 1.5 MB under the 64 MiB limit
   # Only the project's own dependencies (HDF5 and its filters, sentencepiece, PCRE2): the image
   # has them too (used when present, see KVLIB below), and the rest of the closure (libstdc++,
@@ -93,7 +97,7 @@ stage_pack() {
 stage_build() {
   cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DKVSCOPE_BUILD_STUDIO=OFF \
         -DKVSCOPE_BUILD_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="90-real;90-virtual" &&
-  cmake --build build-gpu --target kvscope test_kernels -j"$(nproc)"
+  cmake --build build-gpu --target kvscope test_kernels bench_host_cache -j"$(nproc)"
 }
 
 stage_check() {
@@ -139,6 +143,9 @@ profile() {  # model tag lengths [recording]
       --policy full --recording "${4:-off}" --quiet --json "$OUT/profile_$2_$L.json" 2>&1 | grep -v "^$"
   done
 }
+# The host side of a prefill alone (no GPU): a prompt's K/V into the host cache, old storage vs
+# append_layer inline / on the pool vs memcpy into touched memory (bench/bench_host_cache.cpp).
+stage_hostcache() { "$BENCH_HOST_CACHE" 8192 32 8 128; "$BENCH_HOST_CACHE" 32768 32 8 128; }
 stage_profile1b() { profile "$M1B" 1b 1024,8192,32768; }
 stage_profile8b() { profile "$M8B" 8b 1024,8192; profile "$M8B" 8b_rec 8192 on; which nsys ncu || true; }
 stage_peer1b() { python3 bench/hf_peer.py --model "$M1B" --lengths 1024,8192,32768 --json "$OUT/peer1b.json"; }
