@@ -23,14 +23,15 @@ void* huge_rows_alloc(size_t bytes) {
     void* raw =
         ::mmap(nullptr, len + kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (raw == MAP_FAILED) throw std::bad_alloc();
-    const auto base = reinterpret_cast<uintptr_t>(raw);
-    const uintptr_t start = (base + kHuge - 1) & ~static_cast<uintptr_t>(kHuge - 1);
-    if (start > base) ::munmap(raw, start - base);
-    const uintptr_t end = start + len, raw_end = base + len + kHuge;
-    if (raw_end > end) ::munmap(reinterpret_cast<void*>(end), raw_end - end);
+    char* const base = static_cast<char*>(raw);
+    const size_t head = (kHuge - reinterpret_cast<uintptr_t>(raw) % kHuge) % kHuge;
+    char* const start = base + head;
+    if (head > 0) ::munmap(base, head);
+    const size_t tail = kHuge - head;  // bytes mapped after start + len
+    if (tail > 0) ::munmap(start + len, tail);
     // A hint: where transparent huge pages are off it fails, and the pages stay 4 KiB.
-    (void)::madvise(reinterpret_cast<void*>(start), len, MADV_HUGEPAGE);
-    return reinterpret_cast<void*>(start);
+    (void)::madvise(start, len, MADV_HUGEPAGE);
+    return start;
 }
 
 void huge_rows_free(void* p, size_t bytes) noexcept {
