@@ -45,7 +45,8 @@ int main(int argc, char** argv) {
             trace::PrefillLayerStats& st = prefill[static_cast<size_t>(l)];
             st.layer = l;
             for (int32_t h = 0; h < info.n_heads; ++h) {
-                const size_t i = static_cast<size_t>(l * info.n_heads + h);
+                const size_t i = static_cast<size_t>(l) * static_cast<size_t>(info.n_heads) +
+                                 static_cast<size_t>(h);
                 for (auto [dst, src] : {std::pair{&st.key_norm, in.key_norm(l, h)},
                                         std::pair{&st.attn_received, in.attn_received(l, h)},
                                         std::pair{&st.window_scores, in.window_scores(l, h)}})

@@ -166,8 +166,10 @@ void print_summary(const TraceReader& r, bool per_layer) {
             double s = 0, a = 0;
             int ns = 0, na = 0;
             for (int32_t h = 0; h < info.n_heads; ++h) {
-                float x = sp[static_cast<size_t>(l * info.n_heads + h)];
-                float y = area[static_cast<size_t>(l * info.n_heads + h)];
+                const size_t lh = static_cast<size_t>(l) * static_cast<size_t>(info.n_heads) +
+                                  static_cast<size_t>(h);
+                float x = sp[lh];
+                float y = area[lh];
                 if (!std::isnan(x)) s += x, ++ns;
                 if (!std::isnan(y)) a += y, ++na;
             }

@@ -24,7 +24,7 @@ fs::path trace_in(const fs::path& file, const fs::path& dir, const std::string& 
     if (name.empty() || fs::path(name).has_parent_path())
         throw InputError(file,
                          std::string("\"") + field + "\" must name a file of the lesson's folder");
-    const fs::path p = dir / name;
+    fs::path p = dir / name;
     std::error_code ec;
     if (!fs::is_regular_file(p, ec))
         throw InputError(file, std::string("\"") + field + "\": " + p.string() +
@@ -94,7 +94,7 @@ fs::path find_lessons_root(const std::vector<fs::path>& starts) {
     if (const char* env = std::getenv("KVSCOPE_LESSONS_DIR"); env && *env) return env;
     for (const fs::path& start : starts) {
         for (fs::path p = fs::absolute(start, ec); !p.empty(); p = p.parent_path()) {
-            const fs::path candidate = p / "resources" / "lessons";
+            fs::path candidate = p / "resources" / "lessons";
             if (fs::is_directory(candidate, ec)) return candidate;
             if (p == p.parent_path()) break;
         }

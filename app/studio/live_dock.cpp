@@ -378,7 +378,7 @@ QString LiveDock::output_dir() const {
         const QFileInfo fi(base_trace_);
         QString stem = fi.fileName();
         if (stem.endsWith(".kvtrace.h5")) stem.chop(int(std::strlen(".kvtrace.h5")));
-        const QString dir = fi.absolutePath() + "/" + stem + ".whatif";
+        QString dir = fi.absolutePath() + "/" + stem + ".whatif";
         if (QFileInfo(fi.absolutePath()).isWritable()) return dir;
     }
     return QDir::tempPath() + "/kvscope-whatif-" +
@@ -772,7 +772,7 @@ QString LiveDock::unique_trace_path(const record::PolicyChoice& c) const {
         if (!ch.isLetterOrNumber() && ch != '.' && ch != '-' && ch != '_') ch = '_';
     const QDir dir(output_dir());
     for (int n = 1;; ++n) {
-        const QString path =
+        QString path =
             dir.filePath(QString("%1-%2.kvtrace.h5").arg(stem).arg(n, 3, 10, QChar('0')));
         if (!QFile::exists(path) && !QFile::exists(path + ".part")) return path;
     }

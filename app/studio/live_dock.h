@@ -215,7 +215,8 @@ class LiveDock : public QDockWidget {
     std::vector<std::string> param_assignments() const;
     // Runs `then` once the session holds the open trace's prompt and model (prefilling it first
     // when it does not), else `fail` with the reason.
-    void with_trace_session(std::function<void()> then, std::function<void(QString)> fail);
+    void with_trace_session(const std::function<void()>& then,
+                            const std::function<void(QString)>& fail);
     void forensics_failed(const QString& message);
     void start_rescue(bool search, const std::set<int64_t>& layers);
     void set_forensics_busy(bool busy, const std::string& what, int64_t total);

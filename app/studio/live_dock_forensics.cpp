@@ -70,7 +70,8 @@ void LiveDock::forensics_failed(const QString& message) {
     window_->repaint_views();
 }
 
-void LiveDock::with_trace_session(std::function<void()> then, std::function<void(QString)> fail) {
+void LiveDock::with_trace_session(const std::function<void()>& then,
+                                  const std::function<void(QString)>& fail) {
     const QString trace = window_->trace_path();
     if (trace.isEmpty()) {
         fail(tr("no trace is open"));

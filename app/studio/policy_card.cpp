@@ -209,7 +209,7 @@ void RulePictureWidget::paintEvent(QPaintEvent*) {
                 for (int d = 1; d < kCells && j == i; ++d) {
                     if (i - d >= 0 && r.cells[size_t(i - d)] == Cell::kKept)
                         j = i - d;
-                    else if (i + d < kCells && r.cells[size_t(i + d)] == Cell::kKept)
+                    else if (i + d < kCells && r.cells[size_t(i) + size_t(d)] == Cell::kKept)
                         j = i + d;
                 }
                 const double xa = 4 + (i + 0.5) * w, xb = 4 + (j + 0.5) * w;

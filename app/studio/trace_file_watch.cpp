@@ -60,7 +60,7 @@ TraceFileWatch::TraceFileWatch(QMainWindow* window) : QObject(window) {
 QString TraceFileWatch::file_to_open(const QString& path) {
     if (!trace::target_of_recording(fs_path(path)).empty()) return path;  // a .part itself
     const std::filesystem::path part = trace::recording_path_for(fs_path(path));
-    const QString qpart = q_path(part);
+    QString qpart = q_path(part);
     if (!QFileInfo::exists(qpart)) return path;
     if (trace::recording_in_progress(part) || !QFileInfo::exists(path)) return qpart;
     return path;  // a stale .part beside a finished trace: the finished trace

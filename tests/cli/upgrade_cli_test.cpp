@@ -28,7 +28,7 @@ fs::path scratch(const std::string& name) {
 
 // The fixture's command (tests/traces/v1/README.md), recorded by today's writer.
 fs::path record_v2(const std::string& policy, const std::string& ratio) {
-    const fs::path out = scratch(policy + ".v2.kvtrace.h5");
+    fs::path out = scratch(policy + ".v2.kvtrace.h5");
     const std::string cmd =
         "env KVSCOPE_CPU_KERNELS=reference " + kvscope::test::kvscope_binary().string() +
         " run --model " + (kSourceDir / "resources/models/kvscope-demo").string() +

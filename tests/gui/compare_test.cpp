@@ -49,7 +49,7 @@ fs::path temp_dir() {
 // The sample's scenario (resources/sample/make_sample.sh) under another policy, or another seed
 // (another haystack: a different prompt of the same length).
 fs::path record(const std::string& name, const std::string& policy_args, int seed = 1) {
-    const fs::path out = temp_dir() / (name + ".kvtrace.h5");
+    fs::path out = temp_dir() / (name + ".kvtrace.h5");
     if (fs::exists(out)) return out;
     const std::string cmd = std::string(KVSCOPE_CLI_EXE) + " run --model " +
                             (kSource / "resources/models/kvscope-demo").string() +

@@ -122,7 +122,9 @@ TEST(HeadCounter, WriterSummaryMatchesReplayedHistories) {
             for (int32_t h = 0; h < s.n_heads; ++h) {
                 const auto hist = model.history(l, h, Load::kNow);
                 ASSERT_NE(hist, nullptr);
-                expect_counts(*hist, step, row, static_cast<size_t>(l * s.n_heads + h),
+                expect_counts(*hist, step, row,
+                              static_cast<size_t>(l) * static_cast<size_t>(s.n_heads) +
+                                  static_cast<size_t>(h),
                               "L" + std::to_string(l) + " h" + std::to_string(h) + " step " +
                                   std::to_string(step));
             }

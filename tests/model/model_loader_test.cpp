@@ -234,7 +234,7 @@ TEST(ModelLoader, NothingThere) {
     EXPECT_INPUT_ERROR(load_model(tmp / "empty.bin"), "empty.bin", "file is empty (0 bytes)");
 }
 
-const std::string kPickleStart("\x80\x02}q\x00(X\x05\x00\x00\x00", 12);
+const std::string kPickleStart("\x80\x02}q\x00(X\x05\x00\x00\x00", 11);  // NULs inside
 
 TEST(PickleRefusal, DirectoryWithOnlyPytorchModelBin) {
     TempDir tmp;

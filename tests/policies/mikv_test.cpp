@@ -192,6 +192,7 @@ TEST(MiKV, HighPrecisionSetEqualsH2OKeptSet) {
                     d.pos = pos;
                     for (int64_t q = 0; q < g; ++q) {
                         std::vector<float> r;
+                        r.reserve(pos.size());
                         for (int64_t x : pos) r.push_back(row_value(q, x));
                         d.step_row.push_back(r);
                     }

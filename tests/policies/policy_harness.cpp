@@ -16,6 +16,7 @@ std::span<const T> span_or_empty(const std::vector<T>& v) {
 
 std::vector<std::span<const float>> spans(const std::vector<std::vector<float>>& v) {
     std::vector<std::span<const float>> out;
+    out.reserve(v.size());
     for (const auto& x : v) out.emplace_back(x);
     return out;
 }
@@ -90,7 +91,7 @@ ScoreView empty_view(const ModelDims& dims, int64_t prompt_len, int64_t step) {
 }
 
 std::unique_ptr<Policy> make_with_tokens(const std::string& name, int64_t tokens,
-                                         std::vector<std::string> params) {
+                                         const std::vector<std::string>& params) {
     Budget b;
     b.tokens = tokens;
     return make_policy(name, b, params);

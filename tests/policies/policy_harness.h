@@ -43,7 +43,7 @@ ScoreView empty_view(const ModelDims& dims, int64_t prompt_len, int64_t step);
 
 // A policy from the registry with a budget of `tokens` per (layer, KV head).
 std::unique_ptr<Policy> make_with_tokens(const std::string& name, int64_t tokens,
-                                         std::vector<std::string> params = {});
+                                         const std::vector<std::string>& params = {});
 
 // kept slot indices of (layer, head) after the plan, for a head of n slots (all when no keep).
 std::vector<int64_t> kept_of(const Plan& p, int64_t layer, int64_t head, int64_t n);

@@ -68,7 +68,7 @@ fs::path record_with_maps(const Demo& d, Backend& backend, const std::string& na
     engine.set_policy(policy.get());
     record::SamplingOptions so;
     so.max_new = 2;
-    const fs::path path = scratch(name);
+    fs::path path = scratch(name);
     trace::TraceWriter::Options wo;
     wo.record_maps = true;
     wo.overwrite = true;

@@ -203,8 +203,8 @@ TEST_F(RoundTrip, StepsBudgetsSurvival) {
         ASSERT_EQ(v.size(), 25u * 6u);
         for (size_t s = 0; s < 25; ++s) {
             const auto& want = sample_.steps[s].needle_survival;
-            std::vector<float> w(want.begin() + static_cast<std::ptrdiff_t>(span * 6),
-                                 want.begin() + static_cast<std::ptrdiff_t>((span + 1) * 6));
+            std::vector<float> w(want.begin() + static_cast<std::ptrdiff_t>(span) * 6,
+                                 want.begin() + (static_cast<std::ptrdiff_t>(span) + 1) * 6);
             std::vector<float> g(v.begin() + static_cast<std::ptrdiff_t>(s * 6),
                                  v.begin() + static_cast<std::ptrdiff_t>((s + 1) * 6));
             expect_same_floats(g, w, "needle_survival");
@@ -315,7 +315,8 @@ TEST_F(RoundTrip, SummaryHeldEqualsReplayedStates) {
                     evicted += t.state == TokenCacheState::kEvicted ? 1 : 0;
                     bits += holds ? t.bits : 0;
                 }
-                const size_t lh = static_cast<size_t>(l * info.n_heads + h);
+                const size_t lh = static_cast<size_t>(l) * static_cast<size_t>(info.n_heads) +
+                                  static_cast<size_t>(h);
                 ASSERT_EQ(row.held[lh], held) << "step " << s << " l" << l << " h" << h;
                 ASSERT_EQ(row.held_bits[lh], bits) << "step " << s << " l" << l << " h" << h;
                 ASSERT_EQ(row.evicted[lh], evicted) << "step " << s << " l" << l << " h" << h;
