@@ -2,6 +2,25 @@
 // the run order: studio_test.h).
 #include "tests/gui/studio_test.h"
 
+namespace {
+
+// The open trace's run repeated here (its model, prompt and the needle's span), prefilled: what
+// the dock's explanation and rescue are checked against.
+struct TraceRunHere {
+    const std::string model_dir = KVSCOPE_SOURCE_DIR "/resources/models/kvscope-demo";
+    const std::unique_ptr<Model> model = load_model(model_dir);
+    const std::unique_ptr<Tokenizer> tok = load_tokenizer(model_dir);
+    record::LiveSession session;
+    int64_t nb = -1, ne = -1;
+    explicit TraceRunHere(const trace::TraceReader& reader)
+        : session(*model, *tok, model_dir, record::input_from_trace(reader), 2) {
+        session.prefill();
+        std::tie(nb, ne) = studio::needle_of(reader.spans());
+    }
+};
+
+}  // namespace
+
 // ---- Live run dock ("What-if") --------------------------------------------------------
 // The dock prefills the open trace's prompt on its worker; the GUI keeps painting meanwhile.
 void StudioTest::liveDockPrefillsTheOpenTrace() {
@@ -383,12 +402,9 @@ void StudioTest::needleExplainUsesThePolicysOwnScore() {
     QVERIFY(dock->explanation());
 
     // The same run here: the trace's policy and sampling under ExplainPolicy.
-    const std::string model_dir = KVSCOPE_SOURCE_DIR "/resources/models/kvscope-demo";
-    auto model = load_model(model_dir);
-    auto tok = load_tokenizer(model_dir);
-    record::LiveSession session(*model, *tok, model_dir, record::input_from_trace(*reader_), 2);
-    session.prefill();
-    const auto [nb, ne] = studio::needle_of(reader_->spans());
+    TraceRunHere here(*reader_);
+    auto& session = here.session;
+    const int64_t nb = here.nb, ne = here.ne;
     QVERIFY(nb >= 0);
     std::vector<int64_t> followed;
     for (int64_t p = nb; p < ne; ++p) followed.push_back(p);
@@ -477,16 +493,14 @@ void StudioTest::rescueFindsTheLayersAndOpensARunInCompare() {
     QVERIFY(done.wait(300000) || done.count() > 0);
     QVERIFY2(done.first().at(0).toBool(), qPrintable(dock->error_text()));
 
-    const std::string model_dir = KVSCOPE_SOURCE_DIR "/resources/models/kvscope-demo";
-    auto model = load_model(model_dir);
-    auto tok = load_tokenizer(model_dir);
-    record::LiveSession session(*model, *tok, model_dir, record::input_from_trace(*reader_), 2);
-    session.prefill();
-    const auto [nb, ne] = studio::needle_of(reader_->spans());
-    const record::RescueResult r = record::rescue_needle(
-        session, record::policy_from_trace(reader_->metadata()),
-        record::sampling_from_trace(reader_->metadata()), nb, ne,
-        out_.filePath("rescue_check").toStdString(), static_cast<int>(2 + model->spec.n_layers));
+    TraceRunHere here(*reader_);
+    auto& session = here.session;
+    const int64_t nb = here.nb, ne = here.ne;
+    const record::RescueResult r =
+        record::rescue_needle(session, record::policy_from_trace(reader_->metadata()),
+                              record::sampling_from_trace(reader_->metadata()), nb, ne,
+                              out_.filePath("rescue_check").toStdString(),
+                              static_cast<int>(2 + here.model->spec.n_layers));
     QCOMPARE(r.outcome, record::RescueResult::Outcome::kRescued);
     QVERIFY(!r.layers.empty());
     QCOMPARE(dock->rescue_layers_found(), r.layers);
