@@ -333,8 +333,10 @@ void TraceFileWriter::write_step(StepData& data) {
     const auto lh_order = [](const EventRecord& a, const EventRecord& b) {
         return a.layer != b.layer ? a.layer < b.layer : a.head < b.head;
     };
-    // Producers emit (layer, head) order already; stable_sort would still copy every event
-    // through a buffer as large as the step (67 M events at the prefill of 32 x 8 x 128k).
+    // The prefill step arrives in (layer, head) order already, and stable_sort would still copy
+    // every event through a buffer as large as the step (67 M events at 32 x 8 x 128k). A decode
+    // step arrives as all layers' appends, then each layer's plan (Engine::after_decode_layers):
+    // a few hundred events, sorted here.
     if (!std::is_sorted(ev.begin(), ev.end(), lh_order))
         std::stable_sort(ev.begin(), ev.end(), lh_order);
     std::vector<int64_t> lh_begin(LH, events_);
