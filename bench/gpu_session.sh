@@ -31,6 +31,7 @@
 #   bench8b-32k kvscope bench, 8B shape, 32k
 #   profile1b   KVSCOPE_PROFILE=1 kvscope bench (full, recording off), 1B shape, 1k/8k/32k
 #   profile8b   the same, 8B shape, 1k/8k, and 8k with recording on
+#   profile8b-32k  the same, 8B shape, 32k with recording on (the prefill target's case)
 #   hostcache   bench_host_cache on the machine's CPUs: the host cache's share of a prefill, 8k/32k
 #   peer1b      bench/hf_peer.py on the 1B shape
 #   peer8b      bench/hf_peer.py on the 8B shape
@@ -153,6 +154,7 @@ profile() {  # model tag lengths [recording]
 stage_hostcache() { "$BENCH_HOST_CACHE" 8192 32 8 128; "$BENCH_HOST_CACHE" 32768 32 8 128; }
 stage_profile1b() { profile "$M1B" 1b 1024,8192,32768; }
 stage_profile8b() { profile "$M8B" 8b 1024,8192; profile "$M8B" 8b_rec 8192 on; which nsys ncu || true; }
+stage_profile8b-32k() { profile "$M8B" 8b_rec 32768 on; }  # the prefill target's case
 stage_peer1b() { python3 bench/hf_peer.py --model "$M1B" --lengths 1024,8192,32768 --json "$OUT/peer1b.json"; }
 stage_peer8b() { python3 bench/hf_peer.py --model "$M8B" --lengths 1024,8192,32768 --json "$OUT/peer8b.json"; }
 stage_parity() {  # traces kept under out/ (ignored) for a look while the machine is warm
@@ -164,7 +166,7 @@ stage_parity() {  # traces kept under out/ (ignored) for a look while the machin
   return $((r1 || r2))
 }
 
-[ $# -gt 0 ] || { sed -n '2,31p' "$0"; exit 2; }
+[ $# -gt 0 ] || { sed -n '2,32p' "$0"; exit 2; }
 rc_all=0
 for s in "$@"; do
   if ! declare -F "stage_$s" >/dev/null; then echo "unknown stage: $s" >&2; exit 2; fi
