@@ -49,7 +49,7 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVL
 
 # The kvscope binaries: carried ones (pack) first, else a build made there (build). pack leaves
 # them xz-compressed (the tracked tree is ~51 MB of the call's 64 MiB), unpacked here once.
-if [ -f "$CARRY/pack.tar.xz" ] && [ ! -x "$CARRY/bin/kvscope" ]; then
+if [ $# -gt 0 ] && [ "$1" != pack ] && [ -f "$CARRY/pack.tar.xz" ] && [ ! -x "$CARRY/bin/kvscope" ]; then
   tar xJf "$CARRY/pack.tar.xz" -C "$CARRY"
 fi
 if [ -x "$CARRY/bin/kvscope" ]; then
