@@ -62,6 +62,7 @@ KVCache::KVCache(int64_t n_layers, int64_t n_kv_heads, int64_t head_dim, int ele
         fail("element_bytes must be 1, 2 or 4, got " + std::to_string(element_bytes));
     heads_.resize(sz(n_layers * n_kv_heads));
     journals_.resize(heads_.size());
+    pending_.assign(sz(n_layers), 0);
 }
 
 void KVCache::clear() {
@@ -80,6 +81,7 @@ void KVCache::clear() {
         h.bits_held = 0;
     }
     for (KVJournal& j : journals_) j.record_reset();
+    std::fill(pending_.begin(), pending_.end(), 0);
     step_ = -1;
 }
 
@@ -91,6 +93,7 @@ void KVCache::copy_contents_from(const KVCache& other) {
     // the same prompt into the same cache many times).
     for (size_t i = 0; i < heads_.size(); ++i) heads_[i] = other.heads_[i];
     for (KVJournal& j : journals_) j.record_reset();
+    pending_ = other.pending_;
     store_prerope_ = other.store_prerope_;
 }
 
@@ -110,7 +113,9 @@ void KVCache::remove_observer(int id) {
 }
 
 KVCache::Head& KVCache::head_at(int64_t layer, int64_t head) {
-    return const_cast<Head&>(std::as_const(*this).head_at(layer, head));
+    Head& hd = const_cast<Head&>(std::as_const(*this).head_at(layer, head));
+    check_not_pending(layer);
+    return hd;
 }
 
 const KVCache::Head& KVCache::head_at(int64_t layer, int64_t head) const {
@@ -260,8 +265,45 @@ void KVCache::append_layer(int64_t layer, const float* k, const float* v, const 
     for (int64_t g = 0; g < G; ++g) finish_rows(layer, g, in(g));
 }
 
+void KVCache::append_layer_slots(int64_t layer, const int64_t* pos, int64_t n) {
+    if (n <= 0) return;
+    if (store_prerope_) fail("append_layer_slots: the cache stores pre-RoPE keys");
+    (void)head_at(layer, 0);  // range, and no rows pending already
+    zero_rows_.assign(sz(n * n_kv_heads_ * head_dim_), 0.0f);
+    append_layer(layer, zero_rows_.data(), zero_rows_.data(), pos, n);
+    pending_[sz(layer)] = n;
+}
+
+void KVCache::fill_pending_rows(int64_t layer, const float* k, const float* v) {
+    (void)std::as_const(*this).head_at(layer, 0);  // range
+    const int64_t n = pending_[sz(layer)], G = n_kv_heads_, d = head_dim_;
+    if (n == 0) fail("fill_pending_rows: layer " + std::to_string(layer) + " has none pending");
+    if (!k || !v) fail("fill_pending_rows: null keys or values");
+    for (int64_t g = 0; g < G; ++g) {
+        Head& hd = heads_[sz(layer * G + g)];
+        const int64_t first = static_cast<int64_t>(hd.pos.size()) - n;
+        for (int64_t i = 0; i < n; ++i) {
+            std::copy_n(k + (i * G + g) * d, d, hd.k.begin() + (first + i) * d);
+            std::copy_n(v + (i * G + g) * d, d, hd.v.begin() + (first + i) * d);
+        }
+    }
+    pending_[sz(layer)] = 0;
+}
+
+void KVCache::check_not_pending(int64_t layer) const {
+    if (pending_[sz(layer)] > 0)
+        fail("layer " + std::to_string(layer) + " is waiting for the rows of its last " +
+             std::to_string(pending_[sz(layer)]) + " slots (fill_pending_rows)");
+}
+
+int64_t KVCache::pending_rows(int64_t layer) const {
+    (void)head_at(layer, 0);
+    return pending_[sz(layer)];
+}
+
 void KVCache::check_rows(int64_t layer, int64_t head, const RowsIn& in) const {
     const Head& hd = head_at(layer, head);
+    check_not_pending(layer);
     if (!in.k || !in.v || !in.pos) fail("append_rows: null keys, values or positions");
     if (store_prerope_ && !in.kpre)
         fail("append_rows: the cache stores pre-RoPE keys but none given");

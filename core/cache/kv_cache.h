@@ -160,6 +160,18 @@ class KVCache {
     // of append_rows() head by head, in head order.
     void append_layer(int64_t layer, const float* k, const float* v, const int64_t* pos, int64_t n,
                       const float* k_prerope = nullptr, const ParallelFor& parallel = {});
+    // Decode on a backend that reads a step's new rows from its own memory
+    // (Backend::new_rows_stay_on_device()): the slots of every head of a layer go in now, with
+    // positions, checks, accounting and events exactly as append_layer() (k/v/k_prerope of
+    // zeros), and their K/V rows follow with fill_pending_rows() once the device's copy has
+    // arrived, before anything reads them; no pre-RoPE keys (the cache must not store them).
+    // While a layer's rows are pending, every other change to that layer throws.
+    void append_layer_slots(int64_t layer, const int64_t* pos, int64_t n);
+    // The pending rows of `layer`, k and v [n, n_kv_heads, head_dim] as append_layer() takes
+    // them; no events and no journal entry (the append announced them). Throws when none are
+    // pending.
+    void fill_pending_rows(int64_t layer, const float* k, const float* v);
+    int64_t pending_rows(int64_t layer) const;  // 0 when none
     // Room for `slots` tokens in every head without reallocating: a decode step that outgrows
     // a head's arrays copies the whole head (a 32k-token 8B cache: gigabytes in one step), so the
     // engine reserves the prompt plus headroom before prefill. Contents and accounting unchanged.
@@ -231,8 +243,9 @@ class KVCache {
         int64_t bits_held = 0;  // incremental accounting, in bits
     };
 
-    Head& head_at(int64_t layer, int64_t head);
+    Head& head_at(int64_t layer, int64_t head);  // for a change: throws while rows pend
     const Head& head_at(int64_t layer, int64_t head) const;
+    void check_not_pending(int64_t layer) const;  // layer in range
     void emit(const CacheEvent& e) const;
     CacheEvent make_event(int64_t layer, int64_t head, CacheOp op) const;
     int64_t slot_bits(const Head& hd, int64_t i) const;
@@ -255,6 +268,8 @@ class KVCache {
                        const QuantSpec& spec, bool keys, int32_t reuse_block);
     static int64_t recompute_bits(const Head& hd, int64_t head_dim, int element_bytes);
 
+    std::vector<int64_t> pending_;  // [layers] rows announced by append_layer_slots()
+    std::vector<float> zero_rows_;  // what append_layer_slots() copies in their place
     int64_t n_layers_, n_kv_heads_, head_dim_;
     int element_bytes_;
     int64_t step_ = -1;

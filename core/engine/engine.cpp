@@ -264,6 +264,13 @@ std::vector<float> Engine::forward(const int32_t* ids, int64_t n, bool is_prefil
 // each sees what it would have seen right after that layer, and the device runs the step
 // without waiting for the host between layers.
 void Engine::after_decode_layers() {
+    {
+        prof::Scope host("host.cache_append");  // rows of slots appended during the step
+        for (int64_t l = 0; l < spec().n_layers; ++l)
+            if (cache_->pending_rows(l) > 0)
+                cache_->fill_pending_rows(l, s_->k_later[static_cast<size_t>(l)].data(),
+                                          s_->v_later[static_cast<size_t>(l)].data());
+    }
     for (int64_t l = 0; l < spec().n_layers; ++l) {
         prof::Scope host("host.observer");
         if (on_layer_done) on_layer_done(l);

@@ -42,19 +42,38 @@ void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
     const int64_t G = sp.n_kv_heads, H = sp.n_heads, d = sp.head_dim;
     Scratch& s = *s_;
     const bool have_prerope = wants_prerope();
-    // The new keys/values on the host (the cache is host memory; backend tensors may not be).
-    s.k_host.resize(static_cast<size_t>(n * G * d));
-    s.v_host.resize(static_cast<size_t>(n * G * d));
-    backend_.to_host_later(make_tensor_view(s.k.data, DType::kF32, {n, G, d}, s.k.device),
-                           s.k_host.data());  // [n, G, d] post-RoPE; arrives with V's copy
-    backend_.to_host(make_tensor_view(s.v.data, DType::kF32, {n, G, d}, s.v.device),
-                     s.v_host.data());
+    const Tensor k_dev = make_tensor_view(s.k.data, DType::kF32, {n, G, d}, s.k.device);
+    const Tensor v_dev = make_tensor_view(s.v.data, DType::kF32, {n, G, d}, s.v.device);
+    // Decode without a policy on a backend that reads new rows from its own memory: the slots go
+    // in now and their rows at the step's end (after_decode_layers), so the layer never waits.
+    const bool rows_later =
+        !is_prefill && !policy_ && !cache_->store_prerope() && backend_.new_rows_stay_on_device();
+    if (rows_later) {
+        if (s.k_later.size() != static_cast<size_t>(sp.n_layers)) {
+            s.k_later.assign(static_cast<size_t>(sp.n_layers), {});
+            s.v_later.assign(static_cast<size_t>(sp.n_layers), {});
+        }
+        std::vector<float>& kl = s.k_later[static_cast<size_t>(l)];
+        std::vector<float>& vl = s.v_later[static_cast<size_t>(l)];
+        kl.resize(static_cast<size_t>(n * G * d));
+        vl.resize(static_cast<size_t>(n * G * d));
+        backend_.to_host_later(k_dev, kl.data());
+        backend_.to_host_later(v_dev, vl.data());
+    } else {
+        // The new keys/values on the host (the cache is host memory; backend tensors may not be).
+        s.k_host.resize(static_cast<size_t>(n * G * d));
+        s.v_host.resize(static_cast<size_t>(n * G * d));
+        backend_.to_host_later(k_dev, s.k_host.data());  // [n, G, d] post-RoPE; with V's copy
+        backend_.to_host(v_dev, s.v_host.data());
+    }
     const float* k = s.k_host.data();
     const float* v = s.v_host.data();
 
     // 1. New keys/values into the cache (the policy may merge a decode token instead: DMC).
     std::optional<prof::Scope> host(std::in_place, "host.cache_append");
-    if (is_prefill || !policy_)  // the prompt: one growth per head, heads copied in parallel
+    if (rows_later)
+        cache_->append_layer_slots(l, s.positions.data(), n);
+    else if (is_prefill || !policy_)  // the prompt: one growth per head, heads copied in parallel
         cache_->append_layer(l, k, v, s.positions.data(), n,
                              cache_->store_prerope() && have_prerope ? s.k_prerope.data() : nullptr,
                              host_parallel(n * G * d * static_cast<int64_t>(sizeof(float))));
@@ -123,12 +142,10 @@ void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
     args.scale = 1.0f / std::sqrt(static_cast<float>(d));
     args.out = &out;
     args.stats = pstats;
-    // Every head's last n slots are these rows when they went in through append_rows above.
-    const Tensor new_k = make_tensor_view(s.k.data, DType::kF32, {n, G, d}, s.k.device);
-    const Tensor new_v = make_tensor_view(s.v.data, DType::kF32, {n, G, d}, s.v.device);
+    // Every head's last n slots are these rows when they went in through append_layer above.
     if (is_prefill || !policy_) {
-        args.new_k = &new_k;
-        args.new_v = &new_v;
+        args.new_k = &k_dev;
+        args.new_v = &v_dev;
     }
     host.reset();  // the backend's own op buckets take over
     backend_.attention(args);

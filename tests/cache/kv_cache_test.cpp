@@ -162,6 +162,62 @@ TEST(KVCache, AppendLayerEqualsAppendRowsPerHead) {
     EXPECT_EQ(layer.check_consistency(), "");
 }
 
+// append_layer_slots() + fill_pending_rows() end where append_layer() ends (rows, positions,
+// accounting, events); in between the layer's slots hold zeros and no other change is taken.
+TEST(KVCache, PendingRowsEndAsAppendLayer) {
+    const int64_t L = 2, G = 3, d = 4, n = 2;
+    std::vector<float> k(static_cast<size_t>(n * G * d)), v(k.size());
+    for (size_t i = 0; i < k.size(); ++i) {
+        k[i] = 1.0f + static_cast<float>(i);
+        v[i] = -2.0f - static_cast<float>(i);
+    }
+    const std::vector<int64_t> pos = {5, 9}, later = {10};
+    KVCache ref = make_filled_cache(L, G, d, 3, 2), c = make_filled_cache(L, G, d, 3, 2);
+    Recorder r1, r2;
+    r1.attach(ref);
+    r2.attach(c);
+    ref.append_layer(1, k.data(), v.data(), pos.data(), n);
+    c.append_layer_slots(1, pos.data(), n);
+    EXPECT_EQ(c.pending_rows(1), n);
+    EXPECT_EQ(c.pending_rows(0), 0);
+    expect_same_events(r2, r1);  // events and accounting at once
+    EXPECT_EQ(c.bytes_held(), ref.bytes_held());
+    EXPECT_EQ(c.k(1, 2)[3 * d], 0.0f);  // rows not there yet
+    // Nothing else may change the layer before its rows arrive; other layers are free.
+    EXPECT_THROW(c.append_layer(1, k.data(), v.data(), later.data(), 1), std::invalid_argument);
+    EXPECT_THROW(c.append(1, 0, k.data(), v.data(), 10), std::invalid_argument);
+    const std::vector<int64_t> keep = {0, 1};
+    EXPECT_THROW(c.keep(1, 0, keep), std::invalid_argument);
+    EXPECT_THROW(c.append_layer_slots(1, later.data(), 1), std::invalid_argument);
+    EXPECT_NO_THROW(c.append(0, 0, k.data(), v.data(), 10));
+    ref.append(0, 0, k.data(), v.data(), 10);
+    c.fill_pending_rows(1, k.data(), v.data());
+    EXPECT_EQ(c.pending_rows(1), 0);
+    EXPECT_THROW(c.fill_pending_rows(1, k.data(), v.data()), std::invalid_argument);
+    for (int64_t l = 0; l < L; ++l)
+        for (int64_t g = 0; g < G; ++g) {
+            ASSERT_EQ(c.n_slots(l, g), ref.n_slots(l, g));
+            for (int64_t j = 0; j < c.n_slots(l, g) * d; ++j) {
+                ASSERT_EQ(c.k(l, g)[j], ref.k(l, g)[j]);  // copies: exact
+                ASSERT_EQ(c.v(l, g)[j], ref.v(l, g)[j]);
+            }
+            for (int64_t j = 0; j < c.n_slots(l, g); ++j)
+                EXPECT_EQ(c.positions(l, g)[j], ref.positions(l, g)[j]);
+        }
+    expect_same_events(r2, r1);
+    EXPECT_EQ(c.check_consistency(), "");
+    c.keep(1, 0, keep);  // the layer takes changes again
+    // A cache that stores pre-RoPE keys cannot take slots without them.
+    KVCache pre(L, G, d, 2);
+    pre.set_store_prerope(true);
+    EXPECT_THROW(pre.append_layer_slots(0, pos.data(), n), std::invalid_argument);
+    // clear() drops what was pending.
+    const std::vector<int64_t> after = {20};
+    c.append_layer_slots(0, after.data(), 1);
+    c.clear();
+    EXPECT_EQ(c.pending_rows(0), 0);
+}
+
 TEST(KVCache, FullPrecisionAccountingUsesElementBytes) {
     // 2 slots x (K + V) x head_dim 4 x 2 bytes (bf16) = 32 bytes.
     KVCache c = make_filled_cache(1, 1, 4, 2, 2);

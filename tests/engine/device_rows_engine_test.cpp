@@ -1,0 +1,169 @@
+// Decode on a backend that keeps a step's new K/V rows on its device (Backend::
+// new_rows_stay_on_device): the engine appends the slots at once and their host rows at the
+// step's end (KVCache::append_layer_slots / fill_pending_rows). Driven here through the CPU
+// backend behind a wrapper that behaves as such a device does: to_host_later() delivers at the
+// next synchronisation, and attention() takes the last rows of every head from new_k / new_v
+// instead of the host cache (as the CUDA KV mirror does). The run must equal the CPU backend's
+// own, bit for bit, and the host rows must really have been absent during each decode layer.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <vector>
+
+#include "core/cache/kv_cache.h"
+#include "core/engine/engine.h"
+#include "core/engine/sampler.h"
+#include "core/model/model.h"
+
+namespace kvscope {
+namespace {
+
+namespace fs = std::filesystem;
+
+class DeviceRowsBackend final : public Backend {
+  public:
+    explicit DeviceRowsBackend(std::unique_ptr<Backend> inner) : in_(std::move(inner)) {}
+    int64_t heads_without_host_rows = 0;  // decode heads whose new host rows were still absent
+
+    std::string name() const override { return "device-rows(" + in_->name() + ")"; }
+    DeviceKind device() const override { return in_->device(); }
+    double measure_copy_gbs(size_t bytes, int reps) override {
+        return in_->measure_copy_gbs(bytes, reps);
+    }
+    Tensor alloc(DType dtype, std::initializer_list<int64_t> shape) override {
+        return in_->alloc(dtype, shape);
+    }
+    void release(Tensor& t) override { in_->release(t); }
+    Tensor upload_weight(const void* host, DType dtype,
+                         std::initializer_list<int64_t> shape) override {
+        return in_->upload_weight(host, dtype, shape);
+    }
+    void release_weight(Tensor& t) override { in_->release_weight(t); }
+    void to_host(const Tensor& src, float* dst) override {
+        in_->to_host(src, dst);
+        deliver();
+    }
+    // Copied now (a device stream would copy in order), handed over at the next sync.
+    void to_host_later(const Tensor& src, float* dst) override {
+        std::vector<float> now(static_cast<size_t>(src.numel()));
+        in_->to_host(src, now.data());
+        later_.emplace_back(dst, std::move(now));
+    }
+    bool new_rows_stay_on_device() const override { return true; }
+    void from_host(Tensor& dst, const float* src) override { in_->from_host(dst, src); }
+    void synchronize() override {
+        in_->synchronize();
+        deliver();
+    }
+    void embedding(const Tensor& t, const int32_t* ids, int64_t n, Tensor& out) override {
+        in_->embedding(t, ids, n, out);
+    }
+    void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override {
+        in_->rmsnorm(x, w, eps, out);
+    }
+    void matmul(const Tensor& x, const Tensor& w, const Tensor* b, Tensor& out) override {
+        in_->matmul(x, w, b, out);
+    }
+    void rope(Tensor& x, const int64_t* p, const float* f, RopePairs pairs) override {
+        in_->rope(x, p, f, pairs);
+    }
+    void silu_mul(const Tensor& g, const Tensor& u, Tensor& out) override {
+        in_->silu_mul(g, u, out);
+    }
+    void add_inplace(Tensor& x, const Tensor& y) override { in_->add_inplace(x, y); }
+    // Every head's last new_k->dim(0) rows from new_k / new_v ([n_new, G, d]), the rest from
+    // the host cache, as the device mirror's appends-only plan does.
+    void attention(const AttentionArgs& args) override {
+        if (!args.new_k) return in_->attention(args);
+        const int64_t n_new = args.new_k->dim(0), G = args.n_kv_heads, d = args.new_k->dim(2);
+        std::vector<std::vector<float>> k(static_cast<size_t>(G)), v(k.size());
+        std::vector<KVHeadView> views(args.kv, args.kv + G);
+        for (int64_t g = 0; g < G; ++g) {
+            KVHeadView& hv = views[static_cast<size_t>(g)];
+            auto& kg = k[static_cast<size_t>(g)];
+            auto& vg = v[static_cast<size_t>(g)];
+            kg.assign(hv.k, hv.k + hv.len * d);
+            vg.assign(hv.v, hv.v + hv.len * d);
+            const int64_t first = hv.len - n_new;
+            if (n_new == 1 &&
+                std::all_of(kg.begin() + first * d, kg.end(), [](float x) { return x == 0.0f; }))
+                ++heads_without_host_rows;
+            for (int64_t i = 0; i < n_new; ++i) {
+                std::copy_n(args.new_k->as<float>() + (i * G + g) * d, d,
+                            kg.begin() + (first + i) * d);
+                std::copy_n(args.new_v->as<float>() + (i * G + g) * d, d,
+                            vg.begin() + (first + i) * d);
+            }
+            hv.k = kg.data();
+            hv.v = vg.data();
+            hv.journal = nullptr;  // rows of this call only
+        }
+        AttentionArgs a = args;
+        a.kv = views.data();
+        in_->attention(a);
+    }
+
+  private:
+    void deliver() {
+        for (auto& [dst, rows] : later_) std::copy(rows.begin(), rows.end(), dst);
+        later_.clear();
+    }
+    std::unique_ptr<Backend> in_;
+    std::vector<std::pair<float*, std::vector<float>>> later_;
+};
+
+TEST(DeviceRowsEngine, DecodeWithRowsAtTheStepsEndEqualsTheCpuBackend) {
+    auto model =
+        load_model(fs::path(KVSCOPE_SOURCE_DIR) / "tests" / "golden" / "models" / "llama_sp");
+    const ModelSpec& sp = model->spec;
+    std::vector<int32_t> ids;
+    for (int i = 0; i < 37; ++i)
+        ids.push_back(3 + (i * 41 + 7) % static_cast<int>(sp.vocab_size - 3));
+    EngineOptions opts;
+    opts.stats.step_rows = true;  // recording: each step's rows, read after the step
+    auto cpu = make_cpu_backend(2);
+    DeviceRowsBackend dev(make_cpu_backend(2));
+    Engine a(*model, *cpu, opts), b(*model, dev, opts);
+    std::vector<int64_t> layers_seen;
+    b.on_layer_done = [&](int64_t l) {
+        if (l < 0) return;
+        layers_seen.push_back(l);
+        // Observers run after the step: the layer's rows are in the host cache by then.
+        const int64_t last = b.cache().n_slots(l, 0) - 1;
+        EXPECT_EQ(b.cache().pending_rows(l), 0);
+        EXPECT_TRUE(std::any_of(b.cache().k(l, 0) + last * sp.head_dim,
+                                b.cache().k(l, 0) + (last + 1) * sp.head_dim,
+                                [](float x) { return x != 0.0f; }));
+    };
+    Sampler greedy({});
+    auto la = a.prefill(ids), lb = b.prefill(ids);
+    ASSERT_EQ(la, lb);
+    const int steps = 6;
+    for (int s = 0; s < steps; ++s) {
+        const int32_t next = greedy.sample(la.data(), sp.vocab_size);
+        la = a.decode(next);
+        lb = b.decode(next);
+        ASSERT_EQ(la, lb) << "step " << s;  // same arithmetic on the same rows: bit-identical
+        ASSERT_EQ(a.step_rows(), b.step_rows()) << "step " << s;
+    }
+    // Every decode layer ran with its new rows absent from the host cache (zeros), and took them
+    // from new_k / new_v instead.
+    EXPECT_EQ(dev.heads_without_host_rows, steps * sp.n_layers * sp.n_kv_heads);
+    EXPECT_EQ(static_cast<int64_t>(layers_seen.size()), steps * sp.n_layers);
+    for (int64_t l = 0; l < sp.n_layers; ++l)
+        for (int64_t g = 0; g < sp.n_kv_heads; ++g) {
+            const int64_t n = a.cache().n_slots(l, g);
+            ASSERT_EQ(b.cache().n_slots(l, g), n);
+            for (int64_t j = 0; j < n * sp.head_dim; ++j) {
+                ASSERT_EQ(a.cache().k(l, g)[j], b.cache().k(l, g)[j]) << l << " " << g;
+                ASSERT_EQ(a.cache().v(l, g)[j], b.cache().v(l, g)[j]) << l << " " << g;
+            }
+            for (int64_t j = 0; j < n; ++j)
+                EXPECT_EQ(a.cache().positions(l, g)[j], b.cache().positions(l, g)[j]);
+        }
+    EXPECT_EQ(b.cache().check_consistency(), "");
+}
+
+}  // namespace
+}  // namespace kvscope
