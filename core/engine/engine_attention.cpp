@@ -44,10 +44,13 @@ void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
     const bool have_prerope = wants_prerope();
     const Tensor k_dev = make_tensor_view(s.k.data, DType::kF32, {n, G, d}, s.k.device);
     const Tensor v_dev = make_tensor_view(s.v.data, DType::kF32, {n, G, d}, s.v.device);
-    // Decode without a policy on a backend that reads new rows from its own memory: the slots go
-    // in now and their rows at the step's end (after_decode_layers), so the layer never waits.
-    const bool rows_later =
-        !is_prefill && !policy_ && !cache_->store_prerope() && backend_.new_rows_stay_on_device();
+    // The prompt, and decode tokens a policy takes no decision on, go in as plain appends (DMC
+    // may merge a decode token instead).
+    const bool plain_appends = is_prefill || !policy_ || policy_->keeps_every_token();
+    // Decode appends on a backend that reads new rows from its own memory: the slots go in now
+    // and their rows at the step's end (after_decode_layers), so the layer never waits.
+    const bool rows_later = !is_prefill && plain_appends && !cache_->store_prerope() &&
+                            backend_.new_rows_stay_on_device();
     if (rows_later) {
         if (s.k_later.size() != static_cast<size_t>(sp.n_layers)) {
             s.k_later.assign(static_cast<size_t>(sp.n_layers), {});
@@ -73,11 +76,11 @@ void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
     std::optional<prof::Scope> host(std::in_place, "host.cache_append");
     if (rows_later)
         cache_->append_layer_slots(l, s.positions.data(), n);
-    else if (is_prefill || !policy_)  // the prompt: one growth per head, heads copied in parallel
+    else if (plain_appends)  // the prompt: one growth per head, heads copied in parallel
         cache_->append_layer(l, k, v, s.positions.data(), n,
                              cache_->store_prerope() && have_prerope ? s.k_prerope.data() : nullptr,
                              host_parallel(n * G * d * static_cast<int64_t>(sizeof(float))));
-    for (int64_t g = 0; g < G && !is_prefill && policy_; ++g) {
+    for (int64_t g = 0; g < G && !plain_appends; ++g) {
         for (int64_t i = 0; i < n; ++i) {
             const float* ki = k + (i * G + g) * d;
             const float* vi = v + (i * G + g) * d;
@@ -143,7 +146,7 @@ void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
     args.out = &out;
     args.stats = pstats;
     // Every head's last n slots are these rows when they went in through append_layer above.
-    if (is_prefill || !policy_) {
+    if (plain_appends) {
         args.new_k = &k_dev;
         args.new_v = &v_dev;
     }

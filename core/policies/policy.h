@@ -159,6 +159,9 @@ class Policy {
 
     // Decode token entering the cache of (layer, KV head): append (default) or merge (DMC).
     virtual AppendDecision on_append(const AppendContext& ctx);
+    // True for a policy that never changes the cache (full): the engine then appends a decode
+    // step's tokens as it does without a policy, and a device backend may keep their rows.
+    virtual bool keeps_every_token() const { return false; }
 
     // After this step's attention in one layer (view.layers holds that layer only).
     virtual Plan after_decode_layer(const ScoreView& view);

@@ -15,6 +15,7 @@
 #include "core/engine/engine.h"
 #include "core/engine/sampler.h"
 #include "core/model/model.h"
+#include "core/policies/registry.h"
 
 namespace kvscope {
 namespace {
@@ -113,7 +114,9 @@ class DeviceRowsBackend final : public Backend {
     std::vector<std::pair<float*, std::vector<float>>> later_;
 };
 
-TEST(DeviceRowsEngine, DecodeWithRowsAtTheStepsEndEqualsTheCpuBackend) {
+// Without a policy, and with the full policy (kept when recording, for the trace's metadata).
+void expect_device_rows_equal_cpu(const std::string& policy_name) {
+    SCOPED_TRACE(policy_name.empty() ? "no policy" : policy_name);
     auto model =
         load_model(fs::path(KVSCOPE_SOURCE_DIR) / "tests" / "golden" / "models" / "llama_sp");
     const ModelSpec& sp = model->spec;
@@ -125,6 +128,13 @@ TEST(DeviceRowsEngine, DecodeWithRowsAtTheStepsEndEqualsTheCpuBackend) {
     auto cpu = make_cpu_backend(2);
     DeviceRowsBackend dev(make_cpu_backend(2));
     Engine a(*model, *cpu, opts), b(*model, dev, opts);
+    std::unique_ptr<Policy> pa, pb;
+    if (!policy_name.empty()) {
+        pa = make_policy(policy_name, Budget{});
+        pb = make_policy(policy_name, Budget{});
+        a.set_policy(pa.get());
+        b.set_policy(pb.get());
+    }
     std::vector<int64_t> layers_seen;
     b.on_layer_done = [&](int64_t l) {
         if (l < 0) return;
@@ -163,6 +173,11 @@ TEST(DeviceRowsEngine, DecodeWithRowsAtTheStepsEndEqualsTheCpuBackend) {
                 EXPECT_EQ(a.cache().positions(l, g)[j], b.cache().positions(l, g)[j]);
         }
     EXPECT_EQ(b.cache().check_consistency(), "");
+}
+
+TEST(DeviceRowsEngine, DecodeWithRowsAtTheStepsEndEqualsTheCpuBackend) {
+    expect_device_rows_equal_cpu("");
+    expect_device_rows_equal_cpu("full");
 }
 
 }  // namespace
