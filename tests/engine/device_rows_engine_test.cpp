@@ -121,6 +121,7 @@ void expect_device_rows_equal_cpu(const std::string& policy_name) {
         load_model(fs::path(KVSCOPE_SOURCE_DIR) / "tests" / "golden" / "models" / "llama_sp");
     const ModelSpec& sp = model->spec;
     std::vector<int32_t> ids;
+    ids.reserve(37);
     for (int i = 0; i < 37; ++i)
         ids.push_back(3 + (i * 41 + 7) % static_cast<int>(sp.vocab_size - 3));
     EngineOptions opts;
