@@ -45,8 +45,9 @@ void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
     const Tensor k_dev = make_tensor_view(s.k.data, DType::kF32, {n, G, d}, s.k.device);
     const Tensor v_dev = make_tensor_view(s.v.data, DType::kF32, {n, G, d}, s.v.device);
     // The prompt, and decode tokens a policy takes no decision on, go in as plain appends (DMC
-    // may merge a decode token instead).
-    const bool plain_appends = is_prefill || !policy_ || policy_->keeps_every_token();
+    // may merge a decode token instead). A policy that evicts in decode does so after the step's
+    // last layer (after_decode_layers), so its tokens are plain appends too.
+    const bool plain_appends = is_prefill || !policy_ || !policy_->needs().append_decisions;
     // Decode appends on a backend that reads new rows from its own memory: the slots go in now
     // and their rows at the step's end (after_decode_layers), so the layer never waits.
     const bool rows_later = !is_prefill && plain_appends && !cache_->store_prerope() &&

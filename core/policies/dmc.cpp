@@ -145,7 +145,7 @@ class DmcPolicy final : public Policy {
           theta_lr_(params().get_float("theta_lr")) {}
     const PolicyInfo& info() const override { return dmc_info(); }
     PolicyNeeds needs() const override {
-        return {.prerope_keys = true, .control_neuron = checkpoint_};
+        return {.prerope_keys = true, .control_neuron = checkpoint_, .append_decisions = true};
     }
     void begin(const ModelDims& dims, int64_t prompt_len) override {
         Policy::begin(dims, prompt_len);

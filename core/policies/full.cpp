@@ -27,7 +27,6 @@ class FullPolicy final : public Policy {
     using Policy::Policy;
     const PolicyInfo& info() const override { return full_info(); }
     PolicyNeeds needs() const override { return {}; }
-    bool keeps_every_token() const override { return true; }
     Plan after_prefill(const ScoreView& view) override {
         view.check();
         Plan plan;

@@ -91,6 +91,10 @@ struct PolicyNeeds {
     // function it gives the cache), as the reference's rotary kernel does.
     bool control_neuron = false;
     bool query_absmax = false;  // per-channel max |q| over the prompt (HeadScores; MiKV)
+    // on_append decides about each decode token (append or merge: DMC). Without it the engine
+    // appends a step's tokens itself, a layer at a time, and on_append is not called; a device
+    // backend may then keep the new rows and take them from its own memory.
+    bool append_decisions = false;
 
     // Prompt attention rows the policy reads: `window`, or 1 for the last row alone.
     int64_t window_rows() const { return std::max<int64_t>(window, last_row ? 1 : 0); }
@@ -158,10 +162,8 @@ class Policy {
     virtual Plan after_prefill(const ScoreView& view) = 0;
 
     // Decode token entering the cache of (layer, KV head): append (default) or merge (DMC).
+    // Called only when needs().append_decisions is set.
     virtual AppendDecision on_append(const AppendContext& ctx);
-    // True for a policy that never changes the cache (full): the engine then appends a decode
-    // step's tokens as it does without a policy, and a device backend may keep their rows.
-    virtual bool keeps_every_token() const { return false; }
 
     // After this step's attention in one layer (view.layers holds that layer only).
     virtual Plan after_decode_layer(const ScoreView& view);

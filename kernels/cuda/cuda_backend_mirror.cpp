@@ -111,9 +111,18 @@ const LayerMirror& CudaBackend::update_mirror(const AttentionArgs& args, int64_t
             }
         }
         // Rows this call produced on the device (args.new_k / new_v: the last rows of every
-        // head) are copied within the device; only their positions come from the host.
+        // head) are copied within the device; only their positions come from the host. After an
+        // edit (general plans) they are the head's last rows still, which the plan copies from
+        // the cache (-1); a plan that says otherwise takes every row from the host.
         const int64_t n_new = new_rows_on_ && args.new_k ? args.new_k->dim(0) : 0;
-        const int64_t n_dev = general ? 0 : std::min(n - (p.full ? 0 : from_len), n_new);
+        int64_t n_dev = 0;
+        if (!general) {
+            n_dev = std::min(n - (p.full ? 0 : from_len), n_new);
+        } else if (n_new <= n) {
+            n_dev = n_new;
+            for (int64_t j = n - n_new; j < n; ++j)
+                if (p.src[static_cast<size_t>(j)] >= 0) n_dev = 0;
+        }
         // Packed rows from the host: every other row the plan copies from the cache, in slot
         // order (K and V), and the positions of all of them.
         const int64_t nd = p.dirty - n_dev;
@@ -141,6 +150,21 @@ const LayerMirror& CudaBackend::update_mirror(const AttentionArgs& args, int64_t
             to.push_back(jb);
             mx = std::max(mx, jb.n);
         };
+        // The device rows: slots [n - n_dev, n) from new_k / new_v (row i of head g is
+        // new_k[i, g, :], stride G*d), their positions staged at spos.
+        auto device_rows = [&](std::vector<KVRowJob>& to, int64_t& mx, const int64_t* spos) {
+            const int64_t i0 = n_new - n_dev;
+            KVRowJob dj;
+            dj.dk = hk + (n - n_dev) * d;
+            dj.dv = hv + (n - n_dev) * d;
+            dj.dpos = hp + (n - n_dev);
+            dj.sk = args.new_k->as<float>() + (i0 * G + g) * d;
+            dj.sv = args.new_v->as<float>() + (i0 * G + g) * d;
+            dj.spos = spos;
+            dj.s_stride = G * d;
+            dj.n = n_dev;
+            add(to, mx, dj);
+        };
         if (!general) {  // full, or appends only: rows [first, n) from the host / the device
             const int64_t first = p.full ? 0 : from_len;
             const int64_t host_end = n - n_dev;  // [first, host_end) host, [host_end, n) device
@@ -155,19 +179,7 @@ const LayerMirror& CudaBackend::update_mirror(const AttentionArgs& args, int64_t
             jb.spos = dpp;
             jb.n = host_end - first;
             add(rb.a, rb.max_a, jb);
-            if (n_dev > 0) {  // new row i of head g is new_k[i, g, :]: stride G*d
-                const int64_t i0 = n_new - n_dev;
-                KVRowJob dj;
-                dj.dk = hk + host_end * d;
-                dj.dv = hv + host_end * d;
-                dj.dpos = hp + host_end;
-                dj.sk = args.new_k->as<float>() + (i0 * G + g) * d;
-                dj.sv = args.new_v->as<float>() + (i0 * G + g) * d;
-                dj.spos = dpp + (host_end - first);
-                dj.s_stride = G * d;
-                dj.n = n_dev;
-                add(rb.a, rb.max_a, dj);
-            }
+            if (n_dev > 0) device_rows(rb.a, rb.max_a, dpp + (host_end - first));
             if (regrow && !p.full && from_len > 0) {  // the rows it had: old slab -> new
                 KVRowJob kept;
                 kept.dk = hk;
@@ -182,7 +194,7 @@ const LayerMirror& CudaBackend::update_mirror(const AttentionArgs& args, int64_t
         } else if (!moves) {  // in place: only the rewritten / appended rows
             const size_t o_idx = ring_.reserve(static_cast<size_t>(n_idx) * sizeof(int64_t));
             auto* idx = reinterpret_cast<int64_t*>(ring_.host(o_idx));
-            for (int64_t j = 0; j < n; ++j)
+            for (int64_t j = 0; j < n - n_dev; ++j)
                 if (p.src[static_cast<size_t>(j)] < 0) {
                     idx[r] = j;
                     pack(j);
@@ -197,10 +209,13 @@ const LayerMirror& CudaBackend::update_mirror(const AttentionArgs& args, int64_t
             jb.dst_index = reinterpret_cast<const int64_t*>(ring_.dev(o_idx));
             jb.n = nd;
             add(rb.a, rb.max_a, jb);
+            for (int64_t t = 0; t < n_dev; ++t) pp[nd + t] = kv.pos[n - n_dev + t];
+            if (n_dev > 0) device_rows(rb.a, rb.max_a, dpp + nd);
         } else {  // rows move: gather (old slab -> new, or slab -> scratch -> slab) + host rows
             const size_t o_map = ring_.reserve(static_cast<size_t>(n_map) * sizeof(int64_t));
             auto* map = reinterpret_cast<int64_t*>(ring_.host(o_map));
-            for (int64_t j = j0; j < n; ++j) {
+            const int64_t n_moved = n - n_dev - j0;  // gathered rows; the device rows follow
+            for (int64_t j = j0; j < n - n_dev; ++j) {
                 const int64_t s = p.src[static_cast<size_t>(j)];
                 if (s >= 0) {
                     map[j - j0] = s;
@@ -217,12 +232,14 @@ const LayerMirror& CudaBackend::update_mirror(const AttentionArgs& args, int64_t
             gather.pv = dpv;
             gather.ppos = dpp;
             gather.map = reinterpret_cast<const int64_t*>(ring_.dev(o_map));
-            gather.n = n - j0;
-            if (regrow) {  // j0 == 0
+            gather.n = n_moved;
+            for (int64_t t = 0; t < n_dev; ++t) pp[nd + t] = kv.pos[n - n_dev + t];
+            if (regrow) {  // j0 == 0; the old slab is only read, so the device rows go in now
                 gather.dk = hk;
                 gather.dv = hv;
                 gather.dpos = hp;
                 add(rb.a, rb.max_a, gather);
+                if (n_dev > 0) device_rows(rb.a, rb.max_a, dpp + nd);
             } else {
                 // Scratch: [rows, d] K, then [rows, d] V, then [rows] positions, rows = what its
                 // capacity holds; this head takes rows [scratch_rows, scratch_rows + n - j0).
@@ -242,9 +259,11 @@ const LayerMirror& CudaBackend::update_mirror(const AttentionArgs& args, int64_t
                 back.sk = sk;
                 back.sv = sv;
                 back.spos = sp;
-                back.n = n - j0;
+                back.n = n_moved;
                 add(rb.b, rb.max_b, back);
-                rb.scratch_rows += n - j0;
+                // After the gather, which may still read the slab's rows [n - n_dev, n).
+                if (n_dev > 0) device_rows(rb.b, rb.max_b, dpp + nd);
+                rb.scratch_rows += n_moved;
             }
         }
         if (r != nd)

@@ -114,8 +114,12 @@ class DeviceRowsBackend final : public Backend {
     std::vector<std::pair<float*, std::vector<float>>> later_;
 };
 
-// Without a policy, and with the full policy (kept when recording, for the trace's metadata).
-void expect_device_rows_equal_cpu(const std::string& policy_name) {
+// Without a policy, with the full policy (kept when recording, for the trace's metadata), and with
+// each policy that edits the cache after a decode step (after_decode_layers) or after the prompt:
+// their decode tokens go in as plain appends too. Budget 24 tokens of a 37-token prompt, so the
+// evicting policies edit the cache at every step.
+void expect_device_rows_equal_cpu(const std::string& policy_name, Budget budget = {},
+                                  const std::vector<std::string>& params = {}) {
     SCOPED_TRACE(policy_name.empty() ? "no policy" : policy_name);
     auto model =
         load_model(fs::path(KVSCOPE_SOURCE_DIR) / "tests" / "golden" / "models" / "llama_sp");
@@ -131,8 +135,8 @@ void expect_device_rows_equal_cpu(const std::string& policy_name) {
     Engine a(*model, *cpu, opts), b(*model, dev, opts);
     std::unique_ptr<Policy> pa, pb;
     if (!policy_name.empty()) {
-        pa = make_policy(policy_name, Budget{});
-        pb = make_policy(policy_name, Budget{});
+        pa = make_policy(policy_name, budget, params);
+        pb = make_policy(policy_name, budget, params);
         a.set_policy(pa.get());
         b.set_policy(pb.get());
     }
@@ -174,11 +178,44 @@ void expect_device_rows_equal_cpu(const std::string& policy_name) {
                 EXPECT_EQ(a.cache().positions(l, g)[j], b.cache().positions(l, g)[j]);
         }
     EXPECT_EQ(b.cache().check_consistency(), "");
+    EXPECT_EQ(a.cache().bytes_held(), b.cache().bytes_held());
+    // The compressing policies really edited the cache: fewer bytes than every token in full.
+    const int64_t every_token =
+        (37 + steps) * sp.n_layers * sp.n_kv_heads * 2 * sp.head_dim * a.cache().element_bytes();
+    if (!policy_name.empty() && policy_name != "full")
+        EXPECT_LT(a.cache().bytes_held(), every_token);
+    else
+        EXPECT_EQ(a.cache().bytes_held(), every_token);
+    for (int64_t l = 0; l < sp.n_layers; ++l)  // bits of quantising policies (KIVI, MiKV)
+        for (int64_t g = 0; g < sp.n_kv_heads; ++g) {
+            const auto ka = a.cache().k_bits(l, g), kb = b.cache().k_bits(l, g);
+            EXPECT_TRUE(std::equal(ka.begin(), ka.end(), kb.begin(), kb.end()));
+        }
 }
 
 TEST(DeviceRowsEngine, DecodeWithRowsAtTheStepsEndEqualsTheCpuBackend) {
     expect_device_rows_equal_cpu("");
     expect_device_rows_equal_cpu("full");
+}
+
+TEST(DeviceRowsEngine, PoliciesThatEditTheCacheKeepTheirDecisions) {
+    const Budget b24{.tokens = 24};
+    for (const char* name :
+         {"h2o", "tova", "streaming_llm", "snapkv", "pyramidkv", "dynamickv", "mikv"})
+        expect_device_rows_equal_cpu(name, b24);
+    // The test model has 2 layers: none protected / skipped, so that every layer is compressed.
+    expect_device_rows_equal_cpu("d2o", b24, {"protected_layers="});
+    expect_device_rows_equal_cpu("knorm", b24, {"skip_layers="});
+    expect_device_rows_equal_cpu("kivi", {}, {"residual=8", "group=8"});  // quantises in decode
+}
+
+// DMC decides about each decode token (append or merge), so its tokens never take this path.
+TEST(DeviceRowsEngine, AppendDecisionsAreOnlyDmcs) {
+    for (const std::string& name : PolicyRegistry::global().names()) {
+        const auto p =
+            make_policy(name, name == "full" || name == "kivi" ? Budget{} : Budget{.tokens = 24});
+        EXPECT_EQ(p->needs().append_decisions, name == "dmc") << name;
+    }
 }
 
 }  // namespace

@@ -143,10 +143,12 @@ TEST(BackendOpsCuda, KVMirrorsFollowRandomCacheEdits) {
 
 // ---- New rows copied within the device (AttentionArgs::new_k / new_v)
 // ----------------------------- A prompt of 40 rows, decode steps of 1, then a call whose new rows
-// are only the last 3 of 5 appended (the first 2 come from the host cache): each equals the CPU
-// backend on the same views. Then a control that the path is really taken: device rows that differ
-// from the cache's change the device's output (the CPU backend, which reads the cache, does not see
-// them).
+// are only the last 3 of 5 appended (the first 2 come from the host cache), then decode steps after
+// the edits a policy makes between steps (its mirror plan is then a general one): an eviction
+// (rows move), a quantisation (rows rewritten in place), a merge, and an eviction before a burst
+// that outgrows the slab. Each call equals the CPU backend on the same views. Then a control that
+// the path is really taken: device rows that differ from the cache's change the device's output
+// (the CPU backend, which reads the cache, does not see them).
 Outputs attend_new_rows(Backend& be, const KVCache& cache, const std::vector<float>& q,
                         const std::vector<int64_t>& qpos, int64_t H, const std::vector<float>& nk,
                         const std::vector<float>& nv, int64_t n_new) {
@@ -173,11 +175,38 @@ int new_rows_sequence(Backend& dev, bool corrupt_device_rows) {
     KVCache cache(1, G, d, 2);
     int64_t next_pos = 0;
     int compared = 0, differed = 0;
-    // (rows appended, of which the last n_new are the call's device rows, queries)
-    const std::vector<std::array<int64_t, 3>> calls = {{40, 40, 40}, {1, 1, 1}, {1, 1, 1},
-                                                       {5, 3, 3},    {1, 1, 1}, {12, 12, 12}};
+    // The edit made before a call's rows are appended, as a policy makes it after a step.
+    enum Edit : int64_t { kNone, kEvict, kQuantize, kMerge };
+    auto edit = [&](int64_t e) {
+        for (int64_t g = 0; g < G && e != kNone; ++g) {
+            const int64_t len = cache.n_slots(0, g);
+            if (e == kEvict) {  // heads differ: every third / fifth slot goes
+                std::vector<int64_t> keep;
+                for (int64_t j = 0; j < len; ++j)
+                    if (j % (g == 0 ? 3 : 5) != 1) keep.push_back(j);
+                cache.keep(0, g, keep);
+            } else if (e == kQuantize) {  // a middle run of slots, in place
+                std::vector<int64_t> slots;
+                for (int64_t j = len / 3; j < len / 3 + 4 + g; ++j) slots.push_back(j);
+                cache.quantize(0, g, slots, QuantSpec{4, 16, QuantAxis::kPerToken, KVPart::kBoth});
+            } else {  // slots 1 and 2 into slot 0
+                MergeSpec m;
+                m.dst = 0;
+                m.src = {1, 2};
+                m.dst_weight = 0.5f;
+                m.src_weights = {0.25f, 0.25f};
+                cache.merge(0, g, m);
+            }
+        }
+    };
+    // (edit first, rows appended, of which the last n_new are the call's device rows, queries)
+    const std::vector<std::array<int64_t, 4>> calls = {
+        {kNone, 40, 40, 40}, {kNone, 1, 1, 1},    {kNone, 1, 1, 1},    {kNone, 5, 3, 3},
+        {kNone, 1, 1, 1},    {kNone, 12, 12, 12}, {kEvict, 1, 1, 1},   {kQuantize, 1, 1, 1},
+        {kMerge, 1, 1, 1},   {kNone, 1, 1, 1},    {kEvict, 400, 2, 2}, {kEvict, 1, 1, 1}};
     uint32_t seed = 11;
-    for (const auto& [n_app, n_new, n_q] : calls) {
+    for (const auto& [e, n_app, n_new, n_q] : calls) {
+        edit(e);
         const std::vector<float> k = randn(seed++, static_cast<size_t>(n_app * G * d));
         const std::vector<float> v = randn(seed++, static_cast<size_t>(n_app * G * d));
         std::vector<int64_t> pos(static_cast<size_t>(n_app));
@@ -191,8 +220,8 @@ int new_rows_sequence(Backend& dev, bool corrupt_device_rows) {
             for (auto& x : nk) x = -x;
         std::vector<int64_t> qpos(pos.end() - n_q, pos.end());
         const std::vector<float> q = randn(seed++, static_cast<size_t>(n_q * H * d));
-        SCOPED_TRACE("after appending " + std::to_string(n_app) + " rows, " +
-                     std::to_string(n_new) + " of them on the device");
+        SCOPED_TRACE("after edit " + std::to_string(e) + " and appending " + std::to_string(n_app) +
+                     " rows, " + std::to_string(n_new) + " of them on the device");
         const Outputs ref = attend_new_rows(*cpu, cache, q, qpos, H, nk, nv, n_new);
         const Outputs got = attend_new_rows(dev, cache, q, qpos, H, nk, nv, n_new);
         if (corrupt_device_rows) {
@@ -215,7 +244,7 @@ int new_rows_sequence(Backend& dev, bool corrupt_device_rows) {
 // rows change nothing there.
 TEST(BackendOpsMirror, NewRowsSequenceRunsOnTheCpuBackend) {
     auto cpu = make_cpu_backend(2);
-    EXPECT_EQ(new_rows_sequence(*cpu, false), 6);
+    EXPECT_EQ(new_rows_sequence(*cpu, false), 12);
     EXPECT_EQ(new_rows_sequence(*cpu, true), 0);
 }
 
@@ -233,9 +262,9 @@ TEST(BackendOpsCuda, KVMirrorsTakeNewRowsFromTheDevice) {
     if (off && std::string(off) == "0") GTEST_SKIP() << "KV mirrors are off";
     const ScopedEnv on("KVSCOPE_CUDA_NEW_ROWS", "1");  // opt-in until this case has passed
     auto dev = make_backend("cuda");
-    EXPECT_EQ(new_rows_sequence(*dev, false), 6);
+    EXPECT_EQ(new_rows_sequence(*dev, false), 12);
     // Every call has device rows in what it attends to, so every output moves.
-    EXPECT_EQ(new_rows_sequence(*dev, true), 6);
+    EXPECT_EQ(new_rows_sequence(*dev, true), 12);
     EXPECT_EQ(dev->memory().in_use, 0) << "forget_kv left device memory behind";
 }
 
