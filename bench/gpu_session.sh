@@ -54,7 +54,7 @@ if [ $# -gt 0 ] && [ "$1" != pack ] && [ -f "$CARRY/pack.tar.xz" ] && [ ! -x "$C
 fi
 if [ -x "$CARRY/bin/kvscope" ]; then
   KVSCOPE=$CARRY/bin/kvscope; TEST_KERNELS=$CARRY/bin/test_kernels
-  BENCH_HOST_CACHE=$CARRY/bin/bench_host_cache
+  BENCH_HOST_CACHE=$CARRY/bin/bench_host_cache; BENCH_SUMMARY=$CARRY/bin/bench_prefill_summary
   CUBLAS_DIRS=$(python3 - <<'PY' 2>/dev/null
 import glob, os, site
 dirs = set()
@@ -72,6 +72,7 @@ PY
 else
   KVSCOPE=$ROOT/build-gpu/app/cli/kvscope; TEST_KERNELS=$ROOT/build-gpu/tests/test_kernels
   BENCH_HOST_CACHE=$ROOT/build-gpu/bench/bench_host_cache
+  BENCH_SUMMARY=$ROOT/build-gpu/bench/bench_prefill_summary
 fi
 
 status() { mkdir -p "${OUT:-out}"; echo "$1 rc=$2" | tee -a "${OUT:-out}/status.txt"; }
@@ -80,11 +81,12 @@ need_out() { if [ -z "${OUT:-}" ]; then echo "set OUT to the results folder" >&2
 stage_pack() {
   cmake -S . -B build -G Ninja -DKVSCOPE_BUILD_CUDA=ON || return 1
   grep -q "KVSCOPE_HAVE_CUDA" build/CMakeCache.txt 2>/dev/null || true
-  cmake --build build --target kvscope kvscope-trace-probe test_kernels bench_host_cache -j"$(nproc)" || return 1
+  cmake --build build --target kvscope kvscope-trace-probe test_kernels bench_host_cache \
+    bench_prefill_summary -j"$(nproc)" || return 1
   rm -rf "$CARRY"; mkdir -p "$CARRY/bin" "$CARRY/lib"
   # kvscope opens traces through kvscope-trace-probe, found next to it (traces/trace_probe.h).
   cp build/app/cli/kvscope build/traces/probe/kvscope-trace-probe build/tests/test_kernels \
-     build/bench/bench_host_cache "$CARRY/bin/"
+     build/bench/bench_host_cache build/bench/bench_prefill_summary "$CARRY/bin/"
   strip --strip-unneeded "$CARRY/bin/"* 2>/dev/null || true  # 1.5 MB under the 64 MiB limit
   # Only the project's own dependencies (HDF5 and its filters, sentencepiece, PCRE2): the image
   # has them too (used when present, see KVLIB below), and the rest of the closure (libstdc++,
@@ -103,7 +105,8 @@ stage_pack() {
 stage_build() {
   cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DKVSCOPE_BUILD_STUDIO=OFF \
         -DKVSCOPE_BUILD_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="90-real;90-virtual" &&
-  cmake --build build-gpu --target kvscope test_kernels bench_host_cache -j"$(nproc)"
+  cmake --build build-gpu --target kvscope test_kernels bench_host_cache bench_prefill_summary \
+    -j"$(nproc)"
 }
 
 stage_check() {
@@ -151,7 +154,11 @@ profile() {  # model tag lengths [recording]
 }
 # The host side of a prefill alone (no GPU): a prompt's K/V into the host cache, old storage vs
 # append_layer inline / on the pool vs memcpy into touched memory (bench/bench_host_cache.cpp).
-stage_hostcache() { "$BENCH_HOST_CACHE" 8192 32 8 128; "$BENCH_HOST_CACHE" 32768 32 8 128; }
+# And what recording adds after the prompt: the trace's per-layer summaries, serial vs pooled.
+stage_hostcache() {
+  "$BENCH_HOST_CACHE" 8192 32 8 128; "$BENCH_HOST_CACHE" 32768 32 8 128
+  "$BENCH_SUMMARY" 32768 32 32 8 32
+}
 stage_profile1b() { profile "$M1B" 1b 1024,8192,32768; }
 stage_profile8b() { profile "$M8B" 8b 1024,8192; profile "$M8B" 8b_rec 8192 on; which nsys ncu || true; }
 stage_profile8b-32k() { profile "$M8B" 8b_rec 32768 on; }  # the prefill target's case

@@ -142,11 +142,12 @@ class Backend {
     // layer's new keys this way and its values with to_host(): one wait instead of two. The
     // default copies at once.
     virtual void to_host_later(const Tensor& src, float* dst) { to_host(src, dst); }
-    // True when attention() reads the slots named by AttentionArgs::new_k / new_v from those
-    // device rows, never from the host cache, whenever the cache's edits since the backend's
-    // last call are appends only. The engine's decode without a policy then appends the slots
-    // at once and the host rows at the step's end (KVCache::append_layer_slots), so no layer
-    // waits for its own keys and values. The CPU backend reads the host cache: false.
+    // True when attention() reads the slots named by AttentionArgs::new_k / new_v (every head's
+    // last new_k->dim(0) slots) from those device rows, never from the host cache, whatever
+    // the cache's edits since the backend's last call. The engine then appends the slots at
+    // once and their host rows later (KVCache::append_layer_slots): a decode step's at the
+    // step's end, a prompt's on a host thread behind the device, so no layer waits for its own
+    // keys and values. The CPU backend reads the host cache: false.
     virtual bool new_rows_stay_on_device() const { return false; }
     virtual void from_host(Tensor& dst, const float* src) = 0;  // dst f32
     virtual void synchronize() = 0;

@@ -2,37 +2,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <thread>
 
+#include "app/recorder/prefill_summary.h"
 #include "core/cache/kv_cache.h"
 #include "core/engine/sampler.h"
 #include "core/policies/plan.h"
-#include "core/probes/attention_density.h"
-#include "core/probes/norm_attention.h"
 #include "traces/cache_event_record.h"
 
 namespace kvscope::record {
-namespace {
-
-// Mean over the g query heads of KV head kv: per-query-head arrays -> one cache-head array
-// out[0, len) (zeroed here).
-void group_mean_into(const std::vector<std::vector<float>>& per_q, int64_t kv, int64_t g,
-                     size_t offset, size_t len, float* out) {
-    std::fill(out, out + len, 0.0f);
-    for (int64_t q = 0; q < g; ++q) {
-        const auto& src = per_q[static_cast<size_t>(kv * g + q)];
-        for (size_t j = 0; j < len; ++j) out[j] += src[offset + j];
-    }
-    for (size_t j = 0; j < len; ++j) out[j] /= static_cast<float>(g);
-}
-
-std::vector<float> group_mean(const std::vector<std::vector<float>>& per_q, int64_t kv, int64_t g,
-                              size_t offset, size_t len) {
-    std::vector<float> out(len);
-    group_mean_into(per_q, kv, g, offset, len, out.data());
-    return out;
-}
-
-}  // namespace
 
 RunRecorder::RunRecorder(Engine& engine, const Tokenizer& tok, trace::TraceWriter& writer,
                          RecorderOptions opt)
@@ -83,44 +61,12 @@ void RunRecorder::begin(const trace::RunMetadata& meta, const std::vector<int32_
 
 void RunRecorder::write_prefill() {
     const ModelSpec& sp = engine_.spec();
-    const int64_t G = sp.n_kv_heads, g = sp.group_size();
-    const auto& stats = engine_.prefill_stats();
-    for (int64_t l = 0; l < sp.n_layers; ++l) {
-        const LayerPrefillStats& ps = stats[static_cast<size_t>(l)];
-        const size_t P = ps.colsum.empty() ? 0 : ps.colsum[0].size();
-        trace::PrefillLayerStats out;
-        out.layer = static_cast<int32_t>(l);
-        const int64_t w = std::min<int64_t>(opt_.window, ps.window_rows);
-        out.window_rows = w;
-        out.density.resize(static_cast<size_t>(G));
-        out.spearman.resize(static_cast<size_t>(G));
-        out.norm_attn_area.resize(static_cast<size_t>(G));
-        // D2O's density is defined over query heads; a cache head reports the mean of its group.
-        const LayerDensity dens = layer_attention_density(ps.colsum);
-        out.density_layer = static_cast<float>(dens.density);
-        for (int64_t kv = 0; kv < G; ++kv) {
-            std::vector<float> recv = group_mean(ps.colsum, kv, g, 0, P);
-            std::vector<float> win(P, 0.0f);
-            for (int64_t r = ps.window_rows - w; r < ps.window_rows; ++r) {
-                const auto row = group_mean(ps.window, kv, g, static_cast<size_t>(r) * P, P);
-                for (size_t j = 0; j < P; ++j) win[j] += row[j];
-            }
-            const auto& kn = ps.key_norm[static_cast<size_t>(kv)];
-            double dsum = 0;
-            for (int64_t q = 0; q < g; ++q)
-                dsum += dens.head_normalized[static_cast<size_t>(kv * g + q)];
-            out.density[static_cast<size_t>(kv)] =
-                static_cast<float>(dsum / static_cast<double>(g));
-            out.spearman[static_cast<size_t>(kv)] =
-                static_cast<float>(key_norm_attention_spearman(kn, recv));
-            out.norm_attn_area[static_cast<size_t>(kv)] =
-                static_cast<float>(norm_attention_drop_curves(kn, recv).area);
-            out.key_norm.insert(out.key_norm.end(), kn.begin(), kn.end());
-            out.attn_received.insert(out.attn_received.end(), recv.begin(), recv.end());
-            out.window_scores.insert(out.window_scores.end(), win.begin(), win.end());
-        }
+    // Layers in parallel (app/recorder/prefill_summary.h), written in order.
+    const int threads =
+        static_cast<int>(std::min(16u, std::max(1u, std::thread::hardware_concurrency())));
+    for (trace::PrefillLayerStats& out : summarize_prefill(engine_.prefill_stats(), sp.n_kv_heads,
+                                                           sp.group_size(), opt_.window, threads))
         writer_.write_prefill(std::move(out));
-    }
 }
 
 void RunRecorder::on_prefill_map(int64_t l, const std::vector<std::vector<float>>& rows) {

@@ -160,17 +160,22 @@ class KVCache {
     // of append_rows() head by head, in head order.
     void append_layer(int64_t layer, const float* k, const float* v, const int64_t* pos, int64_t n,
                       const float* k_prerope = nullptr, const ParallelFor& parallel = {});
-    // Decode on a backend that reads a step's new rows from its own memory
+    // A backend that reads a call's new rows from its own memory
     // (Backend::new_rows_stay_on_device()): the slots of every head of a layer go in now, with
-    // positions, checks, accounting and events exactly as append_layer() (k/v/k_prerope of
-    // zeros), and their K/V rows follow with fill_pending_rows() once the device's copy has
-    // arrived, before anything reads them; no pre-RoPE keys (the cache must not store them).
+    // positions, checks, accounting and events exactly as append_layer(), and their K/V rows
+    // follow with fill_pending_rows() once the device's copy has arrived, before anything reads
+    // them. Until then the rows' contents are unspecified (not even written: a prompt's rows
+    // first touch their pages in the fill). No pre-RoPE keys (the cache must not store them).
     // While a layer's rows are pending, every other change to that layer throws.
     void append_layer_slots(int64_t layer, const int64_t* pos, int64_t n);
     // The pending rows of `layer`, k and v [n, n_kv_heads, head_dim] as append_layer() takes
-    // them; no events and no journal entry (the append announced them). Throws when none are
-    // pending.
-    void fill_pending_rows(int64_t layer, const float* k, const float* v);
+    // them (heads in parallel through `parallel` when given); no events and no journal entry
+    // (the append announced them). Throws when none are pending. It touches this layer's rows
+    // and pending count only, so it may run on another thread while the caller changes other
+    // layers (the engine fills a prompt's rows of layer l while the device runs layer l + 1);
+    // nothing may read or change this layer meanwhile.
+    void fill_pending_rows(int64_t layer, const float* k, const float* v,
+                           const ParallelFor& parallel = {});
     int64_t pending_rows(int64_t layer) const;  // 0 when none
     // Room for `slots` tokens in every head without reallocating: a decode step that outgrows
     // a head's arrays copies the whole head (a 32k-token 8B cache: gigabytes in one step), so the
@@ -269,7 +274,6 @@ class KVCache {
     static int64_t recompute_bits(const Head& hd, int64_t head_dim, int element_bytes);
 
     std::vector<int64_t> pending_;  // [layers] rows announced by append_layer_slots()
-    std::vector<float> zero_rows_;  // what append_layer_slots() copies in their place
     int64_t n_layers_, n_kv_heads_, head_dim_;
     int element_bytes_;
     int64_t step_ = -1;

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <memory>
 #include <new>
+#include <utility>
 #include <vector>
 
 namespace kvscope {
@@ -39,6 +40,16 @@ struct RowAllocator {
             huge_rows_free(p, n * sizeof(T));
         else
             std::allocator<T>{}.deallocate(p, n);
+    }
+    // Default-initialised elements: resize() grows without writing (for floats, no zero fill),
+    // so slots whose rows arrive later (KVCache::append_layer_slots) touch no page until then.
+    template <class U>
+    void construct(U* p) noexcept {
+        ::new (static_cast<void*>(p)) U;
+    }
+    template <class U, class... A>
+    void construct(U* p, A&&... a) {
+        ::new (static_cast<void*>(p)) U(std::forward<A>(a)...);
     }
     template <class U>
     bool operator==(const RowAllocator<U>&) const noexcept {

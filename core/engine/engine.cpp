@@ -163,6 +163,15 @@ std::vector<float> Engine::decode(int32_t id) {
 std::vector<float> Engine::forward(const int32_t* ids, int64_t n, bool is_prefill) {
     const ModelSpec& sp = spec();
     Scratch& s = *s_;
+    // Row fills behind the device (a prompt's, engine_attention.cpp) end before this returns,
+    // also when it throws: they write into the cache and read the scratch buffers.
+    struct FillsEnd {
+        OrderedTasks& t;
+        explicit FillsEnd(OrderedTasks& tasks) : t(tasks) {}
+        FillsEnd(const FillsEnd&) = delete;
+        FillsEnd& operator=(const FillsEnd&) = delete;
+        ~FillsEnd() { t.wait_quietly(); }
+    } fills_end{s.fills};
     if (n > s.cap) {
         free_all(backend_, {&s.x, &s.h, &s.q, &s.k, &s.v, &s.att, &s.o, &s.gate, &s.up, &s.act,
                             &s.down, &s.last, &s.logits});
@@ -246,6 +255,7 @@ std::vector<float> Engine::forward(const int32_t* ids, int64_t n, bool is_prefil
         all_logits_.resize(static_cast<size_t>(n * V));
         backend_.to_host(all, all_logits_.data());
         backend_.release(all);
+        s.fills.wait_all();  // as below
         return std::vector<float>(all_logits_.end() - V, all_logits_.end());
     }
     Tensor xl = make_tensor_view(static_cast<float*>(s.x.data) + (n - 1) * sp.hidden, DType::kF32,
@@ -254,6 +264,10 @@ std::vector<float> Engine::forward(const int32_t* ids, int64_t n, bool is_prefil
     backend_.matmul(s.last, w_->lm_head, nullptr, s.logits);
     std::vector<float> logits(static_cast<size_t>(V));
     backend_.to_host(s.logits, logits.data());  // also delivers the step's deferred rows
+    {
+        prof::Scope wait("host.fill_wait");
+        s.fills.wait_all();  // the prompt's last rows and key norms; rethrows a failure
+    }
     if (!is_prefill) after_decode_layers();
     return logits;
 }

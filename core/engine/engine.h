@@ -141,6 +141,10 @@ class Engine {
     void after_decode_layers();  // observers and policy, per layer, at a decode step's end
     // KVCache::ParallelFor for a copy of `bytes` (engine_attention.cpp).
     std::function<void(int64_t, const std::function<void(int64_t)>&)> host_parallel(int64_t bytes);
+    // prefill_stats_[l].key_norm from the layer's keys k [n, G, d] (engine_attention.cpp).
+    void prefill_key_norms(
+        int64_t l, int64_t n, const float* k,
+        const std::function<void(int64_t, const std::function<void(int64_t)>&)>& parallel);
 
     const Model& model_;
     Backend& backend_;

@@ -48,11 +48,27 @@ void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
     // may merge a decode token instead). A policy that evicts in decode does so after the step's
     // last layer (after_decode_layers), so its tokens are plain appends too.
     const bool plain_appends = is_prefill || !policy_ || !policy_->needs().append_decisions;
-    // Decode appends on a backend that reads new rows from its own memory: the slots go in now
-    // and their rows at the step's end (after_decode_layers), so the layer never waits.
-    const bool rows_later = !is_prefill && plain_appends && !cache_->store_prerope() &&
-                            backend_.new_rows_stay_on_device();
-    if (rows_later) {
+    // Appends on a backend that reads new rows from its own memory: the slots go in now and
+    // their rows later, so the layer never waits for the host's copy. Decode: at the step's end
+    // (after_decode_layers). The prompt: on a host thread while the device runs the next layers
+    // (Scratch::fills), the keys and values in one of two buffers, reused two layers on.
+    const bool rows_later =
+        plain_appends && !cache_->store_prerope() && backend_.new_rows_stay_on_device();
+    const bool fill_behind = rows_later && is_prefill;
+    std::vector<float>* fill_k = nullptr;
+    std::vector<float>* fill_v = nullptr;
+    if (fill_behind) {
+        {
+            prof::Scope wait("host.fill_wait");
+            s.fills.wait(s.fills.size() - 2);  // the task that read this buffer two layers ago
+        }
+        fill_k = &s.k_fill[l % 2];
+        fill_v = &s.v_fill[l % 2];
+        fill_k->resize(static_cast<size_t>(n * G * d));
+        fill_v->resize(static_cast<size_t>(n * G * d));
+        backend_.to_host_later(k_dev, fill_k->data());
+        backend_.to_host(v_dev, fill_v->data());
+    } else if (rows_later) {
         if (s.k_later.size() != static_cast<size_t>(sp.n_layers)) {
             s.k_later.assign(static_cast<size_t>(sp.n_layers), {});
             s.v_later.assign(static_cast<size_t>(sp.n_layers), {});
@@ -189,26 +205,45 @@ void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
             }
     }
 
-    if (is_prefill && req_.key_norms) {
-        LayerPrefillStats& ps = prefill_stats_[static_cast<size_t>(l)];
-        ps.key_norm.assign(static_cast<size_t>(G),
-                           std::vector<float>(static_cast<size_t>(n), 0.0f));
-        // Heads in parallel when large (8B at 32k: 33 M multiply-adds per layer in double).
-        auto head_norms = [&](int64_t g) {
-            const KVHeadView& hv = views[static_cast<size_t>(g)];
-            for (int64_t j = 0; j < hv.len && j < n; ++j) {
-                double ss = 0;
-                for (int64_t c = 0; c < d; ++c)
-                    ss += static_cast<double>(hv.k[j * d + c]) * hv.k[j * d + c];
-                ps.key_norm[static_cast<size_t>(g)][static_cast<size_t>(j)] =
-                    static_cast<float>(std::sqrt(ss));
-            }
-        };
-        if (auto parallel = host_parallel(n * G * d * static_cast<int64_t>(sizeof(float))))
-            parallel(G, head_norms);
-        else
-            for (int64_t g = 0; g < G; ++g) head_norms(g);
+    if (fill_behind) {
+        // Rows, then key norms, behind the device; host_parallel() makes its pool here, on this
+        // thread. The buffers stay untouched until the task is waited for (above, two layers on;
+        // Engine::forward before it returns).
+        auto parallel = host_parallel(n * G * d * static_cast<int64_t>(sizeof(float)));
+        const float* fk = fill_k->data();
+        const float* fv = fill_v->data();
+        const bool norms = req_.key_norms;
+        s.fills.start([this, l, n, fk, fv, parallel, norms] {
+            cache_->fill_pending_rows(l, fk, fv, parallel);
+            if (norms) prefill_key_norms(l, n, fk, parallel);
+        });
+    } else if (is_prefill && req_.key_norms) {
+        prefill_key_norms(l, n, k, host_parallel(n * G * d * static_cast<int64_t>(sizeof(float))));
     }
+}
+
+// Key norms of the prompt's keys: the cache's rows of this layer are exactly these.
+void Engine::prefill_key_norms(
+    int64_t l, int64_t n, const float* k,
+    const std::function<void(int64_t, const std::function<void(int64_t)>&)>& parallel) {
+    const ModelSpec& sp = spec();
+    const int64_t G = sp.n_kv_heads, d = sp.head_dim;
+    LayerPrefillStats& ps = prefill_stats_[static_cast<size_t>(l)];
+    ps.key_norm.assign(static_cast<size_t>(G), std::vector<float>(static_cast<size_t>(n), 0.0f));
+    // Heads in parallel when large (8B at 32k: 33 M multiply-adds per layer in double).
+    auto head_norms = [&](int64_t g) {
+        for (int64_t j = 0; j < n; ++j) {
+            const float* kj = k + (j * G + g) * d;
+            double ss = 0;
+            for (int64_t c = 0; c < d; ++c) ss += static_cast<double>(kj[c]) * kj[c];
+            ps.key_norm[static_cast<size_t>(g)][static_cast<size_t>(j)] =
+                static_cast<float>(std::sqrt(ss));
+        }
+    };
+    if (parallel)
+        parallel(G, head_norms);
+    else
+        for (int64_t g = 0; g < G; ++g) head_norms(g);
 }
 
 }  // namespace kvscope

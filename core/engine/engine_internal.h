@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "core/engine/engine.h"
+#include "core/engine/ordered_tasks.h"
 
 namespace kvscope {
 
@@ -36,6 +37,12 @@ struct Engine::Scratch {
     // [H][n * n] one layer's full prefill attention (StatsRequest::maps), reused across layers
     // and freed after the prefill.
     std::vector<std::vector<float>> map_rows;
+    // A prompt's keys and values [n, G, d] of layer l in buffer l % 2 when the backend keeps new
+    // rows on the device: `fills` copies them into the cache (and takes their key norms) while
+    // the device runs the next layer. Declared after the buffers, so that it waits for its tasks
+    // before they go.
+    std::vector<float> k_fill[2], v_fill[2];
+    OrderedTasks fills;
 };
 
 }  // namespace kvscope

@@ -357,9 +357,8 @@ class CudaBackend final : public Backend {
         later_.enqueue(src.data, bytes, stream_,
                        [dst, bytes](const void* h) { std::memcpy(dst, h, bytes); });
     }
-    // The mirror's appends-only and whole-head plans take the last new_k->dim(0) rows of every
-    // head from new_k / new_v (cuda_backend_mirror.cpp); without mirrors every call uploads
-    // every head from the host.
+    // Every mirror plan takes the last new_k->dim(0) rows of every head from new_k / new_v
+    // (cuda_backend_mirror.cpp); without mirrors every call uploads every head from the host.
     bool new_rows_stay_on_device() const override { return mirrors_on_ && new_rows_on_; }
     void from_host(Tensor& dst, const float* src) override {
         prof::Scope ps = op_scope("from_host");

@@ -1,10 +1,11 @@
-// Decode on a backend that keeps a step's new K/V rows on its device (Backend::
-// new_rows_stay_on_device): the engine appends the slots at once and their host rows at the
-// step's end (KVCache::append_layer_slots / fill_pending_rows). Driven here through the CPU
-// backend behind a wrapper that behaves as such a device does: to_host_later() delivers at the
-// next synchronisation, and attention() takes the last rows of every head from new_k / new_v
-// instead of the host cache (as the CUDA KV mirror does). The run must equal the CPU backend's
-// own, bit for bit, and the host rows must really have been absent during each decode layer.
+// A backend that keeps a call's new K/V rows on its device (Backend::new_rows_stay_on_device):
+// the engine appends the slots at once and their host rows later (KVCache::append_layer_slots /
+// fill_pending_rows): a decode step's at the step's end, the prompt's on a host thread behind
+// the device (with their key norms). Driven here through the CPU backend behind a wrapper that
+// behaves as such a device does: to_host_later() delivers at the next synchronisation, and
+// attention() takes the last rows of every head from new_k / new_v instead of the host cache
+// (as the CUDA KV mirror does). The run must equal the CPU backend's own, bit for bit (logits,
+// statistics, cache), and the host rows must really have been pending during each layer.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -25,7 +26,9 @@ namespace fs = std::filesystem;
 class DeviceRowsBackend final : public Backend {
   public:
     explicit DeviceRowsBackend(std::unique_ptr<Backend> inner) : in_(std::move(inner)) {}
-    int64_t heads_without_host_rows = 0;  // decode heads whose new host rows were still absent
+    const KVCache* cache = nullptr;       // the engine's, to see which rows are still pending
+    int64_t heads_without_host_rows = 0;  // heads whose new host rows had not arrived yet
+    int64_t prefill_heads_without = 0;    // of them, in calls of more than one row (the prompt)
 
     std::string name() const override { return "device-rows(" + in_->name() + ")"; }
     DeviceKind device() const override { return in_->device(); }
@@ -74,7 +77,8 @@ class DeviceRowsBackend final : public Backend {
     }
     void add_inplace(Tensor& x, const Tensor& y) override { in_->add_inplace(x, y); }
     // Every head's last new_k->dim(0) rows from new_k / new_v ([n_new, G, d]), the rest from
-    // the host cache, as the device mirror's appends-only plan does.
+    // the host cache, as the device mirror does; the host's copies of the new rows are never
+    // read (while pending they are unspecified).
     void attention(const AttentionArgs& args) override {
         if (!args.new_k) return in_->attention(args);
         const int64_t n_new = args.new_k->dim(0), G = args.n_kv_heads, d = args.new_k->dim(2);
@@ -84,12 +88,15 @@ class DeviceRowsBackend final : public Backend {
             KVHeadView& hv = views[static_cast<size_t>(g)];
             auto& kg = k[static_cast<size_t>(g)];
             auto& vg = v[static_cast<size_t>(g)];
-            kg.assign(hv.k, hv.k + hv.len * d);
-            vg.assign(hv.v, hv.v + hv.len * d);
             const int64_t first = hv.len - n_new;
-            if (n_new == 1 &&
-                std::all_of(kg.begin() + first * d, kg.end(), [](float x) { return x == 0.0f; }))
+            kg.assign(hv.k, hv.k + first * d);
+            vg.assign(hv.v, hv.v + first * d);
+            kg.resize(static_cast<size_t>(hv.len * d));
+            vg.resize(static_cast<size_t>(hv.len * d));
+            if (cache && cache->pending_rows(hv.layer) == n_new) {
                 ++heads_without_host_rows;
+                prefill_heads_without += n_new > 1 ? 1 : 0;
+            }
             for (int64_t i = 0; i < n_new; ++i) {
                 std::copy_n(args.new_k->as<float>() + (i * G + g) * d, d,
                             kg.begin() + (first + i) * d);
@@ -130,9 +137,13 @@ void expect_device_rows_equal_cpu(const std::string& policy_name, Budget budget 
         ids.push_back(3 + (i * 41 + 7) % static_cast<int>(sp.vocab_size - 3));
     EngineOptions opts;
     opts.stats.step_rows = true;  // recording: each step's rows, read after the step
+    opts.stats.key_norms = true;  // and the prompt's statistics (core/engine/engine.h)
+    opts.stats.colsum = true;
+    opts.stats.window = 8;
     auto cpu = make_cpu_backend(2);
     DeviceRowsBackend dev(make_cpu_backend(2));
     Engine a(*model, *cpu, opts), b(*model, dev, opts);
+    dev.cache = &b.cache();
     std::unique_ptr<Policy> pa, pb;
     if (!policy_name.empty()) {
         pa = make_policy(policy_name, budget, params);
@@ -162,9 +173,17 @@ void expect_device_rows_equal_cpu(const std::string& policy_name, Budget budget 
         ASSERT_EQ(la, lb) << "step " << s;  // same arithmetic on the same rows: bit-identical
         ASSERT_EQ(a.step_rows(), b.step_rows()) << "step " << s;
     }
-    // Every decode layer ran with its new rows absent from the host cache (zeros), and took them
-    // from new_k / new_v instead.
-    EXPECT_EQ(dev.heads_without_host_rows, steps * sp.n_layers * sp.n_kv_heads);
+    // Every layer, of the prompt and of each decode step, ran with its new rows not yet in the
+    // host cache, and took them from new_k / new_v instead.
+    EXPECT_EQ(dev.heads_without_host_rows, (1 + steps) * sp.n_layers * sp.n_kv_heads);
+    EXPECT_EQ(dev.prefill_heads_without, sp.n_layers * sp.n_kv_heads);
+    // The prompt's statistics, key norms included (taken behind the device, from the same rows).
+    ASSERT_EQ(a.prefill_stats().size(), b.prefill_stats().size());
+    for (size_t l = 0; l < a.prefill_stats().size(); ++l) {
+        EXPECT_EQ(a.prefill_stats()[l].key_norm, b.prefill_stats()[l].key_norm) << l;
+        EXPECT_EQ(a.prefill_stats()[l].colsum, b.prefill_stats()[l].colsum) << l;
+        EXPECT_EQ(a.prefill_stats()[l].window, b.prefill_stats()[l].window) << l;
+    }
     EXPECT_EQ(static_cast<int64_t>(layers_seen.size()), steps * sp.n_layers);
     for (int64_t l = 0; l < sp.n_layers; ++l)
         for (int64_t g = 0; g < sp.n_kv_heads; ++g) {
