@@ -104,16 +104,18 @@ void RunRecorder::on_layer(int64_t l) {
     const int64_t G = sp.n_kv_heads, g = sp.group_size();
     const auto& rows = engine_.step_rows();
     if (rows.size() <= static_cast<size_t>(l)) return;
+    // Every decode step, every layer and cache head (8B shape at 1k: 256 rows of 1k): sized
+    // once and written in place, no per-element growth.
     for (int64_t kv = 0; kv < G; ++kv) {
         const auto pos = engine_.cache().positions(l, kv);
         trace::AttentionRow r;
         r.layer = static_cast<int32_t>(l);
         r.head = static_cast<int32_t>(kv);
-        const auto vals = group_mean(rows[static_cast<size_t>(l)], kv, g, 0, pos.size());
-        for (size_t j = 0; j < pos.size(); ++j) {
-            r.positions.push_back(static_cast<int32_t>(pos[j]));
-            r.values.push_back(vals[j]);
-        }
+        r.positions.resize(pos.size());
+        std::transform(pos.begin(), pos.end(), r.positions.begin(),
+                       [](int64_t p) { return static_cast<int32_t>(p); });
+        r.values.resize(pos.size());
+        group_mean_into(rows[static_cast<size_t>(l)], kv, g, 0, pos.size(), r.values.data());
         rows_.push_back(std::move(r));
     }
 }
