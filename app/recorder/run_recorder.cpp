@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <exception>
 #include <thread>
 
 #include "app/recorder/prefill_summary.h"
@@ -121,18 +122,13 @@ void RunRecorder::on_layer(int64_t l) {
 }
 
 void RunRecorder::commit_step(int32_t token, const std::vector<float>& logits, float time_ms) {
+    steps_.wait(steps_.size() - 2);  // at most two steps behind; rethrows a failure
     const ModelSpec& sp = engine_.spec();
     const KVCache& cache = engine_.cache();
     trace::StepData d;
     d.record.step = step_;
     d.record.token_id = token;
     d.record.piece = tok_.is_special(token) ? tok_.decode({token}, false) : tok_.token_bytes(token);
-    const auto lp = log_softmax(logits.data(), static_cast<int64_t>(logits.size()));
-    for (const auto& [id, v] : top_k(lp, opt_.top_k)) {
-        d.record.topk_ids.push_back(id);
-        d.record.topk_logprobs.push_back(v);
-    }
-    d.record.entropy = entropy_nats(lp);
     d.record.time_ms = time_ms;
     for (int64_t l = 0; l < sp.n_layers; ++l) {
         int64_t b = 0;
@@ -157,14 +153,29 @@ void RunRecorder::commit_step(int32_t token, const std::vector<float>& logits, f
     }
     d.attention = std::move(rows_);
     rows_.clear();
-    writer_.write_step(std::move(d));
+    steps_.start([this, d = std::move(d), lg = logits, k = opt_.top_k]() mutable {
+        const auto lp = log_softmax(lg.data(), static_cast<int64_t>(lg.size()));
+        for (const auto& [id, v] : top_k(lp, k)) {
+            d.record.topk_ids.push_back(id);
+            d.record.topk_logprobs.push_back(v);
+        }
+        d.record.entropy = entropy_nats(lp);
+        writer_.write_step(std::move(d));
+    });
     generated_ids_.push_back(token);
     ++step_;
 }
 
 void RunRecorder::end(const trace::RunEnd& e) {
+    std::exception_ptr failed;  // a queued step's; the trace is still ended (and closed)
+    try {
+        steps_.wait_all();
+    } catch (...) {
+        failed = std::current_exception();
+    }
     generated_ = tok_.decode(generated_ids_, true);
     writer_.end(e);
+    if (failed) std::rethrow_exception(failed);
 }
 
 }  // namespace kvscope::record

@@ -11,6 +11,7 @@
 
 #include "core/cache/cache_event.h"
 #include "core/engine/engine.h"
+#include "core/engine/ordered_tasks.h"
 #include "core/tokenizer/tokenizer.h"
 #include "traces/trace_writer.h"
 
@@ -40,9 +41,13 @@ class RunRecorder {
     // during the prefill, one layer at a time (Engine::on_prefill_map), so call begin() first.
     void write_prefill();
     // Commits step s: the token sampled from `logits`, with its top-k, entropy, bytes held,
-    // budgets, needle survival and the cache events since the previous commit.
+    // budgets, needle survival and the cache events since the previous commit. What depends on
+    // the engine is taken now; the log-softmax, top-k and entropy of the logits (three passes
+    // over the vocabulary: ~1.5 ms of a 10 ms 8B decode step) and the hand-over to the writer
+    // run on a background thread, at most two steps behind. A failure there comes back from
+    // the next commit_step() or from end().
     void commit_step(int32_t token, const std::vector<float>& logits, float time_ms);
-    void end(const trace::RunEnd& e);
+    void end(const trace::RunEnd& e);  // after the queued steps
 
     int64_t steps() const { return step_; }
     std::string generated_text() const { return generated_; }
@@ -65,6 +70,9 @@ class RunRecorder {
     std::vector<trace::AttentionRow> rows_;  // this step's rows (record_rows)
     std::string generated_;
     std::vector<int32_t> generated_ids_;
+    // Steps being finished and handed to the writer (commit_step); last, so that it waits for
+    // them before anything they use goes.
+    OrderedTasks steps_;
 };
 
 }  // namespace kvscope::record

@@ -62,17 +62,31 @@ float entropy_nats(const std::vector<float>& logprobs) {
 }
 
 std::vector<std::pair<int32_t, float>> top_k(const std::vector<float>& logprobs, int k) {
-    std::vector<std::pair<int32_t, float>> all;
-    all.reserve(logprobs.size());
-    for (size_t i = 0; i < logprobs.size(); ++i)
-        all.emplace_back(static_cast<int32_t>(i), logprobs[i]);
-    const size_t kk = std::min(all.size(), static_cast<size_t>(std::max(0, k)));
-    std::partial_sort(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(kk), all.end(),
-                      [](const auto& a, const auto& b) {
-                          return a.second != b.second ? a.second > b.second : a.first < b.first;
-                      });
-    all.resize(kk);
-    return all;
+    // One pass with the k best so far in a heap whose top is the worst of them: a recorded
+    // decode step of a 128k vocabulary compares most entries once and sorts nothing else.
+    auto better = [](const std::pair<int32_t, float>& a, const std::pair<int32_t, float>& b) {
+        return a.second != b.second ? a.second > b.second : a.first < b.first;
+    };
+    const size_t kk = std::min(logprobs.size(), static_cast<size_t>(std::max(0, k)));
+    std::vector<std::pair<int32_t, float>> best;
+    if (kk == 0) return best;
+    best.reserve(kk);
+    size_t i = 0;
+    for (; i < logprobs.size() && best.size() < kk; ++i) {
+        best.emplace_back(static_cast<int32_t>(i), logprobs[i]);
+        std::push_heap(best.begin(), best.end(), better);
+    }
+    // Ids only grow from here, so an entry equal to the worst kept one is worse (higher id).
+    float worst = best.front().second;
+    for (; i < logprobs.size(); ++i) {
+        if (!(logprobs[i] > worst)) continue;
+        std::pop_heap(best.begin(), best.end(), better);
+        best.back() = {static_cast<int32_t>(i), logprobs[i]};
+        std::push_heap(best.begin(), best.end(), better);
+        worst = best.front().second;
+    }
+    std::sort_heap(best.begin(), best.end(), better);  // best first
+    return best;
 }
 
 }  // namespace kvscope
