@@ -21,9 +21,10 @@
 #               the defaults (KV mirrors, tensor-core prefill attention) and the first
 #               version's paths they replaced (KVSCOPE_CUDA_KV_MIRROR=0, KVSCOPE_CUDA_ATTENTION=fp32);
 #               KVSCOPE_OPS_PERF=1 prints per-case times; then every CUDA case again with the
-#               opt-in host paths on (KVSCOPE_CUDA_NEW_ROWS=1 KVSCOPE_CUDA_DEFER=1)
-# Any stage runs with the opt-ins when the call sets them, e.g.
-#   KVSCOPE_CUDA_NEW_ROWS=1 KVSCOPE_CUDA_DEFER=1 bash bench/gpu_call.sh 585 golden parity profile8b bench8b
+#               host paths that are the defaults since 2026-12-06 turned off
+#               (KVSCOPE_CUDA_NEW_ROWS=0 KVSCOPE_CUDA_DEFER=0)
+# Any stage runs without them when the call sets them to 0 (the before/after of a benchmark), e.g.
+#   KVSCOPE_CUDA_NEW_ROWS=0 KVSCOPE_CUDA_DEFER=0 bash bench/gpu_call.sh 585 profile8b bench8b
 #   golden      golden logits vs HF on CUDA (native 2e-2, fp32 mode 1e-4) and on the CPU
 #   models      random-weight bf16 checkpoints with Llama-3.2-1B / 3.1-8B shapes in build-models/
 #   bench1b     kvscope bench, 1B shape, lengths 1k,8k,32k
@@ -123,8 +124,9 @@ stage_ops() {
   # The first version's paths, still selectable: per-call K/V copies and fp32 prefill attention.
   KVSCOPE_CUDA_KV_MIRROR=0 "$TEST_KERNELS" --gtest_filter='*Cuda*'; local r3=$?
   KVSCOPE_CUDA_KV_MIRROR=0 KVSCOPE_CUDA_ATTENTION=fp32 "$TEST_KERNELS" --gtest_filter='*Cuda*'; local r4=$?
-  # The opt-in host paths (new K/V rows within the device, deferred host copies) on every case.
-  KVSCOPE_CUDA_NEW_ROWS=1 KVSCOPE_CUDA_DEFER=1 "$TEST_KERNELS" --gtest_filter='*Cuda*' --gtest_output=json:"$OUT/ops_optin.json"; local r5=$?
+  # Without the host paths made defaults on 2026-12-06 (new K/V rows within the device,
+  # deferred host copies), still selectable.
+  KVSCOPE_CUDA_NEW_ROWS=0 KVSCOPE_CUDA_DEFER=0 "$TEST_KERNELS" --gtest_filter='*Cuda*' --gtest_output=json:"$OUT/ops_optout.json"; local r5=$?
   return $((r1 || r2 || r3 || r4 || r5))
 }
 

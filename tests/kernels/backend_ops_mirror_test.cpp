@@ -260,7 +260,7 @@ TEST(BackendOpsCuda, KVMirrorsTakeNewRowsFromTheDevice) {
     if (!p.available) GTEST_SKIP() << "CUDA cases skipped: " << p.detail;
     const char* off = std::getenv("KVSCOPE_CUDA_KV_MIRROR");
     if (off && std::string(off) == "0") GTEST_SKIP() << "KV mirrors are off";
-    const ScopedEnv on("KVSCOPE_CUDA_NEW_ROWS", "1");  // opt-in until this case has passed
+    const ScopedEnv on("KVSCOPE_CUDA_NEW_ROWS", "1");  // the default; set in case the caller's is 0
     auto dev = make_backend("cuda");
     EXPECT_EQ(new_rows_sequence(*dev, false), 12);
     // Every call has device rows in what it attends to, so every output moves.
@@ -341,7 +341,7 @@ TEST(BackendOpsMirror, DeferredSequenceRunsOnTheCpuBackend) {
 TEST(BackendOpsCuda, DeferredCopiesArriveAtTheNextSync) {
     const DeviceProbe p = probe_cuda();
     if (!p.available) GTEST_SKIP() << "CUDA cases skipped: " << p.detail;
-    const ScopedEnv on("KVSCOPE_CUDA_DEFER", "1");  // opt-in until this case has passed
+    const ScopedEnv on("KVSCOPE_CUDA_DEFER", "1");  // the default; set in case the caller's is 0
     auto dev = make_backend("cuda");
     ASSERT_NE(dev->describe().find("deferred host copies"), std::string::npos) << dev->describe();
     EXPECT_EQ(deferred_sequence(*dev), 24);
