@@ -33,9 +33,12 @@
 #   profile1b   KVSCOPE_PROFILE=1 kvscope bench (full, recording off), 1B shape, 1k/8k/32k
 #   profile8b   the same, 8B shape, 1k/8k, and 8k with recording on
 #   profile8b-32k  the same, 8B shape, 32k with recording on (the prefill target's case)
+#   profile8b-host KVSCOPE_PROFILE=host (host cost per op, no added waits), 8B, 1k, off and on
+#   profile1b-host the same, 1B, 1k, off
 #   hostcache   bench_host_cache on the machine's CPUs: the host cache's share of a prefill, 8k/32k
 #   peer1b      bench/hf_peer.py on the 1B shape
 #   peer8b      bench/hf_peer.py on the 8B shape
+#   parity-large CUDA with and without KVSCOPE_CUDA_DEFER, 1B shape at 8k, 4 policies: identical
 #   parity      bench/backend_parity.py: all 12 policies on the demo model, CPU vs CUDA traces
 #               (kept sets, bits, events, tokens): fp32 mode must be identical (exit 1 if not),
 #               native mode is reported (parity_fp32.json, parity_native.json)
@@ -148,9 +151,9 @@ stage_bench8b() { bench "$M8B" bench8b 1024,8192; }
 stage_bench8b-32k() { bench "$M8B" bench8b_32k 32768; }
 # Where a decode / prefill step's time goes (KVSCOPE_PROFILE=1, kernels/op_profile.h): per-op
 # device time (the stream waited for around each op) and the engine's host work, per step.
-profile() {  # model tag lengths [recording]
+profile() {  # model tag lengths [recording] [profile mode]
   for L in ${3//,/ }; do
-    KVSCOPE_PROFILE=1 "$KVSCOPE" bench --model "$1" --device cuda --lengths "$L" --decode-steps 16 \
+    KVSCOPE_PROFILE=${5:-1} "$KVSCOPE" bench --model "$1" --device cuda --lengths "$L" --decode-steps 16 \
       --policy full --recording "${4:-off}" --quiet --json "$OUT/profile_$2_$L.json" 2>&1 | grep -v "^$"
   done
 }
@@ -164,6 +167,10 @@ stage_hostcache() {
 stage_profile1b() { profile "$M1B" 1b 1024,8192,32768; }
 stage_profile8b() { profile "$M8B" 8b 1024,8192; profile "$M8B" 8b_rec 8192 on; which nsys ncu || true; }
 stage_profile8b-32k() { profile "$M8B" 8b_rec 32768 on; }  # the prefill target's case
+# Host or device bound? KVSCOPE_PROFILE=host: each op's host cost, no added waits; the device's
+# own waits in sync.wait (kernels/op_profile.h).
+stage_profile8b-host() { profile "$M8B" 8b_host 1024 off host; profile "$M8B" 8b_host_rec 1024 on host; }
+stage_profile1b-host() { profile "$M1B" 1b_host 1024 off host; }
 stage_peer1b() { python3 bench/hf_peer.py --model "$M1B" --lengths 1024,8192,32768 --json "$OUT/peer1b.json"; }
 stage_peer8b() { python3 bench/hf_peer.py --model "$M8B" --lengths 1024,8192,32768 --json "$OUT/peer8b.json"; }
 stage_parity() {  # traces kept under out/ (ignored) for a look while the machine is warm
@@ -175,7 +182,16 @@ stage_parity() {  # traces kept under out/ (ignored) for a look while the machin
   return $((r1 || r2))
 }
 
-[ $# -gt 0 ] || { sed -n '2,32p' "$0"; exit 2; }
+# Large host copies (pinned DMA + pooled unpacks of keys, values, window rows and column sums,
+# >= 8 MB) against the pageable path of KVSCOPE_CUDA_DEFER=0, on the 1B shape at 8k: the same
+# kernels, so every kept set, event and token must be identical.
+stage_parity-large() {
+  python3 bench/backend_parity.py --kvscope "$KVSCOPE" --model "$M1B" --a cuda --b cuda \
+    --env-a KVSCOPE_CUDA_DEFER=0 --policies snapkv,h2o,tova,pyramidkv --length 8192 --max-new 8 \
+    --expect-identical --json "$OUT/parity_large.json"
+}
+
+[ $# -gt 0 ] || { sed -n '2,44p' "$0"; exit 2; }
 rc_all=0
 for s in "$@"; do
   if ! declare -F "stage_$s" >/dev/null; then echo "unknown stage: $s" >&2; exit 2; fi

@@ -166,6 +166,33 @@ class Backend {
     virtual void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
     // x += y, elementwise.
     virtual void add_inplace(Tensor& x, const Tensor& y) = 0;
+
+    // Fused forms of the ops above, for a decode step's launch count (issue 9: the 8B decode at
+    // 1k ran ~20 device ops per layer). Each default below is the composition it replaces, which
+    // is also its CPU twin; the CUDA backend overrides them (cuda_gemv.cu, cuda_rope.cu).
+    // outs[i] = x @ ws[i]^T (+ biases[i]) for i < count (at most 3, the same x): q/k/v.
+    virtual void matmul_parts(const Tensor& x, int count, const Tensor* const* ws,
+                              const Tensor* const* biases, Tensor* const* outs) {
+        for (int i = 0; i < count; ++i) matmul(x, *ws[i], biases[i], *outs[i]);
+    }
+    // gate = x @ w_gate^T, up = x @ w_up^T, out = silu(gate) * up (SwiGLU's first half).
+    virtual void swiglu(const Tensor& x, const Tensor& w_gate, const Tensor& w_up, Tensor& gate,
+                        Tensor& up, Tensor& out) {
+        matmul(x, w_gate, nullptr, gate);
+        matmul(x, w_up, nullptr, up);
+        silu_mul(gate, up, out);
+    }
+    // x += y, then out = rmsnorm(x) with w (the residual add and the next layer's norm).
+    virtual void add_rmsnorm(Tensor& x, const Tensor& y, const Tensor& w, float eps, Tensor& out) {
+        add_inplace(x, y);
+        rmsnorm(x, w, eps, out);
+    }
+    // rope() on q and on k with the same positions.
+    virtual void rope_qk(Tensor& q, Tensor& k, const int64_t* positions, const float* inv_freq,
+                         RopePairs pairs) {
+        rope(q, positions, inv_freq, pairs);
+        rope(k, positions, inv_freq, pairs);
+    }
     // Causal (by position) softmax attention with GQA; see AttentionArgs.
     virtual void attention(const AttentionArgs& args) = 0;
 

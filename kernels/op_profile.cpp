@@ -25,9 +25,11 @@ struct Table {
     ~Table() { print(); }
     void print() {
         if (by_phase.empty()) return;
-        std::fprintf(stderr,
-                     "\n[profile] KVSCOPE_PROFILE=1: wall time per op (device ops waited "
-                     "for before and after)\n");
+        std::fprintf(stderr, "%s",
+                     fences_on() ? "\n[profile] KVSCOPE_PROFILE=1: wall time per op (device ops "
+                                   "waited for before and after)\n"
+                                 : "\n[profile] KVSCOPE_PROFILE=host: host time per op (no waits "
+                                   "added; the device's own waits in sync.wait)\n");
         for (const auto& [ph, buckets] : by_phase) {
             const int64_t steps_n = std::max<int64_t>(1, steps[ph]);
             double total = 0;
@@ -58,11 +60,20 @@ Table& table() {
 
 }  // namespace
 
+namespace {
+std::string mode() {
+    const char* e = std::getenv("KVSCOPE_PROFILE");
+    return e ? std::string(e) : std::string();
+}
+}  // namespace
+
 bool enabled() {
-    static const bool on = [] {
-        const char* e = std::getenv("KVSCOPE_PROFILE");
-        return e && std::string(e) == "1";
-    }();
+    static const bool on = [] { return mode() == "1" || mode() == "host"; }();
+    return on;
+}
+
+bool fences_on() {
+    static const bool on = mode() == "1";
     return on;
 }
 
@@ -96,13 +107,13 @@ Scope::Scope(std::string bucket, Fence fence, void* ctx)
 }
 
 void Scope::start() {
-    if (fence_) fence_(ctx_);
+    if (fence_ && fences_on()) fence_(ctx_);
     t0_ = Clock::now();
 }
 
 void Scope::next(const char* bucket) {
     if (!on_) return;
-    if (fence_) fence_(ctx_);
+    if (fence_ && fences_on()) fence_(ctx_);
     const Clock::time_point t1 = Clock::now();
     add(bucket_, std::chrono::duration<double>(t1 - t0_).count());
     bucket_ = bucket;
@@ -112,7 +123,7 @@ void Scope::next(const char* bucket) {
 Scope::~Scope() {
     if (!on_) return;
     try {
-        if (fence_) fence_(ctx_);
+        if (fence_ && fences_on()) fence_(ctx_);
         add(bucket_, std::chrono::duration<double>(Clock::now() - t0_).count());
     } catch (...) {  // a destructor must not throw; a failed fence leaves this bucket out
     }

@@ -5,13 +5,18 @@
 // ms per step of the phase. The CUDA backend waits for its stream before and after each op while
 // profiling, so an op's bucket holds its device time (plus one synchronisation, ~10 us, which
 // the report measures and prints as "sync (empty)"), and host buckets hold host work alone.
+// KVSCOPE_PROFILE=host measures the same buckets without waiting around each op: an op's bucket
+// then holds the host's cost of enqueueing it, and the CUDA backend's waits for the device
+// appear as "sync.wait". A step whose buckets other than the waits add up to its wall time is
+// bound by the host (launches, bookkeeping), not by the device.
 // Off (the default), every call here is one branch on a cached flag: nothing is measured.
 #include <chrono>
 #include <string>
 
 namespace kvscope::prof {
 
-bool enabled();  // KVSCOPE_PROFILE=1, read once
+bool enabled();    // KVSCOPE_PROFILE=1 or host, read once
+bool fences_on();  // KVSCOPE_PROFILE=1: Scope calls its fence (host mode: it does not)
 
 // The phase prefixed to every bucket until the next call: "prefill" or "decode" (the engine
 // sets it). Counts a step of the phase for the per-step column.

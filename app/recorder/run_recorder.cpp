@@ -121,8 +121,31 @@ void RunRecorder::on_layer(int64_t l) {
     }
 }
 
+namespace {
+
+// How far the writer may run behind the decode loop: at most kMaxStepsBehind steps, and beyond
+// two steps at most kMaxBytesBehind of queued step data. Step 0 carries the prompt's compression
+// events (3.1 M for the 1B shape's 32k prompt under SnapKV, ~0.3 s to deflate); with a limit of
+// two steps the loop stalled on it at step 2 and recording "cost" +158 % of decode time
+// (bench/RESULTS.md, fifth run). The byte bound keeps the memory held bounded instead.
+constexpr size_t kMaxStepsBehind = 8;
+constexpr size_t kMaxBytesBehind = size_t{1} << 30;
+
+size_t step_bytes(const trace::StepData& d, size_t logits) {
+    size_t b = d.events.size() * sizeof(trace::EventRecord) + logits * sizeof(float);
+    for (const auto& r : d.attention)
+        b += r.positions.size() * sizeof(int32_t) + r.values.size() * sizeof(float);
+    return b;
+}
+
+}  // namespace
+
 void RunRecorder::commit_step(int32_t token, const std::vector<float>& logits, float time_ms) {
-    steps_.wait(steps_.size() - 2);  // at most two steps behind; rethrows a failure
+    while (!behind_.empty() && steps_.finished(behind_.front().first)) {
+        steps_.wait(behind_.front().first);  // returns at once; rethrows a failure
+        behind_bytes_ -= behind_.front().second;
+        behind_.pop_front();
+    }
     const ModelSpec& sp = engine_.spec();
     const KVCache& cache = engine_.cache();
     trace::StepData d;
@@ -153,15 +176,25 @@ void RunRecorder::commit_step(int32_t token, const std::vector<float>& logits, f
     }
     d.attention = std::move(rows_);
     rows_.clear();
-    steps_.start([this, d = std::move(d), lg = logits, k = opt_.top_k]() mutable {
-        const auto lp = log_softmax(lg.data(), static_cast<int64_t>(lg.size()));
-        for (const auto& [id, v] : top_k(lp, k)) {
-            d.record.topk_ids.push_back(id);
-            d.record.topk_logprobs.push_back(v);
-        }
-        d.record.entropy = entropy_nats(lp);
-        writer_.write_step(std::move(d));
-    });
+    const size_t bytes = step_bytes(d, logits.size());
+    while (!behind_.empty() && (behind_.size() >= kMaxStepsBehind ||
+                                (behind_.size() >= 2 && behind_bytes_ + bytes > kMaxBytesBehind))) {
+        steps_.wait(behind_.front().first);  // rethrows a failure
+        behind_bytes_ -= behind_.front().second;
+        behind_.pop_front();
+    }
+    const int64_t index =
+        steps_.start([this, d = std::move(d), lg = logits, k = opt_.top_k]() mutable {
+            const auto lp = log_softmax(lg.data(), static_cast<int64_t>(lg.size()));
+            for (const auto& [id, v] : top_k(lp, k)) {
+                d.record.topk_ids.push_back(id);
+                d.record.topk_logprobs.push_back(v);
+            }
+            d.record.entropy = entropy_nats(lp);
+            writer_.write_step(std::move(d));
+        });
+    behind_.emplace_back(index, bytes);
+    behind_bytes_ += bytes;
     generated_ids_.push_back(token);
     ++step_;
 }
@@ -173,6 +206,8 @@ void RunRecorder::end(const trace::RunEnd& e) {
     } catch (...) {
         failed = std::current_exception();
     }
+    behind_.clear();
+    behind_bytes_ = 0;
     generated_ = tok_.decode(generated_ids_, true);
     writer_.end(e);
     if (failed) std::rethrow_exception(failed);

@@ -6,7 +6,9 @@
 // Trace steps (traces/trace_schema.h): step 0 = the prefill forward with the prompt's compression
 // and generated token 0; step s >= 1 = decode of generated token s-1, sampling token s.
 #include <cstdint>
+#include <deque>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/cache/cache_event.h"
@@ -44,8 +46,9 @@ class RunRecorder {
     // budgets, needle survival and the cache events since the previous commit. What depends on
     // the engine is taken now; the log-softmax, top-k and entropy of the logits (three passes
     // over the vocabulary: ~1.5 ms of a 10 ms 8B decode step) and the hand-over to the writer
-    // run on a background thread, at most two steps behind. A failure there comes back from
-    // the next commit_step() or from end().
+    // run on a background thread, at most 8 steps and (beyond two steps) 1 GiB of step data
+    // behind (run_recorder.cpp). A failure there comes back from the first commit_step() that
+    // sees it finished, or from end().
     void commit_step(int32_t token, const std::vector<float>& logits, float time_ms);
     void end(const trace::RunEnd& e);  // after the queued steps
 
@@ -70,6 +73,9 @@ class RunRecorder {
     std::vector<trace::AttentionRow> rows_;  // this step's rows (record_rows)
     std::string generated_;
     std::vector<int32_t> generated_ids_;
+    // Steps handed to steps_ and not yet seen finished: (task index, bytes of step data).
+    std::deque<std::pair<int64_t, size_t>> behind_;
+    size_t behind_bytes_ = 0;
     // Steps being finished and handed to the writer (commit_step); last, so that it waits for
     // them before anything they use goes.
     OrderedTasks steps_;

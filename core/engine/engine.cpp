@@ -216,10 +216,15 @@ std::vector<float> Engine::forward(const int32_t* ids, int64_t n, bool is_prefil
     backend_.embedding(w_->embed, ids, n, x);
     for (int64_t l = 0; l < sp.n_layers; ++l) {
         const Weights::Layer& L = w_->layers[static_cast<size_t>(l)];
-        backend_.rmsnorm(x, L.attn_norm, eps, h);
-        backend_.matmul(h, L.wq, L.has_qkv_bias ? &L.bq : nullptr, q2);
-        backend_.matmul(h, L.wk, L.has_qkv_bias ? &L.bk : nullptr, k2);
-        backend_.matmul(h, L.wv, L.has_qkv_bias ? &L.bv : nullptr, v2);
+        if (l == 0) backend_.rmsnorm(x, L.attn_norm, eps, h);  // later layers: add_rmsnorm below
+        {
+            const Tensor* ws[3] = {&L.wq, &L.wk, &L.wv};
+            const Tensor* bs[3] = {L.has_qkv_bias ? &L.bq : nullptr,
+                                   L.has_qkv_bias ? &L.bk : nullptr,
+                                   L.has_qkv_bias ? &L.bv : nullptr};
+            Tensor* outs[3] = {&q2, &k2, &v2};
+            backend_.matmul_parts(h, 3, ws, bs, outs);  // q, k, v (one launch on the GPU)
+        }
         if (L.has_qk_norm) {
             backend_.rmsnorm(qh, L.q_norm, eps, qh);
             backend_.rmsnorm(kh, L.k_norm, eps, kh);
@@ -231,18 +236,17 @@ std::vector<float> Engine::forward(const int32_t* ids, int64_t n, bool is_prefil
             backend_.to_host(k2, s.k_prerope.data());
             backend_.to_host(q2, s.q_prerope.data());
         }
-        backend_.rope(q3, s.positions.data(), inv_freq_.data(), pairs);
-        backend_.rope(k3, s.positions.data(), inv_freq_.data(), pairs);
+        backend_.rope_qk(q3, k3, s.positions.data(), inv_freq_.data(), pairs);
         if (wants_control()) zero_control(n);
         attention_layer(l, n, is_prefill);
         backend_.matmul(att2, L.wo, L.has_o_bias ? &L.bo : nullptr, o);
-        backend_.add_inplace(x, o);
-        backend_.rmsnorm(x, L.ffn_norm, eps, h);
-        backend_.matmul(h, L.w_gate, nullptr, gate);
-        backend_.matmul(h, L.w_up, nullptr, up);
-        backend_.silu_mul(gate, up, act);
+        backend_.add_rmsnorm(x, o, L.ffn_norm, eps, h);  // x += o; h = norm(x)
+        backend_.swiglu(h, L.w_gate, L.w_up, gate, up, act);
         backend_.matmul(act, L.w_down, nullptr, down);
-        backend_.add_inplace(x, down);
+        if (l + 1 < sp.n_layers)  // x += down; h = the next layer's attention norm of x
+            backend_.add_rmsnorm(x, down, w_->layers[static_cast<size_t>(l + 1)].attn_norm, eps, h);
+        else
+            backend_.add_inplace(x, down);
     }
     pos_ += n;
 

@@ -139,8 +139,16 @@ class Engine {
                           const float* q_pre, int64_t pos);
     void policy_after_decode_layer(int64_t l);
     void after_decode_layers();  // observers and policy, per layer, at a decode step's end
-    // KVCache::ParallelFor for a copy of `bytes` (engine_attention.cpp).
+    // KVCache::ParallelFor for a copy of `bytes` (engine_attention.cpp): host_parallel() on the
+    // pool of the prompt's fill tasks, stats_parallel() on the engine thread's own pool (a
+    // ThreadPool takes one caller at a time, and the fill task runs beside the engine thread).
     std::function<void(int64_t, const std::function<void(int64_t)>&)> host_parallel(int64_t bytes);
+    std::function<void(int64_t, const std::function<void(int64_t)>&)> stats_parallel(int64_t bytes);
+    std::function<void(int64_t, const std::function<void(int64_t)>&)> pool_parallel(
+        std::unique_ptr<cpu::ThreadPool>& pool, int64_t bytes);
+    // Zeroed host buffers for a layer's prompt statistics: `count` of `len` floats, each
+    // allocated and zeroed by a pool thread when large (engine_attention.cpp).
+    void zeroed_buffers(std::vector<std::vector<float>>& bufs, int64_t count, int64_t len);
     // prefill_stats_[l].key_norm from the layer's keys k [n, G, d] (engine_attention.cpp).
     void prefill_key_norms(
         int64_t l, int64_t n, const float* k,
@@ -162,8 +170,9 @@ class Engine {
     std::vector<LayerPrefillStats> prefill_stats_;
     std::vector<float> all_logits_;
     std::vector<std::vector<std::vector<float>>> step_rows_;
-    std::vector<float> norms_scratch_;            // key norms for decode-time views
-    std::unique_ptr<cpu::ThreadPool> host_pool_;  // large host-side row copies (host_parallel)
+    std::vector<float> norms_scratch_;             // key norms for decode-time views
+    std::unique_ptr<cpu::ThreadPool> host_pool_;   // large host-side row copies (host_parallel)
+    std::unique_ptr<cpu::ThreadPool> stats_pool_;  // prompt statistics' buffers (stats_parallel)
 };
 
 }  // namespace kvscope

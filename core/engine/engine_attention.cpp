@@ -24,17 +24,42 @@ namespace kvscope {
 // inline, where waking threads would cost more than the copy.
 std::function<void(int64_t, const std::function<void(int64_t)>&)> Engine::host_parallel(
     int64_t bytes) {
+    return pool_parallel(host_pool_, bytes);
+}
+
+std::function<void(int64_t, const std::function<void(int64_t)>&)> Engine::stats_parallel(
+    int64_t bytes) {
+    return pool_parallel(stats_pool_, bytes);
+}
+
+std::function<void(int64_t, const std::function<void(int64_t)>&)> Engine::pool_parallel(
+    std::unique_ptr<cpu::ThreadPool>& pool, int64_t bytes) {
     if (bytes < opts_.host_parallel_min_bytes) return {};
-    if (!host_pool_) {
+    if (!pool) {
         const int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-        host_pool_ =
+        pool =
             std::make_unique<cpu::ThreadPool>(std::min(opts_.threads > 0 ? opts_.threads : hw, 16));
     }
-    return [pool = host_pool_.get()](int64_t tasks, const std::function<void(int64_t)>& task) {
-        pool->parallel_for(tasks, [&](int64_t b, int64_t e) {
+    return [p = pool.get()](int64_t tasks, const std::function<void(int64_t)>& task) {
+        p->parallel_for(tasks, [&](int64_t b, int64_t e) {
             for (int64_t t = b; t < e; ++t) task(t);
         });
     };
+}
+
+// The window rows of a recorded 32k prompt are 32 heads x 32 rows x 32k keys = 134 MB per layer
+// (4.3 GB for the 8B shape), fresh memory each prefill: one thread's first touch of it was the
+// largest host bucket of that prefill on the H100 host (2.6 s of 10.7 s, "host.attention_args",
+// bench/RESULTS.md, fifth run). Pool threads allocate and zero a head each.
+void Engine::zeroed_buffers(std::vector<std::vector<float>>& bufs, int64_t count, int64_t len) {
+    bufs.resize(static_cast<size_t>(count));
+    const auto zero = [&](int64_t i) {
+        bufs[static_cast<size_t>(i)].assign(static_cast<size_t>(len), 0.0f);
+    };
+    if (auto parallel = stats_parallel(count * len * static_cast<int64_t>(sizeof(float))))
+        parallel(count, zero);
+    else
+        for (int64_t i = 0; i < count; ++i) zero(i);
 }
 
 void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
@@ -120,8 +145,7 @@ void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
         LayerPrefillStats& ps = prefill_stats_[static_cast<size_t>(l)];
         pstats = &stats;
         if (req_.colsum) {
-            ps.colsum.assign(static_cast<size_t>(H),
-                             std::vector<float>(static_cast<size_t>(n), 0.0f));
+            zeroed_buffers(ps.colsum, H, n);
             for (auto& c : ps.colsum) stats.colsum.push_back(c.data());
         }
         if (full_rows) {  // every row into the reused map buffer; the window is cut from it
@@ -133,8 +157,7 @@ void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
             stats.n_rows_tail = n;
         } else if (req_.window > 0) {
             ps.window_rows = std::min<int64_t>(req_.window, n);
-            ps.window.assign(static_cast<size_t>(H),
-                             std::vector<float>(static_cast<size_t>(ps.window_rows * n), 0.0f));
+            zeroed_buffers(ps.window, H, ps.window_rows * n);
             for (auto& w : ps.window) stats.rows.push_back(w.data());
             stats.n_rows_tail = ps.window_rows;
         }

@@ -1,5 +1,6 @@
 #include "core/engine/ordered_tasks.h"
 
+#include <chrono>
 #include <utility>
 
 namespace kvscope {
@@ -17,6 +18,12 @@ int64_t OrderedTasks::start(std::function<void()> job) {
 void OrderedTasks::wait(int64_t i) {
     if (i < 0 || i >= size()) return;
     done_[static_cast<size_t>(i)].get();
+}
+
+bool OrderedTasks::finished(int64_t i) const {
+    if (i < 0 || i >= size()) return true;
+    return done_[static_cast<size_t>(i)].wait_for(std::chrono::seconds(0)) ==
+           std::future_status::ready;
 }
 
 void OrderedTasks::wait_all() {

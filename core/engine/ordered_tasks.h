@@ -23,6 +23,7 @@ class OrderedTasks {
 
     int64_t start(std::function<void()> job);  // its index: 0, 1, ... since the last clear()
     void wait(int64_t i);                      // i < 0 or past the last: nothing to wait for
+    bool finished(int64_t i) const;            // task i has ended (or i is out of range): no wait
     void wait_all();                           // then clear()
     // For unwinding: waits for every task, drops failures, clears.
     void wait_quietly() noexcept;

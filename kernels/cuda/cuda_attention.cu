@@ -21,10 +21,11 @@
 //                  query tiles, recomputes p = exp(q.k*scale - LSE) under the mask and sums over
 //                  the queries in a fixed order (no atomics: deterministic). The same pass writes
 //                  the last W query rows (SnapKV/PyramidKV window). Floor: +2*n*L*d FLOPs (~+50%).
-//   decode_*       n <= 8 query rows (decode): split-K over chunks of 256 keys per (split, head,
-//                  row), scores kept in a [n*H, L] buffer, partials combined per head in a fixed
-//                  order, then the probability row / column sums from the kept scores.
-//                  Floor: bytes 2*L*d*4 per KV head (K and V read once) + the score row.
+//   decode_*       n <= 8 query rows (decode): split-K over chunks of 256 keys (64 when that
+//                  leaves SMs idle: decode_chunk()) per (split, head, row), scores kept in a [n*H,
+//                  L] buffer, partials combined per head in a fixed order, then the probability row
+//                  / column sums from the kept scores. Floor: bytes 2*L*d*4 per KV head (K and V
+//                  read once) + the score row.
 // Masking: slot j is visible to query i iff kpos[j] <= q_pos[i] (positions need not be sorted).
 // A row that sees no key gets out = 0 and LSE = -inf (as on the CPU).
 #include <cmath>
@@ -241,9 +242,26 @@ struct DecodeScratch {
     int64_t splits;
 };
 
+// Keys per decode split: kChunk, or kShortChunk where kChunk would give the GPU fewer than two
+// blocks per SM. The 8B shape at 1k keys made 4 splits x 32 heads = 128 blocks of 256 keys, one
+// per SM, each a long dependent chain (~30 us a layer on an H100, KVSCOPE_PROFILE=1).
+constexpr int kShortChunk = 64;
+int64_t decode_chunk(const AttentionDev& a) {
+    static const int sms = [] {
+        int dev = 0, n = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+            return 132;
+        return n;
+    }();
+    const int64_t long_splits = a.max_len > 0 ? (a.max_len + kChunk - 1) / kChunk : 1;
+    return a.n * a.H * long_splits < 2 * static_cast<int64_t>(sms) ? kShortChunk : kChunk;
+}
+
 DecodeScratch carve(const AttentionDev& a, void* base) {
     DecodeScratch s;
-    s.splits = a.max_len > 0 ? (a.max_len + kChunk - 1) / kChunk : 1;
+    const int64_t chunk = decode_chunk(a);
+    s.splits = a.max_len > 0 ? (a.max_len + chunk - 1) / chunk : 1;
     const int64_t rows = a.n * a.H;
     s.scores = static_cast<float*>(base);
     s.pm = s.scores + rows * a.max_len;
@@ -254,11 +272,11 @@ DecodeScratch carve(const AttentionDev& a, void* base) {
 
 // head_dim not a multiple of 4: one warp per key (the first version; the vector kernel below
 // is the one head dims 48/64/80/128/256 take).
-template <int DMAX>
+template <int DMAX, int CHUNK>
 __global__ void __launch_bounds__(kThreads)
     decode_partial_scalar(AttentionDev a, DecodeScratch sc) {
     __shared__ float sq[DMAX];
-    __shared__ float sp[kChunk];
+    __shared__ float sp[CHUNK];
     __shared__ float red[kThreads / 32];
     const int tid = static_cast<int>(threadIdx.x), lane = tid & 31, warp = tid >> 5;
     const int64_t d = a.d, H = a.H, ld = a.max_len;
@@ -267,14 +285,14 @@ __global__ void __launch_bounds__(kThreads)
     const float* K = a.k + a.kv_off[g] * d;
     const float* V = a.v + a.kv_off[g] * d;
     const int64_t* kpos = a.kpos + a.kv_off[g];
-    const int64_t j0 = split * kChunk;
-    const int64_t j1 = j0 + kChunk < len ? j0 + kChunk : len;  // may be <= j0: empty split
+    const int64_t j0 = split * CHUNK;
+    const int64_t j1 = j0 + CHUNK < len ? j0 + CHUNK : len;  // may be <= j0: empty split
     const int64_t qpos = a.q_pos[i];
     const int64_t row = i * H + h;
 
     for (int64_t c = tid; c < d; c += kThreads) sq[c] = a.q[row * d + c];
     __syncthreads();
-    for (int64_t j = j0 + warp; j < j0 + kChunk; j += kThreads / 32) {
+    for (int64_t j = j0 + warp; j < j0 + CHUNK; j += kThreads / 32) {
         float s = -INFINITY;
         if (j < j1 && kpos[j] <= qpos) {  // uniform over the warp
             float part = 0.0f;
@@ -288,10 +306,10 @@ __global__ void __launch_bounds__(kThreads)
     }
     __syncthreads();
     float mx = -INFINITY;
-    for (int t = tid; t < kChunk; t += kThreads) mx = fmaxf(mx, sp[t]);
+    for (int t = tid; t < CHUNK; t += kThreads) mx = fmaxf(mx, sp[t]);
     mx = block_max<kThreads>(mx, red);
     float sum = 0.0f;
-    for (int t = tid; t < kChunk; t += kThreads) {
+    for (int t = tid; t < CHUNK; t += kThreads) {
         const float p = mx == -INFINITY ? 0.0f : expf(sp[t] - mx);
         sp[t] = p;
         sum += p;
@@ -317,12 +335,12 @@ __global__ void __launch_bounds__(kThreads)
 // added in a fixed order through shared memory (deterministic). The first version gave one warp
 // per key and reduced every score across the warp: 64 dependent steps per warp, ~100 us per
 // layer at any length on an H100 (KVSCOPE_PROFILE=1, bench/RESULTS.md).
-template <int DMAX>
+template <int DMAX, int CHUNK>
 __global__ void __launch_bounds__(kThreads) decode_partial(AttentionDev a, DecodeScratch sc) {
     constexpr int LPR = DMAX / 4 < kThreads ? DMAX / 4 : kThreads;
     constexpr int NG = kThreads / LPR;
     __shared__ __align__(16) float sq[DMAX];
-    __shared__ float sp[kChunk];
+    __shared__ float sp[CHUNK];
     __shared__ float red[kThreads / 32];
     __shared__ __align__(16) float so[NG][DMAX];
     const int tid = static_cast<int>(threadIdx.x);
@@ -332,15 +350,15 @@ __global__ void __launch_bounds__(kThreads) decode_partial(AttentionDev a, Decod
     const float* K = a.k + a.kv_off[g] * d;
     const float* V = a.v + a.kv_off[g] * d;
     const int64_t* kpos = a.kpos + a.kv_off[g];
-    const int64_t j0 = split * kChunk;
-    const int64_t j1 = j0 + kChunk < len ? j0 + kChunk : len;  // may be <= j0: empty split
+    const int64_t j0 = split * CHUNK;
+    const int64_t j1 = j0 + CHUNK < len ? j0 + CHUNK : len;  // may be <= j0: empty split
     const int64_t qpos = a.q_pos[i];
     const int64_t row = i * H + h;
 
     for (int64_t c = tid; c < d; c += kThreads) sq[c] = a.q[row * d + c];
     __syncthreads();
     const float4* q4 = reinterpret_cast<const float4*>(sq);
-    for (int t = tid; t < kChunk; t += kThreads) {
+    for (int t = tid; t < CHUNK; t += kThreads) {
         const int64_t j = j0 + t;
         float s = -INFINITY;
         if (j < j1 && kpos[j] <= qpos) {
@@ -358,10 +376,10 @@ __global__ void __launch_bounds__(kThreads) decode_partial(AttentionDev a, Decod
     }
     __syncthreads();
     float mx = -INFINITY;
-    for (int t = tid; t < kChunk; t += kThreads) mx = fmaxf(mx, sp[t]);
+    for (int t = tid; t < CHUNK; t += kThreads) mx = fmaxf(mx, sp[t]);
     mx = block_max<kThreads>(mx, red);
     float sum = 0.0f;
-    for (int t = tid; t < kChunk; t += kThreads) {
+    for (int t = tid; t < CHUNK; t += kThreads) {
         const float p = mx == -INFINITY ? 0.0f : expf(sp[t] - mx);
         sp[t] = p;
         sum += p;
@@ -471,7 +489,8 @@ void check_shape(const AttentionDev& a) {
 }  // namespace
 
 size_t attention_decode_scratch_bytes(const AttentionDev& a) {
-    const int64_t splits = a.max_len > 0 ? (a.max_len + kChunk - 1) / kChunk : 1;
+    const int64_t chunk = decode_chunk(a);
+    const int64_t splits = a.max_len > 0 ? (a.max_len + chunk - 1) / chunk : 1;
     const int64_t rows = a.n * a.H;
     return sizeof(float) *
            static_cast<size_t>(rows * a.max_len + 2 * rows * splits + rows * splits * a.d);
@@ -526,12 +545,17 @@ void attention_decode(const AttentionDev& a, void* scratch, float* colsum, float
                                  std::to_string(kMaxCombineSplits * kChunk) + " keys");
     const dim3 grid(static_cast<unsigned int>(sc.splits), static_cast<unsigned int>(a.H),
                     static_cast<unsigned int>(a.n));
+    const bool short_chunks = decode_chunk(a) == kShortChunk;
     with_dmax(a.d, [&](auto dm) {
         constexpr int DMAX = decltype(dm)::value;
-        if (a.d % 4 == 0)
-            decode_partial<DMAX><<<grid, kThreads, 0, stream>>>(a, sc);
+        if (a.d % 4 == 0 && short_chunks)
+            decode_partial<DMAX, kShortChunk><<<grid, kThreads, 0, stream>>>(a, sc);
+        else if (a.d % 4 == 0)
+            decode_partial<DMAX, kChunk><<<grid, kThreads, 0, stream>>>(a, sc);
+        else if (short_chunks)
+            decode_partial_scalar<DMAX, kShortChunk><<<grid, kThreads, 0, stream>>>(a, sc);
         else
-            decode_partial_scalar<DMAX><<<grid, kThreads, 0, stream>>>(a, sc);
+            decode_partial_scalar<DMAX, kChunk><<<grid, kThreads, 0, stream>>>(a, sc);
         KVS_CUDA_CHECK_LAUNCH();
     });
     decode_combine<<<dim3(static_cast<unsigned int>(a.H), static_cast<unsigned int>(a.n)), kThreads,

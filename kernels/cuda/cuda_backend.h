@@ -39,21 +39,27 @@
 //   mirror within the device instead of through the host cache and the ring;
 //   KVSCOPE_CUDA_DEFER: to_host_later() and deferred decode rows (AttentionStats::deferred)
 //   land in pinned memory and reach the caller at the next sync() (cuda_host_copies.h).
-// Next (issue 9): the host cache taking the prompt's K/V off the critical path; bf16 K/V.
+// - KVSCOPE_CUDA_FUSED (default on; =0 off): a decode step's q/k/v projections in one GEMV launch,
+//   gate/up/silu in one, RoPE of q and k in one, the residual add with the next norm
+//   (Backend::matmul_parts, swiglu, rope_qk, add_rmsnorm).
+// Next (issue 9): faster prefill attention kernels; bf16 K/V; CUDA graphs for small models.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "kernels/backend_registry.h"
+#include "kernels/cpu/thread_pool.h"
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/cuda/cuda_host_copies.h"
 #include "kernels/kv_journal.h"
@@ -189,6 +195,7 @@ class CudaBackend final : public Backend {
         gemv_on_ = !(gv && std::string(gv) == "0");
         new_rows_on_ = switched_on("KVSCOPE_CUDA_NEW_ROWS");
         defer_on_ = switched_on("KVSCOPE_CUDA_DEFER");
+        fused_on_ = switched_on("KVSCOPE_CUDA_FUSED");
     }
     ~CudaBackend() override {
         // Never throws: report and go on freeing.
@@ -345,17 +352,24 @@ class CudaBackend final : public Backend {
     void to_host(const Tensor& src, float* dst) override {
         if (prof::enabled()) prof::Scope empty("sync (empty)", &fence, this);
         prof::Scope ps = op_scope("to_host");
-        if (src.bytes() > 0)
-            KVS_CUDA_CHECK(
-                cudaMemcpyAsync(dst, src.data, src.bytes(), cudaMemcpyDeviceToHost, stream_));
+        const size_t bytes = src.bytes();
+        if (defer_on_ && bytes >= kPinnedCopyMin) {
+            // Large (a prompt layer's values): DMA into pinned memory, then the pool's memcpy.
+            later_.enqueue(src.data, bytes, stream_, [this, dst, bytes](const void* h) {
+                copy_on(copy_pool(), dst, h, bytes);
+            });
+        } else if (bytes > 0) {
+            KVS_CUDA_CHECK(cudaMemcpyAsync(dst, src.data, bytes, cudaMemcpyDeviceToHost, stream_));
+        }
         sync();
     }
     void to_host_later(const Tensor& src, float* dst) override {
         if (!defer_on_) return to_host(src, dst);
         prof::Scope ps = op_scope("to_host_later");
         const size_t bytes = src.bytes();
-        later_.enqueue(src.data, bytes, stream_,
-                       [dst, bytes](const void* h) { std::memcpy(dst, h, bytes); });
+        later_.enqueue(src.data, bytes, stream_, [this, dst, bytes](const void* h) {
+            copy_on(bytes >= kPinnedCopyMin ? copy_pool() : nullptr, dst, h, bytes);
+        });
     }
     // Every mirror plan takes the last new_k->dim(0) rows of every head from new_k / new_v
     // (cuda_backend_mirror.cpp); without mirrors every call uploads every head from the host.
@@ -409,9 +423,63 @@ class CudaBackend final : public Backend {
               RopePairs pairs) override {
         prof::Scope ps = op_scope("rope");
         const int64_t n = x.dim(0), hd = x.dim(2);
-        const int64_t* dpos = stage(positions, static_cast<size_t>(n));
-        const float* dinv = stage(inv_freq, static_cast<size_t>(hd / 2));
+        const int64_t* dpos = stage_same(positions, static_cast<size_t>(n));
+        const float* dinv = stage_same(inv_freq, static_cast<size_t>(hd / 2));
         cuda::rope(x.as<float>(), n, x.dim(1), hd, dpos, dinv, pairs, stream_);
+    }
+    // Fused decode forms (Backend::matmul_parts, swiglu, rope_qk). KVSCOPE_CUDA_FUSED=0 takes
+    // the unfused ops instead (the defaults of Backend); so do shapes the GEMV does not take.
+    void matmul_parts(const Tensor& x, int count, const Tensor* const* ws,
+                      const Tensor* const* biases, Tensor* const* outs) override {
+        const int64_t k = ws[0]->dim(1);
+        const int64_t n = x.numel() / k;
+        bool fits = fused_on_ && gemv_on_ && count >= 1 && count <= kMaxGemvParts;
+        int64_t rows = 0;
+        for (int i = 0; fits && i < count; ++i) {
+            const Tensor& w = *ws[i];
+            fits = w.dim(1) == k && w.dtype == ws[0]->dtype &&
+                   gemv_fits(x.as<float>(), n, k, w.data, w.dtype, w.dim(0));
+            rows += w.dim(0);
+        }
+        if (!fits || rows > 65535LL * 8) return Backend::matmul_parts(x, count, ws, biases, outs);
+        prof::Scope ps = op_scope("matmul_parts");
+        GemvPart parts[kMaxGemvParts];
+        for (int i = 0; i < count; ++i)
+            parts[i] = GemvPart{ws[i]->data, ws[i]->dim(0), biases[i] ? biases[i]->data : nullptr,
+                                biases[i] ? biases[i]->dtype : DType::kF32, outs[i]->as<float>()};
+        gemv_parts(x.as<float>(), n, k, ws[0]->dtype, parts, count, stream_);
+    }
+    void swiglu(const Tensor& x, const Tensor& w_gate, const Tensor& w_up, Tensor& gate, Tensor& up,
+                Tensor& out) override {
+        const int64_t k = w_gate.dim(1), m = w_gate.dim(0);
+        const int64_t n = x.numel() / k;
+        const bool fits = fused_on_ && gemv_on_ && w_up.dim(0) == m && w_up.dim(1) == k &&
+                          w_up.dtype == w_gate.dtype &&
+                          gemv_fits(x.as<float>(), n, k, w_gate.data, w_gate.dtype, m) &&
+                          gemv_fits(x.as<float>(), n, k, w_up.data, w_up.dtype, m);
+        if (!fits) return Backend::swiglu(x, w_gate, w_up, gate, up, out);
+        prof::Scope ps = op_scope("swiglu");
+        gemv_swiglu(x.as<float>(), n, k, w_gate.data, w_up.data, w_gate.dtype, m, gate.as<float>(),
+                    up.as<float>(), out.as<float>(), stream_);
+    }
+    void add_rmsnorm(Tensor& x, const Tensor& y, const Tensor& w, float eps, Tensor& out) override {
+        if (!fused_on_ || out.data == x.data || x.numel() != y.numel())
+            return Backend::add_rmsnorm(x, y, w, eps, out);
+        prof::Scope ps = op_scope("add_rmsnorm");
+        const int64_t d = w.numel();
+        cuda::add_rmsnorm(x.as<float>(), y.as<float>(), x.numel() / d, d, w.data, w.dtype, eps,
+                          out.as<float>(), stream_);
+    }
+    void rope_qk(Tensor& q, Tensor& k, const int64_t* positions, const float* inv_freq,
+                 RopePairs pairs) override {
+        if (!fused_on_ || q.dim(0) != k.dim(0) || q.dim(2) != k.dim(2))
+            return Backend::rope_qk(q, k, positions, inv_freq, pairs);
+        prof::Scope ps = op_scope("rope_qk");
+        const int64_t n = q.dim(0), hd = q.dim(2);
+        const int64_t* dpos = stage_same(positions, static_cast<size_t>(n));
+        const float* dinv = stage_same(inv_freq, static_cast<size_t>(hd / 2));
+        cuda::rope_qk(q.as<float>(), q.dim(1), k.as<float>(), k.dim(1), n, hd, dpos, dinv, pairs,
+                      stream_);
     }
     void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override {
         prof::Scope ps = op_scope("silu_mul");
@@ -483,14 +551,33 @@ class CudaBackend final : public Backend {
                 &colsum_, &rows_, &decode_, &mirror_scratch_};
     }
 
+    // Copies to the host of at least this many bytes go through pinned memory (HostCopies) and
+    // are unpacked on copy_pool(): a pageable cudaMemcpy of a 32k prompt layer's values ran at
+    // ~8 GB/s on the H100 host, and one thread's unpack at ~10 GB/s (bench/RESULTS.md, fifth run).
+    static constexpr size_t kPinnedCopyMin = size_t{8} << 20;
+    // Host threads for those unpacks, made on first need; only the thread that calls sync()
+    // (the engine's) uses it.
+    cpu::ThreadPool* copy_pool() {
+        if (!copy_pool_) {
+            const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
+            copy_pool_ = std::make_unique<cpu::ThreadPool>(static_cast<int>(std::min(hw, 16u)));
+        }
+        return copy_pool_.get();
+    }
+
     // Waits for the stream; after it nothing queued uses retired buffers or the staging ring.
     void sync() {
-        const cudaError_t waited = cudaStreamSynchronize(stream_);
+        cudaError_t waited;
+        {
+            prof::Scope wait("sync.wait");  // KVSCOPE_PROFILE=host: the device's share
+            waited = cudaStreamSynchronize(stream_);
+        }
         if (waited != cudaSuccess) later_.drop();  // nothing more will arrive
         KVS_CUDA_CHECK(waited);
         for (void* p : retired_) KVS_CUDA_CHECK(cudaFree(p));
         retired_.clear();
         ring_.reset();
+        staged_.clear();
         if (later_.pending()) later_.deliver();  // to_host_later(), deferred statistics
     }
     // Room for `bytes` in the staging ring: waits for the stream (which frees the whole ring)
@@ -513,6 +600,30 @@ class CudaBackend final : public Backend {
         }
         return reinterpret_cast<const T*>(ring_.dev(off));
     }
+    // stage() for small arrays that repeat within a step: a decode step's positions, the RoPE
+    // frequencies, the query positions and often the heads' offsets are the same for every layer,
+    // so they are copied once per step instead of once per layer (an 8B decode step made ~130
+    // such copies, each a few us on the stream). Entries live until the ring is reused (sync()).
+    template <class T>
+    const T* stage_same(const T* host, size_t count) {
+        const size_t bytes = count * sizeof(T);
+        if (bytes == 0 || bytes > kStageSameMaxBytes) return stage(host, count);
+        for (const StagedCopy& e : staged_)
+            if (e.bytes.size() == bytes && std::memcmp(e.bytes.data(), host, bytes) == 0)
+                return static_cast<const T*>(e.dev);
+        const T* dev = stage(host, count);  // may sync (make_room), which empties staged_
+        if (staged_.size() >= kStagedCopies) staged_.erase(staged_.begin());
+        const auto* from = reinterpret_cast<const unsigned char*>(host);
+        staged_.push_back(StagedCopy{std::vector<unsigned char>(from, from + bytes), dev});
+        return dev;
+    }
+    static constexpr size_t kStageSameMaxBytes = size_t{64} << 10;
+    static constexpr size_t kStagedCopies = 8;
+    struct StagedCopy {
+        std::vector<unsigned char> bytes;  // what was staged
+        const void* dev;                   // where, in the ring
+    };
+    std::vector<StagedCopy> staged_;  // stage_same(); emptied with the ring in sync()
 
     // ---- KV mirrors (see the file comment) ---------------------------------------------------
     void free_mirror(LayerMirror& m) noexcept {
@@ -578,7 +689,9 @@ class CudaBackend final : public Backend {
     bool mirrors_on_ = true;
     bool gemv_on_ = true;  // decode rows (n <= kGemvMaxRows) through cuda_gemv.cu
     bool new_rows_on_ = true, defer_on_ = true;  // switched_on() above
+    bool fused_on_ = true;  // KVSCOPE_CUDA_FUSED: matmul_parts, swiglu, rope_qk
     HostCopies later_;
+    std::unique_ptr<cpu::ThreadPool> copy_pool_;  // copy_pool()
     mutable std::mutex mu_;
     std::unordered_map<void*, size_t> owned_;  // alloc() and upload_weight(): bytes
     int64_t in_use_ = 0, peak_ = 0;
@@ -590,7 +703,7 @@ class CudaBackend final : public Backend {
     std::map<std::pair<uint64_t, int64_t>, LayerMirror> mirrors_;  // (cache uid, layer)
     std::vector<KVReplayPlan> plans_;                              // [G], reused
     std::vector<int64_t> meta_;                                    // kv_off, kv_len: [2G]
-    std::vector<float> h_col_, h_rows_, h_lse_;                    // statistics, reused
+    std::vector<float> h_col_, h_rows_, h_lse_;  // statistics without KVSCOPE_CUDA_DEFER, reused
 };
 
 }  // namespace kvscope::cuda

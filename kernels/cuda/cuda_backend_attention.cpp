@@ -3,6 +3,7 @@
 // asked for, copied back now or, deferred, at the next synchronisation.
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <utility>
 #include <vector>
 
@@ -61,10 +62,10 @@ void CudaBackend::attention(const AttentionArgs& args) {
         a.v = dv;
         a.kpos = dpos;
     }
-    const int64_t* dmeta = stage(meta_.data(), meta_.size());
+    const int64_t* dmeta = stage_same(meta_.data(), meta_.size());
 
     a.q = args.q->as<float>();
-    a.q_pos = stage(args.q_pos, static_cast<size_t>(n));
+    a.q_pos = stage_same(args.q_pos, static_cast<size_t>(n));
     a.kv_off = dmeta;
     a.kv_len = dmeta + G;
     a.n = n;
@@ -138,11 +139,69 @@ void CudaBackend::attention(const AttentionArgs& args) {
                        });
         return;
     }
+    const int64_t group = H / G;
+    if (defer_on_) {
+        // 4. Statistics back to the caller's host buffers (colsum accumulates, as on the CPU):
+        //    DMA into pinned memory, then each head's rows unpacked by a pool thread (a recorded
+        //    32k prompt: 134 MB of window rows per layer, bench/RESULTS.md, fifth run). The
+        //    unpacks run inside sync() below, while args and *st are still the caller's.
+        ps.next("attention.stats_to_host");
+        const KVHeadView* kv = args.kv;
+        cpu::ThreadPool* pool =
+            static_cast<size_t>(H * ld) * sizeof(float) * std::max<int64_t>(n_tail, 1) >=
+                    kPinnedCopyMin
+                ? copy_pool()
+                : nullptr;
+        const auto each_head = [pool, H](const std::function<void(int64_t)>& f) {
+            if (!pool) {
+                for (int64_t h = 0; h < H; ++h) f(h);
+                return;
+            }
+            pool->parallel_for(H, [&](int64_t b, int64_t e) {
+                for (int64_t h = b; h < e; ++h) f(h);
+            });
+        };
+        if (want_colsum)
+            later_.enqueue(dcol, static_cast<size_t>(H * ld) * sizeof(float), stream_,
+                           [st, kv, group, ld, each_head](const void* p) {
+                               const auto* src = static_cast<const float*>(p);
+                               each_head([&](int64_t h) {
+                                   float* dst = st->colsum[static_cast<size_t>(h)];
+                                   if (!dst) return;
+                                   const int64_t len = kv[h / group].len;
+                                   const float* from = src + h * ld;
+                                   for (int64_t j = 0; j < len; ++j) dst[j] += from[j];
+                               });
+                           });
+        if (want_rows)
+            later_.enqueue(drows, static_cast<size_t>(H * n_tail * ld) * sizeof(float), stream_,
+                           [st, kv, group, ld, n_tail, each_head](const void* p) {
+                               const auto* src = static_cast<const float*>(p);
+                               each_head([&](int64_t h) {
+                                   float* dst = st->rows[static_cast<size_t>(h)];
+                                   if (!dst) return;
+                                   const int64_t len = kv[h / group].len;
+                                   for (int64_t r = 0; r < n_tail; ++r)
+                                       std::memcpy(dst + r * len, src + (h * n_tail + r) * ld,
+                                                   static_cast<size_t>(len) * sizeof(float));
+                               });
+                           });
+        if (want_lse)
+            later_.enqueue(a.lse, static_cast<size_t>(H * n) * sizeof(float), stream_,
+                           [st, H, n](const void* p) {
+                               const auto* src = static_cast<const float*>(p);
+                               for (int64_t h = 0; h < H; ++h)
+                                   if (float* dst = st->lse[static_cast<size_t>(h)])
+                                       std::memcpy(dst, src + h * n,
+                                                   static_cast<size_t>(n) * sizeof(float));
+                           });
+        sync();
+        return;
+    }
     sync();
     ps.next("attention.stats_to_host");
 
-    // 4. Statistics back to the caller's host buffers (colsum accumulates, as on the CPU).
-    const int64_t group = H / G;
+    // 4'. Without KVSCOPE_CUDA_DEFER: pageable copies, unpacked on this thread.
     if (want_colsum) {
         std::vector<float>& h_col = h_col_;
         h_col.resize(static_cast<size_t>(H * ld));

@@ -70,11 +70,17 @@ void embedding(const void* table, DType dt, int64_t vocab, int64_t d, const int3
 // Row-wise over [rows, d]; w [d] f32/f16/bf16; out may alias x.
 void rmsnorm(const float* x, int64_t rows, int64_t d, const void* w, DType wdt, float eps,
              float* out, cudaStream_t stream);
+// x += y, then out = rmsnorm(x) (one launch; out may alias y, not x).
+void add_rmsnorm(float* x, const float* y, int64_t rows, int64_t d, const void* w, DType wdt,
+                 float eps, float* out, cudaStream_t stream);
 
 // ---- cuda_rope.cu ---------------------------------------------------------------------------
 // In place on x [n, heads, head_dim]; positions [n]; inv_freq [head_dim/2].
 void rope(float* x, int64_t n, int64_t heads, int64_t head_dim, const int64_t* positions,
           const float* inv_freq, RopePairs pairs, cudaStream_t stream);
+// The same on q [n, heads_q, head_dim] and k [n, heads_k, head_dim] in one launch.
+void rope_qk(float* q, int64_t heads_q, float* k, int64_t heads_k, int64_t n, int64_t head_dim,
+             const int64_t* positions, const float* inv_freq, RopePairs pairs, cudaStream_t stream);
 
 // ---- cuda_elementwise.cu --------------------------------------------------------------------
 void silu_mul(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream);
@@ -93,6 +99,22 @@ constexpr int64_t kGemvMaxRows = 8;
 bool gemv_fits(const float* x, int64_t n, int64_t k, const void* w, DType wdt, int64_t m);
 void gemv(const float* x, int64_t n, int64_t k, const void* w, DType wdt, int64_t m,
           const void* bias, DType bdt, float* out, cudaStream_t stream);
+// Several matrices of one dtype sharing x (q/k/v) in one launch: parts[i].out = x @ w_i^T (+ bias).
+// Each part must pass gemv_fits() on its own.
+constexpr int kMaxGemvParts = 3;
+struct GemvPart {
+    const void* w;
+    int64_t m;
+    const void* bias;  // may be null
+    DType bdt;
+    float* out;
+};
+void gemv_parts(const float* x, int64_t n, int64_t k, DType wdt, const GemvPart* parts, int count,
+                cudaStream_t stream);
+// gate = x @ w_gate^T, up = x @ w_up^T, out = silu(gate) * up in one launch (both [m, k], one
+// dtype, each passing gemv_fits()).
+void gemv_swiglu(const float* x, int64_t n, int64_t k, const void* w_gate, const void* w_up,
+                 DType wdt, int64_t m, float* gate, float* up, float* out, cudaStream_t stream);
 // dst[i] = f32(src[i]) on the device (weights uploaded in fp32 mode, tests).
 void convert_to_f32(const void* src, DType dt, int64_t n, float* dst, cudaStream_t stream);
 

@@ -64,17 +64,14 @@ struct Vec<float> {
     }
 };
 
+// One warp's dot products of weight row `w_row` with the n = N rows of x: acc[i] = x[i] . w_row,
+// reduced across the warp (every lane holds the sums).
 template <class W, int N>
-__global__ void __launch_bounds__(kWarps * 32)
-    gemv_kernel(const float* __restrict__ x, int64_t k, const W* __restrict__ w, int64_t m,
-                const void* bias, DType bdt, float* __restrict__ out) {
+__device__ __forceinline__ void row_dots(const float* __restrict__ x, int64_t k,
+                                         const W* __restrict__ w_row, int lane, float (&acc)[N]) {
     constexpr int VN = Vec<W>::kN;
-    const int lane = static_cast<int>(threadIdx.x) & 31;
-    const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
-    if (row >= m) return;
     const int64_t nv = k / VN;  // vectors per row
-    const uint4* wr = reinterpret_cast<const uint4*>(w + row * k);
-    float acc[N];
+    const uint4* wr = reinterpret_cast<const uint4*>(w_row);
 #pragma unroll
     for (int i = 0; i < N; ++i) acc[i] = 0.0f;
     for (int64_t v0 = lane; v0 < nv; v0 += 32 * kUnroll) {
@@ -103,33 +100,154 @@ __global__ void __launch_bounds__(kWarps * 32)
         }
     }
 #pragma unroll
+    for (int i = 0; i < N; ++i) acc[i] = warp_sum(acc[i]);
+}
+
+template <class W, int N>
+__global__ void __launch_bounds__(kWarps * 32)
+    gemv_kernel(const float* __restrict__ x, int64_t k, const W* __restrict__ w, int64_t m,
+                const void* bias, DType bdt, float* __restrict__ out) {
+    const int lane = static_cast<int>(threadIdx.x) & 31;
+    const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+    if (row >= m) return;
+    float acc[N];
+    row_dots<W, N>(x, k, w + row * k, lane, acc);
+    if (lane != 0) return;
+#pragma unroll
+    for (int i = 0; i < N; ++i)
+        out[i * m + row] = acc[i] + (bias ? load_f32(bias, bdt, row) : 0.0f);
+}
+
+// Up to kMaxGemvParts matrices sharing x, their rows one after another in the grid: warp row r
+// belongs to the first part p with r < end[p]. Why: the 8B shape's k and v projections (1024 x
+// 4096) are 128 blocks each, under one wave of the GPU, and q/k/v took three launches a layer.
+template <class W>
+struct GemvParts {
+    const W* w[kMaxGemvParts];
+    const void* bias[kMaxGemvParts];
+    DType bdt[kMaxGemvParts];
+    float* out[kMaxGemvParts];
+    int64_t m[kMaxGemvParts];
+    int64_t end[kMaxGemvParts];  // prefix sums of m
+    int count;
+};
+
+template <class W, int N>
+__global__ void __launch_bounds__(kWarps * 32)
+    gemv_parts_kernel(const float* __restrict__ x, int64_t k, const GemvParts<W> parts) {
+    const int lane = static_cast<int>(threadIdx.x) & 31;
+    int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+    int p = 0;
+    while (p < parts.count && row >= parts.end[p]) ++p;
+    if (p == parts.count) return;
+    row -= parts.end[p] - parts.m[p];
+    const int64_t m = parts.m[p];
+    float acc[N];
+    row_dots<W, N>(x, k, parts.w[p] + row * k, lane, acc);
+    if (lane != 0) return;
+    const void* bias = parts.bias[p];
+#pragma unroll
+    for (int i = 0; i < N; ++i)
+        parts.out[p][i * m + row] = acc[i] + (bias ? load_f32(bias, parts.bdt[p], row) : 0.0f);
+}
+
+// SwiGLU's first half, one warp per row r of both matrices: gate[r], up[r] and
+// out[r] = silu(gate[r]) * up[r] (silu as cuda_elementwise.cu computes it). Replaces two GEMV
+// launches and the silu_mul kernel.
+template <class W, int N>
+__global__ void __launch_bounds__(kWarps * 32)
+    gemv_swiglu_kernel(const float* __restrict__ x, int64_t k, const W* __restrict__ wg,
+                       const W* __restrict__ wu, int64_t m, float* __restrict__ gate,
+                       float* __restrict__ up, float* __restrict__ out) {
+    const int lane = static_cast<int>(threadIdx.x) & 31;
+    const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+    if (row >= m) return;
+    float g[N], u[N];
+    row_dots<W, N>(x, k, wg + row * k, lane, g);
+    row_dots<W, N>(x, k, wu + row * k, lane, u);
+    if (lane != 0) return;
+#pragma unroll
     for (int i = 0; i < N; ++i) {
-        const float s = warp_sum(acc[i]);
-        if (lane == 0) out[i * m + row] = s + (bias ? load_f32(bias, bdt, row) : 0.0f);
+        gate[i * m + row] = g[i];
+        up[i * m + row] = u[i];
+        out[i * m + row] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    }
+}
+
+dim3 grid_for(int64_t rows) {
+    return dim3(static_cast<unsigned int>((rows + kWarps - 1) / kWarps));
+}
+
+template <int N>
+struct Rows {
+    static constexpr int kN = N;
+};
+
+// Calls f(Rows<n>{}) for n in 1..kGemvMaxRows: the kernels take the row count as a template
+// argument (their accumulators are registers).
+template <class F>
+void by_rows(int64_t n, F&& f) {
+    switch (n) {
+        case 1:
+            return f(Rows<1>{});
+        case 2:
+            return f(Rows<2>{});
+        case 3:
+            return f(Rows<3>{});
+        case 4:
+            return f(Rows<4>{});
+        case 5:
+            return f(Rows<5>{});
+        case 6:
+            return f(Rows<6>{});
+        case 7:
+            return f(Rows<7>{});
+        case 8:
+            return f(Rows<8>{});
+        default:
+            return;
     }
 }
 
 template <class W>
 void launch(const float* x, int64_t n, int64_t k, const W* w, int64_t m, const void* bias,
             DType bdt, float* out, cudaStream_t stream) {
-    const dim3 grid(static_cast<unsigned int>((m + kWarps - 1) / kWarps));
-    switch (n) {
-#define KVS_GEMV_CASE(N)                                                                 \
-    case N:                                                                              \
-        gemv_kernel<W, N><<<grid, kWarps * 32, 0, stream>>>(x, k, w, m, bias, bdt, out); \
-        break;
-        KVS_GEMV_CASE(1)
-        KVS_GEMV_CASE(2)
-        KVS_GEMV_CASE(3)
-        KVS_GEMV_CASE(4)
-        KVS_GEMV_CASE(5)
-        KVS_GEMV_CASE(6)
-        KVS_GEMV_CASE(7)
-        KVS_GEMV_CASE(8)
-#undef KVS_GEMV_CASE
-        default:
-            return;
+    by_rows(n, [&](auto rows) {
+        gemv_kernel<W, decltype(rows)::kN>
+            <<<grid_for(m), kWarps * 32, 0, stream>>>(x, k, w, m, bias, bdt, out);
+    });
+    KVS_CUDA_CHECK_LAUNCH();
+}
+
+template <class W>
+void launch_parts(const float* x, int64_t n, int64_t k, const GemvPart* in, int count,
+                  cudaStream_t stream) {
+    GemvParts<W> p{};
+    p.count = count;
+    int64_t rows_total = 0;
+    for (int i = 0; i < count; ++i) {
+        p.w[i] = static_cast<const W*>(in[i].w);
+        p.bias[i] = in[i].bias;
+        p.bdt[i] = in[i].bdt;
+        p.out[i] = in[i].out;
+        p.m[i] = in[i].m;
+        rows_total += in[i].m;
+        p.end[i] = rows_total;
     }
+    by_rows(n, [&](auto rows) {
+        gemv_parts_kernel<W, decltype(rows)::kN>
+            <<<grid_for(rows_total), kWarps * 32, 0, stream>>>(x, k, p);
+    });
+    KVS_CUDA_CHECK_LAUNCH();
+}
+
+template <class W>
+void launch_swiglu(const float* x, int64_t n, int64_t k, const W* wg, const W* wu, int64_t m,
+                   float* gate, float* up, float* out, cudaStream_t stream) {
+    by_rows(n, [&](auto rows) {
+        gemv_swiglu_kernel<W, decltype(rows)::kN>
+            <<<grid_for(m), kWarps * 32, 0, stream>>>(x, k, wg, wu, m, gate, up, out);
+    });
     KVS_CUDA_CHECK_LAUNCH();
 }
 
@@ -152,6 +270,37 @@ void gemv(const float* x, int64_t n, int64_t k, const void* w, DType wdt, int64_
             return launch(x, n, k, static_cast<const __half*>(w), m, bias, bdt, out, stream);
         case DType::kF32:
             return launch(x, n, k, static_cast<const float*>(w), m, bias, bdt, out, stream);
+        default:
+            return;
+    }
+}
+
+void gemv_parts(const float* x, int64_t n, int64_t k, DType wdt, const GemvPart* parts, int count,
+                cudaStream_t stream) {
+    switch (wdt) {
+        case DType::kBf16:
+            return launch_parts<__nv_bfloat16>(x, n, k, parts, count, stream);
+        case DType::kF16:
+            return launch_parts<__half>(x, n, k, parts, count, stream);
+        case DType::kF32:
+            return launch_parts<float>(x, n, k, parts, count, stream);
+        default:
+            return;
+    }
+}
+
+void gemv_swiglu(const float* x, int64_t n, int64_t k, const void* w_gate, const void* w_up,
+                 DType wdt, int64_t m, float* gate, float* up, float* out, cudaStream_t stream) {
+    switch (wdt) {
+        case DType::kBf16:
+            return launch_swiglu(x, n, k, static_cast<const __nv_bfloat16*>(w_gate),
+                                 static_cast<const __nv_bfloat16*>(w_up), m, gate, up, out, stream);
+        case DType::kF16:
+            return launch_swiglu(x, n, k, static_cast<const __half*>(w_gate),
+                                 static_cast<const __half*>(w_up), m, gate, up, out, stream);
+        case DType::kF32:
+            return launch_swiglu(x, n, k, static_cast<const float*>(w_gate),
+                                 static_cast<const float*>(w_up), m, gate, up, out, stream);
         default:
             return;
     }

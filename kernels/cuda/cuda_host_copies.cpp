@@ -2,6 +2,9 @@
 
 #include <algorithm>
 
+#include <cstring>
+
+#include "kernels/cpu/thread_pool.h"
 #include "kernels/cuda/cuda_common.h"
 
 namespace kvscope::cuda {
@@ -9,8 +12,23 @@ namespace {
 
 constexpr size_t kAlign = 256;
 constexpr size_t kMinChunk = size_t{8} << 20;
+constexpr size_t kCopyPiece = size_t{4} << 20;  // below two pieces one thread copies
 
 }  // namespace
+
+void copy_on(cpu::ThreadPool* pool, void* dst, const void* src, size_t bytes) {
+    if (!pool || bytes < 2 * kCopyPiece) {
+        if (bytes > 0) std::memcpy(dst, src, bytes);
+        return;
+    }
+    const auto pieces = static_cast<int64_t>((bytes + kCopyPiece - 1) / kCopyPiece);
+    pool->parallel_for(pieces, [&](int64_t b, int64_t e) {
+        const size_t from = static_cast<size_t>(b) * kCopyPiece;
+        const size_t to = std::min(bytes, static_cast<size_t>(e) * kCopyPiece);
+        std::memcpy(static_cast<char*>(dst) + from, static_cast<const char*>(src) + from,
+                    to - from);
+    });
+}
 
 HostCopies::~HostCopies() {
     for (Chunk& c : chunks_) (void)cudaFreeHost(c.p);

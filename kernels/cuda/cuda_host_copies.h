@@ -14,7 +14,16 @@
 #include <functional>
 #include <vector>
 
+namespace kvscope::cpu {
+class ThreadPool;
+}
+
 namespace kvscope::cuda {
+
+// memcpy of a large block in pieces on `pool` (one thread when `pool` is null or the block is
+// small). Why: a 32k prompt's layer brings back 134 MB each of keys, values and window rows to
+// unpack, and one thread's memcpy (~10 GB/s) kept the device waiting (bench/RESULTS.md, fifth run).
+void copy_on(cpu::ThreadPool* pool, void* dst, const void* src, size_t bytes);
 
 class HostCopies {
   public:

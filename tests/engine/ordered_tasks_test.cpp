@@ -66,5 +66,29 @@ TEST(OrderedTasks, AFailureReachesTheCallerAndStopsLaterTasks) {
     EXPECT_NO_THROW(t.wait_all());
 }
 
+// finished(i) never waits: false while task i runs, true once it ended (failed too) and for
+// indices out of range. The recorder polls it to let the trace writer run several steps behind.
+TEST(OrderedTasks, FinishedDoesNotWait) {
+    OrderedTasks t;
+    std::atomic<bool> release{false};
+    t.start([&] {
+        while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    });
+    t.start([] { throw std::runtime_error("late"); });
+    EXPECT_FALSE(t.finished(0));
+    EXPECT_FALSE(t.finished(1));
+    EXPECT_TRUE(t.finished(-1));
+    EXPECT_TRUE(t.finished(2));
+    release = true;
+    // Up to 5 s for the tasks to end (they take microseconds once released).
+    for (int i = 0; i < 5000 && !t.finished(1); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    EXPECT_TRUE(t.finished(0));
+    EXPECT_TRUE(t.finished(1));
+    EXPECT_NO_THROW(t.wait(0));
+    EXPECT_THROW(t.wait(1), std::runtime_error);
+    t.wait_quietly();
+}
+
 }  // namespace
 }  // namespace kvscope

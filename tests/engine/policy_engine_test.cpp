@@ -61,14 +61,14 @@ TEST(PolicyEngine, GenerousBudgetEqualsFullCache) {
     }
 }
 
-// The host thread pool's path (EngineOptions::host_parallel_min_bytes = 0: every layer's rows and
-// key norms through it) equals the inline path exactly: logits, cache rows, prefill statistics
-// and the policy's choices.
+// The host thread pools' path (EngineOptions::host_parallel_min_bytes = 0: every layer's rows, key
+// norms and zeroed statistics buffers through them) equals the inline path exactly: logits, cache
+// rows, prefill statistics (key norms, column sums, window rows) and the policy's choices.
 TEST(PolicyEngine, HostParallelCopiesEqualInlineCopies) {
     auto model = fixture();
     auto be = make_cpu_backend(2);
     const auto ids = prompt_ids(48, static_cast<int>(model->spec.vocab_size));
-    for (const std::string name : {"knorm", "snapkv"}) {
+    for (const std::string name : {"knorm", "snapkv", "h2o"}) {
         Budget b;
         b.tokens = 24;
         auto p1 = make_policy(name, b), p2 = make_policy(name, b);
@@ -84,8 +84,18 @@ TEST(PolicyEngine, HostParallelCopiesEqualInlineCopies) {
         ASSERT_EQ(ra, rc) << name;  // same arithmetic: bit-identical
         const ModelSpec& sp = model->spec;
         for (int64_t l = 0; l < sp.n_layers; ++l) {
-            EXPECT_EQ(a.prefill_stats()[static_cast<size_t>(l)].key_norm,
-                      c.prefill_stats()[static_cast<size_t>(l)].key_norm);
+            const LayerPrefillStats& sa = a.prefill_stats()[static_cast<size_t>(l)];
+            const LayerPrefillStats& sc = c.prefill_stats()[static_cast<size_t>(l)];
+            EXPECT_EQ(sa.key_norm, sc.key_norm);
+            EXPECT_EQ(sa.colsum, sc.colsum) << name;
+            EXPECT_EQ(sa.window, sc.window) << name;
+            EXPECT_EQ(sa.window_rows, sc.window_rows) << name;
+            if (name == "snapkv") {
+                EXPECT_GT(sa.window_rows, 0);  // the buffers were made
+            }
+            if (name == "h2o") {
+                EXPECT_FALSE(sa.colsum.empty());
+            }
             for (int64_t g = 0; g < sp.n_kv_heads; ++g) {
                 const int64_t n = a.cache().n_slots(l, g);
                 ASSERT_EQ(c.cache().n_slots(l, g), n);

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <functional>
 #include <random>
 #include <string>
 #include <utility>
@@ -23,6 +24,34 @@ struct Tol {
     double max_rel;
 };
 
+// Weights as stored: `vals` are rounded to `dt` (in place) and the stored bytes returned.
+inline std::vector<uint16_t> store_as(DType dt, std::vector<float>& vals) {
+    std::vector<uint16_t> out;
+    if (dt == DType::kF32) return out;
+    out.resize(vals.size());
+    for (size_t i = 0; i < vals.size(); ++i) {
+        out[i] = dt == DType::kBf16 ? f32_to_bf16(vals[i]) : f32_to_f16(vals[i]);
+        vals[i] = dt == DType::kBf16 ? bf16_to_f32(out[i]) : f16_to_f32(out[i]);
+    }
+    return out;
+}
+
+// One case of the op list (backend_ops_test.cpp): `run` calls the Backend op through
+// alloc/from_host/upload_weight/to_host only, so it works on any backend; `naive` recomputes the
+// outputs in double.
+struct OpCase {
+    std::string op;
+    std::string name;
+    DType wdt = DType::kF32;      // weight dtype where the op has weights
+    bool bf16_attention = false;  // attention on the device's bf16 tensor-core path (native math)
+    std::function<Outputs(Backend&)> run;
+    std::function<Outputs()> naive;
+};
+
+// The fused decode ops' cases (backend_ops_fused_cases.cpp): add_rmsnorm, rope_qk, matmul_parts,
+// swiglu.
+void add_fused_cases(std::vector<OpCase>& cases);
+
 // Prefill attention runs on the bf16 tensor-core kernels (the default) unless
 // KVSCOPE_CUDA_ATTENTION=fp32 or KVSCOPE_CUDA_MATH=fp32 selects the fp32 kernels.
 inline bool cuda_attention_fp32() {
@@ -33,7 +62,8 @@ inline bool cuda_attention_fp32() {
 
 // Device backend vs the CPU oracle.
 inline Tol tolerance_for(const std::string& op, DType wdt, bool bf16_attention = false) {
-    if (op == "matmul") {
+    if (op == "rope_qk") return tolerance_for("rope", wdt);
+    if (op == "matmul" || op == "matmul_parts" || op == "swiglu") {
         // f16/bf16 weights: the device rounds x to the weight dtype before the GEMM (cuBLAS has
         // no fp32 x bf16 kernel): ~2^-9 (bf16) / 2^-11 (f16) relative error per product, random
         // in sign, so the NMSE is ~1e-6 / ~1e-7; fp32: accumulation order only.

@@ -33,29 +33,8 @@ namespace {
 
 using namespace ops_test;  // NOLINT(google-build-using-namespace): the shared test harness
 
-struct OpCase {
-    std::string op;
-    std::string name;
-    DType wdt = DType::kF32;      // weight dtype where the op has weights
-    bool bf16_attention = false;  // attention on the device's bf16 tensor-core path (native math)
-    std::function<Outputs(Backend&)> run;
-    std::function<Outputs()> naive;
-};
-
 // The CPU backend vs float64 loops: fp32 rounding only.
 constexpr Tol kCpuVsNaive{1e-10, 1e-4};
-
-// Weights as stored: `vals` are rounded to `dt` (in place) and the stored bytes returned.
-std::vector<uint16_t> store_as(DType dt, std::vector<float>& vals) {
-    std::vector<uint16_t> out;
-    if (dt == DType::kF32) return out;
-    out.resize(vals.size());
-    for (size_t i = 0; i < vals.size(); ++i) {
-        out[i] = dt == DType::kBf16 ? f32_to_bf16(vals[i]) : f32_to_f16(vals[i]);
-        vals[i] = dt == DType::kBf16 ? bf16_to_f32(out[i]) : f16_to_f32(out[i]);
-    }
-    return out;
-}
 
 const char* dt_name(DType t) {
     return dtype_name(t);
@@ -492,13 +471,15 @@ const std::vector<OpCase>& all_cases() {
         add_elementwise(v);
         add_matmul(v);
         add_attention(v);
+        add_fused_cases(v);  // backend_ops_fused_cases.cpp
         return v;
     }();
     return cases;
 }
 
-const std::vector<std::string> kOps = {"embedding", "rmsnorm", "rope",     "silu_mul",
-                                       "add",       "matmul",  "attention"};
+const std::vector<std::string> kOps = {"embedding",    "rmsnorm", "rope",       "silu_mul",
+                                       "add",          "matmul",  "attention",  "rope_qk",
+                                       "matmul_parts", "swiglu",  "add_rmsnorm"};
 
 bool perf_mode() {
     const char* e = std::getenv("KVSCOPE_OPS_PERF");
