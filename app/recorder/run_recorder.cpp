@@ -125,10 +125,12 @@ namespace {
 
 // How far the writer may run behind the decode loop: at most kMaxStepsBehind steps, and beyond
 // two steps at most kMaxBytesBehind of queued step data. Step 0 carries the prompt's compression
-// events (3.1 M for the 1B shape's 32k prompt under SnapKV, ~0.3 s to deflate); with a limit of
-// two steps the loop stalled on it at step 2 and recording "cost" +158 % of decode time
-// (bench/RESULTS.md, fifth run). The byte bound keeps the memory held bounded instead.
-constexpr size_t kMaxStepsBehind = 8;
+// events (1.6 M for the 8B shape's 8k prompt under SnapKV, 3.1 M for the 1B shape's 32k one;
+// a few tenths of a second to write): with a limit of two steps the loop stalled on it at step 2
+// and recording "cost" +42 % / +158 % of the decode time of 32 steps (bench/RESULTS.md, fifth
+// run). The byte bound keeps the memory held bounded (an 8B step at 128k keys carries ~270 MB
+// of attention rows); queued steps cost no thread (OrderedTasks has one worker).
+constexpr size_t kMaxStepsBehind = 64;
 constexpr size_t kMaxBytesBehind = size_t{1} << 30;
 
 size_t step_bytes(const trace::StepData& d, size_t logits) {

@@ -46,7 +46,7 @@ class RunRecorder {
     // budgets, needle survival and the cache events since the previous commit. What depends on
     // the engine is taken now; the log-softmax, top-k and entropy of the logits (three passes
     // over the vocabulary: ~1.5 ms of a 10 ms 8B decode step) and the hand-over to the writer
-    // run on a background thread, at most 8 steps and (beyond two steps) 1 GiB of step data
+    // run on a background thread, at most 64 steps and (beyond two steps) 1 GiB of step data
     // behind (run_recorder.cpp). A failure there comes back from the first commit_step() that
     // sees it finished, or from end().
     void commit_step(int32_t token, const std::vector<float>& logits, float time_ms);
