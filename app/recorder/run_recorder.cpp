@@ -143,11 +143,6 @@ size_t step_bytes(const trace::StepData& d, size_t logits) {
 }  // namespace
 
 void RunRecorder::commit_step(int32_t token, const std::vector<float>& logits, float time_ms) {
-    while (!behind_.empty() && steps_.finished(behind_.front().first)) {
-        steps_.wait(behind_.front().first);  // returns at once; rethrows a failure
-        behind_bytes_ -= behind_.front().second;
-        behind_.pop_front();
-    }
     const ModelSpec& sp = engine_.spec();
     const KVCache& cache = engine_.cache();
     trace::StepData d;
@@ -179,8 +174,11 @@ void RunRecorder::commit_step(int32_t token, const std::vector<float>& logits, f
     d.attention = std::move(rows_);
     rows_.clear();
     const size_t bytes = step_bytes(d, logits.size());
-    while (!behind_.empty() && (behind_.size() >= kMaxStepsBehind ||
-                                (behind_.size() >= 2 && behind_bytes_ + bytes > kMaxBytesBehind))) {
+    // Finished steps leave the queue (a failure surfaces here); unfinished ones are waited for
+    // only while the queue is over its limits.
+    while (!behind_.empty() &&
+           (steps_.finished(behind_.front().first) || behind_.size() >= kMaxStepsBehind ||
+            (behind_.size() >= 2 && behind_bytes_ + bytes > kMaxBytesBehind))) {
         steps_.wait(behind_.front().first);  // rethrows a failure
         behind_bytes_ -= behind_.front().second;
         behind_.pop_front();

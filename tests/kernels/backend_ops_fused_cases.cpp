@@ -14,21 +14,6 @@
 namespace kvscope::ops_test {
 namespace {
 
-// x [n, k] @ w [m, k]^T (+ bias) in double.
-std::vector<double> naive_matmul(const std::vector<float>& x, const std::vector<float>& w,
-                                 const std::vector<float>* bias, int64_t n, int64_t k, int64_t m) {
-    std::vector<double> o(static_cast<size_t>(n * m));
-    for (int64_t i = 0; i < n; ++i)
-        for (int64_t j = 0; j < m; ++j) {
-            double acc = bias ? (*bias)[static_cast<size_t>(j)] : 0.0;
-            for (int64_t c = 0; c < k; ++c)
-                acc += static_cast<double>(x[static_cast<size_t>(i * k + c)]) *
-                       w[static_cast<size_t>(j * k + c)];
-            o[static_cast<size_t>(i * m + j)] = acc;
-        }
-    return o;
-}
-
 std::vector<float> to_float(const std::vector<double>& v) {
     return std::vector<float>(v.begin(), v.end());
 }
@@ -61,29 +46,8 @@ void add_rope_qk(std::vector<OpCase>& cases) {
                     return Outputs{{"q", s.get(Q)}, {"k", s.get(K)}};
                 };
                 c.naive = [=] {
-                    auto rot = [&](const std::vector<float>& x, int64_t heads) {
-                        std::vector<float> y = x;
-                        for (int64_t t = 0; t < n; ++t)
-                            for (int64_t h = 0; h < heads; ++h)
-                                for (int64_t i = 0; i < hd / 2; ++i) {
-                                    const int64_t a = pairs == RopePairs::kHalf ? i : 2 * i;
-                                    const int64_t b =
-                                        pairs == RopePairs::kHalf ? i + hd / 2 : 2 * i + 1;
-                                    const auto base = static_cast<size_t>((t * heads + h) * hd);
-                                    // The fp32 angle, as HF and both backends form it.
-                                    const auto ang = static_cast<double>(
-                                        static_cast<float>((*pos)[static_cast<size_t>(t)]) *
-                                        (*inv)[static_cast<size_t>(i)]);
-                                    const double x0 = x[base + static_cast<size_t>(a)];
-                                    const double x1 = x[base + static_cast<size_t>(b)];
-                                    y[base + static_cast<size_t>(a)] =
-                                        static_cast<float>(x0 * std::cos(ang) - x1 * std::sin(ang));
-                                    y[base + static_cast<size_t>(b)] =
-                                        static_cast<float>(x1 * std::cos(ang) + x0 * std::sin(ang));
-                                }
-                        return y;
-                    };
-                    return Outputs{{"q", rot(*q, hq)}, {"k", rot(*k, hk)}};
+                    return Outputs{{"q", naive_rope(*q, n, hq, hd, *pos, *inv, pairs)},
+                                   {"k", naive_rope(*k, n, hk, hd, *pos, *inv, pairs)}};
                 };
                 cases.push_back(c);
             }

@@ -151,25 +151,7 @@ void add_rope(std::vector<OpCase>& cases) {
                 return Outputs{{"out", s.get(X)}};
             };
             c.naive = [=] {
-                std::vector<float> y = *x;
-                for (int64_t t = 0; t < n; ++t)
-                    for (int64_t h = 0; h < heads; ++h)
-                        for (int64_t i = 0; i < hd / 2; ++i) {
-                            const int64_t a = pairs == RopePairs::kHalf ? i : 2 * i;
-                            const int64_t b = pairs == RopePairs::kHalf ? i + hd / 2 : 2 * i + 1;
-                            const size_t base = static_cast<size_t>((t * heads + h) * hd);
-                            // The fp32 angle, as HF and both backends form it.
-                            const double ang = static_cast<double>(
-                                static_cast<float>((*pos)[static_cast<size_t>(t)]) *
-                                (*inv)[static_cast<size_t>(i)]);
-                            const double x0 = (*x)[base + static_cast<size_t>(a)];
-                            const double x1 = (*x)[base + static_cast<size_t>(b)];
-                            y[base + static_cast<size_t>(a)] =
-                                static_cast<float>(x0 * std::cos(ang) - x1 * std::sin(ang));
-                            y[base + static_cast<size_t>(b)] =
-                                static_cast<float>(x1 * std::cos(ang) + x0 * std::sin(ang));
-                        }
-                return Outputs{{"out", y}};
+                return Outputs{{"out", naive_rope(*x, n, heads, hd, *pos, *inv, pairs)}};
             };
             cases.push_back(c);
         }
@@ -255,16 +237,9 @@ void add_matmul(std::vector<OpCase>& cases) {
                 return Outputs{{"out", s.get(O)}};
             };
             c.naive = [=] {
-                std::vector<float> o(static_cast<size_t>(sh.n * sh.m));
-                for (int64_t i = 0; i < sh.n; ++i)
-                    for (int64_t j = 0; j < sh.m; ++j) {
-                        double acc = sh.bias ? (*bias)[static_cast<size_t>(j)] : 0.0;
-                        for (int64_t c2 = 0; c2 < sh.k; ++c2)
-                            acc += static_cast<double>((*x)[static_cast<size_t>(i * sh.k + c2)]) *
-                                   (*w)[static_cast<size_t>(j * sh.k + c2)];
-                        o[static_cast<size_t>(i * sh.m + j)] = static_cast<float>(acc);
-                    }
-                return Outputs{{"out", o}};
+                const auto o =
+                    naive_matmul(*x, *w, sh.bias ? bias.get() : nullptr, sh.n, sh.k, sh.m);
+                return Outputs{{"out", std::vector<float>(o.begin(), o.end())}};
             };
             cases.push_back(c);
         }
