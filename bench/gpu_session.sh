@@ -25,6 +25,7 @@
 #               (KVSCOPE_CUDA_NEW_ROWS=0 KVSCOPE_CUDA_DEFER=0)
 # Any stage runs without them when the call sets them to 0 (the before/after of a benchmark), e.g.
 #   KVSCOPE_CUDA_NEW_ROWS=0 KVSCOPE_CUDA_DEFER=0 bash bench/gpu_call.sh 585 profile8b bench8b
+#   ops-quick   the CUDA op cases once, defaults only (after a kernel change, before timing it)
 #   golden      golden logits vs HF on CUDA (native 2e-2, fp32 mode 1e-4) and on the CPU
 #   models      random-weight bf16 checkpoints with Llama-3.2-1B / 3.1-8B shapes in build-models/
 #   bench1b     kvscope bench, 1B shape, lengths 1k,8k,32k
@@ -35,6 +36,9 @@
 #   profile8b-32k  the same, 8B shape, 32k with recording on (the prefill target's case)
 #   profile8b-host KVSCOPE_PROFILE=host (host cost per op, no added waits), 8B, 1k, off and on
 #   profile1b-host the same, 1B, 1k, off
+#   attn        bench_cuda_attention (the prefill attention kernels alone: forward, column sums +
+#               window rows, rows only; checked against the fp32 kernels first) and its peer
+#               bench/peer_attention.py (torch SDPA, bf16), 8B attention shape at 8k and 32k
 #   hostcache   bench_host_cache on the machine's CPUs: the host cache's share of a prefill, 8k/32k
 #   peer1b      bench/hf_peer.py on the 1B shape
 #   peer8b      bench/hf_peer.py on the 8B shape
@@ -59,6 +63,7 @@ fi
 if [ -x "$CARRY/bin/kvscope" ]; then
   KVSCOPE=$CARRY/bin/kvscope; TEST_KERNELS=$CARRY/bin/test_kernels
   BENCH_HOST_CACHE=$CARRY/bin/bench_host_cache; BENCH_SUMMARY=$CARRY/bin/bench_prefill_summary
+  BENCH_ATTN=$CARRY/bin/bench_cuda_attention
   CUBLAS_DIRS=$(python3 - <<'PY' 2>/dev/null
 import glob, os, site
 dirs = set()
@@ -77,6 +82,7 @@ else
   KVSCOPE=$ROOT/build-gpu/app/cli/kvscope; TEST_KERNELS=$ROOT/build-gpu/tests/test_kernels
   BENCH_HOST_CACHE=$ROOT/build-gpu/bench/bench_host_cache
   BENCH_SUMMARY=$ROOT/build-gpu/bench/bench_prefill_summary
+  BENCH_ATTN=$ROOT/build-gpu/bench/bench_cuda_attention
 fi
 
 status() { mkdir -p "${OUT:-out}"; echo "$1 rc=$2" | tee -a "${OUT:-out}/status.txt"; }
@@ -86,11 +92,12 @@ stage_pack() {
   cmake -S . -B build -G Ninja -DKVSCOPE_BUILD_CUDA=ON || return 1
   grep -q "KVSCOPE_HAVE_CUDA" build/CMakeCache.txt 2>/dev/null || true
   cmake --build build --target kvscope kvscope-trace-probe test_kernels bench_host_cache \
-    bench_prefill_summary -j"$(nproc)" || return 1
+    bench_prefill_summary bench_cuda_attention -j"$(nproc)" || return 1
   rm -rf "$CARRY"; mkdir -p "$CARRY/bin" "$CARRY/lib"
   # kvscope opens traces through kvscope-trace-probe, found next to it (traces/trace_probe.h).
   cp build/app/cli/kvscope build/traces/probe/kvscope-trace-probe build/tests/test_kernels \
-     build/bench/bench_host_cache build/bench/bench_prefill_summary "$CARRY/bin/"
+     build/bench/bench_host_cache build/bench/bench_prefill_summary build/bench/bench_cuda_attention \
+     "$CARRY/bin/"
   strip --strip-unneeded "$CARRY/bin/"* 2>/dev/null || true  # 1.5 MB under the 64 MiB limit
   # Only the project's own dependencies (HDF5 and its filters, sentencepiece, PCRE2): the image
   # has them too (used when present, see KVLIB below), and the rest of the closure (libstdc++,
@@ -110,7 +117,7 @@ stage_build() {
   cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DKVSCOPE_BUILD_STUDIO=OFF \
         -DKVSCOPE_BUILD_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="90-real;90-virtual" &&
   cmake --build build-gpu --target kvscope test_kernels bench_host_cache bench_prefill_summary \
-    -j"$(nproc)"
+    bench_cuda_attention -j"$(nproc)"
 }
 
 stage_check() {
@@ -120,6 +127,8 @@ stage_check() {
   echo "kvscope: $KVSCOPE; carried libraries used: $(ls "${KVLIB:-/nonexistent}" 2>/dev/null | tr '\n' ' ')"; ldd "$KVSCOPE" | grep -E "not found|cublas" ; ldd "$TEST_KERNELS" | grep "not found"
   "$KVSCOPE" --version && "$KVSCOPE" generate --model resources/models/kvscope-demo --prompt "Once upon a time" --max-new 8 --device cuda
 }
+
+stage_ops-quick() { "$TEST_KERNELS" --gtest_filter='*Cuda*' --gtest_output=json:"$OUT/ops_quick.json"; }
 
 stage_ops() {
   KVSCOPE_OPS_PERF=1 "$TEST_KERNELS" --gtest_output=json:"$OUT/ops_native.json"; local r1=$?
@@ -160,6 +169,15 @@ profile() {  # model tag lengths [recording] [profile mode]
 # The host side of a prefill alone (no GPU): a prompt's K/V into the host cache, old storage vs
 # append_layer inline / on the pool vs memcpy into touched memory (bench/bench_host_cache.cpp).
 # And what recording adds after the prompt: the trace's per-layer summaries, serial vs pooled.
+stage_attn() {
+  local r=0
+  for n in 8192 32768; do
+    "$BENCH_ATTN" --n "$n" --heads 32 --kv-heads 8 --dim 128 --tail 32 --reps 5 || r=1
+    python3 bench/peer_attention.py --n "$n" --heads 32 --kv-heads 8 --dim 128 --reps 5 || r=1
+  done
+  return $r
+}
+
 stage_hostcache() {
   "$BENCH_HOST_CACHE" 8192 32 8 128; "$BENCH_HOST_CACHE" 32768 32 8 128
   "$BENCH_SUMMARY" 32768 32 32 8 32
@@ -191,7 +209,7 @@ stage_parity-large() {
     --expect-identical --json "$OUT/parity_large.json"
 }
 
-[ $# -gt 0 ] || { sed -n '2,44p' "$0"; exit 2; }
+[ $# -gt 0 ] || { sed -n '2,48p' "$0"; exit 2; }
 rc_all=0
 for s in "$@"; do
   if ! declare -F "stage_$s" >/dev/null; then echo "unknown stage: $s" >&2; exit 2; fi

@@ -5,45 +5,50 @@
 //
 // Numerics: Q, K and V are rounded to bf16 (8-bit mantissa) once per call into stream-ordered
 // scratch (to_bf16_*: Q as [n, H, d], K and V compacted per KV head to [G, max_len, d]); P is
-// rounded to bf16 before P.V. Q.K^T and P.V run on nvcuda::wmma m16n16k16 with fp32
-// accumulation; the online softmax, l, m and the LSE are fp32 in the log2 domain
-// (t = acc * scale * log2 e, exp2f). Expect ~1e-2 relative against the fp32 path (the op tests'
-// bound and why: tests/kernels/backend_ops_test.cpp, tolerance_for). probs_pass_mma recomputes
-// every logit from the same bf16 copies with the same fragment sequence (k steps ascending from
-// a zero accumulator) and the same rounded t, so its p = exp2(t - LSE log2 e) rows sum to 1 to
-// fp32 rounding.
+// rounded to bf16 before P.V. Q.K^T and P.V run on mma.sync m16n8k16 (bf16 in, fp32 accumulate);
+// the online softmax, l, m and the LSE are fp32 in the log2 domain (t = acc * scale * log2 e,
+// exp2f). Expect ~1e-2 relative against the fp32 path (the op tests' bound and why:
+// tests/kernels/backend_ops_harness.h, tolerance_for). Both kernels form every logit with the
+// same helper (qk_tile: per 8-key column block, k steps ascending from a zero accumulator) and
+// the same rounded t, so probs_pass_mma's p = exp2(t - LSE log2 e) rows sum to 1 to fp32
+// rounding.
 //
-// Layout: a warp owns 16 (query, head) rows of ONE query head (16 consecutive queries); the HB
-// heads of a block share one KV head (HB = 4, 2 or 1 by the GQA group), so a K/V tile brought on
-// chip serves HB heads (Llama-3 8B: 4 heads x 16 queries). Scores go through shared memory as fp32
-// (16 x 68 per warp; softmax rows read with 16-byte loads, conflict-free) and come back as bf16 P
-// for the P.V fragment loads. The output accumulator stays in registers; its element -> row map
-// is read off a fragment loaded from a matrix of row numbers once per warp (no reliance on the
-// undocumented wmma register layout).
+// Fragments. The register layouts of mma.sync.m16n8k16 and ldmatrix are those the PTX ISA
+// documents (lane = 4 * g + c: g = lane / 4 owns rows g and g + 8, c = lane % 4 owns columns
+// 2c, 2c + 1 of each 8-column block). Operands come from shared memory through ldmatrix (K as
+// the col-major B of Q.K^T, V through ldmatrix.trans as the row-major B of P.V); the scores stay
+// in registers and become P.V's A operand without a trip through shared memory (the C layout
+// of two adjacent 8-key blocks is the A layout of one 16-key step). Tiles are row-padded to
+// D + 8 elements (16 bytes): the 8 rows of an ldmatrix 8x8 read hit 8 distinct bank groups.
 //
-//   flash_fwd_mma   4 warps = 64 rows x 64-key tiles; grid (ceil(n / QB), H / HB), QB = 64 / HB.
-//                   Per key tile: positions first; the tile is skipped when no query of the block
-//                   sees any of its keys (min over keys > max over queries: valid for unsorted
-//                   positions), a warp skips it when none of its 16 rows does, and the per-element
-//                   mask is dropped when the whole tile is visible to the warp (max key pos <= min
-//                   query pos). Registers: 253 (d 128, 2 blocks/SM) / 168 (d 64, 3 blocks/SM).
+// Layout: the HB heads of a block share one KV head (HB = 4, 2 or 1 by the GQA group), so a K/V
+// tile on chip serves HB heads; a warp's rows are consecutive queries of ONE head.
+//
+//   flash_fwd_mma   4 warps x 32 rows (two 16-row mma groups, each K/V fragment feeds both) =
+//                   128 (query, head) rows x 64-key tiles, softmax-updated in halves of 32 keys;
+//                   grid (ceil(n / QB), H / HB), QB = 128 / HB (Llama-3 8B: 4 heads x 32 queries),
+//                   the latest query blocks (most keys under a causal mask) launched first. Q stays
+//                   in shared memory (fragments re-read per tile); K/V tiles are double-buffered
+//                   with cp.async (tile j + 1 lands while tile j is computed). Tiles no query of
+//                   the block sees are skipped before they are loaded, from per-tile key-position
+//                   bounds (tile_bounds; valid for unsorted positions, read 32 tiles per ballot); a
+//                   warp skips a tile none of its rows sees and drops the per-element mask when
+//                   the whole tile is visible to all its rows. ~254 registers, 2 blocks/SM.
 //                   Floor: 4*n*L*d FLOPs per query head on tensor cores (about half under the
-//                   causal mask); bytes: K and V (bf16, from L2) once per 64 rows of a KV group.
+//                   causal mask); bytes: K and V (bf16, from L2) once per 128 rows of a KV group.
 //   probs_pass_mma  4 warps, 128 keys per block; grid (ceil(max_len / 128), H / HB). A block
-//                   keeps 128 keys of one KV head in shared memory and each warp walks its head's
-//                   query tiles (16 rows, skipped when none of them sees a key of the block),
-//                   recomputes S = Q K^T, p = exp2(t - LSE log2 e) under the mask; lane c sums
-//                   columns c, c+32, c+64, c+96 over the rows in order, the warps of one head are
-//                   added in a fixed order (no atomics: deterministic); the last n_tail rows are
-//                   written out. Registers ~96. Floor: +2*n*L*d FLOPs (~+50%); bytes: Q (bf16)
-//                   once per 128 keys.
+//                   keeps 128 keys of one KV head in shared memory; each warp walks its head's
+//                   16-query steps in order from the first one that sees the block (tile_bounds
+//                   over the queries), each step's Q rows, positions and LSEs double-buffered with
+//                   cp.async; it recomputes S = Q K^T, p = exp2(t - LSE log2 e) under the mask,
+//                   and sums the columns in registers in query order; the lanes of a column and
+//                   then the warps of one head are added in a fixed order (no atomics:
+//                   deterministic); the last n_tail rows are written out. ~144 registers,
+//                   3 blocks/SM. Floor: +2*n*L*d FLOPs (~+50%); bytes: Q (bf16) once per 128 keys.
+//   Measured (bench_cuda_attention, H100, 8B shape, 32k): bench/RESULTS.md, "Seventh run".
 //
-// Shared memory (bytes, d = 128 / 64): fwd 62,720 / 46,336; probs 72,448 / 56,064 (the dynamic
-// limit is raised per launch). All wmma tiles start on 32-byte boundaries (row strides d+8 bf16 =
-// 272/144 B, 68 or 132 floats, 72 bf16; 16-row blocks are multiples of 32 B) and every stride is
-// a multiple of 8 (bf16) / 4 (float) elements, as wmma requires.
-#include <mma.h>
-
+// Shared memory (bytes, d = 128 / 64): fwd 105,472 / 56,320 (Q, 2 stages of K + V, positions);
+// probs 74,240 / 41,472 (the dynamic limit is raised per launch).
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -58,68 +63,99 @@
 namespace kvscope::cuda {
 namespace {
 
-namespace wmma = nvcuda::wmma;
 using bf16 = __nv_bfloat16;
 
-constexpr int kRowsW = 16;  // rows per warp: one head, 16 consecutive queries
-// flash_fwd_mma: 4 warps = 64 (query, head) rows x 64-key tiles.
+constexpr int kRowsG = 16;            // rows of one mma row group
+constexpr int kRG = 2;                // row groups per warp: each K/V fragment feeds both
+constexpr int kRowsW = kRowsG * kRG;  // rows per warp: one head, 32 consecutive queries
+// flash_fwd_mma: 4 warps = 128 (query, head) rows x 64-key tiles.
 constexpr int kWarpsF = 4;
 constexpr int kThreadsF = 32 * kWarpsF;
 constexpr int kRowsF = kRowsW * kWarpsF;
 constexpr int kKeysF = 64;
-constexpr int kSLd = kKeysF + 4;  // fp32 score row stride (floats)
-constexpr int kPLd = kKeysF + 8;  // bf16 probability row stride (elements)
-// probs_pass_mma: 4 warps = 64 rows per query step x 128 keys per block.
+constexpr int kNtF = kKeysF / 8;    // 8-key column blocks of a 64-key tile
+constexpr int kHalfF = kKeysF / 2;  // the forward's softmax step
+constexpr int kNtH = kHalfF / 8;
+// probs_pass_mma: 4 warps, 128 keys per block, computed in halves of kKeysF.
 constexpr int kWarpsP = 4;
 constexpr int kThreadsP = 32 * kWarpsP;
-constexpr int kRowsP = kRowsW * kWarpsP;
 constexpr int kKeysP = 128;
-constexpr int kSLdP = kKeysP + 4;
-constexpr int64_t kNoPosM = INT64_MAX;  // slot past a head's length: visible to no query
+constexpr int kNtP = kKeysP / 8;
+constexpr int64_t kNoPosM = INT64_MAX;   // slot past a head's length: visible to no query
+constexpr int64_t kNoQuery = INT64_MIN;  // row past n: sees no key
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
-using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major>;
-using FragKt = wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major>;  // K^T
-using FragV = wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major>;
-using FragAcc = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
-constexpr int kAccN = FragAcc::num_elements;
-
 template <int D>
 struct Layout {
-    static constexpr int kLd = D + 8;  // bf16 row stride of Q/K/V tiles (16 B pad: no conflicts)
-    static constexpr size_t kQW = size_t{kRowsW} * kLd * 2;  // a warp's bf16 Q rows
-    // flash_fwd_mma: K, V tiles; per warp an fp32 score tile (Q staging at start, O staging at
-    // the end) and a bf16 P tile; positions; per-row corrections.
+    static constexpr int kLd = D + 8;  // bf16 row stride of Q/K/V tiles (16 B pad)
+    // flash_fwd_mma: the block's 128 Q rows (fragments re-read per tile); two stages, each the
+    // K tile then the V tile; query positions.
     static constexpr size_t kTileF = size_t{kKeysF} * kLd * 2;
-    static constexpr size_t kSWarp = size_t{kRowsW} * kSLd * 4;
-    static constexpr size_t kPWarp = size_t{kRowsW} * kPLd * 2;
-    static_assert(kQW <= kSWarp, "Q staging fits the warp's score tile");
-    static constexpr size_t f_k = 0;
-    static constexpr size_t f_v = f_k + kTileF;
-    static constexpr size_t f_s = f_v + kTileF;
-    static constexpr size_t f_p = f_s + kWarpsF * kSWarp;
-    static constexpr size_t f_qpos = f_p + kWarpsF * kPWarp;
-    static constexpr size_t f_kpos = f_qpos + kRowsF * 8;
-    static constexpr size_t f_row = f_kpos + kKeysF * 8;
-    static constexpr size_t f_bytes = f_row + kWarpsF * kRowsW * 4;
-    // probs_pass_mma: the K tile; per warp an fp32 score tile (Q staging first); positions,
-    // row LSEs, the cross-warp column-sum buffer.
+    static constexpr size_t f_q = 0;
+    static constexpr size_t f_st = f_q + size_t{kRowsF} * kLd * 2;
+    static constexpr size_t f_qpos = f_st + 4 * kTileF;
+    static constexpr size_t f_bytes = f_qpos + kRowsF * 8;
+    // probs_pass_mma: the K tile; per warp two step buffers (16 Q rows, their positions and
+    // LSEs); key positions; the cross-warp column-sum buffer.
     static constexpr size_t kTileP = size_t{kKeysP} * kLd * 2;
-    static constexpr size_t kSWarpP = size_t{kRowsW} * kSLdP * 4;
-    static_assert(kQW <= kSWarpP, "Q staging fits the warp's score tile");
-    static constexpr size_t p_k = 0;
-    static constexpr size_t p_s = p_k + kTileP;
-    static constexpr size_t p_kpos = p_s + kWarpsP * kSWarpP;
-    static constexpr size_t p_qpos = p_kpos + kKeysP * 8;
-    static constexpr size_t p_lse = p_qpos + kWarpsP * kRowsW * 8;
-    static constexpr size_t p_red = p_lse + kWarpsP * kRowsW * 4;
+    static constexpr size_t kQRows = size_t{kRowsG} * kLd * 2;
+    static constexpr size_t kQBuf = kQRows + kRowsG * 8 + kRowsG * 4;
+    static constexpr size_t p_q = kTileP;
+    static constexpr size_t p_kpos = p_q + kWarpsP * 2 * kQBuf;
+    static constexpr size_t p_red = p_kpos + kKeysP * 8;
     static constexpr size_t p_bytes = p_red + kWarpsP * kKeysP * 4;
-    static_assert(f_bytes <= 227 * 1024 && p_bytes <= 227 * 1024, "fits one Hopper SM");
-    static_assert(kTileF % 32 == 0 && kSWarp % 32 == 0 && kPWarp % 32 == 0 && kTileP % 32 == 0 &&
-                      kSWarpP % 32 == 0,
-                  "every wmma tile starts on a 32-byte boundary");
+    // Blocks per SM: 2 forward, 3 statistics (Hopper: 228 KB per SM, 1 KB reserved per block).
+    static_assert(2 * (f_bytes + 1024) <= 228 * 1024 && 3 * (p_bytes + 1024) <= 228 * 1024,
+                  "the blocks fit one Hopper SM");
+    static_assert(f_st % 128 == 0 && kTileF % 128 == 0 && kQBuf % 16 == 0,
+                  "16-byte cp.async / ldmatrix rows");
 };
+
+// ---- PTX wrappers (sm_80+) -------------------------------------------------------------------
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+// 16 bytes global -> shared, asynchronously; zero-filled when !ok (src is then not read).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool ok) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+                 "r"(ok ? 16 : 0)
+                 : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() {
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+// Four 8x8 bf16 matrices; lane l gives the address of row l % 8 of matrix l / 8.
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const bf16* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p))
+                 : "memory");
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], const bf16* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p))
+                 : "memory");
+}
+// c[16 x 8] += a[16 x 16] b[16 x 8], bf16 in, fp32 accumulate.
+__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                         uint32_t b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    return u;
+}
 
 __device__ __forceinline__ long long warp_min_ll(long long v) {
     for (int o = 16; o > 0; o >>= 1) {
@@ -135,13 +171,26 @@ __device__ __forceinline__ long long warp_max_ll(long long v) {
     }
     return v;
 }
+// Max over the 4 lanes of a fragment row group (lanes 4g .. 4g + 3).
+__device__ __forceinline__ float quad_max(float v) {
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+    return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+__device__ __forceinline__ float quad_sum(float v) {
+    v += __shfl_xor_sync(0xffffffffu, v, 1);
+    return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
 
 // Bf16 copies made once per call (to_bf16_*): Q as [n, H, D]; K and V compacted to [G, ld, D]
-// (head g's slot j at row g * ld + j, ld = max_len) so tiles are read as 16-byte chunks.
+// (head g's slot j at row g * ld + j, ld = max_len) so tiles are read as 16-byte chunks. kb:
+// per KV head and 64-key tile {min, max} key position ([G][ceil(ld / 64)][2]); qb: per 16-query
+// tile from q_begin {min, max} query position ([ceil((n - q_begin) / 16)][2]).
 struct Bf16Ops {
     const bf16* q = nullptr;
     const bf16* k = nullptr;
     const bf16* v = nullptr;
+    const int64_t* kb = nullptr;
+    const int64_t* qb = nullptr;
 };
 
 // 4 floats -> 4 bf16 (round to nearest even) at dst (8-byte aligned).
@@ -173,267 +222,329 @@ __global__ void to_bf16_heads(const float* src, const int64_t* kv_off, const int
         store_bf16x4(o + 4 * i, __ldg(s + i));
 }
 
-// rows x D bf16 from global (row r at src + r * stride; rows >= valid read as 0) -> shared
-// [rows][D+8], in 16-byte chunks by `nthr` threads numbered t.
-template <int D>
-__device__ __forceinline__ void load_rows(bf16* dst, const bf16* src, int64_t stride, int rows,
-                                          int64_t valid, int t, int nthr) {
-    constexpr int C8 = D / 8;
-#pragma unroll 4
-    for (int e = t; e < rows * C8; e += nthr) {
-        const int r = e / C8, c = (e % C8) * 8;
-        uint4 v = make_uint4(0u, 0u, 0u, 0u);
-        if (r < valid) v = __ldg(reinterpret_cast<const uint4*>(src + r * stride + c));
-        *reinterpret_cast<uint4*>(dst + r * (D + 8) + c) = v;
+// out[(s * ntiles + t) * 2 + {0, 1}] = {min, max} of pos over entries t * tile .. t * tile +
+// tile - 1 of segment s (blockIdx.y), which starts at pos + off[s] (0 when off is null) and holds
+// len[s] (len1 when len is null) entries; entries past it count as `pad`. 64 threads, tile <= 64.
+__global__ void tile_bounds(const int64_t* pos, const int64_t* off, const int64_t* len,
+                            int64_t len1, int tile, long long pad, int64_t ntiles, int64_t* out) {
+    const int64_t s = blockIdx.y, t = blockIdx.x;
+    const int64_t base = off ? off[s] : 0, n = len ? len[s] : len1;
+    const int64_t j = t * tile + threadIdx.x;
+    const long long p = (static_cast<int>(threadIdx.x) < tile && j < n) ? pos[base + j] : pad;
+    long long lo = static_cast<int>(threadIdx.x) < tile ? p : kNoPosM;
+    long long hi = static_cast<int>(threadIdx.x) < tile ? p : INT64_MIN;
+    lo = warp_min_ll(lo);
+    hi = warp_max_ll(hi);
+    __shared__ long long part[2][2];
+    const int w = static_cast<int>(threadIdx.x) >> 5;
+    if ((threadIdx.x & 31) == 0) {
+        part[w][0] = lo;
+        part[w][1] = hi;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        out[(s * ntiles + t) * 2] = part[0][0] < part[1][0] ? part[0][0] : part[1][0];
+        out[(s * ntiles + t) * 2 + 1] = part[0][1] > part[1][1] ? part[0][1] : part[1][1];
     }
 }
 
-// K and V tiles together (twice the loads in flight).
-template <int D>
-__device__ __forceinline__ void load_kv(bf16* dk, bf16* dv, const bf16* k, const bf16* v, int rows,
-                                        int64_t valid, int t, int nthr) {
-    constexpr int C8 = D / 8;
-#pragma unroll 4
-    for (int e = t; e < rows * C8; e += nthr) {
-        const int r = e / C8, c = (e % C8) * 8;
-        uint4 a = make_uint4(0u, 0u, 0u, 0u), b = a;
-        if (r < valid) {
-            a = __ldg(reinterpret_cast<const uint4*>(k + r * D + c));
-            b = __ldg(reinterpret_cast<const uint4*>(v + r * D + c));
+// s[rg][nb] = Q_rg K^T for the warp's row groups rg (rows 16 rg .. 16 rg + 15 at sQw, stride
+// D + 8) and the 8-key blocks nb = 0 .. NB - 1 of the keys at sK (stride D + 8): each
+// accumulator starts at zero and takes the D / 16 k steps in ascending order. Both kernels form
+// every logit here (see the file comment). Per k step: the row groups' Q fragments (ldmatrix x4:
+// rows 0-7 / 8-15 x dims 0-7 / 8-15 = a0..a3), then per 16 keys one ldmatrix x4 over 16 keys x 16
+// dims, matrices (keys 0-7, dims 0-7), (0-7, 8-15), (8-15, 0-7), (8-15, 8-15) = b0, b1 of block
+// 2p and of block 2p + 1, each used by every row group.
+template <int D, int RG, int NB>
+__device__ __forceinline__ void qk_tile(float (&s)[RG][NB][4], const bf16* sQw, const bf16* sK,
+                                        int lane) {
+    constexpr int LD = D + 8;
+#pragma unroll
+    for (int rg = 0; rg < RG; ++rg)
+#pragma unroll
+        for (int nb = 0; nb < NB; ++nb)
+            s[rg][nb][0] = s[rg][nb][1] = s[rg][nb][2] = s[rg][nb][3] = 0.0f;
+    const int qrow = lane & 15, qcol = (lane >> 4) * 8;
+    const int krow = (lane & 7) + ((lane >> 4) << 3), kcol = ((lane >> 3) & 1) * 8;
+#pragma unroll
+    for (int k = 0; k < D / 16; ++k) {
+        uint32_t qa[RG][4];
+#pragma unroll
+        for (int rg = 0; rg < RG; ++rg)
+            ldsm_x4(qa[rg], sQw + (rg * kRowsG + qrow) * LD + k * 16 + qcol);
+#pragma unroll
+        for (int p = 0; p < NB / 2; ++p) {
+            uint32_t kf[4];
+            ldsm_x4(kf, sK + (p * 16 + krow) * LD + k * 16 + kcol);
+#pragma unroll
+            for (int rg = 0; rg < RG; ++rg) {
+                mma16816(s[rg][2 * p], qa[rg], kf[0], kf[1]);
+                mma16816(s[rg][2 * p + 1], qa[rg], kf[2], kf[3]);
+            }
         }
-        *reinterpret_cast<uint4*>(dk + r * (D + 8) + c) = a;
-        *reinterpret_cast<uint4*>(dv + r * (D + 8) + c) = b;
-    }
-}
-
-// Row of each accumulator element of this lane (the same for every FragAcc of the kernel):
-// load a 16 x 16 matrix whose entries are their row numbers. `scratch`: 16 x kSLd floats.
-__device__ __forceinline__ void acc_rows(float* scratch, int lane, int (&row)[kAccN]) {
-    for (int e = lane; e < 256; e += 32)
-        scratch[(e / 16) * kSLd + e % 16] = static_cast<float>(e / 16);
-    __syncwarp();
-    FragAcc f;
-    wmma::load_matrix_sync(f, scratch, kSLd, wmma::mem_row_major);
-#pragma unroll
-    for (int i = 0; i < kAccN; ++i) row[i] = static_cast<int>(f.x[i]);
-    __syncwarp();
-}
-
-// S[16 x KEYS] = Q[16 x D] K^T: the fragment sequence both kernels use for every logit (k steps
-// ascending from a zero accumulator), stored fp32 to sS (row stride LDS floats).
-template <int D, int KEYS, int LDS>
-__device__ __forceinline__ void scores(const FragA (&qf)[D / 16], const bf16* sK, float* sS) {
-#pragma unroll
-    for (int nt = 0; nt < KEYS / 16; ++nt) {
-        FragAcc s;
-        wmma::fill_fragment(s, 0.0f);
-#pragma unroll
-        for (int k = 0; k < D / 16; ++k) {
-            FragKt kb;
-            wmma::load_matrix_sync(kb, sK + nt * 16 * (D + 8) + k * 16, D + 8);
-            wmma::mma_sync(s, qf[k], kb, s);
-        }
-        wmma::store_matrix_sync(sS + nt * 16, s, LDS, wmma::mem_row_major);
     }
 }
 
 // ---- prefill forward --------------------------------------------------------------------------
+// A lane's rows: i = 2 rg + hf is row 8 i + g4 of its warp (fragment elements 2 hf, 2 hf + 1 of
+// row group rg).
 template <int D, int HB>
-__global__ void __launch_bounds__(kThreadsF, D == 128 ? 2 : 3)  // <= 255 / 168 registers
+__global__ void __launch_bounds__(kThreadsF, 2)
     flash_fwd_mma(AttentionDev a, Bf16Ops b, float cl2) {
     using L = Layout<D>;
+    constexpr int LD = L::kLd;
     constexpr int QB = kRowsF / HB;  // queries per block
-    constexpr int NF = D / 16;
+    constexpr int ND = D / 8, C8 = D / 8, NR = 2 * kRG;
     extern __shared__ __align__(128) unsigned char smem[];
     const int tid = static_cast<int>(threadIdx.x), lane = tid & 31, warp = tid >> 5;
-    bf16* sK = reinterpret_cast<bf16*>(smem + L::f_k);
-    bf16* sV = reinterpret_cast<bf16*>(smem + L::f_v);
-    float* sS = reinterpret_cast<float*>(smem + L::f_s + warp * L::kSWarp);
-    bf16* sP = reinterpret_cast<bf16*>(smem + L::f_p + warp * L::kPWarp);
+    const int g4 = lane >> 2, c2 = 2 * (lane & 3);  // fragment rows g4, g4 + 8; columns c2, c2 + 1
+    bf16* const sQ = reinterpret_cast<bf16*>(smem + L::f_q);
+    bf16* const stage0 = reinterpret_cast<bf16*>(smem + L::f_st);
+    bf16* const stage1 = stage0 + 2 * kKeysF * LD;
     int64_t* sQpos = reinterpret_cast<int64_t*>(smem + L::f_qpos);
-    int64_t* sKpos = reinterpret_cast<int64_t*>(smem + L::f_kpos);
-    float* sRow = reinterpret_cast<float*>(smem + L::f_row) + warp * kRowsW;
 
     const int64_t n = a.n, H = a.H;
+    const int64_t nqb = (n + QB - 1) / QB;
+    const int64_t q0 = (nqb - 1 - static_cast<int64_t>(blockIdx.x)) * QB;  // most keys first
     const int64_t h0 = static_cast<int64_t>(blockIdx.y) * HB;
     const int64_t g = h0 / (H / a.G);
-    const int64_t q0 = static_cast<int64_t>(blockIdx.x) * QB;
     const int64_t hw = h0 + warp % HB;    // this warp's query head
     const int wq = (warp / HB) * kRowsW;  // this warp's first query within the block
     const int64_t len = a.kv_len[g];
+    const int64_t ntl = (a.max_len + kKeysF - 1) / kKeysF;
+    const int64_t* kb = b.kb + g * ntl * 2;
     const bf16* K = b.k + g * a.max_len * D;
     const bf16* V = b.v + g * a.max_len * D;
     const int64_t* kpos = a.kpos + a.kv_off[g];
 
-    if (tid < QB) sQpos[tid] = q0 + tid < n ? a.q_pos[q0 + tid] : INT64_MIN;
-    // This warp's Q rows (stride H*D between queries), staged in its score tile.
-    bf16* sQ = reinterpret_cast<bf16*>(sS);
-    load_rows<D>(sQ, b.q + ((q0 + wq) * H + hw) * D, H * D, kRowsW, n - (q0 + wq), lane, 32);
+    // Q: block row r is row r % 32 of warp r / 32 (query q0 + (w / HB) * 32 + r % 32, head
+    // h0 + w % HB).
+    for (int e = tid; e < kRowsF * C8; e += kThreadsF) {
+        const int r = e / C8, c = (e % C8) * 8, w = r / kRowsW;
+        const int64_t q = q0 + (w / HB) * kRowsW + r % kRowsW;
+        const bool ok = q < n;
+        cp_async16(sQ + r * LD + c, b.q + ((ok ? q : 0) * H + h0 + w % HB) * D + c, ok);
+    }
+    cp_async_commit();
+    if (tid < QB) sQpos[tid] = q0 + tid < n ? a.q_pos[q0 + tid] : kNoQuery;
     __syncthreads();
-    FragA qf[NF];
-#pragma unroll
-    for (int k = 0; k < NF; ++k) wmma::load_matrix_sync(qf[k], sQ + k * 16, D + 8);
-    __syncwarp();
-    int arow[kAccN];
-    acc_rows(sS, lane, arow);
-
-    long long bqmax = INT64_MIN;
+    long long bqmax = kNoQuery;
     for (int r = 0; r < QB; ++r) bqmax = bqmax > sQpos[r] ? bqmax : sQpos[r];
-    const int r = lane & 15, hf = lane >> 4;  // softmax: this lane's row and half (32 keys)
-    const long long qp = sQpos[wq + r];
-    const long long wqmax = warp_max_ll(qp), wqmin = warp_min_ll(qp);
-
-    float m = -INFINITY, l = 0.0f;  // running max (log2 units) and sum of row r
-    FragAcc o[NF];
+    long long qp[NR], lo = kNoPosM, hi = kNoQuery;
 #pragma unroll
-    for (int f = 0; f < NF; ++f) wmma::fill_fragment(o[f], 0.0f);
+    for (int i = 0; i < NR; ++i) {
+        qp[i] = sQpos[wq + 8 * i + g4];
+        lo = qp[i] < lo ? qp[i] : lo;
+        hi = qp[i] > hi ? qp[i] : hi;
+    }
+    const long long wqmax = warp_max_ll(hi), wqmin = warp_min_ll(lo);
 
-    for (int64_t kt = 0; kt < len; kt += kKeysF) {
-        __syncthreads();  // the previous tile's readers of sK/sV/sKpos are done
-        int vis = 0;
-        if (tid < kKeysF) {
-            const int64_t p = kt + tid < len ? kpos[kt + tid] : kNoPosM;
-            sKpos[tid] = p;
-            vis = p <= bqmax;
+    // First tile at or after j that some query of the block sees. The visibility of 32 tiles is
+    // read at once (one ballot) and kept (win, wmask), so a tile costs no global read on the
+    // critical path; every warp computes the same answer.
+    int64_t win = -32;
+    unsigned wmask = 0;
+    auto next_tile = [&](int64_t j) -> int64_t {
+        while (j < ntl) {
+            const int64_t w0 = j & ~int64_t{31};
+            if (w0 != win) {
+                win = w0;
+                const int64_t t = w0 + lane;
+                wmask = __ballot_sync(0xffffffffu, t < ntl && kb[2 * t] <= bqmax);
+            }
+            const unsigned m = wmask & (0xffffffffu << static_cast<int>(j - w0));
+            if (m) return w0 + __ffs(static_cast<int>(m)) - 1;
+            j = w0 + 32;
         }
-        if (!__syncthreads_or(vis)) continue;  // no query of the block sees this tile
-        load_kv<D>(sK, sV, K + kt * D, V + kt * D, kKeysF, len - kt, tid, kThreadsF);
+        return ntl;
+    };
+    auto load_tile = [&](int64_t j, bf16* dst) {
+        const int64_t kt = j * kKeysF;
+        for (int e = tid; e < kKeysF * C8; e += kThreadsF) {
+            const int r = e / C8, c = (e % C8) * 8;
+            const bool ok = kt + r < len;
+            const int64_t off = (ok ? kt + r : 0) * D + c;
+            cp_async16(dst + r * LD + c, K + off, ok);
+            cp_async16(dst + (kKeysF + r) * LD + c, V + off, ok);
+        }
+    };
+
+    int64_t cur = next_tile(0);
+    long long kmin = kNoPosM, kmax = kNoPosM;  // tile cur's key-position bounds
+    if (cur < ntl) {
+        load_tile(cur, stage0);
+        kmin = kb[2 * cur];
+        kmax = kb[2 * cur + 1];
+    }
+    cp_async_commit();
+    const bf16* sQw = sQ + warp * kRowsW * LD;
+
+    float o[kRG][ND][4];
+#pragma unroll
+    for (int rg = 0; rg < kRG; ++rg)
+#pragma unroll
+        for (int f = 0; f < ND; ++f) o[rg][f][0] = o[rg][f][1] = o[rg][f][2] = o[rg][f][3] = 0.0f;
+    float m[NR], l[NR];  // running max (log2 units) and this lane's share of the running sum
+#pragma unroll
+    for (int i = 0; i < NR; ++i) {
+        m[i] = -INFINITY;
+        l[i] = 0.0f;
+    }
+    int st = 0;
+    while (cur < ntl) {
+        // Tile cur is in stage st (and Q in sQ); every warp is done with the other stage.
+        cp_async_wait<0>();
         __syncthreads();
-        const long long kp0 = sKpos[lane], kp1 = sKpos[lane + 32];
-        const long long kmin = warp_min_ll(kp0 < kp1 ? kp0 : kp1);
-        const long long kmax = warp_max_ll(kp0 > kp1 ? kp0 : kp1);
-        if (kmin > wqmax) continue;       // none of this warp's rows sees the tile
+        const int64_t nxt = next_tile(cur + 1);
+        long long nmin = kNoPosM, nmax = kNoPosM;  // read now, used next tile
+        if (nxt < ntl) {
+            load_tile(nxt, st ? stage0 : stage1);
+            nmin = kb[2 * nxt];
+            nmax = kb[2 * nxt + 1];
+        }
+        cp_async_commit();
+        const bf16* sK = st ? stage1 : stage0;
+        const bf16* sV = sK + kKeysF * LD;
+        const int64_t kt = cur * kKeysF;
+        const bool seen = kmin <= wqmax;  // some row of this warp sees the tile
         const bool full = kmax <= wqmin;  // every key visible to every row of the warp
+        st ^= 1;
+        cur = nxt;
+        kmin = nmin;
+        kmax = nmax;
+        if (!seen) continue;
 
-        scores<D, kKeysF, kSLd>(qf, sK, sS);
-        __syncwarp();
-
-        // Online softmax of row r over keys hf*32 .. hf*32+31 (the other half is lane ^ 16).
-        float s[32];
-        const float4* src = reinterpret_cast<const float4*>(sS + r * kSLd + hf * 32);
-#pragma unroll
-        for (int c4 = 0; c4 < 8; ++c4) {
-            const float4 v = src[c4];
-            s[4 * c4] = v.x;
-            s[4 * c4 + 1] = v.y;
-            s[4 * c4 + 2] = v.z;
-            s[4 * c4 + 3] = v.w;
-        }
-        unsigned vbits = 0xffffffffu;  // bit c: key hf*32 + c visible to row r
-        if (!full) {
-            vbits = 0;
+            // Two halves of 32 keys, each its own online-softmax update (S for 32 rows x 64 keys
+            // would not fit in registers beside O).
 #pragma unroll 1
-            for (int c = 0; c < 32; ++c)
-                vbits |= static_cast<unsigned>(sKpos[hf * 32 + c] <= qp) << c;
-        }
-        float mx = -INFINITY;
+        for (int half = 0; half < 2; ++half) {
+            const int64_t kh = kt + half * kHalfF;
+            float s[kRG][kNtH][4];
+            qk_tile<D, kRG, kNtH>(s, sQw, sK + half * kHalfF * LD, lane);
+            // t = acc * scale * log2 e (__fmul_rn: no FMA contraction, probs_pass_mma forms the
+            // same t), -inf where masked.
 #pragma unroll
-        for (int c = 0; c < 32; ++c) {
-            // __fmul_rn: no FMA contraction, probs_pass_mma forms the same t.
-            const float t = (vbits >> c) & 1u ? __fmul_rn(s[c], cl2) : -INFINITY;
-            s[c] = t;
-            mx = fmaxf(mx, t);
-        }
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
-        const float m_new = fmaxf(m, mx);
-        float corr = 1.0f, sum = 0.0f;
-        if (m_new == -INFINITY) {  // nothing visible yet: p = 0 (never exp(-inf - -inf))
+            for (int nb = 0; nb < kNtH; ++nb)
 #pragma unroll
-            for (int c = 0; c < 32; ++c) s[c] = 0.0f;
-        } else {
-            corr = exp2f(m - m_new);  // 0 when m was -inf
+                for (int e = 0; e < 2; ++e) {
+                    long long kp = kNoQuery;
+                    if (!full) {
+                        const int64_t j = kh + nb * 8 + c2 + e;
+                        kp = j < len ? kpos[j] : kNoPosM;
+                    }
 #pragma unroll
-            for (int c = 0; c < 32; ++c) {
-                s[c] = exp2f(s[c] - m_new);  // 0 for masked keys
-                sum += s[c];
+                    for (int i = 0; i < NR; ++i) {
+                        float& x = s[i / 2][nb][2 * (i % 2) + e];
+                        x = kp > qp[i] ? -INFINITY : __fmul_rn(x, cl2);
+                    }
+                }
+            float corr[NR];
+            bool rescale = false;
+#pragma unroll
+            for (int i = 0; i < NR; ++i) {
+                float mx = m[i];
+#pragma unroll
+                for (int nb = 0; nb < kNtH; ++nb)
+                    mx = fmaxf(mx, fmaxf(s[i / 2][nb][2 * (i % 2)], s[i / 2][nb][2 * (i % 2) + 1]));
+                mx = quad_max(mx);
+                // Nothing visible yet: subtract 0 (p = exp2(-inf) = 0), never -inf - -inf.
+                const float base = mx == -INFINITY ? 0.0f : mx;
+                corr[i] = exp2f(m[i] - base);  // 0 when m was -inf
+                rescale = rescale || corr[i] != 1.0f;
+                m[i] = mx;
+                float r = 0.0f;
+#pragma unroll
+                for (int nb = 0; nb < kNtH; ++nb)
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        float& x = s[i / 2][nb][2 * (i % 2) + e];
+                        x = exp2f(x - base);
+                        r += x;
+                    }
+                l[i] = l[i] * corr[i] + r;
+            }
+            if (__any_sync(0xffffffffu, rescale)) {  // the running max moved for some row
+#pragma unroll
+                for (int rg = 0; rg < kRG; ++rg)
+#pragma unroll
+                    for (int f = 0; f < ND; ++f) {
+                        o[rg][f][0] *= corr[2 * rg];
+                        o[rg][f][1] *= corr[2 * rg];
+                        o[rg][f][2] *= corr[2 * rg + 1];
+                        o[rg][f][3] *= corr[2 * rg + 1];
+                    }
+            }
+            // O += P V: P's A fragment for keys 16kk .. 16kk + 15 is blocks 2kk, 2kk + 1 of s;
+            // ldmatrix.trans x4 over 16 keys x 16 dims gives b0, b1 of dim blocks 2f2, 2f2 + 1.
+            const int vrow = lane & 15, vcol = (lane >> 4) * 8;
+#pragma unroll
+            for (int kk = 0; kk < kHalfF / 16; ++kk) {
+                uint32_t pa[kRG][4];
+#pragma unroll
+                for (int rg = 0; rg < kRG; ++rg) {
+                    pa[rg][0] = pack_bf16(s[rg][2 * kk][0], s[rg][2 * kk][1]);
+                    pa[rg][1] = pack_bf16(s[rg][2 * kk][2], s[rg][2 * kk][3]);
+                    pa[rg][2] = pack_bf16(s[rg][2 * kk + 1][0], s[rg][2 * kk + 1][1]);
+                    pa[rg][3] = pack_bf16(s[rg][2 * kk + 1][2], s[rg][2 * kk + 1][3]);
+                }
+#pragma unroll
+                for (int f2 = 0; f2 < ND / 2; ++f2) {
+                    uint32_t vf[4];
+                    ldsm_x4_t(vf, sV + (half * kHalfF + kk * 16 + vrow) * LD + f2 * 16 + vcol);
+#pragma unroll
+                    for (int rg = 0; rg < kRG; ++rg) {
+                        mma16816(o[rg][2 * f2], pa[rg], vf[0], vf[1]);
+                        mma16816(o[rg][2 * f2 + 1], pa[rg], vf[2], vf[3]);
+                    }
+                }
             }
         }
-        sum += __shfl_xor_sync(0xffffffffu, sum, 16);
-        l = l * corr + sum;
-        m = m_new;
-        uint4* dst = reinterpret_cast<uint4*>(sP + r * kPLd + hf * 32);
-#pragma unroll
-        for (int c8 = 0; c8 < 4; ++c8) {
-            __nv_bfloat162 pb[4];
-#pragma unroll
-            for (int u = 0; u < 4; ++u)
-                pb[u] = __floats2bfloat162_rn(s[8 * c8 + 2 * u], s[8 * c8 + 2 * u + 1]);
-            uint4 w;
-            memcpy(&w, pb, 16);
-            dst[c8] = w;
-        }
-        if (hf == 0) sRow[r] = corr;
-        __syncwarp();
-
-        // O = O * corr (per row) + P V.
-        float cr[kAccN];
-#pragma unroll
-        for (int i = 0; i < kAccN; ++i) cr[i] = sRow[arow[i]];
-#pragma unroll
-        for (int f = 0; f < NF; ++f)
-#pragma unroll
-            for (int i = 0; i < kAccN; ++i) o[f].x[i] *= cr[i];
-#pragma unroll
-        for (int kk = 0; kk < kKeysF / 16; ++kk) {
-            FragA pa;
-            wmma::load_matrix_sync(pa, sP + kk * 16, kPLd);
-#pragma unroll
-            for (int f = 0; f < NF; ++f) {
-                FragV vb;
-                wmma::load_matrix_sync(vb, sV + kk * 16 * (D + 8) + f * 16, D + 8);
-                wmma::mma_sync(o[f], pa, vb, o[f]);
-            }
-        }
-        __syncwarp();  // sRow / sP / sS are rewritten by the next tile
     }
+    cp_async_wait<0>();
 
-    // Normalise, write the LSE (natural log) and the output through the warp's score tile.
-    const int64_t qr = q0 + wq + r;
-    if (hf == 0) {
-        sRow[r] = l > 0.0f ? 1.0f / l : 0.0f;
-        if (qr < n) a.lse[hw * n + qr] = l > 0.0f ? (m + log2f(l)) * kLn2 : -INFINITY;
-    }
-    __syncwarp();
-    float inv[kAccN];
+    // Normalise; the LSE (natural log) and the output.
 #pragma unroll
-    for (int i = 0; i < kAccN; ++i) inv[i] = sRow[arow[i]];
+    for (int i = 0; i < NR; ++i) {
+        const float li = quad_sum(l[i]);
+        const float inv = li > 0.0f ? 1.0f / li : 0.0f;
+        const int64_t q = q0 + wq + 8 * i + g4;
+        if (q >= n) continue;
+        if ((lane & 3) == 0) a.lse[hw * n + q] = li > 0.0f ? (m[i] + log2f(li)) * kLn2 : -INFINITY;
+        float* dst = a.out + (q * H + hw) * D + c2;
 #pragma unroll
-    for (int fg = 0; fg < NF; fg += 4) {  // 4 fragments (64 columns) per round
-#pragma unroll
-        for (int f = fg; f < fg + 4; ++f) {
-#pragma unroll
-            for (int i = 0; i < kAccN; ++i) o[f].x[i] *= inv[i];
-            wmma::store_matrix_sync(sS + (f - fg) * 16, o[f], kSLd, wmma::mem_row_major);
-        }
-        __syncwarp();
-#pragma unroll
-        for (int t = 0; t < 8; ++t) {  // 16 rows x 16 float4
-            const int e = lane + 32 * t, rr = e / 16, c4 = e % 16;
-            const int64_t qi = q0 + wq + rr;
-            if (qi < n)
-                *reinterpret_cast<float4*>(a.out + (qi * H + hw) * D + fg * 16 + c4 * 4) =
-                    *reinterpret_cast<const float4*>(sS + rr * kSLd + c4 * 4);
-        }
-        __syncwarp();
+        for (int f = 0; f < ND; ++f)
+            *reinterpret_cast<float2*>(dst + f * 8) =
+                make_float2(o[i / 2][f][2 * (i % 2)] * inv, o[i / 2][f][2 * (i % 2) + 1] * inv);
     }
 }
 
 // ---- exact statistics pass (parallel over key tiles) -------------------------------------------
+// 16-byte, 8-byte and 4-byte asynchronous copies for the step buffers (positions are int64, the
+// LSE rows of a head need not be 16-byte aligned).
+__device__ __forceinline__ void cp_async8(void* dst, const void* src, bool ok) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+                 "r"(ok ? 8 : 0)
+                 : "memory");
+}
+__device__ __forceinline__ void cp_async4(void* dst, const void* src, bool ok) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+                 "r"(ok ? 4 : 0)
+                 : "memory");
+}
+
 template <int D, int HB>
-__global__ void __launch_bounds__(kThreadsP)
+__global__ void __launch_bounds__(kThreadsP, 3)
     probs_pass_mma(AttentionDev a, Bf16Ops b, float cl2, int64_t q_begin, float* colsum,
                    float* rows, int64_t n_tail) {
     using L = Layout<D>;
-    constexpr int QB = kRowsP / HB;  // queries per step of the block (each warp: 16 of one head)
-    constexpr int NF = D / 16;
-    constexpr int CL = kKeysP / 32;  // columns per lane: lane, lane + 32, ...
+    constexpr int LD = L::kLd, C8 = D / 8;
+    constexpr int WS = kWarpsP / HB;  // warps per head: a warp takes every WS-th 16-query step
     extern __shared__ __align__(128) unsigned char smem[];
     const int tid = static_cast<int>(threadIdx.x), lane = tid & 31, warp = tid >> 5;
-    bf16* sK = reinterpret_cast<bf16*>(smem + L::p_k);
-    float* sS = reinterpret_cast<float*>(smem + L::p_s + warp * L::kSWarpP);
+    const int g4 = lane >> 2, c2 = 2 * (lane & 3);
+    bf16* sK = reinterpret_cast<bf16*>(smem);
+    unsigned char* sStep = smem + L::p_q + warp * 2 * L::kQBuf;  // two step buffers
     int64_t* sKpos = reinterpret_cast<int64_t*>(smem + L::p_kpos);
-    int64_t* sQp = reinterpret_cast<int64_t*>(smem + L::p_qpos) + warp * kRowsW;
-    float* sL = reinterpret_cast<float*>(smem + L::p_lse) + warp * kRowsW;
     float* sRed = reinterpret_cast<float*>(smem + L::p_red);  // [kWarpsP][kKeysP]
 
     const int64_t n = a.n, H = a.H, ld = a.max_len;
@@ -443,73 +554,134 @@ __global__ void __launch_bounds__(kThreadsP)
     const int64_t len = a.kv_len[g];
     if (kt >= len) return;  // whole block: this KV head holds fewer keys
     const int64_t hw = h0 + warp % HB;
-    const int wq = (warp / HB) * kRowsW;
     const int64_t tail0 = n - n_tail;
+    const int64_t ntq = (n - q_begin + kRowsG - 1) / kRowsG;
 
-    if (tid < kKeysP) sKpos[tid] = kt + tid < len ? a.kpos[a.kv_off[g] + kt + tid] : kNoPosM;
-    load_rows<D>(sK, b.k + (g * ld + kt) * D, D, kKeysP, len - kt, tid, kThreadsP);
+    for (int e = tid; e < kKeysP * C8; e += kThreadsP) {
+        const int r = e / C8, c = (e % C8) * 8;
+        const bool ok = kt + r < len;
+        cp_async16(sK + r * LD + c, b.k + (g * ld + (ok ? kt + r : 0)) * D + c, ok);
+    }
+    cp_async_commit();
+    for (int t = tid; t < kKeysP; t += kThreadsP)
+        sKpos[t] = kt + t < len ? a.kpos[a.kv_off[g] + kt + t] : kNoPosM;
+    cp_async_wait<0>();
     __syncthreads();
-    long long kp[CL];  // positions of this lane's columns (kNoPosM past the head's length)
-    long long kmin = kNoPosM;
-#pragma unroll
-    for (int t = 0; t < CL; ++t) {
-        kp[t] = sKpos[lane + 32 * t];
-        kmin = kp[t] < kmin ? kp[t] : kmin;
+    long long kmin = kNoPosM, kmax = kNoQuery;
+    for (int t = lane; t < kKeysP; t += 32) {
+        kmin = sKpos[t] < kmin ? sKpos[t] : kmin;
+        kmax = sKpos[t] > kmax ? sKpos[t] : kmax;
     }
     kmin = warp_min_ll(kmin);
+    kmax = warp_max_ll(kmax);
 
-    float acc[CL];  // column sums over this warp's rows, in row order
-#pragma unroll
-    for (int t = 0; t < CL; ++t) acc[t] = 0.0f;
-    bf16* sQ = reinterpret_cast<bf16*>(sS);
-    for (int64_t qt = q_begin + wq; qt < n; qt += QB) {
-        long long qp = INT64_MIN;
-        float l2 = -INFINITY;
-        if (lane < kRowsW && qt + lane < n) {
-            qp = a.q_pos[qt + lane];
-            l2 = a.lse[hw * n + qt + lane] * kLog2e;
+    // This warp's first step (of i, i + WS, ...) whose latest query sees the block's first key,
+    // from the per-step bounds; later steps are taken in order and checked on chip (positions
+    // need not be sorted; under a causal mask every later step sees the block).
+    int64_t cur = ntq;
+    for (int64_t i = warp / HB; i < ntq; i += 32 * WS) {
+        const int64_t t = i + lane * WS;
+        const unsigned m = __ballot_sync(0xffffffffu, t < ntq && b.qb[2 * t + 1] >= kmin);
+        if (m) {
+            cur = i + static_cast<int64_t>(__ffs(static_cast<int>(m)) - 1) * WS;
+            break;
         }
-        if (warp_max_ll(qp) < kmin) continue;  // no row of this step sees these keys
-        if (lane < kRowsW) {
-            sQp[lane] = qp;
-            sL[lane] = l2;
+    }
+    // Step i: 16 Q rows, their positions and LSEs (rows past n zero-filled, masked below).
+    auto load_step = [&](int64_t i, unsigned char* dst) {
+        const int64_t qt = q_begin + i * kRowsG;
+        bf16* dq = reinterpret_cast<bf16*>(dst);
+        for (int e = lane; e < kRowsG * C8; e += 32) {
+            const int r = e / C8, c = (e % C8) * 8;
+            const bool ok = qt + r < n;
+            cp_async16(dq + r * LD + c, b.q + ((ok ? qt + r : 0) * H + hw) * D + c, ok);
         }
-        load_rows<D>(sQ, b.q + (qt * H + hw) * D, H * D, kRowsW, n - qt, lane, 32);
-        __syncwarp();
-        FragA qf[NF];
+        const int r = lane & 15;
+        const bool ok = qt + r < n;
+        if (lane < 16)
+            cp_async8(dst + L::kQRows + r * 8, a.q_pos + (ok ? qt + r : 0), ok);
+        else
+            cp_async4(dst + L::kQRows + kRowsG * 8 + r * 4, a.lse + hw * n + (ok ? qt + r : 0), ok);
+    };
+
+    float acc[kNtP][2];  // column sums of this lane's columns over its rows, in query order
 #pragma unroll
-        for (int k = 0; k < NF; ++k) wmma::load_matrix_sync(qf[k], sQ + k * 16, D + 8);
-        __syncwarp();  // sQ is overwritten by the scores
-        scores<D, kKeysP, kSLdP>(qf, sK, sS);
+    for (int nb = 0; nb < kNtP; ++nb) acc[nb][0] = acc[nb][1] = 0.0f;
+    if (cur < ntq) load_step(cur, sStep);
+    cp_async_commit();
+    int buf = 0;
+    while (cur < ntq) {
+        const int64_t nxt = cur + WS;
+        if (nxt < ntq) load_step(nxt, sStep + (buf ^ 1) * L::kQBuf);
+        cp_async_commit();
+        cp_async_wait<1>();  // step cur is in (this lane's copies of) buffer buf
         __syncwarp();
-        for (int rr = 0; rr < kRowsW; ++rr) {
-            const long long qpr = sQp[rr];
-            const float lr = sL[rr];
-            const int64_t qi = qt + rr;
-            float* dst = (rows && qi >= tail0 && qi < n)
-                             ? rows + (hw * n_tail + (qi - tail0)) * ld + kt
-                             : nullptr;
+        const unsigned char* step = sStep + buf * L::kQBuf;
+        const int64_t qs = q_begin + cur * kRowsG;  // the step's first query
+        const int64_t* sqp = reinterpret_cast<const int64_t*>(step + L::kQRows);
+        const float* slse = reinterpret_cast<const float*>(step + L::kQRows + kRowsG * 8);
+        const bool ok0 = qs + g4 < n, ok1 = qs + g4 + 8 < n;
+        const long long qp0 = ok0 ? sqp[g4] : kNoQuery, qp1 = ok1 ? sqp[g4 + 8] : kNoQuery;
+        // LSE in log2 units; -inf for a row that sees no key (its p are 0).
+        const float e0 = ok0 ? slse[g4] * kLog2e : -INFINITY;
+        const float e1 = ok1 ? slse[g4 + 8] * kLog2e : -INFINITY;
+        const long long wmax = warp_max_ll(qp0 > qp1 ? qp0 : qp1);
+        const long long wmin = warp_min_ll(qp0 < qp1 ? qp0 : qp1);
+        if (wmax >= kmin) {                  // some row of the step sees some key of the block
+            const bool full = kmax <= wmin;  // every key visible to every row
+            const bool window = rows && qs + kRowsG > tail0;  // a row of the step is written out
+            float s[1][kNtF][4];
 #pragma unroll
-            for (int t = 0; t < CL; ++t) {
-                const int c = lane + 32 * t;
-                // lr is finite whenever a key is visible to the row (the forward saw it).
-                const float p = (kp[t] <= qpr && lr != -INFINITY)
-                                    ? exp2f(__fmul_rn(sS[rr * kSLdP + c], cl2) - lr)
-                                    : 0.0f;
-                acc[t] += p;
-                if (dst && kt + c < len) dst[c] = p;
+            for (int half = 0; half < kKeysP / kKeysF; ++half) {
+                qk_tile<D, 1, kNtF>(s, reinterpret_cast<const bf16*>(step), sK + half * kKeysF * LD,
+                                    lane);
+#pragma unroll
+                for (int nb = 0; nb < kNtF; ++nb)
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        const int c = half * kKeysF + nb * 8 + c2 + e;
+                        bool v0 = e0 != -INFINITY, v1 = e1 != -INFINITY;
+                        if (!full) {
+                            const long long kp = sKpos[c];
+                            v0 = v0 && kp <= qp0;
+                            v1 = v1 && kp <= qp1;
+                        }
+                        const float p0 = v0 ? exp2f(__fmul_rn(s[0][nb][e], cl2) - e0) : 0.0f;
+                        const float p1 = v1 ? exp2f(__fmul_rn(s[0][nb][2 + e], cl2) - e1) : 0.0f;
+                        acc[half * kNtF + nb][e] += p0;
+                        acc[half * kNtF + nb][e] += p1;
+                        if (window && kt + c < len) {
+                            const int64_t qa = qs + g4, qc = qa + 8;
+                            if (qa >= tail0 && ok0)
+                                rows[(hw * n_tail + qa - tail0) * ld + kt + c] = p0;
+                            if (qc >= tail0 && ok1)
+                                rows[(hw * n_tail + qc - tail0) * ld + kt + c] = p1;
+                        }
+                    }
             }
         }
-        __syncwarp();  // sS / sQp / sL are rewritten by the next step
+        __syncwarp();  // buffer buf is refilled two steps on
+        buf ^= 1;
+        cur = nxt;
     }
+    cp_async_wait<0>();
+
+    // Column c2 + e of block nb: add the 8 row groups (lanes c, c + 4, ..., fixed order), then
+    // the warps of one head in warp order.
 #pragma unroll
-    for (int t = 0; t < CL; ++t) sRed[warp * kKeysP + lane + 32 * t] = acc[t];
+    for (int nb = 0; nb < kNtP; ++nb)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            float v = acc[nb][e];
+            v += __shfl_xor_sync(0xffffffffu, v, 4);
+            v += __shfl_xor_sync(0xffffffffu, v, 8);
+            v += __shfl_xor_sync(0xffffffffu, v, 16);
+            if (g4 == 0) sRed[warp * kKeysP + nb * 8 + c2 + e] = v;
+        }
     __syncthreads();
-    if (colsum && warp < HB) {  // warps warp, warp + HB, ... hold the same head: fixed order
+    if (colsum && warp < HB) {  // warps warp, warp + HB, ... hold the same head
         float* dst = colsum + (h0 + warp) * ld + kt;
-#pragma unroll
-        for (int t = 0; t < CL; ++t) {
-            const int c = lane + 32 * t;
+        for (int c = lane; c < kKeysP; c += 32) {
             float sum = 0.0f;
             for (int w = warp; w < kWarpsP; w += HB) sum += sRed[w * kKeysP + c];
             if (kt + c < len) dst[c] = sum;
@@ -546,17 +718,19 @@ void with_shape(const AttentionDev& a, F&& f) {
         by_d(std::integral_constant<int, 1>{});
 }
 
-// The bf16 copies of one call, in stream-ordered memory (cudaMallocAsync; released with
-// cudaFreeAsync after the kernels that read them, so nothing is held between calls). The default
-// pool keeps up to kPoolKeep bytes cached across synchronisations: without that every call would
-// map fresh memory (the backend synchronises after each op).
+// The bf16 copies and tile bounds of one call, in stream-ordered memory (cudaMallocAsync;
+// released with cudaFreeAsync after the kernels that read them, so nothing is held between
+// calls). The default pool keeps up to kPoolKeep bytes cached across synchronisations: without
+// that every call would map fresh memory (the backend synchronises after each op).
 constexpr uint64_t kPoolKeep = 4ull << 30;
+
+enum class Pass { kForward, kProbs };
 
 struct Bf16Scratch {
     Bf16Ops ops;
     void* base = nullptr;
     cudaStream_t stream;
-    Bf16Scratch(const AttentionDev& a, bool with_v, cudaStream_t s) : stream(s) {
+    Bf16Scratch(const AttentionDev& a, Pass pass, int64_t q_begin, cudaStream_t s) : stream(s) {
         static std::once_flag once;
         std::call_once(once, [] {
             int dev = 0;
@@ -568,10 +742,14 @@ struct Bf16Scratch {
             }
             (void)cudaGetLastError();  // a pool setting is an optimisation only
         });
+        const bool fwd = pass == Pass::kForward;
         auto up = [](size_t b) { return (b + 255) / 256 * 256; };
+        const int64_t ntl = (a.max_len + kKeysF - 1) / kKeysF;
+        const int64_t ntq = (a.n - q_begin + kRowsG - 1) / kRowsG;
         const size_t qb = up(static_cast<size_t>(a.n * a.H * a.d) * 2);
         const size_t kb = up(static_cast<size_t>(a.G * a.max_len * a.d) * 2);
-        const size_t total = qb + kb * (with_v ? 2 : 1);
+        const size_t bb = up(static_cast<size_t>(fwd ? a.G * ntl : ntq) * 2 * sizeof(int64_t));
+        const size_t total = qb + kb * (fwd ? 2 : 1) + bb;
         const cudaError_t e = cudaMallocAsync(&base, total, stream);
         if (e != cudaSuccess) {
             (void)cudaGetLastError();
@@ -583,8 +761,9 @@ struct Bf16Scratch {
         auto* p = static_cast<unsigned char*>(base);
         auto* q = reinterpret_cast<bf16*>(p);
         auto* k = reinterpret_cast<bf16*>(p + qb);
-        auto* v = with_v ? reinterpret_cast<bf16*>(p + qb + kb) : nullptr;
-        ops = {q, k, v};
+        auto* v = fwd ? reinterpret_cast<bf16*>(p + qb + kb) : nullptr;
+        auto* bounds = reinterpret_cast<int64_t*>(p + qb + kb * (fwd ? 2 : 1));
+        ops = {q, k, v, fwd ? bounds : nullptr, fwd ? nullptr : bounds};
         const int64_t q4 = a.n * a.H * a.d / 4;
         to_bf16_flat<<<grid_1d(q4, 256, 4096), 256, 0, stream>>>(a.q, q, q4);
         KVS_CUDA_CHECK_LAUNCH();
@@ -593,10 +772,20 @@ struct Bf16Scratch {
                             static_cast<unsigned int>(a.G));
             to_bf16_heads<<<grid, 256, 0, stream>>>(a.k, a.kv_off, a.kv_len, a.d, a.max_len, k);
             KVS_CUDA_CHECK_LAUNCH();
-            if (with_v) {
+            if (fwd) {
                 to_bf16_heads<<<grid, 256, 0, stream>>>(a.v, a.kv_off, a.kv_len, a.d, a.max_len, v);
                 KVS_CUDA_CHECK_LAUNCH();
             }
+        }
+        if (fwd && ntl > 0) {
+            const dim3 grid(static_cast<unsigned int>(ntl), static_cast<unsigned int>(a.G));
+            tile_bounds<<<grid, 64, 0, stream>>>(a.kpos, a.kv_off, a.kv_len, 0, kKeysF, kNoPosM,
+                                                 ntl, bounds);
+            KVS_CUDA_CHECK_LAUNCH();
+        } else if (!fwd && ntq > 0) {
+            tile_bounds<<<dim3(static_cast<unsigned int>(ntq), 1), 64, 0, stream>>>(
+                a.q_pos + q_begin, nullptr, nullptr, a.n - q_begin, kRowsG, kNoQuery, ntq, bounds);
+            KVS_CUDA_CHECK_LAUNCH();
         }
     }
     ~Bf16Scratch() { (void)cudaFreeAsync(base, stream); }  // after the kernels queued so far
@@ -621,7 +810,7 @@ bool attention_mma_eligible(const AttentionDev& a) {
 
 void attention_prefill_mma(const AttentionDev& a, cudaStream_t stream) {
     if (a.n <= 0) return;
-    Bf16Scratch sc(a, true, stream);
+    Bf16Scratch sc(a, Pass::kForward, 0, stream);
     with_shape(a, [&](auto dm, auto hb) {
         constexpr int D = decltype(dm)::value, HB = decltype(hb)::value;
         constexpr size_t bytes = Layout<D>::f_bytes;
@@ -639,7 +828,7 @@ void attention_prefill_mma(const AttentionDev& a, cudaStream_t stream) {
 void attention_probs_mma(const AttentionDev& a, int64_t q_begin, float* colsum, float* rows,
                          int64_t n_tail, cudaStream_t stream) {
     if (a.n <= 0 || a.max_len <= 0 || (!colsum && !rows)) return;
-    Bf16Scratch sc(a, false, stream);
+    Bf16Scratch sc(a, Pass::kProbs, q_begin, stream);
     with_shape(a, [&](auto dm, auto hb) {
         constexpr int D = decltype(dm)::value, HB = decltype(hb)::value;
         constexpr size_t bytes = Layout<D>::p_bytes;

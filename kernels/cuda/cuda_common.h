@@ -155,7 +155,7 @@ void attention_decode(const AttentionDev& a, void* scratch, float* colsum, float
                       int64_t n_tail, cudaStream_t stream);
 
 // ---- cuda_attention_mma.cu ------------------------------------------------------------------
-// Tensor-core (bf16 wmma, fp32 accumulate) twins of attention_prefill / attention_probs, which
+// Tensor-core (bf16 mma.sync, fp32 accumulate) twins of attention_prefill / attention_probs, which
 // call them when attention_mma_eligible(a): head_dim 64 or 128, neither KVSCOPE_CUDA_ATTENTION
 // nor KVSCOPE_CUDA_MATH set to fp32, q/k/v/out 16-byte aligned.
 // Same outputs and conventions (lse natural log; colsum/rows as attention_probs defines them).
