@@ -171,7 +171,8 @@ std::vector<float> Engine::forward(const int32_t* ids, int64_t n, bool is_prefil
         FillsEnd(const FillsEnd&) = delete;
         FillsEnd& operator=(const FillsEnd&) = delete;
         ~FillsEnd() { t.wait_quietly(); }
-    } fills_end{s.fills};
+    } fills_end{s.fills}, ahead_end{s.stats_ahead};
+    s.ahead_layer = s.ahead_task = -1;
     if (n > s.cap) {
         free_all(backend_, {&s.x, &s.h, &s.q, &s.k, &s.v, &s.att, &s.o, &s.gate, &s.up, &s.act,
                             &s.down, &s.last, &s.logits});

@@ -140,8 +140,9 @@ class Engine {
     void policy_after_decode_layer(int64_t l);
     void after_decode_layers();  // observers and policy, per layer, at a decode step's end
     // KVCache::ParallelFor for a copy of `bytes` (engine_attention.cpp): host_parallel() on the
-    // pool of the prompt's fill tasks, stats_parallel() on the engine thread's own pool (a
-    // ThreadPool takes one caller at a time, and the fill task runs beside the engine thread).
+    // pool of the prompt's fill tasks, stats_parallel() on the pool of the statistics-buffer
+    // tasks (Scratch::stats_ahead; a ThreadPool takes one caller at a time, and both kinds of
+    // task run beside the engine thread).
     std::function<void(int64_t, const std::function<void(int64_t)>&)> host_parallel(int64_t bytes);
     std::function<void(int64_t, const std::function<void(int64_t)>&)> stats_parallel(int64_t bytes);
     std::function<void(int64_t, const std::function<void(int64_t)>&)> pool_parallel(
@@ -149,6 +150,10 @@ class Engine {
     // Zeroed host buffers for a layer's prompt statistics: `count` of `len` floats, each
     // allocated and zeroed by a pool thread when large (engine_attention.cpp).
     void zeroed_buffers(std::vector<std::vector<float>>& bufs, int64_t count, int64_t len);
+    // Layer l's prompt-statistics buffers (column sums: H x n; window rows: H x window x n) in
+    // prefill_stats_[l], made by Scratch::stats_ahead while the device runs layer l - 1; waits
+    // for them and starts layer l + 1's (engine_attention.cpp).
+    void prefill_stats_buffers(int64_t l, int64_t n, bool colsum, int64_t window);
     // prefill_stats_[l].key_norm from the layer's keys k [n, G, d] (engine_attention.cpp).
     void prefill_key_norms(
         int64_t l, int64_t n, const float* k,
@@ -170,9 +175,10 @@ class Engine {
     std::vector<LayerPrefillStats> prefill_stats_;
     std::vector<float> all_logits_;
     std::vector<std::vector<std::vector<float>>> step_rows_;
-    std::vector<float> norms_scratch_;             // key norms for decode-time views
-    std::unique_ptr<cpu::ThreadPool> host_pool_;   // large host-side row copies (host_parallel)
-    std::unique_ptr<cpu::ThreadPool> stats_pool_;  // prompt statistics' buffers (stats_parallel)
+    std::vector<float> norms_scratch_;            // key norms for decode-time views
+    std::unique_ptr<cpu::ThreadPool> host_pool_;  // large host-side row copies (host_parallel)
+    // Prompt statistics' buffers (stats_parallel), used only by Scratch::stats_ahead's tasks.
+    std::unique_ptr<cpu::ThreadPool> stats_pool_;
 };
 
 }  // namespace kvscope

@@ -62,6 +62,30 @@ void Engine::zeroed_buffers(std::vector<std::vector<float>>& bufs, int64_t count
         for (int64_t i = 0; i < count; ++i) zero(i);
 }
 
+// Zeroing 134 MB of window rows per layer (8B shape, 32k, recorded) on the engine thread kept
+// the device idle between a layer's projections and its attention ("host.attention_args",
+// 809 ms of a 6.3 s prefill, bench/RESULTS.md, seventh run): layer l + 1's buffers are made on
+// a background thread while the device runs layer l. The tasks run one at a time and are the
+// only users of stats_pool_; each touches only its own layer's LayerPrefillStats.
+void Engine::prefill_stats_buffers(int64_t l, int64_t n, bool colsum, int64_t window) {
+    Scratch& s = *s_;
+    const int64_t H = spec().n_heads;
+    auto start = [&](int64_t layer) {
+        LayerPrefillStats* ps = &prefill_stats_[static_cast<size_t>(layer)];
+        s.ahead_task = s.stats_ahead.start([this, ps, H, n, colsum, window] {
+            if (colsum) zeroed_buffers(ps->colsum, H, n);
+            if (window > 0) {
+                ps->window_rows = window;
+                zeroed_buffers(ps->window, H, window * n);
+            }
+        });
+        s.ahead_layer = layer;
+    };
+    if (s.ahead_layer != l) start(l);
+    s.stats_ahead.wait(s.ahead_task);  // rethrows the task's failure (bad_alloc)
+    if (l + 1 < spec().n_layers) start(l + 1);
+}
+
 void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
     const ModelSpec& sp = spec();
     const int64_t G = sp.n_kv_heads, H = sp.n_heads, d = sp.head_dim;
@@ -144,10 +168,11 @@ void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
     if (is_prefill && (req_.colsum || req_.window > 0 || full_rows)) {
         LayerPrefillStats& ps = prefill_stats_[static_cast<size_t>(l)];
         pstats = &stats;
-        if (req_.colsum) {
-            zeroed_buffers(ps.colsum, H, n);
+        prefill_stats_buffers(
+            l, n, req_.colsum,
+            !full_rows && req_.window > 0 ? std::min<int64_t>(req_.window, n) : 0);
+        if (req_.colsum)
             for (auto& c : ps.colsum) stats.colsum.push_back(c.data());
-        }
         if (full_rows) {  // every row into the reused map buffer; the window is cut from it
             s.map_rows.resize(static_cast<size_t>(H));
             for (auto& m : s.map_rows) {
@@ -156,8 +181,6 @@ void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
             }
             stats.n_rows_tail = n;
         } else if (req_.window > 0) {
-            ps.window_rows = std::min<int64_t>(req_.window, n);
-            zeroed_buffers(ps.window, H, ps.window_rows * n);
             for (auto& w : ps.window) stats.rows.push_back(w.data());
             stats.n_rows_tail = ps.window_rows;
         }

@@ -43,6 +43,10 @@ struct Engine::Scratch {
     // before they go.
     std::vector<float> k_fill[2], v_fill[2];
     OrderedTasks fills;
+    // A prompt's statistics buffers, a layer ahead (Engine::prefill_stats_buffers): task
+    // ahead_task makes layer ahead_layer's (-1: none started in this forward call).
+    OrderedTasks stats_ahead;
+    int64_t ahead_layer = -1, ahead_task = -1;
 };
 
 }  // namespace kvscope
