@@ -115,8 +115,11 @@ void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
         fill_v = &s.v_fill[l % 2];
         fill_k->resize(static_cast<size_t>(n * G * d));
         fill_v->resize(static_cast<size_t>(n * G * d));
+        // Both arrive at the next synchronisation (the attention's statistics, or the one before
+        // the fill task starts below): the device goes on to the attention meanwhile instead of
+        // idling while the host waits for the copy and appends the slots.
         backend_.to_host_later(k_dev, fill_k->data());
-        backend_.to_host(v_dev, fill_v->data());
+        backend_.to_host_later(v_dev, fill_v->data());
     } else if (rows_later) {
         if (s.k_later.size() != static_cast<size_t>(sp.n_layers)) {
             s.k_later.assign(static_cast<size_t>(sp.n_layers), {});
@@ -256,6 +259,7 @@ void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
         // thread. The buffers stay untouched until the task is waited for (above, two layers on;
         // Engine::forward before it returns).
         auto parallel = host_parallel(n * G * d * static_cast<int64_t>(sizeof(float)));
+        backend_.synchronize();  // fill_k / fill_v delivered (nothing left when stats synced)
         const float* fk = fill_k->data();
         const float* fv = fill_v->data();
         const bool norms = req_.key_norms;
