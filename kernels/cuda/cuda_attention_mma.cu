@@ -43,8 +43,11 @@
 //                   cp.async; it recomputes S = Q K^T, p = exp2(t - LSE log2 e) under the mask,
 //                   and sums the columns in registers in query order; the lanes of a column and
 //                   then the warps of one head are added in a fixed order (no atomics:
-//                   deterministic); the last n_tail rows are written out. ~144 registers,
-//                   3 blocks/SM. Floor: +2*n*L*d FLOPs (~+50%); bytes: Q (bf16) once per 128 keys.
+//                   deterministic); the last n_tail rows are written out. Every exp2 is issued
+//                   unconditionally and masked by a select (independent, pipelined: 23 % faster
+//                   at 32k than exp2s under the mask's branch, which fit 3 blocks/SM in 144
+//                   registers but stalled on dependencies, ncu). ~210 registers, 2 blocks/SM.
+//                   Floor: +2*n*L*d FLOPs (~+50%); bytes: Q (bf16) once per 128 keys.
 //   Measured (bench_cuda_attention, H100, 8B shape, 32k): bench/RESULTS.md, "Seventh run".
 //
 // Shared memory (bytes, d = 128 / 64): fwd 105,472 / 56,320 (Q, 2 stages of K + V, positions);
@@ -105,8 +108,8 @@ struct Layout {
     static constexpr size_t p_kpos = p_q + kWarpsP * 2 * kQBuf;
     static constexpr size_t p_red = p_kpos + kKeysP * 8;
     static constexpr size_t p_bytes = p_red + kWarpsP * kKeysP * 4;
-    // Blocks per SM: 2 forward, 3 statistics (Hopper: 228 KB per SM, 1 KB reserved per block).
-    static_assert(2 * (f_bytes + 1024) <= 228 * 1024 && 3 * (p_bytes + 1024) <= 228 * 1024,
+    // Two blocks per SM of each kernel (Hopper: 228 KB per SM, 1 KB reserved per block).
+    static_assert(2 * (f_bytes + 1024) <= 228 * 1024 && 2 * (p_bytes + 1024) <= 228 * 1024,
                   "the blocks fit one Hopper SM");
     static_assert(f_st % 128 == 0 && kTileF % 128 == 0 && kQBuf % 16 == 0,
                   "16-byte cp.async / ldmatrix rows");
@@ -533,7 +536,7 @@ __device__ __forceinline__ void cp_async4(void* dst, const void* src, bool ok) {
 }
 
 template <int D, int HB>
-__global__ void __launch_bounds__(kThreadsP, 3)
+__global__ void __launch_bounds__(kThreadsP, 2)
     probs_pass_mma(AttentionDev a, Bf16Ops b, float cl2, int64_t q_begin, float* colsum,
                    float* rows, int64_t n_tail) {
     using L = Layout<D>;
@@ -630,34 +633,53 @@ __global__ void __launch_bounds__(kThreadsP, 3)
         if (wmax >= kmin) {                  // some row of the step sees some key of the block
             const bool full = kmax <= wmin;  // every key visible to every row
             const bool window = rows && qs + kRowsG > tail0;  // a row of the step is written out
+            // Rows that see some key (a finite LSE); the others' p are 0.
+            const bool live0 = e0 != -INFINITY, live1 = e1 != -INFINITY;
             float s[1][kNtF][4];
 #pragma unroll
             for (int half = 0; half < kKeysP / kKeysF; ++half) {
                 qk_tile<D, 1, kNtF>(s, reinterpret_cast<const bf16*>(step), sK + half * kKeysF * LD,
                                     lane);
+                // p in place: every exp2 issued unconditionally (independent, pipelined), then
+                // masked by a select; a masked or dead row's exp2 may be inf and is dropped.
 #pragma unroll
                 for (int nb = 0; nb < kNtF; ++nb)
 #pragma unroll
                     for (int e = 0; e < 2; ++e) {
-                        const int c = half * kKeysF + nb * 8 + c2 + e;
-                        bool v0 = e0 != -INFINITY, v1 = e1 != -INFINITY;
+                        bool v0 = live0, v1 = live1;
                         if (!full) {
-                            const long long kp = sKpos[c];
+                            const long long kp = sKpos[half * kKeysF + nb * 8 + c2 + e];
                             v0 = v0 && kp <= qp0;
                             v1 = v1 && kp <= qp1;
                         }
-                        const float p0 = v0 ? exp2f(__fmul_rn(s[0][nb][e], cl2) - e0) : 0.0f;
-                        const float p1 = v1 ? exp2f(__fmul_rn(s[0][nb][2 + e], cl2) - e1) : 0.0f;
-                        acc[half * kNtF + nb][e] += p0;
-                        acc[half * kNtF + nb][e] += p1;
-                        if (window && kt + c < len) {
-                            const int64_t qa = qs + g4, qc = qa + 8;
-                            if (qa >= tail0 && ok0)
-                                rows[(hw * n_tail + qa - tail0) * ld + kt + c] = p0;
-                            if (qc >= tail0 && ok1)
-                                rows[(hw * n_tail + qc - tail0) * ld + kt + c] = p1;
-                        }
+                        const float t0 = exp2f(__fmul_rn(s[0][nb][e], cl2) - e0);
+                        const float t1 = exp2f(__fmul_rn(s[0][nb][2 + e], cl2) - e1);
+                        s[0][nb][e] = v0 ? t0 : 0.0f;
+                        s[0][nb][2 + e] = v1 ? t1 : 0.0f;
                     }
+#pragma unroll
+                for (int nb = 0; nb < kNtF; ++nb)
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        acc[half * kNtF + nb][e] += s[0][nb][e];
+                        acc[half * kNtF + nb][e] += s[0][nb][2 + e];
+                    }
+                if (window) {
+                    const int64_t qa = qs + g4, qc = qa + 8;
+                    float* ra =
+                        qa >= tail0 && ok0 ? rows + (hw * n_tail + qa - tail0) * ld : nullptr;
+                    float* rc =
+                        qc >= tail0 && ok1 ? rows + (hw * n_tail + qc - tail0) * ld : nullptr;
+#pragma unroll
+                    for (int nb = 0; nb < kNtF; ++nb)
+#pragma unroll
+                        for (int e = 0; e < 2; ++e) {
+                            const int64_t j = kt + half * kKeysF + nb * 8 + c2 + e;
+                            if (j >= len) continue;
+                            if (ra) ra[j] = s[0][nb][e];
+                            if (rc) rc[j] = s[0][nb][2 + e];
+                        }
+                }
             }
         }
         __syncwarp();  // buffer buf is refilled two steps on
