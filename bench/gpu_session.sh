@@ -31,9 +31,11 @@
 #   bench1b     kvscope bench, 1B shape, lengths 1k,8k,32k
 #   bench8b     kvscope bench, 8B shape, lengths 1k,8k
 #   bench8b-32k kvscope bench, 8B shape, 32k
+#   bench1b-128k kvscope bench, 1B shape, 128k, full with recording on
 #   profile1b   KVSCOPE_PROFILE=1 kvscope bench (full, recording off), 1B shape, 1k/8k/32k
 #   profile8b   the same, 8B shape, 1k/8k, and 8k with recording on
 #   profile8b-32k  the same, 8B shape, 32k with recording on (the prefill target's case)
+#   profile8b-snapkv  the same, 8B shape, 32k, SnapKV (ratio 0.25), recording off
 #   profile8b-host KVSCOPE_PROFILE=host (host cost per op, no added waits), 8B, 1k, off and on
 #   profile1b-host the same, 1B, 1k, off
 #   attn        bench_cuda_attention (the prefill attention kernels alone: forward, column sums +
@@ -158,12 +160,16 @@ bench() {  # model name lengths
 stage_bench1b() { bench "$M1B" bench1b 1024,8192,32768; }
 stage_bench8b() { bench "$M8B" bench8b 1024,8192; }
 stage_bench8b-32k() { bench "$M8B" bench8b_32k 32768; }
+stage_bench1b-128k() {  # the "128k for the 1B shape": full, recording on only
+  "$KVSCOPE" bench --model "$M1B" --device cuda --lengths 131072 --decode-steps 8 --policy full \
+    --recording on --json "$OUT/bench1b_128k.json"
+}
 # Where a decode / prefill step's time goes (KVSCOPE_PROFILE=1, kernels/op_profile.h): per-op
 # device time (the stream waited for around each op) and the engine's host work, per step.
-profile() {  # model tag lengths [recording] [profile mode]
+profile() {  # model tag lengths [recording] [profile mode] [policy]
   for L in ${3//,/ }; do
     KVSCOPE_PROFILE=${5:-1} "$KVSCOPE" bench --model "$1" --device cuda --lengths "$L" --decode-steps 16 \
-      --policy full --recording "${4:-off}" --quiet --json "$OUT/profile_$2_$L.json" 2>&1 | grep -v "^$"
+      --policy "${6:-full}" --ratio 0.25 --recording "${4:-off}" --quiet --json "$OUT/profile_$2_$L.json" 2>&1 | grep -v "^$"
   done
 }
 # The host side of a prefill alone (no GPU): a prompt's K/V into the host cache, old storage vs
@@ -185,6 +191,7 @@ stage_hostcache() {
 stage_profile1b() { profile "$M1B" 1b 1024,8192,32768; }
 stage_profile8b() { profile "$M8B" 8b 1024,8192; profile "$M8B" 8b_rec 8192 on; which nsys ncu || true; }
 stage_profile8b-32k() { profile "$M8B" 8b_rec 32768 on; }  # the prefill target's case
+stage_profile8b-snapkv() { profile "$M8B" 8b_snapkv 32768 off 1 snapkv; }  # a compressing policy's prefill
 # Host or device bound? KVSCOPE_PROFILE=host: each op's host cost, no added waits; the device's
 # own waits in sync.wait (kernels/op_profile.h).
 stage_profile8b-host() { profile "$M8B" 8b_host 1024 off host; profile "$M8B" 8b_host_rec 1024 on host; }
@@ -209,7 +216,7 @@ stage_parity-large() {
     --expect-identical --json "$OUT/parity_large.json"
 }
 
-[ $# -gt 0 ] || { sed -n '2,48p' "$0"; exit 2; }
+[ $# -gt 0 ] || { sed -n '2,50p' "$0"; exit 2; }
 rc_all=0
 for s in "$@"; do
   if ! declare -F "stage_$s" >/dev/null; then echo "unknown stage: $s" >&2; exit 2; fi
