@@ -28,8 +28,11 @@
 //  * If C <= w, every layer keeps the last C tokens (the reference asserts C > w).
 #include <algorithm>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "core/policies/builtin_policies.h"
+#include "core/policies/head_tasks.h"
 #include "core/policies/pyramid_budget.h"
 #include "core/policies/window_vote.h"
 
@@ -102,13 +105,29 @@ class PyramidKVPolicy final : public Policy {
         const int64_t N = view.prompt_len;
         const int64_t w = std::min(vote_.window, C);
         const std::vector<int64_t> k = pyramid_layer_budgets(C, w, N, view.n_layers, beta_);
+        // The votes and top-k of every head on the host pool (independent per head), then the
+        // plan in head order.
+        std::vector<std::pair<const HeadScores*, int64_t>> heads;  // (head, its layer's budget)
+        for (const LayerScores& ls : view.layers)
+            for (const HeadScores& hs : ls.heads)
+                heads.emplace_back(&hs, k[static_cast<size_t>(ls.layer)]);
+        std::vector<std::vector<int64_t>> keep(heads.size());
+        const int64_t work = heads.empty() ? 0 : heads.front().first->n() * (w + vote_.kernel);
+        for_each_head_task(static_cast<int64_t>(heads.size()), work, [&](int64_t i) {
+            const auto& [hs, kl] = heads[static_cast<size_t>(i)];
+            if (N >= C && hs->n() > kl + w)
+                keep[static_cast<size_t>(i)] =
+                    window_vote_keep(*hs, w, vote_.kernel, vote_.pool, gqa_, kl);
+        });
+        size_t i = 0;
         for (const LayerScores& ls : view.layers) {
             const int64_t kl = k[static_cast<size_t>(ls.layer)];
             for (const HeadScores& hs : ls.heads) {
                 HeadPlan& hp = plan.at(ls.layer, hs.kv_head);
                 hp.budget = N < C ? C : kl + w;
+                std::vector<int64_t>& kept = keep[i++];
                 if (N < C || hs.n() <= kl + w) continue;
-                hp.keep = window_vote_keep(hs, w, vote_.kernel, vote_.pool, gqa_, kl);
+                hp.keep = std::move(kept);
                 if (explaining())
                     note_scores(ls.layer, hs.kv_head, -1, hs.positions,
                                 window_vote_explain(hs, w, vote_.kernel, vote_.pool, gqa_),

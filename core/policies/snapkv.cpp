@@ -25,8 +25,11 @@
 //  * The kept tokens stay in positional order (the reference gathers them in top-k order).
 #include <algorithm>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "core/policies/builtin_policies.h"
+#include "core/policies/head_tasks.h"
 #include "core/policies/window_vote.h"
 
 namespace kvscope {
@@ -74,13 +77,28 @@ class SnapKVPolicy final : public Policy {
         view.check();
         Plan plan;
         const int64_t C = budget_tokens();
+        const int64_t w = std::min(vote_.window, C);
+        // The votes and top-k of every head on the host pool (independent per head), then the
+        // plan in head order.
+        std::vector<const HeadScores*> heads;
+        for (const LayerScores& ls : view.layers)
+            for (const HeadScores& hs : ls.heads) heads.push_back(&hs);
+        std::vector<std::vector<int64_t>> keep(heads.size());
+        const int64_t work = heads.empty() ? 0 : heads.front()->n() * (w + vote_.kernel);
+        for_each_head_task(static_cast<int64_t>(heads.size()), work, [&](int64_t i) {
+            const HeadScores& hs = *heads[static_cast<size_t>(i)];
+            if (hs.n() > C)
+                keep[static_cast<size_t>(i)] =
+                    window_vote_keep(hs, w, vote_.kernel, vote_.pool, gqa_, C - w);
+        });
+        size_t i = 0;
         for (const LayerScores& ls : view.layers) {
             for (const HeadScores& hs : ls.heads) {
                 HeadPlan& hp = plan.at(ls.layer, hs.kv_head);
                 hp.budget = C;
+                std::vector<int64_t>& kept = keep[i++];
                 if (hs.n() <= C) continue;
-                const int64_t w = std::min(vote_.window, C);
-                hp.keep = window_vote_keep(hs, w, vote_.kernel, vote_.pool, gqa_, C - w);
+                hp.keep = std::move(kept);
                 if (explaining())
                     note_scores(ls.layer, hs.kv_head, -1, hs.positions,
                                 window_vote_explain(hs, w, vote_.kernel, vote_.pool, gqa_),

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "core/policies/pyramid_budget.h"
+#include "core/policies/window_vote.h"
 #include "tests/policies/policy_harness.h"
 
 namespace kvscope::test {
@@ -43,6 +44,29 @@ TEST(PyramidKV, KeptSetsUseLayerBudgets) {
     EXPECT_EQ(plan.find(1, 0)->budget, 2);
     ASSERT_EQ(plan.notes.size(), 2u);
     EXPECT_EQ(plan.notes[0].key, "pyramid_budget");
+}
+
+// Enough heads and keys that the votes run on the host pool (core/policies/head_tasks.h): every
+// head keeps exactly what its own vote under its layer's budget, computed here one head at a
+// time, keeps.
+TEST(PyramidKV, HeadsVotedOnThePoolKeepTheirOwnVotes) {
+    OwnedStats st(2, 16, 8, 2048, 32);
+    st.randomize(12);
+    const ScoreView view = st.view();
+    auto p = make_with_tokens("pyramidkv", 1024, {"window=32", "kernel=7", "pool=max", "beta=20"});
+    p->begin(st.dims(), st.N);
+    const Plan plan = p->after_prefill(view);
+    const V k = pyramid_layer_budgets(1024, 32, st.N, st.L, 20);
+    for (const LayerScores& ls : view.layers) {
+        const int64_t kl = k[static_cast<size_t>(ls.layer)];
+        for (const HeadScores& hs : ls.heads) {
+            const V want = hs.n() > kl + 32
+                               ? window_vote_keep(hs, 32, 7, PoolKind::kMax, GqaAgg::kMean, kl)
+                               : index_range(0, hs.n());
+            ASSERT_EQ(kept_of(plan, ls.layer, hs.kv_head, st.N), want)
+                << "layer " << ls.layer << " head " << hs.kv_head;
+        }
+    }
 }
 
 }  // namespace

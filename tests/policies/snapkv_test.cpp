@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "core/policies/window_vote.h"
 #include "tests/policies/policy_harness.h"
 
 namespace kvscope::test {
@@ -59,6 +60,31 @@ TEST(SnapKV, WindowVotesWithPooling) {
     auto q = make_with_tokens("snapkv", 6, {"window=4"});
     q->begin(st.dims(), st.N);
     EXPECT_THROW(q->after_prefill(st.view()), std::invalid_argument);
+}
+
+// Enough heads and keys that the votes run on the host pool (core/policies/head_tasks.h: 16
+// heads x 2048 keys x (window + kernel) is over its 2^20 threshold): every head keeps exactly what
+// its own vote, computed here one head at a time, keeps, in the plan's (layer, head) slots; a
+// failing head's error comes back through the pool.
+TEST(SnapKV, HeadsVotedOnThePoolKeepTheirOwnVotes) {
+    OwnedStats st(2, 16, 8, 2048, 32);
+    st.randomize(11);
+    const ScoreView view = st.view();
+    for (const std::string gqa : {"mean", "per_query_head"}) {
+        auto p =
+            make_with_tokens("snapkv", 1024, {"window=32", "kernel=7", "pool=max", "gqa=" + gqa});
+        p->begin(st.dims(), st.N);
+        const Plan plan = p->after_prefill(view);
+        const GqaAgg agg = gqa == "mean" ? GqaAgg::kMean : GqaAgg::kPerQueryHead;
+        for (const LayerScores& ls : view.layers)
+            for (const HeadScores& hs : ls.heads)
+                ASSERT_EQ(kept_of(plan, ls.layer, hs.kv_head, st.N),
+                          window_vote_keep(hs, 32, 7, PoolKind::kMax, agg, 1024 - 32))
+                    << gqa << " layer " << ls.layer << " head " << hs.kv_head;
+    }
+    auto q = make_with_tokens("snapkv", 1024, {"window=33"});  // 33 rows asked, 32 recorded
+    q->begin(st.dims(), st.N);
+    EXPECT_THROW(q->after_prefill(view), std::invalid_argument);
 }
 
 }  // namespace
