@@ -46,7 +46,7 @@
 //                   deterministic); the last n_tail rows are written out. Every exp2 is issued
 //                   unconditionally and masked by a select (independent, pipelined: 23 % faster
 //                   at 32k than exp2s under the mask's branch, which fit 3 blocks/SM in 144
-//                   registers but stalled on dependencies, ncu). ~210 registers, 2 blocks/SM.
+//                   registers but stalled on dependencies, ncu). ~190 registers, 2 blocks/SM.
 //                   Floor: +2*n*L*d FLOPs (~+50%); bytes: Q (bf16) once per 128 keys.
 //   Measured (bench_cuda_attention, H100, 8B shape, 32k): bench/RESULTS.md, "Seventh run".
 //
