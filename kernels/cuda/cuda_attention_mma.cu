@@ -3,6 +3,12 @@
 // (attention_mma_eligible). Semantics are those of cuda_attention.cu's file comment: slot j is
 // visible to query i iff kpos[j] <= q_pos[i]; a row that sees no key gets out 0, LSE -inf.
 //
+// One file (~880 lines) on purpose: the forward and the statistics pass must form every logit
+// through the same inlined fragment helpers (qk_tile, the PTX wrappers) compiled in one
+// translation unit with one set of flags, which is what makes the statistics pass's p rows sum to
+// 1 against the forward's LSE (see Numerics); the dispatch and scratch below serve exactly these
+// two kernels.
+//
 // Numerics: Q, K and V are rounded to bf16 (8-bit mantissa) once per call into stream-ordered
 // scratch (to_bf16_*: Q as [n, H, d], K and V compacted per KV head to [G, max_len, d]); P is
 // rounded to bf16 before P.V. Q.K^T and P.V run on mma.sync m16n8k16 (bf16 in, fp32 accumulate);
