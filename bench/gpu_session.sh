@@ -38,6 +38,7 @@
 #   profile8b-snapkv  the same, 8B shape, 32k, SnapKV (ratio 0.25), recording off
 #   profile8b-host KVSCOPE_PROFILE=host (host cost per op, no added waits), 8B, 1k, off and on
 #   profile1b-host the same, 1B, 1k, off
+#   ncu8b-decode ncu: device time per kernel of an 8B decode step at 1k (bench/ncu_steps.py)
 #   attn        bench_cuda_attention (the prefill attention kernels alone: forward, column sums +
 #               window rows, rows only; checked against the fp32 kernels first) and its peer
 #               bench/peer_attention.py (torch SDPA, bf16), 8B attention shape at 8k and 32k
@@ -51,7 +52,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-CARRY=$ROOT/.devcarry/gpu
+CARRY=${KVSCOPE_CARRY:-$ROOT/.devcarry/gpu}  # KVSCOPE_CARRY: another pack (a baseline)
 MODELS=${KVSCOPE_MODELS:-$ROOT/build-models}  # ignored by git; kept between calls on a warm machine
 M1B=$MODELS/llama-3.2-1b-shape
 M8B=$MODELS/llama-3.1-8b-shape
@@ -187,6 +188,17 @@ stage_attn() {
 stage_hostcache() {
   "$BENCH_HOST_CACHE" 8192 32 8 128; "$BENCH_HOST_CACHE" 32768 32 8 128
   "$BENCH_SUMMARY" 32768 32 32 8 32
+}
+# Device time per kernel of an 8B decode step at 1k (ncu, one metric pass per kernel, caches and
+# clocks left as they run): which kernels a step launches and how near the floor each one is.
+stage_ncu8b-decode() {
+  local NCU=/usr/local/cuda/bin/ncu
+  "$NCU" --metrics gpu__time_duration.sum,dram__bytes_read.sum --csv --cache-control none \
+    --clock-control none "$KVSCOPE" bench --model "$M8B" --device cuda --lengths 1024 \
+    --decode-steps 3 --policy full --recording "${1:-off}" --quiet > "$OUT/ncu_decode.csv" 2> "$OUT/ncu_decode.err"
+  tail -3 "$OUT/ncu_decode.err"
+  python3 bench/ncu_steps.py "$OUT/ncu_decode.csv" --steps 2 | tee "$OUT/ncu_decode.txt"
+  xz -9 "$OUT/ncu_decode.csv"
 }
 stage_profile1b() { profile "$M1B" 1b 1024,8192,32768; }
 stage_profile8b() { profile "$M8B" 8b 1024,8192; profile "$M8B" 8b_rec 8192 on; which nsys ncu || true; }

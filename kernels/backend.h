@@ -80,8 +80,10 @@ struct AttentionStats {
     // devices).
     std::vector<float*> lse;
     // The caller reads the statistics only after the backend's next synchronisation
-    // (synchronize(), to_host()): a device backend may then return before they are copied back
-    // instead of waiting for the kernels (decode steps: every layer's rows at the step's end).
+    // (synchronize(), to_host(), deliver_copies()), and the buffers stay valid until then: a
+    // device backend may then return before they are copied back instead of waiting for the
+    // kernels (decode steps: every layer's rows at the step's end; a prompt layer's statistics
+    // once its MLP is queued).
     bool deferred = false;
 };
 
@@ -151,6 +153,12 @@ class Backend {
     virtual bool new_rows_stay_on_device() const { return false; }
     virtual void from_host(Tensor& dst, const float* src) = 0;  // dst f32
     virtual void synchronize() = 0;
+    // Delivers what to_host_later() and deferred statistics have queued so far, waiting only for
+    // the device work queued before them: work queued after them may still be running when this
+    // returns. Why: the engine calls it once a prompt layer's MLP is queued, so the device runs
+    // that MLP while the host unpacks the layer's keys, values and statistics (it synchronised
+    // before, and the device idled through every layer's unpacks). The default synchronises.
+    virtual void deliver_copies() { synchronize(); }
 
     // ---- ops ---------------------------------------------------------------------------------
     // out[i, :] = table[ids[i], :] (converted to f32). table [vocab, d], out [n, d].

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <exception>
 #include <string>
 
 #include "core/cache/kv_cache.h"
@@ -172,7 +173,24 @@ std::vector<float> Engine::forward(const int32_t* ids, int64_t n, bool is_prefil
         FillsEnd& operator=(const FillsEnd&) = delete;
         ~FillsEnd() { t.wait_quietly(); }
     } fills_end{s.fills}, ahead_end{s.stats_ahead};
+    // Copies the backend still owes (to_host_later, deferred statistics) land in the scratch
+    // and prefill_stats_ buffers: when this throws, they land before those may be reallocated.
+    struct CopiesEnd {
+        Backend& b;
+        int on_entry = std::uncaught_exceptions();
+        explicit CopiesEnd(Backend& backend) : b(backend) {}
+        CopiesEnd(const CopiesEnd&) = delete;
+        CopiesEnd& operator=(const CopiesEnd&) = delete;
+        ~CopiesEnd() {
+            if (std::uncaught_exceptions() == on_entry) return;
+            try {
+                b.synchronize();
+            } catch (...) {  // NOLINT(bugprone-empty-catch): the first error is the one thrown
+            }
+        }
+    } copies_end{backend_};
     s.ahead_layer = s.ahead_task = -1;
+    s.fill_layer = -1;
     if (n > s.cap) {
         free_all(backend_, {&s.x, &s.h, &s.q, &s.k, &s.v, &s.att, &s.o, &s.gate, &s.up, &s.act,
                             &s.down, &s.last, &s.logits});
@@ -248,6 +266,7 @@ std::vector<float> Engine::forward(const int32_t* ids, int64_t n, bool is_prefil
             backend_.add_rmsnorm(x, down, w_->layers[static_cast<size_t>(l + 1)].attn_norm, eps, h);
         else
             backend_.add_inplace(x, down);
+        start_prompt_fill();  // this layer's rows, while the device runs the MLP just queued
     }
     pos_ += n;
 

@@ -154,6 +154,9 @@ class Engine {
     // prefill_stats_[l], made by Scratch::stats_ahead while the device runs layer l - 1; waits
     // for them and starts layer l + 1's (engine_attention.cpp).
     void prefill_stats_buffers(int64_t l, int64_t n, bool colsum, int64_t window);
+    // The pending prompt fill (Scratch::fill_layer): the backend's queued copies delivered
+    // (Backend::deliver_copies), then the layer's rows and key norms on a host thread.
+    void start_prompt_fill();
     // prefill_stats_[l].key_norm from the layer's keys k [n, G, d] (engine_attention.cpp).
     void prefill_key_norms(
         int64_t l, int64_t n, const float* k,

@@ -171,6 +171,10 @@ void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
     if (is_prefill && (req_.colsum || req_.window > 0 || full_rows)) {
         LayerPrefillStats& ps = prefill_stats_[static_cast<size_t>(l)];
         pstats = &stats;
+        // Read after the prompt (policy_after_prefill, observers), from buffers that live until
+        // then: delivered with the layer's rows (start_prompt_fill) or at a later sync. The
+        // full maps are read below, at once.
+        stats.deferred = !full_rows;
         prefill_stats_buffers(
             l, n, req_.colsum,
             !full_rows && req_.window > 0 ? std::min<int64_t>(req_.window, n) : 0);
@@ -255,21 +259,35 @@ void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
     }
 
     if (fill_behind) {
-        // Rows, then key norms, behind the device; host_parallel() makes its pool here, on this
-        // thread. The buffers stay untouched until the task is waited for (above, two layers on;
-        // Engine::forward before it returns).
-        auto parallel = host_parallel(n * G * d * static_cast<int64_t>(sizeof(float)));
-        backend_.synchronize();  // fill_k / fill_v delivered (nothing left when stats synced)
-        const float* fk = fill_k->data();
-        const float* fv = fill_v->data();
-        const bool norms = req_.key_norms;
-        s.fills.start([this, l, n, fk, fv, parallel, norms] {
-            cache_->fill_pending_rows(l, fk, fv, parallel);
-            if (norms) prefill_key_norms(l, n, fk, parallel);
-        });
+        // Rows, then key norms, behind the device, once the layer's MLP is queued
+        // (start_prompt_fill); host_parallel() makes its pool here, on this thread.
+        s.fill_parallel = host_parallel(n * G * d * static_cast<int64_t>(sizeof(float)));
+        s.fill_layer = l;
+        s.fill_n = n;
     } else if (is_prefill && req_.key_norms) {
         prefill_key_norms(l, n, k, host_parallel(n * G * d * static_cast<int64_t>(sizeof(float))));
     }
+}
+
+// Layer l's keys and values (and its deferred statistics) come back while the device runs the
+// layer's MLP, queued before this is called: deliver_copies() waits only for the copies, where a
+// synchronisation had the device idle through every layer's unpacks. The buffers stay untouched
+// until the task is waited for (attention_layer, two layers on; Engine::forward before it
+// returns).
+void Engine::start_prompt_fill() {
+    Scratch& s = *s_;
+    if (s.fill_layer < 0) return;
+    const int64_t l = s.fill_layer, n = s.fill_n;
+    s.fill_layer = -1;
+    backend_.deliver_copies();
+    const float* fk = s.k_fill[l % 2].data();
+    const float* fv = s.v_fill[l % 2].data();
+    const bool norms = req_.key_norms;
+    auto parallel = s.fill_parallel;
+    s.fills.start([this, l, n, fk, fv, parallel, norms] {
+        cache_->fill_pending_rows(l, fk, fv, parallel);
+        if (norms) prefill_key_norms(l, n, fk, parallel);
+    });
 }
 
 // Key norms of the prompt's keys: the cache's rows of this layer are exactly these.

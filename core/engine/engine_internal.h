@@ -1,5 +1,6 @@
 #pragma once
 // Engine internals shared by its implementation files (not part of the engine's API).
+#include <functional>
 #include <vector>
 
 #include "core/engine/engine.h"
@@ -43,6 +44,10 @@ struct Engine::Scratch {
     // before they go.
     std::vector<float> k_fill[2], v_fill[2];
     OrderedTasks fills;
+    // The fill of layer fill_layer (-1: none), started once that layer's MLP is queued and its
+    // copies are delivered (Engine::start_prompt_fill): the device runs the MLP meanwhile.
+    int64_t fill_layer = -1, fill_n = 0;
+    std::function<void(int64_t, const std::function<void(int64_t)>&)> fill_parallel;
     // A prompt's statistics buffers, a layer ahead (Engine::prefill_stats_buffers): task
     // ahead_task makes layer ahead_layer's (-1: none started in this forward call).
     OrderedTasks stats_ahead;

@@ -37,8 +37,11 @@
 //   (2026-12-06, bench/RESULTS.md); =0 turns each off (switched_on()):
 //   KVSCOPE_CUDA_NEW_ROWS: a call's new K/V rows (AttentionArgs::new_k / new_v) go into the
 //   mirror within the device instead of through the host cache and the ring;
-//   KVSCOPE_CUDA_DEFER: to_host_later() and deferred decode rows (AttentionStats::deferred)
-//   land in pinned memory and reach the caller at the next sync() (cuda_host_copies.h).
+//   KVSCOPE_CUDA_DEFER: to_host_later() and deferred statistics (AttentionStats::deferred)
+//   land in pinned memory and reach the caller at the next sync() or deliver_copies()
+//   (cuda_host_copies.h).
+// - KVSCOPE_CUDA_SIDE_COPIES (default on; =0 off): copies to the host of >= 8 MB go through a
+//   device snapshot and a copy stream of their own, overlapping the next kernels (HostCopies).
 // - KVSCOPE_CUDA_FUSED (default on; =0 off): a decode step's q/k/v projections in one GEMV launch,
 //   gate/up/silu in one, RoPE of q and k in one, the residual add with the next norm
 //   (Backend::matmul_parts, swiglu, rope_qk, add_rmsnorm).
@@ -196,6 +199,8 @@ class CudaBackend final : public Backend {
         new_rows_on_ = switched_on("KVSCOPE_CUDA_NEW_ROWS");
         defer_on_ = switched_on("KVSCOPE_CUDA_DEFER");
         fused_on_ = switched_on("KVSCOPE_CUDA_FUSED");
+        later_.set_side_copies(switched_on("KVSCOPE_CUDA_SIDE_COPIES"));
+        later_.set_device_counter([this](int64_t delta) { count(delta); });
     }
     ~CudaBackend() override {
         // Never throws: report and go on freeing.
@@ -392,6 +397,20 @@ class CudaBackend final : public Backend {
         }
     }
     void synchronize() override { sync(); }
+    // Waits for the queued copies only (their event), then unpacks them: the kernels queued
+    // after them keep the device busy meanwhile. The staging ring and retired buffers wait for
+    // the next sync().
+    void deliver_copies() override {
+        if (!later_.pending()) return;
+        cudaError_t waited;
+        {
+            prof::Scope wait("sync.copies");
+            waited = later_.wait_copied();
+        }
+        if (waited != cudaSuccess) later_.drop();
+        KVS_CUDA_CHECK(waited);
+        later_.deliver();
+    }
 
     // ---- ops ---------------------------------------------------------------------------------
     void embedding(const Tensor& table, const int32_t* ids, int64_t n, Tensor& out) override {
@@ -571,6 +590,7 @@ class CudaBackend final : public Backend {
         {
             prof::Scope wait("sync.wait");  // KVSCOPE_PROFILE=host: the device's share
             waited = cudaStreamSynchronize(stream_);
+            if (waited == cudaSuccess) waited = later_.wait_copied();  // the copy stream's too
         }
         if (waited != cudaSuccess) later_.drop();  // nothing more will arrive
         KVS_CUDA_CHECK(waited);

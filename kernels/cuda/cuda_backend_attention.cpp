@@ -117,36 +117,25 @@ void CudaBackend::attention(const AttentionArgs& args) {
         if (!mirrored) sync();
         return;
     }
-    if (defer_on_ && st->deferred && mirrored && want_rows && !want_colsum && !want_lse) {
-        // Rows only, read after the next synchronisation (AttentionStats::deferred): copied back
-        // then, without waiting here. [H, n_tail, ld] on the device -> each head's [n_tail, len].
-        const int64_t group = H / G;
-        std::vector<std::pair<float*, int64_t>> dst(static_cast<size_t>(H));
-        for (int64_t h = 0; h < H; ++h)
-            dst[static_cast<size_t>(h)] = {st->rows[static_cast<size_t>(h)],
-                                           args.kv[h / group].len};
-        later_.enqueue(drows, static_cast<size_t>(H * n_tail * ld) * sizeof(float), stream_,
-                       [dst = std::move(dst), n_tail, ld](const void* p) {
-                           const auto* src = static_cast<const float*>(p);
-                           for (size_t h = 0; h < dst.size(); ++h) {
-                               const auto [to, len] = dst[h];
-                               if (!to) continue;
-                               for (int64_t r = 0; r < n_tail; ++r)
-                                   std::memcpy(to + r * len,
-                                               src + (static_cast<int64_t>(h) * n_tail + r) * ld,
-                                               static_cast<size_t>(len) * sizeof(float));
-                           }
-                       });
-        return;
-    }
     const int64_t group = H / G;
     if (defer_on_) {
         // 4. Statistics back to the caller's host buffers (colsum accumulates, as on the CPU):
-        //    DMA into pinned memory, then each head's rows unpacked by a pool thread (a recorded
-        //    32k prompt: 134 MB of window rows per layer, bench/RESULTS.md, fifth run). The
-        //    unpacks run inside sync() below, while args and *st are still the caller's.
+        //    DMA into pinned memory, then each head's rows unpacked, by a pool thread when large
+        //    (a recorded 32k prompt: 134 MB of window rows per layer, bench/RESULTS.md, fifth
+        //    run). The unpacks run at the next sync(), or deliver_copies(): here below, unless
+        //    the caller reads them later (AttentionStats::deferred), so they capture by value
+        //    what they need of args and *st.
         ps.next("attention.stats_to_host");
-        const KVHeadView* kv = args.kv;
+        struct HeadDst {
+            float* colsum;
+            float* rows;
+            int64_t len;
+        };
+        std::vector<HeadDst> dst(static_cast<size_t>(H));
+        for (int64_t h = 0; h < H; ++h)
+            dst[static_cast<size_t>(h)] = {
+                want_colsum ? st->colsum[static_cast<size_t>(h)] : nullptr,
+                want_rows ? st->rows[static_cast<size_t>(h)] : nullptr, args.kv[h / group].len};
         cpu::ThreadPool* pool =
             static_cast<size_t>(H * ld) * sizeof(float) * std::max<int64_t>(n_tail, 1) >=
                     kPinnedCopyMin
@@ -163,39 +152,41 @@ void CudaBackend::attention(const AttentionArgs& args) {
         };
         if (want_colsum)
             later_.enqueue(dcol, static_cast<size_t>(H * ld) * sizeof(float), stream_,
-                           [st, kv, group, ld, each_head](const void* p) {
+                           [dst, ld, each_head](const void* p) {
                                const auto* src = static_cast<const float*>(p);
                                each_head([&](int64_t h) {
-                                   float* dst = st->colsum[static_cast<size_t>(h)];
-                                   if (!dst) return;
-                                   const int64_t len = kv[h / group].len;
+                                   const HeadDst& t = dst[static_cast<size_t>(h)];
+                                   if (!t.colsum) return;
                                    const float* from = src + h * ld;
-                                   for (int64_t j = 0; j < len; ++j) dst[j] += from[j];
+                                   for (int64_t j = 0; j < t.len; ++j) t.colsum[j] += from[j];
                                });
                            });
         if (want_rows)
             later_.enqueue(drows, static_cast<size_t>(H * n_tail * ld) * sizeof(float), stream_,
-                           [st, kv, group, ld, n_tail, each_head](const void* p) {
+                           [dst, ld, n_tail, each_head](const void* p) {
                                const auto* src = static_cast<const float*>(p);
                                each_head([&](int64_t h) {
-                                   float* dst = st->rows[static_cast<size_t>(h)];
-                                   if (!dst) return;
-                                   const int64_t len = kv[h / group].len;
+                                   const HeadDst& t = dst[static_cast<size_t>(h)];
+                                   if (!t.rows) return;
                                    for (int64_t r = 0; r < n_tail; ++r)
-                                       std::memcpy(dst + r * len, src + (h * n_tail + r) * ld,
-                                                   static_cast<size_t>(len) * sizeof(float));
+                                       std::memcpy(t.rows + r * t.len, src + (h * n_tail + r) * ld,
+                                                   static_cast<size_t>(t.len) * sizeof(float));
                                });
                            });
-        if (want_lse)
+        if (want_lse) {
+            std::vector<float*> lse_dst = st->lse;
             later_.enqueue(a.lse, static_cast<size_t>(H * n) * sizeof(float), stream_,
-                           [st, H, n](const void* p) {
+                           [lse_dst, H, n](const void* p) {
                                const auto* src = static_cast<const float*>(p);
                                for (int64_t h = 0; h < H; ++h)
-                                   if (float* dst = st->lse[static_cast<size_t>(h)])
-                                       std::memcpy(dst, src + h * n,
+                                   if (float* to = lse_dst[static_cast<size_t>(h)])
+                                       std::memcpy(to, src + h * n,
                                                    static_cast<size_t>(n) * sizeof(float));
                            });
-        sync();
+        }
+        // Deferred: delivered at the caller's next synchronisation. Plain views were read from
+        // the caller's host arrays, which may change once this returns: those wait here.
+        if (!st->deferred || !mirrored) sync();
         return;
     }
     sync();

@@ -10,6 +10,7 @@
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/kv_journal.h"
+#include "kernels/op_profile.h"
 
 namespace kvscope::cuda {
 
@@ -48,6 +49,8 @@ const LayerMirror& CudaBackend::update_mirror(const AttentionArgs& args, int64_t
     LayerMirror old;
     const bool regrow = need > m.cap;
     if (regrow) {
+        // Also counted in the caller's "attention.mirror": how much of it is allocation.
+        prof::Scope alloc("attention.mirror.regrow");
         old = m;
         LayerMirror grown = m;
         grown.cap = (need + std::max<int64_t>(need / 4, 256) + 63) / 64 * 64;

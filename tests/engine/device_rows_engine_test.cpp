@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <deque>
 #include <filesystem>
 #include <vector>
 
@@ -52,14 +53,22 @@ class DeviceRowsBackend final : public Backend {
     void to_host_later(const Tensor& src, float* dst) override {
         std::vector<float> now(static_cast<size_t>(src.numel()));
         in_->to_host(src, now.data());
-        later_.emplace_back(dst, std::move(now));
+        later_.push_back({dst, std::move(now), false});
     }
     bool new_rows_stay_on_device() const override { return true; }
     void from_host(Tensor& dst, const float* src) override { in_->from_host(dst, src); }
     void synchronize() override {
         in_->synchronize();
+        ++syncs;
         deliver();
     }
+    // The copies queued so far (this wrapper computes them at once; a device would still be
+    // running what was queued after them).
+    void deliver_copies() override {
+        ++deliveries;
+        deliver();
+    }
+    int64_t syncs = 0, deliveries = 0;
     void embedding(const Tensor& t, const int32_t* ids, int64_t n, Tensor& out) override {
         in_->embedding(t, ids, n, out);
     }
@@ -109,16 +118,48 @@ class DeviceRowsBackend final : public Backend {
         }
         AttentionArgs a = args;
         a.kv = views.data();
+        // Deferred statistics (AttentionStats::deferred) into buffers of our own, handed over at
+        // the next sync or deliver_copies(), as a device's copies arrive: column sums added to
+        // the caller's, the rest copied. The caller's buffers hold garbage until then.
+        AttentionStats own;
+        if (args.stats && args.stats->deferred) {
+            const AttentionStats& st = *args.stats;
+            own = st;
+            const int64_t H = args.q->dim(1), group = H / G;
+            auto redirect = [&](std::vector<float*>& to, const std::vector<float*>& from,
+                                int64_t rows_per_head, bool add, bool per_query) {
+                for (size_t h = 0; h < from.size(); ++h) {
+                    if (!from[h]) continue;
+                    const int64_t len =
+                        per_query ? args.q->dim(0)
+                                  : views[h / static_cast<size_t>(group)].len * rows_per_head;
+                    later_.push_back({from[h], std::vector<float>(static_cast<size_t>(len)), add});
+                    to[h] = later_.back().values.data();
+                    if (!add) std::fill_n(from[h], len, -7.0f);  // not arrived yet
+                }
+            };
+            redirect(own.colsum, st.colsum, 1, true, false);
+            redirect(own.rows, st.rows, st.n_rows_tail, false, false);
+            redirect(own.lse, st.lse, 1, false, true);
+            a.stats = &own;
+        }
         in_->attention(a);
     }
 
   private:
+    struct Later {
+        float* dst;
+        std::vector<float> values;
+        bool add = false;  // column sums accumulate
+    };
     void deliver() {
-        for (auto& [dst, rows] : later_) std::copy(rows.begin(), rows.end(), dst);
+        for (Later& l : later_)
+            for (size_t i = 0; i < l.values.size(); ++i)
+                l.dst[i] = l.add ? l.dst[i] + l.values[i] : l.values[i];
         later_.clear();
     }
     std::unique_ptr<Backend> in_;
-    std::vector<std::pair<float*, std::vector<float>>> later_;
+    std::deque<Later> later_;  // pointers into its elements stay valid as it grows
 };
 
 // Without a policy, with the full policy (kept when recording, for the trace's metadata), and with
@@ -165,6 +206,10 @@ void expect_device_rows_equal_cpu(const std::string& policy_name, Budget budget 
     Sampler greedy({});
     auto la = a.prefill(ids), lb = b.prefill(ids);
     ASSERT_EQ(la, lb);
+    // The prompt's layers never synchronised: each delivered its copies once its MLP was queued
+    // (Engine::start_prompt_fill); the logits' to_host() is the prompt's only wait.
+    EXPECT_EQ(dev.syncs, 0);
+    EXPECT_EQ(dev.deliveries, sp.n_layers);
     const int steps = 6;
     for (int s = 0; s < steps; ++s) {
         const int32_t next = greedy.sample(la.data(), sp.vocab_size);

@@ -329,6 +329,24 @@ int deferred_sequence(Backend& dev) {
     EXPECT_EQ(ga, a);  // copies: exact
     EXPECT_EQ(gb, b);
     EXPECT_EQ(gc, a);
+    // Large copies (12 MB each: the CUDA backend takes a device snapshot and copies it on a
+    // stream of its own, HostCopies) keep the values of the moment they were queued, though the
+    // source is overwritten right after, and deliver_copies() hands them over, in order, with a
+    // small copy between them.
+    constexpr int64_t kBig = 3 << 20;
+    const std::vector<float> x = randn(9, kBig), y = randn(10, kBig);
+    Tensor tx = sc.act(x, {kBig}), ty = sc.act(y, {kBig});
+    std::vector<float> gx(kBig, NAN), gy(kBig, NAN), gs(1000, NAN);
+    dev.to_host_later(tx, gx.data());
+    dev.add_inplace(tx, ty);  // tx = x + y, queued after the copy
+    dev.to_host_later(ta, gs.data());
+    dev.to_host_later(tx, gy.data());
+    dev.deliver_copies();
+    EXPECT_EQ(gx, x);
+    EXPECT_EQ(gs, a);
+    std::vector<float> sum(kBig);
+    for (int64_t i = 0; i < kBig; ++i) sum[i] = x[i] + y[i];
+    EXPECT_EQ(gy, sum);  // fp32 adds on both backends: exact
     dev.forget_kv(cache.uid());
     return compared;
 }
