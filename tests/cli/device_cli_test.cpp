@@ -3,8 +3,10 @@
 // CI), `--device cuda` must fail before any work with exit 1 and a message naming what was needed
 // and what was found; where it can, the same commands must run.
 #include <gtest/gtest.h>
+
 #include <sys/wait.h>
 #include <unistd.h>
+#include <algorithm>
 
 #include <array>
 #include <cstdio>
@@ -82,8 +84,14 @@ TEST(Bench, RunsOnTheCpuAndWritesRows) {
     EXPECT_EQ(j["backend"], "cpu");
     EXPECT_GT(j["floor_gbs"].get<double>(), 0.0);
     ASSERT_EQ(j["rows"].size(), 8u);  // {full, snapkv} x {16, 40} x {off, on}
+    EXPECT_EQ(j["prefill_reps"], 3);  // the default
     for (const auto& row : j["rows"]) {
         EXPECT_GT(row["prefill_ms"].get<double>(), 0.0);
+        // The median of the three timed prefills.
+        std::vector<double> reps = row["prefill_reps_ms"].get<std::vector<double>>();
+        ASSERT_EQ(reps.size(), 3u);
+        std::sort(reps.begin(), reps.end());
+        EXPECT_EQ(row["prefill_ms"].get<double>(), reps[1]);
         EXPECT_GT(row["decode_ms_per_token"].get<double>(), 0.0);
         EXPECT_GT(row["bytes_per_step"].get<int64_t>(), row["kv_bytes"].get<int64_t>());
         EXPECT_GT(row["gbs"].get<double>(), 0.0);
@@ -92,6 +100,9 @@ TEST(Bench, RunsOnTheCpuAndWritesRows) {
     EXPECT_LT(j["rows"][6]["kv_bytes"].get<int64_t>(), j["rows"][2]["kv_bytes"].get<int64_t>());
     const CliResult bad = run_kvscope("bench --model " + kModel + " --device cpu --lengths 1");
     EXPECT_EQ(bad.code, 2) << bad.out;
+    const CliResult no_reps =
+        run_kvscope("bench --model " + kModel + " --device cpu --lengths 16 --prefill-reps 0");
+    EXPECT_EQ(no_reps.code, 2) << no_reps.out;
 }
 
 }  // namespace
