@@ -198,8 +198,11 @@ std::vector<float> Engine::forward(const int32_t* ids, int64_t n, bool is_prefil
         s.x = backend_.alloc(DType::kF32, {n, sp.hidden});
         s.h = backend_.alloc(DType::kF32, {n, sp.hidden});
         s.q = backend_.alloc(DType::kF32, {n, sp.n_heads, sp.head_dim});
-        s.k = backend_.alloc(DType::kF32, {n, sp.n_kv_heads, sp.head_dim});
-        s.v = backend_.alloc(DType::kF32, {n, sp.n_kv_heads, sp.head_dim});
+        // At least a row per layer: a decode step may keep each layer's new K/V row apart
+        // (Scratch::kv_row0).
+        const int64_t kv_rows = std::max(n, sp.n_layers);
+        s.k = backend_.alloc(DType::kF32, {kv_rows, sp.n_kv_heads, sp.head_dim});
+        s.v = backend_.alloc(DType::kF32, {kv_rows, sp.n_kv_heads, sp.head_dim});
         s.att = backend_.alloc(DType::kF32, {n, sp.n_heads, sp.head_dim});
         s.o = backend_.alloc(DType::kF32, {n, sp.hidden});
         s.gate = backend_.alloc(DType::kF32, {n, sp.intermediate});
@@ -214,17 +217,17 @@ std::vector<float> Engine::forward(const int32_t* ids, int64_t n, bool is_prefil
         return make_tensor_view(t.data, DType::kF32, {n, cols}, t.device);
     };
     Tensor x = rows(s.x, sp.hidden), h = rows(s.h, sp.hidden), o = rows(s.o, sp.hidden);
-    Tensor q2 = rows(s.q, sp.q_dim()), k2 = rows(s.k, sp.kv_dim()), v2 = rows(s.v, sp.kv_dim());
+    Tensor q2 = rows(s.q, sp.q_dim());
     Tensor att2 = rows(s.att, sp.q_dim());
     Tensor gate = rows(s.gate, sp.intermediate), up = rows(s.up, sp.intermediate);
     Tensor act = rows(s.act, sp.intermediate), down = rows(s.down, sp.hidden);
     // Views only (pointer arithmetic, never a dereference: the memory may be on a device).
     Tensor q3 = make_tensor_view(s.q.data, DType::kF32, {n, sp.n_heads, sp.head_dim}, s.q.device);
-    Tensor k3 =
-        make_tensor_view(s.k.data, DType::kF32, {n, sp.n_kv_heads, sp.head_dim}, s.k.device);
     Tensor qh = make_tensor_view(s.q.data, DType::kF32, {n * sp.n_heads, sp.head_dim}, s.q.device);
-    Tensor kh =
-        make_tensor_view(s.k.data, DType::kF32, {n * sp.n_kv_heads, sp.head_dim}, s.k.device);
+    // A decode step whose new rows stay on the device keeps each layer's keys and values in
+    // rows [l * n, (l + 1) * n) of s.k / s.v, copied to the host once after the last layer
+    // (one copy each instead of one per layer: 64 small copies a step on the 8B shape).
+    const bool step_rows = !is_prefill && rows_later(false);
 
     s.positions.resize(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) s.positions[static_cast<size_t>(i)] = pos_ + i;
@@ -235,6 +238,16 @@ std::vector<float> Engine::forward(const int32_t* ids, int64_t n, bool is_prefil
     backend_.embedding(w_->embed, ids, n, x);
     for (int64_t l = 0; l < sp.n_layers; ++l) {
         const Weights::Layer& L = w_->layers[static_cast<size_t>(l)];
+        s.kv_row0 = step_rows ? l * n : 0;
+        const int64_t kv_off = s.kv_row0 * sp.kv_dim();
+        Tensor k2 = make_tensor_view(static_cast<float*>(s.k.data) + kv_off, DType::kF32,
+                                     {n, sp.kv_dim()}, s.k.device);
+        Tensor v2 = make_tensor_view(static_cast<float*>(s.v.data) + kv_off, DType::kF32,
+                                     {n, sp.kv_dim()}, s.v.device);
+        Tensor k3 =
+            make_tensor_view(k2.data, DType::kF32, {n, sp.n_kv_heads, sp.head_dim}, s.k.device);
+        Tensor kh =
+            make_tensor_view(k2.data, DType::kF32, {n * sp.n_kv_heads, sp.head_dim}, s.k.device);
         if (l == 0) backend_.rmsnorm(x, L.attn_norm, eps, h);  // later layers: add_rmsnorm below
         {
             const Tensor* ws[3] = {&L.wq, &L.wk, &L.wv};
@@ -286,6 +299,17 @@ std::vector<float> Engine::forward(const int32_t* ids, int64_t n, bool is_prefil
                                  {1, sp.hidden}, s.x.device);
     backend_.rmsnorm(xl, w_->final_norm, eps, s.last);
     backend_.matmul(s.last, w_->lm_head, nullptr, s.logits);
+    if (step_rows) {  // every layer's new keys and values (read by after_decode_layers)
+        const int64_t kv = sp.n_layers * n * sp.kv_dim();
+        s.k_step.resize(static_cast<size_t>(kv));
+        s.v_step.resize(static_cast<size_t>(kv));
+        backend_.to_host_later(
+            make_tensor_view(s.k.data, DType::kF32, {sp.n_layers * n, sp.kv_dim()}, s.k.device),
+            s.k_step.data());
+        backend_.to_host_later(
+            make_tensor_view(s.v.data, DType::kF32, {sp.n_layers * n, sp.kv_dim()}, s.v.device),
+            s.v_step.data());
+    }
     std::vector<float> logits(static_cast<size_t>(V));
     backend_.to_host(s.logits, logits.data());  // also delivers the step's deferred rows
     {
@@ -305,9 +329,10 @@ void Engine::after_decode_layers() {
     {
         prof::Scope host("host.cache_append");  // rows of slots appended during the step
         for (int64_t l = 0; l < spec().n_layers; ++l)
-            if (cache_->pending_rows(l) > 0)
-                cache_->fill_pending_rows(l, s_->k_later[static_cast<size_t>(l)].data(),
-                                          s_->v_later[static_cast<size_t>(l)].data());
+            if (cache_->pending_rows(l) > 0) {
+                const auto off = static_cast<size_t>(l * spec().kv_dim());  // one row a layer
+                cache_->fill_pending_rows(l, s_->k_step.data() + off, s_->v_step.data() + off);
+            }
     }
     for (int64_t l = 0; l < spec().n_layers; ++l) {
         prof::Scope host("host.observer");

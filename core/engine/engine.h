@@ -157,6 +157,9 @@ class Engine {
     // The pending prompt fill (Scratch::fill_layer): the backend's queued copies delivered
     // (Backend::deliver_copies), then the layer's rows and key norms on a host thread.
     void start_prompt_fill();
+    // A call's new keys and values go into the cache as slots now and rows later (the backend
+    // reads them from its own memory): plain appends on such a backend (engine_attention.cpp).
+    bool rows_later(bool is_prefill) const;
     // prefill_stats_[l].key_norm from the layer's keys k [n, G, d] (engine_attention.cpp).
     void prefill_key_norms(
         int64_t l, int64_t n, const float* k,

@@ -86,23 +86,31 @@ void Engine::prefill_stats_buffers(int64_t l, int64_t n, bool colsum, int64_t wi
     if (l + 1 < spec().n_layers) start(l + 1);
 }
 
+bool Engine::rows_later(bool is_prefill) const {
+    const bool plain_appends = is_prefill || !policy_ || !policy_->needs().append_decisions;
+    return plain_appends && !cache_->store_prerope() && backend_.new_rows_stay_on_device();
+}
+
 void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
     const ModelSpec& sp = spec();
     const int64_t G = sp.n_kv_heads, H = sp.n_heads, d = sp.head_dim;
     Scratch& s = *s_;
     const bool have_prerope = wants_prerope();
-    const Tensor k_dev = make_tensor_view(s.k.data, DType::kF32, {n, G, d}, s.k.device);
-    const Tensor v_dev = make_tensor_view(s.v.data, DType::kF32, {n, G, d}, s.v.device);
+    const int64_t kv_off = s.kv_row0 * G * d;  // this layer's rows (Scratch::kv_row0)
+    const Tensor k_dev = make_tensor_view(static_cast<float*>(s.k.data) + kv_off, DType::kF32,
+                                          {n, G, d}, s.k.device);
+    const Tensor v_dev = make_tensor_view(static_cast<float*>(s.v.data) + kv_off, DType::kF32,
+                                          {n, G, d}, s.v.device);
     // The prompt, and decode tokens a policy takes no decision on, go in as plain appends (DMC
     // may merge a decode token instead). A policy that evicts in decode does so after the step's
     // last layer (after_decode_layers), so its tokens are plain appends too.
     const bool plain_appends = is_prefill || !policy_ || !policy_->needs().append_decisions;
     // Appends on a backend that reads new rows from its own memory: the slots go in now and
     // their rows later, so the layer never waits for the host's copy. Decode: at the step's end
-    // (after_decode_layers). The prompt: on a host thread while the device runs the next layers
-    // (Scratch::fills), the keys and values in one of two buffers, reused two layers on.
-    const bool rows_later =
-        plain_appends && !cache_->store_prerope() && backend_.new_rows_stay_on_device();
+    // (after_decode_layers; Engine::forward copies every layer's rows at once). The prompt: on a
+    // host thread while the device runs the next layers (Scratch::fills), the keys and values in
+    // one of two buffers, reused two layers on.
+    const bool rows_later = this->rows_later(is_prefill);
     const bool fill_behind = rows_later && is_prefill;
     std::vector<float>* fill_k = nullptr;
     std::vector<float>* fill_v = nullptr;
@@ -115,23 +123,12 @@ void Engine::attention_layer(int64_t l, int64_t n, bool is_prefill) {
         fill_v = &s.v_fill[l % 2];
         fill_k->resize(static_cast<size_t>(n * G * d));
         fill_v->resize(static_cast<size_t>(n * G * d));
-        // Both arrive at the next synchronisation (the attention's statistics, or the one before
-        // the fill task starts below): the device goes on to the attention meanwhile instead of
-        // idling while the host waits for the copy and appends the slots.
+        // Both arrive when the layer's copies are delivered (start_prompt_fill): the device goes
+        // on to the attention meanwhile instead of idling while the host waits for the copy and
+        // appends the slots.
         backend_.to_host_later(k_dev, fill_k->data());
         backend_.to_host_later(v_dev, fill_v->data());
-    } else if (rows_later) {
-        if (s.k_later.size() != static_cast<size_t>(sp.n_layers)) {
-            s.k_later.assign(static_cast<size_t>(sp.n_layers), {});
-            s.v_later.assign(static_cast<size_t>(sp.n_layers), {});
-        }
-        std::vector<float>& kl = s.k_later[static_cast<size_t>(l)];
-        std::vector<float>& vl = s.v_later[static_cast<size_t>(l)];
-        kl.resize(static_cast<size_t>(n * G * d));
-        vl.resize(static_cast<size_t>(n * G * d));
-        backend_.to_host_later(k_dev, kl.data());
-        backend_.to_host_later(v_dev, vl.data());
-    } else {
+    } else if (!rows_later) {  // (decode rows later: copied after the step's last layer)
         // The new keys/values on the host (the cache is host memory; backend tensors may not be).
         s.k_host.resize(static_cast<size_t>(n * G * d));
         s.v_host.resize(static_cast<size_t>(n * G * d));

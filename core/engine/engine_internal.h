@@ -32,9 +32,12 @@ struct Engine::Scratch {
                                 // while the decision neuron is extracted)
     std::vector<float> v_host;  // [n, G, d] values for the cache append
     std::vector<float> q_host;  // [n, H, d] queries (query maxima; DMC decision neuron)
-    // [L][n * G * d] a decode step's keys and values per layer, arriving by the step's end when
-    // the backend keeps new rows on the device (KVCache::append_layer_slots).
-    std::vector<std::vector<float>> k_later, v_later;
+    // [L, n, G, d] a decode step's keys and values, arriving by the step's end when the backend
+    // keeps new rows on the device (KVCache::append_layer_slots).
+    std::vector<float> k_step, v_step;
+    // The current layer's first row in k / v: l * n in such a decode step (each layer's rows
+    // apart, copied at once after the last layer), else 0.
+    int64_t kv_row0 = 0;
     // [H][n * n] one layer's full prefill attention (StatsRequest::maps), reused across layers
     // and freed after the prefill.
     std::vector<std::vector<float>> map_rows;
