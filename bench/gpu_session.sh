@@ -195,7 +195,7 @@ stage_ncu8b-decode() {
   local NCU=/usr/local/cuda/bin/ncu
   "$NCU" --metrics gpu__time_duration.sum,dram__bytes_read.sum --csv --cache-control none \
     --clock-control none "$KVSCOPE" bench --model "$M8B" --device cuda --lengths 1024 \
-    --decode-steps 3 --policy full --recording "${1:-off}" --quiet > "$OUT/ncu_decode.csv" 2> "$OUT/ncu_decode.err"
+    --decode-steps 3 --prefill-reps 1 --policy full --recording "${1:-off}" --quiet > "$OUT/ncu_decode.csv" 2> "$OUT/ncu_decode.err"
   tail -3 "$OUT/ncu_decode.err"
   python3 bench/ncu_steps.py "$OUT/ncu_decode.csv" --steps 2 | tee "$OUT/ncu_decode.txt"
   xz -9 "$OUT/ncu_decode.csv"
