@@ -19,9 +19,11 @@ const LayerMirror& CudaBackend::update_mirror(const AttentionArgs& args, int64_t
     const int64_t G = args.n_kv_heads;
     LayerMirror& m = mirrors_[{args.kv[0].cache_uid, args.kv[0].layer}];
     if (m.G != G || m.d != d) {
-        sync();
-        free_mirror(m);
-        m = LayerMirror{};
+        if (m.k) {  // another shape: queued attention may still read the old slab
+            sync();
+            free_mirror(m);
+        }
+        m = take_spare(args.kv[0].layer, G, d);  // its rows are rewritten (valid 0 below)
         m.G = G;
         m.d = d;
         m.version.assign(static_cast<size_t>(G), 0);
@@ -59,9 +61,12 @@ const LayerMirror& CudaBackend::update_mirror(const AttentionArgs& args, int64_t
         const size_t rows = static_cast<size_t>(G * grown.cap);
         const size_t fbytes = rows * static_cast<size_t>(d) * sizeof(float);
         try {
-            check_alloc(cudaMalloc(&grown.k, fbytes), fbytes, "KV mirror");
-            check_alloc(cudaMalloc(&grown.v, fbytes), fbytes, "KV mirror");
-            check_alloc(cudaMalloc(&grown.pos, rows * 8), rows * 8, "KV mirror");
+            check_alloc(malloc_or_spares(reinterpret_cast<void**>(&grown.k), fbytes), fbytes,
+                        "KV mirror");
+            check_alloc(malloc_or_spares(reinterpret_cast<void**>(&grown.v), fbytes), fbytes,
+                        "KV mirror");
+            check_alloc(malloc_or_spares(reinterpret_cast<void**>(&grown.pos), rows * 8), rows * 8,
+                        "KV mirror");
         } catch (...) {
             if (grown.k) (void)cudaFree(grown.k);
             if (grown.v) (void)cudaFree(grown.v);
@@ -90,9 +95,27 @@ const LayerMirror& CudaBackend::update_mirror(const AttentionArgs& args, int64_t
         const int64_t n_map = moves ? n - j0 : 0;
         const int64_t n_idx = general && !moves ? p.dirty : 0;
         const int64_t scratch_need = moves && !regrow ? n - j0 : 0;
-        const size_t payload = static_cast<size_t>(p.dirty) * row_bytes +
-                               static_cast<size_t>(n_map + n_idx) * sizeof(int64_t) +
-                               4 * StagingRing::kAlign;
+        // Rows this call produced on the device (args.new_k / new_v: the last rows of every
+        // head) are copied within the device; only their positions come from the host. After an
+        // edit (general plans) they are the head's last rows still, which the plan copies from
+        // the cache (-1); a plan that says otherwise takes every row from the host.
+        const int64_t n_new = new_rows_on_ && args.new_k ? args.new_k->dim(0) : 0;
+        int64_t n_dev = 0;
+        if (!general) {
+            n_dev = std::min(n - (p.full ? 0 : from_len), n_new);
+        } else if (n_new <= n) {
+            n_dev = n_new;
+            for (int64_t j = n - n_new; j < n; ++j)
+                if (p.src[static_cast<size_t>(j)] >= 0) n_dev = 0;
+        }
+        // What this head stages: K and V of the rows packed from the host, the positions of all
+        // dirty rows, the map or index, and the alignment of each reservation. (Counting every
+        // dirty row's K and V, as before, made a 32k prompt's heads look 34 MB each while they
+        // stage 256 KB: a flush and a full synchronisation per head.)
+        const size_t payload =
+            static_cast<size_t>(p.dirty - n_dev) * static_cast<size_t>(2 * d) * sizeof(float) +
+            static_cast<size_t>(p.dirty + n_map + n_idx) * sizeof(int64_t) +
+            4 * StagingRing::kAlign;
         const bool ring_short = !ring_.fits(payload + table_bytes(rb, 3));
         const bool scratch_short =
             static_cast<size_t>(rb.scratch_rows + scratch_need) * row_bytes > mirror_scratch_.cap;
@@ -112,19 +135,6 @@ const LayerMirror& CudaBackend::update_mirror(const AttentionArgs& args, int64_t
                 mirror_scratch_.ensure(want + want / 2);
                 count(static_cast<int64_t>(mirror_scratch_.cap) - static_cast<int64_t>(before));
             }
-        }
-        // Rows this call produced on the device (args.new_k / new_v: the last rows of every
-        // head) are copied within the device; only their positions come from the host. After an
-        // edit (general plans) they are the head's last rows still, which the plan copies from
-        // the cache (-1); a plan that says otherwise takes every row from the host.
-        const int64_t n_new = new_rows_on_ && args.new_k ? args.new_k->dim(0) : 0;
-        int64_t n_dev = 0;
-        if (!general) {
-            n_dev = std::min(n - (p.full ? 0 : from_len), n_new);
-        } else if (n_new <= n) {
-            n_dev = n_new;
-            for (int64_t j = n - n_new; j < n; ++j)
-                if (p.src[static_cast<size_t>(j)] >= 0) n_dev = 0;
         }
         // Packed rows from the host: every other row the plan copies from the cache, in slot
         // order (K and V), and the positions of all of them.
