@@ -209,8 +209,6 @@ class CudaBackend final : public Backend {
         owned_.clear();
         for (auto& [key, m] : mirrors_) free_mirror(m);
         mirrors_.clear();
-        for (auto& [layer, m] : spare_slabs_) free_mirror(m);
-        spare_slabs_.clear();
         for (DevBuf* b : all_bufs()) b->free_now();
         for (void* p : retired_) (void)cudaFree(p);
         retired_.clear();
@@ -520,7 +518,7 @@ class CudaBackend final : public Backend {
         sync();  // queued attention may still read them
         for (auto it = mirrors_.begin(); it != mirrors_.end();) {
             if (it->first.first == cache_uid) {
-                keep_spare(it->first.second, it->second);
+                free_mirror(it->second);
                 it = mirrors_.erase(it);
             } else {
                 ++it;
@@ -533,49 +531,6 @@ class CudaBackend final : public Backend {
     }
 
   private:
-    // A forgotten cache's slab for `layer` is kept for the next mirror of that layer (the
-    // engine's next prompt, or the next engine on this backend), the larger one when there are
-    // two: re-allocating every layer's slabs for each prompt cost cudaFree / cudaMalloc of
-    // ~0.5 GB per layer at 32k on the 8B shape. memory() keeps counting it; it is freed with
-    // the backend, or when an allocation would fail without it (free_spares()).
-    void keep_spare(int64_t layer, LayerMirror& m) noexcept {
-        if (!m.k) return;
-        LayerMirror& s = spare_slabs_[layer];
-        if (s.k && s.bytes() >= m.bytes()) {
-            free_mirror(m);
-            return;
-        }
-        free_mirror(s);
-        s = m;
-        m.k = m.v = nullptr;
-        m.pos = nullptr;
-    }
-    // The spare slab of `layer` with this shape, or an empty mirror.
-    LayerMirror take_spare(int64_t layer, int64_t G, int64_t d) {
-        LayerMirror m;
-        auto it = spare_slabs_.find(layer);
-        if (it != spare_slabs_.end() && it->second.G == G && it->second.d == d) {
-            m = it->second;
-            spare_slabs_.erase(it);
-        }
-        return m;
-    }
-    // Frees the spare slabs (nothing queued reads them: they belong to forgotten caches).
-    bool free_spares() noexcept {
-        if (spare_slabs_.empty()) return false;
-        for (auto& [layer, m] : spare_slabs_) free_mirror(m);
-        spare_slabs_.clear();
-        return true;
-    }
-    // cudaMalloc, once more after freeing the spare slabs when the device is full.
-    cudaError_t malloc_or_spares(void** p, size_t bytes) {
-        cudaError_t e = cudaMalloc(p, bytes);
-        if (e == cudaErrorMemoryAllocation && free_spares()) {
-            (void)cudaGetLastError();
-            e = cudaMalloc(p, bytes);
-        }
-        return e;
-    }
     void check_alloc(cudaError_t e, size_t bytes, const char* what) {
         if (e == cudaSuccess) return;
         (void)cudaGetLastError();
@@ -766,10 +721,9 @@ class CudaBackend final : public Backend {
         lse_{&retired_}, colsum_{&retired_}, rows_{&retired_}, decode_{&retired_},
         mirror_scratch_{&retired_};
     std::map<std::pair<uint64_t, int64_t>, LayerMirror> mirrors_;  // (cache uid, layer)
-    std::map<int64_t, LayerMirror> spare_slabs_;  // layer -> a forgotten cache's (keep_spare)
-    std::vector<KVReplayPlan> plans_;             // [G], reused
-    std::vector<int64_t> meta_;                   // kv_off, kv_len: [2G]
-    std::vector<float> h_col_, h_rows_, h_lse_;   // statistics without KVSCOPE_CUDA_DEFER, reused
+    std::vector<KVReplayPlan> plans_;                              // [G], reused
+    std::vector<int64_t> meta_;                                    // kv_off, kv_len: [2G]
+    std::vector<float> h_col_, h_rows_, h_lse_;  // statistics without KVSCOPE_CUDA_DEFER, reused
 };
 
 }  // namespace kvscope::cuda

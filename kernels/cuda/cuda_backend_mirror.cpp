@@ -23,7 +23,7 @@ const LayerMirror& CudaBackend::update_mirror(const AttentionArgs& args, int64_t
             sync();
             free_mirror(m);
         }
-        m = take_spare(args.kv[0].layer, G, d);  // its rows are rewritten (valid 0 below)
+        m = LayerMirror{};
         m.G = G;
         m.d = d;
         m.version.assign(static_cast<size_t>(G), 0);
@@ -61,12 +61,9 @@ const LayerMirror& CudaBackend::update_mirror(const AttentionArgs& args, int64_t
         const size_t rows = static_cast<size_t>(G * grown.cap);
         const size_t fbytes = rows * static_cast<size_t>(d) * sizeof(float);
         try {
-            check_alloc(malloc_or_spares(reinterpret_cast<void**>(&grown.k), fbytes), fbytes,
-                        "KV mirror");
-            check_alloc(malloc_or_spares(reinterpret_cast<void**>(&grown.v), fbytes), fbytes,
-                        "KV mirror");
-            check_alloc(malloc_or_spares(reinterpret_cast<void**>(&grown.pos), rows * 8), rows * 8,
-                        "KV mirror");
+            check_alloc(cudaMalloc(&grown.k, fbytes), fbytes, "KV mirror");
+            check_alloc(cudaMalloc(&grown.v, fbytes), fbytes, "KV mirror");
+            check_alloc(cudaMalloc(&grown.pos, rows * 8), rows * 8, "KV mirror");
         } catch (...) {
             if (grown.k) (void)cudaFree(grown.k);
             if (grown.v) (void)cudaFree(grown.v);
