@@ -2,7 +2,9 @@
 // CPU twin: cpu::rmsnorm (kernels/cpu/cpu_norm_rope.cpp; it sums squares in double, we in fp32
 // with a fixed block reduction: the op test's tolerance covers the difference).
 // Floor: rows*d*8 bytes (read x, write y) + d*sizeof(w); 4 FLOPs per element. One block per row.
+#include <cstdlib>
 #include <stdexcept>
+#include <string>
 
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/cuda/cuda_device.cuh"
@@ -11,12 +13,61 @@ namespace kvscope::cuda {
 namespace {
 
 constexpr int kThreads = 256;
+// Elements per thread kept in registers: rows of up to kThreads * kPer (8,192) are read once,
+// with every load in flight together. Why: a decode row (n = 1) is one block, and the loops
+// below, one dependent global load and store after another, took 14.6 us per add_rmsnorm on
+// the 8B shape (0.92 ms of a 8.9 ms step; ncu, bench/RESULTS.md, eighth run). Longer rows take
+// the loops. Thread t owns elements t, t + kThreads, ... and sums their squares in that order
+// in both paths, so the results are the same bit for bit. Opt-in (KVSCOPE_CUDA_NORM_REGS=1)
+// until its op cases have passed on a GPU (written in a session whose device time ran out).
+constexpr int kPer = 32;
+
+bool norm_regs() {
+    static const bool on = [] {
+        const char* e = std::getenv("KVSCOPE_CUDA_NORM_REGS");
+        return e && std::string(e) == "1";
+    }();
+    return on;
+}
+
+// Sum of squares of row r (length d) into the block, v[k] = r[t + k * kThreads].
+__device__ __forceinline__ float load_row(const float* __restrict__ r, int64_t d,
+                                          float (&v)[kPer]) {
+    const int t = static_cast<int>(threadIdx.x);
+#pragma unroll
+    for (int k = 0; k < kPer; ++k) {
+        const int64_t i = t + static_cast<int64_t>(k) * kThreads;
+        v[k] = i < d ? r[i] : 0.0f;
+    }
+    float ss = 0.0f;
+#pragma unroll
+    for (int k = 0; k < kPer; ++k) ss += v[k] * v[k];  // zeros past d add nothing
+    return ss;
+}
+
+__device__ __forceinline__ void store_norm(const float (&v)[kPer], int64_t d, const void* w,
+                                           DType wdt, float inv, float* __restrict__ out) {
+    const int t = static_cast<int>(threadIdx.x);
+#pragma unroll
+    for (int k = 0; k < kPer; ++k) {
+        const int64_t i = t + static_cast<int64_t>(k) * kThreads;
+        if (i < d) out[i] = load_f32(w, wdt, i) * (v[k] * inv);
+    }
+}
 
 __global__ void rmsnorm_kernel(const float* x, int64_t d, const void* w, DType wdt, float eps,
-                               float* out) {
+                               float* out, bool regs) {
     __shared__ float red[kThreads / 32];
     const float* xr = x + blockIdx.x * d;
     float* yr = out + blockIdx.x * d;
+    if (regs && d <= static_cast<int64_t>(kThreads) * kPer) {
+        float v[kPer];
+        float ss = load_row(xr, d, v);
+        ss = block_sum<kThreads>(ss, red);
+        const float inv = rsqrtf(ss / static_cast<float>(d) + eps);
+        store_norm(v, d, w, wdt, inv, yr);  // out may alias x: x was read before
+        return;
+    }
     float ss = 0.0f;
     for (int64_t i = threadIdx.x; i < d; i += kThreads) ss += xr[i] * xr[i];
     ss = block_sum<kThreads>(ss, red);
@@ -26,14 +77,34 @@ __global__ void rmsnorm_kernel(const float* x, int64_t d, const void* w, DType w
 }
 
 // x += y, then out = rmsnorm(x): the residual add and the next norm in one launch. The same
-// loops and block reduction as rmsnorm_kernel, so out equals add_inplace then rmsnorm bit for
-// bit. Each element is read and written by one thread: out may alias y (not x).
+// order of sums and block reduction as rmsnorm_kernel, so out equals add_inplace then rmsnorm
+// bit for bit. Each element is read and written by one thread: out may alias y (not x).
 __global__ void add_rmsnorm_kernel(float* x, const float* y, int64_t d, const void* w, DType wdt,
-                                   float eps, float* out) {
+                                   float eps, float* out, bool regs) {
     __shared__ float red[kThreads / 32];
     float* xr = x + blockIdx.x * d;
     const float* yr = y + blockIdx.x * d;
     float* zr = out + blockIdx.x * d;
+    if (regs && d <= static_cast<int64_t>(kThreads) * kPer) {
+        const int t = static_cast<int>(threadIdx.x);
+        float v[kPer];
+#pragma unroll
+        for (int k = 0; k < kPer; ++k) {  // every load first: all in flight
+            const int64_t i = t + static_cast<int64_t>(k) * kThreads;
+            v[k] = i < d ? xr[i] + yr[i] : 0.0f;
+        }
+        float ss = 0.0f;
+#pragma unroll
+        for (int k = 0; k < kPer; ++k) {
+            const int64_t i = t + static_cast<int64_t>(k) * kThreads;
+            if (i < d) xr[i] = v[k];
+            ss += v[k] * v[k];
+        }
+        ss = block_sum<kThreads>(ss, red);
+        const float inv = rsqrtf(ss / static_cast<float>(d) + eps);
+        store_norm(v, d, w, wdt, inv, zr);
+        return;
+    }
     float ss = 0.0f;
     for (int64_t i = threadIdx.x; i < d; i += kThreads) {
         const float v = xr[i] + yr[i];
@@ -51,8 +122,8 @@ void rmsnorm(const float* x, int64_t rows, int64_t d, const void* w, DType wdt, 
              float* out, cudaStream_t stream) {
     if (rows <= 0) return;
     if (rows > 0x7fffffff) throw std::runtime_error("cuda rmsnorm: too many rows");
-    rmsnorm_kernel<<<static_cast<unsigned int>(rows), kThreads, 0, stream>>>(x, d, w, wdt, eps,
-                                                                             out);
+    rmsnorm_kernel<<<static_cast<unsigned int>(rows), kThreads, 0, stream>>>(x, d, w, wdt, eps, out,
+                                                                             norm_regs());
     KVS_CUDA_CHECK_LAUNCH();
 }
 
@@ -60,8 +131,8 @@ void add_rmsnorm(float* x, const float* y, int64_t rows, int64_t d, const void* 
                  float eps, float* out, cudaStream_t stream) {
     if (rows <= 0) return;
     if (rows > 0x7fffffff) throw std::runtime_error("cuda add_rmsnorm: too many rows");
-    add_rmsnorm_kernel<<<static_cast<unsigned int>(rows), kThreads, 0, stream>>>(x, y, d, w, wdt,
-                                                                                 eps, out);
+    add_rmsnorm_kernel<<<static_cast<unsigned int>(rows), kThreads, 0, stream>>>(
+        x, y, d, w, wdt, eps, out, norm_regs());
     KVS_CUDA_CHECK_LAUNCH();
 }
 
