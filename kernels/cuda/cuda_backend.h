@@ -45,6 +45,9 @@
 // - KVSCOPE_CUDA_FUSED (default on; =0 off): a decode step's q/k/v projections in one GEMV launch,
 //   gate/up/silu in one, RoPE of q and k in one, the residual add with the next norm
 //   (Backend::matmul_parts, swiglu, rope_qk, add_rmsnorm).
+// - KVSCOPE_CUDA_NORM_REGS (default on; =0 off): a norm's row kept in registers
+//   (cuda_rmsnorm.cu); KVSCOPE_CUDA_DECODE_FUSED (default on; =0 off): decode attention in one
+//   launch per layer, K/V rows read once per KV head (cuda_attention_decode.cu).
 // Next (issue 9): faster prefill attention kernels; bf16 K/V; CUDA graphs for small models.
 #include <algorithm>
 #include <chrono>
@@ -172,14 +175,6 @@ inline bool mirror_enabled() {
     return !(e && std::string(e) == "0");
 }
 
-// On unless NAME=0: KVSCOPE_CUDA_NEW_ROWS (AttentionArgs::new_k / new_v copied within the
-// device) and KVSCOPE_CUDA_DEFER (to_host_later() and deferred statistics delivered at the next
-// sync). Written without a GPU and opt-in until they passed on one (bench/GPU_RUNBOOK.md).
-inline bool switched_on(const char* name) {
-    const char* e = std::getenv(name);
-    return !(e && std::string(e) == "0");
-}
-
 class CudaBackend final : public Backend {
   public:
     CudaBackend() {
@@ -194,8 +189,7 @@ class CudaBackend final : public Backend {
         const char* math = std::getenv("KVSCOPE_CUDA_MATH");
         fp32_weights_ = math && std::string(math) == "fp32";
         mirrors_on_ = mirror_enabled();
-        const char* gv = std::getenv("KVSCOPE_CUDA_GEMV");  // 0: decode matmuls through cuBLAS
-        gemv_on_ = !(gv && std::string(gv) == "0");
+        gemv_on_ = switched_on("KVSCOPE_CUDA_GEMV");  // 0: decode matmuls through cuBLAS
         new_rows_on_ = switched_on("KVSCOPE_CUDA_NEW_ROWS");
         defer_on_ = switched_on("KVSCOPE_CUDA_DEFER");
         fused_on_ = switched_on("KVSCOPE_CUDA_FUSED");

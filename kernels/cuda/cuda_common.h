@@ -11,6 +11,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 
 #include "kernels/backend.h"
@@ -60,6 +61,13 @@ const char* cublas_status_string(cublasStatus_t st);
 #define KVS_CUDA_CHECK_LAUNCH() KVS_CUDA_CHECK(cudaGetLastError())
 
 namespace kvscope::cuda {
+
+// The backend's switches (KVSCOPE_CUDA_*, listed in cuda_backend.h's file comment): on unless the
+// variable is "0". Each was written without a GPU and opt-in until its op cases passed on one.
+inline bool switched_on(const char* name) {
+    const char* e = std::getenv(name);
+    return !(e && std::string(e) == "0");
+}
 
 // ---- cuda_embedding.cu ----------------------------------------------------------------------
 // out[i, :] = f32(table[ids[i], :]); ids out of [0, vocab) give a zero row (as on the CPU).
@@ -118,7 +126,7 @@ void gemv_swiglu(const float* x, int64_t n, int64_t k, const void* w_gate, const
 // dst[i] = f32(src[i]) on the device (weights uploaded in fp32 mode, tests).
 void convert_to_f32(const void* src, DType dt, int64_t n, float* dst, cudaStream_t stream);
 
-// ---- cuda_attention.cu ----------------------------------------------------------------------
+// ---- cuda_attention.cu, cuda_attention_decode.cu -------------------------------------------
 // One call's attention over ragged per-KV-head slot arrays. K/V/pos of every KV head are packed
 // one after another (rows kv_off[g] .. kv_off[g] + kv_len[g]); kv_off/kv_len are device arrays.
 struct AttentionDev {
@@ -137,7 +145,10 @@ struct AttentionDev {
 };
 // Largest head_dim the kernels are instantiated for.
 constexpr int64_t kMaxHeadDim = 256;
-// Bytes of scratch attention_decode needs (scores + split partials).
+// Bytes of scratch attention_decode needs (tickets, scores, split partials). Its first
+// kDecodeTicketBytes are counters the kernels leave at zero: zero them when the scratch is
+// allocated (cuda_attention_decode.cu).
+constexpr size_t kDecodeTicketBytes = 16384;
 size_t attention_decode_scratch_bytes(const AttentionDev& a);
 // Rows up to this count take the split-K decode path; longer calls the flash path.
 constexpr int64_t kDecodeMaxRows = 8;

@@ -1,10 +1,13 @@
 #pragma once
-// Device-side helpers shared by the kernel files (.cu only): dtype loads and warp/block reductions.
+// Helpers shared by the kernel files (.cu only): dtype loads, warp/block reductions, and the
+// programmatic dependent launch of the decode path's kernels.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <utility>
 
+#include "kernels/cuda/cuda_common.h"
 #include "kernels/dtype.h"
 
 namespace kvscope::cuda {
@@ -54,6 +57,51 @@ __device__ __forceinline__ float block_max(float v, float* red) {
     float m = red[0];
     for (int w = 1; w < kThreads / 32; ++w) m = fmaxf(m, red[w]);
     return m;
+}
+
+// ---- Programmatic dependent launch (Hopper) --------------------------------------------------
+// A decode step is ~300 small kernels in one stream; between two of them the GPU idles while the
+// first drains and the second is launched (~1.2 ms of a 8.8 ms step on the 8B shape, ncu,
+// bench/RESULTS.md, eighth run). A kernel launched with launch_dependent() may be scheduled while
+// the kernel before it finishes. Contract for such a kernel: it calls grid_wait() before it reads
+// or writes memory another kernel writes or reads (weights, never written, may be loaded before),
+// on every path of every thread that touches memory, then grid_release(), which lets the next
+// dependent kernel launch -- after the wait, so at most one kernel runs ahead. grid_wait() returns
+// once the kernel before has completed and its writes are visible, so the chain stays ordered as
+// plain stream order would. Launched without the attribute (KVSCOPE_CUDA_PDL=0, or after a copy)
+// both are no-ops.
+__device__ __forceinline__ void grid_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void grid_release() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+inline bool pdl_on() {
+    static const bool on = switched_on("KVSCOPE_CUDA_PDL");
+    return on;
+}
+
+// kernel<<<grid, block, smem, stream>>>(args...) as a programmatic dependent launch (see above).
+template <class... Params, class... Args>
+void launch_dependent(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
+                      cudaStream_t stream, Args&&... args) {
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = pdl_on() ? 1 : 0;
+    KVS_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
 }
 
 inline unsigned int grid_1d(int64_t n, int threads, int64_t cap = 65535 * 16) {

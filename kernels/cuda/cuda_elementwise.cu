@@ -16,6 +16,8 @@ __global__ void silu_mul_kernel(const float* gate, const float* up, int64_t n, f
 }
 
 __global__ void add_kernel(float* x, const float* y, int64_t n) {
+    grid_wait();  // launched as a dependent (cuda_device.cuh)
+    grid_release();
     for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
          i += static_cast<int64_t>(gridDim.x) * blockDim.x)
         x[i] += y[i];
@@ -31,8 +33,7 @@ void silu_mul(const float* gate, const float* up, int64_t n, float* out, cudaStr
 
 void add_inplace(float* x, const float* y, int64_t n, cudaStream_t stream) {
     if (n <= 0) return;
-    add_kernel<<<grid_1d(n, 256), 256, 0, stream>>>(x, y, n);
-    KVS_CUDA_CHECK_LAUNCH();
+    launch_dependent(add_kernel, grid_1d(n, 256), 256, 0, stream, x, y, n);
 }
 
 }  // namespace kvscope::cuda

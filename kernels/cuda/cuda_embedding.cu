@@ -9,6 +9,8 @@ namespace {
 
 __global__ void embedding_kernel(const void* table, DType dt, int64_t vocab, int64_t d,
                                  const int32_t* ids, int64_t n, float* out) {
+    grid_wait();  // launched as a dependent (cuda_device.cuh)
+    grid_release();
     const int64_t total = n * d;
     for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
          e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -23,8 +25,8 @@ __global__ void embedding_kernel(const void* table, DType dt, int64_t vocab, int
 void embedding(const void* table, DType dt, int64_t vocab, int64_t d, const int32_t* ids, int64_t n,
                float* out, cudaStream_t stream) {
     if (n <= 0 || d <= 0) return;
-    embedding_kernel<<<grid_1d(n * d, 256), 256, 0, stream>>>(table, dt, vocab, d, ids, n, out);
-    KVS_CUDA_CHECK_LAUNCH();
+    launch_dependent(embedding_kernel, grid_1d(n * d, 256), 256, 0, stream, table, dt, vocab, d,
+                     ids, n, out);
 }
 
 }  // namespace kvscope::cuda

@@ -12,7 +12,8 @@
 // the row, vector v = l, l + 32, ... (coalesced: a warp reads 512 contiguous bytes per step), with
 // kUnroll vectors in flight per lane; x is read through the read-only cache (every warp of the
 // block reads the same x). Each of the n rows' partial sums is reduced across the warp at the end.
-// Floor: bytes m*k*sizeof(w) (+ n*k*4 for x, cached); FLOPs 2*n*m*k.
+// Floor: bytes m*k*sizeof(w) (+ n*k*4 for x, cached); FLOPs 2*n*m*k. Launched as dependents
+// (cuda_device.cuh): each lane's first weight loads are issued before grid_wait().
 // Needs k a multiple of the vector width and 16-byte aligned w and x rows (gemv_fits()); the
 // caller falls back to cuBLAS otherwise.
 #include <cstdint>
@@ -64,40 +65,65 @@ struct Vec<float> {
     }
 };
 
+// The first kUnroll 16-byte vectors of a lane's share of a weight row (vector v = lane + 32 * u).
+// Loaded before grid_wait(): the weights are never written, so they stream in while the kernel
+// before this one drains.
+template <class W>
+__device__ __forceinline__ void first_loads(bool has_row, const W* __restrict__ w_row, int64_t k,
+                                            int lane, uint4 (&raw)[kUnroll]) {
+    const int64_t nv = has_row ? k / Vec<W>::kN : 0;
+    const uint4* wr = reinterpret_cast<const uint4*>(w_row);
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+        const int64_t v = lane + 32 * u;
+        raw[u] = v < nv ? __ldg(wr + v) : make_uint4(0, 0, 0, 0);
+    }
+}
+
+// acc[i] += x[i] . (the kUnroll weight vectors raw, at vectors v0 + 32 * u of the row).
+template <class W, int N>
+__device__ __forceinline__ void dot_batch(const float* __restrict__ x, int64_t k, int64_t nv,
+                                          const uint4 (&raw)[kUnroll], int64_t v0,
+                                          float (&acc)[N]) {
+    constexpr int VN = Vec<W>::kN;
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+        const int64_t v = v0 + 32 * u;
+        if (v >= nv) break;
+        float wf[VN];
+        Vec<W>::widen(raw[u], wf);
+#pragma unroll
+        for (int i = 0; i < N; ++i) {
+            const float4* xr = reinterpret_cast<const float4*>(x + i * k + v * VN);
+#pragma unroll
+            for (int q = 0; q < VN / 4; ++q) {
+                const float4 xv = __ldg(xr + q);
+                acc[i] += wf[4 * q] * xv.x + wf[4 * q + 1] * xv.y + wf[4 * q + 2] * xv.z +
+                          wf[4 * q + 3] * xv.w;
+            }
+        }
+    }
+}
+
 // One warp's dot products of weight row `w_row` with the n = N rows of x: acc[i] = x[i] . w_row,
-// reduced across the warp (every lane holds the sums).
+// reduced across the warp (every lane holds the sums). `first` holds first_loads() of the row.
 template <class W, int N>
 __device__ __forceinline__ void row_dots(const float* __restrict__ x, int64_t k,
-                                         const W* __restrict__ w_row, int lane, float (&acc)[N]) {
-    constexpr int VN = Vec<W>::kN;
-    const int64_t nv = k / VN;  // vectors per row
+                                         const W* __restrict__ w_row, int lane,
+                                         const uint4 (&first)[kUnroll], float (&acc)[N]) {
+    const int64_t nv = k / Vec<W>::kN;  // vectors per row
     const uint4* wr = reinterpret_cast<const uint4*>(w_row);
 #pragma unroll
     for (int i = 0; i < N; ++i) acc[i] = 0.0f;
-    for (int64_t v0 = lane; v0 < nv; v0 += 32 * kUnroll) {
+    dot_batch<W, N>(x, k, nv, first, lane, acc);
+    for (int64_t v0 = lane + 32 * kUnroll; v0 < nv; v0 += 32 * kUnroll) {
         uint4 raw[kUnroll];
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u) {  // the loads first: kUnroll in flight
             const int64_t v = v0 + 32 * u;
             raw[u] = v < nv ? __ldg(wr + v) : make_uint4(0, 0, 0, 0);
         }
-#pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
-            const int64_t v = v0 + 32 * u;
-            if (v >= nv) break;
-            float wf[VN];
-            Vec<W>::widen(raw[u], wf);
-#pragma unroll
-            for (int i = 0; i < N; ++i) {
-                const float4* xr = reinterpret_cast<const float4*>(x + i * k + v * VN);
-#pragma unroll
-                for (int q = 0; q < VN / 4; ++q) {
-                    const float4 xv = __ldg(xr + q);
-                    acc[i] += wf[4 * q] * xv.x + wf[4 * q + 1] * xv.y + wf[4 * q + 2] * xv.z +
-                              wf[4 * q + 3] * xv.w;
-                }
-            }
-        }
+        dot_batch<W, N>(x, k, nv, raw, v0, acc);
     }
 #pragma unroll
     for (int i = 0; i < N; ++i) acc[i] = warp_sum(acc[i]);
@@ -109,9 +135,13 @@ __global__ void __launch_bounds__(kWarps * 32)
                 const void* bias, DType bdt, float* __restrict__ out) {
     const int lane = static_cast<int>(threadIdx.x) & 31;
     const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+    uint4 first[kUnroll];
+    first_loads(row < m, w + row * k, k, lane, first);
+    grid_wait();  // x is the kernel before's output; out may be what it read
+    grid_release();
     if (row >= m) return;
     float acc[N];
-    row_dots<W, N>(x, k, w + row * k, lane, acc);
+    row_dots<W, N>(x, k, w + row * k, lane, first, acc);
     if (lane != 0) return;
 #pragma unroll
     for (int i = 0; i < N; ++i)
@@ -139,11 +169,16 @@ __global__ void __launch_bounds__(kWarps * 32)
     int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
     int p = 0;
     while (p < parts.count && row >= parts.end[p]) ++p;
-    if (p == parts.count) return;
-    row -= parts.end[p] - parts.m[p];
+    const bool has_row = p < parts.count;
+    if (has_row) row -= parts.end[p] - parts.m[p];
+    uint4 first[kUnroll];
+    first_loads(has_row, has_row ? parts.w[p] + row * k : nullptr, k, lane, first);
+    grid_wait();
+    grid_release();
+    if (!has_row) return;
     const int64_t m = parts.m[p];
     float acc[N];
-    row_dots<W, N>(x, k, parts.w[p] + row * k, lane, acc);
+    row_dots<W, N>(x, k, parts.w[p] + row * k, lane, first, acc);
     if (lane != 0) return;
     const void* bias = parts.bias[p];
 #pragma unroll
@@ -161,10 +196,15 @@ __global__ void __launch_bounds__(kWarps * 32)
                        float* __restrict__ up, float* __restrict__ out) {
     const int lane = static_cast<int>(threadIdx.x) & 31;
     const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+    uint4 first_g[kUnroll], first_u[kUnroll];
+    first_loads(row < m, wg + row * k, k, lane, first_g);
+    first_loads(row < m, wu + row * k, k, lane, first_u);
+    grid_wait();
+    grid_release();
     if (row >= m) return;
     float g[N], u[N];
-    row_dots<W, N>(x, k, wg + row * k, lane, g);
-    row_dots<W, N>(x, k, wu + row * k, lane, u);
+    row_dots<W, N>(x, k, wg + row * k, lane, first_g, g);
+    row_dots<W, N>(x, k, wu + row * k, lane, first_u, u);
     if (lane != 0) return;
 #pragma unroll
     for (int i = 0; i < N; ++i) {
@@ -213,10 +253,9 @@ template <class W>
 void launch(const float* x, int64_t n, int64_t k, const W* w, int64_t m, const void* bias,
             DType bdt, float* out, cudaStream_t stream) {
     by_rows(n, [&](auto rows) {
-        gemv_kernel<W, decltype(rows)::kN>
-            <<<grid_for(m), kWarps * 32, 0, stream>>>(x, k, w, m, bias, bdt, out);
+        launch_dependent(gemv_kernel<W, decltype(rows)::kN>, grid_for(m), kWarps * 32, 0, stream, x,
+                         k, w, m, bias, bdt, out);
     });
-    KVS_CUDA_CHECK_LAUNCH();
 }
 
 template <class W>
@@ -235,20 +274,18 @@ void launch_parts(const float* x, int64_t n, int64_t k, const GemvPart* in, int 
         p.end[i] = rows_total;
     }
     by_rows(n, [&](auto rows) {
-        gemv_parts_kernel<W, decltype(rows)::kN>
-            <<<grid_for(rows_total), kWarps * 32, 0, stream>>>(x, k, p);
+        launch_dependent(gemv_parts_kernel<W, decltype(rows)::kN>, grid_for(rows_total),
+                         kWarps * 32, 0, stream, x, k, p);
     });
-    KVS_CUDA_CHECK_LAUNCH();
 }
 
 template <class W>
 void launch_swiglu(const float* x, int64_t n, int64_t k, const W* wg, const W* wu, int64_t m,
                    float* gate, float* up, float* out, cudaStream_t stream) {
     by_rows(n, [&](auto rows) {
-        gemv_swiglu_kernel<W, decltype(rows)::kN>
-            <<<grid_for(m), kWarps * 32, 0, stream>>>(x, k, wg, wu, m, gate, up, out);
+        launch_dependent(gemv_swiglu_kernel<W, decltype(rows)::kN>, grid_for(m), kWarps * 32, 0,
+                         stream, x, k, wg, wu, m, gate, up, out);
     });
-    KVS_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace

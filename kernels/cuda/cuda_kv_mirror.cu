@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "kernels/cuda/cuda_common.h"
+#include "kernels/cuda/cuda_device.cuh"
 
 namespace kvscope::cuda {
 namespace {
@@ -18,6 +19,8 @@ constexpr int kWarps = kThreads / 32;
 constexpr int64_t kMaxBlocksX = 1024;
 
 __global__ void __launch_bounds__(kThreads) kv_rows_kernel(const KVRowJob* jobs, int64_t d) {
+    grid_wait();  // launched as a dependent (cuda_device.cuh)
+    grid_release();
     const KVRowJob jb = jobs[blockIdx.y];
     const int lane = static_cast<int>(threadIdx.x) & 31;
     const int64_t warp = static_cast<int64_t>(threadIdx.x) >> 5;
@@ -56,9 +59,9 @@ void kv_rows(const KVRowJob* jobs, int64_t n_jobs, int64_t max_rows, int64_t d,
     if (n_jobs <= 0 || max_rows <= 0) return;
     if (n_jobs > 65535) throw std::runtime_error("kv_rows: too many jobs for one launch");
     const int64_t bx = std::min<int64_t>((max_rows + kWarps - 1) / kWarps, kMaxBlocksX);
-    kv_rows_kernel<<<dim3(static_cast<unsigned int>(bx), static_cast<unsigned int>(n_jobs)),
-                     kThreads, 0, stream>>>(jobs, d);
-    KVS_CUDA_CHECK_LAUNCH();
+    launch_dependent(kv_rows_kernel,
+                     dim3(static_cast<unsigned int>(bx), static_cast<unsigned int>(n_jobs)),
+                     kThreads, 0, stream, jobs, d);
 }
 
 }  // namespace kvscope::cuda

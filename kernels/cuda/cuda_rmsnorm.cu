@@ -2,7 +2,6 @@
 // CPU twin: cpu::rmsnorm (kernels/cpu/cpu_norm_rope.cpp; it sums squares in double, we in fp32
 // with a fixed block reduction: the op test's tolerance covers the difference).
 // Floor: rows*d*8 bytes (read x, write y) + d*sizeof(w); 4 FLOPs per element. One block per row.
-#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
@@ -18,15 +17,12 @@ constexpr int kThreads = 256;
 // below, one dependent global load and store after another, took 14.6 us per add_rmsnorm on
 // the 8B shape (0.92 ms of a 8.9 ms step; ncu, bench/RESULTS.md, eighth run). Longer rows take
 // the loops. Thread t owns elements t, t + kThreads, ... and sums their squares in that order
-// in both paths, so the results are the same bit for bit. Opt-in (KVSCOPE_CUDA_NORM_REGS=1)
-// until its op cases have passed on a GPU (written in a session whose device time ran out).
+// in both paths, so the results are the same bit for bit. KVSCOPE_CUDA_NORM_REGS=0 takes the
+// loops for every row.
 constexpr int kPer = 32;
 
 bool norm_regs() {
-    static const bool on = [] {
-        const char* e = std::getenv("KVSCOPE_CUDA_NORM_REGS");
-        return e && std::string(e) == "1";
-    }();
+    static const bool on = switched_on("KVSCOPE_CUDA_NORM_REGS");
     return on;
 }
 
@@ -58,6 +54,8 @@ __device__ __forceinline__ void store_norm(const float (&v)[kPer], int64_t d, co
 __global__ void rmsnorm_kernel(const float* x, int64_t d, const void* w, DType wdt, float eps,
                                float* out, bool regs) {
     __shared__ float red[kThreads / 32];
+    grid_wait();  // launched as a dependent (cuda_device.cuh)
+    grid_release();
     const float* xr = x + blockIdx.x * d;
     float* yr = out + blockIdx.x * d;
     if (regs && d <= static_cast<int64_t>(kThreads) * kPer) {
@@ -82,6 +80,8 @@ __global__ void rmsnorm_kernel(const float* x, int64_t d, const void* w, DType w
 __global__ void add_rmsnorm_kernel(float* x, const float* y, int64_t d, const void* w, DType wdt,
                                    float eps, float* out, bool regs) {
     __shared__ float red[kThreads / 32];
+    grid_wait();
+    grid_release();
     float* xr = x + blockIdx.x * d;
     const float* yr = y + blockIdx.x * d;
     float* zr = out + blockIdx.x * d;
@@ -122,18 +122,16 @@ void rmsnorm(const float* x, int64_t rows, int64_t d, const void* w, DType wdt, 
              float* out, cudaStream_t stream) {
     if (rows <= 0) return;
     if (rows > 0x7fffffff) throw std::runtime_error("cuda rmsnorm: too many rows");
-    rmsnorm_kernel<<<static_cast<unsigned int>(rows), kThreads, 0, stream>>>(x, d, w, wdt, eps, out,
-                                                                             norm_regs());
-    KVS_CUDA_CHECK_LAUNCH();
+    launch_dependent(rmsnorm_kernel, dim3(static_cast<unsigned int>(rows)), kThreads, 0, stream, x,
+                     d, w, wdt, eps, out, norm_regs());
 }
 
 void add_rmsnorm(float* x, const float* y, int64_t rows, int64_t d, const void* w, DType wdt,
                  float eps, float* out, cudaStream_t stream) {
     if (rows <= 0) return;
     if (rows > 0x7fffffff) throw std::runtime_error("cuda add_rmsnorm: too many rows");
-    add_rmsnorm_kernel<<<static_cast<unsigned int>(rows), kThreads, 0, stream>>>(
-        x, y, d, w, wdt, eps, out, norm_regs());
-    KVS_CUDA_CHECK_LAUNCH();
+    launch_dependent(add_rmsnorm_kernel, dim3(static_cast<unsigned int>(rows)), kThreads, 0, stream,
+                     x, y, d, w, wdt, eps, out, norm_regs());
 }
 
 }  // namespace kvscope::cuda

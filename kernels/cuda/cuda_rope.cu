@@ -13,6 +13,8 @@ namespace {
 __global__ void rope_kernel(float* x, int64_t heads, float* x2, int64_t heads2, int64_t n,
                             int64_t head_dim, const int64_t* positions, const float* inv_freq,
                             bool half_pairs) {
+    grid_wait();  // launched as a dependent (cuda_device.cuh)
+    grid_release();
     const int64_t half = head_dim / 2;
     const int64_t total1 = n * heads * half;
     const int64_t total = total1 + n * heads2 * half;
@@ -48,9 +50,8 @@ void rope_qk(float* q, int64_t heads_q, float* k, int64_t heads_k, int64_t n, in
              cudaStream_t stream) {
     const int64_t total = n * (heads_q + heads_k) * (head_dim / 2);
     if (total <= 0) return;
-    rope_kernel<<<grid_1d(total, 256), 256, 0, stream>>>(
-        q, heads_q, k, heads_k, n, head_dim, positions, inv_freq, pairs == RopePairs::kHalf);
-    KVS_CUDA_CHECK_LAUNCH();
+    launch_dependent(rope_kernel, grid_1d(total, 256), 256, 0, stream, q, heads_q, k, heads_k, n,
+                     head_dim, positions, inv_freq, pairs == RopePairs::kHalf);
 }
 
 }  // namespace kvscope::cuda

@@ -285,6 +285,21 @@ void add_attention(std::vector<OpCase>& cases) {
          0,
          1},
         {"decode hd80 gqa8 L4096", 1, 8, 1, 80, {4096}, 4096, 1, 0, 1},
+        // decode_gqa (cuda_attention_decode.cu): the 8B shape at 1k keys (short splits, the
+        // combining block writes the probabilities), several rows with statistics from
+        // decode_probs, and 16 query heads per KV head (the two-kernel path).
+        {"decode 8B shape L1024",
+         1,
+         32,
+         8,
+         128,
+         {1024, 1024, 1000, 1024, 777, 1024, 1024, 64},
+         1024,
+         1,
+         0,
+         1},
+        {"decode rows3 hd64 gqa8", 3, 16, 2, 64, {500, 260}, 520, 1, 0, 2},
+        {"decode hd64 gqa16 L300", 1, 16, 1, 64, {300}, 300, 1, 0, 1},
         {"decode hd256 L600", 2, 2, 1, 256, {600}, 599, 1, 0, 2},
         // The tensor-core prefill path (n > 8, head_dim 64/128): block shapes HB = 4 (gqa 4:1,
         // 8:1), 2 and 1 heads per block, partial query/key tiles, causal boundaries inside tiles,

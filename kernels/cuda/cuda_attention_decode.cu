@@ -1,0 +1,543 @@
+// Decode attention on the device (n <= kDecodeMaxRows query rows, usually one): causal-by-position
+// softmax attention with GQA over ragged per-KV-head slot arrays, and the statistics the policies
+// read (probability rows, column sums) from the same scores. CPU twin: cpu::attention
+// (kernels/cpu/cpu_attention.cpp). Prefill is cuda_attention.cu / cuda_attention_mma.cu.
+//
+// Split-K: each head's keys are cut into chunks of 256 (64 where that leaves SMs idle); a chunk's
+// softmax partial (max, sum of exp, unnormalised output) is combined with the others in split
+// order (deterministic, no floating-point atomics).
+//   decode_gqa      the default (head_dim a multiple of 4, up to 8 query heads per KV head): one
+//                   block per (split, KV head, row) scores its chunk against all the group's query
+//                   heads, so each key and value row is read once per group, not once per query
+//                   head. The block that finishes a (KV head, row) last -- a ticket counter,
+//                   reset by that block -- combines the splits, and for a single row over short
+//                   caches also writes the probability rows / column sums: one launch per layer.
+//                   Why: the two-kernel version took 14 + 6 us a layer on the 8B shape at 1k keys
+//                   (0.65 ms of a 8.8 ms step, ncu, bench/RESULTS.md, eighth run), reading every
+//                   K/V row four times.
+//   decode_partial  the first version (also KVSCOPE_CUDA_DECODE_FUSED=0): one block per (split,
+//     + _combine    query head, row), then a combine kernel per (query head, row), then
+//     + _probs      decode_probs for the statistics. Head dims not a multiple of 4 take
+//                   decode_partial_scalar.
+// Floor: bytes 2*L*d*4 per KV head (K and V read once) + the score row when statistics are kept.
+// Masking: slot j is visible to query i iff kpos[j] <= q_pos[i]; a row that sees no key gets
+// out = 0 and LSE = -inf (as on the CPU).
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+#include "kernels/cuda/cuda_attention_dispatch.cuh"
+#include "kernels/cuda/cuda_common.h"
+#include "kernels/cuda/cuda_device.cuh"
+
+namespace kvscope::cuda {
+namespace {
+
+constexpr int kThreads = 128;
+constexpr int kChunk = 256;          // keys per split
+constexpr int kShortChunk = 64;      // where kChunk would give the GPU fewer than two blocks per SM
+constexpr int kMaxGroup = 8;         // query heads per KV head that decode_gqa takes
+constexpr int kCombineSlots = 4096;  // decode_gqa's combine weights, [group][splits], in smem
+constexpr int64_t kTickets = static_cast<int64_t>(kDecodeTicketBytes / sizeof(unsigned int));
+constexpr int64_t kProbsInKernel = 8192;  // group * keys the combining block turns into probs
+
+struct DecodeScratch {
+    unsigned int* tickets;  // [n * G] splits done per (row, KV head); zero between launches
+    float* scores;          // [n*H, ld]
+    float* pm;              // [n*H, S] split max
+    float* pl;              // [n*H, S] split sum of exp
+    float* po;              // [n*H, S, d] split unnormalised output
+    int64_t splits;
+};
+
+struct DecodePlan {
+    int64_t chunk = kChunk;
+    int64_t splits = 1;
+    bool fused = false;  // decode_gqa
+};
+
+// The 8B shape at 1k keys made 4 splits x 32 heads = 128 blocks of 256 keys, one per SM, each a
+// long dependent chain (~30 us a layer on an H100, KVSCOPE_PROFILE=1): short chunks there.
+DecodePlan decode_plan(const AttentionDev& a) {
+    static const int sms = [] {
+        int dev = 0, n = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+            return 132;
+        return n;
+    }();
+    static const bool fused_on = switched_on("KVSCOPE_CUDA_DECODE_FUSED");
+    const int64_t group = a.G > 0 ? a.H / a.G : 1;
+    const bool gqa = fused_on && a.d % 4 == 0 && group <= kMaxGroup && a.n * a.G <= kTickets;
+    const int64_t long_splits = a.max_len > 0 ? (a.max_len + kChunk - 1) / kChunk : 1;
+    const int64_t blocks = a.n * (gqa ? a.G : a.H) * long_splits;
+    DecodePlan p;
+    p.chunk = blocks < 2 * static_cast<int64_t>(sms) ? kShortChunk : kChunk;
+    p.splits = a.max_len > 0 ? (a.max_len + p.chunk - 1) / p.chunk : 1;
+    p.fused = gqa && group * p.splits <= kCombineSlots;
+    return p;
+}
+
+DecodeScratch carve(const AttentionDev& a, const DecodePlan& p, void* base) {
+    DecodeScratch s;
+    s.splits = p.splits;
+    const int64_t rows = a.n * a.H;
+    s.tickets = static_cast<unsigned int*>(base);
+    s.scores = reinterpret_cast<float*>(static_cast<unsigned char*>(base) + kDecodeTicketBytes);
+    s.pm = s.scores + rows * a.max_len;
+    s.pl = s.pm + rows * s.splits;
+    s.po = s.pl + rows * s.splits;
+    return s;
+}
+
+// The keys split `split` of KV head g covers: slots [j0, j1) of the head (j1 <= j0: empty).
+struct SplitKeys {
+    const float* k;
+    const float* v;
+    const int64_t* kpos;
+    int64_t len, j0, j1;
+};
+template <int CHUNK>
+__device__ __forceinline__ SplitKeys split_keys(const AttentionDev& a, int64_t g, int64_t split) {
+    SplitKeys s;
+    s.len = a.kv_len[g];
+    s.k = a.k + a.kv_off[g] * a.d;
+    s.v = a.v + a.kv_off[g] * a.d;
+    s.kpos = a.kpos + a.kv_off[g];
+    s.j0 = split * CHUNK;
+    s.j1 = s.j0 + CHUNK < s.len ? s.j0 + CHUNK : s.len;
+    return s;
+}
+
+// One block per (split, KV head g, row i); the group's query heads h0 .. h0 + group - 1 are
+// scored together. Scores: thread t scores key j0 + t (and + kThreads) against every head of the
+// group (a K row read once, d/4 16-byte loads in flight). Softmax: warp w takes heads w, w + 4.
+// Values: thread t owns dims 4*(t % LPR) .. +3 of key group t / LPR for every head, and the NG
+// partial rows are added in a fixed order through shared memory. Then the ticket: the last
+// split of (i, g) to finish combines all of them in split order.
+template <int DMAX, int CHUNK>
+__global__ void __launch_bounds__(kThreads)
+    decode_gqa(AttentionDev a, DecodeScratch sc, float* colsum, float* rows, bool keep_scores,
+               bool probs_here) {
+    constexpr int LPR = DMAX / 4;  // <= kThreads for DMAX <= 256
+    constexpr int NG = kThreads / LPR;
+    constexpr int kWarps = kThreads / 32;
+    static_assert(NG * kMaxGroup * DMAX == kCombineSlots, "so[] holds the combine's weights");
+    __shared__ __align__(16) float sq[kMaxGroup * DMAX];
+    __shared__ float sp[kMaxGroup][CHUNK];
+    __shared__ __align__(16) float so[NG * kMaxGroup * DMAX];
+    __shared__ float smx[kMaxGroup], ssum[kMaxGroup];
+    __shared__ bool last;
+    grid_wait();  // launched as a dependent (cuda_device.cuh)
+    grid_release();
+    const int tid = static_cast<int>(threadIdx.x), lane = tid & 31, warp = tid >> 5;
+    const int64_t d = a.d, H = a.H, ld = a.max_len, d4 = d / 4, S = sc.splits;
+    const int group = static_cast<int>(H / a.G);
+    const int64_t split = blockIdx.x, g = blockIdx.y, i = blockIdx.z, h0 = g * group;
+    const SplitKeys sk = split_keys<CHUNK>(a, g, split);
+    const int64_t len = sk.len, j0 = sk.j0, j1 = sk.j1;
+    const float *K = sk.k, *V = sk.v;
+    const int64_t* kpos = sk.kpos;
+    const int64_t cnt = j1 > j0 ? j1 - j0 : 0;
+    const int64_t qpos = a.q_pos[i];
+
+    const float* qg = a.q + (i * H + h0) * d;  // the group's query rows, [group, d]
+    for (int64_t e = tid; e < group * d; e += kThreads) sq[(e / d) * DMAX + e % d] = qg[e];
+    __syncthreads();
+
+    // 1. Scores of the chunk, every head of the group.
+    for (int t = tid; t < CHUNK; t += kThreads) {
+        const int64_t j = j0 + t;
+        const bool visible = j < j1 && kpos[j] <= qpos;
+        float acc[kMaxGroup];
+#pragma unroll
+        for (int hh = 0; hh < kMaxGroup; ++hh) acc[hh] = 0.0f;
+        if (visible) {
+            const float4* k4 = reinterpret_cast<const float4*>(K + j * d);
+#pragma unroll 4
+            for (int64_t c = 0; c < d4; ++c) {
+                const float4 kv = k4[c];
+#pragma unroll
+                for (int hh = 0; hh < kMaxGroup; ++hh) {
+                    if (hh >= group) break;
+                    const float4 qv = reinterpret_cast<const float4*>(sq + hh * DMAX)[c];
+                    acc[hh] += qv.x * kv.x + qv.y * kv.y + qv.z * kv.z + qv.w * kv.w;
+                }
+            }
+        }
+#pragma unroll
+        for (int hh = 0; hh < kMaxGroup; ++hh) {
+            if (hh >= group) break;
+            const float s = visible ? acc[hh] * a.scale : -INFINITY;
+            sp[hh][t] = s;
+            if (keep_scores && j < j1) sc.scores[(i * H + h0 + hh) * ld + j] = s;
+        }
+    }
+    __syncthreads();
+
+    // 2. The chunk's softmax partial of each head.
+    for (int hh = warp; hh < group; hh += kWarps) {
+        float mx = -INFINITY;
+        for (int t = lane; t < CHUNK; t += 32) mx = fmaxf(mx, sp[hh][t]);
+        mx = warp_max(mx);
+        float sum = 0.0f;
+        for (int t = lane; t < CHUNK; t += 32) {
+            const float p = mx == -INFINITY ? 0.0f : expf(sp[hh][t] - mx);
+            sp[hh][t] = p;
+            sum += p;
+        }
+        sum = warp_sum(sum);
+        if (lane == 0) {
+            smx[hh] = mx;
+            ssum[hh] = sum;
+        }
+    }
+    __syncthreads();
+
+    // 3. Values: each V row read once for the whole group.
+    const int col = tid % LPR, kg = tid / LPR;
+    float4 o[kMaxGroup];
+#pragma unroll
+    for (int hh = 0; hh < kMaxGroup; ++hh) o[hh] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (col < d4) {
+        const float4* v4 = reinterpret_cast<const float4*>(V + j0 * d) + col;
+#pragma unroll 2
+        for (int64_t t = kg; t < cnt; t += NG) {
+            const float4 vv = v4[t * d4];
+#pragma unroll
+            for (int hh = 0; hh < kMaxGroup; ++hh) {
+                if (hh >= group) break;
+                const float p = sp[hh][t];
+                o[hh].x += p * vv.x;
+                o[hh].y += p * vv.y;
+                o[hh].z += p * vv.z;
+                o[hh].w += p * vv.w;
+            }
+        }
+    }
+#pragma unroll
+    for (int hh = 0; hh < kMaxGroup; ++hh) {
+        if (hh >= group) break;
+        reinterpret_cast<float4*>(so + (kg * kMaxGroup + hh) * DMAX)[col] = o[hh];
+    }
+    __syncthreads();
+    for (int64_t e = tid; e < group * d; e += kThreads) {
+        const int64_t hh = e / d, c = e % d;
+        float acc = 0.0f;
+#pragma unroll
+        for (int q = 0; q < NG; ++q) acc += so[(q * kMaxGroup + hh) * DMAX + c];
+        sc.po[((i * H + h0 + hh) * S + split) * d + c] = acc;
+    }
+    if (tid < group) {
+        const int64_t slot = (i * H + h0 + tid) * S + split;
+        sc.pm[slot] = smx[tid];
+        sc.pl[slot] = ssum[tid];
+    }
+
+    // 4. Publish this split, then take a ticket: the last split of (i, g) combines.
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) {
+        unsigned int* ticket = sc.tickets + i * a.G + g;
+        last = atomicAdd(ticket, 1u) + 1u == static_cast<unsigned int>(S);
+        if (last) atomicExch(ticket, 0u);  // every split has counted: zero for the next launch
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+
+    // 5. Combine (other blocks' partials: read through L2, __ldcg). Weights [group][S] in so.
+    float* sw = so;
+    for (int hh = warp; hh < group; hh += kWarps) {
+        const int64_t row = i * H + h0 + hh;
+        float M = -INFINITY;
+        for (int64_t s = lane; s < S; s += 32) M = fmaxf(M, __ldcg(sc.pm + row * S + s));
+        M = warp_max(M);
+        float L = 0.0f;
+        for (int64_t s = lane; s < S; s += 32) {
+            const float w = M == -INFINITY ? 0.0f : expf(__ldcg(sc.pm + row * S + s) - M);
+            sw[hh * S + s] = w;
+            L += __ldcg(sc.pl + row * S + s) * w;
+        }
+        L = warp_sum(L);
+        if (lane == 0) {
+            const float lse = L > 0.0f ? M + logf(L) : -INFINITY;
+            a.lse[(h0 + hh) * a.n + i] = lse;
+            smx[hh] = lse;
+            ssum[hh] = L > 0.0f ? 1.0f / L : 0.0f;
+        }
+    }
+    __syncthreads();
+    for (int64_t e = tid; e < group * d; e += kThreads) {
+        const int64_t hh = e / d, c = e % d, row = i * H + h0 + hh;
+        const float* po = sc.po + row * S * d + c;
+        const float* w = sw + hh * S;
+        float acc = 0.0f;
+#pragma unroll 4
+        for (int64_t s = 0; s < S; ++s) acc += __ldcg(po + s * d) * w[s];
+        a.out[row * d + c] = acc * ssum[hh];
+    }
+    if (!probs_here) return;
+    // 6. One row (n == 1) over a short cache: its probabilities here, as decode_probs writes them.
+    for (int64_t e = tid; e < group * len; e += kThreads) {
+        const int64_t hh = e / len, j = e % len, h = h0 + hh;
+        const float s = __ldcg(sc.scores + h * ld + j);
+        const float lse = smx[hh];
+        const float p = (s == -INFINITY || lse == -INFINITY) ? 0.0f : expf(s - lse);
+        if (colsum) colsum[h * ld + j] = p;
+        if (rows) rows[h * ld + j] = p;
+    }
+}
+
+// A split's softmax partial over its CHUNK scores in shared memory, by the whole block:
+// sp[t] = exp(sp[t] - max) (0 when the max is -inf); returns {max, sum}. The last barrier of
+// block_sum also publishes sp.
+template <int CHUNK>
+__device__ __forceinline__ float2 chunk_softmax(float* sp, float* red) {
+    const int tid = static_cast<int>(threadIdx.x);
+    float mx = -INFINITY;
+    for (int t = tid; t < CHUNK; t += kThreads) mx = fmaxf(mx, sp[t]);
+    mx = block_max<kThreads>(mx, red);
+    float sum = 0.0f;
+    for (int t = tid; t < CHUNK; t += kThreads) {
+        const float p = mx == -INFINITY ? 0.0f : expf(sp[t] - mx);
+        sp[t] = p;
+        sum += p;
+    }
+    return make_float2(mx, block_sum<kThreads>(sum, red));
+}
+
+// head_dim not a multiple of 4: one warp per key (the first version; the vector kernel below
+// is the one head dims 48/64/80/128/256 take).
+template <int DMAX, int CHUNK>
+__global__ void __launch_bounds__(kThreads)
+    decode_partial_scalar(AttentionDev a, DecodeScratch sc) {
+    __shared__ float sq[DMAX];
+    __shared__ float sp[CHUNK];
+    __shared__ float red[kThreads / 32];
+    const int tid = static_cast<int>(threadIdx.x), lane = tid & 31, warp = tid >> 5;
+    const int64_t d = a.d, H = a.H, ld = a.max_len;
+    const int64_t split = blockIdx.x, h = blockIdx.y, i = blockIdx.z, g = h / (H / a.G);
+    const SplitKeys sk = split_keys<CHUNK>(a, g, split);
+    const int64_t j0 = sk.j0, j1 = sk.j1, row = i * H + h;
+    for (int64_t c = tid; c < d; c += kThreads) sq[c] = a.q[row * d + c];
+    __syncthreads();
+    for (int64_t j = j0 + warp; j < j0 + CHUNK; j += kThreads / 32) {
+        float s = -INFINITY;
+        if (j < j1 && sk.kpos[j] <= a.q_pos[i]) {  // uniform over the warp
+            float part = 0.0f;
+            for (int64_t c = lane; c < d; c += 32) part += sq[c] * sk.k[j * d + c];
+            s = warp_sum(part) * a.scale;
+        }
+        if (lane == 0) {
+            sp[j - j0] = s;
+            if (j < j1) sc.scores[row * ld + j] = s;
+        }
+    }
+    __syncthreads();
+    const float2 ms = chunk_softmax<CHUNK>(sp, red);
+    const float mx = ms.x, sum = ms.y;
+    const int64_t cnt = j1 > j0 ? j1 - j0 : 0;
+    const int64_t slot = row * sc.splits + split;
+    for (int64_t c = tid; c < d; c += kThreads) {
+        float o = 0.0f;
+        for (int64_t t = 0; t < cnt; ++t) o += sp[t] * sk.v[(j0 + t) * d + c];
+        sc.po[slot * d + c] = o;
+    }
+    if (tid == 0) {
+        sc.pm[slot] = mx;
+        sc.pl[slot] = sum;
+    }
+}
+
+// head_dim a multiple of 4 (float4 rows). Scores: thread t scores keys j0 + t, j0 + t + kThreads
+// (a whole row each, d/4 independent 16-byte loads in flight, written to the score row
+// coalesced). Values: thread t owns dims 4*(t % LPR) .. +3 of key group t / LPR (LPR = DMAX/4
+// lanes per row, NG = kThreads / LPR groups), sums its group's keys, and the NG partial rows are
+// added in a fixed order through shared memory (deterministic). The first version gave one warp
+// per key and reduced every score across the warp: 64 dependent steps per warp, ~100 us per
+// layer at any length on an H100 (KVSCOPE_PROFILE=1, bench/RESULTS.md).
+template <int DMAX, int CHUNK>
+__global__ void __launch_bounds__(kThreads) decode_partial(AttentionDev a, DecodeScratch sc) {
+    constexpr int LPR = DMAX / 4 < kThreads ? DMAX / 4 : kThreads;
+    constexpr int NG = kThreads / LPR;
+    __shared__ __align__(16) float sq[DMAX];
+    __shared__ float sp[CHUNK];
+    __shared__ float red[kThreads / 32];
+    __shared__ __align__(16) float so[NG][DMAX];
+    const int tid = static_cast<int>(threadIdx.x);
+    const int64_t d = a.d, H = a.H, ld = a.max_len, d4 = d / 4;
+    const int64_t split = blockIdx.x, h = blockIdx.y, i = blockIdx.z, g = h / (H / a.G);
+    const SplitKeys sk = split_keys<CHUNK>(a, g, split);
+    const int64_t j0 = sk.j0, j1 = sk.j1;
+    const float *K = sk.k, *V = sk.v;
+    const int64_t* kpos = sk.kpos;
+    const int64_t qpos = a.q_pos[i];
+    const int64_t row = i * H + h;
+
+    for (int64_t c = tid; c < d; c += kThreads) sq[c] = a.q[row * d + c];
+    __syncthreads();
+    const float4* q4 = reinterpret_cast<const float4*>(sq);
+    for (int t = tid; t < CHUNK; t += kThreads) {
+        const int64_t j = j0 + t;
+        float s = -INFINITY;
+        if (j < j1 && kpos[j] <= qpos) {
+            const float4* k4 = reinterpret_cast<const float4*>(K + j * d);
+            float acc = 0.0f;
+#pragma unroll 8
+            for (int64_t c = 0; c < d4; ++c) {
+                const float4 kv = k4[c], qv = q4[c];
+                acc += qv.x * kv.x + qv.y * kv.y + qv.z * kv.z + qv.w * kv.w;
+            }
+            s = acc * a.scale;
+        }
+        sp[t] = s;
+        if (j < j1) sc.scores[row * ld + j] = s;
+    }
+    __syncthreads();
+    const float2 ms = chunk_softmax<CHUNK>(sp, red);
+    const float mx = ms.x, sum = ms.y;
+    const int64_t cnt = j1 > j0 ? j1 - j0 : 0;
+    const int col = tid % LPR, grp = tid / LPR;
+    float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (col < d4) {
+        const float4* v4 = reinterpret_cast<const float4*>(V + j0 * d) + col;
+#pragma unroll 4
+        for (int64_t t = grp; t < cnt; t += NG) {
+            const float p = sp[t];
+            const float4 vv = v4[t * d4];
+            o.x += p * vv.x;
+            o.y += p * vv.y;
+            o.z += p * vv.z;
+            o.w += p * vv.w;
+        }
+    }
+    reinterpret_cast<float4*>(so[grp])[col] = o;
+    __syncthreads();
+    const int64_t slot = row * sc.splits + split;
+    for (int64_t c = tid; c < d; c += kThreads) {
+        float acc = 0.0f;
+#pragma unroll
+        for (int gq = 0; gq < NG; ++gq) acc += so[gq][c];
+        sc.po[slot * d + c] = acc;
+    }
+    if (tid == 0) {
+        sc.pm[slot] = mx;
+        sc.pl[slot] = sum;
+    }
+}
+
+// One block per (head, row): the splits' max and sum of exp reduced across the block, the
+// rescaled weights kept in shared memory, then each dim summed over the splits in split order.
+constexpr int kMaxCombineSplits = 4096;  // 1M keys at kChunk = 256
+__global__ void __launch_bounds__(kThreads) decode_combine(AttentionDev a, DecodeScratch sc) {
+    __shared__ float sw[kMaxCombineSplits];
+    __shared__ float red[kThreads / 32];
+    const int64_t h = blockIdx.x, i = blockIdx.y, H = a.H, d = a.d, S = sc.splits;
+    const int tid = static_cast<int>(threadIdx.x);
+    const int64_t row = i * H + h;
+    const float* pm = sc.pm + row * S;
+    const float* pl = sc.pl + row * S;
+    float M = -INFINITY;
+    for (int64_t s = tid; s < S; s += kThreads) M = fmaxf(M, pm[s]);
+    M = block_max<kThreads>(M, red);
+    float L = 0.0f;
+    for (int64_t s = tid; s < S; s += kThreads) {
+        const float w = M == -INFINITY ? 0.0f : expf(pm[s] - M);
+        sw[s] = w;
+        L += pl[s] * w;
+    }
+    L = block_sum<kThreads>(L, red);  // its barriers also publish sw
+    const float inv = L > 0.0f ? 1.0f / L : 0.0f;
+    for (int64_t c = tid; c < d; c += kThreads) {
+        float o = 0.0f;
+#pragma unroll 8
+        for (int64_t s = 0; s < S; ++s) o += sc.po[(row * S + s) * d + c] * sw[s];
+        a.out[row * d + c] = o * inv;
+    }
+    if (tid == 0) a.lse[h * a.n + i] = L > 0.0f ? M + logf(L) : -INFINITY;
+}
+
+__global__ void decode_probs(AttentionDev a, DecodeScratch sc, float* colsum, float* rows,
+                             int64_t n_tail) {
+    const int64_t h = blockIdx.y, H = a.H, n = a.n, ld = a.max_len;
+    const int64_t len = a.kv_len[h / (H / a.G)];
+    const int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (j >= len) return;
+    const int64_t tail0 = n - n_tail;
+    float acc = 0.0f;
+    for (int64_t i = 0; i < n; ++i) {
+        const float s = sc.scores[(i * H + h) * ld + j];
+        const float lse = a.lse[h * n + i];
+        const float p = (s == -INFINITY || lse == -INFINITY) ? 0.0f : expf(s - lse);
+        acc += p;
+        if (rows && i >= tail0) rows[(h * n_tail + (i - tail0)) * ld + j] = p;
+    }
+    if (colsum) colsum[h * ld + j] = acc;
+}
+
+}  // namespace
+
+size_t attention_decode_scratch_bytes(const AttentionDev& a) {
+    const DecodePlan p = decode_plan(a);
+    const int64_t rows = a.n * a.H;
+    return kDecodeTicketBytes +
+           sizeof(float) *
+               static_cast<size_t>(rows * a.max_len + 2 * rows * p.splits + rows * p.splits * a.d);
+}
+
+void attention_decode(const AttentionDev& a, void* scratch, float* colsum, float* rows,
+                      int64_t n_tail, cudaStream_t stream) {
+    check_attention_shape(a);
+    if (a.n <= 0) return;
+    if (a.n > kDecodeMaxRows)
+        throw std::runtime_error("cuda attention: the decode path takes at most " +
+                                 std::to_string(kDecodeMaxRows) + " rows");
+    const DecodePlan plan = decode_plan(a);
+    const DecodeScratch sc = carve(a, plan, scratch);
+    if (sc.splits > kMaxCombineSplits)
+        throw std::runtime_error("cuda attention: decode over more than " +
+                                 std::to_string(kMaxCombineSplits * kChunk) + " keys");
+    const bool stats = (colsum || rows) && a.max_len > 0;
+    const bool short_chunks = plan.chunk == kShortChunk;
+    if (plan.fused) {
+        const int64_t group = a.H / a.G;
+        // n == 1: the row is the last one, so n_tail (<= n) is 1 whenever rows are asked for.
+        const bool probs_here = stats && a.n == 1 && group * a.max_len <= kProbsInKernel;
+        const dim3 grid(static_cast<unsigned int>(sc.splits), static_cast<unsigned int>(a.G),
+                        static_cast<unsigned int>(a.n));
+        with_dmax(a.d, [&](auto dm) {
+            constexpr int DMAX = decltype(dm)::value;
+            launch_dependent(
+                short_chunks ? decode_gqa<DMAX, kShortChunk> : decode_gqa<DMAX, kChunk>, grid,
+                kThreads, 0, stream, a, sc, colsum, rows, stats, probs_here);
+        });
+        if (!stats || probs_here) return;
+    } else {
+        const dim3 grid(static_cast<unsigned int>(sc.splits), static_cast<unsigned int>(a.H),
+                        static_cast<unsigned int>(a.n));
+        with_dmax(a.d, [&](auto dm) {
+            constexpr int DMAX = decltype(dm)::value;
+            if (a.d % 4 == 0 && short_chunks)
+                decode_partial<DMAX, kShortChunk><<<grid, kThreads, 0, stream>>>(a, sc);
+            else if (a.d % 4 == 0)
+                decode_partial<DMAX, kChunk><<<grid, kThreads, 0, stream>>>(a, sc);
+            else if (short_chunks)
+                decode_partial_scalar<DMAX, kShortChunk><<<grid, kThreads, 0, stream>>>(a, sc);
+            else
+                decode_partial_scalar<DMAX, kChunk><<<grid, kThreads, 0, stream>>>(a, sc);
+            KVS_CUDA_CHECK_LAUNCH();
+        });
+        decode_combine<<<dim3(static_cast<unsigned int>(a.H), static_cast<unsigned int>(a.n)),
+                         kThreads, 0, stream>>>(a, sc);
+        KVS_CUDA_CHECK_LAUNCH();
+        if (!stats) return;
+    }
+    decode_probs<<<dim3(static_cast<unsigned int>((a.max_len + 255) / 256),
+                        static_cast<unsigned int>(a.H)),
+                   256, 0, stream>>>(a, sc, colsum, rows, n_tail);
+    KVS_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace kvscope::cuda
