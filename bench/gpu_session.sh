@@ -135,7 +135,7 @@ stage_ops-quick() {
   "$TEST_KERNELS" --gtest_filter='*Cuda*' --gtest_output=json:"$OUT/ops_quick.json"; local r1=$?
   # The earlier kernels still selectable (norm rows in loops, the two-kernel decode attention,
   # plain launches).
-  KVSCOPE_CUDA_NORM_REGS=0 KVSCOPE_CUDA_DECODE_FUSED=0 KVSCOPE_CUDA_PDL=0 "$TEST_KERNELS" --gtest_filter='*Cuda*' --gtest_output=json:"$OUT/ops_quick_earlier.json"; local r2=$?
+  KVSCOPE_CUDA_NORM_REGS=0 KVSCOPE_CUDA_DECODE_FUSED=0 KVSCOPE_CUDA_PDL=0 KVSCOPE_CUDA_INLINE_JOBS=0 "$TEST_KERNELS" --gtest_filter='*Cuda*' --gtest_output=json:"$OUT/ops_quick_earlier.json"; local r2=$?
   return $((r1 || r2))
 }
 

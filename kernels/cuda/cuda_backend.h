@@ -47,7 +47,11 @@
 //   (Backend::matmul_parts, swiglu, rope_qk, add_rmsnorm).
 // - KVSCOPE_CUDA_NORM_REGS (default on; =0 off): a norm's row kept in registers
 //   (cuda_rmsnorm.cu); KVSCOPE_CUDA_DECODE_FUSED (default on; =0 off): decode attention in one
-//   launch per layer, K/V rows read once per KV head (cuda_attention_decode.cu).
+//   launch per layer, K/V rows read once per KV head (cuda_attention_decode.cu);
+//   KVSCOPE_CUDA_PDL (default on; =0 off): the decode path's kernels launched as programmatic
+//   dependents (cuda_device.cuh); KVSCOPE_CUDA_INLINE_JOBS (default on; =0 off): a mirror update
+//   that stages nothing but a few positions passes its row moves with the kernel
+//   (flush_inline()).
 // Next (issue 9): faster prefill attention kernels; bf16 K/V; CUDA graphs for small models.
 #include <algorithm>
 #include <chrono>
@@ -126,6 +130,14 @@ class StagingRing {
     }
     unsigned char* host(size_t off) const { return host_ + off; }
     unsigned char* dev(size_t off) const { return dev_ + off; }
+    // Whether p is in the device twin, and the host bytes staged for it.
+    bool holds(const void* p) const {
+        const auto* b = static_cast<const unsigned char*>(p);
+        return b && dev_ && b >= dev_ && b < dev_ + cap_;
+    }
+    const unsigned char* staged(const void* p) const {
+        return host_ + (static_cast<const unsigned char*>(p) - dev_);
+    }
     void to_device(size_t begin, size_t end, cudaStream_t stream) const {
         if (end > begin)
             KVS_CUDA_CHECK(cudaMemcpyAsync(dev_ + begin, host_ + begin, end - begin,
@@ -193,6 +205,7 @@ class CudaBackend final : public Backend {
         new_rows_on_ = switched_on("KVSCOPE_CUDA_NEW_ROWS");
         defer_on_ = switched_on("KVSCOPE_CUDA_DEFER");
         fused_on_ = switched_on("KVSCOPE_CUDA_FUSED");
+        inline_jobs_on_ = switched_on("KVSCOPE_CUDA_INLINE_JOBS");
         later_.set_side_copies(switched_on("KVSCOPE_CUDA_SIDE_COPIES"));
         later_.set_device_counter([this](int64_t delta) { count(delta); });
     }
@@ -674,8 +687,34 @@ class CudaBackend final : public Backend {
     static size_t table_bytes(const RowBatch& rb, size_t more_jobs) {
         return (rb.a.size() + rb.b.size() + more_jobs) * sizeof(KVRowJob) + 2 * StagingRing::kAlign;
     }
+    // rb's jobs as the kernel's parameters, when they read nothing staged but a few positions
+    // (a decode step's appends): no copy to the device before them. False: flush() copies.
+    bool flush_inline(const RowBatch& rb, int64_t d) {
+        if (!inline_jobs_on_ || !rb.b.empty() || rb.a.size() > static_cast<size_t>(kInlineJobs))
+            return false;
+        KVRowJobsInline p{};
+        int64_t used = 0;
+        for (size_t i = 0; i < rb.a.size(); ++i) {
+            const KVRowJob& jb = rb.a[i];
+            if (jb.pk || jb.pv || jb.ppos || jb.map || jb.dst_index || ring_.holds(jb.sk) ||
+                ring_.holds(jb.sv))
+                return false;
+            p.jobs[i] = jb;
+            p.spos_at[i] = -1;
+            if (ring_.holds(jb.spos)) {
+                if (used + jb.n > kInlinePositions) return false;
+                std::memcpy(p.pos + used, ring_.staged(jb.spos),
+                            static_cast<size_t>(jb.n) * sizeof(int64_t));
+                p.spos_at[i] = used;
+                used += jb.n;
+            }
+        }
+        p.n_jobs = static_cast<int64_t>(rb.a.size());
+        kv_rows_inline(p, rb.max_a, d, stream_);
+        return true;
+    }
     void flush(RowBatch& rb, int64_t d) {
-        if (!rb.a.empty() || !rb.b.empty()) {
+        if ((!rb.a.empty() || !rb.b.empty()) && !flush_inline(rb, d)) {
             const size_t na = rb.a.size() * sizeof(KVRowJob);
             const size_t nb = rb.b.size() * sizeof(KVRowJob);
             const size_t oa = ring_.reserve(na);  // room kept by the checks when jobs were added
@@ -703,7 +742,8 @@ class CudaBackend final : public Backend {
     bool mirrors_on_ = true;
     bool gemv_on_ = true;  // decode rows (n <= kGemvMaxRows) through cuda_gemv.cu
     bool new_rows_on_ = true, defer_on_ = true;  // switched_on() above
-    bool fused_on_ = true;  // KVSCOPE_CUDA_FUSED: matmul_parts, swiglu, rope_qk
+    bool fused_on_ = true;        // KVSCOPE_CUDA_FUSED: matmul_parts, swiglu, rope_qk
+    bool inline_jobs_on_ = true;  // KVSCOPE_CUDA_INLINE_JOBS: flush_inline()
     HostCopies later_;
     std::unique_ptr<cpu::ThreadPool> copy_pool_;  // copy_pool()
     mutable std::mutex mu_;

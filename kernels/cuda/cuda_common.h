@@ -102,7 +102,9 @@ void matmul(cublasHandle_t handle, const float* x, int64_t n, int64_t k, const v
 // ---- cuda_gemv.cu ---------------------------------------------------------------------------
 // The decode rows' matmul (n <= kGemvMaxRows) without cuBLAS: fp32 x times w in its stored dtype,
 // fp32 accumulation. gemv_fits() says whether the shapes and alignment allow it (k a multiple of
-// 8, 16-byte aligned x and w); otherwise matmul() above.
+// 8, 16-byte aligned x and w); otherwise matmul() above. Launched as dependents (cuda_device.cuh):
+// the first rows of w are read before the kernel waits for the one queued before it, so w must not
+// be that kernel's output (weights never are).
 constexpr int64_t kGemvMaxRows = 8;
 bool gemv_fits(const float* x, int64_t n, int64_t k, const void* w, DType wdt, int64_t m);
 void gemv(const float* x, int64_t n, int64_t k, const void* w, DType wdt, int64_t m,
@@ -200,5 +202,18 @@ struct KVRowJob {
 // jobs: device array [n_jobs]; max_rows: the largest n among them (grid size).
 void kv_rows(const KVRowJob* jobs, int64_t n_jobs, int64_t max_rows, int64_t d,
              cudaStream_t stream);
+// A few jobs passed by value with the kernel, with the positions they take from the host
+// (KVRowJobsInline::pos): a decode step's appends need no copy to the device before they run.
+// Why: that copy, one per layer, stood between the step's kernels and kept each layer's row
+// moves from being launched as a dependent (cuda_device.cuh).
+constexpr int kInlineJobs = 16;
+constexpr int kInlinePositions = 64;
+struct KVRowJobsInline {
+    KVRowJob jobs[kInlineJobs];
+    int64_t spos_at[kInlineJobs];  // >= 0: job i's source positions are pos[spos_at[i] ...]
+    int64_t pos[kInlinePositions];
+    int64_t n_jobs = 0;
+};
+void kv_rows_inline(const KVRowJobsInline& jobs, int64_t max_rows, int64_t d, cudaStream_t stream);
 
 }  // namespace kvscope::cuda

@@ -18,10 +18,8 @@ constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int64_t kMaxBlocksX = 1024;
 
-__global__ void __launch_bounds__(kThreads) kv_rows_kernel(const KVRowJob* jobs, int64_t d) {
-    grid_wait();  // launched as a dependent (cuda_device.cuh)
-    grid_release();
-    const KVRowJob jb = jobs[blockIdx.y];
+// Rows of job jb this block takes (spos: the job's source positions, wherever they are).
+__device__ __forceinline__ void move_rows(const KVRowJob& jb, const int64_t* spos, int64_t d) {
     const int lane = static_cast<int>(threadIdx.x) & 31;
     const int64_t warp = static_cast<int64_t>(threadIdx.x) >> 5;
     for (int64_t r = static_cast<int64_t>(blockIdx.x) * kWarps + warp; r < jb.n;
@@ -35,7 +33,7 @@ __global__ void __launch_bounds__(kThreads) kv_rows_kernel(const KVRowJob* jobs,
             const int64_t ss = jb.s_stride > 0 ? jb.s_stride : d;
             k = jb.sk + m * ss;
             v = jb.sv + m * ss;
-            p = jb.spos[m];
+            p = spos[m];
         } else {
             const int64_t s = -m - 1;
             k = jb.pk + s * d;
@@ -52,16 +50,42 @@ __global__ void __launch_bounds__(kThreads) kv_rows_kernel(const KVRowJob* jobs,
     }
 }
 
+__global__ void __launch_bounds__(kThreads) kv_rows_kernel(const KVRowJob* jobs, int64_t d) {
+    grid_wait();  // launched as a dependent (cuda_device.cuh)
+    grid_release();
+    const KVRowJob jb = jobs[blockIdx.y];
+    move_rows(jb, jb.spos, d);
+}
+
+// The jobs in the kernel's parameters (__grid_constant__: read in place, addressable).
+__global__ void __launch_bounds__(kThreads)
+    kv_rows_inline_kernel(const __grid_constant__ KVRowJobsInline p, int64_t d) {
+    grid_wait();
+    grid_release();
+    const int64_t i = blockIdx.y;
+    const KVRowJob jb = p.jobs[i];
+    move_rows(jb, p.spos_at[i] >= 0 ? p.pos + p.spos_at[i] : jb.spos, d);
+}
+
+dim3 kv_rows_grid(int64_t n_jobs, int64_t max_rows) {
+    const int64_t bx = std::min<int64_t>((max_rows + kWarps - 1) / kWarps, kMaxBlocksX);
+    return dim3(static_cast<unsigned int>(bx), static_cast<unsigned int>(n_jobs));
+}
+
 }  // namespace
 
 void kv_rows(const KVRowJob* jobs, int64_t n_jobs, int64_t max_rows, int64_t d,
              cudaStream_t stream) {
     if (n_jobs <= 0 || max_rows <= 0) return;
     if (n_jobs > 65535) throw std::runtime_error("kv_rows: too many jobs for one launch");
-    const int64_t bx = std::min<int64_t>((max_rows + kWarps - 1) / kWarps, kMaxBlocksX);
-    launch_dependent(kv_rows_kernel,
-                     dim3(static_cast<unsigned int>(bx), static_cast<unsigned int>(n_jobs)),
-                     kThreads, 0, stream, jobs, d);
+    launch_dependent(kv_rows_kernel, kv_rows_grid(n_jobs, max_rows), kThreads, 0, stream, jobs, d);
+}
+
+void kv_rows_inline(const KVRowJobsInline& jobs, int64_t max_rows, int64_t d, cudaStream_t stream) {
+    if (jobs.n_jobs <= 0 || max_rows <= 0) return;
+    if (jobs.n_jobs > kInlineJobs) throw std::runtime_error("kv_rows_inline: too many jobs");
+    launch_dependent(kv_rows_inline_kernel, kv_rows_grid(jobs.n_jobs, max_rows), kThreads, 0,
+                     stream, jobs, d);
 }
 
 }  // namespace kvscope::cuda
