@@ -35,8 +35,10 @@ namespace kvscope::cuda {
 namespace {
 
 constexpr int kThreads = 128;
-constexpr int kChunk = 256;          // keys per split
-constexpr int kShortChunk = 64;      // where kChunk would give the GPU fewer than two blocks per SM
+constexpr int kChunk = 256;         // keys per split
+constexpr int kShortChunk = 64;     // where kChunk would give the GPU fewer than two blocks per SM
+constexpr int kGqaShortChunk = 32;  // decode_gqa's chunks: 32, 128 or 256 keys (decode_plan)
+constexpr int kGqaMidChunk = 128;
 constexpr int kMaxGroup = 8;         // query heads per KV head that decode_gqa takes
 constexpr int kCombineSlots = 4096;  // decode_gqa's combine weights, [group][splits], in smem
 constexpr int64_t kTickets = static_cast<int64_t>(kDecodeTicketBytes / sizeof(unsigned int));
@@ -70,12 +72,23 @@ DecodePlan decode_plan(const AttentionDev& a) {
     static const bool fused_on = switched_on("KVSCOPE_CUDA_DECODE_FUSED");
     const int64_t group = a.G > 0 ? a.H / a.G : 1;
     const bool gqa = fused_on && a.d % 4 == 0 && group <= kMaxGroup && a.n * a.G <= kTickets;
-    const int64_t long_splits = a.max_len > 0 ? (a.max_len + kChunk - 1) / kChunk : 1;
-    const int64_t blocks = a.n * (gqa ? a.G : a.H) * long_splits;
+    const auto splits_of = [&](int64_t chunk) {
+        return a.max_len > 0 ? (a.max_len + chunk - 1) / chunk : int64_t{1};
+    };
     DecodePlan p;
-    p.chunk = blocks < 2 * static_cast<int64_t>(sms) ? kShortChunk : kChunk;
-    p.splits = a.max_len > 0 ? (a.max_len + p.chunk - 1) / p.chunk : 1;
-    p.fused = gqa && group * p.splits <= kCombineSlots;
+    if (gqa) {  // the shortest chunk that still gives at most 4 blocks per SM
+        const int64_t most = 4 * static_cast<int64_t>(sms);
+        p.chunk = a.n * a.G * splits_of(kGqaShortChunk) <= most ? kGqaShortChunk
+                  : a.n * a.G * splits_of(kGqaMidChunk) <= most ? kGqaMidChunk
+                                                                : kChunk;
+        p.splits = splits_of(p.chunk);
+        p.fused = group * p.splits <= kCombineSlots;
+        if (p.fused) return p;
+    }
+    // The two-kernel path (its kernels are instantiated for kShortChunk and kChunk).
+    p.chunk = a.n * a.H * splits_of(kChunk) < 2 * static_cast<int64_t>(sms) ? kShortChunk : kChunk;
+    p.splits = splits_of(p.chunk);
+    p.fused = false;
     return p;
 }
 
@@ -111,11 +124,17 @@ __device__ __forceinline__ SplitKeys split_keys(const AttentionDev& a, int64_t g
 }
 
 // One block per (split, KV head g, row i); the group's query heads h0 .. h0 + group - 1 are
-// scored together. Scores: thread t scores key j0 + t (and + kThreads) against every head of the
-// group (a K row read once, d/4 16-byte loads in flight). Softmax: warp w takes heads w, w + 4.
-// Values: thread t owns dims 4*(t % LPR) .. +3 of key group t / LPR for every head, and the NG
-// partial rows are added in a fixed order through shared memory. Then the ticket: the last
-// split of (i, g) to finish combines all of them in split order.
+// scored together, and each phase issues all its loads before it uses them: at decode lengths
+// the kernel is bound by memory latency, not bandwidth (a first version with one thread per key
+// walking its row 4 loads at a time took 31 us a layer on the 8B shape at 1k, ncu, ninth run).
+//   scores   kLanesPerKey lanes per key, each holding DMAX/16 16-byte pieces of the K row in
+//            registers; dot products with every head's query (shared memory), reduced over the
+//            key's lanes by shuffles. Positions and K rows are loaded together.
+//   softmax  warp w takes heads w, w + 4, ...
+//   values   thread t owns dims 4*(t % LPR) .. +3 of keys t / LPR + NG*u, loaded 8 keys at a
+//            time for every head; the NG partial rows added in a fixed order in shared memory.
+//   ticket   the last split of (i, g) to finish combines all of them in split order.
+constexpr int kLanesPerKey = 4;
 template <int DMAX, int CHUNK>
 __global__ void __launch_bounds__(kThreads)
     decode_gqa(AttentionDev a, DecodeScratch sc, float* colsum, float* rows, bool keep_scores,
@@ -123,6 +142,10 @@ __global__ void __launch_bounds__(kThreads)
     constexpr int LPR = DMAX / 4;  // <= kThreads for DMAX <= 256
     constexpr int NG = kThreads / LPR;
     constexpr int kWarps = kThreads / 32;
+    constexpr int VPL = DMAX / 4 / kLanesPerKey;        // K pieces per lane
+    constexpr int KPP = kThreads / kLanesPerKey;        // keys per scoring pass
+    constexpr int kMaxE = kMaxGroup * DMAX / kThreads;  // output elements per thread
+    constexpr int SB = kMaxE >= 64 ? 1 : 64 / kMaxE;    // splits per combine batch
     static_assert(NG * kMaxGroup * DMAX == kCombineSlots, "so[] holds the combine's weights");
     __shared__ __align__(16) float sq[kMaxGroup * DMAX];
     __shared__ float sp[kMaxGroup][CHUNK];
@@ -137,41 +160,55 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t split = blockIdx.x, g = blockIdx.y, i = blockIdx.z, h0 = g * group;
     const SplitKeys sk = split_keys<CHUNK>(a, g, split);
     const int64_t len = sk.len, j0 = sk.j0, j1 = sk.j1;
-    const float *K = sk.k, *V = sk.v;
-    const int64_t* kpos = sk.kpos;
     const int64_t cnt = j1 > j0 ? j1 - j0 : 0;
     const int64_t qpos = a.q_pos[i];
 
-    const float* qg = a.q + (i * H + h0) * d;  // the group's query rows, [group, d]
-    for (int64_t e = tid; e < group * d; e += kThreads) sq[(e / d) * DMAX + e % d] = qg[e];
+    {  // the group's query rows, [group, d] at a.q + (i*H + h0)*d, as 16-byte pieces
+        const float4* qg = reinterpret_cast<const float4*>(a.q + (i * H + h0) * d);
+        float4* sq4 = reinterpret_cast<float4*>(sq);
+        for (int64_t e = tid; e < group * d4; e += kThreads)
+            sq4[(e / d4) * (DMAX / 4) + e % d4] = qg[e];
+    }
     __syncthreads();
 
     // 1. Scores of the chunk, every head of the group.
-    for (int t = tid; t < CHUNK; t += kThreads) {
+    const int sub = tid % kLanesPerKey;
+    for (int t0 = 0; t0 < CHUNK; t0 += KPP) {
+        const int t = t0 + tid / kLanesPerKey;
         const int64_t j = j0 + t;
-        const bool visible = j < j1 && kpos[j] <= qpos;
+        const bool in = j < j1;
+        const float4* k4 = reinterpret_cast<const float4*>(sk.k + (in ? j : j0) * d);
+        const int64_t kp = in ? sk.kpos[j] : 0;
+        float4 kv[VPL];
+#pragma unroll
+        for (int u = 0; u < VPL; ++u) {
+            const int64_t c = sub + kLanesPerKey * u;
+            kv[u] = in && c < d4 ? k4[c] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
         float acc[kMaxGroup];
 #pragma unroll
-        for (int hh = 0; hh < kMaxGroup; ++hh) acc[hh] = 0.0f;
-        if (visible) {
-            const float4* k4 = reinterpret_cast<const float4*>(K + j * d);
-#pragma unroll 4
-            for (int64_t c = 0; c < d4; ++c) {
-                const float4 kv = k4[c];
+        for (int hh = 0; hh < kMaxGroup; ++hh) {
+            acc[hh] = 0.0f;
+            if (hh >= group) continue;
+            const float4* q4 = reinterpret_cast<const float4*>(sq + hh * DMAX);
 #pragma unroll
-                for (int hh = 0; hh < kMaxGroup; ++hh) {
-                    if (hh >= group) break;
-                    const float4 qv = reinterpret_cast<const float4*>(sq + hh * DMAX)[c];
-                    acc[hh] += qv.x * kv.x + qv.y * kv.y + qv.z * kv.z + qv.w * kv.w;
-                }
+            for (int u = 0; u < VPL; ++u) {
+                const float4 qv = q4[sub + kLanesPerKey * u];  // zeros past d in kv
+                acc[hh] += qv.x * kv[u].x + qv.y * kv[u].y + qv.z * kv[u].z + qv.w * kv[u].w;
             }
         }
+        const bool visible = in && kp <= qpos;
 #pragma unroll
         for (int hh = 0; hh < kMaxGroup; ++hh) {
             if (hh >= group) break;
-            const float s = visible ? acc[hh] * a.scale : -INFINITY;
-            sp[hh][t] = s;
-            if (keep_scores && j < j1) sc.scores[(i * H + h0 + hh) * ld + j] = s;
+            float v = acc[hh];
+#pragma unroll
+            for (int o = 1; o < kLanesPerKey; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+            if (sub == 0) {
+                const float s = visible ? v * a.scale : -INFINITY;
+                sp[hh][t] = s;
+                if (keep_scores && in) sc.scores[(i * H + h0 + hh) * ld + j] = s;
+            }
         }
     }
     __syncthreads();
@@ -195,24 +232,31 @@ __global__ void __launch_bounds__(kThreads)
     }
     __syncthreads();
 
-    // 3. Values: each V row read once for the whole group.
+    // 3. Values: each V row read once for the whole group, 8 keys' loads in flight.
     const int col = tid % LPR, kg = tid / LPR;
     float4 o[kMaxGroup];
 #pragma unroll
     for (int hh = 0; hh < kMaxGroup; ++hh) o[hh] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    if (col < d4) {
-        const float4* v4 = reinterpret_cast<const float4*>(V + j0 * d) + col;
-#pragma unroll 2
-        for (int64_t t = kg; t < cnt; t += NG) {
-            const float4 vv = v4[t * d4];
+    const float4* v4 = reinterpret_cast<const float4*>(sk.v + j0 * d) + col;
+    for (int64_t tb = kg; tb < cnt; tb += 8 * NG) {
+        float4 vv[8];
+#pragma unroll
+        for (int u = 0; u < 8; ++u) {
+            const int64_t t = tb + NG * u;
+            vv[u] = t < cnt && col < d4 ? v4[t * d4] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+#pragma unroll
+        for (int u = 0; u < 8; ++u) {
+            const int64_t t = tb + NG * u;
+            if (t >= cnt) break;
 #pragma unroll
             for (int hh = 0; hh < kMaxGroup; ++hh) {
                 if (hh >= group) break;
                 const float p = sp[hh][t];
-                o[hh].x += p * vv.x;
-                o[hh].y += p * vv.y;
-                o[hh].z += p * vv.z;
-                o[hh].w += p * vv.w;
+                o[hh].x += p * vv[u].x;
+                o[hh].y += p * vv[u].y;
+                o[hh].z += p * vv[u].z;
+                o[hh].w += p * vv[u].w;
             }
         }
     }
@@ -269,24 +313,59 @@ __global__ void __launch_bounds__(kThreads)
         }
     }
     __syncthreads();
-    for (int64_t e = tid; e < group * d; e += kThreads) {
-        const int64_t hh = e / d, c = e % d, row = i * H + h0 + hh;
-        const float* po = sc.po + row * S * d + c;
-        const float* w = sw + hh * S;
-        float acc = 0.0f;
-#pragma unroll 4
-        for (int64_t s = 0; s < S; ++s) acc += __ldcg(po + s * d) * w[s];
-        a.out[row * d + c] = acc * ssum[hh];
+    // Element r of this thread is e = tid + kThreads * r; SB splits' loads in flight per batch.
+    const int64_t n_e = group * d;
+    float out[kMaxE];
+#pragma unroll
+    for (int r = 0; r < kMaxE; ++r) out[r] = 0.0f;
+    for (int64_t s0 = 0; s0 < S; s0 += SB) {
+        float pv[kMaxE][SB];
+#pragma unroll
+        for (int r = 0; r < kMaxE; ++r) {
+            const int64_t e = tid + static_cast<int64_t>(kThreads) * r;
+            const int64_t row = i * H + h0 + e / d;
+#pragma unroll
+            for (int u = 0; u < SB; ++u)
+                pv[r][u] =
+                    e < n_e && s0 + u < S ? __ldcg(sc.po + (row * S + s0 + u) * d + e % d) : 0.0f;
+        }
+#pragma unroll
+        for (int r = 0; r < kMaxE; ++r) {
+            const int64_t e = tid + static_cast<int64_t>(kThreads) * r;
+            if (e >= n_e) break;
+            const float* w = sw + (e / d) * S + s0;
+#pragma unroll
+            for (int u = 0; u < SB; ++u)
+                if (s0 + u < S) out[r] += pv[r][u] * w[u];
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < kMaxE; ++r) {
+        const int64_t e = tid + static_cast<int64_t>(kThreads) * r;
+        if (e >= n_e) break;
+        a.out[(i * H + h0) * d + e] = out[r] * ssum[e / d];
     }
     if (!probs_here) return;
-    // 6. One row (n == 1) over a short cache: its probabilities here, as decode_probs writes them.
-    for (int64_t e = tid; e < group * len; e += kThreads) {
-        const int64_t hh = e / len, j = e % len, h = h0 + hh;
-        const float s = __ldcg(sc.scores + h * ld + j);
-        const float lse = smx[hh];
-        const float p = (s == -INFINITY || lse == -INFINITY) ? 0.0f : expf(s - lse);
-        if (colsum) colsum[h * ld + j] = p;
-        if (rows) rows[h * ld + j] = p;
+    // 6. One row (n == 1) over a short cache: its probabilities here, as decode_probs writes them,
+    //    8 scores' loads in flight.
+    const int64_t n_p = group * len;
+    for (int64_t e0 = tid; e0 < n_p; e0 += 8 * kThreads) {
+        float sv[8];
+#pragma unroll
+        for (int u = 0; u < 8; ++u) {
+            const int64_t e = e0 + static_cast<int64_t>(kThreads) * u;
+            sv[u] = e < n_p ? __ldcg(sc.scores + (h0 + e / len) * ld + e % len) : -INFINITY;
+        }
+#pragma unroll
+        for (int u = 0; u < 8; ++u) {
+            const int64_t e = e0 + static_cast<int64_t>(kThreads) * u;
+            if (e >= n_p) break;
+            const int64_t h = h0 + e / len, j = e % len;
+            const float lse = smx[e / len];
+            const float p = (sv[u] == -INFINITY || lse == -INFINITY) ? 0.0f : expf(sv[u] - lse);
+            if (colsum) colsum[h * ld + j] = p;
+            if (rows) rows[h * ld + j] = p;
+        }
     }
 }
 
@@ -509,9 +588,11 @@ void attention_decode(const AttentionDev& a, void* scratch, float* colsum, float
                         static_cast<unsigned int>(a.n));
         with_dmax(a.d, [&](auto dm) {
             constexpr int DMAX = decltype(dm)::value;
-            launch_dependent(
-                short_chunks ? decode_gqa<DMAX, kShortChunk> : decode_gqa<DMAX, kChunk>, grid,
-                kThreads, 0, stream, a, sc, colsum, rows, stats, probs_here);
+            auto* kernel = plan.chunk == kGqaShortChunk ? decode_gqa<DMAX, kGqaShortChunk>
+                           : plan.chunk == kGqaMidChunk ? decode_gqa<DMAX, kGqaMidChunk>
+                                                        : decode_gqa<DMAX, kChunk>;
+            launch_dependent(kernel, grid, kThreads, 0, stream, a, sc, colsum, rows, stats,
+                             probs_here);
         });
         if (!stats || probs_here) return;
     } else {

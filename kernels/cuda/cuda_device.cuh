@@ -12,6 +12,16 @@
 
 namespace kvscope::cuda {
 
+__device__ __forceinline__ float to_f32(float v) {
+    return v;
+}
+__device__ __forceinline__ float to_f32(__half v) {
+    return __half2float(v);
+}
+__device__ __forceinline__ float to_f32(__nv_bfloat16 v) {
+    return __bfloat162float(v);
+}
+
 __device__ __forceinline__ float load_f32(const void* base, DType dt, int64_t i) {
     switch (dt) {
         case DType::kF16:

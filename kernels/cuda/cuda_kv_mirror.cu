@@ -18,8 +18,9 @@ constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int64_t kMaxBlocksX = 1024;
 
-// Rows of job jb this block takes (spos: the job's source positions, wherever they are).
-__device__ __forceinline__ void move_rows(const KVRowJob& jb, const int64_t* spos, int64_t d) {
+// Rows of job jb this block takes; spos(m): the position of source row m (wherever it is).
+template <class SourcePos>
+__device__ __forceinline__ void move_rows(const KVRowJob& jb, SourcePos spos, int64_t d) {
     const int lane = static_cast<int>(threadIdx.x) & 31;
     const int64_t warp = static_cast<int64_t>(threadIdx.x) >> 5;
     for (int64_t r = static_cast<int64_t>(blockIdx.x) * kWarps + warp; r < jb.n;
@@ -33,7 +34,7 @@ __device__ __forceinline__ void move_rows(const KVRowJob& jb, const int64_t* spo
             const int64_t ss = jb.s_stride > 0 ? jb.s_stride : d;
             k = jb.sk + m * ss;
             v = jb.sv + m * ss;
-            p = spos[m];
+            p = spos(m);
         } else {
             const int64_t s = -m - 1;
             k = jb.pk + s * d;
@@ -42,9 +43,18 @@ __device__ __forceinline__ void move_rows(const KVRowJob& jb, const int64_t* spo
         }
         float* dk = jb.dk + dst * d;
         float* dv = jb.dv + dst * d;
-        for (int64_t c = lane; c < d; c += 32) {
-            dk[c] = k[c];
-            dv[c] = v[c];
+        if (d % 4 == 0) {  // rows of 16-byte pieces (every row start is 16-byte aligned then)
+            for (int64_t c = lane; c < d / 4; c += 32) {
+                const float4 kk = reinterpret_cast<const float4*>(k)[c];  // both loads first
+                const float4 vv = reinterpret_cast<const float4*>(v)[c];
+                reinterpret_cast<float4*>(dk)[c] = kk;
+                reinterpret_cast<float4*>(dv)[c] = vv;
+            }
+        } else {
+            for (int64_t c = lane; c < d; c += 32) {
+                dk[c] = k[c];
+                dv[c] = v[c];
+            }
         }
         if (lane == 0) jb.dpos[dst] = p;
     }
@@ -54,17 +64,22 @@ __global__ void __launch_bounds__(kThreads) kv_rows_kernel(const KVRowJob* jobs,
     grid_wait();  // launched as a dependent (cuda_device.cuh)
     grid_release();
     const KVRowJob jb = jobs[blockIdx.y];
-    move_rows(jb, jb.spos, d);
+    move_rows(
+        jb, [&](int64_t m) { return jb.spos[m]; }, d);
 }
 
-// The jobs in the kernel's parameters (__grid_constant__: read in place, addressable).
-__global__ void __launch_bounds__(kThreads)
+// The jobs in the kernel's parameters (__grid_constant__: read in place, never copied). The
+// launch bound's "1 block per SM" lets ptxas use the registers it needs: without it, it held this
+// kernel to 40 and spilled.
+__global__ void __launch_bounds__(kThreads, 1)
     kv_rows_inline_kernel(const __grid_constant__ KVRowJobsInline p, int64_t d) {
     grid_wait();
     grid_release();
     const int64_t i = blockIdx.y;
     const KVRowJob jb = p.jobs[i];
-    move_rows(jb, p.spos_at[i] >= 0 ? p.pos + p.spos_at[i] : jb.spos, d);
+    const int64_t* spos = p.spos_at[i] >= 0 ? p.pos + p.spos_at[i] : jb.spos;
+    move_rows(
+        jb, [spos](int64_t m) { return spos[m]; }, d);
 }
 
 dim3 kv_rows_grid(int64_t n_jobs, int64_t max_rows) {

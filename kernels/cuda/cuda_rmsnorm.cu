@@ -41,29 +41,59 @@ __device__ __forceinline__ float load_row(const float* __restrict__ r, int64_t d
     return ss;
 }
 
-__device__ __forceinline__ void store_norm(const float (&v)[kPer], int64_t d, const void* w,
-                                           DType wdt, float inv, float* __restrict__ out) {
+// The norm's weights of this thread's elements, wv[k] = f32(w[t + k * kThreads]), loaded before
+// the kernel waits for the one before it (weights are never written): one branch on the dtype,
+// then every load in flight. Why: load_f32's switch inside the unrolled store loop put each load
+// behind a branch, one dependent load after another (add_rmsnorm still took 10.2 us with the
+// rows in registers; ncu, bench/RESULTS.md, ninth run).
+template <class W>
+__device__ __forceinline__ void load_weights_as(const W* __restrict__ w, int64_t d,
+                                                float (&wv)[kPer]) {
     const int t = static_cast<int>(threadIdx.x);
 #pragma unroll
     for (int k = 0; k < kPer; ++k) {
         const int64_t i = t + static_cast<int64_t>(k) * kThreads;
-        if (i < d) out[i] = load_f32(w, wdt, i) * (v[k] * inv);
+        wv[k] = i < d ? to_f32(w[i]) : 0.0f;
+    }
+}
+__device__ __forceinline__ void load_weights(const void* w, DType wdt, int64_t d,
+                                             float (&wv)[kPer]) {
+    switch (wdt) {
+        case DType::kBf16:
+            return load_weights_as(static_cast<const __nv_bfloat16*>(w), d, wv);
+        case DType::kF16:
+            return load_weights_as(static_cast<const __half*>(w), d, wv);
+        default:
+            return load_weights_as(static_cast<const float*>(w), d, wv);
+    }
+}
+
+__device__ __forceinline__ void store_norm(const float (&v)[kPer], const float (&wv)[kPer],
+                                           int64_t d, float inv, float* __restrict__ out) {
+    const int t = static_cast<int>(threadIdx.x);
+#pragma unroll
+    for (int k = 0; k < kPer; ++k) {
+        const int64_t i = t + static_cast<int64_t>(k) * kThreads;
+        if (i < d) out[i] = wv[k] * (v[k] * inv);
     }
 }
 
 __global__ void rmsnorm_kernel(const float* x, int64_t d, const void* w, DType wdt, float eps,
                                float* out, bool regs) {
     __shared__ float red[kThreads / 32];
+    const bool in_regs = regs && d <= static_cast<int64_t>(kThreads) * kPer;
+    float wv[kPer];
+    if (in_regs) load_weights(w, wdt, d, wv);
     grid_wait();  // launched as a dependent (cuda_device.cuh)
     grid_release();
     const float* xr = x + blockIdx.x * d;
     float* yr = out + blockIdx.x * d;
-    if (regs && d <= static_cast<int64_t>(kThreads) * kPer) {
+    if (in_regs) {
         float v[kPer];
         float ss = load_row(xr, d, v);
         ss = block_sum<kThreads>(ss, red);
         const float inv = rsqrtf(ss / static_cast<float>(d) + eps);
-        store_norm(v, d, w, wdt, inv, yr);  // out may alias x: x was read before
+        store_norm(v, wv, d, inv, yr);  // out may alias x: x was read before
         return;
     }
     float ss = 0.0f;
@@ -80,12 +110,15 @@ __global__ void rmsnorm_kernel(const float* x, int64_t d, const void* w, DType w
 __global__ void add_rmsnorm_kernel(float* x, const float* y, int64_t d, const void* w, DType wdt,
                                    float eps, float* out, bool regs) {
     __shared__ float red[kThreads / 32];
+    const bool in_regs = regs && d <= static_cast<int64_t>(kThreads) * kPer;
+    float wv[kPer];
+    if (in_regs) load_weights(w, wdt, d, wv);
     grid_wait();
     grid_release();
     float* xr = x + blockIdx.x * d;
     const float* yr = y + blockIdx.x * d;
     float* zr = out + blockIdx.x * d;
-    if (regs && d <= static_cast<int64_t>(kThreads) * kPer) {
+    if (in_regs) {
         const int t = static_cast<int>(threadIdx.x);
         float v[kPer];
 #pragma unroll
@@ -102,7 +135,7 @@ __global__ void add_rmsnorm_kernel(float* x, const float* y, int64_t d, const vo
         }
         ss = block_sum<kThreads>(ss, red);
         const float inv = rsqrtf(ss / static_cast<float>(d) + eps);
-        store_norm(v, d, w, wdt, inv, zr);
+        store_norm(v, wv, d, inv, zr);
         return;
     }
     float ss = 0.0f;
