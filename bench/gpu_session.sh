@@ -39,6 +39,7 @@
 #   profile8b-host KVSCOPE_PROFILE=host (host cost per op, no added waits), 8B, 1k, off and on
 #   profile1b-host the same, 1B, 1k, off
 #   ncu8b-decode ncu: device time per kernel of an 8B decode step at 1k (bench/ncu_steps.py)
+#   gemv-shapes decode of the 8B shape at 1k, recorded, with each KVSCOPE_CUDA_GEMV_SHAPE
 #   attn        bench_cuda_attention (the prefill attention kernels alone: forward, column sums +
 #               window rows, rows only; checked against the fp32 kernels first) and its peer
 #               bench/peer_attention.py (torch SDPA, bf16), 8B attention shape at 8k and 32k
@@ -195,6 +196,15 @@ stage_hostcache() {
   "$BENCH_HOST_CACHE" 8192 32 8 128; "$BENCH_HOST_CACHE" 32768 32 8 128
   "$BENCH_SUMMARY" 32768 32 32 8 32
 }
+stage_gemv-shapes() {  # the decode GEMVs' block shapes (kernels/cuda/cuda_gemv.cu), one run each
+  local sh
+  for sh in 8x4 4x8 4x4 8x8; do
+    KVSCOPE_CUDA_GEMV_SHAPE=$sh "$KVSCOPE" bench --model "$M8B" --device cuda --lengths 1024 \
+      --decode-steps 32 --prefill-reps 1 --policy full --recording on --json "$OUT/gemv_$sh.json" |
+      grep -E "^full" | sed "s/^/$sh /"
+  done
+}
+
 # Device time per kernel of an 8B decode step at 1k (ncu, one metric pass per kernel, caches and
 # clocks left as they run): which kernels a step launches and how near the floor each one is.
 stage_ncu8b-decode() {

@@ -17,6 +17,9 @@
 // Needs k a multiple of the vector width and 16-byte aligned w and x rows (gemv_fits()); the
 // caller falls back to cuBLAS otherwise.
 #include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <type_traits>
 
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/cuda/cuda_device.cuh"
@@ -24,8 +27,18 @@
 namespace kvscope::cuda {
 namespace {
 
-constexpr int kWarps = 8;
-constexpr int kUnroll = 4;
+// Warps per block (a row each) and 16-byte loads in flight per lane. 8 x 4 unless
+// KVSCOPE_CUDA_GEMV_SHAPE picks another for the one-row (decode) kernels: the o and down
+// projections of the 8B shape ran at 2.2-2.4 TB/s where the 1 GB lm_head reached 3.1 (ncu,
+// bench/RESULTS.md, ninth run), which points at the start and the end of each launch and at how
+// evenly the 4,096 rows spread over the SMs.
+template <int WARPS, int UNROLL>
+struct Shape {
+    static constexpr int kWarps = WARPS;
+    static constexpr int kUnroll = UNROLL;
+};
+using DefaultShape = Shape<8, 4>;
+constexpr int kMinWarps = 4;  // of the shapes below: bounds the rows one launch takes
 
 template <class W>
 struct Vec;  // 16 bytes of weights widened to floats
@@ -68,7 +81,7 @@ struct Vec<float> {
 // The first kUnroll 16-byte vectors of a lane's share of a weight row (vector v = lane + 32 * u).
 // Loaded before grid_wait(): the weights are never written, so they stream in while the kernel
 // before this one drains.
-template <class W>
+template <class W, int kUnroll>
 __device__ __forceinline__ void first_loads(bool has_row, const W* __restrict__ w_row, int64_t k,
                                             int lane, uint4 (&raw)[kUnroll]) {
     const int64_t nv = has_row ? k / Vec<W>::kN : 0;
@@ -81,7 +94,7 @@ __device__ __forceinline__ void first_loads(bool has_row, const W* __restrict__ 
 }
 
 // acc[i] += x[i] . (the kUnroll weight vectors raw, at vectors v0 + 32 * u of the row).
-template <class W, int N>
+template <class W, int N, int kUnroll>
 __device__ __forceinline__ void dot_batch(const float* __restrict__ x, int64_t k, int64_t nv,
                                           const uint4 (&raw)[kUnroll], int64_t v0,
                                           float (&acc)[N]) {
@@ -107,7 +120,7 @@ __device__ __forceinline__ void dot_batch(const float* __restrict__ x, int64_t k
 
 // One warp's dot products of weight row `w_row` with the n = N rows of x: acc[i] = x[i] . w_row,
 // reduced across the warp (every lane holds the sums). `first` holds first_loads() of the row.
-template <class W, int N>
+template <class W, int N, int kUnroll>
 __device__ __forceinline__ void row_dots(const float* __restrict__ x, int64_t k,
                                          const W* __restrict__ w_row, int lane,
                                          const uint4 (&first)[kUnroll], float (&acc)[N]) {
@@ -115,7 +128,7 @@ __device__ __forceinline__ void row_dots(const float* __restrict__ x, int64_t k,
     const uint4* wr = reinterpret_cast<const uint4*>(w_row);
 #pragma unroll
     for (int i = 0; i < N; ++i) acc[i] = 0.0f;
-    dot_batch<W, N>(x, k, nv, first, lane, acc);
+    dot_batch<W, N, kUnroll>(x, k, nv, first, lane, acc);
     for (int64_t v0 = lane + 32 * kUnroll; v0 < nv; v0 += 32 * kUnroll) {
         uint4 raw[kUnroll];
 #pragma unroll
@@ -123,25 +136,25 @@ __device__ __forceinline__ void row_dots(const float* __restrict__ x, int64_t k,
             const int64_t v = v0 + 32 * u;
             raw[u] = v < nv ? __ldg(wr + v) : make_uint4(0, 0, 0, 0);
         }
-        dot_batch<W, N>(x, k, nv, raw, v0, acc);
+        dot_batch<W, N, kUnroll>(x, k, nv, raw, v0, acc);
     }
 #pragma unroll
     for (int i = 0; i < N; ++i) acc[i] = warp_sum(acc[i]);
 }
 
-template <class W, int N>
-__global__ void __launch_bounds__(kWarps * 32)
+template <class W, int N, class SH>
+__global__ void __launch_bounds__(SH::kWarps * 32)
     gemv_kernel(const float* __restrict__ x, int64_t k, const W* __restrict__ w, int64_t m,
                 const void* bias, DType bdt, float* __restrict__ out) {
     const int lane = static_cast<int>(threadIdx.x) & 31;
-    const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
-    uint4 first[kUnroll];
+    const int64_t row = static_cast<int64_t>(blockIdx.x) * SH::kWarps + (threadIdx.x >> 5);
+    uint4 first[SH::kUnroll];
     first_loads(row < m, w + row * k, k, lane, first);
     grid_wait();  // x is the kernel before's output; out may be what it read
     grid_release();
     if (row >= m) return;
     float acc[N];
-    row_dots<W, N>(x, k, w + row * k, lane, first, acc);
+    row_dots<W, N, SH::kUnroll>(x, k, w + row * k, lane, first, acc);
     if (lane != 0) return;
 #pragma unroll
     for (int i = 0; i < N; ++i)
@@ -162,23 +175,23 @@ struct GemvParts {
     int count;
 };
 
-template <class W, int N>
-__global__ void __launch_bounds__(kWarps * 32)
+template <class W, int N, class SH>
+__global__ void __launch_bounds__(SH::kWarps * 32)
     gemv_parts_kernel(const float* __restrict__ x, int64_t k, const GemvParts<W> parts) {
     const int lane = static_cast<int>(threadIdx.x) & 31;
-    int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+    int64_t row = static_cast<int64_t>(blockIdx.x) * SH::kWarps + (threadIdx.x >> 5);
     int p = 0;
     while (p < parts.count && row >= parts.end[p]) ++p;
     const bool has_row = p < parts.count;
     if (has_row) row -= parts.end[p] - parts.m[p];
-    uint4 first[kUnroll];
+    uint4 first[SH::kUnroll];
     first_loads(has_row, has_row ? parts.w[p] + row * k : nullptr, k, lane, first);
     grid_wait();
     grid_release();
     if (!has_row) return;
     const int64_t m = parts.m[p];
     float acc[N];
-    row_dots<W, N>(x, k, parts.w[p] + row * k, lane, first, acc);
+    row_dots<W, N, SH::kUnroll>(x, k, parts.w[p] + row * k, lane, first, acc);
     if (lane != 0) return;
     const void* bias = parts.bias[p];
 #pragma unroll
@@ -189,22 +202,22 @@ __global__ void __launch_bounds__(kWarps * 32)
 // SwiGLU's first half, one warp per row r of both matrices: gate[r], up[r] and
 // out[r] = silu(gate[r]) * up[r] (silu as cuda_elementwise.cu computes it). Replaces two GEMV
 // launches and the silu_mul kernel.
-template <class W, int N>
-__global__ void __launch_bounds__(kWarps * 32)
+template <class W, int N, class SH>
+__global__ void __launch_bounds__(SH::kWarps * 32)
     gemv_swiglu_kernel(const float* __restrict__ x, int64_t k, const W* __restrict__ wg,
                        const W* __restrict__ wu, int64_t m, float* __restrict__ gate,
                        float* __restrict__ up, float* __restrict__ out) {
     const int lane = static_cast<int>(threadIdx.x) & 31;
-    const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
-    uint4 first_g[kUnroll], first_u[kUnroll];
+    const int64_t row = static_cast<int64_t>(blockIdx.x) * SH::kWarps + (threadIdx.x >> 5);
+    uint4 first_g[SH::kUnroll], first_u[SH::kUnroll];
     first_loads(row < m, wg + row * k, k, lane, first_g);
     first_loads(row < m, wu + row * k, k, lane, first_u);
     grid_wait();
     grid_release();
     if (row >= m) return;
     float g[N], u[N];
-    row_dots<W, N>(x, k, wg + row * k, lane, first_g, g);
-    row_dots<W, N>(x, k, wu + row * k, lane, first_u, u);
+    row_dots<W, N, SH::kUnroll>(x, k, wg + row * k, lane, first_g, g);
+    row_dots<W, N, SH::kUnroll>(x, k, wu + row * k, lane, first_u, u);
     if (lane != 0) return;
 #pragma unroll
     for (int i = 0; i < N; ++i) {
@@ -214,8 +227,38 @@ __global__ void __launch_bounds__(kWarps * 32)
     }
 }
 
+template <class SH>
 dim3 grid_for(int64_t rows) {
-    return dim3(static_cast<unsigned int>((rows + kWarps - 1) / kWarps));
+    return dim3(static_cast<unsigned int>((rows + SH::kWarps - 1) / SH::kWarps));
+}
+
+// KVSCOPE_CUDA_GEMV_SHAPE: "8x4" (the default), "4x8", "4x4" or "8x8" (warps x loads in flight).
+int gemv_shape() {
+    static const int shape = [] {
+        const char* e = std::getenv("KVSCOPE_CUDA_GEMV_SHAPE");
+        const std::string v = e ? e : "";
+        return v == "4x8" ? 1 : v == "4x4" ? 2 : v == "8x8" ? 3 : 0;
+    }();
+    return shape;
+}
+
+// Calls f(shape) with the Shape the kernels of one launch take: another than the default only for
+// one row of bf16 weights (the decode step of a real checkpoint), to keep the instantiations few.
+template <class W, int N, class F>
+void by_shape(F&& f) {
+    if constexpr (N == 1 && std::is_same_v<W, __nv_bfloat16>) {
+        switch (gemv_shape()) {
+            case 1:
+                return f(Shape<4, 8>{});
+            case 2:
+                return f(Shape<4, 4>{});
+            case 3:
+                return f(Shape<8, 8>{});
+            default:
+                break;
+        }
+    }
+    f(DefaultShape{});
 }
 
 template <int N>
@@ -253,8 +296,12 @@ template <class W>
 void launch(const float* x, int64_t n, int64_t k, const W* w, int64_t m, const void* bias,
             DType bdt, float* out, cudaStream_t stream) {
     by_rows(n, [&](auto rows) {
-        launch_dependent(gemv_kernel<W, decltype(rows)::kN>, grid_for(m), kWarps * 32, 0, stream, x,
-                         k, w, m, bias, bdt, out);
+        constexpr int N = decltype(rows)::kN;
+        by_shape<W, N>([&](auto sh) {
+            using SH = decltype(sh);
+            launch_dependent(gemv_kernel<W, N, SH>, grid_for<SH>(m), SH::kWarps * 32, 0, stream, x,
+                             k, w, m, bias, bdt, out);
+        });
     });
 }
 
@@ -274,8 +321,12 @@ void launch_parts(const float* x, int64_t n, int64_t k, const GemvPart* in, int 
         p.end[i] = rows_total;
     }
     by_rows(n, [&](auto rows) {
-        launch_dependent(gemv_parts_kernel<W, decltype(rows)::kN>, grid_for(rows_total),
-                         kWarps * 32, 0, stream, x, k, p);
+        constexpr int N = decltype(rows)::kN;
+        by_shape<W, N>([&](auto sh) {
+            using SH = decltype(sh);
+            launch_dependent(gemv_parts_kernel<W, N, SH>, grid_for<SH>(rows_total), SH::kWarps * 32,
+                             0, stream, x, k, p);
+        });
     });
 }
 
@@ -283,15 +334,19 @@ template <class W>
 void launch_swiglu(const float* x, int64_t n, int64_t k, const W* wg, const W* wu, int64_t m,
                    float* gate, float* up, float* out, cudaStream_t stream) {
     by_rows(n, [&](auto rows) {
-        launch_dependent(gemv_swiglu_kernel<W, decltype(rows)::kN>, grid_for(m), kWarps * 32, 0,
-                         stream, x, k, wg, wu, m, gate, up, out);
+        constexpr int N = decltype(rows)::kN;
+        by_shape<W, N>([&](auto sh) {
+            using SH = decltype(sh);
+            launch_dependent(gemv_swiglu_kernel<W, N, SH>, grid_for<SH>(m), SH::kWarps * 32, 0,
+                             stream, x, k, wg, wu, m, gate, up, out);
+        });
     });
 }
 
 }  // namespace
 
 bool gemv_fits(const float* x, int64_t n, int64_t k, const void* w, DType wdt, int64_t m) {
-    if (n < 1 || n > kGemvMaxRows || m < 1 || m > 65535LL * kWarps) return false;
+    if (n < 1 || n > kGemvMaxRows || m < 1 || m > 65535LL * kMinWarps) return false;
     const int vn = wdt == DType::kF32 ? 4 : (wdt == DType::kBf16 || wdt == DType::kF16 ? 8 : 0);
     if (vn == 0 || k % vn != 0 || k % 4 != 0) return false;  // x rows as float4 too
     const auto a16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
