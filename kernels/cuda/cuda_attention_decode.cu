@@ -6,7 +6,9 @@
 // Split-K: each head's keys are cut into chunks of 256 (64 where that leaves SMs idle); a chunk's
 // softmax partial (max, sum of exp, unnormalised output) is combined with the others in split
 // order (deterministic, no floating-point atomics).
-//   decode_gqa      the default (head_dim a multiple of 4, up to 8 query heads per KV head): one
+//   decode_gqa      opt-in, KVSCOPE_CUDA_DECODE_FUSED=1 (head_dim a multiple of 4, up to 8 query
+//                   heads per KV head; slower so far: 31 and then 50 us a layer on the 8B shape
+//                   at 1k keys against 14 + 6 us for the two kernels, ninth run): one
 //                   block per (split, KV head, row) scores its chunk against all the group's query
 //                   heads, so each key and value row is read once per group, not once per query
 //                   head. The block that finishes a (KV head, row) last -- a ticket counter,
@@ -15,7 +17,7 @@
 //                   Why: the two-kernel version took 14 + 6 us a layer on the 8B shape at 1k keys
 //                   (0.65 ms of a 8.8 ms step, ncu, bench/RESULTS.md, eighth run), reading every
 //                   K/V row four times.
-//   decode_partial  the first version (also KVSCOPE_CUDA_DECODE_FUSED=0): one block per (split,
+//   decode_partial  the default: one block per (split,
 //     + _combine    query head, row), then a combine kernel per (query head, row), then
 //     + _probs      decode_probs for the statistics. Head dims not a multiple of 4 take
 //                   decode_partial_scalar.
@@ -23,6 +25,7 @@
 // Masking: slot j is visible to query i iff kpos[j] <= q_pos[i]; a row that sees no key gets
 // out = 0 and LSE = -inf (as on the CPU).
 #include <cmath>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -69,7 +72,12 @@ DecodePlan decode_plan(const AttentionDev& a) {
             return 132;
         return n;
     }();
-    static const bool fused_on = switched_on("KVSCOPE_CUDA_DECODE_FUSED");
+    // Opt-in (=1): slower than the two-kernel path so far, and its last fix (head dims below
+    // DMAX) has not run on a GPU yet (bench/RESULTS.md, ninth run).
+    static const bool fused_on = [] {
+        const char* e = std::getenv("KVSCOPE_CUDA_DECODE_FUSED");
+        return e && std::string(e) == "1";
+    }();
     const int64_t group = a.G > 0 ? a.H / a.G : 1;
     const bool gqa = fused_on && a.d % 4 == 0 && group <= kMaxGroup && a.n * a.G <= kTickets;
     const auto splits_of = [&](int64_t chunk) {
@@ -193,7 +201,10 @@ __global__ void __launch_bounds__(kThreads)
             const float4* q4 = reinterpret_cast<const float4*>(sq + hh * DMAX);
 #pragma unroll
             for (int u = 0; u < VPL; ++u) {
-                const float4 qv = q4[sub + kLanesPerKey * u];  // zeros past d in kv
+                // Pieces past d: sq holds whatever the block before left there (-inf scores
+                // among it: 0 * -inf is NaN), so they are skipped, not multiplied by zero.
+                if (sub + kLanesPerKey * u >= d4) break;
+                const float4 qv = q4[sub + kLanesPerKey * u];
                 acc[hh] += qv.x * kv[u].x + qv.y * kv[u].y + qv.z * kv[u].z + qv.w * kv[u].w;
             }
         }

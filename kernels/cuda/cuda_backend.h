@@ -46,8 +46,8 @@
 //   gate/up/silu in one, RoPE of q and k in one, the residual add with the next norm
 //   (Backend::matmul_parts, swiglu, rope_qk, add_rmsnorm).
 // - KVSCOPE_CUDA_NORM_REGS (default on; =0 off): a norm's row kept in registers
-//   (cuda_rmsnorm.cu); KVSCOPE_CUDA_DECODE_FUSED (default on; =0 off): decode attention in one
-//   launch per layer, K/V rows read once per KV head (cuda_attention_decode.cu);
+//   (cuda_rmsnorm.cu); KVSCOPE_CUDA_DECODE_FUSED (opt-in, =1): decode attention in one launch
+//   per layer, K/V rows read once per KV head (cuda_attention_decode.cu; slower so far);
 //   KVSCOPE_CUDA_PDL (default on; =0 off): the decode path's kernels launched as programmatic
 //   dependents (cuda_device.cuh); KVSCOPE_CUDA_INLINE_JOBS (default on; =0 off): a mirror update
 //   that stages nothing but a few positions passes its row moves with the kernel

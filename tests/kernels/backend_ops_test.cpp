@@ -285,9 +285,10 @@ void add_attention(std::vector<OpCase>& cases) {
          0,
          1},
         {"decode hd80 gqa8 L4096", 1, 8, 1, 80, {4096}, 4096, 1, 0, 1},
-        // decode_gqa (cuda_attention_decode.cu): the 8B shape at 1k keys (short splits, the
+        // The decode shapes of cuda_attention_decode.cu's paths (the one-launch decode_gqa with
+        // KVSCOPE_CUDA_DECODE_FUSED=1): the 8B shape at 1k keys (short splits; decode_gqa's
         // combining block writes the probabilities), several rows with statistics from
-        // decode_probs, and 16 query heads per KV head (the two-kernel path).
+        // decode_probs, and 16 query heads per KV head (always the two-kernel path).
         {"decode 8B shape L1024",
          1,
          32,
