@@ -25,7 +25,6 @@
 // Masking: slot j is visible to query i iff kpos[j] <= q_pos[i]; a row that sees no key gets
 // out = 0 and LSE = -inf (as on the CPU).
 #include <cmath>
-#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -74,10 +73,7 @@ DecodePlan decode_plan(const AttentionDev& a) {
     }();
     // Opt-in (=1): slower than the two-kernel path so far, and its last fix (head dims below
     // DMAX) has not run on a GPU yet (bench/RESULTS.md, ninth run).
-    static const bool fused_on = [] {
-        const char* e = std::getenv("KVSCOPE_CUDA_DECODE_FUSED");
-        return e && std::string(e) == "1";
-    }();
+    static const bool fused_on = opted_in("KVSCOPE_CUDA_DECODE_FUSED");
     const int64_t group = a.G > 0 ? a.H / a.G : 1;
     const bool gqa = fused_on && a.d % 4 == 0 && group <= kMaxGroup && a.n * a.G <= kTickets;
     const auto splits_of = [&](int64_t chunk) {

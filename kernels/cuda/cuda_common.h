@@ -68,6 +68,11 @@ inline bool switched_on(const char* name) {
     const char* e = std::getenv(name);
     return !(e && std::string(e) == "0");
 }
+// An opt-in switch: on only when the variable is "1".
+inline bool opted_in(const char* name) {
+    const char* e = std::getenv(name);
+    return e && std::string(e) == "1";
+}
 
 // ---- cuda_embedding.cu ----------------------------------------------------------------------
 // out[i, :] = f32(table[ids[i], :]); ids out of [0, vocab) give a zero row (as on the CPU).
