@@ -90,6 +90,45 @@ def check_rows(tok, S, R, templates, fail):
     return stats
 
 
+def check_cue_dropout(tok, S, R, templates, fail):
+    """Cue dropout (train.py --cue-dropout): at share 0 the rows are exactly those built without
+    it; at share 1 every question is random training words around the asked key, each
+    still answered by its needle's value."""
+    hay = S.load_haystack_dir(templates["haystacks"]["train"])[0]
+    words = sorted({w.strip(".,;:!?\"'()").lower() for s in hay for w in s.split()} - {""})
+    count = S.TokenCounter(tok)
+    dropped = 0
+    for i in range(12):
+        rows = []
+        for share in (None, 0.0, 1.0):
+            rng = random.Random(100 + i)
+            b, nn, asked = R.dense_needles(tok, rng, templates, hay, count, 512, rng.random())
+            args = () if share is None else (share, words)
+            rows.append((b, R.answered_text(b, templates, rng, nn, asked, WEIGHT, *args)))
+        if rows[0][1] != rows[1][1]:
+            fail(f"cue row {i}: share 0 changed the row")
+        b, (text, spans) = rows[2]
+        for a, z, w in spans:
+            if w != WEIGHT:
+                continue
+            line = text[text.rfind("\n\n", 0, a) + 2:a]
+            value = text[a:z]
+            j = b["values"].index(value) if value in b["values"] else -1
+            if j < 0 or b["keys"][j] not in line:
+                fail(f"cue row {i}: answer {value!r} after {line!r}")
+                continue
+            rest = line.replace(b["keys"][j], " ")
+            for end in sorted(R.CUE_ENDS, key=len, reverse=True):
+                if end and rest.rstrip().endswith(end.strip()):
+                    rest = rest.rstrip()[:len(rest.rstrip()) - len(end.strip())]
+                    break
+            stray = [x for x in rest.split() if x not in words]
+            if stray:
+                fail(f"cue row {i}: question {line!r} has words outside the corpus {stray}")
+            dropped += 1
+    print(f"cue dropout checked: {dropped} dropped-cue questions answered, share 0 unchanged")
+
+
 def check_mix(M, fail):
     def parse(argv):
         ap = argparse.ArgumentParser(prog="train.py")
@@ -147,6 +186,7 @@ def main():
     tok = BridgeTok(args.bridge, os.path.join(args.root, "resources", "models", "kvscope-demo",
                                               "tokenizer.json"))
     st = check_rows(tok, S, R, templates, fail)
+    check_cue_dropout(tok, S, R, templates, fail)
     tok.close()
     print(f"dense rows: {st['rows']}, {st['needles'] / st['rows']:.1f} needles and "
           f"{st['asked'] / st['rows']:.1f} questions a row, needle share >= "

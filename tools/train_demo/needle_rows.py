@@ -26,11 +26,30 @@ QUESTION_TOKENS = 20
 OVERHEAD_TOKENS = 40  # intro and separators
 
 
-def answered_text(b, templates, rng, num_needles, asked, weight):
+CUE_WORDS = (0, 4)  # framing words before the key of a dropped-cue question
+CUE_TAIL = (0, 3)  # and after it
+CUE_ENDS = ("", "?", ":", " -", "?:", "...")
+
+
+def dropped_cue(rng, key, words):
+    """A question whose framing is random corpus words around the key (cue dropout, issue 12): the
+    only sign that an answer is due is a known key asked again, as in a held-out question whose
+    wording the model has never seen end a question."""
+    pre = [rng.choice(words) for _ in range(rng.randint(*CUE_WORDS))]
+    post = [rng.choice(words) for _ in range(rng.randint(*CUE_TAIL))]
+    return " ".join(pre + [key] + post) + rng.choice(CUE_ENDS)
+
+
+def answered_text(b, templates, rng, num_needles, asked, weight, cue_dropout=0.0, words=()):
     """b: a build_needles dict of num_needles needles (distractors follow them in b's lists) ->
     (text, spans): the prompt, its answer, then questions for asked - 1 other needles drawn at
-    random (never a distractor), each answered. rng: random.Random (question forms, order)."""
+    random (never a distractor), each answered. rng: random.Random (question forms, order).
+    cue_dropout: the share of questions (the built one included) replaced by dropped_cue() over
+    `words`; 0 draws nothing from rng for it, so rows are as before."""
     text = b["text"]
+    if cue_dropout > 0 and rng.random() < cue_dropout:
+        assert text.endswith(b["question"])
+        text = text[:len(text) - len(b["question"])] + dropped_cue(rng, b["key"], words)
     spans = [(a, z, 0.0) for a, z in b["needle_spans"]]  # needle values: unpredictable
     text += " "
     spans.append((len(text), len(text) + len(b["answer"]), weight))
@@ -41,6 +60,8 @@ def answered_text(b, templates, rng, num_needles, asked, weight):
         t = next(t for t in templates["templates"] if t["id"] == b["templates"][j])
         q = S.resolve_alternations(rng.choice(t["questions"]), rng.randrange)
         q = S.fill_template(q, b["keys"][j], "")
+        if cue_dropout > 0 and rng.random() < cue_dropout:
+            q = dropped_cue(rng, b["keys"][j], words)
         text += "\n\n" + q + " "
         spans.append((len(text), len(text) + len(b["values"][j]), weight))
         text += b["values"][j] + "."

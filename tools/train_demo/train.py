@@ -141,8 +141,12 @@ class TaskRows(torch.utils.data.IterableDataset):
     row length `seq` is read from a shared value the training loop moves along the curriculum."""
 
     def __init__(self, tok, stream, pools, city_keys, word_keys, shared_seq, batch_tokens, seed,
-                 templates, mixes=(M.EARLY_ROW_KINDS, M.ROW_KINDS)):
+                 templates, mixes=(M.EARLY_ROW_KINDS, M.ROW_KINDS), cue_dropout=0.0):
         super().__init__()
+        # Cue dropout (--cue-dropout): framing words drawn from the training sentences' words.
+        self.cue_dropout = cue_dropout
+        self.cue_words = sorted({w.strip(".,;:!?\"'()").lower() for s in pools[0][0][:20000]
+                                 for w in s.split()} - {""}) if cue_dropout > 0 else []
         self.early_mix, self.mix = mixes  # [(kind, share)]: rows <= M.EARLY_MAX_SEQ, longer rows
         self.templates = templates  # scenarios.load_templates(); only split "train" is drawn
         self.tok, self.stream, self.pools = tok, stream, pools  # pools: [(sentences, counter)]
@@ -213,7 +217,8 @@ class TaskRows(torch.utils.data.IterableDataset):
                                 self.depth(rng), rng.getrandbits(64), sentences, self.templates,
                                 "train", nn, nd, count)
             asked = nn
-        return R.answered_text(b, self.templates, rng, nn, asked, ANSWER_WEIGHT)
+        return R.answered_text(b, self.templates, rng, nn, asked, ANSWER_WEIGHT,
+                               self.cue_dropout, self.cue_words)
 
     def kv_text(self, rng):
         """Dense key-value lookup: many "The code for KEY is N." records, then several queries."""
@@ -581,6 +586,9 @@ def main():
                     help="probe prompts per depth (0, 0.5, 1) for each of passkey, niah, "
                          "needles-train and needles-heldout")
     M.add_mix_args(ap)
+    ap.add_argument("--cue-dropout", type=float, default=0.0, metavar="P",
+                    help="share of needle questions whose framing is replaced by random corpus "
+                         "words around the key (needle_rows.dropped_cue; default 0: off)")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=150)
     ap.add_argument("--compile", action="store_true")
@@ -648,8 +656,10 @@ def main():
     if max(c[0] for c in curriculum) > args.seq:
         sys.exit(f"--curriculum goes beyond --seq {args.seq}")
     shared_seq = multiprocessing.Value("i", curriculum[0][0])
+    if not 0.0 <= args.cue_dropout < 1.0:
+        sys.exit(f"--cue-dropout {args.cue_dropout}: a share in [0, 1)")
     ds = TaskRows(tok, stream, pools, hay_keys, word_keys, shared_seq, args.batch_tokens,
-                  args.seed, templates, M.mixes(args))
+                  args.seed, templates, M.mixes(args), args.cue_dropout)
     log("row mix: early", M.mixes(args)[0], "later", M.mixes(args)[1])
     loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=args.workers,
                                          pin_memory=True, prefetch_factor=2,
