@@ -49,6 +49,10 @@ constexpr int kMinWarps = 4;  // of the shapes below: bounds the rows one launch
 // the compiler held f32 x 3 rows to 48 registers and spilled; 8 loads in flight spill at 64).
 template <int N, class SH>
 constexpr int kMinBlocks = N == 1 && SH::kUnroll == 4 ? 2048 / (SH::kWarps * 32) / 2 : 1;
+// SwiGLU carries two rows' loads and its row loop: 3/8 of the SM's threads (85 registers; it
+// spilled at 64).
+template <int N, class SH>
+constexpr int kMinBlocksSwiglu = N == 1 && SH::kUnroll == 4 ? 2048 / (SH::kWarps * 32) * 3 / 8 : 1;
 
 template <class W>
 struct Vec;  // 16 bytes of weights widened to floats
@@ -197,6 +201,9 @@ __global__ void __launch_bounds__(SH::kWarps * 32, kMinBlocks<N, SH>)
     grid_wait();  // x is the kernel before's output; out may be what it read
     grid_release();
     if (row >= m) return;
+    float prev[N];  // the residual, loaded while the products stream (accumulate)
+#pragma unroll
+    for (int i = 0; i < N; ++i) prev[i] = accumulate && lane == 0 ? out[i * m + row] : 0.0f;
     float acc[N];
     row_dots<W, N, SH::kUnroll>(x, k, w + row * k, lane, first, acc);
     if (lane != 0) return;
@@ -204,7 +211,7 @@ __global__ void __launch_bounds__(SH::kWarps * 32, kMinBlocks<N, SH>)
     for (int i = 0; i < N; ++i) {
         // The product is rounded to fp32 first, then added: add_inplace after matmul, exactly.
         const float o = acc[i] + (bias ? load_f32(bias, bdt, row) : 0.0f);
-        out[i * m + row] = accumulate ? out[i * m + row] + o : o;
+        out[i * m + row] = accumulate ? prev[i] + o : o;
     }
 }
 
@@ -228,68 +235,113 @@ __global__ void __launch_bounds__(SH::kWarps * 32, kMinBlocks<N, SH>)
                       const GemvNorm nrm) {
     extern __shared__ float4 xs_parts[];
     const int lane = static_cast<int>(threadIdx.x) & 31;
-    int64_t row = static_cast<int64_t>(blockIdx.x) * SH::kWarps + (threadIdx.x >> 5);
+    // Warp rows r0, r0 + stride, ...: one row each when the grid covers the rows, several when a
+    // norm made it one wave (launch_parts()).
+    const int64_t r0 = static_cast<int64_t>(blockIdx.x) * SH::kWarps + (threadIdx.x >> 5);
+    const int64_t stride = static_cast<int64_t>(gridDim.x) * SH::kWarps;
+    const int64_t total = parts.end[parts.count - 1];
+    // Part p of warp row r, and the row within it.
+    const auto locate = [&](int64_t r, int& p) {
+        p = 0;
+        while (p < parts.count && r >= parts.end[p]) ++p;
+        return p < parts.count ? r - (parts.end[p] - parts.m[p]) : int64_t{0};
+    };
     int p = 0;
-    while (p < parts.count && row >= parts.end[p]) ++p;
-    const bool has_row = p < parts.count;
-    if (has_row) row -= parts.end[p] - parts.m[p];
+    int64_t row = locate(r0, p);
     uint4 first[SH::kUnroll];
-    first_loads(has_row, has_row ? parts.w[p] + row * k : nullptr, k, lane, first);
+    first_loads(r0 < total, r0 < total ? parts.w[p] + row * k : nullptr, k, lane, first);
     grid_wait();
     grid_release();
     const float* xn = norm_rows<N, SH::kWarps * 32>(x, k, nrm, reinterpret_cast<float*>(xs_parts));
-    if (!has_row) return;
-    const int64_t m = parts.m[p];
-    float acc[N];
-    if (nrm.w != nullptr)
-        row_dots<W, N, SH::kUnroll, true>(xn, k, parts.w[p] + row * k, lane, first, acc);
-    else
-        row_dots<W, N, SH::kUnroll>(x, k, parts.w[p] + row * k, lane, first, acc);
-    if (lane != 0) return;
-    const void* bias = parts.bias[p];
+    for (int64_t r = r0; r < total; r += stride) {
+        if (r != r0) {
+            row = locate(r, p);
+            first_loads(true, parts.w[p] + row * k, k, lane, first);
+        }
+        const int64_t m = parts.m[p];
+        float acc[N];
+        if (nrm.w != nullptr)
+            row_dots<W, N, SH::kUnroll, true>(xn, k, parts.w[p] + row * k, lane, first, acc);
+        else
+            row_dots<W, N, SH::kUnroll>(x, k, parts.w[p] + row * k, lane, first, acc);
+        if (lane != 0) continue;
+        const void* bias = parts.bias[p];
 #pragma unroll
-    for (int i = 0; i < N; ++i)
-        parts.out[p][i * m + row] = acc[i] + (bias ? load_f32(bias, parts.bdt[p], row) : 0.0f);
+        for (int i = 0; i < N; ++i)
+            parts.out[p][i * m + row] = acc[i] + (bias ? load_f32(bias, parts.bdt[p], row) : 0.0f);
+    }
 }
 
 // SwiGLU's first half, one warp per row r of both matrices: gate[r], up[r] and
 // out[r] = silu(gate[r]) * up[r] (silu as cuda_elementwise.cu computes it). Replaces two GEMV
 // launches and the silu_mul kernel.
 template <class W, int N, class SH>
-__global__ void __launch_bounds__(SH::kWarps * 32, kMinBlocks<N, SH>)
+__global__ void __launch_bounds__(SH::kWarps * 32, kMinBlocksSwiglu<N, SH>)
     gemv_swiglu_kernel(const float* __restrict__ x, int64_t k, const W* __restrict__ wg,
                        const W* __restrict__ wu, int64_t m, float* __restrict__ gate,
                        float* __restrict__ up, float* __restrict__ out, const GemvNorm nrm) {
     extern __shared__ float4 xs_swiglu[];
     const int lane = static_cast<int>(threadIdx.x) & 31;
-    const int64_t row = static_cast<int64_t>(blockIdx.x) * SH::kWarps + (threadIdx.x >> 5);
+    // Warp rows r0, r0 + stride, ... (see gemv_parts_kernel).
+    const int64_t r0 = static_cast<int64_t>(blockIdx.x) * SH::kWarps + (threadIdx.x >> 5);
+    const int64_t stride = static_cast<int64_t>(gridDim.x) * SH::kWarps;
     uint4 first_g[SH::kUnroll], first_u[SH::kUnroll];
-    first_loads(row < m, wg + row * k, k, lane, first_g);
-    first_loads(row < m, wu + row * k, k, lane, first_u);
+    first_loads(r0 < m, wg + r0 * k, k, lane, first_g);
+    first_loads(r0 < m, wu + r0 * k, k, lane, first_u);
     grid_wait();
     grid_release();
     const float* xn = norm_rows<N, SH::kWarps * 32>(x, k, nrm, reinterpret_cast<float*>(xs_swiglu));
-    if (row >= m) return;
-    float g[N], u[N];
-    if (nrm.w != nullptr) {
-        row_dots<W, N, SH::kUnroll, true>(xn, k, wg + row * k, lane, first_g, g);
-        row_dots<W, N, SH::kUnroll, true>(xn, k, wu + row * k, lane, first_u, u);
-    } else {
-        row_dots<W, N, SH::kUnroll>(x, k, wg + row * k, lane, first_g, g);
-        row_dots<W, N, SH::kUnroll>(x, k, wu + row * k, lane, first_u, u);
-    }
-    if (lane != 0) return;
+    for (int64_t row = r0; row < m; row += stride) {
+        if (row != r0) {
+            first_loads(true, wg + row * k, k, lane, first_g);
+            first_loads(true, wu + row * k, k, lane, first_u);
+        }
+        float g[N], u[N];
+        if (nrm.w != nullptr) {
+            row_dots<W, N, SH::kUnroll, true>(xn, k, wg + row * k, lane, first_g, g);
+            row_dots<W, N, SH::kUnroll, true>(xn, k, wu + row * k, lane, first_u, u);
+        } else {
+            row_dots<W, N, SH::kUnroll>(x, k, wg + row * k, lane, first_g, g);
+            row_dots<W, N, SH::kUnroll>(x, k, wu + row * k, lane, first_u, u);
+        }
+        if (lane != 0) continue;
 #pragma unroll
-    for (int i = 0; i < N; ++i) {
-        gate[i * m + row] = g[i];
-        up[i * m + row] = u[i];
-        out[i * m + row] = g[i] / (1.0f + expf(-g[i])) * u[i];
+        for (int i = 0; i < N; ++i) {
+            gate[i * m + row] = g[i];
+            up[i * m + row] = u[i];
+            out[i * m + row] = g[i] / (1.0f + expf(-g[i])) * u[i];
+        }
     }
 }
 
 template <class SH>
 dim3 grid_for(int64_t rows) {
     return dim3(static_cast<unsigned int>((rows + SH::kWarps - 1) / SH::kWarps));
+}
+
+// The grid of a launch that normalises x in every block (nrm.w set): at most the blocks the
+// device holds at once, each walking several rows, so that each block normalises once. Why: with
+// a block per 8 rows the 8B gate/up launch ran in 3.4 waves, each wave normalising again before
+// its first products (88 us against 79 without the norm; ncu, bench/RESULTS.md, tenth run).
+// Occupancy is asked once per kernel and shared-memory size (the decode step's one shape).
+template <class Kernel>
+dim3 grid_with_norm(Kernel kernel, const GemvNorm& nrm, int threads, size_t smem, dim3 grid) {
+    if (nrm.w == nullptr) return grid;
+    static size_t cached_smem = ~size_t{0};
+    static unsigned int cached_cap = 0;
+    if (smem != cached_smem) {
+        int dev = 0, sms = 0, blocks = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, threads, smem) !=
+                cudaSuccess) {
+            (void)cudaGetLastError();
+            return grid;
+        }
+        cached_cap = static_cast<unsigned int>(std::max(blocks, 1) * std::max(sms, 1));
+        cached_smem = smem;
+    }
+    return dim3(std::min(grid.x, cached_cap));
 }
 
 // KVSCOPE_CUDA_GEMV_SHAPE: "8x4" (the default), "4x8", "4x4" or "8x8" (warps x loads in flight).
@@ -389,8 +441,12 @@ void launch_parts(const float* x, int64_t n, int64_t k, const GemvPart* in, int 
         constexpr int N = decltype(rows)::kN;
         by_shape<W, N>([&](auto sh) {
             using SH = decltype(sh);
-            launch_dependent(gemv_parts_kernel<W, N, SH>, grid_for<SH>(rows_total), SH::kWarps * 32,
-                             norm_smem(nrm, N, k), stream, x, k, p, nrm);
+            const auto kernel = gemv_parts_kernel<W, N, SH>;
+            const size_t smem = norm_smem(nrm, N, k);
+            launch_dependent(
+                kernel,
+                grid_with_norm(kernel, nrm, SH::kWarps * 32, smem, grid_for<SH>(rows_total)),
+                SH::kWarps * 32, smem, stream, x, k, p, nrm);
         });
     });
 }
@@ -402,8 +458,11 @@ void launch_swiglu(const float* x, int64_t n, int64_t k, const W* wg, const W* w
         constexpr int N = decltype(rows)::kN;
         by_shape<W, N>([&](auto sh) {
             using SH = decltype(sh);
-            launch_dependent(gemv_swiglu_kernel<W, N, SH>, grid_for<SH>(m), SH::kWarps * 32,
-                             norm_smem(nrm, N, k), stream, x, k, wg, wu, m, gate, up, out, nrm);
+            const auto kernel = gemv_swiglu_kernel<W, N, SH>;
+            const size_t smem = norm_smem(nrm, N, k);
+            launch_dependent(kernel,
+                             grid_with_norm(kernel, nrm, SH::kWarps * 32, smem, grid_for<SH>(m)),
+                             SH::kWarps * 32, smem, stream, x, k, wg, wu, m, gate, up, out, nrm);
         });
     });
 }
