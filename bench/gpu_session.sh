@@ -40,7 +40,6 @@
 #   profile1b-host the same, 1B, 1k, off
 #   ncu8b-decode ncu: device time per kernel of an 8B decode step at 1k (bench/ncu_steps.py)
 #   gemv-shapes decode of the 8B shape at 1k, recorded, with each KVSCOPE_CUDA_GEMV_SHAPE
-#   prefetch-ab the same with the L2 prefetch off and at several budgets (KVSCOPE_CUDA_PREFETCH)
 #   attn        bench_cuda_attention (the prefill attention kernels alone: forward, column sums +
 #               window rows, rows only; checked against the fp32 kernels first) and its peer
 #               bench/peer_attention.py (torch SDPA, bf16), 8B attention shape at 8k and 32k
@@ -203,17 +202,6 @@ stage_gemv-shapes() {  # the decode GEMVs' block shapes (kernels/cuda/cuda_gemv.
     KVSCOPE_CUDA_GEMV_SHAPE=$sh "$KVSCOPE" bench --model "$M8B" --device cuda --lengths 1024 \
       --decode-steps 32 --prefill-reps 1 --policy full --recording on --json "$OUT/gemv_$sh.json" |
       grep -E "^full" | sed "s/^/$sh /"
-  done
-}
-
-# The decode step's L2 prefetch of the o projection (opt-in, kernels/cuda/cuda_prefetch.cu): off,
-# then budgets in MiB a call, off again to see the drift between runs; 8B, 1k, recorded.
-stage_prefetch-ab() {
-  local mb
-  for mb in 0 16 40 0; do
-    KVSCOPE_CUDA_PREFETCH=$mb "$KVSCOPE" bench --model "$M8B" --device cuda --lengths 1024 \
-      --decode-steps 32 --prefill-reps 1 --policy full --recording on --json "$OUT/prefetch_$mb.json" |
-      grep -E "^full" | sed "s/^/prefetch=$mb /"
   done
 }
 

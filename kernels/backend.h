@@ -195,28 +195,6 @@ class Backend {
         add_inplace(x, y);
         rmsnorm(x, w, eps, out);
     }
-    // out += x @ w^T (+ bias): a projection added to the residual stream (the o and down
-    // projections). tmp: scratch of out's shape, its contents unspecified afterwards.
-    virtual void matmul_add(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& tmp,
-                            Tensor& out) {
-        matmul(x, w, bias, tmp);
-        add_inplace(out, tmp);
-    }
-    // outs[i] = rmsnorm(x) @ ws[i]^T (+ biases[i]): a layer's attention norm and its q/k/v.
-    // h: scratch of x's shape (the normalised rows), its contents unspecified afterwards.
-    virtual void rmsnorm_matmul_parts(const Tensor& x, const Tensor& norm_w, float eps, Tensor& h,
-                                      int count, const Tensor* const* ws,
-                                      const Tensor* const* biases, Tensor* const* outs) {
-        rmsnorm(x, norm_w, eps, h);
-        matmul_parts(h, count, ws, biases, outs);
-    }
-    // swiglu() of rmsnorm(x): a layer's MLP norm and SwiGLU's first half; h as above.
-    virtual void rmsnorm_swiglu(const Tensor& x, const Tensor& norm_w, float eps, Tensor& h,
-                                const Tensor& w_gate, const Tensor& w_up, Tensor& gate, Tensor& up,
-                                Tensor& out) {
-        rmsnorm(x, norm_w, eps, h);
-        swiglu(h, w_gate, w_up, gate, up, out);
-    }
     // rope() on q and on k with the same positions.
     virtual void rope_qk(Tensor& q, Tensor& k, const int64_t* positions, const float* inv_freq,
                          RopePairs pairs) {
@@ -225,15 +203,6 @@ class Backend {
     }
     // Causal (by position) softmax attention with GQA; see AttentionArgs.
     virtual void attention(const AttentionArgs& args) = 0;
-    // A hint that the weights ws[0..count) are read next, by one op, after the work queued so
-    // far: a backend with a cache between its memory and its cores may start moving (part of)
-    // them there while the queued work leaves memory idle (a decode step's RoPE and attention
-    // before the o projection). Never changes a result; the default (the CPU backend) does
-    // nothing.
-    virtual void prefetch(const Tensor* const* ws, int count) {
-        (void)ws;
-        (void)count;
-    }
 
     // ---- KV cache copies -----------------------------------------------------------------------
     // Drops whatever this backend keeps for the KV cache `cache_uid` (KVHeadView::cache_uid):

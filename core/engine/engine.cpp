@@ -248,20 +248,14 @@ std::vector<float> Engine::forward(const int32_t* ids, int64_t n, bool is_prefil
             make_tensor_view(k2.data, DType::kF32, {n, sp.n_kv_heads, sp.head_dim}, s.k.device);
         Tensor kh =
             make_tensor_view(k2.data, DType::kF32, {n * sp.n_kv_heads, sp.head_dim}, s.k.device);
+        if (l == 0) backend_.rmsnorm(x, L.attn_norm, eps, h);  // later layers: add_rmsnorm below
         {
             const Tensor* ws[3] = {&L.wq, &L.wk, &L.wv};
             const Tensor* bs[3] = {L.has_qkv_bias ? &L.bq : nullptr,
                                    L.has_qkv_bias ? &L.bk : nullptr,
                                    L.has_qkv_bias ? &L.bv : nullptr};
             Tensor* outs[3] = {&q2, &k2, &v2};
-            // h = rmsnorm(x); q, k, v = h @ W^T (one launch on the GPU for decode rows)
-            backend_.rmsnorm_matmul_parts(x, L.attn_norm, eps, h, 3, ws, bs, outs);
-        }
-        // A decode step leaves memory idle between the q/k/v and o projections (RoPE, the row
-        // moves, attention): the o projection's weights are offered to the backend's cache.
-        if (!is_prefill) {
-            const Tensor* next[1] = {&L.wo};
-            backend_.prefetch(next, 1);
+            backend_.matmul_parts(h, 3, ws, bs, outs);  // q, k, v (one launch on the GPU)
         }
         if (L.has_qk_norm) {
             backend_.rmsnorm(qh, L.q_norm, eps, qh);
@@ -277,9 +271,14 @@ std::vector<float> Engine::forward(const int32_t* ids, int64_t n, bool is_prefil
         backend_.rope_qk(q3, k3, s.positions.data(), inv_freq_.data(), pairs);
         if (wants_control()) zero_control(n);
         attention_layer(l, n, is_prefill);
-        backend_.matmul_add(att2, L.wo, L.has_o_bias ? &L.bo : nullptr, o, x);  // x += o
-        backend_.rmsnorm_swiglu(x, L.ffn_norm, eps, h, L.w_gate, L.w_up, gate, up, act);
-        backend_.matmul_add(act, L.w_down, nullptr, down, x);  // x += down
+        backend_.matmul(att2, L.wo, L.has_o_bias ? &L.bo : nullptr, o);
+        backend_.add_rmsnorm(x, o, L.ffn_norm, eps, h);  // x += o; h = norm(x)
+        backend_.swiglu(h, L.w_gate, L.w_up, gate, up, act);
+        backend_.matmul(act, L.w_down, nullptr, down);
+        if (l + 1 < sp.n_layers)  // x += down; h = the next layer's attention norm of x
+            backend_.add_rmsnorm(x, down, w_->layers[static_cast<size_t>(l + 1)].attn_norm, eps, h);
+        else
+            backend_.add_inplace(x, down);
         start_prompt_fill();  // this layer's rows, while the device runs the MLP just queued
     }
     pos_ += n;

@@ -1,10 +1,10 @@
 #pragma once
 // The CUDA backend class (internal to kernels/cuda/): device memory, cuBLAS handle, dispatch to
 // the kernel files (one family per file: cuda_embedding.cu, cuda_rmsnorm.cu, cuda_rope.cu,
-// cuda_elementwise.cu, cuda_matmul.cu, cuda_gemv.cu, cuda_attention.cu, cuda_kv_mirror.cu,
-// cuda_prefetch.cu). Its longer members live in cuda_backend_mirror.cpp (update_mirror),
-// cuda_backend_attention.cpp (attention) and cuda_backend_decode.cpp (the fused decode
-// projections); cuda_backend.cpp registers it with make_backend() (kernels/backend_registry.h).
+// cuda_elementwise.cu, cuda_matmul.cu, cuda_gemv.cu, cuda_attention.cu, cuda_kv_mirror.cu).
+// Its longer members live in cuda_backend_mirror.cpp (update_mirror) and
+// cuda_backend_attention.cpp (attention); cuda_backend.cpp registers it with make_backend()
+// (kernels/backend_registry.h).
 //
 // Issue 9, part 1 (the engine never touches device memory):
 // - Weights are uploaded once and freed in the destructor. They keep their dtype (bf16/fp16/
@@ -51,10 +51,7 @@
 //   KVSCOPE_CUDA_PDL (default on; =0 off): the decode path's kernels launched as programmatic
 //   dependents (cuda_device.cuh); KVSCOPE_CUDA_INLINE_JOBS (default on; =0 off): a mirror update
 //   that stages nothing but a few positions passes its row moves with the kernel
-//   (flush_inline()); KVSCOPE_CUDA_NORM_GEMV (default on; =0 off): the decode step's norms
-//   done by the q/k/v and gate/up GEMVs, its residual adds by the o and down GEMVs
-//   (cuda_backend_decode.cpp); KVSCOPE_CUDA_PREFETCH (opt-in, =N: at most N MiB a call; slower
-//   so far): prefetch() fetches weights into L2 (cuda_prefetch.cu, prefetch_budget()).
+//   (flush_inline()).
 // Next (issue 9): faster prefill attention kernels; bf16 K/V; CUDA graphs for small models.
 #include <algorithm>
 #include <chrono>
@@ -185,11 +182,6 @@ struct LayerMirror {
 
 // On unless KVSCOPE_CUDA_KV_MIRROR=0: the per-call copy of every head stays available to
 // compare against (and as a way around a suspected mirror problem).
-// Bytes one prefetch() may ask L2 for: KVSCOPE_CUDA_PREFETCH ("N": N MiB; unset or "0": none).
-// Opt-in: as a kernel in the launch chain the prefetch made the 8B decode step slower (7.33 ->
-// 8.1 ms; bench/RESULTS.md, tenth run). cuda_backend.cpp.
-int64_t prefetch_budget();
-
 inline bool mirror_enabled() {
     const char* e = std::getenv("KVSCOPE_CUDA_KV_MIRROR");
     return !(e && std::string(e) == "0");
@@ -214,8 +206,6 @@ class CudaBackend final : public Backend {
         defer_on_ = switched_on("KVSCOPE_CUDA_DEFER");
         fused_on_ = switched_on("KVSCOPE_CUDA_FUSED");
         inline_jobs_on_ = switched_on("KVSCOPE_CUDA_INLINE_JOBS");
-        norm_gemv_on_ = switched_on("KVSCOPE_CUDA_NORM_GEMV");
-        prefetch_bytes_ = prefetch_budget();
         later_.set_side_copies(switched_on("KVSCOPE_CUDA_SIDE_COPIES"));
         later_.set_device_counter([this](int64_t delta) { count(delta); });
     }
@@ -463,21 +453,41 @@ class CudaBackend final : public Backend {
         const float* dinv = stage_same(inv_freq, static_cast<size_t>(hd / 2));
         cuda::rope(x.as<float>(), n, x.dim(1), hd, dpos, dinv, pairs, stream_);
     }
-    // Fused decode forms (Backend::matmul_parts, swiglu, rope_qk, matmul_add, rmsnorm_*; the
-    // first two and the last three in cuda_backend_decode.cpp). KVSCOPE_CUDA_FUSED=0 takes the
-    // unfused ops instead (the defaults of Backend); so do shapes the GEMV does not take.
+    // Fused decode forms (Backend::matmul_parts, swiglu, rope_qk). KVSCOPE_CUDA_FUSED=0 takes
+    // the unfused ops instead (the defaults of Backend); so do shapes the GEMV does not take.
     void matmul_parts(const Tensor& x, int count, const Tensor* const* ws,
-                      const Tensor* const* biases, Tensor* const* outs) override;
+                      const Tensor* const* biases, Tensor* const* outs) override {
+        const int64_t k = ws[0]->dim(1);
+        const int64_t n = x.numel() / k;
+        bool fits = fused_on_ && gemv_on_ && count >= 1 && count <= kMaxGemvParts;
+        int64_t rows = 0;
+        for (int i = 0; fits && i < count; ++i) {
+            const Tensor& w = *ws[i];
+            fits = w.dim(1) == k && w.dtype == ws[0]->dtype &&
+                   gemv_fits(x.as<float>(), n, k, w.data, w.dtype, w.dim(0));
+            rows += w.dim(0);
+        }
+        if (!fits || rows > 65535LL * 8) return Backend::matmul_parts(x, count, ws, biases, outs);
+        prof::Scope ps = op_scope("matmul_parts");
+        GemvPart parts[kMaxGemvParts];
+        for (int i = 0; i < count; ++i)
+            parts[i] = GemvPart{ws[i]->data, ws[i]->dim(0), biases[i] ? biases[i]->data : nullptr,
+                                biases[i] ? biases[i]->dtype : DType::kF32, outs[i]->as<float>()};
+        gemv_parts(x.as<float>(), n, k, ws[0]->dtype, parts, count, stream_);
+    }
     void swiglu(const Tensor& x, const Tensor& w_gate, const Tensor& w_up, Tensor& gate, Tensor& up,
-                Tensor& out) override;
-    void matmul_add(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& tmp,
-                    Tensor& out) override;
-    void rmsnorm_matmul_parts(const Tensor& x, const Tensor& norm_w, float eps, Tensor& h,
-                              int count, const Tensor* const* ws, const Tensor* const* biases,
-                              Tensor* const* outs) override;
-    void rmsnorm_swiglu(const Tensor& x, const Tensor& norm_w, float eps, Tensor& h,
-                        const Tensor& w_gate, const Tensor& w_up, Tensor& gate, Tensor& up,
-                        Tensor& out) override;
+                Tensor& out) override {
+        const int64_t k = w_gate.dim(1), m = w_gate.dim(0);
+        const int64_t n = x.numel() / k;
+        const bool fits = fused_on_ && gemv_on_ && w_up.dim(0) == m && w_up.dim(1) == k &&
+                          w_up.dtype == w_gate.dtype &&
+                          gemv_fits(x.as<float>(), n, k, w_gate.data, w_gate.dtype, m) &&
+                          gemv_fits(x.as<float>(), n, k, w_up.data, w_up.dtype, m);
+        if (!fits) return Backend::swiglu(x, w_gate, w_up, gate, up, out);
+        prof::Scope ps = op_scope("swiglu");
+        gemv_swiglu(x.as<float>(), n, k, w_gate.data, w_up.data, w_gate.dtype, m, gate.as<float>(),
+                    up.as<float>(), out.as<float>(), stream_);
+    }
     void add_rmsnorm(Tensor& x, const Tensor& y, const Tensor& w, float eps, Tensor& out) override {
         if (!fused_on_ || out.data == x.data || x.numel() != y.numel())
             return Backend::add_rmsnorm(x, y, w, eps, out);
@@ -486,7 +496,6 @@ class CudaBackend final : public Backend {
         cuda::add_rmsnorm(x.as<float>(), y.as<float>(), x.numel() / d, d, w.data, w.dtype, eps,
                           out.as<float>(), stream_);
     }
-    void prefetch(const Tensor* const* ws, int count) override;  // cuda_backend.cpp
     void rope_qk(Tensor& q, Tensor& k, const int64_t* positions, const float* inv_freq,
                  RopePairs pairs) override {
         if (!fused_on_ || q.dim(0) != k.dim(0) || q.dim(2) != k.dim(2))
@@ -733,18 +742,8 @@ class CudaBackend final : public Backend {
     bool mirrors_on_ = true;
     bool gemv_on_ = true;  // decode rows (n <= kGemvMaxRows) through cuda_gemv.cu
     bool new_rows_on_ = true, defer_on_ = true;  // switched_on() above
-    // cuda_backend_decode.cpp: whether a decode step's projection takes the fused GEMV, and its
-    // launch.
-    bool parts_fit(const Tensor& x, int count, const Tensor* const* ws) const;
-    bool swiglu_fits(const Tensor& x, const Tensor& w_gate, const Tensor& w_up) const;
-    void launch_parts(const Tensor& x, int count, const Tensor* const* ws,
-                      const Tensor* const* biases, Tensor* const* outs, const GemvNorm& norm);
-
-    bool norm_gemv_on_ = true;    // KVSCOPE_CUDA_NORM_GEMV: norms and residual adds in the GEMVs
-    int64_t prefetch_bytes_ = 0;  // per prefetch() (KVSCOPE_CUDA_PREFETCH); 0: off
-    int64_t wave_rows_[3] = {0, 0, 0};  // gemv_wave_rows() of f32, f16, bf16 weights
-    bool fused_on_ = true;              // KVSCOPE_CUDA_FUSED: matmul_parts, swiglu, rope_qk
-    bool inline_jobs_on_ = true;        // KVSCOPE_CUDA_INLINE_JOBS: flush_inline()
+    bool fused_on_ = true;        // KVSCOPE_CUDA_FUSED: matmul_parts, swiglu, rope_qk
+    bool inline_jobs_on_ = true;  // KVSCOPE_CUDA_INLINE_JOBS: flush_inline()
     HostCopies later_;
     std::unique_ptr<cpu::ThreadPool> copy_pool_;  // copy_pool()
     mutable std::mutex mu_;

@@ -112,20 +112,8 @@ void matmul(cublasHandle_t handle, const float* x, int64_t n, int64_t k, const v
 // be that kernel's output (weights never are).
 constexpr int64_t kGemvMaxRows = 8;
 bool gemv_fits(const float* x, int64_t n, int64_t k, const void* w, DType wdt, int64_t m);
-// accumulate: out += x @ w^T (+ bias), the product rounded to fp32 before the add (a projection
-// added to the residual stream; each out element is read and written by one thread).
 void gemv(const float* x, int64_t n, int64_t k, const void* w, DType wdt, int64_t m,
-          const void* bias, DType bdt, float* out, cudaStream_t stream, bool accumulate = false);
-// An RMSNorm of x's rows (weights w of dtype wdt) done by the GEMV before its products
-// (gemv_parts, gemv_swiglu): each block normalises the n x k floats into shared memory, so
-// n * k * 4 bytes must fit kGemvNormSmem (gemv_norm_fits). w null: no norm.
-struct GemvNorm {
-    const void* w = nullptr;
-    DType wdt = DType::kF32;
-    float eps = 0.0f;
-};
-constexpr int64_t kGemvNormSmem = 48 * 1024;  // the dynamic shared memory a launch gets unasked
-bool gemv_norm_fits(int64_t n, int64_t k);
+          const void* bias, DType bdt, float* out, cudaStream_t stream);
 // Several matrices of one dtype sharing x (q/k/v) in one launch: parts[i].out = x @ w_i^T (+ bias).
 // Each part must pass gemv_fits() on its own.
 constexpr int kMaxGemvParts = 3;
@@ -137,31 +125,13 @@ struct GemvPart {
     float* out;
 };
 void gemv_parts(const float* x, int64_t n, int64_t k, DType wdt, const GemvPart* parts, int count,
-                cudaStream_t stream, const GemvNorm& norm = {});
+                cudaStream_t stream);
 // gate = x @ w_gate^T, up = x @ w_up^T, out = silu(gate) * up in one launch (both [m, k], one
 // dtype, each passing gemv_fits()).
 void gemv_swiglu(const float* x, int64_t n, int64_t k, const void* w_gate, const void* w_up,
-                 DType wdt, int64_t m, float* gate, float* up, float* out, cudaStream_t stream,
-                 const GemvNorm& norm = {});
-// Rows of a one-row bf16/f16/f32 GEMV launch (gemv(), n = 1) resident on the device at once:
-// a weight with at most this many rows is read in one wave, all rows side by side.
-int64_t gemv_wave_rows(DType wdt, int sms);
+                 DType wdt, int64_t m, float* gate, float* up, float* out, cudaStream_t stream);
 // dst[i] = f32(src[i]) on the device (weights uploaded in fp32 mode, tests).
 void convert_to_f32(const void* src, DType dt, int64_t n, float* dst, cudaStream_t stream);
-
-// ---- cuda_prefetch.cu -----------------------------------------------------------------------
-// Asks L2 to fetch `count` ranges after the work queued before (a hint; `blocks` blocks issue
-// the requests, one per SM). A range is `rows` pieces of `bytes_per_row` bytes, the first at p
-// and each `stride` bytes after the last (a weight's row starts, or one contiguous piece: rows 1).
-// Ranges not 16-byte aligned are skipped. Reads only; returns at once.
-constexpr int kMaxPrefetchRanges = 4;
-struct L2Range {
-    const void* p;
-    int64_t rows;
-    int64_t stride;
-    int64_t bytes_per_row;
-};
-void l2_prefetch(const L2Range* ranges, int count, int blocks, cudaStream_t stream);
 
 // ---- cuda_attention.cu, cuda_attention_decode.cu -------------------------------------------
 // One call's attention over ragged per-KV-head slot arrays. K/V/pos of every KV head are packed

@@ -16,10 +16,6 @@
 // (cuda_device.cuh): each lane's first weight loads are issued before grid_wait().
 // Needs k a multiple of the vector width and 16-byte aligned w and x rows (gemv_fits()); the
 // caller falls back to cuBLAS otherwise.
-// Fused forms (cuda_backend_decode.cpp): gemv() may add its products to out (the residual
-// stream), gemv_parts() and gemv_swiglu() may normalise x first (norm_rows(): every block
-// normalises the rows into shared memory and reads x from there).
-#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
@@ -43,16 +39,6 @@ struct Shape {
 };
 using DefaultShape = Shape<8, 4>;
 constexpr int kMinWarps = 4;  // of the shapes below: bounds the rows one launch takes
-
-// Blocks per SM the register allocation must allow: one-row launches of the default 4 loads in
-// flight keep 64 registers a thread (32 warps an SM), the others may take more (without a bound
-// the compiler held f32 x 3 rows to 48 registers and spilled; 8 loads in flight spill at 64).
-template <int N, class SH>
-constexpr int kMinBlocks = N == 1 && SH::kUnroll == 4 ? 2048 / (SH::kWarps * 32) / 2 : 1;
-// SwiGLU carries two rows' loads and its row loop: 3/8 of the SM's threads (85 registers; it
-// spilled at 64).
-template <int N, class SH>
-constexpr int kMinBlocksSwiglu = N == 1 && SH::kUnroll == 4 ? 2048 / (SH::kWarps * 32) * 3 / 8 : 1;
 
 template <class W>
 struct Vec;  // 16 bytes of weights widened to floats
@@ -107,9 +93,8 @@ __device__ __forceinline__ void first_loads(bool has_row, const W* __restrict__ 
     }
 }
 
-// acc[i] += x[i] . (the kUnroll weight vectors raw, at vectors v0 + 32 * u of the row). x is
-// global memory read through the read-only cache, or (kSharedX) the block's normalised rows.
-template <class W, int N, int kUnroll, bool kSharedX = false>
+// acc[i] += x[i] . (the kUnroll weight vectors raw, at vectors v0 + 32 * u of the row).
+template <class W, int N, int kUnroll>
 __device__ __forceinline__ void dot_batch(const float* __restrict__ x, int64_t k, int64_t nv,
                                           const uint4 (&raw)[kUnroll], int64_t v0,
                                           float (&acc)[N]) {
@@ -125,7 +110,7 @@ __device__ __forceinline__ void dot_batch(const float* __restrict__ x, int64_t k
             const float4* xr = reinterpret_cast<const float4*>(x + i * k + v * VN);
 #pragma unroll
             for (int q = 0; q < VN / 4; ++q) {
-                const float4 xv = kSharedX ? xr[q] : __ldg(xr + q);
+                const float4 xv = __ldg(xr + q);
                 acc[i] += wf[4 * q] * xv.x + wf[4 * q + 1] * xv.y + wf[4 * q + 2] * xv.z +
                           wf[4 * q + 3] * xv.w;
             }
@@ -135,7 +120,7 @@ __device__ __forceinline__ void dot_batch(const float* __restrict__ x, int64_t k
 
 // One warp's dot products of weight row `w_row` with the n = N rows of x: acc[i] = x[i] . w_row,
 // reduced across the warp (every lane holds the sums). `first` holds first_loads() of the row.
-template <class W, int N, int kUnroll, bool kSharedX = false>
+template <class W, int N, int kUnroll>
 __device__ __forceinline__ void row_dots(const float* __restrict__ x, int64_t k,
                                          const W* __restrict__ w_row, int lane,
                                          const uint4 (&first)[kUnroll], float (&acc)[N]) {
@@ -143,7 +128,7 @@ __device__ __forceinline__ void row_dots(const float* __restrict__ x, int64_t k,
     const uint4* wr = reinterpret_cast<const uint4*>(w_row);
 #pragma unroll
     for (int i = 0; i < N; ++i) acc[i] = 0.0f;
-    dot_batch<W, N, kUnroll, kSharedX>(x, k, nv, first, lane, acc);
+    dot_batch<W, N, kUnroll>(x, k, nv, first, lane, acc);
     for (int64_t v0 = lane + 32 * kUnroll; v0 < nv; v0 += 32 * kUnroll) {
         uint4 raw[kUnroll];
 #pragma unroll
@@ -151,49 +136,16 @@ __device__ __forceinline__ void row_dots(const float* __restrict__ x, int64_t k,
             const int64_t v = v0 + 32 * u;
             raw[u] = v < nv ? __ldg(wr + v) : make_uint4(0, 0, 0, 0);
         }
-        dot_batch<W, N, kUnroll, kSharedX>(x, k, nv, raw, v0, acc);
+        dot_batch<W, N, kUnroll>(x, k, nv, raw, v0, acc);
     }
 #pragma unroll
     for (int i = 0; i < N; ++i) acc[i] = warp_sum(acc[i]);
 }
 
-// The RMSNorm before a projection, done by every block of the GEMV: xs[i, :] = g * (x[i, :] *
-// rsqrt(mean(x[i, :]^2) + eps)) in shared memory ([N, k] floats, the launch's dynamic shared
-// memory), as rmsnorm_kernel (cuda_rmsnorm.cu) forms each element. Why: the norm was a kernel of
-// its own before each q/k/v and gate/up GEMV (6.2 us, and a launch boundary, 63 times a step on
-// the 8B shape; ncu, bench/RESULTS.md, tenth run); each block reads the k floats of x from L2
-// instead. Returns xs, or x itself without a norm (g null).
-template <int N, int kThreads>
-__device__ __forceinline__ const float* norm_rows(const float* __restrict__ x, int64_t k,
-                                                  const GemvNorm& nrm, float* xs) {
-    if (nrm.w == nullptr) return x;
-    __shared__ float red[kThreads / 32];
-    const int64_t t4 = static_cast<int64_t>(threadIdx.x) * 4;
-#pragma unroll
-    for (int i = 0; i < N; ++i) {
-        const float* xr = x + i * k;
-        float* sr = xs + i * k;
-        float ss = 0.0f;
-#pragma unroll 4
-        for (int64_t c = t4; c < k; c += kThreads * 4) {  // k % 4 == 0 (gemv_fits)
-            const float4 v = *reinterpret_cast<const float4*>(xr + c);
-            *reinterpret_cast<float4*>(sr + c) = v;
-            ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
-        }
-        ss = block_sum<kThreads>(ss, red);
-        const float inv = rsqrtf(ss / static_cast<float>(k) + nrm.eps);
-        for (int64_t c = t4; c < k; c += kThreads * 4)  // this thread's own elements
-            for (int j = 0; j < 4; ++j)
-                sr[c + j] = load_f32(nrm.w, nrm.wdt, c + j) * (sr[c + j] * inv);
-    }
-    __syncthreads();  // every warp reads every element
-    return xs;
-}
-
 template <class W, int N, class SH>
-__global__ void __launch_bounds__(SH::kWarps * 32, kMinBlocks<N, SH>)
+__global__ void __launch_bounds__(SH::kWarps * 32)
     gemv_kernel(const float* __restrict__ x, int64_t k, const W* __restrict__ w, int64_t m,
-                const void* bias, DType bdt, float* __restrict__ out, bool accumulate) {
+                const void* bias, DType bdt, float* __restrict__ out) {
     const int lane = static_cast<int>(threadIdx.x) & 31;
     const int64_t row = static_cast<int64_t>(blockIdx.x) * SH::kWarps + (threadIdx.x >> 5);
     uint4 first[SH::kUnroll];
@@ -201,18 +153,12 @@ __global__ void __launch_bounds__(SH::kWarps * 32, kMinBlocks<N, SH>)
     grid_wait();  // x is the kernel before's output; out may be what it read
     grid_release();
     if (row >= m) return;
-    float prev[N];  // the residual, loaded while the products stream (accumulate)
-#pragma unroll
-    for (int i = 0; i < N; ++i) prev[i] = accumulate && lane == 0 ? out[i * m + row] : 0.0f;
     float acc[N];
     row_dots<W, N, SH::kUnroll>(x, k, w + row * k, lane, first, acc);
     if (lane != 0) return;
 #pragma unroll
-    for (int i = 0; i < N; ++i) {
-        // The product is rounded to fp32 first, then added: add_inplace after matmul, exactly.
-        const float o = acc[i] + (bias ? load_f32(bias, bdt, row) : 0.0f);
-        out[i * m + row] = accumulate ? prev[i] + o : o;
-    }
+    for (int i = 0; i < N; ++i)
+        out[i * m + row] = acc[i] + (bias ? load_f32(bias, bdt, row) : 0.0f);
 }
 
 // Up to kMaxGemvParts matrices sharing x, their rows one after another in the grid: warp row r
@@ -230,118 +176,60 @@ struct GemvParts {
 };
 
 template <class W, int N, class SH>
-__global__ void __launch_bounds__(SH::kWarps * 32, kMinBlocks<N, SH>)
-    gemv_parts_kernel(const float* __restrict__ x, int64_t k, const GemvParts<W> parts,
-                      const GemvNorm nrm) {
-    extern __shared__ float4 xs_parts[];
+__global__ void __launch_bounds__(SH::kWarps * 32)
+    gemv_parts_kernel(const float* __restrict__ x, int64_t k, const GemvParts<W> parts) {
     const int lane = static_cast<int>(threadIdx.x) & 31;
-    // Warp rows r0, r0 + stride, ...: one row each when the grid covers the rows, several when a
-    // norm made it one wave (launch_parts()).
-    const int64_t r0 = static_cast<int64_t>(blockIdx.x) * SH::kWarps + (threadIdx.x >> 5);
-    const int64_t stride = static_cast<int64_t>(gridDim.x) * SH::kWarps;
-    const int64_t total = parts.end[parts.count - 1];
-    // Part p of warp row r, and the row within it.
-    const auto locate = [&](int64_t r, int& p) {
-        p = 0;
-        while (p < parts.count && r >= parts.end[p]) ++p;
-        return p < parts.count ? r - (parts.end[p] - parts.m[p]) : int64_t{0};
-    };
+    int64_t row = static_cast<int64_t>(blockIdx.x) * SH::kWarps + (threadIdx.x >> 5);
     int p = 0;
-    int64_t row = locate(r0, p);
+    while (p < parts.count && row >= parts.end[p]) ++p;
+    const bool has_row = p < parts.count;
+    if (has_row) row -= parts.end[p] - parts.m[p];
     uint4 first[SH::kUnroll];
-    first_loads(r0 < total, r0 < total ? parts.w[p] + row * k : nullptr, k, lane, first);
+    first_loads(has_row, has_row ? parts.w[p] + row * k : nullptr, k, lane, first);
     grid_wait();
     grid_release();
-    const float* xn = norm_rows<N, SH::kWarps * 32>(x, k, nrm, reinterpret_cast<float*>(xs_parts));
-    for (int64_t r = r0; r < total; r += stride) {
-        if (r != r0) {
-            row = locate(r, p);
-            first_loads(true, parts.w[p] + row * k, k, lane, first);
-        }
-        const int64_t m = parts.m[p];
-        float acc[N];
-        if (nrm.w != nullptr)
-            row_dots<W, N, SH::kUnroll, true>(xn, k, parts.w[p] + row * k, lane, first, acc);
-        else
-            row_dots<W, N, SH::kUnroll>(x, k, parts.w[p] + row * k, lane, first, acc);
-        if (lane != 0) continue;
-        const void* bias = parts.bias[p];
+    if (!has_row) return;
+    const int64_t m = parts.m[p];
+    float acc[N];
+    row_dots<W, N, SH::kUnroll>(x, k, parts.w[p] + row * k, lane, first, acc);
+    if (lane != 0) return;
+    const void* bias = parts.bias[p];
 #pragma unroll
-        for (int i = 0; i < N; ++i)
-            parts.out[p][i * m + row] = acc[i] + (bias ? load_f32(bias, parts.bdt[p], row) : 0.0f);
-    }
+    for (int i = 0; i < N; ++i)
+        parts.out[p][i * m + row] = acc[i] + (bias ? load_f32(bias, parts.bdt[p], row) : 0.0f);
 }
 
 // SwiGLU's first half, one warp per row r of both matrices: gate[r], up[r] and
 // out[r] = silu(gate[r]) * up[r] (silu as cuda_elementwise.cu computes it). Replaces two GEMV
 // launches and the silu_mul kernel.
 template <class W, int N, class SH>
-__global__ void __launch_bounds__(SH::kWarps * 32, kMinBlocksSwiglu<N, SH>)
+__global__ void __launch_bounds__(SH::kWarps * 32)
     gemv_swiglu_kernel(const float* __restrict__ x, int64_t k, const W* __restrict__ wg,
                        const W* __restrict__ wu, int64_t m, float* __restrict__ gate,
-                       float* __restrict__ up, float* __restrict__ out, const GemvNorm nrm) {
-    extern __shared__ float4 xs_swiglu[];
+                       float* __restrict__ up, float* __restrict__ out) {
     const int lane = static_cast<int>(threadIdx.x) & 31;
-    // Warp rows r0, r0 + stride, ... (see gemv_parts_kernel).
-    const int64_t r0 = static_cast<int64_t>(blockIdx.x) * SH::kWarps + (threadIdx.x >> 5);
-    const int64_t stride = static_cast<int64_t>(gridDim.x) * SH::kWarps;
+    const int64_t row = static_cast<int64_t>(blockIdx.x) * SH::kWarps + (threadIdx.x >> 5);
     uint4 first_g[SH::kUnroll], first_u[SH::kUnroll];
-    first_loads(r0 < m, wg + r0 * k, k, lane, first_g);
-    first_loads(r0 < m, wu + r0 * k, k, lane, first_u);
+    first_loads(row < m, wg + row * k, k, lane, first_g);
+    first_loads(row < m, wu + row * k, k, lane, first_u);
     grid_wait();
     grid_release();
-    const float* xn = norm_rows<N, SH::kWarps * 32>(x, k, nrm, reinterpret_cast<float*>(xs_swiglu));
-    for (int64_t row = r0; row < m; row += stride) {
-        if (row != r0) {
-            first_loads(true, wg + row * k, k, lane, first_g);
-            first_loads(true, wu + row * k, k, lane, first_u);
-        }
-        float g[N], u[N];
-        if (nrm.w != nullptr) {
-            row_dots<W, N, SH::kUnroll, true>(xn, k, wg + row * k, lane, first_g, g);
-            row_dots<W, N, SH::kUnroll, true>(xn, k, wu + row * k, lane, first_u, u);
-        } else {
-            row_dots<W, N, SH::kUnroll>(x, k, wg + row * k, lane, first_g, g);
-            row_dots<W, N, SH::kUnroll>(x, k, wu + row * k, lane, first_u, u);
-        }
-        if (lane != 0) continue;
+    if (row >= m) return;
+    float g[N], u[N];
+    row_dots<W, N, SH::kUnroll>(x, k, wg + row * k, lane, first_g, g);
+    row_dots<W, N, SH::kUnroll>(x, k, wu + row * k, lane, first_u, u);
+    if (lane != 0) return;
 #pragma unroll
-        for (int i = 0; i < N; ++i) {
-            gate[i * m + row] = g[i];
-            up[i * m + row] = u[i];
-            out[i * m + row] = g[i] / (1.0f + expf(-g[i])) * u[i];
-        }
+    for (int i = 0; i < N; ++i) {
+        gate[i * m + row] = g[i];
+        up[i * m + row] = u[i];
+        out[i * m + row] = g[i] / (1.0f + expf(-g[i])) * u[i];
     }
 }
 
 template <class SH>
 dim3 grid_for(int64_t rows) {
     return dim3(static_cast<unsigned int>((rows + SH::kWarps - 1) / SH::kWarps));
-}
-
-// The grid of a launch that normalises x in every block (nrm.w set): at most the blocks the
-// device holds at once, each walking several rows, so that each block normalises once. Why: with
-// a block per 8 rows the 8B gate/up launch ran in 3.4 waves, each wave normalising again before
-// its first products (88 us against 79 without the norm; ncu, bench/RESULTS.md, tenth run).
-// Occupancy is asked once per kernel and shared-memory size (the decode step's one shape).
-template <class Kernel>
-dim3 grid_with_norm(Kernel kernel, const GemvNorm& nrm, int threads, size_t smem, dim3 grid) {
-    if (nrm.w == nullptr) return grid;
-    static size_t cached_smem = ~size_t{0};
-    static unsigned int cached_cap = 0;
-    if (smem != cached_smem) {
-        int dev = 0, sms = 0, blocks = 0;
-        if (cudaGetDevice(&dev) != cudaSuccess ||
-            cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, threads, smem) !=
-                cudaSuccess) {
-            (void)cudaGetLastError();
-            return grid;
-        }
-        cached_cap = static_cast<unsigned int>(std::max(blocks, 1) * std::max(sms, 1));
-        cached_smem = smem;
-    }
-    return dim3(std::min(grid.x, cached_cap));
 }
 
 // KVSCOPE_CUDA_GEMV_SHAPE: "8x4" (the default), "4x8", "4x4" or "8x8" (warps x loads in flight).
@@ -371,11 +259,6 @@ void by_shape(F&& f) {
         }
     }
     f(DefaultShape{});
-}
-
-// Dynamic shared memory of a launch: the normalised x rows when there is a norm.
-size_t norm_smem(const GemvNorm& nrm, int n, int64_t k) {
-    return nrm.w == nullptr ? 0 : static_cast<size_t>(n * k) * sizeof(float);
 }
 
 template <int N>
@@ -411,20 +294,20 @@ void by_rows(int64_t n, F&& f) {
 
 template <class W>
 void launch(const float* x, int64_t n, int64_t k, const W* w, int64_t m, const void* bias,
-            DType bdt, float* out, bool accumulate, cudaStream_t stream) {
+            DType bdt, float* out, cudaStream_t stream) {
     by_rows(n, [&](auto rows) {
         constexpr int N = decltype(rows)::kN;
         by_shape<W, N>([&](auto sh) {
             using SH = decltype(sh);
             launch_dependent(gemv_kernel<W, N, SH>, grid_for<SH>(m), SH::kWarps * 32, 0, stream, x,
-                             k, w, m, bias, bdt, out, accumulate);
+                             k, w, m, bias, bdt, out);
         });
     });
 }
 
 template <class W>
 void launch_parts(const float* x, int64_t n, int64_t k, const GemvPart* in, int count,
-                  const GemvNorm& nrm, cudaStream_t stream) {
+                  cudaStream_t stream) {
     GemvParts<W> p{};
     p.count = count;
     int64_t rows_total = 0;
@@ -441,28 +324,21 @@ void launch_parts(const float* x, int64_t n, int64_t k, const GemvPart* in, int 
         constexpr int N = decltype(rows)::kN;
         by_shape<W, N>([&](auto sh) {
             using SH = decltype(sh);
-            const auto kernel = gemv_parts_kernel<W, N, SH>;
-            const size_t smem = norm_smem(nrm, N, k);
-            launch_dependent(
-                kernel,
-                grid_with_norm(kernel, nrm, SH::kWarps * 32, smem, grid_for<SH>(rows_total)),
-                SH::kWarps * 32, smem, stream, x, k, p, nrm);
+            launch_dependent(gemv_parts_kernel<W, N, SH>, grid_for<SH>(rows_total), SH::kWarps * 32,
+                             0, stream, x, k, p);
         });
     });
 }
 
 template <class W>
 void launch_swiglu(const float* x, int64_t n, int64_t k, const W* wg, const W* wu, int64_t m,
-                   float* gate, float* up, float* out, const GemvNorm& nrm, cudaStream_t stream) {
+                   float* gate, float* up, float* out, cudaStream_t stream) {
     by_rows(n, [&](auto rows) {
         constexpr int N = decltype(rows)::kN;
         by_shape<W, N>([&](auto sh) {
             using SH = decltype(sh);
-            const auto kernel = gemv_swiglu_kernel<W, N, SH>;
-            const size_t smem = norm_smem(nrm, N, k);
-            launch_dependent(kernel,
-                             grid_with_norm(kernel, nrm, SH::kWarps * 32, smem, grid_for<SH>(m)),
-                             SH::kWarps * 32, smem, stream, x, k, wg, wu, m, gate, up, out, nrm);
+            launch_dependent(gemv_swiglu_kernel<W, N, SH>, grid_for<SH>(m), SH::kWarps * 32, 0,
+                             stream, x, k, wg, wu, m, gate, up, out);
         });
     });
 }
@@ -477,78 +353,46 @@ bool gemv_fits(const float* x, int64_t n, int64_t k, const void* w, DType wdt, i
     return a16(x) && a16(w);
 }
 
-bool gemv_norm_fits(int64_t n, int64_t k) {
-    return n >= 1 && n * k * static_cast<int64_t>(sizeof(float)) <= kGemvNormSmem;
-}
-
 void gemv(const float* x, int64_t n, int64_t k, const void* w, DType wdt, int64_t m,
-          const void* bias, DType bdt, float* out, cudaStream_t stream, bool accumulate) {
+          const void* bias, DType bdt, float* out, cudaStream_t stream) {
     switch (wdt) {
         case DType::kBf16:
-            return launch(x, n, k, static_cast<const __nv_bfloat16*>(w), m, bias, bdt, out,
-                          accumulate, stream);
+            return launch(x, n, k, static_cast<const __nv_bfloat16*>(w), m, bias, bdt, out, stream);
         case DType::kF16:
-            return launch(x, n, k, static_cast<const __half*>(w), m, bias, bdt, out, accumulate,
-                          stream);
+            return launch(x, n, k, static_cast<const __half*>(w), m, bias, bdt, out, stream);
         case DType::kF32:
-            return launch(x, n, k, static_cast<const float*>(w), m, bias, bdt, out, accumulate,
-                          stream);
+            return launch(x, n, k, static_cast<const float*>(w), m, bias, bdt, out, stream);
         default:
             return;
     }
 }
 
-int64_t gemv_wave_rows(DType wdt, int sms) {
-    int blocks = 0;
-    const auto occupancy = [&](auto kernel) {
-        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                &blocks, kernel, DefaultShape::kWarps * 32, 0) != cudaSuccess) {
-            (void)cudaGetLastError();
-            blocks = 1;
-        }
-    };
-    switch (wdt) {
-        case DType::kF16:
-            occupancy(gemv_kernel<__half, 1, DefaultShape>);
-            break;
-        case DType::kF32:
-            occupancy(gemv_kernel<float, 1, DefaultShape>);
-            break;
-        default:
-            occupancy(gemv_kernel<__nv_bfloat16, 1, DefaultShape>);
-            break;
-    }
-    return static_cast<int64_t>(std::max(blocks, 1)) * sms * DefaultShape::kWarps;
-}
-
 void gemv_parts(const float* x, int64_t n, int64_t k, DType wdt, const GemvPart* parts, int count,
-                cudaStream_t stream, const GemvNorm& norm) {
+                cudaStream_t stream) {
     switch (wdt) {
         case DType::kBf16:
-            return launch_parts<__nv_bfloat16>(x, n, k, parts, count, norm, stream);
+            return launch_parts<__nv_bfloat16>(x, n, k, parts, count, stream);
         case DType::kF16:
-            return launch_parts<__half>(x, n, k, parts, count, norm, stream);
+            return launch_parts<__half>(x, n, k, parts, count, stream);
         case DType::kF32:
-            return launch_parts<float>(x, n, k, parts, count, norm, stream);
+            return launch_parts<float>(x, n, k, parts, count, stream);
         default:
             return;
     }
 }
 
 void gemv_swiglu(const float* x, int64_t n, int64_t k, const void* w_gate, const void* w_up,
-                 DType wdt, int64_t m, float* gate, float* up, float* out, cudaStream_t stream,
-                 const GemvNorm& norm) {
+                 DType wdt, int64_t m, float* gate, float* up, float* out, cudaStream_t stream) {
     switch (wdt) {
         case DType::kBf16:
             return launch_swiglu(x, n, k, static_cast<const __nv_bfloat16*>(w_gate),
-                                 static_cast<const __nv_bfloat16*>(w_up), m, gate, up, out, norm,
-                                 stream);
+                                 static_cast<const __nv_bfloat16*>(w_up), m, gate, up, out, stream);
         case DType::kF16:
             return launch_swiglu(x, n, k, static_cast<const __half*>(w_gate),
-                                 static_cast<const __half*>(w_up), m, gate, up, out, norm, stream);
+                                 static_cast<const __half*>(w_up), m, gate, up, out, stream);
         case DType::kF32:
             return launch_swiglu(x, n, k, static_cast<const float*>(w_gate),
-                                 static_cast<const float*>(w_up), m, gate, up, out, norm, stream);
+                                 static_cast<const float*>(w_up), m, gate, up, out, stream);
         default:
             return;
     }

@@ -1,6 +1,5 @@
-// Op cases of the fused decode ops (Backend::add_rmsnorm, rope_qk, matmul_parts, swiglu) and of
-// the decode step's prefetch hint (Backend::prefetch), part of the one op list in
-// backend_ops_test.cpp. Each fused op must equal the composition it replaces, so
+// Op cases of the fused decode ops (Backend::add_rmsnorm, rope_qk, matmul_parts, swiglu), part of
+// the one op list in backend_ops_test.cpp. Each fused op must equal the composition it replaces, so
 // the naive side recomputes that composition in double. Shapes cover the CUDA backend's fused GEMV
 // (n <= 8 rows, k a multiple of 8) and the fallback to unfused ops (n = 17 or 33 rows), with and
 // without biases, in every weight dtype; parts of unequal row counts (a warp's row mapped to its
@@ -8,7 +7,6 @@
 #include <cmath>
 #include <memory>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "tests/kernels/backend_ops_harness.h"
@@ -18,25 +16,6 @@ namespace {
 
 std::vector<float> to_float(const std::vector<double>& v) {
     return std::vector<float>(v.begin(), v.end());
-}
-
-// rmsnorm(x) with w, in double, rounded to fp32 as the norm kernels store it: [rows, d].
-std::vector<float> naive_norm(const std::vector<float>& x, int64_t rows, int64_t d,
-                              const std::vector<float>& w, float eps) {
-    std::vector<float> o(x.size());
-    for (int64_t r = 0; r < rows; ++r) {
-        double ss = 0;
-        for (int64_t i = 0; i < d; ++i) {
-            const double v = x[static_cast<size_t>(r * d + i)];
-            ss += v * v;
-        }
-        const double inv = 1.0 / std::sqrt(ss / static_cast<double>(d) + eps);
-        for (int64_t i = 0; i < d; ++i) {
-            const auto k = static_cast<size_t>(r * d + i);
-            o[k] = static_cast<float>(w[static_cast<size_t>(i)] * (x[k] * inv));
-        }
-    }
-    return o;
 }
 
 void add_rope_qk(std::vector<OpCase>& cases) {
@@ -222,230 +201,25 @@ void add_add_rmsnorm(std::vector<OpCase>& cases) {
                     return Outputs{{"x", s.get(X)}, {"out", s.get(O)}};
                 };
                 c.naive = [=] {
-                    std::vector<float> sum(static_cast<size_t>(rows * d));
+                    std::vector<float> sum(static_cast<size_t>(rows * d)), o(sum.size());
                     for (size_t i = 0; i < sum.size(); ++i) sum[i] = (*x)[i] + (*y)[i];  // fp32 add
-                    return Outputs{{"x", sum}, {"out", naive_norm(sum, rows, d, *w, eps)}};
+                    for (int64_t r = 0; r < rows; ++r) {
+                        double ss = 0;
+                        for (int64_t i = 0; i < d; ++i) {
+                            const double v = sum[static_cast<size_t>(r * d + i)];
+                            ss += v * v;
+                        }
+                        const double inv = 1.0 / std::sqrt(ss / static_cast<double>(d) + eps);
+                        for (int64_t i = 0; i < d; ++i) {
+                            const auto k = static_cast<size_t>(r * d + i);
+                            o[k] =
+                                static_cast<float>((*w)[static_cast<size_t>(i)] * (sum[k] * inv));
+                        }
+                    }
+                    return Outputs{{"x", sum}, {"out", o}};
                 };
                 cases.push_back(c);
             }
-}
-
-// A weight as the case uploads it: its fp32 values rounded to dt, and the stored bytes.
-struct HostWeight {
-    std::vector<float> vals;
-    std::vector<uint16_t> stored;
-    HostWeight(DType dt, std::vector<float> v) : vals(std::move(v)), stored(store_as(dt, vals)) {}
-    const void* bytes(DType dt) const {
-        return dt == DType::kF32 ? static_cast<const void*>(vals.data()) : stored.data();
-    }
-};
-
-// Backend::rmsnorm_matmul_parts and rmsnorm_swiglu: the norm done by the GEMV's blocks (n * k
-// floats in shared memory, at most 48 KB) for decode rows; the unfused ops for more rows (n 17)
-// or rows too long for the shared memory (n 8, k 2048: 64 KB). 5,100 and 4,500 rows: more than
-// one wave of an H100 holds, so each warp walks several rows (cuda_gemv.cu, grid_with_norm).
-void add_rmsnorm_projections(std::vector<OpCase>& cases) {
-    struct S {
-        int64_t n, k;
-        std::vector<int64_t> m;  // parts (q/k/v); one entry: swiglu's m
-        bool bias;
-    };
-    for (DType dt : {DType::kF32, DType::kF16, DType::kBf16})
-        for (const S& sh : {S{1, 512, {64, 16, 16}, true}, S{3, 1024, {72, 13, 13}, false},
-                            S{8, 2048, {40, 8}, true}, S{17, 64, {32, 8, 8}, false},
-                            S{1, 4096, {24}, false}, S{1, 256, {4500, 600}, true}}) {
-            const auto seed = static_cast<uint32_t>(sh.n * 131 + sh.k + sh.m[0]);
-            const auto count = static_cast<int>(sh.m.size());
-            auto x = std::make_shared<std::vector<float>>(
-                randn(seed, static_cast<size_t>(sh.n * sh.k), 2.0f));
-            auto g =
-                std::make_shared<HostWeight>(dt, randn(seed + 1, static_cast<size_t>(sh.k), 0.5f));
-            auto ws = std::make_shared<std::vector<HostWeight>>();
-            auto biases = std::make_shared<std::vector<std::vector<float>>>();
-            for (int i = 0; i < count; ++i) {
-                const int64_t m = sh.m[static_cast<size_t>(i)];
-                ws->emplace_back(
-                    dt, randn(seed + 10 + static_cast<uint32_t>(i), static_cast<size_t>(m * sh.k),
-                              1.0f / std::sqrt(static_cast<float>(sh.k))));
-                biases->push_back(
-                    randn(seed + 20 + static_cast<uint32_t>(i), static_cast<size_t>(m)));
-            }
-            const float eps = 1e-5f;
-            const std::string shape = std::string(dtype_name(dt)) + " n" + std::to_string(sh.n) +
-                                      " k" + std::to_string(sh.k);
-            OpCase c;
-            c.op = "rmsnorm_matmul_parts";
-            c.wdt = dt;
-            c.name = shape + " parts" + std::to_string(count) + (sh.bias ? " +bias" : "");
-            c.run = [=](Backend& be) {
-                Scope s(be);
-                Tensor X = s.act(*x, {sh.n, sh.k}), H = s.act({}, {sh.n, sh.k});
-                Tensor G = s.weight(g->bytes(dt), dt, {sh.k});
-                std::vector<Tensor> W, B, O;
-                for (int i = 0; i < count; ++i) {
-                    const auto u = static_cast<size_t>(i);
-                    W.push_back(s.weight((*ws)[u].bytes(dt), dt, {sh.m[u], sh.k}));
-                    B.push_back(s.weight((*biases)[u].data(), DType::kF32, {sh.m[u]}));
-                    O.push_back(s.act({}, {sh.n, sh.m[u]}));
-                }
-                const Tensor* wp[3] = {};
-                const Tensor* bp[3] = {};
-                Tensor* op[3] = {};
-                for (int i = 0; i < count; ++i) {
-                    const auto u = static_cast<size_t>(i);
-                    wp[i] = &W[u];
-                    bp[i] = sh.bias ? &B[u] : nullptr;
-                    op[i] = &O[u];
-                }
-                be.rmsnorm_matmul_parts(X, G, eps, H, count, wp, bp, op);
-                Outputs out{{"x", s.get(X)}};  // x is read only
-                for (int i = 0; i < count; ++i)
-                    out.emplace_back("out" + std::to_string(i), s.get(O[static_cast<size_t>(i)]));
-                return out;
-            };
-            c.naive = [=] {
-                const std::vector<float> h = naive_norm(*x, sh.n, sh.k, g->vals, eps);
-                Outputs out{{"x", *x}};
-                for (int i = 0; i < count; ++i) {
-                    const auto u = static_cast<size_t>(i);
-                    out.emplace_back(
-                        "out" + std::to_string(i),
-                        to_float(naive_matmul(h, (*ws)[u].vals, sh.bias ? &(*biases)[u] : nullptr,
-                                              sh.n, sh.k, sh.m[u])));
-                }
-                return out;
-            };
-            cases.push_back(c);
-            // The same rows through rmsnorm_swiglu (m: the first part's rows; gate and up are
-            // the first two weights of the list, or the one weight twice).
-            OpCase d;
-            d.op = "rmsnorm_swiglu";
-            d.wdt = dt;
-            const int64_t m = sh.m[0];
-            const size_t up_i = count > 1 && sh.m[1] == m ? 1 : 0;
-            d.name = shape + " m" + std::to_string(m);
-            d.run = [=](Backend& be) {
-                Scope s(be);
-                Tensor X = s.act(*x, {sh.n, sh.k}), H = s.act({}, {sh.n, sh.k});
-                Tensor G = s.weight(g->bytes(dt), dt, {sh.k});
-                Tensor Wg = s.weight((*ws)[0].bytes(dt), dt, {m, sh.k});
-                Tensor Wu = s.weight((*ws)[up_i].bytes(dt), dt, {m, sh.k});
-                Tensor gate = s.act({}, {sh.n, m}), up = s.act({}, {sh.n, m}),
-                       out = s.act({}, {sh.n, m});
-                be.rmsnorm_swiglu(X, G, eps, H, Wg, Wu, gate, up, out);
-                return Outputs{{"x", s.get(X)}, {"out", s.get(out)}};
-            };
-            d.naive = [=] {
-                const std::vector<float> h = naive_norm(*x, sh.n, sh.k, g->vals, eps);
-                const auto gg = naive_matmul(h, (*ws)[0].vals, nullptr, sh.n, sh.k, m);
-                const auto uu = naive_matmul(h, (*ws)[up_i].vals, nullptr, sh.n, sh.k, m);
-                std::vector<double> o(gg.size());
-                for (size_t i = 0; i < o.size(); ++i)
-                    o[i] = gg[i] / (1.0 + std::exp(-gg[i])) * uu[i];
-                return Outputs{{"x", *x}, {"out", to_float(o)}};
-            };
-            cases.push_back(d);
-        }
-}
-
-// Backend::matmul_add: out += x @ w^T (+ bias), the product rounded to fp32 first (the GEMV's
-// epilogue for decode rows; matmul into tmp and add_inplace for n 17).
-void add_matmul_add(std::vector<OpCase>& cases) {
-    struct S {
-        int64_t n, k, m;
-        bool bias;
-    };
-    for (DType dt : {DType::kF32, DType::kF16, DType::kBf16})
-        for (const S& sh : {S{1, 512, 96, true}, S{3, 256, 40, false}, S{17, 64, 24, true}}) {
-            const auto seed = static_cast<uint32_t>(sh.n * 71 + sh.k + sh.m);
-            auto x =
-                std::make_shared<std::vector<float>>(randn(seed, static_cast<size_t>(sh.n * sh.k)));
-            auto resid = std::make_shared<std::vector<float>>(
-                randn(seed + 1, static_cast<size_t>(sh.n * sh.m), 3.0f));
-            auto w =
-                std::make_shared<HostWeight>(dt, randn(seed + 2, static_cast<size_t>(sh.m * sh.k),
-                                                       1.0f / std::sqrt(static_cast<float>(sh.k))));
-            auto bias =
-                std::make_shared<std::vector<float>>(randn(seed + 3, static_cast<size_t>(sh.m)));
-            OpCase c;
-            c.op = "matmul_add";
-            c.wdt = dt;
-            c.name = std::string(dtype_name(dt)) + " n" + std::to_string(sh.n) + " k" +
-                     std::to_string(sh.k) + " m" + std::to_string(sh.m) + (sh.bias ? " +bias" : "");
-            c.run = [=](Backend& be) {
-                Scope s(be);
-                Tensor X = s.act(*x, {sh.n, sh.k}), T = s.act({}, {sh.n, sh.m});
-                Tensor R = s.act(*resid, {sh.n, sh.m});
-                Tensor W = s.weight(w->bytes(dt), dt, {sh.m, sh.k});
-                Tensor B = s.weight(bias->data(), DType::kF32, {sh.m});
-                be.matmul_add(X, W, sh.bias ? &B : nullptr, T, R);
-                return Outputs{{"out", s.get(R)}};
-            };
-            c.naive = [=] {
-                const auto p =
-                    naive_matmul(*x, w->vals, sh.bias ? bias.get() : nullptr, sh.n, sh.k, sh.m);
-                std::vector<float> o(p.size());
-                for (size_t i = 0; i < o.size(); ++i) o[i] = (*resid)[i] + static_cast<float>(p[i]);
-                return Outputs{{"out", o}};
-            };
-            cases.push_back(c);
-        }
-}
-
-// Backend::prefetch (a hint: cuda_prefetch.cu) then one-row GEMVs of the weights it named: the
-// results are those of the GEMVs alone. Weights in every dtype, of a few rows and of more rows
-// than one GEMV wave holds; the f16 one has 120-byte rows (not 16-byte aligned: its range is
-// skipped, and its matmul takes cuBLAS). backend_ops_prefetch_test.cpp checks the bits.
-void add_prefetch(std::vector<OpCase>& cases) {
-    struct W {
-        DType dt;
-        int64_t m, k;
-    };
-    const std::vector<W> shapes = {
-        {DType::kF32, 24, 128}, {DType::kBf16, 9000, 256}, {DType::kF16, 40, 60}};
-    auto xs = std::make_shared<std::vector<std::vector<float>>>();
-    auto ws = std::make_shared<std::vector<std::vector<float>>>();
-    auto stored = std::make_shared<std::vector<std::vector<uint16_t>>>();
-    for (size_t i = 0; i < shapes.size(); ++i) {
-        const W& w = shapes[i];
-        const auto seed = static_cast<uint32_t>(811 + 7 * i);
-        xs->push_back(randn(seed, static_cast<size_t>(w.k)));
-        ws->push_back(randn(seed + 1, static_cast<size_t>(w.m * w.k),
-                            1.0f / std::sqrt(static_cast<float>(w.k))));
-        stored->push_back(store_as(w.dt, ws->back()));
-    }
-    OpCase c;
-    c.op = "prefetch";
-    c.wdt = DType::kBf16;  // the loosest of the three weights' bounds
-    c.name = "f32 24x128, bf16 9000x256, f16 40x60";
-    c.run = [=](Backend& be) {
-        Scope s(be);
-        std::vector<Tensor> W, X, O;
-        for (size_t i = 0; i < shapes.size(); ++i) {
-            const auto& sh = shapes[i];
-            const void* p = sh.dt == DType::kF32 ? static_cast<const void*>((*ws)[i].data())
-                                                 : (*stored)[i].data();
-            W.push_back(s.weight(p, sh.dt, {sh.m, sh.k}));
-            X.push_back(s.act((*xs)[i], {1, sh.k}));
-            O.push_back(s.act({}, {1, sh.m}));
-        }
-        const Tensor* next[3] = {&W[0], &W[1], &W[2]};
-        be.prefetch(next, 3);
-        Outputs out;
-        for (size_t i = 0; i < shapes.size(); ++i) be.matmul(X[i], W[i], nullptr, O[i]);
-        for (size_t i = 0; i < shapes.size(); ++i)
-            out.emplace_back("out" + std::to_string(i), s.get(O[i]));
-        return out;
-    };
-    c.naive = [=] {
-        Outputs out;
-        for (size_t i = 0; i < shapes.size(); ++i)
-            out.emplace_back(
-                "out" + std::to_string(i),
-                to_float(naive_matmul((*xs)[i], (*ws)[i], nullptr, 1, shapes[i].k, shapes[i].m)));
-        return out;
-    };
-    cases.push_back(c);
 }
 
 }  // namespace
@@ -455,9 +229,6 @@ void add_fused_cases(std::vector<OpCase>& cases) {
     add_rope_qk(cases);
     add_matmul_parts(cases);
     add_swiglu(cases);
-    add_rmsnorm_projections(cases);
-    add_matmul_add(cases);
-    add_prefetch(cases);
 }
 
 }  // namespace kvscope::ops_test

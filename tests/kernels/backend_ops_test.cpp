@@ -468,11 +468,9 @@ const std::vector<OpCase>& all_cases() {
     return cases;
 }
 
-const std::vector<std::string> kOps = {"embedding",      "rmsnorm",     "rope",
-                                       "silu_mul",       "add",         "matmul",
-                                       "attention",      "rope_qk",     "matmul_parts",
-                                       "swiglu",         "add_rmsnorm", "rmsnorm_matmul_parts",
-                                       "rmsnorm_swiglu", "matmul_add",  "prefetch"};
+const std::vector<std::string> kOps = {"embedding",    "rmsnorm", "rope",       "silu_mul",
+                                       "add",          "matmul",  "attention",  "rope_qk",
+                                       "matmul_parts", "swiglu",  "add_rmsnorm"};
 
 bool perf_mode() {
     const char* e = std::getenv("KVSCOPE_OPS_PERF");
