@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """The training run's probe (tools/train_demo/probe.py, used by train.py --probe-every) without a
-GPU: its prompts cover passkey, niah, needles-train and needles-heldout with --probe-trials prompts
-per depth; needles-heldout prompts come from held-out families in the held-out haystack source and
-needles-train ones from train families in the training haystacks; the answer is in the prompt;
+GPU: its prompts cover passkey, niah, needles-train, needles-heldout and needles-cue with
+--probe-trials prompts per depth; needles-heldout prompts come from held-out families in the
+held-out haystack source and needles-train ones from train families in the training haystacks;
+needles-cue ones are train needles in the training haystacks asked with a held-out family's
+question about their key; the answer is in the prompt;
 the accounting keeps the tasks apart (a generator that answers only training-template prompts
 scores needles-train full and needles-heldout zero). Also the extra questions train.py appends to
 needles rows: their alternations resolve with random.Random.randrange to markup-free text.
@@ -46,7 +48,15 @@ def main():
         once = 2 if task == "passkey" else 1  # the passkey needle says its value twice
         if S.answer_occurrences(b["text"], b["answer"]) != once:
             fail(f"{task}: answer {b['answer']!r} not {once} time(s)")
-        if task.startswith("needles-"):
+        if task == "needles-cue":
+            if split_of[b["template"]] != "train" or split_of[b["cue_template"]] != "heldout":
+                fail(f"{task}: needle of {b['template']}, question of {b['cue_template']}")
+            if not b["text"].endswith(b["question"]) or b["key"] not in b["question"] \
+                    or "((" in b["question"] or any(s in b["text"] for s in hay["heldout"]
+                                                    if len(s) > 30):
+                fail(f"{task}: question {b['question']!r} in the prompt's end, about "
+                     f"{b['key']!r}, training haystack only")
+        elif task.startswith("needles-"):
             split = task.split("-")[1]
             if split_of[b["template"]] != split:
                 fail(f"{task}: drew template {b['template']} of split {split_of[b['template']]}")
@@ -58,7 +68,8 @@ def main():
     want = {t: trials * len(P.PROBE_DEPTHS) for t in P.PROBE_TASKS}
     if per_task != want:
         fail(f"prompts per task {per_task}, expected {want}")
-    drawn = {b["template"] for t, b in prompts if t.startswith("needles-")}
+    drawn = {b["template"] for t, b in prompts if t.startswith("needles-")} | \
+        {b["cue_template"] for t, b in prompts if t == "needles-cue"}
     print(f"probe prompts: {per_task}; needles templates drawn: {sorted(drawn)}")
 
     # Tasks are counted apart: answer right only on train-template prompts (and passkey/niah).
@@ -66,12 +77,13 @@ def main():
 
     def generate(ids):
         task, answer = answers[id(ids)]
-        return f" {answer}." if task != "needles-heldout" else " 1234."
+        return f" {answer}." if task not in ("needles-heldout", "needles-cue") else " 1234."
     result = P.run_probe(prompts, generate)
     line = P.probe_line(result)
     print("probe line:", line)
     n = trials * len(P.PROBE_DEPTHS)
-    if line != f"passkey {n}/{n} niah {n}/{n} needles-train {n}/{n} needles-heldout 0/{n}":
+    if line != (f"passkey {n}/{n} niah {n}/{n} needles-train {n}/{n} needles-heldout 0/{n} "
+                f"needles-cue 0/{n}"):
         fail(f"probe line {line!r}")
     # Exact-answer check: a longer number holding the answer does not count.
     longer = P.run_probe(prompts[:1], lambda ids: f" {prompts[0][1]['answer']}7")
