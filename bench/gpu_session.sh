@@ -40,6 +40,7 @@
 #   profile1b-host the same, 1B, 1k, off
 #   ncu8b-decode ncu: device time per kernel of an 8B decode step at 1k (bench/ncu_steps.py)
 #   gemv-shapes decode of the 8B shape at 1k, recorded, with each KVSCOPE_CUDA_GEMV_SHAPE
+#   decode-ab   the same, default against the opt-in KVSCOPE_CUDA_PDL_ATTENTION=1, twice each
 #   attn        bench_cuda_attention (the prefill attention kernels alone: forward, column sums +
 #               window rows, rows only; checked against the fp32 kernels first) and its peer
 #               bench/peer_attention.py (torch SDPA, bf16), 8B attention shape at 8k and 32k
@@ -137,7 +138,9 @@ stage_ops-quick() {
   # The other paths still selectable: norm rows in loops, plain launches, staged row moves, and
   # the opt-in one-launch decode attention (cuda_attention_decode.cu).
   KVSCOPE_CUDA_NORM_REGS=0 KVSCOPE_CUDA_DECODE_FUSED=1 KVSCOPE_CUDA_PDL=0 KVSCOPE_CUDA_INLINE_JOBS=0 "$TEST_KERNELS" --gtest_filter='*Cuda*' --gtest_output=json:"$OUT/ops_quick_earlier.json"; local r2=$?
-  return $((r1 || r2))
+  # Opt-in switches not yet run on a GPU: the decode attention's kernels as dependent launches.
+  KVSCOPE_CUDA_PDL_ATTENTION=1 "$TEST_KERNELS" --gtest_filter='*Cuda*' --gtest_output=json:"$OUT/ops_quick_optin.json"; local r3=$?
+  return $((r1 || r2 || r3))
 }
 
 stage_ops() {
@@ -202,6 +205,17 @@ stage_gemv-shapes() {  # the decode GEMVs' block shapes (kernels/cuda/cuda_gemv.
     KVSCOPE_CUDA_GEMV_SHAPE=$sh "$KVSCOPE" bench --model "$M8B" --device cuda --lengths 1024 \
       --decode-steps 32 --prefill-reps 1 --policy full --recording on --json "$OUT/gemv_$sh.json" |
       grep -E "^full" | sed "s/^/$sh /"
+  done
+}
+
+# Opt-in decode switches against the default, alternating to see the drift between runs; 8B, 1k,
+# recorded: KVSCOPE_CUDA_PDL_ATTENTION=1 (the two-kernel decode attention as dependent launches).
+stage_decode-ab() {
+  local v
+  for v in 0 1 0 1; do
+    KVSCOPE_CUDA_PDL_ATTENTION=$v "$KVSCOPE" bench --model "$M8B" --device cuda --lengths 1024 \
+      --decode-steps 32 --prefill-reps 1 --policy full --recording on --json "$OUT/decode_ab_$v.json" |
+      grep -E "^full" | sed "s/^/pdl_attention=$v /"
   done
 }
 

@@ -28,6 +28,7 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 #include "kernels/cuda/cuda_attention_dispatch.cuh"
 #include "kernels/cuda/cuda_common.h"
@@ -402,6 +403,8 @@ __global__ void __launch_bounds__(kThreads)
     __shared__ float sq[DMAX];
     __shared__ float sp[CHUNK];
     __shared__ float red[kThreads / 32];
+    grid_wait();  // a dependent launch (KVSCOPE_CUDA_PDL_ATTENTION): every read after it
+    grid_release();
     const int tid = static_cast<int>(threadIdx.x), lane = tid & 31, warp = tid >> 5;
     const int64_t d = a.d, H = a.H, ld = a.max_len;
     const int64_t split = blockIdx.x, h = blockIdx.y, i = blockIdx.z, g = h / (H / a.G);
@@ -452,6 +455,8 @@ __global__ void __launch_bounds__(kThreads) decode_partial(AttentionDev a, Decod
     __shared__ float sp[CHUNK];
     __shared__ float red[kThreads / 32];
     __shared__ __align__(16) float so[NG][DMAX];
+    grid_wait();  // a dependent launch (KVSCOPE_CUDA_PDL_ATTENTION): every read after it
+    grid_release();
     const int tid = static_cast<int>(threadIdx.x);
     const int64_t d = a.d, H = a.H, ld = a.max_len, d4 = d / 4;
     const int64_t split = blockIdx.x, h = blockIdx.y, i = blockIdx.z, g = h / (H / a.G);
@@ -520,6 +525,8 @@ constexpr int kMaxCombineSplits = 4096;  // 1M keys at kChunk = 256
 __global__ void __launch_bounds__(kThreads) decode_combine(AttentionDev a, DecodeScratch sc) {
     __shared__ float sw[kMaxCombineSplits];
     __shared__ float red[kThreads / 32];
+    grid_wait();
+    grid_release();
     const int64_t h = blockIdx.x, i = blockIdx.y, H = a.H, d = a.d, S = sc.splits;
     const int tid = static_cast<int>(threadIdx.x);
     const int64_t row = i * H + h;
@@ -547,6 +554,8 @@ __global__ void __launch_bounds__(kThreads) decode_combine(AttentionDev a, Decod
 
 __global__ void decode_probs(AttentionDev a, DecodeScratch sc, float* colsum, float* rows,
                              int64_t n_tail) {
+    grid_wait();
+    grid_release();
     const int64_t h = blockIdx.y, H = a.H, n = a.n, ld = a.max_len;
     const int64_t len = a.kv_len[h / (H / a.G)];
     const int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -561,6 +570,23 @@ __global__ void decode_probs(AttentionDev a, DecodeScratch sc, float* colsum, fl
         if (rows && i >= tail0) rows[(h * n_tail + (i - tail0)) * ld + j] = p;
     }
     if (colsum) colsum[h * ld + j] = acc;
+}
+
+// The two-kernel path's launches (partial, combine, probabilities): programmatic dependents
+// (cuda_device.cuh) with KVSCOPE_CUDA_PDL_ATTENTION=1, plain launches otherwise. Why: they were
+// the decode step's plain launches among dependent ones, two or three boundaries a layer where the
+// next kernel's launch is not hidden (~0.5 ms of gaps a step on the 8B shape; bench/RESULTS.md,
+// tenth run). Opt-in until its op cases and a timing run on a GPU (written without one).
+template <class... Params, class... Args>
+void launch_attention(void (*kernel)(Params...), dim3 grid, int threads, cudaStream_t stream,
+                      Args&&... args) {
+    static const bool dependent = opted_in("KVSCOPE_CUDA_PDL_ATTENTION");
+    if (dependent) {
+        launch_dependent(kernel, grid, threads, 0, stream, std::forward<Args>(args)...);
+        return;
+    }
+    kernel<<<grid, threads, 0, stream>>>(std::forward<Args>(args)...);
+    KVS_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
@@ -607,25 +633,21 @@ void attention_decode(const AttentionDev& a, void* scratch, float* colsum, float
                         static_cast<unsigned int>(a.n));
         with_dmax(a.d, [&](auto dm) {
             constexpr int DMAX = decltype(dm)::value;
-            if (a.d % 4 == 0 && short_chunks)
-                decode_partial<DMAX, kShortChunk><<<grid, kThreads, 0, stream>>>(a, sc);
-            else if (a.d % 4 == 0)
-                decode_partial<DMAX, kChunk><<<grid, kThreads, 0, stream>>>(a, sc);
-            else if (short_chunks)
-                decode_partial_scalar<DMAX, kShortChunk><<<grid, kThreads, 0, stream>>>(a, sc);
-            else
-                decode_partial_scalar<DMAX, kChunk><<<grid, kThreads, 0, stream>>>(a, sc);
-            KVS_CUDA_CHECK_LAUNCH();
+            auto* kernel = a.d % 4 == 0 ? (short_chunks ? decode_partial<DMAX, kShortChunk>
+                                                        : decode_partial<DMAX, kChunk>)
+                                        : (short_chunks ? decode_partial_scalar<DMAX, kShortChunk>
+                                                        : decode_partial_scalar<DMAX, kChunk>);
+            launch_attention(kernel, grid, kThreads, stream, a, sc);
         });
-        decode_combine<<<dim3(static_cast<unsigned int>(a.H), static_cast<unsigned int>(a.n)),
-                         kThreads, 0, stream>>>(a, sc);
-        KVS_CUDA_CHECK_LAUNCH();
+        launch_attention(decode_combine,
+                         dim3(static_cast<unsigned int>(a.H), static_cast<unsigned int>(a.n)),
+                         kThreads, stream, a, sc);
         if (!stats) return;
     }
-    decode_probs<<<dim3(static_cast<unsigned int>((a.max_len + 255) / 256),
-                        static_cast<unsigned int>(a.H)),
-                   256, 0, stream>>>(a, sc, colsum, rows, n_tail);
-    KVS_CUDA_CHECK_LAUNCH();
+    launch_attention(
+        decode_probs,
+        dim3(static_cast<unsigned int>((a.max_len + 255) / 256), static_cast<unsigned int>(a.H)),
+        256, stream, a, sc, colsum, rows, n_tail);
 }
 
 }  // namespace kvscope::cuda

@@ -49,8 +49,9 @@
 //   (cuda_rmsnorm.cu); KVSCOPE_CUDA_DECODE_FUSED (opt-in, =1): decode attention in one launch
 //   per layer, K/V rows read once per KV head (cuda_attention_decode.cu; slower so far);
 //   KVSCOPE_CUDA_PDL (default on; =0 off): the decode path's kernels launched as programmatic
-//   dependents (cuda_device.cuh); KVSCOPE_CUDA_INLINE_JOBS (default on; =0 off): a mirror update
-//   that stages nothing but a few positions passes its row moves with the kernel
+//   dependents (cuda_device.cuh), and with KVSCOPE_CUDA_PDL_ATTENTION (opt-in, =1; not yet run on
+//   a GPU) the two-kernel decode attention's too; KVSCOPE_CUDA_INLINE_JOBS (default on; =0 off): a
+//   mirror update that stages nothing but a few positions passes its row moves with the kernel
 //   (flush_inline()).
 // Next (issue 9): faster prefill attention kernels; bf16 K/V; CUDA graphs for small models.
 #include <algorithm>
