@@ -181,13 +181,6 @@ struct LayerMirror {
     }
 };
 
-// On unless KVSCOPE_CUDA_KV_MIRROR=0: the per-call copy of every head stays available to
-// compare against (and as a way around a suspected mirror problem).
-inline bool mirror_enabled() {
-    const char* e = std::getenv("KVSCOPE_CUDA_KV_MIRROR");
-    return !(e && std::string(e) == "0");
-}
-
 class CudaBackend final : public Backend {
   public:
     CudaBackend() {
@@ -201,7 +194,9 @@ class CudaBackend final : public Backend {
         KVS_CUBLAS_CHECK(api_->set_stream(blas_, stream_));
         const char* math = std::getenv("KVSCOPE_CUDA_MATH");
         fp32_weights_ = math && std::string(math) == "fp32";
-        mirrors_on_ = mirror_enabled();
+        // KVSCOPE_CUDA_KV_MIRROR=0: the per-call copy of every head, kept to compare against (and
+        // as a way around a suspected mirror problem).
+        mirrors_on_ = switched_on("KVSCOPE_CUDA_KV_MIRROR");
         gemv_on_ = switched_on("KVSCOPE_CUDA_GEMV");  // 0: decode matmuls through cuBLAS
         new_rows_on_ = switched_on("KVSCOPE_CUDA_NEW_ROWS");
         defer_on_ = switched_on("KVSCOPE_CUDA_DEFER");
