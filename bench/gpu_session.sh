@@ -199,24 +199,21 @@ stage_hostcache() {
   "$BENCH_HOST_CACHE" 8192 32 8 128; "$BENCH_HOST_CACHE" 32768 32 8 128
   "$BENCH_SUMMARY" 32768 32 32 8 32
 }
+# One full, recorded decode of the 8B shape at 1k with NAME=VALUE set; its row, prefixed with it.
+decode1k() {  # json-name NAME=VALUE
+  env "$2" "$KVSCOPE" bench --model "$M8B" --device cuda --lengths 1024 --decode-steps 32 \
+    --prefill-reps 1 --policy full --recording on --json "$OUT/$1.json" | grep -E "^full" | sed "s/^/$2 /"
+}
 stage_gemv-shapes() {  # the decode GEMVs' block shapes (kernels/cuda/cuda_gemv.cu), one run each
   local sh
-  for sh in 8x4 4x8 4x4 8x8; do
-    KVSCOPE_CUDA_GEMV_SHAPE=$sh "$KVSCOPE" bench --model "$M8B" --device cuda --lengths 1024 \
-      --decode-steps 32 --prefill-reps 1 --policy full --recording on --json "$OUT/gemv_$sh.json" |
-      grep -E "^full" | sed "s/^/$sh /"
-  done
+  for sh in 8x4 4x8 4x4 8x8; do decode1k "gemv_$sh" "KVSCOPE_CUDA_GEMV_SHAPE=$sh"; done
 }
 
 # Opt-in decode switches against the default, alternating to see the drift between runs; 8B, 1k,
 # recorded: KVSCOPE_CUDA_PDL_ATTENTION=1 (the two-kernel decode attention as dependent launches).
 stage_decode-ab() {
-  local v
-  for v in 0 1 0 1; do
-    KVSCOPE_CUDA_PDL_ATTENTION=$v "$KVSCOPE" bench --model "$M8B" --device cuda --lengths 1024 \
-      --decode-steps 32 --prefill-reps 1 --policy full --recording on --json "$OUT/decode_ab_$v.json" |
-      grep -E "^full" | sed "s/^/pdl_attention=$v /"
-  done
+  local i=0 v
+  for v in 0 1 0 1; do i=$((i + 1)); decode1k "decode_ab_${i}_$v" "KVSCOPE_CUDA_PDL_ATTENTION=$v"; done
 }
 
 # Device time per kernel of an 8B decode step at 1k (ncu, one metric pass per kernel, caches and
