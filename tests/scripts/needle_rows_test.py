@@ -95,7 +95,7 @@ def check_cue_dropout(tok, S, R, templates, fail):
     it; at share 1 every question is random training words around the asked key, each
     still answered by its needle's value."""
     hay = S.load_haystack_dir(templates["haystacks"]["train"])[0]
-    words = sorted({w.strip(".,;:!?\"'()").lower() for s in hay for w in s.split()} - {""})
+    words = R.corpus_words(hay)
     count = S.TokenCounter(tok)
     dropped = 0
     for i in range(12):

@@ -31,6 +31,18 @@ CUE_TAIL = (0, 3)  # and after it
 CUE_ENDS = ("", "?", ":", " -", "?:", "...")
 
 
+def corpus_words(sentences):
+    """The distinct lower-case words of `sentences` (punctuation stripped), sorted: the pool
+    dropped_cue() draws framing words from."""
+    return sorted({w.strip(".,;:!?\"'()").lower() for s in sentences for w in s.split()} - {""})
+
+
+def with_question(b, question):
+    """The prompt text of build_needles dict b with its final question replaced by `question`."""
+    assert b["text"].endswith(b["question"])
+    return b["text"][:len(b["text"]) - len(b["question"])] + question
+
+
 def dropped_cue(rng, key, words):
     """A question whose framing is random corpus words around the key (cue dropout, issue 12): the
     only sign that an answer is due is a known key asked again, as in a held-out question whose
@@ -48,8 +60,7 @@ def answered_text(b, templates, rng, num_needles, asked, weight, cue_dropout=0.0
     `words`; 0 draws nothing from rng for it, so rows are as before."""
     text = b["text"]
     if cue_dropout > 0 and rng.random() < cue_dropout:
-        assert text.endswith(b["question"])
-        text = text[:len(text) - len(b["question"])] + dropped_cue(rng, b["key"], words)
+        text = with_question(b, dropped_cue(rng, b["key"], words))
     spans = [(a, z, 0.0) for a, z in b["needle_spans"]]  # needle values: unpredictable
     text += " "
     spans.append((len(text), len(text) + len(b["answer"]), weight))

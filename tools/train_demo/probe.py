@@ -13,6 +13,7 @@ and low needles-heldout.
 """
 import random
 
+import needle_rows as R
 import scenarios as S
 
 PROBE_SEED = 99
@@ -57,7 +58,7 @@ def heldout_cue(tok, b, templates, seed):
     t = held[rng.randrange(len(held))]
     q = S.fill_template(S.resolve_alternations(rng.choice(t["questions"]), rng.randrange),
                         b["key"], "")
-    text = b["text"][:len(b["text"]) - len(b["question"])] + q
+    text = R.with_question(b, q)
     return dict(b, text=text, ids=tok.encode(text, True), question=q, cue_template=t["id"])
 
 

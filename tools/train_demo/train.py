@@ -145,8 +145,7 @@ class TaskRows(torch.utils.data.IterableDataset):
         super().__init__()
         # Cue dropout (--cue-dropout): framing words drawn from the training sentences' words.
         self.cue_dropout = cue_dropout
-        self.cue_words = sorted({w.strip(".,;:!?\"'()").lower() for s in pools[0][0][:20000]
-                                 for w in s.split()} - {""}) if cue_dropout > 0 else []
+        self.cue_words = R.corpus_words(pools[0][0][:20000]) if cue_dropout > 0 else []
         self.early_mix, self.mix = mixes  # [(kind, share)]: rows <= M.EARLY_MAX_SEQ, longer rows
         self.templates = templates  # scenarios.load_templates(); only split "train" is drawn
         self.tok, self.stream, self.pools = tok, stream, pools  # pools: [(sentences, counter)]
@@ -602,6 +601,8 @@ def main():
     ap.add_argument("--deadline", type=float, default=585,
                     help="seconds after start at which evaluation stops (results kept)")
     args = ap.parse_args()
+    if not 0.0 <= args.cue_dropout < 1.0:
+        ap.error(f"--cue-dropout {args.cue_dropout}: a share in [0, 1)")  # usage error, exit 2
 
     import tokenizers
     import transformers
@@ -656,8 +657,6 @@ def main():
     if max(c[0] for c in curriculum) > args.seq:
         sys.exit(f"--curriculum goes beyond --seq {args.seq}")
     shared_seq = multiprocessing.Value("i", curriculum[0][0])
-    if not 0.0 <= args.cue_dropout < 1.0:
-        sys.exit(f"--cue-dropout {args.cue_dropout}: a share in [0, 1)")
     ds = TaskRows(tok, stream, pools, hay_keys, word_keys, shared_seq, args.batch_tokens,
                   args.seed, templates, M.mixes(args), args.cue_dropout)
     log("row mix: early", M.mixes(args)[0], "later", M.mixes(args)[1])
