@@ -41,6 +41,7 @@
 #   ncu8b-decode ncu: device time per kernel of an 8B decode step at 1k (bench/ncu_steps.py)
 #   gemv-shapes decode of the 8B shape at 1k, recorded, with each KVSCOPE_CUDA_GEMV_SHAPE
 #   decode-ab   the same, default against the opt-in KVSCOPE_CUDA_PDL_ATTENTION=1, twice each
+#   decode-split the same, default / KVSCOPE_CUDA_DECODE_SPLIT=1 / both opt-ins, twice each
 #   attn        bench_cuda_attention (the prefill attention kernels alone: forward, column sums +
 #               window rows, rows only; checked against the fp32 kernels first) and its peer
 #               bench/peer_attention.py (torch SDPA, bf16), 8B attention shape at 8k and 32k
@@ -140,7 +141,10 @@ stage_ops-quick() {
   KVSCOPE_CUDA_NORM_REGS=0 KVSCOPE_CUDA_DECODE_FUSED=1 KVSCOPE_CUDA_PDL=0 KVSCOPE_CUDA_INLINE_JOBS=0 "$TEST_KERNELS" --gtest_filter='*Cuda*' --gtest_output=json:"$OUT/ops_quick_earlier.json"; local r2=$?
   # Opt-in switches not yet run on a GPU: the decode attention's kernels as dependent launches.
   KVSCOPE_CUDA_PDL_ATTENTION=1 "$TEST_KERNELS" --gtest_filter='*Cuda*' --gtest_output=json:"$OUT/ops_quick_optin.json"; local r3=$?
-  return $((r1 || r2 || r3))
+  # ... and decode_split with the probabilities in the combine (both opt-in).
+  KVSCOPE_CUDA_DECODE_SPLIT=1 "$TEST_KERNELS" --gtest_filter='*Cuda*' --gtest_output=json:"$OUT/ops_quick_split.json"; local r4=$?
+  KVSCOPE_CUDA_DECODE_SPLIT=1 KVSCOPE_CUDA_PDL_ATTENTION=1 "$TEST_KERNELS" --gtest_filter='*Attention*' --gtest_output=json:"$OUT/ops_quick_split_pdl.json"; local r5=$?
+  return $((r1 || r2 || r3 || r4 || r5))
 }
 
 stage_ops() {
@@ -214,6 +218,20 @@ stage_gemv-shapes() {  # the decode GEMVs' block shapes (kernels/cuda/cuda_gemv.
 stage_decode-ab() {
   local i=0 v
   for v in 0 1 0 1; do i=$((i + 1)); decode1k "decode_ab_${i}_$v" "KVSCOPE_CUDA_PDL_ATTENTION=$v"; done
+}
+# The same for KVSCOPE_CUDA_DECODE_SPLIT=1 (decode_split, probabilities in the combine), alone
+# and with the dependent launches: default, split, split + PDL, twice, in that order.
+stage_decode-split() {
+  local i=0 v
+  for v in KVSCOPE_CUDA_DECODE_SPLIT=0 KVSCOPE_CUDA_DECODE_SPLIT=1 KVSCOPE_CUDA_PDL_ATTENTION=1 \
+           KVSCOPE_CUDA_DECODE_SPLIT=0 KVSCOPE_CUDA_DECODE_SPLIT=1 KVSCOPE_CUDA_PDL_ATTENTION=1; do
+    i=$((i + 1))
+    if [ "$v" = KVSCOPE_CUDA_PDL_ATTENTION=1 ]; then
+      KVSCOPE_CUDA_DECODE_SPLIT=1 decode1k "decode_split_$i" "$v"
+    else
+      decode1k "decode_split_$i" "$v"
+    fi
+  done
 }
 
 # Device time per kernel of an 8B decode step at 1k (ncu, one metric pass per kernel, caches and

@@ -21,6 +21,9 @@
 //     + _combine    query head, row), then a combine kernel per (query head, row), then
 //     + _probs      decode_probs for the statistics. Head dims not a multiple of 4 take
 //                   decode_partial_scalar.
+//   decode_split    opt-in, KVSCOPE_CUDA_DECODE_SPLIT=1: decode_partial with each phase one
+//     + _combine    memory round trip; for one row the combine's blocks also write the
+//                   probabilities (no decode_probs launch).
 // Floor: bytes 2*L*d*4 per KV head (K and V read once) + the score row when statistics are kept.
 // Masking: slot j is visible to query i iff kpos[j] <= q_pos[i]; a row that sees no key gets
 // out = 0 and LSE = -inf (as on the CPU).
@@ -440,6 +443,28 @@ __global__ void __launch_bounds__(kThreads)
     }
 }
 
+// A split's result from a block whose thread (grp, col) holds dims 4*col .. +3 of value group
+// grp: the NG groups' rows added in a fixed order through shared memory (deterministic) into
+// slot `slot` of the scratch, with the chunk's max and sum of exp.
+template <int NG, int DMAX>
+__device__ __forceinline__ void write_partial(float (*so)[DMAX], float4 o, int grp, int col,
+                                              const DecodeScratch& sc, int64_t slot, int64_t d,
+                                              float mx, float sum) {
+    const int tid = static_cast<int>(threadIdx.x);
+    reinterpret_cast<float4*>(so[grp])[col] = o;
+    __syncthreads();
+    for (int64_t c = tid; c < d; c += kThreads) {
+        float acc = 0.0f;
+#pragma unroll
+        for (int gq = 0; gq < NG; ++gq) acc += so[gq][c];
+        sc.po[slot * d + c] = acc;
+    }
+    if (tid == 0) {
+        sc.pm[slot] = mx;
+        sc.pl[slot] = sum;
+    }
+}
+
 // head_dim a multiple of 4 (float4 rows). Scores: thread t scores keys j0 + t, j0 + t + kThreads
 // (a whole row each, d/4 independent 16-byte loads in flight, written to the score row
 // coalesced). Values: thread t owns dims 4*(t % LPR) .. +3 of key group t / LPR (LPR = DMAX/4
@@ -504,25 +529,147 @@ __global__ void __launch_bounds__(kThreads) decode_partial(AttentionDev a, Decod
             o.w += p * vv.w;
         }
     }
-    reinterpret_cast<float4*>(so[grp])[col] = o;
+    write_partial<NG, DMAX>(so, o, grp, col, sc, row * sc.splits + split, d, mx, sum);
+}
+
+// Ask L2 for the bytes [p, p + bytes) (a hint: no registers held, nothing waits for it).
+__device__ __forceinline__ void prefetch_l2(const void* p, int64_t bytes) {
+    const char* c = static_cast<const char*>(p);
+    for (int64_t off = static_cast<int64_t>(threadIdx.x) * 128; off < bytes;
+         off += static_cast<int64_t>(blockDim.x) * 128)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(c + off));
+}
+
+// decode_split (KVSCOPE_CUDA_DECODE_SPLIT=1; head_dim a multiple of 4): decode_partial's grid
+// and results, with each phase one memory round trip instead of several. Why: decode_partial
+// took 13.8 us a layer on the 8B shape at 1k keys (ncu, bench/RESULTS.md, tenth run) for 32 KB
+// of K and 32 KB of V a block: two of its four warps scored 64 keys, each walking a 512-byte row
+// 8 loads at a time, then the values came in 4 more rounds.
+//   prefetch  the chunk's V rows (and K rows past the first pass) are asked of L2 first;
+//   scores    LPK lanes per key (1, 2, 4 for DMAX 64, 128, 256), each holding VPL 16-byte pieces
+//             of the row in registers, all loaded before the query is staged and used; the
+//             lanes' dot products added by shuffles;
+//   softmax   every warp takes the chunk's max itself (no block reduction); warp 0 the sum;
+//   values    thread t owns dims 4*(t % LPR) .. +3 of keys t / LPR + NG*u, 16 rows' loads in
+//             flight, each key's weight exp(s - max) computed where it is used; the NG partial
+//             rows added in a fixed order in shared memory (deterministic).
+template <int DMAX, int CHUNK>
+__global__ void __launch_bounds__(kThreads) decode_split(AttentionDev a, DecodeScratch sc) {
+    constexpr int LPK = DMAX >= 128 ? DMAX / 64 : 1;
+    constexpr int KP = kThreads / LPK;  // keys per scoring pass
+    constexpr int VPL = DMAX / 4 / LPK;
+    constexpr int LPR = DMAX / 4;
+    constexpr int NG = kThreads / LPR;
+    constexpr int PER = CHUNK / NG;          // keys per value group
+    constexpr int VB = PER < 16 ? PER : 16;  // value rows in flight
+    static_assert(LPR <= kThreads && PER % VB == 0, "decode_split's shapes");
+    __shared__ __align__(16) float sq[DMAX];
+    __shared__ float sp[CHUNK];
+    __shared__ float ssum;
+    __shared__ __align__(16) float so[NG][DMAX];
+    grid_wait();  // a dependent launch (KVSCOPE_CUDA_PDL_ATTENTION): every read after it
+    grid_release();
+    const int tid = static_cast<int>(threadIdx.x), lane = tid & 31, warp = tid >> 5;
+    const int64_t d = a.d, H = a.H, ld = a.max_len, d4 = d / 4;
+    const int64_t split = blockIdx.x, h = blockIdx.y, i = blockIdx.z, g = h / (H / a.G);
+    const SplitKeys sk = split_keys<CHUNK>(a, g, split);
+    const int64_t j0 = sk.j0, cnt = sk.j1 > sk.j0 ? sk.j1 - sk.j0 : 0;
+    const int64_t row = i * H + h, qpos = a.q_pos[i];
+    const int64_t row_bytes = d * static_cast<int64_t>(sizeof(float));
+    if (cnt > 0) {
+        prefetch_l2(sk.v + j0 * d, cnt * row_bytes);
+        if (cnt > KP) prefetch_l2(sk.k + (j0 + KP) * d, (cnt - KP) * row_bytes);
+    }
+
+    // 1. Scores, KP keys a pass; the first pass's loads go out before the query is staged.
+    const int sub = tid % LPK, kt = tid / LPK;
+    float4 kv[VPL];
+    int64_t kp = 0;
+    const auto load_keys = [&](int t0) {
+        const int64_t t = t0 + kt;
+        const bool in = t < cnt;
+        const float4* k4 = reinterpret_cast<const float4*>(sk.k + (j0 + (in ? t : 0)) * d);
+        kp = in ? sk.kpos[j0 + t] : 0;
+#pragma unroll
+        for (int u = 0; u < VPL; ++u) {
+            const int64_t c = sub + LPK * u;
+            kv[u] = in && c < d4 ? k4[c] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+    };
+    load_keys(0);
+    for (int64_t c = tid; c < d; c += kThreads) sq[c] = a.q[row * d + c];
     __syncthreads();
-    const int64_t slot = row * sc.splits + split;
-    for (int64_t c = tid; c < d; c += kThreads) {
+    const float4* q4 = reinterpret_cast<const float4*>(sq);
+#pragma unroll
+    for (int t0 = 0; t0 < CHUNK; t0 += KP) {
+        if (t0 > 0) load_keys(t0);
         float acc = 0.0f;
 #pragma unroll
-        for (int gq = 0; gq < NG; ++gq) acc += so[gq][c];
-        sc.po[slot * d + c] = acc;
+        for (int u = 0; u < VPL; ++u) {
+            if (sub + LPK * u >= d4) break;  // sq holds only d floats
+            const float4 qv = q4[sub + LPK * u];
+            acc += qv.x * kv[u].x + qv.y * kv[u].y + qv.z * kv[u].z + qv.w * kv[u].w;
+        }
+#pragma unroll
+        for (int o = 1; o < LPK; o <<= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+        const int64_t t = t0 + kt;
+        if (sub == 0 && t < CHUNK) {
+            const bool in = t < cnt;
+            const float s = in && kp <= qpos ? acc * a.scale : -INFINITY;
+            sp[t] = s;
+            if (in) sc.scores[row * ld + j0 + t] = s;
+        }
     }
-    if (tid == 0) {
-        sc.pm[slot] = mx;
-        sc.pl[slot] = sum;
+    __syncthreads();
+
+    // 2. The chunk's max, by every warp; its sum of exp, by warp 0.
+    float mx = -INFINITY;
+#pragma unroll
+    for (int t = lane; t < CHUNK; t += 32) mx = fmaxf(mx, sp[t]);
+    mx = warp_max(mx);
+    if (warp == 0) {
+        float sum = 0.0f;
+#pragma unroll
+        for (int t = lane; t < CHUNK; t += 32) sum += mx == -INFINITY ? 0.0f : expf(sp[t] - mx);
+        sum = warp_sum(sum);
+        if (lane == 0) ssum = sum;
     }
+
+    // 3. Values.
+    const int col = tid % LPR, grp = tid / LPR;
+    float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (col < d4) {
+        const float4* v4 = reinterpret_cast<const float4*>(sk.v + j0 * d) + col;
+#pragma unroll
+        for (int u0 = 0; u0 < PER; u0 += VB) {
+            float4 vv[VB];
+            float p[VB];
+#pragma unroll
+            for (int u = 0; u < VB; ++u) {
+                const int t = grp + NG * (u0 + u);
+                const bool in = t < cnt;
+                vv[u] = in ? v4[t * d4] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                p[u] = in && mx != -INFINITY ? expf(sp[t] - mx) : 0.0f;
+            }
+#pragma unroll
+            for (int u = 0; u < VB; ++u) {
+                o.x += p[u] * vv[u].x;
+                o.y += p[u] * vv[u].y;
+                o.z += p[u] * vv[u].z;
+                o.w += p[u] * vv[u].w;
+            }
+        }
+    }
+    write_partial<NG, DMAX>(so, o, grp, col, sc, row * sc.splits + split, d, mx, ssum);
 }
 
 // One block per (head, row): the splits' max and sum of exp reduced across the block, the
 // rescaled weights kept in shared memory, then each dim summed over the splits in split order.
+// With colsum or rows (decode_split's path, one row: n == 1) the block then writes its head's
+// probabilities as decode_probs would, one launch a layer fewer.
 constexpr int kMaxCombineSplits = 4096;  // 1M keys at kChunk = 256
-__global__ void __launch_bounds__(kThreads) decode_combine(AttentionDev a, DecodeScratch sc) {
+__global__ void __launch_bounds__(kThreads)
+    decode_combine(AttentionDev a, DecodeScratch sc, float* colsum, float* rows) {
     __shared__ float sw[kMaxCombineSplits];
     __shared__ float red[kThreads / 32];
     grid_wait();
@@ -549,7 +696,26 @@ __global__ void __launch_bounds__(kThreads) decode_combine(AttentionDev a, Decod
         for (int64_t s = 0; s < S; ++s) o += sc.po[(row * S + s) * d + c] * sw[s];
         a.out[row * d + c] = o * inv;
     }
-    if (tid == 0) a.lse[h * a.n + i] = L > 0.0f ? M + logf(L) : -INFINITY;
+    const float lse = L > 0.0f ? M + logf(L) : -INFINITY;
+    if (tid == 0) a.lse[h * a.n + i] = lse;
+    if (!colsum && !rows) return;
+    const int64_t len = a.kv_len[h / (H / a.G)], ld = a.max_len;
+    for (int64_t j0 = tid; j0 < len; j0 += 8 * kThreads) {  // 8 scores' loads in flight
+        float sv[8];
+#pragma unroll
+        for (int u = 0; u < 8; ++u) {
+            const int64_t j = j0 + static_cast<int64_t>(kThreads) * u;
+            sv[u] = j < len ? sc.scores[row * ld + j] : -INFINITY;
+        }
+#pragma unroll
+        for (int u = 0; u < 8; ++u) {
+            const int64_t j = j0 + static_cast<int64_t>(kThreads) * u;
+            if (j >= len) break;
+            const float p = (sv[u] == -INFINITY || lse == -INFINITY) ? 0.0f : expf(sv[u] - lse);
+            if (colsum) colsum[h * ld + j] = p;
+            if (rows) rows[h * ld + j] = p;
+        }
+    }
 }
 
 __global__ void decode_probs(AttentionDev a, DecodeScratch sc, float* colsum, float* rows,
@@ -612,6 +778,8 @@ void attention_decode(const AttentionDev& a, void* scratch, float* colsum, float
         throw std::runtime_error("cuda attention: decode over more than " +
                                  std::to_string(kMaxCombineSplits * kChunk) + " keys");
     const bool stats = (colsum || rows) && a.max_len > 0;
+    // Opt-in (=1) until its op cases and a timing run on a GPU (written without one).
+    static const bool split_on = opted_in("KVSCOPE_CUDA_DECODE_SPLIT");
     const bool short_chunks = plan.chunk == kShortChunk;
     if (plan.fused) {
         const int64_t group = a.H / a.G;
@@ -633,16 +801,22 @@ void attention_decode(const AttentionDev& a, void* scratch, float* colsum, float
                         static_cast<unsigned int>(a.n));
         with_dmax(a.d, [&](auto dm) {
             constexpr int DMAX = decltype(dm)::value;
-            auto* kernel = a.d % 4 == 0 ? (short_chunks ? decode_partial<DMAX, kShortChunk>
-                                                        : decode_partial<DMAX, kChunk>)
-                                        : (short_chunks ? decode_partial_scalar<DMAX, kShortChunk>
-                                                        : decode_partial_scalar<DMAX, kChunk>);
+            auto* kernel =
+                a.d % 4 != 0 ? (short_chunks ? decode_partial_scalar<DMAX, kShortChunk>
+                                             : decode_partial_scalar<DMAX, kChunk>)
+                : split_on
+                    ? (short_chunks ? decode_split<DMAX, kShortChunk> : decode_split<DMAX, kChunk>)
+                    : (short_chunks ? decode_partial<DMAX, kShortChunk>
+                                    : decode_partial<DMAX, kChunk>);
             launch_attention(kernel, grid, kThreads, stream, a, sc);
         });
+        // One row (n == 1, so n_tail is 0 or 1): its probabilities in the combine's blocks.
+        const bool probs_here = split_on && stats && a.n == 1;
         launch_attention(decode_combine,
                          dim3(static_cast<unsigned int>(a.H), static_cast<unsigned int>(a.n)),
-                         kThreads, stream, a, sc);
-        if (!stats) return;
+                         kThreads, stream, a, sc, probs_here ? colsum : nullptr,
+                         probs_here && n_tail > 0 ? rows : nullptr);
+        if (!stats || probs_here) return;
     }
     launch_attention(
         decode_probs,
