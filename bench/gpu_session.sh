@@ -41,7 +41,8 @@
 #   ncu8b-decode ncu: device time per kernel of an 8B decode step at 1k (bench/ncu_steps.py)
 #   gemv-shapes decode of the 8B shape at 1k, recorded, with each KVSCOPE_CUDA_GEMV_SHAPE
 #   decode-ab   the same, default against the opt-in KVSCOPE_CUDA_PDL_ATTENTION=1, twice each
-#   decode-split the same, default / KVSCOPE_CUDA_DECODE_SPLIT=1 / both opt-ins, twice each
+#   decode-split the same: default, KVSCOPE_CUDA_DECODE_SPLIT=1, KVSCOPE_CUDA_NORM_TAIL=1, both with
+#               KVSCOPE_CUDA_PDL_ATTENTION=1; in turn, twice
 #   attn        bench_cuda_attention (the prefill attention kernels alone: forward, column sums +
 #               window rows, rows only; checked against the fp32 kernels first) and its peer
 #               bench/peer_attention.py (torch SDPA, bf16), 8B attention shape at 8k and 32k
@@ -141,9 +142,9 @@ stage_ops-quick() {
   KVSCOPE_CUDA_NORM_REGS=0 KVSCOPE_CUDA_DECODE_FUSED=1 KVSCOPE_CUDA_PDL=0 KVSCOPE_CUDA_INLINE_JOBS=0 "$TEST_KERNELS" --gtest_filter='*Cuda*' --gtest_output=json:"$OUT/ops_quick_earlier.json"; local r2=$?
   # Opt-in switches not yet run on a GPU: the decode attention's kernels as dependent launches.
   KVSCOPE_CUDA_PDL_ATTENTION=1 "$TEST_KERNELS" --gtest_filter='*Cuda*' --gtest_output=json:"$OUT/ops_quick_optin.json"; local r3=$?
-  # ... and decode_split with the probabilities in the combine (both opt-in).
-  KVSCOPE_CUDA_DECODE_SPLIT=1 "$TEST_KERNELS" --gtest_filter='*Cuda*' --gtest_output=json:"$OUT/ops_quick_split.json"; local r4=$?
-  KVSCOPE_CUDA_DECODE_SPLIT=1 KVSCOPE_CUDA_PDL_ATTENTION=1 "$TEST_KERNELS" --gtest_filter='*Attention*' --gtest_output=json:"$OUT/ops_quick_split_pdl.json"; local r5=$?
+  # ... decode_split with the probabilities in the combine, and the GEMV's norm tail (opt-ins).
+  KVSCOPE_CUDA_DECODE_SPLIT=1 KVSCOPE_CUDA_NORM_TAIL=1 "$TEST_KERNELS" --gtest_filter='*Cuda*' --gtest_output=json:"$OUT/ops_quick_split.json"; local r4=$?
+  KVSCOPE_CUDA_DECODE_SPLIT=1 KVSCOPE_CUDA_NORM_TAIL=1 KVSCOPE_CUDA_PDL_ATTENTION=1 "$TEST_KERNELS" --gtest_filter='*Cuda*' --gtest_output=json:"$OUT/ops_quick_split_pdl.json"; local r5=$?
   return $((r1 || r2 || r3 || r4 || r5))
 }
 
@@ -204,9 +205,10 @@ stage_hostcache() {
   "$BENCH_SUMMARY" 32768 32 32 8 32
 }
 # One full, recorded decode of the 8B shape at 1k with NAME=VALUE set; its row, prefixed with it.
-decode1k() {  # json-name NAME=VALUE
-  env "$2" "$KVSCOPE" bench --model "$M8B" --device cuda --lengths 1024 --decode-steps 32 \
-    --prefill-reps 1 --policy full --recording on --json "$OUT/$1.json" | grep -E "^full" | sed "s/^/$2 /"
+decode1k() {  # json-name NAME=VALUE...
+  local name=$1; shift
+  env "$@" "$KVSCOPE" bench --model "$M8B" --device cuda --lengths 1024 --decode-steps 32 \
+    --prefill-reps 1 --policy full --recording on --json "$OUT/$name.json" | grep -E "^full" | sed "s/^/$* /"
 }
 stage_gemv-shapes() {  # the decode GEMVs' block shapes (kernels/cuda/cuda_gemv.cu), one run each
   local sh
@@ -219,18 +221,17 @@ stage_decode-ab() {
   local i=0 v
   for v in 0 1 0 1; do i=$((i + 1)); decode1k "decode_ab_${i}_$v" "KVSCOPE_CUDA_PDL_ATTENTION=$v"; done
 }
-# The same for KVSCOPE_CUDA_DECODE_SPLIT=1 (decode_split, probabilities in the combine), alone
-# and with the dependent launches: default, split, split + PDL, twice, in that order.
+# The same for the opt-ins written without a GPU: KVSCOPE_CUDA_DECODE_SPLIT=1 (decode_split,
+# probabilities in the combine), KVSCOPE_CUDA_NORM_TAIL=1 (o and down GEMVs with the residual add
+# and the next norm), both, and both with the dependent attention launches; in turn, twice.
 stage_decode-split() {
-  local i=0 v
-  for v in KVSCOPE_CUDA_DECODE_SPLIT=0 KVSCOPE_CUDA_DECODE_SPLIT=1 KVSCOPE_CUDA_PDL_ATTENTION=1 \
-           KVSCOPE_CUDA_DECODE_SPLIT=0 KVSCOPE_CUDA_DECODE_SPLIT=1 KVSCOPE_CUDA_PDL_ATTENTION=1; do
-    i=$((i + 1))
-    if [ "$v" = KVSCOPE_CUDA_PDL_ATTENTION=1 ]; then
-      KVSCOPE_CUDA_DECODE_SPLIT=1 decode1k "decode_split_$i" "$v"
-    else
-      decode1k "decode_split_$i" "$v"
-    fi
+  local r
+  for r in 1 2; do
+    decode1k "decode_default_$r" KVSCOPE_CUDA_DECODE_SPLIT=0
+    decode1k "decode_split_$r" KVSCOPE_CUDA_DECODE_SPLIT=1
+    decode1k "decode_tail_$r" KVSCOPE_CUDA_NORM_TAIL=1
+    decode1k "decode_both_$r" KVSCOPE_CUDA_DECODE_SPLIT=1 KVSCOPE_CUDA_NORM_TAIL=1
+    decode1k "decode_all_$r" KVSCOPE_CUDA_DECODE_SPLIT=1 KVSCOPE_CUDA_NORM_TAIL=1 KVSCOPE_CUDA_PDL_ATTENTION=1
   done
 }
 

@@ -202,6 +202,8 @@ class CudaBackend final : public Backend {
         defer_on_ = switched_on("KVSCOPE_CUDA_DEFER");
         fused_on_ = switched_on("KVSCOPE_CUDA_FUSED");
         inline_jobs_on_ = switched_on("KVSCOPE_CUDA_INLINE_JOBS");
+        // Opt-in until its op cases and a timing run on a GPU (written without one).
+        norm_tail_on_ = opted_in("KVSCOPE_CUDA_NORM_TAIL");
         later_.set_side_copies(switched_on("KVSCOPE_CUDA_SIDE_COPIES"));
         later_.set_device_counter([this](int64_t delta) { count(delta); });
     }
@@ -492,6 +494,8 @@ class CudaBackend final : public Backend {
         cuda::add_rmsnorm(x.as<float>(), y.as<float>(), x.numel() / d, d, w.data, w.dtype, eps,
                           out.as<float>(), stream_);
     }
+    void matmul_add_rmsnorm(const Tensor& a, const Tensor& w, const Tensor* bias, Tensor& y,
+                            Tensor& x, const Tensor& g, float eps, Tensor& out) override;
     void rope_qk(Tensor& q, Tensor& k, const int64_t* positions, const float* inv_freq,
                  RopePairs pairs) override {
         if (!fused_on_ || q.dim(0) != k.dim(0) || q.dim(2) != k.dim(2))
@@ -569,8 +573,8 @@ class CudaBackend final : public Backend {
         peak_ = std::max(peak_, in_use_);
     }
     std::vector<DevBuf*> all_bufs() {
-        return {&xcast_,  &kv_k_, &kv_v_,   &kv_pos_,        &lse_,
-                &colsum_, &rows_, &decode_, &mirror_scratch_};
+        return {&xcast_,  &kv_k_, &kv_v_,   &kv_pos_,         &lse_,
+                &colsum_, &rows_, &decode_, &mirror_scratch_, &gemv_ticket_};
     }
 
     // Copies to the host of at least this many bytes go through pinned memory (HostCopies) and
@@ -740,6 +744,7 @@ class CudaBackend final : public Backend {
     bool new_rows_on_ = true, defer_on_ = true;  // switched_on() above
     bool fused_on_ = true;        // KVSCOPE_CUDA_FUSED: matmul_parts, swiglu, rope_qk
     bool inline_jobs_on_ = true;  // KVSCOPE_CUDA_INLINE_JOBS: flush_inline()
+    bool norm_tail_on_ = false;   // KVSCOPE_CUDA_NORM_TAIL=1: matmul_add_rmsnorm in one launch
     HostCopies later_;
     std::unique_ptr<cpu::ThreadPool> copy_pool_;  // copy_pool()
     mutable std::mutex mu_;
@@ -749,7 +754,7 @@ class CudaBackend final : public Backend {
     StagingRing ring_;
     DevBuf xcast_{&retired_}, kv_k_{&retired_}, kv_v_{&retired_}, kv_pos_{&retired_},
         lse_{&retired_}, colsum_{&retired_}, rows_{&retired_}, decode_{&retired_},
-        mirror_scratch_{&retired_};
+        mirror_scratch_{&retired_}, gemv_ticket_{&retired_};
     std::map<std::pair<uint64_t, int64_t>, LayerMirror> mirrors_;  // (cache uid, layer)
     std::vector<KVReplayPlan> plans_;                              // [G], reused
     std::vector<int64_t> meta_;                                    // kv_off, kv_len: [2G]

@@ -36,6 +36,12 @@ inline std::vector<uint16_t> store_as(DType dt, std::vector<float>& vals) {
     return out;
 }
 
+// The name of a projection case: "bf16 n1 k256 m4099 +bias".
+inline std::string matmul_case_name(DType dt, int64_t n, int64_t k, int64_t m, bool bias) {
+    return std::string(dtype_name(dt)) + " n" + std::to_string(n) + " k" + std::to_string(k) +
+           " m" + std::to_string(m) + (bias ? " +bias" : "");
+}
+
 // x [n, k] @ w [m, k]^T (+ bias) in double.
 inline std::vector<double> naive_matmul(const std::vector<float>& x, const std::vector<float>& w,
                                         const std::vector<float>* bias, int64_t n, int64_t k,
@@ -103,7 +109,8 @@ inline bool cuda_attention_fp32() {
 // Device backend vs the CPU oracle.
 inline Tol tolerance_for(const std::string& op, DType wdt, bool bf16_attention = false) {
     if (op == "rope_qk") return tolerance_for("rope", wdt);
-    if (op == "matmul" || op == "matmul_parts" || op == "swiglu") {
+    // matmul_add_rmsnorm: the matmul's error, carried through the add and the norm.
+    if (op == "matmul" || op == "matmul_parts" || op == "swiglu" || op == "matmul_add_rmsnorm") {
         // f16/bf16 weights: the device rounds x to the weight dtype before the GEMM (cuBLAS has
         // no fp32 x bf16 kernel): ~2^-9 (bf16) / 2^-11 (f16) relative error per product, random
         // in sign, so the NMSE is ~1e-6 / ~1e-7; fp32: accumulation order only.
