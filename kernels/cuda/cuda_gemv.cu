@@ -146,39 +146,60 @@ __device__ __forceinline__ void row_dots(const float* __restrict__ x, int64_t k,
 }
 
 // The end of a gemv_kernel launch with a norm tail (tail.out set): the block that finishes last
-// (a ticket counter, reset by that block) normalises the n = N rows of x = out[N, d] it and the
-// others wrote: tail.out = rmsnorm(x) with tail.w, each element formed as rmsnorm_kernel forms it
+// (a ticket counter, reset by that block) normalises the row x = out[1, d] it and the others
+// wrote: tail.out = rmsnorm(x) with tail.w, each element formed as rmsnorm_kernel forms it
 // (cuda_rmsnorm.cu). Every block publishes its rows before it takes a ticket, and the last one
 // reads them through L2 (__ldcg), never from its own L1.
-template <int N, int kThreads>
-__device__ __forceinline__ void norm_tail(const float* x, int64_t d, GemvNormTail tail) {
+// Not inlined: inlined, ptxas spilled a few bytes in some instantiations (at 48 registers);
+// called once per block, after its products.
+constexpr int kTailPer = 16;  // the 8B shape's 4,096 floats over 256 threads
+template <int kThreads>
+__device__ __noinline__ void norm_tail(const float* x, int64_t d, const void* w, DType wdt,
+                                       float eps, float* y, unsigned int* ticket) {
     __shared__ bool last;
     __shared__ float red[kThreads / 32];
     __threadfence();
     __syncthreads();
     if (threadIdx.x == 0) {
-        last = atomicAdd(tail.ticket, 1u) + 1u == gridDim.x;
-        if (last) atomicExch(tail.ticket, 0u);  // every block has counted: zero for the next one
+        last = atomicAdd(ticket, 1u) + 1u == gridDim.x;
+        if (last) atomicExch(ticket, 0u);  // every block has counted: zero for the next one
     }
     __syncthreads();
     if (!last) return;
     __threadfence();
+    // One row (gemv() takes the tail for n == 1 only): kTailPer elements a thread, their loads
+    // and the norm weights' all in flight at once, in registers until stored.
     const int64_t t = threadIdx.x;
-    for (int i = 0; i < N; ++i) {
-        const float* xr = x + i * d;
-        float* yr = tail.out + i * d;
+    if (d <= static_cast<int64_t>(kTailPer) * kThreads) {
+        float v[kTailPer], g[kTailPer];
         float ss = 0.0f;
-#pragma unroll 4
-        for (int64_t c = t; c < d; c += kThreads) {
-            const float v = __ldcg(xr + c);
-            ss += v * v;
+#pragma unroll
+        for (int u = 0; u < kTailPer; ++u) {
+            const int64_t c = t + static_cast<int64_t>(u) * kThreads;
+            v[u] = c < d ? __ldcg(x + c) : 0.0f;
+            g[u] = c < d ? load_f32(w, wdt, c) : 0.0f;
         }
+#pragma unroll
+        for (int u = 0; u < kTailPer; ++u) ss += v[u] * v[u];
         ss = block_sum<kThreads>(ss, red);
-        const float inv = rsqrtf(ss / static_cast<float>(d) + tail.eps);
-#pragma unroll 4
-        for (int64_t c = t; c < d; c += kThreads)
-            yr[c] = load_f32(tail.w, tail.wdt, c) * (__ldcg(xr + c) * inv);
+        const float inv = rsqrtf(ss / static_cast<float>(d) + eps);
+#pragma unroll
+        for (int u = 0; u < kTailPer; ++u) {
+            const int64_t c = t + static_cast<int64_t>(u) * kThreads;
+            if (c < d) y[c] = g[u] * (v[u] * inv);
+        }
+        return;
     }
+    float ss = 0.0f;
+#pragma unroll 4
+    for (int64_t c = t; c < d; c += kThreads) {
+        const float v = __ldcg(x + c);
+        ss += v * v;
+    }
+    ss = block_sum<kThreads>(ss, red);
+    const float inv = rsqrtf(ss / static_cast<float>(d) + eps);
+#pragma unroll 4
+    for (int64_t c = t; c < d; c += kThreads) y[c] = load_f32(w, wdt, c) * (__ldcg(x + c) * inv);
 }
 
 // kTail: out += x @ w^T (+ bias) -- the residual stream, each product rounded to fp32 and then
@@ -210,7 +231,8 @@ __global__ void __launch_bounds__(SH::kWarps * 32)
             }
         }
     }
-    if constexpr (kTail) norm_tail<N, SH::kWarps * 32>(out, m, tail);
+    if constexpr (kTail)
+        norm_tail<SH::kWarps * 32>(out, m, tail.w, tail.wdt, tail.eps, tail.out, tail.ticket);
 }
 
 // Up to kMaxGemvParts matrices sharing x, their rows one after another in the grid: warp row r
