@@ -41,6 +41,8 @@
 #   ncu8b-decode ncu: device time per kernel of an 8B decode step at 1k (bench/ncu_steps.py)
 #   gemv-shapes decode of the 8B shape at 1k, recorded, with each KVSCOPE_CUDA_GEMV_SHAPE
 #   decode-ab   the same, default against the opt-in KVSCOPE_CUDA_PDL_ATTENTION=1, twice each
+#   decode-all  the same, short: default / all three opt-ins alternating, each opt-in alone once
+#   ops-optin   ops-quick's first pass and its pass with all three decode opt-ins
 #   decode-split the same: default, KVSCOPE_CUDA_DECODE_SPLIT=1, KVSCOPE_CUDA_NORM_TAIL=1, both with
 #               KVSCOPE_CUDA_PDL_ATTENTION=1; in turn, twice
 #   attn        bench_cuda_attention (the prefill attention kernels alone: forward, column sums +
@@ -233,6 +235,24 @@ stage_decode-split() {
     decode1k "decode_both_$r" KVSCOPE_CUDA_DECODE_SPLIT=1 KVSCOPE_CUDA_NORM_TAIL=1
     decode1k "decode_all_$r" KVSCOPE_CUDA_DECODE_SPLIT=1 KVSCOPE_CUDA_NORM_TAIL=1 KVSCOPE_CUDA_PDL_ATTENTION=1
   done
+}
+
+# The short form when device time is scarce: default and all three opt-ins alternating, each
+# opt-in alone once between.
+stage_decode-all() {
+  local all=(KVSCOPE_CUDA_DECODE_SPLIT=1 KVSCOPE_CUDA_NORM_TAIL=1 KVSCOPE_CUDA_PDL_ATTENTION=1)
+  decode1k decode_default_1 KVSCOPE_CUDA_DECODE_SPLIT=0
+  decode1k decode_all_1 "${all[@]}"
+  decode1k decode_split_1 KVSCOPE_CUDA_DECODE_SPLIT=1
+  decode1k decode_tail_1 KVSCOPE_CUDA_NORM_TAIL=1
+  decode1k decode_default_2 KVSCOPE_CUDA_DECODE_SPLIT=0
+  decode1k decode_all_2 "${all[@]}"
+}
+# The opt-ins' op cases alone (ops-quick's first and last passes).
+stage_ops-optin() {
+  "$TEST_KERNELS" --gtest_filter='*Cuda*' --gtest_output=json:"$OUT/ops_quick.json"; local r1=$?
+  KVSCOPE_CUDA_DECODE_SPLIT=1 KVSCOPE_CUDA_NORM_TAIL=1 KVSCOPE_CUDA_PDL_ATTENTION=1 "$TEST_KERNELS" --gtest_filter='*Cuda*' --gtest_output=json:"$OUT/ops_quick_split_pdl.json"; local r2=$?
+  return $((r1 || r2))
 }
 
 # Device time per kernel of an 8B decode step at 1k (ncu, one metric pass per kernel, caches and
