@@ -53,6 +53,11 @@
 //   a GPU) the two-kernel decode attention's too; KVSCOPE_CUDA_INLINE_JOBS (default on; =0 off): a
 //   mirror update that stages nothing but a few positions passes its row moves with the kernel
 //   (flush_inline()).
+// - Opt-in (=1), written without a GPU and not yet run on one (bench/GPU_RUNBOOK.md, session
+//   17): KVSCOPE_CUDA_DECODE_SPLIT, decode_split for the decode attention's partials and the
+//   probabilities in its combine (cuda_attention_decode.cu); KVSCOPE_CUDA_NORM_TAIL, the o and
+//   down projections with the residual add and the next norm in one GEMV launch
+//   (Backend::matmul_add_rmsnorm, cuda_backend_decode.cpp, cuda_gemv.cu).
 // Next (issue 9): faster prefill attention kernels; bf16 K/V; CUDA graphs for small models.
 #include <algorithm>
 #include <chrono>
