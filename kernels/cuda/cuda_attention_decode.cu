@@ -24,6 +24,10 @@
 //   decode_split    opt-in, KVSCOPE_CUDA_DECODE_SPLIT=1: decode_partial with each phase one
 //     + _combine    memory round trip; for one row the combine's blocks also write the
 //                   probabilities (no decode_probs launch).
+// Length (over 800 lines): the three decode paths share this file's anonymous-namespace plan,
+// scratch layout and split helpers, and are compared against each other on a GPU; once
+// decode_split has run there, it replaces decode_partial or is removed (~100 lines either way),
+// which brings the file back under 800 without splitting shared internals across files.
 // Floor: bytes 2*L*d*4 per KV head (K and V read once) + the score row when statistics are kept.
 // Masking: slot j is visible to query i iff kpos[j] <= q_pos[i]; a row that sees no key gets
 // out = 0 and LSE = -inf (as on the CPU).
