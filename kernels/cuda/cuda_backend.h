@@ -107,6 +107,14 @@ struct DevBuf {
         cap = want;
         return p;
     }
+    // ensure(), and when that made a new buffer, its first `zero` bytes set to 0 on `stream`:
+    // counters the kernels leave at zero (decode tickets, the GEMV norm tail's).
+    void* ensure_zeroed(size_t bytes, size_t zero, cudaStream_t stream) {
+        const size_t had = cap;
+        void* q = ensure(bytes);
+        if (cap != had) KVS_CUDA_CHECK(cudaMemsetAsync(q, 0, zero, stream));
+        return q;
+    }
     void free_now() noexcept {
         if (p) (void)cudaFree(p);
         p = nullptr;

@@ -103,10 +103,8 @@ void CudaBackend::attention(const AttentionArgs& args) {
     // 3. Kernels.
     ps.next("attention.kernels");
     if (n <= kDecodeMaxRows) {
-        const size_t had = decode_.cap;
-        void* scratch = decode_.ensure(attention_decode_scratch_bytes(a));
-        if (decode_.cap != had)  // a new buffer: its ticket counters start at zero
-            KVS_CUDA_CHECK(cudaMemsetAsync(scratch, 0, kDecodeTicketBytes, stream_));
+        void* scratch =
+            decode_.ensure_zeroed(attention_decode_scratch_bytes(a), kDecodeTicketBytes, stream_);
         attention_decode(a, scratch, dcol, drows, n_tail, stream_);
     } else {
         attention_prefill(a, stream_);

@@ -18,10 +18,8 @@ void CudaBackend::matmul_add_rmsnorm(const Tensor& a, const Tensor& w, const Ten
                       gemv_fits(a.as<float>(), n, k, w.data, w.dtype, m);
     if (!fits) return Backend::matmul_add_rmsnorm(a, w, bias, y, x, g, eps, out);
     prof::Scope ps = op_scope("matmul_add_rmsnorm");
-    const size_t had = gemv_ticket_.cap;
-    auto* ticket = static_cast<unsigned int*>(gemv_ticket_.ensure(sizeof(unsigned int)));
-    if (gemv_ticket_.cap != had)  // a new counter: zero once, the launches leave it at zero
-        KVS_CUDA_CHECK(cudaMemsetAsync(ticket, 0, gemv_ticket_.cap, stream_));
+    auto* ticket = static_cast<unsigned int*>(
+        gemv_ticket_.ensure_zeroed(sizeof(unsigned int), sizeof(unsigned int), stream_));
     gemv(a.as<float>(), n, k, w.data, w.dtype, m, bias ? bias->data : nullptr,
          bias ? bias->dtype : DType::kF32, x.as<float>(), stream_,
          GemvNormTail{g.data, g.dtype, eps, out.as<float>(), ticket});
