@@ -57,7 +57,8 @@
 //   17): KVSCOPE_CUDA_DECODE_SPLIT, decode_split for the decode attention's partials and the
 //   probabilities in its combine (cuda_attention_decode.cu); KVSCOPE_CUDA_NORM_TAIL, the o and
 //   down projections with the residual add and the next norm in one GEMV launch
-//   (Backend::matmul_add_rmsnorm, cuda_backend_decode.cpp, cuda_gemv.cu).
+//   (Backend::matmul_add_rmsnorm, cuda_backend_decode.cpp, cuda_gemv.cu); KVSCOPE_CUDA_QKV_ROPE
+//   (session 18), RoPE of q and k in the q/k/v GEMV's epilogue (Backend::matmul_qkv_rope).
 // Next (issue 9): faster prefill attention kernels; bf16 K/V; CUDA graphs for small models.
 #include <algorithm>
 #include <chrono>
@@ -217,6 +218,7 @@ class CudaBackend final : public Backend {
         inline_jobs_on_ = switched_on("KVSCOPE_CUDA_INLINE_JOBS");
         // Opt-in until its op cases and a timing run on a GPU (written without one).
         norm_tail_on_ = opted_in("KVSCOPE_CUDA_NORM_TAIL");
+        qkv_rope_on_ = opted_in("KVSCOPE_CUDA_QKV_ROPE");
         later_.set_side_copies(switched_on("KVSCOPE_CUDA_SIDE_COPIES"));
         later_.set_device_counter([this](int64_t delta) { count(delta); });
     }
@@ -509,6 +511,9 @@ class CudaBackend final : public Backend {
     }
     void matmul_add_rmsnorm(const Tensor& a, const Tensor& w, const Tensor* bias, Tensor& y,
                             Tensor& x, const Tensor& g, float eps, Tensor& out) override;
+    void matmul_qkv_rope(const Tensor& x, const Tensor* const* ws, const Tensor* const* biases,
+                         Tensor& q, Tensor& k, Tensor& v, const int64_t* positions,
+                         const float* inv_freq, RopePairs pairs) override;
     void rope_qk(Tensor& q, Tensor& k, const int64_t* positions, const float* inv_freq,
                  RopePairs pairs) override {
         if (!fused_on_ || q.dim(0) != k.dim(0) || q.dim(2) != k.dim(2))
@@ -758,6 +763,7 @@ class CudaBackend final : public Backend {
     bool fused_on_ = true;        // KVSCOPE_CUDA_FUSED: matmul_parts, swiglu, rope_qk
     bool inline_jobs_on_ = true;  // KVSCOPE_CUDA_INLINE_JOBS: flush_inline()
     bool norm_tail_on_ = false;   // KVSCOPE_CUDA_NORM_TAIL=1: matmul_add_rmsnorm in one launch
+    bool qkv_rope_on_ = false;    // KVSCOPE_CUDA_QKV_ROPE=1: matmul_qkv_rope in one launch
     HostCopies later_;
     std::unique_ptr<cpu::ThreadPool> copy_pool_;  // copy_pool()
     mutable std::mutex mu_;
