@@ -195,14 +195,6 @@ class Backend {
         add_inplace(x, y);
         rmsnorm(x, w, eps, out);
     }
-    // y = a @ w^T (+ bias), then add_rmsnorm(x, y, g, eps, out): a layer's o or down projection,
-    // the residual add and the next norm. y is scratch: the CUDA backend's decode rows leave it
-    // unwritten (one launch, cuda_gemv.cu).
-    virtual void matmul_add_rmsnorm(const Tensor& a, const Tensor& w, const Tensor* bias, Tensor& y,
-                                    Tensor& x, const Tensor& g, float eps, Tensor& out) {
-        matmul(a, w, bias, y);
-        add_rmsnorm(x, y, g, eps, out);
-    }
     // rope() on q and on k with the same positions.
     virtual void rope_qk(Tensor& q, Tensor& k, const int64_t* positions, const float* inv_freq,
                          RopePairs pairs) {

@@ -276,17 +276,14 @@ std::vector<float> Engine::forward(const int32_t* ids, int64_t n, bool is_prefil
         if (!qkv_rope) backend_.rope_qk(q3, k3, s.positions.data(), inv_freq_.data(), pairs);
         if (wants_control()) zero_control(n);
         attention_layer(l, n, is_prefill);
-        // x += o; h = norm(x)
-        backend_.matmul_add_rmsnorm(att2, L.wo, L.has_o_bias ? &L.bo : nullptr, o, x, L.ffn_norm,
-                                    eps, h);
+        backend_.matmul(att2, L.wo, L.has_o_bias ? &L.bo : nullptr, o);
+        backend_.add_rmsnorm(x, o, L.ffn_norm, eps, h);  // x += o; h = norm(x)
         backend_.swiglu(h, L.w_gate, L.w_up, gate, up, act);
-        if (l + 1 < sp.n_layers) {  // x += down; h = the next layer's attention norm of x
-            backend_.matmul_add_rmsnorm(act, L.w_down, nullptr, down, x,
-                                        w_->layers[static_cast<size_t>(l + 1)].attn_norm, eps, h);
-        } else {
-            backend_.matmul(act, L.w_down, nullptr, down);
+        backend_.matmul(act, L.w_down, nullptr, down);
+        if (l + 1 < sp.n_layers)  // x += down; h = the next layer's attention norm of x
+            backend_.add_rmsnorm(x, down, w_->layers[static_cast<size_t>(l + 1)].attn_norm, eps, h);
+        else
             backend_.add_inplace(x, down);
-        }
         start_prompt_fill();  // this layer's rows, while the device runs the MLP just queued
     }
     pos_ += n;

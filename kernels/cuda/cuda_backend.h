@@ -55,9 +55,7 @@
 //   (flush_inline()).
 // - Opt-in (=1), written without a GPU and not yet run on one (bench/GPU_RUNBOOK.md, session
 //   17): KVSCOPE_CUDA_DECODE_SPLIT, decode_split for the decode attention's partials and the
-//   probabilities in its combine (cuda_attention_decode.cu); KVSCOPE_CUDA_NORM_TAIL, the o and
-//   down projections with the residual add and the next norm in one GEMV launch
-//   (Backend::matmul_add_rmsnorm, cuda_backend_decode.cpp, cuda_gemv.cu); KVSCOPE_CUDA_QKV_ROPE
+//   probabilities in its combine (cuda_attention_decode.cu); KVSCOPE_CUDA_QKV_ROPE
 //   (session 18), RoPE of q and k in the q/k/v GEMV's epilogue (Backend::matmul_qkv_rope).
 // Next (issue 9): faster prefill attention kernels; bf16 K/V; CUDA graphs for small models.
 #include <algorithm>
@@ -109,7 +107,7 @@ struct DevBuf {
         return p;
     }
     // ensure(), and when that made a new buffer, its first `zero` bytes set to 0 on `stream`:
-    // counters the kernels leave at zero (decode tickets, the GEMV norm tail's).
+    // counters the kernels leave at zero (the decode attention's tickets).
     void* ensure_zeroed(size_t bytes, size_t zero, cudaStream_t stream) {
         const size_t had = cap;
         void* q = ensure(bytes);
@@ -217,7 +215,6 @@ class CudaBackend final : public Backend {
         fused_on_ = switched_on("KVSCOPE_CUDA_FUSED");
         inline_jobs_on_ = switched_on("KVSCOPE_CUDA_INLINE_JOBS");
         // Opt-in until its op cases and a timing run on a GPU (written without one).
-        norm_tail_on_ = opted_in("KVSCOPE_CUDA_NORM_TAIL");
         qkv_rope_on_ = opted_in("KVSCOPE_CUDA_QKV_ROPE");
         later_.set_side_copies(switched_on("KVSCOPE_CUDA_SIDE_COPIES"));
         later_.set_device_counter([this](int64_t delta) { count(delta); });
@@ -509,8 +506,6 @@ class CudaBackend final : public Backend {
         cuda::add_rmsnorm(x.as<float>(), y.as<float>(), x.numel() / d, d, w.data, w.dtype, eps,
                           out.as<float>(), stream_);
     }
-    void matmul_add_rmsnorm(const Tensor& a, const Tensor& w, const Tensor* bias, Tensor& y,
-                            Tensor& x, const Tensor& g, float eps, Tensor& out) override;
     void matmul_qkv_rope(const Tensor& x, const Tensor* const* ws, const Tensor* const* biases,
                          Tensor& q, Tensor& k, Tensor& v, const int64_t* positions,
                          const float* inv_freq, RopePairs pairs) override;
@@ -591,8 +586,8 @@ class CudaBackend final : public Backend {
         peak_ = std::max(peak_, in_use_);
     }
     std::vector<DevBuf*> all_bufs() {
-        return {&xcast_,  &kv_k_, &kv_v_,   &kv_pos_,         &lse_,
-                &colsum_, &rows_, &decode_, &mirror_scratch_, &gemv_ticket_};
+        return {&xcast_,  &kv_k_, &kv_v_,   &kv_pos_,        &lse_,
+                &colsum_, &rows_, &decode_, &mirror_scratch_};
     }
 
     // Copies to the host of at least this many bytes go through pinned memory (HostCopies) and
@@ -762,7 +757,6 @@ class CudaBackend final : public Backend {
     bool new_rows_on_ = true, defer_on_ = true;  // switched_on() above
     bool fused_on_ = true;        // KVSCOPE_CUDA_FUSED: matmul_parts, swiglu, rope_qk
     bool inline_jobs_on_ = true;  // KVSCOPE_CUDA_INLINE_JOBS: flush_inline()
-    bool norm_tail_on_ = false;   // KVSCOPE_CUDA_NORM_TAIL=1: matmul_add_rmsnorm in one launch
     bool qkv_rope_on_ = false;    // KVSCOPE_CUDA_QKV_ROPE=1: matmul_qkv_rope in one launch
     HostCopies later_;
     std::unique_ptr<cpu::ThreadPool> copy_pool_;  // copy_pool()
@@ -773,7 +767,7 @@ class CudaBackend final : public Backend {
     StagingRing ring_;
     DevBuf xcast_{&retired_}, kv_k_{&retired_}, kv_v_{&retired_}, kv_pos_{&retired_},
         lse_{&retired_}, colsum_{&retired_}, rows_{&retired_}, decode_{&retired_},
-        mirror_scratch_{&retired_}, gemv_ticket_{&retired_};
+        mirror_scratch_{&retired_};
     std::map<std::pair<uint64_t, int64_t>, LayerMirror> mirrors_;  // (cache uid, layer)
     std::vector<KVReplayPlan> plans_;                              // [G], reused
     std::vector<int64_t> meta_;                                    // kv_off, kv_len: [2G]

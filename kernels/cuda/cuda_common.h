@@ -112,20 +112,8 @@ void matmul(cublasHandle_t handle, const float* x, int64_t n, int64_t k, const v
 // be that kernel's output (weights never are).
 constexpr int64_t kGemvMaxRows = 8;
 bool gemv_fits(const float* x, int64_t n, int64_t k, const void* w, DType wdt, int64_t m);
-// With tail.out set (one row: n == 1), gemv() instead adds its products to `out` ([1, m], the
-// residual stream) and then writes tail.out = rmsnorm(that row) with tail.w / eps
-// (Backend::matmul_add_rmsnorm). ticket: a counter in device memory, zero before the launch; the
-// launch leaves it at zero.
-struct GemvNormTail {
-    const void* w = nullptr;
-    DType wdt = DType::kF32;
-    float eps = 0.0f;
-    float* out = nullptr;
-    unsigned int* ticket = nullptr;
-};
 void gemv(const float* x, int64_t n, int64_t k, const void* w, DType wdt, int64_t m,
-          const void* bias, DType bdt, float* out, cudaStream_t stream,
-          const GemvNormTail& tail = {});
+          const void* bias, DType bdt, float* out, cudaStream_t stream);
 // Several matrices of one dtype sharing x (q/k/v) in one launch: parts[i].out = x @ w_i^T (+ bias).
 // Each part must pass gemv_fits() on its own.
 constexpr int kMaxGemvParts = 3;

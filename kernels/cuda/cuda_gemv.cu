@@ -16,9 +16,8 @@
 // (cuda_device.cuh): each lane's first weight loads are issued before grid_wait().
 // Needs k a multiple of the vector width and 16-byte aligned w and x rows (gemv_fits()); the
 // caller falls back to cuBLAS otherwise.
-// With a norm tail (gemv()'s GemvNormTail) the kernel adds its rows to out, the residual stream,
-// and its last block normalises them: Backend::matmul_add_rmsnorm in one launch. With RoPE
-// (gemv_parts()'s GemvRope) the q and k rows leave rotated: Backend::matmul_qkv_rope in one launch.
+// With RoPE (gemv_parts()'s GemvRope) the q and k rows leave rotated: Backend::matmul_qkv_rope
+// in one launch.
 #include <cstdint>
 #include <cstdlib>
 #include <stdexcept>
@@ -146,94 +145,23 @@ __device__ __forceinline__ void row_dots(const float* __restrict__ x, int64_t k,
     for (int i = 0; i < N; ++i) acc[i] = warp_sum(acc[i]);
 }
 
-// The end of a gemv_kernel launch with a norm tail (tail.out set): the block that finishes last
-// (a ticket counter, reset by that block) normalises the row x = out[1, d] it and the others
-// wrote: tail.out = rmsnorm(x) with tail.w, each element formed as rmsnorm_kernel forms it
-// (cuda_rmsnorm.cu). Every block publishes its rows before it takes a ticket, and the last one
-// reads them through L2 (__ldcg), never from its own L1.
-// Not inlined: inlined, ptxas spilled a few bytes in some instantiations (at 48 registers);
-// called once per block, after its products.
-constexpr int kTailPer = 16;  // the 8B shape's 4,096 floats over 256 threads
-template <int kThreads>
-__device__ __noinline__ void norm_tail(const float* x, int64_t d, const void* w, DType wdt,
-                                       float eps, float* y, unsigned int* ticket) {
-    __shared__ bool last;
-    __shared__ float red[kThreads / 32];
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        last = atomicAdd(ticket, 1u) + 1u == gridDim.x;
-        if (last) atomicExch(ticket, 0u);  // every block has counted: zero for the next one
-    }
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
-    // One row (gemv() takes the tail for n == 1 only): kTailPer elements a thread, their loads
-    // and the norm weights' all in flight at once, in registers until stored.
-    const int64_t t = threadIdx.x;
-    if (d <= static_cast<int64_t>(kTailPer) * kThreads) {
-        float v[kTailPer], g[kTailPer];
-        float ss = 0.0f;
-#pragma unroll
-        for (int u = 0; u < kTailPer; ++u) {
-            const int64_t c = t + static_cast<int64_t>(u) * kThreads;
-            v[u] = c < d ? __ldcg(x + c) : 0.0f;
-            g[u] = c < d ? load_f32(w, wdt, c) : 0.0f;
-        }
-#pragma unroll
-        for (int u = 0; u < kTailPer; ++u) ss += v[u] * v[u];
-        ss = block_sum<kThreads>(ss, red);
-        const float inv = rsqrtf(ss / static_cast<float>(d) + eps);
-#pragma unroll
-        for (int u = 0; u < kTailPer; ++u) {
-            const int64_t c = t + static_cast<int64_t>(u) * kThreads;
-            if (c < d) y[c] = g[u] * (v[u] * inv);
-        }
-        return;
-    }
-    float ss = 0.0f;
-#pragma unroll 4
-    for (int64_t c = t; c < d; c += kThreads) {
-        const float v = __ldcg(x + c);
-        ss += v * v;
-    }
-    ss = block_sum<kThreads>(ss, red);
-    const float inv = rsqrtf(ss / static_cast<float>(d) + eps);
-#pragma unroll 4
-    for (int64_t c = t; c < d; c += kThreads) y[c] = load_f32(w, wdt, c) * (__ldcg(x + c) * inv);
-}
-
-// kTail: out += x @ w^T (+ bias) -- the residual stream, each product rounded to fp32 and then
-// added, as matmul then add_inplace -- and norm_tail() after. Why: the o and down projections
-// were each followed by an add_rmsnorm kernel (6.2 us, and a launch boundary, 63 times a step on
-// the 8B shape; ncu, bench/RESULTS.md, tenth run).
-template <class W, int N, class SH, bool kTail = false>
+template <class W, int N, class SH>
 __global__ void __launch_bounds__(SH::kWarps * 32)
     gemv_kernel(const float* __restrict__ x, int64_t k, const W* __restrict__ w, int64_t m,
-                const void* bias, DType bdt, float* __restrict__ out, const GemvNormTail tail) {
+                const void* bias, DType bdt, float* __restrict__ out) {
     const int lane = static_cast<int>(threadIdx.x) & 31;
     const int64_t row = static_cast<int64_t>(blockIdx.x) * SH::kWarps + (threadIdx.x >> 5);
     uint4 first[SH::kUnroll];
     first_loads(row < m, w + row * k, k, lane, first);
     grid_wait();  // x is the kernel before's output; out may be what it read
     grid_release();
-    if (!kTail && row >= m) return;
-    if (row < m) {
-        float prev[N];  // the residual, loaded while the products stream
+    if (row >= m) return;
+    float acc[N];
+    row_dots<W, N, SH::kUnroll>(x, k, w + row * k, lane, first, acc);
+    if (lane != 0) return;
 #pragma unroll
-        for (int i = 0; i < N; ++i) prev[i] = kTail && lane == 0 ? out[i * m + row] : 0.0f;
-        float acc[N];
-        row_dots<W, N, SH::kUnroll>(x, k, w + row * k, lane, first, acc);
-        if (lane == 0) {
-#pragma unroll
-            for (int i = 0; i < N; ++i) {
-                const float o = acc[i] + (bias ? load_f32(bias, bdt, row) : 0.0f);
-                out[i * m + row] = kTail ? prev[i] + o : o;
-            }
-        }
-    }
-    if constexpr (kTail)
-        norm_tail<SH::kWarps * 32>(out, m, tail.w, tail.wdt, tail.eps, tail.out, tail.ticket);
+    for (int i = 0; i < N; ++i)
+        out[i * m + row] = acc[i] + (bias ? load_f32(bias, bdt, row) : 0.0f);
 }
 
 // Up to kMaxGemvParts matrices sharing x, their rows one after another in the grid: warp row r
@@ -420,20 +348,13 @@ void by_rows(int64_t n, F&& f) {
 
 template <class W>
 void launch(const float* x, int64_t n, int64_t k, const W* w, int64_t m, const void* bias,
-            DType bdt, float* out, const GemvNormTail& tail, cudaStream_t stream) {
+            DType bdt, float* out, cudaStream_t stream) {
     by_rows(n, [&](auto rows) {
         constexpr int N = decltype(rows)::kN;
         by_shape<W, N>([&](auto sh) {
             using SH = decltype(sh);
-            if constexpr (N == 1) {  // the tail for one row only (more rows spilled)
-                if (tail.out) {
-                    launch_dependent(gemv_kernel<W, N, SH, true>, grid_for<SH>(m), SH::kWarps * 32,
-                                     0, stream, x, k, w, m, bias, bdt, out, tail);
-                    return;
-                }
-            }
             launch_dependent(gemv_kernel<W, N, SH>, grid_for<SH>(m), SH::kWarps * 32, 0, stream, x,
-                             k, w, m, bias, bdt, out, tail);
+                             k, w, m, bias, bdt, out);
         });
     });
 }
@@ -494,16 +415,14 @@ bool gemv_fits(const float* x, int64_t n, int64_t k, const void* w, DType wdt, i
 }
 
 void gemv(const float* x, int64_t n, int64_t k, const void* w, DType wdt, int64_t m,
-          const void* bias, DType bdt, float* out, cudaStream_t stream, const GemvNormTail& tail) {
-    if (tail.out && n != 1) throw std::invalid_argument("cuda gemv: a norm tail takes one row");
+          const void* bias, DType bdt, float* out, cudaStream_t stream) {
     switch (wdt) {
         case DType::kBf16:
-            return launch(x, n, k, static_cast<const __nv_bfloat16*>(w), m, bias, bdt, out, tail,
-                          stream);
+            return launch(x, n, k, static_cast<const __nv_bfloat16*>(w), m, bias, bdt, out, stream);
         case DType::kF16:
-            return launch(x, n, k, static_cast<const __half*>(w), m, bias, bdt, out, tail, stream);
+            return launch(x, n, k, static_cast<const __half*>(w), m, bias, bdt, out, stream);
         case DType::kF32:
-            return launch(x, n, k, static_cast<const float*>(w), m, bias, bdt, out, tail, stream);
+            return launch(x, n, k, static_cast<const float*>(w), m, bias, bdt, out, stream);
         default:
             return;
     }

@@ -1,5 +1,5 @@
-// Op cases of the fused decode ops (Backend::add_rmsnorm, matmul_add_rmsnorm, rope_qk,
-// matmul_parts, matmul_qkv_rope, swiglu), part of the one op list in backend_ops_test.cpp. Each
+// Op cases of the fused decode ops (Backend::add_rmsnorm, rope_qk, matmul_parts, matmul_qkv_rope,
+// swiglu), part of the one op list in backend_ops_test.cpp. Each
 // fused op must equal the composition it replaces, so the naive side recomputes that composition in
 // double. Shapes cover the CUDA backend's fused GEMV (n <= 8 rows, k a multiple of 8) and the
 // fallback to unfused ops (n = 17 or 33 rows), with and without biases, in every weight dtype;
@@ -229,61 +229,6 @@ void add_add_rmsnorm(std::vector<OpCase>& cases) {
             }
 }
 
-// Backend::matmul_add_rmsnorm: x += a @ w^T (+ bias), out = rmsnorm(x) with g. One decode row
-// takes the GEMV with its norm tail on the CUDA backend (KVSCOPE_CUDA_NORM_TAIL=1): m over several
-// blocks and waves and not a multiple of a block's 8 rows (4099, 1000); n = 3 and 17 take the
-// unfused ops. Weights in every dtype, the norm's in the same dtype.
-void add_matmul_add_rmsnorm(std::vector<OpCase>& cases) {
-    struct S {
-        int64_t n, k, m;
-        bool bias;
-    };
-    for (DType dt : {DType::kF32, DType::kF16, DType::kBf16})
-        for (const S& sh : {S{1, 256, 4099, true}, S{1, 512, 96, false}, S{1, 64, 1000, true},
-                            S{3, 512, 96, true}, S{17, 64, 40, false}}) {
-            const auto seed = static_cast<uint32_t>(sh.n * 53 + sh.k + sh.m);
-            auto a =
-                std::make_shared<std::vector<float>>(randn(seed, static_cast<size_t>(sh.n * sh.k)));
-            auto resid = std::make_shared<std::vector<float>>(
-                randn(seed + 1, static_cast<size_t>(sh.n * sh.m), 3.0f));
-            auto w = std::make_shared<std::vector<float>>(
-                randn(seed + 2, static_cast<size_t>(sh.m * sh.k),
-                      1.0f / std::sqrt(static_cast<float>(sh.k))));
-            auto g =
-                std::make_shared<std::vector<float>>(randn(seed + 3, static_cast<size_t>(sh.m)));
-            auto bias =
-                std::make_shared<std::vector<float>>(randn(seed + 4, static_cast<size_t>(sh.m)));
-            auto w_stored = std::make_shared<std::vector<uint16_t>>(store_as(dt, *w));
-            auto g_stored = std::make_shared<std::vector<uint16_t>>(store_as(dt, *g));
-            const auto bytes = [dt](const std::vector<float>& v, const std::vector<uint16_t>& st) {
-                return dt == DType::kF32 ? static_cast<const void*>(v.data()) : st.data();
-            };
-            const float eps = 1e-5f;
-            OpCase c;
-            c.op = "matmul_add_rmsnorm";
-            c.wdt = dt;
-            c.name = matmul_case_name(dt, sh.n, sh.k, sh.m, sh.bias);
-            c.run = [=](Backend& be) {
-                Scope s(be);
-                Tensor A = s.act(*a, {sh.n, sh.k}), Y = s.act({}, {sh.n, sh.m});
-                Tensor X = s.act(*resid, {sh.n, sh.m}), O = s.act({}, {sh.n, sh.m});
-                Tensor W = s.weight(bytes(*w, *w_stored), dt, {sh.m, sh.k});
-                Tensor G = s.weight(bytes(*g, *g_stored), dt, {sh.m});
-                Tensor B = s.weight(bias->data(), DType::kF32, {sh.m});
-                be.matmul_add_rmsnorm(A, W, sh.bias ? &B : nullptr, Y, X, G, eps, O);
-                return Outputs{{"x", s.get(X)}, {"out", s.get(O)}};  // y is scratch
-            };
-            c.naive = [=] {
-                const auto p =
-                    naive_matmul(*a, *w, sh.bias ? bias.get() : nullptr, sh.n, sh.k, sh.m);
-                std::vector<float> x(p.size());  // the product rounded to fp32, then added
-                for (size_t i = 0; i < x.size(); ++i) x[i] = (*resid)[i] + static_cast<float>(p[i]);
-                return Outputs{{"x", x}, {"out", naive_norm(x, sh.n, sh.m, *g, eps)}};
-            };
-            cases.push_back(c);
-        }
-}
-
 // Backend::matmul_qkv_rope: q/k/v projections, then RoPE of q and k. One decode row takes the GEMV
 // with RoPE in its epilogue on the CUDA backend (KVSCOPE_CUDA_QKV_ROPE=1): head_dim 128, 80 and 48
 // (pairs spread over 1, 2 or 6 blocks of a head: rope_row in cuda_gemv.cu), both pair styles, GQA
@@ -366,7 +311,6 @@ void add_matmul_qkv_rope(std::vector<OpCase>& cases) {
 
 void add_fused_cases(std::vector<OpCase>& cases) {
     add_add_rmsnorm(cases);
-    add_matmul_add_rmsnorm(cases);
     add_rope_qk(cases);
     add_matmul_parts(cases);
     add_matmul_qkv_rope(cases);

@@ -467,10 +467,9 @@ const std::vector<OpCase>& all_cases() {
     return cases;
 }
 
-const std::vector<std::string> kOps = {
-    "embedding",      "rmsnorm", "rope",         "silu_mul", "add",         "matmul",
-    "attention",      "rope_qk", "matmul_parts", "swiglu",   "add_rmsnorm", "matmul_add_rmsnorm",
-    "matmul_qkv_rope"};
+const std::vector<std::string> kOps = {"embedding",    "rmsnorm", "rope",        "silu_mul",
+                                       "add",          "matmul",  "attention",   "rope_qk",
+                                       "matmul_parts", "swiglu",  "add_rmsnorm", "matmul_qkv_rope"};
 
 bool perf_mode() {
     const char* e = std::getenv("KVSCOPE_OPS_PERF");
