@@ -95,8 +95,11 @@ void CudaBackend::attention(const AttentionArgs& args) {
                                    static_cast<size_t>(H * n_tail * ld) * sizeof(float)))
                              : nullptr;
 
-    // Rows of keys a whole query tile cannot see are skipped by the kernels: they stay 0.
-    if (want_rows)
+    // Prefill: rows of keys a whole query tile cannot see are skipped by the kernels, they stay 0.
+    // The decode kernels write every key j < len of each row asked for, 0 where masked, and only
+    // those are copied out: no memset, which would also break the step's chain of dependent
+    // launches once a layer (cuda_device.cuh).
+    if (want_rows && n > kDecodeMaxRows)
         KVS_CUDA_CHECK(cudaMemsetAsync(
             drows, 0, static_cast<size_t>(H * n_tail * ld) * sizeof(float), stream_));
 
