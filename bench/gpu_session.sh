@@ -40,13 +40,8 @@
 #   profile1b-host the same, 1B, 1k, off
 #   ncu8b-decode ncu: device time per kernel of an 8B decode step at 1k (bench/ncu_steps.py)
 #   gemv-shapes decode of the 8B shape at 1k, recorded, with each KVSCOPE_CUDA_GEMV_SHAPE
-#   decode-ab   the same, default against the opt-in KVSCOPE_CUDA_PDL_ATTENTION=1, twice each
-#   decode-pdl  the same: default, KVSCOPE_CUDA_PDL_ATTENTION=1, with decode_split, with both and
-#               the RoPE epilogue; in turn, twice
-#   decode-all  the same, short: default / all the opt-ins alternating, each opt-in alone once
-#   ops-optin   ops-quick's first pass and its pass with all the decode opt-ins (OPTINS)
-#   decode-split the same: default, KVSCOPE_CUDA_DECODE_SPLIT=1, KVSCOPE_CUDA_QKV_ROPE=1, both with
-#               KVSCOPE_CUDA_PDL_ATTENTION=1; in turn, twice
+#   decode-ab   the same, the default against the switches in $DECODE_AB (e.g.
+#               DECODE_AB="KVSCOPE_CUDA_X=1 KVSCOPE_CUDA_Y=1"), in turn, three times each
 #   attn        bench_cuda_attention (the prefill attention kernels alone: forward, column sums +
 #               window rows, rows only; checked against the fp32 kernels first) and its peer
 #               bench/peer_attention.py (torch SDPA, bf16), 8B attention shape at 8k and 32k
@@ -60,8 +55,6 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-# Every decode opt-in not yet run on a GPU, as `env` arguments (cuda_backend.h lists them).
-OPTINS=(env KVSCOPE_CUDA_DECODE_SPLIT=1 KVSCOPE_CUDA_QKV_ROPE=1 KVSCOPE_CUDA_PDL_ATTENTION=1)
 CARRY=${KVSCOPE_CARRY:-$ROOT/.devcarry/gpu}  # KVSCOPE_CARRY: another pack (a baseline)
 MODELS=${KVSCOPE_MODELS:-$ROOT/build-models}  # ignored by git; kept between calls on a warm machine
 M1B=$MODELS/llama-3.2-1b-shape
@@ -146,12 +139,13 @@ stage_ops-quick() {
   # The other paths still selectable: norm rows in loops, plain launches, staged row moves, and
   # the opt-in one-launch decode attention (cuda_attention_decode.cu).
   KVSCOPE_CUDA_NORM_REGS=0 KVSCOPE_CUDA_DECODE_FUSED=1 KVSCOPE_CUDA_PDL=0 KVSCOPE_CUDA_INLINE_JOBS=0 "$TEST_KERNELS" --gtest_filter='*Cuda*' --gtest_output=json:"$OUT/ops_quick_earlier.json"; local r2=$?
-  # Opt-in switches not yet run on a GPU: the decode attention's kernels as dependent launches.
-  KVSCOPE_CUDA_PDL_ATTENTION=1 "$TEST_KERNELS" --gtest_filter='*Cuda*' --gtest_output=json:"$OUT/ops_quick_optin.json"; local r3=$?
-  # ... decode_split with the probabilities in the combine, and the GEMV's RoPE epilogue (opt-ins).
-  KVSCOPE_CUDA_DECODE_SPLIT=1 KVSCOPE_CUDA_QKV_ROPE=1 "$TEST_KERNELS" --gtest_filter='*Cuda*' --gtest_output=json:"$OUT/ops_quick_split.json"; local r4=$?
-  "${OPTINS[@]}" "$TEST_KERNELS" --gtest_filter='*Cuda*' --gtest_output=json:"$OUT/ops_quick_split_pdl.json"; local r5=$?
-  return $((r1 || r2 || r3 || r4 || r5))
+  # Opt-in switches not yet run on a GPU, if any: $OPS_OPTIN (e.g. "KVSCOPE_CUDA_X=1").
+  local r3=0
+  if [ -n "${OPS_OPTIN:-}" ]; then
+    # shellcheck disable=SC2086  # word splitting wanted: one NAME=VALUE per word
+    env $OPS_OPTIN "$TEST_KERNELS" --gtest_filter='*Cuda*' --gtest_output=json:"$OUT/ops_quick_optin.json"; r3=$?
+  fi
+  return $((r1 || r2 || r3))
 }
 
 stage_ops() {
@@ -221,51 +215,15 @@ stage_gemv-shapes() {  # the decode GEMVs' block shapes (kernels/cuda/cuda_gemv.
   for sh in 8x4 4x8 4x4 8x8; do decode1k "gemv_$sh" "KVSCOPE_CUDA_GEMV_SHAPE=$sh"; done
 }
 
-# Opt-in decode switches against the default, alternating to see the drift between runs; 8B, 1k,
-# recorded: KVSCOPE_CUDA_PDL_ATTENTION=1 (the two-kernel decode attention as dependent launches).
+# Decode switches against the default, alternating to see the drift between runs (the eleventh
+# run's H100 drifted by up to 0.15 ms between runs of one binary); 8B, 1k, recorded.
 stage_decode-ab() {
-  local i=0 v
-  for v in 0 1 0 1; do i=$((i + 1)); decode1k "decode_ab_${i}_$v" "KVSCOPE_CUDA_PDL_ATTENTION=$v"; done
-}
-# The same for the opt-ins written without a GPU: KVSCOPE_CUDA_DECODE_SPLIT=1 (decode_split,
-# probabilities in the combine), KVSCOPE_CUDA_QKV_ROPE=1 (RoPE in the q/k/v GEMV), and both with
-# the dependent attention launches; in turn, twice.
-stage_decode-split() {
   local r
-  for r in 1 2; do
-    decode1k "decode_default_$r" KVSCOPE_CUDA_DECODE_SPLIT=0
-    decode1k "decode_split_$r" KVSCOPE_CUDA_DECODE_SPLIT=1
-    decode1k "decode_rope_$r" KVSCOPE_CUDA_QKV_ROPE=1
-    decode1k "decode_all_$r" "${OPTINS[@]:1}"
+  for r in 1 2 3; do
+    decode1k "decode_default_$r"
+    # shellcheck disable=SC2086  # word splitting wanted: one NAME=VALUE per word
+    decode1k "decode_ab_$r" ${DECODE_AB:?set DECODE_AB to the switches to time}
   done
-}
-
-# The dependent attention launches alone and with decode_split, against the default, in turn
-# (the session-18 call whose all-opt-ins row was 0.35 ms under the sum of the others alone).
-stage_decode-pdl() {
-  local r
-  for r in 1 2; do
-    decode1k "decode_default_$r" KVSCOPE_CUDA_PDL_ATTENTION=0
-    decode1k "decode_pdl_$r" KVSCOPE_CUDA_PDL_ATTENTION=1
-    decode1k "decode_pdl_split_$r" KVSCOPE_CUDA_PDL_ATTENTION=1 KVSCOPE_CUDA_DECODE_SPLIT=1
-    decode1k "decode_pdl_split_rope_$r" KVSCOPE_CUDA_PDL_ATTENTION=1 KVSCOPE_CUDA_DECODE_SPLIT=1 KVSCOPE_CUDA_QKV_ROPE=1
-  done
-}
-# The short form when device time is scarce: default and all the opt-ins alternating, each
-# opt-in alone once between.
-stage_decode-all() {
-  decode1k decode_default_1 KVSCOPE_CUDA_DECODE_SPLIT=0
-  decode1k decode_all_1 "${OPTINS[@]:1}"
-  decode1k decode_split_1 KVSCOPE_CUDA_DECODE_SPLIT=1
-  decode1k decode_rope_1 KVSCOPE_CUDA_QKV_ROPE=1
-  decode1k decode_default_2 KVSCOPE_CUDA_DECODE_SPLIT=0
-  decode1k decode_all_2 "${OPTINS[@]:1}"
-}
-# The opt-ins' op cases alone (ops-quick's first and last passes).
-stage_ops-optin() {
-  "$TEST_KERNELS" --gtest_filter='*Cuda*' --gtest_output=json:"$OUT/ops_quick.json"; local r1=$?
-  "${OPTINS[@]}" "$TEST_KERNELS" --gtest_filter='*Cuda*' --gtest_output=json:"$OUT/ops_quick_split_pdl.json"; local r2=$?
-  return $((r1 || r2))
 }
 
 # Device time per kernel of an 8B decode step at 1k (ncu, one metric pass per kernel, caches and

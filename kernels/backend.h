@@ -201,18 +201,6 @@ class Backend {
         rope(q, positions, inv_freq, pairs);
         rope(k, positions, inv_freq, pairs);
     }
-    // matmul_parts(x, 3, ws, biases, {q, k, v}), then rope_qk(q, k, positions, inv_freq, pairs):
-    // a layer's q/k/v projections and RoPE (one launch on the GPU for a decode row, cuda_gemv.cu).
-    // q [n, H, head_dim], k [n, G, head_dim], v [n, G * head_dim].
-    virtual void matmul_qkv_rope(const Tensor& x, const Tensor* const* ws,
-                                 const Tensor* const* biases, Tensor& q, Tensor& k, Tensor& v,
-                                 const int64_t* positions, const float* inv_freq, RopePairs pairs) {
-        Tensor q2 = make_tensor_view(q.data, q.dtype, {q.dim(0), q.dim(1) * q.dim(2)}, q.device);
-        Tensor k2 = make_tensor_view(k.data, k.dtype, {k.dim(0), k.dim(1) * k.dim(2)}, k.device);
-        Tensor* outs[3] = {&q2, &k2, &v};
-        matmul_parts(x, 3, ws, biases, outs);
-        rope_qk(q, k, positions, inv_freq, pairs);
-    }
     // Causal (by position) softmax attention with GQA; see AttentionArgs.
     virtual void attention(const AttentionArgs& args) = 0;
 

@@ -249,16 +249,11 @@ std::vector<float> Engine::forward(const int32_t* ids, int64_t n, bool is_prefil
         Tensor kh =
             make_tensor_view(k2.data, DType::kF32, {n * sp.n_kv_heads, sp.head_dim}, s.k.device);
         if (l == 0) backend_.rmsnorm(x, L.attn_norm, eps, h);  // later layers: add_rmsnorm below
-        const Tensor* ws[3] = {&L.wq, &L.wk, &L.wv};
-        const Tensor* bs[3] = {L.has_qkv_bias ? &L.bq : nullptr, L.has_qkv_bias ? &L.bk : nullptr,
-                               L.has_qkv_bias ? &L.bv : nullptr};
-        // Nothing reads q or k between the projections and RoPE: both in one op (one launch on
-        // the GPU for a decode row).
-        const bool qkv_rope = !L.has_qk_norm && !wants_control() && !wants_prerope();
-        if (qkv_rope) {
-            backend_.matmul_qkv_rope(h, ws, bs, q3, k3, v2, s.positions.data(), inv_freq_.data(),
-                                     pairs);
-        } else {
+        {
+            const Tensor* ws[3] = {&L.wq, &L.wk, &L.wv};
+            const Tensor* bs[3] = {L.has_qkv_bias ? &L.bq : nullptr,
+                                   L.has_qkv_bias ? &L.bk : nullptr,
+                                   L.has_qkv_bias ? &L.bv : nullptr};
             Tensor* outs[3] = {&q2, &k2, &v2};
             backend_.matmul_parts(h, 3, ws, bs, outs);  // q, k, v (one launch on the GPU)
         }
@@ -273,7 +268,7 @@ std::vector<float> Engine::forward(const int32_t* ids, int64_t n, bool is_prefil
             backend_.to_host(k2, s.k_prerope.data());
             backend_.to_host(q2, s.q_prerope.data());
         }
-        if (!qkv_rope) backend_.rope_qk(q3, k3, s.positions.data(), inv_freq_.data(), pairs);
+        backend_.rope_qk(q3, k3, s.positions.data(), inv_freq_.data(), pairs);
         if (wants_control()) zero_control(n);
         attention_layer(l, n, is_prefill);
         backend_.matmul(att2, L.wo, L.has_o_bias ? &L.bo : nullptr, o);

@@ -17,17 +17,13 @@
 //                   Why: the two-kernel version took 14 + 6 us a layer on the 8B shape at 1k keys
 //                   (0.65 ms of a 8.8 ms step, ncu, bench/RESULTS.md, eighth run), reading every
 //                   K/V row four times.
-//   decode_partial  the default: one block per (split,
-//     + _combine    query head, row), then a combine kernel per (query head, row), then
-//     + _probs      decode_probs for the statistics. Head dims not a multiple of 4 take
-//                   decode_partial_scalar.
-//   decode_split    opt-in, KVSCOPE_CUDA_DECODE_SPLIT=1: decode_partial with each phase one
-//     + _combine    memory round trip; for one row the combine's blocks also write the
-//                   probabilities (no decode_probs launch).
-// Length (over 800 lines): the three decode paths share this file's anonymous-namespace plan,
-// scratch layout and split helpers, and are compared against each other on a GPU; once
-// decode_split has run there, it replaces decode_partial or is removed (~100 lines either way),
-// which brings the file back under 800 without splitting shared internals across files.
+//   decode_split    the default: one block per (split, query head, row), then a combine kernel
+//     + _combine    per (query head, row), which for one row also writes the probabilities;
+//     + _probs      decode_probs for the statistics of several rows. Head dims not a multiple of
+//                   4 take decode_partial_scalar. decode_split replaced decode_partial (same grid
+//                   and results, each phase several memory round trips) in session 18: with the
+//                   dependent launches, 7.25-7.36 against 7.33-7.38 ms a token on the 8B shape at
+//                   1k (bench/RESULTS.md, eleventh run).
 // Floor: bytes 2*L*d*4 per KV head (K and V read once) + the score row when statistics are kept.
 // Masking: slot j is visible to query i iff kpos[j] <= q_pos[i]; a row that sees no key gets
 // out = 0 and LSE = -inf (as on the CPU).
@@ -35,7 +31,6 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
-#include <utility>
 
 #include "kernels/cuda/cuda_attention_dispatch.cuh"
 #include "kernels/cuda/cuda_common.h"
@@ -410,7 +405,7 @@ __global__ void __launch_bounds__(kThreads)
     __shared__ float sq[DMAX];
     __shared__ float sp[CHUNK];
     __shared__ float red[kThreads / 32];
-    grid_wait();  // a dependent launch (KVSCOPE_CUDA_PDL_ATTENTION): every read after it
+    grid_wait();  // a dependent launch (cuda_device.cuh): every read after it
     grid_release();
     const int tid = static_cast<int>(threadIdx.x), lane = tid & 31, warp = tid >> 5;
     const int64_t d = a.d, H = a.H, ld = a.max_len;
@@ -469,73 +464,6 @@ __device__ __forceinline__ void write_partial(float (*so)[DMAX], float4 o, int g
     }
 }
 
-// head_dim a multiple of 4 (float4 rows). Scores: thread t scores keys j0 + t, j0 + t + kThreads
-// (a whole row each, d/4 independent 16-byte loads in flight, written to the score row
-// coalesced). Values: thread t owns dims 4*(t % LPR) .. +3 of key group t / LPR (LPR = DMAX/4
-// lanes per row, NG = kThreads / LPR groups), sums its group's keys, and the NG partial rows are
-// added in a fixed order through shared memory (deterministic). The first version gave one warp
-// per key and reduced every score across the warp: 64 dependent steps per warp, ~100 us per
-// layer at any length on an H100 (KVSCOPE_PROFILE=1, bench/RESULTS.md).
-template <int DMAX, int CHUNK>
-__global__ void __launch_bounds__(kThreads) decode_partial(AttentionDev a, DecodeScratch sc) {
-    constexpr int LPR = DMAX / 4 < kThreads ? DMAX / 4 : kThreads;
-    constexpr int NG = kThreads / LPR;
-    __shared__ __align__(16) float sq[DMAX];
-    __shared__ float sp[CHUNK];
-    __shared__ float red[kThreads / 32];
-    __shared__ __align__(16) float so[NG][DMAX];
-    grid_wait();  // a dependent launch (KVSCOPE_CUDA_PDL_ATTENTION): every read after it
-    grid_release();
-    const int tid = static_cast<int>(threadIdx.x);
-    const int64_t d = a.d, H = a.H, ld = a.max_len, d4 = d / 4;
-    const int64_t split = blockIdx.x, h = blockIdx.y, i = blockIdx.z, g = h / (H / a.G);
-    const SplitKeys sk = split_keys<CHUNK>(a, g, split);
-    const int64_t j0 = sk.j0, j1 = sk.j1;
-    const float *K = sk.k, *V = sk.v;
-    const int64_t* kpos = sk.kpos;
-    const int64_t qpos = a.q_pos[i];
-    const int64_t row = i * H + h;
-
-    for (int64_t c = tid; c < d; c += kThreads) sq[c] = a.q[row * d + c];
-    __syncthreads();
-    const float4* q4 = reinterpret_cast<const float4*>(sq);
-    for (int t = tid; t < CHUNK; t += kThreads) {
-        const int64_t j = j0 + t;
-        float s = -INFINITY;
-        if (j < j1 && kpos[j] <= qpos) {
-            const float4* k4 = reinterpret_cast<const float4*>(K + j * d);
-            float acc = 0.0f;
-#pragma unroll 8
-            for (int64_t c = 0; c < d4; ++c) {
-                const float4 kv = k4[c], qv = q4[c];
-                acc += qv.x * kv.x + qv.y * kv.y + qv.z * kv.z + qv.w * kv.w;
-            }
-            s = acc * a.scale;
-        }
-        sp[t] = s;
-        if (j < j1) sc.scores[row * ld + j] = s;
-    }
-    __syncthreads();
-    const float2 ms = chunk_softmax<CHUNK>(sp, red);
-    const float mx = ms.x, sum = ms.y;
-    const int64_t cnt = j1 > j0 ? j1 - j0 : 0;
-    const int col = tid % LPR, grp = tid / LPR;
-    float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    if (col < d4) {
-        const float4* v4 = reinterpret_cast<const float4*>(V + j0 * d) + col;
-#pragma unroll 4
-        for (int64_t t = grp; t < cnt; t += NG) {
-            const float p = sp[t];
-            const float4 vv = v4[t * d4];
-            o.x += p * vv.x;
-            o.y += p * vv.y;
-            o.z += p * vv.z;
-            o.w += p * vv.w;
-        }
-    }
-    write_partial<NG, DMAX>(so, o, grp, col, sc, row * sc.splits + split, d, mx, sum);
-}
-
 // Ask L2 for the bytes [p, p + bytes) (a hint: no registers held, nothing waits for it).
 __device__ __forceinline__ void prefetch_l2(const void* p, int64_t bytes) {
     const char* c = static_cast<const char*>(p);
@@ -544,11 +472,11 @@ __device__ __forceinline__ void prefetch_l2(const void* p, int64_t bytes) {
         asm volatile("prefetch.global.L2 [%0];" ::"l"(c + off));
 }
 
-// decode_split (KVSCOPE_CUDA_DECODE_SPLIT=1; head_dim a multiple of 4): decode_partial's grid
-// and results, with each phase one memory round trip instead of several. Why: decode_partial
-// took 13.8 us a layer on the 8B shape at 1k keys (ncu, bench/RESULTS.md, tenth run) for 32 KB
-// of K and 32 KB of V a block: two of its four warps scored 64 keys, each walking a 512-byte row
-// 8 loads at a time, then the values came in 4 more rounds.
+// decode_split (head_dim a multiple of 4): each phase one memory round trip. Why: the kernel it
+// replaced (decode_partial) took 13.8 us a layer on the 8B shape at 1k keys (ncu, bench/RESULTS.md,
+// tenth run) for 32 KB of K and 32 KB of V a block: two of its four warps scored 64 keys, each
+// walking a 512-byte row 8 loads at a time, then the values came in 4 more rounds; this one 13.5
+// (eleventh run), and with its combine writing the probabilities one launch a layer fewer.
 //   prefetch  the chunk's V rows (and K rows past the first pass) are asked of L2 first;
 //   scores    LPK lanes per key (1, 2, 4 for DMAX 64, 128, 256), each holding VPL 16-byte pieces
 //             of the row in registers, all loaded before the query is staged and used; the
@@ -571,7 +499,7 @@ __global__ void __launch_bounds__(kThreads) decode_split(AttentionDev a, DecodeS
     __shared__ float sp[CHUNK];
     __shared__ float ssum;
     __shared__ __align__(16) float so[NG][DMAX];
-    grid_wait();  // a dependent launch (KVSCOPE_CUDA_PDL_ATTENTION): every read after it
+    grid_wait();  // a dependent launch (cuda_device.cuh): every read after it
     grid_release();
     const int tid = static_cast<int>(threadIdx.x), lane = tid & 31, warp = tid >> 5;
     const int64_t d = a.d, H = a.H, ld = a.max_len, d4 = d / 4;
@@ -742,23 +670,6 @@ __global__ void decode_probs(AttentionDev a, DecodeScratch sc, float* colsum, fl
     if (colsum) colsum[h * ld + j] = acc;
 }
 
-// The two-kernel path's launches (partial, combine, probabilities): programmatic dependents
-// (cuda_device.cuh) with KVSCOPE_CUDA_PDL_ATTENTION=1, plain launches otherwise. Why: they were
-// the decode step's plain launches among dependent ones, two or three boundaries a layer where the
-// next kernel's launch is not hidden (~0.5 ms of gaps a step on the 8B shape; bench/RESULTS.md,
-// tenth run). Opt-in until its op cases and a timing run on a GPU (written without one).
-template <class... Params, class... Args>
-void launch_attention(void (*kernel)(Params...), dim3 grid, int threads, cudaStream_t stream,
-                      Args&&... args) {
-    static const bool dependent = opted_in("KVSCOPE_CUDA_PDL_ATTENTION");
-    if (dependent) {
-        launch_dependent(kernel, grid, threads, 0, stream, std::forward<Args>(args)...);
-        return;
-    }
-    kernel<<<grid, threads, 0, stream>>>(std::forward<Args>(args)...);
-    KVS_CUDA_CHECK_LAUNCH();
-}
-
 }  // namespace
 
 size_t attention_decode_scratch_bytes(const AttentionDev& a) {
@@ -782,8 +693,6 @@ void attention_decode(const AttentionDev& a, void* scratch, float* colsum, float
         throw std::runtime_error("cuda attention: decode over more than " +
                                  std::to_string(kMaxCombineSplits * kChunk) + " keys");
     const bool stats = (colsum || rows) && a.max_len > 0;
-    // Opt-in (=1) until its op cases and a timing run on a GPU (written without one).
-    static const bool split_on = opted_in("KVSCOPE_CUDA_DECODE_SPLIT");
     const bool short_chunks = plan.chunk == kShortChunk;
     if (plan.fused) {
         const int64_t group = a.H / a.G;
@@ -805,27 +714,24 @@ void attention_decode(const AttentionDev& a, void* scratch, float* colsum, float
                         static_cast<unsigned int>(a.n));
         with_dmax(a.d, [&](auto dm) {
             constexpr int DMAX = decltype(dm)::value;
-            auto* kernel =
-                a.d % 4 != 0 ? (short_chunks ? decode_partial_scalar<DMAX, kShortChunk>
-                                             : decode_partial_scalar<DMAX, kChunk>)
-                : split_on
-                    ? (short_chunks ? decode_split<DMAX, kShortChunk> : decode_split<DMAX, kChunk>)
-                    : (short_chunks ? decode_partial<DMAX, kShortChunk>
-                                    : decode_partial<DMAX, kChunk>);
-            launch_attention(kernel, grid, kThreads, stream, a, sc);
+            auto* kernel = a.d % 4 != 0   ? (short_chunks ? decode_partial_scalar<DMAX, kShortChunk>
+                                                          : decode_partial_scalar<DMAX, kChunk>)
+                           : short_chunks ? decode_split<DMAX, kShortChunk>
+                                          : decode_split<DMAX, kChunk>;
+            launch_dependent(kernel, grid, kThreads, 0, stream, a, sc);
         });
         // One row (n == 1, so n_tail is 0 or 1): its probabilities in the combine's blocks.
-        const bool probs_here = split_on && stats && a.n == 1;
-        launch_attention(decode_combine,
+        const bool probs_here = stats && a.n == 1;
+        launch_dependent(decode_combine,
                          dim3(static_cast<unsigned int>(a.H), static_cast<unsigned int>(a.n)),
-                         kThreads, stream, a, sc, probs_here ? colsum : nullptr,
+                         kThreads, 0, stream, a, sc, probs_here ? colsum : nullptr,
                          probs_here && n_tail > 0 ? rows : nullptr);
         if (!stats || probs_here) return;
     }
-    launch_attention(
+    launch_dependent(
         decode_probs,
         dim3(static_cast<unsigned int>((a.max_len + 255) / 256), static_cast<unsigned int>(a.H)),
-        256, stream, a, sc, colsum, rows, n_tail);
+        256, 0, stream, a, sc, colsum, rows, n_tail);
 }
 
 }  // namespace kvscope::cuda

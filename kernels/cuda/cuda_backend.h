@@ -48,15 +48,10 @@
 // - KVSCOPE_CUDA_NORM_REGS (default on; =0 off): a norm's row kept in registers
 //   (cuda_rmsnorm.cu); KVSCOPE_CUDA_DECODE_FUSED (opt-in, =1): decode attention in one launch
 //   per layer, K/V rows read once per KV head (cuda_attention_decode.cu; slower so far);
-//   KVSCOPE_CUDA_PDL (default on; =0 off): the decode path's kernels launched as programmatic
-//   dependents (cuda_device.cuh), and with KVSCOPE_CUDA_PDL_ATTENTION (opt-in, =1; not yet run on
-//   a GPU) the two-kernel decode attention's too; KVSCOPE_CUDA_INLINE_JOBS (default on; =0 off): a
-//   mirror update that stages nothing but a few positions passes its row moves with the kernel
-//   (flush_inline()).
-// - Opt-in (=1), written without a GPU and not yet run on one (bench/GPU_RUNBOOK.md, session
-//   17): KVSCOPE_CUDA_DECODE_SPLIT, decode_split for the decode attention's partials and the
-//   probabilities in its combine (cuda_attention_decode.cu); KVSCOPE_CUDA_QKV_ROPE
-//   (session 18), RoPE of q and k in the q/k/v GEMV's epilogue (Backend::matmul_qkv_rope).
+//   KVSCOPE_CUDA_PDL (default on; =0 off): the decode path's kernels, the decode attention's
+//   included since session 18, launched as programmatic dependents (cuda_device.cuh);
+//   KVSCOPE_CUDA_INLINE_JOBS (default on; =0 off): a mirror update that stages nothing but a few
+//   positions passes its row moves with the kernel (flush_inline()).
 // Next (issue 9): faster prefill attention kernels; bf16 K/V; CUDA graphs for small models.
 #include <algorithm>
 #include <chrono>
@@ -214,8 +209,6 @@ class CudaBackend final : public Backend {
         defer_on_ = switched_on("KVSCOPE_CUDA_DEFER");
         fused_on_ = switched_on("KVSCOPE_CUDA_FUSED");
         inline_jobs_on_ = switched_on("KVSCOPE_CUDA_INLINE_JOBS");
-        // Opt-in until its op cases and a timing run on a GPU (written without one).
-        qkv_rope_on_ = opted_in("KVSCOPE_CUDA_QKV_ROPE");
         later_.set_side_copies(switched_on("KVSCOPE_CUDA_SIDE_COPIES"));
         later_.set_device_counter([this](int64_t delta) { count(delta); });
     }
@@ -506,9 +499,6 @@ class CudaBackend final : public Backend {
         cuda::add_rmsnorm(x.as<float>(), y.as<float>(), x.numel() / d, d, w.data, w.dtype, eps,
                           out.as<float>(), stream_);
     }
-    void matmul_qkv_rope(const Tensor& x, const Tensor* const* ws, const Tensor* const* biases,
-                         Tensor& q, Tensor& k, Tensor& v, const int64_t* positions,
-                         const float* inv_freq, RopePairs pairs) override;
     void rope_qk(Tensor& q, Tensor& k, const int64_t* positions, const float* inv_freq,
                  RopePairs pairs) override {
         if (!fused_on_ || q.dim(0) != k.dim(0) || q.dim(2) != k.dim(2))
@@ -757,7 +747,6 @@ class CudaBackend final : public Backend {
     bool new_rows_on_ = true, defer_on_ = true;  // switched_on() above
     bool fused_on_ = true;        // KVSCOPE_CUDA_FUSED: matmul_parts, swiglu, rope_qk
     bool inline_jobs_on_ = true;  // KVSCOPE_CUDA_INLINE_JOBS: flush_inline()
-    bool qkv_rope_on_ = false;    // KVSCOPE_CUDA_QKV_ROPE=1: matmul_qkv_rope in one launch
     HostCopies later_;
     std::unique_ptr<cpu::ThreadPool> copy_pool_;  // copy_pool()
     mutable std::mutex mu_;

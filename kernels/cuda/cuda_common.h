@@ -124,20 +124,8 @@ struct GemvPart {
     DType bdt;
     float* out;
 };
-// With rope.parts > 0 (one row: n == 1), parts [0, rope.parts) -- q and k, [1, heads * head_dim]
-// -- leave rotated by RoPE at the row's position (Backend::matmul_qkv_rope; cpu::rope's
-// arithmetic). Needs head_dim a multiple of 8 (gemv_rope_fits()). positions [1] and inv_freq
-// [head_dim / 2] in device memory.
-struct GemvRope {
-    int parts = 0;
-    const int64_t* positions = nullptr;
-    const float* inv_freq = nullptr;
-    int64_t head_dim = 0;
-    bool half_pairs = true;  // RopePairs::kHalf: (i, i + head_dim / 2); else (2i, 2i + 1)
-};
-bool gemv_rope_fits(int64_t n, int64_t head_dim);
 void gemv_parts(const float* x, int64_t n, int64_t k, DType wdt, const GemvPart* parts, int count,
-                cudaStream_t stream, const GemvRope& rope = {});
+                cudaStream_t stream);
 // gate = x @ w_gate^T, up = x @ w_up^T, out = silu(gate) * up in one launch (both [m, k], one
 // dtype, each passing gemv_fits()).
 void gemv_swiglu(const float* x, int64_t n, int64_t k, const void* w_gate, const void* w_up,

@@ -16,11 +16,8 @@
 // (cuda_device.cuh): each lane's first weight loads are issued before grid_wait().
 // Needs k a multiple of the vector width and 16-byte aligned w and x rows (gemv_fits()); the
 // caller falls back to cuBLAS otherwise.
-// With RoPE (gemv_parts()'s GemvRope) the q and k rows leave rotated: Backend::matmul_qkv_rope
-// in one launch.
 #include <cstdint>
 #include <cstdlib>
-#include <stdexcept>
 #include <string>
 #include <type_traits>
 
@@ -178,54 +175,15 @@ struct GemvParts {
     int count;
 };
 
-// Where a warp's row lies with RoPE in the epilogue (kRope): a block's warps hold whole rotation
-// pairs, so each product meets its partner in shared memory. Half pairs (i, i + d/2): warp w of
-// the block holds pair jb * P + w % P (P = warps / 2) of its head, its first element for w < P and
-// its second for w >= P; interleaved pairs (2i, 2i + 1) are neighbouring rows already.
-struct RopeRow {
-    int64_t row;   // within the part
-    int64_t pair;  // i: the inv_freq index
-    bool first;    // x0 of the pair (x0' = x0 c - x1 s); else x1 (x1' = x1 c + x0 s)
-    int partner;   // the warp holding the pair's other element
-};
-template <int kWarps>
-__device__ __forceinline__ RopeRow rope_row(int64_t r, int64_t d, bool half_pairs) {
-    const int w = static_cast<int>(r % kWarps);
-    if (!half_pairs) return RopeRow{r, (r % d) / 2, (w & 1) == 0, w ^ 1};
-    constexpr int P = kWarps / 2;
-    const int64_t b = r / kWarps;  // the block within the part
-    const int64_t per_head = d / kWarps;
-    const int64_t pair = (b % per_head) * P + w % P;
-    return RopeRow{(b / per_head) * d + pair + (w / P) * (d / 2), pair, w < P, (w + P) % kWarps};
-}
-
-// The rotation of one row's product v with its partner's (rope_kernel's arithmetic, cuda_rope.cu).
-// Not inlined: sincosf's slow path for large angles stays out of the products' registers.
-__device__ __noinline__ float rope_rotate(float v, float other, bool first, int64_t pos,
-                                          float inv_freq) {
-    const float ang = static_cast<float>(pos) * inv_freq;
-    float s, c;
-    sincosf(ang, &s, &c);
-    return first ? v * c - other * s : v * c + other * s;
-}
-
-template <class W, int N, class SH, bool kRope = false>
+template <class W, int N, class SH>
 __global__ void __launch_bounds__(SH::kWarps * 32)
-    gemv_parts_kernel(const float* __restrict__ x, int64_t k, const GemvParts<W> parts,
-                      const GemvRope rope) {
+    gemv_parts_kernel(const float* __restrict__ x, int64_t k, const GemvParts<W> parts) {
     const int lane = static_cast<int>(threadIdx.x) & 31;
-    const int warp = static_cast<int>(threadIdx.x >> 5);
-    int64_t row = static_cast<int64_t>(blockIdx.x) * SH::kWarps + warp;
+    int64_t row = static_cast<int64_t>(blockIdx.x) * SH::kWarps + (threadIdx.x >> 5);
     int p = 0;
     while (p < parts.count && row >= parts.end[p]) ++p;
     const bool has_row = p < parts.count;
     if (has_row) row -= parts.end[p] - parts.m[p];
-    // kRope: every rotated part is whole blocks (gemv_parts()), so `rotated` holds for all of a
-    // block's warps or none.
-    const bool rotated = kRope && has_row && p < rope.parts;
-    RopeRow rr{row, 0, true, warp};
-    if (rotated) rr = rope_row<SH::kWarps>(row, rope.head_dim, rope.half_pairs);
-    row = rr.row;
     uint4 first[SH::kUnroll];
     first_loads(has_row, has_row ? parts.w[p] + row * k : nullptr, k, lane, first);
     grid_wait();
@@ -234,20 +192,8 @@ __global__ void __launch_bounds__(SH::kWarps * 32)
     const int64_t m = parts.m[p];
     float acc[N];
     row_dots<W, N, SH::kUnroll>(x, k, parts.w[p] + row * k, lane, first, acc);
-    const void* bias = parts.bias[p];
-    if constexpr (kRope) {
-        static_assert(N == 1, "the RoPE epilogue takes one row");
-        if (rotated) {
-            __shared__ float prod[SH::kWarps];
-            if (lane == 0) prod[warp] = acc[0] + (bias ? load_f32(bias, parts.bdt[p], row) : 0.0f);
-            __syncthreads();
-            if (lane == 0)
-                parts.out[p][row] = rope_rotate(prod[warp], prod[rr.partner], rr.first,
-                                                rope.positions[0], rope.inv_freq[rr.pair]);
-            return;
-        }
-    }
     if (lane != 0) return;
+    const void* bias = parts.bias[p];
 #pragma unroll
     for (int i = 0; i < N; ++i)
         parts.out[p][i * m + row] = acc[i] + (bias ? load_f32(bias, parts.bdt[p], row) : 0.0f);
@@ -361,7 +307,7 @@ void launch(const float* x, int64_t n, int64_t k, const W* w, int64_t m, const v
 
 template <class W>
 void launch_parts(const float* x, int64_t n, int64_t k, const GemvPart* in, int count,
-                  const GemvRope& rope, cudaStream_t stream) {
+                  cudaStream_t stream) {
     GemvParts<W> p{};
     p.count = count;
     int64_t rows_total = 0;
@@ -378,15 +324,8 @@ void launch_parts(const float* x, int64_t n, int64_t k, const GemvPart* in, int 
         constexpr int N = decltype(rows)::kN;
         by_shape<W, N>([&](auto sh) {
             using SH = decltype(sh);
-            if constexpr (N == 1) {  // RoPE in the epilogue for one row only (gemv_rope_fits)
-                if (rope.parts > 0) {
-                    launch_dependent(gemv_parts_kernel<W, N, SH, true>, grid_for<SH>(rows_total),
-                                     SH::kWarps * 32, 0, stream, x, k, p, rope);
-                    return;
-                }
-            }
             launch_dependent(gemv_parts_kernel<W, N, SH>, grid_for<SH>(rows_total), SH::kWarps * 32,
-                             0, stream, x, k, p, rope);
+                             0, stream, x, k, p);
         });
     });
 }
@@ -428,27 +367,15 @@ void gemv(const float* x, int64_t n, int64_t k, const void* w, DType wdt, int64_
     }
 }
 
-bool gemv_rope_fits(int64_t n, int64_t head_dim) {
-    // A block's warps (4 or 8, by_shape) hold whole pairs of one head: rope_row().
-    return n == 1 && head_dim >= 8 && head_dim % 8 == 0;
-}
-
 void gemv_parts(const float* x, int64_t n, int64_t k, DType wdt, const GemvPart* parts, int count,
-                cudaStream_t stream, const GemvRope& rope) {
-    if (rope.parts > 0) {
-        if (!gemv_rope_fits(n, rope.head_dim) || rope.parts > count)
-            throw std::invalid_argument("cuda gemv_parts: RoPE takes one row, head_dim % 8 == 0");
-        for (int i = 0; i < rope.parts; ++i)
-            if (parts[i].m % rope.head_dim != 0)
-                throw std::invalid_argument("cuda gemv_parts: a rotated part is not whole heads");
-    }
+                cudaStream_t stream) {
     switch (wdt) {
         case DType::kBf16:
-            return launch_parts<__nv_bfloat16>(x, n, k, parts, count, rope, stream);
+            return launch_parts<__nv_bfloat16>(x, n, k, parts, count, stream);
         case DType::kF16:
-            return launch_parts<__half>(x, n, k, parts, count, rope, stream);
+            return launch_parts<__half>(x, n, k, parts, count, stream);
         case DType::kF32:
-            return launch_parts<float>(x, n, k, parts, count, rope, stream);
+            return launch_parts<float>(x, n, k, parts, count, stream);
         default:
             return;
     }

@@ -1,10 +1,9 @@
-// Op cases of the fused decode ops (Backend::add_rmsnorm, rope_qk, matmul_parts, matmul_qkv_rope,
-// swiglu), part of the one op list in backend_ops_test.cpp. Each
-// fused op must equal the composition it replaces, so the naive side recomputes that composition in
-// double. Shapes cover the CUDA backend's fused GEMV (n <= 8 rows, k a multiple of 8) and the
-// fallback to unfused ops (n = 17 or 33 rows), with and without biases, in every weight dtype;
-// parts of unequal row counts (a warp's row mapped to its part) including counts that are not
-// multiples of the 8 rows of a block.
+// Op cases of the fused decode ops (Backend::add_rmsnorm, rope_qk, matmul_parts, swiglu), part of
+// the one op list in backend_ops_test.cpp. Each fused op must equal the composition it replaces, so
+// the naive side recomputes that composition in double. Shapes cover the CUDA backend's fused GEMV
+// (n <= 8 rows, k a multiple of 8) and the fallback to unfused ops (n = 17 or 33 rows), with and
+// without biases, in every weight dtype; parts of unequal row counts (a warp's row mapped to its
+// part) including counts that are not multiples of the 8 rows of a block.
 #include <cmath>
 #include <memory>
 #include <string>
@@ -17,25 +16,6 @@ namespace {
 
 std::vector<float> to_float(const std::vector<double>& v) {
     return std::vector<float>(v.begin(), v.end());
-}
-
-// rmsnorm(x) with w, in double, rounded to fp32 as the norm kernels store it: [rows, d].
-std::vector<float> naive_norm(const std::vector<float>& x, int64_t rows, int64_t d,
-                              const std::vector<float>& w, float eps) {
-    std::vector<float> o(x.size());
-    for (int64_t r = 0; r < rows; ++r) {
-        double ss = 0;
-        for (int64_t i = 0; i < d; ++i) {
-            const double v = x[static_cast<size_t>(r * d + i)];
-            ss += v * v;
-        }
-        const double inv = 1.0 / std::sqrt(ss / static_cast<double>(d) + eps);
-        for (int64_t i = 0; i < d; ++i) {
-            const auto k = static_cast<size_t>(r * d + i);
-            o[k] = static_cast<float>(w[static_cast<size_t>(i)] * (x[k] * inv));
-        }
-    }
-    return o;
 }
 
 void add_rope_qk(std::vector<OpCase>& cases) {
@@ -221,90 +201,25 @@ void add_add_rmsnorm(std::vector<OpCase>& cases) {
                     return Outputs{{"x", s.get(X)}, {"out", s.get(O)}};
                 };
                 c.naive = [=] {
-                    std::vector<float> sum(static_cast<size_t>(rows * d));
+                    std::vector<float> sum(static_cast<size_t>(rows * d)), o(sum.size());
                     for (size_t i = 0; i < sum.size(); ++i) sum[i] = (*x)[i] + (*y)[i];  // fp32 add
-                    return Outputs{{"x", sum}, {"out", naive_norm(sum, rows, d, *w, eps)}};
+                    for (int64_t r = 0; r < rows; ++r) {
+                        double ss = 0;
+                        for (int64_t i = 0; i < d; ++i) {
+                            const double v = sum[static_cast<size_t>(r * d + i)];
+                            ss += v * v;
+                        }
+                        const double inv = 1.0 / std::sqrt(ss / static_cast<double>(d) + eps);
+                        for (int64_t i = 0; i < d; ++i) {
+                            const auto k = static_cast<size_t>(r * d + i);
+                            o[k] =
+                                static_cast<float>((*w)[static_cast<size_t>(i)] * (sum[k] * inv));
+                        }
+                    }
+                    return Outputs{{"x", sum}, {"out", o}};
                 };
                 cases.push_back(c);
             }
-}
-
-// Backend::matmul_qkv_rope: q/k/v projections, then RoPE of q and k. One decode row takes the GEMV
-// with RoPE in its epilogue on the CUDA backend (KVSCOPE_CUDA_QKV_ROPE=1): head_dim 128, 80 and 48
-// (pairs spread over 1, 2 or 6 blocks of a head: rope_row in cuda_gemv.cu), both pair styles, GQA
-// 4:1 and 1:1, positions past the fast sincosf range; n = 3 and head_dim 60 take the unfused ops.
-void add_matmul_qkv_rope(std::vector<OpCase>& cases) {
-    struct S {
-        int64_t n, k, hd, hq, hk;
-        bool bias;
-        RopePairs pairs;
-        int64_t pos;
-    };
-    const RopePairs half = RopePairs::kHalf, inter = RopePairs::kInterleaved;
-    for (DType dt : {DType::kF32, DType::kF16, DType::kBf16})
-        for (const S& sh :
-             {S{1, 512, 128, 8, 2, false, half, 1023}, S{1, 256, 128, 4, 4, true, inter, 97'003},
-              S{1, 256, 80, 4, 1, true, half, 131'000}, S{1, 128, 48, 6, 2, false, half, 5},
-              S{1, 128, 48, 2, 2, false, inter, 40'000}, S{3, 256, 64, 4, 2, true, half, 700},
-              S{1, 128, 60, 2, 1, false, half, 9}}) {
-            const auto seed = static_cast<uint32_t>(sh.n * 31 + sh.k + sh.hd * 7 + sh.hq);
-            const int64_t mq = sh.hq * sh.hd, mk = sh.hk * sh.hd;
-            const int64_t ms[3] = {mq, mk, mk};
-            auto x =
-                std::make_shared<std::vector<float>>(randn(seed, static_cast<size_t>(sh.n * sh.k)));
-            auto ws = std::make_shared<std::vector<std::vector<float>>>();
-            auto stored = std::make_shared<std::vector<std::vector<uint16_t>>>();
-            auto biases = std::make_shared<std::vector<std::vector<float>>>();
-            for (int i = 0; i < 3; ++i) {
-                ws->push_back(randn(seed + 10 + static_cast<uint32_t>(i),
-                                    static_cast<size_t>(ms[i] * sh.k),
-                                    1.0f / std::sqrt(static_cast<float>(sh.k))));
-                stored->push_back(store_as(dt, ws->back()));
-                biases->push_back(
-                    randn(seed + 20 + static_cast<uint32_t>(i), static_cast<size_t>(ms[i])));
-            }
-            auto pos = std::make_shared<std::vector<int64_t>>();
-            for (int64_t t = 0; t < sh.n; ++t) pos->push_back(sh.pos + t);
-            auto inv = std::make_shared<std::vector<float>>(static_cast<size_t>(sh.hd / 2));
-            for (int64_t i = 0; i < sh.hd / 2; ++i)
-                (*inv)[static_cast<size_t>(i)] = static_cast<float>(
-                    std::pow(10000.0, -2.0 * static_cast<double>(i) / static_cast<double>(sh.hd)));
-            OpCase c;
-            c.op = "matmul_qkv_rope";
-            c.wdt = dt;
-            c.name = std::string(dtype_name(dt)) + " n" + std::to_string(sh.n) + " k" +
-                     std::to_string(sh.k) + " hd" + std::to_string(sh.hd) + " h" +
-                     std::to_string(sh.hq) + "/" + std::to_string(sh.hk) +
-                     (sh.pairs == half ? " half" : " interleaved") + (sh.bias ? " +bias" : "");
-            c.run = [=](Backend& be) {
-                Scope s(be);
-                Tensor X = s.act(*x, {sh.n, sh.k});
-                std::vector<Tensor> W, B;
-                for (size_t u = 0; u < 3; ++u) {
-                    const void* wp = dt == DType::kF32 ? static_cast<const void*>((*ws)[u].data())
-                                                       : (*stored)[u].data();
-                    W.push_back(s.weight(wp, dt, {ms[u], sh.k}));
-                    B.push_back(s.weight((*biases)[u].data(), DType::kF32, {ms[u]}));
-                }
-                Tensor Q = s.act({}, {sh.n, sh.hq, sh.hd}), K = s.act({}, {sh.n, sh.hk, sh.hd});
-                Tensor V = s.act({}, {sh.n, mk});
-                const Tensor* wp[3] = {&W[0], &W[1], &W[2]};
-                const Tensor* bp[3] = {};
-                for (size_t u = 0; u < 3 && sh.bias; ++u) bp[u] = &B[u];
-                be.matmul_qkv_rope(X, wp, bp, Q, K, V, pos->data(), inv->data(), sh.pairs);
-                return Outputs{{"q", s.get(Q)}, {"k", s.get(K)}, {"v", s.get(V)}};
-            };
-            c.naive = [=] {
-                std::vector<float> p[3];
-                for (size_t u = 0; u < 3; ++u)
-                    p[u] = to_float(naive_matmul(*x, (*ws)[u], sh.bias ? &(*biases)[u] : nullptr,
-                                                 sh.n, sh.k, ms[u]));
-                return Outputs{{"q", naive_rope(p[0], sh.n, sh.hq, sh.hd, *pos, *inv, sh.pairs)},
-                               {"k", naive_rope(p[1], sh.n, sh.hk, sh.hd, *pos, *inv, sh.pairs)},
-                               {"v", p[2]}};
-            };
-            cases.push_back(c);
-        }
 }
 
 }  // namespace
@@ -313,7 +228,6 @@ void add_fused_cases(std::vector<OpCase>& cases) {
     add_add_rmsnorm(cases);
     add_rope_qk(cases);
     add_matmul_parts(cases);
-    add_matmul_qkv_rope(cases);
     add_swiglu(cases);
 }
 

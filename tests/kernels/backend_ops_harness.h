@@ -36,12 +36,6 @@ inline std::vector<uint16_t> store_as(DType dt, std::vector<float>& vals) {
     return out;
 }
 
-// The name of a projection case: "bf16 n1 k256 m4099 +bias".
-inline std::string matmul_case_name(DType dt, int64_t n, int64_t k, int64_t m, bool bias) {
-    return std::string(dtype_name(dt)) + " n" + std::to_string(n) + " k" + std::to_string(k) +
-           " m" + std::to_string(m) + (bias ? " +bias" : "");
-}
-
 // x [n, k] @ w [m, k]^T (+ bias) in double.
 inline std::vector<double> naive_matmul(const std::vector<float>& x, const std::vector<float>& w,
                                         const std::vector<float>* bias, int64_t n, int64_t k,
@@ -95,7 +89,7 @@ struct OpCase {
 };
 
 // The fused decode ops' cases (backend_ops_fused_cases.cpp): add_rmsnorm, rope_qk, matmul_parts,
-// matmul_qkv_rope, swiglu.
+// swiglu.
 void add_fused_cases(std::vector<OpCase>& cases);
 
 // Prefill attention runs on the bf16 tensor-core kernels (the default) unless
@@ -109,8 +103,7 @@ inline bool cuda_attention_fp32() {
 // Device backend vs the CPU oracle.
 inline Tol tolerance_for(const std::string& op, DType wdt, bool bf16_attention = false) {
     if (op == "rope_qk") return tolerance_for("rope", wdt);
-    // matmul_qkv_rope: the matmul's error, rotated (RoPE keeps norms; its own error is ~1e-7).
-    if (op == "matmul" || op == "matmul_parts" || op == "swiglu" || op == "matmul_qkv_rope") {
+    if (op == "matmul" || op == "matmul_parts" || op == "swiglu") {
         // f16/bf16 weights: the device rounds x to the weight dtype before the GEMM (cuBLAS has
         // no fp32 x bf16 kernel): ~2^-9 (bf16) / 2^-11 (f16) relative error per product, random
         // in sign, so the NMSE is ~1e-6 / ~1e-7; fp32: accumulation order only.

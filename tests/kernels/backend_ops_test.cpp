@@ -223,7 +223,8 @@ void add_matmul(std::vector<OpCase>& cases) {
             OpCase c;
             c.op = "matmul";
             c.wdt = dt;
-            c.name = matmul_case_name(dt, sh.n, sh.k, sh.m, sh.bias);
+            c.name = std::string(dt_name(dt)) + " n" + std::to_string(sh.n) + " k" +
+                     std::to_string(sh.k) + " m" + std::to_string(sh.m) + (sh.bias ? " +bias" : "");
             c.run = [=](Backend& be) {
                 Scope s(be);
                 const void* wp =
@@ -467,9 +468,9 @@ const std::vector<OpCase>& all_cases() {
     return cases;
 }
 
-const std::vector<std::string> kOps = {"embedding",    "rmsnorm", "rope",        "silu_mul",
-                                       "add",          "matmul",  "attention",   "rope_qk",
-                                       "matmul_parts", "swiglu",  "add_rmsnorm", "matmul_qkv_rope"};
+const std::vector<std::string> kOps = {"embedding",    "rmsnorm", "rope",       "silu_mul",
+                                       "add",          "matmul",  "attention",  "rope_qk",
+                                       "matmul_parts", "swiglu",  "add_rmsnorm"};
 
 bool perf_mode() {
     const char* e = std::getenv("KVSCOPE_OPS_PERF");
