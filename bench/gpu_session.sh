@@ -42,6 +42,8 @@
 #   gemv-shapes decode of the 8B shape at 1k, recorded, with each KVSCOPE_CUDA_GEMV_SHAPE
 #   decode-ab   the same, the default against the switches in $DECODE_AB (e.g.
 #               DECODE_AB="KVSCOPE_CUDA_X=1 KVSCOPE_CUDA_Y=1"), in turn, three times each
+#   decode-multi the same for several candidates, DECODE_MULTI="A=1;B=8x3 C=1" (';' between
+#               candidates), each round the default then every candidate, twice
 #   attn        bench_cuda_attention (the prefill attention kernels alone: forward, column sums +
 #               window rows, rows only; checked against the fp32 kernels first) and its peer
 #               bench/peer_attention.py (torch SDPA, bf16), 8B attention shape at 8k and 32k
@@ -223,6 +225,20 @@ stage_decode-ab() {
     decode1k "decode_default_$r"
     # shellcheck disable=SC2086  # word splitting wanted: one NAME=VALUE per word
     decode1k "decode_ab_$r" ${DECODE_AB:?set DECODE_AB to the switches to time}
+  done
+}
+
+stage_decode-multi() {
+  local r c i
+  for r in 1 2; do
+    decode1k "multi_default_$r"
+    i=0
+    IFS=';' read -ra cands <<< "${DECODE_MULTI:?set DECODE_MULTI}"
+    for c in "${cands[@]}"; do
+      i=$((i + 1))
+      # shellcheck disable=SC2086  # word splitting wanted: one NAME=VALUE per word
+      decode1k "multi_${i}_$r" $c
+    done
   done
 }
 
