@@ -52,12 +52,6 @@
 //   included since session 18, launched as programmatic dependents (cuda_device.cuh);
 //   KVSCOPE_CUDA_INLINE_JOBS (default on; =0 off): a mirror update that stages nothing but a few
 //   positions passes its row moves with the kernel (flush_inline()).
-// - KVSCOPE_CUDA_GEMV_ASYNC (opt-in, =1 or a shape such as 8x3): the decode GEMVs stream their
-//   weights through a ring in shared memory with cp.async (cuda_gemv.cu), more bytes in flight
-//   for the launches of one wave (o, down); not yet run on a GPU.
-// - KVSCOPE_CUDA_ROWS_DIRECT (opt-in, =1): deferred decode probability rows written by the
-//   kernels into pinned host memory, no copy per layer (HostCopies::written_by_kernels); not yet
-//   run on a GPU.
 // Next (issue 9): faster prefill attention kernels; bf16 K/V; CUDA graphs for small models.
 #include <algorithm>
 #include <chrono>
@@ -215,7 +209,6 @@ class CudaBackend final : public Backend {
         defer_on_ = switched_on("KVSCOPE_CUDA_DEFER");
         fused_on_ = switched_on("KVSCOPE_CUDA_FUSED");
         inline_jobs_on_ = switched_on("KVSCOPE_CUDA_INLINE_JOBS");
-        rows_direct_on_ = opted_in("KVSCOPE_CUDA_ROWS_DIRECT");
         later_.set_side_copies(switched_on("KVSCOPE_CUDA_SIDE_COPIES"));
         later_.set_device_counter([this](int64_t delta) { count(delta); });
     }
@@ -752,9 +745,8 @@ class CudaBackend final : public Backend {
     bool mirrors_on_ = true;
     bool gemv_on_ = true;  // decode rows (n <= kGemvMaxRows) through cuda_gemv.cu
     bool new_rows_on_ = true, defer_on_ = true;  // switched_on() above
-    bool fused_on_ = true;         // KVSCOPE_CUDA_FUSED: matmul_parts, swiglu, rope_qk
-    bool inline_jobs_on_ = true;   // KVSCOPE_CUDA_INLINE_JOBS: flush_inline()
-    bool rows_direct_on_ = false;  // KVSCOPE_CUDA_ROWS_DIRECT: decode rows written to the host
+    bool fused_on_ = true;        // KVSCOPE_CUDA_FUSED: matmul_parts, swiglu, rope_qk
+    bool inline_jobs_on_ = true;  // KVSCOPE_CUDA_INLINE_JOBS: flush_inline()
     HostCopies later_;
     std::unique_ptr<cpu::ThreadPool> copy_pool_;  // copy_pool()
     mutable std::mutex mu_;

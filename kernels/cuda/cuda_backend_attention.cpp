@@ -91,67 +91,17 @@ void CudaBackend::attention(const AttentionArgs& args) {
         want_colsum
             ? static_cast<float*>(colsum_.ensure(static_cast<size_t>(H * ld) * sizeof(float)))
             : nullptr;
-    const size_t rows_bytes = static_cast<size_t>(H * n_tail * ld) * sizeof(float);
-
-    // Where each head's statistics go on the host, and how they are unpacked there (by a pool
-    // thread when large: a recorded 32k prompt brings back 134 MB of window rows per layer,
-    // bench/RESULTS.md, fifth run). The unpacks run at the next sync() or deliver_copies(), so
-    // they capture by value what they need of args and *st.
-    struct HeadDst {
-        float* colsum;
-        float* rows;
-        int64_t len;
-    };
-    std::vector<HeadDst> heads;
-    std::function<void(const std::function<void(int64_t)>&)> each_head;
-    if (defer_on_ && (want_colsum || want_rows)) {
-        const int64_t group = H / G;
-        heads.resize(static_cast<size_t>(H));
-        for (int64_t h = 0; h < H; ++h)
-            heads[static_cast<size_t>(h)] = {
-                want_colsum ? st->colsum[static_cast<size_t>(h)] : nullptr,
-                want_rows ? st->rows[static_cast<size_t>(h)] : nullptr, args.kv[h / group].len};
-        cpu::ThreadPool* pool =
-            static_cast<size_t>(H * ld) * sizeof(float) * std::max<int64_t>(n_tail, 1) >=
-                    kPinnedCopyMin
-                ? copy_pool()
-                : nullptr;
-        each_head = [pool, H](const std::function<void(int64_t)>& f) {
-            if (!pool) {
-                for (int64_t h = 0; h < H; ++h) f(h);
-                return;
-            }
-            pool->parallel_for(H, [&](int64_t b, int64_t e) {
-                for (int64_t h = b; h < e; ++h) f(h);
-            });
-        };
-    }
-    const auto unpack_rows = [heads, ld, n_tail, each_head](const void* p) {
-        const auto* src = static_cast<const float*>(p);
-        each_head([&](int64_t h) {
-            const HeadDst& t = heads[static_cast<size_t>(h)];
-            if (!t.rows) return;
-            for (int64_t r = 0; r < n_tail; ++r)
-                std::memcpy(t.rows + r * t.len, src + (h * n_tail + r) * ld,
-                            static_cast<size_t>(t.len) * sizeof(float));
-        });
-    };
-    // Decode rows, deferred (KVSCOPE_CUDA_ROWS_DIRECT): the kernels write them into pinned host
-    // memory themselves, no copy between the step's kernels (HostCopies::written_by_kernels).
-    float* drows = nullptr;
-    bool rows_written = false;
-    if (want_rows && n <= kDecodeMaxRows && defer_on_ && rows_direct_on_ && st->deferred) {
-        drows = static_cast<float*>(later_.written_by_kernels(rows_bytes, stream_, unpack_rows));
-        rows_written = drows != nullptr;
-    }
-    if (want_rows && !drows) drows = static_cast<float*>(rows_.ensure(rows_bytes));
+    float* drows = want_rows ? static_cast<float*>(rows_.ensure(
+                                   static_cast<size_t>(H * n_tail * ld) * sizeof(float)))
+                             : nullptr;
 
     // Prefill: rows of keys a whole query tile cannot see are skipped by the kernels, they stay 0.
     // The decode kernels write every key j < len of each row asked for, 0 where masked, and only
     // those are copied out: no memset, which would also break the step's chain of dependent
     // launches once a layer (cuda_device.cuh).
     if (want_rows && n > kDecodeMaxRows)
-        KVS_CUDA_CHECK(cudaMemsetAsync(drows, 0, rows_bytes, stream_));
+        KVS_CUDA_CHECK(cudaMemsetAsync(
+            drows, 0, static_cast<size_t>(H * n_tail * ld) * sizeof(float), stream_));
 
     // 3. Kernels.
     ps.next("attention.kernels");
@@ -174,20 +124,59 @@ void CudaBackend::attention(const AttentionArgs& args) {
     const int64_t group = H / G;
     if (defer_on_) {
         // 4. Statistics back to the caller's host buffers (colsum accumulates, as on the CPU):
-        //    DMA into pinned memory, then unpacked as above.
+        //    DMA into pinned memory, then each head's rows unpacked, by a pool thread when large
+        //    (a recorded 32k prompt: 134 MB of window rows per layer, bench/RESULTS.md, fifth
+        //    run). The unpacks run at the next sync(), or deliver_copies(): here below, unless
+        //    the caller reads them later (AttentionStats::deferred), so they capture by value
+        //    what they need of args and *st.
         ps.next("attention.stats_to_host");
+        struct HeadDst {
+            float* colsum;
+            float* rows;
+            int64_t len;
+        };
+        std::vector<HeadDst> dst(static_cast<size_t>(H));
+        for (int64_t h = 0; h < H; ++h)
+            dst[static_cast<size_t>(h)] = {
+                want_colsum ? st->colsum[static_cast<size_t>(h)] : nullptr,
+                want_rows ? st->rows[static_cast<size_t>(h)] : nullptr, args.kv[h / group].len};
+        cpu::ThreadPool* pool =
+            static_cast<size_t>(H * ld) * sizeof(float) * std::max<int64_t>(n_tail, 1) >=
+                    kPinnedCopyMin
+                ? copy_pool()
+                : nullptr;
+        const auto each_head = [pool, H](const std::function<void(int64_t)>& f) {
+            if (!pool) {
+                for (int64_t h = 0; h < H; ++h) f(h);
+                return;
+            }
+            pool->parallel_for(H, [&](int64_t b, int64_t e) {
+                for (int64_t h = b; h < e; ++h) f(h);
+            });
+        };
         if (want_colsum)
             later_.enqueue(dcol, static_cast<size_t>(H * ld) * sizeof(float), stream_,
-                           [heads, ld, each_head](const void* p) {
+                           [dst, ld, each_head](const void* p) {
                                const auto* src = static_cast<const float*>(p);
                                each_head([&](int64_t h) {
-                                   const HeadDst& t = heads[static_cast<size_t>(h)];
+                                   const HeadDst& t = dst[static_cast<size_t>(h)];
                                    if (!t.colsum) return;
                                    const float* from = src + h * ld;
                                    for (int64_t j = 0; j < t.len; ++j) t.colsum[j] += from[j];
                                });
                            });
-        if (want_rows && !rows_written) later_.enqueue(drows, rows_bytes, stream_, unpack_rows);
+        if (want_rows)
+            later_.enqueue(drows, static_cast<size_t>(H * n_tail * ld) * sizeof(float), stream_,
+                           [dst, ld, n_tail, each_head](const void* p) {
+                               const auto* src = static_cast<const float*>(p);
+                               each_head([&](int64_t h) {
+                                   const HeadDst& t = dst[static_cast<size_t>(h)];
+                                   if (!t.rows) return;
+                                   for (int64_t r = 0; r < n_tail; ++r)
+                                       std::memcpy(t.rows + r * t.len, src + (h * n_tail + r) * ld,
+                                                   static_cast<size_t>(t.len) * sizeof(float));
+                               });
+                           });
         if (want_lse) {
             std::vector<float*> lse_dst = st->lse;
             later_.enqueue(a.lse, static_cast<size_t>(H * n) * sizeof(float), stream_,

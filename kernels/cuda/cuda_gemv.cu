@@ -173,22 +173,6 @@ struct GemvParts {
     int64_t m[kMaxGemvParts];
     int64_t end[kMaxGemvParts];  // prefix sums of m
     int count;
-
-    // The part of the grid's warp row `row`, which becomes the row within that part; count when
-    // the warp has no row.
-    __device__ __forceinline__ int part_of(int64_t& row) const {
-        int p = 0;
-        while (p < count && row >= end[p]) ++p;
-        if (p < count) row -= end[p] - m[p];
-        return p;
-    }
-    // out[p][i, row] = acc[i] + bias[p][row], for the n = N rows of x.
-    template <int N>
-    __device__ __forceinline__ void store(int p, int64_t row, const float (&acc)[N]) const {
-#pragma unroll
-        for (int i = 0; i < N; ++i)
-            out[p][i * m[p] + row] = acc[i] + (bias[p] ? load_f32(bias[p], bdt[p], row) : 0.0f);
-    }
 };
 
 template <class W, int N, class SH>
@@ -196,16 +180,23 @@ __global__ void __launch_bounds__(SH::kWarps * 32)
     gemv_parts_kernel(const float* __restrict__ x, int64_t k, const GemvParts<W> parts) {
     const int lane = static_cast<int>(threadIdx.x) & 31;
     int64_t row = static_cast<int64_t>(blockIdx.x) * SH::kWarps + (threadIdx.x >> 5);
-    const int p = parts.part_of(row);
+    int p = 0;
+    while (p < parts.count && row >= parts.end[p]) ++p;
     const bool has_row = p < parts.count;
+    if (has_row) row -= parts.end[p] - parts.m[p];
     uint4 first[SH::kUnroll];
     first_loads(has_row, has_row ? parts.w[p] + row * k : nullptr, k, lane, first);
     grid_wait();
     grid_release();
     if (!has_row) return;
+    const int64_t m = parts.m[p];
     float acc[N];
     row_dots<W, N, SH::kUnroll>(x, k, parts.w[p] + row * k, lane, first, acc);
-    if (lane == 0) parts.store(p, row, acc);
+    if (lane != 0) return;
+    const void* bias = parts.bias[p];
+#pragma unroll
+    for (int i = 0; i < N; ++i)
+        parts.out[p][i * m + row] = acc[i] + (bias ? load_f32(bias, parts.bdt[p], row) : 0.0f);
 }
 
 // SwiGLU's first half, one warp per row r of both matrices: gate[r], up[r] and
@@ -234,193 +225,6 @@ __global__ void __launch_bounds__(SH::kWarps * 32)
         up[i * m + row] = u[i];
         out[i * m + row] = g[i] / (1.0f + expf(-g[i])) * u[i];
     }
-}
-
-// ---- Weights through shared memory (KVSCOPE_CUDA_GEMV_ASYNC) ----------------------------------
-// The kernels above hold a lane's kUnroll loads in registers and wait for all of them before the
-// next are issued, so a warp has 2 KB in flight, then none. A launch of one wave (o and down of the
-// 8B shape: 4,096 rows, 512 blocks, ~31 warps an SM) then keeps too few bytes in flight: 2.2-2.4
-// TB/s where the 1 GB lm_head, many waves, reaches 3.1 (ncu, bench/RESULTS.md, ninth run). Here
-// each lane copies its vectors with cp.async into a ring of kStages chunks in shared memory and
-// reads them back when they land, so kStages - 1 chunks stay in flight while one is multiplied,
-// without the registers. A lane reads only the bytes it copied itself: no barrier between lanes.
-template <int WARPS, int STAGES>
-struct AsyncShape {
-    static constexpr int kWarps = WARPS;
-    static constexpr int kUnroll = 4;  // 16-byte vectors per lane per chunk: 2 KB a warp
-    static constexpr int kStages = STAGES;
-    static constexpr size_t kSmem = size_t{WARPS} * STAGES * kUnroll * 32 * sizeof(uint4);
-};
-
-// One warp's weights as a stream of chunks: chunk c = r * nc + j is chunk j of row r (NR rows of
-// nc chunks each, nv 16-byte vectors a row); lane l's vectors in chunk j are j * 32 * kUnroll +
-// l + 32 * u. Chunk c lands in ring slot c % kStages (kUnroll * 32 vectors a slot).
-template <int NR, class SH>
-struct WarpStream {
-    static_assert(NR == 1 || NR == 2, "one row, or the gate and up rows");
-    const uint4* row[NR];
-    int64_t nv = 0;
-    int nc = 0;  // chunks a row (k <= 2^31 / 8 vectors); 0: the warp has no row
-    uint4* ring;
-    int lane;
-
-    // Copies chunk c if it exists; always commits a group, so that "all but the newest
-    // kStages - 1 groups are done" means "chunk c has landed" at every c.
-    __device__ __forceinline__ void issue(int c) const {
-        if (c < NR * nc) {
-            const bool second = NR == 2 && c >= nc;  // a select, not an indexed (local) array
-            const uint4* base = second ? row[NR - 1] : row[0];
-            const int j = second ? c - nc : c;
-            uint4* slot = ring + (c % SH::kStages) * (SH::kUnroll * 32);
-#pragma unroll
-            for (int u = 0; u < SH::kUnroll; ++u) {
-                const int64_t v = int64_t{j} * 32 * SH::kUnroll + lane + 32 * u;
-                const bool ok = v < nv;
-                cp_async16(slot + u * 32 + lane, base + (ok ? v : 0), ok);
-            }
-        }
-        cp_async_commit();
-    }
-    // The first kStages - 1 chunks: issued before grid_wait() (weights are never written).
-    __device__ __forceinline__ void prologue() const {
-#pragma unroll
-        for (int c = 0; c < SH::kStages - 1; ++c) issue(c);
-    }
-};
-
-// acc[r][i] = x[i] . row r, reduced across the warp (every lane holds the sums); s.prologue() ran.
-template <class W, int N, int NR, class SH>
-__device__ __forceinline__ void stream_dots(const float* __restrict__ x, int64_t k,
-                                            const WarpStream<NR, SH>& s, float (&acc)[NR][N]) {
-#pragma unroll
-    for (int r = 0; r < NR; ++r)
-#pragma unroll
-        for (int i = 0; i < N; ++i) acc[r][i] = 0.0f;
-#pragma unroll
-    for (int r = 0; r < NR; ++r) {
-        for (int j = 0; j < s.nc; ++j) {
-            const int c = r * s.nc + j;
-            s.issue(c + SH::kStages - 1);
-            cp_async_wait<SH::kStages - 1>();  // this lane's copies of chunk c are in
-            const uint4* slot = s.ring + (c % SH::kStages) * (SH::kUnroll * 32);
-            uint4 raw[SH::kUnroll];
-#pragma unroll
-            for (int u = 0; u < SH::kUnroll; ++u) raw[u] = slot[u * 32 + s.lane];
-            dot_batch<W, N, SH::kUnroll>(x, k, s.nv, raw, int64_t{j} * 32 * SH::kUnroll + s.lane,
-                                         acc[r]);
-        }
-    }
-    cp_async_wait<0>();  // the empty groups: nothing may be left in flight at exit
-#pragma unroll
-    for (int r = 0; r < NR; ++r)
-#pragma unroll
-        for (int i = 0; i < N; ++i) acc[r][i] = warp_sum(acc[r][i]);
-}
-
-template <class W, int NR, class SH>
-__device__ __forceinline__ WarpStream<NR, SH> warp_stream(const W* const (&rows)[NR], bool has_row,
-                                                          int64_t k, int lane) {
-    extern __shared__ uint4 gemv_ring[];
-    WarpStream<NR, SH> s;
-    const int warp = static_cast<int>(threadIdx.x) >> 5;
-#pragma unroll
-    for (int r = 0; r < NR; ++r) s.row[r] = reinterpret_cast<const uint4*>(rows[r]);
-    s.nv = k / Vec<W>::kN;
-    s.nc = has_row ? static_cast<int>((s.nv + 32 * SH::kUnroll - 1) / (32 * SH::kUnroll)) : 0;
-    s.ring = gemv_ring + static_cast<size_t>(warp) * SH::kStages * SH::kUnroll * 32;
-    s.lane = lane;
-    return s;
-}
-
-// gemv_parts_kernel (and gemv_kernel, as one part) with the weights through shared memory.
-template <class W, int N, class SH>
-__global__ void __launch_bounds__(SH::kWarps * 32)
-    gemv_parts_async_kernel(const float* __restrict__ x, int64_t k, const GemvParts<W> parts) {
-    const int lane = static_cast<int>(threadIdx.x) & 31;
-    int64_t row = static_cast<int64_t>(blockIdx.x) * SH::kWarps + (threadIdx.x >> 5);
-    const int p = parts.part_of(row);
-    const bool has_row = p < parts.count;
-    const W* const rows[1] = {has_row ? parts.w[p] + row * k : parts.w[0]};
-    const auto s = warp_stream<W, 1, SH>(rows, has_row, k, lane);
-    s.prologue();
-    grid_wait();
-    grid_release();
-    float acc[1][N];
-    stream_dots<W, N, 1, SH>(x, k, s, acc);
-    if (has_row && lane == 0) parts.store(p, row, acc[0]);
-}
-
-// gemv_swiglu_kernel with the weights through shared memory: the gate row, then the up row, as
-// one stream (the up row's first chunks are in flight while the gate row's last are multiplied).
-template <class W, int N, class SH>
-__global__ void __launch_bounds__(SH::kWarps * 32)
-    gemv_swiglu_async_kernel(const float* __restrict__ x, int64_t k, const W* __restrict__ wg,
-                             const W* __restrict__ wu, int64_t m, float* __restrict__ gate,
-                             float* __restrict__ up, float* __restrict__ out) {
-    const int lane = static_cast<int>(threadIdx.x) & 31;
-    const int64_t row = static_cast<int64_t>(blockIdx.x) * SH::kWarps + (threadIdx.x >> 5);
-    const bool has_row = row < m;
-    const W* const rows[2] = {has_row ? wg + row * k : wg, has_row ? wu + row * k : wu};
-    const auto s = warp_stream<W, 2, SH>(rows, has_row, k, lane);
-    s.prologue();
-    grid_wait();
-    grid_release();
-    float acc[2][N];
-    stream_dots<W, N, 2, SH>(x, k, s, acc);
-    if (!has_row || lane != 0) return;
-#pragma unroll
-    for (int i = 0; i < N; ++i) {
-        const float g = acc[0][i], u = acc[1][i];
-        gate[i * m + row] = g;
-        up[i * m + row] = u;
-        out[i * m + row] = g / (1.0f + expf(-g)) * u;
-    }
-}
-
-// KVSCOPE_CUDA_GEMV_ASYNC (opt-in): "1" or "8x3" (8 warps, 3 chunks a warp in the ring: 48 KB a
-// block, 4 blocks an SM, so the 512 blocks of o and down stay one wave), "4x3" (24 KB), "8x4"
-// (64 KB, 3 blocks an SM) or "4x6" (48 KB, 12 KB a warp). Anything else: the register kernels.
-int gemv_async() {
-    static const int shape = [] {
-        const char* e = std::getenv("KVSCOPE_CUDA_GEMV_ASYNC");
-        const std::string v = e ? e : "";
-        return v == "1" || v == "8x3" ? 1 : v == "4x3" ? 2 : v == "8x4" ? 3 : v == "4x6" ? 4 : 0;
-    }();
-    return shape;
-}
-
-// Calls f(AsyncShape) when the asynchronous path is chosen and returns true; false otherwise.
-// Shapes other than 8x3 only for one row of bf16 weights (as by_shape), to keep the
-// instantiations few.
-template <class W, int N, class F>
-bool by_async_shape(F&& f) {
-    const int shape = gemv_async();
-    if (shape == 0) return false;
-    if constexpr (N == 1 && std::is_same_v<W, __nv_bfloat16>) {
-        switch (shape) {
-            case 2:
-                f(AsyncShape<4, 3>{});
-                return true;
-            case 3:
-                f(AsyncShape<8, 4>{});
-                return true;
-            case 4:
-                f(AsyncShape<4, 6>{});
-                return true;
-            default:
-                break;
-        }
-    }
-    f(AsyncShape<8, 3>{});
-    return true;
-}
-
-// Dynamic shared memory above the default 48 KB needs the kernel's attribute set once.
-template <class Kernel>
-void allow_smem(Kernel kernel, size_t bytes) {
-    if (bytes > size_t{48} << 10)
-        KVS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            static_cast<int>(bytes)));
 }
 
 template <class SH>
@@ -489,48 +293,8 @@ void by_rows(int64_t n, F&& f) {
 }
 
 template <class W>
-GemvParts<W> parts_of(const GemvPart* in, int count, int64_t* rows_total) {
-    GemvParts<W> p{};
-    p.count = count;
-    *rows_total = 0;
-    for (int i = 0; i < count; ++i) {
-        p.w[i] = static_cast<const W*>(in[i].w);
-        p.bias[i] = in[i].bias;
-        p.bdt[i] = in[i].bdt;
-        p.out[i] = in[i].out;
-        p.m[i] = in[i].m;
-        *rows_total += in[i].m;
-        p.end[i] = *rows_total;
-    }
-    return p;
-}
-
-// The asynchronous path's launch of `parts`; false when it is not chosen.
-template <class W>
-bool launch_parts_async(const float* x, int64_t n, int64_t k, const GemvParts<W>& p,
-                        int64_t rows_total, cudaStream_t stream) {
-    if (gemv_async() == 0) return false;
-    by_rows(n, [&](auto rows) {
-        constexpr int N = decltype(rows)::kN;
-        by_async_shape<W, N>([&](auto sh) {
-            using SH = decltype(sh);
-            allow_smem(gemv_parts_async_kernel<W, N, SH>, SH::kSmem);
-            launch_dependent(gemv_parts_async_kernel<W, N, SH>, grid_for<SH>(rows_total),
-                             SH::kWarps * 32, SH::kSmem, stream, x, k, p);
-        });
-    });
-    return true;
-}
-
-template <class W>
 void launch(const float* x, int64_t n, int64_t k, const W* w, int64_t m, const void* bias,
             DType bdt, float* out, cudaStream_t stream) {
-    if (gemv_async() != 0) {
-        const GemvPart one{w, m, bias, bdt, out};
-        int64_t rows_total = 0;
-        const GemvParts<W> p = parts_of<W>(&one, 1, &rows_total);
-        if (launch_parts_async(x, n, k, p, rows_total, stream)) return;
-    }
     by_rows(n, [&](auto rows) {
         constexpr int N = decltype(rows)::kN;
         by_shape<W, N>([&](auto sh) {
@@ -544,9 +308,18 @@ void launch(const float* x, int64_t n, int64_t k, const W* w, int64_t m, const v
 template <class W>
 void launch_parts(const float* x, int64_t n, int64_t k, const GemvPart* in, int count,
                   cudaStream_t stream) {
+    GemvParts<W> p{};
+    p.count = count;
     int64_t rows_total = 0;
-    const GemvParts<W> p = parts_of<W>(in, count, &rows_total);
-    if (launch_parts_async(x, n, k, p, rows_total, stream)) return;
+    for (int i = 0; i < count; ++i) {
+        p.w[i] = static_cast<const W*>(in[i].w);
+        p.bias[i] = in[i].bias;
+        p.bdt[i] = in[i].bdt;
+        p.out[i] = in[i].out;
+        p.m[i] = in[i].m;
+        rows_total += in[i].m;
+        p.end[i] = rows_total;
+    }
     by_rows(n, [&](auto rows) {
         constexpr int N = decltype(rows)::kN;
         by_shape<W, N>([&](auto sh) {
@@ -560,19 +333,6 @@ void launch_parts(const float* x, int64_t n, int64_t k, const GemvPart* in, int 
 template <class W>
 void launch_swiglu(const float* x, int64_t n, int64_t k, const W* wg, const W* wu, int64_t m,
                    float* gate, float* up, float* out, cudaStream_t stream) {
-    if (gemv_async() != 0) {
-        by_rows(n, [&](auto rows) {
-            constexpr int N = decltype(rows)::kN;
-            by_async_shape<W, N>([&](auto sh) {
-                using SH = decltype(sh);
-                allow_smem(gemv_swiglu_async_kernel<W, N, SH>, SH::kSmem);
-                launch_dependent(gemv_swiglu_async_kernel<W, N, SH>, grid_for<SH>(m),
-                                 SH::kWarps * 32, SH::kSmem, stream, x, k, wg, wu, m, gate, up,
-                                 out);
-            });
-        });
-        return;
-    }
     by_rows(n, [&](auto rows) {
         constexpr int N = decltype(rows)::kN;
         by_shape<W, N>([&](auto sh) {

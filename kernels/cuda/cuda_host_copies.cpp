@@ -121,29 +121,7 @@ void HostCopies::enqueue(const void* src, size_t bytes, cudaStream_t stream, Unp
     jobs_.push_back(Job{host, std::move(unpack)});
 }
 
-void* HostCopies::written_by_kernels(size_t bytes, cudaStream_t stream, Unpack unpack) {
-    if (host_pointers_ < 0) {
-        int dev = 0, ua = 0;
-        host_pointers_ =
-            cudaGetDevice(&dev) == cudaSuccess &&
-                    cudaDeviceGetAttribute(&ua, cudaDevAttrUnifiedAddressing, dev) == cudaSuccess &&
-                    ua == 1
-                ? 1
-                : 0;
-    }
-    if (host_pointers_ != 1 || (written_on_ && written_on_ != stream)) return nullptr;
-    void* host = reserve(std::max<size_t>(bytes, 1));
-    written_on_ = stream;
-    jobs_.push_back(Job{host, std::move(unpack)});
-    return host;
-}
-
 cudaError_t HostCopies::wait_copied() {
-    if (written_on_) {  // the kernels that write the room: everything queued so far
-        const cudaError_t e = cudaStreamSynchronize(written_on_);
-        if (e != cudaSuccess) return e;
-        written_on_ = nullptr;
-    }
     if (on_stream_) {
         const cudaError_t e = cudaEventSynchronize(copied_);
         if (e != cudaSuccess) return e;
@@ -166,7 +144,6 @@ void HostCopies::deliver() {
 
 void HostCopies::drop() noexcept {
     jobs_.clear();
-    written_on_ = nullptr;
     for (Chunk& c : chunks_) c.used = 0;
     current_ = 0;
     // Every copy that read the snapshot is done (deliver() and drop() come after the waits), or

@@ -46,14 +46,6 @@ class HostCopies {
     // Enqueues `bytes` from device memory `src` after the work queued on `stream`; deliver()
     // later calls unpack(pointer to those bytes in pinned memory).
     void enqueue(const void* src, size_t bytes, cudaStream_t stream, Unpack unpack);
-    // Room for `bytes` of pinned memory that kernels queued on `stream` write themselves
-    // (with unified addressing a pinned host pointer is also a device pointer), or nullptr when
-    // the device cannot (then enqueue() a copy instead). deliver() calls unpack(that room) as
-    // for enqueue(); wait_copied() then waits for the whole stream. Why: a decode step's
-    // probability rows (131 KB a layer at 1k on the 8B shape) were a device-to-host copy between
-    // two kernels of the step's chain of dependent launches, once a layer (bench/RESULTS.md,
-    // eleventh run); written where they end, the chain goes on.
-    void* written_by_kernels(size_t bytes, cudaStream_t stream, Unpack unpack);
     static constexpr size_t kSideMin = size_t{8} << 20;
     void set_side_copies(bool on) { side_on_ = on; }
     // Device bytes of the snapshot buffer changed by `delta` (the backend's memory accounting).
@@ -85,10 +77,8 @@ class HostCopies {
     // The snapshot's place for `bytes` in snap_, or nullptr (then the copy stays on `stream`).
     void* snapshot_room(size_t bytes);
     std::vector<Job> jobs_;
-    cudaEvent_t copied_ = nullptr;       // recorded after the last copy on the compute stream
-    cudaStream_t written_on_ = nullptr;  // a stream whose kernels write pinned room (pending)
-    int host_pointers_ = -1;             // the device reads and writes pinned host memory: 1
-    bool on_stream_ = false;             // copied_ is pending (a copy went on the compute stream)
+    cudaEvent_t copied_ = nullptr;  // recorded after the last copy on the compute stream
+    bool on_stream_ = false;        // copied_ is pending (a copy went on the compute stream)
     // Copies through a snapshot (see the file comment).
     bool side_on_ = true;
     cudaStream_t side_ = nullptr;
