@@ -219,28 +219,23 @@ stage_gemv-shapes() {  # the decode GEMVs' block shapes (kernels/cuda/cuda_gemv.
 
 # Decode switches against the default, alternating to see the drift between runs (the eleventh
 # run's H100 drifted by up to 0.15 ms between runs of one binary); 8B, 1k, recorded.
-stage_decode-ab() {
-  local r
-  for r in 1 2 3; do
-    decode1k "decode_default_$r"
-    # shellcheck disable=SC2086  # word splitting wanted: one NAME=VALUE per word
-    decode1k "decode_ab_$r" ${DECODE_AB:?set DECODE_AB to the switches to time}
-  done
-}
-
-stage_decode-multi() {
-  local r c i
-  for r in 1 2; do
-    decode1k "multi_default_$r"
+# ROUNDS rounds of: the default, then each candidate (';' between candidates, NAME=VALUE words
+# within one), named PREFIX_default_R and PREFIX_I_R.
+compare_decode() {  # rounds prefix candidates
+  local rounds=$1 prefix=$2 r c i cands
+  IFS=';' read -ra cands <<< "$3"
+  for r in $(seq "$rounds"); do
+    decode1k "${prefix}_default_$r"
     i=0
-    IFS=';' read -ra cands <<< "${DECODE_MULTI:?set DECODE_MULTI}"
     for c in "${cands[@]}"; do
       i=$((i + 1))
       # shellcheck disable=SC2086  # word splitting wanted: one NAME=VALUE per word
-      decode1k "multi_${i}_$r" $c
+      decode1k "${prefix}_${i}_$r" $c
     done
   done
 }
+stage_decode-ab() { compare_decode 3 decode_ab "${DECODE_AB:?set DECODE_AB to the switches to time}"; }
+stage_decode-multi() { compare_decode 2 multi "${DECODE_MULTI:?set DECODE_MULTI}"; }
 
 # Device time per kernel of an 8B decode step at 1k (ncu, one metric pass per kernel, caches and
 # clocks left as they run): which kernels a step launches and how near the floor each one is.

@@ -3,8 +3,9 @@
 // (attention_mma_eligible). Semantics are those of cuda_attention.cu's file comment: slot j is
 // visible to query i iff kpos[j] <= q_pos[i]; a row that sees no key gets out 0, LSE -inf.
 //
-// One file (~880 lines) on purpose: the forward and the statistics pass must form every logit
-// through the same inlined fragment helpers (qk_tile, the PTX wrappers) compiled in one
+// One file (~870 lines) on purpose: the forward and the statistics pass must form every logit
+// through the same inlined fragment helpers (qk_tile, the PTX wrappers; the cp.async ones come
+// from cuda_device.cuh and move bytes only) compiled in one
 // translation unit with one set of flags, which is what makes the statistics pass's p rows sum to
 // 1 against the forward's LSE (see Numerics); the dispatch and scratch below serve exactly these
 // two kernels.

@@ -63,8 +63,8 @@ void add_matmul_parts(std::vector<OpCase>& cases) {
         for (const S& sh : {S{1, 512, {64, 16, 16}, true}, S{3, 1024, {72, 13, 13}, false},
                             S{8, 256, {40, 40}, true}, S{1, 128, {24}, false},
                             S{33, 64, {32, 8, 8}, true},  // 33 rows: unfused fallback
-                            // rows of several 32-lane chunks and a partial one (the
-                            // asynchronous GEMV's ring, KVSCOPE_CUDA_GEMV_ASYNC)
+                            // rows of several passes of the GEMV's loads in flight
+                            // (1,024 bf16 a warp a pass) and a partial last one
                             S{1, 3080, {40, 9, 9}, true}}) {
             const auto seed = static_cast<uint32_t>(sh.n * 97 + sh.k + sh.m[0]);
             const auto count = static_cast<int>(sh.m.size());
@@ -136,7 +136,7 @@ void add_swiglu(std::vector<OpCase>& cases) {
     };
     for (DType dt : {DType::kF32, DType::kF16, DType::kBf16})
         for (S sh : {S{1, 512, 136}, S{5, 1024, 75}, S{17, 64, 40},  // 17 rows: unfused
-                     S{2, 3080, 33}}) {  // several chunks a row, the last partial
+                     S{2, 3080, 33}}) {  // several load passes a row, the last partial
             const auto seed = static_cast<uint32_t>(sh.n * 53 + sh.k + sh.m);
             auto x =
                 std::make_shared<std::vector<float>>(randn(seed, static_cast<size_t>(sh.n * sh.k)));

@@ -207,12 +207,13 @@ void add_matmul(std::vector<OpCase>& cases) {
         bool bias;
     };
     for (DType dt : {DType::kF32, DType::kF16, DType::kBf16})
-        for (S sh : {S{1, 64, 33, true}, S{7, 19, 70, false}, S{33, 128, 17, true},
-                     S{1, 2048, 384, false}, S{64, 512, 256, false},
-                     // decode rows through cuda_gemv.cu (n <= 8, k a multiple of 8)
-                     S{8, 4096, 72, true}, S{3, 1024, 130, false},
-                     // several 32-lane chunks a row and a partial last one (bf16: 385 vectors)
-                     S{1, 3080, 300, true}}) {
+        for (S sh :
+             {S{1, 64, 33, true}, S{7, 19, 70, false}, S{33, 128, 17, true}, S{1, 2048, 384, false},
+              S{64, 512, 256, false},
+              // decode rows through cuda_gemv.cu (n <= 8, k a multiple of 8)
+              S{8, 4096, 72, true}, S{3, 1024, 130, false},
+              // several passes of the GEMV's loads a row and a partial last one (bf16: 385 vectors)
+              S{1, 3080, 300, true}}) {
             const uint32_t seed = static_cast<uint32_t>(sh.n * 131 + sh.k * 7 + sh.m);
             auto x =
                 std::make_shared<std::vector<float>>(randn(seed, static_cast<size_t>(sh.n * sh.k)));
