@@ -195,38 +195,6 @@ class Backend {
         add_inplace(x, y);
         rmsnorm(x, w, eps, out);
     }
-    // out += x @ w^T (+ bias): a projection added to the residual stream (the o and down
-    // projections). tmp: scratch of out's shape, its contents unspecified afterwards.
-    virtual void matmul_add(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& tmp,
-                            Tensor& out) {
-        matmul(x, w, bias, tmp);
-        add_inplace(out, tmp);
-    }
-    // outs[i] = rmsnorm(x) @ ws[i]^T (+ biases[i]): a layer's attention norm and its q/k/v, or
-    // the final norm and the LM head. h: scratch of x's shape (the normalised rows), its contents
-    // unspecified afterwards.
-    virtual void rmsnorm_matmul_parts(const Tensor& x, const Tensor& norm_w, float eps, Tensor& h,
-                                      int count, const Tensor* const* ws,
-                                      const Tensor* const* biases, Tensor* const* outs) {
-        rmsnorm(x, norm_w, eps, h);
-        matmul_parts(h, count, ws, biases, outs);
-    }
-    // swiglu() of rmsnorm(x): a layer's MLP norm and SwiGLU's first half; h as above.
-    virtual void rmsnorm_swiglu(const Tensor& x, const Tensor& norm_w, float eps, Tensor& h,
-                                const Tensor& w_gate, const Tensor& w_up, Tensor& gate, Tensor& up,
-                                Tensor& out) {
-        rmsnorm(x, norm_w, eps, h);
-        swiglu(h, w_gate, w_up, gate, up, out);
-    }
-    // Whether a forward of `rows` rows should take the three ops above (each norm folded into the
-    // projection after it, each residual add into the projection before it) rather than
-    // add_rmsnorm between separate projections. Both sequences compute the same values; a
-    // backend answers true where the folded ops are its faster path (the CUDA backend for decode
-    // rows). The default, false, keeps the CPU backend's sequence as it was.
-    virtual bool folds_norms(int64_t rows) const {
-        (void)rows;
-        return false;
-    }
     // rope() on q and on k with the same positions.
     virtual void rope_qk(Tensor& q, Tensor& k, const int64_t* positions, const float* inv_freq,
                          RopePairs pairs) {

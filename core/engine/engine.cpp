@@ -236,9 +236,6 @@ std::vector<float> Engine::forward(const int32_t* ids, int64_t n, bool is_prefil
     const float eps = static_cast<float>(sp.norm_eps);
 
     backend_.embedding(w_->embed, ids, n, x);
-    // Folded: each RMSNorm rides in the projection after it and each residual add in the one
-    // before it (Backend::folds_norms; the CUDA decode step: 64 fewer launches on the 8B shape).
-    const bool fold = backend_.folds_norms(n);
     for (int64_t l = 0; l < sp.n_layers; ++l) {
         const Weights::Layer& L = w_->layers[static_cast<size_t>(l)];
         s.kv_row0 = step_rows ? l * n : 0;
@@ -251,17 +248,14 @@ std::vector<float> Engine::forward(const int32_t* ids, int64_t n, bool is_prefil
             make_tensor_view(k2.data, DType::kF32, {n, sp.n_kv_heads, sp.head_dim}, s.k.device);
         Tensor kh =
             make_tensor_view(k2.data, DType::kF32, {n * sp.n_kv_heads, sp.head_dim}, s.k.device);
-        if (l == 0 && !fold) backend_.rmsnorm(x, L.attn_norm, eps, h);  // else add_rmsnorm below
+        if (l == 0) backend_.rmsnorm(x, L.attn_norm, eps, h);  // later layers: add_rmsnorm below
         {
             const Tensor* ws[3] = {&L.wq, &L.wk, &L.wv};
             const Tensor* bs[3] = {L.has_qkv_bias ? &L.bq : nullptr,
                                    L.has_qkv_bias ? &L.bk : nullptr,
                                    L.has_qkv_bias ? &L.bv : nullptr};
             Tensor* outs[3] = {&q2, &k2, &v2};
-            if (fold)  // h = norm(x); q, k, v = h @ W^T in one launch
-                backend_.rmsnorm_matmul_parts(x, L.attn_norm, eps, h, 3, ws, bs, outs);
-            else
-                backend_.matmul_parts(h, 3, ws, bs, outs);  // q, k, v (one launch on the GPU)
+            backend_.matmul_parts(h, 3, ws, bs, outs);  // q, k, v (one launch on the GPU)
         }
         if (L.has_qk_norm) {
             backend_.rmsnorm(qh, L.q_norm, eps, qh);
@@ -277,21 +271,14 @@ std::vector<float> Engine::forward(const int32_t* ids, int64_t n, bool is_prefil
         backend_.rope_qk(q3, k3, s.positions.data(), inv_freq_.data(), pairs);
         if (wants_control()) zero_control(n);
         attention_layer(l, n, is_prefill);
-        if (fold) {
-            backend_.matmul_add(att2, L.wo, L.has_o_bias ? &L.bo : nullptr, o, x);  // x += o
-            backend_.rmsnorm_swiglu(x, L.ffn_norm, eps, h, L.w_gate, L.w_up, gate, up, act);
-            backend_.matmul_add(act, L.w_down, nullptr, down, x);  // x += down
-        } else {
-            backend_.matmul(att2, L.wo, L.has_o_bias ? &L.bo : nullptr, o);
-            backend_.add_rmsnorm(x, o, L.ffn_norm, eps, h);  // x += o; h = norm(x)
-            backend_.swiglu(h, L.w_gate, L.w_up, gate, up, act);
-            backend_.matmul(act, L.w_down, nullptr, down);
-            if (l + 1 < sp.n_layers)  // x += down; h = the next layer's attention norm of x
-                backend_.add_rmsnorm(x, down, w_->layers[static_cast<size_t>(l + 1)].attn_norm, eps,
-                                     h);
-            else
-                backend_.add_inplace(x, down);
-        }
+        backend_.matmul(att2, L.wo, L.has_o_bias ? &L.bo : nullptr, o);
+        backend_.add_rmsnorm(x, o, L.ffn_norm, eps, h);  // x += o; h = norm(x)
+        backend_.swiglu(h, L.w_gate, L.w_up, gate, up, act);
+        backend_.matmul(act, L.w_down, nullptr, down);
+        if (l + 1 < sp.n_layers)  // x += down; h = the next layer's attention norm of x
+            backend_.add_rmsnorm(x, down, w_->layers[static_cast<size_t>(l + 1)].attn_norm, eps, h);
+        else
+            backend_.add_inplace(x, down);
         start_prompt_fill();  // this layer's rows, while the device runs the MLP just queued
     }
     pos_ += n;
@@ -310,15 +297,8 @@ std::vector<float> Engine::forward(const int32_t* ids, int64_t n, bool is_prefil
     }
     Tensor xl = make_tensor_view(static_cast<float*>(s.x.data) + (n - 1) * sp.hidden, DType::kF32,
                                  {1, sp.hidden}, s.x.device);
-    if (fold) {  // the final norm and the LM head in one launch; s.last is scratch
-        const Tensor* ws[1] = {&w_->lm_head};
-        const Tensor* bs[1] = {nullptr};
-        Tensor* outs[1] = {&s.logits};
-        backend_.rmsnorm_matmul_parts(xl, w_->final_norm, eps, s.last, 1, ws, bs, outs);
-    } else {
-        backend_.rmsnorm(xl, w_->final_norm, eps, s.last);
-        backend_.matmul(s.last, w_->lm_head, nullptr, s.logits);
-    }
+    backend_.rmsnorm(xl, w_->final_norm, eps, s.last);
+    backend_.matmul(s.last, w_->lm_head, nullptr, s.logits);
     if (step_rows) {  // every layer's new keys and values (read by after_decode_layers)
         const int64_t kv = sp.n_layers * n * sp.kv_dim();
         s.k_step.resize(static_cast<size_t>(kv));

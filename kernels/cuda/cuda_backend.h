@@ -45,8 +45,6 @@
 // - KVSCOPE_CUDA_FUSED (default on; =0 off): a decode step's q/k/v projections in one GEMV launch,
 //   gate/up/silu in one, RoPE of q and k in one, the residual add with the next norm
 //   (Backend::matmul_parts, swiglu, rope_qk, add_rmsnorm).
-// - KVSCOPE_CUDA_FOLD_NORMS (opt-in, =1): a decode step's norms folded into the projections
-//   after them and its residual adds into those before them (folds_norms(); cuda_gemv.cu).
 // - KVSCOPE_CUDA_NORM_REGS (default on; =0 off): a norm's row kept in registers
 //   (cuda_rmsnorm.cu); KVSCOPE_CUDA_DECODE_FUSED (opt-in, =1): decode attention in one launch
 //   per layer, K/V rows read once per KV head (cuda_attention_decode.cu; slower so far);
@@ -210,7 +208,6 @@ class CudaBackend final : public Backend {
         new_rows_on_ = switched_on("KVSCOPE_CUDA_NEW_ROWS");
         defer_on_ = switched_on("KVSCOPE_CUDA_DEFER");
         fused_on_ = switched_on("KVSCOPE_CUDA_FUSED");
-        fold_norms_on_ = opted_in("KVSCOPE_CUDA_FOLD_NORMS");
         inline_jobs_on_ = switched_on("KVSCOPE_CUDA_INLINE_JOBS");
         later_.set_side_copies(switched_on("KVSCOPE_CUDA_SIDE_COPIES"));
         later_.set_device_counter([this](int64_t delta) { count(delta); });
@@ -459,23 +456,40 @@ class CudaBackend final : public Backend {
         const float* dinv = stage_same(inv_freq, static_cast<size_t>(hd / 2));
         cuda::rope(x.as<float>(), n, x.dim(1), hd, dpos, dinv, pairs, stream_);
     }
-    // Fused decode forms (Backend::matmul_parts, swiglu, rope_qk, and the folded norms and
-    // residual adds), cuda_backend_decode.cpp. KVSCOPE_CUDA_FUSED=0 takes the unfused ops
-    // instead (the defaults of Backend); so do shapes the GEMV does not take.
+    // Fused decode forms (Backend::matmul_parts, swiglu, rope_qk). KVSCOPE_CUDA_FUSED=0 takes
+    // the unfused ops instead (the defaults of Backend); so do shapes the GEMV does not take.
     void matmul_parts(const Tensor& x, int count, const Tensor* const* ws,
-                      const Tensor* const* biases, Tensor* const* outs) override;
+                      const Tensor* const* biases, Tensor* const* outs) override {
+        const int64_t k = ws[0]->dim(1);
+        const int64_t n = x.numel() / k;
+        bool fits = fused_on_ && gemv_on_ && count >= 1 && count <= kMaxGemvParts;
+        int64_t rows = 0;
+        for (int i = 0; fits && i < count; ++i) {
+            const Tensor& w = *ws[i];
+            fits = w.dim(1) == k && w.dtype == ws[0]->dtype &&
+                   gemv_fits(x.as<float>(), n, k, w.data, w.dtype, w.dim(0));
+            rows += w.dim(0);
+        }
+        if (!fits || rows > 65535LL * 8) return Backend::matmul_parts(x, count, ws, biases, outs);
+        prof::Scope ps = op_scope("matmul_parts");
+        GemvPart parts[kMaxGemvParts];
+        for (int i = 0; i < count; ++i)
+            parts[i] = GemvPart{ws[i]->data, ws[i]->dim(0), biases[i] ? biases[i]->data : nullptr,
+                                biases[i] ? biases[i]->dtype : DType::kF32, outs[i]->as<float>()};
+        gemv_parts(x.as<float>(), n, k, ws[0]->dtype, parts, count, stream_);
+    }
     void swiglu(const Tensor& x, const Tensor& w_gate, const Tensor& w_up, Tensor& gate, Tensor& up,
-                Tensor& out) override;
-    void matmul_add(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& tmp,
-                    Tensor& out) override;
-    void rmsnorm_matmul_parts(const Tensor& x, const Tensor& norm_w, float eps, Tensor& h,
-                              int count, const Tensor* const* ws, const Tensor* const* biases,
-                              Tensor* const* outs) override;
-    void rmsnorm_swiglu(const Tensor& x, const Tensor& norm_w, float eps, Tensor& h,
-                        const Tensor& w_gate, const Tensor& w_up, Tensor& gate, Tensor& up,
-                        Tensor& out) override;
-    bool folds_norms(int64_t rows) const override {
-        return fold_norms_on_ && fused_on_ && gemv_on_ && rows == 1;
+                Tensor& out) override {
+        const int64_t k = w_gate.dim(1), m = w_gate.dim(0);
+        const int64_t n = x.numel() / k;
+        const bool fits = fused_on_ && gemv_on_ && w_up.dim(0) == m && w_up.dim(1) == k &&
+                          w_up.dtype == w_gate.dtype &&
+                          gemv_fits(x.as<float>(), n, k, w_gate.data, w_gate.dtype, m) &&
+                          gemv_fits(x.as<float>(), n, k, w_up.data, w_up.dtype, m);
+        if (!fits) return Backend::swiglu(x, w_gate, w_up, gate, up, out);
+        prof::Scope ps = op_scope("swiglu");
+        gemv_swiglu(x.as<float>(), n, k, w_gate.data, w_up.data, w_gate.dtype, m, gate.as<float>(),
+                    up.as<float>(), out.as<float>(), stream_);
     }
     void add_rmsnorm(Tensor& x, const Tensor& y, const Tensor& w, float eps, Tensor& out) override {
         if (!fused_on_ || out.data == x.data || x.numel() != y.numel())
@@ -723,13 +737,6 @@ class CudaBackend final : public Backend {
         rb.begin = ring_.mark();
     }
 
-    // cuda_backend_decode.cpp: whether the fused GEMVs take these shapes.
-    bool parts_fit(const Tensor& x, int count, const Tensor* const* ws) const;
-    bool swiglu_fits(const Tensor& x, const Tensor& w_gate, const Tensor& w_up) const;
-    bool norm_fits(const Tensor& x, const Tensor& norm_w, const Tensor& w) const;
-    void launch_parts(const Tensor& x, int count, const Tensor* const* ws,
-                      const Tensor* const* biases, Tensor* const* outs, const GemvNorm& norm);
-
     cudaDeviceProp prop_{};
     cudaStream_t stream_ = nullptr;
     const CublasApi* api_ = nullptr;
@@ -739,7 +746,6 @@ class CudaBackend final : public Backend {
     bool gemv_on_ = true;  // decode rows (n <= kGemvMaxRows) through cuda_gemv.cu
     bool new_rows_on_ = true, defer_on_ = true;  // switched_on() above
     bool fused_on_ = true;        // KVSCOPE_CUDA_FUSED: matmul_parts, swiglu, rope_qk
-    bool fold_norms_on_ = false;  // KVSCOPE_CUDA_FOLD_NORMS=1: folds_norms()
     bool inline_jobs_on_ = true;  // KVSCOPE_CUDA_INLINE_JOBS: flush_inline()
     HostCopies later_;
     std::unique_ptr<cpu::ThreadPool> copy_pool_;  // copy_pool()

@@ -112,19 +112,8 @@ void matmul(cublasHandle_t handle, const float* x, int64_t n, int64_t k, const v
 // be that kernel's output (weights never are).
 constexpr int64_t kGemvMaxRows = 8;
 bool gemv_fits(const float* x, int64_t n, int64_t k, const void* w, DType wdt, int64_t m);
-// accumulate (n = 1 only): out += x @ w^T (+ bias), the product rounded to fp32 before the add
-// (the o and down projections added to the residual stream; each element of out is read and
-// written by the one thread that computed its product).
 void gemv(const float* x, int64_t n, int64_t k, const void* w, DType wdt, int64_t m,
-          const void* bias, DType bdt, float* out, cudaStream_t stream, bool accumulate = false);
-// The RMSNorm in front of a projection folded into its GEMV (gemv_parts, gemv_swiglu, one row of
-// x): rmsnorm(x) @ w^T = r * ((x * g) @ w^T) with r = rsqrt(mean(x^2) + eps). g: the norm's
-// weights, of the projection's dtype, k of them, 16-byte aligned (gemv_norm_fits); null: no norm.
-struct GemvNorm {
-    const void* g = nullptr;
-    float eps = 0.0f;
-};
-bool gemv_norm_fits(int64_t n, int64_t k, const void* g, DType gdt, DType wdt);
+          const void* bias, DType bdt, float* out, cudaStream_t stream);
 // Several matrices of one dtype sharing x (q/k/v) in one launch: parts[i].out = x @ w_i^T (+ bias).
 // Each part must pass gemv_fits() on its own.
 constexpr int kMaxGemvParts = 3;
@@ -136,12 +125,11 @@ struct GemvPart {
     float* out;
 };
 void gemv_parts(const float* x, int64_t n, int64_t k, DType wdt, const GemvPart* parts, int count,
-                cudaStream_t stream, const GemvNorm& norm = {});
+                cudaStream_t stream);
 // gate = x @ w_gate^T, up = x @ w_up^T, out = silu(gate) * up in one launch (both [m, k], one
 // dtype, each passing gemv_fits()).
 void gemv_swiglu(const float* x, int64_t n, int64_t k, const void* w_gate, const void* w_up,
-                 DType wdt, int64_t m, float* gate, float* up, float* out, cudaStream_t stream,
-                 const GemvNorm& norm = {});
+                 DType wdt, int64_t m, float* gate, float* up, float* out, cudaStream_t stream);
 // dst[i] = f32(src[i]) on the device (weights uploaded in fp32 mode, tests).
 void convert_to_f32(const void* src, DType dt, int64_t n, float* dst, cudaStream_t stream);
 

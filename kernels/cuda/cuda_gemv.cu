@@ -17,15 +17,11 @@
 // Needs k a multiple of the vector width and 16-byte aligned w and x rows (gemv_fits()); the
 // caller falls back to cuBLAS otherwise.
 //
-// Fused forms (cuda_backend_decode.cpp): gemv() may add its products to out (the residual
-// stream); gemv_parts() and gemv_swiglu() may fold in the RMSNorm of x (GemvNorm, one row):
-// rmsnorm(x) @ w^T = r * ((x * g) @ w^T) with r = rsqrt(mean(x^2) + eps), so each lane scales
-// its weights by the norm's g as it widens them and sums the squares of its x elements beside
-// its products, and r multiplies the reduced dot in the epilogue. Nothing runs in front of the
-// products. Why this form: a decode step of the 8B shape ran 64 add_rmsnorm launches (6.2 us
-// each, ncu, bench/RESULTS.md, tenth run); the two earlier folds lost more than the launches
-// they removed, one by normalising x into shared memory in every block before the products
-// (tenth run), one by a last block normalising after the o/down GEMV (eleventh run).
+// Not here on purpose: the RMSNorm before a projection and the residual add after one. Folded in
+// three ways (a pre-norm in shared memory, a last-block norm tail, and r * ((x * g) @ w^T) with
+// the squares summed beside the products), each was slower than the small launches it removed:
+// the 8B decode step went from 7.02-7.07 to 7.47-7.53 ms with the last (bench/RESULTS.md,
+// "Thirteenth run"; its code is commit 66900d4).
 #include <cstdint>
 #include <cstdlib>
 #include <string>
@@ -103,18 +99,11 @@ __device__ __forceinline__ void first_loads(bool has_row, const W* __restrict__ 
     }
 }
 
-// What a GEMV does with the norm's weights g (GemvNorm): nothing (kNone); multiplies each weight
-// by its column's g (kScale: (x * g) . w = x . (g * w), one product shared by the N rows); and
-// also sums the squares of x beside the products (kScaleSquares: the row's r in the epilogue).
-enum NormUse : int { kNone = 0, kScale = 1, kScaleSquares = 2 };
-
-// acc[i] += x[i] . (the kUnroll weight vectors raw, at vectors v0 + 32 * u of the row), and with
-// a norm the columns' g as above; ss[i] += the squares of those x[i] elements (kScaleSquares).
-template <class W, int N, int kUnroll, int kNorm>
+// acc[i] += x[i] . (the kUnroll weight vectors raw, at vectors v0 + 32 * u of the row).
+template <class W, int N, int kUnroll>
 __device__ __forceinline__ void dot_batch(const float* __restrict__ x, int64_t k, int64_t nv,
                                           const uint4 (&raw)[kUnroll], int64_t v0,
-                                          const W* __restrict__ g, float (&acc)[N],
-                                          float (&ss)[N]) {
+                                          float (&acc)[N]) {
     constexpr int VN = Vec<W>::kN;
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
@@ -122,12 +111,6 @@ __device__ __forceinline__ void dot_batch(const float* __restrict__ x, int64_t k
         if (v >= nv) break;
         float wf[VN];
         Vec<W>::widen(raw[u], wf);
-        if constexpr (kNorm != kNone) {
-            float gf[VN];
-            Vec<W>::widen(__ldg(reinterpret_cast<const uint4*>(g) + v), gf);
-#pragma unroll
-            for (int j = 0; j < VN; ++j) wf[j] *= gf[j];
-        }
 #pragma unroll
         for (int i = 0; i < N; ++i) {
             const float4* xr = reinterpret_cast<const float4*>(x + i * k + v * VN);
@@ -136,26 +119,22 @@ __device__ __forceinline__ void dot_batch(const float* __restrict__ x, int64_t k
                 const float4 xv = __ldg(xr + q);
                 acc[i] += wf[4 * q] * xv.x + wf[4 * q + 1] * xv.y + wf[4 * q + 2] * xv.z +
                           wf[4 * q + 3] * xv.w;
-                if constexpr (kNorm == kScaleSquares)
-                    ss[i] += xv.x * xv.x + xv.y * xv.y + xv.z * xv.z + xv.w * xv.w;
             }
         }
     }
 }
 
-// One warp's dot products of weight row `w_row` with the n = N rows of x: acc[i] = x[i] . w_row
-// (with kNorm, of x[i] * g), reduced across the warp (every lane holds the sums), and with
-// kScaleSquares ss[i] = sum of x[i]^2 over the row. `first` holds first_loads() of the row.
-template <class W, int N, int kUnroll, int kNorm = kNone>
+// One warp's dot products of weight row `w_row` with the n = N rows of x: acc[i] = x[i] . w_row,
+// reduced across the warp (every lane holds the sums). `first` holds first_loads() of the row.
+template <class W, int N, int kUnroll>
 __device__ __forceinline__ void row_dots(const float* __restrict__ x, int64_t k,
                                          const W* __restrict__ w_row, int lane,
-                                         const uint4 (&first)[kUnroll], float (&acc)[N],
-                                         const W* __restrict__ g, float (&ss)[N]) {
+                                         const uint4 (&first)[kUnroll], float (&acc)[N]) {
     const int64_t nv = k / Vec<W>::kN;  // vectors per row
     const uint4* wr = reinterpret_cast<const uint4*>(w_row);
 #pragma unroll
-    for (int i = 0; i < N; ++i) acc[i] = ss[i] = 0.0f;
-    dot_batch<W, N, kUnroll, kNorm>(x, k, nv, first, lane, g, acc, ss);
+    for (int i = 0; i < N; ++i) acc[i] = 0.0f;
+    dot_batch<W, N, kUnroll>(x, k, nv, first, lane, acc);
     for (int64_t v0 = lane + 32 * kUnroll; v0 < nv; v0 += 32 * kUnroll) {
         uint4 raw[kUnroll];
 #pragma unroll
@@ -163,34 +142,13 @@ __device__ __forceinline__ void row_dots(const float* __restrict__ x, int64_t k,
             const int64_t v = v0 + 32 * u;
             raw[u] = v < nv ? __ldg(wr + v) : make_uint4(0, 0, 0, 0);
         }
-        dot_batch<W, N, kUnroll, kNorm>(x, k, nv, raw, v0, g, acc, ss);
+        dot_batch<W, N, kUnroll>(x, k, nv, raw, v0, acc);
     }
 #pragma unroll
-    for (int i = 0; i < N; ++i) {
-        acc[i] = warp_sum(acc[i]);
-        if constexpr (kNorm == kScaleSquares) ss[i] = warp_sum(ss[i]);
-    }
-}
-template <class W, int N, int kUnroll>
-__device__ __forceinline__ void row_dots(const float* __restrict__ x, int64_t k,
-                                         const W* __restrict__ w_row, int lane,
-                                         const uint4 (&first)[kUnroll], float (&acc)[N]) {
-    float unused[N];
-    row_dots<W, N, kUnroll>(x, k, w_row, lane, first, acc, nullptr, unused);
+    for (int i = 0; i < N; ++i) acc[i] = warp_sum(acc[i]);
 }
 
-// The norm's r of each row from its sum of squares (1 without a norm): as rmsnorm_kernel
-// (cuda_rmsnorm.cu) forms it.
-template <int N, int kNorm>
-__device__ __forceinline__ void norm_scales(const float (&ss)[N], int64_t k, float eps,
-                                            float (&r)[N]) {
-#pragma unroll
-    for (int i = 0; i < N; ++i)
-        r[i] = kNorm == kNone ? 1.0f : rsqrtf(ss[i] / static_cast<float>(k) + eps);
-}
-
-// kAccumulate: out += the products (one row only: gemv() takes n = 1 for it).
-template <class W, int N, class SH, bool kAccumulate>
+template <class W, int N, class SH>
 __global__ void __launch_bounds__(SH::kWarps * 32)
     gemv_kernel(const float* __restrict__ x, int64_t k, const W* __restrict__ w, int64_t m,
                 const void* bias, DType bdt, float* __restrict__ out) {
@@ -205,11 +163,8 @@ __global__ void __launch_bounds__(SH::kWarps * 32)
     row_dots<W, N, SH::kUnroll>(x, k, w + row * k, lane, first, acc);
     if (lane != 0) return;
 #pragma unroll
-    for (int i = 0; i < N; ++i) {
-        // The product is rounded to fp32 first, then added: add_inplace after matmul, exactly.
-        const float o = acc[i] + (bias ? load_f32(bias, bdt, row) : 0.0f);
-        out[i * m + row] = kAccumulate ? out[i * m + row] + o : o;
-    }
+    for (int i = 0; i < N; ++i)
+        out[i * m + row] = acc[i] + (bias ? load_f32(bias, bdt, row) : 0.0f);
 }
 
 // Up to kMaxGemvParts matrices sharing x, their rows one after another in the grid: warp row r
@@ -226,10 +181,9 @@ struct GemvParts {
     int count;
 };
 
-template <class W, int N, class SH, int kNorm>
+template <class W, int N, class SH>
 __global__ void __launch_bounds__(SH::kWarps * 32)
-    gemv_parts_kernel(const float* __restrict__ x, int64_t k, const GemvParts<W> parts,
-                      const W* __restrict__ g, float eps) {
+    gemv_parts_kernel(const float* __restrict__ x, int64_t k, const GemvParts<W> parts) {
     const int lane = static_cast<int>(threadIdx.x) & 31;
     int64_t row = static_cast<int64_t>(blockIdx.x) * SH::kWarps + (threadIdx.x >> 5);
     int p = 0;
@@ -242,26 +196,23 @@ __global__ void __launch_bounds__(SH::kWarps * 32)
     grid_release();
     if (!has_row) return;
     const int64_t m = parts.m[p];
-    float acc[N], ss[N], r[N];
-    row_dots<W, N, SH::kUnroll, kNorm>(x, k, parts.w[p] + row * k, lane, first, acc, g, ss);
+    float acc[N];
+    row_dots<W, N, SH::kUnroll>(x, k, parts.w[p] + row * k, lane, first, acc);
     if (lane != 0) return;
-    norm_scales<N, kNorm>(ss, k, eps, r);
     const void* bias = parts.bias[p];
 #pragma unroll
     for (int i = 0; i < N; ++i)
-        parts.out[p][i * m + row] =
-            acc[i] * r[i] + (bias ? load_f32(bias, parts.bdt[p], row) : 0.0f);
+        parts.out[p][i * m + row] = acc[i] + (bias ? load_f32(bias, parts.bdt[p], row) : 0.0f);
 }
 
 // SwiGLU's first half, one warp per row r of both matrices: gate[r], up[r] and
 // out[r] = silu(gate[r]) * up[r] (silu as cuda_elementwise.cu computes it). Replaces two GEMV
 // launches and the silu_mul kernel.
-template <class W, int N, class SH, int kNorm>
+template <class W, int N, class SH>
 __global__ void __launch_bounds__(SH::kWarps * 32)
     gemv_swiglu_kernel(const float* __restrict__ x, int64_t k, const W* __restrict__ wg,
                        const W* __restrict__ wu, int64_t m, float* __restrict__ gate,
-                       float* __restrict__ up, float* __restrict__ out, const W* __restrict__ g,
-                       float eps) {
+                       float* __restrict__ up, float* __restrict__ out) {
     const int lane = static_cast<int>(threadIdx.x) & 31;
     const int64_t row = static_cast<int64_t>(blockIdx.x) * SH::kWarps + (threadIdx.x >> 5);
     uint4 first_g[SH::kUnroll], first_u[SH::kUnroll];
@@ -270,19 +221,15 @@ __global__ void __launch_bounds__(SH::kWarps * 32)
     grid_wait();
     grid_release();
     if (row >= m) return;
-    // The up row reuses the gate row's sum of squares (the same x).
-    constexpr int kUpNorm = kNorm == kNone ? kNone : kScale;
-    float gs[N], us[N], ss[N], unused[N], r[N];
-    row_dots<W, N, SH::kUnroll, kNorm>(x, k, wg + row * k, lane, first_g, gs, g, ss);
-    row_dots<W, N, SH::kUnroll, kUpNorm>(x, k, wu + row * k, lane, first_u, us, g, unused);
+    float g[N], u[N];
+    row_dots<W, N, SH::kUnroll>(x, k, wg + row * k, lane, first_g, g);
+    row_dots<W, N, SH::kUnroll>(x, k, wu + row * k, lane, first_u, u);
     if (lane != 0) return;
-    norm_scales<N, kNorm>(ss, k, eps, r);
 #pragma unroll
     for (int i = 0; i < N; ++i) {
-        const float gi = gs[i] * r[i], ui = us[i] * r[i];
-        gate[i * m + row] = gi;
-        up[i * m + row] = ui;
-        out[i * m + row] = gi / (1.0f + expf(-gi)) * ui;
+        gate[i * m + row] = g[i];
+        up[i * m + row] = u[i];
+        out[i * m + row] = g[i] / (1.0f + expf(-g[i])) * u[i];
     }
 }
 
@@ -353,33 +300,20 @@ void by_rows(int64_t n, F&& f) {
 
 template <class W>
 void launch(const float* x, int64_t n, int64_t k, const W* w, int64_t m, const void* bias,
-            DType bdt, float* out, bool accumulate, cudaStream_t stream) {
-    if (accumulate) {  // one row (gemv_add_fits)
-        launch_dependent(gemv_kernel<W, 1, DefaultShape, true>, grid_for<DefaultShape>(m),
-                         DefaultShape::kWarps * 32, 0, stream, x, k, w, m, bias, bdt, out);
-        return;
-    }
+            DType bdt, float* out, cudaStream_t stream) {
     by_rows(n, [&](auto rows) {
         constexpr int N = decltype(rows)::kN;
         by_shape<W, N>([&](auto sh) {
             using SH = decltype(sh);
-            launch_dependent(gemv_kernel<W, N, SH, false>, grid_for<SH>(m), SH::kWarps * 32, 0,
-                             stream, x, k, w, m, bias, bdt, out);
+            launch_dependent(gemv_kernel<W, N, SH>, grid_for<SH>(m), SH::kWarps * 32, 0, stream, x,
+                             k, w, m, bias, bdt, out);
         });
     });
 }
 
-// Calls f(Rows<1>{}, NormUse) for a folded norm (one row: gemv_norm_fits), else by_rows(n, ...)
-// with kNone: the norm's instantiations are the decode step's only.
-template <class F>
-void by_rows_norm(int64_t n, const GemvNorm& norm, F&& f) {
-    if (norm.g != nullptr) return f(Rows<1>{}, std::integral_constant<int, kScaleSquares>{});
-    by_rows(n, [&](auto rows) { f(rows, std::integral_constant<int, kNone>{}); });
-}
-
 template <class W>
 void launch_parts(const float* x, int64_t n, int64_t k, const GemvPart* in, int count,
-                  const GemvNorm& norm, cudaStream_t stream) {
+                  cudaStream_t stream) {
     GemvParts<W> p{};
     p.count = count;
     int64_t rows_total = 0;
@@ -392,29 +326,25 @@ void launch_parts(const float* x, int64_t n, int64_t k, const GemvPart* in, int 
         rows_total += in[i].m;
         p.end[i] = rows_total;
     }
-    const W* g = static_cast<const W*>(norm.g);
-    by_rows_norm(n, norm, [&](auto rows, auto use) {
+    by_rows(n, [&](auto rows) {
         constexpr int N = decltype(rows)::kN;
         by_shape<W, N>([&](auto sh) {
             using SH = decltype(sh);
-            launch_dependent(gemv_parts_kernel<W, N, SH, decltype(use)::value>,
-                             grid_for<SH>(rows_total), SH::kWarps * 32, 0, stream, x, k, p, g,
-                             norm.eps);
+            launch_dependent(gemv_parts_kernel<W, N, SH>, grid_for<SH>(rows_total), SH::kWarps * 32,
+                             0, stream, x, k, p);
         });
     });
 }
 
 template <class W>
 void launch_swiglu(const float* x, int64_t n, int64_t k, const W* wg, const W* wu, int64_t m,
-                   float* gate, float* up, float* out, const GemvNorm& norm, cudaStream_t stream) {
-    const W* g = static_cast<const W*>(norm.g);
-    by_rows_norm(n, norm, [&](auto rows, auto use) {
+                   float* gate, float* up, float* out, cudaStream_t stream) {
+    by_rows(n, [&](auto rows) {
         constexpr int N = decltype(rows)::kN;
         by_shape<W, N>([&](auto sh) {
             using SH = decltype(sh);
-            launch_dependent(gemv_swiglu_kernel<W, N, SH, decltype(use)::value>, grid_for<SH>(m),
-                             SH::kWarps * 32, 0, stream, x, k, wg, wu, m, gate, up, out, g,
-                             norm.eps);
+            launch_dependent(gemv_swiglu_kernel<W, N, SH>, grid_for<SH>(m), SH::kWarps * 32, 0,
+                             stream, x, k, wg, wu, m, gate, up, out);
         });
     });
 }
@@ -429,56 +359,46 @@ bool gemv_fits(const float* x, int64_t n, int64_t k, const void* w, DType wdt, i
     return a16(x) && a16(w);
 }
 
-bool gemv_norm_fits(int64_t n, int64_t k, const void* g, DType gdt, DType wdt) {
-    return n == 1 && k > 0 && g != nullptr && gdt == wdt &&
-           reinterpret_cast<uintptr_t>(g) % 16 == 0;
-}
-
 void gemv(const float* x, int64_t n, int64_t k, const void* w, DType wdt, int64_t m,
-          const void* bias, DType bdt, float* out, cudaStream_t stream, bool accumulate) {
+          const void* bias, DType bdt, float* out, cudaStream_t stream) {
     switch (wdt) {
         case DType::kBf16:
-            return launch(x, n, k, static_cast<const __nv_bfloat16*>(w), m, bias, bdt, out,
-                          accumulate, stream);
+            return launch(x, n, k, static_cast<const __nv_bfloat16*>(w), m, bias, bdt, out, stream);
         case DType::kF16:
-            return launch(x, n, k, static_cast<const __half*>(w), m, bias, bdt, out, accumulate,
-                          stream);
+            return launch(x, n, k, static_cast<const __half*>(w), m, bias, bdt, out, stream);
         case DType::kF32:
-            return launch(x, n, k, static_cast<const float*>(w), m, bias, bdt, out, accumulate,
-                          stream);
+            return launch(x, n, k, static_cast<const float*>(w), m, bias, bdt, out, stream);
         default:
             return;
     }
 }
 
 void gemv_parts(const float* x, int64_t n, int64_t k, DType wdt, const GemvPart* parts, int count,
-                cudaStream_t stream, const GemvNorm& norm) {
+                cudaStream_t stream) {
     switch (wdt) {
         case DType::kBf16:
-            return launch_parts<__nv_bfloat16>(x, n, k, parts, count, norm, stream);
+            return launch_parts<__nv_bfloat16>(x, n, k, parts, count, stream);
         case DType::kF16:
-            return launch_parts<__half>(x, n, k, parts, count, norm, stream);
+            return launch_parts<__half>(x, n, k, parts, count, stream);
         case DType::kF32:
-            return launch_parts<float>(x, n, k, parts, count, norm, stream);
+            return launch_parts<float>(x, n, k, parts, count, stream);
         default:
             return;
     }
 }
 
 void gemv_swiglu(const float* x, int64_t n, int64_t k, const void* w_gate, const void* w_up,
-                 DType wdt, int64_t m, float* gate, float* up, float* out, cudaStream_t stream,
-                 const GemvNorm& norm) {
+                 DType wdt, int64_t m, float* gate, float* up, float* out, cudaStream_t stream) {
     switch (wdt) {
         case DType::kBf16:
             return launch_swiglu(x, n, k, static_cast<const __nv_bfloat16*>(w_gate),
-                                 static_cast<const __nv_bfloat16*>(w_up), m, gate, up, out, norm,
-                                 stream);
+                                 static_cast<const __nv_bfloat16*>(w_up), m, gate, up, out, stream);
         case DType::kF16:
             return launch_swiglu(x, n, k, static_cast<const __half*>(w_gate),
-                                 static_cast<const __half*>(w_up), m, gate, up, out, norm, stream);
+                                 static_cast<const __half*>(w_up), m, gate, up, out, stream);
         case DType::kF32:
             return launch_swiglu(x, n, k, static_cast<const float*>(w_gate),
-                                 static_cast<const float*>(w_up), m, gate, up, out, norm, stream);
+                                 static_cast<const float*>(w_up), m, gate, up, out, stream);
         default:
             return;
     }

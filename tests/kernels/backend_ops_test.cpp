@@ -466,17 +466,14 @@ const std::vector<OpCase>& all_cases() {
         add_matmul(v);
         add_attention(v);
         add_fused_cases(v);  // backend_ops_fused_cases.cpp
-        add_fold_cases(v);   // backend_ops_fold_cases.cpp
         return v;
     }();
     return cases;
 }
 
-const std::vector<std::string> kOps = {"embedding",      "rmsnorm",     "rope",
-                                       "silu_mul",       "add",         "matmul",
-                                       "attention",      "rope_qk",     "matmul_parts",
-                                       "swiglu",         "add_rmsnorm", "rmsnorm_matmul_parts",
-                                       "rmsnorm_swiglu", "matmul_add"};
+const std::vector<std::string> kOps = {"embedding",    "rmsnorm", "rope",       "silu_mul",
+                                       "add",          "matmul",  "attention",  "rope_qk",
+                                       "matmul_parts", "swiglu",  "add_rmsnorm"};
 
 bool perf_mode() {
     const char* e = std::getenv("KVSCOPE_OPS_PERF");
