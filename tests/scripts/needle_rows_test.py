@@ -20,7 +20,7 @@ import random
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from scenario_parity_test import BridgeTok, bridge_args  # noqa: E402
+from scenario_parity_test import Failures, bridge_args, bundled  # noqa: E402
 
 WEIGHT = 5.0
 ROWS_PER_LENGTH = 40
@@ -173,18 +173,8 @@ def main():
     import row_mix as M
     import scenarios as S
 
-    failures = 0
-
-    def fail(msg):
-        nonlocal failures
-        print("FAIL", msg)
-        failures += 1
-
-    templates = S.load_templates(os.path.join(args.root, "resources", "needles",
-                                              "templates.json"))
-    # The bundled model's tokenizer: train.py's 8192-token BPE, so row sizes are the real ones.
-    tok = BridgeTok(args.bridge, os.path.join(args.root, "resources", "models", "kvscope-demo",
-                                              "tokenizer.json"))
+    fail = Failures()
+    templates, tok = bundled(args, S)
     st = check_rows(tok, S, R, templates, fail)
     check_cue_dropout(tok, S, R, templates, fail)
     tok.close()
@@ -198,8 +188,8 @@ def main():
     if st["fit"] < MIN_FIT * st["rows"]:
         fail(f"{st['fit']}/{st['rows']} rows fit, < {MIN_FIT:.0%}")
     check_mix(M, fail)
-    if failures:
-        sys.exit(f"{failures} failure(s)")
+    if fail.count:
+        sys.exit(f"{fail.count} failure(s)")
     print("needles_dense rows and --mix ok")
 
 

@@ -45,6 +45,27 @@ def bridge_args():
     return args
 
 
+class Failures:
+    """fail(msg) for the training-row tests: prints it and counts; .count at the end."""
+
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self, msg):
+        print("FAIL", msg)
+        self.count += 1
+
+
+def bundled(args, S):
+    """-> (templates, tokenizer): resources/needles/templates.json and the bundled demo model's
+    tokenizer through the bridge, so row sizes are the real ones. args from bridge_args()."""
+    templates = S.load_templates(os.path.join(args.root, "resources", "needles",
+                                              "templates.json"))
+    tok = BridgeTok(args.bridge, os.path.join(args.root, "resources", "models", "kvscope-demo",
+                                              "tokenizer.json"))
+    return templates, tok
+
+
 def main():
     args = bridge_args()
     import scenarios as S

@@ -7,7 +7,8 @@ to 1). The early mixture applies while rows are at most EARLY_MAX_SEQ tokens.
 import argparse
 import math
 
-KINDS = ("natural", "repeat", "passkey", "niah", "niah_multi", "kv", "needles", "needles_dense")
+KINDS = ("natural", "repeat", "passkey", "niah", "niah_multi", "kv", "needles", "needles_dense",
+         "needles_free")
 EARLY_MAX_SEQ = 512
 
 # Row kinds and their shares. "repeat" (a random token sequence shown twice) gives dense copy

@@ -19,7 +19,9 @@ multi-needle NIAH with every needle queried; key-value lookup with several queri
 alternations "((A|B))" are drawn per prompt, so no fixed wording repeats; formats x entity kinds x
 question forms, several needles, distractors) in the training haystacks (the training split's
 sentences, as written or word-shuffled); "needles_dense" (off by default): short contexts made
-mostly of train-split needles and distractors, 2-5 asked (needle_rows.py). Held-out families and
+mostly of train-split needles and distractors, 2-5 asked (needle_rows.py); "needles_free" (off by
+default): needles whose key, attribute, value, layout, framing and question are all drawn anew per
+row from the training words (free_needles.py), so no wording repeats. Held-out families and
 haystack sources are never drawn for training. The tasks are built by tools/train_demo/scenarios.py
 exactly as KVScope's C++ builders build them, and rows are filled up with natural text. Loss on
 every token; answer digits weighted x5; needle digits and the first copy of a random sequence
@@ -48,6 +50,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import free_needles as FN  # noqa: E402
 import needle_rows as R  # noqa: E402
 import probe as P  # noqa: E402
 import row_mix as M  # noqa: E402
@@ -145,7 +148,10 @@ class TaskRows(torch.utils.data.IterableDataset):
         super().__init__()
         # Cue dropout (--cue-dropout): framing words drawn from the training sentences' words.
         self.cue_dropout = cue_dropout
-        self.cue_words = R.corpus_words(pools[0][0][:20000]) if cue_dropout > 0 else []
+        words = R.corpus_words(pools[0][0][:20000])
+        self.cue_words = words if cue_dropout > 0 else []
+        # needles_free rows (free_needles.py): every part of a needle drawn anew per row.
+        self.free = FN.FreeNeedles(words, templates)
         self.early_mix, self.mix = mixes  # [(kind, share)]: rows <= M.EARLY_MAX_SEQ, longer rows
         self.templates = templates  # scenarios.load_templates(); only split "train" is drawn
         self.tok, self.stream, self.pools = tok, stream, pools  # pools: [(sentences, counter)]
@@ -177,6 +183,12 @@ class TaskRows(torch.utils.data.IterableDataset):
             qas = []
         elif kind in ("needles", "needles_dense"):
             return self.needles_text(rng, kind == "needles_dense")
+        elif kind == "needles_free":
+            sentences, count = self.pools[0] if rng.random() < 0.7 else self.pools[1]
+            text, spans, _facts, _asked = self.free.row_text(
+                self.tok, rng, sentences, count, self.prompt_length(rng, EVAL_RESERVE),
+                ANSWER_WEIGHT)
+            return text, spans
         elif kind in ("niah", "niah_multi"):
             nn = 1 if kind == "niah" else rng.randint(2, 6)
             keys = self.city_keys if rng.random() < 0.5 else self.word_keys
