@@ -67,6 +67,33 @@ def check_row(S, fn, text, spans, facts, asked, banned, held_hay, where, fail):
         fail(f"{where}: a held-out haystack sentence in the row")
 
 
+def check_natural(S, F, R, tok, count, hay, held_hay, templates, banned, fail):
+    """--free-natural: the same row checks; links are NATURAL_LINKS without a word of the
+    held-out wording (some are dropped for it), real names come from the training texts and
+    some rows use them; without the flag the rows are exactly the default ones."""
+    names = F.proper_nouns(hay)
+    fn = F.FreeNeedles(R.corpus_words(hay), templates, True, names)
+    wording = F.heldout_wording(templates)
+    if not wording or any(set(p.split()) & wording for p in fn.links) \
+            or len(fn.links) == len(F.NATURAL_LINKS) or len(fn.links) < 20:
+        fail(f"natural links {fn.links} against the held-out wording ({len(wording)} words)")
+    plain = F.FreeNeedles(R.corpus_words(hay), templates)
+    off = F.FreeNeedles(R.corpus_words(hay), templates, False, names)
+    used = 0
+    for i in range(40):
+        seed = 7000 + i
+        if off.row_text(tok, random.Random(seed), hay, count, 512, WEIGHT) != \
+                plain.row_text(tok, random.Random(seed), hay, count, 512, WEIGHT):
+            fail(f"natural row {i}: names without the flag changed the row")
+        row = fn.row_text(tok, random.Random(seed), hay, count, 512 + 512 * (i % 2), WEIGHT)
+        check_row(S, fn, *row, banned, held_hay, f"natural row {i}", fail)
+        used += sum(f[2] in fn.names for f in row[2])
+    if used == 0:
+        fail("natural rows: no value drawn from the training texts' names")
+    print(f"natural rows: 40 checked, {len(fn.links)} of {len(F.NATURAL_LINKS)} links kept, "
+          f"{len(fn.names)} names, {used} name values from them")
+
+
 def main():
     args = bridge_args()
     import free_needles as F
@@ -107,6 +134,7 @@ def main():
             seen["value"].update(value_kind(f[2]) for f in facts)
             seen["distractor"].update("same key" if f[0] == facts[0][0] else "same attribute"
                                       for f in facts[asked:])
+    check_natural(S, F, R, tok, count, hay, held_hay, templates, banned, fail)
     tok.close()
     print(f"free rows: {rows}, {fit} fit their row; layouts {sorted(seen['layout'])}, values "
           f"{sorted(seen['value'])}, distractors {sorted(seen['distractor'])}")

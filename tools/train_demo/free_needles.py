@@ -53,14 +53,62 @@ def heldout_words(templates):
     return out
 
 
+def heldout_wording(templates):
+    """Lower-case words of 4 or more letters in the held-out families' needles, questions and
+    intros (every alternative): the wording a natural link must not use. Shorter words (is, of,
+    the, by) are grammar, not wording."""
+    out = set()
+    for t in templates["templates"]:
+        if t["split"] != "heldout":
+            continue
+        texts = [t["intro"], t["intro_multi"]] + t["questions"] + t["needles"]  # as loaded
+        for text in texts:
+            for w in text.replace("((", " ").replace("))", " ").replace("|", " ").split():
+                w = w.strip(".,;:!?\"'()<>[]~=@#-").lower()
+                if w.isalpha() and len(w) >= 4:
+                    out.add(w)
+    return out
+
+
+def proper_nouns(sentences):
+    """Capitalised words of the sentences that never occur in lower case, sorted: mostly the
+    names and places of the training texts (some are words seen only at a sentence start)."""
+    caps, lower = set(), set()
+    for s in sentences:
+        for w in s.split():
+            w = w.strip(".,;:!?\"'()")
+            if len(w) >= 3 and w.isalpha():
+                (caps if w[0].isupper() and w[1:].islower() else lower).add(w)
+    low = {w.lower() for w in lower}
+    return sorted(w for w in caps if w.lower() not in low)
+
+
+# Links of natural rows (--free-natural): grammar a value follows in ordinary prose, so that the
+# value is marked by syntax, as in the held-out families ("It flashed {value}", "ask for
+# {value}"). Phrases with a word of the held-out wording are dropped at load (heldout_wording).
+NATURAL_LINKS = ("is", "was", "is now", "reads", "equals", "became", "goes to", "belongs to",
+                 "is held by", "is kept as", "is set to", "was given as", "comes out as",
+                 "is listed as", "is marked", "is known as", "is called", "means",
+                 "turned out to be", "is written as", "stands at", "went to", "was left with",
+                 "is named", "said", "wrote", "chose", "picked", "got", "keeps", "uses",
+                 "points to", "leads to", "is shared with", "was sent to", "landed on")
+
+
 class FreeNeedles:
     """Draws needles_free rows. words: corpus words (needle_rows.corpus_words of the training
-    sentences) without the held-out pools' words; rng: random.Random per call."""
+    sentences) without the held-out pools' words; rng: random.Random per call. natural
+    (train.py --free-natural): links from NATURAL_LINKS instead of random words, and half of the
+    name values real names of the training texts (`names`, proper_nouns()) instead of invented
+    ones. Without it the rows are drawn exactly as in runs 6-8."""
 
-    def __init__(self, words, templates):
+    def __init__(self, words, templates, natural=False, names=()):
         banned = heldout_words(templates)
         self.words = [w for w in words if w.isalpha() and len(w) >= 3 and w not in banned]
         self.banned = banned
+        self.natural = natural
+        wording = heldout_wording(templates)
+        self.links = [p for p in NATURAL_LINKS if not set(p.split()) & wording]
+        self.names = [n for n in names if n.lower() not in banned and n.lower() not in wording]
 
     def _w(self, rng, lo, hi):
         return [rng.choice(self.words) for _ in range(rng.randint(lo, hi))]
@@ -88,6 +136,8 @@ class FreeNeedles:
             return a + rng.choice(("-", "", "-")) + b
         if u < 0.8:
             return rng.choice(self.words)
+        if self.natural and self.names and rng.random() < 0.5:
+            return rng.choice(self.names)
         return invented_name(rng)
 
     def needle(self, rng, key, attr, value):
@@ -99,7 +149,12 @@ class FreeNeedles:
         pre = pre + "," if pre else ""
         post = " ".join(self._w(rng, *TAIL_WORDS))
         post = ", " + post if post else ""
-        link = rng.choice(SIGNS) if rng.random() < 0.3 else " ".join(self._w(rng, 1, 2))
+        if rng.random() < 0.3:
+            link = rng.choice(SIGNS)
+        elif self.natural:
+            link = rng.choice(self.links)
+        else:
+            link = " ".join(self._w(rng, 1, 2))
         form = rng.randrange(5)
         if form == 0:  # sentence, key first
             if rng.random() < 0.5:

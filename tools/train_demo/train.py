@@ -144,14 +144,16 @@ class TaskRows(torch.utils.data.IterableDataset):
     row length `seq` is read from a shared value the training loop moves along the curriculum."""
 
     def __init__(self, tok, stream, pools, city_keys, word_keys, shared_seq, batch_tokens, seed,
-                 templates, mixes=(M.EARLY_ROW_KINDS, M.ROW_KINDS), cue_dropout=0.0):
+                 templates, mixes=(M.EARLY_ROW_KINDS, M.ROW_KINDS), cue_dropout=0.0,
+                 free_natural=False):
         super().__init__()
         # Cue dropout (--cue-dropout): framing words drawn from the training sentences' words.
         self.cue_dropout = cue_dropout
         words = R.corpus_words(pools[0][0][:20000])
         self.cue_words = words if cue_dropout > 0 else []
         # needles_free rows (free_needles.py): every part of a needle drawn anew per row.
-        self.free = FN.FreeNeedles(words, templates)
+        self.free = FN.FreeNeedles(words, templates, free_natural,
+                                   FN.proper_nouns(pools[0][0]) if free_natural else ())
         self.early_mix, self.mix = mixes  # [(kind, share)]: rows <= M.EARLY_MAX_SEQ, longer rows
         self.templates = templates  # scenarios.load_templates(); only split "train" is drawn
         self.tok, self.stream, self.pools = tok, stream, pools  # pools: [(sentences, counter)]
@@ -600,6 +602,10 @@ def main():
     ap.add_argument("--cue-dropout", type=float, default=0.0, metavar="P",
                     help="share of needle questions whose framing is replaced by random corpus "
                          "words around the key (needle_rows.dropped_cue; default 0: off)")
+    ap.add_argument("--free-natural", action="store_true",
+                    help="needles_free rows link key and value with ordinary grammar (is, went "
+                         "to, is called ...) and draw half their name values from the training "
+                         "texts' names (free_needles.NATURAL_LINKS, proper_nouns)")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=150)
     ap.add_argument("--compile", action="store_true")
@@ -670,7 +676,7 @@ def main():
         sys.exit(f"--curriculum goes beyond --seq {args.seq}")
     shared_seq = multiprocessing.Value("i", curriculum[0][0])
     ds = TaskRows(tok, stream, pools, hay_keys, word_keys, shared_seq, args.batch_tokens,
-                  args.seed, templates, M.mixes(args), args.cue_dropout)
+                  args.seed, templates, M.mixes(args), args.cue_dropout, args.free_natural)
     log("row mix: early", M.mixes(args)[0], "later", M.mixes(args)[1])
     loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=args.workers,
                                          pin_memory=True, prefetch_factor=2,
