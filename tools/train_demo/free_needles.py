@@ -25,6 +25,8 @@ split's, so the held-out evaluation stays unseen. Row text as needle_rows.answer
     PROMPT " " ANSWER "." ("\\n\\n" QUESTION " " VALUE ".")*
 with spans [(begin, end, weight)]: needles weight 0, answers `weight`.
 """
+import re
+
 import scenarios as S
 
 ASKED = (1, 4)  # needles of a row, each asked once (the built one first)
@@ -55,18 +57,16 @@ def heldout_words(templates):
 
 def heldout_wording(templates):
     """Lower-case words of 4 or more letters in the held-out families' needles, questions and
-    intros (every alternative): the wording a natural link must not use. Shorter words (is, of,
-    the, by) are grammar, not wording."""
+    intros (every alternative, through scenarios.parse_alternations): the wording a natural link
+    must not use. Shorter words (is, of, the, by) are grammar, not wording."""
     out = set()
     for t in templates["templates"]:
         if t["split"] != "heldout":
             continue
-        texts = [t["intro"], t["intro_multi"]] + t["questions"] + t["needles"]  # as loaded
-        for text in texts:
-            for w in text.replace("((", " ").replace("))", " ").replace("|", " ").split():
-                w = w.strip(".,;:!?\"'()<>[]~=@#-").lower()
-                if w.isalpha() and len(w) >= 4:
-                    out.add(w)
+        for text in [t["intro"], t["intro_multi"]] + t["questions"] + t["needles"]:
+            parts = " ".join(" ".join(alts) for _, alts in S.parse_alternations(text))
+            parts = parts.replace("{key}", " ").replace("{value}", " ").lower()
+            out.update(w for w in re.findall(r"[a-z]+", parts) if len(w) >= 4)
     return out
 
 
@@ -119,6 +119,10 @@ class FreeNeedles:
             return "the " + " ".join(self._w(rng, 1, 2))
         if u < 0.7:
             return " ".join([rng.choice(self.words).capitalize()] + self._w(rng, 0, 1))
+        return self._invented(rng)
+
+    def _invented(self, rng):
+        """An invented name that is no word of the held-out pools."""
         while True:
             name = invented_name(rng)
             if name.lower() not in self.banned:
@@ -138,7 +142,7 @@ class FreeNeedles:
             return rng.choice(self.words)
         if self.natural and self.names and rng.random() < 0.5:
             return rng.choice(self.names)
-        return invented_name(rng)
+        return self._invented(rng)
 
     def needle(self, rng, key, attr, value):
         """One needle text holding key, the attribute words and value once each."""
@@ -199,10 +203,10 @@ class FreeNeedles:
         answers. facts: [(key, attribute words, value)], the asked ones first. A draw whose asked
         value is not exactly once in the prompt (a word value also in the haystack) is redrawn."""
         while True:
-            row = self._draw_row(tok, rng, sentences, count, length, weight)
-            prompt = row[0][:row[1][len(row[2])][0]]  # up to the first answer
-            if all(S.answer_occurrences(prompt, f[2]) == 1 for f in row[2][:row[3]]):
-                return row
+            text, spans, facts, asked = self._draw_row(tok, rng, sentences, count, length, weight)
+            prompt = text[:spans[len(facts)][0]]  # spans: one per needle, then the answers
+            if all(S.answer_occurrences(prompt, f[2]) == 1 for f in facts[:asked]):
+                return text, spans, facts, asked
 
     def _draw_row(self, tok, rng, sentences, count, length, weight):
         asked = rng.randint(*ASKED)
