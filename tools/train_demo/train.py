@@ -683,6 +683,10 @@ def main():
                                          persistent_workers=True)
     if args.init:
         model = load_model(args.init, torch.float32)
+        # A continuation may train longer rows than its start did (e.g. 4096 -> 8192): the
+        # saved config must then admit them, or kvscope refuses the longer prompts.
+        model.config.max_position_embeddings = max(model.config.max_position_embeddings,
+                                                   args.seq)
     else:
         model = make_model(hf.get_vocab_size(), tok, args)
     nparams = sum(p.numel() for p in model.parameters())
