@@ -1,12 +1,10 @@
 // `kvscope upgrade` and schema version 2 on the real binary (issue 14, item 1): a version 2
-// recording of the run that made the version 1 fixture (tests/traces/v1/README.md, same command)
+// recording of the run that made the version 1 fixture (tests/traces/v1_rerun/README.md)
 // has the same token states at every step, layer and head as the fixture read as it is and as
 // its upgraded copy; the upgrade never touches its input and follows the CLI's exit codes.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -26,17 +24,11 @@ fs::path scratch(const std::string& name) {
     return scratch_file("upgrade-" + name);
 }
 
-// The fixture's command (tests/traces/v1/README.md), recorded by today's writer.
-fs::path record_v2(const std::string& policy, const std::string& ratio) {
-    fs::path out = scratch(policy + ".v2.kvtrace.h5");
-    const std::string cmd =
-        "env KVSCOPE_CPU_KERNELS=reference " + kvscope::test::kvscope_binary().string() +
-        " run --model " + (kSourceDir / "resources/models/kvscope-demo").string() +
-        " --scenario niah --length 96 --depth 0.5 --scenario-seed 1 --max-new 6 --threads 1"
-        " --quiet --policy " +
-        policy + " --ratio " + ratio + " --trace " + out.string() + " >/dev/null 2>&1";
-    EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
-    return out;
+// The fixture's run recorded by the version 2 writer from the model that made the fixture
+// (tests/traces/v1_rerun/README.md: the bundled model has changed since, so a live recording
+// would be another run).
+fs::path recording_v2(const std::string& policy) {
+    return kSourceDir / "tests/traces/v1_rerun" / (policy + ".kvtrace.h5");
 }
 
 // Token states of every (step, layer, head) equal; returns the positions compared.
@@ -67,7 +59,6 @@ class UpgradeCli : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(UpgradeCli, Version1ReadOrUpgradedEqualsAVersion2Recording) {
     const std::string policy = GetParam();
-    const std::string ratio = policy == "d2o" ? "0.5" : "0.25";  // tests/traces/v1/README.md
     const fs::path v1 = kSourceDir / "tests/traces/v1" / (policy + ".kvtrace.h5");
     const std::string before = file_bytes(v1);
     const fs::path up = scratch(policy + ".upgraded.kvtrace.h5");
@@ -79,7 +70,7 @@ TEST_P(UpgradeCli, Version1ReadOrUpgradedEqualsAVersion2Recording) {
     EXPECT_EQ(j.at("steps"), 6);
     EXPECT_EQ(file_bytes(v1), before);  // the input is only read
 
-    const fs::path rec = record_v2(policy, ratio);
+    const fs::path rec = recording_v2(policy);
     TraceReader old(v1), upgraded(up), recorded(rec);
     EXPECT_EQ(old.info().schema_version, 1);
     EXPECT_EQ(upgraded.info().schema_version, 2);
