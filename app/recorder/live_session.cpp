@@ -51,6 +51,8 @@ SamplingOptions sampling_from_trace(const trace::RunMetadata& meta) {
     so.max_new = meta.sampling.value("max_new_tokens", 32);
     so.temperature = meta.sampling.value("temperature", 0.0f);
     so.top_p = meta.sampling.value("top_p", 1.0f);
+    // Absent from traces written before it was recorded: those runs stopped at EOS.
+    so.ignore_eos = meta.sampling.value("ignore_eos", false);
     so.seed = meta.seed;
     return so;
 }

@@ -175,7 +175,8 @@ trace::RunMetadata make_run_metadata(const Model& model, const std::string& mode
     meta.seed = sampling.seed;
     meta.sampling = {{"temperature", sampling.temperature},
                      {"top_p", sampling.top_p},
-                     {"max_new_tokens", sampling.max_new}};
+                     {"max_new_tokens", sampling.max_new},
+                     {"ignore_eos", sampling.ignore_eos}};
     meta.device = describe_device(backend);
     meta.backend = backend;
     meta.extra = {{"prefill_appends_recorded", false},

@@ -24,15 +24,18 @@ xvfb-run -a -s "-screen 0 1600x1000x24" env QT_QPA_PLATFORM=xcb XDG_CONFIG_HOME=
   "$BUILD/app/studio/kvscope-studio" resources/sample/sample_mikv.kvtrace.h5 \
   --export-views "$TMP/mikv" --scale 1 --size 1500x950 --layer 4 --head 0 --token 252
 cp "$TMP/mikv/precision.png" "$OUT/precision.png"
-# Compare mode (compare.png, whole window): the sample's prompt with the full cache (A) against
-# SnapKV keeping 25% (B), both recorded here by kvscope run.
+# Compare mode (compare.png, whole window): the sample's prompt under SnapKV holding 25% of the
+# full cache's bytes (A, the needle answered) against StreamingLLM at the same memory (B, the
+# needle evicted), both recorded here by kvscope run (--ignore-eos: the same 16 steps).
 RUN=(--model resources/models/kvscope-demo --scenario niah --length 512 --depth 0.5
-     --scenario-seed 1 --max-new 16 --threads 2 --quiet)
-"$BUILD/app/cli/kvscope" run "${RUN[@]}" --policy full --trace "$TMP/full.kvtrace.h5" >/dev/null
-"$BUILD/app/cli/kvscope" run "${RUN[@]}" --policy snapkv --ratio 0.25 \
+     --scenario-seed 1 --max-new 16 --ignore-eos --threads 2 --quiet)
+"$BUILD/app/cli/kvscope" run "${RUN[@]}" --policy snapkv --memory 0.25 \
   --trace "$TMP/snapkv.kvtrace.h5" >/dev/null
+"$BUILD/app/cli/kvscope" run "${RUN[@]}" --policy streaming_llm --memory 0.25 \
+  --trace "$TMP/streaming_llm.kvtrace.h5" >/dev/null
 xvfb-run -a -s "-screen 0 1600x1000x24" env QT_QPA_PLATFORM=xcb XDG_CONFIG_HOME="$TMP/config3" \
-  "$BUILD/app/studio/kvscope-studio" "$TMP/full.kvtrace.h5" --compare "$TMP/snapkv.kvtrace.h5" \
+  "$BUILD/app/studio/kvscope-studio" "$TMP/snapkv.kvtrace.h5" \
+  --compare "$TMP/streaming_llm.kvtrace.h5" \
   --export-views "$TMP/compare" --scale 1 --size 1500x950 --layer 4 --head 0 --token 252 \
   --window-shot "$OUT/compare.png"
 # The NIAH grid dock (niah_grid.png): a sweep of the demo model (3 lengths x 5 depths, SnapKV

@@ -12,7 +12,8 @@ BUILD=${1:-build}
 cmake --build "$BUILD" --target kvscope
 K="$BUILD/app/cli/kvscope"
 COMMON=(--model resources/models/kvscope-demo --scenario niah --length 512 --depth 0.5
-        --scenario-seed 1 --max-new 16 --threads 2 --quiet --force)  # --force: regenerates them
+        --scenario-seed 1 --max-new 16 --ignore-eos --threads 2 --quiet --force)
+# --force: regenerates them; --ignore-eos: 16 steps whatever the answer (the GUI tests step through them)
 "$K" run "${COMMON[@]}" --policy d2o --ratio 0.5 --trace resources/sample/sample.kvtrace.h5
 "$K" run "${COMMON[@]}" --policy mikv --ratio 0.25 --trace resources/sample/sample_mikv.kvtrace.h5
 "$K" inspect resources/sample/sample.kvtrace.h5 | grep -E "policy|events|span|valid"

@@ -187,10 +187,10 @@ TEST(OverviewAtScale, CompleteOnTheFirstFrameWithSummary) {
 }
 
 TEST(OverviewAtScale, CompleteWithinLayersTimesHeadsLoadsWithoutSummary) {
-    // The bundled sample predates /summary (schema version 1 as first written): counts come from
+    // The old sample predates /summary (schema version 1 as first written): counts come from
     // replayed histories. A 1-byte history cache stands in for a trace whose histories outgrow
     // the cache (64k tokens x 256 heads against the default 1 GB).
-    ReaderTraceModel model(kSample, /*history_cache_bytes=*/1);
+    ReaderTraceModel model(kOldSample, /*history_cache_bytes=*/1);
     ASSERT_FALSE(model.reader().has_head_counts());
     const TraceSummary& s = model.summary();
     const int bound = s.n_layers * s.n_heads;  // one head per call

@@ -259,7 +259,7 @@ void expect_old_trace_draws(const fs::path& path) {
 }
 
 TEST(PrecisionSummary, TracesWithoutTheSummaryStillDrawFromReplay) {
-    expect_old_trace_draws(kSource / "resources/sample/sample_mikv.kvtrace.h5");
+    expect_old_trace_draws(kSource / "tests/traces/old_samples/sample_mikv.kvtrace.h5");
     for (const auto& entry : fs::directory_iterator(kSource / "tests/traces/v1")) {
         if (entry.path().string().ends_with(".kvtrace.h5")) expect_old_trace_draws(entry.path());
     }

@@ -10,6 +10,11 @@ namespace kvscope::views {
 inline const std::filesystem::path kSample =
     std::filesystem::path(KVSCOPE_SOURCE_DIR) / "resources/sample/sample.kvtrace.h5";
 
+// A D2O run of schema version 1 as first written (no /summary, no prompt states): the sample as
+// it was before the demo model of issue 12 (tests/traces/old_samples/README.md).
+inline const std::filesystem::path kOldSample =
+    std::filesystem::path(KVSCOPE_SOURCE_DIR) / "tests/traces/old_samples/sample.kvtrace.h5";
+
 // `name` in this test's scratch folder `folder` (under the temp folder; created on use).
 inline std::filesystem::path scratch_path(const std::string& folder, const std::string& name) {
     const std::filesystem::path dir = std::filesystem::temp_directory_path() / folder;

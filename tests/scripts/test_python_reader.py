@@ -19,7 +19,7 @@ Plus the documented facts the package relies on: needle survival counts quantise
 D2O's budget is -1 at step 0, the debiased attention formula, strings through .asstr().
 
 Usage: test_python_reader.py --dump dump_token_states --writer make_sample_trace
-       --kvscope kvscope --schema traces/SCHEMA.md --samples resources/sample
+       --kvscope kvscope --schema traces/SCHEMA.md --samples tests/traces/old_samples
        --v1 tests/traces/v1 --workdir DIR
 (kvscope_trace must be importable: PYTHONPATH=traces/python.)
 """
