@@ -262,4 +262,14 @@ std::vector<int32_t> encode_prompt(const Tokenizer& tok, const std::string& text
     return tok.encode(text, /*add_special=*/true);
 }
 
+bool warn_past_trained_context(const ModelSpec& spec, int64_t positions, const std::string& what) {
+    if (spec.max_position <= 0 || positions <= spec.max_position) return false;
+    std::fprintf(stderr,
+                 "warning: %s reaches %lld token positions, beyond the model's "
+                 "max_position_embeddings (%lld, config.json): it was not trained there\n",
+                 what.c_str(), static_cast<long long>(positions),
+                 static_cast<long long>(spec.max_position));
+    return true;
+}
+
 }  // namespace kvscope::cli

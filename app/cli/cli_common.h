@@ -99,4 +99,11 @@ extern const char* const kForceHelp;
 // Text -> prompt ids, with the special tokens the reference tokenizer adds (BOS templates).
 std::vector<int32_t> encode_prompt(const Tokenizer& tok, const std::string& text);
 
+// A warning on stderr (shown also under --quiet: it is about the result, not progress) when a run
+// reaches `positions` token positions (prompt + new tokens) and the model's config gives a
+// shorter max_position_embeddings: RoPE computes there, but the checkpoint was never trained on
+// those positions, so an answer lost there may be the model's, not the cache policy's. `what`
+// names the run ("the prompt", "--lengths 8192"). Returns whether it warned.
+bool warn_past_trained_context(const ModelSpec& spec, int64_t positions, const std::string& what);
+
 }  // namespace kvscope::cli

@@ -193,12 +193,7 @@ std::function<int()> setup(CLI::App& sub) {
                                  " leaves no room for a prompt "
                                  "before the " +
                                  std::to_string(a->max_new) + " answer tokens");
-            if (spec.max_position > 0 && len > spec.max_position && !a->quiet)
-                std::fprintf(stderr,
-                             "warning: length %lld is beyond the model's "
-                             "max_position_embeddings (%lld)\n",
-                             static_cast<long long>(len),
-                             static_cast<long long>(spec.max_position));
+            warn_past_trained_context(spec, len, "--lengths " + std::to_string(len));
         }
         auto backend = make_backend(a->m.device, a->m.threads);
         EngineOptions opts;

@@ -5,6 +5,7 @@
 //   kvscope niah --model DIR --lengths 1024,2048 --depths 0,0.5,1 --policies snapkv,h2o
 //                --ratios 0.1,0.25 --trials 2 --out sweep/ [--shard 0/4] [--needles-file n.json]
 //   kvscope niah-merge sweep/
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <cstdio>
@@ -118,6 +119,12 @@ std::function<int()> setup(CLI::App& sub) {
         spec.traces = !a->no_traces;
         const record::Shard shard = record::parse_shard(a->shard);
         Loaded L = load_model_and_tokenizer(a->m, true);
+        if (!spec.lengths.empty()) {
+            const int64_t longest = *std::max_element(spec.lengths.begin(), spec.lengths.end());
+            warn_past_trained_context(L.model->spec, longest + spec.max_new,
+                                      "--lengths " + std::to_string(longest) + " + " +
+                                          std::to_string(spec.max_new) + " new tokens");
+        }
         g_stop = false;
         auto old = std::signal(SIGINT, on_sigint_niah);
         // Redrawn on a terminal; plain lines (no carriage returns), every few seconds, in a log

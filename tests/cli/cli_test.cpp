@@ -49,6 +49,22 @@ TEST(Cli, GenerateStreamsGreedyTextDeterministically) {
     EXPECT_EQ(c.out, d.out);  // same seed, same sample
 }
 
+TEST(Cli, WarnsWhenARunGoesPastTheTrainedContext) {
+    // The golden model's config.json says max_position_embeddings 512; its prompt here is 11
+    // tokens. 11 + 8 positions: no warning; 11 + 510: a warning naming both numbers, and the run
+    // still completes (RoPE computes there; the warning says the checkpoint never trained there).
+    const std::string base = "generate --model " + kModel + " --prompt 'A gift of a flower'";
+    const auto inside = run_kvscope_split(base + " --max-new 8");
+    ASSERT_EQ(inside.code, 0) << inside.err;
+    EXPECT_EQ(inside.err.find("warning:"), std::string::npos) << inside.err;
+    const auto past = run_kvscope_split(base + " --max-new 510 --ignore-eos");
+    ASSERT_EQ(past.code, 0) << past.err;
+    EXPECT_NE(past.err.find("reaches 521 token positions, beyond the model's "
+                            "max_position_embeddings (512"),
+              std::string::npos)
+        << past.err;
+}
+
 TEST(Cli, LogitsJsonMatchesHfReference) {
     std::ifstream f(kSourceDir / "tests" / "golden" / "ref" / "llama2.json");
     const auto ref = nlohmann::json::parse(f);
