@@ -272,4 +272,10 @@ bool warn_past_trained_context(const ModelSpec& spec, int64_t positions, const s
     return true;
 }
 
+bool warn_past_trained_context(const ModelSpec& spec, size_t prompt_tokens, int64_t new_tokens) {
+    std::string what = "the prompt (" + std::to_string(prompt_tokens) + " tokens)";
+    if (new_tokens > 0) what += " + " + std::to_string(new_tokens) + " new tokens";
+    return warn_past_trained_context(spec, static_cast<int64_t>(prompt_tokens) + new_tokens, what);
+}
+
 }  // namespace kvscope::cli

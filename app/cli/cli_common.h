@@ -105,5 +105,8 @@ std::vector<int32_t> encode_prompt(const Tokenizer& tok, const std::string& text
 // those positions, so an answer lost there may be the model's, not the cache policy's. `what`
 // names the run ("the prompt", "--lengths 8192"). Returns whether it warned.
 bool warn_past_trained_context(const ModelSpec& spec, int64_t positions, const std::string& what);
+// The same for a prompt of `prompt_tokens` followed by up to `new_tokens` generated ones
+// ("the prompt (N tokens) + M new tokens").
+bool warn_past_trained_context(const ModelSpec& spec, size_t prompt_tokens, int64_t new_tokens);
 
 }  // namespace kvscope::cli

@@ -47,9 +47,7 @@ std::function<int()> setup(CLI::App& sub) {
         check_prompt_text(a->prompt, "--prompt");  // before the model loads
         Loaded L = load_model_and_tokenizer(a->m, true);
         const std::vector<int32_t> ids = encode_prompt(*L.tokenizer, a->prompt);
-        warn_past_trained_context(L.model->spec, static_cast<int64_t>(ids.size()) + a->max_new,
-                                  "the prompt (" + std::to_string(ids.size()) + " tokens) + " +
-                                      std::to_string(a->max_new) + " new tokens");
+        warn_past_trained_context(L.model->spec, ids.size(), a->max_new);
         auto backend = make_backend(a->m.device, a->m.threads);
         EngineOptions opts;
         opts.threads = a->m.threads;

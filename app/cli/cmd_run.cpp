@@ -188,9 +188,7 @@ std::function<int()> setup(CLI::App& sub) {
         so.top_p = a->top_p;
         so.seed = a->seed;
         so.ignore_eos = a->ignore_eos;
-        warn_past_trained_context(sp, static_cast<int64_t>(ids.size()) + so.max_new,
-                                  "the prompt (" + std::to_string(ids.size()) + " tokens) + " +
-                                      std::to_string(so.max_new) + " new tokens");
+        warn_past_trained_context(sp, ids.size(), so.max_new);
         const double load_ms =
             std::chrono::duration<double, std::milli>(clock::now() - t_load).count();
 

@@ -160,11 +160,7 @@ std::function<int()> setup(CLI::App& sub) {
         } else {
             input = record::build_text_input(*L.tokenizer, prompt_text, a->needle, a->answer);
         }
-        const int64_t new_tokens = a->decode ? a->max_new : 0;
-        warn_past_trained_context(
-            L.model->spec, static_cast<int64_t>(input.ids.size()) + new_tokens,
-            "the prompt (" + std::to_string(input.ids.size()) + " tokens)" +
-                (a->decode ? " + " + std::to_string(new_tokens) + " new tokens" : std::string()));
+        warn_past_trained_context(L.model->spec, input.ids.size(), a->decode ? a->max_new : 0);
         record::LiveSession session(*L.model, *L.tokenizer, a->m.model, input, a->m.threads,
                                     a->m.device);
         if (saved) {
