@@ -4,7 +4,7 @@ the haystack texts in resources/haystacks/.
 
 Run on any Debian 12 machine (standard library only), from the repository root:
 
-    apt-get install bible-kjv jargon-text fortunes debian-faq python3.11-doc
+    apt-get install bible-kjv jargon-text fortunes debian-faq python3.11-doc wordnet-base
     python3 tools/train_demo/build_corpus.py --out .devcarry/demo/corpus \
         --haystacks resources/haystacks --heldout-haystacks resources/haystacks_heldout
 
@@ -19,6 +19,13 @@ Sources and licences (each checked in /usr/share/doc/<package>/copyright):
   python3.11-doc  The Python 3.11 documentation (tutorial and FAQ prose, code examples dropped):
                   PSF License Version 2 (Debian main). Held-out haystack source only: never in
                   the corpus, so neither the tokenizer nor the model sees it.
+  wordnet-base    WordNet 3.0 (only with --wordnet): the WordNet 3.0 licence (permission to use,
+                  copy, modify and distribute for any purpose, keeping Princeton's notice, which
+                  the model card then carries). Each synset becomes a plain sentence of its words,
+                  definition and examples ("A messenger (or courier) is a person who carries a
+                  message."): word meanings and synonyms, which the other sources, about 2 M
+                  tokens, are too small to teach. Held-out needle wording stays unseen: no
+                  template text is in it, only the words of the language.
 GPL-licensed texts (debian-reference, dict-gcide) are deliberately not used, so the weights carry
 no copyleft question.
 
@@ -55,6 +62,8 @@ LICENCES = {
                              "Debian main"),
     "python_docs": ("python3.11-doc", "PSF License Version 2 (Python documentation); held-out "
                                       "haystack source only"),
+    "wordnet": ("wordnet-base", "WordNet 3.0 licence (c) 2006 Princeton University; notice kept "
+                                "in the model card"),
     "debian_faq": ("debian-faq", "verbatim and modified copying permitted, (c) Software in the "
                                  "Public Interest"),
 }
@@ -179,6 +188,60 @@ def debian_faq_docs():
         yield "\n\n".join(paras[i:i + 10])
 
 
+WORDNET_ROOT = "/usr/share/wordnet"
+WORDNET_PARTS = ("noun", "verb", "adj", "adv")
+WORDNET_DOC_SYNSETS = 40  # synsets per document, in file order (one lexicographer file's run)
+WORDNET_HELD_EVERY = 20   # every 20th document is held out (perplexity), never trained on
+ADJ_MARKER = re.compile(r"\((?:a|p|ip)\)$")  # adjective position markers: "galore(ip)"
+
+
+def wordnet_sentence(part, words, gloss):
+    """One synset as a sentence. words: its lemmas (spaces for underscores); gloss: the database's
+    'definition; "example"; ...' text. Nouns: 'A w1 (or w2, w3) is DEF.'; verbs: 'To w1 ... is to
+    DEF.'; adjectives and adverbs: 'W1 ... means DEF.'; then each example as 'For example: "EX".'"""
+    pieces = [g.strip() for g in gloss.split(";") if g.strip()]
+    defs = [g for g in pieces if not g.startswith('"')]
+    examples = [g.strip('"').strip() for g in pieces if g.startswith('"')]
+    if not defs:
+        return None
+    definition = "; ".join(defs).rstrip(".")
+    alt = f" (or {', '.join(words[1:4])})" if len(words) > 1 else ""
+    if part == "noun":
+        head = words[0]
+        art = "An" if head[:1].lower() in "aeiou" else "A"
+        art = "" if head[:1].isupper() else art + " "
+        text = f"{art}{head}{alt} is {definition}."
+    elif part == "verb":
+        text = f"To {words[0]}{alt} is to {definition}."
+    else:
+        text = f"{words[0][:1].upper()}{words[0][1:]}{alt} means {definition}."
+    examples = [f'"{ex}"' for ex in examples[:2] if ex]
+    if examples:
+        text += " For example: " + "; ".join(examples) + "."
+    return text
+
+
+def wordnet_docs():
+    """Yields WordNet documents: WORDNET_DOC_SYNSETS synset sentences each, per part of speech in
+    the database's order (which keeps a lexicographer file's synsets together: people, plants,
+    motion verbs ...)."""
+    for part in WORDNET_PARTS:
+        sentences = []
+        with open(os.path.join(WORDNET_ROOT, "data." + part), encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("  ") or " | " not in line:
+                    continue  # the licence header; a synset without a gloss
+                fields, gloss = line.rstrip().split(" | ", 1)
+                tok = fields.split(" ")
+                count = int(tok[3], 16)
+                words = [ADJ_MARKER.sub("", w).replace("_", " ") for w in tok[4:4 + 2 * count:2]]
+                sentence = wordnet_sentence(part, words, gloss)
+                if sentence:
+                    sentences.append(sentence)
+        for i in range(0, len(sentences), WORDNET_DOC_SYNSETS):
+            yield "\n".join(sentences[i:i + WORDNET_DOC_SYNSETS])
+
+
 RST_ROLE = re.compile(r":[a-z]+(?::[a-z]+)?:`!?~?([^`<]*?)\s*(?:<[^>]*>)?`")
 RST_LINK = re.compile(r"`([^`<]+?)\s*(?:<[^>]*>)?`_+")
 PYDOC_ROOT = "/usr/share/doc/python3.11/html/_sources"
@@ -230,6 +293,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="corpus folder (git-ignored)")
     ap.add_argument("--haystacks", help="also write the held-out haystack texts here")
+    ap.add_argument("--wordnet", action="store_true",
+                    help="also train on WordNet's synsets as sentences (wordnet-base; see above)")
     ap.add_argument("--heldout-haystacks",
                     help="also write the held-out haystack sources (never trained on) here")
     args = ap.parse_args()
@@ -256,12 +321,16 @@ def main():
         (held if name in HELD_OUT_FORTUNES else train).append(doc)
     for text in debian_faq_docs():
         train.append({"source": "debian_faq", "text": text})
+    if args.wordnet:
+        for i, text in enumerate(wordnet_docs()):
+            doc = {"source": "wordnet", "text": text}
+            (held if i % WORDNET_HELD_EVERY == WORDNET_HELD_EVERY - 1 else train).append(doc)
 
     # Training haystacks: the training split's prose, one file per source (never a held-out text).
     train_hay = os.path.join(args.out, "haystacks_train")
     os.makedirs(train_hay, exist_ok=True)
     for key in LICENCES:
-        texts = [d["text"] for d in train if d["source"] == key]
+        texts = [d["text"] for d in train if d["source"] == key and key != "wordnet"]
         if texts:
             with open(os.path.join(train_hay, key + ".txt"), "w", encoding="utf-8") as f:
                 f.write("\n\n".join(texts) + "\n")
@@ -272,6 +341,8 @@ def main():
                 f.write(json.dumps(d, ensure_ascii=False) + "\n")
     sources = {}
     for key, (pkg, licence) in LICENCES.items():
+        if key == "wordnet" and not args.wordnet:
+            continue
         sources[key] = {
             "package": pkg, "version": package_version(pkg), "licence": licence,
             "train_bytes": sum(len(d["text"].encode()) for d in train if d["source"] == key),
