@@ -51,6 +51,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import free_needles as FN  # noqa: E402
+from hf_eval import grid_summary, perplexity, print_grid  # noqa: E402
 import needle_rows as R  # noqa: E402
 import probe as P  # noqa: E402
 import row_mix as M  # noqa: E402
@@ -526,47 +527,11 @@ def eval_grid(model, tok, hay_sentences, hay_keys, lengths, depths, trials, seed
     return grid
 
 
-def grid_summary(grid):
-    """Accuracy per task (needles-train and needles-heldout apart): {task: {correct, total,
-    accuracy}}."""
-    out = {}
-    for g in grid:
-        t = out.setdefault(g["task"], {"correct": 0, "total": 0})
-        t["correct"] += g["correct"]
-        t["total"] += g["trials"]
-    for t in out.values():
-        t["accuracy"] = t["correct"] / max(1, t["total"])
-    return out
-
-
-@torch.no_grad()
-def perplexity(model, tok, stream, window=1024, max_tokens=400_000):
-    model.eval()
-    nll, n = 0.0, 0
-    for off in range(0, min(len(stream), max_tokens) - window, window):
-        ids = [tok.bos] + stream[off:off + window].tolist()
-        x = torch.tensor([ids], device="cuda")
-        logits = model(input_ids=x[:, :-1]).logits.float()
-        nll += float(F.cross_entropy(logits[0], x[0, 1:], reduction="sum"))
-        n += window
-    return math.exp(nll / max(1, n)), n
-
-
 def write_log(args, summary):
     for folder in filter(None, (args.out, args.pack)):
         os.makedirs(folder, exist_ok=True)
         with open(os.path.join(folder, "train_log.json"), "w") as f:
             json.dump(summary, f, indent=1)
-
-
-def print_grid(grid, lengths, depths):
-    for kind in dict.fromkeys(g["task"] for g in grid):
-        print(f"\n{kind} accuracy (rows: context length, columns: depth)")
-        print("length " + " ".join(f"{d:>6.2f}" for d in depths))
-        for L in lengths:
-            cells = [g for g in grid if g["task"] == kind and g["length"] == L]
-            print(f"{L:6d} " + " ".join(f"{c['accuracy'] * 100:5.0f}%" for c in cells))
-    sys.stdout.flush()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -770,13 +735,18 @@ def main():
 
     # Evaluate what was saved: bf16 weights upcast to fp32, as KVScope's CPU engine runs them.
     m = load_model(args.out, torch.bfloat16).to(torch.float32).cuda().eval()
-    held_stream = token_stream(tok, held_docs)
-    ppl_held, n_held = perplexity(m, tok, held_stream)
+    # Held-out prose as in every run; a stream-only source's held-out documents apart from it.
+    prose = [d for d in held_docs if d["source"] not in STREAM_ONLY_SOURCES]
+    ppl_held, n_held = perplexity(m, tok, token_stream(tok, prose))
     ppl_train, n_train = perplexity(m, tok, stream, max_tokens=200_000)
     log(f"perplexity held-out {ppl_held:.2f} ({n_held} tokens), train sample {ppl_train:.2f}")
     summary["perplexity"] = {"heldout": ppl_held, "heldout_tokens": n_held,
                              "train_sample": ppl_train, "train_sample_tokens": n_train,
                              "window": 1024}
+    for src in sorted({d["source"] for d in held_docs} & STREAM_ONLY_SOURCES):
+        summary["perplexity"]["heldout_" + src] = perplexity(m, tok, token_stream(
+            tok, [d for d in held_docs if d["source"] == src]), max_tokens=200_000)[0]
+        log(f"perplexity held-out {src} {summary['perplexity']['heldout_' + src]:.2f}")
     write_log(args, summary)
     if args.eval_trials > 0:
         lengths = [int(x) for x in args.eval_lengths.split(",")]
