@@ -124,7 +124,10 @@ std::function<int()> setup(CLI::App& sub) {
                    "accuracy (float); split (quoted string, \"\" unless needles)");
     sub.add_option("--details", a->details,
                    "Also write every trial as CSV: task, policy, answer, output are quoted "
-                   "strings (read with dtype=str, keep_default_na=False), the rest numbers");
+                   "strings (read with dtype=str, keep_default_na=False), the rest numbers. A row "
+                   "replays as a trace: kvscope run --scenario TASK [--split S] --length "
+                   "LENGTH-MAX_NEW --depth DEPTH --scenario-seed SEED --max-new MAX_NEW with the "
+                   "same model, policy, --needles and --distractors");
     sub.add_flag("--quiet", a->quiet, "No progress on stderr");
     sub.add_flag("--json", a->json,
                  "Print the grid as one JSON document on stdout instead of the table");

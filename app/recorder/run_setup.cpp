@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/policies/param_schema.h"
 #include "core/scenarios/haystack.h"
+#include "core/scenarios/needle_templates.h"
 #include "core/scenarios/scenario.h"
 
 namespace kvscope::record {
@@ -66,20 +67,38 @@ RunInput build_scenario_input(const Tokenizer& tok, const std::string& model_pat
                               const ScenarioRequest& req) {
     const ScenarioKind kind = parse_scenario_kind(req.kind);
     Haystack hay;
-    if (kind == ScenarioKind::kNiah) {
+    NeedleTemplateSet templates;
+    std::filesystem::path templates_file;
+    const TemplateSplit split = parse_template_split(req.split);
+    if (kind == ScenarioKind::kNeedles) {
+        templates_file = req.templates;
+        if (templates_file.empty()) templates_file = find_default_templates_file(model_path);
+        if (templates_file.empty())
+            throw InputError(
+                "--scenario needles needs a template set: pass --templates FILE "
+                "(resources/needles/templates.json)");
+        templates = load_needle_templates(templates_file);
+        hay = load_haystack(req.haystack.empty() ? templates.haystack_dir(split)
+                                                 : std::filesystem::path(req.haystack));
+    } else if (kind == ScenarioKind::kNiah) {
         std::filesystem::path dir = req.haystack;
         if (dir.empty()) dir = find_default_haystack_dir(model_path);
         if (dir.empty())
             throw InputError("--scenario niah needs haystack texts: pass --haystack DIR");
         hay = load_haystack(dir);
     }
-    ScenarioBuilder builder(tok, kind == ScenarioKind::kNiah ? &hay : nullptr);
+    ScenarioBuilder builder(tok, kind == ScenarioKind::kPasskey ? nullptr : &hay);
     ScenarioOptions so;
     so.kind = kind;
     so.length = req.length;
     so.depth = req.depth;
     so.seed = req.seed;
     so.num_needles = req.needles;
+    if (kind == ScenarioKind::kNeedles) {
+        so.templates = &templates;
+        so.split = split;
+        so.distractors = req.distractors;
+    }
     Scenario built = builder.build(so);
     RunInput in;
     in.prompt = built.text;
@@ -94,6 +113,12 @@ RunInput build_scenario_input(const Tokenizer& tok, const std::string& model_pat
                             n.queried ? built.answer : std::string()});
     in.scenario = {{"kind", req.kind}, {"length", req.length},   {"depth", req.depth},
                    {"seed", req.seed}, {"needles", req.needles}, {"answer", built.answer}};
+    if (kind == ScenarioKind::kNeedles) {
+        in.scenario["templates"] = templates_file.string();
+        in.scenario["split"] = req.split;
+        in.scenario["distractors"] = req.distractors;
+        in.scenario["template"] = built.template_id;
+    }
     return in;
 }
 

@@ -30,15 +30,24 @@ struct RunInput {
 };
 
 struct ScenarioRequest {
-    std::string kind = "niah";  // "passkey" | "niah"
+    std::string kind = "niah";  // "passkey" | "niah" | "needles"
     int64_t length = 1024;      // tokens, BOS included
     double depth = 0.5;         // 0 = start, 1 = end
     uint64_t seed = 1;
     int needles = 1;
-    std::string haystack;  // folder; "" = resources/haystacks found from the model's path
+    // folder; "" = resources/haystacks found from the model's path (needles: the split's folder
+    // named in the template set)
+    std::string haystack;
+    // needles: the template set ("" = resources/needles/templates.json found from the model's
+    // path), the split whose templates are drawn, and distractors (as `kvscope eval needles`).
+    std::string templates;
+    std::string split = "train";
+    int distractors = 0;
 };
 
-// Builds a passkey / NIAH prompt in the bundled model's format. Throws InputError.
+// Builds a passkey / NIAH / template-needles prompt. A needles request with the seed, length and
+// depth of a `kvscope eval needles --details` row (length = its context length minus eval's
+// --max-new) builds that trial's prompt. Throws InputError.
 RunInput build_scenario_input(const Tokenizer& tok, const std::string& model_path,
                               const ScenarioRequest& req);
 // A recorded trace's prompt tokens, needles and expected answer (its /meta/run_json prompt).

@@ -176,7 +176,7 @@ TEST(Cli, RunScenarioMarksTheNeedleAndChecksTheAnswer) {
              {" --scenario niah --prompt hi", "excludes", 2},
              {" --scenario niah --needle hi", "--scenario marks its own needle", 2},
              {" --scenario haystack", "scenario", 2},
-             {" --scenario passkey --needles 3", "niah only", 2},
+             {" --scenario passkey --needles 3", "niah or needles only", 2},
              {" --scenario niah --depth 1.5", "depth", 2},
              {" --scenario niah --haystack /nonexistent/kvscope_hay", "/nonexistent/kvscope_hay",
               1},

@@ -2,10 +2,12 @@
 // the CSV's split column); template-set and option errors are clear and name the file.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "tests/cli/cli_runner.h"
 
@@ -59,6 +61,97 @@ TEST(EvalNeedles, BadTemplatesAndOptionsAreClearErrors) {
     r = run_kvscope("eval niah --quiet --model " + kModel + " --distractors 2");
     EXPECT_NE(r.code, 0);
     EXPECT_NE(r.out.find("needles only"), std::string::npos) << r.out;
+}
+
+// RFC 4180 rows (quoted fields may hold commas, quotes and newlines), as eval --details writes.
+std::vector<std::vector<std::string>> csv_rows(const std::string& text) {
+    std::vector<std::vector<std::string>> rows(1);
+    std::string field;
+    bool quoted = false;
+    for (size_t i = 0; i < text.size(); ++i) {
+        const char c = text[i];
+        if (quoted) {
+            if (c == '"' && i + 1 < text.size() && text[i + 1] == '"') {
+                field += '"';
+                ++i;
+            } else if (c == '"') {
+                quoted = false;
+            } else {
+                field += c;
+            }
+        } else if (c == '"') {
+            quoted = true;
+        } else if (c == ',') {
+            rows.back().push_back(std::move(field));
+            field.clear();
+        } else if (c == '\n') {
+            rows.back().push_back(std::move(field));
+            field.clear();
+            rows.emplace_back();
+        } else {
+            field += c;
+        }
+    }
+    if (rows.back().empty()) rows.pop_back();
+    return rows;
+}
+
+// Every --details row replays as a recorded run: `kvscope run --scenario needles` with the row's
+// seed and depth, the context length minus eval's --max-new, and the same needles, distractors
+// and split builds the same prompt (token count, needle span, answer) and gives the same output.
+TEST(EvalNeedles, DetailsRowsReplayAsRecordedRuns) {
+    const fs::path details = scratch_file("needles_details.csv");
+    const CliResult r = run_kvscope(
+        "eval needles --quiet --force --model " + kModel + " --templates " + kTemplates +
+        " --split heldout --lengths 240 --depths 0,1 --trials 2 --needles 2 --distractors 1 "
+        "--max-new 8 --details " +
+        details.string());
+    ASSERT_EQ(r.code, 0) << r.out;
+    const auto rows = csv_rows(file_bytes(details));
+    ASSERT_EQ(rows.size(), 5u) << file_bytes(details);  // header + 2 depths x 2 trials
+    const std::vector<std::string>& head = rows[0];
+    auto col = [&](const std::vector<std::string>& row, const std::string& name) {
+        const auto it = std::find(head.begin(), head.end(), name);
+        EXPECT_NE(it, head.end()) << name;
+        return it == head.end() ? std::string() : row[it - head.begin()];
+    };
+    const fs::path trace = scratch_file("needles_replay.kvtrace.h5");
+    for (size_t i = 1; i < rows.size(); ++i) {
+        const auto& row = rows[i];
+        ASSERT_EQ(row.size(), head.size());
+        const CliResult run = run_kvscope_split(
+            "run --quiet --force --json --model " + kModel + " --templates " + kTemplates +
+            " --scenario needles --split heldout --needles 2 --distractors 1 --max-new 8" +
+            " --length 232 --depth " + col(row, "depth") + " --scenario-seed " + col(row, "seed") +
+            " --trace " + trace.string());
+        ASSERT_EQ(run.code, 0) << run.out << run.err;
+        const nlohmann::json j = nlohmann::json::parse(run.out);
+        EXPECT_EQ(j["prompt_tokens"].get<int64_t>(), std::stoll(col(row, "prompt_tokens")));
+        EXPECT_EQ(j["answer"].get<std::string>(), col(row, "answer"));
+        std::string output = j["output"].get<std::string>();  // --details writes breaks as spaces
+        std::replace(output.begin(), output.end(), '\n', ' ');
+        std::replace(output.begin(), output.end(), '\r', ' ');
+        EXPECT_EQ(output, col(row, "output"));
+        EXPECT_EQ(j["answer_found"].get<bool>(), col(row, "correct") == "1");
+        const CliResult info = run_kvscope_split("inspect --json " + trace.string());
+        ASSERT_EQ(info.code, 0) << info.out << info.err;
+        const nlohmann::json ij = nlohmann::json::parse(info.out);
+        int needles = 0;
+        for (const auto& s : ij["spans"]) {
+            ++needles;
+            if (s["label"] != "needle") continue;
+            EXPECT_EQ(s["begin"].get<int64_t>(), std::stoll(col(row, "needle_begin")));
+            EXPECT_EQ(s["end"].get<int64_t>(), std::stoll(col(row, "needle_end")));
+        }
+        EXPECT_EQ(needles, 3);  // the asked one, one more asked-template needle, one distractor
+        EXPECT_EQ(ij["run"]["extra"]["scenario"]["template"].get<std::string>(),
+                  col(row, "template"));
+    }
+    // The needles options belong to --scenario needles.
+    const CliResult bad = run_kvscope("run --quiet --model " + kModel +
+                                      " --scenario niah --split heldout --trace " + trace.string());
+    EXPECT_EQ(bad.code, 2) << bad.out;
+    EXPECT_NE(bad.out.find("apply to --scenario needles only"), std::string::npos) << bad.out;
 }
 
 }  // namespace
