@@ -11,6 +11,7 @@
 #include "app/cli/cli_common.h"
 #include "app/cli/command.h"
 #include "app/cli/policy_flags.h"
+#include "app/cli/scenario_flags.h"
 #include "app/recorder/live_session.h"
 #include "app/recorder/prefill_state_file.h"
 #include "app/recorder/run_recorder.h"
@@ -42,14 +43,7 @@ struct RunArgs {
     int top_k = 5;
     bool record_maps = false, quiet = false, ignore_eos = false, force = false, json = false;
     // --scenario: the prompt is built by core/scenarios (the format the demo model was trained on)
-    std::string scenario, haystack;
-    int64_t length = 1024;
-    double depth = 0.5;
-    uint64_t scenario_seed = 1;
-    int needles = 1;
-    // --scenario needles: template set, split, distractors (as `kvscope eval needles`)
-    std::string templates, split = "train";
-    int distractors = 0;
+    ScenarioFlags scen;
     // Equal memory: the budget is fitted so that the bytes held after the prompt match
     double memory = -1.0;
     int64_t budget_bytes = -1;
@@ -62,41 +56,10 @@ std::function<int()> setup(CLI::App& sub) {
     auto* p = sub.add_option("--prompt", a->prompt, "Prompt text");
     auto* pf = sub.add_option("--prompt-file", a->prompt_file, "Read the prompt from a file");
     p->excludes(pf);
-    auto* sc = sub.add_option("--scenario", a->scenario,
-                              "Build the prompt instead: a passkey or needle-in-a-haystack test, "
-                              "or needles from the template set (one trial of `kvscope eval "
-                              "needles`: --length = its context length - eval's --max-new, "
-                              "--scenario-seed = the seed of its --details row); the needle is "
-                              "marked and its answer checked")
-                   ->check(CLI::IsMember({"passkey", "niah", "needles"}));
+    add_scenario_options(sub, a->scen);
+    auto* sc = a->scen.scenario;
     sc->excludes(p);
     sc->excludes(pf);
-    sub.add_option("--length", a->length, "--scenario: prompt length in tokens, BOS included")
-        ->check(CLI::Range(int64_t{16}, int64_t{1} << 22))
-        ->capture_default_str();
-    sub.add_option("--depth", a->depth, "--scenario: needle depth, 0 = start, 1 = end")
-        ->check(CLI::Range(0.0, 1.0))
-        ->capture_default_str();
-    sub.add_option("--scenario-seed", a->scenario_seed,
-                   "--scenario: seed of the haystack and the needle's digits")
-        ->capture_default_str();
-    sub.add_option("--needles", a->needles,
-                   "--scenario niah, needles: needles in the haystack (one is asked for)")
-        ->check(CLI::Range(1, 64));
-    sub.add_option("--haystack", a->haystack,
-                   "--scenario niah: haystack folder (default: resources/haystacks); needles: "
-                   "default the split's folder named in the template set");
-    auto* tpl = sub.add_option("--templates", a->templates,
-                               "--scenario needles: template set (default: "
-                               "resources/needles/templates.json beside the haystacks)");
-    auto* spl = sub.add_option("--split", a->split,
-                               "--scenario needles: the template split drawn (train or heldout)")
-                    ->check(CLI::IsMember({"train", "heldout"}))
-                    ->capture_default_str();
-    auto* dis = sub.add_option("--distractors", a->distractors,
-                               "--scenario needles: extra needles of the asked template with "
-                               "other keys, never asked")
-                    ->check(CLI::Range(0, 64));
     sub.add_option("--trace", a->trace,
                    "Output trace file (.kvtrace.h5); recorded into <trace>.part, renamed at the "
                    "end")
@@ -141,7 +104,7 @@ std::function<int()> setup(CLI::App& sub) {
     st->excludes(p);
     st->excludes(pf);
     st->excludes(sc);
-    return [a, p, pf, sc, mem, bb, st, tpl, spl, dis]() {
+    return [a, p, pf, sc, mem, bb, st]() {
         using clock = std::chrono::steady_clock;
         const bool scenario = sc->count() > 0;
         const bool from_state = st->count() > 0;
@@ -151,13 +114,7 @@ std::function<int()> setup(CLI::App& sub) {
             throw InputError("--state carries its own needle and answer; drop --needle/--answer");
         if (scenario && (!a->needle.empty() || !a->answer.empty()))
             throw InputError("--scenario marks its own needle and answer; drop --needle/--answer");
-        if (!scenario && (a->needles != 1 || !a->haystack.empty()))
-            throw InputError("--needles and --haystack apply to --scenario only");
-        if (scenario && a->scenario == "passkey" && (a->needles != 1 || !a->haystack.empty()))
-            throw InputError("--needles and --haystack apply to --scenario niah or needles only");
-        if (a->scenario != "needles" && (tpl->count() + spl->count() + dis->count()) > 0)
-            throw InputError(
-                "--templates, --split and --distractors apply to --scenario needles only");
+        a->scen.check();
         if (!a->answer.empty() && a->needle.empty()) throw InputError("--answer needs --needle");
         // Before the model loads and before any output file exists: the prompt text (one rule
         // for flag and file, cli_common.h), then an existing --trace (or a stale .part).
@@ -182,17 +139,7 @@ std::function<int()> setup(CLI::App& sub) {
             input = std::move(loaded.input);
             saved = std::move(loaded.state);
         } else if (scenario) {
-            record::ScenarioRequest req;
-            req.kind = a->scenario;
-            req.length = a->length;
-            req.depth = a->depth;
-            req.seed = a->scenario_seed;
-            req.needles = a->needles;
-            req.haystack = a->haystack;
-            req.templates = a->templates;
-            req.split = a->split;
-            req.distractors = a->distractors;
-            input = record::build_scenario_input(*L.tokenizer, a->m.model, req);
+            input = record::build_scenario_input(*L.tokenizer, a->m.model, a->scen.req);
         } else {
             input = record::build_text_input(*L.tokenizer, prompt, a->needle, a->answer);
         }

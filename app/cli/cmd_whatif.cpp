@@ -15,6 +15,7 @@
 
 #include "app/cli/cli_common.h"
 #include "app/cli/command.h"
+#include "app/cli/scenario_flags.h"
 #include "app/recorder/live_session.h"
 #include "app/recorder/prefill_state_file.h"
 #include "core/error.h"
@@ -29,11 +30,8 @@ namespace fs = std::filesystem;
 struct WhatifArgs {
     std::string trace;  // positional: take model, prompt and needles from a recorded trace
     ModelArgs m;
-    std::string prompt, prompt_file, needle, answer, scenario, haystack;
-    int64_t length = 1024;
-    double depth = 0.5;
-    uint64_t scenario_seed = 1;
-    int needles = 1;
+    std::string prompt, prompt_file, needle, answer;
+    ScenarioFlags scen;  // --scenario and its flags
     std::string policy;
     std::vector<std::string> params;
     std::string budgets, ratios, memories;
@@ -61,15 +59,8 @@ std::function<int()> setup(CLI::App& sub) {
         ->capture_default_str();
     auto* p = sub.add_option("--prompt", a->prompt, "Prompt text");
     auto* pf = sub.add_option("--prompt-file", a->prompt_file, "Read the prompt from a file");
-    auto* sc = sub.add_option("--scenario", a->scenario, "Build a passkey or NIAH prompt")
-                   ->check(CLI::IsMember({"passkey", "niah"}));
-    sub.add_option("--length", a->length, "--scenario: prompt length in tokens")
-        ->check(CLI::Range(int64_t{16}, int64_t{1} << 22));
-    sub.add_option("--depth", a->depth, "--scenario: needle depth 0..1")
-        ->check(CLI::Range(0.0, 1.0));
-    sub.add_option("--scenario-seed", a->scenario_seed, "--scenario: seed");
-    sub.add_option("--needles", a->needles, "--scenario niah: needles")->check(CLI::Range(1, 64));
-    sub.add_option("--haystack", a->haystack, "--scenario niah: haystack folder");
+    add_scenario_options(sub, a->scen);
+    auto* sc = a->scen.scenario;
     sub.add_option("--needle", a->needle, "Mark this text of the prompt as the needle");
     sub.add_option("--answer", a->answer, "Expected answer (with --needle)");
     sub.add_option("--policy", a->policy, "Cache policy (kvscope policies lists them)")->required();
@@ -121,6 +112,7 @@ std::function<int()> setup(CLI::App& sub) {
         if (sources != 1)
             throw InputError(
                 "whatif: give exactly one of TRACE, --state, --prompt, --prompt-file, --scenario");
+        a->scen.check();
         if (!from_trace && !from_state && a->m.model.empty())
             throw InputError("whatif: --model is required");
         if (from_state && a->m.model.empty()) {
@@ -154,9 +146,7 @@ std::function<int()> setup(CLI::App& sub) {
         } else if (reader) {
             // input came from the trace above
         } else if (sc->count() > 0) {
-            record::ScenarioRequest req{a->scenario,      a->length,  a->depth,
-                                        a->scenario_seed, a->needles, a->haystack};
-            input = record::build_scenario_input(*L.tokenizer, a->m.model, req);
+            input = record::build_scenario_input(*L.tokenizer, a->m.model, a->scen.req);
         } else {
             input = record::build_text_input(*L.tokenizer, prompt_text, a->needle, a->answer);
         }

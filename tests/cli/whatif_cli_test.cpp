@@ -84,6 +84,41 @@ TEST(WhatifCli, DecodeRecordsOneTraceABudgetFromTheSavedState) {
     }
 }
 
+// whatif takes run's --scenario flags (app/cli/scenario_flags.h): a template-needles trial of the
+// held-out split builds the same prompt as `kvscope run` with the same flags.
+TEST(WhatifCli, BuildsTheTemplateNeedlesPromptRunBuilds) {
+    const fs::path dir = scratch("needles");
+    const fs::path json = scratch("needles.json");
+    const std::string flags = " --model " + kDemo +
+                              " --scenario needles --split heldout --distractors 1 --length 300"
+                              " --depth 0.25 --scenario-seed 7 --max-new 4";
+    const auto r = kvscope("whatif" + flags + " --policy snapkv --ratio 0.5 --decode --trace-dir " +
+                           dir.string() + " --json " + json.string() + " --force");
+    ASSERT_EQ(r.code, 0) << r.text;
+    std::ifstream f(json);
+    const auto j = nlohmann::json::parse(f);
+    ASSERT_EQ(j.size(), 1u);
+    const auto ins = run_kvscope_split("inspect --json " + j[0]["trace"].get<std::string>());
+    ASSERT_EQ(ins.code, 0) << ins.out << ins.err;
+    const auto ij = nlohmann::json::parse(ins.out);
+    const auto& sc = ij["run"]["extra"]["scenario"];
+    EXPECT_EQ(sc["kind"], "needles");
+    EXPECT_EQ(sc["split"], "heldout");
+    const fs::path trace = scratch("needles_run.kvtrace.h5");
+    const auto run =
+        run_kvscope_split("run --quiet --force --json" + flags + " --trace " + trace.string());
+    ASSERT_EQ(run.code, 0) << run.out << run.err;
+    const auto rj = nlohmann::json::parse(run.out);
+    EXPECT_EQ(ij["n_prompt_tokens"].get<int64_t>(), rj["prompt_tokens"].get<int64_t>());
+    EXPECT_EQ(sc["template"],
+              nlohmann::json::parse(run_kvscope_split("inspect --json " + trace.string())
+                                        .out)["run"]["extra"]["scenario"]["template"]);
+    const auto bad = kvscope("whatif --model " + kDemo +
+                             " --scenario niah --distractors 1 --policy snapkv --ratio 0.5");
+    EXPECT_EQ(bad.code, 2) << bad.text;
+    EXPECT_NE(bad.text.find("apply to --scenario needles only"), std::string::npos) << bad.text;
+}
+
 TEST(WhatifCli, WrongFlagsAreUsageErrors) {
     const std::string base = "whatif --model " + kDemo + " --scenario passkey --length 64 ";
     auto r = kvscope(base + "--policy snapkv");
