@@ -104,8 +104,8 @@ TEST(EvalNeedles, DetailsRowsReplayAsRecordedRuns) {
     const CliResult r = run_kvscope(
         "eval needles --quiet --force --model " + kModel + " --templates " + kTemplates +
         " --split heldout --lengths 240 --depths 0,1 --trials 2 --needles 2 --distractors 1 "
-        "--max-new 8 --details " +
-        details.string());
+        "--max-new 8 --csv " +
+        scratch_file("needles_grid.csv").string() + " --details " + details.string());
     ASSERT_EQ(r.code, 0) << r.out;
     const auto rows = csv_rows(file_bytes(details));
     ASSERT_EQ(rows.size(), 5u) << file_bytes(details);  // header + 2 depths x 2 trials
