@@ -21,8 +21,6 @@
 #include "core/engine/sampler.h"
 #include "core/error.h"
 #include "core/policies/registry.h"
-#include "core/scenarios/haystack.h"
-#include "core/scenarios/scenario.h"
 #include "traces/trace_output.h"
 
 namespace kvscope::cli {

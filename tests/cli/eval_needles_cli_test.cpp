@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "app/recorder/niah_sweep.h"
 #include "tests/cli/cli_runner.h"
 
 namespace kvscope::test {
@@ -63,39 +64,6 @@ TEST(EvalNeedles, BadTemplatesAndOptionsAreClearErrors) {
     EXPECT_NE(r.out.find("needles only"), std::string::npos) << r.out;
 }
 
-// RFC 4180 rows (quoted fields may hold commas, quotes and newlines), as eval --details writes.
-std::vector<std::vector<std::string>> csv_rows(const std::string& text) {
-    std::vector<std::vector<std::string>> rows(1);
-    std::string field;
-    bool quoted = false;
-    for (size_t i = 0; i < text.size(); ++i) {
-        const char c = text[i];
-        if (quoted) {
-            if (c == '"' && i + 1 < text.size() && text[i + 1] == '"') {
-                field += '"';
-                ++i;
-            } else if (c == '"') {
-                quoted = false;
-            } else {
-                field += c;
-            }
-        } else if (c == '"') {
-            quoted = true;
-        } else if (c == ',') {
-            rows.back().push_back(std::move(field));
-            field.clear();
-        } else if (c == '\n') {
-            rows.back().push_back(std::move(field));
-            field.clear();
-            rows.emplace_back();
-        } else {
-            field += c;
-        }
-    }
-    if (rows.back().empty()) rows.pop_back();
-    return rows;
-}
-
 // Every --details row replays as a recorded run: `kvscope run --scenario needles` with the row's
 // seed and depth, the context length minus eval's --max-new, and the same needles, distractors
 // and split builds the same prompt (token count, needle span, answer) and gives the same output.
@@ -107,7 +75,7 @@ TEST(EvalNeedles, DetailsRowsReplayAsRecordedRuns) {
         "--max-new 8 --csv " +
         scratch_file("needles_grid.csv").string() + " --details " + details.string());
     ASSERT_EQ(r.code, 0) << r.out;
-    const auto rows = csv_rows(file_bytes(details));
+    const auto rows = record::read_csv(details);        // RFC 4180: quoted fields keep commas
     ASSERT_EQ(rows.size(), 5u) << file_bytes(details);  // header + 2 depths x 2 trials
     const std::vector<std::string>& head = rows[0];
     auto col = [&](const std::vector<std::string>& row, const std::string& name) {
