@@ -201,6 +201,10 @@ class Backend {
         rope(q, positions, inv_freq, pairs);
         rope(k, positions, inv_freq, pairs);
     }
+    // A hint: the weight w will be read by one of the next few ops, so a backend with a cache
+    // between it and its memory may start bringing w in now, while the ops before are not bound
+    // by memory bandwidth. Changes no value; the CPU backend (its twin) does nothing.
+    virtual void prefetch(const Tensor& w) { (void)w; }
     // Causal (by position) softmax attention with GQA; see AttentionArgs.
     virtual void attention(const AttentionArgs& args) = 0;
 

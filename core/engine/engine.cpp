@@ -257,6 +257,9 @@ std::vector<float> Engine::forward(const int32_t* ids, int64_t n, bool is_prefil
             Tensor* outs[3] = {&q2, &k2, &v2};
             backend_.matmul_parts(h, 3, ws, bs, outs);  // q, k, v (one launch on the GPU)
         }
+        // A decode step's attention leaves the memory bandwidth mostly idle: the o projection's
+        // weights may come into the device's cache meanwhile (a hint; the CPU ignores it).
+        if (!is_prefill) backend_.prefetch(L.wo);
         if (L.has_qk_norm) {
             backend_.rmsnorm(qh, L.q_norm, eps, qh);
             backend_.rmsnorm(kh, L.k_norm, eps, kh);

@@ -52,6 +52,8 @@
 //   included since session 18, launched as programmatic dependents (cuda_device.cuh);
 //   KVSCOPE_CUDA_INLINE_JOBS (default on; =0 off): a mirror update that stages nothing but a few
 //   positions passes its row moves with the kernel (flush_inline()).
+// - KVSCOPE_CUDA_L2_PREFETCH (opt-in, =1): Backend::prefetch as bulk L2 prefetches
+//   (cuda_prefetch.cu); otherwise the hint is ignored.
 // Next (issue 9): faster prefill attention kernels; bf16 K/V; CUDA graphs for small models.
 #include <algorithm>
 #include <chrono>
@@ -209,6 +211,7 @@ class CudaBackend final : public Backend {
         defer_on_ = switched_on("KVSCOPE_CUDA_DEFER");
         fused_on_ = switched_on("KVSCOPE_CUDA_FUSED");
         inline_jobs_on_ = switched_on("KVSCOPE_CUDA_INLINE_JOBS");
+        prefetch_on_ = opted_in("KVSCOPE_CUDA_L2_PREFETCH");
         later_.set_side_copies(switched_on("KVSCOPE_CUDA_SIDE_COPIES"));
         later_.set_device_counter([this](int64_t delta) { count(delta); });
     }
@@ -510,6 +513,15 @@ class CudaBackend final : public Backend {
         cuda::rope_qk(q.as<float>(), q.dim(1), k.as<float>(), k.dim(1), n, hd, dpos, dinv, pairs,
                       stream_);
     }
+    // KVSCOPE_CUDA_L2_PREFETCH=1 (opt-in until timed on a GPU): the engine's hint before a
+    // decode step's attention (Engine::forward: the o projection's weights) becomes bulk L2
+    // prefetches of up to 3/4 of L2, so the projection after the attention reads from L2.
+    void prefetch(const Tensor& w) override {
+        if (!prefetch_on_ || w.device != DeviceKind::kCuda || w.data == nullptr) return;
+        prof::Scope ps = op_scope("prefetch");
+        const auto cap = static_cast<uint64_t>(prop_.l2CacheSize) / 4 * 3;
+        cuda::prefetch_l2(w.data, std::min<uint64_t>(w.bytes(), cap), stream_);
+    }
     void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override {
         prof::Scope ps = op_scope("silu_mul");
         cuda::silu_mul(gate.as<float>(), up.as<float>(), gate.numel(), out.as<float>(), stream_);
@@ -746,6 +758,7 @@ class CudaBackend final : public Backend {
     bool gemv_on_ = true;  // decode rows (n <= kGemvMaxRows) through cuda_gemv.cu
     bool new_rows_on_ = true, defer_on_ = true;  // switched_on() above
     bool fused_on_ = true;        // KVSCOPE_CUDA_FUSED: matmul_parts, swiglu, rope_qk
+    bool prefetch_on_ = false;    // KVSCOPE_CUDA_L2_PREFETCH (opt-in): prefetch()
     bool inline_jobs_on_ = true;  // KVSCOPE_CUDA_INLINE_JOBS: flush_inline()
     HostCopies later_;
     std::unique_ptr<cpu::ThreadPool> copy_pool_;  // copy_pool()

@@ -95,6 +95,11 @@ void rope(float* x, int64_t n, int64_t heads, int64_t head_dim, const int64_t* p
 void rope_qk(float* q, int64_t heads_q, float* k, int64_t heads_k, int64_t n, int64_t head_dim,
              const int64_t* positions, const float* inv_freq, RopePairs pairs, cudaStream_t stream);
 
+// ---- cuda_prefetch.cu ------------------------------------------------------------------------
+// Asks L2 for the first `bytes` of p (Backend::prefetch); returns at once, changes nothing.
+// p must be 16-byte aligned (device allocations are); otherwise nothing is asked.
+void prefetch_l2(const void* p, uint64_t bytes, cudaStream_t stream);
+
 // ---- cuda_elementwise.cu --------------------------------------------------------------------
 void silu_mul(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream);
 void add_inplace(float* x, const float* y, int64_t n, cudaStream_t stream);

@@ -1,0 +1,51 @@
+// Backend::prefetch on the device: a weight's bytes are asked of L2 with bulk prefetches
+// (cp.async.bulk.prefetch.L2, sm_90) by one block, which issues them and exits without waiting.
+// CPU twin: nothing (cpu_backend keeps the default no-op; a prefetch changes no value).
+//
+// Why: in a decode step of the 8B shape the attention (~19 us a layer at 1k context) reads 8 MB
+// of K/V and leaves most of the memory bandwidth idle, and the o projection after it (32 MB,
+// ~15 us, 2.2 TB/s against a 3.0 TB/s floor) starts cold (bench/RESULTS.md, eleventh run).
+// Prefetched during the attention, its weights come from L2. An earlier prefetch kernel of
+// session 16 loaded the bytes itself and waited for them: 1 ms a step on the critical path. Bulk
+// prefetches need no registers, no shared memory and no wait: the block is gone in ~2 us.
+// Floor: bytes read from DRAM are those the next op would have read anyway.
+#include <cstdint>
+
+#include "kernels/cuda/cuda_common.h"
+#include "kernels/cuda/cuda_device.cuh"
+
+namespace kvscope::cuda {
+namespace {
+
+constexpr uint64_t kChunk = 64 * 1024;  // bytes per prefetch instruction
+constexpr int kThreads = 128;
+
+__global__ void prefetch_l2_kernel(const char* p, uint64_t bytes) {
+    // Launched as a dependent (cuda_device.cuh): waits for the kernel before (a projection) so
+    // as not to take bandwidth from it, and lets the next one launch at once.
+    grid_wait();
+    grid_release();
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    for (uint64_t off = threadIdx.x * kChunk; off < bytes; off += kThreads * kChunk) {
+        const uint64_t left = bytes - off;
+        // A multiple of 16 bytes from a 16-byte aligned address (off is a multiple of kChunk).
+        const auto size = static_cast<uint32_t>((left < kChunk ? left : kChunk) & ~uint64_t{15});
+        if (size > 0)
+            asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p + off), "r"(size)
+                         : "memory");
+    }
+#else
+    (void)p;
+    (void)bytes;
+#endif
+}
+
+}  // namespace
+
+void prefetch_l2(const void* p, uint64_t bytes, cudaStream_t stream) {
+    if (p == nullptr || bytes < 16 || (reinterpret_cast<uintptr_t>(p) & 15u) != 0) return;
+    launch_dependent(prefetch_l2_kernel, dim3(1), dim3(kThreads), 0, stream,
+                     static_cast<const char*>(p), bytes);
+}
+
+}  // namespace kvscope::cuda
