@@ -43,7 +43,8 @@
 #   decode-ab   the same, the default against the switches in $DECODE_AB (e.g.
 #               DECODE_AB="KVSCOPE_CUDA_X=1 KVSCOPE_CUDA_Y=1"), in turn, three times each
 #   decode-multi the same for several candidates, DECODE_MULTI="A=1;B=8x3 C=1" (';' between
-#               candidates), each round the default then every candidate, twice
+#               candidates), each round the default then every candidate, twice; both at
+#               DECODE_LEN tokens of context if set (default 1024)
 #   attn        bench_cuda_attention (the prefill attention kernels alone: forward, column sums +
 #               window rows, rows only; checked against the fp32 kernels first) and its peer
 #               bench/peer_attention.py (torch SDPA, bf16), 8B attention shape at 8k and 32k
@@ -207,9 +208,9 @@ stage_hostcache() {
   "$BENCH_SUMMARY" 32768 32 32 8 32
 }
 # One full, recorded decode of the 8B shape at 1k with NAME=VALUE set; its row, prefixed with it.
-decode1k() {  # json-name NAME=VALUE...
+decode1k() {  # json-name NAME=VALUE...   (DECODE_LEN: another context length than 1024)
   local name=$1; shift
-  env "$@" "$KVSCOPE" bench --model "$M8B" --device cuda --lengths 1024 --decode-steps 32 \
+  env "$@" "$KVSCOPE" bench --model "$M8B" --device cuda --lengths "${DECODE_LEN:-1024}" --decode-steps 32 \
     --prefill-reps 1 --policy full --recording on --json "$OUT/$name.json" | grep -E "^full" | sed "s/^/$* /"
 }
 stage_gemv-shapes() {  # the decode GEMVs' block shapes (kernels/cuda/cuda_gemv.cu), one run each

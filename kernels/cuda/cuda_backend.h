@@ -52,8 +52,8 @@
 //   included since session 18, launched as programmatic dependents (cuda_device.cuh);
 //   KVSCOPE_CUDA_INLINE_JOBS (default on; =0 off): a mirror update that stages nothing but a few
 //   positions passes its row moves with the kernel (flush_inline()).
-// - KVSCOPE_CUDA_L2_PREFETCH (opt-in, =1): Backend::prefetch as bulk L2 prefetches
-//   (cuda_prefetch.cu); otherwise the hint is ignored.
+// - KVSCOPE_CUDA_L2_PREFETCH (opt-in, =1 before the attention, =2 also before the norms):
+//   Backend::prefetch as bulk L2 prefetches (cuda_prefetch.cu); otherwise hints are ignored.
 // Next (issue 9): faster prefill attention kernels; bf16 K/V; CUDA graphs for small models.
 #include <algorithm>
 #include <chrono>
@@ -211,7 +211,8 @@ class CudaBackend final : public Backend {
         defer_on_ = switched_on("KVSCOPE_CUDA_DEFER");
         fused_on_ = switched_on("KVSCOPE_CUDA_FUSED");
         inline_jobs_on_ = switched_on("KVSCOPE_CUDA_INLINE_JOBS");
-        prefetch_on_ = opted_in("KVSCOPE_CUDA_L2_PREFETCH");
+        if (const char* e = std::getenv("KVSCOPE_CUDA_L2_PREFETCH"))
+            prefetch_level_ = std::string(e) == "2" ? 2 : std::string(e) == "1" ? 1 : 0;
         later_.set_side_copies(switched_on("KVSCOPE_CUDA_SIDE_COPIES"));
         later_.set_device_counter([this](int64_t delta) { count(delta); });
     }
@@ -513,14 +514,21 @@ class CudaBackend final : public Backend {
         cuda::rope_qk(q.as<float>(), q.dim(1), k.as<float>(), k.dim(1), n, hd, dpos, dinv, pairs,
                       stream_);
     }
-    // KVSCOPE_CUDA_L2_PREFETCH=1 (opt-in until timed on a GPU): the engine's hint before a
-    // decode step's attention (Engine::forward: the o projection's weights) becomes bulk L2
-    // prefetches of up to 3/4 of L2, so the projection after the attention reads from L2.
-    void prefetch(const Tensor& w) override {
-        if (!prefetch_on_ || w.device != DeviceKind::kCuda || w.data == nullptr) return;
+    // KVSCOPE_CUDA_L2_PREFETCH (opt-in until timed on a GPU): the engine's hints become bulk L2
+    // prefetches in one launch. =1: kLong hints only (before a decode step's attention: the o
+    // projection's weights), up to 3/4 of L2; =2: also kShort ones (before a norm: the first
+    // rows of the next projection), up to 1/5 of L2 per weight.
+    void prefetch(PrefetchWindow window, const Tensor& w, const Tensor* w2) override {
+        if (prefetch_level_ < (window == PrefetchWindow::kLong ? 1 : 2)) return;
+        const auto l2 = static_cast<uint64_t>(prop_.l2CacheSize);
+        const uint64_t cap = window == PrefetchWindow::kLong ? l2 / 4 * 3 : l2 / 5;
+        auto span = [&](const Tensor* t) {
+            return t && t->device == DeviceKind::kCuda && t->data
+                       ? std::min<uint64_t>(t->bytes(), cap)
+                       : uint64_t{0};
+        };
         prof::Scope ps = op_scope("prefetch");
-        const auto cap = static_cast<uint64_t>(prop_.l2CacheSize) / 4 * 3;
-        cuda::prefetch_l2(w.data, std::min<uint64_t>(w.bytes(), cap), stream_);
+        cuda::prefetch_l2(w.data, span(&w), w2 ? w2->data : nullptr, span(w2), stream_);
     }
     void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override {
         prof::Scope ps = op_scope("silu_mul");
@@ -758,7 +766,7 @@ class CudaBackend final : public Backend {
     bool gemv_on_ = true;  // decode rows (n <= kGemvMaxRows) through cuda_gemv.cu
     bool new_rows_on_ = true, defer_on_ = true;  // switched_on() above
     bool fused_on_ = true;        // KVSCOPE_CUDA_FUSED: matmul_parts, swiglu, rope_qk
-    bool prefetch_on_ = false;    // KVSCOPE_CUDA_L2_PREFETCH (opt-in): prefetch()
+    int prefetch_level_ = 0;      // KVSCOPE_CUDA_L2_PREFETCH (opt-in, 1 or 2): prefetch()
     bool inline_jobs_on_ = true;  // KVSCOPE_CUDA_INLINE_JOBS: flush_inline()
     HostCopies later_;
     std::unique_ptr<cpu::ThreadPool> copy_pool_;  // copy_pool()

@@ -96,9 +96,11 @@ void rope_qk(float* q, int64_t heads_q, float* k, int64_t heads_k, int64_t n, in
              const int64_t* positions, const float* inv_freq, RopePairs pairs, cudaStream_t stream);
 
 // ---- cuda_prefetch.cu ------------------------------------------------------------------------
-// Asks L2 for the first `bytes` of p (Backend::prefetch); returns at once, changes nothing.
-// p must be 16-byte aligned (device allocations are); otherwise nothing is asked.
-void prefetch_l2(const void* p, uint64_t bytes, cudaStream_t stream);
+// Asks L2 for the first `bytes` of p and the first `bytes2` of p2 (Backend::prefetch) in one
+// launch; returns at once, changes nothing. A pointer that is null or not 16-byte aligned
+// (device allocations are) is skipped.
+void prefetch_l2(const void* p, uint64_t bytes, const void* p2, uint64_t bytes2,
+                 cudaStream_t stream);
 
 // ---- cuda_elementwise.cu --------------------------------------------------------------------
 void silu_mul(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream);

@@ -5,7 +5,9 @@
 // Why: in a decode step of the 8B shape the attention (~19 us a layer at 1k context) reads 8 MB
 // of K/V and leaves most of the memory bandwidth idle, and the o projection after it (32 MB,
 // ~15 us, 2.2 TB/s against a 3.0 TB/s floor) starts cold (bench/RESULTS.md, eleventh run).
-// Prefetched during the attention, its weights come from L2. An earlier prefetch kernel of
+// Prefetched during the attention, its weights come from L2 (kLong). The norms before the
+// gate/up and the next q/k/v projections (~6 us each) leave room for their first rows (kShort).
+// An earlier prefetch kernel of
 // session 16 loaded the bytes itself and waited for them: 1 ms a step on the critical path. Bulk
 // prefetches need no registers, no shared memory and no wait: the block is gone in ~2 us.
 // Floor: bytes read from DRAM are those the next op would have read anyway.
@@ -20,11 +22,8 @@ namespace {
 constexpr uint64_t kChunk = 64 * 1024;  // bytes per prefetch instruction
 constexpr int kThreads = 128;
 
-__global__ void prefetch_l2_kernel(const char* p, uint64_t bytes) {
-    // Launched as a dependent (cuda_device.cuh): waits for the kernel before (a projection) so
-    // as not to take bandwidth from it, and lets the next one launch at once.
-    grid_wait();
-    grid_release();
+// Bulk prefetches of [p, p + bytes) in kChunk pieces, the block's threads taking turns.
+__device__ __forceinline__ void prefetch_span(const char* p, uint64_t bytes) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     for (uint64_t off = threadIdx.x * kChunk; off < bytes; off += kThreads * kChunk) {
         const uint64_t left = bytes - off;
@@ -40,12 +39,27 @@ __global__ void prefetch_l2_kernel(const char* p, uint64_t bytes) {
 #endif
 }
 
+__global__ void prefetch_l2_kernel(const char* p, uint64_t bytes, const char* p2, uint64_t bytes2) {
+    // Launched as a dependent (cuda_device.cuh): waits for the kernel before (a projection) so
+    // as not to take bandwidth from it, and lets the next one launch at once.
+    grid_wait();
+    grid_release();
+    prefetch_span(p, bytes);
+    prefetch_span(p2, bytes2);
+}
+
 }  // namespace
 
-void prefetch_l2(const void* p, uint64_t bytes, cudaStream_t stream) {
-    if (p == nullptr || bytes < 16 || (reinterpret_cast<uintptr_t>(p) & 15u) != 0) return;
+void prefetch_l2(const void* p, uint64_t bytes, const void* p2, uint64_t bytes2,
+                 cudaStream_t stream) {
+    auto usable = [](const void* q, uint64_t n) {
+        return q != nullptr && n >= 16 && (reinterpret_cast<uintptr_t>(q) & 15u) == 0;
+    };
+    if (!usable(p, bytes)) bytes = 0;
+    if (!usable(p2, bytes2)) bytes2 = 0;
+    if (bytes == 0 && bytes2 == 0) return;
     launch_dependent(prefetch_l2_kernel, dim3(1), dim3(kThreads), 0, stream,
-                     static_cast<const char*>(p), bytes);
+                     static_cast<const char*>(p), bytes, static_cast<const char*>(p2), bytes2);
 }
 
 }  // namespace kvscope::cuda

@@ -240,7 +240,10 @@ void add_matmul(std::vector<OpCase>& cases) {
                 Tensor B = s.weight(bias->data(), DType::kF32, {sh.m});
                 Tensor X = s.act(*x, {sh.n, sh.k});
                 Tensor O = s.act({}, {sh.n, sh.m});
-                if (sh.prefetch) be.prefetch(W);
+                if (sh.prefetch) {  // both windows, one weight and two (the same twice)
+                    be.prefetch(Backend::PrefetchWindow::kLong, W);
+                    be.prefetch(Backend::PrefetchWindow::kShort, W, &W);
+                }
                 be.matmul(X, W, sh.bias ? &B : nullptr, O);
                 return Outputs{{"out", s.get(O)}};
             };
