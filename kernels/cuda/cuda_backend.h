@@ -525,27 +525,8 @@ class CudaBackend final : public Backend {
     // timed yet. =1: kLong hints only (before a
     // decode step's attention: the o projection's weights), up to 3/4 of L2; =2: also kShort ones
     // (before a norm: the first rows of the next projection), up to 1/5 of L2 per weight.
-    void prefetch(PrefetchWindow window, const Tensor& w, const Tensor* w2) override {
-        if (prefetch_level_ < (window == PrefetchWindow::kLong ? 1 : 2)) return;
-        const auto l2 = static_cast<uint64_t>(prop_.l2CacheSize);
-        const uint64_t cap = window == PrefetchWindow::kLong ? l2 / 4 * 3 : l2 / 5;
-        auto span = [&](const Tensor* t) {
-            return t && t->device == DeviceKind::kCuda && t->data
-                       ? std::min<uint64_t>(t->bytes(), cap)
-                       : uint64_t{0};
-        };
-        prof::Scope ps = op_scope("prefetch");
-        if (!prefetch_stream_) {
-            int least = 0, greatest = 0;
-            KVS_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
-            KVS_CUDA_CHECK(
-                cudaStreamCreateWithPriority(&prefetch_stream_, cudaStreamNonBlocking, least));
-            KVS_CUDA_CHECK(cudaEventCreateWithFlags(&prefetch_ready_, cudaEventDisableTiming));
-        }
-        KVS_CUDA_CHECK(cudaEventRecord(prefetch_ready_, stream_));
-        KVS_CUDA_CHECK(cudaStreamWaitEvent(prefetch_stream_, prefetch_ready_, 0));
-        cuda::prefetch_l2(w.data, span(&w), w2 ? w2->data : nullptr, span(w2), prefetch_stream_);
-    }
+    void prefetch(PrefetchWindow window, const Tensor& w,
+                  const Tensor* w2) override;  // in cuda_backend.cpp
     void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override {
         prof::Scope ps = op_scope("silu_mul");
         cuda::silu_mul(gate.as<float>(), up.as<float>(), gate.numel(), out.as<float>(), stream_);
