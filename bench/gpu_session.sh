@@ -48,6 +48,8 @@
 #   attn        bench_cuda_attention (the prefill attention kernels alone: forward, column sums +
 #               window rows, rows only; checked against the fp32 kernels first) and its peer
 #               bench/peer_attention.py (torch SDPA, bf16), 8B attention shape at 8k and 32k
+#   attn-ab     bench_cuda_attention, the default against the switches in $ATTN_AB, in turn,
+#               twice each, 8k and 32k
 #   hostcache   bench_host_cache on the machine's CPUs: the host cache's share of a prefill, 8k/32k
 #   peer1b      bench/hf_peer.py on the 1B shape
 #   peer8b      bench/hf_peer.py on the 8B shape
@@ -199,6 +201,23 @@ stage_attn() {
   for n in 8192 32768; do
     "$BENCH_ATTN" --n "$n" --heads 32 --kv-heads 8 --dim 128 --tail 32 --reps 5 || r=1
     python3 bench/peer_attention.py --n "$n" --heads 32 --kv-heads 8 --dim 128 --reps 5 || r=1
+  done
+  return $r
+}
+
+# A prefill attention switch against the default (ATTN_AB="NAME=VALUE ..."), alternating, twice
+# each, on the 8B shape at 8k and 32k: kernel times only (bench_cuda_attention checks the
+# tensor-core path against the fp32 kernels first, under the switch too).
+stage_attn-ab() {
+  local r=0 n i
+  for n in 8192 32768; do
+    for i in 1 2; do
+      echo "# n=$n default ($i)"
+      "$BENCH_ATTN" --n "$n" --heads 32 --kv-heads 8 --dim 128 --tail 32 --reps 5 || r=1
+      echo "# n=$n ${ATTN_AB:?set ATTN_AB} ($i)"
+      # shellcheck disable=SC2086  # word splitting wanted: one NAME=VALUE per word
+      env $ATTN_AB "$BENCH_ATTN" --n "$n" --heads 32 --kv-heads 8 --dim 128 --tail 32 --reps 5 || r=1
+    done
   done
   return $r
 }
