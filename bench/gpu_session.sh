@@ -50,6 +50,7 @@
 #               bench/peer_attention.py (torch SDPA, bf16), 8B attention shape at 8k and 32k
 #   attn-ab     bench_cuda_attention, the default against the switches in $ATTN_AB, in turn,
 #               twice each, 8k and 32k
+#   ncu-attn    ncu --set full, one launch each of the prefill attention kernels, 8B shape at 8k
 #   hostcache   bench_host_cache on the machine's CPUs: the host cache's share of a prefill, 8k/32k
 #   peer1b      bench/hf_peer.py on the 1B shape
 #   peer8b      bench/hf_peer.py on the 8B shape
@@ -218,6 +219,20 @@ stage_attn-ab() {
       # shellcheck disable=SC2086  # word splitting wanted: one NAME=VALUE per word
       env $ATTN_AB "$BENCH_ATTN" --n "$n" --heads 32 --kv-heads 8 --dim 128 --tail 32 --reps 5 || r=1
     done
+  done
+  return $r
+}
+
+# Where the prefill attention kernels stall: ncu's full set on one launch of each (the second:
+# the first is bench_cuda_attention's check at 2,048 queries), 8B attention shape at 8k.
+stage_ncu-attn() {
+  local NCU=/usr/local/cuda/bin/ncu k r=0
+  for k in probs_pass_mma flash_fwd_mma; do
+    "$NCU" --set full -k "regex:$k" --launch-skip 1 --launch-count 1 "$BENCH_ATTN" --n 8192 \
+      --heads 32 --kv-heads 8 --dim 128 --tail 32 --reps 1 > "$OUT/ncu_$k.txt" 2>&1 || r=1
+    grep -E "Duration|Registers Per|Occupancy|Throughput|Issue Slots|No Eligible|Bank Conflicts" \
+      "$OUT/ncu_$k.txt" | head -24
+    xz -9 "$OUT/ncu_$k.txt"
   done
   return $r
 }

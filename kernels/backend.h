@@ -201,17 +201,6 @@ class Backend {
         rope(q, positions, inv_freq, pairs);
         rope(k, positions, inv_freq, pairs);
     }
-    // A hint: the weights w (and w2, may be null) are read by the op after the next one, and the
-    // ops before are not bound by memory bandwidth: the attention (kLong) or a norm (kShort). A
-    // backend with a cache between it and its memory may start bringing the weights in now: all
-    // that fits for kLong, the first rows for kShort (one op's read starts there). Changes no
-    // value; the CPU backend (its twin) does nothing.
-    enum class PrefetchWindow { kLong, kShort };
-    virtual void prefetch(PrefetchWindow window, const Tensor& w, const Tensor* w2 = nullptr) {
-        (void)window;
-        (void)w;
-        (void)w2;
-    }
     // Causal (by position) softmax attention with GQA; see AttentionArgs.
     virtual void attention(const AttentionArgs& args) = 0;
 

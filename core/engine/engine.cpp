@@ -257,11 +257,6 @@ std::vector<float> Engine::forward(const int32_t* ids, int64_t n, bool is_prefil
             Tensor* outs[3] = {&q2, &k2, &v2};
             backend_.matmul_parts(h, 3, ws, bs, outs);  // q, k, v (one launch on the GPU)
         }
-        // A decode step's attention and norms leave the memory bandwidth mostly idle: the next
-        // projection's weights may come into the device's cache meanwhile (hints; the CPU
-        // ignores them).
-        using Window = Backend::PrefetchWindow;
-        if (!is_prefill) backend_.prefetch(Window::kLong, L.wo);
         if (L.has_qk_norm) {
             backend_.rmsnorm(qh, L.q_norm, eps, qh);
             backend_.rmsnorm(kh, L.k_norm, eps, kh);
@@ -277,12 +272,9 @@ std::vector<float> Engine::forward(const int32_t* ids, int64_t n, bool is_prefil
         if (wants_control()) zero_control(n);
         attention_layer(l, n, is_prefill);
         backend_.matmul(att2, L.wo, L.has_o_bias ? &L.bo : nullptr, o);
-        if (!is_prefill) backend_.prefetch(Window::kShort, L.w_gate, &L.w_up);
         backend_.add_rmsnorm(x, o, L.ffn_norm, eps, h);  // x += o; h = norm(x)
         backend_.swiglu(h, L.w_gate, L.w_up, gate, up, act);
         backend_.matmul(act, L.w_down, nullptr, down);
-        if (!is_prefill && l + 1 < sp.n_layers)  // q's rows come first in the q/k/v launch
-            backend_.prefetch(Window::kShort, w_->layers[static_cast<size_t>(l + 1)].wq);
         if (l + 1 < sp.n_layers)  // x += down; h = the next layer's attention norm of x
             backend_.add_rmsnorm(x, down, w_->layers[static_cast<size_t>(l + 1)].attn_norm, eps, h);
         else

@@ -54,16 +54,14 @@
 //                   unconditionally and masked by a select (independent, pipelined: 23 % faster
 //                   at 32k than exp2s under the mask's branch, which fit 3 blocks/SM in 144
 //                   registers but stalled on dependencies, ncu). ~190 registers, 2 blocks/SM.
-//                   KVSCOPE_CUDA_PROBS_RG=2 (opt-in, being timed): 32-query steps, two row groups
-//                   per K fragment (RG = 2, the forward's reuse): per mma, ldmatrix reads 192
-//                   shared-memory bytes instead of 320, the SM's 128 B/clk being the bound a
-//                   16-row step hits before the tensor cores (~1.5 clk an m16n8k16 on H100).
+//                   32-query steps (two row groups per K fragment, as the forward; 32-key
+//                   sub-tiles to stay unspilled at 239 registers) were slower: 25.7 against
+//                   20.7 ms at 32k (commit 24be681; bench/RESULTS.md, "Fifteenth run").
 //                   Floor: +2*n*L*d FLOPs (~+50%); bytes: Q (bf16) once per 128 keys.
 //   Measured (bench_cuda_attention, H100, 8B shape, 32k): bench/RESULTS.md, "Seventh run".
 //
 // Shared memory (bytes, d = 128 / 64): fwd 105,472 / 56,320 (Q, 2 stages of K + V, positions);
-// probs 74,240 / 41,472 at RG = 1, 110,592 / 61,440 at RG = 2 (the dynamic limit is raised per
-// launch).
+// probs 74,240 / 41,472 (the dynamic limit is raised per launch).
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -88,6 +86,7 @@ constexpr int kWarpsF = 4;
 constexpr int kThreadsF = 32 * kWarpsF;
 constexpr int kRowsF = kRowsW * kWarpsF;
 constexpr int kKeysF = 64;
+constexpr int kNtF = kKeysF / 8;    // 8-key column blocks of a 64-key tile
 constexpr int kHalfF = kKeysF / 2;  // the forward's softmax step
 constexpr int kNtH = kHalfF / 8;
 static_assert(kNtH == 4, "the forward's row trees take 4 blocks of 8 keys");
@@ -111,27 +110,20 @@ struct Layout {
     static constexpr size_t f_st = f_q + size_t{kRowsF} * kLd * 2;
     static constexpr size_t f_qpos = f_st + 4 * kTileF;
     static constexpr size_t f_bytes = f_qpos + kRowsF * 8;
-    // Two blocks per SM (Hopper: 228 KB per SM, 1 KB reserved per block).
-    static_assert(2 * (f_bytes + 1024) <= 228 * 1024, "the blocks fit one Hopper SM");
-    static_assert(f_st % 128 == 0 && kTileF % 128 == 0, "16-byte cp.async / ldmatrix rows");
-};
-
-// probs_pass_mma with RG row groups a step (a step = RS = 16 RG queries of one head): the K
-// tile; per warp two step buffers (RS Q rows, their positions and LSEs); key positions; the
-// cross-warp column-sum buffer. d = 128: 74,240 bytes at RG = 1, 110,592 at RG = 2.
-template <int D, int RG>
-struct LayoutP {
-    static constexpr int kLd = D + 8;
-    static constexpr int RS = kRowsG * RG;
+    // probs_pass_mma: the K tile; per warp two step buffers (16 Q rows, their positions and
+    // LSEs); key positions; the cross-warp column-sum buffer.
     static constexpr size_t kTileP = size_t{kKeysP} * kLd * 2;
-    static constexpr size_t kQRows = size_t{RS} * kLd * 2;
-    static constexpr size_t kQBuf = kQRows + RS * 8 + RS * 4;
+    static constexpr size_t kQRows = size_t{kRowsG} * kLd * 2;
+    static constexpr size_t kQBuf = kQRows + kRowsG * 8 + kRowsG * 4;
     static constexpr size_t p_q = kTileP;
     static constexpr size_t p_kpos = p_q + kWarpsP * 2 * kQBuf;
     static constexpr size_t p_red = p_kpos + kKeysP * 8;
     static constexpr size_t p_bytes = p_red + kWarpsP * kKeysP * 4;
-    static_assert(2 * (p_bytes + 1024) <= 228 * 1024, "the blocks fit one Hopper SM");
-    static_assert(kQBuf % 16 == 0, "16-byte cp.async / ldmatrix rows");
+    // Two blocks per SM of each kernel (Hopper: 228 KB per SM, 1 KB reserved per block).
+    static_assert(2 * (f_bytes + 1024) <= 228 * 1024 && 2 * (p_bytes + 1024) <= 228 * 1024,
+                  "the blocks fit one Hopper SM");
+    static_assert(f_st % 128 == 0 && kTileF % 128 == 0 && kQBuf % 16 == 0,
+                  "16-byte cp.async / ldmatrix rows");
 };
 
 // ---- PTX wrappers (sm_80+) -------------------------------------------------------------------
@@ -545,16 +537,13 @@ __device__ __forceinline__ void cp_async4(void* dst, const void* src, bool ok) {
                  : "memory");
 }
 
-template <int D, int HB, int RG>
+template <int D, int HB>
 __global__ void __launch_bounds__(kThreadsP, 2)
     probs_pass_mma(AttentionDev a, Bf16Ops b, float cl2, int64_t q_begin, float* colsum,
                    float* rows, int64_t n_tail) {
-    using L = LayoutP<D, RG>;
-    constexpr int LD = L::kLd, C8 = D / 8, RS = L::RS;
-    // Keys per sub-tile: 64 at RG = 1, 32 at RG = 2 (the S fragments, 64 registers, fit either
-    // way without spilling under 2 blocks/SM).
-    constexpr int KS = kKeysF / RG, NS = KS / 8;
-    constexpr int WS = kWarpsP / HB;  // warps per head: a warp takes every WS-th RS-query step
+    using L = Layout<D>;
+    constexpr int LD = L::kLd, C8 = D / 8;
+    constexpr int WS = kWarpsP / HB;  // warps per head: a warp takes every WS-th 16-query step
     extern __shared__ __align__(128) unsigned char smem[];
     const int tid = static_cast<int>(threadIdx.x), lane = tid & 31, warp = tid >> 5;
     const int g4 = lane >> 2, c2 = 2 * (lane & 3);
@@ -571,7 +560,7 @@ __global__ void __launch_bounds__(kThreadsP, 2)
     if (kt >= len) return;  // whole block: this KV head holds fewer keys
     const int64_t hw = h0 + warp % HB;
     const int64_t tail0 = n - n_tail;
-    const int64_t ntq = (n - q_begin + RS - 1) / RS;
+    const int64_t ntq = (n - q_begin + kRowsG - 1) / kRowsG;
 
     for (int e = tid; e < kKeysP * C8; e += kThreadsP) {
         const int r = e / C8, c = (e % C8) * 8;
@@ -603,29 +592,21 @@ __global__ void __launch_bounds__(kThreadsP, 2)
             break;
         }
     }
-    // Step i: RS Q rows, their positions and LSEs (rows past n zero-filled, masked below).
+    // Step i: 16 Q rows, their positions and LSEs (rows past n zero-filled, masked below).
     auto load_step = [&](int64_t i, unsigned char* dst) {
-        const int64_t qt = q_begin + i * RS;
+        const int64_t qt = q_begin + i * kRowsG;
         bf16* dq = reinterpret_cast<bf16*>(dst);
-        for (int e = lane; e < RS * C8; e += 32) {
+        for (int e = lane; e < kRowsG * C8; e += 32) {
             const int r = e / C8, c = (e % C8) * 8;
             const bool ok = qt + r < n;
             cp_async16(dq + r * LD + c, b.q + ((ok ? qt + r : 0) * H + hw) * D + c, ok);
         }
-        if constexpr (RS == 16) {  // lanes 0-15 the positions, 16-31 the LSEs
-            const int r = lane & 15;
-            const bool ok = qt + r < n;
-            if (lane < 16)
-                cp_async8(dst + L::kQRows + r * 8, a.q_pos + (ok ? qt + r : 0), ok);
-            else
-                cp_async4(dst + L::kQRows + RS * 8 + r * 4, a.lse + hw * n + (ok ? qt + r : 0), ok);
-        } else {
-            for (int r = lane; r < RS; r += 32) {
-                const bool ok = qt + r < n;
-                cp_async8(dst + L::kQRows + r * 8, a.q_pos + (ok ? qt + r : 0), ok);
-                cp_async4(dst + L::kQRows + RS * 8 + r * 4, a.lse + hw * n + (ok ? qt + r : 0), ok);
-            }
-        }
+        const int r = lane & 15;
+        const bool ok = qt + r < n;
+        if (lane < 16)
+            cp_async8(dst + L::kQRows + r * 8, a.q_pos + (ok ? qt + r : 0), ok);
+        else
+            cp_async4(dst + L::kQRows + kRowsG * 8 + r * 4, a.lse + hw * n + (ok ? qt + r : 0), ok);
     };
 
     float acc[kNtP][2];  // column sums of this lane's columns over its rows, in query order
@@ -641,85 +622,65 @@ __global__ void __launch_bounds__(kThreadsP, 2)
         cp_async_wait<1>();  // step cur is in (this lane's copies of) buffer buf
         __syncwarp();
         const unsigned char* step = sStep + buf * L::kQBuf;
-        const int64_t qs = q_begin + cur * RS;  // the step's first query
+        const int64_t qs = q_begin + cur * kRowsG;  // the step's first query
         const int64_t* sqp = reinterpret_cast<const int64_t*>(step + L::kQRows);
-        const float* slse = reinterpret_cast<const float*>(step + L::kQRows + RS * 8);
-        // This lane's rows: g4 + 8 hf of row group rg (fragment elements 2 hf, 2 hf + 1).
-        bool ok[RG][2], live[RG][2];
-        long long qp[RG][2];
-        float el[RG][2];  // LSE in log2 units; -inf for a row that sees no key (its p are 0)
-        long long pmax = kNoQuery, pmin = kNoPosM;
-#pragma unroll
-        for (int rg = 0; rg < RG; ++rg)
-#pragma unroll
-            for (int hf = 0; hf < 2; ++hf) {
-                const int r = rg * kRowsG + hf * 8 + g4;
-                ok[rg][hf] = qs + r < n;
-                qp[rg][hf] = ok[rg][hf] ? sqp[r] : kNoQuery;
-                el[rg][hf] = ok[rg][hf] ? slse[r] * kLog2e : -INFINITY;
-                live[rg][hf] = el[rg][hf] != -INFINITY;
-                pmax = qp[rg][hf] > pmax ? qp[rg][hf] : pmax;
-                pmin = qp[rg][hf] < pmin ? qp[rg][hf] : pmin;
-            }
-        const long long wmax = warp_max_ll(pmax);
-        const long long wmin = warp_min_ll(pmin);
+        const float* slse = reinterpret_cast<const float*>(step + L::kQRows + kRowsG * 8);
+        const bool ok0 = qs + g4 < n, ok1 = qs + g4 + 8 < n;
+        const long long qp0 = ok0 ? sqp[g4] : kNoQuery, qp1 = ok1 ? sqp[g4 + 8] : kNoQuery;
+        // LSE in log2 units; -inf for a row that sees no key (its p are 0).
+        const float e0 = ok0 ? slse[g4] * kLog2e : -INFINITY;
+        const float e1 = ok1 ? slse[g4 + 8] * kLog2e : -INFINITY;
+        const long long wmax = warp_max_ll(qp0 > qp1 ? qp0 : qp1);
+        const long long wmin = warp_min_ll(qp0 < qp1 ? qp0 : qp1);
         if (wmax >= kmin) {                  // some row of the step sees some key of the block
             const bool full = kmax <= wmin;  // every key visible to every row
-            const bool window = rows && qs + RS > tail0;  // a row of the step is written out
-            float s[RG][NS][4];
+            const bool window = rows && qs + kRowsG > tail0;  // a row of the step is written out
+            // Rows that see some key (a finite LSE); the others' p are 0.
+            const bool live0 = e0 != -INFINITY, live1 = e1 != -INFINITY;
+            float s[1][kNtF][4];
 #pragma unroll
-            for (int half = 0; half < kKeysP / KS; ++half) {
-                qk_tile<D, RG, NS>(s, reinterpret_cast<const bf16*>(step), sK + half * KS * LD,
-                                   lane);
+            for (int half = 0; half < kKeysP / kKeysF; ++half) {
+                qk_tile<D, 1, kNtF>(s, reinterpret_cast<const bf16*>(step), sK + half * kKeysF * LD,
+                                    lane);
                 // p in place: every exp2 issued unconditionally (independent, pipelined), then
                 // masked by a select; a masked or dead row's exp2 may be inf and is dropped.
 #pragma unroll
-                for (int rg = 0; rg < RG; ++rg)
+                for (int nb = 0; nb < kNtF; ++nb)
 #pragma unroll
-                    for (int nb = 0; nb < NS; ++nb)
+                    for (int e = 0; e < 2; ++e) {
+                        bool v0 = live0, v1 = live1;
+                        if (!full) {
+                            const long long kp = sKpos[half * kKeysF + nb * 8 + c2 + e];
+                            v0 = v0 && kp <= qp0;
+                            v1 = v1 && kp <= qp1;
+                        }
+                        const float t0 = exp2_ftz(__fmul_rn(s[0][nb][e], cl2) - e0);
+                        const float t1 = exp2_ftz(__fmul_rn(s[0][nb][2 + e], cl2) - e1);
+                        s[0][nb][e] = v0 ? t0 : 0.0f;
+                        s[0][nb][2 + e] = v1 ? t1 : 0.0f;
+                    }
+#pragma unroll
+                for (int nb = 0; nb < kNtF; ++nb)
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        acc[half * kNtF + nb][e] += s[0][nb][e];
+                        acc[half * kNtF + nb][e] += s[0][nb][2 + e];
+                    }
+                if (window) {
+                    const int64_t qa = qs + g4, qc = qa + 8;
+                    float* ra =
+                        qa >= tail0 && ok0 ? rows + (hw * n_tail + qa - tail0) * ld : nullptr;
+                    float* rc =
+                        qc >= tail0 && ok1 ? rows + (hw * n_tail + qc - tail0) * ld : nullptr;
+#pragma unroll
+                    for (int nb = 0; nb < kNtF; ++nb)
 #pragma unroll
                         for (int e = 0; e < 2; ++e) {
-                            bool v0 = live[rg][0], v1 = live[rg][1];
-                            if (!full) {
-                                const long long kp = sKpos[half * KS + nb * 8 + c2 + e];
-                                v0 = v0 && kp <= qp[rg][0];
-                                v1 = v1 && kp <= qp[rg][1];
-                            }
-                            const float t0 = exp2_ftz(__fmul_rn(s[rg][nb][e], cl2) - el[rg][0]);
-                            const float t1 = exp2_ftz(__fmul_rn(s[rg][nb][2 + e], cl2) - el[rg][1]);
-                            s[rg][nb][e] = v0 ? t0 : 0.0f;
-                            s[rg][nb][2 + e] = v1 ? t1 : 0.0f;
+                            const int64_t j = kt + half * kKeysF + nb * 8 + c2 + e;
+                            if (j >= len) continue;
+                            if (ra) ra[j] = s[0][nb][e];
+                            if (rc) rc[j] = s[0][nb][2 + e];
                         }
-                        // In query order: row group 0's rows g4, g4 + 8, then row group 1's.
-#pragma unroll
-                for (int nb = 0; nb < NS; ++nb)
-#pragma unroll
-                    for (int e = 0; e < 2; ++e)
-#pragma unroll
-                        for (int rg = 0; rg < RG; ++rg) {
-                            acc[half * NS + nb][e] += s[rg][nb][e];
-                            acc[half * NS + nb][e] += s[rg][nb][2 + e];
-                        }
-                if (window) {
-#pragma unroll
-                    for (int rg = 0; rg < RG; ++rg) {
-                        const int64_t qa = qs + rg * kRowsG + g4, qc = qa + 8;
-                        float* ra = qa >= tail0 && ok[rg][0]
-                                        ? rows + (hw * n_tail + qa - tail0) * ld
-                                        : nullptr;
-                        float* rc = qc >= tail0 && ok[rg][1]
-                                        ? rows + (hw * n_tail + qc - tail0) * ld
-                                        : nullptr;
-#pragma unroll
-                        for (int nb = 0; nb < NS; ++nb)
-#pragma unroll
-                            for (int e = 0; e < 2; ++e) {
-                                const int64_t j = kt + half * KS + nb * 8 + c2 + e;
-                                if (j >= len) continue;
-                                if (ra) ra[j] = s[rg][nb][e];
-                                if (rc) rc[j] = s[rg][nb][2 + e];
-                            }
-                    }
                 }
             }
         }
@@ -793,9 +754,7 @@ struct Bf16Scratch {
     Bf16Ops ops;
     void* base = nullptr;
     cudaStream_t stream;
-    // step: query rows per bound of the probability pass (its RS), unused by the forward.
-    Bf16Scratch(const AttentionDev& a, Pass pass, int64_t q_begin, int step, cudaStream_t s)
-        : stream(s) {
+    Bf16Scratch(const AttentionDev& a, Pass pass, int64_t q_begin, cudaStream_t s) : stream(s) {
         static std::once_flag once;
         std::call_once(once, [] {
             int dev = 0;
@@ -810,7 +769,7 @@ struct Bf16Scratch {
         const bool fwd = pass == Pass::kForward;
         auto up = [](size_t b) { return (b + 255) / 256 * 256; };
         const int64_t ntl = (a.max_len + kKeysF - 1) / kKeysF;
-        const int64_t ntq = (a.n - q_begin + step - 1) / step;
+        const int64_t ntq = (a.n - q_begin + kRowsG - 1) / kRowsG;
         const size_t qb = up(static_cast<size_t>(a.n * a.H * a.d) * 2);
         const size_t kb = up(static_cast<size_t>(a.G * a.max_len * a.d) * 2);
         const size_t bb = up(static_cast<size_t>(fwd ? a.G * ntl : ntq) * 2 * sizeof(int64_t));
@@ -849,7 +808,7 @@ struct Bf16Scratch {
             KVS_CUDA_CHECK_LAUNCH();
         } else if (!fwd && ntq > 0) {
             tile_bounds<<<dim3(static_cast<unsigned int>(ntq), 1), 64, 0, stream>>>(
-                a.q_pos + q_begin, nullptr, nullptr, a.n - q_begin, step, kNoQuery, ntq, bounds);
+                a.q_pos + q_begin, nullptr, nullptr, a.n - q_begin, kRowsG, kNoQuery, ntq, bounds);
             KVS_CUDA_CHECK_LAUNCH();
         }
     }
@@ -875,7 +834,7 @@ bool attention_mma_eligible(const AttentionDev& a) {
 
 void attention_prefill_mma(const AttentionDev& a, cudaStream_t stream) {
     if (a.n <= 0) return;
-    Bf16Scratch sc(a, Pass::kForward, 0, kRowsG, stream);
+    Bf16Scratch sc(a, Pass::kForward, 0, stream);
     with_shape(a, [&](auto dm, auto hb) {
         constexpr int D = decltype(dm)::value, HB = decltype(hb)::value;
         constexpr size_t bytes = Layout<D>::f_bytes;
@@ -893,28 +852,18 @@ void attention_prefill_mma(const AttentionDev& a, cudaStream_t stream) {
 void attention_probs_mma(const AttentionDev& a, int64_t q_begin, float* colsum, float* rows,
                          int64_t n_tail, cudaStream_t stream) {
     if (a.n <= 0 || a.max_len <= 0 || (!colsum && !rows)) return;
-    // KVSCOPE_CUDA_PROBS_RG=2: 32 queries a warp step (two row groups share each K fragment read
-    // from shared memory: half the ldmatrix bytes per mma) instead of 16.
-    static const int rg = env_is("KVSCOPE_CUDA_PROBS_RG", "2") ? 2 : 1;
-    Bf16Scratch sc(a, Pass::kProbs, q_begin, kRowsG * rg, stream);
+    Bf16Scratch sc(a, Pass::kProbs, q_begin, stream);
     with_shape(a, [&](auto dm, auto hb) {
         constexpr int D = decltype(dm)::value, HB = decltype(hb)::value;
-        auto launch = [&](auto rgc) {
-            constexpr int RG = decltype(rgc)::value;
-            constexpr size_t bytes = LayoutP<D, RG>::p_bytes;
-            const dim3 grid(static_cast<unsigned int>((a.max_len + kKeysP - 1) / kKeysP),
-                            static_cast<unsigned int>(a.H / HB));
-            KVS_CUDA_CHECK(cudaFuncSetAttribute(probs_pass_mma<D, HB, RG>,
-                                                cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                static_cast<int>(bytes)));
-            probs_pass_mma<D, HB, RG><<<grid, kThreadsP, bytes, stream>>>(
-                a, sc.ops, scale_log2(a), q_begin, colsum, rows, n_tail);
-            KVS_CUDA_CHECK_LAUNCH();
-        };
-        if (rg == 2)
-            launch(std::integral_constant<int, 2>{});
-        else
-            launch(std::integral_constant<int, 1>{});
+        constexpr size_t bytes = Layout<D>::p_bytes;
+        const dim3 grid(static_cast<unsigned int>((a.max_len + kKeysP - 1) / kKeysP),
+                        static_cast<unsigned int>(a.H / HB));
+        KVS_CUDA_CHECK(cudaFuncSetAttribute(probs_pass_mma<D, HB>,
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            static_cast<int>(bytes)));
+        probs_pass_mma<D, HB><<<grid, kThreadsP, bytes, stream>>>(a, sc.ops, scale_log2(a), q_begin,
+                                                                  colsum, rows, n_tail);
+        KVS_CUDA_CHECK_LAUNCH();
     });
 }
 

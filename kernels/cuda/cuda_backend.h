@@ -52,9 +52,6 @@
 //   included since session 18, launched as programmatic dependents (cuda_device.cuh);
 //   KVSCOPE_CUDA_INLINE_JOBS (default on; =0 off): a mirror update that stages nothing but a few
 //   positions passes its row moves with the kernel (flush_inline()).
-// - KVSCOPE_CUDA_L2_PREFETCH (opt-in, =1 before the attention, =2 also before the norms):
-//   Backend::prefetch as bulk L2 prefetches on a side stream (cuda_prefetch.cu); otherwise hints
-//   are ignored.
 // Next (issue 9): faster prefill attention kernels; bf16 K/V; CUDA graphs for small models.
 #include <algorithm>
 #include <chrono>
@@ -212,15 +209,12 @@ class CudaBackend final : public Backend {
         defer_on_ = switched_on("KVSCOPE_CUDA_DEFER");
         fused_on_ = switched_on("KVSCOPE_CUDA_FUSED");
         inline_jobs_on_ = switched_on("KVSCOPE_CUDA_INLINE_JOBS");
-        if (const char* e = std::getenv("KVSCOPE_CUDA_L2_PREFETCH"))
-            prefetch_level_ = std::string(e) == "2" ? 2 : std::string(e) == "1" ? 1 : 0;
         later_.set_side_copies(switched_on("KVSCOPE_CUDA_SIDE_COPIES"));
         later_.set_device_counter([this](int64_t delta) { count(delta); });
     }
     ~CudaBackend() override {
         // Never throws: report and go on freeing.
         (void)cudaStreamSynchronize(stream_);
-        if (prefetch_stream_) (void)cudaStreamSynchronize(prefetch_stream_);  // reads weights
         for (auto& [ptr, bytes] : owned_) (void)cudaFree(ptr);
         owned_.clear();
         for (auto& [key, m] : mirrors_) free_mirror(m);
@@ -230,8 +224,6 @@ class CudaBackend final : public Backend {
         retired_.clear();
         ring_.free_now();
         if (blas_) (void)api_->destroy(blas_);
-        if (prefetch_stream_) (void)cudaStreamDestroy(prefetch_stream_);
-        if (prefetch_ready_) (void)cudaEventDestroy(prefetch_ready_);
         if (stream_) (void)cudaStreamDestroy(stream_);
     }
 
@@ -518,15 +510,6 @@ class CudaBackend final : public Backend {
         cuda::rope_qk(q.as<float>(), q.dim(1), k.as<float>(), k.dim(1), n, hd, dpos, dinv, pairs,
                       stream_);
     }
-    // KVSCOPE_CUDA_L2_PREFETCH (opt-in): the engine's hints become bulk L2 prefetches in one
-    // launch on a side stream of the lowest priority, after the work queued so far (an event), so
-    // the compute stream never waits for them. The first version, a dependent launch in the
-    // compute stream, made a step 4 ms slower (bench/RESULTS.md, fourteenth run); this one is not
-    // timed yet. =1: kLong hints only (before a
-    // decode step's attention: the o projection's weights), up to 3/4 of L2; =2: also kShort ones
-    // (before a norm: the first rows of the next projection), up to 1/5 of L2 per weight.
-    void prefetch(PrefetchWindow window, const Tensor& w,
-                  const Tensor* w2) override;  // in cuda_backend.cpp
     void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override {
         prof::Scope ps = op_scope("silu_mul");
         cuda::silu_mul(gate.as<float>(), up.as<float>(), gate.numel(), out.as<float>(), stream_);
@@ -762,10 +745,7 @@ class CudaBackend final : public Backend {
     bool mirrors_on_ = true;
     bool gemv_on_ = true;  // decode rows (n <= kGemvMaxRows) through cuda_gemv.cu
     bool new_rows_on_ = true, defer_on_ = true;  // switched_on() above
-    bool fused_on_ = true;                    // KVSCOPE_CUDA_FUSED: matmul_parts, swiglu, rope_qk
-    cudaStream_t prefetch_stream_ = nullptr;  // prefetch(): created at the first hint
-    cudaEvent_t prefetch_ready_ = nullptr;    // recorded on stream_, waited for by prefetch_stream_
-    int prefetch_level_ = 0;      // KVSCOPE_CUDA_L2_PREFETCH (opt-in, 1 or 2): prefetch()
+    bool fused_on_ = true;        // KVSCOPE_CUDA_FUSED: matmul_parts, swiglu, rope_qk
     bool inline_jobs_on_ = true;  // KVSCOPE_CUDA_INLINE_JOBS: flush_inline()
     HostCopies later_;
     std::unique_ptr<cpu::ThreadPool> copy_pool_;  // copy_pool()

@@ -95,13 +95,6 @@ void rope(float* x, int64_t n, int64_t heads, int64_t head_dim, const int64_t* p
 void rope_qk(float* q, int64_t heads_q, float* k, int64_t heads_k, int64_t n, int64_t head_dim,
              const int64_t* positions, const float* inv_freq, RopePairs pairs, cudaStream_t stream);
 
-// ---- cuda_prefetch.cu ------------------------------------------------------------------------
-// Asks L2 for the first `bytes` of p and the first `bytes2` of p2 (Backend::prefetch) in one
-// launch; returns at once, changes nothing. A pointer that is null or not 16-byte aligned
-// (device allocations are) is skipped.
-void prefetch_l2(const void* p, uint64_t bytes, const void* p2, uint64_t bytes2,
-                 cudaStream_t stream);
-
 // ---- cuda_elementwise.cu --------------------------------------------------------------------
 void silu_mul(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream);
 void add_inplace(float* x, const float* y, int64_t n, cudaStream_t stream);

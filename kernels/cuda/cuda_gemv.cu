@@ -22,6 +22,11 @@
 // the squares summed beside the products), each was slower than the small launches it removed:
 // the 8B decode step went from 7.02-7.07 to 7.47-7.53 ms with the last (bench/RESULTS.md,
 // "Thirteenth run"; its code is commit 66900d4).
+// Nor an L2 prefetch of the next weights (cp.async.bulk.prefetch.L2). In the chain of launches
+// (one block, commit 51699b1) each hint's transfer sat on the critical path: 7.4 -> 11.6 ms a
+// token; from 48 blocks on a low-priority side stream (304c48d) it still slowed the step, 7.29 ->
+// 7.49 ms (o before the attention) and 7.66 ms (also gate/up and the next q/k/v): the hints'
+// DRAM reads compete with the kernels' own (bench/RESULTS.md, "Fifteenth run").
 #include <cstdint>
 #include <cstdlib>
 #include <string>

@@ -205,7 +205,6 @@ void add_matmul(std::vector<OpCase>& cases) {
     struct S {
         int64_t n, k, m;
         bool bias;
-        bool prefetch = false;  // Backend::prefetch(w) first: a hint, the output must not change
     };
     for (DType dt : {DType::kF32, DType::kF16, DType::kBf16})
         for (S sh :
@@ -214,9 +213,7 @@ void add_matmul(std::vector<OpCase>& cases) {
               // decode rows through cuda_gemv.cu (n <= 8, k a multiple of 8)
               S{8, 4096, 72, true}, S{3, 1024, 130, false},
               // several passes of the GEMV's loads a row and a partial last one (bf16: 385 vectors)
-              S{1, 3080, 300, true},
-              // prefetched: less than one 64 KB prefetch chunk, and 1.8-7.4 MB ending mid-chunk
-              S{1, 64, 33, true, true}, S{1, 3080, 600, false, true}}) {
+              S{1, 3080, 300, true}}) {
             const uint32_t seed = static_cast<uint32_t>(sh.n * 131 + sh.k * 7 + sh.m);
             auto x =
                 std::make_shared<std::vector<float>>(randn(seed, static_cast<size_t>(sh.n * sh.k)));
@@ -230,8 +227,7 @@ void add_matmul(std::vector<OpCase>& cases) {
             c.op = "matmul";
             c.wdt = dt;
             c.name = std::string(dt_name(dt)) + " n" + std::to_string(sh.n) + " k" +
-                     std::to_string(sh.k) + " m" + std::to_string(sh.m) +
-                     (sh.bias ? " +bias" : "") + (sh.prefetch ? " prefetched" : "");
+                     std::to_string(sh.k) + " m" + std::to_string(sh.m) + (sh.bias ? " +bias" : "");
             c.run = [=](Backend& be) {
                 Scope s(be);
                 const void* wp =
@@ -240,10 +236,6 @@ void add_matmul(std::vector<OpCase>& cases) {
                 Tensor B = s.weight(bias->data(), DType::kF32, {sh.m});
                 Tensor X = s.act(*x, {sh.n, sh.k});
                 Tensor O = s.act({}, {sh.n, sh.m});
-                if (sh.prefetch) {  // both windows, one weight and two (the same twice)
-                    be.prefetch(Backend::PrefetchWindow::kLong, W);
-                    be.prefetch(Backend::PrefetchWindow::kShort, W, &W);
-                }
                 be.matmul(X, W, sh.bias ? &B : nullptr, O);
                 return Outputs{{"out", s.get(O)}};
             };
