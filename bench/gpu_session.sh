@@ -197,10 +197,18 @@ profile() {  # model tag lengths [recording] [profile mode] [policy]
 # The host side of a prefill alone (no GPU): a prompt's K/V into the host cache, old storage vs
 # append_layer inline / on the pool vs memcpy into touched memory (bench/bench_host_cache.cpp).
 # And what recording adds after the prompt: the trace's per-layer summaries, serial vs pooled.
+# bench_cuda_attention on the Llama-3 8B attention shape: attn8b N REPS [NAME=VALUE...], under
+# the command in ATTN_WRAP if set (a profiler).
+attn8b() {
+  local n=$1 reps=$2; shift 2
+  # shellcheck disable=SC2086  # word splitting wanted: ATTN_WRAP is a command line
+  env "$@" ${ATTN_WRAP:-} "$BENCH_ATTN" --n "$n" --heads 32 --kv-heads 8 --dim 128 --tail 32 \
+    --reps "$reps"
+}
 stage_attn() {
   local r=0
   for n in 8192 32768; do
-    "$BENCH_ATTN" --n "$n" --heads 32 --kv-heads 8 --dim 128 --tail 32 --reps 5 || r=1
+    attn8b "$n" 5 || r=1
     python3 bench/peer_attention.py --n "$n" --heads 32 --kv-heads 8 --dim 128 --reps 5 || r=1
   done
   return $r
@@ -214,10 +222,10 @@ stage_attn-ab() {
   for n in 8192 32768; do
     for i in 1 2; do
       echo "# n=$n default ($i)"
-      "$BENCH_ATTN" --n "$n" --heads 32 --kv-heads 8 --dim 128 --tail 32 --reps 5 || r=1
+      attn8b "$n" 5 || r=1
       echo "# n=$n ${ATTN_AB:?set ATTN_AB} ($i)"
       # shellcheck disable=SC2086  # word splitting wanted: one NAME=VALUE per word
-      env $ATTN_AB "$BENCH_ATTN" --n "$n" --heads 32 --kv-heads 8 --dim 128 --tail 32 --reps 5 || r=1
+      attn8b "$n" 5 $ATTN_AB || r=1
     done
   done
   return $r
@@ -228,8 +236,8 @@ stage_attn-ab() {
 stage_ncu-attn() {
   local NCU=/usr/local/cuda/bin/ncu k r=0
   for k in probs_pass_mma flash_fwd_mma; do
-    "$NCU" --set full -k "regex:$k" --launch-skip 1 --launch-count 1 "$BENCH_ATTN" --n 8192 \
-      --heads 32 --kv-heads 8 --dim 128 --tail 32 --reps 1 > "$OUT/ncu_$k.txt" 2>&1 || r=1
+    ATTN_WRAP="$NCU --set full -k regex:$k --launch-skip 1 --launch-count 1" attn8b 8192 1 \
+      > "$OUT/ncu_$k.txt" 2>&1 || r=1
     grep -E "Duration|Registers Per|Occupancy|Throughput|Issue Slots|No Eligible|Bank Conflicts" \
       "$OUT/ncu_$k.txt" | head -24
     xz -9 "$OUT/ncu_$k.txt"
