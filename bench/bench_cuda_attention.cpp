@@ -86,16 +86,34 @@ std::vector<float> get(const float* d, size_t n) {
     return h;
 }
 
-// max |a - b| / max |b| over finite entries of b (both -inf counts as equal).
-double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
+// max |a - b| / max |b| over finite entries of b (both -inf counts as equal). Where a check
+// fails, *worst is the index of the largest difference and *bad the number of entries over
+// `bound` (relative to the same scale): a wrong layout shows as a pattern in those.
+double rel_err(const std::vector<float>& a, const std::vector<float>& b, size_t* worst = nullptr,
+               size_t* bad = nullptr, double bound = 2e-2) {
     double scale = 0, err = 0;
+    size_t at = 0;
     for (size_t i = 0; i < b.size(); ++i) {
         if (!std::isfinite(b[i])) {
-            if (a[i] != b[i]) err = INFINITY;
+            if (a[i] != b[i]) {
+                err = INFINITY;
+                at = i;
+            }
             continue;
         }
         scale = std::max(scale, std::fabs(static_cast<double>(b[i])));
-        err = std::max(err, std::fabs(static_cast<double>(a[i]) - b[i]));
+        const double e = std::fabs(static_cast<double>(a[i]) - b[i]);
+        if (!(e <= err)) {  // NaN counts as worst
+            err = e;
+            at = i;
+        }
+    }
+    if (worst) *worst = at;
+    if (bad) {
+        *bad = 0;
+        for (size_t i = 0; i < b.size(); ++i)
+            if (!(std::fabs(static_cast<double>(a[i]) - b[i]) <= bound * scale) && !(a[i] == b[i]))
+                ++*bad;
     }
     return scale > 0 ? err / scale : err;
 }
@@ -212,15 +230,24 @@ int main(int argc, char** argv) {
         unsetenv("KVSCOPE_CUDA_ATTENTION");
         run(out.as<float>(), lse.as<float>(), col.as<float>());
         const size_t no = static_cast<size_t>(c.n * H * d), nl = static_cast<size_t>(c.n * H);
-        const double eo = rel_err(get(out.as<float>(), no), get(ref_out.as<float>(), no));
-        const double el = rel_err(get(lse.as<float>(), nl), get(ref_lse.as<float>(), nl));
+        size_t wo = 0, bo = 0, wl = 0, bl = 0;
+        const double eo = rel_err(get(out.as<float>(), no), get(ref_out.as<float>(), no), &wo, &bo);
+        const double el = rel_err(get(lse.as<float>(), nl), get(ref_lse.as<float>(), nl), &wl, &bl);
         const double ec = rel_err(get(col.as<float>(), nl), get(ref_col.as<float>(), nl));
         const bool ok = eo <= 2e-2 && el <= 2e-2 && ec <= 2e-2;  // the op tests' bf16 bound
         std::printf(
             "{\"check\":\"tensor cores vs fp32 kernels\",\"n\":%lld,\"out_rel\":%.3g,"
             "\"lse_rel\":%.3g,\"colsum_rel\":%.3g,\"bound\":0.02,\"ok\":%s}\n",
             static_cast<long long>(c.n), eo, el, ec, ok ? "true" : "false");
-        if (!ok) return 1;
+        if (!ok) {  // out is [n, H, d], LSE [H, n]
+            std::printf(
+                "{\"out_worst\":{\"query\":%zu,\"head\":%zu,\"dim\":%zu},\"out_bad\":%zu,"
+                "\"lse_worst\":{\"head\":%zu,\"query\":%zu},\"lse_bad\":%zu,\"of\":%zu}\n",
+                wo / static_cast<size_t>(H * d),
+                wo / static_cast<size_t>(d) % static_cast<size_t>(H), wo % static_cast<size_t>(d),
+                bo, wl / static_cast<size_t>(c.n), wl % static_cast<size_t>(c.n), bl, nl);
+            return 1;
+        }
     }
 
     // 2. Timings on the whole prompt.

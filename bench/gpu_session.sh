@@ -50,7 +50,8 @@
 #               bench/peer_attention.py (torch SDPA, bf16), 8B attention shape at 8k and 32k
 #   attn-ab     bench_cuda_attention, the default against the switches in $ATTN_AB, in turn,
 #               twice each, 8k and 32k
-#   ncu-attn    ncu --set full, one launch each of the prefill attention kernels, 8B shape at 8k
+#   ncu-attn    ncu --set full, one launch each of the prefill attention kernels (mma.sync and the
+#               opt-in wgmma ones), 8B shape at 8k: stall reasons and SASS hot spots (ncu_stalls.py)
 #   hostcache   bench_host_cache on the machine's CPUs: the host cache's share of a prefill, 8k/32k
 #   peer1b      bench/hf_peer.py on the 1B shape
 #   peer8b      bench/hf_peer.py on the 8B shape
@@ -235,12 +236,20 @@ stage_attn-ab() {
 # the first is bench_cuda_attention's check at 2,048 queries), 8B attention shape at 8k.
 stage_ncu-attn() {
   local NCU=/usr/local/cuda/bin/ncu k r=0
-  for k in probs_pass_mma flash_fwd_mma; do
-    ATTN_WRAP="$NCU --set full -k regex:$k --launch-skip 1 --launch-count 1" attn8b 8192 1 \
-      > "$OUT/ncu_$k.txt" 2>&1 || r=1
+  for k in probs_pass_mma flash_fwd_mma probs_pass_wgmma flash_fwd_wgmma; do
+    local sw=()  # the wgmma kernels are opt-in (cuda_attention_wgmma.cu)
+    [[ $k == *wgmma ]] && sw=(KVSCOPE_CUDA_FWD_WGMMA=1 KVSCOPE_CUDA_PROBS_WGMMA=1)
+    ATTN_WRAP="$NCU --set full --import-source yes -f -o $OUT/ncu_$k -k regex:$k --launch-skip 1 \
+      --launch-count 1" attn8b 8192 1 "${sw[@]}" > "$OUT/ncu_$k.log" 2>&1 || r=1
+    "$NCU" --import "$OUT/ncu_$k.ncu-rep" > "$OUT/ncu_$k.txt" 2>&1 || r=1
     grep -E "Duration|Registers Per|Occupancy|Throughput|Issue Slots|No Eligible|Bank Conflicts" \
       "$OUT/ncu_$k.txt" | head -24
-    xz -9 "$OUT/ncu_$k.txt"
+    # Where the warps wait: every stall reason's share, then the SASS lines with most samples.
+    "$NCU" --import "$OUT/ncu_$k.ncu-rep" --page raw --csv > "$OUT/ncu_${k}_raw.csv" 2>&1 || r=1
+    "$NCU" --import "$OUT/ncu_$k.ncu-rep" --page source --print-source sass --csv \
+      > "$OUT/ncu_${k}_sass.csv" 2>&1 || r=1
+    python3 bench/ncu_stalls.py "$OUT/ncu_${k}_raw.csv" "$OUT/ncu_${k}_sass.csv" | tee "$OUT/stalls_$k.txt"
+    xz -9 "$OUT/ncu_$k.txt" "$OUT/ncu_${k}_raw.csv" "$OUT/ncu_${k}_sass.csv"
   done
   return $r
 }

@@ -70,6 +70,7 @@
 #include <string>
 #include <type_traits>
 
+#include "kernels/cuda/cuda_attention_bf16.cuh"
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/cuda/cuda_device.cuh"
 
@@ -148,19 +149,6 @@ __device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], 
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
-// 2^x on the special-function unit, subnormal results flushed to 0 (a probability below 2^-126
-// adds nothing a float sum keeps); exp2f adds a range fix-up around the same instruction.
-__device__ __forceinline__ float exp2_ftz(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-    return y;
-}
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    uint32_t u;
-    memcpy(&u, &v, 4);
-    return u;
-}
 
 __device__ __forceinline__ long long warp_min_ll(long long v) {
     for (int o = 16; o > 0; o >>= 1) {
@@ -176,27 +164,9 @@ __device__ __forceinline__ long long warp_max_ll(long long v) {
     }
     return v;
 }
-// Max over the 4 lanes of a fragment row group (lanes 4g .. 4g + 3).
-__device__ __forceinline__ float quad_max(float v) {
-    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
-    return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
-}
-__device__ __forceinline__ float quad_sum(float v) {
-    v += __shfl_xor_sync(0xffffffffu, v, 1);
-    return v + __shfl_xor_sync(0xffffffffu, v, 2);
-}
 
-// Bf16 copies made once per call (to_bf16_*): Q as [n, H, D]; K and V compacted to [G, ld, D]
-// (head g's slot j at row g * ld + j, ld = max_len) so tiles are read as 16-byte chunks. kb:
-// per KV head and 64-key tile {min, max} key position ([G][ceil(ld / 64)][2]); qb: per 16-query
-// tile from q_begin {min, max} query position ([ceil((n - q_begin) / 16)][2]).
-struct Bf16Ops {
-    const bf16* q = nullptr;
-    const bf16* k = nullptr;
-    const bf16* v = nullptr;
-    const int64_t* kb = nullptr;
-    const int64_t* qb = nullptr;
-};
+// Bf16Ops (cuda_attention_bf16.cuh): the copies to_bf16_* make once per call, and tile bounds.
+static_assert(kKeysF == kBoundTile, "kb holds one entry per forward tile");
 
 // 4 floats -> 4 bf16 (round to nearest even) at dst (8-byte aligned).
 __device__ __forceinline__ void store_bf16x4(bf16* dst, float4 v) {
@@ -524,18 +494,6 @@ __global__ void __launch_bounds__(kThreadsF, 2)
 }
 
 // ---- exact statistics pass (parallel over key tiles) -------------------------------------------
-// 16-byte, 8-byte and 4-byte asynchronous copies for the step buffers (positions are int64, the
-// LSE rows of a head need not be 16-byte aligned).
-__device__ __forceinline__ void cp_async8(void* dst, const void* src, bool ok) {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
-                 "r"(ok ? 8 : 0)
-                 : "memory");
-}
-__device__ __forceinline__ void cp_async4(void* dst, const void* src, bool ok) {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
-                 "r"(ok ? 4 : 0)
-                 : "memory");
-}
 
 template <int D, int HB>
 __global__ void __launch_bounds__(kThreadsP, 2)
@@ -835,8 +793,12 @@ bool attention_mma_eligible(const AttentionDev& a) {
 void attention_prefill_mma(const AttentionDev& a, cudaStream_t stream) {
     if (a.n <= 0) return;
     Bf16Scratch sc(a, Pass::kForward, 0, stream);
+    // Opt-in until its op cases pass on a GPU (cuda_attention_wgmma.cu).
+    static const bool wgmma_on = opted_in("KVSCOPE_CUDA_FWD_WGMMA");
     with_shape(a, [&](auto dm, auto hb) {
         constexpr int D = decltype(dm)::value, HB = decltype(hb)::value;
+        if (wgmma_on && flash_fwd_wgmma_fits(a))
+            return flash_fwd_wgmma(a, sc.ops, scale_log2(a), HB, stream);
         constexpr size_t bytes = Layout<D>::f_bytes;
         constexpr int QB = kRowsF / HB;
         const dim3 grid(static_cast<unsigned int>((a.n + QB - 1) / QB),
@@ -853,8 +815,12 @@ void attention_probs_mma(const AttentionDev& a, int64_t q_begin, float* colsum, 
                          int64_t n_tail, cudaStream_t stream) {
     if (a.n <= 0 || a.max_len <= 0 || (!colsum && !rows)) return;
     Bf16Scratch sc(a, Pass::kProbs, q_begin, stream);
+    static const bool wgmma_on = opted_in("KVSCOPE_CUDA_PROBS_WGMMA");
     with_shape(a, [&](auto dm, auto hb) {
         constexpr int D = decltype(dm)::value, HB = decltype(hb)::value;
+        if (wgmma_on && flash_fwd_wgmma_fits(a))
+            return probs_pass_wgmma(a, sc.ops, scale_log2(a), q_begin, colsum, rows, n_tail, HB,
+                                    stream);
         constexpr size_t bytes = Layout<D>::p_bytes;
         const dim3 grid(static_cast<unsigned int>((a.max_len + kKeysP - 1) / kKeysP),
                         static_cast<unsigned int>(a.H / HB));

@@ -125,6 +125,18 @@ __device__ __forceinline__ void cp_async16(void* dst, const void* src, bool ok) 
                  "r"(ok ? 16 : 0)
                  : "memory");
 }
+// 8 and 4 bytes global -> shared, asynchronously (through L1), zero-filled when !ok: positions
+// (int64) and rows of floats that need not be 16-byte aligned.
+__device__ __forceinline__ void cp_async8(void* dst, const void* src, bool ok) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+                 "r"(ok ? 8 : 0)
+                 : "memory");
+}
+__device__ __forceinline__ void cp_async4(void* dst, const void* src, bool ok) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+                 "r"(ok ? 4 : 0)
+                 : "memory");
+}
 __device__ __forceinline__ void cp_async_commit() {
     asm volatile("cp.async.commit_group;\n" ::: "memory");
 }
