@@ -19,7 +19,7 @@ fi
 for s in "${STAGES[@]}"; do
   [ "$s" = models8b ] && continue
   case $s in check) cap=60;; ops) cap=200;; golden) cap=100;; parity) cap=150;; *) cap=400;; esac
-  if [[ "$s" == bench8b* || "$s" == peer8b || "$s" == profile8b* || "$s" == ncu8b* || "$s" == gemv-shapes || "$s" == decode-ab || "$s" == decode-multi ]] && [ -n "${MPID:-}" ]; then
+  if [[ "$s" == bench8b* || "$s" == prefill32k* || "$s" == peer8b || "$s" == profile8b* || "$s" == ncu8b* || "$s" == gemv-shapes || "$s" == decode-ab || "$s" == decode-multi ]] && [ -n "${MPID:-}" ]; then
     wait "$MPID" 2>/dev/null; MPID=
   fi
   l=$(left); [ "$l" -lt 20 ] && { echo "$s skipped (no time)" >> "$T/status.txt"; continue; }

@@ -48,8 +48,9 @@
 #   attn        bench_cuda_attention (the prefill attention kernels alone: forward, column sums +
 #               window rows, rows only; checked against the fp32 kernels first) and its peer
 #               bench/peer_attention.py (torch SDPA, bf16), 8B attention shape at 8k and 32k
-#   attn-ab     bench_cuda_attention, the default against the switches in $ATTN_AB, in turn,
-#               twice each, 8k and 32k
+#   prefill32k-ab kvscope bench, 8B shape, 32k prefill (full, recording on/off), default vs $ATTN_AB
+#   attn-ab     bench_cuda_attention, the default against the switches in $ATTN_AB (';' between
+#               candidates), in turn, twice each, 8k and 32k
 #   ncu-attn    ncu --set full, one launch each of the prefill attention kernels (mma.sync and the
 #               opt-in wgmma ones), 8B shape at 8k: stall reasons and SASS hot spots (ncu_stalls.py)
 #   hostcache   bench_host_cache on the machine's CPUs: the host cache's share of a prefill, 8k/32k
@@ -183,6 +184,19 @@ bench() {  # model name lengths
 stage_bench1b() { bench "$M1B" bench1b 1024,8192,32768; }
 stage_bench8b() { bench "$M8B" bench8b 1024,8192; }
 stage_bench8b-32k() { bench "$M8B" bench8b_32k 32768; }
+# The 8B shape's 32k prefill (full; recording on, then off), the default against the switches in
+# $ATTN_AB (e.g. a prefill attention kernel), alternating, median of 3 prefills each.
+stage_prefill32k-ab() {
+  local rec sw
+  for rec in on off; do
+    for sw in "" "${ATTN_AB:?set ATTN_AB}"; do
+      # shellcheck disable=SC2086  # word splitting wanted: one NAME=VALUE per word
+      env $sw "$KVSCOPE" bench --model "$M8B" --device cuda --lengths 32768 --decode-steps 2 \
+        --prefill-reps 3 --policy full --recording "$rec" --json "$OUT/p32k_${rec}${sw:+_ab}.json" |
+        grep -E "^full" | sed "s/^/${sw:-default} /"
+    done
+  done
+}
 stage_bench1b-128k() {  # the issue's "128k for the 1B shape": full, recording on only
   "$KVSCOPE" bench --model "$M1B" --device cuda --lengths 131072 --decode-steps 8 --policy full \
     --recording on --json "$OUT/bench1b_128k.json"
@@ -219,14 +233,18 @@ stage_attn() {
 # each, on the 8B shape at 8k and 32k: kernel times only (bench_cuda_attention checks the
 # tensor-core path against the fp32 kernels first, under the switch too).
 stage_attn-ab() {
-  local r=0 n i
+  local r=0 n i c
+  local IFS_OLD=$IFS cands
+  IFS=';' read -r -a cands <<< "${ATTN_AB:?set ATTN_AB}"; IFS=$IFS_OLD
   for n in 8192 32768; do
     for i in 1 2; do
       echo "# n=$n default ($i)"
       attn8b "$n" 5 || r=1
-      echo "# n=$n ${ATTN_AB:?set ATTN_AB} ($i)"
-      # shellcheck disable=SC2086  # word splitting wanted: one NAME=VALUE per word
-      attn8b "$n" 5 $ATTN_AB || r=1
+      for c in "${cands[@]}"; do
+        echo "# n=$n $c ($i)"
+        # shellcheck disable=SC2086  # word splitting wanted: one NAME=VALUE per word
+        attn8b "$n" 5 $c || r=1
+      done
     done
   done
   return $r

@@ -794,7 +794,8 @@ void attention_prefill_mma(const AttentionDev& a, cudaStream_t stream) {
     if (a.n <= 0) return;
     Bf16Scratch sc(a, Pass::kForward, 0, stream);
     // Opt-in until its op cases pass on a GPU (cuda_attention_wgmma.cu).
-    static const bool wgmma_on = opted_in("KVSCOPE_CUDA_FWD_WGMMA");
+    static const bool wgmma_on = env_is("KVSCOPE_CUDA_FWD_WGMMA", "1") ||
+                                 env_is("KVSCOPE_CUDA_FWD_WGMMA", "2");  // =2: another shape
     with_shape(a, [&](auto dm, auto hb) {
         constexpr int D = decltype(dm)::value, HB = decltype(hb)::value;
         if (wgmma_on && flash_fwd_wgmma_fits(a))

@@ -31,7 +31,10 @@
 // Floor: 4 n L d FLOPs per query head on tensor cores (about half of it under a causal mask).
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <string>
+#include <type_traits>
 
 #include "kernels/cuda/cuda_attention_bf16.cuh"
 #include "kernels/cuda/cuda_common.h"
@@ -42,24 +45,39 @@ namespace {
 
 using bf16 = __nv_bfloat16;
 
-constexpr int kD = 128;         // head_dim this kernel takes
-constexpr int kWarpgroups = 2;  // each 64 rows
+constexpr int kD = 128;  // head_dim this kernel takes
+// The statistics pass's block (the forward's shapes are Fwd below): 2 warpgroups over one
+// 128-key tile.
+constexpr int kWarpgroups = 2;
 constexpr int kThreads = 128 * kWarpgroups;
-constexpr int kRows = 64 * kWarpgroups;  // (query, head) rows per block
-constexpr int kKeys = 128;               // keys per tile
-constexpr int kChunks = kD / 8;          // 16-byte chunks per row
-constexpr int kNb = kKeys / 8;           // 8-key column blocks of S
-constexpr int kNd = kD / 8;              // 8-dim column blocks of O
-constexpr uint32_t kPanel = 128;         // bytes of a swizzle panel's row
-constexpr uint32_t kQBytes = kRows * kD * 2;
-constexpr uint32_t kTileBytes = kKeys * kD * 2;  // one K or V tile
-constexpr uint32_t kStageBytes = 2 * kTileBytes;
-constexpr uint32_t kPosOff = kQBytes + 2 * kStageBytes;
-constexpr uint32_t kSmemBytes = kPosOff + kRows * 8 + 1024;  // + alignment slack (1,024-byte tiles)
-constexpr int64_t kNoPos = INT64_MAX;    // slot past a head's length: visible to no query
-constexpr int64_t kNoQuery = INT64_MIN;  // row past n: sees no key
+constexpr int kKeys = 128;
+constexpr int kNb = kKeys / 8;                   // 8-key column blocks of S
+constexpr int kChunks = kD / 8;                  // 16-byte chunks per row
+constexpr int kNd = kD / 8;                      // 8-dim column blocks of O
+constexpr uint32_t kPanel = 128;                 // bytes of a swizzle panel's row
+constexpr uint32_t kTileBytes = kKeys * kD * 2;  // one K tile
+constexpr int64_t kNoPos = INT64_MAX;            // slot past a head's length: visible to no query
+constexpr int64_t kNoQuery = INT64_MIN;          // row past n: sees no key
 constexpr float kLn2 = 0.6931471805599453f;
-static_assert(kKeys % kBoundTile == 0, "a tile is whole kb entries");
+
+// The forward's shapes: WG warpgroups (64 rows each) share KEYS-key tiles. <2, 128> (=1): one
+// block per SM; <1, 64> (=2): two independent blocks per SM, which drift apart so that one's
+// softmax overlaps the other's MMAs.
+template <int WG, int KEYS>
+struct Fwd {
+    static constexpr int kThreads = 128 * WG;
+    static constexpr int kRows = 64 * WG;
+    static constexpr int kKeys = KEYS;
+    static constexpr int kNb = KEYS / 8;
+    static constexpr int kMinBlocks = WG == 1 ? 2 : 1;
+    static constexpr uint32_t kQBytes = kRows * kD * 2;
+    static constexpr uint32_t kTileBytes = KEYS * kD * 2;
+    static constexpr uint32_t kStageBytes = 2 * kTileBytes;
+    static constexpr uint32_t kPosOff = kQBytes + 2 * kStageBytes;
+    static constexpr uint32_t kSmemBytes = kPosOff + kRows * 8 + 1024;  // + alignment slack
+    static_assert(KEYS % kBoundTile == 0, "a tile is whole kb entries");
+    static_assert(kMinBlocks * (kSmemBytes + 1024) <= 228 * 1024, "the blocks fit one SM");
+};
 
 // Byte offset of 16-byte chunk c (0 .. 15) of row r in a swizzled tile of `rows` rows.
 __device__ __forceinline__ uint32_t swz(int r, int c, int rows) {
@@ -79,9 +97,10 @@ __device__ __forceinline__ uint64_t desc_k(uint32_t tile, int rows, int row0, in
                        static_cast<uint32_t>(row0) * kPanel + static_cast<uint32_t>(s & 3) * 32u;
     return desc(a, 16, 8 * kPanel);
 }
-// MN-major operand (V: keys x dims), k step s (keys 16 s .. 16 s + 15).
-__device__ __forceinline__ uint64_t desc_v(uint32_t tile, int s) {
-    return desc(tile + static_cast<uint32_t>(s) * 16u * kPanel, kKeys * kPanel, 8 * kPanel);
+// MN-major operand (V: keys x dims) of a tile of `keys` keys, k step s (keys 16 s .. 16 s + 15).
+__device__ __forceinline__ uint64_t desc_v(uint32_t tile, int keys, int s) {
+    return desc(tile + static_cast<uint32_t>(s) * 16u * kPanel,
+                static_cast<uint32_t>(keys) * kPanel, 8 * kPanel);
 }
 
 __device__ __forceinline__ void wgmma_fence() {
@@ -123,6 +142,22 @@ __device__ __forceinline__ void wgmma_ss(float (&d)[16][4], uint64_t da, uint64_
           "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
         : "l"(da), "l"(db), "r"(scale_d));
 }
+// The same for a 64-key tile: d[64 x 64].
+__device__ __forceinline__ void wgmma_ss(float (&d)[8][4], uint64_t da, uint64_t db, int scale_d) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, "
+        "%19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, "
+        "0;\n}\n"
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
+          "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+          "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]),
+          "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]),
+          "+f"(d[7][2]), "+f"(d[7][3])
+        : "l"(da), "l"(db), "r"(scale_d));
+}
 // d[64 x 128] += A[64 x 16] B[16 x 128]: A from registers (the m16n8k16 A layout per warp), B
 // through a descriptor, MN-major (transposed: V's rows are keys, its columns the output dims).
 __device__ __forceinline__ void wgmma_rs(float (&d)[16][4], const uint32_t (&a)[4], uint64_t db) {
@@ -150,27 +185,29 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[16][4], const uint32_t (&a)[
 // Pins an accumulator's registers at this point of the program: the compiler must not move
 // their reads or writes across a wgmma's issue and the wait for it (it does not know the
 // instruction is asynchronous).
-__device__ __forceinline__ void pin(float (&x)[16][4]) {
+template <int N>
+__device__ __forceinline__ void pin(float (&x)[N][4]) {
 #pragma unroll
-    for (int j = 0; j < 16; ++j)
+    for (int j = 0; j < N; ++j)
 #pragma unroll
         for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(x[j][e])::"memory");
 }
 
-// grid (ceil(n / QB), H / HB), QB = kRows / HB, latest query blocks first (most keys under a
+// grid (ceil(n / QB), H / HB), QB = F::kRows / HB, latest query blocks first (most keys under a
 // causal mask). A lane's rows: r0 = 64 wg + 16 (warp % 4) + lane / 4 and r0 + 8 (fragment
 // elements {0, 1} and {2, 3} of each 8-column block).
-template <int HB>
-__global__ void __launch_bounds__(kThreads, 1)
+template <int HB, int WG, int KEYS>
+__global__ void __launch_bounds__(Fwd<WG, KEYS>::kThreads, Fwd<WG, KEYS>::kMinBlocks)
     flash_fwd_wgmma_kernel(AttentionDev a, Bf16Ops b, float cl2) {
+    using F = Fwd<WG, KEYS>;
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    constexpr int QB = kRows / HB;
+    constexpr int QB = F::kRows / HB;
     extern __shared__ unsigned char smem_raw[];
     const uint32_t raw = smem_addr(smem_raw);
     const uint32_t pad = ((raw + 1023u) & ~1023u) - raw;  // tiles at 1,024-byte boundaries
     unsigned char* smem = smem_raw + pad;
     const uint32_t sbase = raw + pad;
-    int64_t* sQpos = reinterpret_cast<int64_t*>(smem + kPosOff);
+    int64_t* sQpos = reinterpret_cast<int64_t*>(smem + F::kPosOff);
 
     const int tid = static_cast<int>(threadIdx.x), lane = tid & 31, warp = tid >> 5;
     const int wg = warp >> 2;
@@ -182,28 +219,28 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int64_t g = h0 / (H / a.G);
     const int64_t len = a.kv_len[g];
     const int64_t nkb = (a.max_len + kBoundTile - 1) / kBoundTile;  // kb entries of this head
-    const int64_t ntl = (a.max_len + kKeys - 1) / kKeys;
+    const int64_t ntl = (a.max_len + F::kKeys - 1) / F::kKeys;
     const int64_t* kb = b.kb + g * nkb * 2;
     const bf16* K = b.k + g * a.max_len * kD;
     const bf16* V = b.v + g * a.max_len * kD;
     const int64_t* kpos = a.kpos + a.kv_off[g];
 
     // Q: block row r is query q0 + r % QB of head h0 + r / QB.
-    for (int e = tid; e < kRows * kChunks; e += kThreads) {
+    for (int e = tid; e < F::kRows * kChunks; e += F::kThreads) {
         const int r = e / kChunks, c = e % kChunks;
         const int64_t q = q0 + r % QB;
         const bool ok = q < n;
-        cp_async16(smem + swz(r, c, kRows), b.q + ((ok ? q : 0) * H + h0 + r / QB) * kD + c * 8,
+        cp_async16(smem + swz(r, c, F::kRows), b.q + ((ok ? q : 0) * H + h0 + r / QB) * kD + c * 8,
                    ok);
     }
     cp_async_commit();
-    if (tid < kRows) {
+    if (tid < F::kRows) {
         const int64_t q = q0 + tid % QB;
         sQpos[tid] = q < n ? a.q_pos[q] : kNoQuery;
     }
     __syncthreads();
     long long bqmax = kNoQuery, gqmin = kNoPos, gqmax = kNoQuery;  // block; this warpgroup
-    for (int r = 0; r < kRows; ++r) {
+    for (int r = 0; r < F::kRows; ++r) {
         const long long p = sQpos[r];
         bqmax = p > bqmax ? p : bqmax;
         if (r / 64 == wg) {
@@ -214,14 +251,23 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int r0 = 64 * wg + 16 * (warp & 3) + g4;
     const long long qp[2] = {sQpos[r0], sQpos[r0 + 8]};
 
-    // Tile t's key-position bounds (its two kb entries).
+    // Tile t's key-position bounds (its KEYS / 64 kb entries; a missing one holds no key).
+    constexpr int kE = KEYS / kBoundTile;
     auto tile_lo = [&](int64_t t) {
-        const long long x = kb[4 * t], y = 2 * t + 1 < nkb ? kb[4 * t + 2] : kNoPos;
-        return x < y ? x : y;
+        long long lo = kNoPos;
+#pragma unroll
+        for (int e = 0; e < kE; ++e)
+            if (kE * t + e < nkb) lo = kb[2 * (kE * t + e)] < lo ? kb[2 * (kE * t + e)] : lo;
+        return lo;
     };
     auto tile_hi = [&](int64_t t) {
-        const long long x = kb[4 * t + 1], y = 2 * t + 1 < nkb ? kb[4 * t + 3] : kNoPos;
-        return x > y ? x : y;
+        long long hi = kNoQuery;
+#pragma unroll
+        for (int e = 0; e < kE; ++e) {
+            const long long x = kE * t + e < nkb ? kb[2 * (kE * t + e) + 1] : kNoPos;
+            hi = x > hi ? x : hi;
+        }
+        return hi;
     };
     // First tile at or after j that some query of the block sees (32 tiles per ballot).
     int64_t win = -32;
@@ -241,19 +287,19 @@ __global__ void __launch_bounds__(kThreads, 1)
         return ntl;
     };
     auto load_tile = [&](int64_t t, uint32_t stage) {
-        const int64_t k0 = t * kKeys;
-        for (int e = tid; e < kKeys * kChunks; e += kThreads) {
+        const int64_t k0 = t * F::kKeys;
+        for (int e = tid; e < F::kKeys * kChunks; e += F::kThreads) {
             const int r = e / kChunks, c = e % kChunks;
             const bool ok = k0 + r < len;
             const int64_t off = (ok ? k0 + r : 0) * kD + c * 8;
-            const uint32_t o = swz(r, c, kKeys);
+            const uint32_t o = swz(r, c, F::kKeys);
             cp_async16(smem + stage + o, K + off, ok);
-            cp_async16(smem + stage + kTileBytes + o, V + off, ok);
+            cp_async16(smem + stage + F::kTileBytes + o, V + off, ok);
         }
     };
 
     int64_t cur = next_tile(0);
-    if (cur < ntl) load_tile(cur, kQBytes);
+    if (cur < ntl) load_tile(cur, F::kQBytes);
     cp_async_commit();
 
     float o[kNd][4];
@@ -267,31 +313,31 @@ __global__ void __launch_bounds__(kThreads, 1)
         fence_async_smem();
         __syncthreads();
         const int64_t nxt = next_tile(cur + 1);
-        if (nxt < ntl) load_tile(nxt, kQBytes + (st ^ 1) * kStageBytes);
+        if (nxt < ntl) load_tile(nxt, F::kQBytes + (st ^ 1) * F::kStageBytes);
         cp_async_commit();
-        const uint32_t sK = sbase + kQBytes + st * kStageBytes, sV = sK + kTileBytes;
-        const int64_t k0 = cur * kKeys;
+        const uint32_t sK = sbase + F::kQBytes + st * F::kStageBytes, sV = sK + F::kTileBytes;
+        const int64_t k0 = cur * F::kKeys;
         const long long kmin = tile_lo(cur), kmax = tile_hi(cur);
         st ^= 1;
         cur = nxt;
         if (kmin > gqmax) continue;       // no row of this warpgroup sees the tile
         const bool full = kmax <= gqmin;  // every key visible to every row of the warpgroup
 
-        float s[kNb][4];
+        float s[F::kNb][4];
 #pragma unroll
-        for (int nb = 0; nb < kNb; ++nb) s[nb][0] = s[nb][1] = s[nb][2] = s[nb][3] = 0.0f;
+        for (int nb = 0; nb < F::kNb; ++nb) s[nb][0] = s[nb][1] = s[nb][2] = s[nb][3] = 0.0f;
         pin(s);
         wgmma_fence();
 #pragma unroll
         for (int k = 0; k < kD / 16; ++k)
-            wgmma_ss(s, desc_k(sbase, kRows, 64 * wg, k), desc_k(sK, kKeys, 0, k), k > 0);
+            wgmma_ss(s, desc_k(sbase, F::kRows, 64 * wg, k), desc_k(sK, F::kKeys, 0, k), k > 0);
         wgmma_commit();
         wgmma_wait_all();
         pin(s);
 
         // t = acc * scale * log2 e, -inf where masked.
 #pragma unroll
-        for (int nb = 0; nb < kNb; ++nb)
+        for (int nb = 0; nb < F::kNb; ++nb)
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
                 long long kp = kNoQuery;
@@ -310,14 +356,15 @@ __global__ void __launch_bounds__(kThreads, 1)
         for (int i = 0; i < 2; ++i) {
             float mx = m[i];
 #pragma unroll
-            for (int nb = 0; nb < kNb; ++nb) mx = fmaxf(mx, fmaxf(s[nb][2 * i], s[nb][2 * i + 1]));
+            for (int nb = 0; nb < F::kNb; ++nb)
+                mx = fmaxf(mx, fmaxf(s[nb][2 * i], s[nb][2 * i + 1]));
             mx = quad_max(mx);
             const float base = mx == -INFINITY ? 0.0f : mx;  // nothing visible yet: p = 0
             corr[i] = exp2_ftz(m[i] - base);
             m[i] = mx;
             float r = 0.0f;
 #pragma unroll
-            for (int nb = 0; nb < kNb; ++nb) {
+            for (int nb = 0; nb < F::kNb; ++nb) {
                 s[nb][2 * i] = exp2_ftz(s[nb][2 * i] - base);
                 s[nb][2 * i + 1] = exp2_ftz(s[nb][2 * i + 1] - base);
                 r += s[nb][2 * i] + s[nb][2 * i + 1];
@@ -332,9 +379,9 @@ __global__ void __launch_bounds__(kThreads, 1)
             o[f][3] *= corr[1];
         }
         // O += P V: P's A fragment for keys 16 kk .. 16 kk + 15 is blocks 2 kk, 2 kk + 1 of s.
-        uint32_t pa[kKeys / 16][4];
+        uint32_t pa[F::kKeys / 16][4];
 #pragma unroll
-        for (int kk = 0; kk < kKeys / 16; ++kk) {
+        for (int kk = 0; kk < F::kKeys / 16; ++kk) {
             pa[kk][0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
             pa[kk][1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
             pa[kk][2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
@@ -343,7 +390,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         pin(o);
         wgmma_fence();
 #pragma unroll
-        for (int kk = 0; kk < kKeys / 16; ++kk) wgmma_rs(o, pa[kk], desc_v(sV, kk));
+        for (int kk = 0; kk < F::kKeys / 16; ++kk) wgmma_rs(o, pa[kk], desc_v(sV, F::kKeys, kk));
         wgmma_commit();
         wgmma_wait_all();
         pin(o);
@@ -625,20 +672,34 @@ bool flash_fwd_wgmma_fits(const AttentionDev& a) {
 
 void flash_fwd_wgmma(const AttentionDev& a, const Bf16Ops& b, float cl2, int hb,
                      cudaStream_t stream) {
-    auto launch = [&](auto kernel, int qb) {
+    // KVSCOPE_CUDA_FWD_WGMMA=2: two independent 64-row blocks per SM over 64-key tiles.
+    static const bool small = [] {
+        const char* e = std::getenv("KVSCOPE_CUDA_FWD_WGMMA");
+        return e && std::string(e) == "2";
+    }();
+    auto launch = [&](auto kernel, int rows, uint32_t bytes, int threads) {
         KVS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            static_cast<int>(kSmemBytes)));
+                                            static_cast<int>(bytes)));
+        const int qb = rows / hb;
         const dim3 grid(static_cast<unsigned int>((a.n + qb - 1) / qb),
                         static_cast<unsigned int>(a.H / hb));
-        kernel<<<grid, kThreads, kSmemBytes, stream>>>(a, b, cl2);
+        kernel<<<grid, threads, bytes, stream>>>(a, b, cl2);
         KVS_CUDA_CHECK_LAUNCH();
     };
-    if (hb == 4)
-        launch(flash_fwd_wgmma_kernel<4>, kRows / 4);
-    else if (hb == 2)
-        launch(flash_fwd_wgmma_kernel<2>, kRows / 2);
+    auto shape = [&](auto wg, auto keys) {
+        constexpr int WG = decltype(wg)::value, KEYS = decltype(keys)::value;
+        using F = Fwd<WG, KEYS>;
+        if (hb == 4)
+            launch(flash_fwd_wgmma_kernel<4, WG, KEYS>, F::kRows, F::kSmemBytes, F::kThreads);
+        else if (hb == 2)
+            launch(flash_fwd_wgmma_kernel<2, WG, KEYS>, F::kRows, F::kSmemBytes, F::kThreads);
+        else
+            launch(flash_fwd_wgmma_kernel<1, WG, KEYS>, F::kRows, F::kSmemBytes, F::kThreads);
+    };
+    if (small)
+        shape(std::integral_constant<int, 1>{}, std::integral_constant<int, 64>{});
     else
-        launch(flash_fwd_wgmma_kernel<1>, kRows);
+        shape(std::integral_constant<int, 2>{}, std::integral_constant<int, 128>{});
 }
 
 void probs_pass_wgmma(const AttentionDev& a, const Bf16Ops& b, float cl2, int64_t q_begin,
