@@ -98,9 +98,12 @@ __device__ __forceinline__ uint64_t desc_k(uint32_t tile, int rows, int row0, in
     return desc(a, 16, 8 * kPanel);
 }
 // MN-major operand (V: keys x dims) of a tile of `keys` keys, k step s (keys 16 s .. 16 s + 15).
-__device__ __forceinline__ uint64_t desc_v(uint32_t tile, int keys, int s) {
-    return desc(tile + static_cast<uint32_t>(s) * 16u * kPanel,
-                static_cast<uint32_t>(keys) * kPanel, 8 * kPanel);
+// vswap (KVSCOPE_CUDA_WGMMA_VSWAP=1, a diagnostic until the op cases have passed on a GPU):
+// the two offsets exchanged, the other reading of the PTX ISA's MN-major canonical layout.
+__device__ __forceinline__ uint64_t desc_v(uint32_t tile, int keys, int s, bool vswap) {
+    const uint32_t panel = static_cast<uint32_t>(keys) * kPanel, group = 8 * kPanel;
+    return desc(tile + static_cast<uint32_t>(s) * 16u * kPanel, vswap ? group : panel,
+                vswap ? panel : group);
 }
 
 __device__ __forceinline__ void wgmma_fence() {
@@ -198,7 +201,7 @@ __device__ __forceinline__ void pin(float (&x)[N][4]) {
 // elements {0, 1} and {2, 3} of each 8-column block).
 template <int HB, int WG, int KEYS>
 __global__ void __launch_bounds__(Fwd<WG, KEYS>::kThreads, Fwd<WG, KEYS>::kMinBlocks)
-    flash_fwd_wgmma_kernel(AttentionDev a, Bf16Ops b, float cl2) {
+    flash_fwd_wgmma_kernel(AttentionDev a, Bf16Ops b, float cl2, bool vswap) {
     using F = Fwd<WG, KEYS>;
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
     constexpr int QB = F::kRows / HB;
@@ -390,7 +393,8 @@ __global__ void __launch_bounds__(Fwd<WG, KEYS>::kThreads, Fwd<WG, KEYS>::kMinBl
         pin(o);
         wgmma_fence();
 #pragma unroll
-        for (int kk = 0; kk < F::kKeys / 16; ++kk) wgmma_rs(o, pa[kk], desc_v(sV, F::kKeys, kk));
+        for (int kk = 0; kk < F::kKeys / 16; ++kk)
+            wgmma_rs(o, pa[kk], desc_v(sV, F::kKeys, kk, vswap));
         wgmma_commit();
         wgmma_wait_all();
         pin(o);
@@ -677,13 +681,17 @@ void flash_fwd_wgmma(const AttentionDev& a, const Bf16Ops& b, float cl2, int hb,
         const char* e = std::getenv("KVSCOPE_CUDA_FWD_WGMMA");
         return e && std::string(e) == "2";
     }();
+    static const bool vswap = [] {
+        const char* e = std::getenv("KVSCOPE_CUDA_WGMMA_VSWAP");
+        return e && std::string(e) == "1";
+    }();
     auto launch = [&](auto kernel, int rows, uint32_t bytes, int threads) {
         KVS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             static_cast<int>(bytes)));
         const int qb = rows / hb;
         const dim3 grid(static_cast<unsigned int>((a.n + qb - 1) / qb),
                         static_cast<unsigned int>(a.H / hb));
-        kernel<<<grid, threads, bytes, stream>>>(a, b, cl2);
+        kernel<<<grid, threads, bytes, stream>>>(a, b, cl2, vswap);
         KVS_CUDA_CHECK_LAUNCH();
     };
     auto shape = [&](auto wg, auto keys) {
