@@ -144,9 +144,10 @@ stage_check() {
 
 stage_ops-quick() {
   "$TEST_KERNELS" --gtest_filter='*Cuda*' --gtest_output=json:"$OUT/ops_quick.json"; local r1=$?
-  # The other paths still selectable: norm rows in loops, plain launches, staged row moves, and
-  # the opt-in one-launch decode attention (cuda_attention_decode.cu).
-  KVSCOPE_CUDA_NORM_REGS=0 KVSCOPE_CUDA_DECODE_FUSED=1 KVSCOPE_CUDA_PDL=0 KVSCOPE_CUDA_INLINE_JOBS=0 "$TEST_KERNELS" --gtest_filter='*Cuda*' --gtest_output=json:"$OUT/ops_quick_earlier.json"; local r2=$?
+  # The other paths still selectable: norm rows in loops, plain launches, staged row moves, the
+  # opt-in one-launch decode attention (cuda_attention_decode.cu), the mma.sync prefill attention.
+  KVSCOPE_CUDA_NORM_REGS=0 KVSCOPE_CUDA_DECODE_FUSED=1 KVSCOPE_CUDA_PDL=0 KVSCOPE_CUDA_INLINE_JOBS=0 \
+    KVSCOPE_CUDA_FWD_WGMMA=0 KVSCOPE_CUDA_PROBS_WGMMA=0 "$TEST_KERNELS" --gtest_filter='*Cuda*' --gtest_output=json:"$OUT/ops_quick_earlier.json"; local r2=$?
   # Opt-in switches not yet run on a GPU, if any: $OPS_OPTIN (e.g. "KVSCOPE_CUDA_X=1").
   local r3=0
   if [ -n "${OPS_OPTIN:-}" ]; then

@@ -59,6 +59,9 @@ def raw_summary(path):
 
 def sass_summary(path):
     rows = rows_of(path)
+    # ncu 2025+ puts a "Kernel Name" line above the table's header (whose first cell is Address).
+    start = next((i for i, r in enumerate(rows) if r and r[0] == "Address"), 0)
+    rows = rows[start:]
     if len(rows) < 2:
         print(f"{path}: no source rows")
         return

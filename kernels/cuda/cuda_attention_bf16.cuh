@@ -25,14 +25,16 @@ struct Bf16Ops {
 constexpr int kBoundTile = 64;  // keys per kb entry
 
 // ---- cuda_attention_wgmma.cu --------------------------------------------------------------------
-// The forward (out, LSE) on Hopper's warpgroup MMA, for what flash_fwd_mma computes: opt-in
-// (KVSCOPE_CUDA_FWD_WGMMA=1) while its op cases have not passed on a GPU. Fits head_dim 128 on a
-// compute capability 9.0 device; cl2 = scale * log2 e (the value both passes multiply logits by).
+// The forward (out, LSE) on Hopper's warpgroup MMA, for what flash_fwd_mma computes: the default
+// where it fits (head_dim 128 on a compute capability 9.0 device) since its op cases passed on an
+// H100; KVSCOPE_CUDA_FWD_WGMMA=0 keeps flash_fwd_mma, =2 / =3 select other shapes (file comment
+// of cuda_attention_wgmma.cu). cl2 = scale * log2 e (the value both passes multiply logits by).
 bool flash_fwd_wgmma_fits(const AttentionDev& a);
 void flash_fwd_wgmma(const AttentionDev& a, const Bf16Ops& b, float cl2, int hb,
                      cudaStream_t stream);
 // The statistics pass (column sums, the last n_tail rows) on wgmma, for what probs_pass_mma
-// computes: opt-in (KVSCOPE_CUDA_PROBS_WGMMA=1), same fit. b.qb: 16-query tile bounds.
+// computes: the default where it fits, as the forward (KVSCOPE_CUDA_PROBS_WGMMA=0 keeps
+// probs_pass_mma). b.qb: 16-query tile bounds.
 void probs_pass_wgmma(const AttentionDev& a, const Bf16Ops& b, float cl2, int64_t q_begin,
                       float* colsum, float* rows, int64_t n_tail, int hb, cudaStream_t stream);
 

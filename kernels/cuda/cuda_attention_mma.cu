@@ -1,7 +1,9 @@
 // Tensor-core prefill attention (native math mode, head_dim 64 and 128): the bf16 twins of
 // flash_fwd / probs_pass in cuda_attention.cu, which selects between the two paths
-// (attention_mma_eligible). Semantics are those of cuda_attention.cu's file comment: slot j is
-// visible to query i iff kpos[j] <= q_pos[i]; a row that sees no key gets out 0, LSE -inf.
+// (attention_mma_eligible). On Hopper at head_dim 128 the wgmma kernels of
+// cuda_attention_wgmma.cu take both passes (dispatch below), from the same Bf16Scratch. Semantics
+// are those of cuda_attention.cu's file comment: slot j is visible to query i iff kpos[j] <=
+// q_pos[i]; a row that sees no key gets out 0, LSE -inf.
 //
 // One file (~870 lines) on purpose: the forward and the statistics pass must form every logit
 // through the same inlined fragment helpers (qk_tile, the PTX wrappers; the cp.async ones come
@@ -793,9 +795,9 @@ bool attention_mma_eligible(const AttentionDev& a) {
 void attention_prefill_mma(const AttentionDev& a, cudaStream_t stream) {
     if (a.n <= 0) return;
     Bf16Scratch sc(a, Pass::kForward, 0, stream);
-    // Opt-in until its op cases pass on a GPU (cuda_attention_wgmma.cu).
-    static const bool wgmma_on = env_is("KVSCOPE_CUDA_FWD_WGMMA", "1") ||
-                                 env_is("KVSCOPE_CUDA_FWD_WGMMA", "2");  // =2: another shape
+    // The wgmma forward on Hopper (cuda_attention_wgmma.cu): the default since its op cases passed
+    // on an H100 (bench/RESULTS.md, sixteenth run); KVSCOPE_CUDA_FWD_WGMMA=0 keeps this file's.
+    static const bool wgmma_on = switched_on("KVSCOPE_CUDA_FWD_WGMMA");
     with_shape(a, [&](auto dm, auto hb) {
         constexpr int D = decltype(dm)::value, HB = decltype(hb)::value;
         if (wgmma_on && flash_fwd_wgmma_fits(a))
@@ -816,7 +818,7 @@ void attention_probs_mma(const AttentionDev& a, int64_t q_begin, float* colsum, 
                          int64_t n_tail, cudaStream_t stream) {
     if (a.n <= 0 || a.max_len <= 0 || (!colsum && !rows)) return;
     Bf16Scratch sc(a, Pass::kProbs, q_begin, stream);
-    static const bool wgmma_on = opted_in("KVSCOPE_CUDA_PROBS_WGMMA");
+    static const bool wgmma_on = switched_on("KVSCOPE_CUDA_PROBS_WGMMA");  // as the forward
     with_shape(a, [&](auto dm, auto hb) {
         constexpr int D = decltype(dm)::value, HB = decltype(hb)::value;
         if (wgmma_on && flash_fwd_wgmma_fits(a))

@@ -52,6 +52,10 @@
 //   included since session 18, launched as programmatic dependents (cuda_device.cuh);
 //   KVSCOPE_CUDA_INLINE_JOBS (default on; =0 off): a mirror update that stages nothing but a few
 //   positions passes its row moves with the kernel (flush_inline()).
+// - KVSCOPE_CUDA_FWD_WGMMA, KVSCOPE_CUDA_PROBS_WGMMA (default on; =0 off): the prefill
+//   attention's forward and statistics pass on Hopper's wgmma (cuda_attention_wgmma.cu) where
+//   they fit (head_dim 128, compute capability 9.0); FWD =2 / =3 select the forward's other
+//   shapes. KVSCOPE_CUDA_WGMMA_VSWAP=1: a diagnostic of the V descriptor (wrong results).
 // Next (issue 9): faster prefill attention kernels; bf16 K/V; CUDA graphs for small models.
 #include <algorithm>
 #include <chrono>
