@@ -23,6 +23,7 @@ struct Bf16Ops {
     const int64_t* qb = nullptr;
 };
 constexpr int kBoundTile = 64;  // keys per kb entry
+constexpr float kLn2 = 0.6931471805599453f;
 
 // ---- cuda_attention_wgmma.cu --------------------------------------------------------------------
 // The forward (out, LSE) on Hopper's warpgroup MMA, for what flash_fwd_mma computes: the default
@@ -61,6 +62,24 @@ __device__ __forceinline__ float quad_max(float v) {
 __device__ __forceinline__ float quad_sum(float v) {
     v += __shfl_xor_sync(0xffffffffu, v, 1);
     return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+// A forward's epilogue for one of a lane's rows: its 4 lanes' sums of exp added, the LSE
+// (natural log; -inf for a row that saw no key) from the running max m (log2 units), and the
+// normalised output row from the accumulator elements {2 half, 2 half + 1} of each 8-dim block
+// of o. Every lane calls it (the sum is a shuffle), rows past n write nothing.
+template <int ND>
+__device__ __forceinline__ void write_forward_row(const AttentionDev& a, const float (&o)[ND][4],
+                                                  int half, float m, float l, int64_t q, int64_t h,
+                                                  int lane) {
+    const float li = quad_sum(l);
+    const float inv = li > 0.0f ? 1.0f / li : 0.0f;
+    if (q >= a.n) return;
+    if ((lane & 3) == 0) a.lse[h * a.n + q] = li > 0.0f ? (m + log2f(li)) * kLn2 : -INFINITY;
+    float* dst = a.out + (q * a.H + h) * (8 * ND) + 2 * (lane & 3);
+#pragma unroll
+    for (int f = 0; f < ND; ++f)
+        *reinterpret_cast<float2*>(dst + f * 8) =
+            make_float2(o[f][2 * half] * inv, o[f][2 * half + 1] * inv);
 }
 #endif
 

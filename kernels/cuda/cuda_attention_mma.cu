@@ -5,7 +5,7 @@
 // are those of cuda_attention.cu's file comment: slot j is visible to query i iff kpos[j] <=
 // q_pos[i]; a row that sees no key gets out 0, LSE -inf.
 //
-// One file (~870 lines) on purpose: the forward and the statistics pass must form every logit
+// One file (~830 lines) on purpose: the forward and the statistics pass must form every logit
 // through the same inlined fragment helpers (qk_tile, the PTX wrappers; the cp.async ones come
 // from cuda_device.cuh and move bytes only) compiled in one
 // translation unit with one set of flags, which is what makes the statistics pass's p rows sum to
@@ -101,7 +101,6 @@ constexpr int kNtP = kKeysP / 8;
 constexpr int64_t kNoPosM = INT64_MAX;   // slot past a head's length: visible to no query
 constexpr int64_t kNoQuery = INT64_MIN;  // row past n: sees no key
 constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
 
 template <int D>
 struct Layout {
@@ -481,18 +480,8 @@ __global__ void __launch_bounds__(kThreadsF, 2)
 
     // Normalise; the LSE (natural log) and the output.
 #pragma unroll
-    for (int i = 0; i < NR; ++i) {
-        const float li = quad_sum(l[i]);
-        const float inv = li > 0.0f ? 1.0f / li : 0.0f;
-        const int64_t q = q0 + wq + 8 * i + g4;
-        if (q >= n) continue;
-        if ((lane & 3) == 0) a.lse[hw * n + q] = li > 0.0f ? (m[i] + log2f(li)) * kLn2 : -INFINITY;
-        float* dst = a.out + (q * H + hw) * D + c2;
-#pragma unroll
-        for (int f = 0; f < ND; ++f)
-            *reinterpret_cast<float2*>(dst + f * 8) =
-                make_float2(o[i / 2][f][2 * (i % 2)] * inv, o[i / 2][f][2 * (i % 2) + 1] * inv);
-    }
+    for (int i = 0; i < NR; ++i)
+        write_forward_row(a, o[i / 2], i % 2, m[i], l[i], q0 + wq + 8 * i + g4, hw, lane);
 }
 
 // ---- exact statistics pass (parallel over key tiles) -------------------------------------------

@@ -277,16 +277,7 @@ __global__ void __launch_bounds__(Fwd<WG, KEYS>::kThreads, Fwd<WG, KEYS>::kMinBl
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
         const int r = r0 + 8 * i;
-        const int64_t q = q0 + r % QB, h = h0 + r / QB;
-        const float li = quad_sum(l[i]);
-        const float inv = li > 0.0f ? 1.0f / li : 0.0f;
-        if (q >= n) continue;
-        if ((lane & 3) == 0) a.lse[h * n + q] = li > 0.0f ? (m[i] + log2f(li)) * kLn2 : -INFINITY;
-        float* dst = a.out + (q * H + h) * kD + c2;
-#pragma unroll
-        for (int f = 0; f < kNd; ++f)
-            *reinterpret_cast<float2*>(dst + f * 8) =
-                make_float2(o[f][2 * i] * inv, o[f][2 * i + 1] * inv);
+        write_forward_row(a, o, i, m[i], l[i], q0 + r % QB, h0 + r / QB, lane);
     }
 #else
     __trap();  // built for sm_90a only (flash_fwd_wgmma_fits checks the device)
@@ -536,18 +527,7 @@ __global__ void __launch_bounds__(128, 2)
     cp_async_wait<0>();
 
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
-        const float li = quad_sum(l[i]);
-        const float inv = li > 0.0f ? 1.0f / li : 0.0f;
-        if (qrow[i] >= n) continue;
-        if ((lane & 3) == 0)
-            a.lse[qhead[i] * n + qrow[i]] = li > 0.0f ? (m[i] + log2f(li)) * kLn2 : -INFINITY;
-        float* dst = a.out + (qrow[i] * H + qhead[i]) * kD + c2;
-#pragma unroll
-        for (int f = 0; f < kNd; ++f)
-            *reinterpret_cast<float2*>(dst + f * 8) =
-                make_float2(o[f][2 * i] * inv, o[f][2 * i + 1] * inv);
-    }
+    for (int i = 0; i < 2; ++i) write_forward_row(a, o, i, m[i], l[i], qrow[i], qhead[i], lane);
 #else
     __trap();  // built for sm_90a only (flash_fwd_wgmma_fits checks the device)
 #endif

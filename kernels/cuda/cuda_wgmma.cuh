@@ -22,7 +22,6 @@ constexpr int kNd = kD / 8;              // 8-dim column blocks of O
 constexpr uint32_t kPanel = 128;         // bytes of a swizzle panel's row
 constexpr int64_t kNoPos = INT64_MAX;    // slot past a head's length: visible to no query
 constexpr int64_t kNoQuery = INT64_MIN;  // row past n: sees no key
-constexpr float kLn2 = 0.6931471805599453f;
 
 // Byte offset of 16-byte chunk c (0 .. 15) of row r in a swizzled tile of `rows` rows.
 __device__ __forceinline__ uint32_t swz(int r, int c, int rows) {
